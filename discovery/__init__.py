@@ -1,0 +1,1 @@
+"""Discovery plugins: report endpoints of other nodes to the hub."""

@@ -1,0 +1,21 @@
+"""gravpy: a mesh message bus for Python programs on a LAN."""
+
+from gravpy.buffer import MsgBuffer
+from gravpy.filter import Pattern
+from gravpy.grav import Grav
+from gravpy.message import Message
+from gravpy.pod import Overflow, Pod, PodStatistics
+from gravpy.receipt import MsgReceipt
+
+__all__ = [
+    "Grav",
+    "Message",
+    "MsgBuffer",
+    "MsgReceipt",
+    "Overflow",
+    "Pattern",
+    "Pod",
+    "PodStatistics",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,324 @@
+"""The in-process router: pods, routes by type, the replay buffer and reply waiters.
+
+``deliver`` is the hot path: one cached lookup of the pods whose type rules admit a message's type,
+then a push into each one's inbox. Nothing runs a handler inline; the pods' drains do, in order, on
+later turns of the event loop, so a sender never waits on a receiver and a message that a pod sends
+is never delivered before ``send`` returns (which is why a waiter registered right after ``send`` can
+never miss a reply).
+
+The hub (mesh) plugs in through ``outbound`` (messages sent by local pods, to forward) and
+``on_routes_changed`` (the local interests changed); it injects remote messages with ``deliver``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from gravpy.buffer import MsgBuffer
+from gravpy.errors import PodDisconnected, UsageError
+from gravpy.message import Message
+from gravpy.pod import Overflow, Pod
+from gravpy.receipt import Mailbox, MsgReceipt
+
+__all__ = ["Bus", "BusStatistics"]
+
+_log = structlog.get_logger("gravpy.bus")
+
+
+@dataclass(frozen=True, slots=True)
+class BusStatistics:
+    """A snapshot of the bus counters (closed pods included)."""
+
+    pods: int
+    receivers: int
+    sent: int  # messages sent by local pods
+    delivered: int  # pushes into pod inboxes
+    dropped_overflow: int
+    dropped_failed: int
+    dropped_closed: int
+    handler_failures: int
+    buffered: int
+    unclaimed_replies: int
+
+
+class Bus:
+    """Routes messages between the pods of one process. Use it through ``Grav``."""
+
+    def __init__(
+        self,
+        *,
+        buffer_size: int = 128,
+        inbox_limit: int = 10_000,
+        overflow: Overflow = Overflow.DROP_NEWEST,
+        failure_limit: int = 64,
+        max_attempts: int = 16,
+        unclaimed_replies: int = 1024,
+    ) -> None:
+        for name, value in (
+            ("inbox_limit", inbox_limit),
+            ("failure_limit", failure_limit),
+            ("max_attempts", max_attempts),
+            ("unclaimed_replies", unclaimed_replies),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise UsageError(f"{name} must be an int >= 1, got {value!r}")
+        if inbox_limit < buffer_size:
+            raise UsageError("inbox_limit must be at least buffer_size, or a replay would overflow")
+        self.buffer = MsgBuffer(buffer_size)
+        self.inbox_limit = inbox_limit
+        self.overflow = Overflow(overflow)
+        self.failure_limit = failure_limit
+        self.max_attempts = max_attempts
+        self.outbound: Callable[[Message], int] | None = None
+        self.on_routes_changed: Callable[[], None] | None = None
+        self._unclaimed_limit = unclaimed_replies
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pods: dict[int, Pod] = {}
+        self._next_id = 1
+        self._routes: dict[str, tuple[Pod, ...]] = {}
+        self._reply_waiters: dict[str, tuple[Pod, Mailbox]] = {}
+        self._unclaimed: dict[str, Message] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._congested: set[object] = set()
+        self._room: asyncio.Event | None = None
+        self._closed = False
+        self._sent = 0
+        self._delivered = 0
+        self._retired = [0, 0, 0, 0]  # overflow, failed, closed, handler failures
+
+    # -- pods ------------------------------------------------------------------------------------
+
+    def connect(
+        self,
+        *,
+        replay: bool = False,
+        inbox_limit: int | None = None,
+        overflow: Overflow | None = None,
+    ) -> Pod:
+        """A new pod on this bus (call from a running event loop)."""
+        if self._closed:
+            raise UsageError("the bus is closed")
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        limit = self.inbox_limit if inbox_limit is None else inbox_limit
+        if not isinstance(limit, int) or limit < 1:
+            raise UsageError(f"inbox_limit must be an int >= 1, got {limit!r}")
+        pod = Pod(
+            self,
+            self._next_id,
+            replay=replay,
+            inbox_limit=limit,
+            overflow=self.overflow if overflow is None else Overflow(overflow),
+        )
+        self._next_id += 1
+        self._pods[pod.id] = pod
+        return pod
+
+    def detach(self, pod: Pod) -> None:
+        """Forget a closed pod, keeping its counters in the totals (called by ``Pod.close``)."""
+        if self._pods.pop(pod.id, None) is None:
+            return
+        s = pod.statistics()
+        self._retired[0] += s.dropped_overflow
+        self._retired[1] += s.dropped_failed
+        self._retired[2] += s.dropped_closed
+        self._retired[3] += s.failed
+        for uuid, (owner, mailbox) in list(self._reply_waiters.items()):
+            if owner is pod:
+                del self._reply_waiters[uuid]
+                mailbox.fail(PodDisconnected(pod.close_reason))
+        self.routes_changed()
+
+    def routes_changed(self) -> None:
+        """Drop the route cache: a pod started or stopped receiving, or changed its filters."""
+        self._routes.clear()
+        if self.on_routes_changed is not None:
+            self.on_routes_changed()
+
+    def interests(self) -> tuple[str, ...]:
+        """The type patterns local receivers admit (``(">",)`` when one admits every type)."""
+        patterns: set[str] = set()
+        for pod in self._pods.values():
+            if not pod.receiving:
+                continue
+            allowed = pod.allowed_patterns()
+            if allowed is None:
+                return (">",)
+            patterns.update(allowed)
+        return tuple(sorted(patterns))
+
+    # -- the hot path ----------------------------------------------------------------------------
+
+    def send(self, msg: Message, sender: Pod) -> MsgReceipt:
+        """Deliver ``msg`` locally and hand it to the mesh; see ``Pod.send``."""
+        if self._closed:
+            raise PodDisconnected("the bus is closed")
+        self._sent += 1
+        n = self.deliver(msg, sender)
+        if self.outbound is not None:
+            n += self.outbound(msg)
+        return MsgReceipt(msg.uuid, msg.type, sender, n == 0)
+
+    def deliver(self, msg: Message, sender: Pod | None = None) -> int:
+        """Push ``msg`` to every receiving pod that admits it (never to ``sender``); return how many.
+
+        A reply that a receipt is waiting for goes to that waiter instead of the asking pod's handler.
+        """
+        self.buffer.push(msg, sender)
+        claimer: Pod | None = None
+        n = 0
+        if msg.reply_to:
+            waiting = self._reply_waiters.get(msg.reply_to)
+            if waiting is not None:
+                claimer, mailbox = waiting
+                mailbox.offer(msg)
+                n = 1
+            else:
+                self._keep_unclaimed(msg)
+        route = self._routes.get(msg.type)
+        if route is None:
+            route = self._route(msg.type)
+        for pod in route:
+            if pod is sender or pod is claimer:
+                continue
+            if pod.uuid_rules and not pod.admits(msg):
+                continue
+            pod.push(msg)
+            n += 1
+        self._delivered += n
+        return n
+
+    def _route(self, msg_type: str) -> tuple[Pod, ...]:
+        route = tuple(
+            pod for pod in self._pods.values() if pod.receiving and pod.admits_type(msg_type)
+        )
+        if len(self._routes) >= 4096:
+            self._routes.clear()
+        self._routes[msg_type] = route
+        return route
+
+    # -- backpressure ----------------------------------------------------------------------------
+
+    @property
+    def congested(self) -> bool:
+        """True while some receiver's inbox is over half full (or another sink reported it)."""
+        return bool(self._congested)
+
+    def mark_congested(self, sink: object) -> None:
+        """Record that ``sink`` (a pod, a link) is over its high-water mark."""
+        self._congested.add(sink)
+
+    def relieve(self, sink: object) -> None:
+        """Record that ``sink`` has room again; wakes ``wait_room`` when nothing is congested."""
+        self._congested.discard(sink)
+        if not self._congested and self._room is not None:
+            self._room.set()
+
+    async def wait_room(self) -> None:
+        """Wait until no sink is congested (used by ``Pod.publish``)."""
+        while self._congested:
+            if self._room is None or self._room.is_set():
+                self._room = asyncio.Event()
+            await self._room.wait()
+
+    # -- replies ---------------------------------------------------------------------------------
+
+    def _keep_unclaimed(self, msg: Message) -> None:
+        unclaimed = self._unclaimed
+        if len(unclaimed) >= self._unclaimed_limit:
+            del unclaimed[next(iter(unclaimed))]
+        unclaimed[msg.reply_to] = msg
+
+    def register_reply_waiter(self, uuid: str, pod: Pod) -> Mailbox:
+        """A mailbox that receives the replies to message ``uuid`` (one waiter per message)."""
+        if pod.closed:
+            raise PodDisconnected(pod.close_reason)
+        if uuid in self._reply_waiters:
+            raise UsageError(f"a wait on the reply to {uuid} is already in progress")
+        mailbox = Mailbox()
+        early = self._unclaimed.pop(uuid, None)
+        if early is not None:
+            mailbox.offer(early)
+        self._reply_waiters[uuid] = (pod, mailbox)
+        return mailbox
+
+    def unregister_reply_waiter(self, uuid: str, mailbox: Mailbox) -> None:
+        waiting = self._reply_waiters.get(uuid)
+        if waiting is not None and waiting[1] is mailbox:
+            del self._reply_waiters[uuid]
+
+    def fail_reply_waiters(self, uuids: list[str], error: BaseException) -> int:
+        """End the waits on replies to these messages with ``error`` (the hub: a link died)."""
+        failed = 0
+        for uuid in uuids:
+            waiting = self._reply_waiters.get(uuid)
+            if waiting is not None:
+                waiting[1].fail(error)
+                failed += 1
+        return failed
+
+    # -- tasks -----------------------------------------------------------------------------------
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        loop = self._loop
+        if loop is None:  # pragma: no cover - connect() sets it before any pod exists
+            loop = self._loop = asyncio.get_running_loop()
+        loop.call_soon(callback)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` in a task the bus owns: failures are logged, ``close()`` cancels it."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            if isinstance(exc, PodDisconnected):
+                return
+            _log.error("task_failed", task=task.get_name(), error=repr(exc), exc_info=exc)
+
+    async def close(self) -> None:
+        """Disconnect every pod, end every wait, and cancel and await every task the bus owns."""
+        if self._closed:
+            return
+        self._closed = True
+        for pod in list(self._pods.values()):
+            pod.close("the bus closed", error=False)
+        for _, mailbox in self._reply_waiters.values():
+            mailbox.fail(PodDisconnected("the bus closed"))
+        self._reply_waiters.clear()
+        while self._tasks:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def pods(self) -> list[Pod]:
+        return list(self._pods.values())
+
+    def statistics(self) -> BusStatistics:
+        live = [p.statistics() for p in self._pods.values()]
+        r = self._retired
+        return BusStatistics(
+            pods=len(live),
+            receivers=sum(1 for p in self._pods.values() if p.receiving),
+            sent=self._sent,
+            delivered=self._delivered,
+            dropped_overflow=r[0] + sum(s.dropped_overflow for s in live),
+            dropped_failed=r[1] + sum(s.dropped_failed for s in live),
+            dropped_closed=r[2] + sum(s.dropped_closed for s in live),
+            handler_failures=r[3] + sum(s.failed for s in live),
+            buffered=len(self.buffer),
+            unclaimed_replies=len(self._unclaimed),
+        )

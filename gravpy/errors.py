@@ -1,0 +1,133 @@
+"""Every exception gravpy raises, under one root.
+
+::
+
+    GravError
+    ├── MsgNotWanted            raised *by your* wait function: "not this one, keep waiting"
+    ├── WaitTimeout             a wait ran past its timeout (also a TimeoutError)
+    ├── NoResponders            a request whose type no pod anywhere admits
+    ├── NoReceipt               no receipt could be issued
+    │   └── PodDisconnected     the pod is closed; ``reason`` says why
+    ├── UsageError              you used the API in a way it does not allow (also a ValueError)
+    ├── MessageError            bytes that are not a gravpy message
+    ├── ProtocolError           a peer broke the wire protocol; the link is closed
+    │   └── FrameError          bytes that are not a valid frame
+    ├── HandshakeRejectedError  a link was refused; ``reason`` and ``peer`` say which and why
+    │   └── NodeUUIDMismatch    the peer is not the node discovery reported
+    ├── LinkClosedError         the link to a peer closed while something depended on it
+    └── TransportError          a transport plugin failed (dial, listen); ``__cause__`` keeps the library's error
+
+Names follow Grav where Grav's names are the API (``WaitTimeout``, ``MsgNotWanted``, ``NoReceipt``,
+``NoResponders``, ``PodDisconnected``); the rest carry the ``Error`` suffix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FrameError",
+    "GravError",
+    "HandshakeRejectedError",
+    "LinkClosedError",
+    "MessageError",
+    "MsgNotWanted",
+    "NoReceipt",
+    "NoResponders",
+    "NodeUUIDMismatch",
+    "PodDisconnected",
+    "ProtocolError",
+    "TransportError",
+    "UsageError",
+    "WaitTimeout",
+]
+
+
+class GravError(Exception):
+    """The root of every exception gravpy raises."""
+
+
+class MsgNotWanted(GravError):
+    """Raise from a wait function to say "not this message, keep waiting"."""
+
+
+class WaitTimeout(GravError, TimeoutError):
+    """A wait ended because its timeout elapsed before an accepted message arrived."""
+
+
+class NoResponders(GravError):
+    """A request was sent whose type no pod, local or on any peer, admits.
+
+    Raised by the receipt's wait methods at once instead of after the timeout.
+    """
+
+    def __init__(self, msg_type: str) -> None:
+        super().__init__(f"no pod admits messages of type {msg_type!r}")
+        self.msg_type = msg_type
+
+
+class NoReceipt(GravError):
+    """No receipt could be issued for a message (Grav's ``ErrNoReceipt``)."""
+
+
+class PodDisconnected(NoReceipt):
+    """The pod is disconnected from its bus; ``reason`` tells why.
+
+    Raised by ``Pod.send`` on a closed pod and by ``Pod.wait_closed`` when the bus disconnected the
+    pod (for example after too many handler failures).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"pod disconnected: {reason}")
+        self.reason = reason
+
+
+class UsageError(GravError, ValueError):
+    """The caller used the API wrongly (a bad argument, a call in the wrong state)."""
+
+
+class MessageError(GravError):
+    """Bytes or values that do not make a valid gravpy message."""
+
+
+class ProtocolError(GravError):
+    """The remote side broke the wire protocol. The link it came on is closed."""
+
+
+class FrameError(ProtocolError):
+    """Bytes that are not a valid frame (bad msgpack, wrong shape, too large)."""
+
+
+class HandshakeRejectedError(GravError):
+    """A link was refused during the handshake, by either side.
+
+    ``reason`` is one of the ``proto`` reason codes (``"version"``, ``"mesh"``, ``"proof"``,
+    ``"self"``, ``"duplicate"``, ``"uuid_mismatch"``, ``"deadline"``, ...); ``peer`` is the
+    endpoint or node uuid the link was to, when known.
+    """
+
+    def __init__(self, reason: str, peer: str = "", detail: str = "") -> None:
+        text = f"handshake rejected ({reason})"
+        if peer:
+            text += f" by/for {peer}"
+        if detail:
+            text += f": {detail}"
+        super().__init__(text)
+        self.reason = reason
+        self.peer = peer
+        self.detail = detail
+
+
+class NodeUUIDMismatch(HandshakeRejectedError):
+    """The node at an endpoint is not the one discovery reported there."""
+
+    def __init__(self, peer: str, expected: str, actual: str) -> None:
+        super().__init__("uuid_mismatch", peer, f"expected node {expected}, got {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+class LinkClosedError(GravError):
+    """The link to a peer closed while a request or a send depended on it."""
+
+
+class TransportError(GravError):
+    """A transport plugin failed to dial or listen; ``__cause__`` holds the library's exception."""

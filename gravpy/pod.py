@@ -1,0 +1,528 @@
+"""Pods: an application's two-way handle on the bus.
+
+Theory of operation. The bus pushes each message a pod admits into the pod's bounded *inbox* and wakes
+the pod's single consumer: its handler (run by a drain that the bus schedules, one message at a time,
+in order) or, with no handler, whoever iterates the pod with ``async for``. A pod with neither (and no
+``wait_on`` in progress) is not a receiver: the bus sends it nothing, and it does not count as a
+responder for requests. A full inbox applies the pod's overflow policy and counts every drop.
+
+A handler that raises keeps its message: after the handler next succeeds, failed messages go back to
+the front of the inbox in their original order. When ``failure_limit`` failures are pending the pod
+is disconnected and ``wait_closed()`` raises ``PodDisconnected`` with the reason; a message that keeps
+failing is given up after ``max_attempts`` and counted in ``dropped_failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from gravpy.errors import PodDisconnected, UsageError
+from gravpy.filter import Filter
+from gravpy.message import Message
+from gravpy.receipt import Mailbox, MsgReceipt, WaitFunc, check_timeout, wait_in
+
+if TYPE_CHECKING:
+    from gravpy.bus import Bus
+
+__all__ = ["Handler", "Overflow", "Pod", "PodStatistics"]
+
+Handler = Callable[[Message], Awaitable[object] | object]
+_BATCH = 1024
+_log = structlog.get_logger("gravpy.pod")
+
+
+class Overflow(enum.Enum):
+    """What a pod does with a message that arrives when its inbox is full. Every drop is counted."""
+
+    DROP_NEWEST = "drop_newest"
+    """Refuse the arriving message (what NATS does to a slow consumer); the inbox keeps its order."""
+    DROP_OLDEST = "drop_oldest"
+    """Evict the oldest queued message to make room: the pod always sees the most recent."""
+
+
+class _Mode(enum.Enum):
+    IDLE = 0  # no consumer (only waits, if any)
+    SYNC = 1
+    ASYNC = 2
+    ITER = 3
+
+
+@dataclass(frozen=True, slots=True)
+class PodStatistics:
+    """A snapshot of one pod's counters."""
+
+    received: int  # admitted by the filters and queued
+    handled: int  # taken by the handler or the iterator without error
+    failed: int  # handler calls that raised
+    redelivered: int  # failed messages given to the handler again
+    pending_failures: int
+    inbox: int
+    inbox_limit: int
+    dropped_overflow: int  # refused or evicted because the inbox was full
+    dropped_failed: int  # given up after max_attempts failures
+    dropped_closed: int  # still queued when the pod was disconnected
+
+
+class Pod:
+    """A two-way handle on a bus. Get one from ``Grav.connect()``; see the module docstring."""
+
+    __slots__ = (
+        "__weakref__",
+        "_attempts",
+        "_close_reason",
+        "_closed",
+        "_closed_by_bus",
+        "_closed_event",
+        "_concurrency",
+        "_congested",
+        "_failed",
+        "_filter",
+        "_handler",
+        "_high_water",
+        "_inbox",
+        "_iter_waker",
+        "_mode",
+        "_replay",
+        "_scheduled",
+        "_stats",
+        "_waits",
+        "bus",
+        "id",
+        "inbox_limit",
+        "overflow",
+        "uuid_rules",
+    )
+
+    def __init__(
+        self, bus: Bus, pod_id: int, *, replay: bool, inbox_limit: int, overflow: Overflow
+    ) -> None:
+        self.bus = bus
+        self.id = pod_id
+        self.inbox_limit = inbox_limit
+        self.overflow = overflow
+        self._inbox: deque[Message] = deque()
+        self._high_water = max(1, inbox_limit // 2)
+        self._congested = False
+        self._filter: Filter | None = None
+        self.uuid_rules = False  # read by the bus on the hot path
+        self._handler: Handler | None = None
+        self._mode = _Mode.IDLE
+        self._concurrency = 1
+        self._scheduled = False
+        self._replay = replay
+        self._iter_waker: asyncio.Future[None] | None = None
+        self._waits: list[Mailbox] = []
+        self._failed: list[Message] = []
+        self._attempts: dict[str, int] = {}
+        self._closed_by_bus = False
+        self._closed = False
+        self._close_reason = ""
+        self._closed_event: asyncio.Event | None = None
+        # received, handled, failed, redelivered, dropped_overflow, dropped_failed, dropped_closed
+        self._stats = [0, 0, 0, 0, 0, 0, 0]
+
+    # -- receiving -------------------------------------------------------------------------------
+
+    def on(self, handler: Handler | None, *, concurrency: int = 1) -> None:
+        """Set the handler that receives every message this pod admits; ``None`` stops receiving.
+
+        The handler may be a plain or an ``async`` function. It runs one message at a time, in order,
+        unless ``concurrency`` > 1 (async handlers only), which lets that many run at once and gives up
+        ordering. Filters are kept; replacing the handler loses no queued message.
+        """
+        self._check_open()
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise UsageError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        if handler is not None and not callable(handler):
+            raise UsageError(f"handler must be callable, got {handler!r}")
+        if handler is None:
+            mode = _Mode.IDLE
+        elif _is_async(handler):
+            mode = _Mode.ASYNC
+        else:
+            mode = _Mode.SYNC
+        if mode is not _Mode.ASYNC and concurrency > 1:
+            raise UsageError("concurrency > 1 needs an async handler")
+        self._handler = handler
+        self._concurrency = concurrency
+        self._set_mode(mode)
+
+    def on_type(self, pattern: str, handler: Handler, *, concurrency: int = 1) -> None:
+        """Set the handler and admit only types matching ``pattern`` (replacing earlier allow rules)."""
+        self._ensure_filter().set_type_allow([pattern])
+        self.bus.routes_changed()
+        self.on(handler, concurrency=concurrency)
+
+    def filter_type(self, pattern: str, allow: bool = True) -> None:
+        """Admit (``allow=True``) or refuse the types matching ``pattern``; see ``gravpy.filter``."""
+        self._ensure_filter().filter_type(pattern, allow)
+        self.bus.routes_changed()
+
+    def filter_uuid(self, uuid: str, allow: bool = True) -> None:
+        """Admit only (``allow=True``) or refuse the message with this uuid."""
+        self._ensure_filter().filter_uuid(uuid, allow)
+        self.uuid_rules = True
+        self.bus.routes_changed()
+
+    def admits(self, msg: Message) -> bool:
+        """True if this pod's filters admit ``msg`` (whether or not it is receiving)."""
+        f = self._filter
+        return f is None or f.admits(msg.type, msg.uuid)
+
+    def admits_type(self, msg_type: str) -> bool:
+        """True if this pod's type rules admit ``msg_type``."""
+        f = self._filter
+        return f is None or f.admits_type(msg_type)
+
+    def allowed_patterns(self) -> tuple[str, ...] | None:
+        """The type patterns this pod allows, or None when it admits every type not denied."""
+        f = self._filter
+        return None if f is None else f.allowed_patterns()
+
+    @property
+    def receiving(self) -> bool:
+        """True if the bus delivers to this pod (it has a handler, an iterator or a wait)."""
+        return not self._closed and (self._mode is not _Mode.IDLE or bool(self._waits))
+
+    def __aiter__(self) -> Pod:
+        """Iterate the messages this pod admits. Ends when the pod closes or a handler is set."""
+        if self._mode in (_Mode.SYNC, _Mode.ASYNC):
+            raise UsageError("this pod has a handler; a pod has one consumer, iterate another pod")
+        if not self._closed:
+            self._set_mode(_Mode.ITER)
+        return self
+
+    async def __anext__(self) -> Message:
+        while True:
+            if self._inbox and self._mode is _Mode.ITER:
+                msg = self._inbox.popleft()
+                self._offer_waits(msg)
+                self._stats[1] += 1
+                if self._congested:
+                    self._relieve()
+                return msg
+            if self._closed or self._mode is not _Mode.ITER:
+                raise StopAsyncIteration
+            self._iter_waker = asyncio.get_running_loop().create_future()
+            try:
+                await self._iter_waker
+            finally:
+                self._iter_waker = None
+
+    async def wait_on(self, fn: WaitFunc) -> Any:
+        """Wait, without a timeout, for the first admitted message ``fn`` accepts; see ``wait_until``."""
+        return await self.wait_until(None, fn)
+
+    async def wait_until(self, timeout: float | None, fn: WaitFunc) -> Any:
+        """Watch the messages this pod admits until ``fn`` accepts one, for at most ``timeout`` s.
+
+        ``fn`` raising ``MsgNotWanted`` keeps waiting; otherwise the wait returns what ``fn`` returned
+        or raises what it raised. The pod's handler still receives every message: waiting never
+        replaces it. Raises ``WaitTimeout`` or ``PodDisconnected``.
+        """
+        check_timeout(timeout)
+        self._check_open()
+        mailbox = Mailbox()
+        self._waits.append(mailbox)
+        self._subscribed()
+        try:
+            return await wait_in(mailbox, timeout, fn, f"accepted message on pod {self.id}")
+        finally:
+            self._waits.remove(mailbox)
+            if not self._waits and self._mode is _Mode.IDLE:
+                self.bus.routes_changed()
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def send(self, msg: Message) -> MsgReceipt:
+        """Send ``msg`` to every other pod that admits it, here and across the mesh. Never blocks.
+
+        Returns a receipt to wait for a reply. Raises ``PodDisconnected`` if this pod is closed.
+        """
+        if self._closed:
+            raise PodDisconnected(self._close_reason)
+        return self.bus.send(msg, self)
+
+    async def publish(self, msg: Message) -> MsgReceipt:
+        """``send``, then wait while any receiver's inbox is over half full (backpressure).
+
+        Use it in a loop that produces faster than receivers consume: ``send`` never waits and
+        lets full inboxes drop (counted); ``publish`` makes the producer wait for room instead.
+        """
+        receipt = self.send(msg)
+        if self.bus.congested:
+            await self.bus.wait_room()
+        return receipt
+
+    def reply_to(self, request: Message, msg: Message) -> MsgReceipt:
+        """Send ``msg`` as the reply to ``request`` (sets ``msg.reply_to``)."""
+        msg.reply_to = request.uuid
+        if not msg.parent_id:
+            msg.parent_id = request.uuid
+        return self.send(msg)
+
+    # -- closing ---------------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def close_reason(self) -> str:
+        """Why the pod closed ("" while open)."""
+        return self._close_reason
+
+    def disconnect(self) -> None:
+        """Leave the bus: nothing more is delivered; queued messages are dropped and counted."""
+        self.close("disconnected by its owner", error=False)
+
+    async def wait_closed(self) -> None:
+        """Wait until the pod is closed. Raises ``PodDisconnected`` if the bus closed it (with why)."""
+        if not self._closed:
+            if self._closed_event is None:
+                self._closed_event = asyncio.Event()
+            await self._closed_event.wait()
+        if self._closed_by_bus:
+            raise PodDisconnected(self._close_reason)
+
+    def close(self, reason: str, *, error: bool) -> None:
+        """Close the pod (the bus calls this; owners call ``disconnect``)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close_reason = reason
+        self._closed_by_bus = error
+        self._stats[6] += len(self._inbox)
+        self._inbox.clear()
+        if self._congested:
+            self._relieve()
+        self._failed.clear()
+        self.bus.detach(self)
+        exc = PodDisconnected(reason)
+        for mailbox in self._waits:
+            mailbox.fail(exc)
+        self._wake_iterator()
+        if self._closed_event is not None:
+            self._closed_event.set()
+        if error:
+            _log.warning("pod_disconnected", pod=self.id, reason=reason)
+
+    def statistics(self) -> PodStatistics:
+        s = self._stats
+        return PodStatistics(
+            received=s[0],
+            handled=s[1],
+            failed=s[2],
+            redelivered=s[3],
+            pending_failures=len(self._failed),
+            inbox=len(self._inbox),
+            inbox_limit=self.inbox_limit,
+            dropped_overflow=s[4],
+            dropped_failed=s[5],
+            dropped_closed=s[6],
+        )
+
+    # -- the bus side ----------------------------------------------------------------------------
+
+    def push(self, msg: Message) -> None:
+        """Queue an admitted message (called by the bus)."""
+        inbox = self._inbox
+        if len(inbox) >= self.inbox_limit:
+            self._stats[4] += 1
+            if self.overflow is Overflow.DROP_NEWEST:
+                return
+            inbox.popleft()
+        inbox.append(msg)
+        self._stats[0] += 1
+        if len(inbox) >= self._high_water and not self._congested:
+            self._congested = True
+            self.bus.mark_congested(self)
+        if not self._scheduled:
+            self._schedule()
+
+    def _relieve(self) -> None:
+        """Tell the bus this inbox has room again (below a quarter of its limit)."""
+        if len(self._inbox) <= self._high_water // 2:
+            self._congested = False
+            self.bus.relieve(self)
+
+    def _schedule(self) -> None:
+        mode = self._mode
+        if mode is _Mode.ITER:
+            self._wake_iterator()
+        elif mode is _Mode.ASYNC:
+            self._scheduled = True
+            self.bus.spawn(self._drain_async(), name=f"pod-{self.id}-drain")
+        elif mode is _Mode.SYNC or self._waits:
+            self._scheduled = True
+            self.bus.call_soon(self._drain_sync)
+
+    def _wake_iterator(self) -> None:
+        waker = self._iter_waker
+        if waker is not None and not waker.done():
+            waker.set_result(None)
+
+    def _drain_sync(self) -> None:
+        self._scheduled = False
+        inbox = self._inbox
+        stats = self._stats
+        if self._congested:
+            self._relieve()
+        for _ in range(_BATCH):
+            if not inbox or self._closed:
+                break
+            if self._mode is not _Mode.SYNC and self._mode is not _Mode.IDLE:
+                self._schedule()
+                return
+            msg = inbox.popleft()
+            if self._waits:
+                self._offer_waits(msg)
+            handler = self._handler
+            if handler is None:
+                continue
+            try:
+                result = handler(msg)
+            except Exception as exc:
+                self._handler_failed(msg, exc)
+                continue
+            if result is not None and inspect.isawaitable(result):
+                # a plain function that returned a coroutine: continue as an async consumer
+                self._mode = _Mode.ASYNC
+                self._scheduled = True
+                self.bus.spawn(self._drain_async(msg, result), name=f"pod-{self.id}-drain")
+                return
+            if self._failed or self._attempts:
+                self._handler_succeeded(msg)
+            else:
+                stats[1] += 1
+        if self._congested:
+            self._relieve()
+        if inbox and not self._closed:
+            self._schedule()
+
+    async def _drain_async(
+        self, first: Message | None = None, running: Awaitable[object] | None = None
+    ) -> None:
+        try:
+            if first is not None and running is not None:
+                await self._finish(first, running)
+            if self._concurrency == 1:
+                await self._work()
+            else:
+                async with asyncio.TaskGroup() as tg:
+                    for _ in range(min(self._concurrency, len(self._inbox))):
+                        tg.create_task(self._work())
+        finally:
+            self._scheduled = False
+        if self._inbox and not self._closed:
+            self._schedule()
+
+    async def _work(self) -> None:
+        inbox = self._inbox
+        while inbox and not self._closed and self._mode is _Mode.ASYNC:
+            msg = inbox.popleft()
+            if self._congested:
+                self._relieve()
+            if self._waits:
+                self._offer_waits(msg)
+            handler = self._handler
+            if handler is None:  # pragma: no cover - mode would not be ASYNC
+                return
+            try:
+                result = handler(msg)
+            except Exception as exc:
+                self._handler_failed(msg, exc)
+                continue
+            await self._finish(msg, result)
+
+    async def _finish(self, msg: Message, result: object) -> None:
+        try:
+            if inspect.isawaitable(result):
+                await result
+        except asyncio.CancelledError:
+            self._stats[6] += 1  # cut off by the bus closing
+            raise
+        except Exception as exc:
+            self._handler_failed(msg, exc)
+        else:
+            self._handler_succeeded(msg)
+
+    def _handler_succeeded(self, msg: Message) -> None:
+        self._stats[1] += 1
+        if self._attempts:
+            self._attempts.pop(msg.uuid, None)
+        if self._failed:
+            failed, self._failed = self._failed, []
+            self._stats[3] += len(failed)
+            self._inbox.extendleft(reversed(failed))
+
+    def _handler_failed(self, msg: Message, exc: Exception) -> None:
+        self._stats[2] += 1
+        attempts = self._attempts.get(msg.uuid, 0) + 1
+        if attempts >= self.bus.max_attempts:
+            self._attempts.pop(msg.uuid, None)
+            self._stats[5] += 1
+            _log.warning(
+                "message_given_up", pod=self.id, msg_uuid=msg.uuid, type=msg.type, error=repr(exc)
+            )
+            return
+        self._attempts[msg.uuid] = attempts
+        self._failed.append(msg)
+        if len(self._failed) >= self.bus.failure_limit:
+            self.close(
+                f"{len(self._failed)} messages failed in its handler with no success since; "
+                f"last error: {exc!r}",
+                error=True,
+            )
+
+    def _offer_waits(self, msg: Message) -> None:
+        for mailbox in self._waits:
+            mailbox.offer(msg)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _set_mode(self, mode: _Mode) -> None:
+        previous = self._mode
+        self._mode = mode
+        if previous is _Mode.ITER and mode is not _Mode.ITER:
+            self._wake_iterator()
+        self._subscribed()
+        if self._inbox and not self._scheduled:
+            self._schedule()
+
+    def _subscribed(self) -> None:
+        """Called whenever the pod may have become a receiver: replays once, updates routes."""
+        if self._replay and self.receiving:
+            self._replay = False
+            for msg, origin in self.bus.buffer.entries():
+                if origin is not self and self.admits(msg):
+                    self.push(msg)
+        self.bus.routes_changed()
+
+    def _ensure_filter(self) -> Filter:
+        self._check_open()
+        if self._filter is None:
+            self._filter = Filter()
+        return self._filter
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PodDisconnected(self._close_reason)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else self._mode.name.lower()
+        return f"<Pod {self.id} {state} inbox={len(self._inbox)}>"
+
+
+def _is_async(handler: Handler) -> bool:
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    )

@@ -1,0 +1,203 @@
+"""Tests for transports.websocket: the WebSocket transport on 127.0.0.1, port 0."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from structlog.testing import capture_logs
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosedError, InvalidStatus
+
+from gravpy.errors import LinkClosedError, TransportError, UsageError
+from gravpy.plugins import Link
+from gravpy.testing import check_transport
+from transports.websocket import WebSocketTransport
+
+
+def _local(*, max_frame_bytes: int = 1 << 20, write_limit: int = 1 << 16) -> WebSocketTransport:
+    return WebSocketTransport(
+        "127.0.0.1", 0, max_frame_bytes=max_frame_bytes, write_limit=write_limit
+    )
+
+
+class _Server:
+    """A started transport whose accepted links go to ``links`` and wait for ``done``."""
+
+    def __init__(self, transport: WebSocketTransport) -> None:
+        self.transport = transport
+        self.links: asyncio.Queue[Link] = asyncio.Queue(maxsize=8)
+        self.done = asyncio.Event()
+
+    async def on_link(self, link: Link) -> None:
+        await self.links.put(link)
+        await self.done.wait()
+
+    @property
+    def url(self) -> str:
+        return self.transport.endpoints()[0]
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[_Server]:
+    srv = _Server(_local())
+    await srv.transport.start(srv.on_link)
+    yield srv
+    srv.done.set()
+    await srv.transport.stop()
+
+
+async def test_websocket_transport_passes_the_conformance_check() -> None:
+    """WebSocketTransport meets every behaviour the core relies on."""
+    await check_transport(_local)
+
+
+async def test_conformance_with_a_small_frame_limit() -> None:
+    """The limit checks hold for a non-default max_frame_bytes too."""
+    await check_transport(lambda: _local(max_frame_bytes=4096, write_limit=1024))
+
+
+async def test_endpoint_reports_the_bound_port(server: _Server) -> None:
+    """After start() with port 0, endpoints() names the real port and the path."""
+    port = server.transport._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    assert server.transport.endpoints() == [f"ws://127.0.0.1:{port}/meta/message"]
+    assert port != 0
+
+
+async def test_a_text_frame_closes_the_link(server: _Server) -> None:
+    """A text frame from the peer closes the link with code 1003 and a reason on both sides."""
+    async with connect(server.url, compression=None, proxy=None) as raw:
+        link = await server.links.get()
+        await raw.send("hello as text")
+        with pytest.raises(LinkClosedError, match="text frames are not accepted"):
+            await link.recv()
+        with pytest.raises(ConnectionClosedError) as info:
+            await raw.recv()
+    assert info.value.rcvd is not None
+    assert info.value.rcvd.code == 1003
+    assert "binary" in info.value.rcvd.reason
+
+
+async def test_a_wrong_path_is_refused_with_404(server: _Server) -> None:
+    """A WebSocket request for another path gets HTTP 404, and dial() reports it."""
+    wrong = server.url.replace("/meta/message", "/elsewhere")
+    with pytest.raises(InvalidStatus) as raw_info:
+        await connect(wrong, proxy=None)
+    assert raw_info.value.response.status_code == 404
+    with pytest.raises(TransportError, match="HTTP 404") as info:
+        await server.transport.dial(wrong, timeout=5)
+    assert isinstance(info.value.__cause__, InvalidStatus)
+    assert server.links.empty()
+
+
+async def test_dial_by_host_and_port(server: _Server) -> None:
+    """dial("host:port") adds ws:// and the default path, and frames flow."""
+    host_port = server.url.removeprefix("ws://").removesuffix("/meta/message")
+    link = await _local().dial(host_port, timeout=5)
+    accepted = await server.links.get()
+    await link.send(b"over host:port")
+    assert await accepted.recv() == b"over host:port"
+    assert link.initiator
+    assert link.remote_address == host_port
+    await link.close()
+
+
+async def test_permessage_deflate_is_never_offered() -> None:
+    """dial() offers no compression extension, even to a server that supports it."""
+    offered: asyncio.Queue[str | None] = asyncio.Queue(maxsize=1)
+
+    async def handler(ws: ServerConnection) -> None:
+        assert ws.request is not None
+        await offered.put(ws.request.headers.get("Sec-WebSocket-Extensions"))
+
+    async with serve(handler, "127.0.0.1", 0, compression="deflate") as raw_server:
+        port = raw_server.sockets[0].getsockname()[1]
+        link = await _local().dial(f"127.0.0.1:{port}", timeout=5)
+        assert await offered.get() is None
+        await link.close()
+
+
+async def test_the_server_accepts_no_compression(server: _Server) -> None:
+    """A client asking for permessage-deflate gets a connection without it."""
+    async with connect(server.url, compression="deflate", proxy=None) as raw:
+        assert raw.protocol.extensions == []
+
+
+async def test_dial_times_out_against_a_silent_server() -> None:
+    """dial() gives up after its timeout when the server never answers the upgrade."""
+    hung_up = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers; returns when the dialler gives up and disconnects
+        writer.close()
+        await writer.wait_closed()
+        hung_up.set()
+
+    silent_server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    async with silent_server:
+        port = silent_server.sockets[0].getsockname()[1]
+        with pytest.raises(TransportError, match="timed out") as info:
+            await _local().dial(f"ws://127.0.0.1:{port}/meta/message", timeout=0.2)
+        await hung_up.wait()
+    assert isinstance(info.value.__cause__, TimeoutError)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/meta/message",
+        "ws://127.0.0.1/meta/message",
+        "127.0.0.1:notaport",
+        "ws:///meta/message",
+    ],
+)
+def test_urls_it_cannot_dial_are_usage_errors(url: str) -> None:
+    """normalize_url() refuses other schemes and URLs without a host or port."""
+    with pytest.raises(UsageError, match="not a WebSocket URL"):
+        _local().normalize_url(url)
+
+
+async def test_a_failing_handler_is_logged_and_closes_its_link() -> None:
+    """An exception from on_link is logged and the peer sees the link closed with code 1011."""
+
+    async def failing(link: Link) -> None:
+        raise RuntimeError("handler bug")
+
+    transport = _local()
+    await transport.start(failing)
+    try:
+        with capture_logs() as logs:
+            link = await _local().dial(transport.endpoints()[0], timeout=5)
+            with pytest.raises(LinkClosedError, match="1011"):
+                await link.recv()
+    finally:
+        await transport.stop()
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["link_handler_failed"]
+
+
+async def test_binding_a_port_in_use_is_a_transport_error(server: _Server) -> None:
+    """start() on a taken port raises TransportError with the OSError as cause."""
+    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    with pytest.raises(TransportError, match="listen") as info:
+        await WebSocketTransport("127.0.0.1", port).start(server.on_link)
+    assert isinstance(info.value.__cause__, OSError)
+
+
+async def test_start_twice_and_endpoints_before_start_are_usage_errors(server: _Server) -> None:
+    """A second start() and endpoints() before start() raise UsageError."""
+    with pytest.raises(UsageError, match="already started"):
+        await server.transport.start(server.on_link)
+    with pytest.raises(UsageError, match="after start"):
+        _local().endpoints()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"port": 70000}, {"path": "meta"}, {"max_frame_bytes": 0}, {"max_queue": 0}],
+)
+def test_bad_settings_are_refused(kwargs: dict[str, object]) -> None:
+    """Out-of-range settings raise UsageError at construction."""
+    with pytest.raises(UsageError):
+        WebSocketTransport("127.0.0.1", **kwargs)  # type: ignore[arg-type]

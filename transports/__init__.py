@@ -1,0 +1,1 @@
+"""Transport plugins: move opaque frames between nodes; the core does the rest."""

@@ -1,0 +1,332 @@
+"""WebSocket transport: links are WebSocket connections carrying binary frames.
+
+Built on the ``websockets`` asyncio API (``websockets.asyncio.server.serve`` and
+``websockets.asyncio.client.connect``). Choices, and why:
+
+- **No permessage-deflate** (``compression=None``): it costs about 25% on small messages and opens
+  the door to compression bombs.
+- **Limits**: ``max_frame_bytes`` is the largest incoming message (a larger one closes the link with
+  code 1009); ``max_queue`` bounds the frames buffered per link before reading from the socket
+  pauses; ``write_limit`` is the write buffer's high-water mark, above which ``send`` waits.
+- **No WebSocket pings** (``ping_interval=None``): liveness is the core protocol's job, the same on
+  every transport. No HTTP proxy from the environment (``proxy=None``): peers are on the LAN.
+- **Binary frames only**: a text frame from the peer closes that link with code 1003.
+- **One path**: a request for any other path than ``path`` is refused with HTTP 404.
+
+Every ``websockets`` (and socket) exception is translated in one place, :class:`_ErrorMap`:
+:class:`~gravpy.errors.LinkClosedError` for a closed link (the message says who closed it, the close
+code and the reason), :class:`~gravpy.errors.TransportError` for listen and dial failures, with the
+original exception as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from http import HTTPStatus
+from ssl import SSLContext
+from types import TracebackType
+from typing import Final
+from urllib.parse import urlsplit
+
+import structlog
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.connection import Connection
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import (
+    ConcurrencyError,
+    ConnectionClosed,
+    InvalidStatus,
+    WebSocketException,
+)
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+
+from gravpy.errors import GravError, LinkClosedError, TransportError, UsageError
+from gravpy.plugins import LinkHandler
+
+__all__ = ["WebSocketLink", "WebSocketTransport"]
+
+_log = structlog.get_logger(__name__)
+
+_MAX_CLOSE_REASON_BYTES: Final = 123  # RFC 6455: 125-byte close payload, 2 of them the code
+_SCHEMES: Final = ("ws", "wss")
+
+
+class _ErrorMap:
+    """``with errors:`` turns websockets and socket exceptions into gravpy's. The one place."""
+
+    __slots__ = ("action", "on_link", "remote")
+
+    def __init__(self, remote: str, action: str, *, on_link: bool = False) -> None:
+        self.remote = remote
+        self.action = action
+        self.on_link = on_link  # True: a closed connection is a closed link, not a failed dial
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None or isinstance(exc, GravError) or not isinstance(exc, Exception):
+            return  # no error, already ours, or CancelledError/KeyboardInterrupt: pass through
+        raise self.translate(exc) from exc
+
+    def translate(self, exc: Exception) -> GravError:
+        if isinstance(exc, ConnectionClosed) and self.on_link:
+            return LinkClosedError(_describe_close(exc, self.remote))
+        if isinstance(exc, ConcurrencyError):
+            return UsageError(f"link to {self.remote}: recv() called from two tasks at once")
+        if isinstance(exc, InvalidStatus):
+            status = exc.response.status_code
+            return TransportError(f"{self.action}: refused with HTTP {status}")
+        if isinstance(exc, TimeoutError):
+            return TransportError(f"{self.action}: timed out")
+        if isinstance(exc, WebSocketException | OSError | EOFError):
+            return TransportError(f"{self.action}: {type(exc).__name__}: {exc}")
+        return TransportError(f"{self.action}: unexpected {type(exc).__name__}: {exc}")
+
+
+def _describe_close(exc: ConnectionClosed, remote: str) -> str:
+    """A LinkClosedError message: who closed the link, with which code and reason."""
+    if exc.sent is not None and (exc.rcvd is None or exc.rcvd_then_sent is False):
+        who, frame = "closed locally", exc.sent
+    elif exc.rcvd is not None:
+        who, frame = "closed by peer", exc.rcvd
+    else:
+        return f"link to {remote} lost: connection dropped without a close frame"
+    text = f"link to {remote} {who} (code {int(frame.code)})"
+    return f"{text}: {frame.reason}" if frame.reason else text
+
+
+def _close_reason(reason: str) -> str:
+    """``reason`` cut to what fits in a close frame, on a character boundary."""
+    return reason.encode()[:_MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
+
+
+def _format_address(address: object) -> str:
+    """``"host:port"`` (``"[v6]:port"``) from a socket address tuple."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = str(address[0]), address[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(address)
+
+
+class WebSocketLink:
+    """One WebSocket connection as a gravpy :class:`~gravpy.plugins.Link`."""
+
+    transport: Final = "websocket"
+
+    __slots__ = ("_errors", "_ws", "initiator", "remote_address")
+
+    def __init__(self, ws: Connection, *, initiator: bool) -> None:
+        self._ws = ws
+        self.initiator = initiator
+        self.remote_address = _format_address(ws.remote_address)
+        self._errors = _ErrorMap(
+            self.remote_address, f"link to {self.remote_address}", on_link=True
+        )
+
+    async def send(self, frame: bytes) -> None:
+        """Send one binary frame; waits while the write buffer is above ``write_limit``."""
+        if not isinstance(frame, bytes | bytearray | memoryview):
+            raise UsageError(f"a frame must be bytes, got {type(frame).__name__}")
+        with self._errors:
+            await self._ws.send(frame)
+
+    async def recv(self) -> bytes:
+        """Return the next frame; a text frame from the peer closes the link (code 1003)."""
+        with self._errors:
+            data = await self._ws.recv()
+        if isinstance(data, str):
+            reason = "text frames are not accepted; gravpy links carry binary frames"
+            await self._ws.close(CloseCode.UNSUPPORTED_DATA, reason)
+            raise LinkClosedError(
+                f"link to {self.remote_address} closed locally (code 1003): {reason}"
+            )
+        return data
+
+    async def close(self, reason: str = "") -> None:
+        """Close with code 1000 and ``reason`` (cut to 123 bytes); waits for the peer's reply."""
+        await self._ws.close(CloseCode.NORMAL_CLOSURE, _close_reason(reason))
+
+    def __repr__(self) -> str:
+        role = "dialled" if self.initiator else "accepted"
+        return f"<WebSocketLink {role} {self.remote_address}>"
+
+
+class WebSocketTransport:
+    """Listens on ``host:port`` at ``path`` and dials ``ws://``/``wss://`` URLs.
+
+    ``port=0`` binds an ephemeral port; :meth:`endpoints` reports the real one. Pass ``ssl`` to
+    listen with TLS (endpoints are then ``wss://``). ``dial`` accepts ``ws://host:port/path``,
+    ``wss://...`` and ``host:port`` (``ws://`` and this transport's ``path`` are added).
+    """
+
+    name: Final = "websocket"
+    schemes: Final = _SCHEMES
+
+    def __init__(
+        self,
+        host: str = "0.0.0.0",
+        port: int = 8080,
+        path: str = "/meta/message",
+        *,
+        max_frame_bytes: int = 1 << 20,
+        max_queue: int = 16,
+        write_limit: int = 1 << 16,
+        close_timeout: float = 5.0,
+        ssl: SSLContext | None = None,
+    ) -> None:
+        if not 0 <= port <= 65535:
+            raise UsageError(f"port must be between 0 and 65535, got {port!r}")
+        if not path.startswith("/"):
+            raise UsageError(f"path must start with '/', got {path!r}")
+        for label, value in (("max_frame_bytes", max_frame_bytes), ("max_queue", max_queue)):
+            if value < 1:
+                raise UsageError(f"{label} must be >= 1, got {value!r}")
+        if write_limit < 0 or close_timeout <= 0:
+            raise UsageError("write_limit must be >= 0 and close_timeout > 0")
+        self.host, self.port, self.path = host, port, path
+        self.max_frame_bytes = max_frame_bytes
+        self.max_queue = max_queue
+        self.write_limit = write_limit
+        self.close_timeout = close_timeout
+        self._ssl = ssl
+        self._server: Server | None = None
+        self._on_link: LinkHandler | None = None
+        self._endpoints: list[str] = []
+
+    async def start(self, on_link: LinkHandler) -> None:
+        """Bind and listen; returns once listening. Raises TransportError if it cannot bind."""
+        if self._server is not None:
+            raise UsageError("this WebSocketTransport is already started")
+        self._on_link = on_link
+        with _ErrorMap(f"{self.host}:{self.port}", f"listen on {self.host}:{self.port}"):
+            self._server = await serve(
+                self._serve_link,
+                self.host,
+                self.port,
+                compression=None,
+                process_request=self._check_path,
+                server_header=None,
+                ping_interval=None,
+                close_timeout=self.close_timeout,
+                max_size=self.max_frame_bytes,
+                max_queue=self.max_queue,
+                write_limit=self.write_limit,
+                ssl=self._ssl,
+            )
+        self._endpoints = self._list_endpoints(self._server.sockets)
+
+    def endpoints(self) -> list[str]:
+        """URLs peers can dial, with the bound port.
+
+        When bound to a wildcard address (``0.0.0.0``, ``::``) this is a best guess: the address of
+        the interface holding the default route (found without sending anything), then loopback.
+        """
+        if self._server is None:
+            raise UsageError("endpoints() is only known after start()")
+        return list(self._endpoints)
+
+    async def dial(self, url: str, *, timeout: float) -> WebSocketLink:  # noqa: ASYNC109 - API edge
+        """Connect to ``url`` within ``timeout`` seconds.
+
+        Raises UsageError for a URL this transport cannot dial and TransportError (``__cause__``
+        set) when the connection or the opening handshake fails or times out.
+        """
+        target = self.normalize_url(url)
+        with _ErrorMap(target, f"dial {target}"):
+            async with asyncio.timeout(timeout):
+                ws: ClientConnection = await connect(
+                    target,
+                    compression=None,
+                    proxy=None,
+                    open_timeout=None,
+                    ping_interval=None,
+                    close_timeout=self.close_timeout,
+                    max_size=self.max_frame_bytes,
+                    max_queue=self.max_queue,
+                    write_limit=self.write_limit,
+                )
+        return WebSocketLink(ws, initiator=True)
+
+    async def stop(self) -> None:
+        """Stop listening and close accepted links (code 1001); returns once their handlers did."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close(code=CloseCode.GOING_AWAY, reason="transport stopped")
+        await server.wait_closed()
+        self._endpoints = []
+
+    def normalize_url(self, url: str) -> str:
+        """``url`` as a full ``ws(s)://host:port/path`` URL; raises UsageError if it is not one."""
+        raw = url.strip()
+        if "://" not in raw:
+            raw = "ws://" + raw
+        try:
+            parts = urlsplit(raw)
+            port = parts.port
+        except ValueError as exc:
+            raise UsageError(f"not a WebSocket URL: {url!r} ({exc})") from exc
+        if parts.scheme not in _SCHEMES:
+            raise UsageError(f"not a WebSocket URL: {url!r} (scheme must be one of {_SCHEMES})")
+        if not parts.hostname or port is None:
+            raise UsageError(f"not a WebSocket URL: {url!r} (host and port are required)")
+        return parts._replace(path=parts.path or self.path).geturl()
+
+    async def _serve_link(self, ws: ServerConnection) -> None:
+        """The per-connection handler: the link lives while ``on_link`` runs."""
+        assert self._on_link is not None
+        link = WebSocketLink(ws, initiator=False)
+        try:
+            await self._on_link(link)
+        except LinkClosedError:
+            pass  # the link closed under the handler: a normal end
+        except Exception:
+            _log.exception("link_handler_failed", transport=self.name, peer=link.remote_address)
+            await ws.close(CloseCode.INTERNAL_ERROR, "link handler failed")
+        finally:
+            await link.close()
+
+    def _check_path(self, ws: ServerConnection, request: Request) -> Response | None:
+        """Refuse, with HTTP 404, a request for any path but ours."""
+        if request.path.partition("?")[0] == self.path:
+            return None
+        return ws.respond(HTTPStatus.NOT_FOUND, f"no gravpy endpoint at {request.path}\n")
+
+    def _list_endpoints(self, sockets: tuple[socket.socket, ...]) -> list[str]:
+        scheme = "wss" if self._ssl is not None else "ws"
+        found: list[str] = []
+        for sock in sockets:
+            host, port = sock.getsockname()[:2]
+            hosts = _wildcard_guess(sock.family) if host in ("0.0.0.0", "::") else [host]
+            for h in hosts:
+                url = f"{scheme}://{_format_address((h, port))}{self.path}"
+                if url not in found:
+                    found.append(url)
+        return found
+
+    def __repr__(self) -> str:
+        state = ", ".join(self._endpoints) if self._server else "stopped"
+        return f"<WebSocketTransport {state}>"
+
+
+def _wildcard_guess(family: int) -> list[str]:
+    """Addresses to advertise for a wildcard bind: the default-route interface's, then loopback."""
+    probe, loopback = ("192.0.2.1", "127.0.0.1")  # TEST-NET-1: never routed, nothing is sent
+    if family == socket.AF_INET6:
+        probe, loopback = ("2001:db8::1", "::1")
+    guesses: list[str] = []
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as udp:
+            udp.connect((probe, 9))  # a UDP connect only picks a route; no packet leaves
+            guesses.append(str(udp.getsockname()[0]))
+    except OSError:
+        pass  # no route: loopback only
+    return [g for g in guesses if g != loopback] + [loopback]
