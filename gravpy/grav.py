@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import uuid as uuidlib
+from collections.abc import Sequence
 from types import TracebackType
 
 from gravpy.buffer import MsgBuffer
 from gravpy.bus import Bus, BusStatistics
 from gravpy.errors import UsageError
+from gravpy.hub import Hub, HubConfig
+from gravpy.link import PeerInfo
+from gravpy.plugins import Discovery, Transport
 from gravpy.pod import Overflow, Pod
+from gravpy.proto import ANY_MESH, ROLE_LEAF, ROLE_PEER, NodeInfo
 
 __all__ = ["Grav"]
 
@@ -16,9 +21,15 @@ __all__ = ["Grav"]
 class Grav:
     """A message bus node. ``async with Grav() as g: pod = g.connect()``.
 
-    ``buffer_size`` is the replay buffer (messages a ``connect_with_replay`` pod first receives);
-    ``inbox_limit`` and ``overflow`` bound each pod's inbox and say what a full one does;
-    ``failure_limit`` is how many pending handler failures disconnect a pod (Grav's 64).
+    In-process options: ``buffer_size`` is the replay buffer (what a ``connect_with_replay`` pod
+    first receives); ``inbox_limit`` and ``overflow`` bound each pod's inbox and say what a full one
+    does; ``failure_limit`` is how many pending handler failures disconnect a pod (Grav's 64).
+
+    Mesh options: ``transport`` (one or several) listens for and dials other nodes; ``discovery``
+    plugins report endpoints to dial; ``belongs_to`` names the mesh (``"*"`` joins any);
+    ``mesh_key`` (16+ bytes, the same on every node) makes each link prove it holds the key.
+    ``role="leaf"`` makes an app that attaches to one node instead of joining the mesh (it does not
+    listen); ``gravpy.connect(url)`` builds one.
     """
 
     def __init__(
@@ -28,24 +39,60 @@ class Grav:
         inbox_limit: int = 10_000,
         overflow: Overflow | str = Overflow.DROP_NEWEST,
         failure_limit: int = 64,
+        transport: Transport | Sequence[Transport] | None = None,
+        discovery: Sequence[Discovery] = (),
+        belongs_to: str = ANY_MESH,
+        mesh_key: bytes | None = None,
+        role: str = ROLE_PEER,
+        hub_config: HubConfig | None = None,
+        node_uuid: str | None = None,
     ) -> None:
-        self.node_uuid = str(uuidlib.uuid4())
+        self.node_uuid = node_uuid or str(uuidlib.uuid4())
         self.bus = Bus(
             buffer_size=buffer_size,
             inbox_limit=inbox_limit,
             overflow=Overflow(overflow),
             failure_limit=failure_limit,
         )
+        transports = [] if transport is None else _as_list(transport)
+        if role not in (ROLE_PEER, ROLE_LEAF):
+            raise UsageError(f"role must be {ROLE_PEER!r} or {ROLE_LEAF!r}, not {role!r}")
+        self.role = role
+        self.hub: Hub | None = None
+        if transports or discovery:
+            if not transports:
+                raise UsageError("discovery needs a transport to dial what it finds")
+            self.hub = Hub(
+                self.bus,
+                NodeInfo(self.node_uuid, role=role, belongs_to=belongs_to),
+                transports=transports,
+                discovery=list(discovery),
+                mesh_key=mesh_key,
+                config=hub_config or HubConfig(),
+                listen=role == ROLE_PEER,
+            )
+        elif mesh_key is not None or belongs_to != ANY_MESH:
+            raise UsageError("belongs_to and mesh_key need a transport")
         self._started = False
 
     async def start(self) -> None:
-        """Start the node (``async with`` calls this)."""
+        """Start listening, discovery and dialling (``async with`` calls this)."""
         if self.bus.closed:
             raise UsageError("this Grav was stopped; make a new one")
+        if self._started:
+            return
         self._started = True
+        if self.hub is not None:
+            try:
+                await self.hub.start()
+            except BaseException:
+                await self.stop()
+                raise
 
     async def stop(self) -> None:
-        """Disconnect every pod and end every task the node owns."""
+        """Withdraw from the mesh, drain (bounded), close every link, pod and task of the node."""
+        if self.hub is not None:
+            await self.hub.stop()
         await self.bus.close()
 
     async def __aenter__(self) -> Grav:
@@ -70,6 +117,22 @@ class Grav:
         """A new pod that first receives the buffered messages when it starts receiving."""
         return self.bus.connect(replay=True, inbox_limit=inbox_limit, overflow=overflow)
 
+    async def connect_endpoint(self, endpoint: str) -> PeerInfo:
+        """Link to the node at ``endpoint`` now, and keep the link (redialled if it drops).
+
+        Raises ``HandshakeRejectedError`` (with the reason) if that node refuses the link, or
+        ``TransportError`` if it cannot be reached.
+        """
+        return await self._hub().connect_endpoint(endpoint)
+
+    def peers(self) -> list[PeerInfo]:
+        """A snapshot of the linked nodes (and attached leaves)."""
+        return [] if self.hub is None else self.hub.peer_infos()
+
+    def endpoints(self) -> list[str]:
+        """The endpoints other nodes can dial to reach this one."""
+        return [] if self.hub is None or self.role == ROLE_LEAF else self.hub.endpoints()
+
     @property
     def buffer(self) -> MsgBuffer:
         """The replay buffer (read-only use)."""
@@ -77,3 +140,14 @@ class Grav:
 
     def statistics(self) -> BusStatistics:
         return self.bus.statistics()
+
+    def _hub(self) -> Hub:
+        if self.hub is None:
+            raise UsageError("this Grav has no transport; pass transport=... to link to others")
+        return self.hub
+
+
+def _as_list(transport: Transport | Sequence[Transport]) -> list[Transport]:
+    if isinstance(transport, Sequence):
+        return list(transport)
+    return [transport]

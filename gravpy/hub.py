@@ -1,0 +1,566 @@
+"""The hub: a node's links to other nodes, and the routing between them and the local bus.
+
+Theory of operation
+-------------------
+Peers form a full mesh and forward one hop only: a message a local pod (or a leaf attached here)
+sends goes to every peer whose interests admit its type; a message that arrives from a peer is
+delivered to local pods and to attached leaves, never to another peer. So no loop can form, and a
+bounded seen-set drops any duplicate that still arrives. A reply goes only back where its request
+came from (the seen-set remembers each message's origin), whatever the asker's interests.
+
+Peers tell each other the peer endpoints they know (PEERS), so a partial static list converges to a
+full mesh. Interests advertised on a link are what can be reached *through* this node from there:
+local pods and leaves for a peer; local pods, other leaves and every peer for a leaf.
+
+Every link runs as a ``PeerLink`` (``gravpy.link``). Links this node dials are kept by dial loops,
+one per wanted endpoint, that redial with capped, jittered backoff; accepted links run inside the
+transport's handler. The hub owns every task it starts and ends them in ``stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from gravpy.backoff import BackoffPolicy
+from gravpy.bus import Bus
+from gravpy.errors import HandshakeRejectedError, LinkClosedError, TransportError, UsageError
+from gravpy.link import PeerInfo, PeerLink
+from gravpy.message import Message
+from gravpy.plugins import Discovery, DiscoveryContext, Link, PeerReport, Transport
+from gravpy.proto import (
+    PROTOCOL_VERSION,
+    REASON_DUPLICATE,
+    REASON_SELF,
+    REASON_SHUTDOWN,
+    ROLE_LEAF,
+    ROLE_PEER,
+    Closed,
+    Event,
+    HandshakeComplete,
+    HelloReceived,
+    InterestsReceived,
+    LinkDead,
+    MessagesReceived,
+    NodeInfo,
+    PeersReceived,
+    ProtocolConfig,
+    ProtocolViolation,
+    Rejected,
+    WithdrawAcked,
+    WithdrawReceived,
+)
+
+__all__ = ["Hub", "HubConfig"]
+
+_log = structlog.get_logger("gravpy.hub")
+_SEEN_LIMIT = 65_536
+_GOSSIP_GIVE_UP = 5  # consecutive failed dials before a gossiped endpoint is forgotten
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    """How a node links to others. Validated on construction."""
+
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    dial_timeout: float = 5.0
+    queue_limit: int = 65_536  # messages waiting per link
+    drain_timeout: float = 2.0  # how long stop() waits for withdraw acks and queues to empty
+
+    def __post_init__(self) -> None:
+        if not self.dial_timeout > 0 or not self.drain_timeout >= 0:
+            raise UsageError("dial_timeout must be > 0 and drain_timeout >= 0")
+        if not isinstance(self.queue_limit, int) or self.queue_limit < 16:
+            raise UsageError("queue_limit must be an int >= 16")
+
+
+class _Dialer:
+    """One wanted endpoint and the loop that keeps a link to it."""
+
+    def __init__(self, endpoint: str, expected_uuid: str | None, source: str) -> None:
+        self.endpoint = endpoint
+        self.expected_uuid = expected_uuid
+        self.source = source
+        self.task: asyncio.Task[None] | None = None
+        self.first: asyncio.Future[PeerLink] | None = None  # connect_endpoint waits on it
+
+
+class Hub:
+    """Links, routing and interests of one node. ``Grav`` creates and drives it."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        local: NodeInfo,
+        *,
+        transports: list[Transport],
+        discovery: list[Discovery],
+        mesh_key: bytes | None,
+        config: HubConfig,
+        listen: bool = True,
+    ) -> None:
+        self.bus = bus
+        self.local = local
+        self.transports = transports
+        self.discovery = discovery
+        self.mesh_key = mesh_key
+        self.config = config
+        self.listen = listen
+        self.links: set[PeerLink] = set()  # every running link, open or not
+        self.peers: dict[str, PeerLink] = {}  # the one chosen link per remote node
+        self._dialers: dict[str, _Dialer] = {}
+        self._seen: dict[str, PeerLink | None] = {}
+        self._sent_to: dict[str, tuple[int, list[PeerLink]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._interests_pending = False
+        self._stopping = False
+        self._log = _log.bind(node=local.node_uuid)
+        self.duplicates = 0
+        self.dropped_no_route = 0
+        bus.outbound = self.forward_local
+        bus.on_routes_changed = self.interests_changed
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.listen:
+            for transport in self.transports:
+                await transport.start(self._accept)
+            endpoints = self.endpoints()
+            if endpoints:  # advertise where we can be dialled, now that the ports are known
+                self.local = dataclasses.replace(self.local, endpoint=endpoints[0])
+        ctx = DiscoveryContext(
+            node_uuid=self.local.node_uuid,
+            belongs_to=self.local.belongs_to,
+            endpoints=tuple(self.endpoints()),
+            protocol_version=PROTOCOL_VERSION,
+        )
+        for plugin in self.discovery:
+            self._spawn(self._run_discovery(plugin, ctx), f"discovery-{plugin.name}")
+
+    def endpoints(self) -> list[str]:
+        if not self.listen:
+            return []
+        return [ep for t in self.transports for ep in t.endpoints()]
+
+    async def stop(self) -> None:
+        """Withdraw from every peer, drain what is queued (bounded), close links, end tasks."""
+        if self._stopping:
+            return
+        self._stopping = True
+        for dialer in self._dialers.values():
+            if dialer.task is not None:
+                dialer.task.cancel()
+        for task in list(self._tasks):
+            if task.get_name().startswith("discovery-"):
+                task.cancel()
+        open_links = [link for link in self.links if link.is_open]
+        for link in open_links:
+            link.proto.withdraw()
+            link.flush()
+        if open_links and self.config.drain_timeout > 0:
+            # peers stop sending to us once they ack; then our queues go out with the CLOSE
+            waits = [asyncio.ensure_future(link.acked.wait()) for link in open_links]
+            ends = [asyncio.ensure_future(link.ended.wait()) for link in open_links]
+            try:
+                async with asyncio.timeout(self.config.drain_timeout):
+                    for ack, end in zip(waits, ends, strict=True):
+                        await asyncio.wait([ack, end], return_when=asyncio.FIRST_COMPLETED)
+            except TimeoutError:
+                self._log.warning("withdraw_unacknowledged", timeout=self.config.drain_timeout)
+            finally:
+                for fut in waits + ends:
+                    fut.cancel()
+                await asyncio.gather(*waits, *ends, return_exceptions=True)
+        for link in list(self.links):
+            link.end(REASON_SHUTDOWN)
+        if self.listen:
+            for transport in self.transports:
+                await transport.stop()
+        while self._tasks:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- dialling --------------------------------------------------------------------------------
+
+    def want(self, endpoint: str, expected_uuid: str | None = None, source: str = "") -> _Dialer:
+        """Keep a link to ``endpoint``, redialling with backoff until the hub stops."""
+        dialer = self._dialers.get(endpoint)
+        if dialer is None:
+            dialer = _Dialer(endpoint, expected_uuid, source)
+            self._dialers[endpoint] = dialer
+            dialer.task = self._spawn(self._dial_loop(dialer), f"dial-{endpoint}")
+        return dialer
+
+    async def connect_endpoint(self, endpoint: str) -> PeerInfo:
+        """Dial ``endpoint`` now and keep the link; raise if the first attempt fails."""
+        dialer = self._dialers.get(endpoint)
+        for link in self.peers.values():
+            if endpoint in (link.dial_endpoint, link.remote.endpoint if link.remote else ""):
+                return link.info()
+        if dialer is None:
+            dialer = _Dialer(endpoint, None, "connect_endpoint")
+            dialer.first = asyncio.get_running_loop().create_future()
+            self._dialers[endpoint] = dialer
+            dialer.task = self._spawn(self._dial_loop(dialer), f"dial-{endpoint}")
+        elif dialer.first is None or dialer.first.done():
+            dialer.first = asyncio.get_running_loop().create_future()
+        link = await asyncio.shield(dialer.first)
+        return link.info()
+
+    async def _dial_loop(self, dialer: _Dialer) -> None:
+        backoff = self.config.backoff.new_backoff()
+        failures = 0
+        while not self._stopping:
+            peer = self._peer_at(dialer)
+            if peer is not None:  # already linked (perhaps the other side dialled): wait it out
+                await self._wait_link_end(peer)
+                continue
+            outcome = await self._dial_once(dialer)
+            if outcome == "open":
+                backoff.reset()
+                failures = 0
+            elif outcome == "self":
+                self._log.info("dial_abandoned", endpoint=dialer.endpoint, reason="self")
+                return
+            else:
+                failures += 1
+                if dialer.source == "gossip" and failures >= _GOSSIP_GIVE_UP:
+                    self._log.info("dial_abandoned", endpoint=dialer.endpoint, reason="unreachable")
+                    self._dialers.pop(dialer.endpoint, None)
+                    return
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _dial_once(self, dialer: _Dialer) -> str:
+        transport = self._transport_for(dialer.endpoint)
+        try:
+            link = await transport.dial(dialer.endpoint, timeout=self.config.dial_timeout)
+        except (TransportError, UsageError) as exc:
+            self._log.info("dial_failed", endpoint=dialer.endpoint, error=str(exc))
+            _settle(dialer, exc)
+            return "failed"
+        peer = self._new_link(link, dialer.expected_uuid)
+        peer.dial_endpoint = dialer.endpoint
+        peer.first_waiter = dialer
+        await self._run_link(peer)
+        if peer.reject_reason == REASON_SELF:
+            return "self"
+        if peer.reject_reason == REASON_DUPLICATE:
+            return "duplicate"
+        return "open" if peer.was_open else "failed"
+
+    def _transport_for(self, endpoint: str) -> Transport:
+        scheme = endpoint.split("://", 1)[0] if "://" in endpoint else ""
+        for transport in self.transports:
+            if not scheme or scheme in transport.schemes:
+                return transport
+        raise UsageError(f"no transport of this node dials {endpoint!r}")
+
+    def _peer_at(self, dialer: _Dialer) -> PeerLink | None:
+        for link in self.peers.values():
+            if link.is_open and (
+                link.dial_endpoint == dialer.endpoint
+                or (dialer.expected_uuid is not None and link.uuid == dialer.expected_uuid)
+                or (link.remote is not None and link.remote.endpoint == dialer.endpoint)
+            ):
+                return link
+        return None
+
+    async def _wait_link_end(self, peer: PeerLink) -> None:
+        await peer.ended.wait()
+
+    # -- links -----------------------------------------------------------------------------------
+
+    async def _accept(self, link: Link) -> None:
+        if self._stopping:
+            await link.close(REASON_SHUTDOWN)
+            return
+        await self._run_link(self._new_link(link, None))
+
+    def _new_link(self, link: Link, expected_uuid: str | None) -> PeerLink:
+        return PeerLink(
+            link,
+            self.local,
+            bus=self.bus,
+            on_events=self._on_events,
+            config=self.config.protocol,
+            mesh_key=self.mesh_key,
+            expected_uuid=expected_uuid,
+            queue_limit=self.config.queue_limit,
+        )
+
+    async def _run_link(self, peer: PeerLink) -> None:
+        self.links.add(peer)
+        try:
+            await peer.run()
+        finally:
+            self.links.discard(peer)
+            self._link_ended(peer)
+
+    def _link_ended(self, peer: PeerLink) -> None:
+        peer.ended.set()
+        if self.peers.get(peer.uuid) is peer:
+            del self.peers[peer.uuid]
+            self._log.info(
+                "peer_disconnected", peer=peer.uuid, reason=peer.end_reason, dropped=peer.dropped
+            )
+            self._fail_requests_to(peer)
+            self.interests_changed()
+        dialer = peer.first_waiter
+        if dialer is not None and dialer.first is not None and not dialer.first.done():
+            existing = self.peers.get(peer.uuid)
+            if peer.reject_reason == REASON_DUPLICATE and existing is not None:
+                dialer.first.set_result(existing)  # already linked: the other side dialled first
+                return
+            reason = peer.reject_reason or "closed"
+            _settle(dialer, HandshakeRejectedError(reason, dialer.endpoint, peer.end_reason))
+
+    def _on_events(self, peer: PeerLink, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, MessagesReceived):
+                self._from_link(peer, event.messages)
+            elif isinstance(event, InterestsReceived):
+                peer.set_interests(event.patterns)
+                if peer.remote is not None and peer.remote.role == ROLE_LEAF:
+                    self.interests_changed()
+            elif isinstance(event, HelloReceived):
+                self._on_hello(peer)
+            elif isinstance(event, HandshakeComplete):
+                self._on_open(peer)
+            elif isinstance(event, PeersReceived):
+                self._on_gossip(event.pairs)
+            elif isinstance(event, WithdrawReceived):
+                self._log.info("peer_withdrew", peer=peer.uuid)
+                peer.dropped += peer.drop_queue()
+            elif isinstance(event, WithdrawAcked):
+                peer.acked.set()
+            elif isinstance(event, Rejected):
+                peer.reject_reason = event.reason
+                peer.end(event.reason)
+                self._log.info(
+                    "handshake_rejected",
+                    peer=peer.uuid or peer.link.remote_address,
+                    reason=event.reason,
+                    detail=event.detail,
+                    by_remote=event.by_remote,
+                )
+            elif isinstance(event, ProtocolViolation | LinkDead | Closed):
+                peer.end(event.reason)
+                level = "info" if isinstance(event, Closed) else "warning"
+                getattr(self._log, level)(
+                    "link_closed",
+                    peer=peer.uuid or peer.link.remote_address,
+                    reason=event.reason,
+                    detail=event.detail,
+                    event=type(event).__name__,
+                )
+
+    def _on_hello(self, peer: PeerLink) -> None:
+        uuid = peer.uuid
+        existing = self.peers.get(uuid)
+        if existing is not None and existing is not peer and not existing.ended.is_set():
+            if not _preferred(peer, existing):
+                peer.proto.reject(REASON_DUPLICATE, "a link to this node already exists")
+                peer.reject_reason = REASON_DUPLICATE
+                peer.end(REASON_DUPLICATE)
+                return
+            existing.end(REASON_DUPLICATE)
+        self.peers[uuid] = peer
+        events = peer.proto.accept()
+        if events:
+            self._on_events(peer, events)
+
+    def _on_open(self, peer: PeerLink) -> None:
+        peer.was_open = True
+        remote = peer.remote
+        assert remote is not None
+        self._log.info(
+            "peer_connected",
+            peer=remote.node_uuid,
+            role=remote.role,
+            endpoint=remote.endpoint,
+            transport=peer.link.transport,
+        )
+        dialer = peer.first_waiter
+        if dialer is not None and dialer.first is not None and not dialer.first.done():
+            dialer.first.set_result(peer)
+        self._advertise(peer)
+        if remote.role == ROLE_PEER and self.local.role == ROLE_PEER:
+            self._gossip()
+        self.interests_changed()
+
+    def _on_gossip(self, pairs: tuple[tuple[str, str], ...]) -> None:
+        if self.local.role != ROLE_PEER or self._stopping:
+            return
+        for uuid, endpoint in pairs:
+            if uuid == self.local.node_uuid or uuid in self.peers or not endpoint:
+                continue
+            try:
+                self._transport_for(endpoint)
+            except UsageError:
+                continue
+            self.want(endpoint, uuid, "gossip")
+
+    def _gossip(self) -> None:
+        pairs = [
+            (link.uuid, link.remote.endpoint)
+            for link in self.peers.values()
+            if link.is_open
+            and link.remote is not None
+            and link.remote.role == ROLE_PEER
+            and link.remote.endpoint
+        ]
+        for uuid, endpoint in ((self.local.node_uuid, ep) for ep in self.endpoints()[:1]):
+            pairs.append((uuid, endpoint))
+        for link in self.peers.values():
+            if link.is_open and link.remote is not None and link.remote.role == ROLE_PEER:
+                link.proto.send_peers([p for p in pairs if p[0] != link.uuid])
+                link.flush()
+
+    # -- interests -------------------------------------------------------------------------------
+
+    def interests_changed(self) -> None:
+        """Local routes or a leaf's interests changed: re-advertise soon (once per loop turn)."""
+        if self._interests_pending or self._stopping:
+            return
+        self._interests_pending = True
+        asyncio.get_running_loop().call_soon(self._readvertise)
+
+    def _readvertise(self) -> None:
+        self._interests_pending = False
+        for link in list(self.peers.values()):
+            if link.is_open:
+                self._advertise(link)
+
+    def _advertise(self, to: PeerLink) -> None:
+        patterns = set(self.bus.interests())
+        for link in self.peers.values():
+            if link is to or not link.is_open or link.remote is None:
+                continue
+            if link.remote.role == ROLE_LEAF or (
+                to.remote is not None and to.remote.role == ROLE_LEAF
+            ):
+                patterns.update(link.interests)
+        wanted = (">",) if ">" in patterns else tuple(sorted(patterns))
+        if wanted != to.advertised:
+            to.advertised = wanted
+            to.proto.send_interests(wanted)
+            to.flush()
+
+    # -- routing ---------------------------------------------------------------------------------
+
+    def forward_local(self, msg: Message) -> int:
+        """Bus hook: a local pod sent ``msg``. Forward it; return how many links took it."""
+        self._remember(msg.uuid, None)
+        return self._forward(msg, None)
+
+    def _from_link(self, peer: PeerLink, messages: list[Message]) -> None:
+        seen = self._seen
+        deliver = self.bus.deliver
+        from_leaf = peer.remote is not None and peer.remote.role == ROLE_LEAF
+        for msg in messages:
+            if msg.uuid in seen:
+                self.duplicates += 1
+                continue
+            self._remember(msg.uuid, peer)
+            deliver(msg, None)
+            self._forward(msg, peer, from_leaf=from_leaf)
+
+    def _forward(self, msg: Message, origin: PeerLink | None, *, from_leaf: bool = True) -> int:
+        """Send ``msg`` on to the links that should get it; return how many did."""
+        if msg.reply_to:
+            back = self._seen.get(msg.reply_to, False)
+            if back is None:  # the request was asked here: the reply is for local pods only
+                return 0
+            if isinstance(back, PeerLink):
+                if back is origin or not back.is_open:
+                    return 0
+                return 1 if back.enqueue(msg) else 0
+        n = 0
+        targets = []
+        for link in self.peers.values():
+            if link is origin or not link.is_open or link.remote is None:
+                continue
+            if not from_leaf and link.remote.role != ROLE_LEAF:
+                continue  # one hop: what came from a peer goes to leaves only
+            if link.wants(msg.type) and link.enqueue(msg):
+                n += 1
+                targets.append(link)
+        if origin is None and targets:
+            self._track(msg.uuid, targets)
+        return n
+
+    def _remember(self, uuid: str, origin: PeerLink | None) -> None:
+        seen = self._seen
+        if len(seen) >= _SEEN_LIMIT:
+            del seen[next(iter(seen))]
+        seen[uuid] = origin
+
+    def _track(self, uuid: str, targets: list[PeerLink]) -> None:
+        sent = self._sent_to
+        if len(sent) >= _SEEN_LIMIT:
+            del sent[next(iter(sent))]
+        sent[uuid] = (len(targets), targets)
+
+    def _fail_requests_to(self, peer: PeerLink) -> None:
+        """Fail waits on replies that only ``peer`` could have sent."""
+        doomed = [
+            uuid
+            for uuid, (_, targets) in self._sent_to.items()
+            if peer in targets and all(t is peer or not t.is_open for t in targets)
+        ]
+        if doomed:
+            n = self.bus.fail_reply_waiters(
+                doomed, LinkClosedError(f"the link to node {peer.uuid} closed: {peer.end_reason}")
+            )
+            if n:
+                self._log.info("requests_failed", peer=peer.uuid, count=n)
+
+    # -- discovery and tasks ---------------------------------------------------------------------
+
+    async def _run_discovery(self, plugin: Discovery, ctx: DiscoveryContext) -> None:
+        def report(found: PeerReport) -> None:
+            if found.node_uuid == self.local.node_uuid or self._stopping:
+                return
+            self.want(found.endpoint, found.node_uuid, found.source or plugin.name)
+
+        await plugin.run(ctx, report)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._log.error("task_failed", task=task.get_name(), error=repr(exc), exc_info=exc)
+
+    def peer_infos(self) -> list[PeerInfo]:
+        return [link.info() for link in self.peers.values()]
+
+
+def _preferred(new: PeerLink, old: PeerLink) -> bool:
+    """Of two links between the same nodes, both sides keep the same one.
+
+    Links dialled by different nodes: the one dialled by the smaller uuid wins. Dialled by the same
+    node: the newer wins (that node has given up on the old one).
+    """
+    if new.initiator_uuid != old.initiator_uuid:
+        return new.initiator_uuid < old.initiator_uuid
+    return True
+
+
+def _settle(dialer: _Dialer, exc: BaseException) -> None:
+    if dialer.first is not None and not dialer.first.done():
+        dialer.first.set_exception(exc)
+        dialer.first.exception()  # mark retrieved: connect_endpoint may not be waiting

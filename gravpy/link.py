@@ -1,0 +1,290 @@
+"""PeerLink: one link to another node, driven by asyncio around a sans-I/O ``PeerProtocol``.
+
+A PeerLink owns three loops for the life of the link, in one ``TaskGroup``: the reader feeds frames
+to the protocol and hands its events to the hub; the writer batches queued messages into MSGS frames
+and writes every frame the protocol queued, in order; the ticker runs the protocol's timers (pings,
+the handshake deadline, the dead-link check). When any of them ends, the link is closed and ``run``
+returns.
+
+Outgoing messages wait in a bounded queue (``queue_limit``). Past half of it the link reports itself
+congested to the bus (``Pod.publish`` waits); when it is full, new messages are dropped and counted
+in ``dropped``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gravpy.errors import LinkClosedError
+from gravpy.filter import Pattern
+from gravpy.message import Message
+from gravpy.plugins import Link
+from gravpy.proto import (
+    REASON_NORMAL,
+    Event,
+    Hello,
+    LinkDead,
+    LinkState,
+    NodeInfo,
+    PeerProtocol,
+    ProtocolConfig,
+)
+
+if TYPE_CHECKING:
+    from gravpy.bus import Bus
+
+__all__ = ["PeerInfo", "PeerLink"]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """A snapshot of one link, as ``Grav.peers()`` returns it."""
+
+    uuid: str
+    endpoint: str
+    role: str
+    state: str
+    transport: str
+    remote_address: str
+    initiator: bool
+    withdrawn: bool
+    messages_in: int
+    messages_out: int
+    dropped: int
+    queued: int
+    interests: tuple[str, ...]
+
+
+class PeerLink:
+    """One link; see the module docstring. The hub creates it and calls ``run``."""
+
+    def __init__(
+        self,
+        link: Link,
+        local: NodeInfo,
+        *,
+        bus: Bus,
+        on_events: Callable[[PeerLink, list[Event]], None],
+        config: ProtocolConfig,
+        mesh_key: bytes | None,
+        expected_uuid: str | None,
+        queue_limit: int,
+    ) -> None:
+        self.link = link
+        self.bus = bus
+        self.proto = PeerProtocol(
+            local,
+            initiator=link.initiator,
+            now=time.monotonic(),
+            nonce=os.urandom(16),
+            mesh_key=mesh_key,
+            expected_uuid=expected_uuid,
+            config=config,
+        )
+        self.dial_endpoint = ""
+        self.interests: tuple[str, ...] = ()
+        self.advertised: tuple[str, ...] | None = None  # what we last told the remote we want
+        self.dropped = 0
+        self.end_reason = ""
+        self._patterns: list[Pattern] = []
+        self._admits: dict[str, bool] = {}
+        self._on_events = on_events
+        self._queue: deque[Message] = deque()
+        self._queue_limit = queue_limit
+        self._congested = False
+        self._wake = asyncio.Event()
+        self._wake.set()  # the protocol queued our HELLO
+        self._timer_changed = asyncio.Event()
+        self._closing = False
+        self.ended = asyncio.Event()  # set by the hub once the link is gone
+        self.acked = asyncio.Event()  # the remote acknowledged our WITHDRAW
+        self.was_open = False
+        self.reject_reason = ""
+        self.first_waiter: Any = None  # the hub's dialer waiting for this link's handshake
+
+    # -- what the hub reads ----------------------------------------------------------------------
+
+    @property
+    def remote(self) -> Hello | None:
+        return self.proto.remote
+
+    @property
+    def uuid(self) -> str:
+        remote = self.proto.remote
+        return remote.node_uuid if remote is not None else ""
+
+    @property
+    def is_open(self) -> bool:
+        return self.proto.state is LinkState.OPEN and not self._closing
+
+    @property
+    def initiator_uuid(self) -> str:
+        """The uuid of the node that dialled this link (ties between duplicate links use it)."""
+        return self.proto.local.node_uuid if self.link.initiator else self.uuid
+
+    def set_interests(self, patterns: tuple[str, ...]) -> None:
+        self.interests = patterns
+        self._patterns = [Pattern(p) for p in patterns]
+        self._admits.clear()
+
+    def wants(self, msg_type: str) -> bool:
+        """True if the remote said its side admits ``msg_type`` (and it has not withdrawn)."""
+        cached = self._admits.get(msg_type)
+        if cached is None:
+            cached = any(p.matches(msg_type) for p in self._patterns)
+            if len(self._admits) >= 4096:
+                self._admits.clear()
+            self._admits[msg_type] = cached
+        return cached and not self.proto.remote_withdrawn
+
+    def info(self) -> PeerInfo:
+        remote = self.proto.remote
+        stats = self.proto.statistics()
+        return PeerInfo(
+            uuid=self.uuid,
+            endpoint=(remote.endpoint if remote else "") or self.dial_endpoint,
+            role=remote.role if remote else "",
+            state=self.proto.state.name.lower(),
+            transport=self.link.transport,
+            remote_address=self.link.remote_address,
+            initiator=self.link.initiator,
+            withdrawn=self.proto.remote_withdrawn,
+            messages_in=stats.messages_in,
+            messages_out=stats.messages_out,
+            dropped=self.dropped,
+            queued=len(self._queue),
+            interests=self.interests,
+        )
+
+    # -- what the hub calls ----------------------------------------------------------------------
+
+    def enqueue(self, msg: Message) -> bool:
+        """Queue a message for the remote. False (and counted) if the queue is full."""
+        queue = self._queue
+        if len(queue) >= self._queue_limit:
+            self.dropped += 1
+            return False
+        queue.append(msg)
+        if not self._congested and len(queue) >= self._queue_limit // 2:
+            self._congested = True
+            self.bus.mark_congested(self)
+        self._wake.set()
+        return True
+
+    def flush(self) -> None:
+        """Wake the writer: the protocol has frames to send."""
+        self._wake.set()
+        self._timer_changed.set()
+
+    def end(self, reason: str) -> None:
+        """Close the link soon: the writer sends what is queued, then CLOSE, then stops."""
+        if not self._closing:
+            self._closing = True
+            self.end_reason = reason
+            self._wake.set()
+
+    def drop_queue(self) -> int:
+        n = len(self._queue)
+        self._queue.clear()
+        self._relieve()
+        return n
+
+    # -- the loops -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the link until it ends, then close it. Never raises on what the remote does."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                reader = tg.create_task(self._read(), name="link-read")
+                ticker = tg.create_task(self._tick(), name="link-tick")
+                await self._write()
+                reader.cancel()
+                ticker.cancel()
+        except* LinkClosedError as group:
+            if not self.end_reason:
+                self.end_reason = str(group.exceptions[0])
+        finally:
+            self._closing = True
+            self.dropped += self.drop_queue()
+            await self.link.close(self.end_reason or REASON_NORMAL)
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                frame = await self.link.recv()
+                events = self.proto.receive_frame(frame, time.monotonic())
+                if events:
+                    self._on_events(self, events)
+                self.flush()
+        except LinkClosedError as exc:
+            if not self.end_reason:
+                self.end_reason = str(exc)
+            self._closing = True
+            self._wake.set()
+
+    async def _tick(self) -> None:
+        while True:
+            deadline = self.proto.next_timer()
+            self._timer_changed.clear()
+            if deadline is None:
+                return
+            delay = max(0.0, deadline - time.monotonic())
+            try:
+                async with asyncio.timeout(delay):
+                    await self._timer_changed.wait()
+                continue
+            except TimeoutError:
+                pass
+            events = self.proto.tick(time.monotonic())
+            if events:
+                self._on_events(self, events)
+            if self.proto.state is LinkState.CLOSED and not self.proto.data_to_send():
+                return
+            if any(isinstance(e, LinkDead) for e in events):
+                # nothing has come back for dead_after: do not wait on a write that may never end
+                raise LinkClosedError(f"link to {self.link.remote_address} is dead")
+            self._wake.set()
+
+    async def _write(self) -> None:
+        proto = self.proto
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._write_all()
+            if self._closing:
+                if proto.state is not LinkState.CLOSED:
+                    proto.close(self.end_reason)
+                await self._write_all()
+                return
+            if proto.state is LinkState.CLOSED:
+                return
+
+    async def _write_all(self) -> None:
+        """Batch the queued messages into frames and write every frame the protocol has."""
+        proto, queue, link = self.proto, self._queue, self.link
+        max_batch = proto.config.limits.max_batch
+        while True:
+            if queue and proto.state is LinkState.OPEN:
+                n = min(len(queue), max_batch)
+                proto.send_messages([queue.popleft() for _ in range(n)])
+                if self._congested and len(queue) <= self._queue_limit // 4:
+                    self._relieve()
+            frames = proto.data_to_send()
+            if not frames:
+                return
+            for frame in frames:
+                await link.send(frame)
+
+    def _relieve(self) -> None:
+        if self._congested:
+            self._congested = False
+            self.bus.relieve(self)
+
+    def __repr__(self) -> str:
+        return f"<PeerLink {self.uuid or '?'} {self.link.remote_address} {self.proto.state.name}>"
