@@ -182,7 +182,7 @@ class _TransportCheck:
 async def check_transport(
     make_transport: Callable[[], Transport],
     *,
-    timeout: float = 10.0,  # noqa: ASYNC109 - a per-step hang guard, not an operation's deadline
+    timeout: float = 10.0,
 ) -> None:
     """Check that the transports ``make_transport()`` builds behave as gravpy needs.
 

@@ -138,7 +138,7 @@ class Transport(Protocol):
         """URLs peers can dial, with the real bound port; only valid after ``start``."""
         ...
 
-    async def dial(self, url: str, *, timeout: float) -> Link:  # noqa: ASYNC109 - API edge
+    async def dial(self, url: str, *, timeout: float) -> Link:
         """Connect to ``url`` within ``timeout`` seconds; raises TransportError on failure."""
         ...
 

@@ -204,7 +204,7 @@ class MemoryTransport:
             raise UsageError("endpoints() is only known after start()")
         return [_SCHEME + self.address]
 
-    async def dial(self, url: str, *, timeout: float) -> MemoryLink:  # noqa: ASYNC109 - API edge
+    async def dial(self, url: str, *, timeout: float) -> MemoryLink:
         """Join a new link to the transport listening at ``memory://<address>``."""
         if timeout <= 0:
             raise UsageError(f"timeout must be > 0, got {timeout!r}")

@@ -233,7 +233,7 @@ class WebSocketTransport:
             raise UsageError("endpoints() is only known after start()")
         return list(self._endpoints)
 
-    async def dial(self, url: str, *, timeout: float) -> WebSocketLink:  # noqa: ASYNC109 - API edge
+    async def dial(self, url: str, *, timeout: float) -> WebSocketLink:
         """Connect to ``url`` within ``timeout`` seconds.
 
         Raises UsageError for a URL this transport cannot dial and TransportError (``__cause__``
