@@ -3,6 +3,7 @@
 from gravpy.buffer import MsgBuffer
 from gravpy.filter import Pattern
 from gravpy.grav import Grav
+from gravpy.leaf import connect
 from gravpy.message import Message
 from gravpy.pod import Overflow, Pod, PodStatistics
 from gravpy.receipt import MsgReceipt
@@ -16,6 +17,7 @@ __all__ = [
     "Pattern",
     "Pod",
     "PodStatistics",
+    "connect",
 ]
 
 __version__ = "0.1.0"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid as uuidlib
 from collections.abc import Sequence
 from types import TracebackType
@@ -29,7 +30,8 @@ class Grav:
     plugins report endpoints to dial; ``belongs_to`` names the mesh (``"*"`` joins any);
     ``mesh_key`` (16+ bytes, the same on every node) makes each link prove it holds the key.
     ``role="leaf"`` makes an app that attaches to one node instead of joining the mesh (it does not
-    listen); ``gravpy.connect(url)`` builds one.
+    listen); ``attach_to`` is an endpoint that ``start`` links to before it returns (raising if it
+    cannot within ``attach_timeout``). ``gravpy.connect(url)`` builds such a leaf.
     """
 
     def __init__(
@@ -46,6 +48,8 @@ class Grav:
         role: str = ROLE_PEER,
         hub_config: HubConfig | None = None,
         node_uuid: str | None = None,
+        attach_to: str | None = None,
+        attach_timeout: float = 5.0,
     ) -> None:
         self.node_uuid = node_uuid or str(uuidlib.uuid4())
         self.bus = Bus(
@@ -73,6 +77,10 @@ class Grav:
             )
         elif mesh_key is not None or belongs_to != ANY_MESH:
             raise UsageError("belongs_to and mesh_key need a transport")
+        if attach_to is not None and self.hub is None:
+            raise UsageError("attach_to needs a transport that can dial it")
+        self._attach_to = attach_to
+        self._attach_timeout = attach_timeout
         self._started = False
 
     async def start(self) -> None:
@@ -85,6 +93,9 @@ class Grav:
         if self.hub is not None:
             try:
                 await self.hub.start()
+                if self._attach_to is not None:
+                    async with asyncio.timeout(self._attach_timeout):
+                        await self.hub.connect_endpoint(self._attach_to)
             except BaseException:
                 await self.stop()
                 raise

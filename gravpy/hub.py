@@ -154,9 +154,6 @@ class Hub:
         if self._stopping:
             return
         self._stopping = True
-        for dialer in self._dialers.values():
-            if dialer.task is not None:
-                dialer.task.cancel()
         for task in list(self._tasks):
             if task.get_name().startswith("discovery-"):
                 task.cancel()
@@ -178,8 +175,15 @@ class Hub:
                 for fut in waits + ends:
                     fut.cancel()
                 await asyncio.gather(*waits, *ends, return_exceptions=True)
-        for link in list(self.links):
+        ending = list(self.links)
+        for link in ending:
             link.end(REASON_SHUTDOWN)
+        if ending:  # let each writer send what is queued and CLOSE (bounded)
+            ends = [asyncio.ensure_future(link.ended.wait()) for link in ending]
+            _, pending = await asyncio.wait(ends, timeout=self.config.drain_timeout + 1.0)
+            for fut in pending:
+                fut.cancel()
+            await asyncio.gather(*ends, return_exceptions=True)
         if self.listen:
             for transport in self.transports:
                 await transport.stop()
@@ -329,8 +333,7 @@ class Hub:
                 self._from_link(peer, event.messages)
             elif isinstance(event, InterestsReceived):
                 peer.set_interests(event.patterns)
-                if peer.remote is not None and peer.remote.role == ROLE_LEAF:
-                    self.interests_changed()
+                self.interests_changed()  # what others can reach through us changed too
             elif isinstance(event, HelloReceived):
                 self._on_hello(peer)
             elif isinstance(event, HandshakeComplete):
@@ -360,7 +363,7 @@ class Hub:
                     peer=peer.uuid or peer.link.remote_address,
                     reason=event.reason,
                     detail=event.detail,
-                    event=type(event).__name__,
+                    kind=type(event).__name__,
                 )
 
     def _on_hello(self, peer: PeerLink) -> None:

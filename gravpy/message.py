@@ -78,13 +78,11 @@ def validate_type(msg_type: str) -> str:
     A type is one or more ``.``-separated tokens; a token is non-empty and holds no whitespace, ``*``
     or ``>`` (those two are pattern wildcards, see ``gravpy.filter``).
     """
+    if not isinstance(msg_type, str):  # first: an unhashable value would break the cache lookup
+        raise UsageError(f"invalid message type {msg_type!r}: a type is a str")
     if msg_type in _valid_types:
         return msg_type
-    if (
-        not isinstance(msg_type, str)
-        or len(msg_type) > MAX_TYPE_LENGTH
-        or _TYPE_RE.fullmatch(msg_type) is None
-    ):
+    if len(msg_type) > MAX_TYPE_LENGTH or _TYPE_RE.fullmatch(msg_type) is None:
         raise UsageError(
             f"invalid message type {msg_type!r}: use dot-separated tokens, no wildcards"
         )
@@ -196,7 +194,7 @@ class Message:
             raise MessageError("message parent_id must be a string of at most 64 characters")
         if type(reply_to) is not str or len(reply_to) > _MAX_ID_LENGTH:
             raise MessageError("message reply_to must be a string of at most 64 characters")
-        if msg_type not in _valid_types:
+        if type(msg_type) is not str or msg_type not in _valid_types:
             try:
                 validate_type(msg_type)
             except UsageError as exc:
