@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid as uuidlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from gravpy.buffer import MsgBuffer
 from gravpy.bus import Bus, BusStatistics
-from gravpy.errors import UsageError
+from gravpy.errors import UsageError, WaitTimeout
 from gravpy.hub import Hub, HubConfig
 from gravpy.link import PeerInfo
 from gravpy.plugins import Discovery, Transport
@@ -139,6 +139,28 @@ class Grav:
     def peers(self) -> list[PeerInfo]:
         """A snapshot of the linked nodes (and attached leaves)."""
         return [] if self.hub is None else self.hub.peer_infos()
+
+    async def wait_for(
+        self, predicate: Callable[[list[PeerInfo]], bool], timeout: float | None = None
+    ) -> list[PeerInfo]:
+        """Wait until ``predicate(self.peers())`` is true (checked at every link or interest
+        change) and return that snapshot. Raises ``WaitTimeout`` after ``timeout`` seconds.
+
+        ``await g.wait_for(lambda peers: any(p.uuid == other for p in peers))``
+        """
+        hub = self._hub()
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                while not predicate(peers := self.peers()):
+                    await hub.wait_changed()
+        except TimeoutError:
+            if deadline.expired():
+                raise WaitTimeout(
+                    f"the mesh did not reach the awaited state within {timeout} s"
+                ) from None
+            raise
+        return peers
 
     def endpoints(self) -> list[str]:
         """The endpoints other nodes can dial to reach this one."""

@@ -119,6 +119,7 @@ class Hub:
         self._sent_to: dict[str, tuple[int, list[PeerLink]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._interests_pending = False
+        self._changed = asyncio.Event()
         self._stopping = False
         self._log = _log.bind(node=local.node_uuid)
         self.duplicates = 0
@@ -318,6 +319,7 @@ class Hub:
             )
             self._fail_requests_to(peer)
             self.interests_changed()
+            self._notify()
         dialer = peer.first_waiter
         if dialer is not None and dialer.first is not None and not dialer.first.done():
             existing = self.peers.get(peer.uuid)
@@ -334,6 +336,7 @@ class Hub:
             elif isinstance(event, InterestsReceived):
                 peer.set_interests(event.patterns)
                 self.interests_changed()  # what others can reach through us changed too
+                self._notify()
             elif isinstance(event, HelloReceived):
                 self._on_hello(peer)
             elif isinstance(event, HandshakeComplete):
@@ -343,6 +346,7 @@ class Hub:
             elif isinstance(event, WithdrawReceived):
                 self._log.info("peer_withdrew", peer=peer.uuid)
                 peer.dropped += peer.drop_queue()
+                self._notify()
             elif isinstance(event, WithdrawAcked):
                 peer.acked.set()
             elif isinstance(event, Rejected):
@@ -399,6 +403,7 @@ class Hub:
         if remote.role == ROLE_PEER and self.local.role == ROLE_PEER:
             self._gossip()
         self.interests_changed()
+        self._notify()
 
     def _on_gossip(self, pairs: tuple[tuple[str, str], ...]) -> None:
         if self.local.role != ROLE_PEER or self._stopping:
@@ -547,6 +552,15 @@ class Hub:
         self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             self._log.error("task_failed", task=task.get_name(), error=repr(exc), exc_info=exc)
+
+    def _notify(self) -> None:
+        """Wake everyone in ``wait_changed``: a link opened or ended, interests changed."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_changed(self) -> None:
+        """Wait for the next change of links or interests."""
+        await self._changed.wait()
 
     def peer_infos(self) -> list[PeerInfo]:
         return [link.info() for link in self.peers.values()]

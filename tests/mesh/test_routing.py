@@ -1,0 +1,156 @@
+"""Routing across real nodes: full mesh, one hop, interests, replies, order, no responders."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from discovery.static import StaticDiscovery
+from gravpy import Grav, Message, Pod
+from gravpy.errors import NoResponders
+
+from .conftest import NodeFactory, linked_to
+
+
+class Counter:
+    """Counts messages a pod receives and lets a test wait for a total."""
+
+    def __init__(self, pod: Pod, pattern: str | None = None) -> None:
+        self.seen: list[Message] = []
+        self._target = 0
+        self._done = asyncio.Event()
+        if pattern is None:
+            pod.on(self._on)
+        else:
+            pod.on_type(pattern, self._on)
+
+    def _on(self, msg: Message) -> None:
+        self.seen.append(msg)
+        if len(self.seen) >= self._target:
+            self._done.set()
+
+    async def wait(self, total: int) -> None:
+        self._target = total
+        if len(self.seen) < total:
+            self._done.clear()
+            async with asyncio.timeout(10):
+                await self._done.wait()
+
+
+async def mesh_of_three(node: NodeFactory) -> tuple[Grav, Grav, Grav]:
+    a = await node()
+    b = await node(discovery=[StaticDiscovery(a.endpoints())])
+    c = await node(discovery=[StaticDiscovery(a.endpoints() + b.endpoints())])
+    await a.wait_for(linked_to(b, c), timeout=5)
+    await b.wait_for(linked_to(a, c), timeout=5)
+    return a, b, c
+
+
+async def test_full_mesh_delivers_exactly_once_per_pod(node: NodeFactory) -> None:
+    """3 nodes, 1,000 messages from A: every receiving pod on every node counts exactly 1,000."""
+    a, b, c = await mesh_of_three(node)
+    counters = [Counter(n.connect(), "bench.>") for n in (a, b, b, c)]
+    await a.wait_for(linked_to(b, c, interest="bench.>"), timeout=5)
+    sender = a.connect()
+    for i in range(1000):
+        await sender.publish(Message.new("bench.msg", str(i)))
+    for counter in counters:
+        await counter.wait(1000)
+    for counter in counters:
+        assert len(counter.seen) == 1000
+    link_ab = next(p for p in a.peers() if p.uuid == b.node_uuid)
+    link_ba = next(p for p in b.peers() if p.uuid == a.node_uuid)
+    assert link_ab.messages_out == 1000  # one copy per link, however many pods want it
+    assert link_ba.messages_in == 1000
+    assert b.hub is not None and b.hub.duplicates == 0
+
+
+async def test_partial_static_lists_converge_by_gossip(node: NodeFactory) -> None:
+    """A lists B, C lists B: A and C still link, and A's messages reach C."""
+    b = await node()
+    a = await node(discovery=[StaticDiscovery(b.endpoints())])
+    c = await node(discovery=[StaticDiscovery(b.endpoints())])
+    await a.wait_for(linked_to(b, c), timeout=5)
+    counter = Counter(c.connect(), "chain.>")
+    await a.wait_for(linked_to(c, interest="chain.>"), timeout=5)
+    a.connect().send(Message.new("chain.hello", b"from A"))
+    await counter.wait(1)
+    assert counter.seen[0].data == b"from A"
+
+
+async def test_messages_cross_only_to_interested_nodes(node: NodeFactory) -> None:
+    """A node only sends a peer the types its pods admit: per-link counters show it."""
+    a = await node()
+    b = await node(discovery=[StaticDiscovery(a.endpoints())])
+    counter = Counter(b.connect(), "sensor.>")
+    await a.wait_for(linked_to(b, interest="sensor.>"), timeout=5)
+    sender = a.connect()
+    for i in range(100):
+        sender.send(Message.new("sensor.kitchen.temp", str(i)))
+        sender.send(Message.new("other.thing", str(i)))
+    await counter.wait(100)
+    link = next(p for p in a.peers() if p.uuid == b.node_uuid)
+    assert link.messages_out == 100
+    assert {m.type for m in counter.seen} == {"sensor.kitchen.temp"}
+
+
+async def test_reply_goes_only_to_the_asking_node(node: NodeFactory) -> None:
+    """C answers A's request; B, which admits every type, never gets the reply on its link."""
+    a, b, c = await mesh_of_three(node)
+    responder = c.connect()
+    responder.on_type(
+        "svc.echo", lambda m: responder.reply_to(m, Message.new("svc.echo.reply", m.data))
+    )
+    Counter(b.connect())  # B admits everything
+    await a.wait_for(linked_to(c, interest="svc.echo"), timeout=5)
+    await c.wait_for(linked_to(b, interest=">"), timeout=5)
+    reply = await a.connect().send(Message.new("svc.echo", b"ping")).wait_until(5)
+    assert reply.data == b"ping"
+    c_to_b = next(p for p in c.peers() if p.uuid == b.node_uuid)
+    c_to_a = next(p for p in c.peers() if p.uuid == a.node_uuid)
+    assert c_to_a.messages_out == 1
+    assert c_to_b.messages_out == 0
+
+
+async def test_no_responders_across_the_mesh_fails_at_once(node: NodeFactory) -> None:
+    """A request whose type no pod on any node admits fails with NoResponders, not a timeout."""
+    a = await node()
+    b = await node(discovery=[StaticDiscovery(a.endpoints())])
+    Counter(b.connect(), "svc.known")
+    await a.wait_for(linked_to(b, interest="svc.known"), timeout=5)
+    receipt = a.connect().send(Message.new("svc.unknown", b""))
+    assert receipt.no_responders
+    async with asyncio.timeout(1):  # well before the 30 s the request allows
+        with pytest.raises(NoResponders):
+            await receipt.wait_until(30)
+
+
+async def test_order_is_kept_across_the_mesh(node: NodeFactory) -> None:
+    """5,000 messages from one pod arrive at a remote pod in send order."""
+    a = await node()
+    b = await node(discovery=[StaticDiscovery(a.endpoints())])
+    counter = Counter(b.connect(), "seq.>")
+    await a.wait_for(linked_to(b, interest="seq.>"), timeout=5)
+    sender = a.connect()
+    for i in range(5000):
+        await sender.publish(Message.new("seq.n", str(i)))
+    await counter.wait(5000)
+    assert [int(m.text()) for m in counter.seen] == list(range(5000))
+
+
+async def test_request_reply_across_nodes_many_times(node: NodeFactory) -> None:
+    """200 sequential and 200 concurrent requests across two nodes are all answered."""
+    a = await node()
+    b = await node(discovery=[StaticDiscovery(a.endpoints())])
+    responder = b.connect()
+    responder.on_type("svc.add", lambda m: responder.reply_to(m, Message.new("svc.sum", m.data)))
+    await a.wait_for(linked_to(b, interest="svc.add"), timeout=5)
+    asker = a.connect()
+    for i in range(200):
+        reply = await asker.send(Message.new("svc.add", str(i))).wait_until(5)
+        assert reply.text() == str(i)
+    replies = await asyncio.gather(
+        *(asker.send(Message.new("svc.add", str(i))).wait_until(5) for i in range(200))
+    )
+    assert sorted(int(r.text()) for r in replies) == list(range(200))
