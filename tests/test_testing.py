@@ -120,7 +120,7 @@ class _ForgetfulLink:
 
 
 class _ForgetfulTransport(MemoryTransport):
-    async def dial(self, url: str, *, timeout: float) -> _ForgetfulLink:  # type: ignore[override]  # noqa: ASYNC109
+    async def dial(self, url: str, *, timeout: float) -> _ForgetfulLink:  # type: ignore[override]
         return _ForgetfulLink(await super().dial(url, timeout=timeout))
 
 
@@ -134,7 +134,7 @@ async def test_the_check_catches_a_lost_close_reason() -> None:
 class _StuckTransport(MemoryTransport):
     """A transport whose links never deliver anything: the check must report a hang."""
 
-    async def dial(self, url: str, *, timeout: float) -> _SilentLink:  # type: ignore[override]  # noqa: ASYNC109
+    async def dial(self, url: str, *, timeout: float) -> _SilentLink:  # type: ignore[override]
         return _SilentLink(await super().dial(url, timeout=timeout))
 
 

@@ -63,7 +63,8 @@ async def test_full_mesh_delivers_exactly_once_per_pod(node: NodeFactory) -> Non
     link_ba = next(p for p in b.peers() if p.uuid == a.node_uuid)
     assert link_ab.messages_out == 1000  # one copy per link, however many pods want it
     assert link_ba.messages_in == 1000
-    assert b.hub is not None and b.hub.duplicates == 0
+    assert b.hub is not None
+    assert b.hub.duplicates == 0
 
 
 async def test_partial_static_lists_converge_by_gossip(node: NodeFactory) -> None:
