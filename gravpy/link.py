@@ -102,6 +102,7 @@ class PeerLink:
         self._wake.set()  # the protocol queued our HELLO
         self._timer_changed = asyncio.Event()
         self._closing = False
+        self._close_code = REASON_NORMAL
         self.ended = asyncio.Event()  # set by the hub once the link is gone
         self.acked = asyncio.Event()  # the remote acknowledged our WITHDRAW
         self.was_open = False
@@ -183,10 +184,15 @@ class PeerLink:
         self._timer_changed.set()
 
     def end(self, reason: str) -> None:
-        """Close the link soon: the writer sends what is queued, then CLOSE, then stops."""
+        """Close the link soon: the writer sends what is queued, then CLOSE, then stops.
+
+        ``reason`` is a protocol reason code (``gravpy.proto.REASON_*``).
+        """
         if not self._closing:
             self._closing = True
-            self.end_reason = reason
+            self._close_code = reason
+            if not self.end_reason:
+                self.end_reason = reason
             self._wake.set()
 
     def drop_queue(self) -> int:
@@ -259,7 +265,7 @@ class PeerLink:
             await self._write_all()
             if self._closing:
                 if proto.state is not LinkState.CLOSED:
-                    proto.close(self.end_reason)
+                    proto.close(self._close_code)
                 await self._write_all()
                 return
             if proto.state is LinkState.CLOSED:

@@ -1,0 +1,203 @@
+"""Links between real nodes: liveness, redial, duplicates, self, withdraw, refusals, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import msgpack
+import pytest
+from structlog.testing import capture_logs
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from discovery.static import StaticDiscovery
+from gravpy import Message
+from gravpy.errors import HandshakeRejectedError, LinkClosedError
+from gravpy.link import PeerInfo
+
+from .conftest import NodeFactory, linked_to
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.asynccontextmanager
+async def node_process(
+    port: int = 0,
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, str]]]:
+    """A node in its own process (tests/mesh/node_proc.py); killed by this handle at the end."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.mesh.node_proc",
+        "--port",
+        str(port),
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(20):
+            while not (line := await proc.stdout.readline()).startswith(b"{"):
+                assert line, "node process exited before it was listening"
+        yield proc, json.loads(line)
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGCONT)
+                proc.kill()
+        await proc.wait()
+
+
+def ready(uuid: str) -> Callable[[list[PeerInfo]], bool]:
+    """Linked to ``uuid``, which advertises the echo service."""
+    return lambda peers: any(p.uuid == uuid and "svc.echo" in p.interests for p in peers)
+
+
+async def test_dead_peer_is_noticed_and_its_requests_fail_then_it_is_redialled(
+    node: NodeFactory,
+) -> None:
+    """A stopped peer is found dead by ping/pong, its requests fail then, and it is redialled."""
+    async with node_process() as (proc, info):
+        port = int(info["endpoint"].rsplit(":", 1)[1].split("/")[0])
+        a = await node(discovery=[StaticDiscovery([info["endpoint"]])])
+        await a.wait_for(ready(info["uuid"]), timeout=10)
+        pod = a.connect()
+        reply = await pod.send(Message.new("svc.echo", b"1")).wait_until(5)
+        assert reply.data == b"1"
+
+        os.kill(proc.pid, signal.SIGSTOP)  # alive but silent: only liveness can tell
+        receipt = pod.send(Message.new("svc.echo", b"2"))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(LinkClosedError):
+            await receipt.wait_until(30)
+        assert loop.time() - started < 10  # found by dead_after (1 s here), not the 30 s timeout
+        assert not any(p.uuid == info["uuid"] for p in a.peers())
+        proc.kill()
+        await proc.wait()
+
+    async with node_process(port) as (_, again):  # the same endpoint comes back
+        await a.wait_for(ready(again["uuid"]), timeout=15)
+        reply = await pod.send(Message.new("svc.echo", b"3")).wait_until(5)
+        assert reply.data == b"3"
+
+
+async def test_simultaneous_dials_end_with_one_link(node: NodeFactory) -> None:
+    """Two nodes that dial each other at the same instant keep exactly one link."""
+    a = await node()
+    b = await node()
+    await asyncio.gather(
+        a.connect_endpoint(b.endpoints()[0]),
+        b.connect_endpoint(a.endpoints()[0]),
+        return_exceptions=True,
+    )
+    await a.wait_for(linked_to(b), timeout=5)
+    await b.wait_for(linked_to(a), timeout=5)
+    assert a.hub is not None
+    assert b.hub is not None
+    async with asyncio.timeout(5):
+        while len(a.hub.links) != 1 or len(b.hub.links) != 1:
+            await b.hub.wait_changed()
+    assert [p.uuid for p in a.peers()] == [b.node_uuid]
+    assert [p.uuid for p in b.peers()] == [a.node_uuid]
+
+
+async def test_node_never_links_to_itself(node: NodeFactory) -> None:
+    """Dialling one's own endpoint is refused with reason 'self'."""
+    a = await node()
+    with pytest.raises(HandshakeRejectedError) as caught:
+        await a.connect_endpoint(a.endpoints()[0])
+    assert caught.value.reason == "self"
+    assert a.peers() == []
+
+
+async def test_wrong_mesh_and_wrong_key_are_refused_with_the_reason(node: NodeFactory) -> None:
+    """A link between different meshes, or with a wrong key, is refused and the caller sees why."""
+    key = b"k" * 32
+    lab = await node(belongs_to="lab", mesh_key=key)
+    other = await node(belongs_to="other", mesh_key=key)
+    with pytest.raises(HandshakeRejectedError) as caught:
+        await other.connect_endpoint(lab.endpoints()[0])
+    assert caught.value.reason == "mesh"
+    wrong = await node(belongs_to="lab", mesh_key=b"x" * 32)
+    with pytest.raises(HandshakeRejectedError) as caught:
+        await wrong.connect_endpoint(lab.endpoints()[0])
+    assert caught.value.reason == "proof"
+    right = await node(belongs_to="lab", mesh_key=key)
+    info = await right.connect_endpoint(lab.endpoints()[0])
+    assert info.uuid == lab.node_uuid
+
+
+async def test_stopping_node_withdraws_before_closing(node: NodeFactory) -> None:
+    """A node that stops withdraws first: its peer logs the withdrawal before the disconnect."""
+    a = await node()
+    b = await node(discovery=[StaticDiscovery(a.endpoints())])
+    await b.wait_for(linked_to(a), timeout=5)
+    with capture_logs() as logs:
+        await a.stop()
+        await b.wait_for(lambda ps: not ps, timeout=5)
+    events = [e["event"] for e in logs if e.get("peer") == a.node_uuid]
+    assert "peer_withdrew" in events
+    assert events.index("peer_withdrew") < events.index("peer_disconnected")
+    closed = [e for e in logs if e["event"] == "peer_disconnected" and e["peer"] == a.node_uuid]
+    assert "shutdown" in closed[0]["reason"]
+
+
+async def read_until_closed(ws: ClientConnection) -> None:
+    """Read frames until the connection closes (raises ConnectionClosed), at most 10 s."""
+    async with asyncio.timeout(10):
+        while True:
+            await ws.recv()
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\xc1garbage", "bad_frame"),
+        (msgpack.packb([99, "what"]), "bad_frame"),
+        (b"\x00" * (3 << 20), "1009"),  # over the frame limit: the transport refuses it
+    ],
+)
+async def test_bad_input_closes_that_link_only(
+    node: NodeFactory, payload: bytes, reason: str
+) -> None:
+    """Garbage or an oversized frame closes that link with a reason; the node serves others."""
+    a = await node()
+    b = await node(discovery=[StaticDiscovery(a.endpoints())])
+    await a.wait_for(linked_to(b), timeout=5)
+    with capture_logs() as logs:
+        async with ws_connect(a.endpoints()[0], compression=None, max_size=None) as ws:
+            await ws.send(payload)
+            with pytest.raises(ConnectionClosed) as closed:
+                await read_until_closed(ws)
+    said = f"{closed.value.rcvd.code if closed.value.rcvd else ''} " + str(closed.value)
+    logged = " ".join(str(e) for e in logs)
+    assert reason in said or reason in logged
+    responder = b.connect()
+    responder.on_type("svc.ok", lambda m: responder.reply_to(m, Message.new("svc.ok.r", b"ok")))
+    await a.wait_for(linked_to(b, interest="svc.ok"), timeout=5)
+    reply = await a.connect().send(Message.new("svc.ok", b"")).wait_until(5)
+    assert reply.data == b"ok"
+
+
+async def test_silent_client_is_cut_off_at_the_handshake_deadline(node: NodeFactory) -> None:
+    """A client that never sends its HELLO is closed once the handshake deadline passes."""
+    a = await node()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with capture_logs() as logs:
+        async with ws_connect(a.endpoints()[0], compression=None) as ws:
+            with pytest.raises(ConnectionClosed):
+                await read_until_closed(ws)  # the node's HELLO, then its REJECT and close
+    assert loop.time() - started < 8
+    assert any(e.get("reason") == "deadline" for e in logs)
