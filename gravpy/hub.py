@@ -219,6 +219,16 @@ class Hub:
         elif dialer.first is None or dialer.first.done():
             dialer.first = asyncio.get_running_loop().create_future()
         link = await asyncio.shield(dialer.first)
+        # every node states its interests right after the handshake: wait for them, so a request
+        # sent as soon as this returns is routed (and NoResponders is not raised too early)
+        known = asyncio.ensure_future(link.interests_known.wait())
+        ended = asyncio.ensure_future(link.ended.wait())
+        try:
+            await asyncio.wait([known, ended], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            known.cancel()
+            ended.cancel()
+            await asyncio.gather(known, ended, return_exceptions=True)
         return link.info()
 
     async def _dial_loop(self, dialer: _Dialer) -> None:

@@ -105,6 +105,7 @@ class PeerLink:
         self._close_code = REASON_NORMAL
         self.ended = asyncio.Event()  # set by the hub once the link is gone
         self.acked = asyncio.Event()  # the remote acknowledged our WITHDRAW
+        self.interests_known = asyncio.Event()  # the remote's first INTERESTS arrived
         self.was_open = False
         self.reject_reason = ""
         self.first_waiter: Any = None  # the hub's dialer waiting for this link's handshake
@@ -131,6 +132,7 @@ class PeerLink:
 
     def set_interests(self, patterns: tuple[str, ...]) -> None:
         self.interests = patterns
+        self.interests_known.set()
         self._patterns = [Pattern(p) for p in patterns]
         self._admits.clear()
 

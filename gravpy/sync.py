@@ -24,6 +24,7 @@ from gravpy.errors import UsageError
 from gravpy.grav import Grav
 from gravpy.leaf import DEFAULT_URL
 from gravpy.leaf import connect as connect_async
+from gravpy.link import PeerInfo
 from gravpy.message import Message
 from gravpy.pod import Handler, Pod
 from gravpy.receipt import MsgReceipt, WaitFunc
@@ -142,8 +143,14 @@ class SyncGrav:
     def connect(self) -> SyncPod:
         return SyncPod(self._runner.call(self._grav.connect), self._runner)
 
-    def peers(self) -> list[Any]:
+    def peers(self) -> list[PeerInfo]:
         return self._runner.call(self._grav.peers)
+
+    def wait_for(
+        self, predicate: Callable[[list[PeerInfo]], bool], timeout: float | None = None
+    ) -> list[PeerInfo]:
+        """Block until ``predicate(peers)`` holds; see ``Grav.wait_for``."""
+        return self._runner.run(self._grav.wait_for(predicate, timeout))
 
     def close(self) -> None:
         """Withdraw, close the link and stop the node's thread."""

@@ -1,0 +1,107 @@
+"""Apps attached to nodes as leaves (gravpy.connect, gravpy.sync.connect)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import gravpy
+import gravpy.sync
+from discovery.static import StaticDiscovery
+from gravpy import Grav, Message
+from gravpy.errors import TransportError
+
+from .conftest import FAST, NodeFactory, linked_to
+
+
+async def two_nodes(node: NodeFactory) -> tuple[Grav, Grav]:
+    a = await node()
+    b = await node(discovery=[StaticDiscovery(a.endpoints())])
+    await a.wait_for(linked_to(b), timeout=5)
+    return a, b
+
+
+async def test_leaves_on_two_nodes_exchange_pubsub_and_requests(node: NodeFactory) -> None:
+    """Two apps attached to two different nodes get each other's messages and replies."""
+    a, b = await two_nodes(node)
+    async with (
+        gravpy.connect(a.endpoints()[0], hub_config=FAST) as left,
+        gravpy.connect(b.endpoints()[0], hub_config=FAST) as right,
+    ):
+        got: list[Message] = []
+        done = asyncio.Event()
+
+        def on_news(msg: Message) -> None:
+            got.append(msg)
+            if len(got) == 10:
+                done.set()
+
+        listener = right.connect()
+        listener.on_type("news.>", on_news)
+        responder = right.connect()
+        responder.on_type(
+            "svc.upper", lambda m: responder.reply_to(m, Message.new("svc.r", m.text().upper()))
+        )
+        await left.wait_for(
+            lambda ps: bool(ps) and {"news.>", "svc.upper"} <= set(ps[0].interests), 5
+        )
+        sender = left.connect()
+        for i in range(10):
+            sender.send(Message.new("news.item", str(i)))
+        async with asyncio.timeout(5):
+            await done.wait()
+        assert [m.text() for m in got] == [str(i) for i in range(10)]
+        reply = await sender.send(Message.new("svc.upper", "hi")).wait_until(5)
+        assert reply.text() == "HI"
+
+
+async def test_a_leafs_messages_reach_pods_on_every_node(node: NodeFactory) -> None:
+    """A leaf attached to A reaches pods on A and on B, once each."""
+    a, b = await two_nodes(node)
+    seen: dict[str, list[bytes]] = {"a": [], "b": []}
+    both = asyncio.Event()
+
+    def recorder(name: str) -> gravpy.pod.Handler:
+        def record(msg: Message) -> None:
+            seen[name].append(msg.data)
+            if all(seen.values()):
+                both.set()
+
+        return record
+
+    a.connect().on_type("evt.>", recorder("a"))
+    b.connect().on_type("evt.>", recorder("b"))
+    await a.wait_for(linked_to(b, interest="evt.>"), timeout=5)
+    async with gravpy.connect(a.endpoints()[0], hub_config=FAST) as leaf:
+        await leaf.wait_for(lambda ps: bool(ps) and "evt.>" in ps[0].interests, 5)
+        leaf.connect().send(Message.new("evt.x", b"hello"))
+        async with asyncio.timeout(5):
+            await both.wait()
+    assert seen == {"a": [b"hello"], "b": [b"hello"]}
+
+
+async def test_connect_to_nothing_raises_transport_error() -> None:
+    """Attaching to an endpoint where nothing listens fails with TransportError, promptly."""
+    with pytest.raises(TransportError):
+        async with gravpy.connect("ws://127.0.0.1:1/meta/message", timeout=5):
+            pass
+
+
+async def test_sync_leaf_request_reply(node: NodeFactory) -> None:
+    """gravpy.sync.connect gives blocking pods whose requests reach the mesh and get replies."""
+    a = await node()
+    responder = a.connect()
+    responder.on_type(
+        "svc.echo", lambda m: responder.reply_to(m, Message.new("svc.echo.r", m.data))
+    )
+    endpoint = a.endpoints()[0]
+
+    def blocking_client() -> bytes:
+        with gravpy.sync.connect(endpoint, hub_config=FAST) as g:
+            pod = g.connect()
+            assert "svc.echo" in g.peers()[0].interests  # connect waited for the node's interests
+            reply: Message = pod.send(Message.new("svc.echo", b"sync hi")).wait_until(5.0)
+            return reply.data
+
+    assert await asyncio.to_thread(blocking_client) == b"sync hi"
