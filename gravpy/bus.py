@@ -75,6 +75,7 @@ class Bus:
         self.failure_limit = failure_limit
         self.max_attempts = max_attempts
         self.outbound: Callable[[Message], int] | None = None
+        self.check_outbound: Callable[[Message], None] | None = None  # raises UsageError
         self.on_routes_changed: Callable[[], None] | None = None
         self._unclaimed_limit = unclaimed_replies
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -82,7 +83,8 @@ class Bus:
         self._next_id = 1
         self._routes: dict[str, tuple[Pod, ...]] = {}
         self._reply_waiters: dict[str, tuple[Pod, Mailbox]] = {}
-        self._unclaimed: dict[str, Message] = {}
+        self._unclaimed: dict[str, list[Message]] = {}  # by reply_to, oldest request first
+        self._unclaimed_count = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._congested: set[object] = set()
         self._room: asyncio.Event | None = None
@@ -158,6 +160,8 @@ class Bus:
         """Deliver ``msg`` locally and hand it to the mesh; see ``Pod.send``."""
         if self._closed:
             raise PodDisconnected("the bus is closed")
+        if self.check_outbound is not None:
+            self.check_outbound(msg)
         self._sent += 1
         n = self.deliver(msg, sender)
         if self.outbound is not None:
@@ -229,10 +233,16 @@ class Bus:
     # -- replies ---------------------------------------------------------------------------------
 
     def _keep_unclaimed(self, msg: Message) -> None:
+        """Keep a reply nobody waits for yet (every one of them: a request may get several)."""
         unclaimed = self._unclaimed
-        if len(unclaimed) >= self._unclaimed_limit:
-            del unclaimed[next(iter(unclaimed))]
-        unclaimed[msg.reply_to] = msg
+        if self._unclaimed_count >= self._unclaimed_limit:
+            oldest = next(iter(unclaimed))
+            del unclaimed[oldest][0]
+            if not unclaimed[oldest]:
+                del unclaimed[oldest]
+            self._unclaimed_count -= 1
+        unclaimed.setdefault(msg.reply_to, []).append(msg)
+        self._unclaimed_count += 1
 
     def register_reply_waiter(self, uuid: str, pod: Pod) -> Mailbox:
         """A mailbox that receives the replies to message ``uuid`` (one waiter per message)."""
@@ -243,7 +253,9 @@ class Bus:
         mailbox = Mailbox()
         early = self._unclaimed.pop(uuid, None)
         if early is not None:
-            mailbox.offer(early)
+            self._unclaimed_count -= len(early)
+            for reply in early:
+                mailbox.offer(reply)
         self._reply_waiters[uuid] = (pod, mailbox)
         return mailbox
 
@@ -320,5 +332,5 @@ class Bus:
             dropped_closed=r[2] + sum(s.dropped_closed for s in live),
             handler_failures=r[3] + sum(s.failed for s in live),
             buffered=len(self.buffer),
-            unclaimed_replies=len(self._unclaimed),
+            unclaimed_replies=self._unclaimed_count,
         )

@@ -55,6 +55,7 @@ from gravpy.proto import (
     WithdrawAcked,
     WithdrawReceived,
 )
+from gravpy.proto.frames import MAX_HEADERS
 
 __all__ = ["Hub", "HubConfig"]
 
@@ -125,6 +126,7 @@ class Hub:
         self.duplicates = 0
         self.dropped_no_route = 0
         bus.outbound = self.forward_local
+        bus.check_outbound = self._check_sendable
         bus.on_routes_changed = self.interests_changed
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -155,6 +157,8 @@ class Hub:
         if self._stopping:
             return
         self._stopping = True
+        for dialer in self._dialers.values():
+            _settle(dialer, UsageError("the node is stopping"))
         for task in list(self._tasks):
             if task.get_name().startswith("discovery-"):
                 task.cancel()
@@ -475,6 +479,16 @@ class Hub:
 
     # -- routing ---------------------------------------------------------------------------------
 
+    def _check_sendable(self, msg: Message) -> None:
+        """Refuse, before anything is delivered, a message no link could carry."""
+        limit = self.config.protocol.limits.max_message_bytes
+        if len(msg.data) > limit:
+            raise UsageError(
+                f"message data is {len(msg.data)} bytes, over the mesh limit of {limit} bytes"
+            )
+        if msg.headers is not None and len(msg.headers) > MAX_HEADERS:
+            raise UsageError(f"a message may carry at most {MAX_HEADERS} headers")
+
     def forward_local(self, msg: Message) -> int:
         """Bus hook: a local pod sent ``msg``. Forward it; return how many links took it."""
         self._remember(msg.uuid, None)
@@ -500,6 +514,7 @@ class Hub:
                 return 0
             if isinstance(back, PeerLink):
                 if back is origin or not back.is_open:
+                    self.dropped_no_route += 1  # the asker's link is gone; its wait already failed
                     return 0
                 return 1 if back.enqueue(msg) else 0
         n = 0

@@ -21,7 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gravpy.errors import LinkClosedError
+import structlog
+
+from gravpy.errors import LinkClosedError, UsageError
 from gravpy.filter import Pattern
 from gravpy.message import Message
 from gravpy.plugins import Link
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
     from gravpy.bus import Bus
 
 __all__ = ["PeerInfo", "PeerLink"]
+
+_log = structlog.get_logger("gravpy.link")
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +284,7 @@ class PeerLink:
         while True:
             if queue and proto.state is LinkState.OPEN:
                 n = min(len(queue), max_batch)
-                proto.send_messages([queue.popleft() for _ in range(n)])
+                self._send_batch([queue.popleft() for _ in range(n)])
                 if self._congested and len(queue) <= self._queue_limit // 4:
                     self._relieve()
             frames = proto.data_to_send()
@@ -288,6 +292,19 @@ class PeerLink:
                 return
             for frame in frames:
                 await link.send(frame)
+
+    def _send_batch(self, batch: list[Message]) -> None:
+        try:
+            self.proto.send_messages(batch)
+        except UsageError:  # a message over the limits: send the others, count it dropped
+            for msg in batch:
+                try:
+                    self.proto.send_messages([msg])
+                except UsageError as exc:
+                    self.dropped += 1
+                    _log.warning(
+                        "message_too_large", msg_uuid=msg.uuid, type=msg.type, error=str(exc)
+                    )
 
     def _relieve(self) -> None:
         if self._congested:

@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 
 from discovery.static import StaticDiscovery
 from gravpy import Message
-from gravpy.errors import HandshakeRejectedError, LinkClosedError
+from gravpy.errors import HandshakeRejectedError, LinkClosedError, UsageError
 from gravpy.link import PeerInfo
 
 from .conftest import NodeFactory, linked_to
@@ -201,3 +201,17 @@ async def test_silent_client_is_cut_off_at_the_handshake_deadline(node: NodeFact
                 await read_until_closed(ws)  # the node's HELLO, then its REJECT and close
     assert loop.time() - started < 8
     assert any(e.get("reason") == "deadline" for e in logs)
+
+
+async def test_message_over_the_mesh_limit_is_refused_at_send(node: NodeFactory) -> None:
+    """A message too large for any link raises UsageError at send; the link keeps working."""
+    a = await node()
+    b = await node(discovery=[StaticDiscovery(a.endpoints())])
+    responder = b.connect()
+    responder.on_type("svc.ok", lambda m: responder.reply_to(m, Message.new("svc.ok.r", b"ok")))
+    await a.wait_for(linked_to(b, interest="svc.ok"), timeout=5)
+    pod = a.connect()
+    with pytest.raises(UsageError, match="over the mesh limit"):
+        pod.send(Message.new("svc.ok", b"x" * (2 << 20)))
+    reply = await pod.send(Message.new("svc.ok", b"small")).wait_until(5)
+    assert reply.data == b"ok"
