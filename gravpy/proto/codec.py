@@ -1,0 +1,314 @@
+"""The frame codec: frame objects to bytes and back. Pure: no I/O.
+
+``encode_frame`` packs any frame. ``encode_msgs_split`` packs a batch of messages into as few
+MSGS frames as ``Limits`` allow, one ``msgpack.packb`` call per frame. ``decode_frame`` turns one
+whole frame into a frame object, or raises ``FrameError`` (and nothing else) saying what is
+wrong. The unpacker is bounded (array, map and ext lengths, frame size checked first), so a small
+hostile frame cannot make it allocate a huge buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final
+
+import msgpack
+
+from gravpy.errors import FrameError, MessageError, UsageError
+from gravpy.message import Message
+from gravpy.proto.config import DEFAULT_LIMITS, Limits
+from gravpy.proto.frames import (
+    MAX_DETAIL_LENGTH,
+    MAX_ENDPOINT_LENGTH,
+    MAX_HEADERS,
+    MAX_NAME_LENGTH,
+    MAX_NONCE_LENGTH,
+    MAX_PING_NONCE,
+    MAX_REASON_LENGTH,
+    MAX_UUID_LENGTH,
+    MIN_NONCE_LENGTH,
+    PROOF_LENGTH,
+    SIZE_ESTIMATE_OVERHEAD,
+    Accept,
+    Auth,
+    Close,
+    Frame,
+    FrameKind,
+    Hello,
+    Interests,
+    Msgs,
+    Peers,
+    Ping,
+    Pong,
+    Reject,
+    Withdraw,
+    WithdrawAck,
+    is_valid_pattern,
+)
+
+__all__ = [
+    "decode_frame",
+    "encode_frame",
+    "encode_interests",
+    "encode_msgs",
+    "encode_msgs_split",
+    "encode_peers",
+]
+
+
+# -- encoding ---------------------------------------------------------------------------------
+
+
+def _pack(obj: object) -> bytes:
+    try:
+        packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise UsageError(f"frame cannot be encoded as msgpack: {exc}") from exc
+    return packed
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """The bytes of ``frame``. Raises ``UsageError`` if a field cannot be packed."""
+    return _pack(frame.to_wire())
+
+
+def encode_msgs(messages: Sequence[Message]) -> bytes:
+    """One MSGS frame holding ``messages``, packed in one call. No limit is checked here."""
+    return _pack([FrameKind.MSGS, [m.to_wire() for m in messages]])
+
+
+def encode_msgs_split(messages: Sequence[Message], limits: Limits = DEFAULT_LIMITS) -> list[bytes]:
+    """MSGS frames holding ``messages`` in order, each within ``limits``.
+
+    Most batches give one frame; a batch is cut by ``max_batch`` and by ``max_frame_bytes``.
+    Raises ``UsageError`` (and returns nothing) if a message's data is over ``max_message_bytes``,
+    it has more than ``MAX_HEADERS`` headers, or it cannot fit in a frame at all.
+    """
+    chunks: list[list[list[Any]]] = []
+    chunk: list[list[Any]] = []
+    estimate = 0
+    for msg in messages:
+        size = len(msg.data)
+        if size > limits.max_message_bytes:
+            raise UsageError(
+                f"message {msg.uuid} has {size} bytes of data, over max_message_bytes "
+                f"({limits.max_message_bytes})"
+            )
+        if msg.headers is not None and len(msg.headers) > MAX_HEADERS:
+            raise UsageError(f"message {msg.uuid} has more than {MAX_HEADERS} headers")
+        size += SIZE_ESTIMATE_OVERHEAD
+        if chunk and (len(chunk) >= limits.max_batch or estimate + size > limits.max_frame_bytes):
+            chunks.append(chunk)
+            chunk, estimate = [], 0
+        chunk.append(msg.to_wire())
+        estimate += size
+    if chunk:
+        chunks.append(chunk)
+    frames: list[bytes] = []
+    for wires in chunks:
+        _pack_within(wires, limits.max_frame_bytes, frames)
+    return frames
+
+
+def encode_interests(patterns: Iterable[str], limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """An INTERESTS frame; ``UsageError`` if a pattern is invalid or there are too many."""
+    pats = tuple(patterns)
+    if len(pats) > limits.max_interests:
+        raise UsageError(f"{len(pats)} interests, over max_interests ({limits.max_interests})")
+    for pattern in pats:
+        if not is_valid_pattern(pattern):
+            raise UsageError(f"invalid type pattern {pattern!r}")
+    return encode_frame(Interests(pats))
+
+
+def encode_peers(pairs: Iterable[tuple[str, str]], limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """A PEERS frame; ``UsageError`` if an entry is invalid or there are too many."""
+    items = tuple((node, endpoint) for node, endpoint in pairs)
+    if len(items) > limits.max_peers:
+        raise UsageError(f"{len(items)} peers, over max_peers ({limits.max_peers})")
+    for node, endpoint in items:
+        if not (type(node) is str and 0 < len(node) <= MAX_UUID_LENGTH):
+            raise UsageError(f"invalid node uuid {node!r}")
+        if not (type(endpoint) is str and 0 < len(endpoint) <= MAX_ENDPOINT_LENGTH):
+            raise UsageError(f"invalid endpoint {endpoint!r}")
+    return encode_frame(Peers(items))
+
+
+def _pack_within(wires: list[list[Any]], max_bytes: int, out: list[bytes]) -> None:
+    frame = _pack([FrameKind.MSGS, wires])
+    if len(frame) <= max_bytes:
+        out.append(frame)
+    elif len(wires) == 1:
+        raise UsageError(f"message {wires[0][0]} does not fit in a frame of {max_bytes} bytes")
+    else:
+        half = len(wires) // 2
+        _pack_within(wires[:half], max_bytes, out)
+        _pack_within(wires[half:], max_bytes, out)
+
+
+# -- decoding ---------------------------------------------------------------------------------
+
+
+def decode_frame(raw: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> Frame:
+    """Decode one whole frame. Raises ``FrameError``, and only that, on anything invalid."""
+    size = raw.nbytes if isinstance(raw, memoryview) else len(raw)
+    if size > limits.max_frame_bytes:
+        raise FrameError(
+            f"frame of {size} bytes is over max_frame_bytes ({limits.max_frame_bytes})"
+        )
+    try:
+        obj = msgpack.unpackb(
+            raw,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_array_len=limits.max_array_len,
+            max_map_len=MAX_HEADERS,
+            max_ext_len=0,
+        )
+    except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise FrameError(f"frame is not valid msgpack within limits: {reason}") from exc
+    if type(obj) is not list or not obj:
+        raise FrameError("a frame must be a non-empty msgpack array")
+    kind = obj[0]
+    decoder = _DECODERS.get(kind) if type(kind) is int else None
+    if decoder is None:
+        raise FrameError(f"unknown frame kind {kind!r}")
+    return decoder(obj, limits)
+
+
+def _arity(obj: list[Any], n: int) -> None:
+    if len(obj) != n:
+        name = FrameKind(obj[0]).name
+        raise FrameError(f"{name} frame must have {n} elements, not {len(obj)}")
+
+
+def _str(value: object, what: str, max_len: int, *, allow_empty: bool = True) -> str:
+    if type(value) is not str:
+        raise FrameError(f"{what} must be a string")
+    if len(value) > max_len:
+        raise FrameError(f"{what} is longer than {max_len} characters")
+    if not value and not allow_empty:
+        raise FrameError(f"{what} must not be empty")
+    return value
+
+
+def _list(value: object, what: str, max_len: int) -> list[Any]:
+    if type(value) is not list:
+        raise FrameError(f"{what} must be an array")
+    if len(value) > max_len:
+        raise FrameError(f"{what} has {len(value)} entries, over the limit of {max_len}")
+    return value
+
+
+def _decode_hello(obj: list[Any], limits: Limits) -> Hello:
+    # Forward compatibility: later versions keep these eight elements and may append more.
+    if len(obj) < 8:
+        raise FrameError(f"HELLO frame must have at least 8 elements, not {len(obj)}")
+    _, version, node_uuid, role, belongs_to, endpoint, nonce, keyed = obj[:8]
+    if type(version) is not int or not 0 <= version <= 0xFFFF:
+        raise FrameError("HELLO version must be an int in 0..65535")
+    if type(nonce) is not bytes or not MIN_NONCE_LENGTH <= len(nonce) <= MAX_NONCE_LENGTH:
+        raise FrameError(f"HELLO nonce must be {MIN_NONCE_LENGTH}..{MAX_NONCE_LENGTH} bytes")
+    if type(keyed) is not bool:
+        raise FrameError("HELLO keyed must be a boolean")
+    return Hello(
+        node_uuid=_str(node_uuid, "HELLO node_uuid", MAX_UUID_LENGTH, allow_empty=False),
+        role=_str(role, "HELLO role", MAX_NAME_LENGTH, allow_empty=False),
+        belongs_to=_str(belongs_to, "HELLO belongs_to", MAX_NAME_LENGTH, allow_empty=False),
+        endpoint=_str(endpoint, "HELLO endpoint", MAX_ENDPOINT_LENGTH),
+        nonce=nonce,
+        keyed=keyed,
+        version=version,
+    )
+
+
+def _decode_auth(obj: list[Any], limits: Limits) -> Auth:
+    _arity(obj, 2)
+    if type(obj[1]) is not bytes or len(obj[1]) != PROOF_LENGTH:
+        raise FrameError(f"AUTH proof must be {PROOF_LENGTH} bytes")
+    return Auth(obj[1])
+
+
+def _decode_reason(obj: list[Any], limits: Limits) -> Reject | Close:
+    _arity(obj, 3)
+    cls = Reject if obj[0] == FrameKind.REJECT else Close
+    name = cls.kind.name
+    reason = _str(obj[1], f"{name} reason", MAX_REASON_LENGTH, allow_empty=False)
+    return cls(reason, _str(obj[2], f"{name} detail", MAX_DETAIL_LENGTH))
+
+
+def _decode_msgs(obj: list[Any], limits: Limits) -> Msgs:
+    _arity(obj, 2)
+    wires = _list(obj[1], "MSGS batch", limits.max_batch)
+    if not wires:
+        raise FrameError("MSGS batch must hold at least one message")
+    max_data = limits.max_message_bytes
+    from_wire = Message.from_wire
+    messages: list[Message] = []
+    for i, wire in enumerate(wires):
+        try:
+            msg = from_wire(wire)
+        # TypeError: Message.from_wire looks an unhashable type field up in a dict.
+        except (MessageError, TypeError) as exc:
+            raise FrameError(f"MSGS message {i}: {exc}") from exc
+        if len(msg.data) > max_data:
+            raise FrameError(
+                f"MSGS message {i} has {len(msg.data)} bytes of data, over max_message_bytes "
+                f"({max_data})"
+            )
+        messages.append(msg)
+    return Msgs(messages)
+
+
+def _decode_interests(obj: list[Any], limits: Limits) -> Interests:
+    _arity(obj, 2)
+    patterns = _list(obj[1], "INTERESTS patterns", limits.max_interests)
+    for pattern in patterns:
+        if not is_valid_pattern(pattern):
+            raise FrameError(f"INTERESTS holds an invalid type pattern {pattern!r:.80}")
+    return Interests(tuple(patterns))
+
+
+def _decode_peers(obj: list[Any], limits: Limits) -> Peers:
+    _arity(obj, 2)
+    pairs: list[tuple[str, str]] = []
+    for pair in _list(obj[1], "PEERS list", limits.max_peers):
+        if type(pair) is not list or len(pair) != 2:
+            raise FrameError("PEERS entries must be [node_uuid, endpoint] arrays")
+        node = _str(pair[0], "PEERS node_uuid", MAX_UUID_LENGTH, allow_empty=False)
+        endpoint = _str(pair[1], "PEERS endpoint", MAX_ENDPOINT_LENGTH, allow_empty=False)
+        pairs.append((node, endpoint))
+    return Peers(tuple(pairs))
+
+
+def _decode_nonce(obj: list[Any], limits: Limits) -> Ping | Pong:
+    _arity(obj, 2)
+    cls = Ping if obj[0] == FrameKind.PING else Pong
+    if type(obj[1]) is not int or not 0 <= obj[1] <= MAX_PING_NONCE:
+        raise FrameError(f"{cls.kind.name} nonce must be an int in 0..2**64-1")
+    return cls(obj[1])
+
+
+def _decode_bare(obj: list[Any], limits: Limits) -> Accept | Withdraw | WithdrawAck:
+    _arity(obj, 1)
+    if obj[0] == FrameKind.ACCEPT:
+        return Accept()
+    return Withdraw() if obj[0] == FrameKind.WITHDRAW else WithdrawAck()
+
+
+_DECODERS: Final[dict[int, Callable[[list[Any], Limits], Frame]]] = {
+    FrameKind.HELLO: _decode_hello,
+    FrameKind.AUTH: _decode_auth,
+    FrameKind.ACCEPT: _decode_bare,
+    FrameKind.REJECT: _decode_reason,
+    FrameKind.MSGS: _decode_msgs,
+    FrameKind.INTERESTS: _decode_interests,
+    FrameKind.PEERS: _decode_peers,
+    FrameKind.WITHDRAW: _decode_bare,
+    FrameKind.WITHDRAW_ACK: _decode_bare,
+    FrameKind.PING: _decode_nonce,
+    FrameKind.PONG: _decode_nonce,
+    FrameKind.CLOSE: _decode_reason,
+}

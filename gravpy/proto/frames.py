@@ -1,0 +1,275 @@
+"""Frames: what two nodes exchange on a link, as frozen values.
+
+Every frame is one msgpack array whose first element is the frame kind (a small int)::
+
+    HELLO         [1, version, node_uuid, role, belongs_to, endpoint, nonce, keyed, ...]
+    AUTH          [2, proof]
+    ACCEPT        [3]
+    REJECT        [4, reason, detail]
+    MSGS          [5, [message, ...]]          each message is ``Message.to_wire()``
+    INTERESTS     [6, [pattern, ...]]          a full replacement of the sender's interests
+    PEERS         [7, [[node_uuid, endpoint], ...]]
+    WITHDRAW      [8]
+    WITHDRAW_ACK  [9]
+    PING          [10, nonce]
+    PONG          [11, nonce]
+    CLOSE         [12, reason, detail]
+
+Each frame class has ``to_wire()``, its msgpack array; ``gravpy.proto.codec`` packs and checks
+them. docs/protocol.md is the reference for the field types and limits.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, TypeAlias
+
+from gravpy.message import MAX_TYPE_LENGTH, Message
+
+__all__ = [
+    "MAX_DETAIL_LENGTH",
+    "MAX_ENDPOINT_LENGTH",
+    "MAX_HEADERS",
+    "MAX_NAME_LENGTH",
+    "MAX_NONCE_LENGTH",
+    "MAX_PING_NONCE",
+    "MAX_REASON_LENGTH",
+    "MAX_UUID_LENGTH",
+    "MIN_NONCE_LENGTH",
+    "PROOF_LENGTH",
+    "PROTOCOL_VERSION",
+    "SIZE_ESTIMATE_OVERHEAD",
+    "Accept",
+    "Auth",
+    "Close",
+    "Frame",
+    "FrameKind",
+    "Hello",
+    "Interests",
+    "Msgs",
+    "Peers",
+    "Ping",
+    "Pong",
+    "Reject",
+    "Withdraw",
+    "WithdrawAck",
+    "is_valid_pattern",
+]
+
+PROTOCOL_VERSION: Final = 1
+MAX_UUID_LENGTH: Final = 64
+MAX_NAME_LENGTH: Final = 255  # mesh names and roles
+MAX_ENDPOINT_LENGTH: Final = 1024
+MAX_REASON_LENGTH: Final = 64
+MAX_DETAIL_LENGTH: Final = 1024
+MIN_NONCE_LENGTH: Final = 16
+MAX_NONCE_LENGTH: Final = 64
+PROOF_LENGTH: Final = 32  # HMAC-SHA256
+MAX_HEADERS: Final = 256  # headers per message; also the msgpack map length limit
+MAX_PING_NONCE: Final = (1 << 64) - 1
+SIZE_ESTIMATE_OVERHEAD: Final = 128  # per-message guess used to split batches before packing
+
+_TOKEN = r"(?:[^.\s*>]+|\*)"
+_PATTERN_RE: Final = re.compile(rf"{_TOKEN}(?:\.{_TOKEN})*(?:\.>)?|>")
+
+
+class FrameKind(enum.IntEnum):
+    """The first element of every frame. Numbers are part of the wire format: never reuse one."""
+
+    HELLO = 1
+    AUTH = 2
+    ACCEPT = 3
+    REJECT = 4
+    MSGS = 5
+    INTERESTS = 6
+    PEERS = 7
+    WITHDRAW = 8
+    WITHDRAW_ACK = 9
+    PING = 10
+    PONG = 11
+    CLOSE = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The first frame each side sends. ``keyed`` says whether a mesh key is in use."""
+
+    kind: ClassVar[FrameKind] = FrameKind.HELLO
+    node_uuid: str
+    role: str
+    belongs_to: str
+    endpoint: str
+    nonce: bytes
+    keyed: bool
+    version: int = PROTOCOL_VERSION
+
+    def to_wire(self) -> list[Any]:
+        """The msgpack array of this frame."""
+        return [
+            self.kind,
+            self.version,
+            self.node_uuid,
+            self.role,
+            self.belongs_to,
+            self.endpoint,
+            self.nonce,
+            self.keyed,
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """Proof of the mesh key: HMAC-SHA256 over the handshake transcript (see handshake.py)."""
+
+    kind: ClassVar[FrameKind] = FrameKind.AUTH
+    proof: bytes
+
+    def to_wire(self) -> list[Any]:
+        """The msgpack array of this frame."""
+        return [self.kind, self.proof]
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """The sender's caller accepted the link."""
+
+    kind: ClassVar[FrameKind] = FrameKind.ACCEPT
+
+    def to_wire(self) -> list[Any]:
+        """The msgpack array of this frame."""
+        return [self.kind]
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """The sender refused the link; ``reason`` is a reason code, ``detail`` free text."""
+
+    kind: ClassVar[FrameKind] = FrameKind.REJECT
+    reason: str
+    detail: str = ""
+
+    def to_wire(self) -> list[Any]:
+        """The msgpack array of this frame."""
+        return [self.kind, self.reason, self.detail]
+
+
+@dataclass(frozen=True, slots=True)
+class Msgs:
+    """A batch of messages, in the order the sender sent them."""
+
+    kind: ClassVar[FrameKind] = FrameKind.MSGS
+    messages: list[Message]
+
+    def to_wire(self) -> list[Any]:
+        """The msgpack array of this frame."""
+        return [self.kind, [m.to_wire() for m in self.messages]]
+
+
+@dataclass(frozen=True, slots=True)
+class Interests:
+    """The type patterns the sender's pods want; replaces any earlier list."""
+
+    kind: ClassVar[FrameKind] = FrameKind.INTERESTS
+    patterns: tuple[str, ...]
+
+    def to_wire(self) -> list[Any]:
+        """The msgpack array of this frame."""
+        return [self.kind, list(self.patterns)]
+
+
+@dataclass(frozen=True, slots=True)
+class Peers:
+    """Gossip: ``(node_uuid, endpoint)`` of nodes the sender knows."""
+
+    kind: ClassVar[FrameKind] = FrameKind.PEERS
+    pairs: tuple[tuple[str, str], ...]
+
+    def to_wire(self) -> list[Any]:
+        """The msgpack array of this frame."""
+        return [self.kind, [list(p) for p in self.pairs]]
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    """The sender is shutting down: send it no more messages."""
+
+    kind: ClassVar[FrameKind] = FrameKind.WITHDRAW
+
+    def to_wire(self) -> list[Any]:
+        """The msgpack array of this frame."""
+        return [self.kind]
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawAck:
+    """Answer to WITHDRAW: the sender will send no more messages on this link."""
+
+    kind: ClassVar[FrameKind] = FrameKind.WITHDRAW_ACK
+
+    def to_wire(self) -> list[Any]:
+        """The msgpack array of this frame."""
+        return [self.kind]
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Liveness probe; answered by a PONG with the same nonce."""
+
+    kind: ClassVar[FrameKind] = FrameKind.PING
+    nonce: int
+
+    def to_wire(self) -> list[Any]:
+        """The msgpack array of this frame."""
+        return [self.kind, self.nonce]
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """Answer to a PING."""
+
+    kind: ClassVar[FrameKind] = FrameKind.PONG
+    nonce: int
+
+    def to_wire(self) -> list[Any]:
+        """The msgpack array of this frame."""
+        return [self.kind, self.nonce]
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """The sender is closing the link; ``reason`` is a reason code, ``detail`` free text."""
+
+    kind: ClassVar[FrameKind] = FrameKind.CLOSE
+    reason: str
+    detail: str = ""
+
+    def to_wire(self) -> list[Any]:
+        """The msgpack array of this frame."""
+        return [self.kind, self.reason, self.detail]
+
+
+Frame: TypeAlias = (
+    Hello
+    | Auth
+    | Accept
+    | Reject
+    | Msgs
+    | Interests
+    | Peers
+    | Withdraw
+    | WithdrawAck
+    | Ping
+    | Pong
+    | Close
+)
+
+
+def is_valid_pattern(pattern: object) -> bool:
+    """True if ``pattern`` is a type pattern: tokens, ``*`` (one token), a last ``>`` (the rest)."""
+    return (
+        type(pattern) is str
+        and len(pattern) <= MAX_TYPE_LENGTH
+        and _PATTERN_RE.fullmatch(pattern) is not None
+    )

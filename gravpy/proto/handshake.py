@@ -1,0 +1,254 @@
+"""The handshake: link states, every transition in one table, hello checks and the key proof.
+
+Theory of operation
+-------------------
+The handshake is symmetric. When a link opens, both sides send HELLO at once. Each side checks
+the remote HELLO (``check_hello``, in a fixed order) and either rejects the link or goes on.
+With a mesh key, each side then sends AUTH, a proof computed by ``auth_proof`` over both HELLO
+frames, and checks the remote's. The caller (the hub, which alone knows about duplicate links)
+then decides: it accepts or rejects. The link is OPEN once each side has sent ACCEPT and received
+the other's. REJECT and CLOSE end the link from any state where they make sense; after that
+nothing more is read.
+
+``TRANSITIONS`` maps ``(state, input)`` to the next state. An input is either a received frame
+(its ``FrameKind``) or a ``Trigger`` (a local call, or a step the protocol takes by itself). A
+received frame with no entry for the current state is a protocol violation by the remote; a
+local call with no entry is a ``UsageError`` (the caller used the API in the wrong state).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+from gravpy.errors import UsageError
+from gravpy.proto.frames import (
+    MAX_ENDPOINT_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_UUID_LENGTH,
+    PROTOCOL_VERSION,
+    FrameKind,
+    Hello,
+)
+
+__all__ = [
+    "ANY_MESH",
+    "AUTH_CONTEXT",
+    "CLOSE_REASONS",
+    "MIN_KEY_LENGTH",
+    "REASON_BAD_FRAME",
+    "REASON_DEAD",
+    "REASON_DEADLINE",
+    "REASON_DUPLICATE",
+    "REASON_MESH",
+    "REASON_NORMAL",
+    "REASON_PROOF",
+    "REASON_ROLE",
+    "REASON_SELF",
+    "REASON_SHUTDOWN",
+    "REASON_UNEXPECTED_FRAME",
+    "REASON_UUID_MISMATCH",
+    "REASON_VERSION",
+    "REJECT_REASONS",
+    "ROLES",
+    "ROLE_LEAF",
+    "ROLE_PEER",
+    "TRANSITIONS",
+    "Input",
+    "LinkState",
+    "NodeInfo",
+    "Trigger",
+    "auth_proof",
+    "check_hello",
+    "mesh_compatible",
+    "verify_proof",
+]
+
+ROLE_PEER: Final = "peer"
+ROLE_LEAF: Final = "leaf"
+ROLES: Final = frozenset({ROLE_PEER, ROLE_LEAF})
+ANY_MESH: Final = "*"
+MIN_KEY_LENGTH: Final = 16
+AUTH_CONTEXT: Final = b"gravpy/1 mesh-key proof\x00"
+
+# Reasons a handshake is refused (REJECT frames, ``Rejected`` events).
+REASON_VERSION: Final = "version"
+REASON_SELF: Final = "self"
+REASON_UUID_MISMATCH: Final = "uuid_mismatch"
+REASON_MESH: Final = "mesh"
+REASON_ROLE: Final = "role"
+REASON_PROOF: Final = "proof"
+REASON_DUPLICATE: Final = "duplicate"
+REASON_DEADLINE: Final = "deadline"
+REJECT_REASONS: Final = frozenset(
+    {
+        REASON_VERSION,
+        REASON_SELF,
+        REASON_UUID_MISMATCH,
+        REASON_MESH,
+        REASON_ROLE,
+        REASON_PROOF,
+        REASON_DUPLICATE,
+        REASON_DEADLINE,
+    }
+)
+# Reasons an open link is closed (CLOSE frames, ``Closed``/``ProtocolViolation``/``LinkDead``).
+REASON_NORMAL: Final = "normal"
+REASON_SHUTDOWN: Final = "shutdown"
+REASON_BAD_FRAME: Final = "bad_frame"
+REASON_UNEXPECTED_FRAME: Final = "unexpected_frame"
+REASON_DEAD: Final = "dead"
+CLOSE_REASONS: Final = frozenset(
+    {REASON_NORMAL, REASON_SHUTDOWN, REASON_BAD_FRAME, REASON_UNEXPECTED_FRAME, REASON_DEAD}
+)
+
+
+class LinkState(enum.Enum):
+    """Where a link is. Everything before OPEN is the handshake."""
+
+    AWAIT_HELLO = "await_hello"  # our HELLO is sent; waiting for the remote's
+    AWAIT_AUTH = "await_auth"  # remote HELLO checked; our AUTH sent, waiting for theirs
+    AWAIT_DECISION = "await_decision"  # HelloReceived emitted; the caller must accept or reject
+    REMOTE_ACCEPTED = "remote_accepted"  # as AWAIT_DECISION, and the remote already accepted
+    AWAIT_ACCEPT = "await_accept"  # we accepted; waiting for the remote's ACCEPT
+    OPEN = "open"  # handshake complete: messages flow
+    CLOSED = "closed"  # finished; flush data_to_send() once and close the transport
+
+
+class Trigger(enum.Enum):
+    """Inputs that are not received frames: local calls and the protocol's own steps."""
+
+    NO_KEY = "no_key"  # no mesh key: the AUTH step is empty
+    ACCEPT = "accept"  # caller's accept()
+    REJECT = "reject"  # caller's reject(), or a failed hello check or proof
+    CLOSE = "close"  # caller's close()
+    DEADLINE = "deadline"  # tick(): handshake_timeout passed before OPEN
+    DEAD = "dead"  # tick(): nothing received for dead_after
+    VIOLATION = "violation"  # the remote sent a bad or unexpected frame
+
+
+Input: TypeAlias = FrameKind | Trigger
+
+_HANDSHAKE: Final = (
+    LinkState.AWAIT_HELLO,
+    LinkState.AWAIT_AUTH,
+    LinkState.AWAIT_DECISION,
+    LinkState.REMOTE_ACCEPTED,
+    LinkState.AWAIT_ACCEPT,
+)
+_OPEN_FRAMES: Final = (
+    FrameKind.MSGS,
+    FrameKind.INTERESTS,
+    FrameKind.PEERS,
+    FrameKind.WITHDRAW,
+    FrameKind.WITHDRAW_ACK,
+    FrameKind.PING,
+    FrameKind.PONG,
+)
+
+
+def _table() -> dict[tuple[LinkState, Input], LinkState]:
+    s = LinkState
+    table: dict[tuple[LinkState, Input], LinkState] = {
+        (s.AWAIT_HELLO, FrameKind.HELLO): s.AWAIT_AUTH,
+        (s.AWAIT_AUTH, Trigger.NO_KEY): s.AWAIT_DECISION,
+        (s.AWAIT_AUTH, FrameKind.AUTH): s.AWAIT_DECISION,
+        (s.AWAIT_DECISION, FrameKind.ACCEPT): s.REMOTE_ACCEPTED,
+        (s.AWAIT_DECISION, Trigger.ACCEPT): s.AWAIT_ACCEPT,
+        (s.REMOTE_ACCEPTED, Trigger.ACCEPT): s.OPEN,
+        (s.AWAIT_ACCEPT, FrameKind.ACCEPT): s.OPEN,
+        (s.OPEN, Trigger.DEAD): s.CLOSED,
+    }
+    table.update({(s.OPEN, kind): s.OPEN for kind in _OPEN_FRAMES})
+    for state in _HANDSHAKE:
+        table[state, Trigger.DEADLINE] = s.CLOSED
+        if state is not s.REMOTE_ACCEPTED:  # once the remote accepted, it may no longer reject
+            table[state, FrameKind.REJECT] = s.CLOSED
+        if state is not s.AWAIT_ACCEPT:  # once we accepted, we may no longer reject
+            table[state, Trigger.REJECT] = s.CLOSED
+    for state in (*_HANDSHAKE, s.OPEN):
+        table[state, FrameKind.CLOSE] = s.CLOSED
+        table[state, Trigger.CLOSE] = s.CLOSED
+        table[state, Trigger.VIOLATION] = s.CLOSED
+    return table
+
+
+TRANSITIONS: Final[dict[tuple[LinkState, Input], LinkState]] = _table()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """What a node says about itself in its HELLO. Validated on construction (``UsageError``).
+
+    ``role`` is ``"peer"`` (a node of the mesh) or ``"leaf"`` (an app attached to one peer);
+    ``belongs_to`` is the mesh name, ``"*"`` to join any mesh; ``endpoint`` is where others can
+    dial this node, empty if they cannot (leaves).
+    """
+
+    node_uuid: str
+    role: str = ROLE_PEER
+    belongs_to: str = ANY_MESH
+    endpoint: str = ""
+
+    def __post_init__(self) -> None:
+        if type(self.node_uuid) is not str or not 0 < len(self.node_uuid) <= MAX_UUID_LENGTH:
+            raise UsageError(f"node_uuid must be a string of 1..{MAX_UUID_LENGTH} characters")
+        if self.role not in ROLES:
+            raise UsageError(f"role must be one of {sorted(ROLES)}, not {self.role!r}")
+        if type(self.belongs_to) is not str or not 0 < len(self.belongs_to) <= MAX_NAME_LENGTH:
+            raise UsageError(f"belongs_to must be a string of 1..{MAX_NAME_LENGTH} characters")
+        if type(self.endpoint) is not str or len(self.endpoint) > MAX_ENDPOINT_LENGTH:
+            raise UsageError(
+                f"endpoint must be a string of at most {MAX_ENDPOINT_LENGTH} characters"
+            )
+
+
+def mesh_compatible(a: str, b: str) -> bool:
+    """True if nodes of meshes ``a`` and ``b`` may link: equal names, or either is ``"*"``."""
+    return a == b or ANY_MESH in (a, b)
+
+
+def check_hello(local: Hello, remote: Hello, expected_uuid: str | None) -> tuple[str, str] | None:
+    """Why ``remote`` must be refused, as ``(reason, detail)``, or None if it passes.
+
+    The checks run in this order: version, self, uuid_mismatch, mesh, role, key presence (proof).
+    Both sides run them, so a symmetric problem is found by both.
+    """
+    if remote.version != PROTOCOL_VERSION:
+        return REASON_VERSION, f"remote speaks version {remote.version}, not {PROTOCOL_VERSION}"
+    if remote.node_uuid == local.node_uuid:
+        return REASON_SELF, f"remote node uuid {remote.node_uuid} is this node's own"
+    if expected_uuid is not None and remote.node_uuid != expected_uuid:
+        return REASON_UUID_MISMATCH, f"expected node {expected_uuid}, got {remote.node_uuid}"
+    if not mesh_compatible(local.belongs_to, remote.belongs_to):
+        return REASON_MESH, f"remote belongs to {remote.belongs_to!r}, not {local.belongs_to!r}"
+    if remote.role not in ROLES:
+        return REASON_ROLE, f"unknown role {remote.role!r}"
+    if local.role == ROLE_LEAF and remote.role == ROLE_LEAF:
+        return REASON_ROLE, "a leaf links only to a peer"
+    if local.keyed != remote.keyed:
+        side = "this node" if local.keyed else "the remote"
+        return REASON_PROOF, f"only {side} uses a mesh key"
+    return None
+
+
+def auth_proof(key: bytes, prover_hello: bytes, verifier_hello: bytes) -> bytes:
+    """The AUTH proof that the sender of ``prover_hello`` owes the sender of ``verifier_hello``.
+
+    ``HMAC-SHA256(key, AUTH_CONTEXT || u32be(len P) || P || u32be(len V) || V)`` where P and V
+    are the exact bytes of the prover's and the verifier's HELLO frames. The order of the two
+    frames says which side proves, so a proof reflected back to its sender does not verify.
+    """
+    mac = hmac.new(key, AUTH_CONTEXT, hashlib.sha256)
+    for hello in (prover_hello, verifier_hello):
+        mac.update(len(hello).to_bytes(4, "big"))
+        mac.update(hello)
+    return mac.digest()
+
+
+def verify_proof(key: bytes, proof: bytes, prover_hello: bytes, verifier_hello: bytes) -> bool:
+    """True if ``proof`` is ``auth_proof(key, prover_hello, verifier_hello)`` (constant time)."""
+    return hmac.compare_digest(proof, auth_proof(key, prover_hello, verifier_hello))

@@ -1,0 +1,398 @@
+"""``PeerProtocol``: the sans-I/O protocol of one link, driven by the hub.
+
+The caller feeds it whole frames with ``receive_frame(frame, now)`` and reads back events; it
+writes, in order, every frame ``data_to_send()`` returns; it calls ``tick(now)`` at (or soon after)
+``next_timer()`` for pings and deadlines. ``now`` is a monotonic clock in seconds. Nothing here
+blocks, sleeps, logs or touches a socket.
+
+Bad input from the remote never raises: it yields a terminal event and a queued CLOSE frame.
+Misuse by the caller (sending before the handshake completes, accepting twice) raises
+``UsageError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import assert_never
+
+from gravpy.errors import FrameError, UsageError
+from gravpy.message import Message
+from gravpy.proto import events as ev
+from gravpy.proto import handshake as hs
+from gravpy.proto.codec import (
+    decode_frame,
+    encode_frame,
+    encode_interests,
+    encode_msgs_split,
+    encode_peers,
+)
+from gravpy.proto.config import ProtocolConfig
+from gravpy.proto.frames import (
+    MAX_DETAIL_LENGTH,
+    MAX_NONCE_LENGTH,
+    MAX_REASON_LENGTH,
+    MAX_UUID_LENGTH,
+    MIN_NONCE_LENGTH,
+    Accept,
+    Auth,
+    Close,
+    Frame,
+    FrameKind,
+    Hello,
+    Interests,
+    Msgs,
+    Peers,
+    Ping,
+    Pong,
+    Reject,
+    Withdraw,
+    WithdrawAck,
+)
+from gravpy.proto.handshake import LinkState, NodeInfo, Trigger
+
+__all__ = ["PeerProtocol"]
+
+
+class PeerProtocol:
+    """The protocol of one link, from this node's side. See the module docstring.
+
+    ``nonce`` is 16..64 random bytes from the caller (``os.urandom(16)``); ``mesh_key``, when
+    set, is at least 16 bytes and must be the same on every node; ``expected_uuid`` is the node
+    uuid discovery reported for the endpoint dialled. ``initiator`` says this side dialled; the
+    protocol itself is symmetric and only reports it back.
+    """
+
+    def __init__(
+        self,
+        local: NodeInfo,
+        *,
+        initiator: bool,
+        now: float,
+        nonce: bytes,
+        mesh_key: bytes | None = None,
+        expected_uuid: str | None = None,
+        config: ProtocolConfig | None = None,
+    ) -> None:
+        if type(nonce) is not bytes or not MIN_NONCE_LENGTH <= len(nonce) <= MAX_NONCE_LENGTH:
+            raise UsageError(f"nonce must be {MIN_NONCE_LENGTH}..{MAX_NONCE_LENGTH} random bytes")
+        if mesh_key is not None and (
+            type(mesh_key) is not bytes or len(mesh_key) < hs.MIN_KEY_LENGTH
+        ):
+            raise UsageError(f"mesh_key must be at least {hs.MIN_KEY_LENGTH} bytes")
+        if expected_uuid is not None and not (
+            isinstance(expected_uuid, str) and 0 < len(expected_uuid) <= MAX_UUID_LENGTH
+        ):
+            raise UsageError(f"expected_uuid must be a string of 1..{MAX_UUID_LENGTH} characters")
+        self.local = local
+        self.initiator = initiator
+        self.config = config if config is not None else ProtocolConfig()
+        self._key = mesh_key
+        self._expected_uuid = expected_uuid
+        self._state = LinkState.AWAIT_HELLO
+        self._remote: Hello | None = None
+        self._remote_hello_raw = b""
+        self._outbox: list[bytes] = []
+        self._opened_at = now
+        self._clock = now  # the latest `now` seen; stamps frames queued by calls without one
+        self._last_sent = now
+        self._last_received = now
+        self._ping_nonce = 0
+        self._ping_sent_at: float | None = None
+        self._rtt: float | None = None
+        self._local_withdrawn = False
+        self._remote_withdrawn = False
+        self._withdraw_acked = False
+        self._frames_in = self._frames_out = self._bytes_in = self._bytes_out = 0
+        self._messages_in = self._messages_out = self._messages_dropped = self._pings_sent = 0
+        self._hello = Hello(
+            local.node_uuid,
+            local.role,
+            local.belongs_to,
+            local.endpoint,
+            nonce,
+            mesh_key is not None,
+        )
+        self._hello_raw = encode_frame(self._hello)
+        self._queue(self._hello_raw, now)
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> LinkState:
+        """Where the link is; ``LinkState.CLOSED`` once it has ended for any reason."""
+        return self._state
+
+    @property
+    def remote(self) -> Hello | None:
+        """The remote's HELLO once received (even if the link was then rejected)."""
+        return self._remote
+
+    @property
+    def remote_withdrawn(self) -> bool:
+        """True once the remote sent WITHDRAW: route no more messages to it."""
+        return self._remote_withdrawn
+
+    @property
+    def local_withdrawn(self) -> bool:
+        """True once ``withdraw()`` was called on this side."""
+        return self._local_withdrawn
+
+    def statistics(self) -> ev.LinkStatistics:
+        """A frozen snapshot of this link's counters."""
+        return ev.LinkStatistics(
+            self._state,
+            self._frames_in,
+            self._frames_out,
+            self._bytes_in,
+            self._bytes_out,
+            self._messages_in,
+            self._messages_out,
+            self._messages_dropped,
+            self._pings_sent,
+            self._rtt,
+        )
+
+    # -- I/O side ---------------------------------------------------------------------------
+
+    def data_to_send(self) -> list[bytes]:
+        """The frames queued since the last call, oldest first. Write each as one frame.
+
+        Call it after every other method; after the link is CLOSED, call it once more and
+        write what it returns (REJECT or CLOSE) before closing the transport.
+        """
+        out, self._outbox = self._outbox, []
+        return out
+
+    def receive_frame(self, frame: bytes | bytearray | memoryview, now: float) -> list[ev.Event]:
+        """Process one whole frame from the remote and return what happened. Never raises.
+
+        Every frame counts as a sign of life. PING is answered and WITHDRAW acknowledged here.
+        Frames that arrive once the link is CLOSED are ignored.
+        """
+        if self._state is LinkState.CLOSED:
+            return []
+        raw = bytes(frame)
+        self._frames_in += 1
+        self._bytes_in += len(raw)
+        self._clock = max(self._clock, now)
+        self._last_received = now
+        try:
+            decoded = decode_frame(raw, self.config.limits)
+        except FrameError as exc:
+            return self._violation(hs.REASON_BAD_FRAME, str(exc), now)
+        if (self._state, decoded.kind) not in hs.TRANSITIONS:
+            detail = f"{decoded.kind.name} frame in state {self._state.name}"
+            return self._violation(hs.REASON_UNEXPECTED_FRAME, detail, now)
+        return self._dispatch(decoded, raw, now)
+
+    def tick(self, now: float) -> list[ev.Event]:
+        """Run the timers: the handshake deadline, then liveness (PING, dead link)."""
+        if self._state is LinkState.CLOSED:
+            return []
+        self._clock = max(self._clock, now)
+        cfg = self.config
+        if self._state is not LinkState.OPEN:
+            if now >= self._opened_at + cfg.handshake_timeout:
+                detail = f"handshake not complete within {cfg.handshake_timeout:g} s"
+                self._queue(encode_frame(Reject(hs.REASON_DEADLINE, detail)), now)
+                self._advance(Trigger.DEADLINE)
+                return [ev.Rejected(hs.REASON_DEADLINE, detail, by_remote=False)]
+            return []
+        if now >= self._last_received + cfg.dead_after:
+            detail = f"nothing received for {now - self._last_received:.3g} s"
+            self._queue(encode_frame(Close(hs.REASON_DEAD, detail)), now)
+            self._advance(Trigger.DEAD)
+            return [ev.LinkDead(hs.REASON_DEAD, detail)]
+        if now >= self._last_sent + cfg.ping_interval:
+            self._ping_nonce += 1
+            self._ping_sent_at = now
+            self._pings_sent += 1
+            self._queue(encode_frame(Ping(self._ping_nonce)), now)
+        return []
+
+    def next_timer(self) -> float | None:
+        """When ``tick`` next has work to do (same clock as ``now``); None once CLOSED."""
+        cfg = self.config
+        if self._state is LinkState.CLOSED:
+            return None
+        if self._state is not LinkState.OPEN:
+            return self._opened_at + cfg.handshake_timeout
+        return min(self._last_sent + cfg.ping_interval, self._last_received + cfg.dead_after)
+
+    # -- caller's decisions -----------------------------------------------------------------
+
+    def accept(self) -> list[ev.Event]:
+        """Accept the link after ``HelloReceived``. Returns ``[HandshakeComplete]`` if that
+        completes the handshake (the remote accepted first), else ``[]``."""
+        self._advance(Trigger.ACCEPT, "accept()")
+        self._queue(encode_frame(Accept()), self._clock)
+        return self._completed()
+
+    def reject(self, reason: str, detail: str = "") -> None:
+        """Refuse the link (e.g. ``REASON_DUPLICATE``): queues REJECT and ends the protocol."""
+        _check_reason(reason)
+        self._advance(Trigger.REJECT, "reject()")
+        self._queue(encode_frame(Reject(reason, detail[:MAX_DETAIL_LENGTH])), self._clock)
+
+    def close(self, reason: str = hs.REASON_NORMAL, detail: str = "") -> None:
+        """Queue CLOSE and end the protocol. Does nothing if the link is already CLOSED."""
+        _check_reason(reason)
+        if self._state is LinkState.CLOSED:
+            return
+        self._advance(Trigger.CLOSE, "close()")
+        self._queue(encode_frame(Close(reason, detail[:MAX_DETAIL_LENGTH])), self._clock)
+
+    # -- sending on an open link ------------------------------------------------------------
+
+    def send_messages(self, messages: Sequence[Message]) -> int:
+        """Queue ``messages`` in order (usually one MSGS frame) and return how many were queued.
+
+        After the remote withdrew, nothing is queued: the messages are counted as dropped and 0
+        is returned. Raises ``UsageError`` before OPEN or after CLOSED, and (queuing nothing) if
+        a message is over the limits.
+        """
+        self._require_open("send_messages()")
+        if self._remote_withdrawn:
+            self._messages_dropped += len(messages)
+            return 0
+        if not messages:
+            return 0
+        for frame in encode_msgs_split(messages, self.config.limits):
+            self._queue(frame, self._clock)
+        self._messages_out += len(messages)
+        return len(messages)
+
+    def send_interests(self, patterns: Iterable[str]) -> None:
+        """Queue INTERESTS: the full list of type patterns this node's pods want."""
+        self._require_open("send_interests()")
+        self._queue(encode_interests(patterns, self.config.limits), self._clock)
+
+    def send_peers(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Queue PEERS: ``(node_uuid, endpoint)`` of nodes the remote may dial."""
+        self._require_open("send_peers()")
+        self._queue(encode_peers(pairs, self.config.limits), self._clock)
+
+    def withdraw(self) -> None:
+        """Queue WITHDRAW (once): the remote stops sending messages and answers WITHDRAW_ACK.
+
+        This side may still send messages afterwards (to drain), then ``close(REASON_SHUTDOWN)``.
+        """
+        self._require_open("withdraw()")
+        if not self._local_withdrawn:
+            self._local_withdrawn = True
+            self._queue(encode_frame(Withdraw()), self._clock)
+
+    # -- received frames (only those the table allows in the current state) -----------------
+
+    def _dispatch(self, frame: Frame, raw: bytes, now: float) -> list[ev.Event]:
+        match frame:
+            case Hello():
+                return self._on_hello(frame, raw, now)
+            case Auth():
+                return self._on_auth(frame, now)
+            case Accept():
+                self._advance(FrameKind.ACCEPT)
+                return self._completed()
+            case Reject():
+                self._advance(FrameKind.REJECT)
+                return [ev.Rejected(frame.reason, frame.detail, by_remote=True)]
+            case Close():
+                self._advance(FrameKind.CLOSE)
+                return [ev.Closed(frame.reason, frame.detail, by_remote=True)]
+            case Msgs():
+                self._messages_in += len(frame.messages)
+                return [ev.MessagesReceived(frame.messages)]
+            case Interests():
+                return [ev.InterestsReceived(frame.patterns)]
+            case Peers():
+                return [ev.PeersReceived(frame.pairs)]
+            case Withdraw() | WithdrawAck():
+                return self._on_withdraw(frame, now)
+            case Ping() | Pong():
+                return self._on_ping(frame, now)
+            case _:  # pragma: no cover
+                assert_never(frame)
+
+    def _on_hello(self, frame: Hello, raw: bytes, now: float) -> list[ev.Event]:
+        self._remote = frame
+        self._remote_hello_raw = raw
+        self._advance(FrameKind.HELLO)
+        problem = hs.check_hello(self._hello, frame, self._expected_uuid)
+        if problem is not None:
+            return self._reject_here(*problem, now)
+        if self._key is None:
+            self._advance(Trigger.NO_KEY)
+            return [ev.HelloReceived(frame)]
+        proof = hs.auth_proof(self._key, self._hello_raw, raw)
+        self._queue(encode_frame(Auth(proof)), now)
+        return []
+
+    def _on_auth(self, frame: Auth, now: float) -> list[ev.Event]:
+        assert self._remote is not None  # AUTH is only allowed after HELLO
+        if self._key is None or not hs.verify_proof(
+            self._key, frame.proof, self._remote_hello_raw, self._hello_raw
+        ):
+            return self._reject_here(hs.REASON_PROOF, "the remote's mesh key proof is wrong", now)
+        self._advance(FrameKind.AUTH)
+        return [ev.HelloReceived(self._remote)]
+
+    def _on_withdraw(self, frame: Withdraw | WithdrawAck, now: float) -> list[ev.Event]:
+        if isinstance(frame, Withdraw):
+            if self._remote_withdrawn:
+                return self._violation(hs.REASON_UNEXPECTED_FRAME, "WITHDRAW sent twice", now)
+            self._remote_withdrawn = True
+            self._queue(encode_frame(WithdrawAck()), now)
+            return [ev.WithdrawReceived()]
+        if not self._local_withdrawn or self._withdraw_acked:
+            return self._violation(hs.REASON_UNEXPECTED_FRAME, "WITHDRAW_ACK without WITHDRAW", now)
+        self._withdraw_acked = True
+        return [ev.WithdrawAcked()]
+
+    def _on_ping(self, frame: Ping | Pong, now: float) -> list[ev.Event]:
+        if isinstance(frame, Ping):
+            self._queue(encode_frame(Pong(frame.nonce)), now)
+        elif frame.nonce == self._ping_nonce and self._ping_sent_at is not None:
+            self._rtt = max(0.0, now - self._ping_sent_at)
+            self._ping_sent_at = None
+        return []
+
+    def _completed(self) -> list[ev.Event]:
+        if self._state is not LinkState.OPEN:
+            return []
+        assert self._remote is not None
+        return [ev.HandshakeComplete(self._remote)]
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _advance(self, event: hs.Input, call: str = "") -> None:
+        nxt = hs.TRANSITIONS.get((self._state, event))
+        if nxt is None:
+            # Frames are checked against the table before their handler runs, so only a local
+            # call can get here.
+            raise UsageError(f"{call or event} is not allowed in state {self._state.name}")
+        self._state = nxt
+
+    def _require_open(self, call: str) -> None:
+        if self._state is not LinkState.OPEN:
+            raise UsageError(f"{call} is only allowed on an OPEN link, not {self._state.name}")
+
+    def _queue(self, frame: bytes, now: float) -> None:
+        self._outbox.append(frame)
+        self._frames_out += 1
+        self._bytes_out += len(frame)
+        self._last_sent = max(self._last_sent, now)
+
+    def _reject_here(self, reason: str, detail: str, now: float) -> list[ev.Event]:
+        self._queue(encode_frame(Reject(reason, detail[:MAX_DETAIL_LENGTH])), now)
+        self._advance(Trigger.REJECT)
+        return [ev.Rejected(reason, detail, by_remote=False)]
+
+    def _violation(self, reason: str, detail: str, now: float) -> list[ev.Event]:
+        self._queue(encode_frame(Close(reason, detail[:MAX_DETAIL_LENGTH])), now)
+        self._advance(Trigger.VIOLATION)
+        return [ev.ProtocolViolation(reason, detail)]
+
+
+def _check_reason(reason: str) -> None:
+    if not isinstance(reason, str) or not 0 < len(reason) <= MAX_REASON_LENGTH:
+        raise UsageError(f"a reason code is a string of 1..{MAX_REASON_LENGTH} characters")

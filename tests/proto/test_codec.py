@@ -1,0 +1,279 @@
+"""The frame codec: round-trips of every kind, limits, and fuzzing that only FrameError escapes."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gravpy.errors import FrameError, UsageError
+from gravpy.message import Message
+from gravpy.proto import (
+    Limits,
+    NodeInfo,
+    PeerProtocol,
+    ProtocolConfig,
+    decode_frame,
+    encode_frame,
+    encode_msgs,
+    encode_msgs_split,
+    is_valid_pattern,
+)
+from gravpy.proto.frames import (
+    Accept,
+    Auth,
+    Close,
+    Frame,
+    FrameKind,
+    Hello,
+    Interests,
+    Msgs,
+    Peers,
+    Ping,
+    Pong,
+    Reject,
+    Withdraw,
+    WithdrawAck,
+)
+
+ids = st.text(min_size=1, max_size=64)
+msg_types = st.from_regex(r"[a-z0-9_-]{1,8}(\.[a-z0-9_-]{1,8}){0,3}", fullmatch=True)
+messages = st.builds(
+    Message,
+    uuid=ids,
+    parent_id=st.text(max_size=64),
+    reply_to=st.text(max_size=64),
+    type=msg_types,
+    timestamp=st.floats(allow_nan=False),
+    data=st.binary(max_size=256),
+    headers=st.none() | st.dictionaries(st.text(max_size=8), st.text(max_size=16), max_size=4),
+)
+tokens = st.from_regex(r"[a-z0-9_-]{1,6}", fullmatch=True) | st.just("*")
+patterns = st.just(">") | st.builds(
+    lambda toks, rest: ".".join(toks) + (".>" if rest else ""),
+    st.lists(tokens, min_size=1, max_size=4),
+    st.booleans(),
+)
+nonces = st.integers(0, 2**64 - 1)
+FRAMES: dict[FrameKind, st.SearchStrategy[Frame]] = {
+    FrameKind.HELLO: st.builds(
+        Hello,
+        node_uuid=ids,
+        role=st.text(min_size=1, max_size=16),
+        belongs_to=st.text(min_size=1, max_size=32),
+        endpoint=st.text(max_size=64),
+        nonce=st.binary(min_size=16, max_size=64),
+        keyed=st.booleans(),
+        version=st.integers(0, 0xFFFF),
+    ),
+    FrameKind.AUTH: st.builds(Auth, st.binary(min_size=32, max_size=32)),
+    FrameKind.ACCEPT: st.just(Accept()),
+    FrameKind.REJECT: st.builds(Reject, st.text(min_size=1, max_size=64), st.text(max_size=99)),
+    FrameKind.MSGS: st.builds(Msgs, st.lists(messages, min_size=1, max_size=8)),
+    FrameKind.INTERESTS: st.builds(Interests, st.lists(patterns, max_size=10).map(tuple)),
+    FrameKind.PEERS: st.builds(
+        Peers, st.lists(st.tuples(ids, st.text(min_size=1, max_size=64)), max_size=10).map(tuple)
+    ),
+    FrameKind.WITHDRAW: st.just(Withdraw()),
+    FrameKind.WITHDRAW_ACK: st.just(WithdrawAck()),
+    FrameKind.PING: st.builds(Ping, nonces),
+    FrameKind.PONG: st.builds(Pong, nonces),
+    FrameKind.CLOSE: st.builds(Close, st.text(min_size=1, max_size=64), st.text(max_size=99)),
+}
+any_frame = st.one_of(*FRAMES.values())
+
+
+def decode_or_frame_error(raw: bytes) -> Frame | None:
+    """Decode ``raw``: a FrameError gives None, any other exception fails the test, and a frame
+    that decodes must re-encode to bytes that decode to the same encoding again."""
+    try:
+        frame = decode_frame(raw)
+    except FrameError:
+        return None
+    again = encode_frame(frame)
+    assert encode_frame(decode_frame(again)) == again
+    return frame
+
+
+def test_every_frame_kind_has_a_strategy() -> None:
+    """The round-trip strategies cover every frame kind the protocol defines."""
+    assert set(FRAMES) == set(FrameKind)
+
+
+@pytest.mark.parametrize("kind", list(FrameKind), ids=lambda k: k.name)
+@given(data=st.data())
+def test_encode_decode_round_trips(kind: FrameKind, data: st.DataObject) -> None:
+    """Every frame kind decodes to a frame equal to the one encoded."""
+    frame = data.draw(FRAMES[kind])
+    raw = encode_frame(frame)
+    assert raw[0] >> 4 == 0x9  # a msgpack fixarray
+    assert decode_frame(raw) == frame
+
+
+@settings(max_examples=50)
+@given(st.lists(messages, min_size=1, max_size=12))
+def test_encode_msgs_is_the_msgs_frame(batch: list[Message]) -> None:
+    """The fast MSGS encoder produces the same bytes as the generic one and decodes back."""
+    raw = encode_msgs(batch)
+    assert raw == encode_frame(Msgs(batch))
+    assert decode_frame(raw) == Msgs(batch)
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=1024))
+def test_arbitrary_bytes_only_raise_frame_error(raw: bytes) -> None:
+    """Arbitrary bytes either decode to a frame or raise FrameError, never anything else."""
+    decode_or_frame_error(raw)
+
+
+msgpack_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.binary(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=8)
+        | st.dictionaries(st.text(max_size=5) | st.binary(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=16,
+)
+
+
+@settings(max_examples=150)
+@given(st.integers(-1, 14), st.lists(msgpack_values, max_size=9))
+def test_arbitrary_msgpack_arrays_only_raise_frame_error(kind: int, rest: list[object]) -> None:
+    """Well-formed msgpack of any shape behind a plausible kind only ever raises FrameError."""
+    decode_or_frame_error(msgpack.packb([kind, *rest]))
+
+
+@settings(max_examples=200)
+@given(any_frame, st.data())
+def test_mutated_valid_frames_only_raise_frame_error(frame: Frame, data: st.DataObject) -> None:
+    """Valid frames with bytes flipped, cut or inserted only ever raise FrameError."""
+    raw = bytearray(encode_frame(frame))
+    for _ in range(data.draw(st.integers(1, 4))):
+        pos = data.draw(st.integers(0, len(raw)))
+        action = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        if action == "flip" and pos < len(raw):
+            raw[pos] ^= data.draw(st.integers(1, 255))
+        elif action == "cut":
+            del raw[pos:]
+        else:
+            raw[pos:pos] = data.draw(st.binary(min_size=1, max_size=4))
+    decode_or_frame_error(bytes(raw))
+
+
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        (b"", "not valid msgpack"),
+        (msgpack.packb([]), "non-empty msgpack array"),
+        (msgpack.packb("hello"), "non-empty msgpack array"),
+        (msgpack.packb([42]), "unknown frame kind 42"),
+        (msgpack.packb([True]), "unknown frame kind True"),
+        (msgpack.packb([FrameKind.ACCEPT, 1]), "ACCEPT frame must have 1 elements"),
+        (msgpack.packb([FrameKind.AUTH, b"short"]), "AUTH proof must be 32 bytes"),
+        (msgpack.packb([FrameKind.PONG, -5]), "nonce"),
+        (msgpack.packb([FrameKind.CLOSE, "", ""]), "CLOSE reason must not be empty"),
+        (msgpack.packb([FrameKind.MSGS, []]), "at least one message"),
+        (msgpack.packb([FrameKind.MSGS, [["u", "", "", ["x"], 1.0, b"", None]]]), "message 0"),
+        (msgpack.packb([FrameKind.MSGS, [["u", "", "", "t", 1.0, "s", None]]]), "data must be"),
+        (msgpack.packb([FrameKind.INTERESTS, ["a.>.b"]]), "invalid type pattern"),
+        (msgpack.packb([FrameKind.PEERS, [["n", ""]]]), "PEERS endpoint must not be empty"),
+        (msgpack.packb([FrameKind.HELLO, 1, "n", "peer", "*", "", b"x" * 8, False]), "nonce"),
+        (msgpack.packb([FrameKind.HELLO, 1, "n", "peer"]), "at least 8 elements"),
+        (msgpack.packb([FrameKind.PING, 1]) + b"\x00", "extra data"),
+        (b"\x91" * 3000 + b"\x01", "not valid msgpack"),
+        (msgpack.packb([FrameKind.PING, msgpack.ExtType(1, b"x")]), "max_ext_len"),
+    ],
+)
+def test_invalid_frames_say_what_is_wrong(raw: bytes, match: str) -> None:
+    """Each kind of malformed frame raises FrameError with a message naming the problem."""
+    with pytest.raises(FrameError, match=match):
+        decode_frame(raw)
+
+
+def test_limits_are_enforced_on_decode() -> None:
+    """Frame size, batch length, message data, interests and peers are all bounded by Limits."""
+    limits = Limits(
+        max_frame_bytes=4096, max_message_bytes=1024, max_batch=3, max_interests=2, max_peers=2
+    )
+    cases = [
+        (b"\x00" * 4097, "max_frame_bytes"),
+        (encode_msgs([Message.new("t")] * 4), "over the limit of 3"),
+        (encode_msgs([Message.new("t", b"x" * 1025)]), "max_message_bytes"),
+        (encode_frame(Interests(("a", "b", "c"))), "INTERESTS patterns has 3 entries"),
+        (encode_frame(Peers((("a", "x"), ("b", "y"), ("c", "z")))), "PEERS list has 3 entries"),
+    ]
+    for raw, match in cases:
+        with pytest.raises(FrameError, match=match):
+            decode_frame(raw, limits)
+
+
+def test_hello_from_a_later_version_keeps_its_prefix_readable() -> None:
+    """A HELLO with extra trailing fields decodes, so its version can be refused cleanly."""
+    raw = msgpack.packb([FrameKind.HELLO, 2, "n", "peer", "*", "", b"x" * 16, False, {"new": 1}])
+    hello = decode_frame(raw)
+    assert isinstance(hello, Hello)
+    assert hello.version == 2
+
+
+def test_bytes_like_input_is_accepted() -> None:
+    """decode_frame takes bytearray and memoryview as well as bytes."""
+    raw = encode_frame(Ping(3))
+    assert decode_frame(bytearray(raw)) == decode_frame(memoryview(raw)) == Ping(3)
+
+
+def test_split_refuses_a_message_that_cannot_fit_any_frame() -> None:
+    """A message whose envelope (headers) overflows a frame is a UsageError, not a bad frame."""
+    limits = Limits(max_frame_bytes=2048, max_message_bytes=1024)
+    big_headers = Message.new("t", b"x" * 1000, headers={"h": "y" * 2000})
+    with pytest.raises(UsageError, match="does not fit"):
+        encode_msgs_split([Message.new("t"), big_headers], limits)
+
+
+def test_split_keeps_one_frame_for_a_normal_batch() -> None:
+    """A batch within the limits is packed into exactly one frame identical to encode_msgs."""
+    batch = [Message.new("t", f"m{i}") for i in range(100)]
+    assert encode_msgs_split(batch) == [encode_msgs(batch)]
+
+
+@pytest.mark.parametrize(
+    "pattern", [">", "a", "a.b.c", "a.*.c", "a.>", "*", "*.>", "sensor.kitchen.temp"]
+)
+def test_valid_patterns(pattern: str) -> None:
+    """Tokens, "*" tokens and a final ">" make valid interest patterns."""
+    assert is_valid_pattern(pattern)
+
+
+@pytest.mark.parametrize("pattern", ["", ".", "a.", ".a", "a..b", ">.a", "a.>.b", "a b", "a*", 7])
+def test_invalid_patterns(pattern: object) -> None:
+    """Empty tokens, misplaced ">", partial wildcards, spaces and non-strings are not patterns."""
+    assert not is_valid_pattern(pattern)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Limits(max_batch=0),
+        lambda: Limits(max_interests=True),
+        lambda: Limits(max_frame_bytes=1024, max_message_bytes=1024),
+        lambda: ProtocolConfig(dead_after=2.0, ping_interval=2.0),
+        lambda: ProtocolConfig(handshake_timeout=float("nan")),
+        lambda: ProtocolConfig(ping_interval=-1),
+        lambda: NodeInfo(""),
+        lambda: NodeInfo("n", role="boss"),
+        lambda: NodeInfo("n", belongs_to=""),
+        lambda: PeerProtocol(NodeInfo("n"), initiator=True, now=0.0, nonce=b"short"),
+        lambda: PeerProtocol(
+            NodeInfo("n"), initiator=True, now=0.0, nonce=b"n" * 16, mesh_key=b"weak"
+        ),
+    ],
+)
+def test_invalid_configuration_is_refused_at_construction(build: object) -> None:
+    """Bad limits, timers, node info, nonces and keys raise UsageError when constructed."""
+    with pytest.raises(UsageError):
+        build()  # type: ignore[operator]
