@@ -36,6 +36,10 @@ class Pattern:
     def __init__(self, text: str) -> None:
         if not isinstance(text, str) or not text or len(text) > MAX_TYPE_LENGTH:
             raise UsageError(f"invalid type pattern {text!r}")
+        try:
+            text.encode()  # a pattern travels to peers in INTERESTS, as UTF-8
+        except UnicodeEncodeError:
+            raise UsageError(f"invalid type pattern {text!r}: not valid Unicode") from None
         tokens = text.split(".")
         for i, tok in enumerate(tokens):
             wildcard = tok == "*" or (tok == ">" and i == len(tokens) - 1)

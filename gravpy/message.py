@@ -76,13 +76,17 @@ def validate_type(msg_type: str) -> str:
     """Return ``msg_type`` if it is a valid message type, else raise ``UsageError``.
 
     A type is one or more ``.``-separated tokens; a token is non-empty and holds no whitespace, ``*``
-    or ``>`` (those two are pattern wildcards, see ``gravpy.filter``).
+    or ``>`` (those two are pattern wildcards, see ``gravpy.filter``); it must encode as UTF-8.
     """
     if not isinstance(msg_type, str):  # first: an unhashable value would break the cache lookup
         raise UsageError(f"invalid message type {msg_type!r}: a type is a str")
     if msg_type in _valid_types:
         return msg_type
-    if len(msg_type) > MAX_TYPE_LENGTH or _TYPE_RE.fullmatch(msg_type) is None:
+    if (
+        len(msg_type) > MAX_TYPE_LENGTH
+        or _TYPE_RE.fullmatch(msg_type) is None
+        or not _encodable(msg_type)
+    ):
         raise UsageError(
             f"invalid message type {msg_type!r}: use dot-separated tokens, no wildcards"
         )
@@ -96,7 +100,10 @@ def _encode_data(data: object) -> bytes:
     if type(data) is bytes:
         return data
     if isinstance(data, str):
-        return data.encode()
+        try:
+            return data.encode()
+        except UnicodeEncodeError as exc:
+            raise UsageError("message data str is not encodable as UTF-8") from exc
     if isinstance(data, bytearray | memoryview):
         return bytes(data)
     try:
@@ -138,7 +145,14 @@ class Message:
         parent_id: str = "",
         headers: Mapping[str, str] | None = None,
     ) -> Message:
-        """Make a message. ``data`` may be bytes, str (UTF-8) or any msgpack-able value."""
+        """Make a message. ``data`` may be bytes, str (UTF-8) or any msgpack-able value.
+
+        Raises ``UsageError`` for anything that could not travel: an invalid type, data that does
+        not pack, a ``parent_id`` over 64 characters, headers not mapping str to str, or strings
+        that are not valid Unicode (lone surrogates).
+        """
+        if parent_id:
+            _check_id(parent_id)
         return cls(
             _ids.next(),
             parent_id,
@@ -244,7 +258,24 @@ class Message:
 
 def _check_headers(headers: object) -> dict[str, str]:
     if not isinstance(headers, Mapping) or not all(
-        type(k) is str and type(v) is str for k, v in headers.items()
+        type(k) is str and type(v) is str and _encodable(k) and _encodable(v)
+        for k, v in headers.items()
     ):
-        raise UsageError("message headers must map str to str")
+        raise UsageError("message headers must map str to str (valid Unicode)")
     return dict(headers)
+
+
+def _check_id(value: object) -> None:
+    if type(value) is not str or len(value) > _MAX_ID_LENGTH or not _encodable(value):
+        raise UsageError(f"a message id is a str of at most 64 characters, got {value!r}")
+
+
+def _encodable(text: str) -> bool:
+    """True if ``text`` encodes as UTF-8 (no lone surrogates), which msgpack needs."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

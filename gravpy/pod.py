@@ -20,6 +20,7 @@ import inspect
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -68,7 +69,7 @@ class PodStatistics:
     inbox_limit: int
     dropped_overflow: int  # refused or evicted because the inbox was full
     dropped_failed: int  # given up after max_attempts failures
-    dropped_closed: int  # still queued when the pod was disconnected
+    dropped_closed: int  # queued or held for redelivery when the pod closed, or cut off mid-handler
 
 
 class Pod:
@@ -76,6 +77,7 @@ class Pod:
 
     __slots__ = (
         "__weakref__",
+        "_active",
         "_attempts",
         "_close_reason",
         "_closed",
@@ -117,6 +119,7 @@ class Pod:
         self._mode = _Mode.IDLE
         self._concurrency = 1
         self._scheduled = False
+        self._active = 0  # async drain tasks running (at most ``_concurrency``)
         self._replay = replay
         self._iter_waker: asyncio.Future[None] | None = None
         self._waits: list[Mailbox] = []
@@ -300,11 +303,12 @@ class Pod:
         self._closed = True
         self._close_reason = reason
         self._closed_by_bus = error
-        self._stats[6] += len(self._inbox)
+        self._stats[6] += len(self._inbox) + len(self._failed)
         self._inbox.clear()
         if self._congested:
             self._relieve()
         self._failed.clear()
+        self._attempts.clear()
         self.bus.detach(self)
         exc = PodDisconnected(reason)
         for mailbox in self._waits:
@@ -347,6 +351,8 @@ class Pod:
             self.bus.mark_congested(self)
         if not self._scheduled:
             self._schedule()
+        elif self._concurrency > 1 and self._active < self._concurrency:
+            self._spawn_drain()  # up to ``concurrency`` at once, also for messages that trickle in
 
     def _relieve(self) -> None:
         """Tell the bus this inbox has room again (below a quarter of its limit)."""
@@ -359,8 +365,8 @@ class Pod:
         if mode is _Mode.ITER:
             self._wake_iterator()
         elif mode is _Mode.ASYNC:
-            self._scheduled = True
-            self.bus.spawn(self._drain_async(), name=f"pod-{self.id}-drain")
+            for _ in range(min(self._concurrency - self._active, len(self._inbox))):
+                self._spawn_drain()
         elif mode is _Mode.SYNC or self._waits:
             self._scheduled = True
             self.bus.call_soon(self._drain_sync)
@@ -396,8 +402,7 @@ class Pod:
             if result is not None and inspect.isawaitable(result):
                 # a plain function that returned a coroutine: continue as an async consumer
                 self._mode = _Mode.ASYNC
-                self._scheduled = True
-                self.bus.spawn(self._drain_async(msg, result), name=f"pod-{self.id}-drain")
+                self._spawn_drain(msg, result)
                 return
             if self._failed or self._attempts:
                 self._handler_succeeded(msg)
@@ -408,40 +413,60 @@ class Pod:
         if inbox and not self._closed:
             self._schedule()
 
+    def _spawn_drain(
+        self, first: Message | None = None, running: Awaitable[object] | None = None
+    ) -> None:
+        self._scheduled = True
+        self._active += 1
+        self.bus.spawn(self._drain_async(first, running), name=f"pod-{self.id}-drain")
+
     async def _drain_async(
         self, first: Message | None = None, running: Awaitable[object] | None = None
     ) -> None:
+        """One async consumer; up to ``concurrency`` of them run at once, each taking the next message."""
         try:
             if first is not None and running is not None:
                 await self._finish(first, running)
-            if self._concurrency == 1:
-                await self._work()
-            else:
-                async with asyncio.TaskGroup() as tg:
-                    for _ in range(min(self._concurrency, len(self._inbox))):
-                        tg.create_task(self._work())
+            await self._work()
         finally:
-            self._scheduled = False
-        if self._inbox and not self._closed:
+            self._active -= 1
+            if not self._active:
+                self._scheduled = False
+        if self._inbox and not self._closed and not self._scheduled:
             self._schedule()
 
     async def _work(self) -> None:
         inbox = self._inbox
-        while inbox and not self._closed and self._mode is _Mode.ASYNC:
+        while (
+            inbox
+            and not self._closed
+            and self._mode is _Mode.ASYNC
+            and self._active <= self._concurrency  # the surplus stops after a lower concurrency
+        ):
             msg = inbox.popleft()
-            if self._congested:
+            if self._congested and len(inbox) <= self._high_water // 2:
                 self._relieve()
             if self._waits:
                 self._offer_waits(msg)
             handler = self._handler
             if handler is None:  # pragma: no cover - mode would not be ASYNC
                 return
-            try:
+            try:  # the handler's coroutine is awaited here, not in a helper: one frame less each
                 result = handler(msg)
+                if type(result) is CoroutineType or (
+                    result is not None and inspect.isawaitable(result)
+                ):
+                    await result
+            except asyncio.CancelledError:
+                self._stats[6] += 1  # cut off by the bus closing
+                raise
             except Exception as exc:
                 self._handler_failed(msg, exc)
                 continue
-            await self._finish(msg, result)
+            if self._failed or self._attempts:
+                self._handler_succeeded(msg)
+            else:
+                self._stats[1] += 1
 
     async def _finish(self, msg: Message, result: object) -> None:
         try:
@@ -494,9 +519,13 @@ class Pod:
         self._mode = mode
         if previous is _Mode.ITER and mode is not _Mode.ITER:
             self._wake_iterator()
+        if mode is _Mode.IDLE and self._congested:
+            # no longer a receiver: what it holds waits for a consumer, publishers need not
+            self._congested = False
+            self.bus.relieve(self)
         self._subscribed()
-        if self._inbox and not self._scheduled:
-            self._schedule()
+        if self._inbox and (not self._scheduled or mode is _Mode.ASYNC):
+            self._schedule()  # for ASYNC: tops up to a raised concurrency, never past it
 
     def _subscribed(self) -> None:
         """Called whenever the pod may have become a receiver: replays once, updates routes."""
