@@ -159,9 +159,11 @@ class Hub:
         self._stopping = True
         for dialer in self._dialers.values():
             _settle(dialer, UsageError("the node is stopping"))
-        for task in list(self._tasks):
-            if task.get_name().startswith("discovery-"):
-                task.cancel()
+        # discovery first, once, and awaited: it withdraws its advertisement while it ends
+        discovering = [t for t in self._tasks if t.get_name().startswith("discovery-")]
+        for task in discovering:
+            task.cancel()
+        await asyncio.gather(*discovering, return_exceptions=True)
         open_links = [link for link in self.links if link.is_open]
         for link in open_links:
             link.proto.withdraw()
@@ -207,7 +209,28 @@ class Hub:
             dialer = _Dialer(endpoint, expected_uuid, source)
             self._dialers[endpoint] = dialer
             dialer.task = self._spawn(self._dial_loop(dialer), f"dial-{endpoint}")
+        elif expected_uuid is not None and expected_uuid != dialer.expected_uuid:
+            # a new node at a known address (restarted, new uuid): expect the one reported now
+            dialer.expected_uuid = expected_uuid
+            dialer.source = source or dialer.source
         return dialer
+
+    def dialers(self) -> list[str]:
+        """The endpoints this node keeps links to (static, discovered, gossiped)."""
+        return list(self._dialers)
+
+    def unwant(self, endpoint: str) -> None:
+        """Stop keeping a link to ``endpoint`` (discovery saw the node leave).
+
+        An open link stays until it closes; it is not redialled afterwards.
+        """
+        dialer = self._dialers.pop(endpoint, None)
+        if dialer is None or dialer.task is None:
+            return
+        if not any(link.is_open and link.dial_endpoint == endpoint for link in self.links):
+            dialer.task.cancel()
+        else:
+            dialer.source = "gone"
 
     async def connect_endpoint(self, endpoint: str) -> PeerInfo:
         """Dial ``endpoint`` now and keep the link; raise if the first attempt fails."""
@@ -243,6 +266,8 @@ class Hub:
             if peer is not None:  # already linked (perhaps the other side dialled): wait it out
                 await self._wait_link_end(peer)
                 continue
+            if dialer.source == "gone":
+                return
             outcome = await self._dial_once(dialer)
             if outcome == "open":
                 backoff.reset()
@@ -563,7 +588,10 @@ class Hub:
         def report(found: PeerReport) -> None:
             if found.node_uuid == self.local.node_uuid or self._stopping:
                 return
-            self.want(found.endpoint, found.node_uuid, found.source or plugin.name)
+            if found.gone:
+                self.unwant(found.endpoint)
+            else:
+                self.want(found.endpoint, found.node_uuid, found.source or plugin.name)
 
         await plugin.run(ctx, report)
 

@@ -60,6 +60,7 @@ _BUILTIN_TRANSPORTS: Final[Mapping[str, str]] = {
 }
 _BUILTIN_DISCOVERY: Final[Mapping[str, str]] = {
     "static": "discovery.static:StaticDiscovery",
+    "mdns": "discovery.mdns:MdnsDiscovery",
 }
 
 
@@ -154,6 +155,8 @@ class PeerReport:
     endpoint: str
     node_uuid: str | None = None
     source: str = ""
+    gone: bool = False
+    """True when the node left (its record was withdrawn): the hub stops redialling it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from discovery.static import StaticDiscovery
 from gravpy import Message
 from gravpy.errors import HandshakeRejectedError, LinkClosedError, UsageError
 from gravpy.link import PeerInfo
+from gravpy.plugins import DiscoveryContext, PeerReport
 
 from .conftest import NodeFactory, linked_to
 
@@ -215,3 +216,39 @@ async def test_message_over_the_mesh_limit_is_refused_at_send(node: NodeFactory)
         pod.send(Message.new("svc.ok", b"x" * (2 << 20)))
     reply = await pod.send(Message.new("svc.ok", b"small")).wait_until(5)
     assert reply.data == b"ok"
+
+
+class ScriptedDiscovery:
+    """A discovery plugin whose reports the test makes by hand."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.report: Callable[[PeerReport], None] | None = None
+        self.running = asyncio.Event()
+
+    async def run(self, ctx: DiscoveryContext, report: Callable[[PeerReport], None]) -> None:
+        self.report = report
+        self.running.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_node_reported_gone_is_not_redialled(node: NodeFactory) -> None:
+    """When discovery says a node left, the hub stops its dial loop for that endpoint."""
+    a = await node()
+    endpoint = a.endpoints()[0]
+    scripted = ScriptedDiscovery()
+    b = await node(discovery=[scripted])
+    await scripted.running.wait()
+    assert scripted.report is not None
+    scripted.report(PeerReport(endpoint, a.node_uuid, "scripted"))
+    await b.wait_for(linked_to(a), timeout=5)
+    assert b.hub is not None
+    dialer = b.hub.want(endpoint)
+    scripted.report(PeerReport(endpoint, a.node_uuid, "scripted", gone=True))
+    assert endpoint not in b.hub.dialers()
+    await a.stop()
+    assert dialer.task is not None
+    async with asyncio.timeout(5):  # the loop ends once the open link does, without a redial
+        await asyncio.gather(dialer.task, return_exceptions=True)
+    assert endpoint not in b.hub.dialers()
