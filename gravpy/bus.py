@@ -24,6 +24,7 @@ from gravpy.errors import PodDisconnected, UsageError
 from gravpy.message import Message
 from gravpy.pod import Overflow, Pod
 from gravpy.receipt import Mailbox, MsgReceipt
+from gravpy.recent import RecentMap
 
 __all__ = ["Bus", "BusStatistics"]
 
@@ -76,18 +77,22 @@ class Bus:
         self.max_attempts = max_attempts
         self.outbound: Callable[[Message], int] | None = None
         self.check_outbound: Callable[[Message], None] | None = None  # raises UsageError
+        self.asked_elsewhere: Callable[[str], bool] | None = (
+            None  # request uuid -> came from a peer
+        )
         self.on_routes_changed: Callable[[], None] | None = None
-        self._unclaimed_limit = unclaimed_replies
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pods: dict[int, Pod] = {}
         self._next_id = 1
         self._routes: dict[str, tuple[Pod, ...]] = {}
         self._reply_waiters: dict[str, tuple[Pod, Mailbox]] = {}
-        self._unclaimed: dict[str, list[Message]] = {}  # by reply_to, oldest request first
-        self._unclaimed_count = 0
+        self._unclaimed: RecentMap[str, list[Message]] = RecentMap(max(2, unclaimed_replies))
         self._tasks: set[asyncio.Task[Any]] = set()
         self._congested: set[object] = set()
+        self._congested_pods: set[Pod] = set()
+        self._stuck_pods: set[Pod] = set()
         self._room: asyncio.Event | None = None
+        self._pod_room: asyncio.Event | None = None
         self._closed = False
         self._sent = 0
         self._delivered = 0
@@ -210,18 +215,29 @@ class Bus:
 
     @property
     def congested(self) -> bool:
-        """True while some receiver's inbox is over half full (or another sink reported it)."""
+        """True while some receiver's inbox, or some link's queue, is over its high-water mark."""
         return bool(self._congested)
+
+    @property
+    def pods_congested(self) -> bool:
+        """True while some local pod's inbox is over its high-water mark."""
+        return bool(self._congested_pods)
 
     def mark_congested(self, sink: object) -> None:
         """Record that ``sink`` (a pod, a link) is over its high-water mark."""
         self._congested.add(sink)
+        if isinstance(sink, Pod) and sink not in self._stuck_pods:
+            self._congested_pods.add(sink)
 
     def relieve(self, sink: object) -> None:
-        """Record that ``sink`` has room again; wakes ``wait_room`` when nothing is congested."""
+        """Record that ``sink`` has room again; wakes the waits that this frees."""
         self._congested.discard(sink)
+        self._congested_pods.discard(sink)
+        self._stuck_pods.discard(sink)
         if not self._congested and self._room is not None:
             self._room.set()
+        if not self._congested_pods and self._pod_room is not None:
+            self._pod_room.set()
 
     async def wait_room(self) -> None:
         """Wait until no sink is congested (used by ``Pod.publish``)."""
@@ -230,19 +246,42 @@ class Bus:
                 self._room = asyncio.Event()
             await self._room.wait()
 
+    def pods_queued(self) -> int:
+        """Messages waiting in the inboxes of the congested pods (to tell progress from a stall)."""
+        return sum(pod.queued for pod in self._congested_pods)
+
+    def set_congested_pods_aside(self) -> None:
+        """The congested pods made no progress: stop holding links for them until they relieve.
+
+        They still apply their overflow policy (counted drops); other pods are not slowed by them.
+        """
+        self._stuck_pods.update(self._congested_pods)
+        self._congested_pods.clear()
+        if self._pod_room is not None:
+            self._pod_room.set()
+
+    async def wait_pod_room(self) -> None:
+        """Wait until no local pod is congested (a link's reader, before it delivers more)."""
+        while self._congested_pods:
+            if self._pod_room is None or self._pod_room.is_set():
+                self._pod_room = asyncio.Event()
+            await self._pod_room.wait()
+
     # -- replies ---------------------------------------------------------------------------------
 
     def _keep_unclaimed(self, msg: Message) -> None:
-        """Keep a reply nobody waits for yet (every one of them: a request may get several)."""
-        unclaimed = self._unclaimed
-        if self._unclaimed_count >= self._unclaimed_limit:
-            oldest = next(iter(unclaimed))
-            del unclaimed[oldest][0]
-            if not unclaimed[oldest]:
-                del unclaimed[oldest]
-            self._unclaimed_count -= 1
-        unclaimed.setdefault(msg.reply_to, []).append(msg)
-        self._unclaimed_count += 1
+        """Keep a reply nobody waits for yet (all of them: a request may get several).
+
+        Bounded by request: the replies to the oldest requests are forgotten first. A reply to a
+        request that came from another node is not kept: it travels back there.
+        """
+        if self.asked_elsewhere is not None and self.asked_elsewhere(msg.reply_to):
+            return
+        kept = self._unclaimed.get(msg.reply_to)
+        if kept is None:
+            self._unclaimed[msg.reply_to] = [msg]
+        else:
+            kept.append(msg)
 
     def register_reply_waiter(self, uuid: str, pod: Pod) -> Mailbox:
         """A mailbox that receives the replies to message ``uuid`` (one waiter per message)."""
@@ -253,7 +292,6 @@ class Bus:
         mailbox = Mailbox()
         early = self._unclaimed.pop(uuid, None)
         if early is not None:
-            self._unclaimed_count -= len(early)
             for reply in early:
                 mailbox.offer(reply)
         self._reply_waiters[uuid] = (pod, mailbox)
@@ -332,5 +370,5 @@ class Bus:
             dropped_closed=r[2] + sum(s.dropped_closed for s in live),
             handler_failures=r[3] + sum(s.failed for s in live),
             buffered=len(self.buffer),
-            unclaimed_replies=self._unclaimed_count,
+            unclaimed_replies=sum(len(kept) for _, kept in self._unclaimed.items()),
         )

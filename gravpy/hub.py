@@ -56,6 +56,7 @@ from gravpy.proto import (
     WithdrawReceived,
 )
 from gravpy.proto.frames import MAX_HEADERS
+from gravpy.recent import RecentMap
 
 __all__ = ["Hub", "HubConfig"]
 
@@ -116,8 +117,10 @@ class Hub:
         self.links: set[PeerLink] = set()  # every running link, open or not
         self.peers: dict[str, PeerLink] = {}  # the one chosen link per remote node
         self._dialers: dict[str, _Dialer] = {}
-        self._seen: dict[str, PeerLink | None] = {}
-        self._sent_to: dict[str, tuple[int, list[PeerLink]]] = {}
+        self._seen: RecentMap[str, PeerLink | None] = RecentMap(_SEEN_LIMIT)  # uuid -> origin
+        self._sent_to: RecentMap[str, tuple[PeerLink, ...]] = RecentMap(_SEEN_LIMIT)
+        self._routes_from_leaf: dict[str, tuple[PeerLink, ...]] = {}  # and from local pods
+        self._routes_from_peer: dict[str, tuple[PeerLink, ...]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._interests_pending = False
         self._changed = asyncio.Event()
@@ -127,6 +130,7 @@ class Hub:
         self.dropped_no_route = 0
         bus.outbound = self.forward_local
         bus.check_outbound = self._check_sendable
+        bus.asked_elsewhere = self._asked_elsewhere
         bus.on_routes_changed = self.interests_changed
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -335,6 +339,7 @@ class Hub:
             self.local,
             bus=self.bus,
             on_events=self._on_events,
+            on_resume=self._resume,
             config=self.config.protocol,
             mesh_key=self.mesh_key,
             expected_uuid=expected_uuid,
@@ -391,6 +396,7 @@ class Hub:
             elif isinstance(event, Rejected):
                 peer.reject_reason = event.reason
                 peer.end(event.reason)
+                self._routes_changed()
                 self._log.info(
                     "handshake_rejected",
                     peer=peer.uuid or peer.link.remote_address,
@@ -400,6 +406,7 @@ class Hub:
                 )
             elif isinstance(event, ProtocolViolation | LinkDead | Closed):
                 peer.end(event.reason)
+                self._routes_changed()
                 level = "info" if isinstance(event, Closed) else "warning"
                 getattr(self._log, level)(
                     "link_closed",
@@ -419,6 +426,7 @@ class Hub:
                 peer.end(REASON_DUPLICATE)
                 return
             existing.end(REASON_DUPLICATE)
+            self._routes_changed()
         self.peers[uuid] = peer
         events = peer.proto.accept()
         if events:
@@ -516,23 +524,42 @@ class Hub:
 
     def forward_local(self, msg: Message) -> int:
         """Bus hook: a local pod sent ``msg``. Forward it; return how many links took it."""
-        self._remember(msg.uuid, None)
-        return self._forward(msg, None)
+        self._seen[msg.uuid] = None
+        return self._forward(msg, None, True)
 
-    def _from_link(self, peer: PeerLink, messages: list[Message]) -> None:
+    def _asked_elsewhere(self, request_uuid: str) -> bool:
+        """Bus hook: the request came from another node (its replies travel back there)."""
+        return isinstance(self._seen.get(request_uuid), PeerLink)
+
+    def _from_link(self, peer: PeerLink, messages: list[Message], *, force: bool = False) -> None:
+        """Deliver messages from ``peer`` here and forward them on.
+
+        While a local pod is congested the rest waits in ``peer.backlog``: the link's reader then
+        holds off reading, so TCP pushes back to the sender (see ``PeerLink``). ``force`` delivers
+        everything (after a bounded hold: a full inbox then applies its overflow policy).
+        """
         seen = self._seen
-        deliver = self.bus.deliver
+        bus = self.bus
         from_leaf = peer.remote is not None and peer.remote.role == ROLE_LEAF
-        for msg in messages:
+        for i, msg in enumerate(messages):
+            if not force and bus.pods_congested:
+                peer.backlog.extend(messages[i:])
+                return
             if msg.uuid in seen:
                 self.duplicates += 1
                 continue
-            self._remember(msg.uuid, peer)
-            deliver(msg, None)
-            self._forward(msg, peer, from_leaf=from_leaf)
+            seen[msg.uuid] = peer
+            bus.deliver(msg, None)
+            self._forward(msg, peer, from_leaf)
 
-    def _forward(self, msg: Message, origin: PeerLink | None, *, from_leaf: bool = True) -> int:
-        """Send ``msg`` on to the links that should get it; return how many did."""
+    def _resume(self, peer: PeerLink, force: bool) -> None:
+        """PeerLink hook: deliver what waits in its backlog (all of it if ``force``)."""
+        pending = list(peer.backlog)
+        peer.backlog.clear()
+        self._from_link(peer, pending, force=force)
+
+    def _forward(self, msg: Message, origin: PeerLink | None, from_leaf: bool) -> int:
+        """Send ``msg`` on to the links that should get it; return how many took it."""
         if msg.reply_to:
             back = self._seen.get(msg.reply_to, False)
             if back is None:  # the request was asked here: the reply is for local pods only
@@ -542,37 +569,43 @@ class Hub:
                     self.dropped_no_route += 1  # the asker's link is gone; its wait already failed
                     return 0
                 return 1 if back.enqueue(msg) else 0
+        cache = self._routes_from_leaf if from_leaf else self._routes_from_peer
+        targets = cache.get(msg.type)
+        if targets is None:
+            targets = self._targets(msg.type, from_leaf)
         n = 0
-        targets = []
-        for link in self.peers.values():
-            if link is origin or not link.is_open or link.remote is None:
-                continue
-            if not from_leaf and link.remote.role != ROLE_LEAF:
-                continue  # one hop: what came from a peer goes to leaves only
-            if link.wants(msg.type) and link.enqueue(msg):
+        for link in targets:
+            if link is not origin and link.enqueue(msg):
                 n += 1
-                targets.append(link)
-        if origin is None and targets:
-            self._track(msg.uuid, targets)
+        if origin is None and n:
+            self._sent_to[msg.uuid] = targets
         return n
 
-    def _remember(self, uuid: str, origin: PeerLink | None) -> None:
-        seen = self._seen
-        if len(seen) >= _SEEN_LIMIT:
-            del seen[next(iter(seen))]
-        seen[uuid] = origin
+    def _targets(self, msg_type: str, from_leaf: bool) -> tuple[PeerLink, ...]:
+        """The open links that want ``msg_type`` (only leaves for what came from a peer: one hop)."""
+        targets = tuple(
+            link
+            for link in self.peers.values()
+            if link.is_open
+            and link.remote is not None
+            and (from_leaf or link.remote.role == ROLE_LEAF)
+            and link.wants(msg_type)
+        )
+        cache = self._routes_from_leaf if from_leaf else self._routes_from_peer
+        if len(cache) >= 4096:
+            cache.clear()
+        cache[msg_type] = targets
+        return targets
 
-    def _track(self, uuid: str, targets: list[PeerLink]) -> None:
-        sent = self._sent_to
-        if len(sent) >= _SEEN_LIMIT:
-            del sent[next(iter(sent))]
-        sent[uuid] = (len(targets), targets)
+    def _routes_changed(self) -> None:
+        self._routes_from_leaf.clear()
+        self._routes_from_peer.clear()
 
     def _fail_requests_to(self, peer: PeerLink) -> None:
         """Fail waits on replies that only ``peer`` could have sent."""
         doomed = [
             uuid
-            for uuid, (_, targets) in self._sent_to.items()
+            for uuid, targets in self._sent_to.items()
             if peer in targets and all(t is peer or not t.is_open for t in targets)
         ]
         if doomed:
@@ -608,6 +641,7 @@ class Hub:
 
     def _notify(self) -> None:
         """Wake everyone in ``wait_changed``: a link opened or ended, interests changed."""
+        self._routes_changed()
         self._changed.set()
         self._changed = asyncio.Event()
 

@@ -75,6 +75,7 @@ class PeerLink:
         *,
         bus: Bus,
         on_events: Callable[[PeerLink, list[Event]], None],
+        on_resume: Callable[[PeerLink, bool], None],
         config: ProtocolConfig,
         mesh_key: bytes | None,
         expected_uuid: str | None,
@@ -99,8 +100,12 @@ class PeerLink:
         self._patterns: list[Pattern] = []
         self._admits: dict[str, bool] = {}
         self._on_events = on_events
+        self._on_resume = on_resume
+        self.backlog: deque[Message] = deque()  # received, held while a local pod is congested
         self._queue: deque[Message] = deque()
         self._queue_limit = queue_limit
+        # publish() waits past a few frames' worth, so the writer starts early and often
+        self._high_water = min(queue_limit // 2, 4 * config.limits.max_batch)
         self._congested = False
         self._wake = asyncio.Event()
         self._wake.set()  # the protocol queued our HELLO
@@ -174,11 +179,11 @@ class PeerLink:
     def enqueue(self, msg: Message) -> bool:
         """Queue a message for the remote. False (and counted) if the queue is full."""
         queue = self._queue
-        if len(queue) >= self._queue_limit:
+        if len(queue) >= self._queue_limit or self._closing:
             self.dropped += 1
             return False
         queue.append(msg)
-        if not self._congested and len(queue) >= self._queue_limit // 2:
+        if not self._congested and len(queue) >= self._high_water:
             self._congested = True
             self.bus.mark_congested(self)
         self._wake.set()
@@ -234,11 +239,34 @@ class PeerLink:
                 if events:
                     self._on_events(self, events)
                 self.flush()
+                if self.backlog:
+                    await self._hold()
         except LinkClosedError as exc:
             if not self.end_reason:
                 self.end_reason = str(exc)
             self._closing = True
             self._wake.set()
+
+    async def _hold(self) -> None:
+        """Read no more while local pods are congested, so the sender's link backs up.
+
+        Waits in steps of a quarter of ``dead_after`` (the remote's pings wait unread meanwhile);
+        when the congested pods made no progress in a step they are set aside: they drop by their
+        overflow policy instead of holding this link, and other pods are not slowed by them.
+        """
+        bus = self.bus
+        step = self.proto.config.dead_after / 4
+        while self.backlog:
+            if bus.pods_congested:
+                before = bus.pods_queued()
+                try:
+                    async with asyncio.timeout(step):
+                        await bus.wait_pod_room()
+                except TimeoutError:
+                    if bus.pods_queued() >= before:
+                        bus.set_congested_pods_aside()
+            self._on_resume(self, False)
+            await asyncio.sleep(0)  # let the pods' drains run between chunks
 
     async def _tick(self) -> None:
         while True:
@@ -285,7 +313,7 @@ class PeerLink:
             if queue and proto.state is LinkState.OPEN:
                 n = min(len(queue), max_batch)
                 self._send_batch([queue.popleft() for _ in range(n)])
-                if self._congested and len(queue) <= self._queue_limit // 4:
+                if self._congested and len(queue) <= self._high_water // 2:
                     self._relieve()
             frames = proto.data_to_send()
             if not frames:

@@ -191,6 +191,11 @@ class Pod:
         return None if f is None else f.allowed_patterns()
 
     @property
+    def queued(self) -> int:
+        """Messages waiting in the inbox."""
+        return len(self._inbox)
+
+    @property
     def receiving(self) -> bool:
         """True if the bus delivers to this pod (it has a handler, an iterator or a wait)."""
         return not self._closed and (self._mode is not _Mode.IDLE or bool(self._waits))

@@ -155,3 +155,50 @@ async def test_request_reply_across_nodes_many_times(node: NodeFactory) -> None:
         *(asker.send(Message.new("svc.add", str(i))).wait_until(5) for i in range(200))
     )
     assert sorted(int(r.text()) for r in replies) == list(range(200))
+
+
+async def test_publish_backpressure_reaches_across_the_mesh(node: NodeFactory) -> None:
+    """A remote pod slower than the publisher, with a small inbox, still loses nothing."""
+    a = await node()
+    b = await node(discovery=[StaticDiscovery(a.endpoints())])
+    got: list[int] = []
+    done = asyncio.Event()
+
+    async def slow(msg: Message) -> None:
+        await asyncio.sleep(0)
+        got.append(int(msg.text()))
+        if len(got) == 20_000:
+            done.set()
+
+    pod = b.connect(inbox_limit=1000)
+    pod.on_type("flow.>", slow)
+    await a.wait_for(linked_to(b, interest="flow.>"), timeout=5)
+    sender = a.connect()
+    for i in range(20_000):
+        await sender.publish(Message.new("flow.n", str(i)))
+    async with asyncio.timeout(30):
+        await done.wait()
+    assert got == list(range(20_000))
+    assert pod.statistics().dropped_overflow == 0
+
+
+async def test_a_stuck_remote_pod_does_not_hold_up_the_others(node: NodeFactory) -> None:
+    """A pod that never finishes drops by its policy (counted); its neighbours get everything."""
+    a = await node()
+    b = await node(discovery=[StaticDiscovery(a.endpoints())])
+    gate = asyncio.Event()
+
+    async def stuck(msg: Message) -> None:
+        await gate.wait()
+
+    stuck_pod = b.connect(inbox_limit=100)
+    stuck_pod.on_type("jam.>", stuck)
+    counter = Counter(b.connect(), "jam.>")
+    await a.wait_for(linked_to(b, interest="jam.>"), timeout=5)
+    sender = a.connect()
+    for i in range(3000):
+        sender.send(Message.new("jam.n", str(i)))
+    await counter.wait(3000)
+    assert [int(m.text()) for m in counter.seen] == list(range(3000))
+    assert stuck_pod.statistics().dropped_overflow > 0
+    gate.set()
