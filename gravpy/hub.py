@@ -55,6 +55,7 @@ from gravpy.proto import (
     WithdrawAcked,
     WithdrawReceived,
 )
+from gravpy.proto.config import MESSAGE_OVERHEAD
 from gravpy.proto.frames import MAX_HEADERS
 from gravpy.recent import RecentMap
 
@@ -112,7 +113,7 @@ class Hub:
         self.transports = transports
         self.discovery = discovery
         self.mesh_key = mesh_key
-        self.config = config
+        self.config = _fit_to_transports(config, transports)
         self.listen = listen
         self.links: set[PeerLink] = set()  # every running link, open or not
         self.peers: dict[str, PeerLink] = {}  # the one chosen link per remote node
@@ -651,6 +652,20 @@ class Hub:
 
     def peer_infos(self) -> list[PeerInfo]:
         return [link.info() for link in self.peers.values()]
+
+
+def _fit_to_transports(config: HubConfig, transports: list[Transport]) -> HubConfig:
+    """Frames no larger than every transport carries, messages that fit in such a frame."""
+    limits = config.protocol.limits
+    frame = min([limits.max_frame_bytes, *(t.max_frame_bytes for t in transports)])
+    if frame == limits.max_frame_bytes:
+        return config
+    message = min(limits.max_message_bytes, frame - MESSAGE_OVERHEAD)
+    if message < 1:
+        raise UsageError(f"a transport's max_frame_bytes ({frame}) leaves no room for a message")
+    fitted = dataclasses.replace(limits, max_frame_bytes=frame, max_message_bytes=message)
+    protocol = dataclasses.replace(config.protocol, limits=fitted)
+    return dataclasses.replace(config, protocol=protocol)
 
 
 def _preferred(new: PeerLink, old: PeerLink) -> bool:

@@ -44,6 +44,7 @@ from websockets.http11 import Request, Response
 
 from gravpy.errors import GravError, LinkClosedError, TransportError, UsageError
 from gravpy.plugins import LinkHandler
+from gravpy.proto import DEFAULT_LIMITS
 
 __all__ = ["WebSocketLink", "WebSocketTransport"]
 
@@ -176,7 +177,7 @@ class WebSocketTransport:
         port: int = 8080,
         path: str = "/meta/message",
         *,
-        max_frame_bytes: int = 1 << 20,
+        max_frame_bytes: int = DEFAULT_LIMITS.max_frame_bytes,
         max_queue: int = 16,
         write_limit: int = 1 << 16,
         close_timeout: float = 5.0,

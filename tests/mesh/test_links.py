@@ -144,6 +144,7 @@ async def test_stopping_node_withdraws_before_closing(node: NodeFactory) -> None
     a = await node()
     b = await node(discovery=[StaticDiscovery(a.endpoints())])
     await b.wait_for(linked_to(a), timeout=5)
+    await a.wait_for(linked_to(b), timeout=5)  # the accepting side opens a round trip later
     with capture_logs() as logs:
         await a.stop()
         await b.wait_for(lambda ps: not ps, timeout=5)
@@ -252,3 +253,16 @@ async def test_a_node_reported_gone_is_not_redialled(node: NodeFactory) -> None:
     async with asyncio.timeout(5):  # the loop ends once the open link does, without a redial
         await asyncio.gather(dialer.task, return_exceptions=True)
     assert endpoint not in b.hub.dialers()
+
+
+async def test_a_message_at_the_size_limit_crosses_the_mesh(node: NodeFactory) -> None:
+    """A message with the largest data the mesh allows (1 MiB) reaches the other node."""
+    a = await node()
+    b = await node(discovery=[StaticDiscovery(a.endpoints())])
+    big = b"x" * (1 << 20)
+    got = asyncio.get_running_loop().create_future()
+    b.connect().on_type("big.>", lambda m: got.done() or got.set_result(m.data))
+    await a.wait_for(linked_to(b, interest="big.>"), timeout=5)
+    a.connect().send(Message.new("big.one", big))
+    async with asyncio.timeout(10):
+        assert await got == big
