@@ -1,0 +1,90 @@
+"""What gravctl prints: messages (as ``nats sub`` does, or JSON lines) and the peers table."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from gravpy.message import Message
+
+__all__ = ["format_message", "format_peers", "message_json"]
+
+
+def message_json(msg: Message) -> dict[str, Any]:
+    """A message as a JSON-able dict: data as text when it is UTF-8, else as ``data_base64``."""
+    out: dict[str, Any] = {
+        "uuid": msg.uuid,
+        "type": msg.type,
+        "reply_to": msg.reply_to,
+        "parent_id": msg.parent_id,
+        "timestamp": datetime.fromtimestamp(msg.timestamp, UTC).isoformat(),
+    }
+    try:
+        out["data"] = msg.data.decode()
+    except UnicodeDecodeError:
+        out["data_base64"] = base64.b64encode(msg.data).decode()
+    if msg.headers:
+        out["headers"] = msg.headers
+    return out
+
+
+def format_message(msg: Message, n: int, *, as_json: bool) -> str:
+    """``[#n] Received on "type"``, then the data and a blank line; or one JSON line."""
+    if as_json:
+        return json.dumps(message_json(msg), ensure_ascii=False)
+    head = f'[#{n}] Received on "{msg.type}"'
+    if msg.reply_to:
+        head += f" (reply to {msg.reply_to})"
+    try:
+        body = msg.data.decode()
+    except UnicodeDecodeError:
+        body = f"<{len(msg.data)} bytes, not UTF-8> {base64.b64encode(msg.data).decode()}"
+    return f"{head}\n{body}\n"
+
+
+_COLUMNS = ("NODE", "ROLE", "STATE", "ENDPOINT", "IN", "OUT", "DROPPED", "QUEUED")
+
+
+def format_peers(node: Mapping[str, Any]) -> str:
+    """The ``/v1/node`` document as a table: this node first, then its peers, then its leaves."""
+    messages = node.get("messages", {})
+    rows: list[Sequence[str]] = [
+        _COLUMNS,
+        (
+            f"{node.get('uuid', '?')} (this node)",
+            "peer",
+            str(node.get("state", "?")),
+            ", ".join(node.get("listen", {}).get("endpoints", [])) or "-",
+            str(messages.get("in", "-")),
+            str(messages.get("out", "-")),
+            str(sum(messages.get("dropped", {}).values())),
+            "-",
+        ),
+    ]
+    for link in [*node.get("peers", []), *node.get("leaves", [])]:
+        rows.append(
+            (
+                link.get("uuid") or "?",
+                link.get("role") or "?",
+                link.get("state") or "?",
+                link.get("endpoint") or link.get("remote_address") or "-",
+                str(link.get("messages_in", 0)),
+                str(link.get("messages_out", 0)),
+                str(link.get("dropped", 0)),
+                str(link.get("queued", 0)),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    peers, leaves = len(node.get("peers", [])), len(node.get("leaves", []))
+    lines.append(
+        f"\nmesh {node.get('mesh', '?')!r}: {peers} peer(s), {leaves} leaf/leaves, "
+        f"up {node.get('uptime_seconds', 0):.0f} s, gravpy {node.get('version', '?')}"
+    )
+    return "\n".join(lines)

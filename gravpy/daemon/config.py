@@ -1,0 +1,219 @@
+"""gravd's configuration: one frozen, validated ``DaemonConfig`` and the loader that builds it.
+
+Theory of operation
+-------------------
+Every setting is listed once, in ``SETTINGS``: its name (the ``DaemonConfig`` field and the TOML
+key), its flag, its environment variable (``GRAVD_`` + the name in capitals) and its help. The
+loader collects a raw value and where it came from for each setting, highest precedence last::
+
+    defaults < TOML file (--config / GRAVD_CONFIG) < environment (GRAVD_*) < flags
+
+then converts each raw value with the setting's parser. A bad value raises ``ConfigError``, whose
+message names the setting and the place the value came from (``invalid listen (from environment
+GRAVD_LISTEN): ...``), so the operator knows which of the four places to fix.
+
+``DaemonConfig`` runs the same parsers on its own fields when constructed, so a config built in
+code is validated too. The mesh key itself is read by the loader (``load_config``) from
+``mesh_key_file``; the dataclass only checks its length and keeps it out of ``repr``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from gravpy.daemon.settings import (
+    BY_NAME,
+    DEFAULT_LISTEN,
+    DEFAULT_MONITOR,
+    MIN_KEY_BYTES,
+    SETTINGS,
+    Address,
+    Setting,
+)
+from gravpy.errors import UsageError
+from gravpy.proto import ANY_MESH
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "DEFAULT_MONITOR",
+    "SETTINGS",
+    "Address",
+    "ConfigError",
+    "DaemonConfig",
+    "Setting",
+    "load_config",
+]
+
+
+class ConfigError(UsageError):
+    """A setting has a bad value. ``setting`` and ``source`` say which one and where it came from."""
+
+    def __init__(self, setting: str, source: str, problem: str) -> None:
+        super().__init__(f"invalid {setting} (from {source}): {problem}")
+        self.setting = setting
+        self.source = source
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """Everything gravd needs to run a node. Validated on construction (``ConfigError``)."""
+
+    listen: Address = DEFAULT_LISTEN
+    path: str = "/meta/message"
+    peers: tuple[str, ...] = ()
+    discovery: str = "static"
+    mdns_interfaces: tuple[str, ...] = ()
+    mdns_service: str | None = None
+    monitor: Address | None = DEFAULT_MONITOR
+    mesh: str = ANY_MESH
+    mesh_key_file: Path | None = None
+    mesh_key: bytes | None = field(default=None, repr=False)
+    log_format: str = "auto"
+    log_level: str = "info"
+    drain_timeout: float = 2.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            setting = BY_NAME.get(f.name)
+            if setting is None:
+                continue
+            try:
+                object.__setattr__(self, f.name, setting.parse(getattr(self, f.name)))
+            except ValueError as exc:
+                raise ConfigError(f.name, "value", str(exc)) from None
+        if self.mesh_key_file is not None and self.mesh_key is None:
+            raise ConfigError("mesh_key_file", "value", "the key was not read; use load_config")
+        if self.mesh_key is not None and len(self.mesh_key) < MIN_KEY_BYTES:
+            raise ConfigError("mesh_key", "value", f"a mesh key has at least {MIN_KEY_BYTES} bytes")
+        if self.peers and self.discovery == "none":
+            raise ConfigError("peers", "value", "peers are listed but discovery is 'none'")
+
+    def public(self) -> dict[str, object]:
+        """The settings as JSON-able values (the key itself never appears)."""
+        return {
+            "listen": str(self.listen),
+            "path": self.path,
+            "peers": list(self.peers),
+            "discovery": self.discovery,
+            "mdns_interfaces": list(self.mdns_interfaces),
+            "mdns_service": self.mdns_service,
+            "monitor": str(self.monitor) if self.monitor else "off",
+            "mesh": self.mesh,
+            "mesh_key_file": str(self.mesh_key_file) if self.mesh_key_file else None,
+            "log_format": self.log_format,
+            "log_level": self.log_level,
+            "drain_timeout": self.drain_timeout,
+        }
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+
+Raw = dict[str, tuple[object, str]]
+"""A raw value and where it came from, per setting name."""
+
+
+def load_config(flags: Mapping[str, object], environ: Mapping[str, str]) -> DaemonConfig:
+    """Build the config from flags (``None`` = not given), the environment and the TOML file.
+
+    ``flags`` maps setting names (and ``"config"``, the TOML file) to what the command line gave.
+    Raises ``ConfigError`` naming the setting and where its bad value came from.
+    """
+    config_file, config_source = _pick_config_file(flags, environ)
+    raw: Raw = {}
+    if config_file is not None:
+        for name, value in _read_toml(config_file, config_source).items():
+            raw[name] = (value, _toml_source(config_file, name))
+    for setting in SETTINGS:
+        if setting.env in environ:
+            raw[setting.name] = (environ[setting.env], f"environment {setting.env}")
+        if flags.get(setting.name) is not None:
+            raw[setting.name] = (flags[setting.name], f"flag {setting.flag}")
+    values = _parse(raw)
+    if values.get("mesh_key_file") is not None:
+        _load_key(values, raw["mesh_key_file"][1], config_file)
+    if values.get("peers") and values.get("discovery") == "none":
+        raise ConfigError(
+            "peers",
+            raw["peers"][1],
+            f"peers are listed but discovery is 'none' (from {raw['discovery'][1]}); "
+            "use discovery 'static' to dial them",
+        )
+    return DaemonConfig(**values)
+
+
+def _parse(raw: Raw) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, (value, source) in raw.items():
+        try:
+            values[name] = BY_NAME[name].parse(value)
+        except ValueError as exc:
+            raise ConfigError(name, source, str(exc)) from None
+    return values
+
+
+def _load_key(values: dict[str, Any], source: str, config_file: Path | None) -> None:
+    """Read the mesh key into ``values``; a relative path from the TOML file is relative to it."""
+    key_file: Path = values["mesh_key_file"]
+    if config_file is not None and source == _toml_source(config_file, "mesh_key_file"):
+        key_file = values["mesh_key_file"] = config_file.parent / key_file
+    values["mesh_key"] = _read_key(key_file, source)
+
+
+def _pick_config_file(
+    flags: Mapping[str, object], environ: Mapping[str, str]
+) -> tuple[Path | None, str]:
+    flag = flags.get("config")
+    if isinstance(flag, str) and flag:
+        return Path(flag).expanduser(), "flag --config"
+    env = environ.get("GRAVD_CONFIG", "")
+    if env:
+        return Path(env).expanduser(), "environment GRAVD_CONFIG"
+    return None, ""
+
+
+def _read_toml(path: Path, source: str) -> dict[str, object]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError("config", source, f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config", source, f"{path} is not valid TOML: {exc}") from None
+    table: object = data.get("gravd", data)  # keys at the top level or under [gravd]
+    if not isinstance(table, dict):
+        raise ConfigError("config", source, f"{path}: [gravd] must be a table")
+    if "gravd" in data and len(data) > 1:
+        others = ", ".join(k for k in data if k != "gravd")
+        raise ConfigError("config", source, f"{path}: put every key under [gravd] ({others})")
+    for key in table:
+        if key not in BY_NAME:
+            known = ", ".join(s.name for s in SETTINGS)
+            raise ConfigError(key, f"{path}", f"unknown setting (known: {known})")
+    return dict(table)
+
+
+def _read_key(path: Path, source: str) -> bytes:
+    try:
+        key = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(
+            "mesh_key_file", source, f"cannot read {path}: {exc.strerror or exc}"
+        ) from None
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(
+            "mesh_key_file",
+            source,
+            f"{path} holds {len(key)} bytes; a mesh key has at least {MIN_KEY_BYTES} "
+            f"(make one with: head -c 32 /dev/urandom | base64 > {path.name})",
+        )
+    return key
+
+
+def _toml_source(path: Path, name: str) -> str:
+    return f"{path} key '{name}'"

@@ -1,0 +1,230 @@
+"""``gravd``: run one node of the mesh, with monitoring, until a signal stops it.
+
+Start-up: read the config (flags > ``GRAVD_*`` > TOML > defaults; ``--check-config`` stops there),
+configure logging, start the node (WebSocket transport, discovery), the ``gravd.info`` responder
+and the monitoring server, then log one ``listening`` event with the real endpoints and the
+monitor address (tests and scripts read it to learn ports bound as 0).
+
+Shutdown: the first SIGTERM or SIGINT makes ``/healthz`` answer 503, withdraws the node from the
+mesh and drains what is in flight (``Grav.stop``, bounded by ``drain_timeout``), then exits 0. A
+second signal exits at once with 128 + the signal number.
+
+Exit codes: 0 stopped cleanly; 1 could not start or could not drain in time; 2 bad command line
+or configuration; 128+N forced by a second signal N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+import structlog
+
+import gravpy
+from discovery.static import StaticDiscovery
+from gravpy.daemon.config import SETTINGS, ConfigError, DaemonConfig, load_config
+from gravpy.daemon.logging import configure_logging
+from gravpy.daemon.monitor import Monitor, NodeStatus
+from gravpy.errors import GravError
+from gravpy.grav import Grav
+from gravpy.hub import HubConfig
+from gravpy.message import Message
+from gravpy.plugins import Discovery, load_discovery
+from transports.websocket import WebSocketTransport
+
+__all__ = ["INFO_TYPE", "build_parser", "main", "serve"]
+
+INFO_TYPE = "gravd.info"
+"""Every gravd answers requests of this type with its ``/v1/node`` document (as JSON)."""
+INFO_REPLY_TYPE = INFO_TYPE + ".reply"
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+STOP_GRACE = 10.0  # seconds beyond drain_timeout that closing links and listeners may take
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gravd",
+        description="Run a gravpy node: peers link to it, apps attach to it (gravpy.connect).",
+        epilog=(
+            "Every setting can also come from the environment (GRAVD_<SETTING>, e.g. "
+            "GRAVD_LISTEN) or the TOML file; flags win over the environment, which wins over "
+            "the file. Exit codes: 0 stopped cleanly, 1 failed, 2 bad configuration, "
+            "128+N forced exit by a second signal N."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"gravd {gravpy.__version__}")
+    parser.add_argument(
+        "--config", metavar="PATH", help="a TOML file of settings (also GRAVD_CONFIG)"
+    )
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the configuration, print it as JSON and exit",
+    )
+    for setting in SETTINGS:
+        parser.add_argument(
+            setting.flag,
+            dest=setting.name,
+            metavar=setting.metavar,
+            action="append" if setting.repeatable else "store",
+            help=f"{setting.help}; env {setting.env}",
+        )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """The ``gravd`` entry point."""
+    args = build_parser().parse_args(argv)
+    flags: dict[str, object] = {s.name: getattr(args, s.name) for s in SETTINGS}
+    flags["config"] = args.config
+    try:
+        config = load_config(flags, os.environ)
+    except ConfigError as exc:
+        print(f"gravd: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+    if args.check_config:
+        print(json.dumps(config.public(), indent=2))
+        print("gravd: configuration is valid", file=sys.stderr)
+        raise SystemExit(EXIT_OK)
+    configure_logging(config.log_format, config.log_level)
+    raise SystemExit(asyncio.run(serve(config)))
+
+
+def build_node(config: DaemonConfig) -> Grav:
+    """The node ``config`` describes (not started)."""
+    transport = WebSocketTransport(config.listen.host, config.listen.port, config.path)
+    discovery: list[Discovery] = []
+    if config.discovery == "mdns":
+        options: dict[str, object] = {"interfaces": list(config.mdns_interfaces) or None}
+        if config.mdns_service:
+            options["service_type"] = config.mdns_service
+        discovery.append(load_discovery("mdns")(**options))
+    if config.peers:
+        discovery.append(StaticDiscovery(config.peers))
+    return Grav(
+        transport=transport,
+        discovery=discovery,
+        belongs_to=config.mesh,
+        mesh_key=config.mesh_key,
+        hub_config=HubConfig(drain_timeout=config.drain_timeout),
+    )
+
+
+async def serve(config: DaemonConfig) -> int:
+    """Run a node until SIGTERM/SIGINT; return the exit code."""
+    grav = build_node(config)
+    log: Any = structlog.get_logger("gravd").bind(node=grav.node_uuid)
+    shutdown = _Shutdown(log)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, shutdown.on_signal, signum)
+    status = NodeStatus(grav, config)
+    monitor = Monitor(status, config.monitor) if config.monitor is not None else None
+    monitor_address = await _start(grav, status, monitor, log)
+    if monitor_address is None:
+        return EXIT_FAILURE
+    endpoints = grav.endpoints()
+    log.info(
+        "listening",
+        version=gravpy.__version__,
+        pid=os.getpid(),
+        listen=_bound_listen(config, endpoints),
+        endpoints=endpoints,
+        monitor=monitor_address,
+        mesh=config.mesh,
+        keyed=config.mesh_key is not None,
+        discovery=config.discovery,
+        peers=list(config.peers),
+        mdns_interfaces=list(config.mdns_interfaces) or "all",
+    )
+    await shutdown.requested.wait()
+    return await _drain(grav, status, monitor, config, log)
+
+
+async def _start(grav: Grav, status: NodeStatus, monitor: Monitor | None, log: Any) -> str | None:
+    """Start the node, its gravd.info responder and the monitor; the monitor's address or None."""
+    config = status.config
+    try:
+        await grav.start()
+    except GravError as exc:
+        log.error("start_failed", listen=str(config.listen), error=str(exc))
+        return None
+    try:
+        _serve_info(grav, status)
+        return await monitor.start() if monitor is not None else "off"
+    except (OSError, GravError) as exc:
+        log.error("start_failed", monitor=str(config.monitor), error=str(exc))
+        await grav.stop()
+        return None
+
+
+async def _drain(
+    grav: Grav, status: NodeStatus, monitor: Monitor | None, config: DaemonConfig, log: Any
+) -> int:
+    status.set_draining()
+    log.info("draining", timeout=config.drain_timeout, links=len(grav.peers()))
+    code = EXIT_OK
+    try:
+        async with asyncio.timeout(config.drain_timeout + STOP_GRACE):
+            await grav.stop()
+    except TimeoutError:
+        log.error("drain_timed_out", timeout=config.drain_timeout + STOP_GRACE)
+        code = EXIT_FAILURE
+    if monitor is not None:
+        await monitor.stop()
+    log.info("stopped", exit_code=code, uptime_seconds=round(status.uptime(), 3))
+    return code
+
+
+def _serve_info(grav: Grav, status: NodeStatus) -> None:
+    """Answer ``gravd.info`` requests with the node document (as ``gravd.info.reply``).
+
+    The reply has another type, and replies are never answered, so two gravd never ping-pong.
+    """
+    pod = grav.connect()
+
+    def answer(request: Message) -> None:
+        if not request.reply_to:
+            pod.reply_to(request, Message.new(INFO_REPLY_TYPE, json.dumps(status.snapshot())))
+
+    pod.on_type(INFO_TYPE, answer)
+
+
+def _bound_listen(config: DaemonConfig, endpoints: list[str]) -> str:
+    """``host:port`` as configured, with the port actually bound (it differs when 0 was asked)."""
+    port = urlsplit(endpoints[0]).port if endpoints else None
+    host = config.listen.host
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port if port is not None else config.listen.port}"
+
+
+class _Shutdown:
+    """The first signal asks for a drain; the second exits at once."""
+
+    def __init__(self, log: Any) -> None:
+        self.log = log
+        self.requested = asyncio.Event()
+
+    def on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if not self.requested.is_set():
+            self.log.info("shutdown_requested", signal=name)
+            self.requested.set()
+            return
+        self.log.warning("forced_exit", signal=name, exit_code=128 + signum)
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""gravd's monitoring HTTP server (aiohttp): ``/healthz``, ``/v1/node`` and ``/metrics``.
+
+Everything is computed from the node's own counters when it is asked for: ``NodeStatus`` reads
+``Grav.statistics()`` (the bus), ``Grav.peers()`` (every link) and the hub's duplicate count, and
+both the JSON document and the Prometheus metrics are views of that one snapshot. The metrics are
+served from a ``CollectorRegistry`` of this node's own (never the process-global one), holding
+``NodeCollector`` and the process collector, so two nodes in one process never mix.
+
+Counters that belong to a link (``gravd_link_*``) live as long as the link: when a peer
+reconnects its counters start again from zero, which Prometheus treats as a counter reset.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+
+import gravpy
+from gravpy.bus import BusStatistics
+from gravpy.daemon.config import Address, DaemonConfig
+from gravpy.grav import Grav
+from gravpy.link import PeerInfo
+from gravpy.proto import ROLE_LEAF
+
+__all__ = ["METRIC_NAMES", "Monitor", "NodeCollector", "NodeStatus"]
+
+SERVING = "serving"
+DRAINING = "draining"
+
+METRIC_NAMES = (
+    "gravd_info",
+    "gravd_start_time_seconds",
+    "gravd_uptime_seconds",
+    "gravd_serving",
+    "gravd_links",
+    "gravd_pods",
+    "gravd_pod_receivers",
+    "gravd_messages_sent_total",
+    "gravd_messages_delivered_total",
+    "gravd_messages_dropped_total",
+    "gravd_handler_failures_total",
+    "gravd_buffered_messages",
+    "gravd_unclaimed_replies",
+    "gravd_link_messages_received_total",
+    "gravd_link_messages_sent_total",
+    "gravd_link_messages_dropped_total",
+    "gravd_link_queued_messages",
+)
+"""Every ``gravd_*`` metric NodeCollector exposes (the process collector adds ``gravd_process_*``)."""
+
+
+class NodeStatus:
+    """What the monitor reports about one running node; ``draining`` flips on shutdown."""
+
+    def __init__(self, grav: Grav, config: DaemonConfig) -> None:
+        self.grav = grav
+        self.config = config
+        self.started_at = time.time()
+        self._started = time.monotonic()
+        self.state = SERVING
+        self.monitor_address = ""
+
+    @property
+    def serving(self) -> bool:
+        return self.state == SERVING
+
+    def set_draining(self) -> None:
+        self.state = DRAINING
+
+    def uptime(self) -> float:
+        return time.monotonic() - self._started
+
+    def links(self) -> list[PeerInfo]:
+        return self.grav.peers()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The ``/v1/node`` document."""
+        grav, stats = self.grav, self.grav.statistics()
+        links = self.links()
+        peers = [_link_json(p) for p in links if p.role != ROLE_LEAF]
+        leaves = [_link_json(p) for p in links if p.role == ROLE_LEAF]
+        hub = grav.hub
+        return {
+            "uuid": grav.node_uuid,
+            "version": gravpy.__version__,
+            "state": self.state,
+            "started_at": datetime.fromtimestamp(self.started_at, UTC).isoformat(),
+            "uptime_seconds": round(self.uptime(), 3),
+            "mesh": self.config.mesh,
+            "keyed": self.config.mesh_key is not None,
+            "discovery": self.config.discovery,
+            "listen": {"address": str(self.config.listen), "endpoints": grav.endpoints()},
+            "monitor": self.monitor_address,
+            "peers": peers,
+            "leaves": leaves,
+            "pods": {"count": stats.pods, "receivers": stats.receivers},
+            "messages": {
+                "in": sum(p.messages_in for p in links),
+                "out": sum(p.messages_out for p in links),
+                "sent_by_pods": stats.sent,
+                "delivered_to_pods": stats.delivered,
+                "buffered": stats.buffered,
+                "unclaimed_replies": stats.unclaimed_replies,
+                "handler_failures": stats.handler_failures,
+                "dropped": {
+                    "inbox_overflow": stats.dropped_overflow,
+                    "handler_failed": stats.dropped_failed,
+                    "pod_closed": stats.dropped_closed,
+                    "duplicate": hub.duplicates if hub is not None else 0,
+                    "no_route": hub.dropped_no_route if hub is not None else 0,
+                    "link_queue": sum(p.dropped for p in links),
+                },
+            },
+        }
+
+
+def _link_json(info: PeerInfo) -> dict[str, Any]:
+    return {
+        "uuid": info.uuid,
+        "role": info.role,
+        "state": info.state,
+        "endpoint": info.endpoint,
+        "transport": info.transport,
+        "remote_address": info.remote_address,
+        "initiator": info.initiator,
+        "withdrawn": info.withdrawn,
+        "messages_in": info.messages_in,
+        "messages_out": info.messages_out,
+        "dropped": info.dropped,
+        "queued": info.queued,
+        "interests": list(info.interests),
+    }
+
+
+class NodeCollector:
+    """A Prometheus collector computing every ``gravd_*`` metric from the node at scrape time."""
+
+    def __init__(self, status: NodeStatus) -> None:
+        self.status = status
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self.status.grav.statistics()
+        links = self.status.links()
+        yield from self._node_metrics(links)
+        yield from _message_metrics(stats, self.status.grav)
+        yield from _link_metrics(links)
+
+    def _node_metrics(self, links: list[PeerInfo]) -> Iterable[Metric]:
+        status, grav = self.status, self.status.grav
+        info = GaugeMetricFamily(
+            "gravd_info",
+            "This node: its uuid, gravpy version and mesh",
+            labels=["node", "version", "mesh"],
+        )
+        info.add_metric([grav.node_uuid, gravpy.__version__, status.config.mesh], 1)
+        yield info
+        yield _gauge(
+            "gravd_start_time_seconds", "When gravd started (Unix time)", status.started_at
+        )
+        yield _gauge("gravd_uptime_seconds", "Seconds since gravd started", status.uptime())
+        yield _gauge("gravd_serving", "1 while serving, 0 while draining", int(status.serving))
+        open_links = GaugeMetricFamily("gravd_links", "Open links, by role", labels=["role"])
+        for role in ("peer", "leaf"):
+            n = sum(1 for p in links if p.role == role and p.state == "open")
+            open_links.add_metric([role], n)
+        yield open_links
+
+
+def _message_metrics(stats: BusStatistics, grav: Grav) -> Iterable[Metric]:
+    yield _gauge("gravd_pods", "Pods on this node", stats.pods)
+    yield _gauge("gravd_pod_receivers", "Pods on this node that receive", stats.receivers)
+    yield _counter("gravd_messages_sent", "Messages sent by pods on this node", stats.sent)
+    yield _counter("gravd_messages_delivered", "Messages pushed into pod inboxes", stats.delivered)
+    dropped = CounterMetricFamily(
+        "gravd_messages_dropped", "Messages dropped on this node, by reason", labels=["reason"]
+    )
+    for reason, value in (
+        ("inbox_overflow", stats.dropped_overflow),
+        ("handler_failed", stats.dropped_failed),
+        ("pod_closed", stats.dropped_closed),
+        ("duplicate", grav.hub.duplicates if grav.hub is not None else 0),
+        ("no_route", grav.hub.dropped_no_route if grav.hub is not None else 0),
+    ):
+        dropped.add_metric([reason], value)
+    yield dropped
+    yield _counter("gravd_handler_failures", "Handler calls that raised", stats.handler_failures)
+    yield _gauge("gravd_buffered_messages", "Messages in the replay buffer", stats.buffered)
+    yield _gauge(
+        "gravd_unclaimed_replies",
+        "Replies kept for a wait that has not started",
+        stats.unclaimed_replies,
+    )
+
+
+def _link_metrics(links: list[PeerInfo]) -> Iterable[Metric]:
+    labels = ["peer", "role"]
+    received = CounterMetricFamily(
+        "gravd_link_messages_received", "Messages received on a link", labels=labels
+    )
+    sent = CounterMetricFamily("gravd_link_messages_sent", "Messages sent on a link", labels=labels)
+    dropped = CounterMetricFamily(
+        "gravd_link_messages_dropped", "Messages dropped from a link's send queue", labels=labels
+    )
+    queued = GaugeMetricFamily(
+        "gravd_link_queued_messages", "Messages waiting in a link's send queue", labels=labels
+    )
+    for p in links:
+        key = [p.uuid, p.role]
+        received.add_metric(key, p.messages_in)
+        sent.add_metric(key, p.messages_out)
+        dropped.add_metric(key, p.dropped)
+        queued.add_metric(key, p.queued)
+    yield from (received, sent, dropped, queued)
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+class Monitor:
+    """The monitoring HTTP server of one node. ``await start()``, then ``await stop()``."""
+
+    def __init__(self, status: NodeStatus, address: Address) -> None:
+        self.status = status
+        self.address = address
+        self.registry = CollectorRegistry()
+        self.registry.register(NodeCollector(status))
+        ProcessCollector(namespace="gravd", registry=self.registry)
+        self._runner: web.AppRunner | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/v1/node", self._node)
+        app.router.add_get("/metrics", self._metrics)
+        return app
+
+    async def start(self) -> str:
+        """Listen; return the bound ``host:port`` (the real port when 0 was asked)."""
+        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.address.host, self.address.port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        bound = str(Address(str(host), int(port)))
+        self.status.monitor_address = bound
+        return bound
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        status = self.status
+        return web.json_response(
+            {"status": status.state, "uuid": status.grav.node_uuid},
+            status=200 if status.serving else 503,
+        )
+
+    async def _node(self, request: web.Request) -> web.Response:
+        return web.json_response(self.status.snapshot())
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

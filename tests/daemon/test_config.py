@@ -1,0 +1,188 @@
+"""Tests for gravpy.daemon.config: precedence of the four sources, and validation. Pure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gravpy.daemon.config import (
+    DEFAULT_LISTEN,
+    DEFAULT_MONITOR,
+    SETTINGS,
+    Address,
+    ConfigError,
+    DaemonConfig,
+    load_config,
+)
+from gravpy.errors import UsageError
+
+NO_FLAGS: dict[str, object] = {}
+
+
+def _toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gravd.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_work_for_a_lan() -> None:
+    """With nothing given: every interface on 8080, monitor on loopback 8222, static, any mesh."""
+    config = load_config(NO_FLAGS, {})
+    assert config == DaemonConfig()
+    assert config.listen == Address("0.0.0.0", 8080) == DEFAULT_LISTEN
+    assert config.monitor == Address("127.0.0.1", 8222) == DEFAULT_MONITOR
+    assert (config.path, config.discovery, config.mesh) == ("/meta/message", "static", "*")
+    assert (config.peers, config.mesh_key, config.log_format) == ((), None, "auto")
+
+
+def test_flags_beat_env_beat_toml_beat_defaults(tmp_path: Path) -> None:
+    """Each source overrides the ones below it, setting by setting."""
+    path = _toml(tmp_path, 'listen = ":7000"\nmesh = "toml"\nlog_level = "debug"\n')
+    env = {"GRAVD_CONFIG": str(path), "GRAVD_MESH": "env", "GRAVD_LOG_LEVEL": "warning"}
+    config = load_config({"log_level": "error"}, env)
+    assert config.listen == Address("0.0.0.0", 7000)  # only the file sets it
+    assert config.mesh == "env"  # the environment beats the file
+    assert config.log_level == "error"  # the flag beats both
+    assert config.monitor == DEFAULT_MONITOR  # nobody sets it
+
+
+def test_config_flag_beats_gravd_config(tmp_path: Path) -> None:
+    """--config picks the file even when GRAVD_CONFIG names another."""
+    chosen = _toml(tmp_path, 'mesh = "chosen"\n')
+    other = tmp_path / "other.toml"
+    other.write_text('mesh = "other"\n')
+    config = load_config({"config": str(chosen)}, {"GRAVD_CONFIG": str(other)})
+    assert config.mesh == "chosen"
+
+
+def test_gravd_table_in_toml(tmp_path: Path) -> None:
+    """Settings may sit under a [gravd] table."""
+    path = _toml(tmp_path, '[gravd]\npeers = ["10.0.0.5:8080", "ws://h:1/x"]\n')
+    config = load_config({"config": str(path)}, {})
+    assert config.peers == ("ws://10.0.0.5:8080/meta/message", "ws://h:1/x")
+
+
+def test_repeated_peer_flags_and_comma_separated_env() -> None:
+    """--peer repeats; GRAVD_PEERS separates with commas; both normalize to full URLs."""
+    from_flags = load_config({"peers": ["a:1", "b:2"]}, {})
+    from_env = load_config(NO_FLAGS, {"GRAVD_PEERS": "a:1, b:2"})
+    assert from_flags.peers == from_env.peers == ("ws://a:1/meta/message", "ws://b:2/meta/message")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:0", Address("127.0.0.1", 0)),
+        (":9000", Address("0.0.0.0", 9000)),
+        ("[::1]:8080", Address("::1", 8080)),
+        ("gravd.local:80", Address("gravd.local", 80)),
+    ],
+)
+def test_listen_addresses(text: str, expected: Address) -> None:
+    """HOST:PORT, :PORT (every interface) and [IPv6]:PORT are accepted."""
+    assert load_config({"listen": text}, {}).listen == expected
+
+
+def test_monitor_can_be_off() -> None:
+    """GRAVD_MONITOR=off disables the monitoring server."""
+    assert load_config(NO_FLAGS, {"GRAVD_MONITOR": "off"}).monitor is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [
+        ({"listen": "8080"}, {}, "invalid listen (from flag --listen): '8080' is not HOST:PORT"),
+        ({}, {"GRAVD_LISTEN": "h:70000"}, "invalid listen (from environment GRAVD_LISTEN)"),
+        ({"monitor": "h:x"}, {}, "invalid monitor (from flag --monitor): bad port 'x'"),
+        ({}, {"GRAVD_DISCOVERY": "dht"}, "invalid discovery (from environment GRAVD_DISCOVERY)"),
+        ({"log_format": "xml"}, {}, "invalid log_format (from flag --log-format)"),
+        ({}, {"GRAVD_LOG_LEVEL": "loud"}, "invalid log_level (from environment GRAVD_LOG_LEVEL)"),
+        ({"mesh": "two words"}, {}, "invalid mesh (from flag --mesh)"),
+        ({"path": "meta"}, {}, "invalid path (from flag --path)"),
+        ({"peers": ["ws://h"]}, {}, "invalid peers (from flag --peer): bad static endpoint"),
+        ({}, {"GRAVD_DRAIN_TIMEOUT": "-1"}, "invalid drain_timeout (from environment"),
+        ({"mdns_interfaces": ["lo"]}, {}, "invalid mdns_interfaces (from flag --mdns-interface)"),
+    ],
+)
+def test_bad_values_name_the_setting_and_the_source(
+    flags: dict[str, object], env: dict[str, str], message: str
+) -> None:
+    """A bad value raises ConfigError naming the setting and where the value came from."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(flags, env)
+    assert str(caught.value).startswith(message)
+    assert isinstance(caught.value, UsageError)
+
+
+def test_bad_toml_value_names_the_file_and_key(tmp_path: Path) -> None:
+    """A bad value in the file names the file and the key."""
+    path = _toml(tmp_path, "drain_timeout = true\n")
+    with pytest.raises(
+        ConfigError, match=rf"invalid drain_timeout \(from {path} key 'drain_timeout'\)"
+    ):
+        load_config({"config": str(path)}, {})
+
+
+def test_unknown_toml_key_is_refused(tmp_path: Path) -> None:
+    """A misspelt key is an error, not silently ignored."""
+    path = _toml(tmp_path, 'lisen = ":1"\n')
+    with pytest.raises(ConfigError, match=r"invalid lisen .* unknown setting"):
+        load_config({"config": str(path)}, {})
+
+
+def test_unreadable_or_invalid_toml_is_refused(tmp_path: Path) -> None:
+    """A missing file or broken TOML is refused, naming where the file name came from."""
+    with pytest.raises(ConfigError, match=r"invalid config \(from environment GRAVD_CONFIG\)"):
+        load_config(NO_FLAGS, {"GRAVD_CONFIG": str(tmp_path / "absent.toml")})
+    path = _toml(tmp_path, "listen = \n")
+    with pytest.raises(ConfigError, match=r"invalid config \(from flag --config\).*not valid TOML"):
+        load_config({"config": str(path)}, {})
+
+
+def test_mesh_key_file_relative_to_the_toml_file(tmp_path: Path) -> None:
+    """A relative mesh_key_file in TOML is read next to the file; the key never shows in repr."""
+    (tmp_path / "mesh.key").write_bytes(b"s3cret-s3cret-s3cret\n")
+    path = _toml(tmp_path, 'mesh_key_file = "mesh.key"\n')
+    config = load_config({"config": str(path)}, {})
+    assert config.mesh_key == b"s3cret-s3cret-s3cret"
+    assert config.mesh_key_file == tmp_path / "mesh.key"
+    assert "s3cret" not in repr(config)
+    assert "s3cret" not in str(config.public())
+
+
+def test_short_or_missing_mesh_key_is_refused(tmp_path: Path) -> None:
+    """A key shorter than 16 bytes, or a missing key file, is refused naming mesh_key_file."""
+    short = tmp_path / "short.key"
+    short.write_bytes(b"tiny")
+    with pytest.raises(ConfigError, match=r"invalid mesh_key_file \(from flag .*4 bytes"):
+        load_config({"mesh_key_file": str(short)}, {})
+    with pytest.raises(
+        ConfigError, match=r"invalid mesh_key_file \(from environment .*cannot read"
+    ):
+        load_config(NO_FLAGS, {"GRAVD_MESH_KEY_FILE": str(tmp_path / "absent")})
+
+
+def test_peers_with_discovery_none_are_refused() -> None:
+    """Listing peers while discovery is 'none' is a contradiction, refused naming both sources."""
+    with pytest.raises(ConfigError, match=r"invalid peers \(from environment GRAVD_PEERS\).*flag"):
+        load_config({"discovery": "none"}, {"GRAVD_PEERS": "a:1"})
+
+
+def test_dataclass_validates_on_construction() -> None:
+    """DaemonConfig built in code runs the same checks and normalizes its values."""
+    config = DaemonConfig(listen=Address("127.0.0.1", 0), peers=("h:1",), log_level="INFO")
+    assert config.peers == ("ws://h:1/meta/message",)
+    assert config.log_level == "info"
+    with pytest.raises(ConfigError, match=r"invalid listen \(from value\)"):
+        DaemonConfig(listen=Address("h", 99999))
+    with pytest.raises(ConfigError, match="mesh_key"):
+        DaemonConfig(mesh_key=b"short")
+
+
+def test_every_setting_has_flag_env_and_help() -> None:
+    """Each setting has a --flag, a GRAVD_ variable named after it and a help text."""
+    for setting in SETTINGS:
+        assert setting.flag.startswith("--")
+        assert setting.env == "GRAVD_" + setting.name.upper()
+        assert setting.help

@@ -1,0 +1,129 @@
+"""Tests for gravpy.daemon.monitor and logging, in process (no gravd subprocess)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import pytest
+import structlog
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+from gravpy import Grav, Message
+from gravpy.daemon.config import Address, DaemonConfig
+from gravpy.daemon.logging import configure_logging, resolve_format
+from gravpy.daemon.monitor import METRIC_NAMES, Monitor, NodeStatus
+
+
+@pytest.fixture
+async def grav() -> AsyncIterator[Grav]:
+    async with Grav() as g:
+        yield g
+
+
+async def _get(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.text()
+
+
+async def test_healthz_turns_503_when_draining(grav: Grav) -> None:
+    """/healthz answers 200 while serving and 503 once the node starts draining."""
+    status = NodeStatus(grav, DaemonConfig())
+    monitor = Monitor(status, Address("127.0.0.1", 0))
+    address = await monitor.start()
+    try:
+        assert (await _get(f"http://{address}/healthz"))[0] == 200
+        status.set_draining()
+        code, body = await _get(f"http://{address}/healthz")
+        assert code == 503
+        assert json.loads(body)["status"] == "draining"
+    finally:
+        await monitor.stop()
+
+
+async def test_metrics_reflect_the_bus_counters_at_scrape_time(grav: Grav) -> None:
+    """Messages sent between local pods show in gravd_messages_*, read when scraped."""
+    monitor = Monitor(NodeStatus(grav, DaemonConfig()), Address("127.0.0.1", 0))
+    received: list[Message] = []
+    grav.connect().on(received.append)
+    sender = grav.connect()
+    for i in range(3):
+        sender.send(Message.new("local.x", str(i)))
+    address = await monitor.start()
+    try:
+        _, text = await _get(f"http://{address}/metrics")
+    finally:
+        await monitor.stop()
+    samples = {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if not s.labels
+    }
+    assert samples["gravd_messages_sent_total"] == 3
+    assert samples["gravd_messages_delivered_total"] == 3
+    assert samples["gravd_pods"] == 2
+    names = {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+    assert {m for m in METRIC_NAMES if not m.startswith("gravd_link_")} <= names  # no links here
+
+
+async def test_each_monitor_has_its_own_registry() -> None:
+    """Two nodes in one process never share metrics, and the global registry stays untouched."""
+    async with Grav() as one, Grav() as two:
+        first = Monitor(NodeStatus(one, DaemonConfig()), Address("127.0.0.1", 0))
+        second = Monitor(NodeStatus(two, DaemonConfig()), Address("127.0.0.1", 0))
+        assert first.registry is not second.registry
+        assert first.registry is not REGISTRY
+        assert REGISTRY.get_sample_value("gravd_uptime_seconds") is None
+        info = first.registry.get_sample_value(
+            "gravd_info", {"node": one.node_uuid, "version": "0.1.0", "mesh": "*"}
+        )
+        assert info == 1
+        assert (
+            second.registry.get_sample_value(
+                "gravd_info", {"node": one.node_uuid, "version": "0.1.0", "mesh": "*"}
+            )
+            is None
+        )
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_auto_format_is_console_on_a_tty_and_json_elsewhere() -> None:
+    """'auto' resolves to console on a terminal and JSON on anything else."""
+    assert resolve_format("auto", _Tty()) == "console"
+    assert resolve_format("auto", io.StringIO()) == "json"
+    assert resolve_format("console", io.StringIO()) == "console"
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_json_logging_writes_one_object_per_line_for_structlog_and_stdlib() -> None:
+    """In JSON mode, structlog events and stdlib records are JSON lines with event and level."""
+    out = io.StringIO()
+    assert configure_logging("auto", "info", out) == "json"
+    structlog.get_logger("t").info("peer_connected", node="n1", peer="p1")
+    structlog.get_logger("t").debug("hidden_below_level")
+    logging.getLogger("some.library").warning("disk %s", "full")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines[0]["event"] == "peer_connected"
+    assert (lines[0]["node"], lines[0]["peer"], lines[0]["level"]) == ("n1", "p1", "info")
+    assert lines[1]["event"] == "disk full"
+    assert lines[1]["level"] == "warning"
+    assert len(lines) == 2
