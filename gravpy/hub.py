@@ -380,6 +380,7 @@ class Hub:
                 self._from_link(peer, event.messages)
             elif isinstance(event, InterestsReceived):
                 peer.set_interests(event.patterns)
+                self._log.debug("peer_interests", peer=peer.uuid, patterns=list(event.patterns))
                 self.interests_changed()  # what others can reach through us changed too
                 self._notify()
             elif isinstance(event, HelloReceived):
