@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,11 +60,25 @@ from gravpy.proto.config import MESSAGE_OVERHEAD
 from gravpy.proto.frames import MAX_HEADERS
 from gravpy.recent import RecentMap
 
-__all__ = ["Hub", "HubConfig"]
+__all__ = ["Hub", "HubConfig", "HubStatistics"]
 
 _log = structlog.get_logger("gravpy.hub")
 _SEEN_LIMIT = 65_536
 _GOSSIP_GIVE_UP = 5  # consecutive failed dials before a gossiped endpoint is forgotten
+
+
+@dataclass(frozen=True, slots=True)
+class HubStatistics:
+    """Totals since the node started, closed links included (monotonic counters)."""
+
+    links_opened: int
+    links_closed: int
+    handshakes_rejected: dict[str, int]  # by reason code
+    messages_in: int  # received from links
+    messages_out: int  # written to links
+    dropped_link: int  # could not be sent on a link: queue full, link closed, peer withdrawn
+    dropped_duplicate: int  # arrived twice (seen-set)
+    dropped_no_route: int  # a reply whose asker's link was gone
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +144,9 @@ class Hub:
         self._log = _log.bind(node=local.node_uuid)
         self.duplicates = 0
         self.dropped_no_route = 0
+        self._opened = 0
+        self._closed_totals = [0, 0, 0, 0]  # links closed, messages in, out, dropped
+        self._rejected: dict[str, int] = {}
         bus.outbound = self.forward_local
         bus.check_outbound = self._check_sendable
         bus.asked_elsewhere = self._asked_elsewhere
@@ -357,6 +375,12 @@ class Hub:
 
     def _link_ended(self, peer: PeerLink) -> None:
         peer.ended.set()
+        info = peer.info()
+        totals = self._closed_totals
+        totals[0] += 1 if peer.was_open else 0
+        totals[1] += info.messages_in
+        totals[2] += info.messages_out
+        totals[3] += info.dropped
         if self.peers.get(peer.uuid) is peer:
             del self.peers[peer.uuid]
             self._log.info(
@@ -397,6 +421,7 @@ class Hub:
                 peer.acked.set()
             elif isinstance(event, Rejected):
                 peer.reject_reason = event.reason
+                self._rejected[event.reason] = self._rejected.get(event.reason, 0) + 1
                 peer.end(event.reason)
                 self._routes_changed()
                 self._log.info(
@@ -436,6 +461,8 @@ class Hub:
 
     def _on_open(self, peer: PeerLink) -> None:
         peer.was_open = True
+        peer.opened_at = time.time()
+        self._opened += 1
         remote = peer.remote
         assert remote is not None
         self._log.info(
@@ -650,6 +677,21 @@ class Hub:
     async def wait_changed(self) -> None:
         """Wait for the next change of links or interests."""
         await self._changed.wait()
+
+    def statistics(self) -> HubStatistics:
+        """Totals since start: what closed links carried is kept, not lost with them."""
+        live = [link.info() for link in self.links]
+        closed, m_in, m_out, dropped = self._closed_totals
+        return HubStatistics(
+            links_opened=self._opened,
+            links_closed=closed,
+            handshakes_rejected=dict(self._rejected),
+            messages_in=m_in + sum(i.messages_in for i in live),
+            messages_out=m_out + sum(i.messages_out for i in live),
+            dropped_link=dropped + sum(i.dropped for i in live),
+            dropped_duplicate=self.duplicates,
+            dropped_no_route=self.dropped_no_route,
+        )
 
     def peer_infos(self) -> list[PeerInfo]:
         return [link.info() for link in self.peers.values()]

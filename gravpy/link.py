@@ -60,9 +60,11 @@ class PeerInfo:
     withdrawn: bool
     messages_in: int
     messages_out: int
-    dropped: int
+    dropped: int  # queue full, closed before sent, remote withdrawn, too large
     queued: int
     interests: tuple[str, ...]
+    rtt: float | None  # seconds, the last answered ping
+    connected_since: float | None  # time.time() when the handshake completed
 
 
 class PeerLink:
@@ -116,6 +118,7 @@ class PeerLink:
         self.acked = asyncio.Event()  # the remote acknowledged our WITHDRAW
         self.interests_known = asyncio.Event()  # the remote's first INTERESTS arrived
         self.was_open = False
+        self.opened_at: float | None = None  # wall clock, set by the hub at HandshakeComplete
         self.reject_reason = ""
         self.first_waiter: Any = None  # the hub's dialer waiting for this link's handshake
 
@@ -169,9 +172,11 @@ class PeerLink:
             withdrawn=self.proto.remote_withdrawn,
             messages_in=stats.messages_in,
             messages_out=stats.messages_out,
-            dropped=self.dropped,
+            dropped=self.dropped + stats.messages_dropped,
             queued=len(self._queue),
             interests=self.interests,
+            rtt=stats.rtt,
+            connected_since=self.opened_at,
         )
 
     # -- what the hub calls ----------------------------------------------------------------------

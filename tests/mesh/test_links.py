@@ -266,3 +266,34 @@ async def test_a_message_at_the_size_limit_crosses_the_mesh(node: NodeFactory) -
     a.connect().send(Message.new("big.one", big))
     async with asyncio.timeout(10):
         assert await got == big
+
+
+async def test_hub_totals_survive_the_links_that_made_them(node: NodeFactory) -> None:
+    """Hub statistics keep what a closed link carried, and count refused handshakes by reason."""
+    a = await node()
+    b = await node(discovery=[StaticDiscovery(a.endpoints())])
+    counter_done = asyncio.Event()
+    seen: list[Message] = []
+
+    def on(msg: Message) -> None:
+        seen.append(msg)
+        if len(seen) == 10:
+            counter_done.set()
+
+    b.connect().on_type("tot.>", on)
+    await a.wait_for(linked_to(b, interest="tot.>"), timeout=5)
+    sender = a.connect()
+    for i in range(10):
+        sender.send(Message.new("tot.n", str(i)))
+    async with asyncio.timeout(5):
+        await counter_done.wait()
+    await b.stop()
+    await a.wait_for(lambda peers: not peers, timeout=5)
+    with pytest.raises(HandshakeRejectedError):
+        await a.connect_endpoint(a.endpoints()[0])
+    assert a.hub is not None
+    stats = a.hub.statistics()
+    assert stats.messages_out == 10
+    assert stats.links_opened == 1
+    assert stats.links_closed == 1
+    assert stats.handshakes_rejected.get("self", 0) >= 1
