@@ -45,6 +45,7 @@ from websockets.http11 import Request, Response
 from gravpy.errors import GravError, LinkClosedError, TransportError, UsageError
 from gravpy.plugins import LinkHandler
 from gravpy.proto import DEFAULT_LIMITS
+from transports._addresses import format_address, wildcard_hosts
 
 __all__ = ["WebSocketLink", "WebSocketTransport"]
 
@@ -109,14 +110,6 @@ def _close_reason(reason: str) -> str:
     return reason.encode()[:_MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
 
 
-def _format_address(address: object) -> str:
-    """``"host:port"`` (``"[v6]:port"``) from a socket address tuple."""
-    if isinstance(address, tuple) and len(address) >= 2:
-        host, port = str(address[0]), address[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return str(address)
-
-
 class WebSocketLink:
     """One WebSocket connection as a gravpy :class:`~gravpy.plugins.Link`."""
 
@@ -127,7 +120,7 @@ class WebSocketLink:
     def __init__(self, ws: Connection, *, initiator: bool) -> None:
         self._ws = ws
         self.initiator = initiator
-        self.remote_address = _format_address(ws.remote_address)
+        self.remote_address = format_address(ws.remote_address)
         self._errors = _ErrorMap(
             self.remote_address, f"link to {self.remote_address}", on_link=True
         )
@@ -306,9 +299,9 @@ class WebSocketTransport:
         found: list[str] = []
         for sock in sockets:
             host, port = sock.getsockname()[:2]
-            hosts = _wildcard_guess(sock.family) if host in ("0.0.0.0", "::") else [host]
+            hosts = wildcard_hosts(sock.family) if host in ("0.0.0.0", "::") else [host]
             for h in hosts:
-                url = f"{scheme}://{_format_address((h, port))}{self.path}"
+                url = f"{scheme}://{format_address((h, port))}{self.path}"
                 if url not in found:
                     found.append(url)
         return found
@@ -316,18 +309,3 @@ class WebSocketTransport:
     def __repr__(self) -> str:
         state = ", ".join(self._endpoints) if self._server else "stopped"
         return f"<WebSocketTransport {state}>"
-
-
-def _wildcard_guess(family: int) -> list[str]:
-    """Addresses to advertise for a wildcard bind: the default-route interface's, then loopback."""
-    probe, loopback = ("192.0.2.1", "127.0.0.1")  # TEST-NET-1: never routed, nothing is sent
-    if family == socket.AF_INET6:
-        probe, loopback = ("2001:db8::1", "::1")
-    guesses: list[str] = []
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as udp:
-            udp.connect((probe, 9))  # a UDP connect only picks a route; no packet leaves
-            guesses.append(str(udp.getsockname()[0]))
-    except OSError:
-        pass  # no route: loopback only
-    return [g for g in guesses if g != loopback] + [loopback]
