@@ -1,9 +1,14 @@
 """One process of the mesh benchmark: a gravpy node or a nats-py client, driven over stdin/stdout.
 
-``bench_mesh.py`` starts this script (never run it by hand, except to debug)::
+``bench_mesh.py`` and ``bench_transports.py`` start this script (never run it by hand, except to
+debug)::
 
     python benchmarks/mesh_node.py gravpy            # a gravpy node listening on 127.0.0.1:0
+    python benchmarks/mesh_node.py gravpy --transport http   # the same over the HTTP transport
     python benchmarks/mesh_node.py nats URL          # a nats-py connection to the server at URL
+
+``--transport`` is ``ws`` (the default: ``WebSocketTransport``) or ``http`` (``HttpTransport``);
+the node listens, and dials, with that one transport only.
 
 Protocol: one JSON object per line. On start the process writes ``{"event": "hello", ...}`` (for
 gravpy with the endpoint it really listens on); then it reads one command per line from stdin and
@@ -278,24 +283,35 @@ class Node:
         raise NotImplementedError
 
 
+TRANSPORTS = ("ws", "http")
+
+
 class GravNode(Node):
-    """A gravpy node on 127.0.0.1 (WebSocket transport, port 0)."""
+    """A gravpy node on 127.0.0.1, port 0, with one transport: WebSocket (``ws``) or ``http``."""
 
     system = "gravpy"
 
-    def __init__(self) -> None:
+    def __init__(self, transport: str = "ws") -> None:
         super().__init__()
         from gravpy import Grav
-        from transports.websocket import WebSocketTransport
 
-        self.grav = Grav(transport=WebSocketTransport(host="127.0.0.1", port=0))
+        if transport == "http":
+            from transports.http import HttpTransport
+
+            self.grav = Grav(transport=HttpTransport(host="127.0.0.1", port=0))
+        else:
+            from transports.websocket import WebSocketTransport
+
+            self.grav = Grav(transport=WebSocketTransport(host="127.0.0.1", port=0))
+        self.transport = transport
         self.sub_pod: Any = None
         self.responder: Any = None
         self.publisher: Any = None
 
     async def start(self) -> Reply:
         await self.grav.start()
-        return {"endpoint": self.grav.endpoints()[0], "node": self.grav.node_uuid}
+        endpoint = self.grav.endpoints()[0]
+        return {"endpoint": endpoint, "node": self.grav.node_uuid, "transport": self.transport}
 
     async def stop(self) -> None:
         await self.grav.stop()
@@ -550,10 +566,16 @@ def main(argv: list[str]) -> int:
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    if not argv or argv[0] not in ("gravpy", "nats") or (argv[0] == "nats" and len(argv) < 2):
-        print("usage: mesh_node.py gravpy | mesh_node.py nats URL", file=sys.stderr)
+    gravpy_ok = argv[:1] == ["gravpy"] and (
+        len(argv) == 1 or (len(argv) == 3 and argv[1] == "--transport" and argv[2] in TRANSPORTS)
+    )
+    if not gravpy_ok and not (argv[:1] == ["nats"] and len(argv) >= 2):
+        print(
+            "usage: mesh_node.py gravpy [--transport ws|http] | mesh_node.py nats URL",
+            file=sys.stderr,
+        )
         return 2
-    node: Node = GravNode() if argv[0] == "gravpy" else NatsNode(argv[1])
+    node: Node = GravNode(*argv[2:3]) if gravpy_ok else NatsNode(argv[1])
     asyncio.run(serve(node, out))
     return 0
 

@@ -3,8 +3,9 @@
 ``StaticDiscovery(["ws://10.0.0.5:8080/meta/message", "10.0.0.6:8080"])`` checks every URL when it
 is built (a :class:`~gravpy.errors.UsageError` names the first bad one), reports each endpoint once
 when it runs, then waits until cancelled. A bare ``host:port`` means
-``ws://host:port/meta/message``, the WebSocket transport's default path. Duplicates are reported
-once, and this node's own endpoints (``DiscoveryContext.endpoints``) are not reported at all.
+``ws://host:port/meta/message``, the WebSocket transport's default path; an ``http(s)://`` URL
+without a path gets the HTTP transport's, ``/meta/http``. Duplicates are reported once, and this
+node's own endpoints (``DiscoveryContext.endpoints``) are not reported at all.
 
 This plugin does not dial and does not retry. Keeping static peers connected is the hub's job: it
 dials each reported endpoint and, whenever a link fails or drops, redials with capped, jittered
@@ -28,13 +29,15 @@ __all__ = ["StaticDiscovery", "normalize_endpoint"]
 
 DEFAULT_SCHEME: Final = "ws"
 DEFAULT_PATH: Final = "/meta/message"
+_DEFAULT_PATHS: Final = {"http": "/meta/http", "https": "/meta/http"}  # the HTTP transport's
 _SCHEME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+.-")
 
 
 def normalize_endpoint(endpoint: str) -> str:
     """Return ``endpoint`` as a full ``scheme://host:port/path`` URL, or raise UsageError.
 
-    ``host:port`` (optionally with a path) gets ``ws://`` and, without a path, ``/meta/message``.
+    ``host:port`` (optionally with a path) gets ``ws://``. A URL without a path gets its
+    transport's default path: ``/meta/http`` for ``http(s)://``, else ``/meta/message``.
     """
     if not isinstance(endpoint, str):
         raise UsageError(f"a static endpoint must be a string, got {endpoint!r}")
@@ -55,7 +58,7 @@ def normalize_endpoint(endpoint: str) -> str:
         raise UsageError(f"bad static endpoint {endpoint!r}: no host")
     if port is None or port == 0:
         raise UsageError(f"bad static endpoint {endpoint!r}: a port from 1 to 65535 is required")
-    return parts._replace(path=parts.path or DEFAULT_PATH).geturl()
+    return parts._replace(path=parts.path or _DEFAULT_PATHS.get(scheme, DEFAULT_PATH)).geturl()
 
 
 class StaticDiscovery:

@@ -256,7 +256,11 @@ class Hub:
             dialer.source = "gone"
 
     async def connect_endpoint(self, endpoint: str) -> PeerInfo:
-        """Dial ``endpoint`` now and keep the link; raise if the first attempt fails."""
+        """Dial ``endpoint`` now and keep the link; raise if the first attempt fails.
+
+        Raises ``UsageError`` at once if no transport of this node dials ``endpoint``'s scheme.
+        """
+        self._transport_for(endpoint)
         dialer = self._dialers.get(endpoint)
         for link in self.peers.values():
             if endpoint in (link.dial_endpoint, link.remote.endpoint if link.remote else ""):
@@ -295,8 +299,8 @@ class Hub:
             if outcome == "open":
                 backoff.reset()
                 failures = 0
-            elif outcome == "self":
-                self._log.info("dial_abandoned", endpoint=dialer.endpoint, reason="self")
+            elif outcome in ("self", "no_transport"):
+                self._log.info("dial_abandoned", endpoint=dialer.endpoint, reason=outcome)
                 return
             else:
                 failures += 1
@@ -307,7 +311,11 @@ class Hub:
             await asyncio.sleep(backoff.next_delay())
 
     async def _dial_once(self, dialer: _Dialer) -> str:
-        transport = self._transport_for(dialer.endpoint)
+        try:
+            transport = self._transport_for(dialer.endpoint)
+        except UsageError as exc:  # e.g. discovery found an http:// endpoint of a dual node
+            _settle(dialer, exc)
+            return "no_transport"
         try:
             link = await transport.dial(dialer.endpoint, timeout=self.config.dial_timeout)
         except (TransportError, UsageError) as exc:

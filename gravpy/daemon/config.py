@@ -13,20 +13,23 @@ message names the setting and the place the value came from (``invalid listen (f
 GRAVD_LISTEN): ...``), so the operator knows which of the four places to fix.
 
 ``DaemonConfig`` runs the same parsers on its own fields when constructed, so a config built in
-code is validated too. The mesh key itself is read by the loader (``load_config``) from
-``mesh_key_file``; the dataclass only checks its length and keeps it out of ``repr``.
+code is validated too, and so are the settings that are only wrong together (``_check_listeners``:
+an ``http://`` peer without ``listen_http``, two listeners on one port). The mesh key itself is
+read by the loader (``load_config``) from ``mesh_key_file``; the dataclass only checks its length
+and keeps it out of ``repr``.
 """
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from gravpy.daemon.settings import (
     BY_NAME,
+    DEFAULT_HTTP_PATH,
     DEFAULT_LISTEN,
     DEFAULT_MONITOR,
     MIN_KEY_BYTES,
@@ -65,6 +68,8 @@ class DaemonConfig:
 
     listen: Address = DEFAULT_LISTEN
     path: str = "/meta/message"
+    listen_http: Address | None = None
+    http_path: str = DEFAULT_HTTP_PATH
     peers: tuple[str, ...] = ()
     discovery: str = "static"
     mdns_interfaces: tuple[str, ...] = ()
@@ -92,12 +97,15 @@ class DaemonConfig:
             raise ConfigError("mesh_key", "value", f"a mesh key has at least {MIN_KEY_BYTES} bytes")
         if self.peers and self.discovery == "none":
             raise ConfigError("peers", "value", "peers are listed but discovery is 'none'")
+        _check_listeners(lambda name: getattr(self, name), lambda name: "value")
 
     def public(self) -> dict[str, object]:
         """The settings as JSON-able values (the key itself never appears)."""
         return {
             "listen": str(self.listen),
             "path": self.path,
+            "listen_http": str(self.listen_http) if self.listen_http else "off",
+            "http_path": self.http_path,
             "peers": list(self.peers),
             "discovery": self.discovery,
             "mdns_interfaces": list(self.mdns_interfaces),
@@ -144,7 +152,45 @@ def load_config(flags: Mapping[str, object], environ: Mapping[str, str]) -> Daem
             f"peers are listed but discovery is 'none' (from {raw['discovery'][1]}); "
             "use discovery 'static' to dial them",
         )
+    defaults = DaemonConfig()
+    _check_listeners(
+        lambda name: values.get(name, getattr(defaults, name)),
+        lambda name: raw[name][1] if name in raw else "default",
+    )
     return DaemonConfig(**values)
+
+
+_HTTP_SCHEMES = ("http", "https")
+_WILDCARDS = ("0.0.0.0", "::")
+
+
+def _check_listeners(value: Callable[[str], Any], source: Callable[[str], str]) -> None:
+    """Refuse listener and peer settings that are each valid but wrong together.
+
+    ``value(name)`` is a setting's parsed value, ``source(name)`` where it came from. An
+    ``http(s)://`` peer needs ``listen_http`` (gravd dials only with the transports it listens
+    on); ``listen_http`` may not take the port ``listen`` binds (the second bind would fail).
+    """
+    listen: Address = value("listen")
+    http: Address | None = value("listen_http")
+    if http is None:
+        for peer in value("peers"):
+            if peer.partition("://")[0] in _HTTP_SCHEMES:
+                raise ConfigError(
+                    "peers",
+                    source("peers"),
+                    f"{peer} is an HTTP peer but listen_http is off (from "
+                    f"{source('listen_http')}); gravd dials http:// only with the HTTP transport on",
+                )
+        return
+    same_host = http.host == listen.host or http.host in _WILDCARDS or listen.host in _WILDCARDS
+    if http.port != 0 and http.port == listen.port and same_host:
+        raise ConfigError(
+            "listen_http",
+            source("listen_http"),
+            f"{http} takes port {http.port}, which listen already binds ({listen}, from "
+            f"{source('listen')}); give the HTTP transport a port of its own",
+        )
 
 
 def _parse(raw: Raw) -> dict[str, Any]:

@@ -1,9 +1,15 @@
 """``gravd``: run one node of the mesh, with monitoring, until a signal stops it.
 
 Start-up: read the config (flags > ``GRAVD_*`` > TOML > defaults; ``--check-config`` stops there),
-configure logging, start the node (WebSocket transport, discovery), the ``gravd.info`` responder
-and the monitoring server, then log one ``listening`` event with the real endpoints and the
-monitor address (tests and scripts read it to learn ports bound as 0).
+configure logging, start the node (the WebSocket transport, the HTTP transport too with
+``listen_http``, discovery), the ``gravd.info`` responder and the monitoring server, then log one
+``listening`` event with every real endpoint and the monitor address (tests and scripts read it
+to learn ports bound as 0).
+
+The WebSocket transport comes first, so the endpoint this node states in its handshakes, and that
+peers pass on to each other, is its WebSocket one; the HTTP endpoint is for the peers and apps
+that name it (``--peer http://...``, ``gravpy.connect("http://...")``), and for mDNS, which
+advertises every endpoint.
 
 Shutdown: the first SIGTERM or SIGINT makes ``/healthz`` answer 503, withdraws the node from the
 mesh and drains what is in flight (``Grav.stop``, bounded by ``drain_timeout``), then exits 0. A
@@ -29,14 +35,15 @@ import structlog
 
 import gravpy
 from discovery.static import StaticDiscovery
-from gravpy.daemon.config import SETTINGS, ConfigError, DaemonConfig, load_config
+from gravpy.daemon.config import SETTINGS, Address, ConfigError, DaemonConfig, load_config
 from gravpy.daemon.logging import configure_logging
 from gravpy.daemon.monitor import Monitor, NodeStatus
 from gravpy.errors import GravError
 from gravpy.grav import Grav
 from gravpy.hub import HubConfig
 from gravpy.message import Message
-from gravpy.plugins import Discovery, load_discovery
+from gravpy.plugins import Discovery, Transport, load_discovery
+from transports.http import HttpTransport
 from transports.websocket import WebSocketTransport
 
 __all__ = ["INFO_TYPE", "build_parser", "main", "serve"]
@@ -100,9 +107,19 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     raise SystemExit(asyncio.run(serve(config)))
 
 
+def build_transports(config: DaemonConfig) -> list[Transport]:
+    """WebSocket on ``listen``, then HTTP on ``listen_http`` if set: the node listens on each."""
+    transports: list[Transport] = [
+        WebSocketTransport(config.listen.host, config.listen.port, config.path)
+    ]
+    if config.listen_http is not None:
+        http = config.listen_http
+        transports.append(HttpTransport(http.host, http.port, config.http_path))
+    return transports
+
+
 def build_node(config: DaemonConfig) -> Grav:
     """The node ``config`` describes (not started)."""
-    transport = WebSocketTransport(config.listen.host, config.listen.port, config.path)
     discovery: list[Discovery] = []
     if config.discovery == "mdns":
         options: dict[str, object] = {"interfaces": list(config.mdns_interfaces) or None}
@@ -112,7 +129,7 @@ def build_node(config: DaemonConfig) -> Grav:
     if config.peers:
         discovery.append(StaticDiscovery(config.peers))
     return Grav(
-        transport=transport,
+        transport=build_transports(config),
         discovery=discovery,
         belongs_to=config.mesh,
         mesh_key=config.mesh_key,
@@ -138,7 +155,12 @@ async def serve(config: DaemonConfig) -> int:
         "listening",
         version=gravpy.__version__,
         pid=os.getpid(),
-        listen=_bound_listen(config, endpoints),
+        listen=_bound(config.listen, endpoints, WebSocketTransport.schemes),
+        listen_http=(
+            _bound(config.listen_http, endpoints, HttpTransport.schemes)
+            if config.listen_http is not None
+            else "off"
+        ),
         endpoints=endpoints,
         monitor=monitor_address,
         mesh=config.mesh,
@@ -157,7 +179,12 @@ async def _start(grav: Grav, status: NodeStatus, monitor: Monitor | None, log: A
     try:
         await grav.start()
     except GravError as exc:
-        log.error("start_failed", listen=str(config.listen), error=str(exc))
+        log.error(
+            "start_failed",
+            listen=str(config.listen),
+            listen_http=str(config.listen_http or "off"),
+            error=str(exc),
+        )
         return None
     try:
         _serve_info(grav, status)
@@ -200,12 +227,14 @@ def _serve_info(grav: Grav, status: NodeStatus) -> None:
     pod.on_type(INFO_TYPE, answer)
 
 
-def _bound_listen(config: DaemonConfig, endpoints: list[str]) -> str:
-    """``host:port`` as configured, with the port actually bound (it differs when 0 was asked)."""
-    port = urlsplit(endpoints[0]).port if endpoints else None
-    host = config.listen.host
-    host = f"[{host}]" if ":" in host else host
-    return f"{host}:{port if port is not None else config.listen.port}"
+def _bound(address: Address, endpoints: list[str], schemes: Sequence[str]) -> str:
+    """``address`` as configured, with the port its transport (the one with ``schemes``) bound.
+
+    The port differs from the configured one when 0 was asked.
+    """
+    ports = [urlsplit(ep).port for ep in endpoints if urlsplit(ep).scheme in schemes]
+    port = ports[0] if ports and ports[0] is not None else address.port
+    return str(Address(address.host, port))
 
 
 class _Shutdown:

@@ -96,7 +96,11 @@ class NodeStatus:
             "mesh": self.config.mesh,
             "keyed": self.config.mesh_key is not None,
             "discovery": self.config.discovery,
-            "listen": {"address": str(self.config.listen), "endpoints": grav.endpoints()},
+            "listen": {
+                "address": str(self.config.listen),
+                "http_address": str(http) if (http := self.config.listen_http) else None,
+                "endpoints": grav.endpoints(),
+            },
             "monitor": self.monitor_address,
             "peers": peers,
             "leaves": leaves,

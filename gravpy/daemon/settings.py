@@ -21,6 +21,7 @@ from gravpy.plugins import available_discovery, load_discovery
 
 __all__ = [
     "BY_NAME",
+    "DEFAULT_HTTP_PATH",
     "DEFAULT_LISTEN",
     "DEFAULT_MONITOR",
     "DISCOVERY_MODES",
@@ -53,6 +54,7 @@ class Address:
 
 DEFAULT_LISTEN: Final = Address("0.0.0.0", 8080)
 DEFAULT_MONITOR: Final = Address("127.0.0.1", 8222)
+DEFAULT_HTTP_PATH: Final = "/meta/http"
 
 
 # -- parsers: a raw value (str from a flag or the environment, or a TOML value) to a typed one ----
@@ -78,7 +80,7 @@ def _parse_address(value: object) -> Address:
     return Address(host, int(port_text))
 
 
-def _parse_monitor(value: object) -> Address | None:
+def _parse_address_or_off(value: object) -> Address | None:
     if value is None or value is False or (isinstance(value, str) and value.lower() in _OFF):
         return None
     return _parse_address(value)
@@ -179,6 +181,13 @@ def _parse_url_path(value: object) -> str:
     return value
 
 
+def _parse_http_path(value: object) -> str:
+    path = _parse_url_path(value)
+    if path.endswith("/") or "?" in path or "#" in path:
+        raise ValueError(f"{path!r} is not an HTTP transport path (no trailing '/', '?' or '#')")
+    return path
+
+
 def _parse_seconds(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a number of seconds, got {value!r}")
@@ -223,11 +232,26 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         _parse_url_path,
     ),
     Setting(
+        "listen_http",
+        "--listen-http",
+        "HOST:PORT",
+        "also listen with the HTTP transport here, for peers and apps that can only use plain "
+        "HTTP, and dial http:// peers; or 'off' (default off)",
+        _parse_address_or_off,
+    ),
+    Setting(
+        "http_path",
+        "--http-path",
+        "PATH",
+        f"the HTTP transport's URL path (default {DEFAULT_HTTP_PATH})",
+        _parse_http_path,
+    ),
+    Setting(
         "peers",
         "--peer",
         "URL",
-        "a peer to link to, ws://HOST:PORT/PATH or HOST:PORT; repeat the flag for several "
-        "(environment: comma-separated; TOML: a list)",
+        "a peer to link to, ws://HOST:PORT/PATH, http://HOST:PORT/PATH (needs --listen-http) "
+        "or HOST:PORT; repeat the flag for several (environment: comma-separated; TOML: a list)",
         _parse_peers,
         repeatable=True,
     ),
@@ -260,7 +284,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "--monitor",
         "HOST:PORT",
         "the monitoring HTTP address, or 'off' (default 127.0.0.1:8222)",
-        _parse_monitor,
+        _parse_address_or_off,
     ),
     Setting(
         "mesh",

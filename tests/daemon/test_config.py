@@ -186,3 +186,67 @@ def test_every_setting_has_flag_env_and_help() -> None:
         assert setting.flag.startswith("--")
         assert setting.env == "GRAVD_" + setting.name.upper()
         assert setting.help
+
+
+def test_http_listener_is_off_until_set_from_any_source(tmp_path: Path) -> None:
+    """listen_http defaults to off; a flag, GRAVD_LISTEN_HTTP or the TOML key turns it on."""
+    assert load_config(NO_FLAGS, {}).listen_http is None
+    assert load_config(NO_FLAGS, {}).http_path == "/meta/http"
+    path = _toml(tmp_path, 'listen_http = ":8081"\nhttp_path = "/grav"\n')
+    from_toml = load_config({"config": str(path)}, {})
+    assert (from_toml.listen_http, from_toml.http_path) == (Address("0.0.0.0", 8081), "/grav")
+    from_env = load_config({"config": str(path)}, {"GRAVD_LISTEN_HTTP": "127.0.0.1:0"})
+    assert from_env.listen_http == Address("127.0.0.1", 0)
+    from_flag = load_config({"listen_http": "off"}, {"GRAVD_LISTEN_HTTP": "127.0.0.1:0"})
+    assert from_flag.listen_http is None
+    assert from_flag.public()["listen_http"] == "off"
+
+
+def test_http_peers_are_normalized_to_the_http_path() -> None:
+    """An http:// peer without a path dials the HTTP transport's default path, not the WebSocket's."""
+    config = load_config({"listen_http": ":8081", "peers": ["http://10.0.0.5:8081", "h:1"]}, {})
+    assert config.peers == ("http://10.0.0.5:8081/meta/http", "ws://h:1/meta/message")
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [
+        ({"listen_http": "8081"}, {}, "invalid listen_http (from flag --listen-http): '8081'"),
+        ({}, {"GRAVD_HTTP_PATH": "/grav/"}, "invalid http_path (from environment GRAVD_HTTP_PATH)"),
+        ({"http_path": "/a?b"}, {}, "invalid http_path (from flag --http-path)"),
+        (
+            {"peers": ["http://h:1"]},
+            {},
+            "invalid peers (from flag --peer): http://h:1/meta/http is an HTTP peer but "
+            "listen_http is off (from default)",
+        ),
+        (
+            {"listen_http": ":8080"},
+            {},
+            "invalid listen_http (from flag --listen-http): 0.0.0.0:8080 takes port 8080, "
+            "which listen already binds (0.0.0.0:8080, from default)",
+        ),
+        (
+            {"listen": "127.0.0.1:9000"},
+            {"GRAVD_LISTEN_HTTP": "0.0.0.0:9000"},
+            "invalid listen_http (from environment GRAVD_LISTEN_HTTP)",
+        ),
+    ],
+)
+def test_bad_http_settings_name_the_setting_and_the_source(
+    flags: dict[str, object], env: dict[str, str], message: str
+) -> None:
+    """A bad HTTP listener setting, alone or with another, is refused naming it and its source."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(flags, env)
+    assert str(caught.value).startswith(message)
+
+
+def test_two_listeners_may_share_port_zero_or_a_port_on_other_hosts() -> None:
+    """Port 0 twice, or one port on two specific addresses, binds twice without conflict."""
+    both_zero = DaemonConfig(listen=Address("127.0.0.1", 0), listen_http=Address("127.0.0.1", 0))
+    assert both_zero.listen_http == Address("127.0.0.1", 0)
+    hosts = load_config({"listen": "127.0.0.1:9000", "listen_http": "127.0.0.2:9000"}, {})
+    assert hosts.listen_http == Address("127.0.0.2", 9000)
+    with pytest.raises(ConfigError, match=r"invalid peers \(from value\).*listen_http is off"):
+        DaemonConfig(peers=("https://h:443",))

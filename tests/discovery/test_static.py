@@ -67,10 +67,12 @@ async def test_an_empty_list_reports_nothing() -> None:
         ("ws://[fe80::1]:9000", "ws://[fe80::1]:9000/meta/message"),
         ("  wss://host.lan:443/x  ", "wss://host.lan:443/x"),
         ("http://10.0.0.7:8081/meta/message", "http://10.0.0.7:8081/meta/message"),
+        ("http://10.0.0.7:8081", "http://10.0.0.7:8081/meta/http"),
+        ("https://host.lan:443", "https://host.lan:443/meta/http"),
     ],
 )
 def test_endpoints_are_normalized(given: str, expected: str) -> None:
-    """Bare host:port gets ws:// and the default path; full URLs keep their scheme and path."""
+    """Bare host:port gets ws://; a URL without a path gets its transport's; others are kept."""
     assert normalize_endpoint(given) == expected
 
 

@@ -255,6 +255,30 @@ async def test_a_node_reported_gone_is_not_redialled(node: NodeFactory) -> None:
     assert endpoint not in b.hub.dialers()
 
 
+async def test_an_endpoint_no_transport_dials_is_abandoned_not_crashed(
+    node: NodeFactory,
+) -> None:
+    """An http:// endpoint found for a WebSocket-only node ends its dial loop with a log line."""
+    scripted = ScriptedDiscovery()
+    a = await node(discovery=[scripted])
+    await scripted.running.wait()
+    assert scripted.report is not None
+    assert a.hub is not None
+    endpoint = "http://127.0.0.1:9/meta/http"  # what mDNS reports for a node that listens on both
+    with capture_logs() as logs:
+        scripted.report(PeerReport(endpoint, "other-node", "scripted"))
+        task = a.hub.want(endpoint).task  # the dialer the report started
+        assert task is not None
+        await asyncio.wait_for(task, 5)
+    assert task.exception() is None
+    assert {"event": "dial_abandoned", "endpoint": endpoint, "reason": "no_transport"}.items() <= (
+        next(e for e in logs if e["event"] == "dial_abandoned").items()
+    )
+    assert not [e for e in logs if e["event"] == "task_failed"]
+    with pytest.raises(UsageError, match="no transport of this node dials"):
+        await asyncio.wait_for(a.connect_endpoint(endpoint), 5)
+
+
 async def test_a_message_at_the_size_limit_crosses_the_mesh(node: NodeFactory) -> None:
     """A message with the largest data the mesh allows (1 MiB) reaches the other node."""
     a = await node()
