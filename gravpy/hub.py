@@ -136,7 +136,7 @@ class Hub:
         self._seen: RecentMap[str, PeerLink | None] = RecentMap(_SEEN_LIMIT)  # uuid -> origin
         self._sent_to: RecentMap[str, tuple[PeerLink, ...]] = RecentMap(_SEEN_LIMIT)
         self._routes_from_leaf: dict[str, tuple[PeerLink, ...]] = {}  # and from local pods
-        self._routes_from_peer: dict[str, tuple[PeerLink, ...]] = {}
+        self._routes_from_peer: dict[tuple[str, str], tuple[PeerLink, ...]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._interests_pending = False
         self._changed = asyncio.Event()
@@ -396,6 +396,8 @@ class Hub:
             )
             self._fail_requests_to(peer)
             self.interests_changed()
+            if peer.remote is not None and peer.remote.role == ROLE_PEER:
+                self._gossip()  # our peers learn we no longer reach it (relaying may start)
             self._notify()
         dialer = peer.first_waiter
         if dialer is not None and dialer.first is not None and not dialer.first.done():
@@ -420,6 +422,9 @@ class Hub:
             elif isinstance(event, HandshakeComplete):
                 self._on_open(peer)
             elif isinstance(event, PeersReceived):
+                peer.neighbours = frozenset(uuid for uuid, _ in event.pairs)
+                self._routes_changed()
+                self.interests_changed()  # relaying for this peer may have changed
                 self._on_gossip(event.pairs)
             elif isinstance(event, WithdrawReceived):
                 self._log.info("peer_withdrew", peer=peer.uuid)
@@ -537,8 +542,10 @@ class Hub:
         for link in self.peers.values():
             if link is to or not link.is_open or link.remote is None:
                 continue
-            if link.remote.role == ROLE_LEAF or (
-                to.remote is not None and to.remote.role == ROLE_LEAF
+            if (
+                link.remote.role == ROLE_LEAF
+                or (to.remote is not None and to.remote.role == ROLE_LEAF)
+                or _relays(to, link)
             ):
                 patterns.update(link.interests)
         wanted = (">",) if ">" in patterns else tuple(sorted(patterns))
@@ -606,10 +613,15 @@ class Hub:
                     self.dropped_no_route += 1  # the asker's link is gone; its wait already failed
                     return 0
                 return 1 if back.enqueue(msg) else 0
-        cache = self._routes_from_leaf if from_leaf else self._routes_from_peer
-        targets = cache.get(msg.type)
-        if targets is None:
-            targets = self._targets(msg.type, from_leaf)
+        if from_leaf:
+            targets = self._routes_from_leaf.get(msg.type)
+            if targets is None:
+                targets = self._targets(msg.type, None)
+        else:
+            assert origin is not None
+            targets = self._routes_from_peer.get((origin.uuid, msg.type))
+            if targets is None:
+                targets = self._targets(msg.type, origin)
         n = 0
         for link in targets:
             if link is not origin and link.enqueue(msg):
@@ -618,20 +630,27 @@ class Hub:
             self._sent_to[msg.uuid] = targets
         return n
 
-    def _targets(self, msg_type: str, from_leaf: bool) -> tuple[PeerLink, ...]:
-        """The open links that want ``msg_type`` (only leaves for what came from a peer: one hop)."""
+    def _targets(self, msg_type: str, origin: PeerLink | None) -> tuple[PeerLink, ...]:
+        """The open links that want ``msg_type``, for a message from a local pod or a leaf
+        (``origin`` None: every link) or from the peer ``origin``: one hop, so only leaves, and
+        the peers ``origin`` has no link of its own to (this node relays for it)."""
         targets = tuple(
             link
             for link in self.peers.values()
             if link.is_open
             and link.remote is not None
-            and (from_leaf or link.remote.role == ROLE_LEAF)
+            and link is not origin
+            and (origin is None or link.remote.role == ROLE_LEAF or _relays(origin, link))
             and link.wants(msg_type)
         )
-        cache = self._routes_from_leaf if from_leaf else self._routes_from_peer
+        if origin is None:
+            cache: dict[Any, tuple[PeerLink, ...]] = self._routes_from_leaf
+            key: Any = msg_type
+        else:
+            cache, key = self._routes_from_peer, (origin.uuid, msg_type)
         if len(cache) >= 4096:
             cache.clear()
-        cache[msg_type] = targets
+        cache[key] = targets
         return targets
 
     def _routes_changed(self) -> None:
@@ -717,6 +736,22 @@ def _fit_to_transports(config: HubConfig, transports: list[Transport]) -> HubCon
     fitted = dataclasses.replace(limits, max_frame_bytes=frame, max_message_bytes=message)
     protocol = dataclasses.replace(config.protocol, limits=fitted)
     return dataclasses.replace(config, protocol=protocol)
+
+
+def _relays(origin: PeerLink, other: PeerLink) -> bool:
+    """True if this node carries traffic between two of its peers that are not linked.
+
+    They told us whom they are linked to (PEERS): two peers that cannot reach each other
+    directly (an HTTP-only node and a WebSocket-only node, say) still share a mesh through us.
+    Until ``origin``'s list arrives we do not relay (in a full mesh it arrives with the link);
+    when a list is stale, the seen-set drops the duplicate that results.
+    """
+    if origin.remote is None or other.remote is None:
+        return False
+    if origin.remote.role != ROLE_PEER or other.remote.role != ROLE_PEER:
+        return False
+    known = origin.neighbours
+    return known is not None and other.uuid not in known
 
 
 def _preferred(new: PeerLink, old: PeerLink) -> bool:

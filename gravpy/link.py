@@ -96,6 +96,7 @@ class PeerLink:
         )
         self.dial_endpoint = ""
         self.interests: tuple[str, ...] = ()
+        self.neighbours: frozenset[str] | None = None  # peers the remote says it links to
         self.advertised: tuple[str, ...] | None = None  # what we last told the remote we want
         self.dropped = 0
         self.end_reason = ""

@@ -9,6 +9,8 @@ import pytest
 from discovery.static import StaticDiscovery
 from gravpy import Grav, Message, Pod
 from gravpy.errors import NoResponders
+from transports.http import HttpTransport
+from transports.websocket import WebSocketTransport
 
 from .conftest import NodeFactory, linked_to
 
@@ -202,3 +204,34 @@ async def test_a_stuck_remote_pod_does_not_hold_up_the_others(node: NodeFactory)
     assert [int(m.text()) for m in counter.seen] == list(range(3000))
     assert stuck_pod.statistics().dropped_overflow > 0
     gate.set()
+
+
+async def test_peers_on_different_transports_share_a_mesh_through_a_dual_node(
+    node: NodeFactory,
+) -> None:
+    """An HTTP-only node and a WebSocket-only node reach each other through one listening on both."""
+    dual = await node(
+        transport=[
+            WebSocketTransport(host="127.0.0.1", port=0),
+            HttpTransport(host="127.0.0.1", port=0),
+        ]
+    )
+    ws_url = next(e for e in dual.endpoints() if e.startswith("ws://"))
+    http_url = next(e for e in dual.endpoints() if e.startswith("http://"))
+    x = await node(transport=HttpTransport(host="127.0.0.1", port=0))
+    y = await node()  # WebSocket only
+    await x.connect_endpoint(http_url)
+    await y.connect_endpoint(ws_url)
+    counter = Counter(y.connect(), "cross.>")
+    responder = x.connect()
+    responder.on_type("cross.ask", lambda m: responder.reply_to(m, Message.new("cross.r", b"x")))
+    await x.wait_for(linked_to(dual, interest="cross.>"), timeout=5)
+    await y.wait_for(linked_to(dual, interest="cross.ask"), timeout=5)
+    assert {p.uuid for p in x.peers()} == {dual.node_uuid}  # no direct link is possible
+    x.connect().send(Message.new("cross.hello", b"from http"))
+    await counter.wait(1)
+    assert counter.seen[0].data == b"from http"
+    reply = await y.connect().send(Message.new("cross.ask", b"")).wait_until(5)
+    assert reply.data == b"x"
+    assert dual.hub is not None
+    assert dual.hub.duplicates == 0
