@@ -2,10 +2,13 @@
 
 Theory of operation
 -------------------
-Peers form a full mesh and forward one hop only: a message a local pod (or a leaf attached here)
-sends goes to every peer whose interests admit its type; a message that arrives from a peer is
-delivered to local pods and to attached leaves, never to another peer. So no loop can form, and a
-bounded seen-set drops any duplicate that still arrives. A reply goes only back where its request
+Peers form a full mesh and forward one hop: a message a local pod (or a leaf attached here) sends
+goes to every peer whose interests admit its type; a message that arrives from a peer is delivered
+to local pods and to attached leaves, and to another peer only when the sender told us (PEERS) it
+has no link of its own to that peer (two nodes that share no transport still share the mesh
+through one that speaks both). A relayed message is never relayed again by the peer it reaches
+unless that peer, too, is the only path, and a bounded seen-set drops any duplicate, so no loop
+lasts. A reply goes only back where its request
 came from (the seen-set remembers each message's origin), whatever the asker's interests.
 
 Peers tell each other the peer endpoints they know (PEERS), so a partial static list converges to a
