@@ -26,6 +26,7 @@ import gravpy
 from gravpy.bus import BusStatistics
 from gravpy.daemon.config import Address, DaemonConfig
 from gravpy.grav import Grav
+from gravpy.hub import Hub
 from gravpy.link import PeerInfo
 from gravpy.proto import ROLE_LEAF
 
@@ -52,6 +53,10 @@ METRIC_NAMES = (
     "gravd_link_messages_sent_total",
     "gravd_link_messages_dropped_total",
     "gravd_link_queued_messages",
+    "gravd_mesh_messages_received_total",
+    "gravd_mesh_messages_sent_total",
+    "gravd_links_opened_total",
+    "gravd_links_closed_total",
 )
 """Every ``gravd_*`` metric NodeCollector exposes (the process collector adds ``gravd_process_*``)."""
 
@@ -87,6 +92,7 @@ class NodeStatus:
         peers = [_link_json(p) for p in links if p.role != ROLE_LEAF]
         leaves = [_link_json(p) for p in links if p.role == ROLE_LEAF]
         hub = grav.hub
+        hub_stats = hub.statistics() if hub is not None else None
         return {
             "uuid": grav.node_uuid,
             "version": gravpy.__version__,
@@ -105,9 +111,10 @@ class NodeStatus:
             "peers": peers,
             "leaves": leaves,
             "pods": {"count": stats.pods, "receivers": stats.receivers},
+            "links": _links_totals(hub),
             "messages": {
-                "in": sum(p.messages_in for p in links),
-                "out": sum(p.messages_out for p in links),
+                "in": hub_stats.messages_in if hub_stats else 0,
+                "out": hub_stats.messages_out if hub_stats else 0,
                 "sent_by_pods": stats.sent,
                 "delivered_to_pods": stats.delivered,
                 "buffered": stats.buffered,
@@ -119,10 +126,18 @@ class NodeStatus:
                     "pod_closed": stats.dropped_closed,
                     "duplicate": hub.duplicates if hub is not None else 0,
                     "no_route": hub.dropped_no_route if hub is not None else 0,
-                    "link_queue": sum(p.dropped for p in links),
+                    "link": hub_stats.dropped_link if hub_stats else 0,
                 },
             },
         }
+
+
+def _links_totals(hub: Hub | None) -> dict[str, Any]:
+    """Links opened and closed since start, and handshakes refused by reason."""
+    if hub is None:
+        return {"opened": 0, "closed": 0, "rejected": {}}
+    s = hub.statistics()
+    return {"opened": s.links_opened, "closed": s.links_closed, "rejected": s.handshakes_rejected}
 
 
 def _link_json(info: PeerInfo) -> dict[str, Any]:
@@ -140,6 +155,12 @@ def _link_json(info: PeerInfo) -> dict[str, Any]:
         "dropped": info.dropped,
         "queued": info.queued,
         "interests": list(info.interests),
+        "rtt_seconds": info.rtt,
+        "connected_since": (
+            datetime.fromtimestamp(info.connected_since, UTC).isoformat()
+            if info.connected_since is not None
+            else None
+        ),
     }
 
 
@@ -191,9 +212,24 @@ def _message_metrics(stats: BusStatistics, grav: Grav) -> Iterable[Metric]:
         ("pod_closed", stats.dropped_closed),
         ("duplicate", grav.hub.duplicates if grav.hub is not None else 0),
         ("no_route", grav.hub.dropped_no_route if grav.hub is not None else 0),
+        ("link", grav.hub.statistics().dropped_link if grav.hub is not None else 0),
     ):
         dropped.add_metric([reason], value)
     yield dropped
+    totals = grav.hub.statistics() if grav.hub is not None else None
+    for name, doc, field in (
+        ("gravd_mesh_messages_received", "Messages received from links", "messages_in"),
+        ("gravd_mesh_messages_sent", "Messages written to links", "messages_out"),
+        ("gravd_links_opened", "Links that completed a handshake", "links_opened"),
+        ("gravd_links_closed", "Open links that closed", "links_closed"),
+    ):
+        yield _counter(name, doc, getattr(totals, field) if totals is not None else 0)
+    rejected = CounterMetricFamily(
+        "gravd_handshakes_rejected", "Handshakes refused, by reason", labels=["reason"]
+    )
+    for reason, count in sorted(totals.handshakes_rejected.items() if totals else ()):
+        rejected.add_metric([reason], count)
+    yield rejected
     yield _counter("gravd_handler_failures", "Handler calls that raised", stats.handler_failures)
     yield _gauge("gravd_buffered_messages", "Messages in the replay buffer", stats.buffered)
     yield _gauge(
@@ -213,7 +249,9 @@ def _link_metrics(links: list[PeerInfo]) -> Iterable[Metric]:
         "gravd_link_messages_dropped", "Messages dropped from a link's send queue", labels=labels
     )
     queued = GaugeMetricFamily(
-        "gravd_link_queued_messages", "Messages waiting in a link's send queue", labels=labels
+        "gravd_link_queued_messages",
+        "Messages waiting in a link's send queue",
+        labels=labels,
     )
     for p in links:
         key = [p.uuid, p.role]
