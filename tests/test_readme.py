@@ -54,7 +54,8 @@ def _shell_commands() -> list[str]:
 
 def _ci_command() -> str:
     lines = (ROOT / ".ci" / "run").read_text().splitlines()
-    commands = [ln for ln in lines if ln and not ln.startswith(("#", "set ", "cd "))]
+    setup = ("#", "set ", "cd ", "bash .ci/system-packages")  # system packages, then the command
+    commands = [ln for ln in lines if ln and not ln.startswith(setup)]
     assert len(commands) == 1, commands
     return commands[0]
 
