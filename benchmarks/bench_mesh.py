@@ -500,24 +500,33 @@ async def start_pairs(log_dir: Path, nats_url: str) -> dict[str, Pair]:
     return pairs
 
 
-async def measure(report: Report, sizes: Sizes, pairs: dict[str, Pair]) -> None:
+async def throughput_rounds(
+    report: Report, sizes: Sizes, pairs: dict[str, Pair], names: Sequence[str]
+) -> None:
+    """A warm-up per pair (not reported, but it must be valid), then ``sizes.runs`` rounds of
+    throughput runs alternating between the pairs; invalid runs are recorded as failures."""
     size = sizes.message_bytes
-    for system in SYSTEMS:  # warm-up: not reported, but it must be valid
-        warm = await throughput_run(pairs[system], 0, sizes.warmup_messages, size)
+    width = max(len(n) for n in names)
+    for name in names:
+        warm = await throughput_run(pairs[name], 0, sizes.warmup_messages, size)
         if not warm.ok:
             report.failures.append(_invalid(warm))
     for run in range(1, sizes.runs + 1):
-        for system in SYSTEMS:
-            result = await throughput_run(pairs[system], run, sizes.messages, size)
+        for name in names:
+            result = await throughput_run(pairs[name], run, sizes.messages, size)
             report.throughput.append(result)
             _print(
-                f"  throughput run {run} {system:6}: {result.msgs_per_s:>10,.0f} msgs/s  "
+                f"  throughput run {run} {name:{width}}: {result.msgs_per_s:>10,.0f} msgs/s  "
                 f"({result.received:,}/{result.published:,} received"
                 f"{', in order' if result.in_order else ', OUT OF ORDER'}, "
                 f"{result.dropped} dropped)"
             )
             if not result.ok:
                 report.failures.append(_invalid(result))
+
+
+async def measure(report: Report, sizes: Sizes, pairs: dict[str, Pair]) -> None:
+    await throughput_rounds(report, sizes, pairs, SYSTEMS)
     for system in SYSTEMS:
         latency, in_flight = await request_reply(pairs[system], sizes)
         report.latency.append(latency)

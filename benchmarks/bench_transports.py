@@ -49,11 +49,10 @@ from bench_mesh import (
     Usage,
     Worker,
     _gc_reset,
-    _invalid,
     _print,
     _table,
     _usage,
-    throughput_run,
+    throughput_rounds,
 )
 
 TRANSPORTS = ("websocket", "http")  # the order of every alternation
@@ -170,23 +169,7 @@ async def latency_run(pair: Pair, run: int, sizes: Sizes) -> LatencyRun:
 
 
 async def measure(report: Report, sizes: Sizes, pairs: dict[str, Pair]) -> None:
-    size = sizes.message_bytes
-    for transport in TRANSPORTS:  # warm-up: not reported, but it must be valid
-        warm = await throughput_run(pairs[transport], 0, sizes.warmup_messages, size)
-        if not warm.ok:
-            report.failures.append(_invalid(warm))
-    for run in range(1, sizes.runs + 1):
-        for transport in TRANSPORTS:
-            result = await throughput_run(pairs[transport], run, sizes.messages, size)
-            report.throughput.append(result)
-            _print(
-                f"  throughput run {run} {transport:9}: {result.msgs_per_s:>9,.0f} msgs/s  "
-                f"({result.received:,}/{result.published:,} received"
-                f"{', in order' if result.in_order else ', OUT OF ORDER'}, "
-                f"{result.dropped} dropped)"
-            )
-            if not result.ok:
-                report.failures.append(_invalid(result))
+    await throughput_rounds(report, sizes, pairs, TRANSPORTS)
     for pair in pairs.values():
         await pair.b.call("respond", type=REQUEST_TYPE, reply_type=REPLY_TYPE)
     try:
