@@ -235,10 +235,13 @@ class Hub:
             dialer = _Dialer(endpoint, expected_uuid, source)
             self._dialers[endpoint] = dialer
             dialer.task = self._spawn(self._dial_loop(dialer), f"dial-{endpoint}")
-        elif expected_uuid is not None and expected_uuid != dialer.expected_uuid:
-            # a new node at a known address (restarted, new uuid): expect the one reported now
-            dialer.expected_uuid = expected_uuid
-            dialer.source = source or dialer.source
+        else:
+            if expected_uuid is not None and expected_uuid != dialer.expected_uuid:
+                # a new node at a known address (restarted, new uuid): expect the one reported now
+                dialer.expected_uuid = expected_uuid
+                dialer.source = source or dialer.source
+            if dialer.source == "gossip" and source not in ("", "gossip"):
+                dialer.source = source  # discovery saw it: keep dialling, do not give up
         return dialer
 
     def dialers(self) -> list[str]:
@@ -370,6 +373,7 @@ class Hub:
             bus=self.bus,
             on_events=self._on_events,
             on_resume=self._resume,
+            on_ended=self._link_ended,
             config=self.config.protocol,
             mesh_key=self.mesh_key,
             expected_uuid=expected_uuid,
@@ -381,11 +385,14 @@ class Hub:
         try:
             await peer.run()
         finally:
-            self.links.discard(peer)
-            self._link_ended(peer)
+            self._link_ended(peer)  # already done by the link, unless it was cut off first
 
     def _link_ended(self, peer: PeerLink) -> None:
+        """The link is over (called once, before its transport closes)."""
+        if peer.ended.is_set():
+            return
         peer.ended.set()
+        self.links.discard(peer)
         info = peer.info()
         totals = self._closed_totals
         totals[0] += 1 if peer.was_open else 0

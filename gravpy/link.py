@@ -78,6 +78,7 @@ class PeerLink:
         bus: Bus,
         on_events: Callable[[PeerLink, list[Event]], None],
         on_resume: Callable[[PeerLink, bool], None],
+        on_ended: Callable[[PeerLink], None],
         config: ProtocolConfig,
         mesh_key: bytes | None,
         expected_uuid: str | None,
@@ -104,6 +105,7 @@ class PeerLink:
         self._admits: dict[str, bool] = {}
         self._on_events = on_events
         self._on_resume = on_resume
+        self._on_ended = on_ended
         self.backlog: deque[Message] = deque()  # received, held while a local pod is congested
         self._queue: deque[Message] = deque()
         self._queue_limit = queue_limit
@@ -235,6 +237,8 @@ class PeerLink:
         finally:
             self._closing = True
             self.dropped += self.drop_queue()
+            # the hub forgets the link now, not after a close handshake a dead peer never answers
+            self._on_ended(self)
             await self.link.close(self.end_reason or REASON_NORMAL)
 
     async def _read(self) -> None:
