@@ -81,6 +81,8 @@ class DaemonConfig:
     log_format: str = "auto"
     log_level: str = "info"
     drain_timeout: float = 2.0
+    ping_interval: float = 2.0
+    dead_after: float = 6.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -98,6 +100,8 @@ class DaemonConfig:
         if self.peers and self.discovery == "none":
             raise ConfigError("peers", "value", "peers are listed but discovery is 'none'")
         _check_listeners(lambda name: getattr(self, name), lambda name: "value")
+        if self.dead_after <= self.ping_interval:
+            raise ConfigError("dead_after", "value", "must be longer than ping_interval")
 
     def public(self) -> dict[str, object]:
         """The settings as JSON-able values (the key itself never appears)."""
@@ -116,6 +120,8 @@ class DaemonConfig:
             "log_format": self.log_format,
             "log_level": self.log_level,
             "drain_timeout": self.drain_timeout,
+            "ping_interval": self.ping_interval,
+            "dead_after": self.dead_after,
         }
 
 

@@ -43,6 +43,7 @@ from gravpy.grav import Grav
 from gravpy.hub import HubConfig
 from gravpy.message import Message
 from gravpy.plugins import Discovery, Transport, load_discovery
+from gravpy.proto import ProtocolConfig
 from transports.http import HttpTransport
 from transports.websocket import WebSocketTransport
 
@@ -133,7 +134,12 @@ def build_node(config: DaemonConfig) -> Grav:
         discovery=discovery,
         belongs_to=config.mesh,
         mesh_key=config.mesh_key,
-        hub_config=HubConfig(drain_timeout=config.drain_timeout),
+        hub_config=HubConfig(
+            drain_timeout=config.drain_timeout,
+            protocol=ProtocolConfig(
+                ping_interval=config.ping_interval, dead_after=config.dead_after
+            ),
+        ),
     )
 
 

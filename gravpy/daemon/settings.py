@@ -321,5 +321,19 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "how long shutdown waits for peers to acknowledge and queues to drain (default 2)",
         _parse_seconds,
     ),
+    Setting(
+        "ping_interval",
+        "--ping-interval",
+        "SECONDS",
+        "how often a quiet link is pinged (default 2; the same on every node)",
+        _parse_seconds,
+    ),
+    Setting(
+        "dead_after",
+        "--dead-after",
+        "SECONDS",
+        "silence after which a peer is declared dead, longer than the ping interval (default 6)",
+        _parse_seconds,
+    ),
 )
 BY_NAME: Final = {s.name: s for s in SETTINGS}

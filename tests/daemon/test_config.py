@@ -250,3 +250,11 @@ def test_two_listeners_may_share_port_zero_or_a_port_on_other_hosts() -> None:
     assert hosts.listen_http == Address("127.0.0.2", 9000)
     with pytest.raises(ConfigError, match=r"invalid peers \(from value\).*listen_http is off"):
         DaemonConfig(peers=("https://h:443",))
+
+
+def test_liveness_settings_are_read_and_checked() -> None:
+    """ping_interval and dead_after come from flags; dead_after not above ping_interval is refused."""
+    config = load_config({"ping_interval": "0.5"}, {"GRAVD_DEAD_AFTER": "3"})
+    assert (config.ping_interval, config.dead_after) == (0.5, 3.0)
+    with pytest.raises(ConfigError, match="dead_after"):
+        load_config({"ping_interval": "2", "dead_after": "1"}, {})
