@@ -1,7 +1,9 @@
 """An app attached to the gravd of its host, driven by a LAN test over stdin/stdout.
 
 Prints ``{"ready": true}`` once attached, then ``{"got": DATA}`` for every ``lan.>`` message it
-receives. Each stdin line ``pub DATA`` sends one ``lan.hello`` message with DATA. Ends when stdin
+receives. Each stdin line ``pub DATA`` sends one ``lan.hello`` message with DATA, once the link to
+gravd says ``lan.hello`` is wanted beyond it (a leaf sends only what its node asked for, and the
+node tells it so a moment after the test saw the peers' interests in gravd's log). Ends when stdin
 closes.
 """
 
@@ -13,6 +15,18 @@ import sys
 
 import gravpy
 from gravpy import Message
+from gravpy.filter import Pattern
+from gravpy.link import PeerInfo
+
+TYPE = "lan.hello"
+
+
+def routed(links: list[PeerInfo]) -> bool:
+    """True if an open link of this leaf (to its gravd) admits ``TYPE``."""
+    return any(
+        link.state == "open" and any(Pattern(p).matches(TYPE) for p in link.interests)
+        for link in links
+    )
 
 
 async def main(url: str) -> None:
@@ -27,7 +41,8 @@ async def main(url: str) -> None:
         while line := (await reader.readline()).decode().strip():
             command, _, data = line.partition(" ")
             if command == "pub":
-                sender.send(Message.new("lan.hello", data))
+                await g.wait_for(routed)
+                sender.send(Message.new(TYPE, data))
 
 
 if __name__ == "__main__":

@@ -1,128 +1,142 @@
-"""Several hosts on one machine: one gravd per network namespace, meshed by mDNS alone.
+"""Several gravd meshed by mDNS alone: each scenario runs on two backends (tests/lan/backends.py).
 
-The namespaces are joined by a bridge in a namespace of their own (tests/lan/bed.py); traffic
-never leaves them. Skipped, with the reason, where namespaces cannot be made (not root, no ip).
+``netns``: one gravd per network namespace, the namespaces joined by a bridge in a namespace of its
+own (tests/lan/bed.py); traffic never leaves them. ``loopback``: every gravd on 127.0.0.1, mDNS
+bound to 127.0.0.1 with a service type of the test's own. A backend that cannot run here is
+skipped with the reason (netns needs root and iproute2; loopback needs multicast on 127.0.0.1);
+the suite passes wherever one of them works.
+
+Every wait is on a log line of gravd or an output line of an agent; the hang guard is
+pytest-timeout. The one explicit bound is gravd's liveness (ping/pong) when a node is cut off.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
+import os
+from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from functools import partial
 
 import pytest
 
-from tests.daemon.harness import ROOT, Process, clean_env
+from .backends import (
+    LIVENESS,
+    Backend,
+    Node,
+    log_digest,
+    open_backend,
+    start_nodes,
+    unavailable,
+    wait_full_mesh,
+)
 
-from .bed import Host, LanBed
-
-_unavailable = LanBed.available()
-pytestmark = pytest.mark.skipif(_unavailable is not None, reason=str(_unavailable))
-
-
-@dataclass
-class Node:
-    host: Host
-    gravd: Process
-    agent: Process
-
-    def peers(self) -> set[str]:
-        """The peers gravd reports linked now, from its peer_connected/peer_disconnected log."""
-        linked: set[str] = set()
-        for event in self.gravd.events():
-            if event.get("event") == "peer_connected" and event.get("role") == "peer":
-                linked.add(event["peer"])
-            elif event.get("event") == "peer_disconnected":
-                linked.discard(event.get("peer", ""))
-        return linked
-
-    async def wait_peers(self, n: int) -> set[str]:
-        await self.gravd.wait_line(lambda _: len(self.peers()) == n)
-        return self.peers()
-
-    def interested(self, pattern: str) -> set[str]:
-        """Linked peers whose latest interests (gravd's debug log) include ``pattern``."""
-        latest: dict[str, list[str]] = {}
-        for event in self.gravd.events():
-            if event.get("event") == "peer_interests":
-                latest[event["peer"]] = event["patterns"]
-        return {peer for peer in self.peers() if pattern in latest.get(peer, [])}
-
-    async def wait_interested(self, pattern: str, n: int) -> None:
-        """Until ``n`` linked peers say they want ``pattern`` (no event, no message sent early)."""
-        await self.gravd.wait_line(lambda _: len(self.interested(pattern)) >= n)
-
-    def got(self) -> list[str]:
-        return [json.loads(line)["got"] for line in self.agent.stdout if '"got"' in line]
-
-    async def wait_got(self, data: str, times: int = 1) -> None:
-        await self.agent.wait_line(lambda _: self.got().count(data) >= times, stream="stdout")
-
-    def publish(self, data: str) -> None:
-        assert self.agent.proc.stdin is not None
-        self.agent.proc.stdin.write(f"pub {data}\n".encode())
+_PROTOCOL = LIVENESS  # what the backends pass to gravd (--ping-interval, --dead-after)
+_SLOW = float(os.environ.get("PYTEST_TIMEOUT", "120")) / 120  # a slow machine raises both
+# a peer is silent for at most dead_after before it is declared dead, counted from its last
+# frame, which came at most ping_interval before the cut; the rest is scheduling slack
+LIVENESS_BOUND = (_PROTOCOL.dead_after + _PROTOCOL.ping_interval) * _SLOW
+# peer_disconnected follows the dead verdict at once (the hub forgets the link before closing it)
+CLOSE_TIMEOUT = 1.0 * _SLOW
+MESHES = ("red", "red", "blue", "blue")
 
 
-def gravd_argv(host: Host, mesh: str) -> list[str]:
-    return host.exec_argv(
-        [
-            sys.executable, "-m", "gravpy.daemon.main",
-            "--listen", f"{host.address}:8080",
-            "--discovery", "mdns",
-            "--mdns-interface", host.address,
-            "--monitor", "127.0.0.1:8222",
-            "--mesh", mesh,
-            "--log-format", "json",
-            "--log-level", "debug",
-        ]
-    )  # fmt: skip
+@pytest.fixture(params=["netns", "loopback"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    problem = unavailable(request.param)
+    if problem is not None:
+        pytest.skip(f"{request.param} backend: {problem}")
+    async with open_backend(request.param) as opened:
+        yield opened
+        print(log_digest(opened.nodes))  # pytest shows it only if the test failed
 
 
-@pytest.fixture
-async def lan() -> AsyncIterator[tuple[LanBed, AsyncExitStack]]:
-    with LanBed(5) as bed:
-        async with AsyncExitStack() as stack:
-            yield bed, stack
-
-
-async def start_node(stack: AsyncExitStack, host: Host, mesh: str = "lab") -> Node:
-    gravd = await Process.start(gravd_argv(host, mesh), env=clean_env())
-    stack.push_async_callback(gravd.close)
-    await gravd.wait_event("listening")
-    url = f"ws://{host.address}:8080/meta/message"
-    agent_argv = host.exec_argv([sys.executable, "-m", "tests.lan.agent", url])
-    proc = await asyncio.create_subprocess_exec(
-        *agent_argv,
-        env=clean_env(),
-        cwd=ROOT,
-        stdin=asyncio.subprocess.PIPE,  # kept open: the test sends "pub" lines
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    agent = Process(proc, "agent")
-    stack.push_async_callback(agent.close)
-    await agent.wait_line(lambda line: '"ready"' in line, stream="stdout")
-    return Node(host, gravd, agent)
-
-
-async def test_five_nodes_mesh_by_mdns_and_deliver_exactly_once(
-    lan: tuple[LanBed, AsyncExitStack],
-) -> None:
-    """5 gravd with only mDNS form a full mesh; a message from each reaches every other once."""
-    bed, stack = lan
-    nodes = await asyncio.gather(*(start_node(stack, host) for host in bed.hosts))
-    for node in nodes:
-        assert len(await node.wait_peers(4)) == 4
-    for node in nodes:
-        await node.wait_interested("lan.>", 4)
-    for node in nodes:
-        node.publish(f"from-{node.host.index}")
-    sent = sorted(f"from-{n.host.index}" for n in nodes)
-    for receiver in nodes:  # the agent's listening pod also hears its own sending pod
+async def publish_and_collect(senders: list[Node], receivers: list[Node], tag: str) -> list[str]:
+    """Each sender publishes ``<tag>-<name>``; wait until every receiver has each one."""
+    sent = sorted(f"{tag}-{node.name}" for node in senders)
+    for node in senders:
+        node.publish(f"{tag}-{node.name}")
+    for receiver in receivers:  # the agent's listening pod also hears its own sending pod
         for data in sent:
             await receiver.wait_got(data)
+    return sent
+
+
+def tagged(node: Node, tag: str) -> Counter[str]:
+    return Counter(data for data in node.got() if data.startswith(f"{tag}-"))
+
+
+async def test_five_nodes_mesh_by_mdns_and_deliver_exactly_once(backend: Backend) -> None:
+    """5 gravd with only mDNS form a full mesh; a message from each reaches every other once."""
+    nodes = await start_nodes(backend, 5)
+    await wait_full_mesh(nodes)
+    for node in nodes:
+        assert len(node.peers()) == 4
+    sent = await publish_and_collect(nodes, nodes, "hello")
     for receiver in nodes:
-        assert sorted(receiver.got()) == sent  # exactly once each
+        assert tagged(receiver, "hello") == Counter(sent)  # exactly once each
+
+
+async def test_cut_off_node_is_noticed_and_rejoins(backend: Backend) -> None:
+    """A node cut off is dropped by ping/pong while the others deliver; back, it rejoins and receives.
+
+    netns cuts the node's eth0; loopback cannot cut a link, so it freezes the node's gravd with
+    SIGSTOP (SIGCONT brings it back): either way the peers notice only because pings go unanswered.
+    """
+    nodes = await start_nodes(backend, 5)
+    await wait_full_mesh(nodes)
+    cut, others = nodes[-1], nodes[:-1]
+    others_uuids = {node.uuid for node in others}
+
+    backend.cut(cut)
+    cut_at = asyncio.get_running_loop().time()
+    # before the peers notice, their links to it still look open: the four must not wait on it
+    silent = await publish_and_collect(others, others, "silent")
+    async with asyncio.timeout_at(cut_at + LIVENESS_BOUND):  # declared dead by ping/pong
+        for node in others:
+            await node.wait_until(partial(node.declared_dead, cut.uuid))
+    async with asyncio.timeout_at(cut_at + LIVENESS_BOUND + CLOSE_TIMEOUT):
+        for node in others:
+            await node.wait_until(partial(node.unlinked, cut.uuid))
+    for node in others:
+        [gone] = node.logged("peer_disconnected", peer=cut.uuid)
+        assert gone["reason"] == "dead"
+        assert node.peers() == others_uuids - {node.uuid}
+    during = await publish_and_collect(others, others, "during")
+
+    backend.restore(cut)
+    await wait_full_mesh(nodes)
+    after = await publish_and_collect(nodes, nodes, "after")
+    for receiver in others:
+        assert tagged(receiver, "silent") == Counter(silent)
+        assert tagged(receiver, "during") == Counter(during)
+        assert tagged(receiver, "after") == Counter(after)
+    assert set(tagged(cut, "silent").values()) <= {1}  # lost to the cut perhaps, never doubled
+    assert tagged(cut, "during") == Counter()  # sent while it had no link: cannot arrive
+    assert tagged(cut, "after") == Counter(after)
+
+
+async def test_two_meshes_on_one_lan_stay_apart(backend: Backend) -> None:
+    """Nodes of mesh red and mesh blue see each other's records yet link and deliver only within."""
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(backend.start(i, mesh=mesh)) for i, mesh in enumerate(MESHES)]
+    nodes = [task.result() for task in tasks]
+    red, blue = nodes[:2], nodes[2:]
+    sent: dict[str, list[str]] = {}
+    for mesh, members, strangers in (("red", red, blue), ("blue", blue, red)):
+        await wait_full_mesh(members)
+        for node in members:  # the other mesh's records arrived, and were refused for their mesh
+            for stranger in strangers:
+                await node.wait_until(partial(node.refused_for_mesh, stranger.uuid))
+        sent[mesh] = await publish_and_collect(members, members, mesh)
+    for mesh, members, strangers in (("red", red, blue), ("blue", blue, red)):
+        for node in members:
+            assert node.peers() == {m.uuid for m in members} - {node.uuid}
+            assert Counter(node.got()) == Counter(sent[mesh])  # its own mesh's, once; nothing else
+            for stranger in strangers:  # never dialled, linked or even tried
+                assert not [
+                    event
+                    for event in node.events
+                    if stranger.uuid in (event.get("peer"), event.get("node"))
+                    or event.get("endpoint") == stranger.endpoint
+                ]
