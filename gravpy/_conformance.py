@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
-from gravpy.errors import GravError, LinkClosedError, TransportError
+from structlog.testing import capture_logs
+
+from gravpy.errors import GravError, LinkClosedError, TransportError, UsageError
 from gravpy.plugins import Link, Transport
 
 __all__ = ["check_transport"]
@@ -165,6 +167,40 @@ class _TransportCheck:
         await link.close()
         raise AssertionError(f"dial({url!r}) to a stopped transport succeeded")
 
+    async def failing_handler(self, make_transport: Callable[[], Transport]) -> None:
+        async def failing(link: Link) -> None:
+            raise RuntimeError("handler bug")
+
+        faulty = make_transport()
+        await faulty.start(failing)
+        try:
+            with capture_logs() as logs:
+                link = await self.a.dial(faulty.endpoints()[0], timeout=self.timeout)
+                await _expect_closed(link, "link whose on_link handler raised")
+                await link.close()
+        finally:
+            await faulty.stop()
+        errors = [e["event"] for e in logs if e.get("log_level") == "error"]
+        _expect(errors == ["link_handler_failed"], f"a failing handler logged {errors}")
+
+    async def lifecycle_misuse(self, make_transport: Callable[[], Transport]) -> None:
+        fresh = make_transport()
+        try:
+            fresh.endpoints()
+        except UsageError:
+            pass
+        else:
+            raise AssertionError("endpoints() before start() did not raise UsageError")
+        await fresh.start(_Listener().on_link)
+        try:
+            try:
+                await fresh.start(_Listener().on_link)
+            except UsageError:
+                return
+            raise AssertionError("a second start() did not raise UsageError")
+        finally:
+            await fresh.stop()
+
     async def stop_closes_links(self) -> None:
         self.listener.release_all()  # the links of earlier steps are closed: let handlers return
         dialled, acc = await self.connect()
@@ -189,7 +225,9 @@ async def check_transport(
     Starts two, dials one from the other, and checks: frames both ways in order (one at the size
     limit, 1,000 small ones both ways at once); a frame over the limit closes the link on both
     sides; a close from either side reaches the other's ``recv`` with its reason, after the frames
-    sent before it; returning from ``on_link`` closes the link; dialling a stopped transport raises
+    sent before it; returning from ``on_link`` closes the link, and so does raising from it (logged as
+    ``link_handler_failed``); ``endpoints()`` before ``start()`` and a second ``start()`` raise
+    UsageError; dialling a stopped transport raises
     TransportError with a ``__cause__``; ``stop()`` closes accepted links and is idempotent; no task
     is left behind. Each step must finish within ``timeout`` seconds. Raises AssertionError naming
     the failed step.
@@ -208,6 +246,8 @@ async def check_transport(
             ("close by acceptor", check.close_by_acceptor),
             ("handler return closes", check.handler_return_closes),
             ("dial a stopped transport", lambda: check.dial_closed_port(make_transport)),
+            ("failing handler", lambda: check.failing_handler(make_transport)),
+            ("start twice, endpoints early", lambda: check.lifecycle_misuse(make_transport)),
             ("stop closes links", check.stop_closes_links),
         ]
         for label, step in steps:

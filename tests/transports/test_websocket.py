@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from structlog.testing import capture_logs
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
@@ -159,38 +158,12 @@ def test_urls_it_cannot_dial_are_usage_errors(url: str) -> None:
         _local().normalize_url(url)
 
 
-async def test_a_failing_handler_is_logged_and_closes_its_link() -> None:
-    """An exception from on_link is logged and the peer sees the link closed with code 1011."""
-
-    async def failing(link: Link) -> None:
-        raise RuntimeError("handler bug")
-
-    transport = _local()
-    await transport.start(failing)
-    try:
-        with capture_logs() as logs:
-            link = await _local().dial(transport.endpoints()[0], timeout=5)
-            with pytest.raises(LinkClosedError, match="1011"):
-                await link.recv()
-    finally:
-        await transport.stop()
-    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["link_handler_failed"]
-
-
 async def test_binding_a_port_in_use_is_a_transport_error(server: _Server) -> None:
     """start() on a taken port raises TransportError with the OSError as cause."""
     port = int(server.url.rsplit(":", 1)[1].split("/")[0])
     with pytest.raises(TransportError, match="listen") as info:
         await WebSocketTransport("127.0.0.1", port).start(server.on_link)
     assert isinstance(info.value.__cause__, OSError)
-
-
-async def test_start_twice_and_endpoints_before_start_are_usage_errors(server: _Server) -> None:
-    """A second start() and endpoints() before start() raise UsageError."""
-    with pytest.raises(UsageError, match="already started"):
-        await server.transport.start(server.on_link)
-    with pytest.raises(UsageError, match="after start"):
-        _local().endpoints()
 
 
 @pytest.mark.parametrize(
