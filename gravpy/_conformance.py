@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from structlog.testing import capture_logs
 
@@ -183,6 +184,38 @@ class _TransportCheck:
         errors = [e["event"] for e in logs if e.get("log_level") == "error"]
         _expect(errors == ["link_handler_failed"], f"a failing handler logged {errors}")
 
+    async def dial_timeout(self) -> None:
+        """A server that accepts TCP but never answers: dial() gives up after its timeout.
+
+        Only for transports whose endpoints are TCP ``host:port`` URLs (not the in-memory one).
+        """
+        endpoint = urlsplit(self.b.endpoints()[0])
+        if endpoint.port is None:
+            return
+        hung_up = asyncio.Event()
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()  # returns when the dialler gives up and disconnects
+            writer.close()
+            await writer.wait_closed()
+            hung_up.set()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            url = endpoint._replace(netloc=f"127.0.0.1:{port}").geturl()
+            try:
+                link = await self.a.dial(url, timeout=0.2)
+            except TransportError as exc:
+                _expect(
+                    isinstance(exc.__cause__, TimeoutError),
+                    f"dial to a silent server failed without a TimeoutError cause: {exc!r}",
+                )
+            else:
+                await link.close()
+                raise AssertionError("dial to a server that never answers succeeded")
+            await hung_up.wait()
+
     async def lifecycle_misuse(self, make_transport: Callable[[], Transport]) -> None:
         fresh = make_transport()
         try:
@@ -227,7 +260,8 @@ async def check_transport(
     sides; a close from either side reaches the other's ``recv`` with its reason, after the frames
     sent before it; returning from ``on_link`` closes the link, and so does raising from it (logged as
     ``link_handler_failed``); ``endpoints()`` before ``start()`` and a second ``start()`` raise
-    UsageError; dialling a stopped transport raises
+    UsageError; dialling a server that never answers gives up after the dial's timeout with a
+    TransportError caused by TimeoutError (TCP transports); dialling a stopped transport raises
     TransportError with a ``__cause__``; ``stop()`` closes accepted links and is idempotent; no task
     is left behind. Each step must finish within ``timeout`` seconds. Raises AssertionError naming
     the failed step.
@@ -247,6 +281,7 @@ async def check_transport(
             ("handler return closes", check.handler_return_closes),
             ("dial a stopped transport", lambda: check.dial_closed_port(make_transport)),
             ("failing handler", lambda: check.failing_handler(make_transport)),
+            ("dial times out", check.dial_timeout),
             ("start twice, endpoints early", lambda: check.lifecycle_misuse(make_transport)),
             ("stop closes links", check.stop_closes_links),
         ]

@@ -124,25 +124,6 @@ async def test_the_server_accepts_no_compression(server: _Server) -> None:
         assert raw.protocol.extensions == []
 
 
-async def test_dial_times_out_against_a_silent_server() -> None:
-    """dial() gives up after its timeout when the server never answers the upgrade."""
-    hung_up = asyncio.Event()
-
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read()  # never answers; returns when the dialler gives up and disconnects
-        writer.close()
-        await writer.wait_closed()
-        hung_up.set()
-
-    silent_server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    async with silent_server:
-        port = silent_server.sockets[0].getsockname()[1]
-        with pytest.raises(TransportError, match="timed out") as info:
-            await _local().dial(f"ws://127.0.0.1:{port}/meta/message", timeout=0.2)
-        await hung_up.wait()
-    assert isinstance(info.value.__cause__, TimeoutError)
-
-
 @pytest.mark.parametrize(
     "url",
     [
