@@ -21,7 +21,7 @@ from typing import Final
 
 import structlog
 
-from gravpy._conformance import check_transport
+from gravpy.testing._transport_check import check_transport
 from gravpy.errors import LinkClosedError, TransportError, UsageError
 from gravpy.plugins import LinkHandler
 
