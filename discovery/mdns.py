@@ -56,18 +56,18 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-import structlog
 from zeroconf import Error as ZeroconfError
 from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from gravpy import _log as logs
 from gravpy.errors import TransportError, UsageError
 from gravpy.plugins import DiscoveryContext, PeerReport
 from gravpy.proto import ANY_MESH
 
 __all__ = ["DEFAULT_SERVICE_TYPE", "MdnsDiscovery", "Skip", "advert_for", "read_record"]
 
-_log = structlog.get_logger(__name__)
+_log = logs.get_logger("gravpy.discovery.mdns")
 
 DEFAULT_SERVICE_TYPE: Final = "_grav._tcp.local."
 _RESOLVE_TIMEOUT_MS: Final = 3000  # how long to ask for a record the cache does not hold

@@ -10,8 +10,7 @@ from types import TracebackType
 from gravpy.buffer import MsgBuffer
 from gravpy.bus import Bus, BusStatistics
 from gravpy.errors import UsageError, WaitTimeout
-from gravpy.hub import Hub, HubConfig
-from gravpy.link import PeerInfo
+from gravpy.mesh import Hub, HubConfig, PeerInfo
 from gravpy.plugins import Discovery, Transport
 from gravpy.pod import Overflow, Pod
 from gravpy.proto import ANY_MESH, ROLE_LEAF, ROLE_PEER, NodeInfo

@@ -24,7 +24,7 @@ from gravpy.errors import UsageError
 from gravpy.grav import Grav
 from gravpy.leaf import DEFAULT_URL
 from gravpy.leaf import connect as connect_async
-from gravpy.link import PeerInfo
+from gravpy.mesh import PeerInfo
 from gravpy.message import Message
 from gravpy.pod import Handler, Pod
 from gravpy.receipt import MsgReceipt, WaitFunc

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from structlog.testing import capture_logs
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
@@ -21,8 +20,9 @@ from websockets.exceptions import ConnectionClosed
 from discovery.static import StaticDiscovery
 from gravpy import Message
 from gravpy.errors import HandshakeRejectedError, LinkClosedError, UsageError
-from gravpy.link import PeerInfo
+from gravpy.mesh import PeerInfo
 from gravpy.plugins import DiscoveryContext, PeerReport
+from gravpy.testing import capture_logs
 
 from .conftest import NodeFactory, linked_to
 
