@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gravpy import _log as logs
 from gravpy.backoff import BackoffPolicy
-from gravpy.errors import HandshakeRejectedError
-from gravpy.proto import REASON_DUPLICATE
+from gravpy.errors import HandshakeRejectedError, NodeUUIDMismatch
+from gravpy.proto import REASON_DUPLICATE, REASON_UUID_MISMATCH
 
 if TYPE_CHECKING:
     from gravpy.mesh.peer_link import PeerLink
@@ -88,6 +88,9 @@ class WantedEndpoint:
             self._first.set_result(existing)  # already linked: the other side dialled first
             return
         reason = link.reject_reason or "closed"
+        if reason == REASON_UUID_MISMATCH and self.expected_uuid is not None:
+            self.settle(NodeUUIDMismatch(self.endpoint, self.expected_uuid, link.uuid or "?"))
+            return
         self.settle(HandshakeRejectedError(reason, self.endpoint, link.end_reason))
 
     def settle(self, exc: BaseException) -> None:

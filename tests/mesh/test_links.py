@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -17,9 +18,16 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
+import gravpy
 from discovery.static import StaticDiscovery
 from gravpy import Message
-from gravpy.errors import HandshakeRejectedError, LinkClosedError, UsageError
+from gravpy.errors import (
+    HandshakeRejectedError,
+    LinkClosedError,
+    NodeUUIDMismatch,
+    UsageError,
+    WaitTimeout,
+)
 from gravpy.mesh import PeerInfo
 from gravpy.plugins import DiscoveryContext, PeerReport
 from gravpy.testing import capture_logs
@@ -321,3 +329,37 @@ async def test_hub_totals_survive_the_links_that_made_them(node: NodeFactory) ->
     assert stats.links_opened == 1
     assert stats.links_closed == 1
     assert stats.handshakes_rejected.get("self", 0) >= 1
+
+
+async def test_node_other_than_the_reported_one_raises_uuid_mismatch(node: NodeFactory) -> None:
+    """A dial expecting another node's uuid is refused with NodeUUIDMismatch naming both."""
+    a = await node()
+    b = await node()
+    assert a.hub is not None
+    expected = str(uuid.uuid4())
+    wanted = a.hub.want(b.endpoints()[0], expected_uuid=expected)
+    with pytest.raises(NodeUUIDMismatch) as caught:
+        async with asyncio.timeout(5):
+            await asyncio.shield(wanted.first_link())
+    assert caught.value.expected == expected
+    assert caught.value.actual == b.node_uuid
+
+
+async def test_attach_to_a_silent_server_raises_wait_timeout() -> None:
+    """gravpy.connect to a server that accepts but never answers raises WaitTimeout in time."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(WaitTimeout):
+            async with gravpy.connect(f"ws://127.0.0.1:{port}/meta/message", timeout=0.5):
+                pass
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
