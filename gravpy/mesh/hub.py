@@ -408,6 +408,7 @@ class Hub:
             transport=peer.link.transport,
         )
         peer.mark_open()
+        self._dialer.node_linked(peer)
         self._advertise(peer)
         if peer.is_peer and self.local.role == ROLE_PEER:
             self._gossip()
