@@ -63,6 +63,9 @@ from gravpy.proto.frames import MAX_HEADERS
 __all__ = ["Hub", "HubConfig", "HubStatistics"]
 
 _log = logs.get_logger("gravpy.mesh.hub")
+# a frame's room for a message beyond its data and headers: ids (3 x 64), type (255), timestamp,
+# msgpack headers of the arrays and maps, the frame's own header
+_ENVELOPE = 1024
 
 
 class Hub:
@@ -473,8 +476,19 @@ class Hub:
             raise UsageError(
                 f"message data is {len(msg.data)} bytes, over the mesh limit of {limit} bytes"
             )
-        if msg.headers is not None and len(msg.headers) > MAX_HEADERS:
-            raise UsageError(f"a message may carry at most {MAX_HEADERS} headers")
+        headers = msg.headers
+        if headers:
+            if len(headers) > MAX_HEADERS:
+                raise UsageError(f"a message may carry at most {MAX_HEADERS} headers")
+            size = len(msg.data) + sum(
+                len(k.encode()) + len(v.encode()) for k, v in headers.items()
+            )
+            room = self.config.protocol.limits.max_frame_bytes - _ENVELOPE
+            if size > room:
+                raise UsageError(
+                    f"message data and headers are {size} bytes, over the {room} bytes one frame "
+                    "carries"
+                )
 
     def forward_local(self, msg: Message) -> int:
         """A local pod sent ``msg``: forward it; return how many links took it."""

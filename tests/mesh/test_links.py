@@ -229,6 +229,22 @@ async def test_message_over_the_mesh_limit_is_refused_at_send(node: NodeFactory)
     assert reply.data == b"ok"
 
 
+async def test_message_whose_headers_overflow_a_frame_is_refused_at_send(
+    node: NodeFactory,
+) -> None:
+    """Small data with 1.6 MB of headers raises UsageError at send instead of dying on the link."""
+    a = await node()
+    b = await node(discovery=[StaticDiscovery(a.endpoints())])
+    responder = b.connect()
+    responder.on_type("svc.ok", lambda m: responder.reply_to(m, Message.new("svc.ok.r", b"ok")))
+    await a.wait_for(linked_to(b, interest="svc.ok"), timeout=5)
+    pod = a.connect()
+    with pytest.raises(UsageError, match="one frame carries"):
+        pod.send(Message.new("svc.ok", b"s", headers={"big": "h" * 1_600_000}))
+    reply = await pod.send(Message.new("svc.ok", b"small", headers={"k": "v"})).wait_until(5)
+    assert reply.data == b"ok"
+
+
 class ScriptedDiscovery:
     """A discovery plugin whose reports the test makes by hand."""
 
