@@ -93,6 +93,7 @@ class Bus:
         failure_limit: int = 64,
         max_attempts: int = 16,
         unclaimed_replies: int = 1024,
+        stall_step: float = 0.25,
     ) -> None:
         for name, value in (
             ("inbox_limit", inbox_limit),
@@ -110,6 +111,7 @@ class Bus:
         self.failure_limit = failure_limit
         self.max_attempts = max_attempts
         self._mesh: MeshPort | None = None
+        self.stall_step = stall_step
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pods: dict[int, Pod] = {}
         self._next_id = 1
@@ -256,9 +258,14 @@ class Bus:
         return bool(self._congested_pods)
 
     def mark_congested(self, sink: object) -> None:
-        """Record that ``sink`` (a pod, a link) is over its high-water mark."""
+        """Record that ``sink`` (a pod, a link) is over its high-water mark.
+
+        A pod that was set aside (it made no progress) is not waited for again until it relieves.
+        """
+        if sink in self._stuck_pods:
+            return
         self._congested.add(sink)
-        if isinstance(sink, Pod) and sink not in self._stuck_pods:
+        if isinstance(sink, Pod):
             self._congested_pods.add(sink)
 
     def relieve(self, sink: object) -> None:
@@ -272,11 +279,22 @@ class Bus:
             self._pod_room.set()
 
     async def wait_room(self) -> None:
-        """Wait until no sink is congested (used by ``Pod.publish``)."""
+        """Wait until no sink is congested (used by ``Pod.publish``).
+
+        Waits only for consumers that are moving: congested pods that made no progress in a step
+        of ``stall_step`` seconds are set aside (``set_congested_pods_aside``), so one stuck pod
+        never blocks a publisher, nor the healthy pods behind it.
+        """
         while self._congested:
             if self._room is None or self._room.is_set():
                 self._room = asyncio.Event()
-            await self._room.wait()
+            before = self.pods_queued()
+            try:
+                async with asyncio.timeout(self.stall_step):
+                    await self._room.wait()
+            except TimeoutError:
+                if self._congested_pods and self.pods_queued() >= before:
+                    self.set_congested_pods_aside()
 
     def pods_queued(self) -> int:
         """Messages waiting in the inboxes of the congested pods (to tell progress from a stall)."""
@@ -288,9 +306,12 @@ class Bus:
         They still apply their overflow policy (counted drops); other pods are not slowed by them.
         """
         self._stuck_pods.update(self._congested_pods)
+        self._congested.difference_update(self._congested_pods)
         self._congested_pods.clear()
         if self._pod_room is not None:
             self._pod_room.set()
+        if not self._congested and self._room is not None:
+            self._room.set()
 
     async def wait_pod_room(self) -> None:
         """Wait until no local pod is congested (a link's reader, before it delivers more)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import inspect
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -34,7 +35,8 @@ from gravpy.receipt import MsgReceipt
 __all__ = ["Handler", "Overflow", "Pod", "PodHost", "PodStatistics"]
 
 Handler = Callable[[Message], Awaitable[object] | object]
-_BATCH = 1024
+_DRAIN_BUDGET = 0.010  # seconds a sync drain runs before it lets the loop turn
+_CHECK_EVERY = 256  # messages between two looks at the clock
 _log = logs.get_logger("gravpy.pod")
 
 
@@ -418,9 +420,14 @@ class Pod:
         counts = self._counts
         if self._congested:
             self._relieve()
-        for _ in range(_BATCH):
-            if not inbox or self._closed:
-                break
+        deadline = time.perf_counter() + _DRAIN_BUDGET
+        steps = _CHECK_EVERY
+        while inbox and not self._closed:
+            steps -= 1
+            if not steps:  # drain what came while there is time: a burst never overflows a fast pod
+                if time.perf_counter() > deadline:
+                    break
+                steps = _CHECK_EVERY
             if self._mode is not _Mode.SYNC and self._mode is not _Mode.IDLE:
                 self._schedule()
                 return

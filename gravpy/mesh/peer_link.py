@@ -70,8 +70,8 @@ class Backpressure(Protocol):
     @property
     def pods_congested(self) -> bool: ...
     def mark_congested(self, sink: object) -> None: ...
-    def relieve(self, sink: object) -> None: ...
     def pods_queued(self) -> int: ...
+    def relieve(self, sink: object) -> None: ...
     def set_congested_pods_aside(self) -> None: ...
     async def wait_pod_room(self) -> None: ...
 
@@ -381,12 +381,15 @@ class PeerLink:
     async def _hold(self) -> None:
         """Read no more while local pods are congested, so the sender's link backs up.
 
-        Waits in steps of a quarter of ``dead_after`` (the remote's pings wait unread meanwhile);
-        when the congested pods made no progress in a step they are set aside: they drop by their
-        overflow policy instead of holding this link, and other pods are not slowed by them.
+        Waits in steps of a quarter of ``dead_after``. Congested pods are set aside when a step
+        passes with no progress (a stuck pod), or when they still hold the link after two steps
+        (a slow one): they then drop by their overflow policy (counted) instead of holding this
+        link, their siblings get everything that follows, and the link reads again well before
+        its unread pings could make it look dead.
         """
         bus = self._bus
         step = self.proto.config.dead_after / 4
+        waited = 0
         while self._backlog:
             if bus.pods_congested:
                 before = bus.pods_queued()
@@ -394,7 +397,8 @@ class PeerLink:
                     async with asyncio.timeout(step):
                         await bus.wait_pod_room()
                 except TimeoutError:
-                    if bus.pods_queued() >= before:
+                    waited += 1
+                    if waited >= 2 or bus.pods_queued() >= before:
                         bus.set_congested_pods_aside()
             pending = list(self._backlog)
             self._backlog.clear()
