@@ -23,6 +23,7 @@ from gravpy._mailbox import Mailbox
 from gravpy._tasks import TaskSupervisor
 from gravpy.buffer import MsgBuffer
 from gravpy.errors import PodDisconnected, UsageError
+from gravpy.failure import FAILURE_TYPE, failure_of
 from gravpy.message import Message
 from gravpy.pod import Overflow, Pod, PodStatistics
 from gravpy.receipt import MsgReceipt
@@ -47,6 +48,9 @@ class MeshPort(Protocol):
 
     def interests_changed(self) -> None:
         """The types local pods want changed: tell the other nodes."""
+
+    def reply_wait_started(self, request_uuid: str) -> None:
+        """A local pod started waiting for replies to ``request_uuid``."""
 
 
 @dataclass(slots=True)
@@ -118,6 +122,7 @@ class Bus:
         self._routes: dict[str, tuple[Pod, ...]] = {}
         self._reply_waiters: dict[str, tuple[Pod, Mailbox]] = {}
         self._unclaimed: RecentMap[str, list[Message]] = RecentMap(max(2, unclaimed_replies))
+        self._failed_requests: RecentMap[str, Exception] = RecentMap(max(2, unclaimed_replies))
         self._tasks = TaskSupervisor(_log, ignore=(PodDisconnected,))
         self._congested: set[object] = set()
         self._congested_pods: set[Pod] = set()
@@ -212,10 +217,11 @@ class Bus:
 
         A reply that a receipt is waiting for goes to that waiter instead of the asking pod's handler.
         """
-        self.buffer.push(msg, sender)
         claimer: Pod | None = None
         n = 0
         if msg.reply_to:
+            if msg.type == FAILURE_TYPE and self._fail_waiter(msg):
+                return 1
             waiting = self._reply_waiters.get(msg.reply_to)
             if waiting is not None:
                 claimer, mailbox = waiting
@@ -223,6 +229,7 @@ class Bus:
                 n = 1
             else:
                 self._keep_unclaimed(msg)
+        self.buffer.push(msg, sender)
         route = self._routes.get(msg.type)
         if route is None:
             route = self._route(msg.type)
@@ -235,6 +242,18 @@ class Bus:
             n += 1
         self._delivered += n
         return n
+
+    def _fail_waiter(self, msg: Message) -> bool:
+        """A failure reply (``gravpy.failure``): end the wait it answers; True if it was one."""
+        error = failure_of(msg)
+        if error is None:
+            return False
+        waiting = self._reply_waiters.get(msg.reply_to)
+        if waiting is not None:
+            waiting[1].fail(error)
+        else:
+            self._failed_requests[msg.reply_to] = error  # for a wait that starts later
+        return True
 
     def _route(self, msg_type: str) -> tuple[Pod, ...]:
         route = tuple(
@@ -347,6 +366,11 @@ class Bus:
         if early is not None:
             for reply in early:
                 mailbox.offer(reply)
+        failed = self._failed_requests.pop(uuid, None)
+        if failed is not None:
+            mailbox.fail(failed)
+        elif self._mesh is not None:
+            self._mesh.reply_wait_started(uuid)
         self._reply_waiters[uuid] = (pod, mailbox)
         return mailbox
 

@@ -33,6 +33,7 @@ from gravpy import _log as logs
 from gravpy._tasks import TaskSupervisor
 from gravpy.bus import Bus
 from gravpy.errors import LinkClosedError, TransportError, UsageError
+from gravpy.failure import WAITING_TYPE, link_closed_reply, wait_notice
 from gravpy.mesh.config import HubConfig, HubStatistics, LinkTotals, fit_to_transports
 from gravpy.mesh.dialer import Dialer, DialOutcome, WantedEndpoint
 from gravpy.mesh.peer_link import PeerInfo, PeerLink
@@ -331,6 +332,9 @@ class Hub:
         for i, msg in enumerate(messages):
             if bus.pods_congested:
                 return i
+            if msg.type == WAITING_TYPE and peer.is_leaf:
+                router.waiting(msg.data.decode(errors="replace"), peer)
+                continue
             targets = router.arrived(msg, peer)
             if targets is None:
                 continue
@@ -498,19 +502,33 @@ class Hub:
                 n += 1
         return n
 
+    def reply_wait_started(self, request_uuid: str) -> None:
+        """A local pod waits for replies: a leaf tells its node, so the node can fail the wait
+        if the link its request went out on dies (``gravpy.failure``)."""
+        if self.local.role == ROLE_PEER:
+            return
+        for link in self.peers.values():
+            if link.is_open:
+                link.enqueue(wait_notice(request_uuid))
+
     def asked_elsewhere(self, request_uuid: str) -> bool:
         """True if the request came from another node (its replies travel back there)."""
         return self.router.asked_elsewhere(request_uuid)
 
     def _fail_requests_to(self, peer: PeerLink) -> None:
-        """Fail waits on replies that only ``peer`` could have sent."""
-        doomed = self.router.requests_lost(peer)
-        if doomed:
-            n = self.bus.fail_reply_waiters(
-                doomed, LinkClosedError(f"the link to node {peer.uuid} closed: {peer.end_reason}")
-            )
-            if n:
-                self._log.info("requests_failed", peer=peer.uuid, count=n)
+        """Fail waits on replies that only ``peer`` could have sent: local ones at once, and a
+        leaf's by telling the leaf (an error reply its node turns into ``LinkClosedError``)."""
+        lost = self.router.requests_lost(peer)
+        if not lost:
+            return
+        detail = f"the link to node {peer.uuid} closed: {peer.end_reason}"
+        local = [uuid for uuid, asker in lost if asker is None]
+        n = self.bus.fail_reply_waiters(local, LinkClosedError(detail)) if local else 0
+        for uuid, asker in lost:
+            if asker is not None and asker.is_open:
+                n += asker.enqueue(link_closed_reply(uuid, detail))
+        if n:
+            self._log.info("requests_failed", peer=peer.uuid, count=n)
 
     # -- discovery, changes, statistics ----------------------------------------------------------
 

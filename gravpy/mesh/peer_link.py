@@ -371,7 +371,11 @@ class PeerLink:
                     self._dispatch(events)
                 self.flush()
                 if self._backlog:
-                    await self._hold()
+                    self.proto.hold_reading()
+                    try:
+                        await self._hold()
+                    finally:
+                        self.proto.resume_reading(time.monotonic())
         except LinkClosedError as exc:
             if not self.end_reason:
                 self.end_reason = str(exc)

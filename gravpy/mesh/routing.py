@@ -60,6 +60,7 @@ class Router(Generic[L]):
         self.peers: dict[str, L] = {}  # the one chosen link per remote node
         self._seen: RecentMap[str, L | None] = RecentMap(seen_limit)  # uuid -> origin
         self._sent_to: RecentMap[str, tuple[L, ...]] = RecentMap(seen_limit)
+        self._waited: RecentMap[str, L] = RecentMap(seen_limit)  # a leaf's request -> the leaf
         self._routes: dict[Hashable, tuple[L, ...]] = {}
         self.duplicates = 0  # messages that arrived twice (dropped)
         self.dropped_no_route = 0  # replies whose asker's link was gone
@@ -117,24 +118,36 @@ class Router(Generic[L]):
             targets = self._routes.get(key)
             if targets is None:
                 targets = self._targets(msg.type, None)
-        else:
-            key = (origin.uuid, msg.type)
-            targets = self._routes.get(key)
-            if targets is None:
-                targets = self._targets(msg.type, origin)
-        return tuple(t for t in targets if t is not origin) if origin in targets else targets
+            if origin in targets:
+                targets = tuple(t for t in targets if t is not origin)
+            if targets:  # sent for the leaf: if it waits (``waiting``), its wait fails with them
+                self._sent_to[msg.uuid] = targets
+            return targets
+        key = (origin.uuid, msg.type)
+        targets = self._routes.get(key)
+        if targets is None:
+            targets = self._targets(msg.type, origin)
+        return targets
 
     def asked_elsewhere(self, request_uuid: str) -> bool:
         """True if the request came from another node (its replies travel back there)."""
         return self._seen.get(request_uuid) is not None
 
-    def requests_lost(self, link: L) -> list[str]:
-        """The locally sent messages whose replies only ``link`` could have carried."""
-        return [
-            uuid
-            for uuid, targets in self._sent_to.items()
-            if link in targets and all(t is link or not t.is_open for t in targets)
-        ]
+    def waiting(self, request_uuid: str, leaf: L) -> None:
+        """The leaf ``leaf`` waits for replies to a message it sent (a wait notice)."""
+        if self._seen.get(request_uuid) is leaf:
+            self._waited[request_uuid] = leaf
+
+    def requests_lost(self, link: L) -> list[tuple[str, L | None]]:
+        """The requests whose replies only ``link`` could have carried, each with who asked:
+        ``None`` for a local pod, else the leaf's link (only requests the leaf waits on)."""
+        lost: list[tuple[str, L | None]] = []
+        for uuid, targets in self._sent_to.items():
+            if link in targets and all(t is link or not t.is_open for t in targets):
+                asker = self._seen.get(uuid)
+                if asker is None or self._waited.get(uuid) is asker:
+                    lost.append((uuid, asker))
+        return lost
 
     # -- internals -------------------------------------------------------------------------------
 

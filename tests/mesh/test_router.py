@@ -123,7 +123,21 @@ def test_requests_lost_names_what_only_that_link_could_answer() -> None:
     to_both = Message.new("both")
     router.from_local(to_b)
     router.from_local(to_both)
-    assert router.requests_lost(b) == [to_b.uuid]
+    assert router.requests_lost(b) == [(to_b.uuid, None)]
+
+
+def test_requests_lost_include_those_sent_for_a_leaf() -> None:
+    """A request a leaf waits on, relayed over one link, is lost with it and names the leaf."""
+    b = FakeLink("b")
+    leaf = FakeLink("app", role="leaf")
+    router = table(b, leaf)
+    request = Message.new("svc.q")
+    plain = Message.new("svc.q")
+    assert router.arrived(request, leaf) == (b,)
+    assert router.arrived(plain, leaf) == (b,)
+    assert router.requests_lost(b) == []  # the leaf waits on neither yet
+    router.waiting(request.uuid, leaf)
+    assert router.requests_lost(b) == [(request.uuid, leaf)]
 
 
 def test_cached_routes_follow_routes_changed() -> None:
