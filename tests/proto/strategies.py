@@ -6,22 +6,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from gravpy.message import Message
-from gravpy.proto.frames import (
-    Accept,
-    Auth,
-    Close,
-    Frame,
-    FrameKind,
-    Hello,
-    Interests,
-    Msgs,
-    Peers,
-    Ping,
-    Pong,
-    Reject,
-    Withdraw,
-    WithdrawAck,
-)
+from gravpy.proto import frames as f
 
 ids = st.text(min_size=1, max_size=64)
 msg_types = st.from_regex(r"[a-z0-9_-]{1,8}(\.[a-z0-9_-]{1,8}){0,3}", fullmatch=True)
@@ -42,9 +27,9 @@ patterns = st.just(">") | st.builds(
     st.booleans(),
 )
 nonces = st.integers(0, 2**64 - 1)
-FRAMES: dict[FrameKind, st.SearchStrategy[Frame]] = {
-    FrameKind.HELLO: st.builds(
-        Hello,
+FRAMES: dict[f.FrameKind, st.SearchStrategy[f.Frame]] = {
+    f.FrameKind.HELLO: st.builds(
+        f.Hello,
         node_uuid=ids,
         role=st.text(min_size=1, max_size=16),
         belongs_to=st.text(min_size=1, max_size=32),
@@ -53,19 +38,19 @@ FRAMES: dict[FrameKind, st.SearchStrategy[Frame]] = {
         keyed=st.booleans(),
         version=st.integers(0, 0xFFFF),
     ),
-    FrameKind.AUTH: st.builds(Auth, st.binary(min_size=32, max_size=32)),
-    FrameKind.ACCEPT: st.just(Accept()),
-    FrameKind.REJECT: st.builds(Reject, st.text(min_size=1, max_size=64), st.text(max_size=99)),
-    FrameKind.MSGS: st.builds(Msgs, st.lists(messages, min_size=1, max_size=8)),
-    FrameKind.INTERESTS: st.builds(Interests, st.lists(patterns, max_size=10).map(tuple)),
-    FrameKind.PEERS: st.builds(
-        Peers, st.lists(st.tuples(ids, st.text(min_size=1, max_size=64)), max_size=10).map(tuple)
+    f.FrameKind.AUTH: st.builds(f.Auth, st.binary(min_size=32, max_size=32)),
+    f.FrameKind.ACCEPT: st.just(f.Accept()),
+    f.FrameKind.REJECT: st.builds(f.Reject, st.text(min_size=1, max_size=64), st.text(max_size=99)),
+    f.FrameKind.MSGS: st.builds(f.Msgs, st.lists(messages, min_size=1, max_size=8)),
+    f.FrameKind.INTERESTS: st.builds(f.Interests, st.lists(patterns, max_size=10).map(tuple)),
+    f.FrameKind.PEERS: st.builds(
+        f.Peers, st.lists(st.tuples(ids, st.text(min_size=1, max_size=64)), max_size=10).map(tuple)
     ),
-    FrameKind.WITHDRAW: st.just(Withdraw()),
-    FrameKind.WITHDRAW_ACK: st.just(WithdrawAck()),
-    FrameKind.PING: st.builds(Ping, nonces),
-    FrameKind.PONG: st.builds(Pong, nonces),
-    FrameKind.CLOSE: st.builds(Close, st.text(min_size=1, max_size=64), st.text(max_size=99)),
+    f.FrameKind.WITHDRAW: st.just(f.Withdraw()),
+    f.FrameKind.WITHDRAW_ACK: st.just(f.WithdrawAck()),
+    f.FrameKind.PING: st.builds(f.Ping, nonces),
+    f.FrameKind.PONG: st.builds(f.Pong, nonces),
+    f.FrameKind.CLOSE: st.builds(f.Close, st.text(min_size=1, max_size=64), st.text(max_size=99)),
 }
 any_frame = st.one_of(*FRAMES.values())
 
