@@ -1,15 +1,17 @@
-"""Pairs of ``mesh_node.py`` processes, driven over their stdin/stdout, and the throughput runs
-that ``bench_mesh.py`` and ``bench_transports.py`` both make with them.
+"""Pairs of ``mesh_node.py`` processes, driven over their stdin/stdout, and the runs that
+``bench_mesh.py`` and ``bench_transports.py`` both make with them.
 
 A pair is process A (publishes, requests) and process B (subscribes, responds). A ``Worker`` is one
 such process: it is started with ``python benchmarks/mesh_node.py ARGS``, says hello with one JSON
 line, then answers each command (one JSON line) with one JSON line; whatever else it prints goes to
-its log file. Every worker this module starts is stopped here, asked to quit and killed if it does
-not: ``start_pairs`` stops the ones already started when a later one fails, ``stop_pairs`` stops
-them all. A worker that fails or stays silent raises ``BenchError`` with the tail of its log.
+its log file. ``running_pairs`` starts the pairs and stops every worker it started on the way out
+(asked to quit, killed if it does not), also when a later one fails to start. A worker that fails
+or stays silent raises ``BenchError`` with the tail of its log; ``run_benchmark`` turns that into
+exit status 2.
 
 A throughput run subscribes B, waits until A sees B's interest, lets A publish and B collect, and
-checks the run: every message arrived, in order, with no drop counted on either side.
+checks the run: every message arrived, in order, with no drop counted on either side. A latency
+run times A's sequential requests to B while B is ``responding``.
 """
 
 from __future__ import annotations
