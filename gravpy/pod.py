@@ -229,6 +229,11 @@ class Pod:
         return len(self._inbox)
 
     @property
+    def idle(self) -> bool:
+        """True if nothing waits in the inbox or for redelivery and no handler call is running."""
+        return not self._inbox and not self._failed and not self._scheduled and not self._active
+
+    @property
     def receiving(self) -> bool:
         """True if the bus delivers to this pod (it has a handler, an iterator or a wait)."""
         return not self._closed and (self._mode is not _Mode.IDLE or bool(self._waits))

@@ -4,11 +4,15 @@ and pods that record what they get or answer requests."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 
 from gravpy import Grav, Message, Pod
+from gravpy.testing import wait_idle
 
-GUARD = 5.0  # seconds; a condition not met by then fails the test instead of hanging it
+# seconds; a condition not met by then fails the test instead of hanging it (scale it on a slow
+# machine with GRAVPY_TEST_SCALE)
+GUARD = 30.0 * float(os.environ.get("GRAVPY_TEST_SCALE", "1"))
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -19,12 +23,8 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 async def settle(g: Grav) -> None:
-    """Let the loop run until every inbox is empty and nothing more is about to be delivered."""
-    for _ in range(5):
-        await asyncio.sleep(0)
-    await until(lambda: all(p.statistics().inbox == 0 for p in g.bus.pods()))
-    for _ in range(20):
-        await asyncio.sleep(0)
+    """Wait until every pod has handled what was delivered to it (``gravpy.testing.wait_idle``)."""
+    await wait_idle(g, GUARD)
 
 
 def texts(msgs: list[Message]) -> list[str]:
