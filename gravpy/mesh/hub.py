@@ -212,7 +212,9 @@ class Hub:
     async def connect_endpoint(self, endpoint: str) -> PeerInfo:
         """Dial ``endpoint`` now and keep the link; raise if the first attempt fails.
 
-        Raises ``UsageError`` at once if no transport of this node dials ``endpoint``'s scheme.
+        Raises ``UsageError`` at once if no transport of this node dials ``endpoint``'s scheme,
+        and ``LinkClosedError`` if the link ends before the node said what it wants (so a caller
+        never goes on with a link it cannot use).
         """
         self._transport_for(endpoint)
         for link in self.peers.values():
@@ -232,6 +234,9 @@ class Hub:
             known.cancel()
             ended.cancel()
             await asyncio.gather(known, ended, return_exceptions=True)
+        if not link.interests_known.is_set():
+            reason = link.end_reason or "closed"
+            raise LinkClosedError(f"the link to {endpoint} closed right after it opened: {reason}")
         return link.info()
 
     async def dial(self, wanted: WantedEndpoint) -> DialOutcome:

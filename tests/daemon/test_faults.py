@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 
@@ -12,7 +13,7 @@ from gravpy.errors import LinkClosedError
 from gravpy.mesh import HubConfig
 from gravpy.proto import ProtocolConfig
 
-from .harness import running_gravd
+from .harness import GRAVD, LOCAL, running_gravd
 
 LIVENESS = ("--ping-interval", "0.25", "--dead-after", "1")
 DEAD_AFTER = 1.0
@@ -93,3 +94,32 @@ async def test_a_leafs_request_fails_soon_after_the_answering_node_stops() -> No
             finally:
                 b.process.signal(signal.SIGCONT)
             assert 0 <= elapsed < DEAD_AFTER + 2.0, elapsed
+
+
+async def test_gravd_whose_log_pipe_broke_still_links_apps_and_stops_on_sigterm() -> None:
+    """A log collector that dies never breaks gravd: apps still attach, SIGTERM still stops it."""
+    read_end, write_end = os.pipe()
+    proc = await asyncio.create_subprocess_exec(
+        *GRAVD, *LOCAL, *LIVENESS, stdin=asyncio.subprocess.DEVNULL, stderr=write_end
+    )
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as log:
+            async with asyncio.timeout(GUARD):
+                while True:  # gravd's first lines, until it says where it listens
+                    line = await asyncio.to_thread(log.readline)
+                    assert line, "gravd exited before listening"
+                    if b'"listening"' in line:
+                        break
+        endpoint = json.loads(line)["endpoints"][0]  # the pipe is now closed at our end
+        async with gravpy.connect(endpoint, hub_config=APP_LIVENESS, timeout=10) as app:
+            pod = app.connect()
+            pod.on_type("after.break", lambda m: None)
+            assert [p.state for p in app.peers()] == ["open"]
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(GUARD):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
