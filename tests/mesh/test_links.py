@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 import gravpy
 from discovery.static import StaticDiscovery
 from gravpy import Message
+from gravpy.backoff import BackoffPolicy
 from gravpy.errors import (
     HandshakeRejectedError,
     LinkClosedError,
@@ -28,8 +29,9 @@ from gravpy.errors import (
     UsageError,
     WaitTimeout,
 )
-from gravpy.mesh import PeerInfo
+from gravpy.mesh import HubConfig, PeerInfo
 from gravpy.plugins import DiscoveryContext, PeerReport
+from gravpy.proto import ProtocolConfig
 from gravpy.testing import capture_logs
 
 from .conftest import NodeFactory, linked_to
@@ -381,3 +383,42 @@ async def test_attach_to_a_silent_server_raises_wait_timeout() -> None:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_killed_peer_under_traffic_is_forgotten_at_once_and_relinked(
+    node: NodeFactory,
+) -> None:
+    """With traffic flowing, a killed peer's link is dropped as soon as the socket closes (not
+    after a close handshake or dead_after), and the peer is relinked once it is back."""
+    slow_liveness = HubConfig(
+        protocol=ProtocolConfig(ping_interval=5.0, dead_after=30.0),
+        backoff=BackoffPolicy(initial=0.05, maximum=0.2),
+    )
+    async with node_process() as (proc, info):
+        port = int(info["endpoint"].rsplit(":", 1)[1].split("/")[0])
+        a = await node(discovery=[StaticDiscovery([info["endpoint"]])], hub_config=slow_liveness)
+        await a.wait_for(ready(info["uuid"]), timeout=10)
+        pod = a.connect()
+        stop = asyncio.Event()
+
+        async def stream() -> None:
+            payload = b"x" * 16_384
+            while not stop.is_set():
+                pod.send(Message.new("svc.echo", payload))
+                await asyncio.sleep(0)
+
+        streaming = asyncio.create_task(stream())
+        try:
+            await asyncio.sleep(0.3)  # let the socket buffers fill: the writer is mid-send
+            loop = asyncio.get_running_loop()
+            proc.kill()
+            killed_at = loop.time()
+            await a.wait_for(lambda peers: not peers, timeout=25)
+            forgotten_after = loop.time() - killed_at
+        finally:
+            stop.set()
+            await streaming
+        await proc.wait()
+        assert forgotten_after < 3.0, forgotten_after  # dead_after is 30 s here
+    async with node_process(port) as (_, again):
+        await a.wait_for(ready(again["uuid"]), timeout=15)
