@@ -49,8 +49,8 @@ class MeshPort(Protocol):
     def interests_changed(self) -> None:
         """The types local pods want changed: tell the other nodes."""
 
-    def reply_wait_started(self, request_uuid: str) -> None:
-        """A local pod started waiting for replies to ``request_uuid``."""
+    def reply_wait_started(self, request_uuid: str, msg_type: str) -> None:
+        """A local pod started waiting for replies to ``request_uuid`` (of type ``msg_type``)."""
 
 
 @dataclass(slots=True)
@@ -355,8 +355,11 @@ class Bus:
         else:
             kept.append(msg)
 
-    def register_reply_waiter(self, uuid: str, pod: Pod) -> Mailbox:
-        """A mailbox that receives the replies to message ``uuid`` (one waiter per message)."""
+    def register_reply_waiter(self, uuid: str, pod: Pod, msg_type: str = "") -> Mailbox:
+        """A mailbox that receives the replies to message ``uuid`` (one waiter per message).
+
+        ``msg_type`` is the request's type: the mesh then tracks which links could answer it.
+        """
         if pod.closed:
             raise PodDisconnected(pod.close_reason)
         if uuid in self._reply_waiters:
@@ -370,7 +373,7 @@ class Bus:
         if failed is not None:
             mailbox.fail(failed)
         elif self._mesh is not None:
-            self._mesh.reply_wait_started(uuid)
+            self._mesh.reply_wait_started(uuid, msg_type)
         self._reply_waiters[uuid] = (pod, mailbox)
         return mailbox
 

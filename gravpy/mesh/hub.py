@@ -507,9 +507,12 @@ class Hub:
                 n += 1
         return n
 
-    def reply_wait_started(self, request_uuid: str) -> None:
-        """A local pod waits for replies: a leaf tells its node, so the node can fail the wait
-        if the link its request went out on dies (``gravpy.failure``)."""
+    def reply_wait_started(self, request_uuid: str, msg_type: str) -> None:
+        """A local pod waits for replies: track the links that could answer, so the wait fails
+        at once if they all close; a leaf also tells its node, which tracks the links it relayed
+        the request on (``gravpy.failure``)."""
+        if msg_type:
+            self.router.track(request_uuid, msg_type)
         if self.local.role == ROLE_PEER:
             return
         for link in self.peers.values():

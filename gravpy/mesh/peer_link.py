@@ -287,10 +287,12 @@ class PeerLink:
             self.dropped += 1
             return False
         queue.append(msg)
-        if not self._congested and len(queue) >= self._high_water:
+        n = len(queue)
+        if n == 1:  # the writer empties the queue before it waits: wake it only then
+            self._wake.set()
+        elif not self._congested and n >= self._high_water:
             self._congested = True
             self._bus.mark_congested(self)
-        self._wake.set()
         return True
 
     def flush(self) -> None:
@@ -366,10 +368,12 @@ class PeerLink:
         try:
             while True:
                 frame = await self.link.recv()
-                events = self.proto.receive_frame(frame, time.monotonic())
+                proto = self.proto
+                events = proto.receive_frame(frame, time.monotonic())
                 if events:
                     self._dispatch(events)
-                self.flush()
+                if proto.has_data_to_send:  # a PONG, a handshake step, a WITHDRAW_ACK
+                    self._wake.set()
                 if self._backlog:
                     self.proto.hold_reading()
                     try:

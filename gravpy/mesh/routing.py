@@ -98,9 +98,18 @@ class Router(Generic[L]):
         targets = self._routes.get(msg.type)
         if targets is None:
             targets = self._targets(msg.type, None)
-        if targets:
-            self._sent_to[msg.uuid] = targets
         return targets
+
+    def track(self, request_uuid: str, msg_type: str) -> None:
+        """A local pod waits for replies to a message it sent: remember the links that could
+        answer (the message's route), for ``requests_lost``. Only waited-on messages pay this."""
+        if request_uuid not in self._seen or self._seen.get(request_uuid) is not None:
+            return
+        targets = self._routes.get(msg_type)
+        if targets is None:
+            targets = self._targets(msg_type, None)
+        if targets:
+            self._sent_to[request_uuid] = targets
 
     def arrived(self, msg: Message, origin: L) -> tuple[L, ...] | None:
         """The links a message from ``origin`` goes on to; ``None`` if it is a duplicate."""

@@ -155,6 +155,11 @@ class PeerProtocol:
 
     # -- I/O side ---------------------------------------------------------------------------
 
+    @property
+    def has_data_to_send(self) -> bool:
+        """True if frames are queued (``data_to_send`` would return some)."""
+        return bool(self._outbox)
+
     def data_to_send(self) -> list[bytes]:
         """The frames queued since the last call, oldest first. Write each as one frame.
 

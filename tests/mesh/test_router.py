@@ -116,13 +116,16 @@ def test_reply_whose_asker_is_gone_is_counted() -> None:
 
 
 def test_requests_lost_names_what_only_that_link_could_answer() -> None:
-    """A request sent only over one link is lost with it; one sent over two is not."""
+    """A waited-on request sent only over one link is lost with it; one sent over two is not."""
     b, c = FakeLink("b", patterns=("only.b", "both")), FakeLink("c", patterns=("both",))
     router = table(b, c)
     to_b = Message.new("only.b")
     to_both = Message.new("both")
     router.from_local(to_b)
     router.from_local(to_both)
+    assert router.requests_lost(b) == []  # nobody waits on them yet
+    router.track(to_b.uuid, to_b.type)
+    router.track(to_both.uuid, to_both.type)
     assert router.requests_lost(b) == [(to_b.uuid, None)]
 
 
