@@ -25,6 +25,7 @@ from types import CoroutineType
 from typing import Any, Protocol
 
 from gravpy import _log as logs
+from gravpy import tracing
 from gravpy._mailbox import Mailbox, WaitFunc, check_timeout, wait_in
 from gravpy.buffer import MsgBuffer
 from gravpy.errors import PodDisconnected, UsageError
@@ -187,6 +188,8 @@ class Pod:
             mode = _Mode.SYNC
         if mode is not _Mode.ASYNC and concurrency > 1:
             raise UsageError("concurrency > 1 needs an async handler")
+        if handler is not None and tracing.ENABLED:
+            handler = tracing.wrap_handler(handler, mode is _Mode.ASYNC)
         self._handler = handler
         self._concurrency = concurrency
         self._set_mode(mode)
@@ -295,6 +298,8 @@ class Pod:
         """
         if self._closed:
             raise PodDisconnected(self._close_reason)
+        if tracing.ENABLED:
+            tracing.inject(msg)
         return self.bus.send(msg, self)
 
     async def publish(self, msg: Message) -> MsgReceipt:
