@@ -326,3 +326,34 @@ async def test_waiting_never_removes_the_pods_handler() -> None:
         await until(lambda: len(seen) == 2)
         await settle(g)
         assert texts(seen) == ["during", "after"]  # the claimed reply went to the receipt only
+
+
+async def test_replies_collects_every_answer_up_to_max() -> None:
+    """Three responders answer one request: replies(max=3) yields the three answers, then ends."""
+    async with Grav() as g:
+        for _ in range(3):
+            responder(g.connect())
+        receipt = g.connect().send(Message.new("test.ask", "all"))
+        got = [m.text() async for m in receipt.replies(timeout=GUARD, max=3)]
+        assert got == ["hey all"] * 3
+
+
+async def test_replies_window_ends_quietly_with_what_came() -> None:
+    """With only a timeout, the window's end ends the iteration with what came; no error."""
+    async with Grav() as g:
+        responder(g.connect())
+        receipt = g.connect().send(Message.new("test.ask", "one"))
+        got = [m.text() async for m in receipt.replies(timeout=0.2)]
+        assert got == ["hey one"]
+
+
+async def test_replies_needs_a_bound_and_knows_no_responders() -> None:
+    """replies() with neither bound is a UsageError; a type nobody admits raises NoResponders."""
+    async with Grav() as g:
+        responder(g.connect())
+        receipt = g.connect().send(Message.new("test.ask", "x"))
+        with pytest.raises(UsageError):
+            [m async for m in receipt.replies()]
+        nobody = g.connect().send(Message.new("nobody.listens", "x"))
+        with pytest.raises(NoResponders):
+            [m async for m in nobody.replies(max=1)]
