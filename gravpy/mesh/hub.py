@@ -90,7 +90,8 @@ class Hub:
         self.mesh_key = mesh_key
         self.config = fit_to_transports(config, transports)
         self.listen = listen
-        self.links: set[PeerLink] = set()  # every running link, open or not
+        self.links: set[PeerLink] = set()  # every link that has not ended, open or not
+        self._running: set[PeerLink] = set()  # every link whose transport is not closed yet
         self.router: Router[PeerLink] = Router()
         self._dialer = Dialer(self, self.config.backoff)
         self._tasks = TaskSupervisor(_log)
@@ -160,15 +161,15 @@ class Hub:
             link.withdraw()
         if open_links and self.config.drain_timeout > 0:
             await self._wait_withdrawn(open_links)
-        ending = list(self.links)
-        for link in ending:
+        for link in list(self.links):
             link.end(REASON_SHUTDOWN)
-        if ending:  # let each writer send what is queued and CLOSE (bounded)
-            ends = [asyncio.ensure_future(link.ended.wait()) for link in ending]
-            _, pending = await asyncio.wait(ends, timeout=self.config.drain_timeout + 1.0)
+        running = list(self._running)
+        if running:  # each writer sends what is queued and CLOSE, then its transport closes
+            closes = [asyncio.ensure_future(link.closed.wait()) for link in running]
+            _, pending = await asyncio.wait(closes, timeout=self.config.drain_timeout + 1.0)
             for fut in pending:
                 fut.cancel()
-            await asyncio.gather(*ends, return_exceptions=True)
+            await asyncio.gather(*closes, return_exceptions=True)
         if self.listen:
             for transport in self.transports:
                 await transport.stop()
@@ -306,9 +307,11 @@ class Hub:
 
     async def _run_link(self, peer: PeerLink) -> None:
         self.links.add(peer)
+        self._running.add(peer)
         try:
             await peer.run()
         finally:
+            self._running.discard(peer)
             peer.finish()  # already done by the link, unless it was cut off first
 
     def link_ended(self, peer: PeerLink) -> None:

@@ -154,6 +154,7 @@ class PeerLink:
         self._closing = False
         self._close_code = REASON_NORMAL
         self.ended = asyncio.Event()  # set once the link is gone (``finish``)
+        self.closed = asyncio.Event()  # set once the transport is closed too (after ``ended``)
         self.acked = asyncio.Event()  # the remote acknowledged our WITHDRAW
         self.interests_known = asyncio.Event()  # the remote's first INTERESTS arrived
         self.was_open = False
@@ -337,7 +338,10 @@ class PeerLink:
             self.dropped += self.drop_queue()
             # the hub forgets the link now, not after a close handshake a dead peer never answers
             self.finish()
-            await self.link.close(self.end_reason or REASON_NORMAL)
+            try:
+                await self.link.close(self.end_reason or REASON_NORMAL)
+            finally:
+                self.closed.set()
 
     def finish(self) -> None:
         """The link is over: tell the owner and whoever dialled it (once)."""
