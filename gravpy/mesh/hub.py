@@ -129,8 +129,8 @@ class Hub:
             for transport in self.transports:
                 await transport.start(self._accept)
             endpoints = self.endpoints()
-            if endpoints:  # advertise where we can be dialled, now that the ports are known
-                self.local = dataclasses.replace(self.local, endpoint=endpoints[0])
+            if endpoints:  # advertise where we can be dialled fastest, now the ports are known
+                self.local = dataclasses.replace(self.local, endpoint=fastest(endpoints))
         ctx = DiscoveryContext(
             node_uuid=self.local.node_uuid,
             belongs_to=self.local.belongs_to,
@@ -367,7 +367,7 @@ class Hub:
                 peer.set_neighbours(uuid for uuid, _ in event.pairs)
                 self.router.routes_changed()
                 self.interests_changed()  # relaying for this peer may have changed
-                self._on_gossip(event.pairs)
+                self._on_gossip(peer, event.pairs)
             elif isinstance(event, WithdrawReceived):
                 self._log.info("peer_withdrew", peer=peer.uuid)
                 peer.peer_withdrew()
@@ -432,9 +432,13 @@ class Hub:
 
     # -- gossip ----------------------------------------------------------------------------------
 
-    def _on_gossip(self, pairs: tuple[tuple[str, str], ...]) -> None:
+    def _on_gossip(self, sender: PeerLink, pairs: tuple[tuple[str, str], ...]) -> None:
+        """A peer told us the endpoints it knows: its own (kept, to pass on) and its peers'
+        (each node we are not linked to is dialled at the fastest endpoint we can dial)."""
+        sender.set_endpoints(ep for uuid, ep in pairs if uuid == sender.uuid and ep)
         if self.local.role != ROLE_PEER or self._stopping:
             return
+        known: dict[str, list[str]] = {}
         for uuid, endpoint in pairs:
             if uuid == self.local.node_uuid or uuid in self.peers or not endpoint:
                 continue
@@ -442,16 +446,15 @@ class Hub:
                 self._transport_for(endpoint)
             except UsageError:
                 continue
-            self.want(endpoint, uuid, "gossip")
+            known.setdefault(uuid, []).append(endpoint)
+        for uuid, endpoints in known.items():
+            self.want(fastest(endpoints), uuid, "gossip")
 
     def _gossip(self) -> None:
+        """Tell every peer every endpoint of ours and of the other peers we know."""
         open_peers = [link for link in self.peers.values() if link.is_open and link.is_peer]
-        pairs = [
-            (link.uuid, link.remote.endpoint)
-            for link in open_peers
-            if link.remote is not None and link.remote.endpoint
-        ]
-        pairs.extend((self.local.node_uuid, ep) for ep in self.endpoints()[:1])
+        pairs = [(link.uuid, ep) for link in open_peers for ep in link.known_endpoints()]
+        pairs.extend((self.local.node_uuid, ep) for ep in self.endpoints())
         for link in open_peers:
             link.send_peers([p for p in pairs if p[0] != link.uuid])
 
@@ -592,3 +595,12 @@ def _preferred(new: PeerLink, old: PeerLink) -> bool:
     if new.initiator_uuid != old.initiator_uuid:
         return new.initiator_uuid < old.initiator_uuid
     return True
+
+
+# Transports by speed on a LAN: raw TCP, then WebSocket, then HTTP (DESIGN.md section 5).
+_SCHEME_RANK = {"tcp": 0, "tls": 0, "ws": 1, "wss": 1, "http": 2, "https": 2}
+
+
+def fastest(endpoints: list[str]) -> str:
+    """The endpoint of the fastest transport (tcp, then websocket, then http; others last)."""
+    return min(endpoints, key=lambda ep: _SCHEME_RANK.get(ep.split("://", 1)[0], 9))

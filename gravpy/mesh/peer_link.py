@@ -137,6 +137,7 @@ class PeerLink:
         self._dialer = dialer
         self.interests: tuple[str, ...] = ()
         self.neighbours: frozenset[str] | None = None  # peers the remote says it links to
+        self._endpoints: tuple[str, ...] = ()  # where the remote says it listens
         self._advertised: tuple[str, ...] | None = None  # what we last told the remote we want
         self.dropped = 0
         self.end_reason = ""
@@ -192,6 +193,17 @@ class PeerLink:
     def initiator_uuid(self) -> str:
         """The uuid of the node that dialled this link (ties between duplicate links use it)."""
         return self.proto.local.node_uuid if self.link.initiator else self.uuid
+
+    def set_endpoints(self, endpoints: Iterable[str]) -> None:
+        """The endpoints the remote said it listens on (its own entries in PEERS)."""
+        self._endpoints = tuple(dict.fromkeys(endpoints))
+
+    def known_endpoints(self) -> tuple[str, ...]:
+        """Where the remote can be dialled: what it told us, else the endpoint in its HELLO."""
+        if self._endpoints:
+            return self._endpoints
+        remote = self.proto.remote
+        return (remote.endpoint,) if remote is not None and remote.endpoint else ()
 
     def set_neighbours(self, uuids: Iterable[str]) -> None:
         """The remote told us which peers it links to (PEERS)."""
