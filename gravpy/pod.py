@@ -434,8 +434,9 @@ class Pod:
         steps = _CHECK_EVERY
         while inbox and not self._closed:
             steps -= 1
-            if not steps:  # drain what came while there is time: a burst never overflows a fast pod
-                if time.perf_counter() > deadline:
+            if not steps:  # drain while there is time, and past it while the inbox is still
+                # over a quarter full: a burst never overflows a pod faster than its producer
+                if time.perf_counter() > deadline and len(inbox) <= self._high_water // 2:
                     break
                 steps = _CHECK_EVERY
             if self._mode is not _Mode.SYNC and self._mode is not _Mode.IDLE:
