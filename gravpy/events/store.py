@@ -49,6 +49,7 @@ _log = logging.getLogger("gravpy.events.store")
 T = TypeVar("T")
 SCHEMA_VERSION: Final = 1
 RETAIN_EVERY: Final = 1000
+_CACHE_KIB: Final = 64 * 1024
 _COLUMNS: Final = (
     "id, operation_id, acted_upon, user_id, system_id, category, action, severity, "
     "description, metadata, status, created_at"
@@ -298,6 +299,7 @@ def _connect(path: str, timeout: float) -> sqlite3.Connection:
 def _prepare(conn: sqlite3.Connection, path: str) -> None:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(f"PRAGMA cache_size={-_CACHE_KIB}")  # the indexes of 1M events stay in memory
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if version > SCHEMA_VERSION:
         raise EventStoreError(path, f"schema version {version} is from a newer gravpy")
