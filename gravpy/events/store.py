@@ -6,8 +6,9 @@ blocks on the disk and the connection is only ever touched by its own thread. Th
 is enough for that; ``aiosqlite`` would add a dependency that does the same hop.
 
 The file is in WAL mode with ``synchronous=NORMAL`` (a commit is a write to the log, not an
-fsync), which is what lets one event per transaction go well past 5,000 a second.
-``persist_many`` writes a batch in one transaction.
+fsync). Writes go through a group commit (``gravpy.events._commit``): ``persist`` calls that
+arrive while a transaction is in flight share the next one, so many writers (a gravd serving many
+apps) are not held to one transaction each; ``persist_many`` writes a batch in one transaction.
 
 Opening checks the file at once: a file that is not a database, a schema from a newer gravpy, or a
 database another process keeps locked past ``timeout`` raises ``EventStoreError`` with the path and
@@ -32,10 +33,12 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from gravpy.errors import GravError, UsageError
+from gravpy.events._commit import GroupCommit
 from gravpy.events.event import Event, EventStatus, Severity, check_uuid
 from gravpy.events.query import EventQuery, Page
 
@@ -43,12 +46,19 @@ if TYPE_CHECKING:
     from gravpy.events.remote import RemoteEventStore
     from gravpy.grav import Grav
 
-__all__ = ["RETAIN_EVERY", "SCHEMA_VERSION", "EventStore", "EventStoreError"]
+__all__ = [
+    "RETAIN_EVERY",
+    "SCHEMA_VERSION",
+    "EventStore",
+    "EventStoreError",
+    "EventStoreStatistics",
+]
 
 _log = logging.getLogger("gravpy.events.store")
 T = TypeVar("T")
 SCHEMA_VERSION: Final = 1
 RETAIN_EVERY: Final = 1000
+WRITE_QUEUE_LIMIT: Final = 10_000  # rows waiting for a transaction; more makes persist wait
 _CACHE_KIB: Final = 64 * 1024
 _COLUMNS: Final = (
     "id, operation_id, acted_upon, user_id, system_id, category, action, severity, "
@@ -88,6 +98,14 @@ class EventStoreError(GravError):
         self.problem = problem
 
 
+@dataclass(frozen=True, slots=True)
+class EventStoreStatistics:
+    """Writes since the store opened."""
+
+    transactions: int  # write transactions committed (concurrent persists share one)
+    rows: int  # rows written in them (an id already stored counts, and changes nothing)
+
+
 class EventStore:
     """Stored events with filtered, paged queries. ``store = await EventStore.open(path)``."""
 
@@ -107,6 +125,7 @@ class EventStore:
         self.max_age = max_age
         self._unretained = 0
         self._closed = False
+        self._commit = GroupCommit(self._write, limit=WRITE_QUEUE_LIMIT)
 
     @classmethod
     async def open(
@@ -147,6 +166,7 @@ class EventStore:
         """Close the database and end the worker thread."""
         if self._closed:
             return
+        await self._commit.close()
         self._closed = True
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
@@ -169,7 +189,12 @@ class EventStore:
         """Store several events in one transaction."""
         rows = [_row(e) for e in events]
         if rows:
-            await self._call(self._insert, rows)
+            if self._closed:
+                raise UsageError("the event store is closed")
+            await self._commit.submit(rows)
+
+    async def _write(self, rows: list[tuple[Any, ...]]) -> None:
+        await self._call(self._insert, rows)
 
     def _insert(self, rows: list[tuple[Any, ...]]) -> None:
         with self._conn:
@@ -259,6 +284,9 @@ class EventStore:
     def _get(self, key: str) -> Event | None:
         row = self._conn.execute(f"SELECT {_COLUMNS} FROM events WHERE id = ?", (key,)).fetchone()
         return None if row is None else _event(self.path, row)
+
+    def statistics(self) -> EventStoreStatistics:
+        return EventStoreStatistics(self._commit.transactions, self._commit.rows)
 
     async def count(self) -> int:
         """How many events are stored."""

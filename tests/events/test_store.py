@@ -214,3 +214,16 @@ async def test_closed_store_refuses_calls() -> None:
     await store.close()
     with pytest.raises(UsageError, match="closed"):
         await store.count()
+
+
+async def test_concurrent_persists_share_transactions() -> None:
+    """Persists that arrive while a write is in flight are committed together, none lost."""
+    async with await EventStore.open() as store:
+        events = [make(user=USERS[i % 3]) for i in range(200)]
+        await asyncio.gather(*(store.persist(e) for e in events))
+        assert await store.count() == 200
+        stats = store.statistics()
+        assert stats.rows == 200
+        assert stats.transactions < 200
+        await store.persist(events[0])  # alone: a transaction of its own
+        assert store.statistics().transactions == stats.transactions + 1
