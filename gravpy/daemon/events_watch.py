@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from gravpy.events.event import Event, EventError, Severity, check_uuid
 from gravpy.grav import Grav
-from gravpy.link import PeerInfo
+from gravpy.mesh import PeerInfo
 from gravpy.proto import ROLE_LEAF
 
 __all__ = ["DROP_THRESHOLD", "NodeWatcher"]
