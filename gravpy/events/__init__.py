@@ -20,7 +20,7 @@ from gravpy.events.builder import EventBuilder
 from gravpy.events.event import Event, EventError, EventStatus, Severity
 from gravpy.events.query import EventQuery, Page
 from gravpy.events.remote import RemoteEventStore
-from gravpy.events.store import EventStore, EventStoreError
+from gravpy.events.store import EventStore, EventStoreError, EventStoreStatistics
 
 __all__ = [
     "Event",
@@ -32,6 +32,7 @@ __all__ = [
     "EventStatus",
     "EventStore",
     "EventStoreError",
+    "EventStoreStatistics",
     "Page",
     "RemoteEventStore",
     "Severity",
