@@ -36,6 +36,7 @@ from gravpy.daemon.settings import (
     SETTINGS,
     Address,
     Setting,
+    default_data_dir,
 )
 from gravpy.errors import ConfigError
 from gravpy.proto import ANY_MESH
@@ -68,6 +69,7 @@ class DaemonConfig:
     mesh: str = ANY_MESH
     mesh_key_file: Path | None = None
     mesh_key: bytes | None = field(default=None, repr=False)
+    data_dir: Path = field(default_factory=default_data_dir)
     log_format: str = "auto"
     log_level: str = "info"
     drain_timeout: float = 2.0
@@ -107,6 +109,7 @@ class DaemonConfig:
             "monitor": str(self.monitor) if self.monitor else "off",
             "mesh": self.mesh,
             "mesh_key_file": str(self.mesh_key_file) if self.mesh_key_file else None,
+            "data_dir": str(self.data_dir),
             "log_format": self.log_format,
             "log_level": self.log_level,
             "drain_timeout": self.drain_timeout,
