@@ -103,10 +103,34 @@ def encode_msgs_split(messages: Sequence[Message], limits: Limits = DEFAULT_LIMI
     Raises ``UsageError`` (and returns nothing) if a message's data is over ``max_message_bytes``,
     it has more than ``MAX_HEADERS`` headers, or it cannot fit in a frame at all.
     """
+    batch = messages if type(messages) is list else list(messages)
+    frames: list[bytes] = []
+    if _fits_one_frame(batch, limits):  # the usual case, checked without a Python loop
+        _pack_within(batch, limits.max_frame_bytes, frames)
+        return frames
+    for chunk in _chunks(batch, limits):
+        _pack_within(chunk, limits.max_frame_bytes, frames)
+    return frames
+
+
+def _fits_one_frame(batch: list[Message], limits: Limits) -> bool:
+    """True if ``batch`` is non-empty, within every limit, and ``_chunks`` would not cut it."""
+    if not batch or len(batch) > limits.max_batch:
+        return False
+    sizes = [len(msg.data) for msg in batch]
+    if max(sizes) > limits.max_message_bytes:
+        return False
+    if sum(sizes) + SIZE_ESTIMATE_OVERHEAD * len(batch) > limits.max_frame_bytes:
+        return False
+    return all(len(h) <= MAX_HEADERS for h in [msg.headers for msg in batch if msg.headers])
+
+
+def _chunks(batch: list[Message], limits: Limits) -> list[list[Message]]:
+    """``batch`` cut by ``max_batch`` and estimated size; ``UsageError`` for a message over limits."""
     chunks: list[list[Message]] = []
     chunk: list[Message] = []
     estimate = 0
-    for msg in messages:
+    for msg in batch:
         size = len(msg.data)
         if size > limits.max_message_bytes:
             raise UsageError(
@@ -123,10 +147,7 @@ def encode_msgs_split(messages: Sequence[Message], limits: Limits = DEFAULT_LIMI
         estimate += size
     if chunk:
         chunks.append(chunk)
-    frames: list[bytes] = []
-    for batch in chunks:
-        _pack_within(batch, limits.max_frame_bytes, frames)
-    return frames
+    return chunks
 
 
 def encode_interests(patterns: Iterable[str], limits: Limits = DEFAULT_LIMITS) -> bytes:
@@ -198,7 +219,10 @@ def _decode_msgs_typed(raw: bytes | bytearray | memoryview, limits: Limits) -> M
         return None
     max_data = limits.max_message_bytes
     for wire in wires:
-        if len(wire[5]) > max_data or not is_valid_type(wire[3]):
+        if len(wire[5]) > max_data:
+            return None
+    for msg_type in {wire[3] for wire in wires}:  # a batch holds few distinct types
+        if not is_valid_type(msg_type):
             return None
     return Msgs(list(starmap(Message, wires)))
 

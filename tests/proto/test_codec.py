@@ -206,7 +206,7 @@ near_valid_msgs = st.lists(near_valid_messages, max_size=5).map(lambda b: [Frame
 small = Limits(max_frame_bytes=2048, max_message_bytes=16, max_batch=3)
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(near_valid_msgs | any_frame.map(lambda f: f.to_wire()), st.sampled_from([DEFAULT, small]))
 def test_typed_msgs_decoder_accepts_only_what_the_careful_decoder_accepts(
     obj: list[object], limits: Limits
@@ -296,6 +296,31 @@ def test_split_keeps_one_frame_for_a_normal_batch() -> None:
     """A batch within the limits is packed into exactly one frame identical to encode_msgs."""
     batch = [Message.new("t", f"m{i}") for i in range(100)]
     assert encode_msgs_split(batch) == [encode_msgs(batch)]
+
+
+sized_messages = st.builds(
+    lambda n, h: Message.new("t", b"x" * n, headers={f"h{i}": "" for i in range(h)}),
+    st.integers(0, 1100),
+    st.sampled_from([0, 0, 0, 3, 257]),
+)
+
+
+@settings(max_examples=100)
+@given(st.lists(sized_messages, max_size=12), st.integers(1, 4))
+def test_split_frames_hold_the_batch_in_order_within_limits(batch: list[Message], cut: int) -> None:
+    """Split frames decode back to the batch in order, each within the limits, or UsageError
+    names the first message that breaks a limit."""
+    limits = Limits(max_frame_bytes=4096, max_message_bytes=1024, max_batch=cut)
+    bad = [m for m in batch if len(m.data) > 1024 or len(m.headers or ()) > 256]
+    if bad:
+        with pytest.raises(UsageError, match=f"message {bad[0].uuid} has"):
+            encode_msgs_split(batch, limits)
+        return
+    frames = encode_msgs_split(batch, limits)
+    decoded = [decode_frame(raw, limits) for raw in frames]
+    assert all(len(raw) <= 4096 for raw in frames)
+    assert [m for f in decoded if isinstance(f, Msgs) for m in f.messages] == batch
+    assert len(frames) >= -(-len(batch) // cut)
 
 
 @pytest.mark.parametrize(
