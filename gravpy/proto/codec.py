@@ -105,7 +105,7 @@ def encode_msgs_split(messages: Sequence[Message], limits: Limits = DEFAULT_LIMI
     """
     batch = messages if type(messages) is list else list(messages)
     frames: list[bytes] = []
-    if _fits_one_frame(batch, limits):  # the usual case, checked without a Python loop
+    if _fits_one_frame(batch, limits):  # the usual case, checked in two comprehensions
         _pack_within(batch, limits.max_frame_bytes, frames)
         return frames
     for chunk in _chunks(batch, limits):
@@ -190,7 +190,7 @@ def _pack_within(batch: list[Message], max_bytes: int, out: list[bytes]) -> None
 
 
 _MSGS_PREFIX: Final = bytes([0x92, _MSGS])  # fixarray of 2, then the kind
-_MSGS_DECODER: Final = msgspec.msgpack.Decoder(
+_MSGS_DECODER: Final = msgspec.msgpack.Decoder(  # Literal[5]: FrameKind.MSGS
     tuple[Literal[5], Annotated[list[WIRE_MESSAGE], msgspec.Meta(min_length=1)]]
 )
 

@@ -16,8 +16,9 @@ Every frame is one msgpack array whose first element is the frame kind (a small 
     CLOSE         [12, reason, detail]
 
 Each frame class has ``to_wire()``, its msgpack array; ``gravpy.proto.codec`` packs and checks
-them (MSGS frames through msgspec, which packs the messages themselves: same bytes).
-``MAX_HEADERS`` (headers per message, also the msgpack map length limit) is ``gravpy.message``'s. docs/protocol.md is the reference for the field types and limits.
+them (MSGS frames through msgspec, which packs the messages themselves into the same bytes).
+docs/protocol.md is the reference for the field types and limits. ``MAX_HEADERS`` (headers per
+message, also the msgpack map length limit) is defined by ``gravpy.message``.
 """
 
 from __future__ import annotations

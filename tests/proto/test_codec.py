@@ -282,6 +282,9 @@ def test_bytes_like_input_is_accepted() -> None:
     """decode_frame takes bytearray and memoryview as well as bytes."""
     raw = encode_frame(Ping(3))
     assert decode_frame(bytearray(raw)) == decode_frame(memoryview(raw)) == Ping(3)
+    msgs = Msgs([Message.new("a.b", b"x")])
+    raw = encode_frame(msgs)
+    assert decode_frame(bytearray(raw)) == decode_frame(memoryview(raw)) == msgs
 
 
 def test_split_refuses_a_message_that_cannot_fit_any_frame() -> None:
