@@ -177,7 +177,8 @@ class Message(msgspec.Struct, array_like=True, gc=False):
         not pack, a ``parent_id`` over 64 characters, headers not mapping str to str, or strings
         that are not valid Unicode (lone surrogates).
         """
-        # The fast path: a type seen before, bytes data, no parent, no headers: no calls.
+        # The fast path (a type seen before, bytes data, no parent, no headers) validates with
+        # one dict lookup and copies nothing.
         try:
             known = type in _valid_types
         except TypeError:  # unhashable: validate_type says why
