@@ -6,6 +6,7 @@ const POLL_MS = 2000;
 const MAX_TAIL_ROWS = 500; // the page never holds more rows than this
 const SVG = "http://www.w3.org/2000/svg";
 const $ = (sel) => document.querySelector(sel);
+const TIME_FORMAT = { hour: "2-digit", minute: "2-digit", second: "2-digit", fractionalSecondDigits: 3, hour12: false };
 const short = (uuid) => (uuid || "?").slice(0, 8);
 
 function el(tag, attrs = {}, text) {
@@ -57,7 +58,7 @@ async function pollMesh() {
 }
 
 function layout(nodes) {
-  const cx = 360, cy = 220, r = nodes.length > 1 ? 150 : 0;
+  const cx = 360, cy = 240, r = nodes.length > 1 ? 150 : 0;
   const at = new Map();
   nodes.forEach((n, i) => {
     const a = (2 * Math.PI * i) / nodes.length - Math.PI / 2;
@@ -79,8 +80,9 @@ function drawMesh(doc) {
       "data-a": link.a, "data-b": link.b, "data-state": link.state,
     }));
     const rtt = link.rtt_seconds == null ? "rtt ?" : `${(link.rtt_seconds * 1000).toFixed(1)} ms`;
-    g.append(el("svg:text", { class: "link-label", x: (a.x + b.x) / 2 + 6, y: (a.y + b.y) / 2 - 6 },
-      `${link.transport || "?"} · ${rtt}`));
+    const detail = link.state === "open" ? rtt : link.state;
+    g.append(el("svg:text", { class: "link-label", x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 + 4, "text-anchor": "middle" },
+      `${link.transport || "?"} · ${detail}`));
     svg.append(g);
   }
   for (const node of doc.nodes) {
@@ -90,13 +92,13 @@ function drawMesh(doc) {
       class: `node ${node.state}${self ? " self" : ""}`, "data-uuid": node.uuid, "data-state": node.state,
       transform: `translate(${p.x},${p.y})`,
     });
+    const dy = p.y < 200 ? -66 : 40; // labels away from the centre, where the links cross
     g.append(el("svg:circle", { r: 22 }));
     g.append(el("svg:title", {}, node.uuid));
-    g.append(el("svg:text", { class: "node-name", y: 40, "text-anchor": "middle" }, short(node.uuid) + (self ? " (this node)" : "")));
-    g.append(el("svg:text", { class: "node-state", y: 55, "text-anchor": "middle" }, node.state));
-    g.append(el("svg:text", { class: "node-leaves", y: 5, "text-anchor": "middle" }, `${node.leaves}`));
-    g.append(el("svg:text", { class: "node-leaves-label", y: 70, "text-anchor": "middle" },
-      `${node.leaves} leaf${node.leaves === 1 ? "" : "s"} · ${node.pods} pods`));
+    g.append(el("svg:text", { class: "node-name", y: dy, "text-anchor": "middle" }, short(node.uuid) + (self ? " (this node)" : "")));
+    g.append(el("svg:text", { class: "node-state", y: dy + 15, "text-anchor": "middle" }, node.state));
+    g.append(el("svg:text", { class: "node-leaves", y: dy + 30, "text-anchor": "middle" },
+      `${node.leaves} ${node.leaves === 1 ? "leaf" : "leaves"} · ${node.pods} pods`));
     svg.append(g);
   }
 }
@@ -125,8 +127,8 @@ function drawInterests(doc) {
 
 // -- traffic ---------------------------------------------------------------------------------------
 
-function chart(title, samples, pick, capacity) {
-  const w = 600, h = 120, pad = 28;
+function chart(title, samples, pick, capacity, w = 600) {
+  const h = w / 5, pad = 28;
   const box = el("div", { class: "chart-box" });
   const series = ["in", "out", "dropped"].map((k) => samples.map((s) => pick(s)[k]));
   const max = Math.max(1, ...series.flat());
@@ -155,11 +157,11 @@ async function pollTraffic() {
   const { ok, body } = await getJSON("/v1/traffic").catch(() => ({ ok: false }));
   if (!ok) return;
   const samples = body.samples, cap = body.capacity;
-  $("#traffic-node").replaceChildren(chart("this node (mesh messages)", samples, (s) => s, cap));
+  $("#traffic-node").replaceChildren(chart("this node (mesh messages)", samples, (s) => s, cap, 900));
   const links = new Set(samples.flatMap((s) => Object.keys(s.links)));
   const zero = { in: 0, out: 0, dropped: 0 };
   $("#traffic-links").replaceChildren(...[...links].sort().map((uuid) =>
-    chart(`link ${short(uuid)}`, samples, (s) => s.links[uuid] || zero, cap)));
+    chart(`link ${short(uuid)}`, samples, (s) => s.links[uuid] || zero, cap, 320)));
   $("#drops tbody").replaceChildren(...Object.entries(body.dropped_by_reason).map(([r, n]) => row([r, n])));
 }
 
@@ -175,6 +177,10 @@ function tailInfo() {
   $("#tail-info").textContent = parts.join(" · ");
 }
 
+function repreview() {
+  for (const tr of $("#tail tbody").rows) tr.lastElementChild.textContent = preview(tr.message);
+}
+
 function preview(msg) {
   const mode = $("#tail-preview").value;
   if (mode === "json") return msg.json !== null ? JSON.stringify(msg.json) : "(not JSON)";
@@ -187,10 +193,11 @@ function addRows(rows) {
   const body = $("#tail tbody");
   for (const msg of rows) {
     const tr = row([
-      new Date(msg.time * 1000).toLocaleTimeString(undefined, { hour12: false, fractionalSecondDigits: 3 }),
+      new Date(msg.time * 1000).toLocaleTimeString(undefined, TIME_FORMAT),
       el("td", { class: "mono" }, msg.type), msg.size, el("td", { class: "mono", title: msg.uuid }, msg.sender),
       el("td", { class: "mono data" }, preview(msg)),
     ], { class: "tail-row" });
+    tr.message = msg;
     body.prepend(tr);
   }
   while (body.rows.length > MAX_TAIL_ROWS) body.lastElementChild.remove();
@@ -302,6 +309,7 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const b of document.querySelectorAll("nav button")) b.addEventListener("click", () => showView(b.dataset.view));
   $("#tail-form").addEventListener("submit", startTail);
   $("#tail-pause").addEventListener("click", togglePause);
+  $("#tail-preview").addEventListener("change", repreview);
   $("#tail-clear").addEventListener("click", () => { $("#tail tbody").replaceChildren(); tail.missed = 0; tailInfo(); });
   $("#events-form").addEventListener("submit", (e) => { events.page = 1; loadEvents(e); });
   $("#events-prev").addEventListener("click", () => turnPage(-1));
