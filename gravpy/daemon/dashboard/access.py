@@ -99,14 +99,17 @@ class Access:
         offered.append(request.cookies.get(COOKIE, ""))
         return any(hmac.compare_digest(o.encode(), self.token.encode()) for o in offered if o)
 
-    async def login(self, request: web.Request) -> web.StreamResponse | None:
-        """For ``/?token=...``: set the cookie and redirect to ``/`` (None: no token given)."""
+    def login(self, request: web.Request) -> web.Response | None:
+        """For ``/?token=...``: raise the redirect to ``/`` that sets the cookie.
+
+        None when no token is offered (or none is configured); a 401 answer for a wrong one.
+        """
         offered = request.query.get("token")
         if offered is None or self.token is None:
             return None
         if not hmac.compare_digest(offered.encode(), self.token.encode()):
             self.refused += 1
             return web.json_response({"error": "wrong token"}, status=401)
-        response = web.HTTPSeeOther("/")
-        response.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict", path="/")
-        return response
+        redirect = web.HTTPSeeOther("/")
+        redirect.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict", path="/")
+        raise redirect

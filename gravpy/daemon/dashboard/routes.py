@@ -116,7 +116,7 @@ class Dashboard:
     # -- the page --------------------------------------------------------------------------------
 
     async def _index(self, request: web.Request) -> web.StreamResponse:
-        login = await self.access.login(request)
+        login = self.access.login(request)
         if login is not None:
             return login
         problem = self.access.problem(request)
