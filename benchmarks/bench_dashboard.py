@@ -1,0 +1,280 @@
+"""Dashboard benchmark: what a live tail on ``>`` costs a gravd forwarding ~20,000 msgs/s.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_dashboard.py            # full run (about a minute)
+    .venv/bin/python benchmarks/bench_dashboard.py --quick    # shorter runs, a smoke test
+    .venv/bin/python benchmarks/bench_dashboard.py --json out.json
+
+Layout: one real gravd (a subprocess on 127.0.0.1, port 0, its monitor too). This process holds
+two leaves attached to it (``gravpy.connect``): a publisher and a subscriber on ``bench.>``; so
+every message goes leaf -> gravd -> leaf and gravd does the routing. With ``tail`` on, this process
+also holds one browser's tail open (``GET /v1/tail?pattern=>`` read as server-sent events), so
+gravd's tail pod sees every message.
+
+Measured, alternating the two modes (off, tail, off, tail, ...), ``--rounds`` times each:
+
+1. paced: the publisher offers 20,000 msgs/s (batches every 10 ms, ``await pod.publish``) for
+   ``--seconds``; we report the rate the subscriber received, and gravd's CPU time per message
+   (utime+stime from /proc, in microseconds): at a fixed rate the CPU gravd spends is what the
+   tail costs, and 1/cpu-per-message is the ceiling gravd could reach on one core.
+2. flat out: the publisher sends ``--count`` messages as fast as ``publish`` lets it; the rate the
+   subscriber received is gravd's forwarding throughput.
+
+Memory: gravd's VmRSS (from /proc) is sampled every 0.25 s during every run; a final long tail run
+(``--soak`` seconds at 20,000 msgs/s) shows whether it keeps growing. Every run checks that the
+subscriber got every message once; a lost message makes the figure invalid (exit status 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+
+import gravpy
+from gravpy import Message
+
+ROOT = Path(__file__).resolve().parents[1]
+RATE = 20_000
+TICK = 0.01
+PAYLOAD = b"x" * 120
+TARGET_DROP = 0.15
+_CLK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    mode: str
+    kind: str
+    sent: int
+    received: int
+    seconds: float
+    rate: float
+    cpu_us_per_msg: float
+    rss_kb: list[int] = field(default_factory=list)
+    tail_rows: int = 0
+    tail_skipped: int = 0
+
+
+def _proc(pid: int) -> tuple[float, int]:
+    """(CPU seconds, VmRSS in kB) of process ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / _CLK
+    rss = next(
+        int(line.split()[1])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmRSS:")
+    )
+    return cpu, rss
+
+
+@asynccontextmanager
+async def gravd() -> AsyncIterator[tuple[int, str, str]]:
+    """A gravd subprocess: (pid, endpoint, monitor URL); killed on exit."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gravpy.daemon.main", "--listen", "127.0.0.1:0",
+        "--monitor", "127.0.0.1:0", "--log-format", "json",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("GRAVD_")},
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        while True:
+            line = await proc.stderr.readline()
+            if not line:
+                raise RuntimeError("gravd ended before listening")
+            record = json.loads(line) if line.startswith(b"{") else {}
+            if record.get("event") == "listening":
+                break
+        drain = asyncio.create_task(_discard(proc.stderr))  # a full pipe would stall gravd
+        try:
+            yield proc.pid, record["endpoints"][0], "http://" + record["monitor"]
+        finally:
+            drain.cancel()
+            await asyncio.wait([drain])
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def _discard(stream: asyncio.StreamReader) -> None:
+    while await stream.read(65536):
+        pass
+
+
+class Tail:
+    """One browser's tail on ``>``: reads the stream, counts rows, keeps the last stats."""
+
+    def __init__(self, session: aiohttp.ClientSession, monitor: str) -> None:
+        self.session, self.monitor = session, monitor
+        self.rows, self.stats = 0, {}
+        self.opened = asyncio.Event()
+
+    async def run(self) -> None:
+        async with self.session.get(self.monitor + "/v1/tail", params={"pattern": ">"}) as r:
+            kind = ""
+            async for raw in r.content:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    data = json.loads(line[6:])
+                    if kind == "rows":
+                        self.rows += len(data)
+                    else:
+                        self.stats = data
+                        self.opened.set()
+
+
+async def _wait_interest(session: aiohttp.ClientSession, monitor: str, pattern: str) -> None:
+    while True:
+        async with session.get(monitor + "/v1/node") as r:
+            node = await r.json()
+        if pattern in node["pods"]["interests"] or any(
+            pattern in leaf["interests"] for leaf in node["leaves"]
+        ):
+            return
+        await asyncio.sleep(0.02)
+
+
+async def one_run(args: Any, pid: int, endpoint: str, monitor: str, mode: str, kind: str) -> Run:
+    async with (
+        aiohttp.ClientSession() as session,
+        gravpy.connect(endpoint) as pub_leaf,
+        gravpy.connect(endpoint) as sub_leaf,
+    ):
+        sub, pub = sub_leaf.connect(inbox_limit=100_000), pub_leaf.connect()
+        count, last = 0, [0.0]
+        total = args.count if kind == "flat" else int(RATE * args.seconds)
+        done = asyncio.Event()
+
+        def on_msg(msg: Message) -> None:
+            nonlocal count
+            count += 1
+            last[0] = time.monotonic()
+            if count == total:
+                done.set()
+
+        sub.on_type("bench.>", on_msg)
+        await _wait_interest(session, monitor, "bench.>")
+        tail, tail_task = Tail(session, monitor), None
+        if mode == "tail":
+            tail_task = asyncio.create_task(tail.run())
+            await tail.opened.wait()
+            await _wait_interest(session, monitor, ">")
+        rss: list[int] = []
+        cpu0, _ = _proc(pid)
+        start = time.monotonic()
+        sampler = asyncio.create_task(_sample_rss(pid, rss))
+        try:
+            await _publish(pub, total, paced=kind == "paced", start=start)
+            async with asyncio.timeout(30):
+                await done.wait()
+        except TimeoutError:
+            pass
+        finally:
+            sampler.cancel()
+            await asyncio.wait([sampler])
+        cpu1, _ = _proc(pid)
+        await asyncio.sleep(1.2)  # let the tail's next stats event report the skipped count
+        if tail_task is not None:
+            tail_task.cancel()
+            await asyncio.wait([tail_task])
+        elapsed = (last[0] or time.monotonic()) - start
+        return Run(
+            mode, kind, total, count, elapsed, count / elapsed,
+            (cpu1 - cpu0) * 1e6 / max(1, count), rss, tail.rows, tail.stats.get("skipped", 0),
+        )  # fmt: skip
+
+
+async def _sample_rss(pid: int, into: list[int]) -> None:
+    while True:
+        into.append(_proc(pid)[1])
+        await asyncio.sleep(0.25)
+
+
+async def _publish(pod: Any, total: int, *, paced: bool, start: float) -> None:
+    per_tick = int(RATE * TICK)
+    for i in range(total):
+        await pod.publish(Message.new("bench.load", PAYLOAD))
+        if paced and i % per_tick == per_tick - 1:
+            due = start + (i + 1) / RATE
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+
+def _median(runs: list[Run], mode: str, kind: str, attr: str) -> float:
+    return statistics.median(getattr(r, attr) for r in runs if r.mode == mode and r.kind == kind)
+
+
+def report(runs: list[Run], soak: Run | None) -> bool:
+    ok = all(r.received == r.sent for r in runs + ([soak] if soak else []))
+    print(f"{'kind':<6} {'mode':<5} {'sent':>7} {'recv':>7} {'msgs/s':>9} {'gravd cpu us/msg':>17} "
+          f"{'rss kB min..max':>17} {'tail rows':>9} {'skipped':>8}")  # fmt: skip
+    for r in runs + ([soak] if soak else []):
+        print(f"{r.kind:<6} {r.mode:<5} {r.sent:>7} {r.received:>7} {r.rate:>9,.0f} "
+              f"{r.cpu_us_per_msg:>17.1f} {min(r.rss_kb):>8}..{max(r.rss_kb):<8} "
+              f"{r.tail_rows:>9} {r.tail_skipped:>8}")  # fmt: skip
+    for kind, attr, better in (("paced", "cpu_us_per_msg", "lower"), ("flat", "rate", "higher")):
+        off, on = _median(runs, "off", kind, attr), _median(runs, "tail", kind, attr)
+        cost = (on - off) / off if attr == "cpu_us_per_msg" else (off - on) / off
+        verdict = "meets" if cost < TARGET_DROP else "MISSES"
+        print(f"{kind}: median {attr} off {off:,.1f} / tail {on:,.1f} ({better} is better): "
+              f"tail costs {cost:.1%} ({verdict} the < {TARGET_DROP:.0%} target)")  # fmt: skip
+    if soak is not None:
+        quarter = max(1, len(soak.rss_kb) // 4)
+        print(
+            f"soak {soak.seconds:.0f} s with the tail: gravd RSS first quarter max "
+            f"{max(soak.rss_kb[:quarter])} kB, last quarter max {max(soak.rss_kb[-quarter:])} kB"
+        )
+    if not ok:
+        print("CORRECTNESS FAILURES: a run lost messages; its figures are not valid")
+    return ok
+
+
+async def main(args: Any) -> int:
+    runs: list[Run] = []
+    async with gravd() as (pid, endpoint, monitor):
+        for _ in range(args.rounds):
+            for kind in ("paced", "flat"):
+                for mode in ("off", "tail"):
+                    runs.append(await one_run(args, pid, endpoint, monitor, mode, kind))
+                    print(f"  {kind} {mode}: {runs[-1].rate:,.0f} msgs/s", file=sys.stderr)
+        soak = None
+        if args.soak:
+            soak_args = argparse.Namespace(**{**vars(args), "seconds": args.soak})
+            soak = await one_run(soak_args, pid, endpoint, monitor, "tail", "paced")
+    ok = report(runs, soak)
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(r) for r in runs], indent=1))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    args.rounds = 1 if args.quick else 3
+    args.seconds = 2.0 if args.quick else 5.0
+    args.count = 20_000 if args.quick else 60_000
+    args.soak = 0 if args.quick else 20
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    with suppress(KeyboardInterrupt):
+        raise SystemExit(asyncio.run(main(args)))
