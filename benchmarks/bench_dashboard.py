@@ -68,6 +68,7 @@ class Run:
     rss_kb: list[int] = field(default_factory=list)
     tail_rows: int = 0
     tail_skipped: int = 0
+    gravd_dropped: int = 0
 
 
 def _proc(pid: int) -> tuple[float, int]:
@@ -124,6 +125,12 @@ class Tail:
         self.session, self.monitor = session, monitor
         self.rows, self.stats = 0, {}
         self.opened = asyncio.Event()
+        self._stats_seen = asyncio.Event()
+
+    async def next_stats(self) -> None:
+        """Wait for the next stats event."""
+        self._stats_seen.clear()
+        await self._stats_seen.wait()
 
     async def run(self) -> None:
         async with self.session.get(self.monitor + "/v1/tail", params={"pattern": ">"}) as r:
@@ -139,6 +146,7 @@ class Tail:
                     else:
                         self.stats = data
                         self.opened.set()
+                        self._stats_seen.set()
 
 
 async def _wait_interest(session: aiohttp.ClientSession, monitor: str, pattern: str) -> None:
@@ -152,54 +160,75 @@ async def _wait_interest(session: aiohttp.ClientSession, monitor: str, pattern: 
         await asyncio.sleep(0.02)
 
 
+async def _child(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, __file__, *args, stdout=asyncio.subprocess.PIPE, cwd=ROOT
+    )
+
+
+async def _line(proc: asyncio.subprocess.Process) -> dict[str, Any]:
+    assert proc.stdout is not None
+    line = await proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"a benchmark child ended early (status {await proc.wait()})")
+    value: dict[str, Any] = json.loads(line)
+    return value
+
+
+async def _node(session: aiohttp.ClientSession, monitor: str) -> dict[str, Any]:
+    async with session.get(monitor + "/v1/node") as r:
+        node: dict[str, Any] = await r.json()
+    return node
+
+
+def _drops(node: dict[str, Any]) -> int:
+    return int(sum(node["messages"]["dropped"].values()))
+
+
 async def one_run(args: Any, pid: int, endpoint: str, monitor: str, mode: str, kind: str) -> Run:
-    async with (
-        aiohttp.ClientSession() as session,
-        gravpy.connect(endpoint) as pub_leaf,
-        gravpy.connect(endpoint) as sub_leaf,
-    ):
-        sub, pub = sub_leaf.connect(inbox_limit=100_000), pub_leaf.connect()
-        count, last = 0, [0.0]
-        total = args.count if kind == "flat" else int(RATE * args.seconds)
-        done = asyncio.Event()
-
-        def on_msg(msg: Message) -> None:
-            nonlocal count
-            count += 1
-            last[0] = time.monotonic()
-            if count == total:
-                done.set()
-
-        sub.on_type("bench.>", on_msg)
-        await _wait_interest(session, monitor, "bench.>")
-        tail, tail_task = Tail(session, monitor), None
-        if mode == "tail":
-            tail_task = asyncio.create_task(tail.run())
-            await tail.opened.wait()
-            await _wait_interest(session, monitor, ">")
-        rss: list[int] = []
-        cpu0, _ = _proc(pid)
-        start = time.monotonic()
-        sampler = asyncio.create_task(_sample_rss(pid, rss))
+    """One run: a subscriber and a publisher process through gravd, the tail open or not."""
+    total = args.count if kind == "flat" else int(RATE * args.seconds)
+    async with aiohttp.ClientSession() as session:
+        sub = await _child("--subscriber", endpoint, str(total))
+        pub = None
         try:
-            await _publish(pub, total, paced=kind == "paced", start=start)
-            async with asyncio.timeout(30):
-                await done.wait()
-        except TimeoutError:
-            pass
+            await _line(sub)  # subscribed
+            await _wait_interest(session, monitor, "bench.>")
+            tail, tail_task = Tail(session, monitor), None
+            if mode == "tail":
+                tail_task = asyncio.create_task(tail.run())
+                await tail.opened.wait()
+                await _wait_interest(session, monitor, ">")
+            drops0 = _drops(await _node(session, monitor))
+            rss: list[int] = []
+            cpu0, _ = _proc(pid)
+            sampler = asyncio.create_task(_sample_rss(pid, rss))
+            pub = await _child("--publisher", endpoint, str(total), kind)
+            try:
+                started = (await _line(pub))["start"]
+                got = await _line(sub)
+            finally:
+                sampler.cancel()
+                await asyncio.wait([sampler])
+            cpu1, _ = _proc(pid)
+            dropped = _drops(await _node(session, monitor)) - drops0
+            if tail_task is not None:
+                async with asyncio.timeout(3):
+                    await tail.next_stats()  # its skipped count, after the run
+                tail_task.cancel()
+                await asyncio.wait([tail_task])
         finally:
-            sampler.cancel()
-            await asyncio.wait([sampler])
-        cpu1, _ = _proc(pid)
-        await asyncio.sleep(1.2)  # let the tail's next stats event report the skipped count
-        if tail_task is not None:
-            tail_task.cancel()
-            await asyncio.wait([tail_task])
-        elapsed = (last[0] or time.monotonic()) - start
-        return Run(
-            mode, kind, total, count, elapsed, count / elapsed,
-            (cpu1 - cpu0) * 1e6 / max(1, count), rss, tail.rows, tail.stats.get("skipped", 0),
-        )  # fmt: skip
+            for proc in (sub, pub):
+                if proc is not None and proc.returncode is None:
+                    proc.kill()
+                if proc is not None:
+                    await proc.wait()
+    elapsed = got["last"] - started
+    return Run(
+        mode, kind, total, got["count"], elapsed, got["count"] / elapsed,
+        (cpu1 - cpu0) * 1e6 / max(1, got["count"]), rss, tail.rows,
+        tail.stats.get("skipped", 0), dropped,
+    )  # fmt: skip
 
 
 async def _sample_rss(pid: int, into: list[int]) -> None:
@@ -208,15 +237,46 @@ async def _sample_rss(pid: int, into: list[int]) -> None:
         await asyncio.sleep(0.25)
 
 
-async def _publish(pod: Any, total: int, *, paced: bool, start: float) -> None:
-    per_tick = int(RATE * TICK)
-    for i in range(total):
-        await pod.publish(Message.new("bench.load", PAYLOAD))
-        if paced and i % per_tick == per_tick - 1:
-            due = start + (i + 1) / RATE
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+async def publisher(endpoint: str, total: int, kind: str) -> None:
+    """Child: publish ``total`` messages, paced at RATE or flat out; print the start time."""
+    async with gravpy.connect(endpoint) as leaf:
+        pod = leaf.connect()
+        start = time.monotonic()
+        print(json.dumps({"start": start}), flush=True)
+        per_tick = int(RATE * TICK)
+        for i in range(total):
+            await pod.publish(Message.new("bench.load", PAYLOAD))
+            if kind == "paced" and i % per_tick == per_tick - 1:
+                delay = start + (i + 1) / RATE - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+        await leaf.wait_for(lambda peers: all(p.queued == 0 for p in peers), timeout=30)
+
+
+async def subscriber(endpoint: str, total: int) -> None:
+    """Child: count ``bench.>`` messages until ``total`` or 5 s of silence; print the count."""
+    async with gravpy.connect(endpoint) as leaf:
+        pod = leaf.connect(inbox_limit=1_000_000)
+        count, last = 0, [0.0]
+        progress = asyncio.Event()
+
+        def on_msg(msg: Message) -> None:
+            nonlocal count
+            count += 1
+            last[0] = time.monotonic()
+            if count == total or count % 1000 == 0:
+                progress.set()
+
+        pod.on_type("bench.>", on_msg)
+        print(json.dumps({"subscribed": True}), flush=True)
+        while count < total:
+            progress.clear()
+            try:
+                async with asyncio.timeout(5):
+                    await progress.wait()
+            except TimeoutError:
+                break
+        print(json.dumps({"count": count, "last": last[0]}), flush=True)
 
 
 def _median(runs: list[Run], mode: str, kind: str, attr: str) -> float:
@@ -226,11 +286,11 @@ def _median(runs: list[Run], mode: str, kind: str, attr: str) -> float:
 def report(runs: list[Run], soak: Run | None) -> bool:
     ok = all(r.received == r.sent for r in runs + ([soak] if soak else []))
     print(f"{'kind':<6} {'mode':<5} {'sent':>7} {'recv':>7} {'msgs/s':>9} {'gravd cpu us/msg':>17} "
-          f"{'rss kB min..max':>17} {'tail rows':>9} {'skipped':>8}")  # fmt: skip
+          f"{'rss kB min..max':>17} {'tail rows':>9} {'skipped':>8} {'gravd drops':>11}")  # fmt: skip
     for r in runs + ([soak] if soak else []):
         print(f"{r.kind:<6} {r.mode:<5} {r.sent:>7} {r.received:>7} {r.rate:>9,.0f} "
               f"{r.cpu_us_per_msg:>17.1f} {min(r.rss_kb):>8}..{max(r.rss_kb):<8} "
-              f"{r.tail_rows:>9} {r.tail_skipped:>8}")  # fmt: skip
+              f"{r.tail_rows:>9} {r.tail_skipped:>8} {r.gravd_dropped:>11}")  # fmt: skip
     for kind, attr, better in (("paced", "cpu_us_per_msg", "lower"), ("flat", "rate", "higher")):
         off, on = _median(runs, "off", kind, attr), _median(runs, "tail", kind, attr)
         cost = (on - off) / off if attr == "cpu_us_per_msg" else (off - on) / off
@@ -248,7 +308,7 @@ def report(runs: list[Run], soak: Run | None) -> bool:
     return ok
 
 
-async def main(args: Any) -> int:
+async def main(args: Any) -> tuple[list[Run], Run | None]:
     runs: list[Run] = []
     async with gravd() as (pid, endpoint, monitor):
         for _ in range(args.rounds):
@@ -260,21 +320,36 @@ async def main(args: Any) -> int:
         if args.soak:
             soak_args = argparse.Namespace(**{**vars(args), "seconds": args.soak})
             soak = await one_run(soak_args, pid, endpoint, monitor, "tail", "paced")
+    return runs, soak
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    runs, soak = asyncio.run(main(args))
     ok = report(runs, soak)
     if args.json:
-        Path(args.json).write_text(json.dumps([asdict(r) for r in runs], indent=1))
+        every = runs + ([soak] if soak else [])
+        Path(args.json).write_text(json.dumps([asdict(r) for r in every], indent=1))
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json")
+    parser.add_argument("--quick", action="store_true", help="shorter runs, a smoke test")
+    parser.add_argument("--json", help="also write every run as JSON here")
+    parser.add_argument(
+        "--publisher", nargs=3, metavar=("URL", "N", "KIND"), help=argparse.SUPPRESS
+    )
+    parser.add_argument("--subscriber", nargs=2, metavar=("URL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.rounds = 1 if args.quick else 3
-    args.seconds = 2.0 if args.quick else 5.0
-    args.count = 20_000 if args.quick else 60_000
-    args.soak = 0 if args.quick else 20
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     with suppress(KeyboardInterrupt):
-        raise SystemExit(asyncio.run(main(args)))
+        if args.publisher:
+            asyncio.run(publisher(args.publisher[0], int(args.publisher[1]), args.publisher[2]))
+        elif args.subscriber:
+            asyncio.run(subscriber(args.subscriber[0], int(args.subscriber[1])))
+        else:
+            args.rounds = 1 if args.quick else 3
+            args.seconds = 2.0 if args.quick else 5.0
+            args.count = 20_000 if args.quick else 60_000
+            args.soak = 0 if args.quick else 30
+            raise SystemExit(run_benchmark(args))
