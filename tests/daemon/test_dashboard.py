@@ -22,6 +22,7 @@ from gravpy.daemon.dashboard.mesh import MeshSurvey, link_state
 from gravpy.daemon.dashboard.tail import QUEUE_LIMIT, Tail
 from gravpy.daemon.dashboard.traffic import TrafficHistory
 from gravpy.daemon.monitor import Monitor, NodeStatus
+from gravpy.errors import UsageError
 from gravpy.filter import Pattern
 
 TOKEN = "s3cret-token-for-the-dashboard"
@@ -295,3 +296,36 @@ def test_dashboard_settings_come_from_flags_env_and_toml(tmp_path: Path) -> None
     assert load_config({"dashboard": "off"}, {"GRAVD_DASHBOARD": "on"}).dashboard is False
     with pytest.raises(ConfigError, match="GRAVD_DASHBOARD_TAIL"):
         load_config({}, {"GRAVD_DASHBOARD_TAIL": "maybe"})
+
+
+async def test_survey_skips_malformed_answers_and_keeps_good_ones(grav: Grav) -> None:
+    """A gravd.info answer that is not a node document is counted and left out; others are kept."""
+    responder = grav.connect()
+    other = {"uuid": "other-node", "peers": [], "leaves": [], "pods": {"count": 1}}
+
+    def answer(request: Message) -> None:
+        for data in ("not json", json.dumps({"uuid": 5}), json.dumps({**other, "peers": 3})):
+            responder.reply_to(request, Message.new("gravd.info.reply", data))
+        responder.reply_to(request, Message.new("gravd.info.reply", json.dumps(other)))
+
+    responder.on_type("gravd.info", answer)
+    survey = MeshSurvey(grav, NodeStatus(grav, DaemonConfig()).snapshot, window=0.2)
+    try:
+        doc = await survey.mesh()
+    finally:
+        survey.close()
+    assert sorted(n["uuid"] for n in doc["nodes"]) == sorted([grav.node_uuid, "other-node"])
+    assert survey.bad_replies == 3
+
+
+async def test_unreadable_token_file_stops_the_monitor_from_starting(
+    grav: Grav, tmp_path: Path
+) -> None:
+    """A token file that is missing or too short is refused when the monitor starts."""
+    short = tmp_path / "short"
+    short.write_text("abc")
+    for path in (tmp_path / "missing", short):
+        config = DaemonConfig(dashboard_token_file=path)
+        monitor = Monitor(NodeStatus(grav, config), Address("127.0.0.1", 0))
+        with pytest.raises(UsageError, match=str(path)):
+            await monitor.start()

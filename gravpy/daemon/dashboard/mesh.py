@@ -127,9 +127,10 @@ class MeshSurvey:
             doc = json.loads(reply.data) if len(reply.data) <= _MAX_REPLY_BYTES else None
         except ValueError:
             doc = None
-        if not isinstance(doc, dict) or not isinstance(doc.get("uuid"), str):
+        if not _well_formed(doc):
             self.bad_replies += 1
             return None
+        assert isinstance(doc, dict)
         return doc
 
     def _forget(self, now: float) -> None:
@@ -162,6 +163,22 @@ class MeshSurvey:
         }
 
 
+def _well_formed(doc: object) -> bool:
+    """True if ``doc`` has what the survey reads of a node document (a peer's reply is input)."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("uuid"), str):
+        return False
+    for key in ("peers", "leaves"):
+        links = doc.get(key, [])
+        if not isinstance(links, list) or not all(
+            isinstance(link, dict)
+            and isinstance(link.get("uuid"), str)
+            and isinstance(link.get("interests", []), list)
+            for link in links
+        ):
+            return False
+    return isinstance(doc.get("pods", {}), dict) and isinstance(doc.get("listen", {}), dict)
+
+
 def _node_json(doc: dict[str, Any], state: str, answered: bool) -> dict[str, Any]:
     pods = doc.get("pods", {})
     return {
@@ -175,7 +192,9 @@ def _node_json(doc: dict[str, Any], state: str, answered: bool) -> dict[str, Any
         "leaves": len(doc.get("leaves", [])),
         "pods": pods.get("count", 0),
         "interests": pods.get("interests", []),
-        "leaf_interests": sorted({p for leaf in doc.get("leaves", []) for p in leaf["interests"]}),
+        "leaf_interests": sorted(
+            {str(p) for leaf in doc.get("leaves", []) for p in leaf.get("interests", [])}
+        ),
         "messages": doc.get("messages", {}),
     }
 
