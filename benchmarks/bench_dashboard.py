@@ -298,11 +298,9 @@ def report(runs: list[Run], soak: Run | None) -> bool:
         print(f"{kind}: median {attr} off {off:,.1f} / tail {on:,.1f} ({better} is better): "
               f"tail costs {cost:.1%} ({verdict} the < {TARGET_DROP:.0%} target)")  # fmt: skip
     if soak is not None:
-        quarter = max(1, len(soak.rss_kb) // 4)
-        print(
-            f"soak {soak.seconds:.0f} s with the tail: gravd RSS first quarter max "
-            f"{max(soak.rss_kb[:quarter])} kB, last quarter max {max(soak.rss_kb[-quarter:])} kB"
-        )
+        per = 40  # samples every 0.25 s: one figure per 10 s
+        steps = [max(soak.rss_kb[k : k + per]) for k in range(0, len(soak.rss_kb), per)]
+        print(f"soak {soak.seconds:.0f} s, tail on '>': gravd RSS max per 10 s (kB): {steps}")
     if not ok:
         print("CORRECTNESS FAILURES: a run lost messages; its figures are not valid")
     return ok
@@ -336,6 +334,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs, a smoke test")
     parser.add_argument("--json", help="also write every run as JSON here")
+    parser.add_argument("--soak", type=float, help="seconds of the final tail run (default 30)")
+    parser.add_argument("--rounds", type=int, help="rounds of the four runs (default 3)")
     parser.add_argument(
         "--publisher", nargs=3, metavar=("URL", "N", "KIND"), help=argparse.SUPPRESS
     )
@@ -348,8 +348,8 @@ if __name__ == "__main__":
         elif args.subscriber:
             asyncio.run(subscriber(args.subscriber[0], int(args.subscriber[1])))
         else:
-            args.rounds = 1 if args.quick else 3
+            args.rounds = args.rounds if args.rounds is not None else 1 if args.quick else 3
             args.seconds = 2.0 if args.quick else 5.0
             args.count = 20_000 if args.quick else 60_000
-            args.soak = 0 if args.quick else 30
+            args.soak = args.soak if args.soak is not None else 0 if args.quick else 30
             raise SystemExit(run_benchmark(args))
