@@ -263,6 +263,7 @@ async function loadEvents(event) {
   const message = $("#events-message");
   const { status, ok, body } = await getJSON(`/v1/events?${q}`).catch(() => ({ status: 0, body: {} }));
   message.hidden = ok;
+  $("#events").hidden = !ok;
   if (!ok) {
     message.textContent = status === 404 ? "Events are not available on this node." : `Events could not be read: ${body.error || status}`;
     $("#events tbody").replaceChildren();
