@@ -29,6 +29,7 @@ from typing import Any
 from gravpy.errors import GravError, MsgNotWanted, WaitTimeout
 from gravpy.grav import Grav
 from gravpy.message import Message
+from gravpy.pod import Pod
 
 __all__ = ["INFO_TYPE", "MAX_NODES", "MeshSurvey", "link_state"]
 
@@ -68,13 +69,14 @@ class MeshSurvey:
         self._known: dict[str, tuple[float, dict[str, Any]]] = {}  # uuid -> (last seen, document)
         self._result: tuple[float, dict[str, Any]] | None = None
         self._inflight: asyncio.Future[dict[str, Any]] | None = None
-        self._pod = grav.connect()
+        self._pod: Pod | None = None  # made at the first survey: no page open, no pod
 
     def close(self) -> None:
         """Stop: cancel a survey in flight, disconnect the pod."""
         if self._inflight is not None:
             self._inflight.cancel()
-        self._pod.disconnect()
+        if self._pod is not None:
+            self._pod.disconnect()
 
     async def mesh(self) -> dict[str, Any]:
         """The ``/v1/mesh`` document (a shared, recent survey)."""
@@ -113,6 +115,8 @@ class MeshSurvey:
             raise MsgNotWanted
 
         try:
+            if self._pod is None:
+                self._pod = self.grav.connect()
             receipt = self._pod.send(Message.new(INFO_TYPE))
             if not receipt.no_responders:
                 await receipt.wait_until(self.window, keep)
