@@ -2,10 +2,9 @@
 
 Theory of operation. Every gravd answers a ``gravd.info`` request with its ``/v1/node`` document.
 A survey sends *one* request from a pod of this node and collects the replies that arrive within
-``window`` seconds (``receipt.wait_until`` with a callback that keeps each reply and raises
-``MsgNotWanted`` to keep waiting; the window ends the wait). The hub routes each reply back along
-the link the request came in on, so nothing else on the mesh is asked and nothing waits on a slow
-node longer than the window. This node's own document is read directly, not over the bus.
+``window`` seconds (``receipt.replies(timeout=window, max=MAX_NODES)``: bounded in time and in
+count). The hub routes each reply back along the link the request came in on, so nothing else on
+the mesh is asked and nothing waits on a slow node longer than the window. This node's own document is read directly, not over the bus.
 
 Surveys are shared: while one is in flight, every caller awaits it, and a result younger than
 ``max_age`` is served again, so a page polling from many browsers still sends at most one request
@@ -26,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gravpy.errors import GravError, MsgNotWanted, WaitTimeout
+from gravpy.errors import GravError
 from gravpy.grav import Grav
 from gravpy.message import Message
 from gravpy.pod import Pod
@@ -107,22 +106,17 @@ class MeshSurvey:
     async def _ask(self) -> list[dict[str, Any]]:
         """Send one ``gravd.info`` request; the documents that answer within the window."""
         replies: list[dict[str, Any]] = []
-
-        def keep(reply: Message) -> None:
-            doc = self._decode(reply)
-            if doc is not None:
-                replies.append(doc)
-            raise MsgNotWanted
-
+        if self._pod is None:
+            self._pod = self.grav.connect()
         try:
-            if self._pod is None:
-                self._pod = self.grav.connect()
             receipt = self._pod.send(Message.new(INFO_TYPE))
-            if not receipt.no_responders:
-                await receipt.wait_until(self.window, keep)
-        except WaitTimeout:
-            pass
-        except GravError:  # the pod or the bus closed meanwhile: report what came
+            if receipt.no_responders:
+                return replies
+            async for reply in receipt.replies(timeout=self.window, max=MAX_NODES):
+                doc = self._decode(reply)
+                if doc is not None:
+                    replies.append(doc)
+        except GravError:  # the pod or the bus closed, or the only peer left: report what came
             pass
         return replies
 
