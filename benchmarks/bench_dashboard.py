@@ -21,6 +21,10 @@ Measured, alternating the two modes (off, tail, off, tail, ...), ``--rounds`` ti
 2. flat out: the publisher sends ``--count`` messages as fast as ``publish`` lets it; the rate the
    subscriber received is gravd's forwarding throughput.
 
+First, in process: the CPU time per message of a node's bus delivering to one receiver, with and
+without a tail viewer on ``>`` (what the tail adds to every message, free of socket and scheduling
+noise; compare it with gravd's CPU per message below).
+
 Memory: gravd's VmRSS (from /proc) is sampled every 0.25 s during every run; a final long tail run
 (``--soak`` seconds at 20,000 msgs/s) shows whether it keeps growing. Every run checks that the
 subscriber got every message once; a lost message makes the figure invalid (exit status 1).
@@ -306,7 +310,38 @@ def report(runs: list[Run], soak: Run | None) -> bool:
     return ok
 
 
+async def bus_cost(count: int = 200_000) -> tuple[float, float]:
+    """CPU microseconds per message of one node's bus delivering to one receiver, without and
+    with a tail viewer on ``>``: the tail's own cost, without sockets or other processes."""
+    from gravpy import Grav
+    from gravpy.daemon.dashboard.tail import Tail
+    from gravpy.filter import Pattern
+    from gravpy.testing import wait_idle
+
+    costs = []
+    for with_tail in (False, True):
+        async with Grav() as node:
+            node.connect().on_type("bench.>", lambda msg: None)
+            tail = Tail(node)
+            if with_tail:
+                tail.open(Pattern(">"))
+            messages = [Message.new("bench.load", PAYLOAD) for _ in range(count)]
+            started = time.process_time()
+            for i in range(0, count, 1000):
+                for msg in messages[i : i + 1000]:
+                    node.bus.deliver(msg, None)
+                await asyncio.sleep(0)  # let the drains run, as a link's reader does
+            await wait_idle(node, 60)
+            costs.append((time.process_time() - started) * 1e6 / count)
+            tail.close()
+    return costs[0], costs[1]
+
+
 async def main(args: Any) -> tuple[list[Run], Run | None]:
+    for _ in range(3):
+        off, on = await bus_cost()
+        print(f"bus, in process: {off:.2f} us/msg without a tail, {on:.2f} with one on '>' "
+              f"(+{on - off:.2f} us)")  # fmt: skip
     runs: list[Run] = []
     async with gravd() as (pid, endpoint, monitor):
         for _ in range(args.rounds):
