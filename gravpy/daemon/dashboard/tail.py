@@ -12,8 +12,10 @@ them to the browser.
 
 Overflow policy: a viewer whose queue is full is a browser that does not keep up (its socket
 backs up); it is *dropped*: the stream ends, the pod disconnects, and ``viewers_dropped`` counts
-it. The pod's own inbox is bounded too (``drop_oldest``, counted by the bus), and is kept far
-below its high-water mark by the cheap handler, so a tail never holds back the mesh.
+it. The pod's own inbox is bounded too (``drop_oldest``, counted by the bus). It is large
+(``INBOX_LIMIT``) on purpose: at half of it the bus would call the pod congested and hold the
+links back, and a tail must never do that; the cheap handler keeps it nearly empty, and the inbox
+only holds references to messages the node has anyway.
 
 A tail pod's interest travels to the peers like any pod's: a tail on ``>`` asks the mesh for every
 message, which is why the tail can be turned off (``--dashboard-tail off``).
@@ -34,7 +36,7 @@ __all__ = ["PREVIEW_BYTES", "Tail", "Viewer", "row"]
 
 PREVIEW_BYTES = 256
 QUEUE_LIMIT = 256
-INBOX_LIMIT = 4096
+INBOX_LIMIT = 65536
 MAX_VIEWERS = 16
 REFILL_EVERY = 0.05  # seconds: a viewer may take rate * REFILL_EVERY rows per such slice
 _SENDER_PREFIX = 23  # the per-process part of a gravpy message id (see gravpy.message)
