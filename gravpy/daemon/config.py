@@ -75,6 +75,9 @@ class DaemonConfig:
     drain_timeout: float = 2.0
     ping_interval: float = 2.0
     dead_after: float = 6.0
+    dashboard: bool = True
+    dashboard_tail: bool = True
+    dashboard_token_file: Path | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -115,6 +118,11 @@ class DaemonConfig:
             "drain_timeout": self.drain_timeout,
             "ping_interval": self.ping_interval,
             "dead_after": self.dead_after,
+            "dashboard": self.dashboard,
+            "dashboard_tail": self.dashboard_tail,
+            "dashboard_token_file": (
+                str(self.dashboard_token_file) if self.dashboard_token_file else None
+            ),
         }
 
 

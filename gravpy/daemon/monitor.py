@@ -25,6 +25,7 @@ from prometheus_client.process_collector import ProcessCollector
 import gravpy
 from gravpy.bus import BusStatistics
 from gravpy.daemon.config import Address, DaemonConfig
+from gravpy.daemon.dashboard import install_dashboard
 from gravpy.daemon.events_http import add_event_routes
 from gravpy.daemon.events_node import DaemonEvents
 from gravpy.grav import Grav
@@ -112,7 +113,11 @@ class NodeStatus:
             "monitor": self.monitor_address,
             "peers": peers,
             "leaves": leaves,
-            "pods": {"count": stats.pods, "receivers": stats.receivers},
+            "pods": {
+                "count": stats.pods,
+                "receivers": stats.receivers,
+                "interests": list(grav.bus.interests()),
+            },
             "links": _links_totals(hub),
             "messages": {
                 "in": hub_stats.messages_in if hub_stats else 0,
@@ -289,6 +294,8 @@ class Monitor:
         app.router.add_get("/v1/node", self._node)
         app.router.add_get("/metrics", self._metrics)
         add_event_routes(app, self.status.events)
+        if self.status.config.dashboard:
+            install_dashboard(app, self.status, self.address)
         return app
 
     async def start(self) -> str:

@@ -40,6 +40,7 @@ DISCOVERY_MODES: Final = ("static", "mdns", "none")
 LOG_FORMATS: Final = ("auto", "console", "json")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 _OFF: Final = frozenset({"", "off", "none", "false", "no"})
+_ON: Final = frozenset({"on", "true", "yes"})
 _MAX_NAME: Final = 255
 
 
@@ -191,6 +192,17 @@ def _parse_data_dir(value: object) -> Path:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"expected a directory path, got {value!r}")
     return Path(value.strip()).expanduser()
+
+
+def _parse_switch(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in _ON:
+        return True
+    if text in _OFF and text:
+        return False
+    raise ValueError(f"{value!r} is not on or off")
 
 
 def _parse_url_path(value: object) -> str:
@@ -360,6 +372,28 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "SECONDS",
         "silence after which a peer is declared dead, longer than the ping interval (default 6)",
         _parse_seconds,
+    ),
+    Setting(
+        "dashboard",
+        "--dashboard",
+        "on|off",
+        "serve the web dashboard on the monitoring address (default on)",
+        _parse_switch,
+    ),
+    Setting(
+        "dashboard_tail",
+        "--dashboard-tail",
+        "on|off",
+        "let the dashboard show the live tail of messages, which shows their data (default on)",
+        _parse_switch,
+    ),
+    Setting(
+        "dashboard_token_file",
+        "--dashboard-token-file",
+        "PATH",
+        "a file holding the token the dashboard asks for; needed when the monitor listens "
+        "beyond loopback (without one the dashboard refuses there)",
+        _parse_path_setting,
     ),
 )
 BY_NAME: Final = {s.name: s for s in SETTINGS}

@@ -1,0 +1,115 @@
+"""Who may open the dashboard: anyone on loopback, only token holders beyond it.
+
+Theory of operation. The dashboard listens where the monitor listens. On a loopback address
+(127.0.0.0/8, ::1, ``localhost``) only local users reach it and no token is asked. Beyond
+loopback the tail shows message data, so every dashboard request must carry the token read from
+``--dashboard-token-file``: as ``Authorization: Bearer <token>``, or as the ``gravd_dashboard``
+cookie that ``/?token=<token>`` sets (HttpOnly, SameSite=Strict) before redirecting to ``/``, so
+the token leaves the address bar at once. Without a token file there, the dashboard refuses with
+403 and says why; ``/healthz``, ``/v1/node`` and ``/metrics`` are not affected (they are the
+monitor's, not the dashboard's). Tokens are compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from gravpy.daemon.settings import Address
+from gravpy.errors import UsageError
+
+__all__ = ["COOKIE", "Access", "is_loopback", "read_token"]
+
+COOKIE = "gravd_dashboard"
+MIN_TOKEN_CHARS = 16
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def is_loopback(host: str) -> bool:
+    """True if ``host`` (a monitor listen address) only accepts local connections."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token(path: Path) -> str:
+    """The token in ``path`` (whitespace around it ignored); raises ``UsageError``."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the dashboard token file {path}: {exc}") from None
+    if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
+        raise UsageError(
+            f"{path}: a dashboard token is at least {MIN_TOKEN_CHARS} characters, no spaces "
+            f"(make one with: head -c 24 /dev/urandom | base64 > {path.name})"
+        )
+    return token
+
+
+class Access:
+    """The dashboard's gate for a monitor listening on ``address``."""
+
+    def __init__(self, address: Address, token: str | None) -> None:
+        self.open = is_loopback(address.host) and token is None
+        self.token = token
+        self.refused = 0
+
+    def guard(self, handler: Handler) -> Handler:
+        """``handler``, answering 401/403 first unless the request may pass."""
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            problem = self.problem(request)
+            if problem is not None:
+                self.refused += 1
+                return problem
+            return await handler(request)
+
+        return guarded
+
+    def problem(self, request: web.Request) -> web.Response | None:
+        """None if ``request`` may pass, else the answer that refuses it."""
+        if self.open:
+            return None
+        if self.token is None:
+            return web.json_response(
+                {
+                    "error": "the dashboard needs --dashboard-token-file when the monitor "
+                    "listens beyond loopback (it shows message data)"
+                },
+                status=403,
+            )
+        if self._holds_token(request):
+            return None
+        return web.json_response(
+            {"error": "open /?token=<token> once, or send Authorization: Bearer <token>"},
+            status=401,
+        )
+
+    def _holds_token(self, request: web.Request) -> bool:
+        assert self.token is not None
+        header = request.headers.get("Authorization", "")
+        offered = [header[7:]] if header.startswith("Bearer ") else []
+        offered.append(request.cookies.get(COOKIE, ""))
+        return any(hmac.compare_digest(o.encode(), self.token.encode()) for o in offered if o)
+
+    def login(self, request: web.Request) -> web.Response | None:
+        """For ``/?token=...``: raise the redirect to ``/`` that sets the cookie.
+
+        None when no token is offered (or none is configured); a 401 answer for a wrong one.
+        """
+        offered = request.query.get("token")
+        if offered is None or self.token is None:
+            return None
+        if not hmac.compare_digest(offered.encode(), self.token.encode()):
+            self.refused += 1
+            return web.json_response({"error": "wrong token"}, status=401)
+        redirect = web.HTTPSeeOther("/")
+        redirect.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict", path="/")
+        raise redirect

@@ -1,0 +1,129 @@
+"""The dashboard in a real browser: Debian's chromium driven by Playwright, three real gravd.
+
+The tests open the first node's page and assert on what a person sees: the nodes and links drawn
+on the graph, a published message in the live tail, a killed node turning dead. Each view's
+screenshot is written under the test's temporary directory (``docs/dashboard-mesh.png`` was taken
+from one). They skip, saying why, where chromium or Playwright is missing.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.daemon.harness import Gravd, gravctl, running_gravd
+
+playwright_api = pytest.importorskip("playwright.async_api", reason="Playwright is not installed")
+CHROMIUM = shutil.which("chromium")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (.ci/system-packages installs it)"
+)
+expect = playwright_api.expect
+QUICK = ("--ping-interval", "0.2", "--dead-after", "1")
+SEEN = 10_000  # ms: how long the page may take to show a mesh change (a hang guard, not a timing)
+TAIL_WITHIN = 1_000  # ms: the tail shows a published message within a second
+
+
+@pytest.fixture
+async def mesh() -> AsyncIterator[list[Gravd]]:
+    """Three gravd meshed on 127.0.0.1: b and c dial a, and learn each other from it."""
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(running_gravd(*QUICK))
+        b = await stack.enter_async_context(running_gravd(*QUICK, "--peer", a.endpoint))
+        c = await stack.enter_async_context(running_gravd(*QUICK, "--peer", a.endpoint))
+        for node in (a, b, c):
+            await node.wait_peers(2)
+        yield [a, b, c]
+
+
+@pytest.fixture
+async def page(mesh: list[Gravd]) -> AsyncIterator[Any]:
+    """The first node's dashboard, open in headless chromium."""
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM)
+        try:
+            page = await browser.new_page(viewport={"width": 1100, "height": 900})
+            await page.goto(mesh[0].monitor + "/")
+            yield page
+        finally:
+            await browser.close()
+
+
+async def _view(page: Any, name: str, shots: Path) -> None:
+    await page.get_by_role("button", name=name, exact=True).click()
+    await page.screenshot(path=shots / f"{name.lower().replace(' ', '-')}.png", full_page=True)
+
+
+async def test_three_nodes_and_their_links_are_drawn(
+    page: Any, mesh: list[Gravd], tmp_path: Path
+) -> None:
+    """The mesh view draws the three nodes, labelled, with three open links and their transport."""
+    graph = page.locator("#mesh-graph")
+    await expect(graph.locator("g.node")).to_have_count(3, timeout=SEEN)
+    await expect(graph.locator("line.link.open")).to_have_count(3, timeout=SEEN)
+    for node in mesh:
+        await expect(graph).to_contain_text(node.uuid[:8])
+    await expect(graph.locator(f'g.node[data-uuid="{mesh[0].uuid}"]')).to_contain_text("this node")
+    await expect(graph.locator("text.link-label").first).to_contain_text("websocket")
+    await page.screenshot(path=tmp_path / "mesh.png", full_page=True)
+    await _view(page, "Pods & interests", tmp_path)
+    await expect(page.locator("#interests tbody tr")).to_have_count(3)
+    await expect(page.locator("#interests")).to_contain_text("gravd.info")
+    await _view(page, "Traffic", tmp_path)
+    await expect(page.locator("#traffic-node svg.chart")).to_have_count(1, timeout=SEEN)
+    await expect(page.locator("#traffic-links .chart-box")).to_have_count(2, timeout=SEEN)
+
+
+async def test_published_message_appears_in_the_tail(
+    page: Any, mesh: list[Gravd], tmp_path: Path
+) -> None:
+    """A message published with gravctl pub on another node shows in the tail on sensor.>."""
+    b = mesh[1]
+    await page.get_by_role("button", name="Live tail", exact=True).click()
+    await page.locator("#tail-pattern").fill("sensor.>")
+    await page.locator("#tail-start").click()
+    await b.wait_interest("sensor.hall.temp")  # the tail's pod on a asked the mesh for sensor.>
+    result = await gravctl("--url", b.endpoint, "pub", "sensor.hall.temp", '{"celsius": 21.5}')
+    assert result.code == 0, result.stderr
+    rows = page.locator("#tail tbody tr")
+    await expect(rows).to_have_count(1, timeout=TAIL_WITHIN)
+    await expect(rows.first).to_contain_text("sensor.hall.temp")
+    await expect(rows.first).to_contain_text('{"celsius": 21.5}')
+    assert (await gravctl("--url", b.endpoint, "pub", "other.thing", "x")).code == 0
+    await page.locator("#tail-preview").select_option("hex")
+    await page.screenshot(path=tmp_path / "tail.png", full_page=True)
+    await expect(rows).to_have_count(1)  # other.thing does not match the pattern
+    await page.locator("#tail-clear").click()
+    await expect(rows).to_have_count(0)
+
+
+async def test_killed_node_turns_dead_on_the_graph(
+    page: Any, mesh: list[Gravd], tmp_path: Path
+) -> None:
+    """Killing a node (SIGKILL) turns it dead on the graph, while the other two stay serving."""
+    a, b, c = mesh
+    graph = page.locator("#mesh-graph")
+    victim = graph.locator(f'g.node[data-uuid="{c.uuid}"]')
+    await expect(victim).to_have_attribute("data-state", "serving", timeout=SEEN)
+    c.process.proc.kill()
+    await c.process.wait()
+    await expect(victim).to_have_attribute("data-state", "dead", timeout=SEEN)
+    await expect(victim.locator("text.node-state")).to_have_text("dead")
+    for alive in (a, b):
+        await expect(graph.locator(f'g.node[data-uuid="{alive.uuid}"]')).to_have_attribute(
+            "data-state", "serving"
+        )
+    await page.screenshot(path=tmp_path / "mesh-dead.png", full_page=True)
+
+
+async def test_events_view_says_when_events_are_not_available(page: Any, tmp_path: Path) -> None:
+    """With no /v1/events on the node (404), the events view says events are not available."""
+    await _view(page, "Events", tmp_path)
+    await expect(page.locator("#events-message")).to_have_text(
+        "Events are not available on this node."
+    )
