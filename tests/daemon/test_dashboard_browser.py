@@ -121,9 +121,26 @@ async def test_killed_node_turns_dead_on_the_graph(
     await page.screenshot(path=tmp_path / "mesh-dead.png", full_page=True)
 
 
-async def test_events_view_says_when_events_are_not_available(page: Any, tmp_path: Path) -> None:
-    """With no /v1/events on the node (404), the events view says events are not available."""
+async def test_events_inbox_lists_filters_and_marks_read(page: Any, tmp_path: Path) -> None:
+    """The inbox shows the node's own events (peers linked); a category filter shows only that
+    category; "Mark read" turns an event read, and the status filter finds it."""
     await _view(page, "Events", tmp_path)
-    await expect(page.locator("#events-message")).to_have_text(
-        "Events are not available on this node."
+    rows = page.locator("#events tbody tr")
+    await expect(rows.first).to_be_visible(timeout=SEEN)
+    await page.fill("#events-category", "peer")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(rows.first).to_be_visible(timeout=SEEN)
+    categories = await page.locator("#events tbody tr td:nth-child(3)").all_inner_texts()
+    assert categories
+    assert set(categories) == {"peer"}
+    first = rows.first
+    event_id = await first.get_attribute("data-id")
+    await first.get_by_role("button", name="Mark read").click()
+    await page.select_option("#events-status", "read")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.locator(f'#events tbody tr[data-id="{event_id}"]')).to_be_visible(
+        timeout=SEEN
     )
+    statuses = await page.locator("#events tbody tr td:nth-child(6)").all_inner_texts()
+    assert set(statuses) == {"read"}
+    await page.screenshot(path=tmp_path / "events-read.png", full_page=True)
