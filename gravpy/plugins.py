@@ -58,6 +58,7 @@ DISCOVERY_GROUP: Final = "gravpy.discovery"
 _BUILTIN_TRANSPORTS: Final[Mapping[str, str]] = {
     "websocket": "transports.websocket:WebSocketTransport",
     "http": "transports.http:HttpTransport",
+    "tcp": "transports.tcp:TcpTransport",
 }
 _BUILTIN_DISCOVERY: Final[Mapping[str, str]] = {
     "static": "discovery.static:StaticDiscovery",

@@ -65,7 +65,7 @@ def test_third_party_entry_point_is_found(monkeypatch: pytest.MonkeyPatch) -> No
     ep = EntryPoint("memory", "gravpy.testing:MemoryTransport", TRANSPORT_GROUP)
     _fake_entry_points(monkeypatch, ep)
     assert load_transport("memory") is MemoryTransport
-    assert available_transports() == ["http", "memory", "websocket"]
+    assert available_transports() == ["http", "memory", "tcp", "websocket"]
 
 
 def test_entry_point_wins_over_the_builtin_path(monkeypatch: pytest.MonkeyPatch) -> None:

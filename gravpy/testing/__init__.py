@@ -19,15 +19,12 @@ import itertools
 from collections import deque
 from typing import Final
 
-import structlog
-
-from gravpy.testing._transport_check import check_transport
 from gravpy.errors import LinkClosedError, TransportError, UsageError
 from gravpy.plugins import LinkHandler
+from gravpy.testing._transport_check import check_transport
+from gravpy.transport_kit import serve_link
 
 __all__ = ["MemoryLink", "MemoryNetwork", "MemoryTransport", "check_transport", "memory_link_pair"]
-
-_log = structlog.get_logger(__name__)
 
 _SCHEME: Final = "memory://"
 
@@ -241,15 +238,9 @@ class MemoryTransport:
     async def _serve_link(self, link: MemoryLink, on_link: LinkHandler) -> None:
         """The per-link handler task: the link lives while ``on_link`` runs."""
         try:
-            await on_link(link)
-        except LinkClosedError:
-            pass  # the link closed under the handler: a normal end
-        except Exception:
-            _log.exception("link_handler_failed", transport=self.name, peer=link.remote_address)
-            await link.close("link handler failed")
+            await serve_link(link, on_link, transport=self.name)
         finally:
             self._accepted.discard(link)
-            await link.close()
 
     def __repr__(self) -> str:
         return f"<MemoryTransport {_SCHEME}{self.address}>"

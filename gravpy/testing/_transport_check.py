@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -46,6 +47,17 @@ class _Listener:
     def release_all(self) -> None:
         for box in self.every:
             box.release.set()
+
+
+class _ErrorRecords(logging.Handler):
+    """Collects the event names of stdlib error records (``"event: details"`` -> ``"event"``)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.events: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.events.append(record.getMessage().partition(":")[0])
 
 
 def _expect(condition: bool, message: str) -> None:
@@ -174,14 +186,18 @@ class _TransportCheck:
 
         faulty = make_transport()
         await faulty.start(failing)
+        records = _ErrorRecords()
+        root = logging.getLogger()
+        root.addHandler(records)
         try:
             with capture_logs() as logs:
                 link = await self.a.dial(faulty.endpoints()[0], timeout=self.timeout)
                 await _expect_closed(link, "link whose on_link handler raised")
                 await link.close()
         finally:
+            root.removeHandler(records)
             await faulty.stop()
-        errors = [e["event"] for e in logs if e.get("log_level") == "error"]
+        errors = [e["event"] for e in logs if e.get("log_level") == "error"] + records.events
         _expect(errors == ["link_handler_failed"], f"a failing handler logged {errors}")
 
     async def dial_timeout(self) -> None:
@@ -259,7 +275,7 @@ async def check_transport(
     limit, 1,000 small ones both ways at once); a frame over the limit closes the link on both
     sides; a close from either side reaches the other's ``recv`` with its reason, after the frames
     sent before it; returning from ``on_link`` closes the link, and so does raising from it (logged as
-    ``link_handler_failed``); ``endpoints()`` before ``start()`` and a second ``start()`` raise
+    ``link_handler_failed``, through structlog or the ``logging`` module); ``endpoints()`` before ``start()`` and a second ``start()`` raise
     UsageError; dialling a server that never answers gives up after the dial's timeout with a
     TransportError caused by TimeoutError (TCP transports); dialling a stopped transport raises
     TransportError with a ``__cause__``; ``stop()`` closes accepted links and is idempotent; no task
