@@ -6,7 +6,10 @@ Theory of operation
 A node needs up to two ``ssl.SSLContext``: a **server** context to listen with (``wss://``,
 ``https://``, ``tls://`` endpoints) and a **client** context to dial with (which CA it trusts,
 and the certificate it presents when the other side asks, for mTLS). :class:`TlsContexts` holds
-the pair. Everywhere gravpy takes ``ssl=`` (each transport, ``Grav``, ``gravpy.connect``,
+the pair. With ``require_client_cert`` (mTLS) the server context asks for a client certificate
+(``CERT_OPTIONAL``) and the transport refuses a client that shows none in its own protocol (HTTP
+403, a TCP close frame), because asyncio drops a connection whose TLS handshake fails without
+sending the TLS alert, so the client could not tell why. Everywhere gravpy takes ``ssl=`` (each transport, ``Grav``, ``gravpy.connect``,
 ``gravpy.sync.connect``) it takes either a :class:`TlsContexts` or one ``SSLContext``, placed by
 its protocol (:func:`as_tls`): ``PROTOCOL_TLS_SERVER`` (``ssl.create_default_context(
 ssl.Purpose.CLIENT_AUTH)``) listens, ``PROTOCOL_TLS_CLIENT`` (``ssl.create_default_context()``)
@@ -34,6 +37,7 @@ from typing import Protocol, runtime_checkable
 from gravpy.errors import UsageError
 
 __all__ = [
+    "CLIENT_CERT_REQUIRED",
     "SslOption",
     "TlsContexts",
     "TlsFileError",
@@ -53,6 +57,8 @@ class TlsContexts:
 
     server: ssl.SSLContext | None = None
     client: ssl.SSLContext | None = None
+    require_client_cert: bool = False
+    """mTLS with a reason: refuse, in the transport's own protocol, a client with no certificate."""
 
     def __post_init__(self) -> None:
         for side, ctx in (("server", self.server), ("client", self.client)):
@@ -62,6 +68,28 @@ class TlsContexts:
             raise UsageError("TlsContexts.server is a client context (PROTOCOL_TLS_CLIENT)")
         if self.client is not None and self.client.protocol == ssl.PROTOCOL_TLS_SERVER:
             raise UsageError("TlsContexts.client is a server context (PROTOCOL_TLS_SERVER)")
+        if self.require_client_cert and (
+            self.server is None or self.server.verify_mode == ssl.CERT_NONE
+        ):
+            raise UsageError(
+                "require_client_cert needs a server context that verifies client certificates "
+                "(a CA loaded and verify_mode CERT_OPTIONAL)"
+            )
+
+    def refusal(self, peercert: object) -> str | None:
+        """Why a connection that showed ``peercert`` (``get_extra_info("peercert")``) is refused."""
+        if self.require_client_cert and not peercert:
+            return CLIENT_CERT_REQUIRED
+        return None
+
+    def merged(self, other: TlsContexts) -> TlsContexts:
+        """These contexts, with ``other``'s where these have none."""
+        if self.server is not None:
+            return TlsContexts(self.server, self.client or other.client, self.require_client_cert)
+        return TlsContexts(other.server, self.client or other.client, other.require_client_cert)
+
+
+CLIENT_CERT_REQUIRED = "a client certificate is required (mTLS) and none was presented"
 
 
 SslOption = ssl.SSLContext | TlsContexts | None
@@ -131,9 +159,10 @@ def node_tls(
     server = None
     if cert is not None and key is not None:
         server = server_context(cert, key, ca=ca, verify_clients=verify_clients)
-    if cert is None and ca is None:
-        return TlsContexts(server=server)
-    return TlsContexts(server=server, client=client_context(ca, cert, key))
+        if verify_clients:
+            server.verify_mode = ssl.CERT_OPTIONAL  # checked by the transports, with a reason
+    client = None if cert is None and ca is None else client_context(ca, cert, key)
+    return TlsContexts(server, client, require_client_cert=verify_clients and server is not None)
 
 
 class TlsFileError(UsageError):

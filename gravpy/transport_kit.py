@@ -80,19 +80,28 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The ``ssl`` module's own error in ``exc``'s chain (libraries subclass SSLError too)."""
     seen: set[int] = set()
+    found: ssl.SSLError | None = None
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, ssl.SSLError):
-            return current
         seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
+        if isinstance(current, ssl.SSLError):
+            if type(current).__module__ == "ssl":
+                return current
+            found = found or current
+        inner = getattr(current, "certificate_error", None)  # where aiohttp keeps it
+        if isinstance(inner, BaseException) and id(inner) not in seen:
+            current = inner
+        else:
+            current = current.__cause__ or current.__context__
+    return found
 
 
 def _tls_reason(exc: ssl.SSLError) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
-        return f"certificate verify failed: {exc.verify_message}"
+    verify = getattr(exc, "verify_message", None)
+    if isinstance(verify, str) and verify:
+        return f"certificate verify failed: {verify}"
     reason = getattr(exc, "reason", None)
     if isinstance(reason, str) and reason:
         return reason.lower().replace("_", " ")

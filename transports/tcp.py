@@ -17,7 +17,8 @@ Wire use (one connection per link, both sides speak the same):
   big-endian). ``dial`` returns once the acceptor's greeting arrived, so a port where something
   else listens is a failed dial, not a link; the acceptor hands the link to ``on_link`` once the
   dialler's greeting arrived, and drops a connection that sends none within
-  ``handshake_timeout``.
+  ``handshake_timeout``. An acceptor that refuses the dialler (mTLS without a client certificate)
+  sends a close frame with the reason in place of its greeting.
 - **frames**: a u32 big-endian length, then the frame. A length over the receiver's
   ``max_frame_bytes`` is refused before the body is read (the link closes with the reason).
 - the **close**: a length with the top bit set; the low 31 bits are the length of a UTF-8
@@ -43,7 +44,7 @@ from gravpy.proto import DEFAULT_LIMITS
 from gravpy.tls import SslOption, TlsContexts, as_tls
 from gravpy.transport_kit import ErrorMap, serve_link
 from transports._addresses import format_address, wildcard_hosts
-from transports.tcp_link import BadGreeting, TcpLink
+from transports.tcp_link import BadGreeting, Refused, TcpLink
 
 __all__ = ["TcpLink", "TcpTransport"]
 
@@ -55,7 +56,7 @@ class _TcpErrorMap(ErrorMap):
     """Socket, TLS and greeting failures as TransportError; the rest as :class:`ErrorMap` does."""
 
     def dial_error(self, exc: Exception) -> GravError:
-        if isinstance(exc, BadGreeting):
+        if isinstance(exc, BadGreeting | Refused):
             return TransportError(f"{self.action}: {exc}")
         return super().dial_error(exc)
 
@@ -116,7 +117,7 @@ class TcpTransport:
 
     def use_tls(self, tls: TlsContexts) -> None:
         """Take the contexts of ``tls`` this transport has none of (before ``start``)."""
-        self.tls = TlsContexts(self.tls.server or tls.server, self.tls.client or tls.client)
+        self.tls = self.tls.merged(tls)
 
     # -- listening --------------------------------------------------------------------------------
 
@@ -177,6 +178,7 @@ class TcpTransport:
             close_timeout=self.close_timeout,
             on_greeted=None if initiator else self._greeted,
             on_lost=None if initiator else self._pending.discard,
+            refusal=None if initiator else self.tls.refusal,
         )
 
     def _greeted(self, link: TcpLink) -> None:

@@ -34,7 +34,7 @@ from gravpy.errors import LinkClosedError, UsageError
 from gravpy.transport_kit import CLOSED_BY_LOCAL, CLOSED_BY_PEER, LOST, link_closed
 from transports._addresses import format_address
 
-__all__ = ["GREETING", "MAX_REASON_BYTES", "BadGreeting", "TcpLink"]
+__all__ = ["GREETING", "MAX_REASON_BYTES", "BadGreeting", "Refused", "TcpLink"]
 
 GREETING: Final = struct.Struct(">7sBI")
 _MAGIC: Final = b"GRAVTCP"
@@ -47,6 +47,10 @@ _JOIN_BELOW: Final = 1 << 14  # smaller frames go out in one write with their he
 
 class BadGreeting(Exception):
     """What came first was not a gravpy TCP greeting: not a gravpy endpoint, or another version."""
+
+
+class Refused(Exception):
+    """The acceptor sent a close frame instead of its greeting; the message is its reason."""
 
 
 def _reason_bytes(reason: str) -> bytes:
@@ -68,6 +72,7 @@ class TcpLink(asyncio.Protocol):
         close_timeout: float,
         on_greeted: Callable[[TcpLink], None] | None = None,
         on_lost: Callable[[TcpLink], None] | None = None,
+        refusal: Callable[[object], str | None] | None = None,
     ) -> None:
         self.initiator = initiator
         self.remote_address = "?"
@@ -77,6 +82,7 @@ class TcpLink(asyncio.Protocol):
         self._write_limit = write_limit
         self._close_timeout = close_timeout
         self._on_greeted, self._on_lost = on_greeted, on_lost
+        self._refusal = refusal
         self._loop = asyncio.get_running_loop()
         self._sock: asyncio.Transport | None = None
         self._buffer = bytearray()
@@ -103,6 +109,11 @@ class TcpLink(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport.set_write_buffer_limits(high=self._write_limit)
+        refused = self._refusal(transport.get_extra_info("peercert")) if self._refusal else None
+        if refused is not None:
+            self._greeting.cancel()
+            self._close_here(refused)  # the close frame, in place of the greeting
+            return
         transport.write(GREETING.pack(_MAGIC, _VERSION, self._max_frame))
 
     def data_received(self, data: bytes) -> None:
@@ -225,7 +236,11 @@ class TcpLink(asyncio.Protocol):
         """Close with ``reason`` after what was sent; waits (``close_timeout``) for the peer. Idempotent."""
         if self._recv_error is None:
             self._close_here(reason)
-        await asyncio.shield(self._lost)
+        try:
+            await asyncio.shield(self._lost)
+        except asyncio.CancelledError:
+            self.abort()  # whoever waited gave up: nothing is left open behind them
+            raise
 
     def abort(self) -> None:
         """Drop the connection at once, without a close frame."""
@@ -248,6 +263,18 @@ class TcpLink(asyncio.Protocol):
 
     def _read_greeting(self, data: bytes) -> int:
         """Take the greeting off ``data``: where frames start, or -1 (wait for more, or refused)."""
+        if len(data) >= 4 and data[0] & 0x80:  # a close frame: the acceptor refused us
+            size = _HEADER.unpack_from(data)[0] & ~_CLOSE_BIT
+            if len(data) < 4 + min(size, MAX_REASON_BYTES):
+                self._buffer += data
+                self._need = 4 + size
+                return -1
+            reason = data[4 : 4 + size].decode(errors="replace")
+            self._greeting.set_exception(Refused(f"refused: {reason}"))
+            self._greeting.exception()
+            self._end(link_closed(self.remote_address, CLOSED_BY_PEER, reason), keep=False)
+            self.abort()
+            return -1
         if len(data) < GREETING.size:
             if _MAGIC.startswith(data[: len(_MAGIC)]):
                 self._buffer += data

@@ -72,7 +72,9 @@ class _ErrorMap(ErrorMap):
     def dial_error(self, exc: Exception) -> GravError:
         if isinstance(exc, InvalidStatus):
             status = exc.response.status_code
-            return TransportError(f"{self.action}: refused with HTTP {status}")
+            text = bytes(exc.response.body or b"")[:200].decode(errors="replace").strip()
+            why = f": {text}" if text else ""
+            return TransportError(f"{self.action}: refused with HTTP {status}{why}")
         return super().dial_error(exc)
 
 
@@ -179,7 +181,7 @@ class WebSocketTransport:
 
     def use_tls(self, tls: TlsContexts) -> None:
         """Take the contexts of ``tls`` this transport has none of (before ``start``)."""
-        self.tls = TlsContexts(self.tls.server or tls.server, self.tls.client or tls.client)
+        self.tls = self.tls.merged(tls)
 
     async def start(self, on_link: LinkHandler) -> None:
         """Bind and listen; returns once listening. Raises TransportError if it cannot bind."""
@@ -278,7 +280,10 @@ class WebSocketTransport:
         await serve_link(link, self._on_link, transport=self.name, on_failure=refuse)
 
     def _check_path(self, ws: ServerConnection, request: Request) -> Response | None:
-        """Refuse, with HTTP 404, a request for any path but ours."""
+        """Refuse a request for any path but ours (404), or without a required client cert (403)."""
+        refusal = self.tls.refusal(ws.transport.get_extra_info("peercert"))
+        if refusal is not None:
+            return ws.respond(HTTPStatus.FORBIDDEN, refusal + "\n")
         if request.path.partition("?")[0] == self.path:
             return None
         return ws.respond(HTTPStatus.NOT_FOUND, f"no gravpy endpoint at {request.path}\n")

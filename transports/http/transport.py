@@ -119,7 +119,7 @@ class HttpTransport:
 
     def use_tls(self, tls: TlsContexts) -> None:
         """Take the contexts of ``tls`` this transport has none of (before ``start``)."""
-        self.tls = TlsContexts(self.tls.server or tls.server, self.tls.client or tls.client)
+        self.tls = self.tls.merged(tls)
         self._pool.ssl = self.tls.client
 
     # -- listening --------------------------------------------------------------------------------
@@ -190,6 +190,11 @@ class HttpTransport:
     async def _open(self, request: web.Request) -> web.Response:
         if self._stopping or self._on_link is None:
             return _plain(503, "the transport is stopping")
+        refusal = self.tls.refusal(
+            request.transport and request.transport.get_extra_info("peercert")
+        )
+        if refusal is not None:
+            return _plain(403, refusal)
         if len(self._sessions) >= self.max_sessions:
             return _plain(503, f"too many sessions ({self.max_sessions})")
         try:
