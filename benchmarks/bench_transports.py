@@ -1,4 +1,4 @@
-"""Transport benchmark: node-to-node throughput and request-reply over HTTP and WebSocket, same run.
+"""Transport benchmark: node-to-node throughput and request-reply over WebSocket, HTTP and TCP, same run.
 
 Run from the repository root (standard library and gravpy only)::
 
@@ -6,18 +6,18 @@ Run from the repository root (standard library and gravpy only)::
     .venv/bin/python benchmarks/bench_transports.py --quick      # smaller sizes, a smoke test
     .venv/bin/python benchmarks/bench_transports.py --json results.json
 
-Layout, the same for both transports, and the same as ``bench_mesh.py``'s gravpy side: process A
+Layout, the same for every transport, and the same as ``bench_mesh.py``'s gravpy side: process A
 publishes and requests, process B subscribes and responds (``benchmarks/mesh_node.py gravpy
---transport ws|http``, driven over stdin/stdout by this script). A and B are full nodes on
+--transport ws|http|tcp``, driven over stdin/stdout by this script). A and B are full nodes on
 127.0.0.1, port 0, each with the one transport under test; A dials B. Both pairs run side by side
-for the whole run; every process is started here and stopped here, whatever happens.
+for the whole run (three pairs: four of the six processes idle at any moment); every process is started here and stopped here, whatever happens.
 
 Measured, with the same payloads (128 B: an 8-byte sequence number, then random bytes):
 
 1. throughput: A publishes 100,000 messages with ``await pod.publish(msg)``, B counts them;
    messages/s = received / (last arrival on B - publish start on A), both on CLOCK_MONOTONIC.
-   After a warm-up per transport, 3 runs each, alternating WebSocket and HTTP; the ratio is of the
-   medians. A run is valid only if every message arrived, in order, with no drop counted anywhere.
+   After a warm-up per transport, 3 runs each, alternating WebSocket, HTTP and TCP; the ratios
+   (each transport over WebSocket) are of the medians. A run is valid only if every message arrived, in order, with no drop counted anywhere.
 2. sequential request-reply: 2,000 requests one after another (after 200 warm-up) from A to a
    responder on B, ``await pod.send(msg).wait_until(2.0)``; p50/p99 of the round trip in
    microseconds. 3 runs each, alternating; the ratio is of the medians.
@@ -55,8 +55,8 @@ from bench_mesh import (
     throughput_rounds,
 )
 
-TRANSPORTS = ("websocket", "http")  # the order of every alternation
-_NODE_ARG = {"websocket": "ws", "http": "http"}  # mesh_node.py --transport
+TRANSPORTS = ("websocket", "http", "tcp")  # the order of every alternation
+_NODE_ARG = {"websocket": "ws", "http": "http", "tcp": "tcp"}  # mesh_node.py --transport
 
 
 @dataclass(frozen=True)
@@ -94,14 +94,13 @@ class LatencyRun:
 @dataclass
 class Ratio:
     metric: str
-    websocket: float
-    http: float
+    medians: dict[str, float]  # per transport
     better: str  # "higher" (a rate) or "lower" (a latency)
 
-    @property
-    def ratio(self) -> float:
-        """HTTP / WebSocket."""
-        return self.http / self.websocket if self.websocket else float("nan")
+    def ratio(self, transport: str) -> float:
+        """``transport`` / WebSocket."""
+        base = self.medians["websocket"]
+        return self.medians[transport] / base if base else float("nan")
 
 
 @dataclass
@@ -192,7 +191,7 @@ async def measure(report: Report, sizes: Sizes, pairs: dict[str, Pair]) -> None:
 
 
 def ratios(report: Report) -> list[Ratio]:
-    """Medians of the valid runs per transport, HTTP over WebSocket."""
+    """Medians of the valid runs per transport (each compared with WebSocket when printed)."""
 
     def median(values: list[float]) -> float:
         return statistics.median(values) if values else float("nan")
@@ -202,9 +201,7 @@ def ratios(report: Report) -> list[Ratio]:
         t: [r.msgs_per_s for r in report.throughput if r.system == t and r.ok] for t in TRANSPORTS
     }
     out.append(
-        Ratio(
-            "throughput msgs/s (median)", median(tput["websocket"]), median(tput["http"]), "higher"
-        )
+        Ratio("throughput msgs/s (median)", {t: median(v) for t, v in tput.items()}, "higher")
     )
     for label, attr in (
         ("request p50 us (median)", "p50_us"),
@@ -214,7 +211,7 @@ def ratios(report: Report) -> list[Ratio]:
             t: [getattr(r, attr) for r in report.latency if r.system == t and r.ok]
             for t in TRANSPORTS
         }
-        out.append(Ratio(label, median(lat["websocket"]), median(lat["http"]), "lower"))
+        out.append(Ratio(label, {t: median(v) for t, v in lat.items()}, "lower"))
     return out
 
 
@@ -266,18 +263,19 @@ def print_report(report: Report, sizes: Sizes) -> None:
     ]
     headers = ["transport", "run", "p50 us", "p99 us", "mean us", "max us", "CPU us/req A/B"]
     _print(_table([*headers, "check"], rows))
-    _print("", "HTTP vs WebSocket (ratio = HTTP / WebSocket; valid runs only)")
+    others = [t for t in TRANSPORTS if t != "websocket"]
+    _print("", "Each transport vs WebSocket (ratio = transport / WebSocket; valid runs only)")
     rows = [
         [
             r.metric,
-            f"{r.websocket:,.0f}",
-            f"{r.http:,.0f}",
-            f"{r.ratio:.2f}x",
+            *(f"{r.medians[t]:,.0f}" for t in TRANSPORTS),
+            *(f"{r.ratio(t):.2f}x" for t in others),
             f"{r.better} is better",
         ]
         for r in report.ratios
     ]
-    _print(_table(["metric", "websocket", "http", "ratio", ""], rows))
+    headers = [*TRANSPORTS, *(f"{t}/ws" for t in others)]
+    _print(_table(["metric", *headers, ""], rows))
     if report.failures:
         _print("", "CHECKS FAILED (these figures are not valid):", *report.failures)
 
