@@ -74,6 +74,7 @@ class TcpTransport:
 
     name: Final = "tcp"
     schemes: Final = _SCHEMES
+    preference: Final = 10  # the fastest: preferred when a peer also speaks another transport
 
     def __init__(
         self,

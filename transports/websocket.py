@@ -147,6 +147,7 @@ class WebSocketTransport:
 
     name: Final = "websocket"
     schemes: Final = _SCHEMES
+    preference: Final = 20  # after tcp, before http (see gravpy.plugins.transport_preference)
 
     def __init__(
         self,

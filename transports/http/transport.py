@@ -72,6 +72,7 @@ class HttpTransport:
 
     name: Final = "http"
     schemes: Final = _SCHEMES
+    preference: Final = 30  # the slowest: for networks where only plain HTTP passes
 
     def __init__(
         self,
