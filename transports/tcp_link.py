@@ -28,7 +28,7 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Callable
-from typing import Final
+from typing import Final, cast
 
 from gravpy.errors import LinkClosedError, UsageError
 from gravpy.transport_kit import CLOSED_BY_LOCAL, CLOSED_BY_PEER, LOST, link_closed
@@ -101,7 +101,9 @@ class TcpLink(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(
+            asyncio.Transport, transport
+        )  # uvloop's is not an asyncio.Transport subclass
         self._sock = transport
         self.remote_address = format_address(transport.get_extra_info("peername"))
         sock = transport.get_extra_info("socket")

@@ -186,3 +186,18 @@ async def _replying(node: Gravd, client: list[str]) -> AsyncIterator[None]:
         yield
     finally:
         await process.close()
+
+
+async def test_gravd_runs_on_uvloop_when_asked(files: Files) -> None:
+    """gravd --loop uvloop runs on uvloop (the listening event says so) and serves tls:// links."""
+    pytest.importorskip("uvloop")
+    tls = ["--tls-cert", str(files.cert), "--tls-key", str(files.key), "--tls-ca", str(files.ca)]
+    tls += ["--loop", "uvloop", "--listen-tcp", "127.0.0.1:0"]
+    async with running_gravd(*tls) as a:
+        assert a.listening["loop"] == "uvloop"
+        assert a.listening["listen_tcp"] != "off"
+        tls_endpoint = next(ep for ep in a.listening["endpoints"] if ep.startswith("tls://"))
+        async with running_gravd(*tls, "--peer", tls_endpoint) as b:
+            await a.wait_peers(1)
+            assert (await b.stop()).code == 0
+        assert (await a.stop()).code == 0

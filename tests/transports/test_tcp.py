@@ -184,3 +184,9 @@ def test_bad_settings_are_refused(kwargs: dict[str, object]) -> None:
     """Out-of-range settings raise UsageError at construction."""
     with pytest.raises(UsageError):
         _local(**kwargs)
+
+
+def test_conformance_on_uvloop() -> None:
+    """TcpTransport passes the conformance check on uvloop too (gravd's loop when installed)."""
+    uvloop = pytest.importorskip("uvloop")
+    uvloop.run(check_transport(_local))

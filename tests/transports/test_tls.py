@@ -236,3 +236,21 @@ def test_one_context_is_placed_by_its_protocol(pki: Pki) -> None:
     assert as_tls(server) == TlsContexts(server=server)
     assert as_tls(client) == TlsContexts(client=client)
     assert as_tls(None) == TlsContexts()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_transport_passes_the_conformance_check_over_tls_on_uvloop(
+    kind: str, pki: Pki
+) -> None:
+    """With TLS on uvloop (gravd's loop when installed) every transport keeps its guarantees."""
+    uvloop = pytest.importorskip("uvloop")
+    uvloop.run(check_transport(lambda: KINDS[kind](ssl=pki.node_tls())))
+
+
+def test_a_missing_client_certificate_is_refused_with_the_reason_on_uvloop(pki: Pki) -> None:
+    """Under mTLS on uvloop, a tls:// dialler without a certificate is told why it is refused."""
+    uvloop = pytest.importorskip("uvloop")
+    error = uvloop.run(
+        _refused(KINDS["tls"](ssl=pki.mtls_server()), KINDS["tls"](ssl=pki.client()))
+    )
+    assert "a client certificate is required (mTLS) and none was presented" in str(error)
