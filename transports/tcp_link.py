@@ -129,8 +129,17 @@ class TcpLink(asyncio.Protocol):
             data = bytes(buffer)
             buffer.clear()
         pos = 0 if self._greeting.done() else self._read_greeting(data)
-        if pos < 0:
-            return
+        if pos >= 0:
+            self._cut_frames(data, pos)
+        frames = self._frames
+        if frames:
+            self._wake_reader()
+            if len(frames) >= self._max_queue and not self._paused and self._sock is not None:
+                self._paused = True
+                self._sock.pause_reading()  # recv() resumes reading once it has caught up
+
+    def _cut_frames(self, data: bytes, pos: int) -> None:
+        """Queue the whole frames of ``data`` from ``pos``; keep the rest for the next bytes."""
         end, frames, limit, need = len(data), self._frames, self._max_frame, 4
         while end - pos >= 4:
             (size,) = _HEADER.unpack_from(data, pos)
@@ -148,13 +157,7 @@ class TcpLink(asyncio.Protocol):
             frames.append(data[pos + 4 : pos + 4 + size])
             pos += 4 + size
         if pos < end:
-            buffer += memoryview(data)[pos:]
-            self._need = need
-        if frames:
-            self._wake_reader()
-            if len(frames) >= self._max_queue and not self._paused and self._sock is not None:
-                self._paused = True
-                self._sock.pause_reading()
+            self._wait_for(data[pos:], need)
 
     def eof_received(self) -> bool | None:
         return False  # the peer hung up: close our side too
@@ -266,23 +269,10 @@ class TcpLink(asyncio.Protocol):
     def _read_greeting(self, data: bytes) -> int:
         """Take the greeting off ``data``: where frames start, or -1 (wait for more, or refused)."""
         if len(data) >= 4 and data[0] & 0x80:  # a close frame: the acceptor refused us
-            size = _HEADER.unpack_from(data)[0] & ~_CLOSE_BIT
-            if len(data) < 4 + min(size, MAX_REASON_BYTES):
-                self._buffer += data
-                self._need = 4 + size
-                return -1
-            reason = data[4 : 4 + size].decode(errors="replace")
-            self._greeting.set_exception(Refused(f"refused: {reason}"))
-            self._greeting.exception()
-            self._end(link_closed(self.remote_address, CLOSED_BY_PEER, reason), keep=False)
-            self.abort()
-            return -1
-        if len(data) < GREETING.size:
-            if _MAGIC.startswith(data[: len(_MAGIC)]):
-                self._buffer += data
-                self._need = GREETING.size
-                return -1
-        else:
+            return self._read_refusal(data)
+        if len(data) < GREETING.size and _MAGIC.startswith(data[: len(_MAGIC)]):
+            return self._wait_for(data, GREETING.size)
+        if len(data) >= GREETING.size:
             magic, version, limit = GREETING.unpack_from(data)
             if magic == _MAGIC and version == _VERSION and limit > 0:
                 self.peer_max_frame = limit
@@ -293,9 +283,31 @@ class TcpLink(asyncio.Protocol):
                     self._on_greeted(self)
                 return GREETING.size
         shown = data[: GREETING.size]
-        self._greeting.set_exception(BadGreeting(f"not a gravpy TCP endpoint (it sent {shown!r})"))
-        self._greeting.exception()
-        self._end(link_closed(self.remote_address, LOST, "not a gravpy TCP peer"), keep=False)
+        wrong = BadGreeting(f"not a gravpy TCP endpoint (it sent {shown!r})")
+        return self._fail_greeting(wrong, LOST, "not a gravpy TCP peer")
+
+    def _read_refusal(self, data: bytes) -> int:
+        """The acceptor's close frame in place of its greeting: the dial fails with its reason."""
+        size = _HEADER.unpack_from(data)[0] & ~_CLOSE_BIT
+        if size > MAX_REASON_BYTES:
+            wrong = BadGreeting(f"not a gravpy TCP endpoint (a close reason of {size} bytes)")
+            return self._fail_greeting(wrong, LOST, "not a gravpy TCP peer")
+        if len(data) < 4 + size:
+            return self._wait_for(data, 4 + size)
+        reason = data[4 : 4 + size].decode(errors="replace")
+        return self._fail_greeting(Refused(f"refused: {reason}"), CLOSED_BY_PEER, reason)
+
+    def _wait_for(self, data: bytes, need: int) -> int:
+        """Keep ``data`` until ``need`` bytes are here; -1, for ``data_received``."""
+        self._buffer += data
+        self._need = need
+        return -1
+
+    def _fail_greeting(self, exc: Exception, closed_by: str, reason: str) -> int:
+        """The greeting went wrong: the dial (if any) fails with ``exc``; drop the connection."""
+        self._greeting.set_exception(exc)
+        self._greeting.exception()  # retrieved: an acceptor has no dial to raise it
+        self._end(link_closed(self.remote_address, closed_by, reason), keep=False)
         self.abort()
         return -1
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import struct
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gravpy.errors import LinkClosedError, TransportError, UsageError
 from gravpy.plugins import Link, load_transport
 from gravpy.testing import check_transport
 from transports.tcp import TcpTransport
+from transports.tcp_link import TcpLink
 
 
 def _local(**options: object) -> TcpTransport:
@@ -190,3 +194,55 @@ def test_conformance_on_uvloop() -> None:
     """TcpTransport passes the conformance check on uvloop too (gravd's loop when installed)."""
     uvloop = pytest.importorskip("uvloop")
     uvloop.run(check_transport(_local))
+
+
+class _Wire:
+    """What a TcpLink writes, kept in memory: the parser is driven without a socket."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 9) if name == "peername" else default
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+async def _parse(stream: bytes, cuts: list[int], n: int) -> list[bytes]:
+    link = TcpLink(
+        initiator=True, max_frame_bytes=64, max_queue=1000, write_limit=1 << 16, close_timeout=1
+    )
+    link.connection_made(_Wire())  # type: ignore[arg-type]
+    bounds = [0, *sorted(c % (len(stream) + 1) for c in cuts), len(stream)]
+    for start, stop in itertools.pairwise(bounds):
+        if stop > start:
+            link.data_received(stream[start:stop])
+    return [await link.recv() for _ in range(n)]
+
+
+@given(st.lists(st.binary(max_size=64), max_size=20), st.lists(st.integers(0, 10_000), max_size=8))
+def test_frames_cut_anywhere_by_the_network_arrive_whole(
+    frames: list[bytes], cuts: list[int]
+) -> None:
+    """However TCP splits the greeting and the frames into reads, recv() returns them whole, in order."""
+    stream = _greeting(64) + b"".join(struct.pack(">I", len(f)) + f for f in frames)
+    assert asyncio.run(_parse(stream, cuts, len(frames))) == frames
