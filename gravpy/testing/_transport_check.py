@@ -274,9 +274,9 @@ async def check_transport(
     Starts two, dials one from the other, and checks: frames both ways in order (one at the size
     limit, 1,000 small ones both ways at once); a frame over the limit closes the link on both
     sides; a close from either side reaches the other's ``recv`` with its reason, after the frames
-    sent before it; returning from ``on_link`` closes the link, and so does raising from it (logged as
-    ``link_handler_failed``, through structlog or the ``logging`` module); ``endpoints()`` before ``start()`` and a second ``start()`` raise
-    UsageError; dialling a server that never answers gives up after the dial's timeout with a
+    sent before it; returning from ``on_link`` closes the link, and so does raising from it
+    (logged as ``link_handler_failed``, through structlog or the ``logging`` module);
+    ``endpoints()`` before ``start()`` and a second ``start()`` raise UsageError; dialling a server that never answers gives up after the dial's timeout with a
     TransportError caused by TimeoutError (TCP transports); dialling a stopped transport raises
     TransportError with a ``__cause__``; ``stop()`` closes accepted links and is idempotent; no task
     is left behind. Each step must finish within ``timeout`` seconds. Raises AssertionError naming
