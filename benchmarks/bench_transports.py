@@ -5,6 +5,7 @@ Run from the repository root (standard library and gravpy only)::
     .venv/bin/python benchmarks/bench_transports.py              # full run (about 15 s)
     .venv/bin/python benchmarks/bench_transports.py --quick      # smaller sizes, a smoke test
     .venv/bin/python benchmarks/bench_transports.py --json results.json
+    .venv/bin/python benchmarks/bench_transports.py --loop uvloop   # every process on uvloop
 
 Layout, the same for every transport, and the same as ``bench_mesh.py``'s gravpy side: process A
 publishes and requests, process B subscribes and responds (``benchmarks/mesh_node.py gravpy
@@ -290,7 +291,7 @@ async def run(args: argparse.Namespace) -> Report:
     if args.runs:
         sizes = Sizes(**{**asdict(sizes), "runs": args.runs})
     report = Report(
-        mode="quick" if args.quick else "full",
+        mode=("quick" if args.quick else "full") + f", {args.loop}",
         python=sys.version.split()[0],
         platform=platform.platform(),
         cpus=os.cpu_count(),
@@ -326,7 +327,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, help="messages per throughput run")
     parser.add_argument("--runs", type=int, help="runs per transport")
     parser.add_argument("--logs", metavar="DIR", help="keep the processes' logs in DIR")
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the event loop of every node process (uvloop: pip install 'gravpy[speed]')",
+    )
     args = parser.parse_args(argv)
+    os.environ["GRAVPY_BENCH_LOOP"] = args.loop  # mesh_node.py reads it
     try:
         report = asyncio.run(run(args))
     except BenchError as exc:

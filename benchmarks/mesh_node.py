@@ -8,7 +8,7 @@ debug)::
     python benchmarks/mesh_node.py nats URL          # a nats-py connection to the server at URL
 
 ``--transport`` is ``ws`` (the default: ``WebSocketTransport``), ``http`` (``HttpTransport``) or
-``tcp`` (``TcpTransport``);
+``tcp`` (``TcpTransport``); ``GRAVPY_BENCH_LOOP=uvloop`` runs the process on uvloop;
 the node listens, and dials, with that one transport only.
 
 Protocol: one JSON object per line. On start the process writes ``{"event": "hello", ...}`` (for
@@ -581,7 +581,12 @@ def main(argv: list[str]) -> int:
         )
         return 2
     node: Node = GravNode(*argv[2:3]) if gravpy_ok else NatsNode(argv[1])
-    asyncio.run(serve(node, out))
+    if os.environ.get("GRAVPY_BENCH_LOOP") == "uvloop":  # bench_transports.py --loop uvloop
+        import uvloop
+
+        uvloop.run(serve(node, out))
+    else:
+        asyncio.run(serve(node, out))
     return 0
 
 
