@@ -31,7 +31,13 @@ from collections.abc import Callable
 from typing import Final, cast
 
 from gravpy.errors import LinkClosedError, UsageError
-from gravpy.transport_kit import CLOSED_BY_LOCAL, CLOSED_BY_PEER, LOST, link_closed
+from gravpy.transport_kit import (
+    CLOSED_BY_LOCAL,
+    CLOSED_BY_PEER,
+    LOST,
+    describe_failure,
+    link_closed,
+)
 from transports._addresses import format_address
 
 __all__ = ["GREETING", "MAX_REASON_BYTES", "BadGreeting", "Refused", "TcpLink"]
@@ -101,9 +107,8 @@ class TcpLink(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast(
-            asyncio.Transport, transport
-        )  # uvloop's is not an asyncio.Transport subclass
+        # uvloop's transports have the asyncio.Transport methods without subclassing it
+        transport = cast(asyncio.Transport, transport)
         self._sock = transport
         self.remote_address = format_address(transport.get_extra_info("peername"))
         sock = transport.get_extra_info("socket")
@@ -169,13 +174,8 @@ class TcpLink(asyncio.Protocol):
             self._greeting.set_exception(lost)
             self._greeting.exception()  # retrieved: a dial that gave up does not ask
         if self._recv_error is None:
-            what = f"{type(exc).__name__}: {exc}" if exc is not None else ""
-            self._end(
-                link_closed(
-                    self.remote_address, LOST, what or "connection dropped without a close frame"
-                ),
-                keep=True,
-            )
+            what = describe_failure(exc) if exc is not None else "dropped without a close frame"
+            self._end(link_closed(self.remote_address, LOST, what), keep=True)
         if self._timer is not None:
             self._timer.cancel()
         if not self._lost.done():
