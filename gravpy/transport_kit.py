@@ -25,12 +25,12 @@ handler that raises is logged (``link_handler_failed``) and its link closed with
 
 from __future__ import annotations
 
-import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Final
 
+from gravpy._log import get_logger
 from gravpy.errors import GravError, LinkClosedError, TransportError
 from gravpy.plugins import Link, LinkHandler
 
@@ -44,7 +44,7 @@ __all__ = [
     "serve_link",
 ]
 
-_log = logging.getLogger("gravpy.transports")
+_log = get_logger("gravpy.transports")
 
 CLOSED_BY_LOCAL: Final = "local"
 CLOSED_BY_PEER: Final = "peer"
@@ -171,11 +171,7 @@ async def serve_link(
         pass  # the link closed under the handler: a normal end
     except Exception:
         _log.error(
-            "link_handler_failed: the %s link handler for %s raised",
-            transport,
-            link.remote_address,
-            exc_info=True,
-            extra={"transport": transport, "peer": link.remote_address},
+            "link_handler_failed", transport=transport, peer=link.remote_address, exc_info=True
         )
         await (on_failure or link.close)("link handler failed")
     finally:

@@ -37,7 +37,7 @@ from gravpy.daemon.settings import (
     Address,
     Setting,
 )
-from gravpy.errors import UsageError
+from gravpy.errors import ConfigError
 from gravpy.proto import ANY_MESH
 
 __all__ = [
@@ -50,16 +50,6 @@ __all__ = [
     "Setting",
     "load_config",
 ]
-
-
-class ConfigError(UsageError):
-    """A setting has a bad value. ``setting`` and ``source`` say which one and where it came from."""
-
-    def __init__(self, setting: str, source: str, problem: str) -> None:
-        super().__init__(f"invalid {setting} (from {source}): {problem}")
-        self.setting = setting
-        self.source = source
-        self.problem = problem
 
 
 @dataclass(frozen=True, slots=True)

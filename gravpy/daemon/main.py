@@ -49,7 +49,7 @@ from gravpy.daemon.logging import configure_logging
 from gravpy.daemon.monitor import Monitor, NodeStatus
 from gravpy.errors import GravError
 from gravpy.grav import Grav
-from gravpy.hub import HubConfig
+from gravpy.mesh import HubConfig
 from gravpy.message import Message
 from gravpy.plugins import Discovery, Transport, load_discovery
 from gravpy.proto import ProtocolConfig

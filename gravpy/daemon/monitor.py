@@ -26,8 +26,7 @@ import gravpy
 from gravpy.bus import BusStatistics
 from gravpy.daemon.config import Address, DaemonConfig
 from gravpy.grav import Grav
-from gravpy.hub import Hub
-from gravpy.link import PeerInfo
+from gravpy.mesh import Hub, PeerInfo
 from gravpy.proto import ROLE_LEAF
 
 __all__ = ["METRIC_NAMES", "Monitor", "NodeCollector", "NodeStatus"]

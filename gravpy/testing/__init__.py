@@ -22,9 +22,19 @@ from typing import Final
 from gravpy.errors import LinkClosedError, TransportError, UsageError
 from gravpy.plugins import LinkHandler
 from gravpy.testing._transport_check import check_transport
+from gravpy.testing.idle import wait_idle
+from gravpy.testing.logs import capture_logs
 from gravpy.transport_kit import serve_link
 
-__all__ = ["MemoryLink", "MemoryNetwork", "MemoryTransport", "check_transport", "memory_link_pair"]
+__all__ = [
+    "MemoryLink",
+    "MemoryNetwork",
+    "MemoryTransport",
+    "capture_logs",
+    "check_transport",
+    "memory_link_pair",
+    "wait_idle",
+]
 
 _SCHEME: Final = "memory://"
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import math
 import ssl
 from typing import NamedTuple
 
 import aiohttp
 
+from gravpy import _log as logs
 from gravpy.errors import LinkClosedError, ProtocolError
 from gravpy.transport_kit import CLOSED_BY_LOCAL, LOST, link_closed
 from transports.http.link import _HttpLink
@@ -41,7 +41,7 @@ from transports.http.wire import (
     _Refusal,
 )
 
-_log = logging.getLogger("gravpy.transports.http")
+_log = logs.get_logger("gravpy.transports.http")
 
 
 class _Opened(NamedTuple):
@@ -175,7 +175,7 @@ class HttpDialledLink(_HttpLink):
             self._goodbye = None  # the acceptor ended the session, or cannot be reached
             self._end_remotely(exc)
         else:
-            _log.error("http_link_failed: link to %s", self.remote_address, exc_info=exc)
+            _log.error("http_link_failed", transport="http", peer=self.remote_address, exc_info=exc)
             self._end_remotely(link_closed(self.remote_address, LOST, f"internal error: {exc!r}"))
 
     async def _write_loop(self) -> None:
@@ -233,7 +233,7 @@ class HttpDialledLink(_HttpLink):
             async with asyncio.timeout(self._close_timeout):
                 await self._request("POST", "close", {}, expect=(204,), body=_cut_reason(reason))
         except (LinkClosedError, ProtocolError, TimeoutError) as exc:
-            _log.debug("http_goodbye_failed: link to %s: %s", self.remote_address, exc)
+            _log.debug("http_goodbye_failed", peer=self.remote_address, error=str(exc))
 
     async def _request(
         self,
