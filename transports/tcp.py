@@ -35,6 +35,7 @@ import asyncio
 import math
 import socket
 import ssl as ssl_module
+from collections.abc import Callable
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -50,6 +51,11 @@ __all__ = ["TcpLink", "TcpTransport"]
 
 _SCHEMES: Final = ("tcp", "tls")
 _MAX_FRAME_LIMIT: Final = (1 << 31) - 1  # the top bit of a length marks the close
+
+
+def _stopped(peercert: object) -> str:
+    """The refusal of a connection accepted while the transport stops."""
+    return "transport stopped"
 
 
 class _TcpErrorMap(ErrorMap):
@@ -154,6 +160,7 @@ class TcpTransport:
         server, self._server = self._server, None
         if server is None:
             return
+        self._on_link = None  # from now on a connection is refused (see _new_link, _greeted)
         server.close()
         for link in list(self._pending):
             link.abort()
@@ -162,15 +169,19 @@ class TcpTransport:
         if self._tasks:
             await asyncio.wait(set(self._tasks))
         await server.wait_closed()
-        self._on_link, self._endpoints = None, []
+        self._endpoints = []
 
     def _new_link(self) -> TcpLink:
-        link = self._make_link(initiator=False)
+        """A connection was accepted (asyncio may still accept one while ``stop`` runs)."""
+        refusal = self.tls.refusal if self._on_link is not None else _stopped
+        link = self._make_link(initiator=False, refusal=refusal)
         self._pending.add(link)
         link.expire_handshake(self.handshake_timeout)
         return link
 
-    def _make_link(self, *, initiator: bool) -> TcpLink:
+    def _make_link(
+        self, *, initiator: bool, refusal: Callable[[object], str | None] | None = None
+    ) -> TcpLink:
         return TcpLink(
             initiator=initiator,
             max_frame_bytes=self.max_frame_bytes,
@@ -179,7 +190,7 @@ class TcpTransport:
             close_timeout=self.close_timeout,
             on_greeted=None if initiator else self._greeted,
             on_lost=None if initiator else self._pending.discard,
-            refusal=None if initiator else self.tls.refusal,
+            refusal=refusal,
         )
 
     def _greeted(self, link: TcpLink) -> None:
