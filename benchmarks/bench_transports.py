@@ -1,14 +1,15 @@
-"""Transport benchmark: node-to-node throughput and request-reply over HTTP and WebSocket, same run.
+"""Transport benchmark: node-to-node throughput and request-reply over WebSocket, HTTP and TCP, same run.
 
 Run from the repository root (standard library and gravpy only)::
 
     .venv/bin/python benchmarks/bench_transports.py              # full run (about 15 s)
     .venv/bin/python benchmarks/bench_transports.py --quick      # smaller sizes, a smoke test
     .venv/bin/python benchmarks/bench_transports.py --json results.json
+    .venv/bin/python benchmarks/bench_transports.py --loop uvloop   # every node process on uvloop
 
-Layout, the same for both transports, and the same as ``bench_mesh.py``'s gravpy side: process A
+Layout, the same for every transport, and the same as ``bench_mesh.py``'s gravpy side: process A
 publishes and requests, process B subscribes and responds (``benchmarks/mesh_node.py gravpy
---transport ws|http``, driven over stdin/stdout by this script). A and B are full nodes on
+--transport ws|http|tcp``, driven over stdin/stdout by this script). A and B are full nodes on
 127.0.0.1, port 0, each with the one transport under test; A dials B. Both pairs run side by side
 for the whole run; every process is started here and stopped here, whatever happens.
 
@@ -16,8 +17,8 @@ Measured, with the same payloads (128 B: an 8-byte sequence number, then random 
 
 1. throughput: A publishes 100,000 messages with ``await pod.publish(msg)``, B counts them;
    messages/s = received / (last arrival on B - publish start on A), both on CLOCK_MONOTONIC.
-   After a warm-up per transport, 3 runs each, alternating WebSocket and HTTP; the ratio is of the
-   medians. A run is valid only if every message arrived, in order, with no drop counted anywhere.
+   After a warm-up per transport, 3 runs each, alternating WebSocket, HTTP and TCP; the ratios
+   (each transport over WebSocket) are of the medians. A run is valid only if every message arrived, in order, with no drop counted anywhere.
 2. sequential request-reply: 2,000 requests one after another (after 200 warm-up) from A to a
    responder on B, ``await pod.send(msg).wait_until(2.0)``; p50/p99 of the round trip in
    microseconds. 3 runs each, alternating; the ratio is of the medians.
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -50,8 +52,8 @@ from _pairs import (
     throughput_table,
 )
 
-TRANSPORTS = ("websocket", "http")  # the order of every alternation
-_NODE_ARG = {"websocket": "ws", "http": "http"}  # mesh_node.py --transport
+TRANSPORTS = ("websocket", "http", "tcp")  # the order of every alternation
+_NODE_ARG = {"websocket": "ws", "http": "http", "tcp": "tcp"}  # mesh_node.py --transport
 
 
 Sizes = PairSizes
@@ -62,14 +64,13 @@ QUICK = Sizes(**QUICK_PAIRS)
 @dataclass
 class Ratio:
     metric: str
-    websocket: float
-    http: float
+    medians: dict[str, float]  # per transport
     better: str  # "higher" (a rate) or "lower" (a latency)
 
-    @property
-    def ratio(self) -> float:
-        """HTTP / WebSocket."""
-        return self.http / self.websocket if self.websocket else float("nan")
+    def ratio(self, transport: str) -> float:
+        """``transport`` / WebSocket."""
+        base = self.medians["websocket"]
+        return self.medians[transport] / base if base else float("nan")
 
 
 @dataclass
@@ -108,16 +109,14 @@ async def measure(report: Report, sizes: Sizes, pairs: dict[str, Pair]) -> None:
 
 
 def ratios(report: Report) -> list[Ratio]:
-    """Medians of the valid runs per transport, HTTP over WebSocket."""
+    """Medians of the valid runs per transport (each compared with WebSocket when printed)."""
 
     out: list[Ratio] = []
     tput = {
         t: [r.msgs_per_s for r in report.throughput if r.system == t and r.ok] for t in TRANSPORTS
     }
     out.append(
-        Ratio(
-            "throughput msgs/s (median)", median(tput["websocket"]), median(tput["http"]), "higher"
-        )
+        Ratio("throughput msgs/s (median)", {t: median(v) for t, v in tput.items()}, "higher")
     )
     for label, attr in (
         ("request p50 us (median)", "p50_us"),
@@ -127,7 +126,7 @@ def ratios(report: Report) -> list[Ratio]:
             t: [getattr(r, attr) for r in report.latency if r.system == t and r.ok]
             for t in TRANSPORTS
         }
-        out.append(Ratio(label, median(lat["websocket"]), median(lat["http"]), "lower"))
+        out.append(Ratio(label, {t: median(v) for t, v in lat.items()}, "lower"))
     return out
 
 
@@ -165,18 +164,19 @@ def print_report(report: Report, sizes: Sizes) -> None:
     ]
     headers = ["transport", "run", "p50 us", "p99 us", "mean us", "max us", "CPU us/req A/B"]
     say(table([*headers, "check"], rows))
-    say("", "HTTP vs WebSocket (ratio = HTTP / WebSocket; valid runs only)")
+    others = [t for t in TRANSPORTS if t != "websocket"]
+    say("", "Each transport vs WebSocket (ratio = transport / WebSocket; valid runs only)")
     rows = [
         [
             r.metric,
-            f"{r.websocket:,.0f}",
-            f"{r.http:,.0f}",
-            f"{r.ratio:.2f}x",
+            *(f"{r.medians[t]:,.0f}" for t in TRANSPORTS),
+            *(f"{r.ratio(t):.2f}x" for t in others),
             f"{r.better} is better",
         ]
         for r in report.ratios
     ]
-    say(table(["metric", "websocket", "http", "ratio", ""], rows))
+    headers = [*TRANSPORTS, *(f"{t}/ws" for t in others)]
+    say(table(["metric", *headers, ""], rows))
 
 
 # -- main ------------------------------------------------------------------------------------------
@@ -185,7 +185,9 @@ def print_report(report: Report, sizes: Sizes) -> None:
 async def run(args: argparse.Namespace) -> Report:
     sizes = sizes_for(args, FULL, QUICK)
     report = Report(
-        mode="quick" if args.quick else "full", machine=Machine.here(), sizes=asdict(sizes)
+        mode=("quick" if args.quick else "full") + f", {args.loop}",
+        machine=Machine.here(),
+        sizes=asdict(sizes),
     )
     say(f"gravpy transport benchmark ({report.mode}): {report.machine.describe()}")
     specs = {t: ["gravpy", "--transport", _NODE_ARG[t]] for t in TRANSPORTS}
@@ -201,7 +203,16 @@ async def run(args: argparse.Namespace) -> Report:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_benchmark(run, options(__doc__, processes=True).parse_args(argv))
+    parser = options(__doc__, processes=True)
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the event loop of every node process (uvloop: pip install 'gravpy[speed]')",
+    )
+    args = parser.parse_args(argv)
+    os.environ["GRAVPY_BENCH_LOOP"] = args.loop  # mesh_node.py reads it
+    return run_benchmark(run, args)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ debug)::
     python benchmarks/mesh_node.py gravpy --transport http   # the same over the HTTP transport
     python benchmarks/mesh_node.py nats URL          # a nats-py connection to the server at URL
 
-``--transport`` is ``ws`` (the default: ``WebSocketTransport``) or ``http`` (``HttpTransport``);
+``--transport`` is ``ws`` (the default: ``WebSocketTransport``), ``http`` (``HttpTransport``) or
+``tcp`` (``TcpTransport``); ``GRAVPY_BENCH_LOOP=uvloop`` runs the process on uvloop;
 the node listens, and dials, with that one transport only.
 
 Protocol: one JSON object per line. On start the process writes ``{"event": "hello", ...}`` (for
@@ -283,11 +284,11 @@ class Node:
         raise NotImplementedError
 
 
-TRANSPORTS = ("ws", "http")
+TRANSPORTS = ("ws", "http", "tcp")
 
 
 class GravNode(Node):
-    """A gravpy node on 127.0.0.1, port 0, with one transport: WebSocket (``ws``) or ``http``."""
+    """A gravpy node on 127.0.0.1, port 0, with one transport: WebSocket (``ws``), ``http``, ``tcp``."""
 
     system = "gravpy"
 
@@ -299,6 +300,10 @@ class GravNode(Node):
             from transports.http import HttpTransport
 
             self.grav = Grav(transport=HttpTransport(host="127.0.0.1", port=0))
+        elif transport == "tcp":
+            from transports.tcp import TcpTransport
+
+            self.grav = Grav(transport=TcpTransport(host="127.0.0.1", port=0))
         else:
             from transports.websocket import WebSocketTransport
 
@@ -571,12 +576,17 @@ def main(argv: list[str]) -> int:
     )
     if not gravpy_ok and not (argv[:1] == ["nats"] and len(argv) >= 2):
         print(
-            "usage: mesh_node.py gravpy [--transport ws|http] | mesh_node.py nats URL",
+            "usage: mesh_node.py gravpy [--transport ws|http|tcp] | mesh_node.py nats URL",
             file=sys.stderr,
         )
         return 2
     node: Node = GravNode(*argv[2:3]) if gravpy_ok else NatsNode(argv[1])
-    asyncio.run(serve(node, out))
+    if os.environ.get("GRAVPY_BENCH_LOOP") == "uvloop":  # bench_transports.py --loop uvloop
+        import uvloop
+
+        uvloop.run(serve(node, out))
+    else:
+        asyncio.run(serve(node, out))
     return 0
 
 

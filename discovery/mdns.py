@@ -26,8 +26,8 @@ TXT record (one service per endpoint)
 
 ================  ===========================================================================
 ``uuid``          the node uuid; the hub refuses a node whose handshake states another one
-``transport``     the endpoint's URL scheme: ``ws``, ``wss``, ``http``, ``https``
-``path``          the endpoint's path, e.g. ``/meta/message``
+``transport``     the endpoint's URL scheme: ``ws``, ``wss``, ``http``, ``https``, ``tcp``, ``tls``
+``path``          the endpoint's path, e.g. ``/meta/message`` (empty for ``tcp``, ``tls``)
 ``mesh``          the mesh name (``belongs_to``); ``"*"`` joins any mesh
 ``version``       the wire protocol version (decimal)
 ``host``          only when the endpoint names a host rather than an IP address: peers dial

@@ -29,7 +29,12 @@ __all__ = ["StaticDiscovery", "normalize_endpoint"]
 
 DEFAULT_SCHEME: Final = "ws"
 DEFAULT_PATH: Final = "/meta/message"
-_DEFAULT_PATHS: Final = {"http": "/meta/http", "https": "/meta/http"}  # the HTTP transport's
+_DEFAULT_PATHS: Final = {
+    "http": "/meta/http",  # the HTTP transport's
+    "https": "/meta/http",
+    "tcp": "",  # the TCP transport has no path
+    "tls": "",
+}
 _SCHEME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+.-")
 
 

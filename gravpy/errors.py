@@ -140,7 +140,18 @@ class NodeUUIDMismatch(HandshakeRejectedError):
 
 
 class LinkClosedError(GravError):
-    """The link to a peer closed while a request or a send depended on it."""
+    """The link to a peer closed while a request or a send depended on it.
+
+    The message says who closed the link and why; transports that know also set ``closed_by``
+    (``"local"``: this side closed it, ``"peer"``: the other side did, ``"lost"``: the connection
+    broke without a close) and ``reason`` (the reason given, or what broke). Both are ``""`` when
+    unknown.
+    """
+
+    def __init__(self, message: str = "", *, closed_by: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.closed_by = closed_by
+        self.reason = reason
 
 
 class TransportError(GravError):

@@ -14,6 +14,7 @@ from gravpy.mesh import Hub, HubConfig, PeerInfo
 from gravpy.plugins import Discovery, Transport
 from gravpy.pod import Overflow, Pod
 from gravpy.proto import ANY_MESH, ROLE_LEAF, ROLE_PEER, NodeInfo
+from gravpy.tls import SslOption, apply_tls
 
 __all__ = ["Grav"]
 
@@ -30,7 +31,9 @@ class Grav:
     ``mesh_key`` (16+ bytes, the same on every node) makes each link prove it holds the key.
     ``role="leaf"`` makes an app that attaches to one node instead of joining the mesh (it does not
     listen); ``attach_to`` is an endpoint that ``start`` links to before it returns (raising if it
-    cannot within ``attach_timeout``). ``gravpy.connect(url)`` builds such a leaf.
+    cannot within ``attach_timeout``). ``gravpy.connect(url)`` builds such a leaf. ``ssl`` (an
+    ``ssl.SSLContext`` or a :class:`gravpy.tls.TlsContexts`) is given to every transport: a
+    server context to listen with TLS, a client context for the TLS endpoints it dials.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class Grav:
         node_uuid: str | None = None,
         attach_to: str | None = None,
         attach_timeout: float = 5.0,
+        ssl: SslOption = None,
     ) -> None:
         self.node_uuid = node_uuid or str(uuidlib.uuid4())
         self.bus = Bus(
@@ -58,6 +62,8 @@ class Grav:
             failure_limit=failure_limit,
         )
         transports = [] if transport is None else _as_list(transport)
+        for each in transports:
+            apply_tls(each, ssl)  # Grav(ssl=...) reaches every transport it is given
         if role not in (ROLE_PEER, ROLE_LEAF):
             raise UsageError(f"role must be {ROLE_PEER!r} or {ROLE_LEAF!r}, not {role!r}")
         self.role = role

@@ -34,8 +34,11 @@ def connect(url: str = DEFAULT_URL, *, timeout: float = 5.0, **options: Any) -> 
 
     ``async with gravpy.connect("ws://127.0.0.1:8080/meta/message") as g: pod = g.connect()``.
     Entering raises ``TransportError`` if the node cannot be reached, ``HandshakeRejectedError``
-    if it refuses the link, or ``WaitTimeout`` (a ``TimeoutError``) after ``timeout`` seconds. Other keyword options
-    (``mesh_key``, ``belongs_to``, ``buffer_size``, ...) are those of ``Grav``.
+    if it refuses the link, or ``WaitTimeout`` (a ``TimeoutError``) after ``timeout`` seconds. Other
+    keyword options (``mesh_key``, ``belongs_to``, ``buffer_size``, ...) are those of ``Grav``;
+    ``ssl=ctx`` (a client ``ssl.SSLContext``) is what a ``wss://``, ``https://`` or ``tls://`` dial
+    trusts and, for mTLS, presents: ``ssl.create_default_context(cafile="ca.pem")`` then
+    ``ctx.load_cert_chain("app.pem", "app.key")``.
     """
     transport = options.pop("transport", None) or transport_for_url(url)
     return Grav(

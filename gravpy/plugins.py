@@ -17,6 +17,11 @@ closes it.
 A **discovery** plugin reports endpoints of other nodes; the hub decides whether and when to dial
 them (and redials with :mod:`gravpy.backoff`).
 
+A transport may state a ``preference`` (an int, lower is preferred; the built-ins: tcp 10,
+websocket 20, http 30) so that a node which can reach another over several endpoints dials the
+fastest transport both speak; without one a transport ranks after the built-ins (100).
+:func:`transport_preference` reads it.
+
 Plugins register under the entry-point groups ``gravpy.transports`` and ``gravpy.discovery``; the
 built-ins are also found by module path, so they work before the package is installed.
 
@@ -50,6 +55,7 @@ __all__ = [
     "available_transports",
     "load_discovery",
     "load_transport",
+    "transport_preference",
 ]
 
 TRANSPORT_GROUP: Final = "gravpy.transports"
@@ -58,6 +64,7 @@ DISCOVERY_GROUP: Final = "gravpy.discovery"
 _BUILTIN_TRANSPORTS: Final[Mapping[str, str]] = {
     "websocket": "transports.websocket:WebSocketTransport",
     "http": "transports.http:HttpTransport",
+    "tcp": "transports.tcp:TcpTransport",
 }
 _BUILTIN_DISCOVERY: Final[Mapping[str, str]] = {
     "static": "discovery.static:StaticDiscovery",
@@ -188,6 +195,15 @@ class Discovery(Protocol):
 
 TransportFactory = Callable[..., Transport]
 DiscoveryFactory = Callable[..., Discovery]
+
+
+DEFAULT_PREFERENCE: Final = 100
+
+
+def transport_preference(transport: object) -> int:
+    """``transport.preference`` (lower is preferred), or 100 when it states none."""
+    value = getattr(transport, "preference", DEFAULT_PREFERENCE)
+    return value if isinstance(value, int) else DEFAULT_PREFERENCE
 
 
 def load_transport(name: str) -> TransportFactory:

@@ -18,6 +18,7 @@ from gravpy.plugins import (
     available_transports,
     load_discovery,
     load_transport,
+    transport_preference,
 )
 from gravpy.testing import MemoryTransport
 from transports.websocket import WebSocketTransport
@@ -65,7 +66,7 @@ def test_third_party_entry_point_is_found(monkeypatch: pytest.MonkeyPatch) -> No
     ep = EntryPoint("memory", "gravpy.testing:MemoryTransport", TRANSPORT_GROUP)
     _fake_entry_points(monkeypatch, ep)
     assert load_transport("memory") is MemoryTransport
-    assert available_transports() == ["http", "memory", "websocket"]
+    assert available_transports() == ["http", "memory", "tcp", "websocket"]
 
 
 def test_entry_point_wins_over_the_builtin_path(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,3 +100,12 @@ def test_peer_report_is_frozen_with_defaults() -> None:
     assert (report.node_uuid, report.source) == (None, "")
     with pytest.raises(dataclasses.FrozenInstanceError):
         report.endpoint = "elsewhere"  # type: ignore[misc]
+
+
+def test_transports_rank_tcp_then_websocket_then_http() -> None:
+    """The built-in transports state their preference; a transport stating none ranks last."""
+    ranked = sorted(
+        ["http", "websocket", "tcp"], key=lambda n: transport_preference(load_transport(n))
+    )
+    assert ranked == ["tcp", "websocket", "http"]
+    assert transport_preference(object()) == 100

@@ -13,7 +13,8 @@ Built on the ``websockets`` asyncio API (``websockets.asyncio.server.serve`` and
 - **Binary frames only**: a text frame from the peer closes that link with code 1003.
 - **One path**: a request for any other path than ``path`` is refused with HTTP 404.
 
-Every ``websockets`` (and socket) exception is translated in one place, :class:`_ErrorMap`:
+Every ``websockets`` (and socket, and TLS) exception is translated in one place, :class:`_ErrorMap`
+(on :class:`gravpy.transport_kit.ErrorMap`):
 :class:`~gravpy.errors.LinkClosedError` for a closed link (the message says who closed it, the close
 code and the reason), :class:`~gravpy.errors.TransportError` for listen and dial failures, with the
 original exception as ``__cause__``.
@@ -24,9 +25,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from http import HTTPStatus
-from ssl import SSLContext
-from types import TracebackType
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -36,73 +35,58 @@ from websockets.exceptions import (
     ConcurrencyError,
     ConnectionClosed,
     InvalidStatus,
-    WebSocketException,
 )
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from gravpy import _log as logs
 from gravpy.errors import GravError, LinkClosedError, TransportError, UsageError
 from gravpy.plugins import LinkHandler
 from gravpy.proto import DEFAULT_LIMITS
+from gravpy.tls import SslOption, TlsContexts, as_tls
+from gravpy.transport_kit import (
+    CLOSED_BY_LOCAL,
+    CLOSED_BY_PEER,
+    LOST,
+    ErrorMap,
+    link_closed,
+    serve_link,
+)
 from transports._addresses import format_address, wildcard_hosts
 
 __all__ = ["WebSocketLink", "WebSocketTransport"]
-
-_log = logs.get_logger("gravpy.transports.websocket")
 
 _MAX_CLOSE_REASON_BYTES: Final = 123  # RFC 6455: 125-byte close payload, 2 of them the code
 _SCHEMES: Final = ("ws", "wss")
 
 
-class _ErrorMap:
-    """``with errors:`` turns websockets and socket exceptions into gravpy's. The one place."""
+class _ErrorMap(ErrorMap):
+    """What websockets raises, as gravpy errors: close frames, HTTP refusals, misuse."""
 
-    __slots__ = ("action", "on_link", "remote")
-
-    def __init__(self, remote: str, action: str, *, on_link: bool = False) -> None:
-        self.remote = remote
-        self.action = action
-        self.on_link = on_link  # True: a closed connection is a closed link, not a failed dial
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None or isinstance(exc, GravError) or not isinstance(exc, Exception):
-            return  # no error, already ours, or CancelledError/KeyboardInterrupt: pass through
-        raise self.translate(exc) from exc
-
-    def translate(self, exc: Exception) -> GravError:
-        if isinstance(exc, ConnectionClosed) and self.on_link:
-            return LinkClosedError(_describe_close(exc, self.remote))
+    def link_error(self, exc: Exception) -> GravError:
+        if isinstance(exc, ConnectionClosed):
+            return _closed(exc, self.remote)
         if isinstance(exc, ConcurrencyError):
             return UsageError(f"link to {self.remote}: recv() called from two tasks at once")
+        return super().link_error(exc)
+
+    def dial_error(self, exc: Exception) -> GravError:
         if isinstance(exc, InvalidStatus):
             status = exc.response.status_code
-            return TransportError(f"{self.action}: refused with HTTP {status}")
-        if isinstance(exc, TimeoutError):
-            return TransportError(f"{self.action}: timed out")
-        if isinstance(exc, WebSocketException | OSError | EOFError):
-            return TransportError(f"{self.action}: {type(exc).__name__}: {exc}")
-        return TransportError(f"{self.action}: unexpected {type(exc).__name__}: {exc}")
+            text = bytes(exc.response.body or b"")[:200].decode(errors="replace").strip()
+            why = f": {text}" if text else ""
+            return TransportError(f"{self.action}: refused with HTTP {status}{why}")
+        return super().dial_error(exc)
 
 
-def _describe_close(exc: ConnectionClosed, remote: str) -> str:
-    """A LinkClosedError message: who closed the link, with which code and reason."""
+def _closed(exc: ConnectionClosed, remote: str) -> LinkClosedError:
+    """Who closed the link, with which code and reason."""
     if exc.sent is not None and (exc.rcvd is None or exc.rcvd_then_sent is False):
-        who, frame = "closed locally", exc.sent
+        who, frame = CLOSED_BY_LOCAL, exc.sent
     elif exc.rcvd is not None:
-        who, frame = "closed by peer", exc.rcvd
+        who, frame = CLOSED_BY_PEER, exc.rcvd
     else:
-        return f"link to {remote} lost: connection dropped without a close frame"
-    text = f"link to {remote} {who} (code {int(frame.code)})"
-    return f"{text}: {frame.reason}" if frame.reason else text
+        return link_closed(remote, LOST, "connection dropped without a close frame")
+    return link_closed(remote, who, frame.reason, code=int(frame.code))
 
 
 def _close_reason(reason: str) -> str:
@@ -139,9 +123,7 @@ class WebSocketLink:
         if isinstance(data, str):
             reason = "text frames are not accepted; gravpy links carry binary frames"
             await self._ws.close(CloseCode.UNSUPPORTED_DATA, reason)
-            raise LinkClosedError(
-                f"link to {self.remote_address} closed locally (code 1003): {reason}"
-            )
+            raise link_closed(self.remote_address, CLOSED_BY_LOCAL, reason, code=1003)
         return data
 
     async def close(self, reason: str = "") -> None:
@@ -156,13 +138,16 @@ class WebSocketLink:
 class WebSocketTransport:
     """Listens on ``host:port`` at ``path`` and dials ``ws://``/``wss://`` URLs.
 
-    ``port=0`` binds an ephemeral port; :meth:`endpoints` reports the real one. Pass ``ssl`` to
-    listen with TLS (endpoints are then ``wss://``). ``dial`` accepts ``ws://host:port/path``,
+    ``port=0`` binds an ephemeral port; :meth:`endpoints` reports the real one. ``ssl`` (a
+    :class:`~gravpy.tls.TlsContexts` or one context, see :mod:`gravpy.tls`): with a server context
+    it listens with TLS (endpoints are then ``wss://``); a client context is what ``wss://`` dials
+    trust and present (else the system's trust store). ``dial`` accepts ``ws://host:port/path``,
     ``wss://...`` and ``host:port`` (``ws://`` and this transport's ``path`` are added).
     """
 
     name: Final = "websocket"
     schemes: Final = _SCHEMES
+    preference: Final = 20  # after tcp, before http (see gravpy.plugins.transport_preference)
 
     def __init__(
         self,
@@ -174,7 +159,7 @@ class WebSocketTransport:
         max_queue: int = 16,
         write_limit: int = 1 << 16,
         close_timeout: float = 5.0,
-        ssl: SSLContext | None = None,
+        ssl: SslOption = None,
     ) -> None:
         if not 0 <= port <= 65535:
             raise UsageError(f"port must be between 0 and 65535, got {port!r}")
@@ -190,10 +175,14 @@ class WebSocketTransport:
         self.max_queue = max_queue
         self.write_limit = write_limit
         self.close_timeout = close_timeout
-        self._ssl = ssl
+        self.tls = as_tls(ssl)
         self._server: Server | None = None
         self._on_link: LinkHandler | None = None
         self._endpoints: list[str] = []
+
+    def use_tls(self, tls: TlsContexts) -> None:
+        """Take the contexts of ``tls`` this transport has none of (before ``start``)."""
+        self.tls = self.tls.merged(tls)
 
     async def start(self, on_link: LinkHandler) -> None:
         """Bind and listen; returns once listening. Raises TransportError if it cannot bind."""
@@ -213,7 +202,7 @@ class WebSocketTransport:
                 max_size=self.max_frame_bytes,
                 max_queue=self.max_queue,
                 write_limit=self.write_limit,
-                ssl=self._ssl,
+                ssl=self.tls.server,
             )
         self._endpoints = self._list_endpoints(self._server.sockets)
 
@@ -246,8 +235,15 @@ class WebSocketTransport:
                     max_size=self.max_frame_bytes,
                     max_queue=self.max_queue,
                     write_limit=self.write_limit,
+                    **self._dial_tls(target),
                 )
         return WebSocketLink(ws, initiator=True)
+
+    def _dial_tls(self, target: str) -> dict[str, Any]:
+        """The client context for a ``wss://`` target, when one was given."""
+        if target.startswith("wss:") and self.tls.client is not None:
+            return {"ssl": self.tls.client}
+        return {}
 
     async def stop(self) -> None:
         """Stop listening and close accepted links (code 1001); returns once their handlers did."""
@@ -277,25 +273,24 @@ class WebSocketTransport:
     async def _serve_link(self, ws: ServerConnection) -> None:
         """The per-connection handler: the link lives while ``on_link`` runs."""
         assert self._on_link is not None
+
+        async def refuse(reason: str) -> None:
+            await ws.close(CloseCode.INTERNAL_ERROR, reason)
+
         link = WebSocketLink(ws, initiator=False)
-        try:
-            await self._on_link(link)
-        except LinkClosedError:
-            pass  # the link closed under the handler: a normal end
-        except Exception:
-            _log.exception("link_handler_failed", transport=self.name, peer=link.remote_address)
-            await ws.close(CloseCode.INTERNAL_ERROR, "link handler failed")
-        finally:
-            await link.close()
+        await serve_link(link, self._on_link, transport=self.name, on_failure=refuse)
 
     def _check_path(self, ws: ServerConnection, request: Request) -> Response | None:
-        """Refuse, with HTTP 404, a request for any path but ours."""
+        """Refuse a request for any path but ours (404), or without a required client cert (403)."""
+        refusal = self.tls.refusal(ws.transport.get_extra_info("peercert"))
+        if refusal is not None:
+            return ws.respond(HTTPStatus.FORBIDDEN, refusal + "\n")
         if request.path.partition("?")[0] == self.path:
             return None
         return ws.respond(HTTPStatus.NOT_FOUND, f"no gravpy endpoint at {request.path}\n")
 
     def _list_endpoints(self, sockets: tuple[socket.socket, ...]) -> list[str]:
-        scheme = "wss" if self._ssl is not None else "ws"
+        scheme = "wss" if self.tls.server is not None else "ws"
         found: list[str] = []
         for sock in sockets:
             host, port = sock.getsockname()[:2]

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import os
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -39,6 +40,7 @@ from gravpy.filter import Pattern
 from gravpy.grav import Grav
 from gravpy.leaf import DEFAULT_URL
 from gravpy.message import DEFAULT_TYPE, Message, validate_type
+from gravpy.tls import client_context
 
 __all__ = ["EXIT_CONNECT", "EXIT_NO_RESPONDERS", "EXIT_TIMEOUT", "build_parser", "main"]
 
@@ -90,6 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="the mesh key, when the node uses one (env GRAVCTL_MESH_KEY_FILE)",
     )
+    for name, what in (
+        (
+            "ca",
+            "PEM CA certificates the node's TLS certificate must be signed by (wss://, "
+            "https://, tls://; default: the system's trust store)",
+        ),
+        ("cert", "a PEM client certificate to show a node that requires one (mTLS)"),
+        ("key", "the PEM private key of --tls-cert"),
+    ):
+        parser.add_argument(
+            f"--tls-{name}",
+            default=os.environ.get(f"GRAVCTL_TLS_{name.upper()}"),
+            metavar="FILE",
+            help=f"{what} (env GRAVCTL_TLS_{name.upper()})",
+        )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log link events (connects, drops) to stderr"
     )
@@ -165,8 +182,9 @@ async def _run(args: argparse.Namespace) -> int:
 async def attached(args: argparse.Namespace) -> AsyncIterator[Grav]:
     """A leaf attached to ``args.url``; raises ``Failure(EXIT_CONNECT)`` if it cannot be."""
     key = _read_key(args.mesh_key_file) if args.mesh_key_file else None
+    tls = _tls_context(args)
     try:
-        grav = gravpy.connect(args.url, timeout=args.connect_timeout, mesh_key=key)
+        grav = gravpy.connect(args.url, timeout=args.connect_timeout, mesh_key=key, ssl=tls)
     except UsageError as exc:
         raise Failure(EXIT_USAGE, str(exc)) from None
     try:
@@ -186,6 +204,18 @@ async def attached(args: argparse.Namespace) -> AsyncIterator[Grav]:
         yield grav
     finally:
         await grav.stop()
+
+
+def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The client context --tls-ca/--tls-cert/--tls-key describe, or None if none is given."""
+    if args.tls_ca is None and args.tls_cert is None and args.tls_key is None:
+        return None
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise Failure(EXIT_USAGE, "--tls-cert and --tls-key go together")
+    try:
+        return client_context(args.tls_ca, args.tls_cert, args.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise Failure(EXIT_USAGE, f"cannot use the TLS files: {exc}") from None
 
 
 def _read_key(path: str) -> bytes:

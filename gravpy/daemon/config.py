@@ -61,6 +61,11 @@ class DaemonConfig:
     path: str = "/meta/message"
     listen_http: Address | None = None
     http_path: str = DEFAULT_HTTP_PATH
+    listen_tcp: Address | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    tls_verify_clients: bool = False
     peers: tuple[str, ...] = ()
     discovery: str = "static"
     mdns_interfaces: tuple[str, ...] = ()
@@ -72,6 +77,7 @@ class DaemonConfig:
     data_dir: Path = field(default_factory=default_data_dir)
     log_format: str = "auto"
     log_level: str = "info"
+    loop: str = "auto"
     drain_timeout: float = 2.0
     ping_interval: float = 2.0
     dead_after: float = 6.0
@@ -95,6 +101,7 @@ class DaemonConfig:
         if self.peers and self.discovery == "none":
             raise ConfigError("peers", "value", "peers are listed but discovery is 'none'")
         _check_listeners(lambda name: getattr(self, name), lambda name: "value")
+        _check_tls(lambda name: getattr(self, name), lambda name: "value")
         if self.dead_after <= self.ping_interval:
             raise ConfigError("dead_after", "value", "must be longer than ping_interval")
 
@@ -105,6 +112,11 @@ class DaemonConfig:
             "path": self.path,
             "listen_http": str(self.listen_http) if self.listen_http else "off",
             "http_path": self.http_path,
+            "listen_tcp": str(self.listen_tcp) if self.listen_tcp else "off",
+            "tls_cert": str(self.tls_cert) if self.tls_cert else None,
+            "tls_key": str(self.tls_key) if self.tls_key else None,
+            "tls_ca": str(self.tls_ca) if self.tls_ca else None,
+            "tls_verify_clients": self.tls_verify_clients,
             "peers": list(self.peers),
             "discovery": self.discovery,
             "mdns_interfaces": list(self.mdns_interfaces),
@@ -115,6 +127,7 @@ class DaemonConfig:
             "data_dir": str(self.data_dir),
             "log_format": self.log_format,
             "log_level": self.log_level,
+            "loop": self.loop,
             "drain_timeout": self.drain_timeout,
             "ping_interval": self.ping_interval,
             "dead_after": self.dead_after,
@@ -150,6 +163,12 @@ def load_config(flags: Mapping[str, object], environ: Mapping[str, str]) -> Daem
         if flags.get(setting.name) is not None:
             raw[setting.name] = (flags[setting.name], f"flag {setting.flag}")
     values = _parse(raw)
+    defaults = DaemonConfig()
+    _check_tls(
+        lambda name: values.get(name, getattr(defaults, name)),
+        lambda name: raw[name][1] if name in raw else "default",
+    )
+    _read_tls_files(values, raw, config_file)
     if values.get("mesh_key_file") is not None:
         _load_key(values, raw["mesh_key_file"][1], config_file)
     if values.get("peers") and values.get("discovery") == "none":
@@ -159,7 +178,6 @@ def load_config(flags: Mapping[str, object], environ: Mapping[str, str]) -> Daem
             f"peers are listed but discovery is 'none' (from {raw['discovery'][1]}); "
             "use discovery 'static' to dial them",
         )
-    defaults = DaemonConfig()
     _check_listeners(
         lambda name: values.get(name, getattr(defaults, name)),
         lambda name: raw[name][1] if name in raw else "default",
@@ -178,6 +196,7 @@ def _check_listeners(value: Callable[[str], Any], source: Callable[[str], str]) 
     ``http(s)://`` peer needs ``listen_http`` (gravd dials only with the transports it listens
     on); ``listen_http`` may not take the port ``listen`` binds (the second bind would fail).
     """
+    _check_tcp_listener(value, source)
     listen: Address = value("listen")
     http: Address | None = value("listen_http")
     if http is None:
@@ -198,6 +217,65 @@ def _check_listeners(value: Callable[[str], Any], source: Callable[[str], str]) 
             f"{http} takes port {http.port}, which listen already binds ({listen}, from "
             f"{source('listen')}); give the HTTP transport a port of its own",
         )
+
+
+_TLS_FILES = ("tls_cert", "tls_key", "tls_ca")
+
+
+def _check_tls(value: Callable[[str], Any], source: Callable[[str], str]) -> None:
+    """Refuse TLS settings that are each valid but incomplete together."""
+    for name, other in (("tls_cert", "tls_key"), ("tls_key", "tls_cert")):
+        if value(name) is not None and value(other) is None:
+            raise ConfigError(name, source(name), f"{other} must be given too")
+    if value("tls_verify_clients") and (value("tls_ca") is None or value("tls_cert") is None):
+        raise ConfigError(
+            "tls_verify_clients",
+            source("tls_verify_clients"),
+            "verifying clients needs tls_ca (the CA that signs them) and tls_cert/tls_key "
+            "(TLS to listen with)",
+        )
+
+
+def _read_tls_files(values: dict[str, Any], raw: Raw, config_file: Path | None) -> None:
+    """Resolve TLS paths from the TOML file against it; read and check every file."""
+    from gravpy.tls import TlsFileError, check_tls_files
+
+    for name in _TLS_FILES:
+        path = values.get(name)
+        if path is None or config_file is None:
+            continue
+        if raw[name][1] == _toml_source(config_file, name):
+            values[name] = config_file.parent / path
+    try:
+        check_tls_files(values.get("tls_cert"), values.get("tls_key"), values.get("tls_ca"))
+    except TlsFileError as exc:
+        raise ConfigError(exc.setting, raw[exc.setting][1], str(exc)) from None
+
+
+def _check_tcp_listener(value: Callable[[str], Any], source: Callable[[str], str]) -> None:
+    """A ``tcp://``/``tls://`` peer needs ``listen_tcp``, which needs a port of its own."""
+    tcp: Address | None = value("listen_tcp")
+    if tcp is None:
+        for peer in value("peers"):
+            if peer.partition("://")[0] in ("tcp", "tls"):
+                raise ConfigError(
+                    "peers",
+                    source("peers"),
+                    f"{peer} is a TCP peer but listen_tcp is off (from {source('listen_tcp')}); "
+                    "gravd dials tcp:// only with the TCP transport on",
+                )
+        return
+    for other in ("listen", "listen_http"):
+        address: Address | None = value(other)
+        if address is None or tcp.port == 0 or tcp.port != address.port:
+            continue
+        if tcp.host == address.host or _WILDCARDS.count(tcp.host) + _WILDCARDS.count(address.host):
+            raise ConfigError(
+                "listen_tcp",
+                source("listen_tcp"),
+                f"{tcp} takes port {tcp.port}, which {other} already binds ({address}, from "
+                f"{source(other)}); give the TCP transport a port of its own",
+            )
 
 
 def _parse(raw: Raw) -> dict[str, Any]:

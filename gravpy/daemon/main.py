@@ -2,7 +2,8 @@
 
 Start-up: read the config (flags > ``GRAVD_*`` > TOML > defaults; ``--check-config`` stops there),
 configure logging, start the node (the WebSocket transport, the HTTP transport too with
-``listen_http``, discovery), the ``gravd.info`` responder and the monitoring server, then log one
+``listen_http``, the TCP transport with ``listen_tcp``, each with TLS when ``tls_cert`` is set;
+discovery) on the event loop ``--loop`` picks (uvloop when installed, by default), the ``gravd.info`` responder and the monitoring server, then log one
 ``listening`` event with every real endpoint and the monitor address (tests and scripts read it
 to learn ports bound as 0).
 
@@ -35,7 +36,15 @@ import structlog
 
 import gravpy
 from discovery.static import StaticDiscovery
-from gravpy.daemon.config import SETTINGS, Address, ConfigError, DaemonConfig, load_config
+from gravpy.daemon import loop as event_loop
+from gravpy.daemon.config import (
+    SETTINGS,
+    Address,
+    ConfigError,
+    DaemonConfig,
+    Setting,
+    load_config,
+)
 from gravpy.daemon.events_node import DaemonEvents
 from gravpy.daemon.logging import configure_logging
 from gravpy.daemon.monitor import Monitor, NodeStatus
@@ -46,7 +55,9 @@ from gravpy.mesh import HubConfig
 from gravpy.message import Message
 from gravpy.plugins import Discovery, Transport, load_discovery
 from gravpy.proto import ProtocolConfig
+from gravpy.tls import node_tls
 from transports.http import HttpTransport
+from transports.tcp import TcpTransport
 from transports.websocket import WebSocketTransport
 
 __all__ = ["INFO_TYPE", "build_parser", "main", "serve"]
@@ -85,11 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(
             setting.flag,
             dest=setting.name,
-            metavar=setting.metavar,
-            action="append" if setting.repeatable else "store",
             help=f"{setting.help}; env {setting.env}",
+            **_flag_action(setting),
         )
     return parser
+
+
+def _flag_action(setting: Setting) -> dict[str, Any]:
+    """argparse options: a switch takes no value; a repeatable setting appends."""
+    if setting.switch:
+        return {"action": "store_const", "const": "true"}
+    return {"metavar": setting.metavar, "action": "append" if setting.repeatable else "store"}
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -107,17 +124,28 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         print("gravd: configuration is valid", file=sys.stderr)
         raise SystemExit(EXIT_OK)
     configure_logging(config.log_format, config.log_level)
-    raise SystemExit(asyncio.run(serve(config)))
+    raise SystemExit(event_loop.run(serve(config), config.loop))
 
 
 def build_transports(config: DaemonConfig) -> list[Transport]:
-    """WebSocket on ``listen``, then HTTP on ``listen_http`` if set: the node listens on each."""
+    """WebSocket on ``listen``, then HTTP on ``listen_http`` and TCP on ``listen_tcp`` if set.
+
+    With ``tls_cert`` every one of them listens with TLS; ``tls_ca`` and the certificate are
+    what they dial TLS peers with (see :func:`gravpy.tls.node_tls`).
+    """
+    tls = node_tls(
+        config.tls_cert, config.tls_key, config.tls_ca, verify_clients=config.tls_verify_clients
+    )
+    listen = config.listen
     transports: list[Transport] = [
-        WebSocketTransport(config.listen.host, config.listen.port, config.path)
+        WebSocketTransport(listen.host, listen.port, config.path, ssl=tls)
     ]
     if config.listen_http is not None:
         http = config.listen_http
-        transports.append(HttpTransport(http.host, http.port, config.http_path))
+        transports.append(HttpTransport(http.host, http.port, config.http_path, ssl=tls))
+    if config.listen_tcp is not None:
+        tcp = config.listen_tcp
+        transports.append(TcpTransport(tcp.host, tcp.port, ssl=tls))
     return transports
 
 
@@ -169,6 +197,14 @@ async def serve(config: DaemonConfig) -> int:
             if config.listen_http is not None
             else "off"
         ),
+        listen_tcp=(
+            _bound(config.listen_tcp, endpoints, TcpTransport.schemes)
+            if config.listen_tcp is not None
+            else "off"
+        ),
+        tls=config.tls_cert is not None,
+        mtls=config.tls_verify_clients,
+        loop=event_loop.loop_name(config.loop),
         endpoints=endpoints,
         monitor=monitor_address,
         mesh=config.mesh,
@@ -191,6 +227,7 @@ async def _start(grav: Grav, status: NodeStatus, monitor: Monitor | None, log: A
             "start_failed",
             listen=str(config.listen),
             listen_http=str(config.listen_http or "off"),
+            listen_tcp=str(config.listen_tcp or "off"),
             error=str(exc),
         )
         return None

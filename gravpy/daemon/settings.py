@@ -28,6 +28,7 @@ __all__ = [
     "DISCOVERY_MODES",
     "LOG_FORMATS",
     "LOG_LEVELS",
+    "LOOPS",
     "MIN_KEY_BYTES",
     "SETTINGS",
     "Address",
@@ -39,8 +40,9 @@ MIN_KEY_BYTES: Final = 16
 DISCOVERY_MODES: Final = ("static", "mdns", "none")
 LOG_FORMATS: Final = ("auto", "console", "json")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+LOOPS: Final = ("auto", "asyncio", "uvloop")
 _OFF: Final = frozenset({"", "off", "none", "false", "no"})
-_ON: Final = frozenset({"on", "true", "yes"})
+_ON: Final = frozenset({"on", "true", "yes", "1"})
 _MAX_NAME: Final = 255
 
 
@@ -200,9 +202,9 @@ def _parse_switch(value: object) -> bool:
     text = value.strip().lower() if isinstance(value, str) else None
     if text in _ON:
         return True
-    if text in _OFF and text:
+    if text in _OFF and text or text == "0":
         return False
-    raise ValueError(f"{value!r} is not on or off")
+    raise ValueError(f"{value!r} is not on or off (true or false)")
 
 
 def _parse_url_path(value: object) -> str:
@@ -216,6 +218,12 @@ def _parse_http_path(value: object) -> str:
     if path.endswith("/") or "?" in path or "#" in path:
         raise ValueError(f"{path!r} is not an HTTP transport path (no trailing '/', '?' or '#')")
     return path
+
+
+def _parse_loop(value: object) -> str:
+    from gravpy.daemon.loop import check_loop  # the loop module owns what is installed
+
+    return check_loop(_choice("loop", LOOPS)(value))
 
 
 def _parse_seconds(value: object) -> float:
@@ -240,6 +248,7 @@ class Setting:
     help: str
     parse: Callable[[object], Any]
     repeatable: bool = False
+    switch: bool = False  # a flag without a value (sets "true"); TOML true/false, env 1/0
 
     @property
     def env(self) -> str:
@@ -277,11 +286,50 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         _parse_http_path,
     ),
     Setting(
+        "listen_tcp",
+        "--listen-tcp",
+        "HOST:PORT",
+        "also listen with the TCP transport here (tcp://, or tls:// with --tls-cert), the "
+        "fastest link between nodes, and dial tcp:// and tls:// peers; or 'off' (default off)",
+        _parse_address_or_off,
+    ),
+    Setting(
+        "tls_cert",
+        "--tls-cert",
+        "FILE",
+        "a PEM certificate (chain): every listener serves TLS (wss://, https://, tls://) with it, "
+        "and it is shown to peers that ask when dialling; needs --tls-key",
+        _parse_path_setting,
+    ),
+    Setting(
+        "tls_key",
+        "--tls-key",
+        "FILE",
+        "the PEM private key of --tls-cert",
+        _parse_path_setting,
+    ),
+    Setting(
+        "tls_ca",
+        "--tls-ca",
+        "FILE",
+        "PEM CA certificates that the TLS peers this node dials must be signed by (default: the "
+        "system's trust store); with --tls-verify-clients, also the clients that connect",
+        _parse_path_setting,
+    ),
+    Setting(
+        "tls_verify_clients",
+        "--tls-verify-clients",
+        "",
+        "mTLS: refuse nodes and apps that connect without a certificate signed by --tls-ca",
+        _parse_switch,
+        switch=True,
+    ),
+    Setting(
         "peers",
         "--peer",
         "URL",
-        "a peer to link to, ws://HOST:PORT/PATH, http://HOST:PORT/PATH (needs --listen-http) "
-        "or HOST:PORT; repeat the flag for several (environment: comma-separated; TOML: a list)",
+        "a peer to link to, ws://HOST:PORT/PATH, http://HOST:PORT/PATH (needs --listen-http), "
+        "tcp://HOST:PORT (needs --listen-tcp), their TLS forms, or HOST:PORT; repeat the flag for several (environment: comma-separated; TOML: a list)",
         _parse_peers,
         repeatable=True,
     ),
@@ -351,6 +399,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "LEVEL",
         "debug, info, warning, error or critical (default info)",
         _choice("log_level", LOG_LEVELS),
+    ),
+    Setting(
+        "loop",
+        "--loop",
+        "LOOP",
+        "the event loop: uvloop (pip install 'gravpy[speed]'), asyncio, or auto: uvloop when it "
+        "is installed (default auto)",
+        _parse_loop,
     ),
     Setting(
         "drain_timeout",

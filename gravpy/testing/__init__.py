@@ -19,12 +19,12 @@ import itertools
 from collections import deque
 from typing import Final
 
-from gravpy._log import get_logger
 from gravpy.errors import LinkClosedError, TransportError, UsageError
 from gravpy.plugins import LinkHandler
 from gravpy.testing._transport_check import check_transport
 from gravpy.testing.idle import wait_idle
 from gravpy.testing.logs import capture_logs
+from gravpy.transport_kit import serve_link
 
 __all__ = [
     "MemoryLink",
@@ -35,8 +35,6 @@ __all__ = [
     "memory_link_pair",
     "wait_idle",
 ]
-
-_log = get_logger("gravpy.testing")
 
 _SCHEME: Final = "memory://"
 
@@ -250,15 +248,9 @@ class MemoryTransport:
     async def _serve_link(self, link: MemoryLink, on_link: LinkHandler) -> None:
         """The per-link handler task: the link lives while ``on_link`` runs."""
         try:
-            await on_link(link)
-        except LinkClosedError:
-            pass  # the link closed under the handler: a normal end
-        except Exception:
-            _log.exception("link_handler_failed", transport=self.name, peer=link.remote_address)
-            await link.close("link handler failed")
+            await serve_link(link, on_link, transport=self.name)
         finally:
             self._accepted.discard(link)
-            await link.close()
 
     def __repr__(self) -> str:
         return f"<MemoryTransport {_SCHEME}{self.address}>"

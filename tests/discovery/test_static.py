@@ -69,6 +69,8 @@ async def test_an_empty_list_reports_nothing() -> None:
         ("http://10.0.0.7:8081/meta/message", "http://10.0.0.7:8081/meta/message"),
         ("http://10.0.0.7:8081", "http://10.0.0.7:8081/meta/http"),
         ("https://host.lan:443", "https://host.lan:443/meta/http"),
+        ("tcp://10.0.0.7:8082", "tcp://10.0.0.7:8082"),  # the TCP transport has no path
+        ("tls://host.lan:8082", "tls://host.lan:8082"),
     ],
 )
 def test_endpoints_are_normalized(given: str, expected: str) -> None:

@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import json
 import math
+import ssl
 from typing import NamedTuple
 
 import aiohttp
 
 from gravpy import _log as logs
 from gravpy.errors import LinkClosedError, ProtocolError
+from gravpy.transport_kit import CLOSED_BY_LOCAL, LOST, link_closed
 from transports.http.link import _HttpLink
 from transports.http.wire import (
     _ACK,
@@ -62,16 +64,18 @@ class _ClientPool:
     A leaf only dials and is never started or stopped, so the session cannot wait for ``stop``.
     """
 
-    __slots__ = ("_http", "_users")
+    __slots__ = ("_http", "_users", "ssl")
 
     def __init__(self) -> None:
         self._http: aiohttp.ClientSession | None = None
         self._users = 0
+        self.ssl: ssl.SSLContext | None = None  # what https:// dials trust and present
 
     def acquire(self) -> aiohttp.ClientSession:
         if self._http is None:
             self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0),  # a poll holds a connection: no pool cap
+                # a poll holds a connection: no pool cap; the system's trust store without a context
+                connector=aiohttp.TCPConnector(limit=0, ssl=self.ssl or True),
                 timeout=aiohttp.ClientTimeout(total=None),  # each request sets its own
                 trust_env=False,
                 auto_decompress=False,
@@ -144,7 +148,7 @@ class HttpDialledLink(_HttpLink):
             if self._goodbye is not None:
                 await self._say_goodbye(self._goodbye)
         finally:
-            self._end_remotely(f"link to {self.remote_address} closed locally")
+            self._end_remotely(link_closed(self.remote_address, CLOSED_BY_LOCAL))
             await self._pool.release()
 
     async def _pump(self) -> None:
@@ -169,10 +173,10 @@ class HttpDialledLink(_HttpLink):
                 self._goodbye = str(exc)
         elif isinstance(exc, LinkClosedError):
             self._goodbye = None  # the acceptor ended the session, or cannot be reached
-            self._end_remotely(str(exc))
+            self._end_remotely(exc)
         else:
             _log.error("http_link_failed", transport="http", peer=self.remote_address, exc_info=exc)
-            self._end_remotely(f"link to {self.remote_address} lost: internal error: {exc!r}")
+            self._end_remotely(link_closed(self.remote_address, LOST, f"internal error: {exc!r}"))
 
     async def _write_loop(self) -> None:
         out, seq = self.outbound, 0
@@ -193,7 +197,9 @@ class HttpDialledLink(_HttpLink):
             )
             if reply.status == 410:  # the acceptor closed: send nothing more, receive what it sent
                 closed = _HttpStatus(410, reply.body.decode(errors="replace"))
-                out.end(str(self._errors.translate(closed)), drop=True)
+                ended = self._errors.translate(closed)
+                assert isinstance(ended, LinkClosedError)
+                out.end(ended, drop=True)
                 self._draining = True
                 return
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Final
 
 from gravpy.errors import LinkClosedError, UsageError
+from gravpy.transport_kit import CLOSED_BY_LOCAL, link_closed
 from transports.http.wire import _PREFIX
 
 
@@ -24,7 +25,7 @@ class _Frames:
         self.frames: deque[bytes] = deque()
         self.size = 0
         self.limit = limit
-        self.error: str | None = None
+        self.error: LinkClosedError | None = None
         self._changed = asyncio.Event()
 
     @property
@@ -66,7 +67,7 @@ class _Frames:
         self.wake()
         return batch
 
-    def end(self, error: str, *, drop: bool) -> None:
+    def end(self, error: LinkClosedError, *, drop: bool) -> None:
         """End this direction; the first error stays. ``drop`` discards the queued frames."""
         if self.error is None:
             self.error = error
@@ -107,7 +108,7 @@ class _HttpLink:
         out = self.outbound
         await out.wait_until(lambda: out.error is not None or not out.full)
         if out.error is not None:
-            raise LinkClosedError(out.error)
+            raise out.error
         out.push((data,))
 
     async def recv(self) -> bytes:
@@ -115,7 +116,8 @@ class _HttpLink:
         inbound = self.inbound
         await inbound.wait_until(lambda: bool(inbound.frames) or inbound.error is not None)
         if not inbound.frames:
-            raise LinkClosedError(inbound.error)
+            assert inbound.error is not None
+            raise inbound.error
         return inbound.pop()
 
     async def close(self, reason: str = "") -> None:
@@ -126,16 +128,15 @@ class _HttpLink:
         if self.inbound.error is not None:
             return False
         self.end_reason = reason
-        message = f"link to {self.remote_address} closed locally"
-        message += f": {reason}" if reason else ""
-        self.inbound.end(message, drop=True)
-        self.outbound.end(message, drop=False)
+        error = link_closed(self.remote_address, CLOSED_BY_LOCAL, reason)
+        self.inbound.end(error, drop=True)
+        self.outbound.end(error, drop=False)
         return True
 
-    def _end_remotely(self, message: str) -> None:
+    def _end_remotely(self, error: LinkClosedError) -> None:
         """Closed by the peer or lost: frames received are still read, nothing more goes out."""
-        self.inbound.end(message, drop=False)
-        self.outbound.end(message, drop=True)
+        self.inbound.end(error, drop=False)
+        self.outbound.end(error, drop=True)
 
     def __repr__(self) -> str:
         role = "dialled" if self.initiator else "accepted"

@@ -9,17 +9,17 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from ssl import SSLContext
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 
-from gravpy import _log as logs
-from gravpy.errors import LinkClosedError, UsageError
+from gravpy.errors import UsageError
 from gravpy.plugins import LinkHandler
 from gravpy.proto import DEFAULT_LIMITS
+from gravpy.tls import SslOption, TlsContexts, as_tls
+from gravpy.transport_kit import CLOSED_BY_PEER, link_closed, serve_link
 from transports._addresses import format_address, wildcard_hosts
 from transports.http.client import HttpDialledLink, _ClientPool, _Opened, _parse_opened
 from transports.http.server import (
@@ -54,14 +54,14 @@ from transports.http.wire import (
     _Refusal,
 )
 
-_log = logs.get_logger("gravpy.transports.http")
-
 
 class HttpTransport:
     """Listens on ``host:port`` under ``path`` and dials ``http://``/``https://`` URLs.
 
-    ``port=0`` binds an ephemeral port; :meth:`endpoints` reports the real one. Pass ``ssl`` to
-    listen with TLS (endpoints are then ``https://``). ``dial`` accepts ``http(s)://host[:port]/path``
+    ``port=0`` binds an ephemeral port; :meth:`endpoints` reports the real one. ``ssl`` (a
+    :class:`~gravpy.tls.TlsContexts` or one context, see :mod:`gravpy.tls`): with a server context
+    it listens with TLS (endpoints are then ``https://``); a client context is what ``https://``
+    dials trust and present (else the system's trust store). ``dial`` accepts ``http(s)://host[:port]/path``
     and ``host:port`` (``http://`` and this transport's ``path`` are added). ``queue_bytes`` bounds
     each direction's queue at each end of a link; ``poll_timeout`` is how long a poll waits empty
     (at most the acceptor's); ``max_sessions`` caps the accepted links; ``close_timeout`` bounds a
@@ -72,6 +72,7 @@ class HttpTransport:
 
     name: Final = "http"
     schemes: Final = _SCHEMES
+    preference: Final = 30  # the slowest: for networks where only plain HTTP passes
 
     def __init__(
         self,
@@ -84,7 +85,7 @@ class HttpTransport:
         queue_bytes: int = 1 << 20,
         max_sessions: int = 1024,
         close_timeout: float = 5.0,
-        ssl: SSLContext | None = None,
+        ssl: SslOption = None,
     ) -> None:
         if not 0 <= port <= 65535:
             raise UsageError(f"port must be between 0 and 65535, got {port!r}")
@@ -106,7 +107,7 @@ class HttpTransport:
         self.queue_bytes = queue_bytes
         self.max_sessions = max_sessions
         self.close_timeout = close_timeout
-        self._ssl = ssl
+        self.tls = as_tls(ssl)
         self._runner: web.AppRunner | None = None
         self._on_link: LinkHandler | None = None
         self._endpoints: list[str] = []
@@ -115,6 +116,12 @@ class HttpTransport:
         self._reaper: asyncio.Task[None] | None = None
         self._stopping = False
         self._pool = _ClientPool()
+        self._pool.ssl = self.tls.client
+
+    def use_tls(self, tls: TlsContexts) -> None:
+        """Take the contexts of ``tls`` this transport has none of (before ``start``)."""
+        self.tls = self.tls.merged(tls)
+        self._pool.ssl = self.tls.client
 
     # -- listening --------------------------------------------------------------------------------
 
@@ -130,7 +137,7 @@ class HttpTransport:
             shutdown_timeout=self.close_timeout,
         )
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, ssl_context=self._ssl)
+        site = web.TCPSite(runner, self.host, self.port, ssl_context=self.tls.server)
         try:
             with _ErrorMap(f"{self.host}:{self.port}", f"listen on {self.host}:{self.port}"):
                 await site.start()
@@ -184,6 +191,11 @@ class HttpTransport:
     async def _open(self, request: web.Request) -> web.Response:
         if self._stopping or self._on_link is None:
             return _plain(503, "the transport is stopping")
+        refusal = self.tls.refusal(
+            request.transport and request.transport.get_extra_info("peercert")
+        )
+        if refusal is not None:
+            return _plain(403, refusal)
         if len(self._sessions) >= self.max_sessions:
             return _plain(503, f"too many sessions ({self.max_sessions})")
         try:
@@ -271,22 +283,13 @@ class HttpTransport:
     async def _peer_closed(self, request: web.Request, link: HttpAcceptedLink) -> web.Response:
         """``close``: the dialler closed the link; ``recv`` drains, then raises with its reason."""
         reason = (await _read_request(request, _MAX_REASON_BYTES)).decode(errors="replace")
-        suffix = f": {reason}" if reason else ""
-        link._end_remotely(f"link to {link.remote_address} closed by peer{suffix}")
+        link._end_remotely(link_closed(link.remote_address, CLOSED_BY_PEER, reason))
         self._sessions.pop(link.session, None)
         return _plain(204)
 
     async def _serve_link(self, link: HttpAcceptedLink, on_link: LinkHandler) -> None:
         """The per-link handler task: the link lives while ``on_link`` runs."""
-        try:
-            await on_link(link)
-        except LinkClosedError:
-            pass  # the link closed under the handler: a normal end
-        except Exception:
-            _log.exception("link_handler_failed", transport=self.name, peer=link.remote_address)
-            await link.close("link handler failed")
-        finally:
-            await link.close()
+        await serve_link(link, on_link, transport=self.name)
 
     async def _reap_idle(self) -> None:
         """Every ``poll_timeout``, close and forget sessions silent for 3 x ``poll_timeout``."""
@@ -300,7 +303,7 @@ class HttpTransport:
                     link._end_locally(f"session idle for {limit:g} s: the dialler stopped polling")
 
     def _list_endpoints(self, addresses: list[Any]) -> list[str]:
-        scheme = "https" if self._ssl is not None else "http"
+        scheme = "https" if self.tls.server is not None else "http"
         found: list[str] = []
         for address in addresses:
             host, port = str(address[0]), int(address[1])

@@ -10,12 +10,12 @@ import re
 import struct
 import warnings
 from collections.abc import Iterable
-from types import TracebackType
 from typing import Final
 
 import aiohttp
 
 from gravpy.errors import GravError, LinkClosedError, ProtocolError, TransportError
+from gravpy.transport_kit import CLOSED_BY_PEER, LOST, ErrorMap, link_closed
 
 _SCHEMES: Final = ("http", "https")
 _VERSION: Final = 1
@@ -61,57 +61,30 @@ class _Refusal(ProtocolError):
         self.status = status
 
 
-class _ErrorMap:
-    """``with errors:`` turns aiohttp, socket and HTTP-status failures into gravpy's. The one place."""
+class _ErrorMap(ErrorMap):
+    """aiohttp, socket, TLS and HTTP-status failures as gravpy errors; see the package docstring."""
 
-    __slots__ = ("action", "on_link", "remote")
-
-    def __init__(self, remote: str, action: str, *, on_link: bool = False) -> None:
-        self.remote = remote
-        self.action = action
-        self.on_link = on_link  # True: a failure ends a link, it is not a failed dial
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None or isinstance(exc, GravError) or not isinstance(exc, Exception):
-            return  # no error, already ours, or CancelledError/KeyboardInterrupt: pass through
-        raise self.translate(exc) from exc
-
-    def translate(self, exc: Exception) -> GravError:
-        if self.on_link:
-            return LinkClosedError(self._link_ended(exc))
+    def dial_error(self, exc: Exception) -> GravError:
         if isinstance(exc, _HttpStatus):
             return TransportError(f"{self.action}: refused with {exc}")
-        if isinstance(exc, TimeoutError):
-            return TransportError(f"{self.action}: timed out")
-        if isinstance(exc, aiohttp.ClientError | OSError | ValueError):
-            return TransportError(f"{self.action}: {type(exc).__name__}: {exc}")
-        return TransportError(f"{self.action}: unexpected {type(exc).__name__}: {exc}")
+        return super().dial_error(exc)
 
-    def _link_ended(self, exc: Exception) -> str:
-        link = f"link to {self.remote}"
+    def link_error(self, exc: Exception) -> GravError:
         if isinstance(exc, _HttpStatus):
-            if exc.status == 410:
-                return (
-                    f"{link} closed by peer: {exc.text}" if exc.text else f"{link} closed by peer"
-                )
-            if exc.status == 404:
-                return (
-                    f"{link} lost: the acceptor has no such session (stopped, restarted or reaped)"
-                )
-            if 400 <= exc.status < 500:
-                return f"{link} closed by peer (HTTP {exc.status}): {exc.text}"
-            return f"{link} lost: {exc}"
+            return self._status_ended(exc)
         if isinstance(exc, TimeoutError):
-            return f"{link} lost: the acceptor did not answer in time"
-        return f"{link} lost: {type(exc).__name__}: {exc}"
+            return link_closed(self.remote, LOST, "the acceptor did not answer in time")
+        return super().link_error(exc)
+
+    def _status_ended(self, exc: _HttpStatus) -> LinkClosedError:
+        if exc.status == 410:
+            return link_closed(self.remote, CLOSED_BY_PEER, exc.text)
+        if exc.status == 404:
+            why = "the acceptor has no such session (stopped, restarted or reaped)"
+            return link_closed(self.remote, LOST, why)
+        if 400 <= exc.status < 500:
+            return link_closed(self.remote, CLOSED_BY_PEER, exc.text, code=exc.status)
+        return link_closed(self.remote, LOST, str(exc))
 
 
 # -- bodies ---------------------------------------------------------------------------------------

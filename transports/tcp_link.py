@@ -1,0 +1,358 @@
+"""One TCP transport link: :class:`TcpLink`, an ``asyncio.Protocol`` that is also a gravpy Link.
+
+The wire (see :mod:`transports.tcp` for the whole story): each side first sends a 12-byte
+greeting, ``b"GRAVTCP"``, a version byte (1) and its ``max_frame_bytes`` as a big-endian u32. Then
+frames, each a big-endian u32 length and that many bytes. A length with the top bit set is not a
+frame but the **close**: the low 31 bits are the length of a UTF-8 reason (at most 1,024 bytes).
+
+Why a Protocol and not streams: bytes are cut into frames in ``data_received`` and handed straight
+to a waiting ``recv`` -- no reader task, no extra hop per frame. Receiving is bounded by
+``max_queue`` frames: past it, reading from the socket pauses until ``recv`` catches up (TCP then
+slows the sender). Sending writes to the socket's buffer at once; above ``write_limit`` bytes
+buffered, ``send`` waits (the transport's flow control) -- that buffer is the bounded send queue,
+and its overflow policy is to make the sender wait.
+
+Closing, like a WebSocket close: the closer writes the close frame after what it sent and waits (at
+most ``close_timeout``) for the peer to hang up; the peer, on reading the close frame, keeps what
+it received for ``recv``, drops what it had not sent, and hangs up. A peer that hangs up without a
+close frame leaves a link that is **lost**. A length over ``max_frame_bytes`` is refused before its
+body is read: the receiver closes the link with the reason, and a sender that knows the limit (from
+the greeting) refuses the frame itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from collections import deque
+from collections.abc import Callable
+from typing import Final, cast
+
+from gravpy.errors import LinkClosedError, UsageError
+from gravpy.transport_kit import (
+    CLOSED_BY_LOCAL,
+    CLOSED_BY_PEER,
+    LOST,
+    describe_failure,
+    link_closed,
+)
+from transports._addresses import format_address
+
+__all__ = ["GREETING", "MAX_REASON_BYTES", "BadGreeting", "Refused", "TcpLink"]
+
+GREETING: Final = struct.Struct(">7sBI")
+_MAGIC: Final = b"GRAVTCP"
+_VERSION: Final = 1
+_HEADER: Final = struct.Struct(">I")
+_CLOSE_BIT: Final = 0x8000_0000
+MAX_REASON_BYTES: Final = 1024
+_JOIN_BELOW: Final = 1 << 14  # smaller frames go out in one write with their header
+
+
+class BadGreeting(Exception):
+    """What came first was not a gravpy TCP greeting: not a gravpy endpoint, or another version."""
+
+
+class Refused(Exception):
+    """The acceptor sent a close frame instead of its greeting; the message is its reason."""
+
+
+def _reason_bytes(reason: str) -> bytes:
+    return reason.encode()[:MAX_REASON_BYTES].decode(errors="ignore").encode()
+
+
+class TcpLink(asyncio.Protocol):
+    """A gravpy :class:`~gravpy.plugins.Link` over one TCP (or TLS) connection."""
+
+    transport: Final = "tcp"  # the Link's transport name; the socket is ``_sock``
+
+    def __init__(
+        self,
+        *,
+        initiator: bool,
+        max_frame_bytes: int,
+        max_queue: int,
+        write_limit: int,
+        close_timeout: float,
+        on_greeted: Callable[[TcpLink], None] | None = None,
+        on_lost: Callable[[TcpLink], None] | None = None,
+        refusal: Callable[[object], str | None] | None = None,
+    ) -> None:
+        self.initiator = initiator
+        self.remote_address = "?"
+        self.peer_max_frame = 0
+        self._max_frame = max_frame_bytes
+        self._max_queue = max_queue
+        self._write_limit = write_limit
+        self._close_timeout = close_timeout
+        self._on_greeted, self._on_lost = on_greeted, on_lost
+        self._refusal = refusal
+        self._loop = asyncio.get_running_loop()
+        self._sock: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._need = 0  # bytes the buffer must hold before it is worth parsing again
+        self._greeting: asyncio.Future[int] = self._loop.create_future()
+        self._frames: deque[bytes] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._recv_error: LinkClosedError | None = None
+        self._send_error: LinkClosedError | None = None
+        self._lost: asyncio.Future[None] = self._loop.create_future()
+        self._timer: asyncio.TimerHandle | None = None
+        self._paused = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports have the asyncio.Transport methods without subclassing it
+        transport = cast(asyncio.Transport, transport)
+        self._sock = transport
+        self.remote_address = format_address(transport.get_extra_info("peername"))
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.set_write_buffer_limits(high=self._write_limit)
+        refused = self._refusal(transport.get_extra_info("peercert")) if self._refusal else None
+        if refused is not None:
+            self._greeting.cancel()
+            self._close_here(refused)  # the close frame, in place of the greeting
+            return
+        transport.write(GREETING.pack(_MAGIC, _VERSION, self._max_frame))
+
+    def data_received(self, data: bytes) -> None:
+        if self._recv_error is not None:
+            return  # ended: what still comes is dropped
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            if len(buffer) < self._need:
+                return  # a frame still incomplete: no need to look again yet
+            data = bytes(buffer)
+            buffer.clear()
+        pos = 0 if self._greeting.done() else self._read_greeting(data)
+        if pos >= 0:
+            self._cut_frames(data, pos)
+        frames = self._frames
+        if frames:
+            self._wake_reader()
+            if len(frames) >= self._max_queue and not self._paused and self._sock is not None:
+                self._paused = True
+                self._sock.pause_reading()  # recv() resumes reading once it has caught up
+
+    def _cut_frames(self, data: bytes, pos: int) -> None:
+        """Queue the whole frames of ``data`` from ``pos``; keep the rest for the next bytes."""
+        end, frames, limit, need = len(data), self._frames, self._max_frame, 4
+        while end - pos >= 4:
+            (size,) = _HEADER.unpack_from(data, pos)
+            if size & _CLOSE_BIT:
+                need = self._read_close(data, pos, size & ~_CLOSE_BIT)
+                if need == 0:
+                    return
+                break
+            if size > limit:
+                self._close_here(f"frame of {size} bytes exceeds the limit of {limit}")
+                return
+            if end - pos - 4 < size:
+                need = 4 + size
+                break
+            frames.append(data[pos + 4 : pos + 4 + size])
+            pos += 4 + size
+        if pos < end:
+            self._wait_for(data[pos:], need)
+
+    def eof_received(self) -> bool | None:
+        return False  # the peer hung up: close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._greeting.done():
+            lost = ConnectionResetError("the connection closed before the gravpy greeting")
+            lost.__cause__ = exc
+            self._greeting.set_exception(lost)
+            self._greeting.exception()  # retrieved: a dial that gave up does not ask
+        if self._recv_error is None:
+            what = describe_failure(exc) if exc is not None else "dropped without a close frame"
+            self._end(link_closed(self.remote_address, LOST, what), keep=True)
+        if self._timer is not None:
+            self._timer.cancel()
+        if not self._lost.done():
+            self._lost.set_result(None)
+        if self._on_lost is not None:
+            self._on_lost(self)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # -- the Link --------------------------------------------------------------------------------
+
+    async def send(self, frame: bytes) -> None:
+        """Send one frame; waits while more than ``write_limit`` bytes are buffered."""
+        if not isinstance(frame, bytes | bytearray | memoryview):
+            raise UsageError(f"a frame must be bytes, got {type(frame).__name__}")
+        if self._send_error is not None:
+            raise self._send_error
+        size = len(frame)
+        if size > self.peer_max_frame:
+            await self.close(
+                f"frame of {size} bytes exceeds the receiver's limit of {self.peer_max_frame}"
+            )
+            raise self._send_error or link_closed(self.remote_address, CLOSED_BY_LOCAL)
+        sock = self._sock
+        assert sock is not None
+        if size < _JOIN_BELOW:
+            sock.write(_HEADER.pack(size) + frame)
+        else:
+            sock.write(_HEADER.pack(size))
+            sock.write(frame)
+        if not self._writable.is_set():
+            await self._writable.wait()
+            if self._send_error is not None:
+                raise self._send_error
+
+    async def recv(self) -> bytes:
+        """The next frame; LinkClosedError (who closed it, why) once closed and drained."""
+        while True:
+            if self._frames:
+                frame = self._frames.popleft()
+                if self._paused and len(self._frames) < self._max_queue // 2 + 1:
+                    self._paused = False
+                    if self._sock is not None and not self._sock.is_closing():
+                        self._sock.resume_reading()
+                return frame
+            if self._recv_error is not None:
+                raise self._recv_error
+            if self._waiter is not None:
+                raise UsageError(
+                    f"link to {self.remote_address}: recv() called from two tasks at once"
+                )
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    async def close(self, reason: str = "") -> None:
+        """Close with ``reason`` after what was sent; waits (``close_timeout``) for the peer. Idempotent."""
+        if self._recv_error is None:
+            self._close_here(reason)
+        try:
+            await asyncio.shield(self._lost)
+        except asyncio.CancelledError:
+            self.abort()  # whoever waited gave up: nothing is left open behind them
+            raise
+
+    def abort(self) -> None:
+        """Drop the connection at once, without a close frame."""
+        if self._sock is not None:
+            self._sock.abort()
+
+    async def wait_greeted(self) -> int:
+        """Wait for the peer's greeting; its ``max_frame_bytes``. Raises BadGreeting or OSError."""
+        return await asyncio.shield(self._greeting)
+
+    def expire_handshake(self, seconds: float) -> None:
+        """Drop the connection if the peer's greeting has not come within ``seconds``."""
+        self._timer = self._loop.call_later(seconds, self._handshake_expired)
+
+    def _handshake_expired(self) -> None:
+        if not self._greeting.done():
+            self.abort()
+
+    # -- how it ends -----------------------------------------------------------------------------
+
+    def _read_greeting(self, data: bytes) -> int:
+        """Take the greeting off ``data``: where frames start, or -1 (wait for more, or refused)."""
+        if len(data) >= 4 and data[0] & 0x80:  # a close frame: the acceptor refused us
+            return self._read_refusal(data)
+        if len(data) < GREETING.size and _MAGIC.startswith(data[: len(_MAGIC)]):
+            return self._wait_for(data, GREETING.size)
+        if len(data) >= GREETING.size:
+            magic, version, limit = GREETING.unpack_from(data)
+            if magic == _MAGIC and version == _VERSION and limit > 0:
+                self.peer_max_frame = limit
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._greeting.set_result(limit)
+                if self._on_greeted is not None:
+                    self._on_greeted(self)
+                return GREETING.size
+        shown = data[: GREETING.size]
+        wrong = BadGreeting(f"not a gravpy TCP endpoint (it sent {shown!r})")
+        return self._fail_greeting(wrong, LOST, "not a gravpy TCP peer")
+
+    def _read_refusal(self, data: bytes) -> int:
+        """The acceptor's close frame in place of its greeting: the dial fails with its reason."""
+        size = _HEADER.unpack_from(data)[0] & ~_CLOSE_BIT
+        if size > MAX_REASON_BYTES:
+            wrong = BadGreeting(f"not a gravpy TCP endpoint (a close reason of {size} bytes)")
+            return self._fail_greeting(wrong, LOST, "not a gravpy TCP peer")
+        if len(data) < 4 + size:
+            return self._wait_for(data, 4 + size)
+        reason = data[4 : 4 + size].decode(errors="replace")
+        return self._fail_greeting(Refused(f"refused: {reason}"), CLOSED_BY_PEER, reason)
+
+    def _wait_for(self, data: bytes, need: int) -> int:
+        """Keep ``data`` until ``need`` bytes are here; -1, for ``data_received``."""
+        self._buffer += data
+        self._need = need
+        return -1
+
+    def _fail_greeting(self, exc: Exception, closed_by: str, reason: str) -> int:
+        """The greeting went wrong: the dial (if any) fails with ``exc``; drop the connection."""
+        self._greeting.set_exception(exc)
+        self._greeting.exception()  # retrieved: an acceptor has no dial to raise it
+        self._end(link_closed(self.remote_address, closed_by, reason), keep=False)
+        self.abort()
+        return -1
+
+    def _read_close(self, data: bytes, pos: int, size: int) -> int:
+        """The peer's close frame at ``pos``: 0 once handled, else the bytes it needs in all."""
+        if size > MAX_REASON_BYTES:
+            self._close_here(f"a close reason of {size} bytes (at most {MAX_REASON_BYTES})")
+            return 0
+        if len(data) - pos - 4 < size:
+            return 4 + size
+        reason = data[pos + 4 : pos + 4 + size].decode(errors="replace")
+        self._end(link_closed(self.remote_address, CLOSED_BY_PEER, reason), keep=True)
+        if self._sock is not None:
+            self._sock.close()  # hang up: the closer waits for it
+        return 0
+
+    def _close_here(self, reason: str) -> None:
+        """Close from this side: the close frame goes after what was sent, then wait for the hang-up."""
+        self._end(link_closed(self.remote_address, CLOSED_BY_LOCAL, reason), keep=False)
+        sock = self._sock
+        if sock is None or sock.is_closing():
+            return
+        data = _reason_bytes(reason)
+        sock.write(_HEADER.pack(_CLOSE_BIT | len(data)) + data)
+        if self._paused:
+            self._paused = False
+            sock.resume_reading()  # to see the hang-up
+        self._timer = self._loop.call_later(self._close_timeout, sock.abort)
+
+    def _end(self, error: LinkClosedError, *, keep: bool) -> None:
+        """Fail recv (after the frames received if ``keep``) and send with ``error``; first wins."""
+        if self._recv_error is not None:
+            return
+        self._recv_error = self._send_error = error
+        if not keep:
+            self._frames.clear()
+        self._buffer.clear()
+        self._writable.set()  # senders waiting for room see the error
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __repr__(self) -> str:
+        role = "dialled" if self.initiator else "accepted"
+        return f"<TcpLink {role} {self.remote_address}>"
