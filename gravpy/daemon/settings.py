@@ -202,7 +202,7 @@ def _parse_switch(value: object) -> bool:
     text = value.strip().lower() if isinstance(value, str) else None
     if text in _ON:
         return True
-    if text in _OFF and text or text == "0":
+    if (text in _OFF and text) or text == "0":
         return False
     raise ValueError(f"{value!r} is not on or off (true or false)")
 
