@@ -226,8 +226,12 @@ class Bus:
         groups = route[1]
         if not groups:
             return _NO_GROUPS
-        weights = {name: len(members) - (sender in members) for name, members in groups}
-        return {name: n for name, n in weights.items() if n}
+        weights: dict[str, int] = {}
+        for name, members in groups:
+            n = len(members) - (sender in members) if sender is not None else len(members)
+            if n:
+                weights[name] = n
+        return weights
 
     # -- the hot path ----------------------------------------------------------------------------
 

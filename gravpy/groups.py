@@ -60,7 +60,10 @@ def check_group(name: object) -> str:
         ) from None
 
 
-def _copy(msg: Message, headers: dict[str, str] | None) -> Message:
+def marked(msg: Message, groups: Sequence[str]) -> Message:
+    """A copy of ``msg`` that tells the receiving node it was chosen for ``groups``."""
+    headers = dict(msg.headers) if msg.headers else {}
+    headers[GROUP_HEADER] = " ".join(groups)
     return Message(
         uuid=msg.uuid,
         parent_id=msg.parent_id,
@@ -72,18 +75,14 @@ def _copy(msg: Message, headers: dict[str, str] | None) -> Message:
     )
 
 
-def marked(msg: Message, groups: Sequence[str]) -> Message:
-    """A copy of ``msg`` that tells the receiving node it was chosen for ``groups``."""
-    headers = dict(msg.headers) if msg.headers else {}
-    headers[GROUP_HEADER] = " ".join(groups)
-    return _copy(msg, headers)
-
-
 def unmarked(msg: Message) -> tuple[Message, tuple[str, ...]]:
-    """Split a marked message into the message pods see (no mark) and the groups it names."""
-    headers = dict(msg.headers or {})
+    """Take the mark off a message that just arrived (in place: the receiving node owns the
+    decoded message until it delivers it); return it and the groups the mark named."""
+    headers = msg.headers or {}
     names = tuple(n for n in headers.pop(GROUP_HEADER, "").split(" ") if n)
-    return _copy(msg, headers or None), names
+    if not headers:
+        msg.headers = None
+    return msg, names
 
 
 class WeightedTurns:

@@ -351,8 +351,12 @@ class Hub:
         plain, wanted = unmarked(msg)
         if plain.reply_to:
             wanted = ()
-        local = self.bus.group_weights(plain.type) if wanted else {}
-        placement = self.router.place(plain, peer, local, wanted)
+        if not self.router.has_groups(plain.type, peer):  # nothing behind us: the bus places
+            self.bus.deliver(plain, None, wanted)  # (and counts a group it has no member of)
+            for link in targets:
+                link.enqueue(plain)
+            return
+        placement = self.router.place(plain, peer, self.bus.group_weights(plain.type), wanted)
         self.bus.deliver(plain, None, placement.local)
         self._send_placed(plain, targets, placement)
 

@@ -89,6 +89,7 @@ class Router(Generic[L]):
         self._routes: dict[Hashable, tuple[L, ...]] = {}
         self._group_routes: dict[Hashable, tuple[tuple[L, Mapping[str, int]], ...]] = {}
         self._turns = WeightedTurns(rng)
+        self._fixed: dict[str, Placement[L] | None] = {}  # type -> placement with no turns
         self.duplicates = 0  # messages that arrived twice (dropped)
         self.dropped_no_route = 0  # replies whose asker's link was gone
         self.unplaced = 0  # groups a message was for that had no live member behind this node
@@ -114,6 +115,7 @@ class Router(Generic[L]):
         """Links, interests or neighbours changed: recompute targets from now on."""
         self._routes.clear()
         self._group_routes.clear()
+        self._fixed.clear()
 
     # -- decisions -------------------------------------------------------------------------------
 
@@ -182,41 +184,94 @@ class Router(Generic[L]):
     ) -> Placement[L]:
         """Where each group's copy of ``msg`` goes; see the module docstring."""
         candidates = self._group_candidates(msg.type, origin)
+        if not candidates:  # only this node can hold members
+            if wanted is None:
+                return Placement(tuple(local))
+            here = tuple(n for n in wanted if local.get(n, 0) > 0)
+            missing = tuple(n for n in wanted if n not in here)
+            self.unplaced += len(missing)
+            return Placement(here, (), missing)
+        if wanted is None and not local:
+            if msg.type in self._fixed:
+                fixed = self._fixed[msg.type]
+            else:
+                fixed = self._fixed_placement(msg.type, candidates)
+            if fixed is not None:  # each group has one place: no turn to take
+                if origin is None:
+                    self._record_sent(msg.uuid, fixed.links)
+                return fixed
         if wanted is None:
-            names: set[str] = set(local)
+            names = dict.fromkeys(local)
             for _, weights in candidates:
-                names.update(weights)
-            wanted = sorted(names)
-        here: list[str] = []
+                names.update(dict.fromkeys(weights))
+            wanted = names
+        here_list: list[str] = []
         chosen: dict[L, list[str]] = {}
         unplaced: list[str] = []
         for name in wanted:
             where = self._choose(name, local.get(name, 0), candidates)
             if where is None:
                 unplaced.append(name)
-            elif where == _HERE:
-                here.append(name)
+            elif where is _HERE:
+                here_list.append(name)
             else:
-                chosen.setdefault(self.peers[str(where)], []).append(name)
-        self.unplaced += len(unplaced)
+                chosen.setdefault(where, []).append(name)  # type: ignore[arg-type]
+        if unplaced:
+            self.unplaced += len(unplaced)
         links = tuple((link, tuple(groups)) for link, groups in chosen.items())
         if origin is None and links:
-            sent = set(self._sent_to.get(msg.uuid) or ())
-            sent.update(link for link, _ in links)
-            self._sent_to[msg.uuid] = tuple(sent)
-        return Placement(tuple(here), links, tuple(unplaced))
+            self._record_sent(msg.uuid, links)
+        return Placement(tuple(here_list), links, tuple(unplaced))
+
+    def _record_sent(self, uuid: str, links: tuple[tuple[L, tuple[str, ...]], ...]) -> None:
+        """Remember the links a local message's group copies went to (``requests_lost``)."""
+        sent = self._sent_to.get(uuid)
+        if sent is None:
+            self._sent_to[uuid] = tuple(link for link, _ in links)
+        else:
+            self._sent_to[uuid] = (*sent, *(link for link, _ in links if link not in sent))
+
+    def _fixed_placement(
+        self, msg_type: str, candidates: tuple[tuple[L, Mapping[str, int]], ...]
+    ) -> Placement[L] | None:
+        """For a local message with no local members: the placement when every group has
+        exactly one link to go to (cached until routes change), else None (take turns)."""
+        chosen: dict[str, L] = {}
+        shared = False  # some group has members behind two links
+        for link, weights in candidates:
+            for name, weight in weights.items():
+                if weight > 0:
+                    shared = shared or name in chosen
+                    chosen[name] = link
+        fixed: Placement[L] | None = None
+        if not shared:
+            by_link: dict[L, list[str]] = {}
+            for name, link in chosen.items():
+                by_link.setdefault(link, []).append(name)
+            fixed = Placement((), tuple((link, tuple(names)) for link, names in by_link.items()))
+        if len(self._fixed) >= _CACHE_LIMIT:
+            self._fixed.clear()
+        self._fixed[msg_type] = fixed
+        return fixed
 
     def _choose(
         self, name: str, here: int, candidates: tuple[tuple[L, Mapping[str, int]], ...]
-    ) -> Hashable | None:
-        """The key of the place group ``name`` goes to: ``_HERE`` or a link's uuid."""
+    ) -> object:
+        """Where group ``name`` goes: ``_HERE``, a link, or None (nowhere)."""
         options: list[tuple[Hashable, int]] = [(_HERE, here)] if here > 0 else []
         crowded: list[tuple[Hashable, int]] = []
+        by_uuid: dict[Hashable, L] = {}
         for link, weights in candidates:
             weight = weights.get(name, 0)
             if weight > 0 and link.is_open:
                 (crowded if link.congested else options).append((link.uuid, weight))
-        return self._turns.pick(name, options or crowded)
+                by_uuid[link.uuid] = link
+        options = options or crowded
+        # one place: no turn to take
+        key = options[0][0] if len(options) == 1 else self._turns.pick(name, options)
+        if key is None:
+            return None
+        return _HERE if key == _HERE else by_uuid[key]
 
     def _group_candidates(
         self, msg_type: str, origin: L | None
