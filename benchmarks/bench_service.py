@@ -39,6 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gravpy import Grav, Message
+from gravpy.errors import WaitTimeout
 from gravpy.service import ServiceBus
 from transports.websocket import WebSocketTransport
 
@@ -70,19 +71,28 @@ async def serve() -> None:
             "plain.echo", lambda m: responder.reply_to(m, Message.new("plain.answer", m.data))
         )
         bus.add_handler(lambda_echo)
-        sink: dict[str, Any] = {"expected": 0, "count": 0, "request": None}
+        sink: dict[str, Any] = {"expected": 0, "count": 0, "waiting": None}
+
+        def finish() -> None:
+            control.reply_to(sink["waiting"], Message.new("tp.finished", str(sink["count"])))
+            sink["waiting"] = None
 
         def count(msg: Message) -> None:
             sink["count"] += 1
-            if sink["count"] == sink["expected"]:  # the second answer to the reset request
-                control.reply_to(sink["request"], Message.new("tp.finished", str(sink["count"])))
+            if sink["count"] == sink["expected"] and sink["waiting"] is not None:
+                finish()
+
+        def reset(msg: Message) -> None:
+            sink.update(expected=int(msg.text()), count=0, waiting=None)
+            control.reply_to(msg, Message.new("tp.ready"))
+
+        def wait(msg: Message) -> None:  # asked after the last message: its uuid is recent
+            sink["waiting"] = msg
+            if sink["count"] >= sink["expected"]:
+                finish()
 
         def report(msg: Message) -> None:
             control.reply_to(msg, Message.new("tp.counted", str(sink["count"])))
-
-        def reset(msg: Message) -> None:
-            sink.update(expected=int(msg.text()), count=0, request=msg)
-            control.reply_to(msg, Message.new("tp.ready"))
 
         grouped = grav.connect(inbox_limit=100_000)
         grouped.on_type("tp.grouped", count, group="sink")
@@ -90,6 +100,8 @@ async def serve() -> None:
         plain.on_type("tp.plain", count)
         control = grav.connect()
         control.on_type("tp.reset", reset)
+        waiter = grav.connect()
+        waiter.on_type("tp.wait", wait)
         counter = grav.connect()
         counter.on_type("tp.count", report)
         print(json.dumps({"endpoint": grav.endpoints()[0]}), flush=True)
@@ -196,8 +208,7 @@ async def publish_fanout(events: int, buses: int) -> tuple[float, int]:
 async def throughput(grav: Grav, msg_type: str, n: int) -> float:
     """Seconds for B to count ``n`` messages of ``msg_type`` published from A."""
     control = grav.connect()
-    answers = control.send(Message.new("tp.reset", str(n))).replies(timeout=300, max=2)
-    ready = await anext(answers)
+    ready = await control.send(Message.new("tp.reset", str(n))).wait_until(5)
     assert ready.type == "tp.ready"
     pod = grav.connect()
     body = b"y" * 128
@@ -205,13 +216,12 @@ async def throughput(grav: Grav, msg_type: str, n: int) -> float:
     for _ in range(n):
         await pod.publish(Message.new(msg_type, body))
     try:
-        finished = await anext(answers)
-    except StopAsyncIteration:
+        finished = await control.send(Message.new("tp.wait")).wait_until(300)
+    except WaitTimeout:
         counted = await control.send(Message.new("tp.count")).wait_until(5)
         raise SystemExit(f"{msg_type}: B counted {counted.text()} of {n} in 300 s") from None
     elapsed = time.perf_counter() - t0
     assert finished.text() == str(n), finished
-    await answers.aclose()
     control.disconnect()
     pod.disconnect()
     return elapsed
