@@ -29,6 +29,7 @@ from gravpy._mailbox import Mailbox
 from gravpy._tasks import TaskSupervisor
 from gravpy.buffer import MsgBuffer
 from gravpy.errors import PodDisconnected, UsageError
+from gravpy.failure import FAILURE_TYPE, failure_of
 from gravpy.groups import GROUP_HEADER
 from gravpy.message import Message
 from gravpy.pod import Overflow, Pod, PodStatistics
@@ -58,6 +59,9 @@ class MeshPort(Protocol):
 
     def interests_changed(self) -> None:
         """The types local pods want changed: tell the other nodes."""
+
+    def reply_wait_started(self, request_uuid: str, msg_type: str) -> None:
+        """A local pod started waiting for replies to ``request_uuid`` (of type ``msg_type``)."""
 
 
 @dataclass(slots=True)
@@ -106,6 +110,7 @@ class Bus:
         failure_limit: int = 64,
         max_attempts: int = 16,
         unclaimed_replies: int = 1024,
+        stall_step: float = 0.25,
     ) -> None:
         for name, value in (
             ("inbox_limit", inbox_limit),
@@ -123,6 +128,7 @@ class Bus:
         self.failure_limit = failure_limit
         self.max_attempts = max_attempts
         self._mesh: MeshPort | None = None
+        self.stall_step = stall_step
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pods: dict[int, Pod] = {}
         self._next_id = 1
@@ -130,6 +136,7 @@ class Bus:
         self._turns: dict[str, int] = {}  # group -> where its next member pick starts
         self._reply_waiters: dict[str, tuple[Pod, Mailbox]] = {}
         self._unclaimed: RecentMap[str, list[Message]] = RecentMap(max(2, unclaimed_replies))
+        self._failed_requests: RecentMap[str, Exception] = RecentMap(max(2, unclaimed_replies))
         self._tasks = TaskSupervisor(_log, ignore=(PodDisconnected,))
         self._congested: set[object] = set()
         self._congested_pods: set[Pod] = set()
@@ -263,10 +270,11 @@ class Bus:
         member gets it. A reply that a receipt is waiting for goes to that waiter instead of the
         asking pod's handler; replies are never given to groups.
         """
-        self.buffer.push(msg, sender)
         claimer: Pod | None = None
         n = 0
         if msg.reply_to:
+            if msg.type == FAILURE_TYPE and self._fail_waiter(msg):
+                return 1
             waiting = self._reply_waiters.get(msg.reply_to)
             if waiting is not None:
                 claimer, mailbox = waiting
@@ -274,6 +282,7 @@ class Bus:
                 n = 1
             else:
                 self._keep_unclaimed(msg)
+        self.buffer.push(msg, sender)
         route = self._routes.get(msg.type)
         if route is None:
             route = self._route(msg.type)
@@ -330,6 +339,18 @@ class Bus:
             return pod
         return fallback
 
+    def _fail_waiter(self, msg: Message) -> bool:
+        """A failure reply (``gravpy.failure``): end the wait it answers; True if it was one."""
+        error = failure_of(msg)
+        if error is None:
+            return False
+        waiting = self._reply_waiters.get(msg.reply_to)
+        if waiting is not None:
+            waiting[1].fail(error)
+        else:
+            self._failed_requests[msg.reply_to] = error  # for a wait that starts later
+        return True
+
     def _route(self, msg_type: str) -> tuple[tuple[Pod, ...], _Groups]:
         pods: list[Pod] = []
         members: dict[str, list[Pod]] = {}
@@ -358,9 +379,14 @@ class Bus:
         return bool(self._congested_pods)
 
     def mark_congested(self, sink: object) -> None:
-        """Record that ``sink`` (a pod, a link) is over its high-water mark."""
+        """Record that ``sink`` (a pod, a link) is over its high-water mark.
+
+        A pod that was set aside (it made no progress) is not waited for again until it relieves.
+        """
+        if sink in self._stuck_pods:
+            return
         self._congested.add(sink)
-        if isinstance(sink, Pod) and sink not in self._stuck_pods:
+        if isinstance(sink, Pod):
             self._congested_pods.add(sink)
 
     def relieve(self, sink: object) -> None:
@@ -374,11 +400,22 @@ class Bus:
             self._pod_room.set()
 
     async def wait_room(self) -> None:
-        """Wait until no sink is congested (used by ``Pod.publish``)."""
+        """Wait until no sink is congested (used by ``Pod.publish``).
+
+        Waits only for consumers that are moving: congested pods that made no progress in a step
+        of ``stall_step`` seconds are set aside (``set_congested_pods_aside``), so one stuck pod
+        never blocks a publisher, nor the healthy pods behind it.
+        """
         while self._congested:
             if self._room is None or self._room.is_set():
                 self._room = asyncio.Event()
-            await self._room.wait()
+            before = self.pods_queued()
+            try:
+                async with asyncio.timeout(self.stall_step):
+                    await self._room.wait()
+            except TimeoutError:
+                if self._congested_pods and self.pods_queued() >= before:
+                    self.set_congested_pods_aside()
 
     def pods_queued(self) -> int:
         """Messages waiting in the inboxes of the congested pods (to tell progress from a stall)."""
@@ -390,9 +427,12 @@ class Bus:
         They still apply their overflow policy (counted drops); other pods are not slowed by them.
         """
         self._stuck_pods.update(self._congested_pods)
+        self._congested.difference_update(self._congested_pods)
         self._congested_pods.clear()
         if self._pod_room is not None:
             self._pod_room.set()
+        if not self._congested and self._room is not None:
+            self._room.set()
 
     async def wait_pod_room(self) -> None:
         """Wait until no local pod is congested (a link's reader, before it delivers more)."""
@@ -417,8 +457,11 @@ class Bus:
         else:
             kept.append(msg)
 
-    def register_reply_waiter(self, uuid: str, pod: Pod) -> Mailbox:
-        """A mailbox that receives the replies to message ``uuid`` (one waiter per message)."""
+    def register_reply_waiter(self, uuid: str, pod: Pod, msg_type: str = "") -> Mailbox:
+        """A mailbox that receives the replies to message ``uuid`` (one waiter per message).
+
+        ``msg_type`` is the request's type: the mesh then tracks which links could answer it.
+        """
         if pod.closed:
             raise PodDisconnected(pod.close_reason)
         if uuid in self._reply_waiters:
@@ -428,6 +471,11 @@ class Bus:
         if early is not None:
             for reply in early:
                 mailbox.offer(reply)
+        failed = self._failed_requests.pop(uuid, None)
+        if failed is not None:
+            mailbox.fail(failed)
+        elif self._mesh is not None:
+            self._mesh.reply_wait_started(uuid, msg_type)
         self._reply_waiters[uuid] = (pod, mailbox)
         return mailbox
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import inspect
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from types import CoroutineType
 from typing import Any, Protocol
 
 from gravpy import _log as logs
+from gravpy import tracing
 from gravpy._mailbox import Mailbox, WaitFunc, check_timeout, wait_in
 from gravpy.buffer import MsgBuffer
 from gravpy.errors import PodDisconnected, UsageError
@@ -35,7 +37,8 @@ from gravpy.receipt import MsgReceipt
 __all__ = ["Handler", "Overflow", "Pod", "PodHost", "PodStatistics"]
 
 Handler = Callable[[Message], Awaitable[object] | object]
-_BATCH = 1024
+_DRAIN_BUDGET = 0.010  # seconds a sync drain runs before it lets the loop turn
+_CHECK_EVERY = 256  # messages between two looks at the clock
 _log = logs.get_logger("gravpy.pod")
 
 
@@ -101,7 +104,7 @@ class PodHost(Protocol):
     def relieve(self, sink: object) -> None: ...
     def call_soon(self, callback: Callable[[], None]) -> None: ...
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]: ...
-    def register_reply_waiter(self, uuid: str, pod: Pod) -> Mailbox: ...
+    def register_reply_waiter(self, uuid: str, pod: Pod, msg_type: str = "") -> Mailbox: ...
     def unregister_reply_waiter(self, uuid: str, mailbox: Mailbox) -> None: ...
 
 
@@ -193,6 +196,8 @@ class Pod:
             mode = _Mode.SYNC
         if mode is not _Mode.ASYNC and concurrency > 1:
             raise UsageError("concurrency > 1 needs an async handler")
+        if handler is not None and tracing.ENABLED:
+            handler = tracing.wrap_handler(handler, mode is _Mode.ASYNC)
         self._handler = handler
         self._concurrency = concurrency
         self._set_mode(mode)
@@ -267,6 +272,11 @@ class Pod:
         return len(self._inbox)
 
     @property
+    def idle(self) -> bool:
+        """True if nothing waits in the inbox or for redelivery and no handler call is running."""
+        return not self._inbox and not self._failed and not self._scheduled and not self._active
+
+    @property
     def receiving(self) -> bool:
         """True if the bus delivers to this pod (it has a handler, an iterator or a wait)."""
         return not self._closed and (self._mode is not _Mode.IDLE or bool(self._waits))
@@ -328,6 +338,8 @@ class Pod:
         """
         if self._closed:
             raise PodDisconnected(self._close_reason)
+        if tracing.ENABLED:
+            tracing.inject(msg)
         return self.bus.send(msg, self)
 
     async def publish(self, msg: Message) -> MsgReceipt:
@@ -458,9 +470,15 @@ class Pod:
         counts = self._counts
         if self._congested:
             self._relieve()
-        for _ in range(_BATCH):
-            if not inbox or self._closed:
-                break
+        deadline = time.perf_counter() + _DRAIN_BUDGET
+        steps = _CHECK_EVERY
+        while inbox and not self._closed:
+            steps -= 1
+            if not steps:  # drain while there is time, and past it while the inbox is still
+                # over a quarter full: a burst never overflows a pod faster than its producer
+                if time.perf_counter() > deadline and len(inbox) <= self._high_water // 2:
+                    break
+                steps = _CHECK_EVERY
             if self._mode is not _Mode.SYNC and self._mode is not _Mode.IDLE:
                 self._schedule()
                 return

@@ -22,7 +22,7 @@ __all__ = ["MsgReceipt", "WaitFunc"]
 class ReplyWaiters(Protocol):
     """What a receipt needs from the bus: reply waiters and an owner for ``on_reply`` tasks."""
 
-    def register_reply_waiter(self, uuid: str, pod: Any) -> Mailbox: ...
+    def register_reply_waiter(self, uuid: str, pod: Any, msg_type: str = "") -> Mailbox: ...
     def unregister_reply_waiter(self, uuid: str, mailbox: Mailbox) -> None: ...
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]: ...
 
@@ -67,7 +67,7 @@ class MsgReceipt:
         if self._no_responders:
             raise NoResponders(self.msg_type)
         bus = self.pod.bus
-        mailbox = bus.register_reply_waiter(self.uuid, self.pod)
+        mailbox = bus.register_reply_waiter(self.uuid, self.pod, self.msg_type)
         try:
             return await wait_in(mailbox, timeout, on, f"reply to {self.msg_type} {self.uuid}")
         finally:
@@ -92,7 +92,7 @@ class MsgReceipt:
         if self._no_responders:
             raise NoResponders(self.msg_type)
         bus = self.pod.bus
-        mailbox = bus.register_reply_waiter(self.uuid, self.pod)
+        mailbox = bus.register_reply_waiter(self.uuid, self.pod, self.msg_type)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         count = 0

@@ -82,6 +82,15 @@ class SyncReceipt:
     def wait_on(self, on: WaitFunc) -> Any:
         return self._runner.run(self._receipt.wait_on(on))
 
+    def replies(self, timeout: float | None = None, max: int | None = None) -> list[Message]:
+        """Block until ``max`` replies or ``timeout`` seconds; return the replies that came, in
+        order (see ``MsgReceipt.replies``)."""
+
+        async def collect() -> list[Message]:
+            return [reply async for reply in self._receipt.replies(timeout, max)]
+
+        return self._runner.run(collect())
+
 
 class SyncPod:
     """The blocking twin of ``Pod``. Handlers run in the node's thread."""

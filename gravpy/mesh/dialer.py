@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gravpy import _log as logs
 from gravpy.backoff import BackoffPolicy
-from gravpy.errors import HandshakeRejectedError
-from gravpy.proto import REASON_DUPLICATE
+from gravpy.errors import HandshakeRejectedError, NodeUUIDMismatch
+from gravpy.proto import REASON_DUPLICATE, REASON_UUID_MISMATCH
 
 if TYPE_CHECKING:
     from gravpy.mesh.peer_link import PeerLink
@@ -66,6 +66,7 @@ class WantedEndpoint:
         self.source = source
         self.task: asyncio.Task[None] | None = None
         self._first: asyncio.Future[PeerLink] | None = None
+        self._awaiting = ""  # a duplicate was refused: the first link is the other one to this node
         self._port = port
 
     def first_link(self) -> asyncio.Future[PeerLink]:
@@ -75,23 +76,40 @@ class WantedEndpoint:
         return self._first
 
     def opened(self, link: PeerLink) -> None:
-        """A link dialled for this endpoint completed its handshake."""
+        """A link dialled for this endpoint (or the one it was a duplicate of) opened."""
+        self._awaiting = ""
         if self._first is not None and not self._first.done():
             self._first.set_result(link)
 
+    def node_linked(self, link: PeerLink) -> None:
+        """Some link opened: if ours was refused as its duplicate, that link is our first."""
+        if self._awaiting and link.uuid == self._awaiting:
+            self.opened(link)
+
     def failed(self, link: PeerLink) -> None:
-        """A link dialled for this endpoint ended; settle a waiter if it never opened."""
+        """A link dialled for this endpoint ended; settle a waiter if it never opened.
+
+        Two nodes that dial each other at once keep one link of the two: the other one ends as
+        a duplicate. Then the waiter gets the link that is kept, once it is open.
+        """
         if self._first is None or self._first.done() or link.was_open:
             return
-        existing = self._port.link_for(link.uuid)
-        if link.reject_reason == REASON_DUPLICATE and existing is not None:
-            self._first.set_result(existing)  # already linked: the other side dialled first
+        if REASON_DUPLICATE in (link.reject_reason, link.end_reason) and link.uuid:
+            kept = self._port.link_for(link.uuid)
+            if kept is not None and kept.is_open:
+                self.opened(kept)
+            else:
+                self._awaiting = link.uuid  # settled when it opens, or by the next dial
             return
         reason = link.reject_reason or "closed"
+        if reason == REASON_UUID_MISMATCH and self.expected_uuid is not None:
+            self.settle(NodeUUIDMismatch(self.endpoint, self.expected_uuid, link.uuid or "?"))
+            return
         self.settle(HandshakeRejectedError(reason, self.endpoint, link.end_reason))
 
     def settle(self, exc: BaseException) -> None:
         """Fail the waiter for the first link (if any waits) with ``exc``."""
+        self._awaiting = ""
         if self._first is not None and not self._first.done():
             self._first.set_exception(exc)
             self._first.exception()  # mark retrieved: connect_endpoint may not be waiting
@@ -140,6 +158,11 @@ class Dialer:
             wanted.task.cancel()
         else:
             wanted.source = "gone"
+
+    def node_linked(self, link: PeerLink) -> None:
+        """A link to a node opened (whoever dialled it)."""
+        for wanted in self._wanted.values():
+            wanted.node_linked(link)
 
     def settle_all(self, exc: BaseException) -> None:
         """Fail every waiter for a first link (the node is stopping)."""

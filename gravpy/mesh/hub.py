@@ -36,6 +36,7 @@ from gravpy import _log as logs
 from gravpy._tasks import TaskSupervisor
 from gravpy.bus import Bus
 from gravpy.errors import LinkClosedError, TransportError, UsageError
+from gravpy.failure import WAITING_TYPE, link_closed_reply, wait_notice
 from gravpy.groups import GROUP_HEADER, marked, unmarked
 from gravpy.mesh.config import HubConfig, HubStatistics, LinkTotals, fit_to_transports
 from gravpy.mesh.dialer import Dialer, DialOutcome, WantedEndpoint
@@ -67,6 +68,9 @@ from gravpy.proto.frames import MAX_HEADERS
 __all__ = ["Hub", "HubConfig", "HubStatistics"]
 
 _log = logs.get_logger("gravpy.mesh.hub")
+# a frame's room for a message beyond its data and headers: ids (3 x 64), type (255), timestamp,
+# msgpack headers of the arrays and maps, the frame's own header
+_ENVELOPE = 1024
 
 
 class Hub:
@@ -90,7 +94,8 @@ class Hub:
         self.mesh_key = mesh_key
         self.config = fit_to_transports(config, transports)
         self.listen = listen
-        self.links: set[PeerLink] = set()  # every running link, open or not
+        self.links: set[PeerLink] = set()  # every link that has not ended, open or not
+        self._running: set[PeerLink] = set()  # every link whose transport is not closed yet
         self.router: Router[PeerLink] = Router()
         self._dialer = Dialer(self, self.config.backoff)
         self._tasks = TaskSupervisor(_log)
@@ -128,8 +133,8 @@ class Hub:
             for transport in self.transports:
                 await transport.start(self._accept)
             endpoints = self.endpoints()
-            if endpoints:  # advertise where we can be dialled, now that the ports are known
-                self.local = dataclasses.replace(self.local, endpoint=endpoints[0])
+            if endpoints:  # advertise where we can be dialled fastest, now the ports are known
+                self.local = dataclasses.replace(self.local, endpoint=fastest(endpoints))
         ctx = DiscoveryContext(
             node_uuid=self.local.node_uuid,
             belongs_to=self.local.belongs_to,
@@ -160,15 +165,15 @@ class Hub:
             link.withdraw()
         if open_links and self.config.drain_timeout > 0:
             await self._wait_withdrawn(open_links)
-        ending = list(self.links)
-        for link in ending:
+        for link in list(self.links):
             link.end(REASON_SHUTDOWN)
-        if ending:  # let each writer send what is queued and CLOSE (bounded)
-            ends = [asyncio.ensure_future(link.ended.wait()) for link in ending]
-            _, pending = await asyncio.wait(ends, timeout=self.config.drain_timeout + 1.0)
+        running = list(self._running)
+        if running:  # each writer sends what is queued and CLOSE, then its transport closes
+            closes = [asyncio.ensure_future(link.closed.wait()) for link in running]
+            _, pending = await asyncio.wait(closes, timeout=self.config.drain_timeout + 1.0)
             for fut in pending:
                 fut.cancel()
-            await asyncio.gather(*ends, return_exceptions=True)
+            await asyncio.gather(*closes, return_exceptions=True)
         if self.listen:
             for transport in self.transports:
                 await transport.stop()
@@ -212,7 +217,9 @@ class Hub:
     async def connect_endpoint(self, endpoint: str) -> PeerInfo:
         """Dial ``endpoint`` now and keep the link; raise if the first attempt fails.
 
-        Raises ``UsageError`` at once if no transport of this node dials ``endpoint``'s scheme.
+        Raises ``UsageError`` at once if no transport of this node dials ``endpoint``'s scheme,
+        and ``LinkClosedError`` if the link ends before the node said what it wants (so a caller
+        never goes on with a link it cannot use).
         """
         self._transport_for(endpoint)
         for link in self.peers.values():
@@ -232,6 +239,9 @@ class Hub:
             known.cancel()
             ended.cancel()
             await asyncio.gather(known, ended, return_exceptions=True)
+        if not link.interests_known.is_set():
+            reason = link.end_reason or "closed"
+            raise LinkClosedError(f"the link to {endpoint} closed right after it opened: {reason}")
         return link.info()
 
     async def dial(self, wanted: WantedEndpoint) -> DialOutcome:
@@ -301,9 +311,11 @@ class Hub:
 
     async def _run_link(self, peer: PeerLink) -> None:
         self.links.add(peer)
+        self._running.add(peer)
         try:
             await peer.run()
         finally:
+            self._running.discard(peer)
             peer.finish()  # already done by the link, unless it was cut off first
 
     def link_ended(self, peer: PeerLink) -> None:
@@ -332,6 +344,9 @@ class Hub:
         for i, msg in enumerate(messages):
             if bus.pods_congested:
                 return i
+            if msg.type == WAITING_TYPE and peer.is_leaf:
+                router.waiting(msg.data.decode(errors="replace"), peer)
+                continue
             targets = router.arrived(msg, peer)
             if targets is None:
                 continue
@@ -391,7 +406,7 @@ class Hub:
                 peer.set_neighbours(uuid for uuid, _ in event.pairs)
                 self.router.routes_changed()
                 self.interests_changed()  # relaying for this peer may have changed
-                self._on_gossip(event.pairs)
+                self._on_gossip(peer, event.pairs)
             elif isinstance(event, WithdrawReceived):
                 self._log.info("peer_withdrew", peer=peer.uuid)
                 peer.peer_withdrew()
@@ -447,6 +462,7 @@ class Hub:
             transport=peer.link.transport,
         )
         peer.mark_open()
+        self._dialer.node_linked(peer)
         self._advertise(peer)
         if peer.is_peer and self.local.role == ROLE_PEER:
             self._gossip()
@@ -455,9 +471,13 @@ class Hub:
 
     # -- gossip ----------------------------------------------------------------------------------
 
-    def _on_gossip(self, pairs: tuple[tuple[str, str], ...]) -> None:
+    def _on_gossip(self, sender: PeerLink, pairs: tuple[tuple[str, str], ...]) -> None:
+        """A peer told us the endpoints it knows: its own (kept, to pass on) and its peers'
+        (each node we are not linked to is dialled at the fastest endpoint we can dial)."""
+        sender.set_endpoints(ep for uuid, ep in pairs if uuid == sender.uuid and ep)
         if self.local.role != ROLE_PEER or self._stopping:
             return
+        known: dict[str, list[str]] = {}
         for uuid, endpoint in pairs:
             if uuid == self.local.node_uuid or uuid in self.peers or not endpoint:
                 continue
@@ -465,16 +485,15 @@ class Hub:
                 self._transport_for(endpoint)
             except UsageError:
                 continue
-            self.want(endpoint, uuid, "gossip")
+            known.setdefault(uuid, []).append(endpoint)
+        for uuid, endpoints in known.items():
+            self.want(fastest(endpoints), uuid, "gossip")
 
     def _gossip(self) -> None:
+        """Tell every peer every endpoint of ours and of the other peers we know."""
         open_peers = [link for link in self.peers.values() if link.is_open and link.is_peer]
-        pairs = [
-            (link.uuid, link.remote.endpoint)
-            for link in open_peers
-            if link.remote is not None and link.remote.endpoint
-        ]
-        pairs.extend((self.local.node_uuid, ep) for ep in self.endpoints()[:1])
+        pairs = [(link.uuid, ep) for link in open_peers for ep in link.known_endpoints()]
+        pairs.extend((self.local.node_uuid, ep) for ep in self.endpoints())
         for link in open_peers:
             link.send_peers([p for p in pairs if p[0] != link.uuid])
 
@@ -517,8 +536,19 @@ class Hub:
             raise UsageError(
                 f"message data is {len(msg.data)} bytes, over the mesh limit of {limit} bytes"
             )
-        if msg.headers is not None and len(msg.headers) > MAX_HEADERS:
-            raise UsageError(f"a message may carry at most {MAX_HEADERS} headers")
+        headers = msg.headers
+        if headers:
+            if len(headers) > MAX_HEADERS:
+                raise UsageError(f"a message may carry at most {MAX_HEADERS} headers")
+            size = len(msg.data) + sum(
+                len(k.encode()) + len(v.encode()) for k, v in headers.items()
+            )
+            room = self.config.protocol.limits.max_frame_bytes - _ENVELOPE
+            if size > room:
+                raise UsageError(
+                    f"message data and headers are {size} bytes, over the {room} bytes one frame "
+                    "carries"
+                )
 
     def forward_local(self, msg: Message, local: Mapping[str, int]) -> tuple[int, tuple[str, ...]]:
         """A local pod sent ``msg``: forward it; return how many links took it and the groups
@@ -534,19 +564,36 @@ class Hub:
         placement = router.place(msg, None, local)
         return self._send_placed(msg, targets, placement), placement.local
 
+    def reply_wait_started(self, request_uuid: str, msg_type: str) -> None:
+        """A local pod waits for replies: track the links that could answer, so the wait fails
+        at once if they all close; a leaf also tells its node, which tracks the links it relayed
+        the request on (``gravpy.failure``)."""
+        if msg_type:
+            self.router.track(request_uuid, msg_type)
+        if self.local.role == ROLE_PEER:
+            return
+        for link in self.peers.values():
+            if link.is_open:
+                link.enqueue(wait_notice(request_uuid))
+
     def asked_elsewhere(self, request_uuid: str) -> bool:
         """True if the request came from another node (its replies travel back there)."""
         return self.router.asked_elsewhere(request_uuid)
 
     def _fail_requests_to(self, peer: PeerLink) -> None:
-        """Fail waits on replies that only ``peer`` could have sent."""
-        doomed = self.router.requests_lost(peer)
-        if doomed:
-            n = self.bus.fail_reply_waiters(
-                doomed, LinkClosedError(f"the link to node {peer.uuid} closed: {peer.end_reason}")
-            )
-            if n:
-                self._log.info("requests_failed", peer=peer.uuid, count=n)
+        """Fail waits on replies that only ``peer`` could have sent: local ones at once, and a
+        leaf's by telling the leaf (an error reply its node turns into ``LinkClosedError``)."""
+        lost = self.router.requests_lost(peer)
+        if not lost:
+            return
+        detail = f"the link to node {peer.uuid} closed: {peer.end_reason}"
+        local = [uuid for uuid, asker in lost if asker is None]
+        n = self.bus.fail_reply_waiters(local, LinkClosedError(detail)) if local else 0
+        for uuid, asker in lost:
+            if asker is not None and asker.is_open:
+                n += asker.enqueue(link_closed_reply(uuid, detail))
+        if n:
+            self._log.info("requests_failed", peer=peer.uuid, count=n)
 
     # -- discovery, changes, statistics ----------------------------------------------------------
 
@@ -600,3 +647,12 @@ def _preferred(new: PeerLink, old: PeerLink) -> bool:
     if new.initiator_uuid != old.initiator_uuid:
         return new.initiator_uuid < old.initiator_uuid
     return True
+
+
+# Transports by speed on a LAN: raw TCP, then WebSocket, then HTTP (DESIGN.md section 5).
+_SCHEME_RANK = {"tcp": 0, "tls": 0, "ws": 1, "wss": 1, "http": 2, "https": 2}
+
+
+def fastest(endpoints: list[str]) -> str:
+    """The endpoint of the fastest transport (tcp, then websocket, then http; others last)."""
+    return min(endpoints, key=lambda ep: _SCHEME_RANK.get(ep.split("://", 1)[0], 9))

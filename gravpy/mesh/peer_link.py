@@ -71,8 +71,8 @@ class Backpressure(Protocol):
     @property
     def pods_congested(self) -> bool: ...
     def mark_congested(self, sink: object) -> None: ...
-    def relieve(self, sink: object) -> None: ...
     def pods_queued(self) -> int: ...
+    def relieve(self, sink: object) -> None: ...
     def set_congested_pods_aside(self) -> None: ...
     async def wait_pod_room(self) -> None: ...
 
@@ -140,6 +140,7 @@ class PeerLink:
         self.interests: tuple[str, ...] = ()
         self.group_interests: tuple[tuple[str, str, int], ...] = ()  # (group, pattern, members)
         self.neighbours: frozenset[str] | None = None  # peers the remote says it links to
+        self._endpoints: tuple[str, ...] = ()  # where the remote says it listens
         self._advertised: object = None  # what we last told the remote we want
         self.dropped = 0
         self.end_reason = ""
@@ -159,6 +160,7 @@ class PeerLink:
         self._closing = False
         self._close_code = REASON_NORMAL
         self.ended = asyncio.Event()  # set once the link is gone (``finish``)
+        self.closed = asyncio.Event()  # set once the transport is closed too (after ``ended``)
         self.acked = asyncio.Event()  # the remote acknowledged our WITHDRAW
         self.interests_known = asyncio.Event()  # the remote's first INTERESTS arrived
         self.was_open = False
@@ -196,6 +198,17 @@ class PeerLink:
     def initiator_uuid(self) -> str:
         """The uuid of the node that dialled this link (ties between duplicate links use it)."""
         return self.proto.local.node_uuid if self.link.initiator else self.uuid
+
+    def set_endpoints(self, endpoints: Iterable[str]) -> None:
+        """The endpoints the remote said it listens on (its own entries in PEERS)."""
+        self._endpoints = tuple(dict.fromkeys(endpoints))
+
+    def known_endpoints(self) -> tuple[str, ...]:
+        """Where the remote can be dialled: what it told us, else the endpoint in its HELLO."""
+        if self._endpoints:
+            return self._endpoints
+        remote = self.proto.remote
+        return (remote.endpoint,) if remote is not None and remote.endpoint else ()
 
     def set_neighbours(self, uuids: Iterable[str]) -> None:
         """The remote told us which peers it links to (PEERS)."""
@@ -322,10 +335,12 @@ class PeerLink:
             self.dropped += 1
             return False
         queue.append(msg)
-        if not self._congested and len(queue) >= self._high_water:
+        n = len(queue)
+        if n == 1:  # the writer empties the queue before it waits: wake it only then
+            self._wake.set()
+        elif not self._congested and n >= self._high_water:
             self._congested = True
             self._bus.mark_congested(self)
-        self._wake.set()
         return True
 
     def flush(self) -> None:
@@ -370,7 +385,10 @@ class PeerLink:
             self.dropped += self.drop_queue()
             # the hub forgets the link now, not after a close handshake a dead peer never answers
             self.finish()
-            await self.link.close(self.end_reason or REASON_NORMAL)
+            try:
+                await self.link.close(self.end_reason or REASON_NORMAL)
+            finally:
+                self.closed.set()
 
     def finish(self) -> None:
         """The link is over: tell the owner and whoever dialled it (once)."""
@@ -401,12 +419,18 @@ class PeerLink:
         try:
             while True:
                 frame = await self.link.recv()
-                events = self.proto.receive_frame(frame, time.monotonic())
+                proto = self.proto
+                events = proto.receive_frame(frame, time.monotonic())
                 if events:
                     self._dispatch(events)
-                self.flush()
+                if proto.has_data_to_send:  # a PONG, a handshake step, a WITHDRAW_ACK
+                    self._wake.set()
                 if self._backlog:
-                    await self._hold()
+                    self.proto.hold_reading()
+                    try:
+                        await self._hold()
+                    finally:
+                        self.proto.resume_reading(time.monotonic())
         except LinkClosedError as exc:
             if not self.end_reason:
                 self.end_reason = str(exc)
@@ -416,12 +440,15 @@ class PeerLink:
     async def _hold(self) -> None:
         """Read no more while local pods are congested, so the sender's link backs up.
 
-        Waits in steps of a quarter of ``dead_after`` (the remote's pings wait unread meanwhile);
-        when the congested pods made no progress in a step they are set aside: they drop by their
-        overflow policy instead of holding this link, and other pods are not slowed by them.
+        Waits in steps of a quarter of ``dead_after``. Congested pods are set aside when a step
+        passes with no progress (a stuck pod), or when they still hold the link after two steps
+        (a slow one): they then drop by their overflow policy (counted) instead of holding this
+        link, their siblings get everything that follows, and the link reads again well before
+        its unread pings could make it look dead.
         """
         bus = self._bus
         step = self.proto.config.dead_after / 4
+        waited = 0
         while self._backlog:
             if bus.pods_congested:
                 before = bus.pods_queued()
@@ -429,7 +456,8 @@ class PeerLink:
                     async with asyncio.timeout(step):
                         await bus.wait_pod_room()
                 except TimeoutError:
-                    if bus.pods_queued() >= before:
+                    waited += 1
+                    if waited >= 2 or bus.pods_queued() >= before:
                         bus.set_congested_pods_aside()
             pending = list(self._backlog)
             self._backlog.clear()

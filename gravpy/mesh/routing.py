@@ -86,6 +86,7 @@ class Router(Generic[L]):
         self.peers: dict[str, L] = {}  # the one chosen link per remote node
         self._seen: RecentMap[str, L | None] = RecentMap(seen_limit)  # uuid -> origin
         self._sent_to: RecentMap[str, tuple[L, ...]] = RecentMap(seen_limit)
+        self._waited: RecentMap[str, L] = RecentMap(seen_limit)  # a leaf's request -> the leaf
         self._routes: dict[Hashable, tuple[L, ...]] = {}
         self._group_routes: dict[Hashable, tuple[tuple[L, Mapping[str, int]], ...]] = {}
         self._turns = WeightedTurns(rng)
@@ -129,9 +130,21 @@ class Router(Generic[L]):
         targets = self._routes.get(msg.type)
         if targets is None:
             targets = self._targets(msg.type, None)
-        if targets:
-            self._sent_to[msg.uuid] = targets
         return targets
+
+    def track(self, request_uuid: str, msg_type: str) -> None:
+        """A local pod waits for replies to a message it sent: remember the links that could
+        answer (the message's route), for ``requests_lost``. Only waited-on messages pay this."""
+        if request_uuid not in self._seen or self._seen.get(request_uuid) is not None:
+            return
+        targets = self._routes.get(msg_type)
+        if targets is None:
+            targets = self._targets(msg_type, None)
+        if targets:
+            known = self._sent_to.get(request_uuid)  # group copies went there too (``place``)
+            if known is not None:
+                targets = (*known, *(t for t in targets if t not in known))
+            self._sent_to[request_uuid] = targets
 
     def arrived(self, msg: Message, origin: L) -> tuple[L, ...] | None:
         """The links a message from ``origin`` goes on to; ``None`` if it is a duplicate."""
@@ -149,24 +162,36 @@ class Router(Generic[L]):
             targets = self._routes.get(key)
             if targets is None:
                 targets = self._targets(msg.type, None)
-        else:
-            key = (origin.uuid, msg.type)
-            targets = self._routes.get(key)
-            if targets is None:
-                targets = self._targets(msg.type, origin)
-        return tuple(t for t in targets if t is not origin) if origin in targets else targets
+            if origin in targets:
+                targets = tuple(t for t in targets if t is not origin)
+            if targets:  # sent for the leaf: if it waits (``waiting``), its wait fails with them
+                self._sent_to[msg.uuid] = targets
+            return targets
+        key = (origin.uuid, msg.type)
+        targets = self._routes.get(key)
+        if targets is None:
+            targets = self._targets(msg.type, origin)
+        return targets
 
     def asked_elsewhere(self, request_uuid: str) -> bool:
         """True if the request came from another node (its replies travel back there)."""
         return self._seen.get(request_uuid) is not None
 
-    def requests_lost(self, link: L) -> list[str]:
-        """The locally sent messages whose replies only ``link`` could have carried."""
-        return [
-            uuid
-            for uuid, targets in self._sent_to.items()
-            if link in targets and all(t is link or not t.is_open for t in targets)
-        ]
+    def waiting(self, request_uuid: str, leaf: L) -> None:
+        """The leaf ``leaf`` waits for replies to a message it sent (a wait notice)."""
+        if self._seen.get(request_uuid) is leaf:
+            self._waited[request_uuid] = leaf
+
+    def requests_lost(self, link: L) -> list[tuple[str, L | None]]:
+        """The requests whose replies only ``link`` could have carried, each with who asked:
+        ``None`` for a local pod, else the leaf's link (only requests the leaf waits on)."""
+        lost: list[tuple[str, L | None]] = []
+        for uuid, targets in self._sent_to.items():
+            if link in targets and all(t is link or not t.is_open for t in targets):
+                asker = self._seen.get(uuid)
+                if asker is None or self._waited.get(uuid) is asker:
+                    lost.append((uuid, asker))
+        return lost
 
     # -- groups ----------------------------------------------------------------------------------
 
@@ -197,7 +222,7 @@ class Router(Generic[L]):
             else:
                 fixed = self._fixed_placement(msg.type, candidates)
             if fixed is not None:  # each group has one place: no turn to take
-                if origin is None:
+                if origin is None:  # (``arrived`` records a leaf's; fixed is for local only)
                     self._record_sent(msg.uuid, fixed.links)
                 return fixed
         if wanted is None:
@@ -219,7 +244,7 @@ class Router(Generic[L]):
         if unplaced:
             self.unplaced += len(unplaced)
         links = tuple((link, tuple(groups)) for link, groups in chosen.items())
-        if origin is None and links:
+        if links and (origin is None or origin.is_leaf):
             self._record_sent(msg.uuid, links)
         return Placement(tuple(here_list), links, tuple(unplaced))
 

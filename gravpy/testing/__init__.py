@@ -23,6 +23,7 @@ from gravpy._log import get_logger
 from gravpy.errors import LinkClosedError, TransportError, UsageError
 from gravpy.plugins import LinkHandler
 from gravpy.testing._transport_check import check_transport
+from gravpy.testing.idle import wait_idle
 from gravpy.testing.logs import capture_logs
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "capture_logs",
     "check_transport",
     "memory_link_pair",
+    "wait_idle",
 ]
 
 _log = get_logger("gravpy.testing")

@@ -1,147 +1,157 @@
-"""The Router's group placement, pure: fake links, no sockets, no event loop."""
+"""Router decisions, pure: no sockets, no event loop (the links are plain objects)."""
 
 from __future__ import annotations
 
-import random
-from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from gravpy import Message
 from gravpy.filter import Pattern
-from gravpy.mesh.routing import Placement, Router
-from gravpy.message import Message
+from gravpy.mesh.routing import Router, relays
 
 
 @dataclass(eq=False)
 class FakeLink:
-    """A link as the router reads it: interests, groups, state."""
-
     uuid: str
-    groups: tuple[tuple[str, str, int], ...] = ()
-    patterns: tuple[str, ...] = ()
+    role: str = "peer"
+    patterns: tuple[str, ...] = (">",)
     is_open: bool = True
-    is_leaf: bool = False
-    congested: bool = False
-    neighbours: frozenset[str] | None = field(default=None)
+    neighbours: frozenset[str] | None = field(default_factory=frozenset)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.role == "leaf"
 
     @property
     def is_peer(self) -> bool:
-        return not self.is_leaf
+        return self.role == "peer"
 
     def wants(self, msg_type: str) -> bool:
         return any(Pattern(p).matches(msg_type) for p in self.patterns)
 
-    def group_weights(self, msg_type: str) -> Mapping[str, int]:
-        weights: dict[str, int] = {}
-        for group, pattern, n in self.groups:
-            if Pattern(pattern).matches(msg_type):
-                weights[group] = max(n, weights.get(group, 0))
-        return weights
 
-
-def router(*links: FakeLink) -> Router[FakeLink]:
-    r: Router[FakeLink] = Router(rng=random.Random(7))
+def table(*links: FakeLink) -> Router[FakeLink]:
+    router: Router[FakeLink] = Router()
     for link in links:
-        r.add(link)
-    return r
+        router.add(link)
+    return router
 
 
-def where(p: Placement[FakeLink], group: str) -> str:
-    """ "here", a link's uuid, or "nowhere" for ``group`` in a placement."""
-    if group in p.local:
-        return "here"
-    for link, groups in p.links:
-        if group in groups:
-            return link.uuid
-    assert group in p.unplaced
-    return "nowhere"
+def test_local_message_goes_to_every_open_link_that_wants_its_type() -> None:
+    """A local message goes to open links whose interests admit its type, and no others."""
+    b, c = FakeLink("b", patterns=("sensor.>",)), FakeLink("c", patterns=("other",))
+    d = FakeLink("d", is_open=False)
+    router = table(b, c, d)
+    assert router.from_local(Message.new("sensor.temp")) == (b,)
 
 
-def spread(r: Router[FakeLink], local: Mapping[str, int], n: int = 300) -> Counter[str]:
-    return Counter(where(r.place(Message.new("jobs.run"), None, local), "w") for _ in range(n))
+def test_message_from_a_peer_goes_one_hop_only() -> None:
+    """A peer's message reaches leaves here but is not forwarded to the other linked peers."""
+    b, c = FakeLink("b", neighbours=frozenset({"c"})), FakeLink("c")
+    leaf = FakeLink("app", role="leaf")
+    router = table(b, c, leaf)
+    assert router.arrived(Message.new("x"), b) == (leaf,)
 
 
-def test_three_equal_members_on_three_nodes_share_evenly() -> None:
-    """One member here, one behind B, one behind C: 300 messages give each exactly 100."""
-    b = FakeLink("B", groups=(("w", "jobs.*", 1),))
-    c = FakeLink("C", groups=(("w", "jobs.>", 1),))
-    assert spread(router(b, c), {"w": 1}) == {"here": 100, "B": 100, "C": 100}
+def test_relays_between_peers_that_are_not_linked() -> None:
+    """A peer that says it has no link to another peer gets its messages relayed there."""
+    b, c = FakeLink("b", neighbours=frozenset()), FakeLink("c", neighbours=frozenset())
+    router = table(b, c)
+    assert relays(b, c)
+    assert router.arrived(Message.new("x"), b) == (c,)
 
 
-def test_placement_is_weighted_by_member_count() -> None:
-    """Two members behind B and one behind C: B gets two thirds of the messages."""
-    b = FakeLink("B", groups=(("w", "jobs.*", 2),))
-    c = FakeLink("C", groups=(("w", "jobs.*", 1),))
-    assert spread(router(b, c), {}) == {"B": 200, "C": 100}
+def test_no_relay_until_the_peer_said_whom_it_links_to() -> None:
+    """Until a peer's PEERS list arrives, nothing it sends is relayed."""
+    b, c = FakeLink("b", neighbours=None), FakeLink("c")
+    assert table(b, c).arrived(Message.new("x"), b) == ()
 
 
-def test_congested_and_closed_links_are_skipped() -> None:
-    """A congested link is passed over while another has room; a closed one never chosen."""
-    b = FakeLink("B", groups=(("w", "jobs.*", 1),), congested=True)
-    c = FakeLink("C", groups=(("w", "jobs.*", 1),))
-    d = FakeLink("D", groups=(("w", "jobs.*", 5),), is_open=False)
-    r = router(b, c, d)
-    assert spread(r, {}, 50) == {"C": 50}
-    c.congested = True
-    assert set(spread(r, {}, 50)) == {"B", "C"}  # all crowded: still placed, never dropped
+def test_duplicates_are_dropped_and_counted() -> None:
+    """A message id seen before is not routed again, and counted as a duplicate."""
+    b, c = FakeLink("b"), FakeLink("c")
+    router = table(b, c)
+    msg = Message.new("x")
+    assert router.arrived(msg, b) is not None
+    assert router.arrived(msg, c) is None
+    assert router.duplicates == 1
 
 
-def test_a_group_with_no_member_anywhere_is_unplaced_and_counted() -> None:
-    """A marked message naming a group nobody here or behind has is counted, not delivered."""
-    b = FakeLink("B", groups=(("other", "jobs.*", 1),))
-    r = router(b)
-    msg = Message.new("jobs.run")
-    r.arrived(msg, b)
-    p = r.place(msg, b, {}, ("w",))
-    assert (p.local, p.links, p.unplaced) == ((), (), ("w",))
-    assert r.unplaced == 1
+def test_a_leafs_message_goes_where_a_local_one_would_but_not_back() -> None:
+    """A message from a leaf goes to every peer that wants it, never back to the leaf."""
+    b = FakeLink("b")
+    leaf = FakeLink("app", role="leaf")
+    router = table(b, leaf)
+    assert router.arrived(Message.new("x"), leaf) == (b,)
 
 
-def test_ungrouped_types_cost_no_placement() -> None:
-    """has_groups is false for a type no link has group members for (the hot path skips place)."""
-    r = router(FakeLink("B", patterns=("jobs.>",), groups=(("w", "other.*", 1),)))
-    assert not r.has_groups("jobs.run")
-    assert r.has_groups("other.x")
+def test_reply_goes_back_only_to_the_askers_link() -> None:
+    """A reply travels to the link its request came from, whatever the other links want."""
+    b, c = FakeLink("b"), FakeLink("c")
+    router = table(b, c)
+    request = Message.new("svc.q")
+    router.arrived(request, b)
+    assert router.asked_elsewhere(request.uuid)
+    assert router.from_local(Message.new_reply(request)) == (b,)
 
 
-def test_an_arrived_message_is_placed_behind_this_node_only() -> None:
-    """From peer B: the group may go to a local member or a leaf, never to another peer."""
-    b = FakeLink("B")
-    c = FakeLink("C", groups=(("w", "jobs.*", 9),), neighbours=None)
-    leaf = FakeLink("L", is_leaf=True, groups=(("w", "jobs.*", 1),))
-    r = router(b, c, leaf)
-    b.neighbours = frozenset({"C"})  # B links to C itself: no relaying for it
-    seen = Counter()
-    for _ in range(20):
-        msg = Message.new("jobs.run")
-        assert r.arrived(msg, b) is not None
-        seen[where(r.place(msg, b, {"w": 1}, ("w",)), "w")] += 1
-    assert seen == {"here": 10, "L": 10}
+def test_reply_to_a_local_request_stays_local() -> None:
+    """A reply to a request asked here is not forwarded anywhere."""
+    b = FakeLink("b")
+    router = table(b)
+    request = Message.new("svc.q")
+    router.from_local(request)
+    assert not router.asked_elsewhere(request.uuid)
+    assert router.arrived(Message.new_reply(request), b) == ()
 
 
-def test_a_leaf_message_may_go_to_peers_but_never_back() -> None:
-    """From a leaf: its group copy goes to a peer or another leaf, never to the leaf it came from."""
-    leaf = FakeLink("L", is_leaf=True, groups=(("w", "jobs.*", 5),))
-    b = FakeLink("B", groups=(("w", "jobs.*", 1),))
-    r = router(leaf, b)
-    for _ in range(5):
-        msg = Message.new("jobs.run")
-        r.arrived(msg, leaf)
-        assert where(r.place(msg, leaf, {}, ("w",)), "w") == "B"
+def test_reply_whose_asker_is_gone_is_counted() -> None:
+    """A reply for a link that closed is dropped and counted as having no route."""
+    b, c = FakeLink("b"), FakeLink("c")
+    router = table(b, c)
+    request = Message.new("svc.q")
+    router.arrived(request, b)
+    b.is_open = False
+    assert router.from_local(Message.new_reply(request)) == ()
+    assert router.dropped_no_route == 1
 
 
-def test_a_link_chosen_for_two_groups_is_told_both() -> None:
-    """With one node holding both groups, its copy names both, once."""
-    b = FakeLink("B", groups=(("g1", "jobs.*", 1), ("g2", "jobs.*", 1)))
-    p = router(b).place(Message.new("jobs.run"), None, {})
-    assert [(link.uuid, groups) for link, groups in p.links] == [("B", ("g1", "g2"))]
+def test_requests_lost_names_what_only_that_link_could_answer() -> None:
+    """A waited-on request sent only over one link is lost with it; one sent over two is not."""
+    b, c = FakeLink("b", patterns=("only.b", "both")), FakeLink("c", patterns=("both",))
+    router = table(b, c)
+    to_b = Message.new("only.b")
+    to_both = Message.new("both")
+    router.from_local(to_b)
+    router.from_local(to_both)
+    assert router.requests_lost(b) == []  # nobody waits on them yet
+    router.track(to_b.uuid, to_b.type)
+    router.track(to_both.uuid, to_both.type)
+    assert router.requests_lost(b) == [(to_b.uuid, None)]
 
 
-def test_a_request_placed_on_one_link_fails_when_that_link_is_lost() -> None:
-    """A grouped request sent only to B is among the requests B's loss leaves unanswerable."""
-    b = FakeLink("B", groups=(("w", "jobs.*", 1),))
-    r = router(b)
-    msg = Message.new("jobs.run")
-    assert r.from_local(msg) == ()
-    r.place(msg, None, {})
-    assert r.requests_lost(b) == [msg.uuid]
+def test_requests_lost_include_those_sent_for_a_leaf() -> None:
+    """A request a leaf waits on, relayed over one link, is lost with it and names the leaf."""
+    b = FakeLink("b")
+    leaf = FakeLink("app", role="leaf")
+    router = table(b, leaf)
+    request = Message.new("svc.q")
+    plain = Message.new("svc.q")
+    assert router.arrived(request, leaf) == (b,)
+    assert router.arrived(plain, leaf) == (b,)
+    assert router.requests_lost(b) == []  # the leaf waits on neither yet
+    router.waiting(request.uuid, leaf)
+    assert router.requests_lost(b) == [(request.uuid, leaf)]
+
+
+def test_cached_routes_follow_routes_changed() -> None:
+    """After routes_changed a new interest is seen; the table follows add and remove."""
+    b = FakeLink("b", patterns=())
+    router = table(b)
+    assert router.from_local(Message.new("x")) == ()
+    b.patterns = ("x",)
+    assert router.from_local(Message.new("x")) == ()  # cached
+    router.routes_changed()
+    assert router.from_local(Message.new("x")) == (b,)
+    assert router.remove(b)
+    assert not router.remove(b)
+    assert router.from_local(Message.new("x")) == ()
