@@ -9,12 +9,18 @@ never miss a reply).
 The mesh plugs in through one typed port, ``MeshPort`` (``attach_mesh``): the bus asks it to check
 and forward what local pods send, whether a request came from another node, and tells it when the
 local interests changed. The mesh injects remote messages with ``deliver``.
+
+Groups (``gravpy.groups``): a route is the ungrouped pods plus, per group, its members. ``deliver``
+gives a message to one member of each group it is told to place here (``placed``; ``None``, as
+without a mesh, means every group): the next member in turn that admits it, skipping members whose
+inbox is congested while another has room. With a mesh, the hub's router first decides which
+groups of a locally sent message stay here (``forward_local`` returns them).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,6 +30,7 @@ from gravpy._tasks import TaskSupervisor
 from gravpy.buffer import MsgBuffer
 from gravpy.errors import PodDisconnected, UsageError
 from gravpy.failure import FAILURE_TYPE, failure_of
+from gravpy.groups import GROUP_HEADER
 from gravpy.message import Message
 from gravpy.pod import Overflow, Pod, PodStatistics
 from gravpy.receipt import MsgReceipt
@@ -33,6 +40,9 @@ __all__ = ["Bus", "BusStatistics", "MeshPort"]
 
 _log = logs.get_logger("gravpy.bus")
 
+_Groups = tuple[tuple[str, tuple[Pod, ...]], ...]  # (group, its members) admitting a type
+_NO_GROUPS: Mapping[str, int] = {}
+
 
 class MeshPort(Protocol):
     """How the bus speaks to the mesh (``gravpy.mesh.Hub``): the one connection between them."""
@@ -40,8 +50,9 @@ class MeshPort(Protocol):
     def check_sendable(self, msg: Message) -> None:
         """Raise ``UsageError`` for a message no link could carry (before any delivery)."""
 
-    def forward_local(self, msg: Message) -> int:
-        """A local pod sent ``msg``: forward it; return how many links took it."""
+    def forward_local(self, msg: Message, local: Mapping[str, int]) -> tuple[int, tuple[str, ...]]:
+        """A local pod sent ``msg``: forward it; return how many links took it, and which groups
+        it places here (``local``: the members each local group has for it)."""
 
     def asked_elsewhere(self, request_uuid: str) -> bool:
         """True if the request came from another node (its replies travel back there)."""
@@ -83,6 +94,8 @@ class BusStatistics:
     handler_failures: int
     buffered: int
     unclaimed_replies: int
+    undelivered: int = 0  # messages sent by local pods that no pod or link took
+    group_misses: int = 0  # a group was placed here but had no member left to take it
 
 
 class Bus:
@@ -119,7 +132,8 @@ class Bus:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pods: dict[int, Pod] = {}
         self._next_id = 1
-        self._routes: dict[str, tuple[Pod, ...]] = {}
+        self._routes: dict[str, tuple[tuple[Pod, ...], _Groups]] = {}
+        self._turns: dict[str, int] = {}  # group -> where its next member pick starts
         self._reply_waiters: dict[str, tuple[Pod, Mailbox]] = {}
         self._unclaimed: RecentMap[str, list[Message]] = RecentMap(max(2, unclaimed_replies))
         self._failed_requests: RecentMap[str, Exception] = RecentMap(max(2, unclaimed_replies))
@@ -132,6 +146,8 @@ class Bus:
         self._closed = False
         self._sent = 0
         self._delivered = 0
+        self._undelivered = 0
+        self._group_misses = 0
         self._retired = _Retired()
 
     def attach_mesh(self, mesh: MeshPort) -> None:
@@ -186,10 +202,10 @@ class Bus:
             self._mesh.interests_changed()
 
     def interests(self) -> tuple[str, ...]:
-        """The type patterns local receivers admit (``(">",)`` when one admits every type)."""
+        """The type patterns local ungrouped receivers admit (``(">",)`` when one admits all)."""
         patterns: set[str] = set()
         for pod in self._pods.values():
-            if not pod.receiving:
+            if not pod.receiving or pod.group is not None:
                 continue
             allowed = pod.allowed_patterns()
             if allowed is None:
@@ -197,25 +213,62 @@ class Bus:
             patterns.update(allowed)
         return tuple(sorted(patterns))
 
+    def group_interests(self) -> tuple[tuple[str, str, int], ...]:
+        """``(group, pattern, members)`` for local group members that receive: what peers learn."""
+        counts: dict[tuple[str, str], int] = {}
+        for pod in self._pods.values():
+            if not pod.receiving or pod.group is None:
+                continue
+            allowed = pod.allowed_patterns()
+            for pattern in (">",) if allowed is None else allowed:
+                key = (pod.group, pattern)
+                counts[key] = counts.get(key, 0) + 1
+        return tuple(sorted((g, p, n) for (g, p), n in counts.items()))
+
+    def group_weights(self, msg_type: str, sender: Pod | None = None) -> Mapping[str, int]:
+        """How many local members (``sender`` aside) each group has for ``msg_type``."""
+        route = self._routes.get(msg_type)
+        if route is None:
+            route = self._route(msg_type)
+        groups = route[1]
+        if not groups:
+            return _NO_GROUPS
+        weights: dict[str, int] = {}
+        for name, members in groups:
+            n = len(members) - (sender in members) if sender is not None else len(members)
+            if n:
+                weights[name] = n
+        return weights
+
     # -- the hot path ----------------------------------------------------------------------------
 
     def send(self, msg: Message, sender: Pod) -> MsgReceipt:
         """Deliver ``msg`` locally and hand it to the mesh; see ``Pod.send``."""
         if self._closed:
             raise PodDisconnected("the bus is closed")
+        if msg.headers is not None and GROUP_HEADER in msg.headers:
+            raise UsageError(f"the header {GROUP_HEADER!r} is reserved for the mesh's routers")
         mesh = self._mesh
-        if mesh is not None:
-            mesh.check_sendable(msg)
         self._sent += 1
-        n = self.deliver(msg, sender)
-        if mesh is not None:
-            n += mesh.forward_local(msg)
+        if mesh is None:
+            n = self.deliver(msg, sender)
+        else:
+            mesh.check_sendable(msg)
+            local = _NO_GROUPS if msg.reply_to else self.group_weights(msg.type, sender)
+            n, placed = mesh.forward_local(msg, local)
+            n += self.deliver(msg, sender, placed)
+        if n == 0:
+            self._undelivered += 1
         return MsgReceipt(msg.uuid, msg.type, sender, n == 0)
 
-    def deliver(self, msg: Message, sender: Pod | None = None) -> int:
+    def deliver(
+        self, msg: Message, sender: Pod | None = None, placed: Collection[str] | None = None
+    ) -> int:
         """Push ``msg`` to every receiving pod that admits it (never to ``sender``); return how many.
 
-        A reply that a receipt is waiting for goes to that waiter instead of the asking pod's handler.
+        Ungrouped pods each get it; of each group named in ``placed`` (every group, if None) one
+        member gets it. A reply that a receipt is waiting for goes to that waiter instead of the
+        asking pod's handler; replies are never given to groups.
         """
         claimer: Pod | None = None
         n = 0
@@ -233,15 +286,58 @@ class Bus:
         route = self._routes.get(msg.type)
         if route is None:
             route = self._route(msg.type)
-        for pod in route:
+        pods, groups = route
+        for pod in pods:
             if pod is sender or pod is claimer:
                 continue
             if pod.uuid_rules and not pod.admits(msg):
                 continue
             pod.push(msg)
             n += 1
+        if groups and not msg.reply_to and (placed is None or placed):
+            n += self._deliver_grouped(msg, sender, groups, placed)
+        elif placed and not msg.reply_to:
+            self._group_misses += len(placed)  # placed here, but its members have left
         self._delivered += n
         return n
+
+    def _deliver_grouped(
+        self, msg: Message, sender: Pod | None, groups: _Groups, placed: Collection[str] | None
+    ) -> int:
+        n = 0
+        found = 0
+        for name, members in groups:
+            if placed is not None and name not in placed:
+                continue
+            found += 1
+            pod = self._pick(name, members, msg, sender)
+            if pod is None:
+                self._group_misses += 1
+                continue
+            pod.push(msg)
+            n += 1
+        if placed is not None and found < len(placed):
+            self._group_misses += len(placed) - found
+        return n
+
+    def _pick(
+        self, name: str, members: tuple[Pod, ...], msg: Message, sender: Pod | None
+    ) -> Pod | None:
+        """The member of group ``name`` that gets ``msg``: the next in turn with room."""
+        count = len(members)
+        start = self._turns.get(name, 0)
+        fallback: Pod | None = None
+        for i in range(count):
+            pod = members[(start + i) % count]
+            if pod is sender or (pod.uuid_rules and not pod.admits(msg)):
+                continue
+            if pod.congested:
+                if fallback is None or pod.queued < fallback.queued:
+                    fallback = pod
+                continue
+            self._turns[name] = (start + i + 1) % count
+            return pod
+        return fallback
 
     def _fail_waiter(self, msg: Message) -> bool:
         """A failure reply (``gravpy.failure``): end the wait it answers; True if it was one."""
@@ -255,10 +351,16 @@ class Bus:
             self._failed_requests[msg.reply_to] = error  # for a wait that starts later
         return True
 
-    def _route(self, msg_type: str) -> tuple[Pod, ...]:
-        route = tuple(
-            pod for pod in self._pods.values() if pod.receiving and pod.admits_type(msg_type)
-        )
+    def _route(self, msg_type: str) -> tuple[tuple[Pod, ...], _Groups]:
+        pods: list[Pod] = []
+        members: dict[str, list[Pod]] = {}
+        for pod in self._pods.values():
+            if pod.receiving and pod.admits_type(msg_type):
+                if pod.group is None:
+                    pods.append(pod)
+                else:
+                    members.setdefault(pod.group, []).append(pod)
+        route = (tuple(pods), tuple((g, tuple(m)) for g, m in sorted(members.items())))
         if len(self._routes) >= 4096:
             self._routes.clear()
         self._routes[msg_type] = route
@@ -437,4 +539,6 @@ class Bus:
             handler_failures=r.handler_failures + sum(s.failed for s in live),
             buffered=len(self.buffer),
             unclaimed_replies=sum(len(kept) for _, kept in self._unclaimed.items()),
+            undelivered=self._undelivered,
+            group_misses=self._group_misses,
         )

@@ -16,8 +16,11 @@
     ├── HandshakeRejectedError  a link was refused; ``reason`` and ``peer`` say which and why
     │   └── NodeUUIDMismatch    the node at the endpoint is not the one discovery reported
     ├── LinkClosedError         the link to a peer closed while something depended on it
-    └── TransportError          a transport plugin failed (dial, listen); ``__cause__`` keeps the library's error
-        └── DiscoveryError      a discovery plugin failed (mDNS cannot bind, ...)
+    ├── TransportError          a transport plugin failed (dial, listen); ``__cause__`` keeps the library's error
+    │   └── DiscoveryError      a discovery plugin failed (mDNS cannot bind, ...)
+    ├── HandlerNotFound         ServiceBus.dispatch: no handler for the command anywhere on the mesh
+    ├── HandlerFailed           ServiceBus.dispatch: the handler raised (``error_type``, ``message``, ``node``)
+    └── RemoteError             an exception raised in another handler's process, by name (a ``__cause__``)
 
 Names follow Grav where Grav's names are the API (``WaitTimeout``, ``MsgNotWanted``, ``NoReceipt``,
 ``NoResponders``, ``PodDisconnected``); the rest carry the ``Error`` suffix.
@@ -30,6 +33,8 @@ __all__ = [
     "DiscoveryError",
     "FrameError",
     "GravError",
+    "HandlerFailed",
+    "HandlerNotFound",
     "HandshakeRejectedError",
     "LinkClosedError",
     "MessageError",
@@ -39,6 +44,7 @@ __all__ = [
     "NodeUUIDMismatch",
     "PodDisconnected",
     "ProtocolError",
+    "RemoteError",
     "TransportError",
     "UsageError",
     "WaitTimeout",
@@ -160,3 +166,42 @@ class TransportError(GravError):
 
 class DiscoveryError(TransportError):
     """A discovery plugin failed (for example mDNS could not bind its interface)."""
+
+
+class HandlerNotFound(GravError):
+    """A command or query was dispatched that no handler anywhere on the mesh handles.
+
+    Raised at once (the mesh knows no node wants its type), not after the timeout.
+    """
+
+    def __init__(self, msg_type: str) -> None:
+        super().__init__(f"no handler for {msg_type!r} anywhere on the mesh")
+        self.msg_type = msg_type
+
+
+class RemoteError(GravError):
+    """An exception a handler raised in its own process, known here by type name and message."""
+
+    def __init__(self, error_type: str, message: str, node: str) -> None:
+        super().__init__(f"{error_type}: {message} (on node {node})")
+        self.error_type = error_type
+        self.message = message
+        self.node = node
+
+
+class HandlerFailed(GravError):
+    """The handler of a dispatched command or query raised, or could not take it.
+
+    ``error_type`` is the exception's class name (``"ValueError"``; a payload that does not decode
+    gives msgspec's ``"ValidationError"`` or ``"DecodeError"``), ``message`` its text, ``node`` the
+    node the handler ran on; ``__cause__`` is a ``RemoteError`` carrying the same.
+    """
+
+    def __init__(self, msg_type: str, error_type: str, message: str, node: str) -> None:
+        super().__init__(
+            f"the handler of {msg_type!r} on node {node} failed: {error_type}: {message}"
+        )
+        self.msg_type = msg_type
+        self.error_type = error_type
+        self.message = message
+        self.node = node

@@ -30,6 +30,7 @@ from gravpy._mailbox import Mailbox, WaitFunc, check_timeout, wait_in
 from gravpy.buffer import MsgBuffer
 from gravpy.errors import PodDisconnected, UsageError
 from gravpy.filter import Filter
+from gravpy.groups import check_group
 from gravpy.message import Message
 from gravpy.receipt import MsgReceipt
 
@@ -132,6 +133,7 @@ class Pod:
         "_scheduled",
         "_waits",
         "bus",
+        "group",
         "id",
         "inbox_limit",
         "overflow",
@@ -150,6 +152,7 @@ class Pod:
         self._congested = False
         self._filter: Filter | None = None
         self.uuid_rules = False  # read by the bus on the hot path
+        self.group: str | None = None  # the group this pod shares messages with (deliver to one)
         self._handler: Handler | None = None
         self._mode = _Mode.IDLE
         self._concurrency = 1
@@ -168,14 +171,19 @@ class Pod:
 
     # -- receiving -------------------------------------------------------------------------------
 
-    def on(self, handler: Handler | None, *, concurrency: int = 1) -> None:
+    def on(
+        self, handler: Handler | None, *, concurrency: int = 1, group: str | None = None
+    ) -> None:
         """Set the handler that receives every message this pod admits; ``None`` stops receiving.
 
         The handler may be a plain or an ``async`` function. It runs one message at a time, in order,
         unless ``concurrency`` > 1 (async handlers only), which lets that many run at once and gives up
-        ordering. Filters are kept; replacing the handler loses no queued message.
+        ordering. Filters are kept; replacing the handler loses no queued message. ``group`` joins
+        that group (see ``join_group``); without it the pod keeps the group it has, if any.
         """
         self._check_open()
+        if group is not None:
+            self.group = check_group(group)
         if not isinstance(concurrency, int) or concurrency < 1:
             raise UsageError(f"concurrency must be an int >= 1, got {concurrency!r}")
         if handler is not None and not callable(handler):
@@ -194,11 +202,38 @@ class Pod:
         self._concurrency = concurrency
         self._set_mode(mode)
 
-    def on_type(self, pattern: str, handler: Handler, *, concurrency: int = 1) -> None:
-        """Set the handler and admit only types matching ``pattern`` (replacing earlier allow rules)."""
+    def on_type(
+        self, pattern: str, handler: Handler, *, concurrency: int = 1, group: str | None = None
+    ) -> None:
+        """Set the handler and admit only types matching ``pattern`` (replacing earlier allow rules).
+
+        ``group`` as for ``on``.
+        """
+        if group is not None:
+            check_group(group)
         self._ensure_filter().set_type_allow([pattern])
         self.bus.routes_changed()
-        self.on(handler, concurrency=concurrency)
+        self.on(handler, concurrency=concurrency, group=group)
+
+    def join_group(self, name: str) -> None:
+        """Share messages with the other members of group ``name`` (deliver to one).
+
+        Each message that this pod's filters admit goes to exactly one live member of the group
+        anywhere on the mesh; pods outside the group still get their own copy. A pod is in at most
+        one group: joining another leaves the first. Group members get no replay and no replies
+        (a reply is for its asker). Use it for pods you iterate; ``on(handler, group=...)`` does
+        the same for handlers.
+        """
+        self._check_open()
+        self.group = check_group(name)
+        self.bus.routes_changed()
+
+    def leave_group(self) -> None:
+        """Stop sharing: from now on this pod gets its own copy of every message it admits."""
+        self._check_open()
+        if self.group is not None:
+            self.group = None
+            self.bus.routes_changed()
 
     def filter_type(self, pattern: str, allow: bool = True) -> None:
         """Admit (``allow=True``) or refuse the types matching ``pattern``; see ``gravpy.filter``."""
@@ -225,6 +260,11 @@ class Pod:
         """The type patterns this pod allows, or None when it admits every type not denied."""
         f = self._filter
         return None if f is None else f.allowed_patterns()
+
+    @property
+    def congested(self) -> bool:
+        """True while the inbox is over its high-water mark (a group skips such a member)."""
+        return self._congested
 
     @property
     def queued(self) -> int:
@@ -583,7 +623,7 @@ class Pod:
 
     def _subscribed(self) -> None:
         """Called whenever the pod may have become a receiver: replays once, updates routes."""
-        if self._replay and self.receiving:
+        if self._replay and self.receiving and self.group is None:
             self._replay = False
             for msg, origin in self.bus.buffer.entries():
                 if origin is not self and self.admits(msg):
@@ -602,7 +642,8 @@ class Pod:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else self._mode.name.lower()
-        return f"<Pod {self.id} {state} inbox={len(self._inbox)}>"
+        group = f" group={self.group}" if self.group is not None else ""
+        return f"<Pod {self.id} {state}{group} inbox={len(self._inbox)}>"
 
 
 def _is_async(handler: Handler) -> bool:

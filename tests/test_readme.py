@@ -21,6 +21,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from gravpy.daemon.config import SETTINGS
 from gravpy.daemon.monitor import METRIC_NAMES
@@ -182,8 +183,8 @@ class _Session:
         if what in ("sub", "reply"):
             ready = "Subscribing on" if what == "sub" else "Listening on"
             await process.wait_line(lambda line: line.startswith(ready))
-        await self.first.wait_http(  # the node knows everything it subscribed to
-            lambda doc: all(any(p in leaf["interests"] for leaf in doc["leaves"]) for p in patterns)
+        await self.first.wait_http(  # the node knows everything it subscribed to (or grouped)
+            lambda doc: all(any(p in _wanted(leaf) for leaf in doc["leaves"]) for p in patterns)
         )
         self.running.append((what, process))
         if what == "sub":
@@ -230,6 +231,11 @@ def _all_blocks() -> list[tuple[str, str]]:
         (m.group(1), m.group(2))
         for m in re.finditer(r"```(\w*)\n(.*?)```", README.read_text(), re.S)
     ]
+
+
+def _wanted(link: dict[str, Any]) -> list[str]:
+    """The patterns a link's pods want: ungrouped, and those of its groups (gravctl reply)."""
+    return [*link["interests"], *(entry[1] for entry in link.get("groups", ()))]
 
 
 async def test_readme_runs_top_to_bottom() -> None:

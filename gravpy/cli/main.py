@@ -38,6 +38,7 @@ from gravpy.errors import (
 )
 from gravpy.filter import Pattern
 from gravpy.grav import Grav
+from gravpy.groups import check_group
 from gravpy.leaf import DEFAULT_URL
 from gravpy.message import DEFAULT_TYPE, Message, validate_type
 from gravpy.tls import client_context
@@ -124,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("pattern", metavar="PATTERN", type=_pattern)
     sub.add_argument("--count", type=_positive, metavar="N", help="exit after N messages")
     sub.add_argument("--json", action="store_true", help="print one JSON object per message")
+    sub.add_argument(
+        "--group", type=_group, metavar="NAME", help="share messages with the group (one each)"
+    )
 
     req = commands.add_parser("req", help="send a request, print the reply", epilog=EPILOG)
     req.add_argument("type", metavar="TYPE", type=_msg_type)
@@ -134,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     reply.add_argument("pattern", metavar="PATTERN", type=_pattern)
     reply.add_argument("data", metavar="DATA")
     reply.add_argument("--count", type=_positive, metavar="N", help="exit after N requests")
+    reply.add_argument(
+        "--group",
+        type=_group,
+        default="gravctl.reply",
+        metavar="NAME",
+        help="responders in one group share requests (default gravctl.reply)",
+    )
 
     peers = commands.add_parser("peers", help="show the node and its links", epilog=EPILOG)
     peers.add_argument(
@@ -276,7 +287,7 @@ async def _sub(args: argparse.Namespace) -> None:
             if args.count is not None and seen >= args.count:
                 done.set()
 
-        pod.on_type(args.pattern, show)
+        pod.on_type(args.pattern, show, group=args.group)
         with _until_signal(done):
             print(f'Subscribing on "{args.pattern}"', file=sys.stderr, flush=True)
             await done.wait()
@@ -299,7 +310,7 @@ async def _reply(args: argparse.Namespace) -> None:
             if args.count is not None and answered >= args.count:
                 done.set()
 
-        pod.on_type(args.pattern, answer)
+        pod.on_type(args.pattern, answer, group=args.group)
         with _until_signal(done):
             print(f'Listening on "{args.pattern}"', file=sys.stderr, flush=True)
             await done.wait()
@@ -353,6 +364,13 @@ def _msg_type(text: str) -> str:
 def _pattern(text: str) -> str:
     try:
         return Pattern(text).text
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _group(text: str) -> str:
+    try:
+        return check_group(text)
     except UsageError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

@@ -162,6 +162,7 @@ def _link_json(info: PeerInfo) -> dict[str, Any]:
         "dropped": info.dropped,
         "queued": info.queued,
         "interests": list(info.interests),
+        "groups": [list(entry) for entry in info.groups],  # [group, pattern, members]
         "rtt_seconds": info.rtt,
         "connected_since": (
             datetime.fromtimestamp(info.connected_since, UTC).isoformat()

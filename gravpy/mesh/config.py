@@ -27,6 +27,7 @@ class HubStatistics:
     dropped_link: int  # could not be sent on a link: queue full, link closed, peer withdrawn
     dropped_duplicate: int  # arrived twice (seen-set)
     dropped_no_route: int  # a reply whose asker's link was gone
+    dropped_no_member: int = 0  # a group a message was for had no live member behind this node
 
 
 @dataclass(frozen=True, slots=True)

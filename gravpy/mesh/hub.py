@@ -16,7 +16,10 @@ The hub runs the node's side of the mesh. It owns four things and delegates the 
 - **gossip and interests**: peers tell each other the peer endpoints they know (PEERS), so a
   partial static list converges to a full mesh; interests advertised on a link are what can be
   reached *through* this node from there: local pods and leaves for a peer; local pods, other
-  leaves and every peer for a leaf.
+  leaves and every peer for a leaf. Group interests (group, pattern, members) add up the same way.
+- **groups**: the router places each group's copy of a message (here, or one link); a link chosen
+  for groups gets a marked copy (``gravpy.groups.marked``); a marked message that arrives is
+  unmarked before anything here sees it, and only the groups it names are placed here or behind.
 
 The hub owns every task it starts (one ``TaskSupervisor``) and ends them in ``stop``, which first
 withdraws from every peer (they stop sending), drains what is queued (bounded), then closes.
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from gravpy import _log as logs
@@ -34,10 +37,11 @@ from gravpy._tasks import TaskSupervisor
 from gravpy.bus import Bus
 from gravpy.errors import LinkClosedError, TransportError, UsageError
 from gravpy.failure import WAITING_TYPE, link_closed_reply, wait_notice
+from gravpy.groups import GROUP_HEADER, marked, unmarked
 from gravpy.mesh.config import HubConfig, HubStatistics, LinkTotals, fit_to_transports
 from gravpy.mesh.dialer import Dialer, DialOutcome, WantedEndpoint
 from gravpy.mesh.peer_link import PeerInfo, PeerLink
-from gravpy.mesh.routing import Router, relays
+from gravpy.mesh.routing import Placement, Router, relays
 from gravpy.message import Message
 from gravpy.plugins import Discovery, DiscoveryContext, Link, PeerReport, Transport
 from gravpy.proto import (
@@ -346,16 +350,51 @@ class Hub:
             targets = router.arrived(msg, peer)
             if targets is None:
                 continue
-            bus.deliver(msg, None)
+            headers = msg.headers
+            if headers is not None and GROUP_HEADER in headers:
+                self._arrived_for_groups(msg, peer, targets)
+                continue
+            bus.deliver(msg, None, ())
             for link in targets:
                 link.enqueue(msg)
         return len(messages)
+
+    def _arrived_for_groups(
+        self, msg: Message, peer: PeerLink, targets: tuple[PeerLink, ...]
+    ) -> None:
+        """A marked message: place the groups it names here or behind us; nothing sees the mark."""
+        plain, wanted = unmarked(msg)
+        if plain.reply_to:
+            wanted = ()
+        if not self.router.has_groups(plain.type, peer):  # nothing behind us: the bus places
+            self.bus.deliver(plain, None, wanted)  # (and counts a group it has no member of)
+            for link in targets:
+                link.enqueue(plain)
+            return
+        placement = self.router.place(plain, peer, self.bus.group_weights(plain.type), wanted)
+        self.bus.deliver(plain, None, placement.local)
+        self._send_placed(plain, targets, placement)
+
+    def _send_placed(
+        self, msg: Message, targets: tuple[PeerLink, ...], placement: Placement[PeerLink]
+    ) -> int:
+        """Enqueue ``msg`` on ``targets`` and a marked copy on each link chosen for groups."""
+        chosen = dict(placement.links)
+        n = 0
+        for link in targets:
+            groups = chosen.pop(link, None)
+            if link.enqueue(msg if groups is None else marked(msg, groups)):
+                n += 1
+        for link, groups in chosen.items():
+            if link.enqueue(marked(msg, groups)):
+                n += 1
+        return n
 
     def link_events(self, peer: PeerLink, events: list[Event]) -> None:
         """Handshake steps, interests, gossip, withdraw and ends (the LinkOwner port)."""
         for event in events:
             if isinstance(event, InterestsReceived):
-                peer.set_interests(event.patterns)
+                peer.set_interests(event.patterns, event.groups)
                 self._log.debug("peer_interests", peer=peer.uuid, patterns=list(event.patterns))
                 self.interests_changed()  # what others can reach through us changed too
                 self._notify()
@@ -475,12 +514,18 @@ class Hub:
 
     def _advertise(self, to: PeerLink) -> None:
         patterns = set(self.bus.interests())
+        members: dict[tuple[str, str], int] = {}
+        for group, pattern, n in self.bus.group_interests():
+            members[group, pattern] = n
         for link in self.peers.values():
             if link is to or not link.is_open or link.remote is None:
                 continue
             if link.is_leaf or to.is_leaf or relays(to, link):
                 patterns.update(link.interests)
-        to.advertise((">",) if ">" in patterns else tuple(sorted(patterns)))
+                for group, pattern, n in link.group_interests:
+                    members[group, pattern] = members.get((group, pattern), 0) + n
+        groups = tuple(sorted((g, p, n) for (g, p), n in members.items()))
+        to.advertise((">",) if ">" in patterns else tuple(sorted(patterns)), groups)
 
     # -- the bus's port (MeshPort) ---------------------------------------------------------------
 
@@ -505,13 +550,19 @@ class Hub:
                     "carries"
                 )
 
-    def forward_local(self, msg: Message) -> int:
-        """A local pod sent ``msg``: forward it; return how many links took it."""
-        n = 0
-        for link in self.router.from_local(msg):
-            if link.enqueue(msg):
-                n += 1
-        return n
+    def forward_local(self, msg: Message, local: Mapping[str, int]) -> tuple[int, tuple[str, ...]]:
+        """A local pod sent ``msg``: forward it; return how many links took it and the groups
+        placed here (``local``: members per local group for it)."""
+        router = self.router
+        targets = router.from_local(msg)
+        if msg.reply_to or not router.has_groups(msg.type):
+            n = 0
+            for link in targets:
+                if link.enqueue(msg):
+                    n += 1
+            return n, tuple(local)
+        placement = router.place(msg, None, local)
+        return self._send_placed(msg, targets, placement), placement.local
 
     def reply_wait_started(self, request_uuid: str, msg_type: str) -> None:
         """A local pod waits for replies: track the links that could answer, so the wait fails
@@ -580,6 +631,7 @@ class Hub:
             dropped_link=closed.dropped + sum(i.dropped for i in live),
             dropped_duplicate=self.router.duplicates,
             dropped_no_route=self.router.dropped_no_route,
+            dropped_no_member=self.router.unplaced,
         )
 
     def peer_infos(self) -> list[PeerInfo]:

@@ -24,7 +24,7 @@ import asyncio
 import os
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,6 +49,7 @@ from gravpy.proto.handshake import ROLE_LEAF, ROLE_PEER
 __all__ = ["Backpressure", "LinkOwner", "PeerInfo", "PeerLink"]
 
 _log = logs.get_logger("gravpy.mesh.peer_link")
+_NO_GROUPS: Mapping[str, int] = {}
 
 
 class LinkOwner(Protocol):
@@ -102,6 +103,7 @@ class PeerInfo:
     interests: tuple[str, ...]
     rtt: float | None  # seconds, the last answered ping
     connected_since: float | None  # time.time() when the handshake completed
+    groups: tuple[tuple[str, str, int], ...] = ()  # (group, pattern, members) the remote reaches
 
 
 class PeerLink:
@@ -136,13 +138,16 @@ class PeerLink:
         self.dial_endpoint = dial_endpoint
         self._dialer = dialer
         self.interests: tuple[str, ...] = ()
+        self.group_interests: tuple[tuple[str, str, int], ...] = ()  # (group, pattern, members)
         self.neighbours: frozenset[str] | None = None  # peers the remote says it links to
         self._endpoints: tuple[str, ...] = ()  # where the remote says it listens
-        self._advertised: tuple[str, ...] | None = None  # what we last told the remote we want
+        self._advertised: object = None  # what we last told the remote we want
         self.dropped = 0
         self.end_reason = ""
         self._patterns: list[Pattern] = []
         self._admits: dict[str, bool] = {}
+        self._group_patterns: list[tuple[str, Pattern, int]] = []
+        self._group_weights: dict[str, Mapping[str, int]] = {}
         self._backlog: deque[Message] = deque()  # received, held while a local pod is congested
         self._queue: deque[Message] = deque()
         self._queue_limit = queue_limit
@@ -209,11 +214,37 @@ class PeerLink:
         """The remote told us which peers it links to (PEERS)."""
         self.neighbours = frozenset(uuids)
 
-    def set_interests(self, patterns: tuple[str, ...]) -> None:
+    def set_interests(
+        self, patterns: tuple[str, ...], groups: tuple[tuple[str, str, int], ...] = ()
+    ) -> None:
         self.interests = patterns
+        self.group_interests = groups
         self.interests_known.set()
         self._patterns = [Pattern(p) for p in patterns]
         self._admits.clear()
+        self._group_patterns = [(g, Pattern(p), n) for g, p, n in groups]
+        self._group_weights.clear()
+
+    @property
+    def congested(self) -> bool:
+        """True while the send queue is over its high-water mark (groups prefer other links)."""
+        return self._congested
+
+    def group_weights(self, msg_type: str) -> Mapping[str, int]:
+        """Members per group that the remote said admit ``msg_type`` (empty once withdrawn)."""
+        if self.proto.remote_withdrawn or not self._group_patterns:
+            return _NO_GROUPS
+        cached = self._group_weights.get(msg_type)
+        if cached is None:
+            weights: dict[str, int] = {}
+            for group, pattern, members in self._group_patterns:
+                if pattern.matches(msg_type) and members > weights.get(group, 0):
+                    weights[group] = members
+            cached = weights or _NO_GROUPS
+            if len(self._group_weights) >= 4096:
+                self._group_weights.clear()
+            self._group_weights[msg_type] = cached
+        return cached
 
     def wants(self, msg_type: str) -> bool:
         """True if the remote said its side admits ``msg_type`` (and it has not withdrawn)."""
@@ -244,6 +275,7 @@ class PeerLink:
             interests=self.interests,
             rtt=stats.rtt,
             connected_since=self.opened_at,
+            groups=self.group_interests,
         )
 
     # -- what the hub calls ----------------------------------------------------------------------
@@ -272,11 +304,14 @@ class PeerLink:
         if self._dialer is not None:
             self._dialer.opened(self)
 
-    def advertise(self, patterns: tuple[str, ...]) -> None:
+    def advertise(
+        self, patterns: tuple[str, ...], groups: tuple[tuple[str, str, int], ...] = ()
+    ) -> None:
         """Tell the remote what it may send us, if that changed since we last said."""
-        if patterns != self._advertised:
-            self._advertised = patterns
-            self.proto.send_interests(patterns)
+        said = (patterns, groups)
+        if said != self._advertised:
+            self._advertised = said
+            self.proto.send_interests(patterns, groups)
             self.flush()
 
     def send_peers(self, pairs: list[tuple[str, str]]) -> None:

@@ -18,17 +18,29 @@ the links each locally sent message went to; from those it answers three questio
 Target lists are cached per (origin, type) until ``routes_changed``. ``requests_lost(link)`` names
 the requests that only ``link`` could have answered, so the hub can fail their waits at once.
 The hub does the sending; the router only decides, so every decision is testable without sockets.
+
+Groups (deliver to one; see ``gravpy.groups``). ``place(msg, origin, local, wanted)`` decides, for
+each group, the one place its copy goes: this node (``local`` says how many members each group
+has here) or one link whose interests name members of the group for the message's type, weighted
+by member count (``WeightedTurns``), a congested link only when every option is. For a message
+sent here every group that admits its type is placed (``wanted`` None); for a message that
+arrived, only the groups its sender placed on this node (named by its mark), and only among what
+lies behind this node: local pods, leaves, and the peers it relays to. A group with nowhere to go
+is counted in ``unplaced``. The hub sends the chosen links a marked copy, the others the message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import random
+from collections.abc import Collection, Hashable, Mapping
+from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from gravpy.groups import WeightedTurns
 from gravpy.message import Message
 from gravpy.recent import RecentMap
 
-__all__ = ["RouteLink", "Router", "relays"]
+__all__ = ["Placement", "RouteLink", "Router", "relays"]
 
 SEEN_LIMIT = 65_536
 _CACHE_LIMIT = 4096
@@ -47,23 +59,41 @@ class RouteLink(Protocol):
     def is_peer(self) -> bool: ...
     @property
     def neighbours(self) -> frozenset[str] | None: ...
+    @property
+    def congested(self) -> bool: ...
     def wants(self, msg_type: str) -> bool: ...
+    def group_weights(self, msg_type: str) -> Mapping[str, int]: ...
 
 
 L = TypeVar("L", bound=RouteLink)
+_HERE = ""  # the key of "this node" among a group's options (no link has an empty uuid)
+
+
+@dataclass(frozen=True, slots=True)
+class Placement(Generic[L]):
+    """Where the groups of one message go: here, on links (with the groups each was chosen for),
+    or nowhere (no live member)."""
+
+    local: tuple[str, ...] = ()
+    links: tuple[tuple[L, tuple[str, ...]], ...] = ()
+    unplaced: tuple[str, ...] = ()
 
 
 class Router(Generic[L]):
     """Routing decisions for one node; see the module docstring."""
 
-    def __init__(self, seen_limit: int = SEEN_LIMIT) -> None:
+    def __init__(self, seen_limit: int = SEEN_LIMIT, rng: random.Random | None = None) -> None:
         self.peers: dict[str, L] = {}  # the one chosen link per remote node
         self._seen: RecentMap[str, L | None] = RecentMap(seen_limit)  # uuid -> origin
         self._sent_to: RecentMap[str, tuple[L, ...]] = RecentMap(seen_limit)
         self._waited: RecentMap[str, L] = RecentMap(seen_limit)  # a leaf's request -> the leaf
         self._routes: dict[Hashable, tuple[L, ...]] = {}
+        self._group_routes: dict[Hashable, tuple[tuple[L, Mapping[str, int]], ...]] = {}
+        self._turns = WeightedTurns(rng)
+        self._fixed: dict[str, Placement[L] | None] = {}  # type -> placement with no turns
         self.duplicates = 0  # messages that arrived twice (dropped)
         self.dropped_no_route = 0  # replies whose asker's link was gone
+        self.unplaced = 0  # groups a message was for that had no live member behind this node
 
     # -- the table -------------------------------------------------------------------------------
 
@@ -85,6 +115,8 @@ class Router(Generic[L]):
     def routes_changed(self) -> None:
         """Links, interests or neighbours changed: recompute targets from now on."""
         self._routes.clear()
+        self._group_routes.clear()
+        self._fixed.clear()
 
     # -- decisions -------------------------------------------------------------------------------
 
@@ -109,6 +141,9 @@ class Router(Generic[L]):
         if targets is None:
             targets = self._targets(msg_type, None)
         if targets:
+            known = self._sent_to.get(request_uuid)  # group copies went there too (``place``)
+            if known is not None:
+                targets = (*known, *(t for t in targets if t not in known))
             self._sent_to[request_uuid] = targets
 
     def arrived(self, msg: Message, origin: L) -> tuple[L, ...] | None:
@@ -157,6 +192,135 @@ class Router(Generic[L]):
                 if asker is None or self._waited.get(uuid) is asker:
                     lost.append((uuid, asker))
         return lost
+
+    # -- groups ----------------------------------------------------------------------------------
+
+    def has_groups(self, msg_type: str, origin: L | None = None) -> bool:
+        """True if some link (behind this node, for a message from ``origin``) has group
+        members for ``msg_type``."""
+        return bool(self._group_candidates(msg_type, origin))
+
+    def place(
+        self,
+        msg: Message,
+        origin: L | None,
+        local: Mapping[str, int],
+        wanted: Collection[str] | None = None,
+    ) -> Placement[L]:
+        """Where each group's copy of ``msg`` goes; see the module docstring."""
+        candidates = self._group_candidates(msg.type, origin)
+        if not candidates:  # only this node can hold members
+            if wanted is None:
+                return Placement(tuple(local))
+            here = tuple(n for n in wanted if local.get(n, 0) > 0)
+            missing = tuple(n for n in wanted if n not in here)
+            self.unplaced += len(missing)
+            return Placement(here, (), missing)
+        if wanted is None and not local:
+            if msg.type in self._fixed:
+                fixed = self._fixed[msg.type]
+            else:
+                fixed = self._fixed_placement(msg.type, candidates)
+            if fixed is not None:  # each group has one place: no turn to take
+                if origin is None:  # (``arrived`` records a leaf's; fixed is for local only)
+                    self._record_sent(msg.uuid, fixed.links)
+                return fixed
+        if wanted is None:
+            names = dict.fromkeys(local)
+            for _, weights in candidates:
+                names.update(dict.fromkeys(weights))
+            wanted = names
+        here_list: list[str] = []
+        chosen: dict[L, list[str]] = {}
+        unplaced: list[str] = []
+        for name in wanted:
+            where = self._choose(name, local.get(name, 0), candidates)
+            if where is None:
+                unplaced.append(name)
+            elif where is _HERE:
+                here_list.append(name)
+            else:
+                chosen.setdefault(where, []).append(name)  # type: ignore[arg-type]
+        if unplaced:
+            self.unplaced += len(unplaced)
+        links = tuple((link, tuple(groups)) for link, groups in chosen.items())
+        if links and (origin is None or origin.is_leaf):
+            self._record_sent(msg.uuid, links)
+        return Placement(tuple(here_list), links, tuple(unplaced))
+
+    def _record_sent(self, uuid: str, links: tuple[tuple[L, tuple[str, ...]], ...]) -> None:
+        """Remember the links a local message's group copies went to (``requests_lost``)."""
+        sent = self._sent_to.get(uuid)
+        if sent is None:
+            self._sent_to[uuid] = tuple(link for link, _ in links)
+        else:
+            self._sent_to[uuid] = (*sent, *(link for link, _ in links if link not in sent))
+
+    def _fixed_placement(
+        self, msg_type: str, candidates: tuple[tuple[L, Mapping[str, int]], ...]
+    ) -> Placement[L] | None:
+        """For a local message with no local members: the placement when every group has
+        exactly one link to go to (cached until routes change), else None (take turns)."""
+        chosen: dict[str, L] = {}
+        shared = False  # some group has members behind two links
+        for link, weights in candidates:
+            for name, weight in weights.items():
+                if weight > 0:
+                    shared = shared or name in chosen
+                    chosen[name] = link
+        fixed: Placement[L] | None = None
+        if not shared:
+            by_link: dict[L, list[str]] = {}
+            for name, link in chosen.items():
+                by_link.setdefault(link, []).append(name)
+            fixed = Placement((), tuple((link, tuple(names)) for link, names in by_link.items()))
+        if len(self._fixed) >= _CACHE_LIMIT:
+            self._fixed.clear()
+        self._fixed[msg_type] = fixed
+        return fixed
+
+    def _choose(
+        self, name: str, here: int, candidates: tuple[tuple[L, Mapping[str, int]], ...]
+    ) -> object:
+        """Where group ``name`` goes: ``_HERE``, a link, or None (nowhere)."""
+        options: list[tuple[Hashable, int]] = [(_HERE, here)] if here > 0 else []
+        crowded: list[tuple[Hashable, int]] = []
+        by_uuid: dict[Hashable, L] = {}
+        for link, weights in candidates:
+            weight = weights.get(name, 0)
+            if weight > 0 and link.is_open:
+                (crowded if link.congested else options).append((link.uuid, weight))
+                by_uuid[link.uuid] = link
+        options = options or crowded
+        # one place: no turn to take
+        key = options[0][0] if len(options) == 1 else self._turns.pick(name, options)
+        if key is None:
+            return None
+        return _HERE if key == _HERE else by_uuid[key]
+
+    def _group_candidates(
+        self, msg_type: str, origin: L | None
+    ) -> tuple[tuple[L, Mapping[str, int]], ...]:
+        """The links with group members for ``msg_type`` that a message from ``origin`` may
+        take (as ``_targets``: every link for a local or leaf message, else leaves and relays)."""
+        origin_key = None if origin is not None and origin.is_leaf else origin
+        key: Hashable = msg_type if origin_key is None else (origin_key.uuid, msg_type)
+        found = self._group_routes.get(key)
+        if found is None:
+            found = tuple(
+                (link, weights)
+                for link in self.peers.values()
+                if link.is_open
+                and link is not origin
+                and (origin_key is None or link.is_leaf or relays(origin_key, link))
+                and (weights := link.group_weights(msg_type))
+            )
+            if len(self._group_routes) >= _CACHE_LIMIT:
+                self._group_routes.clear()
+            self._group_routes[key] = found
+        if origin is not None and origin_key is None:  # a leaf: never back to it
+            return tuple(c for c in found if c[0] is not origin)
+        return found
 
     # -- internals -------------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from gravpy.proto.config import DEFAULT_LIMITS, Limits
 from gravpy.proto.frames import (
     MAX_DETAIL_LENGTH,
     MAX_ENDPOINT_LENGTH,
+    MAX_GROUP_MEMBERS,
     MAX_HEADERS,
     MAX_NAME_LENGTH,
     MAX_NONCE_LENGTH,
@@ -150,15 +151,27 @@ def _chunks(batch: list[Message], limits: Limits) -> list[list[Message]]:
     return chunks
 
 
-def encode_interests(patterns: Iterable[str], limits: Limits = DEFAULT_LIMITS) -> bytes:
-    """An INTERESTS frame; ``UsageError`` if a pattern is invalid or there are too many."""
+def encode_interests(
+    patterns: Iterable[str],
+    limits: Limits = DEFAULT_LIMITS,
+    groups: Iterable[tuple[str, str, int]] = (),
+) -> bytes:
+    """An INTERESTS frame; ``UsageError`` if a pattern or group entry is invalid, or there are
+    too many of either."""
     pats = tuple(patterns)
-    if len(pats) > limits.max_interests:
-        raise UsageError(f"{len(pats)} interests, over max_interests ({limits.max_interests})")
+    entries = tuple((g, p, n) for g, p, n in groups)
+    for what, items in (("interests", pats), ("group interests", entries)):
+        if len(items) > limits.max_interests:
+            raise UsageError(f"{len(items)} {what}, over max_interests ({limits.max_interests})")
     for pattern in pats:
         if not is_valid_pattern(pattern):
             raise UsageError(f"invalid type pattern {pattern!r}")
-    return encode_frame(Interests(pats))
+    for entry in entries:
+        try:
+            _group_entry(list(entry))
+        except FrameError as exc:
+            raise UsageError(str(exc)) from None
+    return encode_frame(Interests(pats, entries))
 
 
 def encode_peers(pairs: Iterable[tuple[str, str]], limits: Limits = DEFAULT_LIMITS) -> bytes:
@@ -336,12 +349,27 @@ def _decode_msgs(obj: list[Any], limits: Limits) -> Msgs:
 
 
 def _decode_interests(obj: list[Any], limits: Limits) -> Interests:
-    _arity(obj, 2)
+    _arity(obj, 3)
     patterns = _list(obj[1], "INTERESTS patterns", limits.max_interests)
     for pattern in patterns:
         if not is_valid_pattern(pattern):
             raise FrameError(f"INTERESTS holds an invalid type pattern {pattern!r:.80}")
-    return Interests(tuple(patterns))
+    entries = _list(obj[2], "INTERESTS groups", limits.max_interests)
+    return Interests(tuple(patterns), tuple(_group_entry(e) for e in entries))
+
+
+def _group_entry(entry: object) -> tuple[str, str, int]:
+    """One ``[group, pattern, members]`` entry of INTERESTS, checked."""
+    if type(entry) is not list or len(entry) != 3:
+        raise FrameError("INTERESTS group entries must be [group, pattern, members] arrays")
+    group, pattern, members = entry
+    if not is_valid_pattern(group) or "*" in group or ">" in group:
+        raise FrameError(f"INTERESTS holds an invalid group name {group!r:.80}")
+    if not is_valid_pattern(pattern):
+        raise FrameError(f"INTERESTS holds an invalid type pattern {pattern!r:.80}")
+    if type(members) is not int or not 1 <= members <= MAX_GROUP_MEMBERS:
+        raise FrameError(f"INTERESTS group members must be an int in 1..{MAX_GROUP_MEMBERS}")
+    return group, pattern, members
 
 
 def _decode_peers(obj: list[Any], limits: Limits) -> Peers:

@@ -73,9 +73,13 @@ class MessagesReceived(Event):
 
 @dataclass(frozen=True, slots=True)
 class InterestsReceived(Event):
-    """The remote's full list of type patterns; it replaces any earlier list."""
+    """The remote's full interests; they replace any earlier ones.
+
+    ``groups`` holds ``(group, pattern, members)`` entries (see ``frames.Interests``).
+    """
 
     patterns: tuple[str, ...]
+    groups: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ Every frame is one msgpack array whose first element is the frame kind (a small 
     ACCEPT        [3]
     REJECT        [4, reason, detail]
     MSGS          [5, [message, ...]]          each message is ``Message.to_wire()``
-    INTERESTS     [6, [pattern, ...]]          a full replacement of the sender's interests
+    INTERESTS     [6, [pattern, ...], [[group, pattern, members], ...]]
+                                               a full replacement of the sender's interests
     PEERS         [7, [[node_uuid, endpoint], ...]]
     WITHDRAW      [8]
     WITHDRAW_ACK  [9]
@@ -33,6 +34,7 @@ from gravpy.message import MAX_HEADERS, MAX_TYPE_LENGTH, Message
 __all__ = [
     "MAX_DETAIL_LENGTH",
     "MAX_ENDPOINT_LENGTH",
+    "MAX_GROUP_MEMBERS",
     "MAX_HEADERS",
     "MAX_NAME_LENGTH",
     "MAX_NONCE_LENGTH",
@@ -60,7 +62,8 @@ __all__ = [
     "is_valid_pattern",
 ]
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2  # 2: INTERESTS carries groups
+MAX_GROUP_MEMBERS: Final = (1 << 31) - 1
 MAX_UUID_LENGTH: Final = 64
 MAX_NAME_LENGTH: Final = 255  # mesh names and roles
 MAX_ENDPOINT_LENGTH: Final = 1024
@@ -170,14 +173,19 @@ class Msgs:
 
 @dataclass(frozen=True, slots=True)
 class Interests:
-    """The type patterns the sender's pods want; replaces any earlier list."""
+    """What the sender's pods want; replaces any earlier list.
+
+    ``patterns``: what ungrouped pods admit (each gets its own copy). ``groups``: ``(group,
+    pattern, members)``: how many members of a group admit ``pattern`` (one of them gets a copy).
+    """
 
     kind: ClassVar[FrameKind] = FrameKind.INTERESTS
     patterns: tuple[str, ...]
+    groups: tuple[tuple[str, str, int], ...] = ()
 
     def to_wire(self) -> list[Any]:
         """The msgpack array of this frame."""
-        return [self.kind, list(self.patterns)]
+        return [self.kind, list(self.patterns), [list(g) for g in self.groups]]
 
 
 @dataclass(frozen=True, slots=True)

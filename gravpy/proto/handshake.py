@@ -218,7 +218,10 @@ def check_hello(local: Hello, remote: Hello, expected_uuid: str | None) -> tuple
     Both sides run them, so a symmetric problem is found by both.
     """
     if remote.version != PROTOCOL_VERSION:
-        return REASON_VERSION, f"remote speaks version {remote.version}, not {PROTOCOL_VERSION}"
+        return REASON_VERSION, (
+            f"remote speaks protocol version {remote.version}, this node speaks "
+            f"{PROTOCOL_VERSION}; upgrade the older node (version 2 added groups to INTERESTS)"
+        )
     if remote.node_uuid == local.node_uuid:
         return REASON_SELF, f"remote node uuid {remote.node_uuid} is this node's own"
     if expected_uuid is not None and remote.node_uuid != expected_uuid:

@@ -283,10 +283,13 @@ class PeerProtocol:
         self._messages_out += len(messages)
         return len(messages)
 
-    def send_interests(self, patterns: Iterable[str]) -> None:
-        """Queue INTERESTS: the full list of type patterns this node's pods want."""
+    def send_interests(
+        self, patterns: Iterable[str], groups: Iterable[tuple[str, str, int]] = ()
+    ) -> None:
+        """Queue INTERESTS: the type patterns this node's ungrouped pods want, and the
+        ``(group, pattern, members)`` of its groups (both full lists)."""
         self._require_open("send_interests()")
-        self._queue(encode_interests(patterns, self.config.limits), self._clock)
+        self._queue(encode_interests(patterns, self.config.limits, groups), self._clock)
 
     def send_peers(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Queue PEERS: ``(node_uuid, endpoint)`` of nodes the remote may dial."""
@@ -324,7 +327,7 @@ class PeerProtocol:
                 self._messages_in += len(frame.messages)
                 return [ev.MessagesReceived(frame.messages)]
             case Interests():
-                return [ev.InterestsReceived(frame.patterns)]
+                return [ev.InterestsReceived(frame.patterns, frame.groups)]
             case Peers():
                 return [ev.PeersReceived(frame.pairs)]
             case Withdraw() | WithdrawAck():

@@ -235,12 +235,13 @@ class Gravd:
 
 
 def wants(node: Mapping[str, Any], msg_type: str) -> bool:
-    """True if some link of ``node`` (a ``/v1/node`` document) admits ``msg_type``."""
+    """True if some link of ``node`` (a ``/v1/node`` document) admits ``msg_type`` (for its
+    ungrouped pods or for a group)."""
     return any(
         Pattern(p).matches(msg_type)
         for link in [*node["peers"], *node["leaves"]]
         if link["state"] == "open"
-        for p in link["interests"]
+        for p in [*link["interests"], *(entry[1] for entry in link.get("groups", ()))]
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -213,3 +214,40 @@ async def test_sub_exits_0_on_sigterm() -> None:
         result = await sub.wait()
         await node.wait_http(lambda doc: not doc["leaves"])
     assert result.code == 0, result.stderr
+
+
+async def test_two_repliers_share_requests_in_the_default_group() -> None:
+    """Two gravctl reply on different nodes (default group gravctl.reply): each request gets one
+    reply, and both repliers answer some; a third with its own --group answers every request."""
+    async with two_nodes() as (a, b):
+        first_args = ("--url", a.endpoint, "reply", "svc.q", "from-a", "--count", "2")
+        second_args = ("--url", b.endpoint, "reply", "svc.q", "from-b", "--count", "2")
+        own_args = ("--url", b.endpoint, "reply", "svc.q", "own", "--group", "own", "--count", "4")
+        async with (
+            background(*first_args) as first,
+            background(*second_args) as second,
+            background(*own_args) as own,
+        ):
+            for process in (first, second, own):
+                await process.wait_line(lambda line: line.startswith("Listening"))
+            async with asyncio.timeout(10):  # a: its leaf and B's; B: its leaf and A's
+                await a.wait_http(lambda doc: _group_members(doc, "gravctl.reply") == 2)
+                await b.wait_http(lambda doc: _group_members(doc, "gravctl.reply") == 2)
+                await a.wait_http(lambda doc: _group_members(doc, "own") == 1)
+            for _ in range(4):
+                result = await gravctl("--url", a.endpoint, "req", "svc.q", "x")
+                assert result.code == 0, result.stderr
+            results = [await p.wait() for p in (first, second, own)]
+        assert [r.code for r in results] == [0, 0, 0]
+        assert [r.stdout.count("Received on") for r in results] == [2, 2, 4]
+
+
+def _group_members(doc: dict[str, object], group: str) -> int:
+    links = [*doc["peers"], *doc["leaves"]]  # type: ignore[misc]
+    return sum(
+        entry[2]
+        for link in links
+        if link["state"] == "open"
+        for entry in link.get("groups", ())
+        if entry[0] == group
+    )

@@ -42,7 +42,14 @@ FRAMES: dict[f.FrameKind, st.SearchStrategy[f.Frame]] = {
     f.FrameKind.ACCEPT: st.just(f.Accept()),
     f.FrameKind.REJECT: st.builds(f.Reject, st.text(min_size=1, max_size=64), st.text(max_size=99)),
     f.FrameKind.MSGS: st.builds(f.Msgs, st.lists(messages, min_size=1, max_size=8)),
-    f.FrameKind.INTERESTS: st.builds(f.Interests, st.lists(patterns, max_size=10).map(tuple)),
+    f.FrameKind.INTERESTS: st.builds(
+        f.Interests,
+        st.lists(patterns, max_size=10).map(tuple),
+        st.lists(
+            st.tuples(st.sampled_from(["workers", "gravctl.reply"]), patterns, st.integers(1, 9)),
+            max_size=4,
+        ).map(tuple),
+    ),
     f.FrameKind.PEERS: st.builds(
         f.Peers, st.lists(st.tuples(ids, st.text(min_size=1, max_size=64)), max_size=10).map(tuple)
     ),

@@ -173,7 +173,12 @@ def test_typed_msgs_decoder_accepts_only_what_the_careful_decoder_accepts(
         (msgpack.packb([FrameKind.MSGS, []]), "at least one message"),
         (msgpack.packb([FrameKind.MSGS, [["u", "", "", ["x"], 1.0, b"", None]]]), "message 0"),
         (msgpack.packb([FrameKind.MSGS, [["u", "", "", "t", 1.0, "s", None]]]), "data must be"),
-        (msgpack.packb([FrameKind.INTERESTS, ["a.>.b"]]), "invalid type pattern"),
+        (msgpack.packb([FrameKind.INTERESTS, ["a.>.b"], []]), "invalid type pattern"),
+        (msgpack.packb([FrameKind.INTERESTS, ["a"]]), "INTERESTS frame must have 3 elements"),
+        (msgpack.packb([FrameKind.INTERESTS, [], [["g", "a"]]]), "group entries must be"),
+        (msgpack.packb([FrameKind.INTERESTS, [], [["g*", "a", 1]]]), "invalid group name"),
+        (msgpack.packb([FrameKind.INTERESTS, [], [["g", "a.>.b", 1]]]), "invalid type pattern"),
+        (msgpack.packb([FrameKind.INTERESTS, [], [["g", "a", 0]]]), "members must be an int"),
         (msgpack.packb([FrameKind.PEERS, [["n", ""]]]), "PEERS endpoint must not be empty"),
         (msgpack.packb([FrameKind.HELLO, 1, "n", "peer", "*", "", b"x" * 8, False]), "nonce"),
         (msgpack.packb([FrameKind.HELLO, 1, "n", "peer"]), "at least 8 elements"),
@@ -198,6 +203,7 @@ def test_limits_are_enforced_on_decode() -> None:
         (encode_msgs([Message.new("t")] * 4), "over the limit of 3"),
         (encode_msgs([Message.new("t", b"x" * 1025)]), "max_message_bytes"),
         (encode_frame(Interests(("a", "b", "c"))), "INTERESTS patterns has 3 entries"),
+        (encode_frame(Interests((), (("g", "a", 1),) * 3)), "INTERESTS groups has 3 entries"),
         (encode_frame(Peers((("a", "x"), ("b", "y"), ("c", "z")))), "PEERS list has 3 entries"),
     ]
     for raw, match in cases:

@@ -100,9 +100,23 @@ def test_reject_version() -> None:
     """A HELLO of another protocol version is refused with "version"."""
     pair = link()
     pair.b.data_to_send()  # replace b's HELLO with one from the future
-    future = Hello("node-b", "peer", "*", "", b"n" * 16, keyed=False, version=2)
+    future = Hello("node-b", "peer", "*", "", b"n" * 16, keyed=False, version=3)
     events = pair.a.receive_frame(encode_frame(future), START)
     assert [(e.reason, e.by_remote) for e in rejections(events)] == [(REASON_VERSION, False)]
+    pair.pump()
+    assert [e.reason for e in rejections(pair.events_b)] == [REASON_VERSION]
+
+
+def test_reject_version_1_peer_that_knows_no_groups() -> None:
+    """A version-1 HELLO (INTERESTS without groups) is refused with "version" and a clear detail."""
+    pair = link()
+    pair.b.data_to_send()
+    old = Hello("node-b", "peer", "*", "", b"n" * 16, keyed=False, version=1)
+    events = pair.a.receive_frame(encode_frame(old), START)
+    refused = rejections(events)
+    assert [e.reason for e in refused] == [REASON_VERSION]
+    assert "version 1" in refused[0].detail
+    assert "speaks 2" in refused[0].detail
     pair.pump()
     assert [e.reason for e in rejections(pair.events_b)] == [REASON_VERSION]
 

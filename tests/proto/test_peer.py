@@ -80,11 +80,11 @@ def test_message_over_the_data_limit_is_refused_locally() -> None:
 def test_interests_and_peers_arrive_as_sent() -> None:
     """INTERESTS and PEERS reach the remote as tuples equal to what was sent."""
     pair = open_link()
-    pair.a.send_interests(["sensor.>", "reply.*.done", "exact.type"])
+    pair.a.send_interests(["sensor.>", "reply.*.done", "exact.type"], [("workers", "jobs.*", 3)])
     pair.a.send_peers([("node-c", "ws://c:8080/meta/message")])
     _, new_b = pair.pump()
     assert new_b == [
-        InterestsReceived(("sensor.>", "reply.*.done", "exact.type")),
+        InterestsReceived(("sensor.>", "reply.*.done", "exact.type"), (("workers", "jobs.*", 3),)),
         PeersReceived((("node-c", "ws://c:8080/meta/message"),)),
     ]
 
