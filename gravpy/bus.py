@@ -57,6 +57,9 @@ class MeshPort(Protocol):
     def asked_elsewhere(self, request_uuid: str) -> bool:
         """True if the request came from another node (its replies travel back there)."""
 
+    def replays_from_node(self, pod: Pod) -> bool:
+        """True if the node this leaf is attached to will replay into ``pod`` (gravpy.replay)."""
+
     def interests_changed(self) -> None:
         """The types local pods want changed: tell the other nodes."""
 
@@ -200,6 +203,17 @@ class Bus:
         self._routes.clear()
         if self._mesh is not None:
             self._mesh.interests_changed()
+
+    def replay_into(self, pod: Pod) -> None:
+        """Give a replaying pod the buffer: the node's, on a leaf that can ask it, else this one's."""
+        if self._mesh is not None and self._mesh.replays_from_node(pod):
+            return
+        for msg in self.own_replay(pod):
+            pod.push(msg)
+
+    def own_replay(self, pod: Pod) -> list[Message]:
+        """What this node's buffer holds for ``pod``: what it admits and did not send itself."""
+        return [m for m, origin in self.buffer.entries() if origin is not pod and pod.admits(m)]
 
     def interests(self) -> tuple[str, ...]:
         """The type patterns local ungrouped receivers admit (``(">",)`` when one admits all)."""

@@ -99,6 +99,7 @@ class PodHost(Protocol):
     def send(self, msg: Message, sender: Pod) -> MsgReceipt: ...
     async def wait_room(self) -> None: ...
     def routes_changed(self) -> None: ...
+    def replay_into(self, pod: Pod) -> None: ...
     def detach(self, pod: Pod) -> None: ...
     def mark_congested(self, sink: object) -> None: ...
     def relieve(self, sink: object) -> None: ...
@@ -125,6 +126,7 @@ class Pod:
         "_failed",
         "_filter",
         "_handler",
+        "_held",
         "_high_water",
         "_inbox",
         "_iter_waker",
@@ -159,6 +161,7 @@ class Pod:
         self._scheduled = False
         self._active = 0  # async drain tasks running (at most ``_concurrency``)
         self._replay = replay
+        self._held: list[Message] | None = None  # live messages kept aside while a replay runs
         self._iter_waker: asyncio.Future[None] | None = None
         self._waits: list[Mailbox] = []
         self._failed: list[Message] = []
@@ -424,8 +427,30 @@ class Pod:
 
     # -- the bus side ----------------------------------------------------------------------------
 
+    def hold(self) -> None:
+        """Keep live messages aside (in order, within the inbox limit) until ``release``."""
+        if self._held is None:
+            self._held = []
+
+    def release(self, replayed: list[Message]) -> None:
+        """Push ``replayed``, then what was held that ``replayed`` does not already hold."""
+        held, self._held = self._held or [], None
+        seen = {msg.uuid for msg in replayed}
+        for msg in replayed:
+            self.push(msg)
+        for msg in held:
+            if msg.uuid not in seen:
+                self.push(msg)
+
     def push(self, msg: Message) -> None:
         """Queue an admitted message (called by the bus)."""
+        held = self._held
+        if held is not None:
+            if len(held) < self.inbox_limit:
+                held.append(msg)
+            else:
+                self._counts.dropped_overflow += 1
+            return
         inbox = self._inbox
         if len(inbox) >= self.inbox_limit:
             self._counts.dropped_overflow += 1
@@ -625,9 +650,7 @@ class Pod:
         """Called whenever the pod may have become a receiver: replays once, updates routes."""
         if self._replay and self.receiving and self.group is None:
             self._replay = False
-            for msg, origin in self.bus.buffer.entries():
-                if origin is not self and self.admits(msg):
-                    self.push(msg)
+            self.bus.replay_into(self)
         self.bus.routes_changed()
 
     def _ensure_filter(self) -> Filter:

@@ -44,6 +44,7 @@ from gravpy.mesh.peer_link import PeerInfo, PeerLink
 from gravpy.mesh.routing import Placement, Router, relays
 from gravpy.message import Message
 from gravpy.plugins import Discovery, DiscoveryContext, Link, PeerReport, Transport
+from gravpy.pod import Pod
 from gravpy.proto import (
     PROTOCOL_VERSION,
     REASON_DUPLICATE,
@@ -64,6 +65,7 @@ from gravpy.proto import (
     WithdrawReceived,
 )
 from gravpy.proto.frames import MAX_HEADERS
+from gravpy.replay import REPLAY_HEADER, REPLAY_TYPE, LeafReplays, replay_answer
 
 __all__ = ["Hub", "HubConfig", "HubStatistics"]
 
@@ -107,6 +109,7 @@ class Hub:
         self._opened = 0
         self._closed = LinkTotals()
         self._rejected: dict[str, int] = {}
+        self.replays = LeafReplays(bus.own_replay)
         bus.attach_mesh(self)
 
     @property
@@ -328,6 +331,8 @@ class Hub:
             "peer_disconnected", peer=peer.uuid, reason=peer.end_reason, dropped=peer.dropped
         )
         self._fail_requests_to(peer)
+        if self.local.role != ROLE_PEER:
+            self.replays.link_lost()
         self.interests_changed()
         if peer.is_peer:
             self._gossip()  # our peers learn we no longer reach it (relaying may start)
@@ -344,13 +349,16 @@ class Hub:
         for i, msg in enumerate(messages):
             if bus.pods_congested:
                 return i
-            if msg.type == WAITING_TYPE and peer.is_leaf:
-                router.waiting(msg.data.decode(errors="replace"), peer)
+            headers = msg.headers
+            if peer.is_leaf and msg.type in _LEAF_REQUESTS:
+                self._leaf_request(peer, msg)
+                continue
+            if headers is not None and REPLAY_HEADER in headers and not peer.is_leaf:
+                self.replays.arrived(msg)
                 continue
             targets = router.arrived(msg, peer)
             if targets is None:
                 continue
-            headers = msg.headers
             if headers is not None and GROUP_HEADER in headers:
                 self._arrived_for_groups(msg, peer, targets)
                 continue
@@ -358,6 +366,17 @@ class Hub:
             for link in targets:
                 link.enqueue(msg)
         return len(messages)
+
+    def _leaf_request(self, leaf: PeerLink, msg: Message) -> None:
+        """A request a leaf makes of its node, consumed here and never forwarded."""
+        if msg.type == WAITING_TYPE:
+            self.router.waiting(msg.data.decode(errors="replace"), leaf)
+            return
+        buffered = [m for m, _ in self.bus.buffer.entries()]
+        answer = replay_answer(msg, buffered, leaf.wants)
+        for each in answer:
+            leaf.enqueue(each)
+        self._log.debug("replay_answered", peer=leaf.uuid, messages=len(answer) - 1)
 
     def _arrived_for_groups(
         self, msg: Message, peer: PeerLink, targets: tuple[PeerLink, ...]
@@ -576,6 +595,19 @@ class Hub:
             if link.is_open:
                 link.enqueue(wait_notice(request_uuid))
 
+    def replays_from_node(self, pod: Pod) -> bool:
+        """On a leaf with an open link: hold ``pod`` and ask the node for its buffer, after the
+        interests the pod adds (both are sent next loop turn, INTERESTS first)."""
+        if self.local.role == ROLE_PEER or self._stopping:
+            return False
+        node = next((link for link in self.peers.values() if link.is_open), None)
+        if node is None:
+            return False
+        request = self.replays.start(pod)
+        self.interests_changed()
+        asyncio.get_running_loop().call_soon(node.enqueue, request)
+        return True
+
     def asked_elsewhere(self, request_uuid: str) -> bool:
         """True if the request came from another node (its replies travel back there)."""
         return self.router.asked_elsewhere(request_uuid)
@@ -648,6 +680,8 @@ def _preferred(new: PeerLink, old: PeerLink) -> bool:
         return new.initiator_uuid < old.initiator_uuid
     return True
 
+
+_LEAF_REQUESTS = frozenset((WAITING_TYPE, REPLAY_TYPE))
 
 # Transports by speed on a LAN: raw TCP, then WebSocket, then HTTP (DESIGN.md section 5).
 _SCHEME_RANK = {"tcp": 0, "tls": 0, "ws": 1, "wss": 1, "http": 2, "https": 2}
