@@ -50,9 +50,14 @@ class MeshPort(Protocol):
     def check_sendable(self, msg: Message) -> None:
         """Raise ``UsageError`` for a message no link could carry (before any delivery)."""
 
-    def forward_local(self, msg: Message, local: Mapping[str, int]) -> tuple[int, tuple[str, ...]]:
-        """A local pod sent ``msg``: forward it; return how many links took it, and which groups
-        it places here (``local``: the members each local group has for it)."""
+    def sequence(self) -> int:
+        """The next origin sequence number for a message entering the mesh here (0: none)."""
+
+    def forward_local(
+        self, msg: Message, local: Mapping[str, int], seq: int = 0
+    ) -> tuple[int, tuple[str, ...]]:
+        """A local pod sent ``msg`` (numbered ``seq``): forward it; return how many links took
+        it, and which groups it places here (``local``: the members each local group has for it)."""
 
     def asked_elsewhere(self, request_uuid: str) -> bool:
         """True if the request came from another node (its replies travel back there)."""
@@ -269,14 +274,19 @@ class Bus:
         else:
             mesh.check_sendable(msg)
             local = _NO_GROUPS if msg.reply_to else self.group_weights(msg.type, sender)
-            n, placed = mesh.forward_local(msg, local)
-            n += self.deliver(msg, sender, placed)
+            seq = mesh.sequence()
+            n, placed = mesh.forward_local(msg, local, seq)
+            n += self.deliver(msg, sender, placed, seq)
         if n == 0:
             self._undelivered += 1
         return MsgReceipt(msg.uuid, msg.type, sender, n == 0)
 
     def deliver(
-        self, msg: Message, sender: Pod | None = None, placed: Collection[str] | None = None
+        self,
+        msg: Message,
+        sender: Pod | None = None,
+        placed: Collection[str] | None = None,
+        seq: int = 0,
     ) -> int:
         """Push ``msg`` to every receiving pod that admits it (never to ``sender``); return how many.
 
@@ -296,7 +306,7 @@ class Bus:
                 n = 1
             else:
                 self._keep_unclaimed(msg)
-        self.buffer.push(msg, sender)
+        self.buffer.push(msg, sender, seq)
         route = self._routes.get(msg.type)
         if route is None:
             route = self._route(msg.type)

@@ -75,6 +75,7 @@ class DaemonConfig:
     mesh_key_file: Path | None = None
     mesh_key: bytes | None = field(default=None, repr=False)
     data_dir: Path = field(default_factory=default_data_dir)
+    buffer_size: int = 4096
     log_format: str = "auto"
     log_level: str = "info"
     loop: str = "auto"
@@ -125,6 +126,7 @@ class DaemonConfig:
             "mesh": self.mesh,
             "mesh_key_file": str(self.mesh_key_file) if self.mesh_key_file else None,
             "data_dir": str(self.data_dir),
+            "buffer_size": self.buffer_size,
             "log_format": self.log_format,
             "log_level": self.log_level,
             "loop": self.loop,

@@ -164,6 +164,8 @@ def build_node(config: DaemonConfig) -> Grav:
         discovery=discovery,
         belongs_to=config.mesh,
         mesh_key=config.mesh_key,
+        buffer_size=config.buffer_size,
+        inbox_limit=max(10_000, config.buffer_size),
         hub_config=HubConfig(
             drain_timeout=config.drain_timeout,
             protocol=ProtocolConfig(

@@ -59,6 +59,7 @@ METRIC_NAMES = (
     "gravd_mesh_messages_sent_total",
     "gravd_links_opened_total",
     "gravd_links_closed_total",
+    "gravd_messages_resent_total",
 )
 """Every ``gravd_*`` metric NodeCollector exposes (the process collector adds ``gravd_process_*``)."""
 
@@ -135,6 +136,8 @@ class NodeStatus:
                     "no_route": hub.dropped_no_route if hub is not None else 0,
                     "link": hub_stats.dropped_link if hub_stats else 0,
                 },
+                "lost_by_origin": dict(hub_stats.lost_by_origin) if hub_stats else {},
+                "resent": hub_stats.resent if hub_stats else 0,
             },
         }
 
@@ -238,6 +241,19 @@ def _message_metrics(stats: BusStatistics, grav: Grav) -> Iterable[Metric]:
     for reason, count in sorted(totals.handshakes_rejected.items() if totals else ()):
         rejected.add_metric([reason], count)
     yield rejected
+    lost = CounterMetricFamily(
+        "gravd_messages_lost",
+        "Messages missed across a link flap that fell out of their origin's buffer, by origin",
+        labels=["origin"],
+    )
+    for origin, count in sorted(totals.lost_by_origin.items() if totals else ()):
+        lost.add_metric([origin], count)
+    yield lost
+    yield _counter(
+        "gravd_messages_resent",
+        "Messages resent to peers that missed them across a link flap",
+        totals.resent if totals else 0,
+    )
     yield _counter("gravd_handler_failures", "Handler calls that raised", stats.handler_failures)
     yield _gauge("gravd_buffered_messages", "Messages in the replay buffer", stats.buffered)
     yield _gauge(

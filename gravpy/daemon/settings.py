@@ -46,6 +46,18 @@ _ON: Final = frozenset({"on", "true", "yes", "1"})
 _MAX_NAME: Final = 255
 
 
+def _parse_count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"expected a whole number, got {value!r}")
+    try:
+        count = int(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a whole number") from None
+    if count < 0:
+        raise ValueError(f"{value!r} is not a whole number >= 0")
+    return count
+
+
 @dataclass(frozen=True, slots=True)
 class Address:
     """A host and a TCP port to listen on (port 0: any free port, reported once bound)."""
@@ -385,6 +397,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "the directory gravd keeps its files in (events.sqlite3, ...) (default "
         "$XDG_STATE_HOME/gravd, else ~/.local/state/gravd)",
         _parse_data_dir,
+    ),
+    Setting(
+        "buffer_size",
+        "--buffer-size",
+        "COUNT",
+        "messages kept in the replay buffer, which apps replay (connect_with_replay) and peers "
+        "resume from after a link flap (default 4096)",
+        _parse_count,
     ),
     Setting(
         "log_format",

@@ -28,6 +28,8 @@ class HubStatistics:
     dropped_duplicate: int  # arrived twice (seen-set)
     dropped_no_route: int  # a reply whose asker's link was gone
     dropped_no_member: int = 0  # a group a message was for had no live member behind this node
+    lost_by_origin: dict[str, int] = field(default_factory=dict)  # fell out of an origin's buffer
+    resent: int = 0  # messages this node resent to peers that missed them across a flap
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +41,15 @@ class HubConfig:
     dial_timeout: float = 5.0
     queue_limit: int = 65_536  # messages waiting per link
     drain_timeout: float = 2.0  # how long stop() waits for withdraw acks and queues to empty
+    # how long a peer whose link dropped (not withdrew) is still advertised to leaves, so what they
+    # send for it is numbered and buffered here, and resent when it relinks (gravpy.mesh.resume)
+    resume_window: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.dial_timeout > 0 or not self.drain_timeout >= 0:
             raise UsageError("dial_timeout must be > 0 and drain_timeout >= 0")
+        if not self.resume_window >= 0:
+            raise UsageError("resume_window must be >= 0")
         if not isinstance(self.queue_limit, int) or self.queue_limit < 16:
             raise UsageError("queue_limit must be an int >= 16")
 

@@ -41,6 +41,15 @@ from gravpy.groups import GROUP_HEADER, marked, unmarked
 from gravpy.mesh.config import HubConfig, HubStatistics, LinkTotals, fit_to_transports
 from gravpy.mesh.dialer import Dialer, DialOutcome, WantedEndpoint
 from gravpy.mesh.peer_link import PeerInfo, PeerLink
+from gravpy.mesh.resume import (
+    RESUME_END_TYPE,
+    RESUME_TYPE,
+    SEQ_HEADER,
+    Resumption,
+    resend_answer,
+    stamped,
+    unstamped,
+)
 from gravpy.mesh.routing import Placement, Router, relays
 from gravpy.message import Message
 from gravpy.plugins import Discovery, DiscoveryContext, Link, PeerReport, Transport
@@ -110,6 +119,10 @@ class Hub:
         self._closed = LinkTotals()
         self._rejected: dict[str, int] = {}
         self.replays = LeafReplays(bus.own_replay)
+        self.resumption: Resumption[PeerLink] = Resumption(self._resumed)
+        self.origin_seq = 0  # the last number given to a message entering the mesh here
+        # peers whose link dropped: their interests, still advertised to leaves for a while
+        self._absent: dict[str, tuple[frozenset[str], asyncio.TimerHandle]] = {}
         bus.attach_mesh(self)
 
     @property
@@ -181,6 +194,10 @@ class Hub:
             for transport in self.transports:
                 await transport.stop()
         await self._tasks.close()
+        self.resumption.close()
+        for _, timer in self._absent.values():
+            timer.cancel()
+        self._absent.clear()
 
     async def _wait_withdrawn(self, links: list[PeerLink]) -> None:
         """Wait (bounded) until each peer acked our WITHDRAW or its link ended."""
@@ -333,6 +350,9 @@ class Hub:
         self._fail_requests_to(peer)
         if self.local.role != ROLE_PEER:
             self.replays.link_lost()
+        elif peer.is_peer:
+            self.resumption.release(peer.uuid)
+            self._keep_absent(peer)
         self.interests_changed()
         if peer.is_peer:
             self._gossip()  # our peers learn we no longer reach it (relaying may start)
@@ -345,27 +365,113 @@ class Hub:
         whose reader then holds off reading, so TCP pushes back to the sender.
         """
         bus = self.bus
-        router = self.router
         for i, msg in enumerate(messages):
             if bus.pods_congested:
                 return i
             headers = msg.headers
-            if peer.is_leaf and msg.type in _LEAF_REQUESTS:
-                self._leaf_request(peer, msg)
+            if headers is not None:
+                if SEQ_HEADER in headers and peer.is_peer:
+                    self._sequenced(peer, msg)
+                    continue
+                if REPLAY_HEADER in headers and not peer.is_leaf:
+                    self.replays.arrived(msg)
+                    continue
+            if msg.type in _CONTROL_TYPES:
+                self._control(peer, msg)
                 continue
-            if headers is not None and REPLAY_HEADER in headers and not peer.is_leaf:
-                self.replays.arrived(msg)
-                continue
-            targets = router.arrived(msg, peer)
-            if targets is None:
-                continue
-            if headers is not None and GROUP_HEADER in headers:
-                self._arrived_for_groups(msg, peer, targets)
-                continue
-            bus.deliver(msg, None, ())
-            for link in targets:
-                link.enqueue(msg)
+            self._take(peer, msg)
         return len(messages)
+
+    def _take(self, peer: PeerLink, msg: Message) -> None:
+        """Route one message from ``peer``: deliver here, forward on (numbered, from a leaf)."""
+        targets = self.router.arrived(msg, peer)
+        if targets is None:
+            return
+        seq = self.sequence() if peer.is_leaf else 0
+        headers = msg.headers
+        if headers is not None and GROUP_HEADER in headers:
+            self._arrived_for_groups(msg, peer, targets, seq)
+            return
+        self.bus.deliver(msg, None, (), seq)
+        self._send_to(targets, msg, seq)
+
+    def _send_to(self, targets: tuple[PeerLink, ...], msg: Message, seq: int) -> int:
+        """Enqueue ``msg`` on ``targets``; peers get it numbered if ``seq`` (once stamped)."""
+        n = 0
+        numbered: Message | None = None
+        for link in targets:
+            if seq and link.is_peer:
+                if numbered is None:
+                    numbered = stamped(msg, self.local.node_uuid, seq)
+                n += link.enqueue(numbered)
+            else:
+                n += link.enqueue(msg)
+        return n
+
+    def _sequenced(self, peer: PeerLink, msg: Message) -> None:
+        """A numbered message from a peer: held while its origin resends, else taken."""
+        plain, origin, seq, resent = unstamped(msg)
+        if origin and not resent:
+            limit = self.config.queue_limit
+            if self.resumption.holds(origin, peer, msg, limit):
+                return
+        if origin:
+            self.resumption.seen(origin, seq)
+        self._take(peer, plain)
+
+    def _resumed(self, peer: PeerLink, msg: Message) -> None:
+        """A held message, let through once its origin's resend ended."""
+        plain, origin, seq, _ = unstamped(msg)
+        self.resumption.seen(origin, seq)
+        self._take(peer, plain)  # even if its link has ended since: it arrived
+
+    def _control(self, peer: PeerLink, msg: Message) -> None:
+        """A request a node makes of its neighbour, consumed here and never forwarded."""
+        if peer.is_leaf and msg.type in (WAITING_TYPE, REPLAY_TYPE):
+            self._leaf_request(peer, msg)
+        elif peer.is_peer and msg.type == RESUME_TYPE:
+            self._resend(peer, msg)
+        elif peer.is_peer and msg.type == RESUME_END_TYPE:
+            text = msg.data.decode(errors="replace")
+            lost = int(text) if text.isdigit() and len(text) < 20 else 0
+            self.resumption.ended(peer.uuid, lost)
+        else:
+            self._take(peer, msg)
+
+    def _resend(self, peer: PeerLink, request: Message) -> None:
+        """A peer asks for what it missed of ours: resend it from the buffer, then the end."""
+        text = request.data.decode(errors="replace")
+        after = int(text) if text.isdigit() and len(text) < 20 else self.origin_seq
+        held = self.bus.buffer.sequenced_after(after)
+        answer, lost = resend_answer(
+            request, self.local.node_uuid, self.origin_seq, held, peer.wants
+        )
+        for msg in answer:
+            peer.enqueue(msg)
+        self.resumption.resent += len(answer) - 1
+        self._log.info("resent", peer=peer.uuid, after=after, messages=len(answer) - 1, lost=lost)
+
+    def sequence(self) -> int:
+        """The next origin number, on a peer node (a leaf's messages are numbered by its node)."""
+        if self.local.role != ROLE_PEER:
+            return 0
+        self.origin_seq += 1
+        return self.origin_seq
+
+    def _keep_absent(self, peer: PeerLink) -> None:
+        """A peer's link dropped without a withdraw: keep its interests for leaves a while."""
+        window = self.config.resume_window
+        if self._stopping or peer.info().withdrawn or not window or not peer.interests:
+            return
+        self._forget_absent(peer.uuid)
+        timer = asyncio.get_running_loop().call_later(window, self._forget_absent, peer.uuid)
+        self._absent[peer.uuid] = (frozenset(peer.interests), timer)
+
+    def _forget_absent(self, uuid: str) -> None:
+        entry = self._absent.pop(uuid, None)
+        if entry is not None:
+            entry[1].cancel()
+            self.interests_changed()
 
     def _leaf_request(self, leaf: PeerLink, msg: Message) -> None:
         """A request a leaf makes of its node, consumed here and never forwarded."""
@@ -379,33 +485,40 @@ class Hub:
         self._log.debug("replay_answered", peer=leaf.uuid, messages=len(answer) - 1)
 
     def _arrived_for_groups(
-        self, msg: Message, peer: PeerLink, targets: tuple[PeerLink, ...]
+        self, msg: Message, peer: PeerLink, targets: tuple[PeerLink, ...], seq: int = 0
     ) -> None:
         """A marked message: place the groups it names here or behind us; nothing sees the mark."""
         plain, wanted = unmarked(msg)
         if plain.reply_to:
             wanted = ()
         if not self.router.has_groups(plain.type, peer):  # nothing behind us: the bus places
-            self.bus.deliver(plain, None, wanted)  # (and counts a group it has no member of)
-            for link in targets:
-                link.enqueue(plain)
+            self.bus.deliver(plain, None, wanted, seq)  # (and counts a group it has no member of)
+            self._send_to(targets, plain, seq)
             return
         placement = self.router.place(plain, peer, self.bus.group_weights(plain.type), wanted)
-        self.bus.deliver(plain, None, placement.local)
-        self._send_placed(plain, targets, placement)
+        self.bus.deliver(plain, None, placement.local, seq)
+        self._send_placed(plain, targets, placement, seq)
 
     def _send_placed(
-        self, msg: Message, targets: tuple[PeerLink, ...], placement: Placement[PeerLink]
+        self,
+        msg: Message,
+        targets: tuple[PeerLink, ...],
+        placement: Placement[PeerLink],
+        seq: int = 0,
     ) -> int:
-        """Enqueue ``msg`` on ``targets`` and a marked copy on each link chosen for groups."""
+        """Enqueue ``msg`` on ``targets`` and a marked copy on each link chosen for groups
+        (numbered for peers if ``seq``)."""
         chosen = dict(placement.links)
+        numbered = stamped(msg, self.local.node_uuid, seq) if seq else msg
         n = 0
         for link in targets:
             groups = chosen.pop(link, None)
-            if link.enqueue(msg if groups is None else marked(msg, groups)):
+            base = numbered if link.is_peer else msg
+            if link.enqueue(base if groups is None else marked(base, groups)):
                 n += 1
         for link, groups in chosen.items():
-            if link.enqueue(marked(msg, groups)):
+            base = numbered if link.is_peer else msg
+            if link.enqueue(marked(base, groups)):
                 n += 1
         return n
 
@@ -481,11 +594,16 @@ class Hub:
             transport=peer.link.transport,
         )
         peer.mark_open()
+        self._forget_absent(peer.uuid)
         self._dialer.node_linked(peer)
         self._advertise(peer)
         if peer.is_peer and self.local.role == ROLE_PEER:
             self._gossip()
         self.interests_changed()
+        if peer.is_peer and self.local.role == ROLE_PEER:
+            request = self.resumption.start(peer.uuid)  # after the INTERESTS just queued
+            if request is not None:
+                peer.enqueue(request)
         self._notify()
 
     # -- gossip ----------------------------------------------------------------------------------
@@ -543,6 +661,9 @@ class Hub:
                 patterns.update(link.interests)
                 for group, pattern, n in link.group_interests:
                     members[group, pattern] = members.get((group, pattern), 0) + n
+        if to.is_leaf:
+            for absent, _ in self._absent.values():
+                patterns.update(absent)
         groups = tuple(sorted((g, p, n) for (g, p), n in members.items()))
         to.advertise((">",) if ">" in patterns else tuple(sorted(patterns)), groups)
 
@@ -569,19 +690,17 @@ class Hub:
                     "carries"
                 )
 
-    def forward_local(self, msg: Message, local: Mapping[str, int]) -> tuple[int, tuple[str, ...]]:
-        """A local pod sent ``msg``: forward it; return how many links took it and the groups
-        placed here (``local``: members per local group for it)."""
+    def forward_local(
+        self, msg: Message, local: Mapping[str, int], seq: int = 0
+    ) -> tuple[int, tuple[str, ...]]:
+        """A local pod sent ``msg`` (numbered ``seq``): forward it; return how many links took
+        it and the groups placed here (``local``: members per local group for it)."""
         router = self.router
         targets = router.from_local(msg)
         if msg.reply_to or not router.has_groups(msg.type):
-            n = 0
-            for link in targets:
-                if link.enqueue(msg):
-                    n += 1
-            return n, tuple(local)
+            return self._send_to(targets, msg, seq), tuple(local)
         placement = router.place(msg, None, local)
-        return self._send_placed(msg, targets, placement), placement.local
+        return self._send_placed(msg, targets, placement, seq), placement.local
 
     def reply_wait_started(self, request_uuid: str, msg_type: str) -> None:
         """A local pod waits for replies: track the links that could answer, so the wait fails
@@ -664,6 +783,8 @@ class Hub:
             dropped_duplicate=self.router.duplicates,
             dropped_no_route=self.router.dropped_no_route,
             dropped_no_member=self.router.unplaced,
+            lost_by_origin=dict(self.resumption.lost),
+            resent=self.resumption.resent,
         )
 
     def peer_infos(self) -> list[PeerInfo]:
@@ -681,7 +802,7 @@ def _preferred(new: PeerLink, old: PeerLink) -> bool:
     return True
 
 
-_LEAF_REQUESTS = frozenset((WAITING_TYPE, REPLAY_TYPE))
+_CONTROL_TYPES = frozenset((WAITING_TYPE, REPLAY_TYPE, RESUME_TYPE, RESUME_END_TYPE))
 
 # Transports by speed on a LAN: raw TCP, then WebSocket, then HTTP (DESIGN.md section 5).
 _SCHEME_RANK = {"tcp": 0, "tls": 0, "ws": 1, "wss": 1, "http": 2, "https": 2}

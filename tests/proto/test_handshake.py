@@ -9,6 +9,7 @@ import pytest
 
 from gravpy.errors import HandshakeRejectedError, UsageError
 from gravpy.proto import (
+    PROTOCOL_VERSION,
     REASON_DEADLINE,
     REASON_DUPLICATE,
     REASON_MESH,
@@ -100,7 +101,7 @@ def test_reject_version() -> None:
     """A HELLO of another protocol version is refused with "version"."""
     pair = link()
     pair.b.data_to_send()  # replace b's HELLO with one from the future
-    future = Hello("node-b", "peer", "*", "", b"n" * 16, keyed=False, version=3)
+    future = Hello("node-b", "peer", "*", "", b"n" * 16, keyed=False, version=PROTOCOL_VERSION + 1)
     events = pair.a.receive_frame(encode_frame(future), START)
     assert [(e.reason, e.by_remote) for e in rejections(events)] == [(REASON_VERSION, False)]
     pair.pump()
@@ -116,7 +117,7 @@ def test_reject_version_1_peer_that_knows_no_groups() -> None:
     refused = rejections(events)
     assert [e.reason for e in refused] == [REASON_VERSION]
     assert "version 1" in refused[0].detail
-    assert "speaks 2" in refused[0].detail
+    assert f"speaks {PROTOCOL_VERSION}" in refused[0].detail
     pair.pump()
     assert [e.reason for e in rejections(pair.events_b)] == [REASON_VERSION]
 
