@@ -7,8 +7,9 @@ saw (``sequenced_after``); the buffer is the window such a resend can reach back
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from gravpy.errors import UsageError
 from gravpy.message import Message
@@ -22,28 +23,85 @@ class MsgBuffer:
     Each entry may carry an opaque ``origin`` tag (the bus records which pod sent it, so a replaying pod
     never receives its own messages). Pushing past the limit evicts the oldest entry; ``evicted`` counts
     how many were, so nothing leaves the buffer without a count.
+
+    ``max_bytes`` (of message data) and ``max_age`` (seconds since it was pushed, by ``clock``)
+    bound it further when above 0; the oldest entries go first whichever bound is reached.
     """
 
-    __slots__ = ("_items", "evicted", "limit")
+    __slots__ = (
+        "_bytes",
+        "_clock",
+        "_items",
+        "_pushed_at",
+        "evicted",
+        "limit",
+        "max_age",
+        "max_bytes",
+    )
 
-    def __init__(self, limit: int = 128) -> None:
+    def __init__(
+        self,
+        limit: int = 128,
+        *,
+        max_bytes: int = 0,
+        max_age: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if not isinstance(limit, int) or limit < 0:
             raise UsageError(f"MsgBuffer limit must be an int >= 0, got {limit!r}")
+        if not isinstance(max_bytes, int) or max_bytes < 0 or not max_age >= 0:
+            raise UsageError("MsgBuffer max_bytes must be an int >= 0 and max_age a number >= 0")
         self.limit = limit
+        self.max_bytes = max_bytes
+        self.max_age = max_age
         self.evicted = 0
-        self._items: deque[tuple[Message, object, int]] = deque(maxlen=limit)
+        self._clock = clock
+        self._bytes = 0
+        self._items: deque[tuple[Message, object, int]] = deque()
+        self._pushed_at: deque[float] = deque()
 
-    def push(self, msg: Message, origin: object = None, seq: int = 0) -> None:
-        """Add a message (``seq``: its origin sequence here, 0 if none), evicting the oldest one
-        if the buffer is full."""
-        if len(self._items) == self.limit:
-            if self.limit == 0:
-                return
-            self.evicted += 1
+    def push(self, msg: Message, origin: object = None, seq: int = 0, at: float = 0.0) -> None:
+        """Add a message (``seq``: its origin sequence here, 0 if none; ``at``: when it was
+        pushed, now if 0), evicting the oldest ones past the bounds."""
+        if self.limit == 0:
+            return
         self._items.append((msg, origin, seq))
+        self._pushed_at.append(at or self._clock())
+        self._bytes += len(msg.data)
+        self._trim()
+
+    def _trim(self) -> None:
+        items = self._items
+        while len(items) > self.limit or (self.max_bytes and self._bytes > self.max_bytes):
+            self._evict()
+        if self.max_age and items:
+            oldest = self._clock() - self.max_age
+            while items and self._pushed_at[0] < oldest:
+                self._evict()
+
+    def _evict(self) -> None:
+        msg = self._items.popleft()[0]
+        self._pushed_at.popleft()
+        self._bytes -= len(msg.data)
+        self.evicted += 1
+
+    def expire(self) -> None:
+        """Evict what is older than ``max_age`` now (pushes do it too)."""
+        self._trim()
+
+    @property
+    def size_bytes(self) -> int:
+        """The data bytes the buffer holds."""
+        return self._bytes
+
+    def pushed_at(self) -> list[float]:
+        """When each entry was pushed, oldest first (the durable store keeps it)."""
+        return list(self._pushed_at)
 
     def entries(self) -> list[tuple[Message, object]]:
         """A snapshot of ``(message, origin)`` pairs, oldest first."""
+        if self.max_age:
+            self._trim()
         return [(m, o) for m, o, _ in self._items]
 
     def sequenced_after(self, after: int) -> tuple[list[tuple[int, Message]], int]:

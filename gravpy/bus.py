@@ -119,6 +119,7 @@ class Bus:
         max_attempts: int = 16,
         unclaimed_replies: int = 1024,
         stall_step: float = 0.25,
+        buffer: MsgBuffer | None = None,
     ) -> None:
         for name, value in (
             ("inbox_limit", inbox_limit),
@@ -128,9 +129,9 @@ class Bus:
         ):
             if not isinstance(value, int) or value < 1:
                 raise UsageError(f"{name} must be an int >= 1, got {value!r}")
-        if inbox_limit < buffer_size:
+        self.buffer = MsgBuffer(buffer_size) if buffer is None else buffer
+        if inbox_limit < self.buffer.limit:
             raise UsageError("inbox_limit must be at least buffer_size, or a replay would overflow")
-        self.buffer = MsgBuffer(buffer_size)
         self.inbox_limit = inbox_limit
         self.overflow = Overflow(overflow)
         self.failure_limit = failure_limit

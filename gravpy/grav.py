@@ -23,7 +23,7 @@ class Grav:
     """A message bus node. ``async with Grav() as g: pod = g.connect()``.
 
     In-process options: ``buffer_size`` is the replay buffer (what a ``connect_with_replay`` pod
-    first receives); ``inbox_limit`` and ``overflow`` bound each pod's inbox and say what a full one
+    first receives; ``buffer`` gives one ready-made instead, such as gravd's durable one); ``inbox_limit`` and ``overflow`` bound each pod's inbox and say what a full one
     does; ``failure_limit`` is how many pending handler failures disconnect a pod (Grav's 64).
 
     Mesh options: ``transport`` (one or several) listens for and dials other nodes; ``discovery``
@@ -53,6 +53,7 @@ class Grav:
         attach_to: str | None = None,
         attach_timeout: float = 5.0,
         ssl: SslOption = None,
+        buffer: MsgBuffer | None = None,
     ) -> None:
         self.node_uuid = node_uuid or str(uuidlib.uuid4())
         self.bus = Bus(
@@ -60,6 +61,7 @@ class Grav:
             inbox_limit=inbox_limit,
             overflow=Overflow(overflow),
             failure_limit=failure_limit,
+            buffer=buffer,
         )
         transports = [] if transport is None else _as_list(transport)
         for each in transports:

@@ -90,3 +90,38 @@ def test_repr_shows_limit_and_length() -> None:
     buf = MsgBuffer(5)
     buf.push(Message.new())
     assert repr(buf) == "MsgBuffer(limit=5, len=1)"
+
+
+def test_buffer_bounded_by_bytes_evicts_the_oldest_and_counts_them() -> None:
+    """Past max_bytes of data the oldest entries leave, counted, until the rest fits."""
+    buf = MsgBuffer(100, max_bytes=10)
+    msgs = [Message.new("a.b", bytes(4)) for _ in range(4)]
+    for msg in msgs:
+        buf.push(msg)
+    assert list(buf) == msgs[2:]
+    assert buf.size_bytes == 8
+    assert buf.evicted == 2
+
+
+def test_buffer_bounded_by_age_evicts_what_is_older_than_max_age() -> None:
+    """Entries pushed more than max_age ago leave the buffer, at a push or on expire()."""
+    now = [1000.0]
+    buf = MsgBuffer(100, max_age=5.0, clock=lambda: now[0])
+    old, new = Message.new("a.b", b"1"), Message.new("a.b", b"2")
+    buf.push(old)
+    now[0] += 3
+    buf.push(new)
+    now[0] += 3
+    buf.expire()
+    assert list(buf) == [new]
+    assert buf.evicted == 1
+
+
+def test_buffer_keeps_origin_sequence_numbers_for_a_resend() -> None:
+    """sequenced_after gives the numbered entries above a number, and the oldest number held."""
+    buf = MsgBuffer(3)
+    msgs = [Message.new("a.b", bytes([i])) for i in range(4)]
+    for i, msg in enumerate(msgs, start=1):
+        buf.push(msg, None, i)
+    assert buf.sequenced_after(2) == ([(3, msgs[2]), (4, msgs[3])], 2)
+    assert buf.last_seq() == 4

@@ -76,6 +76,9 @@ class DaemonConfig:
     mesh_key: bytes | None = field(default=None, repr=False)
     data_dir: Path = field(default_factory=default_data_dir)
     buffer_size: int = 4096
+    buffer_bytes: int = 64 * 1024 * 1024
+    buffer_age: float = 3600.0
+    buffer_durable: bool = True
     log_format: str = "auto"
     log_level: str = "info"
     loop: str = "auto"
@@ -127,6 +130,9 @@ class DaemonConfig:
             "mesh_key_file": str(self.mesh_key_file) if self.mesh_key_file else None,
             "data_dir": str(self.data_dir),
             "buffer_size": self.buffer_size,
+            "buffer_bytes": self.buffer_bytes,
+            "buffer_age": self.buffer_age,
+            "buffer_durable": self.buffer_durable,
             "log_format": self.log_format,
             "log_level": self.log_level,
             "loop": self.loop,

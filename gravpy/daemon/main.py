@@ -36,6 +36,7 @@ import structlog
 
 import gravpy
 from discovery.static import StaticDiscovery
+from gravpy.buffer import MsgBuffer
 from gravpy.daemon import loop as event_loop
 from gravpy.daemon.config import (
     SETTINGS,
@@ -48,6 +49,7 @@ from gravpy.daemon.config import (
 from gravpy.daemon.events_node import DaemonEvents
 from gravpy.daemon.logging import configure_logging
 from gravpy.daemon.monitor import Monitor, NodeStatus
+from gravpy.daemon.replay_store import DurableBuffer, ReplayStore, ReplayStoreError
 from gravpy.errors import GravError
 from gravpy.events import EventStoreError
 from gravpy.grav import Grav
@@ -164,7 +166,7 @@ def build_node(config: DaemonConfig) -> Grav:
         discovery=discovery,
         belongs_to=config.mesh,
         mesh_key=config.mesh_key,
-        buffer_size=config.buffer_size,
+        buffer=_replay_buffer(config),
         inbox_limit=max(10_000, config.buffer_size),
         hub_config=HubConfig(
             drain_timeout=config.drain_timeout,
@@ -175,10 +177,44 @@ def build_node(config: DaemonConfig) -> Grav:
     )
 
 
+def _replay_buffer(config: DaemonConfig) -> MsgBuffer:
+    """The replay buffer: in ``replay.sqlite3`` (gravpy.daemon.replay_store) unless turned off."""
+    kind = DurableBuffer if config.buffer_durable else MsgBuffer
+    return kind(config.buffer_size, max_bytes=config.buffer_bytes, max_age=config.buffer_age)
+
+
+async def _open_replay(grav: Grav, config: DaemonConfig, log: Any) -> ReplayStore | None:
+    """Restore the durable replay buffer before the node links to anything; raises
+    ``ReplayStoreError`` if the data dir cannot hold it (a corrupt file is set aside)."""
+    buffer = grav.bus.buffer
+    if not isinstance(buffer, DurableBuffer):
+        return None
+    store = await ReplayStore.open(config.data_dir, buffer)
+    if store.set_aside is not None:
+        log.warning("replay_store_set_aside", path=str(store.path), moved_to=str(store.set_aside))
+    log.info(
+        "replay_restored", path=str(store.path), messages=len(buffer), skipped=store.skipped_rows
+    )
+    return store
+
+
 async def serve(config: DaemonConfig) -> int:
     """Run a node until SIGTERM/SIGINT; return the exit code."""
     grav = build_node(config)
     log: Any = structlog.get_logger("gravd").bind(node=grav.node_uuid)
+    try:
+        replay = await _open_replay(grav, config, log)
+    except ReplayStoreError as exc:
+        log.error("start_failed", data_dir=str(config.data_dir), error=str(exc))
+        return EXIT_FAILURE
+    try:
+        return await _serve(grav, config, log)
+    finally:
+        if replay is not None:
+            await replay.close()
+
+
+async def _serve(grav: Grav, config: DaemonConfig, log: Any) -> int:
     shutdown = _Shutdown(log)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -407,6 +407,28 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         _parse_count,
     ),
     Setting(
+        "buffer_bytes",
+        "--buffer-bytes",
+        "BYTES",
+        "at most this much message data in the replay buffer; 0: no bound (default 67108864)",
+        _parse_count,
+    ),
+    Setting(
+        "buffer_age",
+        "--buffer-age",
+        "SECONDS",
+        "messages older than this leave the replay buffer; 0: no bound (default 3600)",
+        _parse_seconds,
+    ),
+    Setting(
+        "buffer_durable",
+        "--buffer-durable",
+        "on|off",
+        "keep the replay buffer in replay.sqlite3 in the data dir, so a restarted gravd still "
+        "replays it (default on)",
+        _parse_switch,
+    ),
+    Setting(
         "log_format",
         "--log-format",
         "FORMAT",
