@@ -527,6 +527,7 @@ class Hub:
         for event in events:
             if isinstance(event, InterestsReceived):
                 peer.set_interests(event.patterns, event.groups)
+                self._forget_absent(peer.uuid)  # back, and said what it wants: no gap for leaves
                 self._log.debug("peer_interests", peer=peer.uuid, patterns=list(event.patterns))
                 self.interests_changed()  # what others can reach through us changed too
                 self._notify()
@@ -594,7 +595,6 @@ class Hub:
             transport=peer.link.transport,
         )
         peer.mark_open()
-        self._forget_absent(peer.uuid)
         self._dialer.node_linked(peer)
         self._advertise(peer)
         if peer.is_peer and self.local.role == ROLE_PEER:
