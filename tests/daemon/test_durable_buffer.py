@@ -11,10 +11,16 @@ from pathlib import Path
 import gravpy
 from gravpy import Message
 from gravpy.daemon.replay_store import REPLAY_FILE
+from gravpy.mesh import PeerInfo
 
 from .harness import running_gravd
 
 GUARD = 30.0 * float(os.environ.get("GRAVPY_TEST_SCALE", "1"))  # a hang guard, not a timing
+
+
+def _wants(peers: list[PeerInfo], msg_type: str) -> bool:
+    """True if the node behind a leaf said it wants ``msg_type`` (the leaf will send it)."""
+    return any(msg_type in p.interests for p in peers)
 
 
 async def _replayed(endpoint: str, count: int) -> list[int]:
@@ -39,7 +45,7 @@ async def test_a_restarted_gravd_still_replays_its_buffer() -> None:
             gravpy.connect(node.endpoint) as publisher,
         ):
             watcher.connect().on_type("dur.x", lambda m: None)
-            await node.wait_interest("dur.x")
+            await publisher.wait_for(lambda ps: _wants(ps, "dur.x"), GUARD)
             sender = publisher.connect()
             for i in range(50):
                 await sender.publish(Message.new("dur.x", i.to_bytes(4, "big")))
@@ -69,7 +75,7 @@ async def test_a_corrupt_replay_file_is_set_aside_and_gravd_serves() -> None:
             assert await asyncio.to_thread(moved.read_bytes) == b"this is not a database\n" * 100
             got: asyncio.Queue[Message] = asyncio.Queue(maxsize=10)
             receiver.connect().on_type("after.corrupt", got.put_nowait)
-            await node.wait_interest("after.corrupt")
+            await sender.wait_for(lambda ps: _wants(ps, "after.corrupt"), GUARD)
             sender.connect().send(Message.new("after.corrupt", b"ok"))
             async with asyncio.timeout(GUARD):
                 assert (await got.get()).data == b"ok"

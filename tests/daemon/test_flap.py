@@ -49,7 +49,7 @@ async def test_a_receiver_loses_nothing_when_its_link_to_the_origin_is_cut_mid_s
             async with receiver, gravpy.connect(origin.endpoint) as app:
                 receiver.connect().on_type("flap.x", keep)
                 await receiver.connect_endpoint(f"ws://127.0.0.1:{port}{target.path}")
-                await origin.wait_interest("flap.x")
+                await app.wait_for(lambda ps: any("flap.x" in p.interests for p in ps), GUARD)
                 sender = app.connect()
 
                 async def stream() -> None:

@@ -27,7 +27,7 @@ async def test_a_leaf_replays_gravds_buffer_then_the_live_stream_without_gap_or_
         gravpy.connect(node.endpoint) as app,
     ):
         watcher.connect().on_type("rp.x", lambda m: None)  # gravd relays rp.x, so it buffers it
-        await node.wait_interest("rp.x")
+        await publisher.wait_for(lambda ps: any("rp.x" in p.interests for p in ps), GUARD)
         sender = publisher.connect()
         for i in range(100):
             await sender.publish(Message.new("rp.x", i.to_bytes(4, "big")))
@@ -62,7 +62,7 @@ async def test_a_leaf_replay_gets_only_the_types_the_pod_admits() -> None:
         gravpy.connect(node.endpoint) as app,
     ):
         watcher.connect().on_type("kind.>", lambda m: None)
-        await node.wait_interest("kind.>")
+        await publisher.wait_for(lambda ps: any("kind.>" in p.interests for p in ps), GUARD)
         sender = publisher.connect()
         for i in range(20):
             await sender.publish(Message.new("kind.a" if i % 2 else "kind.b", i.to_bytes(4, "big")))
