@@ -181,7 +181,8 @@ async def flap_once() -> FlapRun:
 
 async def throughput(durable: bool, messages: int) -> float:
     """Messages/s from an app on gravd A to an app on gravd B."""
-    switch = ("--buffer-durable", "on" if durable else "off")
+    # an older gravd (PYTHONPATH, "before") has no such flag: both modes then run it as it is
+    switch = ("--buffer-durable", "on" if durable else "off") if _supports_buffer_size() else ()
     with tempfile.TemporaryDirectory() as da, tempfile.TemporaryDirectory() as db:
         async with (
             _gravd("--data-dir", db, *switch) as b,
