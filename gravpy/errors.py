@@ -5,6 +5,7 @@
     GravError
     ├── MsgNotWanted            raised *by your* wait function: "not this one, keep waiting"
     ├── WaitTimeout             a wait ran past its timeout (also a TimeoutError)
+    │   └── RequestTimeout      a Messenger request got no reply in time
     ├── NoResponders            a request whose type no pod anywhere admits
     ├── NoReceipt               no receipt could be issued
     │   └── PodDisconnected     the pod is closed; ``reason`` says why
@@ -15,7 +16,12 @@
     ├── HandshakeRejectedError  a link was refused; ``reason`` and ``peer`` say which and why
     │   └── NodeUUIDMismatch    the peer is not the node discovery reported
     ├── LinkClosedError         the link to a peer closed while something depended on it
-    └── TransportError          a transport plugin failed (dial, listen); ``__cause__`` keeps the library's error
+    ├── TransportError          a transport plugin failed (dial, listen); ``__cause__`` keeps the library's error
+    └── MessengerError          a Messenger (``gravpy.messenger``) failed
+        ├── MessengerClosed             the messenger is closed (by its owner or its backend)
+        ├── StreamSubscriptionFailed    a stream or serve subscription could not be made
+        ├── PublishFailed               a publish (or a request's send) did not leave
+        └── RequestFailed               the server's handler raised; ``reason`` is its text
 
 Names follow Grav where Grav's names are the API (``WaitTimeout``, ``MsgNotWanted``, ``NoReceipt``,
 ``NoResponders``, ``PodDisconnected``); the rest carry the ``Error`` suffix.
@@ -29,12 +35,18 @@ __all__ = [
     "HandshakeRejectedError",
     "LinkClosedError",
     "MessageError",
+    "MessengerClosed",
+    "MessengerError",
     "MsgNotWanted",
     "NoReceipt",
     "NoResponders",
     "NodeUUIDMismatch",
     "PodDisconnected",
     "ProtocolError",
+    "PublishFailed",
+    "RequestFailed",
+    "RequestTimeout",
+    "StreamSubscriptionFailed",
     "TransportError",
     "UsageError",
     "WaitTimeout",
@@ -131,3 +143,37 @@ class LinkClosedError(GravError):
 
 class TransportError(GravError):
     """A transport plugin failed to dial or listen; ``__cause__`` holds the library's exception."""
+
+
+class RequestTimeout(WaitTimeout):
+    """A ``Messenger.request`` got no reply within its timeout (also a ``WaitTimeout``)."""
+
+    def __init__(self, subject: str, timeout: float) -> None:
+        super().__init__(f"no reply to a request on {subject!r} within {timeout} s")
+        self.subject = subject
+        self.timeout = timeout
+
+
+class MessengerError(GravError):
+    """The root of the errors a ``gravpy.messenger`` backend raises (besides the core's)."""
+
+
+class MessengerClosed(MessengerError):
+    """The messenger is closed: ``close()`` was called, or its backend closed for good."""
+
+
+class StreamSubscriptionFailed(MessengerError):
+    """A ``stream`` or ``serve`` subscription could not be made; ``__cause__`` says why."""
+
+
+class PublishFailed(MessengerError):
+    """A message did not leave (for NATS: disconnected with the reconnect buffer full)."""
+
+
+class RequestFailed(MessengerError):
+    """The server's handler raised; ``reason`` is the text of its exception."""
+
+    def __init__(self, subject: str, reason: str) -> None:
+        super().__init__(f"the server of {subject!r} failed: {reason}")
+        self.subject = subject
+        self.reason = reason

@@ -1,0 +1,161 @@
+"""``GravMessenger``: the messenger over gravpy's own mesh (a node, or a leaf attached to gravd).
+
+Theory of operation. A subject is a gravpy message type. The messenger holds one *sender* pod for
+``publish`` and ``request``, and one pod per subscription, since a pod never receives its own
+messages but its siblings do:
+
+- ``stream``: a pod admitting the pattern (``on_type``) whose synchronous handler offers each
+  message's data to the caller's queue (``StreamSink``). Replies travelling on the same type are
+  skipped.
+- ``serve``: a pod admitting the pattern, in the group ``<group_prefix>:<pattern>``, so that each
+  request reaches exactly one server anywhere on the mesh (issue 11's ``on_type(..., group=)``).
+  Its handler answers with ``reply_to`` set; a handler error travels back in the reply's
+  ``messenger-error`` header and ``request`` raises ``RequestFailed`` with it.
+- ``request``: ``send`` plus ``receipt.wait_until``, so no responders anywhere fails at once with
+  ``NoResponders`` and a fast reply is never lost.
+
+A core without pod groups (before issue 11) still works with one server per subject; with several,
+each would answer (the first reply wins), so the messenger logs ``pod_groups_missing`` once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import gravpy
+from gravpy.errors import (
+    MessengerClosed,
+    PodDisconnected,
+    RequestFailed,
+    RequestTimeout,
+    StreamSubscriptionFailed,
+    WaitTimeout,
+)
+from gravpy.filter import Pattern
+from gravpy.grav import Grav
+from gravpy.message import Message
+from gravpy.messenger.base import Handler, MessengerBase, ServeCounters, StreamSink, run_handler
+from gravpy.pod import Pod
+
+__all__ = ["ERROR_HEADER", "GROUPS_AVAILABLE", "GravMessenger"]
+
+ERROR_HEADER = "messenger-error"
+GROUPS_AVAILABLE = "group" in inspect.signature(Pod.on_type).parameters
+"""True once the core has pod groups (deliver-to-one); see the module docstring."""
+
+_log = logging.getLogger("gravpy.messenger.grav")
+
+
+class GravMessenger(MessengerBase):
+    """A messenger on a ``Grav`` node or leaf.
+
+    ``GravMessenger(grav)`` wraps a started ``Grav`` you own (``close()`` leaves it running);
+    ``await GravMessenger.connect(url)`` (or ``open_messenger("ws://...")``) attaches a leaf to the
+    gravd at ``url`` and stops it on ``close()``. ``inbox_limit`` bounds each subscription pod's
+    inbox (its drops count in the subscription's statistics).
+    """
+
+    name = "grav"
+
+    def __init__(
+        self,
+        grav: Grav,
+        *,
+        owns_grav: bool = False,
+        group_prefix: str = "messenger",
+        inbox_limit: int = 10_000,
+    ) -> None:
+        super().__init__()
+        self.grav = grav
+        self._owns_grav = owns_grav
+        self._group_prefix = group_prefix
+        self._inbox_limit = inbox_limit
+        self._sender = grav.connect()
+        self._warned = False
+
+    @classmethod
+    async def connect(cls, url: str, *, timeout: float = 5.0, **options: Any) -> GravMessenger:
+        """A messenger on a new leaf attached to the gravd at ``url`` (``gravpy.connect``)."""
+        grav = gravpy.connect(url, timeout=timeout, **options)
+        await grav.start()
+        return cls(grav, owns_grav=True)
+
+    async def _publish(self, subject: str, data: bytes) -> None:
+        try:
+            await self._sender.publish(Message.new(subject, data))
+        except PodDisconnected as exc:
+            raise MessengerClosed(f"the grav node closed: {exc.reason}") from exc
+
+    async def _stream(self, sink: StreamSink) -> Callable[[], Awaitable[None]]:
+        def deliver(msg: Message) -> None:
+            if not msg.reply_to:
+                sink.offer(msg.data)
+
+        pod = self._pod()
+        sink.upstream_dropped = lambda: pod.statistics().dropped_overflow
+        pod.on_type(sink.pattern.text, deliver)
+        return _disconnector(pod)
+
+    async def _serve(
+        self, pattern: Pattern, handler: Handler, counters: ServeCounters
+    ) -> Callable[[], Awaitable[None]]:
+        pod = self._pod()
+
+        async def answer(msg: Message) -> None:
+            if msg.reply_to:
+                return  # a reply to someone's request, travelling on the same type
+            data, error = await run_handler(handler, msg.data, counters)
+            reply = Message.new(msg.type, data, headers={ERROR_HEADER: error} if error else None)
+            if not pod.closed:
+                pod.reply_to(msg, reply)
+
+        if GROUPS_AVAILABLE:
+            group = f"{self._group_prefix}:{pattern.text}"
+            cast(Any, pod).on_type(pattern.text, answer, group=group)
+        else:
+            self._warn_no_groups()
+            pod.on_type(pattern.text, answer)
+        return _disconnector(pod)
+
+    async def _request(self, subject: str, data: bytes, timeout: float) -> bytes:
+        try:
+            receipt = self._sender.send(Message.new(subject, data))
+            reply = await receipt.wait_until(timeout)
+        except WaitTimeout:
+            raise RequestTimeout(subject, timeout) from None
+        except PodDisconnected as exc:
+            raise MessengerClosed(f"the grav node closed: {exc.reason}") from exc
+        assert isinstance(reply, Message)
+        error = (reply.headers or {}).get(ERROR_HEADER)
+        if error is not None:
+            raise RequestFailed(subject, error)
+        return reply.data
+
+    async def _shutdown(self) -> None:
+        self._sender.disconnect()
+        if self._owns_grav:
+            await self.grav.stop()
+
+    def _pod(self) -> Pod:
+        try:
+            return self.grav.connect(inbox_limit=self._inbox_limit)
+        except PodDisconnected as exc:
+            raise StreamSubscriptionFailed(f"the grav node closed: {exc.reason}") from exc
+
+    def _warn_no_groups(self) -> None:
+        if not self._warned:
+            self._warned = True
+            _log.warning(
+                "pod_groups_missing: this gravpy core has no pod groups; with several servers "
+                "on one subject each would answer"
+            )
+
+
+def _disconnector(pod: Pod) -> Callable[[], Awaitable[None]]:
+    async def stop() -> None:
+        pod.disconnect()
+
+    return stop

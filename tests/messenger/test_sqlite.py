@@ -1,0 +1,67 @@
+"""SQLiteMessenger on a real file: conformance, retention, a caller's connection."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sqlite3
+from pathlib import Path
+
+from gravpy.messenger import Messenger, SQLiteMessenger, open_messenger
+from gravpy.testing import check_messenger
+
+
+async def test_sqlite_messenger_passes_the_conformance_check(tmp_path: Path) -> None:
+    """The SQLite backend passes check_messenger, with RequestTimeout for no server."""
+    numbers = itertools.count()
+
+    async def factory() -> Messenger:
+        return await open_messenger(f"sqlite://{tmp_path}/bus{next(numbers)}.db")
+
+    await check_messenger(factory, no_responders=False)
+
+
+async def test_the_database_is_in_wal_mode_with_the_three_tables(tmp_path: Path) -> None:
+    """Opening creates bus_events, bus_requests and bus_replies and switches the file to WAL."""
+    path = tmp_path / "bus.db"
+    async with await SQLiteMessenger.open(str(path)):
+        pass
+    with sqlite3.connect(path) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    conn.close()
+    assert {"bus_events", "bus_requests", "bus_replies"} <= tables
+    assert mode == "wal"
+
+
+async def test_retention_keeps_only_the_newest_rows(tmp_path: Path) -> None:
+    """With retention_rows=10, pruning leaves the 10 newest events of 50."""
+    async with await SQLiteMessenger.open(
+        str(tmp_path / "bus.db"), retention_rows=10, prune_interval=3600
+    ) as m:
+        for i in range(50):
+            await m.publish("kept.events", b"%d" % i)
+        await m.prune()
+        assert (await m.table_counts())["bus_events"] == 10
+
+
+async def test_a_stream_only_sees_events_from_its_subscription_on(tmp_path: Path) -> None:
+    """Events committed before stream() are not delivered; later ones are."""
+    async with await SQLiteMessenger.open(str(tmp_path / "bus.db")) as m:
+        await m.publish("late.events", b"old")
+        q: asyncio.Queue[bytes] = asyncio.Queue()
+        await m.stream("late.events", q)
+        await m.publish("late.events", b"new")
+        assert await q.get() == b"new"
+        assert q.empty()
+
+
+async def test_a_callers_connection_is_used_and_not_closed(tmp_path: Path) -> None:
+    """close() leaves a caller-provided connection open and usable."""
+    conn = sqlite3.connect(tmp_path / "bus.db", check_same_thread=False)
+    try:
+        async with await SQLiteMessenger.open(connection=conn) as m:
+            await m.publish("own.conn", b"x")
+        assert conn.execute("SELECT count(*) FROM bus_events").fetchone()[0] == 1
+    finally:
+        conn.close()
