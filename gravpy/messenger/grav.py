@@ -37,7 +37,14 @@ from gravpy.errors import (
 from gravpy.filter import Pattern
 from gravpy.grav import Grav
 from gravpy.message import Message
-from gravpy.messenger.base import Handler, MessengerBase, ServeCounters, StreamSink, run_handler
+from gravpy.messenger.base import (
+    Handler,
+    MessengerBase,
+    ServeCounters,
+    StreamSink,
+    check_subject,
+    run_handler,
+)
 from gravpy.pod import Pod
 
 __all__ = ["ERROR_HEADER", "GROUPS_AVAILABLE", "GravMessenger"]
@@ -82,6 +89,21 @@ class GravMessenger(MessengerBase):
         grav = gravpy.connect(url, timeout=timeout, **options)
         await grav.start()
         return cls(grav, owns_grav=True)
+
+    async def wait_interest(self, subject: str, timeout: float | None = None) -> None:
+        """Wait until a linked node wants ``subject`` (a stream or server somewhere reaches it).
+
+        On the mesh a subscription becomes known to other nodes a moment after it is made; what
+        is published before that reaches nobody, as with NATS before a subscription arrives.
+        Raises ``WaitTimeout`` after ``timeout`` seconds.
+        """
+        check_subject(subject)
+        await self.grav.wait_for(
+            lambda peers: any(
+                Pattern(p).matches(subject) for peer in peers for p in peer.interests
+            ),
+            timeout,
+        )
 
     async def _publish(self, subject: str, data: bytes) -> None:
         try:

@@ -256,7 +256,7 @@ class SQLiteMessenger(MessengerBase):
 
     async def _run_pump(self) -> None:
         loop = asyncio.get_running_loop()
-        next_prune = loop.time()
+        next_prune = loop.time() + self._prune_interval
         while True:
             busy = False
             try:

@@ -65,3 +65,15 @@ async def test_a_callers_connection_is_used_and_not_closed(tmp_path: Path) -> No
         assert conn.execute("SELECT count(*) FROM bus_events").fetchone()[0] == 1
     finally:
         conn.close()
+
+
+async def test_retention_by_age_removes_old_events(tmp_path: Path) -> None:
+    """With a retention age shorter than the events' age, pruning removes them all."""
+    async with await SQLiteMessenger.open(
+        str(tmp_path / "bus.db"), retention_rows=None, retention_seconds=1e-6, prune_interval=3600
+    ) as m:
+        for i in range(5):
+            await m.publish("aged.events", b"%d" % i)
+        assert (await m.table_counts())["bus_events"] == 5
+        await m.prune()
+        assert (await m.table_counts())["bus_events"] == 0
