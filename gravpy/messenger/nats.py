@@ -112,8 +112,11 @@ class NatsMessenger(MessengerBase):
         return messenger
 
     async def _publish(self, subject: str, data: bytes) -> None:
-        with _translated(f"publish to {subject!r}", PublishFailed):
+        try:  # the hot path: no context manager here, the same translation on failure
             await self.nc.publish(subject, data)
+        except (nats.errors.Error, OSError) as exc:
+            with _translated(f"publish to {subject!r}", PublishFailed):
+                raise exc
 
     async def _stream(self, sink: StreamSink) -> Callable[[], Awaitable[None]]:
         async def deliver(msg: Msg) -> None:
