@@ -16,8 +16,11 @@ idle and at once again while there is work:
 - each ``serve`` has a worker task that claims one request at a time (``Store.claim``: exactly one
   server of all processes wins each), runs the handler and writes the reply.
 
-Writes by this messenger wake its own pump and servers at once, so within one process nothing waits
-for the poll. Requests carry a deadline; servers skip expired ones. With no server at all, a request
+``publish`` queues the event in a bounded ``Outbox`` and returns (as nats-py's client buffer does);
+one writer task commits what gathered in one transaction per batch, in order, retrying a failed
+write, so a publisher is not held to one thread hop per event. ``flush()`` waits for the commit;
+``close()`` flushes first. Writes by this messenger wake its own pump and servers at once, so within
+one process nothing waits for the poll. Requests carry a deadline; servers skip expired ones. With no server at all, a request
 ends in ``RequestTimeout``: SQLite cannot know that nobody is serving. Old rows are deleted by the
 pump at most every ``prune_interval`` seconds (``Retention``). A caller-provided connection (opened
 with ``check_same_thread=False``) is used as is and not closed by ``close()``.
@@ -45,6 +48,7 @@ from gravpy.errors import (
 )
 from gravpy.filter import Pattern
 from gravpy.messenger.base import Handler, MessengerBase, ServeCounters, StreamSink, run_handler
+from gravpy.messenger.sqlite_outbox import Outbox
 from gravpy.messenger.sqlite_store import Retention, Store
 
 __all__ = ["Retention", "SQLiteMessenger"]
@@ -86,6 +90,8 @@ class SQLiteMessenger(MessengerBase):
         poll_interval: float,
         retention: Retention,
         prune_interval: float,
+        outbox_limit: int = 10_000,
+        stall_timeout: float = 10.0,
     ) -> None:
         super().__init__()
         self._store = store
@@ -100,6 +106,11 @@ class SQLiteMessenger(MessengerBase):
         self._events = _Signal()  # new events or replies to look for
         self._requests = _Signal()  # new requests to claim
         self._workers: set[asyncio.Task[None]] = set()
+        self._outbox = Outbox(self._write_events, limit=outbox_limit, stall_timeout=stall_timeout)
+        self._stall_timeout = stall_timeout
+        self._writer = asyncio.create_task(
+            self._outbox.run(self._events.notify), name="messenger-sqlite-writer"
+        )
         self._pump = asyncio.create_task(self._run_pump(), name="messenger-sqlite-pump")
 
     @classmethod
@@ -113,6 +124,7 @@ class SQLiteMessenger(MessengerBase):
         retention_seconds: float | None = 3600.0,
         prune_interval: float = 1.0,
         busy_timeout: float = 5.0,
+        outbox_limit: int = 10_000,
     ) -> SQLiteMessenger:
         """Open (creating when missing) the bus at ``path``, or on a caller's ``connection``.
 
@@ -148,6 +160,8 @@ class SQLiteMessenger(MessengerBase):
             poll_interval=poll_interval,
             retention=retention,
             prune_interval=prune_interval,
+            outbox_limit=outbox_limit,
+            stall_timeout=2 * busy_timeout,
         )
 
     async def _db(self, fn: Callable[..., _T], *args: Any) -> _T:
@@ -156,13 +170,18 @@ class SQLiteMessenger(MessengerBase):
     # -- publish and stream ----------------------------------------------------------------------
 
     async def _publish(self, subject: str, data: bytes) -> None:
-        try:
-            await self._db(self._store.publish, subject, data)
-        except sqlite3.Error as exc:
-            raise PublishFailed(f"could not write the event: {exc}") from exc
-        self._events.notify()
+        await self._outbox.put(subject, data)
+
+    async def flush(self) -> None:
+        """Wait until every event published so far is committed to the file."""
+        self._check_open()
+        await self._outbox.flush()
+
+    async def _write_events(self, batch: list[tuple[str, bytes]]) -> None:
+        await self._db(self._store.publish_many, batch)
 
     async def _stream(self, sink: StreamSink) -> Callable[[], Awaitable[None]]:
+        await self._outbox.flush()  # what this messenger published before is "before" the stream
         try:
             start = await self._db(self._store.last_event_id)
         except sqlite3.Error as exc:
@@ -289,13 +308,25 @@ class SQLiteMessenger(MessengerBase):
         """Rows in ``bus_events``, ``bus_requests`` and ``bus_replies`` now."""
         if self.closed:
             raise MessengerClosed("this sqlite messenger is closed")
+        await self._outbox.flush()
         return await self._db(self._store.counts)
 
     async def prune(self) -> None:
         """Apply the retention now (the pump also does, every ``prune_interval`` s)."""
+        await self._outbox.flush()
         await self._db(self._store.prune, self._retention)
 
     async def _shutdown(self) -> None:
+        try:
+            async with asyncio.timeout(self._stall_timeout):
+                await self._outbox.flush()
+        except TimeoutError:
+            _log.error(
+                "sqlite_events_not_written count=%d error=%r",
+                len(self._outbox),
+                self._outbox.last_error,
+            )
+        await _cancel(self._writer)
         for worker in list(self._workers):
             await _cancel(worker)
         await _cancel(self._pump)

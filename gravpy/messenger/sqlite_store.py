@@ -117,6 +117,20 @@ class Store:
         )
         self.conn.commit()
 
+    def publish_many(self, events: list[tuple[str, bytes]]) -> None:
+        """Insert several events in one transaction, in order."""
+        now = time.time()
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.executemany(
+                "INSERT INTO bus_events(subject, data, created) VALUES (?, ?, ?)",
+                [(subject, data, now) for subject, data in events],
+            )
+        except BaseException:
+            self.conn.rollback()
+            raise
+        self.conn.commit()
+
     def last_event_id(self) -> int:
         row = self.conn.execute(
             "SELECT seq FROM sqlite_sequence WHERE name='bus_events'"

@@ -7,6 +7,9 @@ import itertools
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from gravpy.errors import PublishFailed
 from gravpy.messenger import Messenger, SQLiteMessenger, open_messenger
 from gravpy.testing import check_messenger
 
@@ -77,3 +80,26 @@ async def test_retention_by_age_removes_old_events(tmp_path: Path) -> None:
         assert (await m.table_counts())["bus_events"] == 5
         await m.prune()
         assert (await m.table_counts())["bus_events"] == 0
+
+
+async def test_a_locked_database_stalls_publish_into_publish_failed_without_loss(
+    tmp_path: Path,
+) -> None:
+    """While another connection holds the write lock, a full outbox makes publish raise
+    PublishFailed; the events already queued are committed once the lock is released."""
+    path = tmp_path / "bus.db"
+    async with await SQLiteMessenger.open(str(path), outbox_limit=2, busy_timeout=0.1) as m:
+        q: asyncio.Queue[bytes] = asyncio.Queue()
+        await m.stream("locked.events", q)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            await m.publish("locked.events", b"1")
+            await m.publish("locked.events", b"2")
+            with pytest.raises(PublishFailed, match="outbox is full"):
+                await m.publish("locked.events", b"3")
+        finally:
+            blocker.rollback()
+            blocker.close()
+        await m.flush()
+        assert [await q.get(), await q.get()] == [b"1", b"2"]
