@@ -9,8 +9,10 @@ messages but its siblings do:
   skipped.
 - ``serve``: a pod admitting the pattern, in the group ``<group_prefix>:<pattern>``, so that each
   request reaches exactly one server anywhere on the mesh (issue 11's ``on_type(..., group=)``).
-  Its handler answers with ``reply_to`` set; a handler error travels back in the reply's
-  ``messenger-error`` header and ``request`` raises ``RequestFailed`` with it.
+  Its handler answers with ``reply_to`` set and the type ``messenger.reply`` (replies travel back by
+  ``reply_to``; a distinct type keeps them out of groups and streams of the subject); a handler
+  error travels back in the reply's ``messenger-error`` header and ``request`` raises
+  ``RequestFailed`` with it.
 - ``request``: ``send`` plus ``receipt.wait_until``, so no responders anywhere fails at once with
   ``NoResponders`` and a fast reply is never lost.
 
@@ -47,9 +49,12 @@ from gravpy.messenger.base import (
 )
 from gravpy.pod import Pod
 
-__all__ = ["ERROR_HEADER", "GROUPS_AVAILABLE", "GravMessenger"]
+__all__ = ["ERROR_HEADER", "GROUPS_AVAILABLE", "REPLY_TYPE", "GravMessenger"]
 
 ERROR_HEADER = "messenger-error"
+REPLY_TYPE = "messenger.reply"
+"""The type of every reply: not the request's subject, so replies never enter a server's group or a
+stream's pod on that subject (a reply is routed back by its ``reply_to``, not by type)."""
 GROUPS_AVAILABLE = "group" in inspect.signature(Pod.on_type).parameters
 """True once the core has pod groups (deliver-to-one); see the module docstring."""
 
@@ -130,7 +135,7 @@ class GravMessenger(MessengerBase):
             if msg.reply_to:
                 return  # a reply to someone's request, travelling on the same type
             data, error = await run_handler(handler, msg.data, counters)
-            reply = Message.new(msg.type, data, headers={ERROR_HEADER: error} if error else None)
+            reply = Message.new(REPLY_TYPE, data, headers={ERROR_HEADER: error} if error else None)
             if not pod.closed:
                 pod.reply_to(msg, reply)
 
