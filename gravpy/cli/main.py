@@ -23,6 +23,7 @@ from typing import NoReturn
 import aiohttp
 
 import gravpy
+from gravpy.cli.events import add_events_command, run_events
 from gravpy.cli.output import format_message, format_peers
 from gravpy.daemon.logging import configure_logging
 from gravpy.errors import (
@@ -73,7 +74,7 @@ class Failure(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gravctl",
-        description="Talk to a running gravd: pub, sub, req, reply, peers.",
+        description="Talk to a running gravd: pub, sub, req, reply, peers, events.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("GRAVCTL_MONITOR", DEFAULT_MONITOR),
         help="the node's monitoring URL",
     )
+    add_events_command(commands)
     return parser
 
 
@@ -150,6 +152,7 @@ async def _run(args: argparse.Namespace) -> int:
         "req": _req,
         "reply": _reply,
         "peers": _peers,
+        "events": run_events,
     }
     await commands[args.command](args)
     return EXIT_OK

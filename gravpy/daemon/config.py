@@ -36,8 +36,9 @@ from gravpy.daemon.settings import (
     SETTINGS,
     Address,
     Setting,
+    default_data_dir,
 )
-from gravpy.errors import UsageError
+from gravpy.errors import ConfigError
 from gravpy.proto import ANY_MESH
 
 __all__ = [
@@ -50,16 +51,6 @@ __all__ = [
     "Setting",
     "load_config",
 ]
-
-
-class ConfigError(UsageError):
-    """A setting has a bad value. ``setting`` and ``source`` say which one and where it came from."""
-
-    def __init__(self, setting: str, source: str, problem: str) -> None:
-        super().__init__(f"invalid {setting} (from {source}): {problem}")
-        self.setting = setting
-        self.source = source
-        self.problem = problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +69,7 @@ class DaemonConfig:
     mesh: str = ANY_MESH
     mesh_key_file: Path | None = None
     mesh_key: bytes | None = field(default=None, repr=False)
+    data_dir: Path = field(default_factory=default_data_dir)
     log_format: str = "auto"
     log_level: str = "info"
     drain_timeout: float = 2.0
@@ -117,6 +109,7 @@ class DaemonConfig:
             "monitor": str(self.monitor) if self.monitor else "off",
             "mesh": self.mesh,
             "mesh_key_file": str(self.mesh_key_file) if self.mesh_key_file else None,
+            "data_dir": str(self.data_dir),
             "log_format": self.log_format,
             "log_level": self.log_level,
             "drain_timeout": self.drain_timeout,

@@ -25,9 +25,10 @@ from prometheus_client.process_collector import ProcessCollector
 import gravpy
 from gravpy.bus import BusStatistics
 from gravpy.daemon.config import Address, DaemonConfig
+from gravpy.daemon.events_http import add_event_routes
+from gravpy.daemon.events_node import DaemonEvents
 from gravpy.grav import Grav
-from gravpy.hub import Hub
-from gravpy.link import PeerInfo
+from gravpy.mesh import Hub, PeerInfo
 from gravpy.proto import ROLE_LEAF
 
 __all__ = ["METRIC_NAMES", "Monitor", "NodeCollector", "NodeStatus"]
@@ -71,6 +72,7 @@ class NodeStatus:
         self._started = time.monotonic()
         self.state = SERVING
         self.monitor_address = ""
+        self.events: DaemonEvents | None = None  # gravd sets it once the event store is open
 
     @property
     def serving(self) -> bool:
@@ -286,6 +288,7 @@ class Monitor:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/v1/node", self._node)
         app.router.add_get("/metrics", self._metrics)
+        add_event_routes(app, self.status.events)
         return app
 
     async def start(self) -> str:

@@ -23,11 +23,11 @@ each would answer (the first reply wins), so the messenger logs ``pod_groups_mis
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import gravpy
+from gravpy._log import get_logger
 from gravpy.errors import (
     MessengerClosed,
     PodDisconnected,
@@ -58,7 +58,7 @@ stream's pod on that subject (a reply is routed back by its ``reply_to``, not by
 GROUPS_AVAILABLE = "group" in inspect.signature(Pod.on_type).parameters
 """True once the core has pod groups (deliver-to-one); see the module docstring."""
 
-_log = logging.getLogger("gravpy.messenger.grav")
+_log = get_logger("gravpy.messenger.grav")
 
 
 class GravMessenger(MessengerBase):
@@ -176,8 +176,8 @@ class GravMessenger(MessengerBase):
         if not self._warned:
             self._warned = True
             _log.warning(
-                "pod_groups_missing: this gravpy core has no pod groups; with several servers "
-                "on one subject each would answer"
+                "pod_groups_missing",
+                detail="this gravpy core has no pod groups; several servers of a subject each answer",
             )
 
 

@@ -17,7 +17,6 @@ in ``_translated`` (one place), so none leaks out.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -27,6 +26,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from gravpy._log import get_logger
 from gravpy.errors import (
     MessengerClosed,
     NoResponders,
@@ -41,7 +41,7 @@ from gravpy.messenger.base import Handler, MessengerBase, ServeCounters, StreamS
 __all__ = ["ERROR_HEADER", "NatsMessenger"]
 
 ERROR_HEADER = "Messenger-Error"
-_log = logging.getLogger("gravpy.messenger.nats")
+_log = get_logger("gravpy.messenger.nats")
 
 
 @contextlib.contextmanager
@@ -94,7 +94,7 @@ class NatsMessenger(MessengerBase):
                 drops[exc.sid] += 1  # counted in that stream's statistics, logged once
                 if drops[exc.sid] > 1:
                     return
-            _log.warning("nats_error url=%s error=%r", url, exc)
+            _log.warning("nats_error", url=url, error=repr(exc))
 
         options.setdefault("error_cb", error_cb)
         with _translated(f"connect to {url}", PublishFailed):
@@ -141,7 +141,7 @@ class NatsMessenger(MessengerBase):
                 with _translated(f"reply on {pattern.text!r}", PublishFailed):
                     await self.nc.publish(msg.reply, data, headers=headers)
             except (PublishFailed, MessengerClosed) as exc:
-                _log.warning("nats_reply_failed subject=%s error=%s", msg.subject, exc)
+                _log.warning("nats_reply_failed", subject=msg.subject, error=str(exc))
 
         with _translated(f"serve {pattern.text!r}", StreamSubscriptionFailed):
             sub = await self.nc.subscribe(pattern.text, queue=self._group, cb=answer)
@@ -175,7 +175,7 @@ class NatsMessenger(MessengerBase):
             try:
                 await sub.unsubscribe()
             except nats.errors.Error as exc:
-                _log.debug("nats_unsubscribe_failed error=%r", exc)
+                _log.debug("nats_unsubscribe_failed", error=repr(exc))
 
         return stop
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import os
 import sqlite3
 import uuid
@@ -38,6 +37,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from gravpy._log import get_logger
 from gravpy.errors import (
     MessengerClosed,
     PublishFailed,
@@ -53,7 +53,7 @@ from gravpy.messenger.sqlite_store import Retention, Store
 
 __all__ = ["Retention", "SQLiteMessenger"]
 
-_log = logging.getLogger("gravpy.messenger.sqlite")
+_log = get_logger("gravpy.messenger.sqlite")
 _T = TypeVar("_T")
 
 
@@ -235,7 +235,7 @@ class SQLiteMessenger(MessengerBase):
         try:
             await self._db(self._store.withdraw, request_id)
         except sqlite3.Error as exc:
-            _log.warning("request_withdraw_failed id=%s error=%r", request_id, exc)
+            _log.warning("request_withdraw_failed", request=request_id, error=repr(exc))
 
     async def _serve(
         self, pattern: Pattern, handler: Handler, counters: ServeCounters
@@ -259,7 +259,7 @@ class SQLiteMessenger(MessengerBase):
             try:
                 claimed = await self._db(self._store.claim, pattern, self._server_name)
             except sqlite3.Error as exc:
-                _log.warning("request_claim_failed pattern=%s error=%r", pattern.text, exc)
+                _log.warning("request_claim_failed", pattern=pattern.text, error=repr(exc))
                 claimed = None
             if claimed is None:
                 await self._requests.wait(self._poll)
@@ -268,7 +268,7 @@ class SQLiteMessenger(MessengerBase):
             try:
                 await self._db(self._store.reply, claimed.id, data, error)
             except sqlite3.Error as exc:
-                _log.warning("reply_write_failed id=%s error=%r", claimed.id, exc)
+                _log.warning("reply_write_failed", request=claimed.id, error=repr(exc))
             self._events.notify()
 
     # -- the pump --------------------------------------------------------------------------------
@@ -284,7 +284,7 @@ class SQLiteMessenger(MessengerBase):
                     next_prune = loop.time() + self._prune_interval
                     await self._db(self._store.prune, self._retention)
             except sqlite3.Error as exc:
-                _log.warning("sqlite_poll_failed error=%r", exc)
+                _log.warning("sqlite_poll_failed", error=repr(exc))
             if not busy:
                 await self._events.wait(self._poll)
 
@@ -322,9 +322,9 @@ class SQLiteMessenger(MessengerBase):
                 await self._outbox.flush()
         except TimeoutError:
             _log.error(
-                "sqlite_events_not_written count=%d error=%r",
-                len(self._outbox),
-                self._outbox.last_error,
+                "sqlite_events_not_written",
+                count=len(self._outbox),
+                error=repr(self._outbox.last_error),
             )
         await _cancel(self._writer)
         for worker in list(self._workers):

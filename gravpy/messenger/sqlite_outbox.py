@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from gravpy._log import get_logger
 from gravpy.errors import PublishFailed
 
 __all__ = ["Outbox"]
 
-_log = logging.getLogger("gravpy.messenger.sqlite")
+_log = get_logger("gravpy.messenger.sqlite")
 Event = tuple[str, bytes]
 
 
@@ -93,7 +93,7 @@ class Outbox:
                 raise
             except Exception as exc:
                 self.last_error, self.retries = exc, self.retries + 1
-                _log.warning("sqlite_write_retry events=%d error=%r", len(batch), exc)
+                _log.warning("sqlite_write_retry", events=len(batch), error=repr(exc))
                 await asyncio.sleep(min(1.0, 0.01 * 2 ** min(failures, 7)))  # capped backoff
                 failures += 1
                 continue

@@ -22,11 +22,12 @@ import itertools
 from collections import deque
 from typing import Final
 
-import structlog
-
+from gravpy._log import get_logger
 from gravpy.errors import LinkClosedError, TransportError, UsageError
 from gravpy.plugins import LinkHandler
 from gravpy.testing._transport_check import check_transport
+from gravpy.testing.idle import wait_idle
+from gravpy.testing.logs import capture_logs
 from gravpy.testing.messenger import check_messenger
 from gravpy.testing.nats import NatsServer, nats_server
 
@@ -35,13 +36,15 @@ __all__ = [
     "MemoryNetwork",
     "MemoryTransport",
     "NatsServer",
+    "capture_logs",
     "check_messenger",
     "check_transport",
     "memory_link_pair",
     "nats_server",
+    "wait_idle",
 ]
 
-_log = structlog.get_logger(__name__)
+_log = get_logger("gravpy.testing")
 
 _SCHEME: Final = "memory://"
 
