@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+from gravpy.cli.parser import EXIT_INTERRUPTED
 from gravpy.daemon.config import SETTINGS
 from gravpy.daemon.monitor import METRIC_NAMES
 from gravpy.filter import Pattern
@@ -207,12 +208,13 @@ class _Session:
         self.last = (command, result.stdout)
 
     async def finish(self) -> None:
-        """Ctrl-C every command and program left running: each exits 0; then stop the nodes."""
+        """Ctrl-C every command and program left running: gravctl exits 130 as it documents, the
+        README's programs (which catch KeyboardInterrupt) 0; then stop the nodes."""
         assert self.last is None or self.last[0] != "python", "python output not shown"
         for what, process in self.running:
             process.signal(signal.SIGINT)
             result = await process.wait()
-            assert result.code == 0, (what, result)
+            assert result.code == (0 if what == "python" else EXIT_INTERRUPTED), (what, result)
         for node in reversed(self.nodes):
             assert (await node.stop()).code == 0
 
