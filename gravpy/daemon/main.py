@@ -194,7 +194,9 @@ async def _start(grav: Grav, status: NodeStatus, monitor: Monitor | None, log: A
         return None
     try:
         _serve_info(grav, status)
-        return await monitor.start() if monitor is not None else "off"
+        address = await monitor.start() if monitor is not None else "off"
+        status.ready = True  # listening, discovery started: /readyz turns 200
+        return address
     except (OSError, GravError) as exc:
         log.error("start_failed", monitor=str(config.monitor), error=str(exc))
         await grav.stop()
