@@ -13,6 +13,7 @@ and a page of the leaves (``?leaves_offset=&leaves_limit=``), oldest first.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -227,7 +228,7 @@ class Monitor:
     async def _healthz(self, request: web.Request) -> web.Response:
         status = self.status
         return web.json_response(
-            {"status": status.state, "uuid": status.grav.node_uuid},
+            {"status": status.state, "uuid": status.grav.node_uuid, "pid": os.getpid()},
             status=200 if status.serving else 503,
         )
 
