@@ -35,7 +35,14 @@ import structlog
 
 import gravpy
 from discovery.static import StaticDiscovery
-from gravpy.daemon.config import SETTINGS, Address, ConfigError, DaemonConfig, load_config
+from gravpy.daemon.advertise import advertised
+from gravpy.daemon.config import (
+    SETTINGS,
+    Address,
+    ConfigError,
+    DaemonConfig,
+    load_config_with_sources,
+)
 from gravpy.daemon.logging import configure_logging
 from gravpy.daemon.monitor import Monitor, NodeStatus
 from gravpy.errors import GravError
@@ -57,6 +64,8 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 STOP_GRACE = 10.0  # seconds beyond drain_timeout that closing links and listeners may take
+CLOSE_TIMEOUT = 1.0  # seconds a closing link waits for the remote's close (the libraries' 5 s
+# default made a shutdown next to a frozen peer take drain_timeout + 5 s)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,12 +105,12 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     flags: dict[str, object] = {s.name: getattr(args, s.name) for s in SETTINGS}
     flags["config"] = args.config
     try:
-        config = load_config(flags, os.environ)
+        config, sources = load_config_with_sources(flags, os.environ)
     except ConfigError as exc:
         print(f"gravd: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
     if args.check_config:
-        print(json.dumps(config.public(), indent=2))
+        print(json.dumps({**config.public(), "sources": sources}, indent=2))
         print("gravd: configuration is valid", file=sys.stderr)
         raise SystemExit(EXIT_OK)
     configure_logging(config.log_format, config.log_level)
@@ -109,13 +118,19 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 
 def build_transports(config: DaemonConfig) -> list[Transport]:
-    """WebSocket on ``listen``, then HTTP on ``listen_http`` if set: the node listens on each."""
-    transports: list[Transport] = [
-        WebSocketTransport(config.listen.host, config.listen.port, config.path)
-    ]
+    """WebSocket on ``listen``, then HTTP on ``listen_http`` if set: the node listens on each.
+
+    With ``advertise``, the WebSocket transport states that address first (handshakes, gossip).
+    """
+    websocket = WebSocketTransport(
+        config.listen.host, config.listen.port, config.path, close_timeout=CLOSE_TIMEOUT
+    )
+    transports: list[Transport] = [advertised(websocket, config.advertise)]
     if config.listen_http is not None:
         http = config.listen_http
-        transports.append(HttpTransport(http.host, http.port, config.http_path))
+        transports.append(
+            HttpTransport(http.host, http.port, config.http_path, close_timeout=CLOSE_TIMEOUT)
+        )
     return transports
 
 

@@ -45,7 +45,8 @@ async def test_listening_event_reports_bound_ports_and_health() -> None:
         assert node.endpoint.endswith("/meta/message")
         status, body = await node.get("/healthz")
         assert status == 200
-        assert json.loads(body) == {"status": "serving", "uuid": node.uuid}
+        pid = node.process.proc.pid
+        assert json.loads(body) == {"status": "serving", "uuid": node.uuid, "pid": pid}
         doc = await node.node()
         assert doc["uuid"] == node.uuid
         assert doc["version"] == gravpy.__version__
