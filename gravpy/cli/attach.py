@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from gravpy.errors import HandshakeRejectedError
     from gravpy.grav import Grav
     from gravpy.link import PeerInfo
+    from gravpy.plugins import Transport
 
 __all__ = ["Failure", "LinkWatch", "attached", "refusal", "say"]
 
@@ -76,7 +77,8 @@ async def attached(args: argparse.Namespace) -> AsyncIterator[Grav]:
 
     key = read_key(args.mesh_key_file) if args.mesh_key_file else None
     try:
-        grav = gravpy.connect(args.url, timeout=args.connect_timeout, mesh_key=key)
+        options = {"transport": _websocket()} if _is_websocket(args.url) else {}
+        grav = gravpy.connect(args.url, timeout=args.connect_timeout, mesh_key=key, **options)
     except UsageError as exc:
         raise Failure(EXIT_USAGE, str(exc)) from None
     prefix = f"cannot connect to {args.url}"
@@ -100,6 +102,19 @@ async def attached(args: argparse.Namespace) -> AsyncIterator[Grav]:
         yield grav
     finally:
         await grav.stop()
+
+
+def _is_websocket(url: str) -> bool:
+    return url.partition("://")[0] in ("ws", "wss") or "://" not in url
+
+
+def _websocket() -> Transport:
+    """The websocket plugin, loaded by name: finding a plugin by scheme loads every plugin
+    until one matches, and the http one imports aiohttp (about 0.14 s) for nothing."""
+    from gravpy.plugins import load_transport
+
+    transport: Transport = load_transport("websocket")()
+    return transport
 
 
 def read_key(path: str) -> bytes:
