@@ -5,9 +5,9 @@ Each attaches a leaf (``attached``), uses one pod and detaches; the detach drain
 leaf its interests before ``attached`` returns), so a message nobody wants is reported, exit 3,
 and never mixed with "Published".
 
-Several replies to one request (``req --replies N`` / ``--replies-all``) are collected here, by
-waiting on the receipt again after each reply: replies that arrive between two waits are kept by
-the bus for the next one. (A ``receipt.replies()`` iterator in the library will replace this.)
+Several replies to one request (``req --replies N`` / ``--replies-all``) are collected here, with
+one wait on the receipt whose wait function keeps each reply and asks for more (a
+``receipt.replies()`` iterator in the library will replace this).
 """
 
 from __future__ import annotations
@@ -104,32 +104,75 @@ async def collect_replies(
     receipt: MsgReceipt, args: argparse.Namespace, wanted: int | None
 ) -> list[Message]:
     """Up to ``wanted`` replies (None: all): the first within --timeout, each next one within
-    --reply-timeout of the one before (and all of them within --timeout)."""
-    from gravpy.errors import LinkClosedError, NoResponders, PodDisconnected, WaitTimeout
+    --reply-timeout of the one before (and all of them within --timeout).
 
+    One wait stays registered on the receipt throughout, its wait function keeping every reply
+    and asking for more (``MsgNotWanted``): a reply that came while a wait was ending would be
+    lost with that wait's mailbox, so the wait is never ended and restarted.
+    """
+    from gravpy.errors import MsgNotWanted
+
+    replies: list[Message] = []
+    arrived = asyncio.Event()
+
+    def keep(msg: Message) -> bool:
+        replies.append(msg)
+        arrived.set()
+        if wanted is not None and len(replies) >= wanted:
+            return True
+        raise MsgNotWanted
+
+    waiter = asyncio.create_task(receipt.wait_until(args.timeout, keep))
+    try:
+        await _until_quiet(waiter, arrived, replies, args)
+    finally:
+        if not waiter.done():
+            waiter.cancel()
+        await asyncio.wait([waiter])
+    _check_wait(waiter, bool(replies), args)
+    return replies
+
+
+async def _until_quiet(
+    waiter: asyncio.Task[object],
+    arrived: asyncio.Event,
+    replies: list[Message],
+    args: argparse.Namespace,
+) -> None:
+    """Return when ``waiter`` ends, or no reply came for --reply-timeout after the first."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + args.timeout
-    replies: list[Message] = []
-    while wanted is None or len(replies) < wanted:
+    while not waiter.done():
         left = deadline - loop.time()
-        step = left if not replies else min(left, args.reply_timeout)
-        try:
-            if step <= 0:
-                raise WaitTimeout("the time is up")
-            replies.append(await receipt.wait_until(step))
-        except NoResponders:
-            raise Failure(
-                EXIT_NO_RESPONDERS, f'no responders: no pod on the mesh wants "{args.type}"'
-            ) from None
-        except WaitTimeout:
-            if replies:
-                break
-            raise Failure(
-                EXIT_TIMEOUT, f'timeout: no reply to "{args.type}" within {args.timeout} s'
-            ) from None
-        except (LinkClosedError, PodDisconnected) as exc:
-            raise Failure(EXIT_CONNECT, f"the link to the node was lost: {exc}") from None
-    return replies
+        step = min(left, args.reply_timeout) if replies else left
+        if step <= 0:
+            return
+        arrived.clear()
+        news = asyncio.create_task(arrived.wait())
+        done, _ = await asyncio.wait({waiter, news}, timeout=step, return_when="FIRST_COMPLETED")
+        news.cancel()
+        await asyncio.wait([news])
+        if not done:
+            return  # quiet for a whole step
+
+
+def _check_wait(waiter: asyncio.Task[object], any_reply: bool, args: argparse.Namespace) -> None:
+    """Turn how the wait ended into gravctl's failures; a timeout after replies is success."""
+    from gravpy.errors import LinkClosedError, NoResponders, PodDisconnected, WaitTimeout
+
+    if waiter.cancelled() or (exc := waiter.exception()) is None:
+        if any_reply:
+            return
+        exc = WaitTimeout("no reply")
+    if isinstance(exc, NoResponders):
+        raise Failure(EXIT_NO_RESPONDERS, f'no responders: no pod on the mesh wants "{args.type}"')
+    if isinstance(exc, WaitTimeout):
+        if any_reply:
+            return
+        raise Failure(EXIT_TIMEOUT, f'timeout: no reply to "{args.type}" within {args.timeout} s')
+    if isinstance(exc, (LinkClosedError, PodDisconnected)):
+        raise Failure(EXIT_CONNECT, f"the link to the node was lost: {exc}")
+    raise exc
 
 
 async def sub(args: argparse.Namespace) -> int:
@@ -158,6 +201,7 @@ async def sub(args: argparse.Namespace) -> int:
 
 async def reply(args: argparse.Namespace) -> int:
     from gravpy.cli.output import format_message
+    from gravpy.message import DEFAULT_TYPE
 
     if (args.data is None) == (args.shell_command is None):
         raise Failure(EXIT_USAGE, "reply needs DATA or --command CMD (one of them)")
@@ -177,8 +221,6 @@ async def reply(args: argparse.Namespace) -> int:
                 if args.shell_command is None
                 else await run_command(args.shell_command, request)
             )
-            from gravpy.message import DEFAULT_TYPE
-
             answer_msg = _message(DEFAULT_TYPE, data, args.headers)
             pod.reply_to(request, answer_msg)
             if args.count is not None and answered >= args.count:

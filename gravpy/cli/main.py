@@ -71,9 +71,13 @@ def _last_resort(exc: Exception) -> int:
 
 
 def _configure_logging(verbose: bool) -> None:
+    import logging
+
     from gravpy.daemon.logging import configure_logging
 
     configure_logging("console", "info" if verbose else "warning")
+    if not verbose:  # asyncio's debug mode (PYTHONASYNCIODEBUG) warns of slow steps: not ours
+        logging.getLogger("asyncio").setLevel(logging.ERROR)
 
 
 def _command(name: str) -> Callable[[argparse.Namespace], Awaitable[int]]:

@@ -7,7 +7,8 @@ or a URL.
 
 ``check`` follows the Nagios plugin convention: one status line (``GRAVD OK - ...`` with
 performance data after ``|``) and exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. Drops are the sum
-of ``messages.dropped`` in the node document, since the node started.
+of ``messages.dropped`` in the node document since the node started, duplicates left out (the
+seen-set dropping a second copy loses nothing).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ async def check(args: argparse.Namespace) -> int:
         return UNKNOWN
     code, summary = verdict(health, node, args)
     open_peers = sum(p.get("state") == "open" for p in node.get("peers", []))
-    drops = sum(node.get("messages", {}).get("dropped", {}).values())
+    drops = lost(node)
     print(
         f"GRAVD {_NAMES[code]} - {summary} | peers={open_peers};{args.warn_peers}:;"
         f"{args.crit_peers}: drops={drops}c;{_limit(args.warn_drops)};{_limit(args.crit_drops)}"
@@ -87,7 +88,7 @@ async def check(args: argparse.Namespace) -> int:
 def verdict(health: int, node: dict[str, Any], args: argparse.Namespace) -> tuple[int, str]:
     """The check's exit code and its words, from /healthz's status and the node document."""
     open_peers = sum(p.get("state") == "open" for p in node.get("peers", []))
-    drops = sum(node.get("messages", {}).get("dropped", {}).values())
+    drops = lost(node)
     facts = f"{node.get('state', '?')}, {open_peers} peer(s), {drops} dropped"
     if health != 200:
         return CRITICAL, f"not healthy (/healthz {health}): {facts}"
@@ -104,3 +105,9 @@ def _over(drops: int, limit: int | None) -> bool:
 
 def _limit(limit: int | None) -> str:
     return "" if limit is None else str(limit)
+
+
+def lost(node: dict[str, Any]) -> int:
+    """Messages the node dropped since it started, except duplicates (a copy, not a loss)."""
+    dropped = node.get("messages", {}).get("dropped", {})
+    return sum(n for reason, n in dropped.items() if reason != "duplicate")

@@ -39,10 +39,8 @@ DEFAULT_MONITOR: Final = "127.0.0.1:8222"
 EXIT_CODES: Final = {
     EXIT_OK: "success",
     EXIT_TIMEOUT: "timed out waiting for a reply (req)",
-    EXIT_USAGE: "bad usage: arguments, message type, pattern, header, data over the message "
-    "limit, mesh key file",
-    EXIT_NO_RESPONDERS: "no responders: no pod on the mesh wants the type (req, and pub: "
-    "nothing was delivered)",
+    EXIT_USAGE: "bad usage: arguments, type, pattern, header, mesh key file, data too large",
+    EXIT_NO_RESPONDERS: "no responders: no pod on the mesh wants the type (pub: none delivered)",
     EXIT_CONNECT: "cannot connect: refused, unreachable, rejected by the node, or the link "
     "was lost",
     EXIT_INTERRUPTED: "interrupted by Ctrl-C (SIGINT); SIGTERM stops sub and reply with 0",

@@ -205,10 +205,16 @@ async def test_bench_reports_throughput_and_latency() -> None:
 
 @pytest.mark.parametrize(
     ("args", "code", "word"),
-    [((), 0, "OK"), (("--warn-peers", "1"), 1, "WARNING"), (("--crit-peers", "2"), 2, "CRITICAL")],
+    [
+        ((), 0, "OK"),
+        (("--warn-peers", "1"), 1, "WARNING"),
+        (("--crit-peers", "2"), 2, "CRITICAL"),
+        (("--crit-drops", "1"), 0, "OK"),  # 0 drops, under the threshold
+        (("--warn-drops", "0"), 1, "WARNING"),  # "N or more": 0 reaches 0
+    ],
 )
 async def test_check_follows_nagios_exit_codes(args: tuple[str, ...], code: int, word: str) -> None:
-    """gravctl check exits 0/1/2 with OK/WARNING/CRITICAL by the peer thresholds."""
+    """gravctl check exits 0/1/2 with OK/WARNING/CRITICAL by the peer and drop thresholds."""
     async with running_gravd() as node:
         result = await gravctl("check", "--monitor", node.monitor, *args)
     assert result.code == code, result
