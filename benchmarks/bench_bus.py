@@ -15,22 +15,21 @@ a performance target is reported but is not a failure. See ``benchmarks/README.m
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import cProfile
 import gc
 import io
-import json
 import os
-import platform
 import pstats
 import statistics
 import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from _common import Machine, best_rate, count, finish, options, say, table
 
 import gravpy
 from gravpy import Grav, Message, Pod
@@ -142,9 +141,7 @@ class CodecResult:
 @dataclass
 class Report:
     mode: str
-    python: str
-    platform: str
-    cpus: int | None
+    machine: Machine
     gravpy: str
     fanout: list[FanoutResult] = field(default_factory=list)
     request_reply: list[RequestReplyResult] = field(default_factory=list)
@@ -335,16 +332,6 @@ def bench_pod_memory(with_handler: bool, sizes: Sizes) -> PodMemoryResult:
 # -- 4. codec --------------------------------------------------------------------------------------
 
 
-def _best_rate(op: Callable[[], object], ops: int, runs: int) -> float:
-    best = 0.0
-    for _ in range(runs):
-        start = time.perf_counter()
-        for _ in range(ops):
-            op()
-        best = max(best, ops / (time.perf_counter() - start))
-    return best
-
-
 def bench_codec(sizes: Sizes) -> tuple[list[CodecResult], int]:
     payload = os.urandom(MESSAGE_SIZE)
     msg = Message.new(FANOUT_TYPE, payload)
@@ -360,7 +347,7 @@ def bench_codec(sizes: Sizes) -> tuple[list[CodecResult], int]:
     ]
     results = []
     for name, op in operations:
-        rate = _best_rate(op, sizes.codec_ops, sizes.codec_runs)
+        rate = best_rate(op, sizes.codec_ops, sizes.codec_runs)
         results.append(CodecResult(name, sizes.codec_ops, rate, 1e6 / rate))
     return results, len(raw)
 
@@ -368,36 +355,13 @@ def bench_codec(sizes: Sizes) -> tuple[list[CodecResult], int]:
 # -- output ----------------------------------------------------------------------------------------
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
-    """A plain-text table: the first column left-aligned, the others right-aligned."""
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return indent + "   ".join(parts).rstrip()
-
-    rule = indent + "   ".join("-" * w for w in widths)
-    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
-
-
-def _n(value: float) -> str:
-    return f"{value:,.0f}"
-
-
-def _print(*lines: str) -> None:
-    print(*lines, sep="\n", flush=True)
-
-
 def print_fanout(results: list[FanoutResult], sizes: Sizes) -> None:
-    _print(
+    say(
         "",
         f"1. Fan-out: 1 sender -> {sizes.fanout_receivers} pods, {sizes.fanout_messages:,} messages "
         f"x {MESSAGE_SIZE} B, sender awaits pod.publish(msg)",
         f"   Message.new in the timed loop; best and median of {sizes.fanout_runs} runs; "
-        f"target {_n(FANOUT_TARGET)}/s, aim {_n(FANOUT_AIM)}/s",
+        f"target {count(FANOUT_TARGET)}/s, aim {count(FANOUT_AIM)}/s",
     )
     rows = []
     for r in results:
@@ -405,8 +369,8 @@ def print_fanout(results: list[FanoutResult], sizes: Sizes) -> None:
         rows.append(
             [
                 r.handler,
-                _n(r.best_deliveries_per_s),
-                _n(r.median_deliveries_per_s),
+                count(r.best_deliveries_per_s),
+                count(r.median_deliveries_per_s),
                 f"{r.ratio_to_target:.2f}x",
                 f"{r.ratio_to_aim:.2f}x",
                 f"{min(run.seconds for run in r.runs):.3f}",
@@ -415,8 +379,8 @@ def print_fanout(results: list[FanoutResult], sizes: Sizes) -> None:
                 "ok" if r.ok else "FAIL",
             ]
         )
-    _print(
-        _table(
+    say(
+        table(
             [
                 "handlers",
                 "best deliv/s",
@@ -434,7 +398,7 @@ def print_fanout(results: list[FanoutResult], sizes: Sizes) -> None:
 
 
 def print_request_reply(results: list[RequestReplyResult], sizes: Sizes) -> None:
-    _print(
+    say(
         "",
         f"2. Request-reply: {sizes.requests:,} sequential `await pod.send(msg).wait_until(2.0)` "
         f"({sizes.request_warmup} warm-up not counted), responder replies in its handler",
@@ -447,54 +411,54 @@ def print_request_reply(results: list[RequestReplyResult], sizes: Sizes) -> None
             f"{r.p99_us:.1f}",
             f"{r.mean_us:.1f}",
             f"{r.max_us:.1f}",
-            _n(r.requests_per_s),
+            count(r.requests_per_s),
             "ok" if r.ok else "FAIL",
         ]
         for r in results
     ]
-    _print(
-        _table(
+    say(
+        table(
             ["responder", "p50 us", "p90 us", "p99 us", "mean us", "max us", "req/s", "check"], rows
         )
     )
 
 
 def print_pod_memory(results: list[PodMemoryResult], sizes: Sizes) -> None:
-    _print(
+    say(
         "",
         f"3. Idle pods: {sizes.idle_pods:,} pods connected, tracemalloc traced-memory difference; "
-        f"target < {_n(POD_MEMORY_TARGET)} B/pod",
+        f"target < {count(POD_MEMORY_TARGET)} B/pod",
     )
     rows = [
         [
             r.handler,
-            _n(r.bytes_total),
-            _n(r.bytes_per_pod),
+            count(r.bytes_total),
+            count(r.bytes_per_pod),
             f"{r.bytes_per_pod / r.target_bytes:.2f}",
             "yes" if r.within_target else "NO",
         ]
         for r in results
     ]
-    _print(_table(["handler", "bytes", "bytes/pod", "of target", "within"], rows))
+    say(table(["handler", "bytes", "bytes/pod", "of target", "within"], rows))
 
 
 def print_codec(results: list[CodecResult], marshalled: int, sizes: Sizes) -> None:
-    _print(
+    say(
         "",
         f"4. Codec: {MESSAGE_SIZE} B of data ({marshalled} B marshalled), best of "
-        f"{sizes.codec_runs} x {sizes.codec_ops:,}; reference ~{_n(CODEC_REFERENCE)}/s "
+        f"{sizes.codec_runs} x {sizes.codec_ops:,}; reference ~{count(CODEC_REFERENCE)}/s "
         "envelope pack+unpack (DESIGN 7)",
     )
     rows = [
         [
             r.operation,
-            _n(r.best_ops_per_s),
+            count(r.best_ops_per_s),
             f"{r.us_per_op:.2f}",
             f"{r.best_ops_per_s / CODEC_REFERENCE:.2f}x" if "+" in r.operation else "",
         ]
         for r in results
     ]
-    _print(_table(["operation", "ops/s", "us/op", "vs ref"], rows))
+    say(table(["operation", "ops/s", "us/op", "vs ref"], rows))
 
 
 # -- profiling -------------------------------------------------------------------------------------
@@ -509,7 +473,7 @@ def profile_fanout(kind: HandlerKind, sizes: Sizes, top: int) -> None:
     profiler.enable()
     run = asyncio.run(coro)
     profiler.disable()
-    _print(
+    say(
         f"cProfile of one fan-out run ({kind} handlers): {run.deliveries_per_s:,.0f} deliveries/s "
         "under the profiler (slower than unprofiled)",
         "",
@@ -517,7 +481,7 @@ def profile_fanout(kind: HandlerKind, sizes: Sizes, top: int) -> None:
     for order in ("tottime", "cumulative"):
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(order).print_stats(top)
-        _print(out.getvalue())
+        say(out.getvalue())
 
 
 # -- main ------------------------------------------------------------------------------------------
@@ -550,9 +514,7 @@ def run_sections(report: Report, sections: set[str], sizes: Sizes) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    parser = options(__doc__)
     parser.add_argument(
         "--only",
         choices=SECTIONS,
@@ -574,26 +536,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     report = Report(
         mode="quick" if args.quick else "full",
-        python=platform.python_version(),
-        platform=f"{platform.system()} {platform.machine()}",
-        cpus=os.cpu_count(),
+        machine=Machine.here(),
         gravpy=gravpy.__version__,
     )
-    _print(
-        f"gravpy {report.gravpy} bus benchmarks ({report.mode}): Python {report.python} "
-        f"({platform.python_implementation()}), {report.platform}, {report.cpus} CPUs, "
+    say(
+        f"gravpy {report.gravpy} bus benchmarks ({report.mode}): {report.machine.describe()}, "
         "asyncio default loop"
     )
     run_sections(report, set(args.only or SECTIONS), sizes)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(asdict(report), f, indent=2)
-            f.write("\n")
-        _print("", f"results written to {args.json}")
-    if report.failures:
-        _print("", "CORRECTNESS FAILURES:", *(f"  - {f}" for f in report.failures))
-        return 1
-    return 0
+    return finish(report, args.json)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ check except that every phase completes within ``--guard`` seconds.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import statistics
@@ -43,6 +42,8 @@ import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
+
+from _common import options, table
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -133,7 +134,7 @@ COLUMNS = [
 ]
 
 
-def table(trials: list[Trial], watch: bool) -> str:
+def trials_table(trials: list[Trial], watch: bool) -> str:
     columns = COLUMNS + (
         [
             ("announced", "mDNS answers by it"),
@@ -150,10 +151,7 @@ def table(trials: list[Trial], watch: bool) -> str:
     rows.append(
         ["median", *(fmt(statistics.median(getattr(t, key) for t in trials)) for key, _ in columns)]
     )
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    header = "  ".join(cell.rjust(w) for cell, w in zip(head, widths, strict=True))
-    return "\n".join([header, *lines])
+    return table(head, rows, indent="")
 
 
 def fmt(value: float | int | None) -> str:
@@ -163,13 +161,12 @@ def fmt(value: float | int | None) -> str:
 
 
 async def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = options(__doc__, quick=False)
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--backend", choices=["netns", "loopback"], default="netns")
     parser.add_argument("--outage", type=float, default=0.0, help="extra seconds cut off")
     parser.add_argument("--watch", action="store_true", help="count mDNS packets (netns only)")
     parser.add_argument("--guard", type=float, default=180.0, help="seconds per trial at most")
-    parser.add_argument("--json", metavar="PATH", help="also write every trial as JSON")
     args = parser.parse_args()
     problem = unavailable(args.backend)
     if problem is not None:
@@ -186,7 +183,7 @@ async def main() -> int:
         f"bench_lan: {NODES} gravd, --discovery mdns only, backend {args.backend}, "
         f"outage +{args.outage:g} s, {args.trials} trials"
     )
-    print(table(trials, args.watch))
+    print(trials_table(trials, args.watch))
     if args.json:
         with open(args.json, "w") as out:  # noqa: ASYNC230 (one small write after the trials)
             json.dump([asdict(t) for t in trials], out, indent=2)

@@ -26,7 +26,7 @@ Measured, with the same payloads (128 B, an 8-byte sequence number then random b
 
 The process exits with status 1 if a check fails (a lost, duplicated, reordered or wrong message,
 a failed request): such a figure is not valid. Missing a target is reported, not a failure. See
-``benchmarks/README_mesh.md``.
+``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -35,125 +35,58 @@ import argparse
 import asyncio
 import contextlib
 import io
-import json
 import os
-import platform
 import pstats
 import re
 import shutil
 import statistics
 import sys
 import sysconfig
-import tempfile
 from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-NODE_SCRIPT = Path(__file__).resolve().with_name("mesh_node.py")
-SYSTEMS = ("gravpy", "nats")
+from _common import Machine, options, say, sizes_for, table
+from _pairs import (
+    QUICK_PAIRS,
+    REQUEST_TYPE,
+    START_TIMEOUT,
+    BenchError,
+    LatencyRun,
+    Pair,
+    PairSizes,
+    ThroughputRun,
+    Usage,
+    latency_run,
+    log_directory,
+    responding,
+    run_benchmark,
+    running_pairs,
+    tail,
+    take_usage,
+    throughput_rounds,
+    throughput_run,
+    throughput_table,
+)
 
-TPUT_TYPE = "bench.tput"
-REQUEST_TYPE = "bench.req"
-REPLY_TYPE = "bench.rep"
+SYSTEMS = ("gravpy", "nats")
 
 THROUGHPUT_TARGET = 1.0  # gravpy / nats messages/s, at least
 THROUGHPUT_AIM = 1.5
 LATENCY_TARGET = 1.0  # gravpy / nats p50 and p99, at most
 IN_FLIGHT_TARGET = 1.0  # gravpy / nats requests/s with 100 in flight, at least
 
-CALL_TIMEOUT = 300.0  # seconds for one command to a node process
-START_TIMEOUT = 15.0
-
 
 @dataclass(frozen=True)
-class Sizes:
+class Sizes(PairSizes):
     """How big each measurement is (``--quick`` shrinks them)."""
 
-    messages: int = 100_000
-    message_bytes: int = 128
-    runs: int = 5
-    warmup_messages: int = 10_000
-    requests: int = 2_000
-    request_warmup: int = 200
     in_flight: int = 100
     in_flight_requests: int = 20_000
 
 
-QUICK = Sizes(
-    messages=10_000,
-    runs=1,
-    warmup_messages=2_000,
-    requests=300,
-    request_warmup=50,
-    in_flight_requests=2_000,
-)
-
-
-class BenchError(Exception):
-    """A node process failed or did not answer."""
-
-
-# -- results ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Usage:
-    """CPU and garbage-collector seconds of processes A and B over one measurement."""
-
-    cpu_a: float = 0.0
-    cpu_b: float = 0.0
-    gc_a: float = 0.0
-    gc_b: float = 0.0
-
-
-@dataclass
-class ThroughputRun:
-    system: str
-    run: int
-    published: int
-    received: int
-    in_order: bool
-    gaps: int
-    backwards: int
-    dropped: int  # counted by the system: the sum of the next two
-    dropped_receiver: int  # gravpy: B's pod (inbox overflow, failed, left queued)
-    dropped_sender: int  # gravpy: A's link queue full
-    errors: list[str]  # nats: asynchronous errors (slow consumer) reported to error_cb
-    publish_seconds: float  # A's publish loop
-    seconds: float  # publish start on A -> last arrival on B
-    span_seconds: float  # first -> last arrival on B
-    msgs_per_s: float  # received / seconds: the figure compared
-    span_msgs_per_s: float  # received / span_seconds (optimistic: hides the first latency)
-    usage: Usage  # CPU and garbage-collector seconds of A and B during the run
-
-    @property
-    def ok(self) -> bool:
-        return (
-            self.received == self.published
-            and self.in_order
-            and self.dropped == 0
-            and not self.errors
-        )
-
-
-@dataclass
-class LatencyResult:
-    system: str
-    count: int
-    warmup: int
-    p50_us: float
-    p90_us: float
-    p99_us: float
-    mean_us: float
-    min_us: float
-    max_us: float
-    wrong_replies: int
-    usage: Usage
-
-    @property
-    def ok(self) -> bool:
-        return self.wrong_replies == 0
+QUICK = Sizes(**QUICK_PAIRS, in_flight_requests=2_000)
 
 
 @dataclass
@@ -187,103 +120,15 @@ class Comparison:
 @dataclass
 class Report:
     mode: str
-    python: str
-    platform: str
-    cpus: int | None
+    machine: Machine
     nats_server: str
     sizes: dict[str, int]
     throughput: list[ThroughputRun] = field(default_factory=list)
-    latency: list[LatencyResult] = field(default_factory=list)
+    latency: list[LatencyRun] = field(default_factory=list)
     in_flight: list[InFlightResult] = field(default_factory=list)
     comparisons: list[Comparison] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     profiles: list[str] = field(default_factory=list)
-
-
-# -- processes -------------------------------------------------------------------------------------
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-class Worker:
-    """One ``mesh_node.py`` process and its line protocol."""
-
-    def __init__(self, name: str, proc: asyncio.subprocess.Process, log: Path) -> None:
-        self.name = name
-        self.proc = proc
-        self.log = log
-        self.hello: dict[str, Any] = {}
-
-    @classmethod
-    async def start(cls, name: str, args: Sequence[str], log_dir: Path) -> Worker:
-        log = log_dir / f"{name}.log"
-        with log.open("wb") as err:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                str(NODE_SCRIPT),
-                *args,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=err,
-                limit=1 << 20,
-            )
-        worker = cls(name, proc, log)
-        try:
-            worker.hello = await worker._read(START_TIMEOUT)
-        except BaseException:
-            await worker.kill()
-            raise
-        if not worker.hello.get("ok"):
-            await worker.kill()
-            raise BenchError(f"{name} did not start: {worker.hello.get('error')}")
-        return worker
-
-    async def _read(self, timeout: float) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        try:
-            async with asyncio.timeout(timeout):
-                line = await self.proc.stdout.readline()
-        except TimeoutError:
-            raise BenchError(
-                f"{self.name} did not answer within {timeout} s\n{_tail(self.log)}"
-            ) from None
-        if not line:
-            raise BenchError(
-                f"{self.name} exited (status {self.proc.returncode})\n{_tail(self.log)}"
-            )
-        answer: dict[str, Any] = json.loads(line)
-        return answer
-
-    async def call(self, cmd: str, *, timeout: float = CALL_TIMEOUT, **args: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps({"cmd": cmd, **args}) + "\n").encode())
-        await self.proc.stdin.drain()
-        answer = await self._read(timeout)
-        if not answer.get("ok"):
-            raise BenchError(f"{self.name}: {answer.get('error')}\n{_tail(self.log)}")
-        return answer
-
-    async def stop(self) -> None:
-        """Ask the process to quit; kill it if it does not within a few seconds."""
-        if self.proc.returncode is None:
-            with contextlib.suppress(Exception):
-                await self.call("quit", timeout=5.0)
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(10.0):
-                    await self.proc.wait()
-        await self.kill()
-
-    async def kill(self) -> None:
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-            await self.proc.wait()
 
 
 def nats_server_binary() -> str:
@@ -340,7 +185,7 @@ class NatsServer:
                     name = version.group(1).decode() if version else "?"
                     return cls(proc, log, f"nats://{host}:{port}", name)
                 if proc.returncode is not None or loop.time() > deadline:
-                    raise BenchError(f"nats-server did not start\n{_tail(log)}")
+                    raise BenchError(f"nats-server did not start\n{tail(log)}")
                 await asyncio.sleep(0.02)
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
@@ -361,109 +206,22 @@ class NatsServer:
                 await self.proc.wait()
 
 
-@dataclass
-class Pair:
-    """Process A (publisher, requester) and process B (subscriber, responder) of one system."""
-
-    system: str
-    a: Worker
-    b: Worker
-
-
-# -- measurements ----------------------------------------------------------------------------------
-
-
-async def _gc_reset(pair: Pair) -> None:
-    for worker in (pair.a, pair.b):
-        await worker.call("gc_reset")
-
-
-async def _usage(pair: Pair) -> Usage:
-    a = await pair.a.call("gc")
-    b = await pair.b.call("gc")
-    return Usage(a["cpu_seconds"], b["cpu_seconds"], a["gc_seconds"], b["gc_seconds"])
-
-
-async def throughput_run(pair: Pair, run: int, n: int, size: int) -> ThroughputRun:
-    await pair.b.call("subscribe", type=TPUT_TYPE, n=n)
-    await pair.a.call("await_interest", type=TPUT_TYPE)
-    await _gc_reset(pair)
-    pub = await pair.a.call("publish", type=TPUT_TYPE, n=n, size=size)
-    got = await pair.b.call("collect", idle=5.0)
-    usage = await _usage(pair)
-    received = got["received"]
-    seconds = got["last"] - pub["start"] if received else float("inf")
-    span = got["last"] - got["first"] if received > 1 else float("inf")
-    dropped_receiver = (
-        got.get("dropped_overflow", 0) + got.get("dropped_failed", 0) + got.get("inbox_left", 0)
-    )
-    dropped_sender = pub.get("dropped_on_links", 0)
-    return ThroughputRun(
-        system=pair.system,
-        run=run,
-        published=pub["published"],
-        received=received,
-        in_order=got["in_order"],
-        gaps=got["gaps"],
-        backwards=got["backwards"],
-        dropped=dropped_receiver + dropped_sender,
-        dropped_receiver=dropped_receiver,
-        dropped_sender=dropped_sender,
-        errors=list(got.get("errors", [])),
-        publish_seconds=pub["end"] - pub["start"],
-        seconds=seconds,
-        span_seconds=span,
-        msgs_per_s=received / seconds,
-        span_msgs_per_s=received / span,
-        usage=usage,
+async def request_par(pair: Pair, sizes: Sizes) -> dict[str, Any]:
+    """A's requests to B's responder, ``sizes.in_flight`` at a time (see ``mesh_node.py``)."""
+    return await pair.a.call(
+        "request_par",
+        type=REQUEST_TYPE,
+        total=sizes.in_flight_requests,
+        concurrency=sizes.in_flight,
+        size=sizes.message_bytes,
     )
 
 
-def _invalid(r: ThroughputRun) -> str:
-    what = "warm-up run" if r.run == 0 else f"run {r.run}"
-    return (
-        f"{r.system} throughput {what}: {r.received:,}/{r.published:,} received, "
-        f"{r.dropped:,} dropped (A's link queue {r.dropped_sender:,}, B's pod {r.dropped_receiver:,}), "
-        f"{r.gaps} gaps, {r.backwards} out of order, errors {r.errors}"
-    )
-
-
-async def request_reply(pair: Pair, sizes: Sizes) -> tuple[LatencyResult, InFlightResult]:
-    await pair.b.call("respond", type=REQUEST_TYPE, reply_type=REPLY_TYPE)
-    try:
-        await pair.a.call("await_interest", type=REQUEST_TYPE)
-        await _gc_reset(pair)
-        seq = await pair.a.call(
-            "request_seq",
-            type=REQUEST_TYPE,
-            n=sizes.requests,
-            warmup=sizes.request_warmup,
-            size=sizes.message_bytes,
-        )
-        seq_usage = await _usage(pair)
-        par = await pair.a.call(
-            "request_par",
-            type=REQUEST_TYPE,
-            total=sizes.in_flight_requests,
-            concurrency=sizes.in_flight,
-            size=sizes.message_bytes,
-        )
-        par_usage = await _usage(pair)
-    finally:
-        await pair.b.call("unrespond")
-    latency = LatencyResult(
-        system=pair.system,
-        count=seq["count"],
-        warmup=sizes.request_warmup,
-        p50_us=seq["p50_us"],
-        p90_us=seq["p90_us"],
-        p99_us=seq["p99_us"],
-        mean_us=seq["mean_us"],
-        min_us=seq["min_us"],
-        max_us=seq["max_us"],
-        wrong_replies=seq["wrong_replies"],
-        usage=seq_usage,
-    )
+async def request_reply(pair: Pair, sizes: Sizes) -> tuple[LatencyRun, InFlightResult]:
+    async with responding(pair):
+        latency = await latency_run(pair, 1, sizes)
+        par = await request_par(pair, sizes)
+        par_usage = await take_usage(pair)
     in_flight = InFlightResult(
         system=pair.system,
         concurrency=sizes.in_flight,
@@ -478,60 +236,13 @@ async def request_reply(pair: Pair, sizes: Sizes) -> tuple[LatencyResult, InFlig
     return latency, in_flight
 
 
-async def start_pairs(log_dir: Path, nats_url: str) -> dict[str, Pair]:
-    pairs: dict[str, Pair] = {}
-    workers: list[Worker] = []
-    try:
-        b = await Worker.start("gravpy-B", ["gravpy"], log_dir)
-        workers.append(b)
-        a = await Worker.start("gravpy-A", ["gravpy"], log_dir)
-        workers.append(a)
-        await a.call("connect", endpoint=b.hello["endpoint"])
-        pairs["gravpy"] = Pair("gravpy", a, b)
-        nb = await Worker.start("nats-B", ["nats", nats_url], log_dir)
-        workers.append(nb)
-        na = await Worker.start("nats-A", ["nats", nats_url], log_dir)
-        workers.append(na)
-        pairs["nats"] = Pair("nats", na, nb)
-    except BaseException:
-        for worker in reversed(workers):
-            await worker.stop()
-        raise
-    return pairs
-
-
-async def throughput_rounds(
-    report: Report, sizes: Sizes, pairs: dict[str, Pair], names: Sequence[str]
-) -> None:
-    """A warm-up per pair (not reported, but it must be valid), then ``sizes.runs`` rounds of
-    throughput runs alternating between the pairs; invalid runs are recorded as failures."""
-    size = sizes.message_bytes
-    width = max(len(n) for n in names)
-    for name in names:
-        warm = await throughput_run(pairs[name], 0, sizes.warmup_messages, size)
-        if not warm.ok:
-            report.failures.append(_invalid(warm))
-    for run in range(1, sizes.runs + 1):
-        for name in names:
-            result = await throughput_run(pairs[name], run, sizes.messages, size)
-            report.throughput.append(result)
-            _print(
-                f"  throughput run {run} {name:{width}}: {result.msgs_per_s:>10,.0f} msgs/s  "
-                f"({result.received:,}/{result.published:,} received"
-                f"{', in order' if result.in_order else ', OUT OF ORDER'}, "
-                f"{result.dropped} dropped)"
-            )
-            if not result.ok:
-                report.failures.append(_invalid(result))
-
-
 async def measure(report: Report, sizes: Sizes, pairs: dict[str, Pair]) -> None:
     await throughput_rounds(report, sizes, pairs, SYSTEMS)
     for system in SYSTEMS:
         latency, in_flight = await request_reply(pairs[system], sizes)
         report.latency.append(latency)
         report.in_flight.append(in_flight)
-        _print(
+        say(
             f"  request-reply {system:6}: p50 {latency.p50_us:,.0f} us, p99 {latency.p99_us:,.0f} us;"
             f" {sizes.in_flight} in flight {in_flight.requests_per_s:,.0f} req/s"
         )
@@ -563,48 +274,32 @@ async def profile_gravpy(
             await w.call("profile_stop", path=str(path))
             paths.append(path)
             report.profiles.append(str(path))
-        _print("", f"== {kind}, gravpy {phase}: {summary} under the profiler")
+        say("", f"== {kind}, gravpy {phase}: {summary} under the profiler")
         for path in paths:
             if kind == "cprofile":
                 out = io.StringIO()
                 stats = pstats.Stats(str(path), stream=out)
                 stats.strip_dirs().sort_stats("tottime").print_stats(top)
-                _print(f"-- {path.name} (by own time)", _trim_pstats(out.getvalue()))
+                say(f"-- {path.name} (by own time)", _trim_pstats(out.getvalue()))
             else:
-                _print(f"-- {path.name}", path.read_text().rstrip())
+                say(f"-- {path.name}", path.read_text().rstrip())
 
     async def throughput() -> str:
         result = await throughput_run(pair, 0, sizes.messages, sizes.message_bytes)
         return f"{result.msgs_per_s:,.0f} msgs/s"
 
     async def sequential() -> str:
-        seq = await pair.a.call(
-            "request_seq",
-            type=REQUEST_TYPE,
-            n=sizes.requests,
-            warmup=sizes.request_warmup,
-            size=sizes.message_bytes,
-        )
-        return f"p50 {seq['p50_us']:,.0f} us"
+        seq = await latency_run(pair, 0, sizes)
+        return f"p50 {seq.p50_us:,.0f} us"
 
     async def in_flight() -> str:
-        par = await pair.a.call(
-            "request_par",
-            type=REQUEST_TYPE,
-            total=sizes.in_flight_requests,
-            concurrency=sizes.in_flight,
-            size=sizes.message_bytes,
-        )
+        par = await request_par(pair, sizes)
         return f"{par['requests_per_s']:,.0f} req/s"
 
     await profiled("throughput", throughput())
-    await pair.b.call("respond", type=REQUEST_TYPE, reply_type=REPLY_TYPE)
-    try:
-        await pair.a.call("await_interest", type=REQUEST_TYPE)
+    async with responding(pair):
         await profiled("request_seq", sequential())
         await profiled("request_par", in_flight())
-    finally:
-        await pair.b.call("unrespond")
 
 
 def _trim_pstats(text: str) -> str:
@@ -616,30 +311,8 @@ def _trim_pstats(text: str) -> str:
     return text.rstrip()
 
 
-# -- output ----------------------------------------------------------------------------------------
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
-    """A plain-text table: the first column left-aligned, the others right-aligned."""
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return indent + "   ".join(parts).rstrip()
-
-    rule = indent + "   ".join("-" * w for w in widths)
-    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
-
-
 def _per_request(usage: Usage, requests: int) -> str:
     return f"{usage.cpu_a / requests * 1e6:.0f}/{usage.cpu_b / requests * 1e6:.0f}"
-
-
-def _print(*lines: str) -> None:
-    print(*lines, sep="\n", flush=True)
 
 
 def compare(report: Report) -> list[Comparison]:
@@ -717,7 +390,7 @@ def compare(report: Report) -> list[Comparison]:
 
 
 def print_report(report: Report, sizes: Sizes) -> None:
-    _print(
+    say(
         "",
         f"Throughput: {sizes.messages:,} messages x {sizes.message_bytes} B, A -> B, "
         f"{sizes.runs} runs per system (alternating) after a {sizes.warmup_messages:,}-message "
@@ -725,43 +398,10 @@ def print_report(report: Report, sizes: Sizes) -> None:
         "  msgs/s = received / (last arrival on B - publish start on A); "
         "span = first -> last arrival on B",
     )
-    rows = [
-        [
-            r.system,
-            str(r.run),
-            f"{r.received:,}/{r.published:,}",
-            "yes" if r.in_order else f"NO ({r.gaps} gaps, {r.backwards} back)",
-            f"{r.dropped_sender}/{r.dropped_receiver}",
-            f"{r.publish_seconds:.3f}",
-            f"{r.seconds:.3f}",
-            f"{r.msgs_per_s:,.0f}",
-            f"{r.span_msgs_per_s:,.0f}",
-            f"{r.usage.cpu_a:.2f}/{r.usage.cpu_b:.2f}",
-            f"{r.usage.gc_a:.2f}/{r.usage.gc_b:.2f}",
-            "ok" if r.ok else "INVALID",
-        ]
-        for r in report.throughput
-    ]
-    _print(
-        _table(
-            [
-                "system",
-                "run",
-                "received",
-                "in order",
-                "dropped A/B",
-                "publish s",
-                "total s",
-                "msgs/s",
-                "span msgs/s",
-                "CPU s A/B",
-                "GC s A/B",
-                "check",
-            ],
-            rows,
-        )
-    )
-    _print(
+    columns = ["run", "received", "in order", "dropped A/B", "publish s", "total s", "msgs/s"]
+    columns += ["span msgs/s", "CPU s A/B", "GC s A/B", "check"]
+    say(throughput_table(report.throughput, "system", columns))
+    say(
         "",
         f"Request-reply: {sizes.requests:,} sequential after {sizes.request_warmup} warm-up; "
         f"then {sizes.in_flight} in flight, {sizes.in_flight_requests:,} requests",
@@ -785,8 +425,8 @@ def print_report(report: Report, sizes: Sizes) -> None:
                 "ok" if r.ok and (f is None or f.ok) else "INVALID",
             ]
         )
-    _print(
-        _table(
+    say(
+        table(
             [
                 "system",
                 "p50 us",
@@ -805,7 +445,7 @@ def print_report(report: Report, sizes: Sizes) -> None:
         "  (CPU us/req: process CPU time per request on A and B; the first is for the sequential "
         "requests, the second and GC s for the in-flight ones)",
     )
-    _print("", "gravpy vs nats-py (ratio = gravpy / nats)")
+    say("", "gravpy vs nats-py (ratio = gravpy / nats)")
     rows = [
         [
             c.metric,
@@ -818,65 +458,45 @@ def print_report(report: Report, sizes: Sizes) -> None:
         ]
         for c in report.comparisons
     ]
-    _print(_table(["metric", "gravpy", "nats", "ratio", "target", "", "note"], rows))
-    _print("  * of the valid runs only")
-    if report.failures:
-        _print("", "CHECKS FAILED (these figures are not valid):", *report.failures)
+    say(table(["metric", "gravpy", "nats", "ratio", "target", "", "note"], rows))
+    say("  * of the valid runs only")
 
 
 # -- main ------------------------------------------------------------------------------------------
 
 
 async def run(args: argparse.Namespace) -> Report:
-    sizes = QUICK if args.quick else Sizes()
-    if args.messages:
-        sizes = Sizes(**{**asdict(sizes), "messages": args.messages})
-    if args.runs:
-        sizes = Sizes(**{**asdict(sizes), "runs": args.runs})
+    sizes = sizes_for(args, Sizes(), QUICK)
     report = Report(
         mode="quick" if args.quick else "full",
-        python=sys.version.split()[0],
-        platform=platform.platform(),
-        cpus=os.cpu_count(),
+        machine=Machine.here(),
         nats_server="",
         sizes=asdict(sizes),
     )
-    _print(
-        f"gravpy mesh benchmark ({report.mode}): Python {report.python}, {report.platform}, "
-        f"{report.cpus} CPUs"
-    )
-    with tempfile.TemporaryDirectory(prefix="bench_mesh_") as tmp:
-        log_dir = Path(args.logs) if args.logs else Path(tmp)
-        log_dir.mkdir(parents=True, exist_ok=True)
+    say(f"gravpy mesh benchmark ({report.mode}): {report.machine.describe()}")
+    with log_directory(args.logs, "bench_mesh_") as log_dir:
         server = await NatsServer.start(log_dir)
-        pairs: dict[str, Pair] = {}
         try:
             report.nats_server = server.version
-            _print(f"nats-server {server.version} at {server.url}; logs in {log_dir}")
-            pairs = await start_pairs(log_dir, server.url)
-            gv = pairs["gravpy"]
-            _print(f"gravpy A {gv.a.hello['endpoint']} -> B {gv.b.hello['endpoint']}")
-            await measure(report, sizes, pairs)
-            report.comparisons = compare(report)
-            print_report(report, sizes)
-            if args.profile:
-                await profile_gravpy(
-                    report, sizes, pairs["gravpy"], Path(args.profile), args.top, args.profiler
-                )
+            say(f"nats-server {server.version} at {server.url}; logs in {log_dir}")
+            systems = {"gravpy": ["gravpy"], "nats": ["nats", server.url]}
+            async with running_pairs(systems, log_dir) as pairs:
+                gv = pairs["gravpy"]
+                say(f"gravpy A {gv.a.hello['endpoint']} -> B {gv.b.hello['endpoint']}")
+                await measure(report, sizes, pairs)
+                report.comparisons = compare(report)
+                print_report(report, sizes)
+                if args.profile:
+                    await profile_gravpy(
+                        report, sizes, gv, Path(args.profile), args.top, args.profiler
+                    )
         finally:
-            for pair in pairs.values():
-                await pair.a.stop()
-                await pair.b.stop()
             await server.stop()
     return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    parser.add_argument("--messages", type=int, help="messages per throughput run")
-    parser.add_argument("--runs", type=int, help="throughput runs per system")
+    parser = options(__doc__, processes=True)
     parser.add_argument(
         "--profile",
         metavar="DIR",
@@ -891,20 +511,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--top", type=int, default=20, help="functions shown per profile (cProfile)"
     )
-    parser.add_argument("--logs", metavar="DIR", help="keep the processes' logs in DIR")
     args = parser.parse_args(argv)
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
-    try:
-        report = asyncio.run(run(args))
-    except BenchError as exc:
-        _print(f"benchmark error: {exc}")
-        return 2
-    if args.json:
-        data = asdict(report)
-        Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
-        _print(f"results written to {args.json}")
-    return 1 if report.failures else 0
+    return run_benchmark(run, args)
 
 
 if __name__ == "__main__":

@@ -29,66 +29,34 @@ not valid. 2 if a node process fails. See ``benchmarks/README.md``.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import os
-import platform
-import statistics
+import contextlib
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-from bench_mesh import (
-    REPLY_TYPE,
-    REQUEST_TYPE,
-    BenchError,
+from _common import Machine, median, options, say, sizes_for, table
+from _pairs import (
+    QUICK_PAIRS,
+    LatencyRun,
     Pair,
+    PairSizes,
     ThroughputRun,
-    Usage,
-    Worker,
-    _gc_reset,
-    _print,
-    _table,
-    _usage,
+    latency_run,
+    log_directory,
+    responding,
+    run_benchmark,
+    running_pairs,
     throughput_rounds,
+    throughput_table,
 )
 
 TRANSPORTS = ("websocket", "http")  # the order of every alternation
 _NODE_ARG = {"websocket": "ws", "http": "http"}  # mesh_node.py --transport
 
 
-@dataclass(frozen=True)
-class Sizes:
-    """How big each measurement is (``--quick`` shrinks them)."""
-
-    messages: int = 100_000
-    message_bytes: int = 128
-    runs: int = 3
-    warmup_messages: int = 10_000
-    requests: int = 2_000
-    request_warmup: int = 200
-
-
-QUICK = Sizes(messages=10_000, runs=1, warmup_messages=2_000, requests=300, request_warmup=50)
-
-
-@dataclass
-class LatencyRun:
-    system: str  # the transport
-    run: int
-    count: int
-    p50_us: float
-    p99_us: float
-    mean_us: float
-    max_us: float
-    wrong_replies: int
-    usage: Usage
-
-    @property
-    def ok(self) -> bool:
-        return self.wrong_replies == 0 and self.count > 0
+Sizes = PairSizes
+FULL = Sizes(runs=3)
+QUICK = Sizes(**QUICK_PAIRS)
 
 
 @dataclass
@@ -107,9 +75,7 @@ class Ratio:
 @dataclass
 class Report:
     mode: str
-    python: str
-    platform: str
-    cpus: int | None
+    machine: Machine
     sizes: dict[str, int]
     endpoints: dict[str, str] = field(default_factory=dict)
     throughput: list[ThroughputRun] = field(default_factory=list)
@@ -118,66 +84,19 @@ class Report:
     failures: list[str] = field(default_factory=list)
 
 
-# -- processes -------------------------------------------------------------------------------------
-
-
-async def start_pairs(log_dir: Path) -> dict[str, Pair]:
-    """For each transport, B listening and A linked to it; every worker stopped if one fails."""
-    pairs: dict[str, Pair] = {}
-    workers: list[Worker] = []
-    try:
-        for transport in TRANSPORTS:
-            args = ["gravpy", "--transport", _NODE_ARG[transport]]
-            b = await Worker.start(f"{transport}-B", args, log_dir)
-            workers.append(b)
-            a = await Worker.start(f"{transport}-A", args, log_dir)
-            workers.append(a)
-            await a.call("connect", endpoint=b.hello["endpoint"])
-            pairs[transport] = Pair(transport, a, b)
-    except BaseException:
-        for worker in reversed(workers):
-            await worker.stop()
-        raise
-    return pairs
-
-
 # -- measurements ----------------------------------------------------------------------------------
-
-
-async def latency_run(pair: Pair, run: int, sizes: Sizes) -> LatencyRun:
-    """One pass of sequential requests from A to B's responder."""
-    await pair.a.call("await_interest", type=REQUEST_TYPE)
-    await _gc_reset(pair)
-    seq = await pair.a.call(
-        "request_seq",
-        type=REQUEST_TYPE,
-        n=sizes.requests,
-        warmup=sizes.request_warmup,
-        size=sizes.message_bytes,
-    )
-    return LatencyRun(
-        system=pair.system,
-        run=run,
-        count=seq["count"],
-        p50_us=seq["p50_us"],
-        p99_us=seq["p99_us"],
-        mean_us=seq["mean_us"],
-        max_us=seq["max_us"],
-        wrong_replies=seq["wrong_replies"],
-        usage=await _usage(pair),
-    )
 
 
 async def measure(report: Report, sizes: Sizes, pairs: dict[str, Pair]) -> None:
     await throughput_rounds(report, sizes, pairs, TRANSPORTS)
-    for pair in pairs.values():
-        await pair.b.call("respond", type=REQUEST_TYPE, reply_type=REPLY_TYPE)
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        for pair in pairs.values():
+            await stack.enter_async_context(responding(pair))
         for run in range(1, sizes.runs + 1):
             for transport in TRANSPORTS:
                 latency = await latency_run(pairs[transport], run, sizes)
                 report.latency.append(latency)
-                _print(
+                say(
                     f"  request-reply run {run} {transport:9}: p50 {latency.p50_us:,.0f} us, "
                     f"p99 {latency.p99_us:,.0f} us"
                 )
@@ -186,16 +105,10 @@ async def measure(report: Report, sizes: Sizes, pairs: dict[str, Pair]) -> None:
                         f"{transport} request-reply run {run}: {latency.wrong_replies} wrong "
                         f"replies of {latency.count}"
                     )
-    finally:
-        for pair in pairs.values():
-            await pair.b.call("unrespond")
 
 
 def ratios(report: Report) -> list[Ratio]:
     """Medians of the valid runs per transport, HTTP over WebSocket."""
-
-    def median(values: list[float]) -> float:
-        return statistics.median(values) if values else float("nan")
 
     out: list[Ratio] = []
     tput = {
@@ -222,30 +135,16 @@ def ratios(report: Report) -> list[Ratio]:
 
 
 def print_report(report: Report, sizes: Sizes) -> None:
-    _print(
+    say(
         "",
         f"Throughput: {sizes.messages:,} messages x {sizes.message_bytes} B, A -> B, "
         f"{sizes.runs} runs per transport (alternating) after a {sizes.warmup_messages:,}-message "
         "warm-up",
         "  msgs/s = received / (last arrival on B - publish start on A)",
     )
-    rows = [
-        [
-            r.system,
-            str(r.run),
-            f"{r.received:,}/{r.published:,}",
-            "yes" if r.in_order else f"NO ({r.gaps} gaps, {r.backwards} back)",
-            f"{r.dropped_sender}/{r.dropped_receiver}",
-            f"{r.seconds:.3f}",
-            f"{r.msgs_per_s:,.0f}",
-            f"{r.usage.cpu_a:.2f}/{r.usage.cpu_b:.2f}",
-            "ok" if r.ok else "INVALID",
-        ]
-        for r in report.throughput
-    ]
-    headers = ["transport", "run", "received", "in order", "dropped A/B", "total s", "msgs/s"]
-    _print(_table([*headers, "CPU s A/B", "check"], rows))
-    _print(
+    columns = ["run", "received", "in order", "dropped A/B", "total s", "msgs/s", "CPU s A/B"]
+    say(throughput_table(report.throughput, "transport", [*columns, "check"]))
+    say(
         "",
         f"Sequential request-reply: {sizes.requests:,} requests after {sizes.request_warmup} "
         f"warm-up, {sizes.runs} runs per transport (alternating)",
@@ -265,8 +164,8 @@ def print_report(report: Report, sizes: Sizes) -> None:
         for r in report.latency
     ]
     headers = ["transport", "run", "p50 us", "p99 us", "mean us", "max us", "CPU us/req A/B"]
-    _print(_table([*headers, "check"], rows))
-    _print("", "HTTP vs WebSocket (ratio = HTTP / WebSocket; valid runs only)")
+    say(table([*headers, "check"], rows))
+    say("", "HTTP vs WebSocket (ratio = HTTP / WebSocket; valid runs only)")
     rows = [
         [
             r.metric,
@@ -277,68 +176,32 @@ def print_report(report: Report, sizes: Sizes) -> None:
         ]
         for r in report.ratios
     ]
-    _print(_table(["metric", "websocket", "http", "ratio", ""], rows))
-    if report.failures:
-        _print("", "CHECKS FAILED (these figures are not valid):", *report.failures)
+    say(table(["metric", "websocket", "http", "ratio", ""], rows))
 
 
 # -- main ------------------------------------------------------------------------------------------
 
 
 async def run(args: argparse.Namespace) -> Report:
-    sizes = QUICK if args.quick else Sizes()
-    if args.messages:
-        sizes = Sizes(**{**asdict(sizes), "messages": args.messages})
-    if args.runs:
-        sizes = Sizes(**{**asdict(sizes), "runs": args.runs})
+    sizes = sizes_for(args, FULL, QUICK)
     report = Report(
-        mode="quick" if args.quick else "full",
-        python=sys.version.split()[0],
-        platform=platform.platform(),
-        cpus=os.cpu_count(),
-        sizes=asdict(sizes),
+        mode="quick" if args.quick else "full", machine=Machine.here(), sizes=asdict(sizes)
     )
-    _print(
-        f"gravpy transport benchmark ({report.mode}): Python {report.python}, "
-        f"{report.platform}, {report.cpus} CPUs"
-    )
-    with tempfile.TemporaryDirectory(prefix="bench_transports_") as tmp:
-        log_dir = Path(args.logs) if args.logs else Path(tmp)
-        log_dir.mkdir(parents=True, exist_ok=True)
-        pairs: dict[str, Pair] = {}
-        try:
-            pairs = await start_pairs(log_dir)
+    say(f"gravpy transport benchmark ({report.mode}): {report.machine.describe()}")
+    specs = {t: ["gravpy", "--transport", _NODE_ARG[t]] for t in TRANSPORTS}
+    with log_directory(args.logs, "bench_transports_") as log_dir:
+        async with running_pairs(specs, log_dir) as pairs:
             for transport, pair in pairs.items():
                 report.endpoints[transport] = pair.b.hello["endpoint"]
-                _print(f"{transport}: A -> B {pair.b.hello['endpoint']}")
+                say(f"{transport}: A -> B {pair.b.hello['endpoint']}")
             await measure(report, sizes, pairs)
             report.ratios = ratios(report)
             print_report(report, sizes)
-        finally:
-            for pair in pairs.values():
-                await pair.a.stop()
-                await pair.b.stop()
     return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    parser.add_argument("--messages", type=int, help="messages per throughput run")
-    parser.add_argument("--runs", type=int, help="runs per transport")
-    parser.add_argument("--logs", metavar="DIR", help="keep the processes' logs in DIR")
-    args = parser.parse_args(argv)
-    try:
-        report = asyncio.run(run(args))
-    except BenchError as exc:
-        _print(f"benchmark error: {exc}")
-        return 2
-    if args.json:
-        data = asdict(report)
-        Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
-        _print(f"results written to {args.json}")
-    return 1 if report.failures else 0
+    return run_benchmark(run, options(__doc__, processes=True).parse_args(argv))
 
 
 if __name__ == "__main__":

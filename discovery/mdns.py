@@ -40,7 +40,7 @@ The SRV record carries the port, the A/AAAA records the endpoint's address. A pe
 by construction and skips the one-second probe, a chosen name is probed and renamed on conflict.
 
 Errors: zeroconf and socket errors are translated in one place (:func:`_mdns_errors`) into
-:class:`~gravpy.errors.TransportError`, with the original as ``__cause__``.
+:class:`~gravpy.errors.DiscoveryError`, with the original as ``__cause__``.
 """
 
 from __future__ import annotations
@@ -56,18 +56,18 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-import structlog
 from zeroconf import Error as ZeroconfError
 from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from gravpy.errors import TransportError, UsageError
+from gravpy import _log as logs
+from gravpy.errors import DiscoveryError, UsageError
 from gravpy.plugins import DiscoveryContext, PeerReport
 from gravpy.proto import ANY_MESH
 
 __all__ = ["DEFAULT_SERVICE_TYPE", "MdnsDiscovery", "Skip", "advert_for", "read_record"]
 
-_log = structlog.get_logger(__name__)
+_log = logs.get_logger("gravpy.discovery.mdns")
 
 DEFAULT_SERVICE_TYPE: Final = "_grav._tcp.local."
 _RESOLVE_TIMEOUT_MS: Final = 3000  # how long to ask for a record the cache does not hold
@@ -83,12 +83,12 @@ _SERVICE_TYPE: Final = re.compile(
 
 @contextmanager
 def _mdns_errors(action: str) -> Iterator[None]:
-    """Turn zeroconf and socket exceptions into TransportError. The one place."""
+    """Turn zeroconf and socket exceptions into DiscoveryError. The one place."""
     try:
         yield
     except (ZeroconfError, OSError) as exc:
         detail = str(exc) or type(exc).__name__
-        raise TransportError(f"mDNS cannot {action}: {detail}") from exc
+        raise DiscoveryError(f"mDNS cannot {action}: {detail}") from exc
 
 
 # -- records (pure) ------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ class MdnsDiscovery:
     async def run(self, ctx: DiscoveryContext, report: Callable[[PeerReport], None]) -> None:
         """Advertise, browse and report until cancelled; then withdraw the records and close.
 
-        Raises TransportError when mDNS cannot start or advertise on the chosen interfaces.
+        Raises DiscoveryError (a TransportError) when mDNS cannot start or advertise on the chosen interfaces.
         """
         await _Session(self, ctx, report).run()
 

@@ -1,5 +1,7 @@
 """gravpy: a mesh message bus for Python programs on a LAN."""
 
+import logging
+
 from gravpy.buffer import MsgBuffer
 from gravpy.filter import Pattern
 from gravpy.grav import Grav
@@ -21,3 +23,6 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# A library is silent until its user configures logging (the logging HOWTO's advice for libraries).
+logging.getLogger("gravpy").addHandler(logging.NullHandler())

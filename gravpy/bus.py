@@ -6,8 +6,9 @@ later turns of the event loop, so a sender never waits on a receiver and a messa
 is never delivered before ``send`` returns (which is why a waiter registered right after ``send`` can
 never miss a reply).
 
-The hub (mesh) plugs in through ``outbound`` (messages sent by local pods, to forward) and
-``on_routes_changed`` (the local interests changed); it injects remote messages with ``deliver``.
+The mesh plugs in through one typed port, ``MeshPort`` (``attach_mesh``): the bus asks it to check
+and forward what local pods send, whether a request came from another node, and tells it when the
+local interests changed. The mesh injects remote messages with ``deliver``.
 """
 
 from __future__ import annotations
@@ -15,20 +16,57 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-import structlog
-
+from gravpy import _log as logs
+from gravpy._mailbox import Mailbox
+from gravpy._tasks import TaskSupervisor
 from gravpy.buffer import MsgBuffer
 from gravpy.errors import PodDisconnected, UsageError
+from gravpy.failure import FAILURE_TYPE, failure_of
 from gravpy.message import Message
-from gravpy.pod import Overflow, Pod
-from gravpy.receipt import Mailbox, MsgReceipt
+from gravpy.pod import Overflow, Pod, PodStatistics
+from gravpy.receipt import MsgReceipt
 from gravpy.recent import RecentMap
 
-__all__ = ["Bus", "BusStatistics"]
+__all__ = ["Bus", "BusStatistics", "MeshPort"]
 
-_log = structlog.get_logger("gravpy.bus")
+_log = logs.get_logger("gravpy.bus")
+
+
+class MeshPort(Protocol):
+    """How the bus speaks to the mesh (``gravpy.mesh.Hub``): the one connection between them."""
+
+    def check_sendable(self, msg: Message) -> None:
+        """Raise ``UsageError`` for a message no link could carry (before any delivery)."""
+
+    def forward_local(self, msg: Message) -> int:
+        """A local pod sent ``msg``: forward it; return how many links took it."""
+
+    def asked_elsewhere(self, request_uuid: str) -> bool:
+        """True if the request came from another node (its replies travel back there)."""
+
+    def interests_changed(self) -> None:
+        """The types local pods want changed: tell the other nodes."""
+
+    def reply_wait_started(self, request_uuid: str, msg_type: str) -> None:
+        """A local pod started waiting for replies to ``request_uuid`` (of type ``msg_type``)."""
+
+
+@dataclass(slots=True)
+class _Retired:
+    """What pods that have left the bus counted, kept in the bus totals."""
+
+    dropped_overflow: int = 0
+    dropped_failed: int = 0
+    dropped_closed: int = 0
+    handler_failures: int = 0
+
+    def add(self, s: PodStatistics) -> None:
+        self.dropped_overflow += s.dropped_overflow
+        self.dropped_failed += s.dropped_failed
+        self.dropped_closed += s.dropped_closed
+        self.handler_failures += s.failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +97,7 @@ class Bus:
         failure_limit: int = 64,
         max_attempts: int = 16,
         unclaimed_replies: int = 1024,
+        stall_step: float = 0.25,
     ) -> None:
         for name, value in (
             ("inbox_limit", inbox_limit),
@@ -75,19 +114,16 @@ class Bus:
         self.overflow = Overflow(overflow)
         self.failure_limit = failure_limit
         self.max_attempts = max_attempts
-        self.outbound: Callable[[Message], int] | None = None
-        self.check_outbound: Callable[[Message], None] | None = None  # raises UsageError
-        self.asked_elsewhere: Callable[[str], bool] | None = (
-            None  # request uuid -> came from a peer
-        )
-        self.on_routes_changed: Callable[[], None] | None = None
+        self._mesh: MeshPort | None = None
+        self.stall_step = stall_step
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pods: dict[int, Pod] = {}
         self._next_id = 1
         self._routes: dict[str, tuple[Pod, ...]] = {}
         self._reply_waiters: dict[str, tuple[Pod, Mailbox]] = {}
         self._unclaimed: RecentMap[str, list[Message]] = RecentMap(max(2, unclaimed_replies))
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._failed_requests: RecentMap[str, Exception] = RecentMap(max(2, unclaimed_replies))
+        self._tasks = TaskSupervisor(_log, ignore=(PodDisconnected,))
         self._congested: set[object] = set()
         self._congested_pods: set[Pod] = set()
         self._stuck_pods: set[Pod] = set()
@@ -96,7 +132,13 @@ class Bus:
         self._closed = False
         self._sent = 0
         self._delivered = 0
-        self._retired = [0, 0, 0, 0]  # overflow, failed, closed, handler failures
+        self._retired = _Retired()
+
+    def attach_mesh(self, mesh: MeshPort) -> None:
+        """Plug the mesh in (once): from now on what local pods send is forwarded through it."""
+        if self._mesh is not None:
+            raise UsageError("this bus already has a mesh")
+        self._mesh = mesh
 
     # -- pods ------------------------------------------------------------------------------------
 
@@ -130,11 +172,7 @@ class Bus:
         """Forget a closed pod, keeping its counters in the totals (called by ``Pod.close``)."""
         if self._pods.pop(pod.id, None) is None:
             return
-        s = pod.statistics()
-        self._retired[0] += s.dropped_overflow
-        self._retired[1] += s.dropped_failed
-        self._retired[2] += s.dropped_closed
-        self._retired[3] += s.failed
+        self._retired.add(pod.statistics())
         for uuid, (owner, mailbox) in list(self._reply_waiters.items()):
             if owner is pod:
                 del self._reply_waiters[uuid]
@@ -144,8 +182,8 @@ class Bus:
     def routes_changed(self) -> None:
         """Drop the route cache: a pod started or stopped receiving, or changed its filters."""
         self._routes.clear()
-        if self.on_routes_changed is not None:
-            self.on_routes_changed()
+        if self._mesh is not None:
+            self._mesh.interests_changed()
 
     def interests(self) -> tuple[str, ...]:
         """The type patterns local receivers admit (``(">",)`` when one admits every type)."""
@@ -165,12 +203,13 @@ class Bus:
         """Deliver ``msg`` locally and hand it to the mesh; see ``Pod.send``."""
         if self._closed:
             raise PodDisconnected("the bus is closed")
-        if self.check_outbound is not None:
-            self.check_outbound(msg)
+        mesh = self._mesh
+        if mesh is not None:
+            mesh.check_sendable(msg)
         self._sent += 1
         n = self.deliver(msg, sender)
-        if self.outbound is not None:
-            n += self.outbound(msg)
+        if mesh is not None:
+            n += mesh.forward_local(msg)
         return MsgReceipt(msg.uuid, msg.type, sender, n == 0)
 
     def deliver(self, msg: Message, sender: Pod | None = None) -> int:
@@ -178,10 +217,11 @@ class Bus:
 
         A reply that a receipt is waiting for goes to that waiter instead of the asking pod's handler.
         """
-        self.buffer.push(msg, sender)
         claimer: Pod | None = None
         n = 0
         if msg.reply_to:
+            if msg.type == FAILURE_TYPE and self._fail_waiter(msg):
+                return 1
             waiting = self._reply_waiters.get(msg.reply_to)
             if waiting is not None:
                 claimer, mailbox = waiting
@@ -189,6 +229,7 @@ class Bus:
                 n = 1
             else:
                 self._keep_unclaimed(msg)
+        self.buffer.push(msg, sender)
         route = self._routes.get(msg.type)
         if route is None:
             route = self._route(msg.type)
@@ -201,6 +242,18 @@ class Bus:
             n += 1
         self._delivered += n
         return n
+
+    def _fail_waiter(self, msg: Message) -> bool:
+        """A failure reply (``gravpy.failure``): end the wait it answers; True if it was one."""
+        error = failure_of(msg)
+        if error is None:
+            return False
+        waiting = self._reply_waiters.get(msg.reply_to)
+        if waiting is not None:
+            waiting[1].fail(error)
+        else:
+            self._failed_requests[msg.reply_to] = error  # for a wait that starts later
+        return True
 
     def _route(self, msg_type: str) -> tuple[Pod, ...]:
         route = tuple(
@@ -224,9 +277,14 @@ class Bus:
         return bool(self._congested_pods)
 
     def mark_congested(self, sink: object) -> None:
-        """Record that ``sink`` (a pod, a link) is over its high-water mark."""
+        """Record that ``sink`` (a pod, a link) is over its high-water mark.
+
+        A pod that was set aside (it made no progress) is not waited for again until it relieves.
+        """
+        if sink in self._stuck_pods:
+            return
         self._congested.add(sink)
-        if isinstance(sink, Pod) and sink not in self._stuck_pods:
+        if isinstance(sink, Pod):
             self._congested_pods.add(sink)
 
     def relieve(self, sink: object) -> None:
@@ -240,11 +298,22 @@ class Bus:
             self._pod_room.set()
 
     async def wait_room(self) -> None:
-        """Wait until no sink is congested (used by ``Pod.publish``)."""
+        """Wait until no sink is congested (used by ``Pod.publish``).
+
+        Waits only for consumers that are moving: congested pods that made no progress in a step
+        of ``stall_step`` seconds are set aside (``set_congested_pods_aside``), so one stuck pod
+        never blocks a publisher, nor the healthy pods behind it.
+        """
         while self._congested:
             if self._room is None or self._room.is_set():
                 self._room = asyncio.Event()
-            await self._room.wait()
+            before = self.pods_queued()
+            try:
+                async with asyncio.timeout(self.stall_step):
+                    await self._room.wait()
+            except TimeoutError:
+                if self._congested_pods and self.pods_queued() >= before:
+                    self.set_congested_pods_aside()
 
     def pods_queued(self) -> int:
         """Messages waiting in the inboxes of the congested pods (to tell progress from a stall)."""
@@ -256,9 +325,12 @@ class Bus:
         They still apply their overflow policy (counted drops); other pods are not slowed by them.
         """
         self._stuck_pods.update(self._congested_pods)
+        self._congested.difference_update(self._congested_pods)
         self._congested_pods.clear()
         if self._pod_room is not None:
             self._pod_room.set()
+        if not self._congested and self._room is not None:
+            self._room.set()
 
     async def wait_pod_room(self) -> None:
         """Wait until no local pod is congested (a link's reader, before it delivers more)."""
@@ -275,7 +347,7 @@ class Bus:
         Bounded by request: the replies to the oldest requests are forgotten first. A reply to a
         request that came from another node is not kept: it travels back there.
         """
-        if self.asked_elsewhere is not None and self.asked_elsewhere(msg.reply_to):
+        if self._mesh is not None and self._mesh.asked_elsewhere(msg.reply_to):
             return
         kept = self._unclaimed.get(msg.reply_to)
         if kept is None:
@@ -283,8 +355,11 @@ class Bus:
         else:
             kept.append(msg)
 
-    def register_reply_waiter(self, uuid: str, pod: Pod) -> Mailbox:
-        """A mailbox that receives the replies to message ``uuid`` (one waiter per message)."""
+    def register_reply_waiter(self, uuid: str, pod: Pod, msg_type: str = "") -> Mailbox:
+        """A mailbox that receives the replies to message ``uuid`` (one waiter per message).
+
+        ``msg_type`` is the request's type: the mesh then tracks which links could answer it.
+        """
         if pod.closed:
             raise PodDisconnected(pod.close_reason)
         if uuid in self._reply_waiters:
@@ -294,6 +369,11 @@ class Bus:
         if early is not None:
             for reply in early:
                 mailbox.offer(reply)
+        failed = self._failed_requests.pop(uuid, None)
+        if failed is not None:
+            mailbox.fail(failed)
+        elif self._mesh is not None:
+            self._mesh.reply_wait_started(uuid, msg_type)
         self._reply_waiters[uuid] = (pod, mailbox)
         return mailbox
 
@@ -322,17 +402,7 @@ class Bus:
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Run ``coro`` in a task the bus owns: failures are logged, ``close()`` cancels it."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            if isinstance(exc, PodDisconnected):
-                return
-            _log.error("task_failed", task=task.get_name(), error=repr(exc), exc_info=exc)
+        return self._tasks.spawn(coro, name)
 
     async def close(self) -> None:
         """Disconnect every pod, end every wait, and cancel and await every task the bus owns."""
@@ -344,11 +414,7 @@ class Bus:
         for _, mailbox in self._reply_waiters.values():
             mailbox.fail(PodDisconnected("the bus closed"))
         self._reply_waiters.clear()
-        while self._tasks:
-            tasks = list(self._tasks)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
 
     @property
     def closed(self) -> bool:
@@ -365,10 +431,10 @@ class Bus:
             receivers=sum(1 for p in self._pods.values() if p.receiving),
             sent=self._sent,
             delivered=self._delivered,
-            dropped_overflow=r[0] + sum(s.dropped_overflow for s in live),
-            dropped_failed=r[1] + sum(s.dropped_failed for s in live),
-            dropped_closed=r[2] + sum(s.dropped_closed for s in live),
-            handler_failures=r[3] + sum(s.failed for s in live),
+            dropped_overflow=r.dropped_overflow + sum(s.dropped_overflow for s in live),
+            dropped_failed=r.dropped_failed + sum(s.dropped_failed for s in live),
+            dropped_closed=r.dropped_closed + sum(s.dropped_closed for s in live),
+            handler_failures=r.handler_failures + sum(s.failed for s in live),
             buffered=len(self.buffer),
             unclaimed_replies=sum(len(kept) for _, kept in self._unclaimed.items()),
         )

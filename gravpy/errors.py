@@ -6,16 +6,18 @@
     ├── MsgNotWanted            raised *by your* wait function: "not this one, keep waiting"
     ├── WaitTimeout             a wait ran past its timeout (also a TimeoutError)
     ├── NoResponders            a request whose type no pod anywhere admits
-    ├── NoReceipt               no receipt could be issued
+    ├── NoReceipt               no receipt could be issued (only ever raised as its subclass)
     │   └── PodDisconnected     the pod is closed; ``reason`` says why
     ├── UsageError              you used the API in a way it does not allow (also a ValueError)
+    │   └── ConfigError         a setting has a bad value; ``setting`` and ``source`` say which
     ├── MessageError            bytes that are not a gravpy message
     ├── ProtocolError           a peer broke the wire protocol; the link is closed
     │   └── FrameError          bytes that are not a valid frame
     ├── HandshakeRejectedError  a link was refused; ``reason`` and ``peer`` say which and why
-    │   └── NodeUUIDMismatch    the peer is not the node discovery reported
+    │   └── NodeUUIDMismatch    the node at the endpoint is not the one discovery reported
     ├── LinkClosedError         the link to a peer closed while something depended on it
     └── TransportError          a transport plugin failed (dial, listen); ``__cause__`` keeps the library's error
+        └── DiscoveryError      a discovery plugin failed (mDNS cannot bind, ...)
 
 Names follow Grav where Grav's names are the API (``WaitTimeout``, ``MsgNotWanted``, ``NoReceipt``,
 ``NoResponders``, ``PodDisconnected``); the rest carry the ``Error`` suffix.
@@ -24,6 +26,8 @@ Names follow Grav where Grav's names are the API (``WaitTimeout``, ``MsgNotWante
 from __future__ import annotations
 
 __all__ = [
+    "ConfigError",
+    "DiscoveryError",
     "FrameError",
     "GravError",
     "HandshakeRejectedError",
@@ -84,6 +88,16 @@ class UsageError(GravError, ValueError):
     """The caller used the API wrongly (a bad argument, a call in the wrong state)."""
 
 
+class ConfigError(UsageError):
+    """A setting has a bad value. ``setting`` and ``source`` say which one and where it came from."""
+
+    def __init__(self, setting: str, source: str, problem: str) -> None:
+        super().__init__(f"invalid {setting} (from {source}): {problem}")
+        self.setting = setting
+        self.source = source
+        self.problem = problem
+
+
 class MessageError(GravError):
     """Bytes or values that do not make a valid gravpy message."""
 
@@ -131,3 +145,7 @@ class LinkClosedError(GravError):
 
 class TransportError(GravError):
     """A transport plugin failed to dial or listen; ``__cause__`` holds the library's exception."""
+
+
+class DiscoveryError(TransportError):
+    """A discovery plugin failed (for example mDNS could not bind its interface)."""

@@ -10,8 +10,7 @@ from types import TracebackType
 from gravpy.buffer import MsgBuffer
 from gravpy.bus import Bus, BusStatistics
 from gravpy.errors import UsageError, WaitTimeout
-from gravpy.hub import Hub, HubConfig
-from gravpy.link import PeerInfo
+from gravpy.mesh import Hub, HubConfig, PeerInfo
 from gravpy.plugins import Discovery, Transport
 from gravpy.pod import Overflow, Pod
 from gravpy.proto import ANY_MESH, ROLE_LEAF, ROLE_PEER, NodeInfo
@@ -94,11 +93,20 @@ class Grav:
             try:
                 await self.hub.start()
                 if self._attach_to is not None:
-                    async with asyncio.timeout(self._attach_timeout):
-                        await self.hub.connect_endpoint(self._attach_to)
+                    await self._attach(self._attach_to)
             except BaseException:
                 await self.stop()
                 raise
+
+    async def _attach(self, endpoint: str) -> None:
+        assert self.hub is not None
+        try:
+            async with asyncio.timeout(self._attach_timeout):
+                await self.hub.connect_endpoint(endpoint)
+        except TimeoutError as exc:
+            raise WaitTimeout(
+                f"could not attach to {endpoint} within {self._attach_timeout} s"
+            ) from exc
 
     async def stop(self) -> None:
         """Withdraw from the mesh, drain (bounded), close every link, pod and task of the node."""

@@ -34,7 +34,7 @@ def connect(url: str = DEFAULT_URL, *, timeout: float = 5.0, **options: Any) -> 
 
     ``async with gravpy.connect("ws://127.0.0.1:8080/meta/message") as g: pod = g.connect()``.
     Entering raises ``TransportError`` if the node cannot be reached, ``HandshakeRejectedError``
-    if it refuses the link, or ``TimeoutError`` after ``timeout`` seconds. Other keyword options
+    if it refuses the link, or ``WaitTimeout`` (a ``TimeoutError``) after ``timeout`` seconds. Other keyword options
     (``mesh_key``, ``belongs_to``, ``buffer_size``, ...) are those of ``Grav``.
     """
     transport = options.pop("transport", None) or transport_for_url(url)

@@ -17,27 +17,28 @@ from __future__ import annotations
 import asyncio
 import enum
 import inspect
+import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-import structlog
-
+from gravpy import _log as logs
+from gravpy import tracing
+from gravpy._mailbox import Mailbox, WaitFunc, check_timeout, wait_in
+from gravpy.buffer import MsgBuffer
 from gravpy.errors import PodDisconnected, UsageError
 from gravpy.filter import Filter
 from gravpy.message import Message
-from gravpy.receipt import Mailbox, MsgReceipt, WaitFunc, check_timeout, wait_in
+from gravpy.receipt import MsgReceipt
 
-if TYPE_CHECKING:
-    from gravpy.bus import Bus
-
-__all__ = ["Handler", "Overflow", "Pod", "PodStatistics"]
+__all__ = ["Handler", "Overflow", "Pod", "PodHost", "PodStatistics"]
 
 Handler = Callable[[Message], Awaitable[object] | object]
-_BATCH = 1024
-_log = structlog.get_logger("gravpy.pod")
+_DRAIN_BUDGET = 0.010  # seconds a sync drain runs before it lets the loop turn
+_CHECK_EVERY = 256  # messages between two looks at the clock
+_log = logs.get_logger("gravpy.pod")
 
 
 class Overflow(enum.Enum):
@@ -72,6 +73,40 @@ class PodStatistics:
     dropped_closed: int  # queued or held for redelivery when the pod closed, or cut off mid-handler
 
 
+@dataclass(slots=True)
+class _Counts:
+    """The pod's running counters (``statistics()`` copies them into a frozen snapshot)."""
+
+    received: int = 0
+    handled: int = 0
+    failed: int = 0
+    redelivered: int = 0
+    dropped_overflow: int = 0
+    dropped_failed: int = 0
+    dropped_closed: int = 0
+
+
+class PodHost(Protocol):
+    """What a pod needs from the bus it hangs from (``gravpy.bus.Bus`` is the one host)."""
+
+    buffer: MsgBuffer
+    failure_limit: int
+    max_attempts: int
+
+    @property
+    def congested(self) -> bool: ...
+    def send(self, msg: Message, sender: Pod) -> MsgReceipt: ...
+    async def wait_room(self) -> None: ...
+    def routes_changed(self) -> None: ...
+    def detach(self, pod: Pod) -> None: ...
+    def mark_congested(self, sink: object) -> None: ...
+    def relieve(self, sink: object) -> None: ...
+    def call_soon(self, callback: Callable[[], None]) -> None: ...
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]: ...
+    def register_reply_waiter(self, uuid: str, pod: Pod, msg_type: str = "") -> Mailbox: ...
+    def unregister_reply_waiter(self, uuid: str, mailbox: Mailbox) -> None: ...
+
+
 class Pod:
     """A two-way handle on a bus. Get one from ``Grav.connect()``; see the module docstring."""
 
@@ -85,6 +120,7 @@ class Pod:
         "_closed_event",
         "_concurrency",
         "_congested",
+        "_counts",
         "_failed",
         "_filter",
         "_handler",
@@ -94,7 +130,6 @@ class Pod:
         "_mode",
         "_replay",
         "_scheduled",
-        "_stats",
         "_waits",
         "bus",
         "id",
@@ -104,7 +139,7 @@ class Pod:
     )
 
     def __init__(
-        self, bus: Bus, pod_id: int, *, replay: bool, inbox_limit: int, overflow: Overflow
+        self, bus: PodHost, pod_id: int, *, replay: bool, inbox_limit: int, overflow: Overflow
     ) -> None:
         self.bus = bus
         self.id = pod_id
@@ -129,8 +164,7 @@ class Pod:
         self._closed = False
         self._close_reason = ""
         self._closed_event: asyncio.Event | None = None
-        # received, handled, failed, redelivered, dropped_overflow, dropped_failed, dropped_closed
-        self._stats = [0, 0, 0, 0, 0, 0, 0]
+        self._counts = _Counts()
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -154,6 +188,8 @@ class Pod:
             mode = _Mode.SYNC
         if mode is not _Mode.ASYNC and concurrency > 1:
             raise UsageError("concurrency > 1 needs an async handler")
+        if handler is not None and tracing.ENABLED:
+            handler = tracing.wrap_handler(handler, mode is _Mode.ASYNC)
         self._handler = handler
         self._concurrency = concurrency
         self._set_mode(mode)
@@ -196,6 +232,11 @@ class Pod:
         return len(self._inbox)
 
     @property
+    def idle(self) -> bool:
+        """True if nothing waits in the inbox or for redelivery and no handler call is running."""
+        return not self._inbox and not self._failed and not self._scheduled and not self._active
+
+    @property
     def receiving(self) -> bool:
         """True if the bus delivers to this pod (it has a handler, an iterator or a wait)."""
         return not self._closed and (self._mode is not _Mode.IDLE or bool(self._waits))
@@ -213,7 +254,7 @@ class Pod:
             if self._inbox and self._mode is _Mode.ITER:
                 msg = self._inbox.popleft()
                 self._offer_waits(msg)
-                self._stats[1] += 1
+                self._counts.handled += 1
                 if self._congested:
                     self._relieve()
                 return msg
@@ -257,6 +298,8 @@ class Pod:
         """
         if self._closed:
             raise PodDisconnected(self._close_reason)
+        if tracing.ENABLED:
+            tracing.inject(msg)
         return self.bus.send(msg, self)
 
     async def publish(self, msg: Message) -> MsgReceipt:
@@ -308,7 +351,7 @@ class Pod:
         self._closed = True
         self._close_reason = reason
         self._closed_by_bus = error
-        self._stats[6] += len(self._inbox) + len(self._failed)
+        self._counts.dropped_closed += len(self._inbox) + len(self._failed)
         self._inbox.clear()
         if self._congested:
             self._relieve()
@@ -325,18 +368,18 @@ class Pod:
             _log.warning("pod_disconnected", pod=self.id, reason=reason)
 
     def statistics(self) -> PodStatistics:
-        s = self._stats
+        c = self._counts
         return PodStatistics(
-            received=s[0],
-            handled=s[1],
-            failed=s[2],
-            redelivered=s[3],
+            received=c.received,
+            handled=c.handled,
+            failed=c.failed,
+            redelivered=c.redelivered,
             pending_failures=len(self._failed),
             inbox=len(self._inbox),
             inbox_limit=self.inbox_limit,
-            dropped_overflow=s[4],
-            dropped_failed=s[5],
-            dropped_closed=s[6],
+            dropped_overflow=c.dropped_overflow,
+            dropped_failed=c.dropped_failed,
+            dropped_closed=c.dropped_closed,
         )
 
     # -- the bus side ----------------------------------------------------------------------------
@@ -345,12 +388,12 @@ class Pod:
         """Queue an admitted message (called by the bus)."""
         inbox = self._inbox
         if len(inbox) >= self.inbox_limit:
-            self._stats[4] += 1
+            self._counts.dropped_overflow += 1
             if self.overflow is Overflow.DROP_NEWEST:
                 return
             inbox.popleft()
         inbox.append(msg)
-        self._stats[0] += 1
+        self._counts.received += 1
         if len(inbox) >= self._high_water and not self._congested:
             self._congested = True
             self.bus.mark_congested(self)
@@ -384,12 +427,18 @@ class Pod:
     def _drain_sync(self) -> None:
         self._scheduled = False
         inbox = self._inbox
-        stats = self._stats
+        counts = self._counts
         if self._congested:
             self._relieve()
-        for _ in range(_BATCH):
-            if not inbox or self._closed:
-                break
+        deadline = time.perf_counter() + _DRAIN_BUDGET
+        steps = _CHECK_EVERY
+        while inbox and not self._closed:
+            steps -= 1
+            if not steps:  # drain while there is time, and past it while the inbox is still
+                # over a quarter full: a burst never overflows a pod faster than its producer
+                if time.perf_counter() > deadline and len(inbox) <= self._high_water // 2:
+                    break
+                steps = _CHECK_EVERY
             if self._mode is not _Mode.SYNC and self._mode is not _Mode.IDLE:
                 self._schedule()
                 return
@@ -412,7 +461,7 @@ class Pod:
             if self._failed or self._attempts:
                 self._handler_succeeded(msg)
             else:
-                stats[1] += 1
+                counts.handled += 1
         if self._congested:
             self._relieve()
         if inbox and not self._closed:
@@ -463,7 +512,7 @@ class Pod:
                 ):
                     await result
             except asyncio.CancelledError:
-                self._stats[6] += 1  # cut off by the bus closing
+                self._counts.dropped_closed += 1  # cut off by the bus closing
                 raise
             except Exception as exc:
                 self._handler_failed(msg, exc)
@@ -471,14 +520,14 @@ class Pod:
             if self._failed or self._attempts:
                 self._handler_succeeded(msg)
             else:
-                self._stats[1] += 1
+                self._counts.handled += 1
 
     async def _finish(self, msg: Message, result: object) -> None:
         try:
             if inspect.isawaitable(result):
                 await result
         except asyncio.CancelledError:
-            self._stats[6] += 1  # cut off by the bus closing
+            self._counts.dropped_closed += 1  # cut off by the bus closing
             raise
         except Exception as exc:
             self._handler_failed(msg, exc)
@@ -486,20 +535,20 @@ class Pod:
             self._handler_succeeded(msg)
 
     def _handler_succeeded(self, msg: Message) -> None:
-        self._stats[1] += 1
+        self._counts.handled += 1
         if self._attempts:
             self._attempts.pop(msg.uuid, None)
         if self._failed:
             failed, self._failed = self._failed, []
-            self._stats[3] += len(failed)
+            self._counts.redelivered += len(failed)
             self._inbox.extendleft(reversed(failed))
 
     def _handler_failed(self, msg: Message, exc: Exception) -> None:
-        self._stats[2] += 1
+        self._counts.failed += 1
         attempts = self._attempts.get(msg.uuid, 0) + 1
         if attempts >= self.bus.max_attempts:
             self._attempts.pop(msg.uuid, None)
-            self._stats[5] += 1
+            self._counts.dropped_failed += 1
             _log.warning(
                 "message_given_up", pod=self.id, msg_uuid=msg.uuid, type=msg.type, error=repr(exc)
             )

@@ -1,4 +1,4 @@
-"""Receipts for sent messages, and the small mailbox every wait reads from.
+"""Receipts for sent messages: wait for one reply, or collect many.
 
 A ``MsgReceipt`` comes back from every ``Pod.send``. Waiting on it registers a reply waiter with the
 bus; a reply that arrived *before* anyone waited is kept by the bus (a bounded set of recent unclaimed
@@ -9,85 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
-from gravpy.errors import MsgNotWanted, NoResponders, UsageError, WaitTimeout
+from gravpy._mailbox import Mailbox, WaitFunc, check_timeout, wait_in
+from gravpy.errors import NoResponders, UsageError, WaitTimeout
 from gravpy.message import Message
-
-if TYPE_CHECKING:
-    from gravpy.pod import Pod
 
 __all__ = ["MsgReceipt", "WaitFunc"]
 
-WaitFunc = Callable[[Message], Any]
-"""A wait function: return (or return an awaitable of) a value to accept the message; raise
-``MsgNotWanted`` to keep waiting; any other exception ends the wait and propagates."""
+
+class ReplyWaiters(Protocol):
+    """What a receipt needs from the bus: reply waiters and an owner for ``on_reply`` tasks."""
+
+    def register_reply_waiter(self, uuid: str, pod: Any, msg_type: str = "") -> Mailbox: ...
+    def unregister_reply_waiter(self, uuid: str, mailbox: Mailbox) -> None: ...
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]: ...
 
 
-class Mailbox:
-    """Messages offered to one waiter, in order, plus an error that ends the wait."""
+class Sender(Protocol):
+    """The pod that sent the message (``MsgReceipt.pod``)."""
 
-    __slots__ = ("_error", "_items", "_waker")
-
-    def __init__(self) -> None:
-        self._items: deque[Message] = deque()
-        self._waker: asyncio.Future[None] | None = None
-        self._error: BaseException | None = None
-
-    def offer(self, msg: Message) -> None:
-        self._items.append(msg)
-        self._wake()
-
-    def fail(self, error: BaseException) -> None:
-        """End the wait with ``error`` once the messages already offered are taken."""
-        if self._error is None:
-            self._error = error
-        self._wake()
-
-    def _wake(self) -> None:
-        waker = self._waker
-        if waker is not None and not waker.done():
-            waker.set_result(None)
-
-    async def get(self) -> Message:
-        while not self._items:
-            if self._error is not None:
-                raise self._error
-            self._waker = asyncio.get_running_loop().create_future()
-            try:
-                await self._waker
-            finally:
-                self._waker = None
-        return self._items.popleft()
-
-
-def check_timeout(timeout: float | None) -> None:
-    if timeout is not None and not timeout > 0:
-        raise UsageError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
-
-
-async def wait_in(mailbox: Mailbox, timeout: float | None, fn: WaitFunc | None, what: str) -> Any:
-    """Read ``mailbox`` until ``fn`` accepts a message (or the first message when ``fn`` is None)."""
-    deadline = asyncio.timeout(timeout)
-    try:
-        async with deadline:
-            while True:
-                msg = await mailbox.get()
-                if fn is None:
-                    return msg
-                try:
-                    result = fn(msg)
-                    if inspect.isawaitable(result):
-                        result = await result
-                except MsgNotWanted:
-                    continue
-                return result
-    except TimeoutError:
-        if deadline.expired():
-            raise WaitTimeout(f"no {what} within {timeout} s") from None
-        raise
+    @property
+    def bus(self) -> ReplyWaiters: ...
 
 
 class MsgReceipt:
@@ -100,7 +44,7 @@ class MsgReceipt:
 
     __slots__ = ("_no_responders", "msg_type", "pod", "uuid")
 
-    def __init__(self, uuid: str, msg_type: str, pod: Pod, no_responders: bool) -> None:
+    def __init__(self, uuid: str, msg_type: str, pod: Sender, no_responders: bool) -> None:
         self.uuid = uuid
         self.msg_type = msg_type
         self.pod = pod
@@ -123,9 +67,46 @@ class MsgReceipt:
         if self._no_responders:
             raise NoResponders(self.msg_type)
         bus = self.pod.bus
-        mailbox = bus.register_reply_waiter(self.uuid, self.pod)
+        mailbox = bus.register_reply_waiter(self.uuid, self.pod, self.msg_type)
         try:
             return await wait_in(mailbox, timeout, on, f"reply to {self.msg_type} {self.uuid}")
+        finally:
+            bus.unregister_reply_waiter(self.uuid, mailbox)
+
+    async def replies(
+        self, timeout: float | None = None, max: int | None = None
+    ) -> AsyncIterator[Message]:
+        """Yield the replies as they come, until ``max`` replies or ``timeout`` seconds have passed.
+
+        ``async for reply in pod.send(req).replies(timeout=1.0, max=3): ...``. Unlike
+        ``wait_until``, the end of the window is the normal end of the iteration, not an error:
+        it yields what came (perhaps nothing). Raises ``NoResponders`` at once when nothing could
+        answer, ``LinkClosedError`` if the only peer that could answer went away, and
+        ``UsageError`` if neither bound is given (the iteration would never end by itself).
+        """
+        check_timeout(timeout)
+        if max is not None and (not isinstance(max, int) or max < 1):
+            raise UsageError(f"max must be an int >= 1 or None, got {max!r}")
+        if timeout is None and max is None:
+            raise UsageError("replies() needs a timeout, a max, or both")
+        if self._no_responders:
+            raise NoResponders(self.msg_type)
+        bus = self.pod.bus
+        mailbox = bus.register_reply_waiter(self.uuid, self.pod, self.msg_type)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        count = 0
+        try:
+            while max is None or count < max:
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    return
+                try:
+                    reply = await wait_in(mailbox, left, None, "reply")
+                except WaitTimeout:
+                    return
+                count += 1
+                yield reply
         finally:
             bus.unregister_reply_waiter(self.uuid, mailbox)
 

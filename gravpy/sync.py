@@ -24,7 +24,7 @@ from gravpy.errors import UsageError
 from gravpy.grav import Grav
 from gravpy.leaf import DEFAULT_URL
 from gravpy.leaf import connect as connect_async
-from gravpy.link import PeerInfo
+from gravpy.mesh import PeerInfo
 from gravpy.message import Message
 from gravpy.pod import Handler, Pod
 from gravpy.receipt import MsgReceipt, WaitFunc
@@ -81,6 +81,15 @@ class SyncReceipt:
 
     def wait_on(self, on: WaitFunc) -> Any:
         return self._runner.run(self._receipt.wait_on(on))
+
+    def replies(self, timeout: float | None = None, max: int | None = None) -> list[Message]:
+        """Block until ``max`` replies or ``timeout`` seconds; return the replies that came, in
+        order (see ``MsgReceipt.replies``)."""
+
+        async def collect() -> list[Message]:
+            return [reply async for reply in self._receipt.replies(timeout, max)]
+
+        return self._runner.run(collect())
 
 
 class SyncPod:

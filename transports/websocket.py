@@ -29,7 +29,6 @@ from types import TracebackType
 from typing import Final
 from urllib.parse import urlsplit
 
-import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -42,6 +41,7 @@ from websockets.exceptions import (
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
+from gravpy import _log as logs
 from gravpy.errors import GravError, LinkClosedError, TransportError, UsageError
 from gravpy.plugins import LinkHandler
 from gravpy.proto import DEFAULT_LIMITS
@@ -49,7 +49,7 @@ from transports._addresses import format_address, wildcard_hosts
 
 __all__ = ["WebSocketLink", "WebSocketTransport"]
 
-_log = structlog.get_logger(__name__)
+_log = logs.get_logger("gravpy.transports.websocket")
 
 _MAX_CLOSE_REASON_BYTES: Final = 123  # RFC 6455: 125-byte close payload, 2 of them the code
 _SCHEMES: Final = ("ws", "wss")

@@ -25,7 +25,7 @@ from gravpy.cli.parser import EXIT_CONNECT, EXIT_USAGE
 if TYPE_CHECKING:
     from gravpy.errors import HandshakeRejectedError
     from gravpy.grav import Grav
-    from gravpy.link import PeerInfo
+    from gravpy.mesh import PeerInfo
     from gravpy.plugins import Transport
 
 __all__ = ["Failure", "LinkWatch", "attached", "refusal", "say"]

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from gravpy.grav import Grav
-    from gravpy.link import PeerInfo
+    from gravpy.mesh import PeerInfo
     from gravpy.message import Message
 
 __all__ = ["bench"]

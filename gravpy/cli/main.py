@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import NoReturn
 
-from gravpy.cli.attach import Failure
+from gravpy.cli.attach import Failure, attached
 from gravpy.cli.parser import (
     EXIT_CONNECT,
     EXIT_INTERRUPTED,
     EXIT_NO_RESPONDERS,
+    EXIT_OK,
     EXIT_TIMEOUT,
     EXIT_USAGE,
     build_parser,
@@ -37,6 +40,8 @@ __all__ = [
     "EXIT_NO_RESPONDERS",
     "EXIT_TIMEOUT",
     "EXIT_USAGE",
+    "Failure",
+    "attached",
     "build_parser",
     "main",
 ]
@@ -82,6 +87,8 @@ def _configure_logging(verbose: bool) -> None:
 
 def _command(name: str) -> Callable[[argparse.Namespace], Awaitable[int]]:
     """The coroutine function of command ``name``, importing only its module."""
+    if name == "events":
+        return _events
     if name in ("peers", "check"):
         from gravpy.cli import monitoring
 
@@ -103,6 +110,27 @@ def _command(name: str) -> Callable[[argparse.Namespace], Awaitable[int]]:
 
 async def _run(args: argparse.Namespace) -> int:
     return await _command(args.command)(args)
+
+
+async def _events(args: argparse.Namespace) -> int:
+    from gravpy.cli.events import run_events
+
+    await run_events(args)
+    return EXIT_OK
+
+
+@contextmanager
+def _until_signal(done: asyncio.Event) -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM set ``done`` instead of interrupting (``gravctl events``
+    imports it from here, with ``attached`` and ``Failure``)."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, done.set)
+    try:
+        yield
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gravctl",
-        description="Talk to a running gravd: pub, sub, req, reply, peers, bench, check.",
+        description="Talk to a running gravd: pub, sub, req, reply, peers, bench, check, events.",
         epilog=epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -146,7 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
     _command(commands, "peers", "show the node and its links (reads --monitor)")
     _bench(_command(commands, "bench", "measure pub/sub throughput and req/reply latency"))
     _check(commands)
+    _events(commands)
     return parser
+
+
+def _events(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``gravctl events`` (gravpy.cli.events), with the global options after it too."""
+    from gravpy.cli.events import add_events_command
+
+    add_events_command(commands)
+    _global_options(commands.choices["events"], top=False)
 
 
 def _command(commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str) -> argparse.ArgumentParser:  # fmt: skip

@@ -37,8 +37,9 @@ from gravpy.daemon.settings import (
     SETTINGS,
     Address,
     Setting,
+    default_data_dir,
 )
-from gravpy.errors import UsageError
+from gravpy.errors import ConfigError
 from gravpy.proto import ANY_MESH
 
 __all__ = [
@@ -52,16 +53,6 @@ __all__ = [
     "load_config",
     "load_config_with_sources",
 ]
-
-
-class ConfigError(UsageError):
-    """A setting has a bad value. ``setting`` and ``source`` say which one and where it came from."""
-
-    def __init__(self, setting: str, source: str, problem: str) -> None:
-        super().__init__(f"invalid {setting} (from {source}): {problem}")
-        self.setting = setting
-        self.source = source
-        self.problem = problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +72,7 @@ class DaemonConfig:
     mesh: str = ANY_MESH
     mesh_key_file: Path | None = None
     mesh_key: bytes | None = field(default=None, repr=False)
+    data_dir: Path = field(default_factory=default_data_dir)
     log_format: str = "auto"
     log_level: str = "info"
     drain_timeout: float = 2.0
@@ -121,6 +113,7 @@ class DaemonConfig:
             "monitor": str(self.monitor) if self.monitor else "off",
             "mesh": self.mesh,
             "mesh_key_file": str(self.mesh_key_file) if self.mesh_key_file else "off",
+            "data_dir": str(self.data_dir),
             "log_format": self.log_format,
             "log_level": self.log_level,
             "drain_timeout": self.drain_timeout,

@@ -52,17 +52,30 @@ def configure_logging(
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=_colors(out))
+    # Every event, gravd's own and the library's, ends in one stdlib handler: a write that fails
+    # (a log collector died, the pipe broke) is dropped there and never raises into gravd's
+    # control flow (signal handling, links), as a print from structlog's PrintLogger did.
+    logging.raiseExceptions = False
     structlog.configure(
-        processors=[*shared, structlog.processors.StackInfoRenderer(), renderer],
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            # library events arrive as stdlib records, their fields in ``extra`` (gravpy._log)
+            foreign_pre_chain=[
+                *shared,
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(),
+            ],
         )
     )
     root = logging.getLogger()

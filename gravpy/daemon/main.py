@@ -43,11 +43,13 @@ from gravpy.daemon.config import (
     DaemonConfig,
     load_config_with_sources,
 )
+from gravpy.daemon.events_node import DaemonEvents
 from gravpy.daemon.logging import configure_logging
 from gravpy.daemon.monitor import Monitor, NodeStatus
 from gravpy.errors import GravError
+from gravpy.events import EventStoreError
 from gravpy.grav import Grav
-from gravpy.hub import HubConfig
+from gravpy.mesh import HubConfig
 from gravpy.message import Message
 from gravpy.plugins import Discovery, Transport, load_discovery
 from gravpy.proto import ProtocolConfig
@@ -208,11 +210,18 @@ async def _start(grav: Grav, status: NodeStatus, monitor: Monitor | None, log: A
         )
         return None
     try:
+        status.events = await DaemonEvents.open(grav, config)
+    except EventStoreError as exc:
+        log.error("start_failed", data_dir=str(config.data_dir), error=str(exc))
+        await grav.stop()
+        return None
+    try:
         _serve_info(grav, status)
         address = await monitor.start() if monitor is not None else "off"
         status.ready = True  # listening, discovery started: /readyz turns 200
         return address
     except (OSError, GravError) as exc:
+        await status.events.close()
         log.error("start_failed", monitor=str(config.monitor), error=str(exc))
         await grav.stop()
         return None
@@ -223,6 +232,8 @@ async def _drain(
 ) -> int:
     status.set_draining()
     log.info("draining", timeout=config.drain_timeout, links=len(grav.peers()))
+    if status.events is not None:
+        await status.events.begin_drain(config.drain_timeout)
     code = EXIT_OK
     try:
         async with asyncio.timeout(config.drain_timeout + STOP_GRACE):
@@ -232,6 +243,8 @@ async def _drain(
         code = EXIT_FAILURE
     if monitor is not None:
         await monitor.stop()
+    if status.events is not None:
+        await status.events.close()
     log.info("stopped", exit_code=code, uptime_seconds=round(status.uptime(), 3))
     return code
 

@@ -36,8 +36,7 @@ from gravpy.proto import ROLE_LEAF, ROLE_PEER
 if TYPE_CHECKING:
     from gravpy.bus import BusStatistics
     from gravpy.daemon.monitor import NodeStatus
-    from gravpy.hub import HubStatistics
-    from gravpy.link import PeerInfo
+    from gravpy.mesh import HubStatistics, PeerInfo
 
 __all__ = ["METRIC_NAMES", "NodeCollector", "RoleTotals"]
 

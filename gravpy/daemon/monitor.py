@@ -32,10 +32,11 @@ from prometheus_client import (
 
 import gravpy
 from gravpy.daemon.config import Address, DaemonConfig
+from gravpy.daemon.events_http import add_event_routes
+from gravpy.daemon.events_node import DaemonEvents
 from gravpy.daemon.metrics import METRIC_NAMES, NodeCollector, RoleTotals
 from gravpy.grav import Grav
-from gravpy.hub import Hub
-from gravpy.link import PeerInfo
+from gravpy.mesh import Hub, PeerInfo
 from gravpy.proto import ROLE_LEAF
 
 __all__ = ["METRIC_NAMES", "LeafPage", "Monitor", "NodeCollector", "NodeStatus"]
@@ -81,6 +82,7 @@ class NodeStatus:
         self.ready = False  # set once the node listens and its discovery runs
         self.monitor_address = ""
         self.role_totals = RoleTotals()
+        self.events: DaemonEvents | None = None  # gravd sets it once the event store is open
 
     @property
     def serving(self) -> bool:
@@ -143,8 +145,8 @@ class NodeStatus:
                     "inbox_overflow": stats.dropped_overflow,
                     "handler_failed": stats.dropped_failed,
                     "pod_closed": stats.dropped_closed,
-                    "duplicate": hub.duplicates if hub is not None else 0,
-                    "no_route": hub.dropped_no_route if hub is not None else 0,
+                    "duplicate": hub_stats.dropped_duplicate if hub_stats else 0,
+                    "no_route": hub_stats.dropped_no_route if hub_stats else 0,
                     "link": hub_stats.dropped_link if hub_stats else 0,
                 },
             },
@@ -202,6 +204,7 @@ class Monitor:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/v1/node", self._node)
         app.router.add_get("/metrics", self._metrics)
+        add_event_routes(app, self.status.events)
         return app
 
     async def start(self) -> str:

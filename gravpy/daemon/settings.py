@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = [
     "SETTINGS",
     "Address",
     "Setting",
+    "default_data_dir",
 ]
 
 MIN_KEY_BYTES: Final = 16
@@ -186,6 +188,22 @@ def _parse_path_setting(value: object) -> Path | None:
     return Path(value).expanduser() if value.strip() else None
 
 
+def default_data_dir() -> Path:
+    """Where gravd keeps its files by default: ``$XDG_STATE_HOME/gravd``, else
+    ``~/.local/state/gravd``."""
+    state = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(state) if state and Path(state).is_absolute() else Path.home() / ".local" / "state"
+    return base / "gravd"
+
+
+def _parse_data_dir(value: object) -> Path:
+    if isinstance(value, Path):
+        return value
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a directory path, got {value!r}")
+    return Path(value.strip()).expanduser()
+
+
 def _parse_url_path(value: object) -> str:
     if not isinstance(value, str) or not value.startswith("/") or any(c.isspace() for c in value):
         raise ValueError(f"{value!r} is not a URL path (it starts with '/', has no spaces)")
@@ -319,6 +337,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "PATH",
         f"a file holding the mesh key (at least {MIN_KEY_BYTES} bytes, the same on every node)",
         _parse_path_setting,
+    ),
+    Setting(
+        "data_dir",
+        "--data-dir",
+        "PATH",
+        "the directory gravd keeps its files in (events.sqlite3, ...) (default "
+        "$XDG_STATE_HOME/gravd, else ~/.local/state/gravd)",
+        _parse_data_dir,
     ),
     Setting(
         "log_format",

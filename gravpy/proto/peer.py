@@ -96,6 +96,7 @@ class PeerProtocol:
         self._clock = now  # the latest `now` seen; stamps frames queued by calls without one
         self._last_sent = now
         self._last_received = now
+        self._holding = False  # the caller holds reading (backpressure): no dead-link verdict
         self._ping_nonce = 0
         self._ping_sent_at: float | None = None
         self._rtt: float | None = None
@@ -154,6 +155,11 @@ class PeerProtocol:
 
     # -- I/O side ---------------------------------------------------------------------------
 
+    @property
+    def has_data_to_send(self) -> bool:
+        """True if frames are queued (``data_to_send`` would return some)."""
+        return bool(self._outbox)
+
     def data_to_send(self) -> list[bytes]:
         """The frames queued since the last call, oldest first. Write each as one frame.
 
@@ -198,7 +204,7 @@ class PeerProtocol:
                 self._advance(Trigger.DEADLINE)
                 return [ev.Rejected(hs.REASON_DEADLINE, detail, by_remote=False)]
             return []
-        if now >= self._last_received + cfg.dead_after:
+        if not self._holding and now >= self._last_received + cfg.dead_after:
             detail = f"nothing received for {now - self._last_received:.3g} s"
             self._queue(encode_frame(Close(hs.REASON_DEAD, detail)), now)
             self._advance(Trigger.DEAD)
@@ -217,7 +223,22 @@ class PeerProtocol:
             return None
         if self._state is not LinkState.OPEN:
             return self._opened_at + cfg.handshake_timeout
+        if self._holding:
+            return self._last_sent + cfg.ping_interval
         return min(self._last_sent + cfg.ping_interval, self._last_received + cfg.dead_after)
+
+    def hold_reading(self) -> None:
+        """The caller stops reading for a while (backpressure): the silence is not the remote's.
+
+        No ``LinkDead`` is reported until ``resume_reading``; pings still go out, so the remote
+        keeps hearing from us. Keep holds short (the caller bounds them well under dead_after).
+        """
+        self._holding = True
+
+    def resume_reading(self, now: float) -> None:
+        """The caller reads again: the remote's silence is counted from ``now``."""
+        self._holding = False
+        self._last_received = max(self._last_received, now)
 
     # -- caller's decisions -----------------------------------------------------------------
 

@@ -19,15 +19,24 @@ import itertools
 from collections import deque
 from typing import Final
 
-import structlog
-
-from gravpy.testing._transport_check import check_transport
+from gravpy._log import get_logger
 from gravpy.errors import LinkClosedError, TransportError, UsageError
 from gravpy.plugins import LinkHandler
+from gravpy.testing._transport_check import check_transport
+from gravpy.testing.idle import wait_idle
+from gravpy.testing.logs import capture_logs
 
-__all__ = ["MemoryLink", "MemoryNetwork", "MemoryTransport", "check_transport", "memory_link_pair"]
+__all__ = [
+    "MemoryLink",
+    "MemoryNetwork",
+    "MemoryTransport",
+    "capture_logs",
+    "check_transport",
+    "memory_link_pair",
+    "wait_idle",
+]
 
-_log = structlog.get_logger(__name__)
+_log = get_logger("gravpy.testing")
 
 _SCHEME: Final = "memory://"
 

@@ -12,10 +12,9 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from structlog.testing import capture_logs
-
 from gravpy.errors import GravError, LinkClosedError, TransportError, UsageError
 from gravpy.plugins import Link, Transport
+from gravpy.testing.logs import capture_logs
 
 __all__ = ["check_transport"]
 

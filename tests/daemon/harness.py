@@ -19,6 +19,7 @@ import signal
 import socket
 import struct
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -252,9 +253,18 @@ async def running_gravd(
 ) -> AsyncIterator[Gravd]:
     """A gravd on 127.0.0.1 port 0 (unless ``local`` is False), killed on exit if still running.
 
-    ``command`` runs gravd some other way (the README's ``.venv/bin/gravd``).
+    ``command`` runs gravd some other way (the README's ``.venv/bin/gravd``). Unless the test
+    says otherwise (``--data-dir``, ``XDG_STATE_HOME``), gravd keeps its files in a temporary
+    state directory of its own, removed afterwards.
     """
     argv = [*command, *(LOCAL if local else ()), *args]
+    with tempfile.TemporaryDirectory(prefix="gravd-state-") as state:
+        async with _started(argv, {"XDG_STATE_HOME": state, **(env or {})}) as gravd:
+            yield gravd
+
+
+@asynccontextmanager
+async def _started(argv: Sequence[str], env: Mapping[str, str]) -> AsyncIterator[Gravd]:
     process = await Process.start(argv, env=env)
     try:
         listening = await process.wait_event("listening")

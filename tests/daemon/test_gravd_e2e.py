@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import gravpy
 from gravpy.daemon.monitor import METRIC_NAMES
 from gravpy.filter import Pattern
-from gravpy.link import PeerInfo
+from gravpy.mesh import PeerInfo
 from gravpy.message import Message
 from gravpy.plugins import available_discovery
 from tests.daemon.harness import (

@@ -18,8 +18,7 @@ from gravpy.daemon.config import Address, DaemonConfig
 from gravpy.daemon.logging import configure_logging, resolve_format
 from gravpy.daemon.metrics import RoleTotals
 from gravpy.daemon.monitor import METRIC_NAMES, Monitor, NodeStatus
-from gravpy.hub import HubStatistics
-from gravpy.link import PeerInfo
+from gravpy.mesh import HubStatistics, PeerInfo
 
 
 @pytest.fixture

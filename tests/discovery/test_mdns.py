@@ -16,15 +16,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
-from structlog.typing import EventDict, WrappedLogger
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from discovery.mdns import MdnsDiscovery, Skip, advert_for, read_record
 from gravpy import Grav, Message
 from gravpy.errors import TransportError, UsageError
-from gravpy.link import PeerInfo
+from gravpy.mesh import PeerInfo
 from gravpy.plugins import DiscoveryContext, PeerReport, load_discovery
+from gravpy.testing import capture_logs
 from transports.websocket import WebSocketTransport
 
 LOOPBACK = ["127.0.0.1"]
@@ -68,17 +67,16 @@ def loopback_multicast() -> None:
 
 
 class LogWatch:
-    """The structlog events logged during a test, and a way to wait for one."""
+    """The events logged during a test, and a way to wait for one."""
 
     def __init__(self) -> None:
-        self.entries: list[EventDict] = []
+        self.entries: list[dict[str, Any]] = []
         self._changed = asyncio.Event()
 
-    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
-        self._changed.set()  # the entry is appended right after this processor returns
-        return event_dict
+    def __call__(self, entry: dict[str, Any]) -> None:
+        self._changed.set()
 
-    async def wait_for(self, **fields: Any) -> EventDict:
+    async def wait_for(self, **fields: Any) -> dict[str, Any]:
         """The first entry whose fields have these values, once it is logged."""
         async with asyncio.timeout(WAIT):
             while True:
@@ -91,9 +89,9 @@ class LogWatch:
 
 @pytest.fixture
 def logs() -> Iterator[LogWatch]:
-    """Capture every structlog event of the test (and let it wait for one)."""
+    """Capture every logged event of the test (and let it wait for one)."""
     watch = LogWatch()
-    with capture_logs(processors=[watch]) as entries:
+    with capture_logs(watch) as entries:
         watch.entries = entries
         yield watch
 

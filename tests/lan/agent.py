@@ -16,7 +16,7 @@ import sys
 import gravpy
 from gravpy import Message
 from gravpy.filter import Pattern
-from gravpy.link import PeerInfo
+from gravpy.mesh import PeerInfo
 
 TYPE = "lan.hello"
 

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from gravpy import Grav
-from gravpy.hub import HubConfig
-from gravpy.link import PeerInfo
+from gravpy.mesh import HubConfig, PeerInfo
 from gravpy.proto import ProtocolConfig
 from transports.websocket import WebSocketTransport
 

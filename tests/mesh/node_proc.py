@@ -14,7 +14,7 @@ import signal
 import sys
 
 from gravpy import Grav, Message
-from gravpy.hub import HubConfig
+from gravpy.mesh import HubConfig
 from gravpy.proto import ProtocolConfig
 from transports.websocket import WebSocketTransport
 

@@ -105,3 +105,22 @@ async def test_sync_leaf_request_reply(node: NodeFactory) -> None:
             return reply.data
 
     assert await asyncio.to_thread(blocking_client) == b"sync hi"
+
+
+async def test_sync_leaf_collects_several_replies(node: NodeFactory) -> None:
+    """SyncReceipt.replies(max=2) returns the answers of two responders on the node."""
+    a = await node()
+    for name in (b"one", b"two"):
+        responder = a.connect()
+        responder.on_type(
+            "svc.many",
+            lambda m, r=responder, n=name: r.reply_to(m, Message.new("svc.many.r", n)),
+        )
+    endpoint = a.endpoints()[0]
+
+    def blocking_client() -> list[bytes]:
+        with gravpy.sync.connect(endpoint, hub_config=FAST) as g:
+            receipt = g.connect().send(Message.new("svc.many", b"?"))
+            return sorted(m.data for m in receipt.replies(timeout=10.0, max=2))
+
+    assert await asyncio.to_thread(blocking_client) == [b"one", b"two"]

@@ -8,21 +8,31 @@ import json
 import os
 import signal
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import msgpack
 import pytest
-from structlog.testing import capture_logs
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
+import gravpy
 from discovery.static import StaticDiscovery
 from gravpy import Message
-from gravpy.errors import HandshakeRejectedError, LinkClosedError, UsageError
-from gravpy.link import PeerInfo
+from gravpy.backoff import BackoffPolicy
+from gravpy.errors import (
+    HandshakeRejectedError,
+    LinkClosedError,
+    NodeUUIDMismatch,
+    UsageError,
+    WaitTimeout,
+)
+from gravpy.mesh import HubConfig, PeerInfo
 from gravpy.plugins import DiscoveryContext, PeerReport
+from gravpy.proto import ProtocolConfig
+from gravpy.testing import capture_logs
 
 from .conftest import NodeFactory, linked_to
 
@@ -94,14 +104,16 @@ async def test_dead_peer_is_noticed_and_its_requests_fail_then_it_is_redialled(
 
 
 async def test_simultaneous_dials_end_with_one_link(node: NodeFactory) -> None:
-    """Two nodes that dial each other at the same instant keep exactly one link."""
+    """Two nodes that dial each other at the same instant keep exactly one link, and both
+    connect_endpoint calls return it (no duplicate refusal reaches the caller)."""
     a = await node()
     b = await node()
-    await asyncio.gather(
+    from_a, from_b = await asyncio.gather(
         a.connect_endpoint(b.endpoints()[0]),
         b.connect_endpoint(a.endpoints()[0]),
-        return_exceptions=True,
     )
+    assert from_a.uuid == b.node_uuid
+    assert from_b.uuid == a.node_uuid
     await a.wait_for(linked_to(b), timeout=5)
     await b.wait_for(linked_to(a), timeout=5)
     assert a.hub is not None
@@ -219,6 +231,22 @@ async def test_message_over_the_mesh_limit_is_refused_at_send(node: NodeFactory)
     assert reply.data == b"ok"
 
 
+async def test_message_whose_headers_overflow_a_frame_is_refused_at_send(
+    node: NodeFactory,
+) -> None:
+    """Small data with 1.6 MB of headers raises UsageError at send instead of dying on the link."""
+    a = await node()
+    b = await node(discovery=[StaticDiscovery(a.endpoints())])
+    responder = b.connect()
+    responder.on_type("svc.ok", lambda m: responder.reply_to(m, Message.new("svc.ok.r", b"ok")))
+    await a.wait_for(linked_to(b, interest="svc.ok"), timeout=5)
+    pod = a.connect()
+    with pytest.raises(UsageError, match="one frame carries"):
+        pod.send(Message.new("svc.ok", b"s", headers={"big": "h" * 1_600_000}))
+    reply = await pod.send(Message.new("svc.ok", b"small", headers={"k": "v"})).wait_until(5)
+    assert reply.data == b"ok"
+
+
 class ScriptedDiscovery:
     """A discovery plugin whose reports the test makes by hand."""
 
@@ -321,3 +349,76 @@ async def test_hub_totals_survive_the_links_that_made_them(node: NodeFactory) ->
     assert stats.links_opened == 1
     assert stats.links_closed == 1
     assert stats.handshakes_rejected.get("self", 0) >= 1
+
+
+async def test_node_other_than_the_reported_one_raises_uuid_mismatch(node: NodeFactory) -> None:
+    """A dial expecting another node's uuid is refused with NodeUUIDMismatch naming both."""
+    a = await node()
+    b = await node()
+    assert a.hub is not None
+    expected = str(uuid.uuid4())
+    wanted = a.hub.want(b.endpoints()[0], expected_uuid=expected)
+    with pytest.raises(NodeUUIDMismatch) as caught:
+        async with asyncio.timeout(5):
+            await asyncio.shield(wanted.first_link())
+    assert caught.value.expected == expected
+    assert caught.value.actual == b.node_uuid
+
+
+async def test_attach_to_a_silent_server_raises_wait_timeout() -> None:
+    """gravpy.connect to a server that accepts but never answers raises WaitTimeout in time."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(WaitTimeout):
+            async with gravpy.connect(f"ws://127.0.0.1:{port}/meta/message", timeout=0.5):
+                pass
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_killed_peer_under_traffic_is_forgotten_at_once_and_relinked(
+    node: NodeFactory,
+) -> None:
+    """With traffic flowing, a killed peer's link is dropped as soon as the socket closes (not
+    after a close handshake or dead_after), and the peer is relinked once it is back."""
+    slow_liveness = HubConfig(
+        protocol=ProtocolConfig(ping_interval=5.0, dead_after=30.0),
+        backoff=BackoffPolicy(initial=0.05, maximum=0.2),
+    )
+    async with node_process() as (proc, info):
+        port = int(info["endpoint"].rsplit(":", 1)[1].split("/")[0])
+        a = await node(discovery=[StaticDiscovery([info["endpoint"]])], hub_config=slow_liveness)
+        await a.wait_for(ready(info["uuid"]), timeout=10)
+        pod = a.connect()
+        stop = asyncio.Event()
+
+        async def stream() -> None:
+            payload = b"x" * 16_384
+            while not stop.is_set():
+                pod.send(Message.new("svc.echo", payload))
+                await asyncio.sleep(0)
+
+        streaming = asyncio.create_task(stream())
+        try:
+            await asyncio.sleep(0.3)  # let the socket buffers fill: the writer is mid-send
+            loop = asyncio.get_running_loop()
+            proc.kill()
+            killed_at = loop.time()
+            await a.wait_for(lambda peers: not peers, timeout=25)
+            forgotten_after = loop.time() - killed_at
+        finally:
+            stop.set()
+            await streaming
+        await proc.wait()
+        assert forgotten_after < 3.0, forgotten_after  # dead_after is 30 s here
+    async with node_process(port) as (_, again):
+        await a.wait_for(ready(again["uuid"]), timeout=15)

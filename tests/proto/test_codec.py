@@ -21,9 +21,6 @@ from gravpy.proto import (
     is_valid_pattern,
 )
 from gravpy.proto.frames import (
-    Accept,
-    Auth,
-    Close,
     Frame,
     FrameKind,
     Hello,
@@ -31,57 +28,9 @@ from gravpy.proto.frames import (
     Msgs,
     Peers,
     Ping,
-    Pong,
-    Reject,
-    Withdraw,
-    WithdrawAck,
 )
 
-ids = st.text(min_size=1, max_size=64)
-msg_types = st.from_regex(r"[a-z0-9_-]{1,8}(\.[a-z0-9_-]{1,8}){0,3}", fullmatch=True)
-messages = st.builds(
-    Message,
-    uuid=ids,
-    parent_id=st.text(max_size=64),
-    reply_to=st.text(max_size=64),
-    type=msg_types,
-    timestamp=st.floats(allow_nan=False),
-    data=st.binary(max_size=256),
-    headers=st.none() | st.dictionaries(st.text(max_size=8), st.text(max_size=16), max_size=4),
-)
-tokens = st.from_regex(r"[a-z0-9_-]{1,6}", fullmatch=True) | st.just("*")
-patterns = st.just(">") | st.builds(
-    lambda toks, rest: ".".join(toks) + (".>" if rest else ""),
-    st.lists(tokens, min_size=1, max_size=4),
-    st.booleans(),
-)
-nonces = st.integers(0, 2**64 - 1)
-FRAMES: dict[FrameKind, st.SearchStrategy[Frame]] = {
-    FrameKind.HELLO: st.builds(
-        Hello,
-        node_uuid=ids,
-        role=st.text(min_size=1, max_size=16),
-        belongs_to=st.text(min_size=1, max_size=32),
-        endpoint=st.text(max_size=64),
-        nonce=st.binary(min_size=16, max_size=64),
-        keyed=st.booleans(),
-        version=st.integers(0, 0xFFFF),
-    ),
-    FrameKind.AUTH: st.builds(Auth, st.binary(min_size=32, max_size=32)),
-    FrameKind.ACCEPT: st.just(Accept()),
-    FrameKind.REJECT: st.builds(Reject, st.text(min_size=1, max_size=64), st.text(max_size=99)),
-    FrameKind.MSGS: st.builds(Msgs, st.lists(messages, min_size=1, max_size=8)),
-    FrameKind.INTERESTS: st.builds(Interests, st.lists(patterns, max_size=10).map(tuple)),
-    FrameKind.PEERS: st.builds(
-        Peers, st.lists(st.tuples(ids, st.text(min_size=1, max_size=64)), max_size=10).map(tuple)
-    ),
-    FrameKind.WITHDRAW: st.just(Withdraw()),
-    FrameKind.WITHDRAW_ACK: st.just(WithdrawAck()),
-    FrameKind.PING: st.builds(Ping, nonces),
-    FrameKind.PONG: st.builds(Pong, nonces),
-    FrameKind.CLOSE: st.builds(Close, st.text(min_size=1, max_size=64), st.text(max_size=99)),
-}
-any_frame = st.one_of(*FRAMES.values())
+from .strategies import FRAMES, any_frame, messages, msgpack_values
 
 
 def decode_or_frame_error(raw: bytes) -> Frame | None:
@@ -125,21 +74,6 @@ def test_encode_msgs_is_the_msgs_frame(batch: list[Message]) -> None:
 def test_arbitrary_bytes_only_raise_frame_error(raw: bytes) -> None:
     """Arbitrary bytes either decode to a frame or raise FrameError, never anything else."""
     decode_or_frame_error(raw)
-
-
-msgpack_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.floats()
-    | st.text(max_size=20)
-    | st.binary(max_size=40),
-    lambda inner: (
-        st.lists(inner, max_size=8)
-        | st.dictionaries(st.text(max_size=5) | st.binary(max_size=5), inner, max_size=4)
-    ),
-    max_leaves=16,
-)
 
 
 @settings(max_examples=150)

@@ -246,3 +246,15 @@ def test_statistics_count_frames_and_bytes_both_ways() -> None:
     assert (sb.frames_out, sb.bytes_out) == (sa.frames_in, sa.bytes_in)
     assert sa.bytes_out > 100
     assert sa.state is LinkState.OPEN
+
+
+def test_a_link_that_holds_reading_is_not_declared_dead_and_resumes_counting() -> None:
+    """While the caller holds reading no LinkDead is reported; silence counts again on resume."""
+    config = ProtocolConfig(ping_interval=2.0, dead_after=6.0)
+    pair = open_link(config=config)
+    pair.a.hold_reading()
+    assert pair.a.tick(START + 30.0) == []  # a PING goes out, no verdict
+    assert pair.a.state is LinkState.OPEN
+    pair.a.resume_reading(START + 30.0)
+    assert not any(isinstance(e, LinkDead) for e in pair.a.tick(START + 35.0))
+    assert [type(e) for e in pair.a.tick(START + 36.0)] == [LinkDead]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import gravpy
 from gravpy import Grav, Message
 from gravpy.errors import LinkClosedError, ProtocolError, TransportError, UsageError
-from gravpy.hub import HubConfig
+from gravpy.mesh import HubConfig
 from gravpy.plugins import Link
 from gravpy.proto import ProtocolConfig
 from gravpy.testing import check_transport

@@ -9,8 +9,8 @@ import math
 from typing import NamedTuple
 
 import aiohttp
-import structlog
 
+from gravpy import _log as logs
 from gravpy.errors import LinkClosedError, ProtocolError
 from transports.http.link import _HttpLink
 from transports.http.wire import (
@@ -39,7 +39,7 @@ from transports.http.wire import (
     _Refusal,
 )
 
-_log = structlog.get_logger("transports.http")
+_log = logs.get_logger("gravpy.transports.http")
 
 
 class _Opened(NamedTuple):

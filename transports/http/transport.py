@@ -14,9 +14,9 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import aiohttp
-import structlog
 from aiohttp import web
 
+from gravpy import _log as logs
 from gravpy.errors import LinkClosedError, UsageError
 from gravpy.plugins import LinkHandler
 from gravpy.proto import DEFAULT_LIMITS
@@ -54,7 +54,7 @@ from transports.http.wire import (
     _Refusal,
 )
 
-_log = structlog.get_logger("transports.http")
+_log = logs.get_logger("gravpy.transports.http")
 
 
 class HttpTransport:

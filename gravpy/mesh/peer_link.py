@@ -1,14 +1,21 @@
 """PeerLink: one link to another node, driven by asyncio around a sans-I/O ``PeerProtocol``.
 
 A PeerLink owns three loops for the life of the link, in one ``TaskGroup``: the reader feeds frames
-to the protocol and hands its events to the hub; the writer batches queued messages into MSGS frames
-and writes every frame the protocol queued, in order; the ticker runs the protocol's timers (pings,
-the handshake deadline, the dead-link check). When any of them ends, the link is closed and ``run``
-returns.
+to the protocol and hands what arrives to its owner (the hub, through the ``LinkOwner`` port): the
+messages to ``link_messages`` and every other event to ``link_events``; the writer batches queued
+messages into MSGS frames and writes every frame the protocol queued, in order; the ticker runs the
+protocol's timers (pings, the handshake deadline, the dead-link check). When any of them ends, the
+link is closed and ``run`` returns.
 
 Outgoing messages wait in a bounded queue (``queue_limit``). Past half of it the link reports itself
 congested to the bus (``Pod.publish`` waits); when it is full, new messages are dropped and counted
 in ``dropped``.
+
+Incoming messages that the owner cannot take yet (a local pod is congested: ``link_messages``
+returns how many it took) wait in the link's own ``backlog``; the reader then holds off reading, so
+TCP pushes back to the sender, and retries in steps (see ``_hold``). The link owns all of its state:
+the hub tells it what happened (``mark_open``, ``reject``, ``peer_withdrew``) and what to say
+(``advertise``, ``send_peers``, ``withdraw``); each of those flushes itself.
 """
 
 from __future__ import annotations
@@ -17,12 +24,11 @@ import asyncio
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
-import structlog
-
+from gravpy import _log as logs
 from gravpy.errors import LinkClosedError, UsageError
 from gravpy.filter import Pattern
 from gravpy.message import Message
@@ -33,17 +39,48 @@ from gravpy.proto import (
     Hello,
     LinkDead,
     LinkState,
+    MessagesReceived,
     NodeInfo,
     PeerProtocol,
     ProtocolConfig,
 )
+from gravpy.proto.handshake import ROLE_LEAF, ROLE_PEER
 
-if TYPE_CHECKING:
-    from gravpy.bus import Bus
+__all__ = ["Backpressure", "LinkOwner", "PeerInfo", "PeerLink"]
 
-__all__ = ["PeerInfo", "PeerLink"]
+_log = logs.get_logger("gravpy.mesh.peer_link")
 
-_log = structlog.get_logger("gravpy.link")
+
+class LinkOwner(Protocol):
+    """What a link tells the one who runs it (the hub)."""
+
+    def link_messages(self, link: PeerLink, messages: list[Message]) -> int:
+        """Messages arrived: deliver and forward them; return how many were taken (in order)."""
+
+    def link_events(self, link: PeerLink, events: list[Event]) -> None:
+        """Anything else the protocol reported: handshake steps, interests, peers, withdraw, end."""
+
+    def link_ended(self, link: PeerLink) -> None:
+        """The link is over (called once, before its transport closes)."""
+
+
+class Backpressure(Protocol):
+    """The bus's congestion signals, as a link sees them (``gravpy.bus.Bus``)."""
+
+    @property
+    def pods_congested(self) -> bool: ...
+    def mark_congested(self, sink: object) -> None: ...
+    def pods_queued(self) -> int: ...
+    def relieve(self, sink: object) -> None: ...
+    def set_congested_pods_aside(self) -> None: ...
+    async def wait_pod_room(self) -> None: ...
+
+
+class DialWaiter(Protocol):
+    """Whoever dialled this link and waits for its handshake (``gravpy.mesh.dialer``)."""
+
+    def opened(self, link: PeerLink) -> None: ...
+    def failed(self, link: PeerLink) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,17 +112,18 @@ class PeerLink:
         link: Link,
         local: NodeInfo,
         *,
-        bus: Bus,
-        on_events: Callable[[PeerLink, list[Event]], None],
-        on_resume: Callable[[PeerLink, bool], None],
-        on_ended: Callable[[PeerLink], None],
+        owner: LinkOwner,
+        backpressure: Backpressure,
         config: ProtocolConfig,
         mesh_key: bytes | None,
         expected_uuid: str | None,
         queue_limit: int,
+        dial_endpoint: str = "",
+        dialer: DialWaiter | None = None,
     ) -> None:
         self.link = link
-        self.bus = bus
+        self._owner = owner
+        self._bus = backpressure
         self.proto = PeerProtocol(
             local,
             initiator=link.initiator,
@@ -95,18 +133,17 @@ class PeerLink:
             expected_uuid=expected_uuid,
             config=config,
         )
-        self.dial_endpoint = ""
+        self.dial_endpoint = dial_endpoint
+        self._dialer = dialer
         self.interests: tuple[str, ...] = ()
         self.neighbours: frozenset[str] | None = None  # peers the remote says it links to
-        self.advertised: tuple[str, ...] | None = None  # what we last told the remote we want
+        self._endpoints: tuple[str, ...] = ()  # where the remote says it listens
+        self._advertised: tuple[str, ...] | None = None  # what we last told the remote we want
         self.dropped = 0
         self.end_reason = ""
         self._patterns: list[Pattern] = []
         self._admits: dict[str, bool] = {}
-        self._on_events = on_events
-        self._on_resume = on_resume
-        self._on_ended = on_ended
-        self.backlog: deque[Message] = deque()  # received, held while a local pod is congested
+        self._backlog: deque[Message] = deque()  # received, held while a local pod is congested
         self._queue: deque[Message] = deque()
         self._queue_limit = queue_limit
         # publish() waits past a few frames' worth, so the writer starts early and often
@@ -117,13 +154,13 @@ class PeerLink:
         self._timer_changed = asyncio.Event()
         self._closing = False
         self._close_code = REASON_NORMAL
-        self.ended = asyncio.Event()  # set by the hub once the link is gone
+        self.ended = asyncio.Event()  # set once the link is gone (``finish``)
+        self.closed = asyncio.Event()  # set once the transport is closed too (after ``ended``)
         self.acked = asyncio.Event()  # the remote acknowledged our WITHDRAW
         self.interests_known = asyncio.Event()  # the remote's first INTERESTS arrived
         self.was_open = False
-        self.opened_at: float | None = None  # wall clock, set by the hub at HandshakeComplete
-        self.reject_reason = ""
-        self.first_waiter: Any = None  # the hub's dialer waiting for this link's handshake
+        self.opened_at: float | None = None  # wall clock, when the handshake completed
+        self.reject_reason = ""  # why the handshake was refused (by either side)
 
     # -- what the hub reads ----------------------------------------------------------------------
 
@@ -141,9 +178,36 @@ class PeerLink:
         return self.proto.state is LinkState.OPEN and not self._closing
 
     @property
+    def is_leaf(self) -> bool:
+        """True if the remote is an application attached here (a leaf), not a mesh peer."""
+        remote = self.proto.remote
+        return remote is not None and remote.role == ROLE_LEAF
+
+    @property
+    def is_peer(self) -> bool:
+        """True if the remote is a node of the mesh (a peer)."""
+        remote = self.proto.remote
+        return remote is not None and remote.role == ROLE_PEER
+
+    @property
     def initiator_uuid(self) -> str:
         """The uuid of the node that dialled this link (ties between duplicate links use it)."""
         return self.proto.local.node_uuid if self.link.initiator else self.uuid
+
+    def set_endpoints(self, endpoints: Iterable[str]) -> None:
+        """The endpoints the remote said it listens on (its own entries in PEERS)."""
+        self._endpoints = tuple(dict.fromkeys(endpoints))
+
+    def known_endpoints(self) -> tuple[str, ...]:
+        """Where the remote can be dialled: what it told us, else the endpoint in its HELLO."""
+        if self._endpoints:
+            return self._endpoints
+        remote = self.proto.remote
+        return (remote.endpoint,) if remote is not None and remote.endpoint else ()
+
+    def set_neighbours(self, uuids: Iterable[str]) -> None:
+        """The remote told us which peers it links to (PEERS)."""
+        self.neighbours = frozenset(uuids)
 
     def set_interests(self, patterns: tuple[str, ...]) -> None:
         self.interests = patterns
@@ -184,6 +248,51 @@ class PeerLink:
 
     # -- what the hub calls ----------------------------------------------------------------------
 
+    def accept(self) -> None:
+        """Accept the remote's HELLO (the hub found no reason to refuse it)."""
+        events = self.proto.accept()
+        if events:
+            self._dispatch(events)
+        self.flush()
+
+    def reject(self, reason: str, detail: str) -> None:
+        """Refuse the remote's HELLO with a reason code, tell it why, and close the link."""
+        self.proto.reject(reason, detail)
+        self.rejected(reason)
+
+    def rejected(self, reason: str) -> None:
+        """The handshake was refused (here or by the remote): remember why and close."""
+        self.reject_reason = reason
+        self.end(reason)
+
+    def mark_open(self) -> None:
+        """The handshake completed: tell whoever dialled, and start the clock."""
+        self.was_open = True
+        self.opened_at = time.time()
+        if self._dialer is not None:
+            self._dialer.opened(self)
+
+    def advertise(self, patterns: tuple[str, ...]) -> None:
+        """Tell the remote what it may send us, if that changed since we last said."""
+        if patterns != self._advertised:
+            self._advertised = patterns
+            self.proto.send_interests(patterns)
+            self.flush()
+
+    def send_peers(self, pairs: list[tuple[str, str]]) -> None:
+        """Tell the remote the peers we link to (uuid, endpoint)."""
+        self.proto.send_peers(pairs)
+        self.flush()
+
+    def withdraw(self) -> None:
+        """Ask the remote to stop sending to us (shutdown): it acks, then we drain and close."""
+        self.proto.withdraw()
+        self.flush()
+
+    def peer_withdrew(self) -> None:
+        """The remote withdrew: what is queued for it will never be sent; count it dropped."""
+        self.dropped += self.drop_queue()
+
     def enqueue(self, msg: Message) -> bool:
         """Queue a message for the remote. False (and counted) if the queue is full."""
         queue = self._queue
@@ -191,10 +300,12 @@ class PeerLink:
             self.dropped += 1
             return False
         queue.append(msg)
-        if not self._congested and len(queue) >= self._high_water:
+        n = len(queue)
+        if n == 1:  # the writer empties the queue before it waits: wake it only then
+            self._wake.set()
+        elif not self._congested and n >= self._high_water:
             self._congested = True
-            self.bus.mark_congested(self)
-        self._wake.set()
+            self._bus.mark_congested(self)
         return True
 
     def flush(self) -> None:
@@ -238,19 +349,53 @@ class PeerLink:
             self._closing = True
             self.dropped += self.drop_queue()
             # the hub forgets the link now, not after a close handshake a dead peer never answers
-            self._on_ended(self)
-            await self.link.close(self.end_reason or REASON_NORMAL)
+            self.finish()
+            try:
+                await self.link.close(self.end_reason or REASON_NORMAL)
+            finally:
+                self.closed.set()
+
+    def finish(self) -> None:
+        """The link is over: tell the owner and whoever dialled it (once)."""
+        if self.ended.is_set():
+            return
+        self.ended.set()
+        self._owner.link_ended(self)
+        if self._dialer is not None:
+            self._dialer.failed(self)
+
+    def _dispatch(self, events: list[Event]) -> None:
+        """Messages to ``link_messages`` (what is not taken waits in the backlog), the rest to
+        ``link_events``, in the order the protocol reported them."""
+        owner = self._owner
+        for event in events:
+            if type(event) is MessagesReceived:
+                messages = event.messages
+                if self._backlog:
+                    self._backlog.extend(messages)
+                    continue
+                taken = owner.link_messages(self, messages)
+                if taken < len(messages):
+                    self._backlog.extend(messages[taken:])
+            else:
+                owner.link_events(self, [event])
 
     async def _read(self) -> None:
         try:
             while True:
                 frame = await self.link.recv()
-                events = self.proto.receive_frame(frame, time.monotonic())
+                proto = self.proto
+                events = proto.receive_frame(frame, time.monotonic())
                 if events:
-                    self._on_events(self, events)
-                self.flush()
-                if self.backlog:
-                    await self._hold()
+                    self._dispatch(events)
+                if proto.has_data_to_send:  # a PONG, a handshake step, a WITHDRAW_ACK
+                    self._wake.set()
+                if self._backlog:
+                    self.proto.hold_reading()
+                    try:
+                        await self._hold()
+                    finally:
+                        self.proto.resume_reading(time.monotonic())
         except LinkClosedError as exc:
             if not self.end_reason:
                 self.end_reason = str(exc)
@@ -260,22 +405,29 @@ class PeerLink:
     async def _hold(self) -> None:
         """Read no more while local pods are congested, so the sender's link backs up.
 
-        Waits in steps of a quarter of ``dead_after`` (the remote's pings wait unread meanwhile);
-        when the congested pods made no progress in a step they are set aside: they drop by their
-        overflow policy instead of holding this link, and other pods are not slowed by them.
+        Waits in steps of a quarter of ``dead_after``. Congested pods are set aside when a step
+        passes with no progress (a stuck pod), or when they still hold the link after two steps
+        (a slow one): they then drop by their overflow policy (counted) instead of holding this
+        link, their siblings get everything that follows, and the link reads again well before
+        its unread pings could make it look dead.
         """
-        bus = self.bus
+        bus = self._bus
         step = self.proto.config.dead_after / 4
-        while self.backlog:
+        waited = 0
+        while self._backlog:
             if bus.pods_congested:
                 before = bus.pods_queued()
                 try:
                     async with asyncio.timeout(step):
                         await bus.wait_pod_room()
                 except TimeoutError:
-                    if bus.pods_queued() >= before:
+                    waited += 1
+                    if waited >= 2 or bus.pods_queued() >= before:
                         bus.set_congested_pods_aside()
-            self._on_resume(self, False)
+            pending = list(self._backlog)
+            self._backlog.clear()
+            taken = self._owner.link_messages(self, pending)
+            self._backlog.extend(pending[taken:])
             await asyncio.sleep(0)  # let the pods' drains run between chunks
 
     async def _tick(self) -> None:
@@ -293,7 +445,7 @@ class PeerLink:
                 pass
             events = self.proto.tick(time.monotonic())
             if events:
-                self._on_events(self, events)
+                self._dispatch(events)
             if self.proto.state is LinkState.CLOSED and not self.proto.data_to_send():
                 return
             if any(isinstance(e, LinkDead) for e in events):
@@ -347,7 +499,7 @@ class PeerLink:
     def _relieve(self) -> None:
         if self._congested:
             self._congested = False
-            self.bus.relieve(self)
+            self._bus.relieve(self)
 
     def __repr__(self) -> str:
         return f"<PeerLink {self.uuid or '?'} {self.link.remote_address} {self.proto.state.name}>"

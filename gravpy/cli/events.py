@@ -1,0 +1,175 @@
+"""``gravctl events``: list, follow and mark the events a gravd keeps.
+
+Everything goes over the mesh, like the other commands: gravctl attaches to the node at ``--url``
+as a leaf and asks that gravd's store (``EventStore.remote``); ``--follow`` then subscribes to the
+user's live events (``EventBroadcaster.subscribe``; every user's and gravd's own without
+``--user``) and prints them as they come, after the newest page, until interrupted. A live event
+is shown only if it passes the same severity, category and status filters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from gravpy.events import (
+    Event,
+    EventBroadcaster,
+    EventError,
+    EventQuery,
+    EventStore,
+    EventStoreError,
+    Severity,
+)
+
+if TYPE_CHECKING:
+    from gravpy.events.remote import RemoteEventStore
+    from gravpy.grav import Grav
+
+__all__ = ["EXIT_NOT_FOUND", "add_events_command", "run_events"]
+
+EXIT_NOT_FOUND = 1
+EPILOG = """\
+examples:
+  gravctl events --user 5b6e... --severity error,critical --status unread
+  gravctl events --follow            every event as it happens (gravd's own too)
+  gravctl events read 0e2f...        mark one event read
+
+exit codes: 0 success, 1 no such event (read), 2 bad filter, 4 cannot reach the node's store
+"""
+
+
+def add_events_command(commands: Any) -> None:
+    """Add ``events`` (and ``events read ID``) to gravctl's subcommands."""
+    events = commands.add_parser(
+        "events",
+        help="list, follow or mark the events gravd keeps",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    events.add_argument("--user", metavar="UUID", help="only this user's events")
+    events.add_argument(
+        "--severity", metavar="S", help=f"one or several, comma-separated ({_severities()})"
+    )
+    events.add_argument("--category", metavar="C")
+    events.add_argument("--action", metavar="A")
+    events.add_argument("--status", choices=("unread", "read"))
+    events.add_argument("--search", metavar="TEXT", help="a substring of the description")
+    events.add_argument("--page", type=int, default=1, metavar="N")
+    events.add_argument("--page-size", type=int, default=50, metavar="N")
+    events.add_argument("--json", action="store_true", help="one JSON object per event")
+    events.add_argument("--follow", action="store_true", help="then print live events")
+    actions = events.add_subparsers(dest="events_command", metavar="read ID")
+    read = actions.add_parser("read", help="mark an event read")
+    read.add_argument("id", metavar="ID")
+
+
+async def run_events(args: argparse.Namespace) -> None:
+    """The ``events`` command (called by ``gravctl``'s dispatcher)."""
+    from gravpy.cli.main import EXIT_CONNECT, EXIT_USAGE, Failure, _until_signal, attached
+
+    async with attached(args) as grav:
+        store = EventStore.remote(grav, timeout=args.connect_timeout)
+        try:
+            if args.events_command == "read":
+                await _read(store, args.id)
+            else:
+                await _list(grav, store, args, _until_signal)
+        except EventError as exc:
+            raise Failure(EXIT_USAGE, str(exc)) from None
+        except EventStoreError as exc:
+            raise Failure(EXIT_CONNECT, str(exc)) from None
+        finally:
+            store.close_pod()
+
+
+async def _read(store: RemoteEventStore, event_id: str) -> None:
+    from gravpy.cli.main import Failure
+
+    if await store.mark(event_id, "read") is None:
+        raise Failure(EXIT_NOT_FOUND, f"no event {event_id}")
+    print(f"Marked {event_id} read", file=sys.stderr)
+
+
+async def _list(grav: Grav, store: RemoteEventStore, args: argparse.Namespace, until: Any) -> None:
+    query = EventQuery.from_params(
+        {
+            "user": args.user,
+            "severity": args.severity,
+            "category": args.category,
+            "action": args.action,
+            "status": args.status,
+            "search": args.search,
+            "page": args.page,
+            "page_size": args.page_size,
+        }
+    )
+    broadcaster = EventBroadcaster(grav)
+    live = broadcaster.subscribe(query.user) if query.user else broadcaster.subscribe_all()
+    try:
+        page = await store.query(query)
+        shown = {e.id for e in page.events}
+        for event in reversed(page.events):  # oldest first, so the newest is next to the prompt
+            print(format_event(event, as_json=args.json), flush=True)
+        first = (page.page - 1) * page.page_size
+        print(
+            f"{len(page.events)} of {page.total} event(s) (from #{first + 1}, newest first)",
+            file=sys.stderr,
+        )
+        if args.follow:
+            done = asyncio.Event()
+            with until(done):
+                await _follow(live, query, shown, args.json, done)
+    finally:
+        broadcaster.close()
+
+
+async def _follow(
+    live: Any, query: EventQuery, shown: set[str], as_json: bool, done: asyncio.Event
+) -> None:
+    ended = asyncio.ensure_future(done.wait())
+    try:
+        while not done.is_set():
+            nxt = asyncio.ensure_future(anext(live))
+            await asyncio.wait([nxt, ended], return_when=asyncio.FIRST_COMPLETED)
+            if not nxt.done():
+                nxt.cancel()
+                await asyncio.gather(nxt, return_exceptions=True)
+                return
+            if nxt.exception() is not None:
+                return
+            event: Event = nxt.result()
+            if event.id not in shown and _passes(event, query):
+                print(format_event(event, as_json=as_json), flush=True)
+    finally:
+        ended.cancel()
+        await asyncio.gather(ended, return_exceptions=True)
+
+
+def _passes(event: Event, query: EventQuery) -> bool:
+    return (
+        (not query.severity or event.severity in query.severity)
+        and query.category in (None, event.category)
+        and query.action in (None, event.action)
+        and query.status in (None, event.status)
+    )
+
+
+def format_event(event: Event, *, as_json: bool) -> str:
+    """One line: time, severity, category/action, status, id, description; or JSON."""
+    if as_json:
+        return json.dumps(event.to_dict(), ensure_ascii=False)
+    when = datetime.fromtimestamp(event.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    mark = "*" if event.status.value == "unread" else " "
+    return (
+        f"{when} {mark}{event.severity.value:<13} {event.category}/{event.action:<18} "
+        f"{event.id}  {event.description}"
+    )
+
+
+def _severities() -> str:
+    return ", ".join(s.value for s in Severity)

@@ -1,0 +1,125 @@
+"""``DaemonEvents``: gravd's event store, its mesh service, its broadcaster and its own records.
+
+Theory of operation. ``DaemonEvents.open`` runs once at start, after the node is up: it makes the
+data directory, opens ``events.sqlite3`` in it (a corrupt or locked file fails the start with
+``EventStoreError``, before gravd says it is listening), answers the store's mesh requests
+(``gravd.events.<uuid>.*``), and starts the ``NodeWatcher`` task. ``record`` stores one of gravd's
+own events and publishes it on ``grav.events.system`` (``gravctl events --follow`` shows them);
+a failure to store is logged, never raised into the daemon. ``begin_drain`` records the drain and
+stops the watcher; ``close`` ends the rest after the node has stopped.
+
+gravd keeps at most ``RETAIN_COUNT`` events and none older than ``RETAIN_AGE``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from gravpy.daemon.events_watch import NodeWatcher
+from gravpy.events import Event, EventBroadcaster, EventStore, EventStoreError, Severity
+from gravpy.events.remote import EventStoreService
+from gravpy.grav import Grav
+
+if TYPE_CHECKING:
+    from gravpy.daemon.config import DaemonConfig
+
+__all__ = ["EVENTS_FILE", "RETAIN_AGE", "RETAIN_COUNT", "DaemonEvents"]
+
+_log = logging.getLogger("gravpy.daemon.events")
+EVENTS_FILE: Final = "events.sqlite3"
+RETAIN_COUNT: Final = 1_000_000
+RETAIN_AGE: Final = 90 * 24 * 3600.0
+
+
+class DaemonEvents:
+    """What gravd runs for events; see the module docstring."""
+
+    def __init__(self, grav: Grav, store: EventStore) -> None:
+        self.grav = grav
+        self.store = store
+        self.broadcaster = EventBroadcaster(grav, store=store)
+        self.service = EventStoreService(grav, store)
+        self.watcher = NodeWatcher(grav, self.record)
+        self.record_failures = 0
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, grav: Grav, config: DaemonConfig) -> DaemonEvents:
+        """Open the store in ``config.data_dir`` and start serving; raises ``EventStoreError``."""
+        path = _events_path(config.data_dir)
+        store = await EventStore.open(path, max_count=RETAIN_COUNT, max_age=RETAIN_AGE)
+        events = cls(grav, store)
+        events.service.start()
+        events._task = asyncio.get_running_loop().create_task(
+            events._watch(), name="gravd-events-watch"
+        )
+        await events.record(_config_loaded(grav.node_uuid, config))
+        return events
+
+    async def record(self, event: Event) -> None:
+        """Store and publish one of gravd's own events (a store failure is logged and counted)."""
+        event = event.with_system(self.grav.node_uuid)
+        try:
+            await self.broadcaster.publish(None, event, persist=True)
+        except EventStoreError as exc:
+            self.record_failures += 1
+            _log.warning("could not record event %s %s: %s", event.category, event.action, exc)
+
+    async def begin_drain(self, timeout: float) -> None:
+        """Record that the node is draining and stop watching it."""
+        await self._stop_watching()
+        drain = (
+            Event.builder()
+            .acted_upon(self.grav.node_uuid)
+            .with_category("node")
+            .with_action("drain")
+            .with_description(f"draining: withdrawing from the mesh (at most {timeout} s)")
+            .with_metadata({"timeout": timeout, "links": len(self.grav.peers())})
+        )
+        await self.record(drain.build())
+
+    async def close(self) -> None:
+        """Stop answering and close the store (after the node has stopped)."""
+        await self._stop_watching()
+        self.service.stop()
+        self.broadcaster.close()
+        await self.store.close()
+
+    async def _watch(self) -> None:
+        try:
+            await self.watcher.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the daemon goes on without its own link events
+            _log.exception("the node watcher failed")
+
+    async def _stop_watching(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+def _events_path(data_dir: Path) -> Path:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EventStoreError(str(data_dir), f"cannot make the data directory: {exc}") from exc
+    return data_dir / EVENTS_FILE
+
+
+def _config_loaded(node: str, config: DaemonConfig) -> Event:
+    settings: dict[str, Any] = config.public()
+    return (
+        Event.builder()
+        .acted_upon(node)
+        .with_category("config")
+        .with_action("loaded")
+        .with_severity(Severity.INFORMATIONAL)
+        .with_description(f"gravd started with its configuration (mesh {config.mesh!r})")
+        .with_metadata({"settings": settings})
+        .build()
+    )

@@ -1,0 +1,178 @@
+"""The event store over the mesh: ``RemoteEventStore`` (asks) and ``EventStoreService`` (answers).
+
+Theory of operation. A node that keeps a store (gravd) answers requests of the types
+``gravd.events.<node uuid>.<op>`` (``persist``, ``query``, ``get``, ``mark``, ``delete``); the
+node's uuid is in the type so that, however many gravd share a mesh, a request reaches the one
+store it names and is stored once. An app attached to one gravd (a leaf) finds that uuid in
+``grav.peers()``. Requests and replies are msgpack maps: the request holds the op's arguments,
+the reply (type ``gravd.events.reply``) is ``{"ok": true, "result": ...}`` or ``{"ok": false,
+"error": text, "field": name or None}``. A reply with ``field`` raises ``EventError`` (the caller
+sent a bad event or filter); one without raises ``EventStoreError`` (the store failed).
+
+The service handles requests in a pod with an async handler, a few at once; the store's one
+thread orders the writes. Any request, however malformed, gets a reply and never breaks the pod.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+from gravpy.errors import GravError, NoResponders, UsageError, WaitTimeout
+from gravpy.events.event import Event, EventError, EventStatus, check_uuid
+from gravpy.events.query import EventQuery, Page
+from gravpy.events.store import EventStore, EventStoreError
+from gravpy.message import Message
+from gravpy.proto import ROLE_PEER
+
+if TYPE_CHECKING:
+    from gravpy.grav import Grav
+    from gravpy.pod import Pod
+
+__all__ = ["REPLY_TYPE", "TYPE_PREFIX", "EventStoreService", "RemoteEventStore", "request_type"]
+
+_log = logging.getLogger("gravpy.events.remote")
+TYPE_PREFIX: Final = "gravd.events"
+REPLY_TYPE: Final = "gravd.events.reply"
+_OPS: Final = ("persist", "query", "get", "mark", "delete")
+
+
+def request_type(node: str, op: str) -> str:
+    """The message type of ``op`` on the store of node ``node``."""
+    return f"{TYPE_PREFIX}.{node}.{op}"
+
+
+class RemoteEventStore:
+    """The same calls as ``EventStore``, answered by a gravd's store over the mesh.
+
+    ``node`` is that gravd's uuid; None means the one node this app is attached to (checked at
+    each call, so a relink to a restarted gravd is followed). Raises ``EventError`` for bad input,
+    ``EventStoreError`` when the store fails or no store answers within ``timeout``.
+    """
+
+    def __init__(self, grav: Grav, node: str | None = None, *, timeout: float = 5.0) -> None:
+        self.grav = grav
+        self.node = node
+        self.timeout = timeout
+        self._pod: Pod | None = None
+
+    async def persist(self, event: Event) -> None:
+        await self._ask("persist", {"event": event.with_system(self.grav.node_uuid).to_dict()})
+
+    async def query(self, query: EventQuery | None = None, **filters: Any) -> Page:
+        if query is None:
+            query = EventQuery(**filters)
+        return Page.from_dict(await self._ask("query", {"query": query.to_params()}))
+
+    async def get(self, event_id: str) -> Event | None:
+        found = await self._ask("get", {"id": check_uuid("id", event_id)})
+        return None if found is None else Event.from_dict(found)
+
+    async def mark(self, event_id: str, status: EventStatus | str) -> Event | None:
+        args = {"id": check_uuid("id", event_id), "status": EventStatus.parse(status).value}
+        found = await self._ask("mark", args)
+        return None if found is None else Event.from_dict(found)
+
+    async def delete(self, event_id: str) -> bool:
+        return bool(await self._ask("delete", {"id": check_uuid("id", event_id)}))
+
+    def close_pod(self) -> None:
+        """Let go of the pod this store asks through (a later call makes a new one)."""
+        if self._pod is not None:
+            self._pod.disconnect()
+            self._pod = None
+
+    def target(self) -> str:
+        """The uuid of the node whose store answers."""
+        if self.node is not None:
+            return self.node
+        peers = [p.uuid for p in self.grav.peers() if p.role == ROLE_PEER and p.state == "open"]
+        if len(peers) != 1:
+            raise UsageError(
+                f"this node has {len(peers)} open peer links; name the gravd whose store to use "
+                "(EventStore.remote(grav, node=uuid))"
+            )
+        return peers[0]
+
+    async def _ask(self, op: str, args: dict[str, Any]) -> Any:
+        node = self.target()
+        if self._pod is None or self._pod.closed:
+            self._pod = self.grav.connect()
+        receipt = self._pod.send(Message.new(request_type(node, op), args))
+        try:
+            reply: Message = await receipt.wait_until(self.timeout)
+        except NoResponders:
+            raise EventStoreError(f"node {node}", "no event store answers there") from None
+        except WaitTimeout:
+            raise EventStoreError(f"node {node}", f"no answer within {self.timeout} s") from None
+        answer = reply.unmarshal_data()
+        if not isinstance(answer, dict) or "ok" not in answer:
+            raise EventStoreError(f"node {node}", "its answer is not an event store reply")
+        if answer["ok"]:
+            return answer.get("result")
+        if answer.get("field"):
+            raise EventError(str(answer["field"]), str(answer.get("error", "")))
+        raise EventStoreError(f"node {node}", str(answer.get("error", "failed")))
+
+
+class EventStoreService:
+    """Answers the store requests addressed to ``grav``'s node from ``store``. ``start()``."""
+
+    def __init__(self, grav: Grav, store: EventStore, *, concurrency: int = 4) -> None:
+        self.grav = grav
+        self.store = store
+        self.concurrency = concurrency
+        self.answered = 0
+        self.refused = 0
+        self._pod: Pod | None = None
+
+    def start(self) -> None:
+        pod = self._pod = self.grav.connect()
+        pod.on_type(
+            f"{TYPE_PREFIX}.{self.grav.node_uuid}.*", self._answer, concurrency=self.concurrency
+        )
+
+    def stop(self) -> None:
+        if self._pod is not None:
+            self._pod.disconnect()
+            self._pod = None
+
+    async def _answer(self, request: Message) -> None:
+        pod = self._pod
+        if request.reply_to or pod is None:
+            return  # never answer a reply
+        try:
+            result = await self._do(request.type.rsplit(".", 1)[-1], request.unmarshal_data())
+            answer: dict[str, Any] = {"ok": True, "result": result}
+            self.answered += 1
+        except EventError as exc:
+            answer = {"ok": False, "error": exc.problem, "field": exc.field}
+            self.refused += 1
+        except GravError as exc:
+            answer = {"ok": False, "error": str(exc), "field": None}
+            self.refused += 1
+        pod.reply_to(request, Message.new(REPLY_TYPE, answer))
+
+    async def _do(self, op: str, args: object) -> Any:
+        if op not in _OPS:
+            raise EventError("op", f"unknown operation {op!r} (known: {', '.join(_OPS)})")
+        if not isinstance(args, dict):
+            raise EventError("request", "expected a map of arguments")
+        store = self.store
+        if op == "persist":
+            event = Event.from_dict(args.get("event")).with_system(self.grav.node_uuid)
+            await store.persist(event)
+            return event.id
+        if op == "query":
+            params = args.get("query")
+            if not isinstance(params, dict):
+                raise EventError("query", "expected a map of filters")
+            return (await store.query(EventQuery.from_params(params))).to_dict()
+        event_id = check_uuid("id", args.get("id"))
+        if op == "delete":
+            return await store.delete(event_id)
+        if op == "mark":
+            found = await store.mark(event_id, EventStatus.parse(args.get("status")))
+        else:
+            found = await store.get(event_id)
+        return None if found is None else found.to_dict()

@@ -1,0 +1,76 @@
+"""The hub's configuration and its statistics: frozen, validated values."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from gravpy.backoff import BackoffPolicy
+from gravpy.errors import UsageError
+from gravpy.mesh.peer_link import PeerInfo
+from gravpy.plugins import Transport
+from gravpy.proto import ProtocolConfig
+from gravpy.proto.config import MESSAGE_OVERHEAD
+
+__all__ = ["HubConfig", "HubStatistics", "LinkTotals", "fit_to_transports"]
+
+
+@dataclass(frozen=True, slots=True)
+class HubStatistics:
+    """Totals since the node started, closed links included (monotonic counters)."""
+
+    links_opened: int
+    links_closed: int
+    handshakes_rejected: dict[str, int]  # by reason code
+    messages_in: int  # received from links
+    messages_out: int  # written to links
+    dropped_link: int  # could not be sent on a link: queue full, link closed, peer withdrawn
+    dropped_duplicate: int  # arrived twice (seen-set)
+    dropped_no_route: int  # a reply whose asker's link was gone
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    """How a node links to others. Validated on construction."""
+
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    dial_timeout: float = 5.0
+    queue_limit: int = 65_536  # messages waiting per link
+    drain_timeout: float = 2.0  # how long stop() waits for withdraw acks and queues to empty
+
+    def __post_init__(self) -> None:
+        if not self.dial_timeout > 0 or not self.drain_timeout >= 0:
+            raise UsageError("dial_timeout must be > 0 and drain_timeout >= 0")
+        if not isinstance(self.queue_limit, int) or self.queue_limit < 16:
+            raise UsageError("queue_limit must be an int >= 16")
+
+
+@dataclass(slots=True)
+class LinkTotals:
+    """What links that have ended carried, kept in the hub's totals."""
+
+    links: int = 0
+    messages_in: int = 0
+    messages_out: int = 0
+    dropped: int = 0
+
+    def add(self, info: PeerInfo, was_open: bool) -> None:
+        self.links += 1 if was_open else 0
+        self.messages_in += info.messages_in
+        self.messages_out += info.messages_out
+        self.dropped += info.dropped
+
+
+def fit_to_transports(config: HubConfig, transports: list[Transport]) -> HubConfig:
+    """Frames no larger than every transport carries, messages that fit in such a frame."""
+    limits = config.protocol.limits
+    frame = min([limits.max_frame_bytes, *(t.max_frame_bytes for t in transports)])
+    if frame == limits.max_frame_bytes:
+        return config
+    message = min(limits.max_message_bytes, frame - MESSAGE_OVERHEAD)
+    if message < 1:
+        raise UsageError(f"a transport's max_frame_bytes ({frame}) leaves no room for a message")
+    fitted = dataclasses.replace(limits, max_frame_bytes=frame, max_message_bytes=message)
+    protocol = dataclasses.replace(config.protocol, limits=fitted)
+    return dataclasses.replace(config, protocol=protocol)

@@ -1,0 +1,196 @@
+"""The dialer: endpoints this node wants links to, and the loops that keep those links.
+
+Theory of operation
+-------------------
+Every endpoint the node wants (a static peer, one discovery reported, one a peer gossiped, one
+``connect_endpoint`` asked for) is a ``WantedEndpoint`` with one dial loop. The loop dials through
+the hub (``DialPort.dial``, which runs the link until it ends and reports a ``DialOutcome``), waits
+out a link that is already up (perhaps dialled by the other side), and redials with capped,
+jittered backoff. It gives up for good only when the endpoint is this node itself, when no
+transport dials its scheme, when discovery saw the node leave, or (for gossiped endpoints, which
+anyone could name) after a few consecutive failures.
+
+``connect_endpoint`` waits on the wanted endpoint's *first link*: a future the link settles when
+its handshake completes (``opened``) or when it ends without opening (``failed``, carrying the
+refusal's reason; a refusal as a duplicate of a link that is up resolves to that link instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gravpy import _log as logs
+from gravpy.backoff import BackoffPolicy
+from gravpy.errors import HandshakeRejectedError, NodeUUIDMismatch
+from gravpy.proto import REASON_DUPLICATE, REASON_UUID_MISMATCH
+
+if TYPE_CHECKING:
+    from gravpy.mesh.peer_link import PeerLink
+
+__all__ = ["DialOutcome", "DialPort", "Dialer", "WantedEndpoint"]
+
+_log = logs.get_logger("gravpy.mesh.dialer")
+GOSSIP_GIVE_UP = 5  # consecutive failed dials before a gossiped endpoint is forgotten
+
+
+class DialOutcome(enum.Enum):
+    """How one dial ended."""
+
+    OPEN = "open"  # the link opened (and has ended since)
+    FAILED = "failed"  # unreachable, refused, or closed before opening: try again later
+    DUPLICATE = "duplicate"  # a link to that node already exists: wait on it instead
+    SELF = "self"  # the endpoint is this node: never dial it again
+    NO_TRANSPORT = "no_transport"  # no transport of this node dials that scheme
+
+
+class DialPort(Protocol):
+    """What the dialer needs from the hub."""
+
+    @property
+    def stopping(self) -> bool: ...
+    async def dial(self, wanted: WantedEndpoint) -> DialOutcome: ...
+    def link_to(self, wanted: WantedEndpoint) -> PeerLink | None: ...
+    def link_for(self, uuid: str) -> PeerLink | None: ...
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]: ...
+
+
+class WantedEndpoint:
+    """One endpoint the node keeps a link to, and the waiters for its first link."""
+
+    def __init__(self, endpoint: str, expected_uuid: str | None, source: str, port: DialPort):
+        self.endpoint = endpoint
+        self.expected_uuid = expected_uuid
+        self.source = source
+        self.task: asyncio.Task[None] | None = None
+        self._first: asyncio.Future[PeerLink] | None = None
+        self._awaiting = ""  # a duplicate was refused: the first link is the other one to this node
+        self._port = port
+
+    def first_link(self) -> asyncio.Future[PeerLink]:
+        """A future for the next link to open (or the refusal of the next attempt)."""
+        if self._first is None or self._first.done():
+            self._first = asyncio.get_running_loop().create_future()
+        return self._first
+
+    def opened(self, link: PeerLink) -> None:
+        """A link dialled for this endpoint (or the one it was a duplicate of) opened."""
+        self._awaiting = ""
+        if self._first is not None and not self._first.done():
+            self._first.set_result(link)
+
+    def node_linked(self, link: PeerLink) -> None:
+        """Some link opened: if ours was refused as its duplicate, that link is our first."""
+        if self._awaiting and link.uuid == self._awaiting:
+            self.opened(link)
+
+    def failed(self, link: PeerLink) -> None:
+        """A link dialled for this endpoint ended; settle a waiter if it never opened.
+
+        Two nodes that dial each other at once keep one link of the two: the other one ends as
+        a duplicate. Then the waiter gets the link that is kept, once it is open.
+        """
+        if self._first is None or self._first.done() or link.was_open:
+            return
+        if REASON_DUPLICATE in (link.reject_reason, link.end_reason) and link.uuid:
+            kept = self._port.link_for(link.uuid)
+            if kept is not None and kept.is_open:
+                self.opened(kept)
+            else:
+                self._awaiting = link.uuid  # settled when it opens, or by the next dial
+            return
+        reason = link.reject_reason or "closed"
+        if reason == REASON_UUID_MISMATCH and self.expected_uuid is not None:
+            self.settle(NodeUUIDMismatch(self.endpoint, self.expected_uuid, link.uuid or "?"))
+            return
+        self.settle(HandshakeRejectedError(reason, self.endpoint, link.end_reason))
+
+    def settle(self, exc: BaseException) -> None:
+        """Fail the waiter for the first link (if any waits) with ``exc``."""
+        self._awaiting = ""
+        if self._first is not None and not self._first.done():
+            self._first.set_exception(exc)
+            self._first.exception()  # mark retrieved: connect_endpoint may not be waiting
+
+
+class Dialer:
+    """The wanted endpoints of one node and their dial loops."""
+
+    def __init__(self, port: DialPort, backoff: BackoffPolicy, log: Any = _log) -> None:
+        self._port = port
+        self._backoff = backoff
+        self._wanted: dict[str, WantedEndpoint] = {}
+        self._log = log
+
+    def endpoints(self) -> list[str]:
+        """The endpoints this node keeps links to."""
+        return list(self._wanted)
+
+    def get(self, endpoint: str) -> WantedEndpoint | None:
+        return self._wanted.get(endpoint)
+
+    def want(
+        self, endpoint: str, expected_uuid: str | None = None, source: str = ""
+    ) -> WantedEndpoint:
+        """Keep a link to ``endpoint``, redialling with backoff until the node stops."""
+        wanted = self._wanted.get(endpoint)
+        if wanted is None:
+            wanted = WantedEndpoint(endpoint, expected_uuid, source, self._port)
+            self._wanted[endpoint] = wanted
+            wanted.task = self._port.spawn(self._loop(wanted), f"dial-{endpoint}")
+            return wanted
+        if expected_uuid is not None and expected_uuid != wanted.expected_uuid:
+            # a new node at a known address (restarted, new uuid): expect the one reported now
+            wanted.expected_uuid = expected_uuid
+            wanted.source = source or wanted.source
+        if wanted.source == "gossip" and source not in ("", "gossip"):
+            wanted.source = source  # discovery saw it: keep dialling, do not give up
+        return wanted
+
+    def unwant(self, endpoint: str) -> None:
+        """Stop keeping a link to ``endpoint``; an open link stays until it closes."""
+        wanted = self._wanted.pop(endpoint, None)
+        if wanted is None or wanted.task is None:
+            return
+        if self._port.link_to(wanted) is None:
+            wanted.task.cancel()
+        else:
+            wanted.source = "gone"
+
+    def node_linked(self, link: PeerLink) -> None:
+        """A link to a node opened (whoever dialled it)."""
+        for wanted in self._wanted.values():
+            wanted.node_linked(link)
+
+    def settle_all(self, exc: BaseException) -> None:
+        """Fail every waiter for a first link (the node is stopping)."""
+        for wanted in self._wanted.values():
+            wanted.settle(exc)
+
+    async def _loop(self, wanted: WantedEndpoint) -> None:
+        port = self._port
+        backoff = self._backoff.new_backoff()
+        failures = 0
+        while not port.stopping:
+            link = port.link_to(wanted)
+            if link is not None:  # already linked (perhaps the other side dialled): wait it out
+                await link.ended.wait()
+                continue
+            if wanted.source == "gone":
+                return
+            outcome = await port.dial(wanted)
+            if outcome is DialOutcome.OPEN:
+                backoff.reset()
+                failures = 0
+            elif outcome in (DialOutcome.SELF, DialOutcome.NO_TRANSPORT):
+                self._log.info("dial_abandoned", endpoint=wanted.endpoint, reason=outcome.value)
+                return
+            else:
+                failures += 1
+                if wanted.source == "gossip" and failures >= GOSSIP_GIVE_UP:
+                    self._log.info("dial_abandoned", endpoint=wanted.endpoint, reason="unreachable")
+                    self._wanted.pop(wanted.endpoint, None)
+                    return
+            await asyncio.sleep(backoff.next_delay())

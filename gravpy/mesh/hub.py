@@ -1,0 +1,606 @@
+"""The hub: a node's links to other nodes, their lifecycle, and what the nodes tell each other.
+
+Theory of operation
+-------------------
+The hub runs the node's side of the mesh. It owns four things and delegates the rest:
+
+- **links** (``PeerLink``, ``gravpy.mesh.peer_link``): every accepted or dialled link runs as one;
+  the hub decides at HELLO whether to accept it (a second link to a node that is already linked
+  is refused as a duplicate, the same one on both sides) and hears, through the ``LinkOwner``
+  port, what arrives and when the link ends.
+- **routing** is decided by the pure ``Router`` (``gravpy.mesh.routing``); the hub delivers to
+  the local bus and enqueues on the links the router names. A reply goes only back where its
+  request came from. The bus talks to the hub through one typed port (``gravpy.bus.MeshPort``).
+- **dialling** is the ``Dialer``'s (``gravpy.mesh.dialer``): a loop per wanted endpoint with
+  capped, jittered backoff; the hub runs each dialled link to its end and reports the outcome.
+- **gossip and interests**: peers tell each other the peer endpoints they know (PEERS), so a
+  partial static list converges to a full mesh; interests advertised on a link are what can be
+  reached *through* this node from there: local pods and leaves for a peer; local pods, other
+  leaves and every peer for a leaf.
+
+The hub owns every task it starts (one ``TaskSupervisor``) and ends them in ``stop``, which first
+withdraws from every peer (they stop sending), drains what is queued (bounded), then closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Coroutine
+from typing import Any
+
+from gravpy import _log as logs
+from gravpy._tasks import TaskSupervisor
+from gravpy.bus import Bus
+from gravpy.errors import LinkClosedError, TransportError, UsageError
+from gravpy.failure import WAITING_TYPE, link_closed_reply, wait_notice
+from gravpy.mesh.config import HubConfig, HubStatistics, LinkTotals, fit_to_transports
+from gravpy.mesh.dialer import Dialer, DialOutcome, WantedEndpoint
+from gravpy.mesh.peer_link import PeerInfo, PeerLink
+from gravpy.mesh.routing import Router, relays
+from gravpy.message import Message
+from gravpy.plugins import Discovery, DiscoveryContext, Link, PeerReport, Transport
+from gravpy.proto import (
+    PROTOCOL_VERSION,
+    REASON_DUPLICATE,
+    REASON_SELF,
+    REASON_SHUTDOWN,
+    ROLE_PEER,
+    Closed,
+    Event,
+    HandshakeComplete,
+    HelloReceived,
+    InterestsReceived,
+    LinkDead,
+    NodeInfo,
+    PeersReceived,
+    ProtocolViolation,
+    Rejected,
+    WithdrawAcked,
+    WithdrawReceived,
+)
+from gravpy.proto.frames import MAX_HEADERS
+
+__all__ = ["Hub", "HubConfig", "HubStatistics"]
+
+_log = logs.get_logger("gravpy.mesh.hub")
+# a frame's room for a message beyond its data and headers: ids (3 x 64), type (255), timestamp,
+# msgpack headers of the arrays and maps, the frame's own header
+_ENVELOPE = 1024
+
+
+class Hub:
+    """Links, routing and interests of one node. ``Grav`` creates and drives it."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        local: NodeInfo,
+        *,
+        transports: list[Transport],
+        discovery: list[Discovery],
+        mesh_key: bytes | None,
+        config: HubConfig,
+        listen: bool = True,
+    ) -> None:
+        self.bus = bus
+        self.local = local
+        self.transports = transports
+        self.discovery = discovery
+        self.mesh_key = mesh_key
+        self.config = fit_to_transports(config, transports)
+        self.listen = listen
+        self.links: set[PeerLink] = set()  # every link that has not ended, open or not
+        self._running: set[PeerLink] = set()  # every link whose transport is not closed yet
+        self.router: Router[PeerLink] = Router()
+        self._dialer = Dialer(self, self.config.backoff)
+        self._tasks = TaskSupervisor(_log)
+        self._discovering: list[asyncio.Task[Any]] = []
+        self._interests_pending = False
+        self._changed = asyncio.Event()
+        self._stopping = False
+        self._log = _log.bind(node=local.node_uuid)
+        self._opened = 0
+        self._closed = LinkTotals()
+        self._rejected: dict[str, int] = {}
+        bus.attach_mesh(self)
+
+    @property
+    def peers(self) -> dict[str, PeerLink]:
+        """The one chosen link per remote node."""
+        return self.router.peers
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def duplicates(self) -> int:
+        return self.router.duplicates
+
+    @property
+    def dropped_no_route(self) -> int:
+        return self.router.dropped_no_route
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.listen:
+            for transport in self.transports:
+                await transport.start(self._accept)
+            endpoints = self.endpoints()
+            if endpoints:  # advertise where we can be dialled fastest, now the ports are known
+                self.local = dataclasses.replace(self.local, endpoint=fastest(endpoints))
+        ctx = DiscoveryContext(
+            node_uuid=self.local.node_uuid,
+            belongs_to=self.local.belongs_to,
+            endpoints=tuple(self.endpoints()),
+            protocol_version=PROTOCOL_VERSION,
+        )
+        for plugin in self.discovery:
+            task = self._tasks.spawn(self._run_discovery(plugin, ctx), f"discovery-{plugin.name}")
+            self._discovering.append(task)
+
+    def endpoints(self) -> list[str]:
+        if not self.listen:
+            return []
+        return [ep for t in self.transports for ep in t.endpoints()]
+
+    async def stop(self) -> None:
+        """Withdraw from every peer, drain what is queued (bounded), close links, end tasks."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._dialer.settle_all(UsageError("the node is stopping"))
+        # discovery first, once, and awaited: it withdraws its advertisement while it ends
+        for task in self._discovering:
+            task.cancel()
+        await asyncio.gather(*self._discovering, return_exceptions=True)
+        open_links = [link for link in self.links if link.is_open]
+        for link in open_links:
+            link.withdraw()
+        if open_links and self.config.drain_timeout > 0:
+            await self._wait_withdrawn(open_links)
+        for link in list(self.links):
+            link.end(REASON_SHUTDOWN)
+        running = list(self._running)
+        if running:  # each writer sends what is queued and CLOSE, then its transport closes
+            closes = [asyncio.ensure_future(link.closed.wait()) for link in running]
+            _, pending = await asyncio.wait(closes, timeout=self.config.drain_timeout + 1.0)
+            for fut in pending:
+                fut.cancel()
+            await asyncio.gather(*closes, return_exceptions=True)
+        if self.listen:
+            for transport in self.transports:
+                await transport.stop()
+        await self._tasks.close()
+
+    async def _wait_withdrawn(self, links: list[PeerLink]) -> None:
+        """Wait (bounded) until each peer acked our WITHDRAW or its link ended."""
+        waits = [asyncio.ensure_future(link.acked.wait()) for link in links]
+        ends = [asyncio.ensure_future(link.ended.wait()) for link in links]
+        try:
+            async with asyncio.timeout(self.config.drain_timeout):
+                for ack, end in zip(waits, ends, strict=True):
+                    await asyncio.wait([ack, end], return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            self._log.warning("withdraw_unacknowledged", timeout=self.config.drain_timeout)
+        finally:
+            for fut in waits + ends:
+                fut.cancel()
+            await asyncio.gather(*waits, *ends, return_exceptions=True)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` in a task the hub owns (``stop`` ends it)."""
+        return self._tasks.spawn(coro, name)
+
+    # -- dialling (the Dialer keeps the loops; the hub runs each dialled link) -------------------
+
+    def want(
+        self, endpoint: str, expected_uuid: str | None = None, source: str = ""
+    ) -> WantedEndpoint:
+        """Keep a link to ``endpoint``, redialling with backoff until the hub stops."""
+        return self._dialer.want(endpoint, expected_uuid, source)
+
+    def unwant(self, endpoint: str) -> None:
+        """Stop keeping a link to ``endpoint`` (discovery saw the node leave)."""
+        self._dialer.unwant(endpoint)
+
+    def dialers(self) -> list[str]:
+        """The endpoints this node keeps links to (static, discovered, gossiped)."""
+        return self._dialer.endpoints()
+
+    async def connect_endpoint(self, endpoint: str) -> PeerInfo:
+        """Dial ``endpoint`` now and keep the link; raise if the first attempt fails.
+
+        Raises ``UsageError`` at once if no transport of this node dials ``endpoint``'s scheme,
+        and ``LinkClosedError`` if the link ends before the node said what it wants (so a caller
+        never goes on with a link it cannot use).
+        """
+        self._transport_for(endpoint)
+        for link in self.peers.values():
+            if endpoint in (link.dial_endpoint, link.remote.endpoint if link.remote else ""):
+                return link.info()
+        wanted = self._dialer.get(endpoint)
+        if wanted is None:
+            wanted = self._dialer.want(endpoint, None, "connect_endpoint")
+        link = await asyncio.shield(wanted.first_link())
+        # every node states its interests right after the handshake: wait for them, so a request
+        # sent as soon as this returns is routed (and NoResponders is not raised too early)
+        known = asyncio.ensure_future(link.interests_known.wait())
+        ended = asyncio.ensure_future(link.ended.wait())
+        try:
+            await asyncio.wait([known, ended], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            known.cancel()
+            ended.cancel()
+            await asyncio.gather(known, ended, return_exceptions=True)
+        if not link.interests_known.is_set():
+            reason = link.end_reason or "closed"
+            raise LinkClosedError(f"the link to {endpoint} closed right after it opened: {reason}")
+        return link.info()
+
+    async def dial(self, wanted: WantedEndpoint) -> DialOutcome:
+        """Dial ``wanted`` once and run the link to its end (the Dialer's port)."""
+        try:
+            transport = self._transport_for(wanted.endpoint)
+        except UsageError as exc:  # e.g. discovery found an http:// endpoint of a dual node
+            wanted.settle(exc)
+            return DialOutcome.NO_TRANSPORT
+        try:
+            link = await transport.dial(wanted.endpoint, timeout=self.config.dial_timeout)
+        except (TransportError, UsageError) as exc:
+            self._log.info("dial_failed", endpoint=wanted.endpoint, error=str(exc))
+            wanted.settle(exc)
+            return DialOutcome.FAILED
+        peer = self._new_link(link, wanted)
+        await self._run_link(peer)
+        if peer.reject_reason == REASON_SELF:
+            return DialOutcome.SELF
+        if peer.reject_reason == REASON_DUPLICATE:
+            return DialOutcome.DUPLICATE
+        return DialOutcome.OPEN if peer.was_open else DialOutcome.FAILED
+
+    def link_to(self, wanted: WantedEndpoint) -> PeerLink | None:
+        """The open link that serves ``wanted``, if any (the Dialer's port)."""
+        for link in self.peers.values():
+            if link.is_open and (
+                link.dial_endpoint == wanted.endpoint
+                or (wanted.expected_uuid is not None and link.uuid == wanted.expected_uuid)
+                or (link.remote is not None and link.remote.endpoint == wanted.endpoint)
+            ):
+                return link
+        return None
+
+    def link_for(self, uuid: str) -> PeerLink | None:
+        """The chosen link to node ``uuid``, if one is up."""
+        return self.peers.get(uuid)
+
+    def _transport_for(self, endpoint: str) -> Transport:
+        scheme = endpoint.split("://", 1)[0] if "://" in endpoint else ""
+        for transport in self.transports:
+            if not scheme or scheme in transport.schemes:
+                return transport
+        raise UsageError(f"no transport of this node dials {endpoint!r}")
+
+    # -- links -----------------------------------------------------------------------------------
+
+    async def _accept(self, link: Link) -> None:
+        if self._stopping:
+            await link.close(REASON_SHUTDOWN)
+            return
+        await self._run_link(self._new_link(link, None))
+
+    def _new_link(self, link: Link, wanted: WantedEndpoint | None) -> PeerLink:
+        return PeerLink(
+            link,
+            self.local,
+            owner=self,
+            backpressure=self.bus,
+            config=self.config.protocol,
+            mesh_key=self.mesh_key,
+            expected_uuid=wanted.expected_uuid if wanted is not None else None,
+            queue_limit=self.config.queue_limit,
+            dial_endpoint=wanted.endpoint if wanted is not None else "",
+            dialer=wanted,
+        )
+
+    async def _run_link(self, peer: PeerLink) -> None:
+        self.links.add(peer)
+        self._running.add(peer)
+        try:
+            await peer.run()
+        finally:
+            self._running.discard(peer)
+            peer.finish()  # already done by the link, unless it was cut off first
+
+    def link_ended(self, peer: PeerLink) -> None:
+        """The link is over (the LinkOwner port; called once, before its transport closes)."""
+        self.links.discard(peer)
+        self._closed.add(peer.info(), peer.was_open)
+        if not self.router.remove(peer):
+            return
+        self._log.info(
+            "peer_disconnected", peer=peer.uuid, reason=peer.end_reason, dropped=peer.dropped
+        )
+        self._fail_requests_to(peer)
+        self.interests_changed()
+        if peer.is_peer:
+            self._gossip()  # our peers learn we no longer reach it (relaying may start)
+        self._notify()
+
+    def link_messages(self, peer: PeerLink, messages: list[Message]) -> int:
+        """Deliver messages from ``peer`` here and forward them on (the LinkOwner port).
+
+        Returns how many were taken: while a local pod is congested the rest stays with the link,
+        whose reader then holds off reading, so TCP pushes back to the sender.
+        """
+        bus = self.bus
+        router = self.router
+        for i, msg in enumerate(messages):
+            if bus.pods_congested:
+                return i
+            if msg.type == WAITING_TYPE and peer.is_leaf:
+                router.waiting(msg.data.decode(errors="replace"), peer)
+                continue
+            targets = router.arrived(msg, peer)
+            if targets is None:
+                continue
+            bus.deliver(msg, None)
+            for link in targets:
+                link.enqueue(msg)
+        return len(messages)
+
+    def link_events(self, peer: PeerLink, events: list[Event]) -> None:
+        """Handshake steps, interests, gossip, withdraw and ends (the LinkOwner port)."""
+        for event in events:
+            if isinstance(event, InterestsReceived):
+                peer.set_interests(event.patterns)
+                self._log.debug("peer_interests", peer=peer.uuid, patterns=list(event.patterns))
+                self.interests_changed()  # what others can reach through us changed too
+                self._notify()
+            elif isinstance(event, HelloReceived):
+                self._on_hello(peer)
+            elif isinstance(event, HandshakeComplete):
+                self._on_open(peer)
+            elif isinstance(event, PeersReceived):
+                peer.set_neighbours(uuid for uuid, _ in event.pairs)
+                self.router.routes_changed()
+                self.interests_changed()  # relaying for this peer may have changed
+                self._on_gossip(peer, event.pairs)
+            elif isinstance(event, WithdrawReceived):
+                self._log.info("peer_withdrew", peer=peer.uuid)
+                peer.peer_withdrew()
+                self._notify()
+            elif isinstance(event, WithdrawAcked):
+                peer.acked.set()
+            else:
+                self._on_end(peer, event)
+
+    def _on_end(self, peer: PeerLink, event: Event) -> None:
+        if isinstance(event, Rejected):
+            self._rejected[event.reason] = self._rejected.get(event.reason, 0) + 1
+            peer.rejected(event.reason)
+            self.router.routes_changed()
+            self._log.info(
+                "handshake_rejected",
+                peer=peer.uuid or peer.link.remote_address,
+                reason=event.reason,
+                detail=event.detail,
+                by_remote=event.by_remote,
+            )
+        elif isinstance(event, ProtocolViolation | LinkDead | Closed):
+            peer.end(event.reason)
+            self.router.routes_changed()
+            level = "info" if isinstance(event, Closed) else "warning"
+            getattr(self._log, level)(
+                "link_closed",
+                peer=peer.uuid or peer.link.remote_address,
+                reason=event.reason,
+                detail=event.detail,
+                kind=type(event).__name__,
+            )
+
+    def _on_hello(self, peer: PeerLink) -> None:
+        existing = self.peers.get(peer.uuid)
+        if existing is not None and existing is not peer and not existing.ended.is_set():
+            if not _preferred(peer, existing):
+                peer.reject(REASON_DUPLICATE, "a link to this node already exists")
+                return
+            existing.end(REASON_DUPLICATE)
+        self.router.add(peer)
+        peer.accept()
+
+    def _on_open(self, peer: PeerLink) -> None:
+        self._opened += 1
+        remote = peer.remote
+        assert remote is not None
+        self._log.info(
+            "peer_connected",
+            peer=remote.node_uuid,
+            role=remote.role,
+            endpoint=remote.endpoint,
+            transport=peer.link.transport,
+        )
+        peer.mark_open()
+        self._dialer.node_linked(peer)
+        self._advertise(peer)
+        if peer.is_peer and self.local.role == ROLE_PEER:
+            self._gossip()
+        self.interests_changed()
+        self._notify()
+
+    # -- gossip ----------------------------------------------------------------------------------
+
+    def _on_gossip(self, sender: PeerLink, pairs: tuple[tuple[str, str], ...]) -> None:
+        """A peer told us the endpoints it knows: its own (kept, to pass on) and its peers'
+        (each node we are not linked to is dialled at the fastest endpoint we can dial)."""
+        sender.set_endpoints(ep for uuid, ep in pairs if uuid == sender.uuid and ep)
+        if self.local.role != ROLE_PEER or self._stopping:
+            return
+        known: dict[str, list[str]] = {}
+        for uuid, endpoint in pairs:
+            if uuid == self.local.node_uuid or uuid in self.peers or not endpoint:
+                continue
+            try:
+                self._transport_for(endpoint)
+            except UsageError:
+                continue
+            known.setdefault(uuid, []).append(endpoint)
+        for uuid, endpoints in known.items():
+            self.want(fastest(endpoints), uuid, "gossip")
+
+    def _gossip(self) -> None:
+        """Tell every peer every endpoint of ours and of the other peers we know."""
+        open_peers = [link for link in self.peers.values() if link.is_open and link.is_peer]
+        pairs = [(link.uuid, ep) for link in open_peers for ep in link.known_endpoints()]
+        pairs.extend((self.local.node_uuid, ep) for ep in self.endpoints())
+        for link in open_peers:
+            link.send_peers([p for p in pairs if p[0] != link.uuid])
+
+    # -- interests -------------------------------------------------------------------------------
+
+    def interests_changed(self) -> None:
+        """Local routes or a leaf's interests changed: re-advertise soon (once per loop turn)."""
+        if self._interests_pending or self._stopping:
+            return
+        self._interests_pending = True
+        asyncio.get_running_loop().call_soon(self._readvertise)
+
+    def _readvertise(self) -> None:
+        self._interests_pending = False
+        for link in list(self.peers.values()):
+            if link.is_open:
+                self._advertise(link)
+
+    def _advertise(self, to: PeerLink) -> None:
+        patterns = set(self.bus.interests())
+        for link in self.peers.values():
+            if link is to or not link.is_open or link.remote is None:
+                continue
+            if link.is_leaf or to.is_leaf or relays(to, link):
+                patterns.update(link.interests)
+        to.advertise((">",) if ">" in patterns else tuple(sorted(patterns)))
+
+    # -- the bus's port (MeshPort) ---------------------------------------------------------------
+
+    def check_sendable(self, msg: Message) -> None:
+        """Refuse, before anything is delivered, a message no link could carry."""
+        limit = self.config.protocol.limits.max_message_bytes
+        if len(msg.data) > limit:
+            raise UsageError(
+                f"message data is {len(msg.data)} bytes, over the mesh limit of {limit} bytes"
+            )
+        headers = msg.headers
+        if headers:
+            if len(headers) > MAX_HEADERS:
+                raise UsageError(f"a message may carry at most {MAX_HEADERS} headers")
+            size = len(msg.data) + sum(
+                len(k.encode()) + len(v.encode()) for k, v in headers.items()
+            )
+            room = self.config.protocol.limits.max_frame_bytes - _ENVELOPE
+            if size > room:
+                raise UsageError(
+                    f"message data and headers are {size} bytes, over the {room} bytes one frame "
+                    "carries"
+                )
+
+    def forward_local(self, msg: Message) -> int:
+        """A local pod sent ``msg``: forward it; return how many links took it."""
+        n = 0
+        for link in self.router.from_local(msg):
+            if link.enqueue(msg):
+                n += 1
+        return n
+
+    def reply_wait_started(self, request_uuid: str, msg_type: str) -> None:
+        """A local pod waits for replies: track the links that could answer, so the wait fails
+        at once if they all close; a leaf also tells its node, which tracks the links it relayed
+        the request on (``gravpy.failure``)."""
+        if msg_type:
+            self.router.track(request_uuid, msg_type)
+        if self.local.role == ROLE_PEER:
+            return
+        for link in self.peers.values():
+            if link.is_open:
+                link.enqueue(wait_notice(request_uuid))
+
+    def asked_elsewhere(self, request_uuid: str) -> bool:
+        """True if the request came from another node (its replies travel back there)."""
+        return self.router.asked_elsewhere(request_uuid)
+
+    def _fail_requests_to(self, peer: PeerLink) -> None:
+        """Fail waits on replies that only ``peer`` could have sent: local ones at once, and a
+        leaf's by telling the leaf (an error reply its node turns into ``LinkClosedError``)."""
+        lost = self.router.requests_lost(peer)
+        if not lost:
+            return
+        detail = f"the link to node {peer.uuid} closed: {peer.end_reason}"
+        local = [uuid for uuid, asker in lost if asker is None]
+        n = self.bus.fail_reply_waiters(local, LinkClosedError(detail)) if local else 0
+        for uuid, asker in lost:
+            if asker is not None and asker.is_open:
+                n += asker.enqueue(link_closed_reply(uuid, detail))
+        if n:
+            self._log.info("requests_failed", peer=peer.uuid, count=n)
+
+    # -- discovery, changes, statistics ----------------------------------------------------------
+
+    async def _run_discovery(self, plugin: Discovery, ctx: DiscoveryContext) -> None:
+        def report(found: PeerReport) -> None:
+            if found.node_uuid == self.local.node_uuid or self._stopping:
+                return
+            if found.gone:
+                self.unwant(found.endpoint)
+            else:
+                self.want(found.endpoint, found.node_uuid, found.source or plugin.name)
+
+        await plugin.run(ctx, report)
+
+    def _notify(self) -> None:
+        """Wake everyone in ``wait_changed``: a link opened or ended, interests changed."""
+        self.router.routes_changed()
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_changed(self) -> None:
+        """Wait for the next change of links or interests."""
+        await self._changed.wait()
+
+    def statistics(self) -> HubStatistics:
+        """Totals since start: what closed links carried is kept, not lost with them."""
+        live = [link.info() for link in self.links]
+        closed = self._closed
+        return HubStatistics(
+            links_opened=self._opened,
+            links_closed=closed.links,
+            handshakes_rejected=dict(self._rejected),
+            messages_in=closed.messages_in + sum(i.messages_in for i in live),
+            messages_out=closed.messages_out + sum(i.messages_out for i in live),
+            dropped_link=closed.dropped + sum(i.dropped for i in live),
+            dropped_duplicate=self.router.duplicates,
+            dropped_no_route=self.router.dropped_no_route,
+        )
+
+    def peer_infos(self) -> list[PeerInfo]:
+        return [link.info() for link in self.peers.values()]
+
+
+def _preferred(new: PeerLink, old: PeerLink) -> bool:
+    """Of two links between the same nodes, both sides keep the same one.
+
+    Links dialled by different nodes: the one dialled by the smaller uuid wins. Dialled by the same
+    node: the newer wins (that node has given up on the old one).
+    """
+    if new.initiator_uuid != old.initiator_uuid:
+        return new.initiator_uuid < old.initiator_uuid
+    return True
+
+
+# Transports by speed on a LAN: raw TCP, then WebSocket, then HTTP (DESIGN.md section 5).
+_SCHEME_RANK = {"tcp": 0, "tls": 0, "ws": 1, "wss": 1, "http": 2, "https": 2}
+
+
+def fastest(endpoints: list[str]) -> str:
+    """The endpoint of the fastest transport (tcp, then websocket, then http; others last)."""
+    return min(endpoints, key=lambda ep: _SCHEME_RANK.get(ep.split("://", 1)[0], 9))

@@ -1,0 +1,104 @@
+"""Trace context across the bus: W3C ``traceparent``/``tracestate`` in message headers.
+
+Theory of operation
+-------------------
+With ``opentelemetry-api`` installed (``pip install gravpy[otel]``) and a span active when a pod
+sends, ``inject`` starts a short PRODUCER span ``send <type>`` as a child of the active span and
+writes its context into the message's headers with the globally configured propagator (W3C trace
+context by default). A pod's handler is wrapped (``wrap_handler``) so that a message carrying a
+``traceparent`` runs its handler inside a CONSUMER span ``process <type>`` whose parent is that
+context; a reply the handler sends is injected in turn, so the trace comes back to the asker.
+Attributes follow OpenTelemetry's messaging semantic conventions (``messaging.system``,
+``messaging.destination.name``, ``messaging.message.id``, ``messaging.operation.type``).
+
+Without opentelemetry, or with no span active and no ``traceparent`` on a message, nothing here
+runs on the hot path beyond one check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gravpy.message import Message
+
+__all__ = ["ENABLED", "inject", "wrap_handler"]
+
+try:
+    from opentelemetry import context as _context
+    from opentelemetry import propagate as _propagate
+    from opentelemetry import trace as _trace
+except ImportError:  # pragma: no cover - exercised where the otel extra is not installed
+    ENABLED = False
+else:
+    ENABLED = True
+
+Handler = Callable[[Message], Awaitable[object] | object]
+_SYSTEM = "gravpy"
+_TRACEPARENT = "traceparent"
+
+
+def _tracer() -> Any:
+    return _trace.get_tracer("gravpy")
+
+
+def _attributes(msg: Message, operation: str) -> dict[str, str]:
+    return {
+        "messaging.system": _SYSTEM,
+        "messaging.destination.name": msg.type,
+        "messaging.message.id": msg.uuid,
+        "messaging.operation.type": operation,
+    }
+
+
+def inject(msg: Message) -> None:
+    """If a span is active, record a PRODUCER span for ``msg`` and put its context in headers."""
+    if not ENABLED or not _trace.get_current_span().get_span_context().is_valid:
+        return
+    kind = _trace.SpanKind.PRODUCER
+    with _tracer().start_as_current_span(
+        f"send {msg.type}", kind=kind, attributes=_attributes(msg, "send")
+    ):
+        carrier: dict[str, str] = dict(msg.headers) if msg.headers else {}
+        _propagate.inject(carrier)
+    msg.headers = carrier
+
+
+def wrap_handler(handler: Handler, is_async: bool) -> Handler:
+    """``handler``, run inside a CONSUMER span for messages that carry a trace context."""
+    if not ENABLED:
+        return handler
+    if is_async:
+
+        async def traced_async(msg: Message) -> object:
+            headers = msg.headers
+            if not headers or _TRACEPARENT not in headers:
+                return await handler(msg)  # type: ignore[misc]
+            token = _context.attach(_propagate.extract(headers))
+            try:
+                with _consumer_span(msg):
+                    return await handler(msg)  # type: ignore[misc]
+            finally:
+                _context.detach(token)
+
+        return traced_async
+
+    def traced(msg: Message) -> object:
+        headers = msg.headers
+        if not headers or _TRACEPARENT not in headers:
+            return handler(msg)
+        token = _context.attach(_propagate.extract(headers))
+        try:
+            with _consumer_span(msg):
+                return handler(msg)
+        finally:
+            _context.detach(token)
+
+    return traced
+
+
+def _consumer_span(msg: Message) -> Any:
+    kind = _trace.SpanKind.CONSUMER
+    return _tracer().start_as_current_span(
+        f"process {msg.type}", kind=kind, attributes=_attributes(msg, "process")
+    )

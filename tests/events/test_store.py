@@ -1,0 +1,229 @@
+"""The SQLite event store: queries agree with a reference filter; writes, retention and bad files."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gravpy.errors import UsageError
+from gravpy.events import (
+    Event,
+    EventError,
+    EventQuery,
+    EventStatus,
+    EventStore,
+    EventStoreError,
+    Page,
+    Severity,
+)
+
+USERS = [str(uuid.UUID(int=i + 1)) for i in range(3)]
+CATEGORIES = ["connection", "signup_request"]
+
+
+def make(
+    user: str | None = None,
+    severity: Severity = Severity.INFORMATIONAL,
+    category: str = "connection",
+    description: str = "something happened",
+    created_at: float = 1_000.0,
+    status: EventStatus = EventStatus.UNREAD,
+) -> Event:
+    """An event with these fields (created_at set after build, as if made then)."""
+    builder = Event.builder().with_category(category).with_action("ping")
+    builder.with_severity(severity).with_description(description)
+    if severity.is_error:
+        builder.with_metadata({"err": "failed"})
+    if user is not None:
+        builder.from_user(user)
+    return replace(builder.build(), created_at=created_at, status=status)
+
+
+events_strategy = st.lists(
+    st.builds(
+        make,
+        user=st.sampled_from([*USERS, None]),
+        severity=st.sampled_from(list(Severity)),
+        category=st.sampled_from(CATEGORIES),
+        description=st.text(alphabet="abAB_%\\ x", min_size=1, max_size=6).filter(str.strip),
+        created_at=st.sampled_from([1_000.0, 1_001.0, 1_002.5, 1_003.0]),
+        status=st.sampled_from(list(EventStatus)),
+    ),
+    max_size=30,
+)
+query_strategy = st.builds(
+    EventQuery,
+    user=st.sampled_from([*USERS, None]),
+    severity=st.lists(st.sampled_from(list(Severity)), max_size=3).map(tuple),
+    category=st.sampled_from([*CATEGORIES, None]),
+    status=st.sampled_from([*EventStatus, None]),
+    since=st.sampled_from([None, 1_001.0, 1_002.0]),
+    until=st.sampled_from([None, 1_002.5, 1_004.0]),
+    search=st.sampled_from([None, "a", "A", "_", "%", "\\", "b x"]),
+    order=st.sampled_from(["newest", "oldest"]),
+    page=st.integers(1, 4),
+    page_size=st.integers(1, 8),
+)
+
+
+def reference(events: list[Event], q: EventQuery) -> tuple[list[Event], int]:
+    """The page and total a query should give, computed in Python from the stored list."""
+    matched = [
+        e
+        for e in events
+        if (q.user is None or e.user_id == q.user)
+        and (not q.severity or e.severity in q.severity)
+        and (q.category is None or e.category == q.category)
+        and (q.status is None or e.status == q.status)
+        and (q.since is None or e.created_at >= q.since)
+        and (q.until is None or e.created_at < q.until)
+        and (q.search is None or q.search.lower() in e.description.lower())
+    ]
+    ordered = sorted(enumerate(matched), key=lambda p: (p[1].created_at, p[0]))
+    if q.order == "newest":
+        ordered.reverse()
+    start = (q.page - 1) * q.page_size
+    return [e for _, e in ordered[start : start + q.page_size]], len(matched)
+
+
+async def _stored_then_queried(events: list[Event], query: EventQuery) -> Page:
+    async with await EventStore.open() as store:
+        await store.persist_many(events)
+        return await store.query(query)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=events_strategy, query=query_strategy)
+def test_query_matches_reference_filter(events: list[Event], query: EventQuery) -> None:
+    """Every filter, order and page of a query gives what a plain Python filter gives."""
+    page = asyncio.run(_stored_then_queried(events, query))
+    expected, total = reference(events, query)
+    assert page.total == total
+    assert [e.id for e in page.events] == [e.id for e in expected]
+    assert page.events == expected
+
+
+async def test_persist_mark_delete_get() -> None:
+    """An event is found by id, marked read, deleted once; unknown ids answer None/False."""
+    async with await EventStore.open() as store:
+        event = make(user=USERS[0])
+        await store.persist(event)
+        await store.persist(event)  # the same id again changes nothing
+        assert await store.count() == 1
+        assert await store.get(event.id) == event
+        marked = await store.mark(event.id, "read")
+        assert marked == event.with_status(EventStatus.READ)
+        assert (await store.query(user=USERS[0], status="unread")).total == 0
+        assert await store.delete(event.id) is True
+        assert await store.delete(event.id) is False
+        assert await store.get(event.id) is None
+        assert await store.mark(event.id, "read") is None
+
+
+async def test_bad_ids_and_filters_raise_event_error() -> None:
+    """A bad id or filter raises EventError naming it, before the database is asked."""
+    async with await EventStore.open() as store:
+        with pytest.raises(EventError) as caught:
+            await store.delete("42")
+        assert caught.value.field == "id"
+        with pytest.raises(EventError) as caught:
+            await store.query(page_size=100_000)
+        assert caught.value.field == "page_size"
+        with pytest.raises(UsageError):
+            await store.query(EventQuery(), user=USERS[0])
+
+
+async def test_retention_by_count_and_age() -> None:
+    """retain keeps the newest max_count events and drops those older than max_age."""
+    async with await EventStore.open() as store:
+        now = 2_000_000_000.0
+        events = [make(created_at=now - 10_000 + i) for i in range(10)]
+        events += [make(created_at=now + i) for i in range(5)]
+        await store.persist_many(events)
+        assert await store.retain(max_age=now - 5_000.0) == 0  # an age from 1970: nothing older
+        assert await store.retain(max_count=12) == 3
+        left = await store.query(order="oldest", page_size=100)
+        assert [e.id for e in left.events] == [e.id for e in events[3:]]
+
+
+async def test_store_opened_with_limits_applies_them(tmp_path: Path) -> None:
+    """Limits given to open are applied at open: the file shrinks to max_count."""
+    path = tmp_path / "events.sqlite3"
+    async with await EventStore.open(path) as store:
+        await store.persist_many([make(created_at=1e9 + i) for i in range(20)])
+    async with await EventStore.open(path, max_count=5) as store:
+        assert await store.count() == 5
+
+
+async def test_events_survive_reopening_the_file(tmp_path: Path) -> None:
+    """What one store wrote to a file, a store opened later on that file reads."""
+    path = tmp_path / "events.sqlite3"
+    event = make(user=USERS[1], severity=Severity.ERROR)
+    async with await EventStore.open(path) as store:
+        await store.persist(event)
+    async with await EventStore.open(path) as store:
+        page = await store.query(user=USERS[1], severity="error")
+    assert page.events == [event]
+
+
+async def test_corrupt_file_fails_at_open(tmp_path: Path) -> None:
+    """A file that is not a database raises EventStoreError at open, saying so."""
+    path = tmp_path / "events.sqlite3"
+    path.write_bytes(b"this is not SQLite at all" * 200)
+    with pytest.raises(EventStoreError) as caught:
+        await EventStore.open(path)
+    assert caught.value.path == str(path)
+    assert "not a database" in str(caught.value)
+
+
+async def test_locked_file_fails_at_open(tmp_path: Path) -> None:
+    """A database another connection keeps locked raises EventStoreError at open, saying so."""
+    path = tmp_path / "events.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("CREATE TABLE other (x)")
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(EventStoreError, match="locked"):
+            await EventStore.open(path, timeout=0.05)
+    finally:
+        holder.close()
+    async with await EventStore.open(path) as store:  # free again: it opens
+        assert await store.count() == 0
+
+
+async def test_newer_schema_fails_at_open(tmp_path: Path) -> None:
+    """A store written by a newer gravpy (a higher schema version) is refused at open."""
+    path = tmp_path / "events.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(EventStoreError, match="newer"):
+        await EventStore.open(path)
+
+
+async def test_closed_store_refuses_calls() -> None:
+    """A call on a closed store raises UsageError instead of touching a closed connection."""
+    store = await EventStore.open()
+    await store.close()
+    with pytest.raises(UsageError, match="closed"):
+        await store.count()
+
+
+async def test_concurrent_persists_share_transactions() -> None:
+    """Persists that arrive while a write is in flight are committed together, none lost."""
+    async with await EventStore.open() as store:
+        events = [make(user=USERS[i % 3]) for i in range(200)]
+        await asyncio.gather(*(store.persist(e) for e in events))
+        assert await store.count() == 200
+        stats = store.statistics()
+        assert stats.rows == 200
+        assert stats.transactions < 200
+        await store.persist(events[0])  # alone: a transaction of its own
+        assert store.statistics().transactions == stats.transactions + 1

@@ -1,0 +1,38 @@
+"""Nodes advertise all their endpoints and are dialled over the fastest transport both speak."""
+
+from __future__ import annotations
+
+from discovery.static import StaticDiscovery
+from gravpy.mesh.hub import fastest
+from transports.http import HttpTransport
+from transports.websocket import WebSocketTransport
+
+from .conftest import NodeFactory, linked_to
+
+
+def test_fastest_prefers_tcp_then_websocket_then_http() -> None:
+    """The rank is tcp, then ws, then http; an unknown scheme comes last."""
+    assert fastest(["http://h:1/p", "ws://h:2/p", "tcp://h:3"]) == "tcp://h:3"
+    assert fastest(["https://h:1/p", "wss://h:2/p"]) == "wss://h:2/p"
+    assert fastest(["x://h:1", "http://h:2/p"]) == "http://h:2/p"
+
+
+def dual() -> list[HttpTransport | WebSocketTransport]:
+    """HTTP listed first, so the order of transports is not what picks the fast one."""
+    return [HttpTransport(host="127.0.0.1", port=0), WebSocketTransport(host="127.0.0.1", port=0)]
+
+
+async def test_a_gossiped_node_is_dialled_over_its_fastest_endpoint(node: NodeFactory) -> None:
+    """C learns of A only through B's gossip (which carries all of A's endpoints) and links to
+    A over WebSocket, although B reached A over HTTP."""
+    a = await node(transport=dual())
+    http_a = next(ep for ep in a.endpoints() if ep.startswith("http://"))
+    b = await node(transport=dual(), discovery=[StaticDiscovery([http_a])])
+    await b.wait_for(linked_to(a), timeout=10)
+    assert next(p for p in b.peers() if p.uuid == a.node_uuid).transport == "http"
+    ws_b = next(ep for ep in b.endpoints() if ep.startswith("ws://"))
+    c = await node(transport=dual(), discovery=[StaticDiscovery([ws_b])])
+    await c.wait_for(linked_to(a, b), timeout=10)
+    link_ca = next(p for p in c.peers() if p.uuid == a.node_uuid)
+    assert link_ca.transport == "websocket"
+    assert link_ca.endpoint.startswith("ws://")

@@ -1,0 +1,157 @@
+"""Router decisions, pure: no sockets, no event loop (the links are plain objects)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gravpy import Message
+from gravpy.filter import Pattern
+from gravpy.mesh.routing import Router, relays
+
+
+@dataclass(eq=False)
+class FakeLink:
+    uuid: str
+    role: str = "peer"
+    patterns: tuple[str, ...] = (">",)
+    is_open: bool = True
+    neighbours: frozenset[str] | None = field(default_factory=frozenset)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.role == "leaf"
+
+    @property
+    def is_peer(self) -> bool:
+        return self.role == "peer"
+
+    def wants(self, msg_type: str) -> bool:
+        return any(Pattern(p).matches(msg_type) for p in self.patterns)
+
+
+def table(*links: FakeLink) -> Router[FakeLink]:
+    router: Router[FakeLink] = Router()
+    for link in links:
+        router.add(link)
+    return router
+
+
+def test_local_message_goes_to_every_open_link_that_wants_its_type() -> None:
+    """A local message goes to open links whose interests admit its type, and no others."""
+    b, c = FakeLink("b", patterns=("sensor.>",)), FakeLink("c", patterns=("other",))
+    d = FakeLink("d", is_open=False)
+    router = table(b, c, d)
+    assert router.from_local(Message.new("sensor.temp")) == (b,)
+
+
+def test_message_from_a_peer_goes_one_hop_only() -> None:
+    """A peer's message reaches leaves here but is not forwarded to the other linked peers."""
+    b, c = FakeLink("b", neighbours=frozenset({"c"})), FakeLink("c")
+    leaf = FakeLink("app", role="leaf")
+    router = table(b, c, leaf)
+    assert router.arrived(Message.new("x"), b) == (leaf,)
+
+
+def test_relays_between_peers_that_are_not_linked() -> None:
+    """A peer that says it has no link to another peer gets its messages relayed there."""
+    b, c = FakeLink("b", neighbours=frozenset()), FakeLink("c", neighbours=frozenset())
+    router = table(b, c)
+    assert relays(b, c)
+    assert router.arrived(Message.new("x"), b) == (c,)
+
+
+def test_no_relay_until_the_peer_said_whom_it_links_to() -> None:
+    """Until a peer's PEERS list arrives, nothing it sends is relayed."""
+    b, c = FakeLink("b", neighbours=None), FakeLink("c")
+    assert table(b, c).arrived(Message.new("x"), b) == ()
+
+
+def test_duplicates_are_dropped_and_counted() -> None:
+    """A message id seen before is not routed again, and counted as a duplicate."""
+    b, c = FakeLink("b"), FakeLink("c")
+    router = table(b, c)
+    msg = Message.new("x")
+    assert router.arrived(msg, b) is not None
+    assert router.arrived(msg, c) is None
+    assert router.duplicates == 1
+
+
+def test_a_leafs_message_goes_where_a_local_one_would_but_not_back() -> None:
+    """A message from a leaf goes to every peer that wants it, never back to the leaf."""
+    b = FakeLink("b")
+    leaf = FakeLink("app", role="leaf")
+    router = table(b, leaf)
+    assert router.arrived(Message.new("x"), leaf) == (b,)
+
+
+def test_reply_goes_back_only_to_the_askers_link() -> None:
+    """A reply travels to the link its request came from, whatever the other links want."""
+    b, c = FakeLink("b"), FakeLink("c")
+    router = table(b, c)
+    request = Message.new("svc.q")
+    router.arrived(request, b)
+    assert router.asked_elsewhere(request.uuid)
+    assert router.from_local(Message.new_reply(request)) == (b,)
+
+
+def test_reply_to_a_local_request_stays_local() -> None:
+    """A reply to a request asked here is not forwarded anywhere."""
+    b = FakeLink("b")
+    router = table(b)
+    request = Message.new("svc.q")
+    router.from_local(request)
+    assert not router.asked_elsewhere(request.uuid)
+    assert router.arrived(Message.new_reply(request), b) == ()
+
+
+def test_reply_whose_asker_is_gone_is_counted() -> None:
+    """A reply for a link that closed is dropped and counted as having no route."""
+    b, c = FakeLink("b"), FakeLink("c")
+    router = table(b, c)
+    request = Message.new("svc.q")
+    router.arrived(request, b)
+    b.is_open = False
+    assert router.from_local(Message.new_reply(request)) == ()
+    assert router.dropped_no_route == 1
+
+
+def test_requests_lost_names_what_only_that_link_could_answer() -> None:
+    """A waited-on request sent only over one link is lost with it; one sent over two is not."""
+    b, c = FakeLink("b", patterns=("only.b", "both")), FakeLink("c", patterns=("both",))
+    router = table(b, c)
+    to_b = Message.new("only.b")
+    to_both = Message.new("both")
+    router.from_local(to_b)
+    router.from_local(to_both)
+    assert router.requests_lost(b) == []  # nobody waits on them yet
+    router.track(to_b.uuid, to_b.type)
+    router.track(to_both.uuid, to_both.type)
+    assert router.requests_lost(b) == [(to_b.uuid, None)]
+
+
+def test_requests_lost_include_those_sent_for_a_leaf() -> None:
+    """A request a leaf waits on, relayed over one link, is lost with it and names the leaf."""
+    b = FakeLink("b")
+    leaf = FakeLink("app", role="leaf")
+    router = table(b, leaf)
+    request = Message.new("svc.q")
+    plain = Message.new("svc.q")
+    assert router.arrived(request, leaf) == (b,)
+    assert router.arrived(plain, leaf) == (b,)
+    assert router.requests_lost(b) == []  # the leaf waits on neither yet
+    router.waiting(request.uuid, leaf)
+    assert router.requests_lost(b) == [(request.uuid, leaf)]
+
+
+def test_cached_routes_follow_routes_changed() -> None:
+    """After routes_changed a new interest is seen; the table follows add and remove."""
+    b = FakeLink("b", patterns=())
+    router = table(b)
+    assert router.from_local(Message.new("x")) == ()
+    b.patterns = ("x",)
+    assert router.from_local(Message.new("x")) == ()  # cached
+    router.routes_changed()
+    assert router.from_local(Message.new("x")) == (b,)
+    assert router.remove(b)
+    assert not router.remove(b)
+    assert router.from_local(Message.new("x")) == ()

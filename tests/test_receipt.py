@@ -1,0 +1,359 @@
+"""Waiting for messages: request-reply through receipts (sync and async responders, early replies
+kept, NoResponders at once, timeouts) and a pod's own wait_on/wait_until, which share the wait plumbing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gravpy import Grav, Message
+from gravpy.bus import Bus
+from gravpy.errors import MsgNotWanted, NoResponders, UsageError, WaitTimeout
+from tests._bus_helpers import GUARD, recorder, responder, settle, texts, until
+
+# -- Pod.wait_on / wait_until ---------------------------------------------------------------------
+
+
+class Goodbye(Exception):
+    """The error a wait function raises to end the wait (Grav's errGoodbye)."""
+
+
+async def test_pod_wait_on_returns_what_the_function_returns_or_raises() -> None:
+    """TestWaitOn: a wait ends on the first accepted message with fn's value, or raises fn's error."""
+    async with Grav() as g:
+        waiter = g.connect()
+        sender = g.connect()
+        offered: list[str] = []
+
+        def fn(msg: Message) -> str:
+            offered.append(msg.text())
+            if msg.text() == "hello, world":
+                return "greeted"
+            if msg.text() == "goodbye, world":
+                raise Goodbye
+            raise MsgNotWanted
+
+        async def send(*items: str) -> None:
+            for item in items:
+                sender.send(Message.new(data=item))
+
+        task = asyncio.create_task(send("noise", "hello, world"))  # runs once the wait has started
+        assert await waiter.wait_on(fn) == "greeted"
+        await task
+        assert offered == ["noise", "hello, world"]
+
+        task = asyncio.create_task(send("more noise", "goodbye, world"))
+        with pytest.raises(Goodbye):
+            await waiter.wait_on(fn)
+        await task
+        assert offered[2:] == ["more noise", "goodbye, world"]
+
+
+async def test_pod_wait_on_accepts_an_async_function() -> None:
+    """An async wait function is awaited and its result returned."""
+    async with Grav() as g:
+        waiter = g.connect()
+        sender = g.connect()
+
+        async def fn(msg: Message) -> str:
+            await asyncio.sleep(0)
+            if msg.text() != "yes":
+                raise MsgNotWanted
+            return msg.text().upper()
+
+        async def send() -> None:
+            sender.send(Message.new(data="no"))
+            sender.send(Message.new(data="yes"))
+
+        task = asyncio.create_task(send())
+        assert await waiter.wait_on(fn) == "YES"
+        await task
+
+
+async def test_pod_wait_until_times_out() -> None:
+    """A pod wait that nothing satisfies raises WaitTimeout (a TimeoutError) after its timeout."""
+    async with Grav() as g:
+        waiter = g.connect()
+        with pytest.raises(WaitTimeout):
+            await waiter.wait_until(0.05, lambda m: m)
+        assert issubclass(WaitTimeout, TimeoutError)
+        assert not waiter.receiving  # the wait is gone, so is the pod's interest
+
+
+@pytest.mark.parametrize("timeout", [0, -1.0])
+async def test_non_positive_timeouts_are_refused(timeout: float) -> None:
+    """A timeout must be positive (None waits forever); 0 or less is a UsageError, not a hang."""
+    async with Grav() as g:
+        pod = g.connect()
+        with pytest.raises(UsageError):
+            await pod.wait_until(timeout, lambda m: m)
+        receipt = pod.send(Message.new())
+        with pytest.raises(UsageError):
+            await receipt.wait_until(timeout)
+
+
+# -- request-reply --------------------------------------------------------------------------------
+
+
+async def test_request_reply_with_a_sync_responder() -> None:
+    """TestRequestReply: a reply sent synchronously inside the responder's handler is never lost."""
+    async with Grav() as g:
+        requester = g.connect()
+        responder(g.connect_with_replay())
+        receipt = requester.send(Message.new("test.ask", "joey"))
+        assert not receipt.no_responders
+        reply = await receipt.wait_until(GUARD)
+        assert reply.text() == "hey joey"
+        assert reply.reply_to == receipt.uuid
+
+
+async def test_request_reply_with_an_async_responder() -> None:
+    """A reply sent from an async handler after it awaited reaches the waiting receipt."""
+    async with Grav() as g:
+        requester = g.connect()
+        pod = g.connect()
+
+        async def answer(msg: Message) -> None:
+            await asyncio.sleep(0)
+            pod.reply_to(msg, Message.new("test.reply", "hey " + msg.text()))
+
+        pod.on(answer)
+        reply = await requester.send(Message.new("test.ask", "joey")).wait_until(GUARD)
+        assert reply.text() == "hey joey"
+
+
+async def test_reply_that_arrives_before_the_wait_is_still_returned() -> None:
+    """A reply delivered before anyone waits is kept and handed to the first wait (Grav bug #48)."""
+    async with Grav() as g:
+        requester = g.connect()
+        responder(g.connect())
+        receipt = requester.send(Message.new("test.ask", "early"))
+        await until(lambda: g.statistics().unclaimed_replies == 1)
+        reply = await receipt.wait_until(GUARD)
+        assert reply.text() == "hey early"
+        assert g.statistics().unclaimed_replies == 0
+
+
+async def test_every_reply_that_arrives_before_the_wait_is_kept() -> None:
+    """Two replies delivered before the wait starts both reach it, in arrival order."""
+    async with Grav() as g:
+        requester = g.connect()
+        for name in ("first", "second"):
+            pod = g.connect()
+            pod.on_type(
+                "test.ask",
+                lambda m, pod=pod, name=name: pod.reply_to(m, Message.new("test.reply", name)),
+            )
+        receipt = requester.send(Message.new("test.ask"))
+        await until(lambda: g.statistics().unclaimed_replies == 2)
+        offered: list[str] = []
+
+        def on(reply: Message) -> list[str]:
+            offered.append(reply.text())
+            if len(offered) < 2:
+                raise MsgNotWanted
+            return offered
+
+        assert await receipt.wait_until(GUARD, on=on) == ["first", "second"]
+        assert g.statistics().unclaimed_replies == 0
+
+
+async def test_unclaimed_replies_are_bounded() -> None:
+    """Early replies are kept for the last ``unclaimed_replies`` requests at most, oldest forgotten."""
+    bus = Bus(unclaimed_replies=4)
+    try:
+        requester = bus.connect()
+        responder(bus.connect())
+        receipts = [requester.send(Message.new("test.ask", str(i))) for i in range(7)]
+        await until(lambda: receipts[6].uuid in bus._unclaimed)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert 2 <= bus.statistics().unclaimed_replies <= 4
+        assert (await receipts[6].wait_until(GUARD)).text() == "hey 6"
+        assert (await receipts[5].wait_until(GUARD)).text() == "hey 5"
+        with pytest.raises(WaitTimeout):
+            await receipts[0].wait_until(0.05)
+    finally:
+        await bus.close()
+
+
+async def test_a_thousand_sequential_request_replies_complete() -> None:
+    """TestRequestReplyLoop: 1000 send-then-wait round trips all complete, each with its own reply."""
+    async with Grav() as g:
+        requester = g.connect()
+        responder(g.connect())
+        for i in range(1000):
+            reply = await requester.send(Message.new("test.ask", str(i))).wait_until(GUARD)
+            assert reply.text() == f"hey {i}"
+        assert g.statistics().unclaimed_replies == 0
+
+
+async def test_silent_responder_gives_wait_timeout() -> None:
+    """TestRequestReplyTimeout: a pod receives the request but never replies, so the wait times out."""
+    async with Grav() as g:
+        requester = g.connect()
+        silent = g.connect()
+        seen = recorder(silent)
+        receipt = requester.send(Message.new("test.ask"))
+        assert not receipt.no_responders
+        with pytest.raises(WaitTimeout):
+            await receipt.wait_until(0.05)
+        assert len(seen) == 1
+
+
+async def test_request_no_pod_admits_raises_no_responders_at_once() -> None:
+    """A request whose type no receiving pod admits raises NoResponders before waiting at all."""
+    async with Grav() as g:
+        requester = g.connect()
+        recorder(requester)  # the sender itself never counts as a responder
+        g.connect()  # connected but not receiving: not a responder
+        g.connect().on_type("other.*", print)
+        receipt = requester.send(Message.new("nobody.home"))
+        assert receipt.no_responders
+        wait = receipt.wait_until(30)
+        with pytest.raises(NoResponders) as info:
+            wait.send(None)  # raises on its first step: it never suspends, so never waits
+        wait.close()
+        assert info.value.msg_type == "nobody.home"
+        with pytest.raises(NoResponders):
+            await receipt.wait_on(lambda m: m)
+
+
+async def test_wait_until_on_skips_unwanted_replies() -> None:
+    """With two responders, `on` refusing the first reply (MsgNotWanted) makes the wait take the second."""
+    async with Grav() as g:
+        requester = g.connect()
+        first, second = g.connect(), g.connect()
+        first_replied = asyncio.Event()
+
+        def answer_first(msg: Message) -> None:
+            first.reply_to(msg, Message.new("test.reply", "from-first"))
+            first_replied.set()
+
+        async def answer_second(msg: Message) -> None:
+            await first_replied.wait()
+            second.reply_to(msg, Message.new("test.reply", "from-second"))
+
+        first.on(answer_first)
+        second.on(answer_second)
+        offered: list[str] = []
+
+        def on(reply: Message) -> str:
+            offered.append(reply.text())
+            if reply.text() == "from-first":
+                raise MsgNotWanted
+            return reply.text().upper()
+
+        receipt = requester.send(Message.new("test.ask"))
+        assert await receipt.wait_until(GUARD, on=on) == "FROM-SECOND"
+        assert offered == ["from-first", "from-second"]
+
+
+async def test_receipt_wait_function_errors_propagate() -> None:
+    """An error other than MsgNotWanted raised by `on` ends the reply wait with that error."""
+    async with Grav() as g:
+        requester = g.connect()
+        responder(g.connect())
+
+        def on(reply: Message) -> None:
+            raise Goodbye(reply.text())
+
+        with pytest.raises(Goodbye, match="hey x"):
+            await requester.send(Message.new("test.ask", "x")).wait_until(GUARD, on=on)
+
+
+async def test_receipt_wait_on_and_on_reply() -> None:
+    """receipt.wait_on returns fn's result; receipt.on_reply calls its (sync or async) function."""
+    async with Grav() as g:
+        requester = g.connect()
+        responder(g.connect())
+        result = await requester.send(Message.new("test.ask", "a")).wait_on(lambda r: r.text())
+        assert result == "hey a"
+
+        got: list[str] = []
+        done = asyncio.Event()
+
+        def on_sync(reply: Message) -> None:
+            got.append(reply.text())
+
+        async def on_async(reply: Message) -> None:
+            await asyncio.sleep(0)
+            got.append(reply.text())
+            done.set()
+
+        requester.send(Message.new("test.ask", "b")).on_reply(on_sync)
+        await until(lambda: got == ["hey b"])
+        requester.send(Message.new("test.ask", "c")).on_reply(on_async)
+        await done.wait()
+        assert got == ["hey b", "hey c"]
+
+
+async def test_claimed_reply_skips_the_requesters_handler_but_not_other_pods() -> None:
+    """A reply a receipt waits for is not also handed to the requester's handler; other pods get it."""
+    async with Grav() as g:
+        requester = g.connect()
+        requester_seen = recorder(requester)
+        observer = g.connect()
+        observer_seen = recorder(observer)
+        responder(g.connect())
+        receipt = requester.send(Message.new("test.ask", "x"))
+        reply = await receipt.wait_until(GUARD)
+        await settle(g)
+        assert requester_seen == []
+        assert [m.uuid for m in observer_seen] == [receipt.uuid, reply.uuid]
+
+
+async def test_waiting_never_removes_the_pods_handler() -> None:
+    """After pod.wait_until and receipt.wait_until the pod's own handler still gets every message."""
+    async with Grav() as g:
+        pod = g.connect()
+        seen = recorder(pod)
+        sender = g.connect()
+        responder(g.connect())
+
+        async def send(item: str) -> None:
+            sender.send(Message.new(data=item))
+
+        sending = asyncio.create_task(send("during"))
+        assert await pod.wait_until(GUARD, lambda m: m.text()) == "during"
+        await sending
+
+        reply = await pod.send(Message.new("test.ask", "q")).wait_until(GUARD)
+        assert reply.text() == "hey q"
+
+        sender.send(Message.new(data="after"))
+        await until(lambda: len(seen) == 2)
+        await settle(g)
+        assert texts(seen) == ["during", "after"]  # the claimed reply went to the receipt only
+
+
+async def test_replies_collects_every_answer_up_to_max() -> None:
+    """Three responders answer one request: replies(max=3) yields the three answers, then ends."""
+    async with Grav() as g:
+        for _ in range(3):
+            responder(g.connect())
+        receipt = g.connect().send(Message.new("test.ask", "all"))
+        got = [m.text() async for m in receipt.replies(timeout=GUARD, max=3)]
+        assert got == ["hey all"] * 3
+
+
+async def test_replies_window_ends_quietly_with_what_came() -> None:
+    """With only a timeout, the window's end ends the iteration with what came; no error."""
+    async with Grav() as g:
+        responder(g.connect())
+        receipt = g.connect().send(Message.new("test.ask", "one"))
+        got = [m.text() async for m in receipt.replies(timeout=0.2)]
+        assert got == ["hey one"]
+
+
+async def test_replies_needs_a_bound_and_knows_no_responders() -> None:
+    """replies() with neither bound is a UsageError; a type nobody admits raises NoResponders."""
+    async with Grav() as g:
+        responder(g.connect())
+        receipt = g.connect().send(Message.new("test.ask", "x"))
+        with pytest.raises(UsageError):
+            [m async for m in receipt.replies()]
+        nobody = g.connect().send(Message.new("nobody.listens", "x"))
+        with pytest.raises(NoResponders):
+            [m async for m in nobody.replies(max=1)]
