@@ -49,7 +49,8 @@ __all__ = [
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The ``gravctl`` entry point."""
-    args = build_parser().parse_args(argv)
+    line = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(line).parse_args(line)
     try:
         _configure_logging(args.verbose)
         if getattr(args, "data", None) == "-":

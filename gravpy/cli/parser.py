@@ -68,6 +68,7 @@ _COMMAND_CODES: Final = {
     "peers": (EXIT_OK, EXIT_USAGE, EXIT_CONNECT, EXIT_INTERRUPTED),
     "bench": (EXIT_OK, EXIT_USAGE, EXIT_NO_RESPONDERS, EXIT_CONNECT, EXIT_INTERRUPTED),
 }
+EVENTS_HELP: Final = "list, follow or mark the events gravd keeps"
 CHECK_EPILOG: Final = """\
 exit codes (Nagios plugin convention):
   0  OK: serving, and within the thresholds given
@@ -129,7 +130,8 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """gravctl's parser; given the command line, it skips what that line cannot use."""
     parser = argparse.ArgumentParser(
         prog="gravctl",
         description="Talk to a running gravd: pub, sub, req, reply, peers, bench, check, events.",
@@ -146,12 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     _command(commands, "peers", "show the node and its links (reads --monitor)")
     _bench(_command(commands, "bench", "measure pub/sub throughput and req/reply latency"))
     _check(commands)
-    _events(commands)
+    _events(commands, full=argv is None or "events" in argv)
     return parser
 
 
-def _events(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``gravctl events`` (gravpy.cli.events), with the global options after it too."""
+def _events(commands: argparse._SubParsersAction[argparse.ArgumentParser], full: bool) -> None:
+    """``gravctl events`` (gravpy.cli.events), with the global options after it too.
+
+    Its options need ``gravpy.events`` (about 0.1 s to import), so unless the command line may
+    be an ``events`` one (``full``), only its name and help line are added.
+    """
+    if not full:
+        commands.add_parser("events", help=EVENTS_HELP)
+        return
     from gravpy.cli.events import add_events_command
 
     add_events_command(commands)
@@ -339,4 +348,4 @@ def _version() -> str:
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse ``argv``; argparse exits 2 with usage on an error, 0 after --help."""
-    return build_parser().parse_args(argv)
+    return build_parser(argv).parse_args(argv)
