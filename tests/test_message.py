@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import re
 import time
 
@@ -13,7 +15,7 @@ from hypothesis import strategies as st
 from gravpy.errors import MessageError, UsageError
 from gravpy.message import DEFAULT_TYPE, MAX_TYPE_LENGTH, Message, new_id, validate_type
 
-UUID_SHAPE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+ID_SHAPE = re.compile(r"[0-9a-f]{32}")
 
 
 def test_new_keeps_bytes_as_they_are() -> None:
@@ -151,11 +153,29 @@ def test_what_could_not_travel_is_refused_at_construction() -> None:
     assert Message.new(parent_id="p" * 64).parent_id == "p" * 64
 
 
-def test_ids_are_unique_and_uuid_shaped() -> None:
-    """Message ids (and new_id()) never repeat and look like version-4 UUIDs."""
+def test_ids_are_unique_hex_and_in_creation_order() -> None:
+    """Message ids (and new_id()) never repeat, are 32 hex digits and sort in creation order."""
     ids = [Message.new().uuid for _ in range(10_000)] + [new_id() for _ in range(1000)]
     assert len(set(ids)) == len(ids)
-    assert all(UUID_SHAPE.fullmatch(i) for i in ids)
+    assert all(ID_SHAPE.fullmatch(i) for i in ids)
+    assert ids == sorted(ids)
+
+
+def test_a_forked_child_draws_a_new_id_prefix() -> None:
+    """After fork the child's ids do not continue the parent's sequence (the counter is reseeded)."""
+    parent = new_id()
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        os.write(writer, new_id().encode())
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        child = pipe.read().decode()
+    os.waitpid(pid, 0)
+    assert ID_SHAPE.fullmatch(child)
+    assert child[:20] != parent[:20]
+    assert new_id()[:20] == parent[:20]
 
 
 def test_new_reply_answers_the_request() -> None:
@@ -196,6 +216,38 @@ def test_messages_compare_by_every_field_and_are_unhashable() -> None:
     assert msg != "not a message"
     with pytest.raises(TypeError):
         hash(msg)
+
+
+def test_messages_are_not_tracked_by_the_gc_and_fields_stay_assignable() -> None:
+    """A message (headers or not) is invisible to the cycle collector, and its fields can be set."""
+    msg = Message.new("a.b", b"x", headers={"k": "v"})
+    assert not gc.is_tracked(msg)
+    assert not gc.is_tracked(Message.unmarshal(msg.marshal()))
+    msg.reply_to = "r"
+    msg.parent_id = "p"
+    assert (msg.reply_to, msg.parent_id) == ("r", "p")
+    with pytest.raises(AttributeError):
+        msg.colour = "red"  # type: ignore[attr-defined]
+
+
+def test_positional_and_keyword_construction_default_headers_to_none() -> None:
+    """Message(uuid, parent_id, reply_to, type, timestamp, data) works with headers left out."""
+    msg = Message("u", "p", "r", "a.b", 1.5, b"d")
+    assert msg.to_wire() == ["u", "p", "r", "a.b", 1.5, b"d", None]
+    assert (
+        Message(uuid="u", parent_id="p", reply_to="r", type="a.b", timestamp=1.5, data=b"d") == msg
+    )
+
+
+def test_new_without_headers_shares_nothing_and_with_headers_copies() -> None:
+    """Bytes data is kept as the same object; headers are copied, so later edits do not leak in."""
+    data = b"payload"
+    headers = {"k": "v"}
+    msg = Message.new("a.b", data, headers=headers)
+    assert msg.data is data
+    assert msg.headers == headers
+    assert msg.headers is not headers
+    assert Message.new("a.b", data, headers={}).headers is None
 
 
 def test_repr_names_type_and_uuid() -> None:
@@ -293,6 +345,12 @@ def test_round_trip_of_arbitrary_messages(msg: Message) -> None:
     assert Message.from_wire(msg.to_wire()) == msg
 
 
+@given(messages)
+def test_marshal_is_byte_identical_to_msgpack_of_the_wire_array(msg: Message) -> None:
+    """The msgspec encoder writes exactly the bytes msgpack-python writes for to_wire()."""
+    assert msg.marshal() == msgpack.packb(msg.to_wire(), use_bin_type=True)
+
+
 @given(st.binary(max_size=512))
 def test_unmarshal_of_arbitrary_bytes_only_raises_message_error(raw: bytes) -> None:
     """Arbitrary bytes either decode to a message or raise MessageError, never anything else."""
@@ -339,4 +397,43 @@ def test_whatever_new_accepts_can_travel(
         msg = Message.new(msg_type, data, parent_id=parent_id, headers=headers)
     except UsageError:
         return
+    assert Message.unmarshal(msg.marshal()) == msg
+
+
+def _careful(raw: bytes) -> Message | None:
+    """The reference decoder: generic msgpack, then Message.from_wire; None where it refuses."""
+    try:
+        obj = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+        return Message.from_wire(obj)
+    except (ValueError, TypeError, msgpack.UnpackException, MessageError):
+        return None
+
+
+near_valid_wires = st.tuples(
+    ids.filter(bool) | wire_values,
+    ids | wire_values,
+    ids | wire_values,
+    types | wire_values,
+    st.floats() | st.integers(-(2**63), 2**64 - 1) | wire_values,
+    st.binary(max_size=64) | wire_values,
+    st.none() | st.dictionaries(texts, texts, max_size=300) | wire_values,
+).map(list)
+
+
+@given(near_valid_wires | st.lists(wire_values, max_size=9))
+def test_typed_and_careful_decoding_agree(obj: list[object]) -> None:
+    """unmarshal (typed msgspec decoder first) accepts exactly what from_wire accepts, alike."""
+    raw = msgpack.packb(obj, use_bin_type=True)
+    expected = _careful(raw)
+    if expected is None:
+        with pytest.raises(MessageError):
+            Message.unmarshal(raw)
+    else:
+        assert Message.unmarshal(raw).marshal() == expected.marshal()  # bytes: NaN-safe
+
+
+def test_a_message_the_typed_decoder_refuses_may_still_be_valid() -> None:
+    """More headers than a frame carries is still a message: unmarshal falls back and accepts it."""
+    headers = {f"h{i}": "v" for i in range(300)}
+    msg = Message.new("a.b", b"x", headers=headers)
     assert Message.unmarshal(msg.marshal()) == msg

@@ -1,21 +1,30 @@
 """The frame codec: frame objects to bytes and back. Pure: no I/O.
 
 ``encode_frame`` packs any frame. ``encode_msgs_split`` packs a batch of messages into as few
-MSGS frames as ``Limits`` allow, one ``msgpack.packb`` call per frame. ``decode_frame`` turns one
-whole frame into a frame object, or raises ``FrameError`` (and nothing else) saying what is
-wrong. The unpacker is bounded (array, map and ext lengths, frame size checked first), so a small
-hostile frame cannot make it allocate a huge buffer.
+MSGS frames as ``Limits`` allow, one msgspec ``encode`` call per frame (a ``Message`` is a
+msgspec Struct, so no per-message list is built). ``decode_frame`` turns one whole frame into a
+frame object, or raises ``FrameError`` (and nothing else) saying what is wrong.
+
+MSGS frames, the traffic, take a fast path: a typed msgspec decoder builds the messages in C,
+checking shapes, field types and lengths, and Python then checks only each message's type (a
+cached lookup), its data size and the batch size. Every other frame, and any MSGS frame the fast
+path refuses, goes to the careful path: a generic, bounded unpacker (array, map and ext lengths,
+frame size checked first, so a small hostile frame cannot make it allocate a huge buffer) and a
+decoder per kind that says what is wrong. The fast path accepts only what the careful path
+accepts, so the messages and the errors are the same whichever path runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final
+from itertools import starmap
+from typing import Annotated, Any, Final, Literal
 
 import msgpack
+import msgspec
 
 from gravpy.errors import FrameError, MessageError, UsageError
-from gravpy.message import Message
+from gravpy.message import WIRE_MESSAGE, Message, is_valid_type
 from gravpy.proto.config import DEFAULT_LIMITS, Limits
 from gravpy.proto.frames import (
     MAX_DETAIL_LENGTH,
@@ -67,14 +76,24 @@ def _pack(obj: object) -> bytes:
     return packed
 
 
+_MSGS: Final = int(FrameKind.MSGS)
+_ENCODER: Final = msgspec.msgpack.Encoder()
+
+
 def encode_frame(frame: Frame) -> bytes:
     """The bytes of ``frame``. Raises ``UsageError`` if a field cannot be packed."""
+    if type(frame) is Msgs:
+        return encode_msgs(frame.messages)
     return _pack(frame.to_wire())
 
 
 def encode_msgs(messages: Sequence[Message]) -> bytes:
     """One MSGS frame holding ``messages``, packed in one call. No limit is checked here."""
-    return _pack([FrameKind.MSGS, [m.to_wire() for m in messages]])
+    batch = messages if type(messages) is list else list(messages)
+    try:
+        return _ENCODER.encode((_MSGS, batch))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise UsageError(f"frame cannot be encoded as msgpack: {exc}") from exc
 
 
 def encode_msgs_split(messages: Sequence[Message], limits: Limits = DEFAULT_LIMITS) -> list[bytes]:
@@ -84,10 +103,34 @@ def encode_msgs_split(messages: Sequence[Message], limits: Limits = DEFAULT_LIMI
     Raises ``UsageError`` (and returns nothing) if a message's data is over ``max_message_bytes``,
     it has more than ``MAX_HEADERS`` headers, or it cannot fit in a frame at all.
     """
-    chunks: list[list[list[Any]]] = []
-    chunk: list[list[Any]] = []
+    batch = messages if type(messages) is list else list(messages)
+    frames: list[bytes] = []
+    if _fits_one_frame(batch, limits):  # the usual case, checked in two comprehensions
+        _pack_within(batch, limits.max_frame_bytes, frames)
+        return frames
+    for chunk in _chunks(batch, limits):
+        _pack_within(chunk, limits.max_frame_bytes, frames)
+    return frames
+
+
+def _fits_one_frame(batch: list[Message], limits: Limits) -> bool:
+    """True if ``batch`` is non-empty, within every limit, and ``_chunks`` would not cut it."""
+    if not batch or len(batch) > limits.max_batch:
+        return False
+    sizes = [len(msg.data) for msg in batch]
+    if max(sizes) > limits.max_message_bytes:
+        return False
+    if sum(sizes) + SIZE_ESTIMATE_OVERHEAD * len(batch) > limits.max_frame_bytes:
+        return False
+    return all(len(h) <= MAX_HEADERS for h in [msg.headers for msg in batch if msg.headers])
+
+
+def _chunks(batch: list[Message], limits: Limits) -> list[list[Message]]:
+    """``batch`` cut by ``max_batch`` and estimated size; ``UsageError`` for a message over limits."""
+    chunks: list[list[Message]] = []
+    chunk: list[Message] = []
     estimate = 0
-    for msg in messages:
+    for msg in batch:
         size = len(msg.data)
         if size > limits.max_message_bytes:
             raise UsageError(
@@ -100,14 +143,11 @@ def encode_msgs_split(messages: Sequence[Message], limits: Limits = DEFAULT_LIMI
         if chunk and (len(chunk) >= limits.max_batch or estimate + size > limits.max_frame_bytes):
             chunks.append(chunk)
             chunk, estimate = [], 0
-        chunk.append(msg.to_wire())
+        chunk.append(msg)
         estimate += size
     if chunk:
         chunks.append(chunk)
-    frames: list[bytes] = []
-    for wires in chunks:
-        _pack_within(wires, limits.max_frame_bytes, frames)
-    return frames
+    return chunks
 
 
 def encode_interests(patterns: Iterable[str], limits: Limits = DEFAULT_LIMITS) -> bytes:
@@ -134,19 +174,25 @@ def encode_peers(pairs: Iterable[tuple[str, str]], limits: Limits = DEFAULT_LIMI
     return encode_frame(Peers(items))
 
 
-def _pack_within(wires: list[list[Any]], max_bytes: int, out: list[bytes]) -> None:
-    frame = _pack([FrameKind.MSGS, wires])
+def _pack_within(batch: list[Message], max_bytes: int, out: list[bytes]) -> None:
+    frame = encode_msgs(batch)
     if len(frame) <= max_bytes:
         out.append(frame)
-    elif len(wires) == 1:
-        raise UsageError(f"message {wires[0][0]} does not fit in a frame of {max_bytes} bytes")
+    elif len(batch) == 1:
+        raise UsageError(f"message {batch[0].uuid} does not fit in a frame of {max_bytes} bytes")
     else:
-        half = len(wires) // 2
-        _pack_within(wires[:half], max_bytes, out)
-        _pack_within(wires[half:], max_bytes, out)
+        half = len(batch) // 2
+        _pack_within(batch[:half], max_bytes, out)
+        _pack_within(batch[half:], max_bytes, out)
 
 
 # -- decoding ---------------------------------------------------------------------------------
+
+
+_MSGS_PREFIX: Final = bytes([0x92, _MSGS])  # fixarray of 2, then the kind
+_MSGS_DECODER: Final = msgspec.msgpack.Decoder(  # Literal[5]: FrameKind.MSGS
+    tuple[Literal[5], Annotated[list[WIRE_MESSAGE], msgspec.Meta(min_length=1)]]
+)
 
 
 def decode_frame(raw: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> Frame:
@@ -156,6 +202,33 @@ def decode_frame(raw: bytes | bytearray | memoryview, limits: Limits = DEFAULT_L
         raise FrameError(
             f"frame of {size} bytes is over max_frame_bytes ({limits.max_frame_bytes})"
         )
+    if raw[:2] == _MSGS_PREFIX:
+        msgs = _decode_msgs_typed(raw, limits)
+        if msgs is not None:
+            return msgs
+    return _decode_careful(raw, limits)
+
+
+def _decode_msgs_typed(raw: bytes | bytearray | memoryview, limits: Limits) -> Msgs | None:
+    """The MSGS fast path: the frame's messages, or None to let the careful path decide."""
+    try:
+        _, wires = _MSGS_DECODER.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    if len(wires) > limits.max_batch:
+        return None
+    max_data = limits.max_message_bytes
+    for wire in wires:
+        if len(wire[5]) > max_data:
+            return None
+    for msg_type in {wire[3] for wire in wires}:  # a batch holds few distinct types
+        if not is_valid_type(msg_type):
+            return None
+    return Msgs(list(starmap(Message, wires)))
+
+
+def _decode_careful(raw: bytes | bytearray | memoryview, limits: Limits) -> Frame:
+    """Any frame, generically unpacked and checked field by field; ``FrameError`` says why."""
     try:
         obj = msgpack.unpackb(
             raw,

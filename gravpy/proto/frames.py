@@ -16,7 +16,9 @@ Every frame is one msgpack array whose first element is the frame kind (a small 
     CLOSE         [12, reason, detail]
 
 Each frame class has ``to_wire()``, its msgpack array; ``gravpy.proto.codec`` packs and checks
-them. docs/protocol.md is the reference for the field types and limits.
+them (MSGS frames through msgspec, which packs the messages themselves into the same bytes).
+docs/protocol.md is the reference for the field types and limits. ``MAX_HEADERS`` (headers per
+message, also the msgpack map length limit) is defined by ``gravpy.message``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeAlias
 
-from gravpy.message import MAX_TYPE_LENGTH, Message
+from gravpy.message import MAX_HEADERS, MAX_TYPE_LENGTH, Message
 
 __all__ = [
     "MAX_DETAIL_LENGTH",
@@ -67,7 +69,6 @@ MAX_DETAIL_LENGTH: Final = 1024
 MIN_NONCE_LENGTH: Final = 16
 MAX_NONCE_LENGTH: Final = 64
 PROOF_LENGTH: Final = 32  # HMAC-SHA256
-MAX_HEADERS: Final = 256  # headers per message; also the msgpack map length limit
 MAX_PING_NONCE: Final = (1 << 64) - 1
 SIZE_ESTIMATE_OVERHEAD: Final = 128  # per-message guess used to split batches before packing
 

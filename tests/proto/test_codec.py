@@ -20,6 +20,7 @@ from gravpy.proto import (
     encode_msgs_split,
     is_valid_pattern,
 )
+from gravpy.proto.codec import _decode_careful, _decode_msgs_typed  # the two paths compared
 from gravpy.proto.frames import (
     Frame,
     FrameKind,
@@ -30,7 +31,9 @@ from gravpy.proto.frames import (
     Ping,
 )
 
-from .strategies import FRAMES, any_frame, messages, msgpack_values
+from .strategies import FRAMES, any_frame, ids, messages, msg_types, msgpack_values
+
+DEFAULT = Limits()
 
 
 def decode_or_frame_error(raw: bytes) -> Frame | None:
@@ -63,10 +66,28 @@ def test_encode_decode_round_trips(kind: FrameKind, data: st.DataObject) -> None
 @settings(max_examples=50)
 @given(st.lists(messages, min_size=1, max_size=12))
 def test_encode_msgs_is_the_msgs_frame(batch: list[Message]) -> None:
-    """The fast MSGS encoder produces the same bytes as the generic one and decodes back."""
+    """The msgspec MSGS encoder writes the bytes msgpack writes for the frame array, and decodes back."""
     raw = encode_msgs(batch)
     assert raw == encode_frame(Msgs(batch))
+    assert raw == msgpack.packb(Msgs(batch).to_wire(), use_bin_type=True)
+    assert raw == encode_msgs(tuple(batch))
     assert decode_frame(raw) == Msgs(batch)
+
+
+def test_a_msgs_frame_in_a_wider_array_encoding_still_decodes() -> None:
+    """A MSGS frame whose outer array is written as array 16 (not fixarray) takes the careful path."""
+    msg = Message.new("a.b", b"x")
+    raw = b"\xdc\x00\x02\x05" + msgpack.packb([msg.to_wire()], use_bin_type=True)
+    assert decode_frame(raw) == Msgs([msg])
+
+
+def test_encoding_a_message_that_cannot_pack_is_a_usage_error() -> None:
+    """A message built by hand with an unpackable field raises UsageError from the encoder."""
+    bad = Message("u", "", "", "a.b", 1.0, b"", {"k": object()})  # type: ignore[dict-item]
+    with pytest.raises(UsageError, match="cannot be encoded"):
+        encode_msgs([bad])
+    with pytest.raises(UsageError):
+        encode_msgs_split([bad])
 
 
 @settings(max_examples=500)
@@ -74,6 +95,13 @@ def test_encode_msgs_is_the_msgs_frame(batch: list[Message]) -> None:
 def test_arbitrary_bytes_only_raise_frame_error(raw: bytes) -> None:
     """Arbitrary bytes either decode to a frame or raise FrameError, never anything else."""
     decode_or_frame_error(raw)
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=512))
+def test_arbitrary_bytes_behind_the_msgs_prefix_only_raise_frame_error(tail: bytes) -> None:
+    """Bytes that start like a MSGS frame (so reach the typed decoder) only ever raise FrameError."""
+    decode_or_frame_error(b"\x92\x05" + tail)
 
 
 @settings(max_examples=150)
@@ -98,6 +126,36 @@ def test_mutated_valid_frames_only_raise_frame_error(frame: Frame, data: st.Data
         else:
             raw[pos:pos] = data.draw(st.binary(min_size=1, max_size=4))
     decode_or_frame_error(bytes(raw))
+
+
+near_valid_messages = st.tuples(
+    ids | msgpack_values,
+    st.text(max_size=64) | msgpack_values,
+    st.text(max_size=64) | msgpack_values,
+    msg_types | st.sampled_from(["a..b", "a.*", ""]) | msgpack_values,
+    st.floats() | st.integers(-(2**63), 2**64 - 1) | msgpack_values,
+    st.binary(max_size=40) | msgpack_values,
+    st.none() | st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=6),
+).map(list) | st.lists(msgpack_values, min_size=6, max_size=8)
+near_valid_msgs = st.lists(near_valid_messages, max_size=5).map(lambda b: [FrameKind.MSGS, b])
+small = Limits(max_frame_bytes=2048, max_message_bytes=16, max_batch=3)
+
+
+@settings(max_examples=150)
+@given(near_valid_msgs | any_frame.map(lambda f: f.to_wire()), st.sampled_from([DEFAULT, small]))
+def test_typed_msgs_decoder_accepts_only_what_the_careful_decoder_accepts(
+    obj: list[object], limits: Limits
+) -> None:
+    """Where the MSGS fast path decodes a frame, the careful decoder gives the same frame."""
+    raw = msgpack.packb(obj, use_bin_type=True)
+    fast = _decode_msgs_typed(raw, limits)
+    try:
+        careful = _decode_careful(raw, limits)
+    except FrameError:
+        assert fast is None
+        return
+    assert fast is None or encode_frame(fast) == encode_frame(careful)
+    assert encode_frame(decode_frame(raw, limits)) == encode_frame(careful)
 
 
 @pytest.mark.parametrize(
@@ -159,6 +217,9 @@ def test_bytes_like_input_is_accepted() -> None:
     """decode_frame takes bytearray and memoryview as well as bytes."""
     raw = encode_frame(Ping(3))
     assert decode_frame(bytearray(raw)) == decode_frame(memoryview(raw)) == Ping(3)
+    msgs = Msgs([Message.new("a.b", b"x")])
+    raw = encode_frame(msgs)
+    assert decode_frame(bytearray(raw)) == decode_frame(memoryview(raw)) == msgs
 
 
 def test_split_refuses_a_message_that_cannot_fit_any_frame() -> None:
@@ -173,6 +234,31 @@ def test_split_keeps_one_frame_for_a_normal_batch() -> None:
     """A batch within the limits is packed into exactly one frame identical to encode_msgs."""
     batch = [Message.new("t", f"m{i}") for i in range(100)]
     assert encode_msgs_split(batch) == [encode_msgs(batch)]
+
+
+sized_messages = st.builds(
+    lambda n, h: Message.new("t", b"x" * n, headers={f"h{i}": "" for i in range(h)}),
+    st.integers(0, 1100),
+    st.sampled_from([0, 0, 0, 3, 257]),
+)
+
+
+@settings(max_examples=100)
+@given(st.lists(sized_messages, max_size=12), st.integers(1, 4))
+def test_split_frames_hold_the_batch_in_order_within_limits(batch: list[Message], cut: int) -> None:
+    """Split frames decode back to the batch in order, each within the limits, or UsageError
+    names the first message that breaks a limit."""
+    limits = Limits(max_frame_bytes=4096, max_message_bytes=1024, max_batch=cut)
+    bad = [m for m in batch if len(m.data) > 1024 or len(m.headers or ()) > 256]
+    if bad:
+        with pytest.raises(UsageError, match=f"message {bad[0].uuid} has"):
+            encode_msgs_split(batch, limits)
+        return
+    frames = encode_msgs_split(batch, limits)
+    decoded = [decode_frame(raw, limits) for raw in frames]
+    assert all(len(raw) <= 4096 for raw in frames)
+    assert [m for f in decoded if isinstance(f, Msgs) for m in f.messages] == batch
+    assert len(frames) >= -(-len(batch) // cut)
 
 
 @pytest.mark.parametrize(
