@@ -24,6 +24,7 @@ __all__ = [
     "BY_NAME",
     "DEFAULT_HTTP_PATH",
     "DEFAULT_LISTEN",
+    "DEFAULT_MDNS_SERVICE",
     "DEFAULT_MONITOR",
     "DISCOVERY_MODES",
     "LOG_FORMATS",
@@ -60,6 +61,7 @@ class Address:
 DEFAULT_LISTEN: Final = Address("0.0.0.0", 8080)
 DEFAULT_MONITOR: Final = Address("127.0.0.1", 8222)
 DEFAULT_HTTP_PATH: Final = "/meta/http"
+DEFAULT_MDNS_SERVICE: Final = "_grav._tcp.local."
 
 
 # -- parsers: a raw value (str from a flag or the environment, or a TOML value) to a typed one ----
@@ -89,6 +91,15 @@ def _parse_address_or_off(value: object) -> Address | None:
     if value is None or value is False or (isinstance(value, str) and value.lower() in _OFF):
         return None
     return _parse_address(value)
+
+
+def _parse_advertise(value: object) -> Address | None:
+    address = _parse_address_or_off(value)
+    if address is not None and address.host in ("0.0.0.0", "::"):
+        raise ValueError(
+            f"{value!r}: advertise a host peers can reach (a name or an address), not a wildcard"
+        )
+    return address
 
 
 def _parse_peers(value: object) -> tuple[str, ...]:
@@ -262,6 +273,15 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "HOST:PORT",
         "where peers and apps connect (default 0.0.0.0:8080, every interface)",
         _parse_address,
+    ),
+    Setting(
+        "advertise",
+        "--advertise",
+        "HOST:PORT",
+        "the address this node tells peers and mDNS to dial it at, for NAT, containers or a "
+        "DNS name; port 0 means the port --listen bound (default off: the address of the "
+        "interface holding the default route)",
+        _parse_advertise,
     ),
     Setting(
         "path",
