@@ -117,9 +117,9 @@ class DaemonConfig:
             "listen_http": str(self.listen_http) if self.listen_http else "off",
             "http_path": self.http_path,
             "listen_tcp": str(self.listen_tcp) if self.listen_tcp else "off",
-            "tls_cert": str(self.tls_cert) if self.tls_cert else None,
-            "tls_key": str(self.tls_key) if self.tls_key else None,
-            "tls_ca": str(self.tls_ca) if self.tls_ca else None,
+            "tls_cert": str(self.tls_cert) if self.tls_cert else "off",
+            "tls_key": str(self.tls_key) if self.tls_key else "off",
+            "tls_ca": str(self.tls_ca) if self.tls_ca else "system",
             "tls_verify_clients": self.tls_verify_clients,
             "peers": list(self.peers),
             "discovery": self.discovery,
@@ -138,7 +138,7 @@ class DaemonConfig:
             "dashboard": self.dashboard,
             "dashboard_tail": self.dashboard_tail,
             "dashboard_token_file": (
-                str(self.dashboard_token_file) if self.dashboard_token_file else None
+                str(self.dashboard_token_file) if self.dashboard_token_file else "off"
             ),
         }
 

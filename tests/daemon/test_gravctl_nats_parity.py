@@ -130,17 +130,26 @@ async def test_headers_travel_from_pub_to_sub_and_raw_prints_data_only() -> None
 
 
 async def test_req_collects_several_replies() -> None:
-    """req --replies-all prints the answer of every responder; --replies 1 prints just one."""
+    """req --replies-all prints the answer of every responder (each in its own group, as two
+    `nats reply` with different queues); --replies 1 prints just one."""
     async with running_gravd() as node:
         responders = [
-            await _background("--url", node.endpoint, "reply", "svc.*", word, "-H", "who:" + word)
+            await _background(
+                "--url", node.endpoint, "reply", "svc.*", word, "-H", "who:" + word, "--group", word
+            )
             for word in ("alpha", "beta")
         ]
         try:
             for process in responders:
                 await process.wait_line(lambda line: line.startswith("Listening"))
             await node.wait_http(
-                lambda doc: sum("svc.*" in x["interests"] for x in doc["leaves"]) == 2
+                lambda doc: (
+                    sum(
+                        any(entry[1] == "svc.*" for entry in x.get("groups", ()))
+                        for x in doc["leaves"]
+                    )
+                    == 2
+                )
             )
             every = await gravctl(
                 "--url", node.endpoint, "req", "svc.x", "q", "--replies-all", "--reply-timeout", "2"
