@@ -19,7 +19,8 @@ _BACKOFF = BackoffPolicy(initial=0.2, maximum=10.0)
 class NatsBridgeConfig:
     """How to reach NATS and what to carry. ``servers``: seed URLs of one server or cluster
     (``tls://`` for TLS); ``prefix``: the first subject token; ``export``: type patterns published
-    whether or not a mesh asked (for plain NATS subscribers); ``creds`` / ``token``: credentials.
+    whether or not a mesh asked (for plain NATS subscribers); ``creds`` / ``token`` /
+    ``token_file`` (read at each connect): credentials.
 
     ``queue_limit`` bounds the messages waiting to be published (the newest is dropped when full,
     counted ``queue_full``); ``pending_bytes`` is nats-py's buffer while it reconnects;
@@ -32,6 +33,7 @@ class NatsBridgeConfig:
     export: tuple[str, ...] = ()
     creds: Path | None = None
     token: str | None = field(default=None, repr=False)
+    token_file: Path | None = None
     queue_limit: int = 65_536
     request_limit: int = 65_536
     pending_bytes: int = 8 * 1024 * 1024

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -184,6 +185,8 @@ class NatsBridge:
             options["user_credentials"] = str(c.creds)
         if c.token is not None:
             options["token"] = c.token
+        elif c.token_file is not None:
+            options["token"] = await asyncio.to_thread(_read_token, c.token_file)
         self._closed.clear()
         self._nc = await nats.connect(**options)
         self._inbox = self._nc.new_inbox()
@@ -410,3 +413,11 @@ class NatsBridge:
             remote_meshes=self._table.remote_meshes(),
             last_error=self._last_error,
         )
+
+
+def _read_token(path: Path) -> str:
+    """The token in ``path``, without surrounding whitespace; raises ``OSError``."""
+    token = path.read_text().strip()
+    if not token:
+        raise OSError(f"the NATS token file {path} is empty")
+    return token

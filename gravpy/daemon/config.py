@@ -73,6 +73,11 @@ class DaemonConfig:
     drain_timeout: float = 2.0
     ping_interval: float = 2.0
     dead_after: float = 6.0
+    nats: tuple[str, ...] = ()
+    nats_prefix: str = "gravpy"
+    nats_creds: Path | None = None
+    nats_token_file: Path | None = None
+    nats_export: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -112,6 +117,11 @@ class DaemonConfig:
             "drain_timeout": self.drain_timeout,
             "ping_interval": self.ping_interval,
             "dead_after": self.dead_after,
+            "nats": list(self.nats),
+            "nats_prefix": self.nats_prefix,
+            "nats_creds": str(self.nats_creds) if self.nats_creds else None,
+            "nats_token_file": str(self.nats_token_file) if self.nats_token_file else None,
+            "nats_export": list(self.nats_export),
         }
 
 

@@ -35,6 +35,7 @@ import structlog
 
 import gravpy
 from discovery.static import StaticDiscovery
+from gravpy.daemon.bridging import bridges_for
 from gravpy.daemon.config import SETTINGS, Address, ConfigError, DaemonConfig, load_config
 from gravpy.daemon.logging import configure_logging
 from gravpy.daemon.monitor import Monitor, NodeStatus
@@ -134,6 +135,7 @@ def build_node(config: DaemonConfig) -> Grav:
         discovery=discovery,
         belongs_to=config.mesh,
         mesh_key=config.mesh_key,
+        bridges=bridges_for(config),
         hub_config=HubConfig(
             drain_timeout=config.drain_timeout,
             protocol=ProtocolConfig(

@@ -24,6 +24,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 import gravpy
 from gravpy.bus import BusStatistics
+from gravpy.daemon.bridge_metrics import bridge_metrics
 from gravpy.daemon.config import Address, DaemonConfig
 from gravpy.grav import Grav
 from gravpy.mesh import Hub, PeerInfo
@@ -111,6 +112,7 @@ class NodeStatus:
             "leaves": leaves,
             "pods": {"count": stats.pods, "receivers": stats.receivers},
             "links": _links_totals(hub),
+            "bridges": [b.statistics().as_json() for b in grav.bridges],
             "messages": {
                 "in": hub_stats.messages_in if hub_stats else 0,
                 "out": hub_stats.messages_out if hub_stats else 0,
@@ -175,6 +177,7 @@ class NodeCollector:
         yield from self._node_metrics(links)
         yield from _message_metrics(stats, self.status.grav)
         yield from _link_metrics(links)
+        yield from bridge_metrics([b.statistics() for b in self.status.grav.bridges])
 
     def _node_metrics(self, links: list[PeerInfo]) -> Iterable[Metric]:
         status, grav = self.status, self.status.grav
