@@ -75,9 +75,9 @@ class NatsBridge:
         self._queue: asyncio.Queue[_Out] = asyncio.Queue(self.config.queue_limit)
         self._mesh_wants: tuple[str, ...] = ()
         self._interests = MeshInterests()
-        self._advertised: tuple[str, ...] = ()
         self._wanted: dict[str, bool] = {}
         self._out_patterns = matcher(self.config.export)
+        self._advertised = reduce_patterns(set(self.config.export))
         self._closed = asyncio.Event()
         self._exporting = False
         self._ready = False
@@ -349,10 +349,9 @@ class NatsBridge:
     def _table_changed(self) -> None:
         self._recompute_wants()
         self._update_exporter()
-        out = set(self._table.remote_patterns()) | set(self.config.export)
-        self._out_patterns = matcher(reduce_patterns(out))
+        advertised = reduce_patterns(set(self._table.remote_patterns()) | set(self.config.export))
+        self._out_patterns = matcher(advertised)
         self._wanted.clear()
-        advertised = self._table.remote_patterns()
         if advertised != self._advertised:
             self._advertised = advertised
             if self._host is not None:

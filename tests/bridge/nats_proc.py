@@ -60,7 +60,12 @@ class NatsServer:
         argv = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port)]
         argv += ["-m", str(self.monitor_port), "-n", self.name]
         if cluster:
-            argv += ["--cluster_name", "gravtest", "--cluster", f"nats://127.0.0.1:{self.cluster_port}"]
+            argv += [
+                "--cluster_name",
+                "gravtest",
+                "--cluster",
+                f"nats://127.0.0.1:{self.cluster_port}",
+            ]
             routes = ",".join(f"nats://127.0.0.1:{p}" for p in self.routes)
             if routes:
                 argv += ["--routes", routes]
@@ -121,5 +126,7 @@ async def nats_cluster(log_dir: Path, size: int = 2) -> AsyncIterator[list[NatsS
 async def _wait_routes(servers: list[NatsServer]) -> None:
     async with asyncio.timeout(START_TIMEOUT):
         for server in servers:
-            while (await server.monitor("routez")).get("num_routes", 0) < len(servers) - 1:
-                await asyncio.sleep(0.05)
+            while True:
+                if (await server.monitor("routez")).get("num_routes", 0) >= len(servers) - 1:
+                    break
+                await asyncio.sleep(0.05)  # the server has no event to wait on: re-ask
