@@ -58,7 +58,7 @@ _SAFE_KEY: Final = "".join(c for c in _SAFE_TOKEN if c not in ':"()<>@,;\\/[]?={
 
 def escape_token(token: str) -> str:
     """``token`` as one NATS subject token (reversible; a plain token maps to itself)."""
-    return quote(token, safe=_SAFE_TOKEN)
+    return quote(token, safe=_SAFE_TOKEN).replace(".", "%2E")  # quote never escapes "."
 
 
 def unescape_token(token: str) -> str:
