@@ -8,7 +8,9 @@ One ``nats-server`` on 127.0.0.1 (port chosen by the server), and in this one pr
   0) with a ``NatsBridge`` to the server; a pod on east publishes, a pod on west receives. Each
   message goes pod -> east's bus -> bridge (headers) -> nats-server -> west's bridge -> west's
   bus -> pod.
-- **nats**: two nats-py connections to the same server: one publishes, one subscribes.
+- **nats**: two nats-py connections to the same server: one publishes, one subscribes;
+  ``nats+headers`` publishes the same two headers a bridged message carries (``Grav-Uuid``,
+  ``Grav-Time``), to show what the headers alone cost nats-py.
 
 Both systems run in the same process and the same run, so they share the machine's load equally:
 
@@ -39,6 +41,7 @@ from bench_mesh import NatsServer
 from gravpy import Grav, Message
 from gravpy.bridge import NatsBridgeConfig
 from gravpy.bridge.nats import NatsBridge
+from gravpy.message import new_id
 from transports.websocket import WebSocketTransport
 
 THROUGHPUT_TARGET = 0.70  # bridge / nats messages/s, at least
@@ -118,8 +121,17 @@ async def measure_nats(url: str, sizes: Sizes, report: Report) -> None:
         async def send(i: int) -> None:
             await pub.publish("bench.n", PAYLOAD)
 
+        async def send_with_headers(i: int) -> None:
+            headers = {"Grav-Uuid": new_id(), "Grav-Time": repr(time.time())}
+            await pub.publish("bench.n", PAYLOAD, headers=headers)
+
         rates = [await timed_stream(send, counter, sizes.messages) for _ in range(sizes.runs)]
         report.throughput["nats"] = max(rates)
+        rates = [
+            await timed_stream(send_with_headers, counter, sizes.messages)
+            for _ in range(sizes.runs)
+        ]
+        report.throughput["nats+headers"] = max(rates)
         lat = await latencies(lambda: pub.request("bench.req", PAYLOAD, timeout=5), sizes.requests)
         record_latency(report, "nats", lat)
     finally:
@@ -145,9 +157,10 @@ async def measure_bridge(url: str, sizes: Sizes, report: Report) -> None:
         )
         sender = east.connect()
         async with asyncio.timeout(10):
-            while not {"bench.n", "bench.req"} <= set(east_bridge.statistics().remote_wants):
-                await asyncio.sleep(0.05)  # announcements have no event to wait on: re-ask
-            while not east_bridge.statistics().exporter:
+            while True:  # announcements have no event to wait on: re-ask
+                stats = east_bridge.statistics()
+                if stats.exporter and {"bench.n", "bench.req"} <= set(stats.remote_wants):
+                    break
                 await asyncio.sleep(0.05)
 
         async def send(i: int) -> None:
@@ -186,7 +199,9 @@ async def run(sizes: Sizes) -> Report:
 def show(report: Report) -> None:
     t, p50, p99 = report.throughput, report.p50_ms, report.p99_ms
     rows = [
-        [s, count(t[s]), f"{p50[s]:.3f}", f"{p99[s]:.3f}"] for s in ("nats", "bridge") if s in t
+        [s, count(t[s]), f"{p50[s]:.3f}" if s in p50 else "-", f"{p99[s]:.3f}" if s in p99 else "-"]
+        for s in ("nats", "nats+headers", "bridge")
+        if s in t
     ]
     say(report.machine, table(["system", "msgs/s", "p50 ms", "p99 ms"], rows))
     if "bridge" in t and "nats" in t:

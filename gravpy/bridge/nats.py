@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ from gravpy.recent import RecentMap
 __all__ = ["NatsBridge"]
 
 _log = logs.get_logger("gravpy.bridge")
+_CACHE_LIMIT = 4096
 _Out = tuple[str, str, bytes, dict[str, str]]  # subject, reply subject, payload, headers
 
 
@@ -72,7 +74,10 @@ class NatsBridge:
         self._table = InterestTable("", "", self.config.ttl)
         self._nc: Client | None = None
         self._tasks = TaskSupervisor(_log)
-        self._queue: asyncio.Queue[_Out] = asyncio.Queue(self.config.queue_limit)
+        self._outbox: deque[_Out] = deque()  # bounded by config.queue_limit: drop newest
+        self._outbox_ready = asyncio.Event()
+        self._subject_of: dict[str, str] = {}  # type -> subject (cached, bounded)
+        self._type_of: dict[str, tuple[str, str]] = {}  # subject -> (mesh token, type)
         self._mesh_wants: tuple[str, ...] = ()
         self._interests = MeshInterests()
         self._wanted: dict[str, bool] = {}
@@ -124,7 +129,12 @@ class NatsBridge:
         if not wanted:
             return False
         self._asked[msg.uuid] = msg.type
-        out = (self._subjects.subject(msg.type), f"{self._inbox}.{msg.uuid}", msg.data)
+        subject = self._subject_of.get(msg.type)
+        if subject is None:
+            subject = self._subject_of[msg.type] = self._subjects.subject(msg.type)
+            if len(self._subject_of) > _CACHE_LIMIT:
+                self._subject_of.clear()
+        out = (subject, f"{self._inbox}.{msg.uuid}", msg.data)
         return self._enqueue((*out, to_headers(msg)))
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -233,29 +243,38 @@ class NatsBridge:
         if self._nc is None:
             self._count("disconnected")
             return False
-        try:
-            self._queue.put_nowait(out)
-        except asyncio.QueueFull:
+        if len(self._outbox) >= self.config.queue_limit:
             self._count("queue_full")
             return False
+        self._outbox.append(out)
+        self._outbox_ready.set()
         return True
 
     async def _publish_loop(self, nc: Client) -> None:
-        queue = self._queue
+        """Publish everything queued; nats-py writes it out in one flush when the loop yields."""
+        outbox = self._outbox
         while True:
-            subject, reply, data, headers = await queue.get()
-            try:
-                await nc.publish(subject, data, reply=reply, headers=headers)
-            except NatsError as exc:  # the pending buffer is full while reconnecting, or closed
-                self._count(type(exc).__name__)
-                continue
-            self._exported += 1
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            while outbox:
+                subject, reply, data, headers = outbox.popleft()
+                try:
+                    await nc.publish(subject, data, reply=reply, headers=headers)
+                except NatsError as exc:  # the pending buffer is full while reconnecting, or closed
+                    self._count(type(exc).__name__)
+                    continue
+                self._exported += 1
 
     # -- in: NATS to mesh ------------------------------------------------------------------------
 
     async def _on_message(self, m: Msg) -> None:
         try:
-            mesh, msg_type = self._subjects.split(m.subject)
+            known = self._type_of.get(m.subject)
+            if known is None:
+                known = self._type_of[m.subject] = self._subjects.split(m.subject)
+                if len(self._type_of) > _CACHE_LIMIT:
+                    self._type_of.clear()
+            mesh, msg_type = known
             if self._subjects.is_own(mesh):
                 return
             msg = from_nats(msg_type, m.data, m.headers, mesh)
@@ -405,7 +424,7 @@ class NatsBridge:
             connects=self._connects,
             exported=self._exported,
             imported=self._imported,
-            queued=self._queue.qsize(),
+            queued=len(self._outbox),
             lost=dict(self._lost),
             mesh_wants=self._mesh_wants,
             remote_wants=self._table.remote_patterns(),

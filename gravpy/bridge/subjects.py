@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import quote, unquote
 
@@ -72,14 +72,13 @@ class SubjectMap:
 
     prefix: str
     mesh: str
+    mesh_token: str = field(init=False)
 
     def __post_init__(self) -> None:
         if not self.prefix or any(c in self.prefix for c in " \t\r\n*>") or ".." in self.prefix:
             raise UsageError(f"invalid NATS subject prefix {self.prefix!r}")
-
-    @property
-    def mesh_token(self) -> str:
-        return ANY_MESH_TOKEN if self.mesh == ANY_MESH else escape_token(self.mesh)
+        token = ANY_MESH_TOKEN if self.mesh == ANY_MESH else escape_token(self.mesh)
+        object.__setattr__(self, "mesh_token", token)
 
     @property
     def interest_subject(self) -> str:
