@@ -9,7 +9,7 @@ from gravpy.backoff import BackoffPolicy
 from gravpy.errors import UsageError
 from gravpy.filter import Pattern
 
-__all__ = ["NatsBridgeConfig", "NatsBridgeStatistics"]
+__all__ = ["NatsBridgeConfig", "NatsBridgeStatistics", "read_token"]
 
 _SCHEMES = ("nats://", "tls://", "ws://", "wss://")
 _BACKOFF = BackoffPolicy(initial=0.2, maximum=10.0)
@@ -91,3 +91,11 @@ class NatsBridgeStatistics:
             "remote_meshes": list(self.remote_meshes),
             "last_error": self.last_error,
         }
+
+
+def read_token(path: Path) -> str:
+    """The NATS token in ``path``, without surrounding whitespace; raises ``OSError``."""
+    token = path.read_text().strip()
+    if not token:
+        raise OSError(f"the NATS token file {path} is empty")
+    return token

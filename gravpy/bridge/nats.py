@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -38,8 +36,9 @@ from nats.errors import Error as NatsError
 
 from gravpy import _log as logs
 from gravpy._tasks import TaskSupervisor
-from gravpy.bridge.config import NatsBridgeConfig, NatsBridgeStatistics
+from gravpy.bridge.config import NatsBridgeConfig, NatsBridgeStatistics, read_token
 from gravpy.bridge.interest import InterestTable, matcher, reduce_patterns
+from gravpy.bridge.outbox import Outbox, Outgoing
 from gravpy.bridge.port import BridgeHost, MeshInterests
 from gravpy.bridge.subjects import (
     H_TYPE,
@@ -60,7 +59,6 @@ __all__ = ["NatsBridge"]
 
 _log = logs.get_logger("gravpy.bridge")
 _CACHE_LIMIT = 4096
-_Out = tuple[str, str, bytes, dict[str, str]]  # subject, reply subject, payload, headers
 
 
 class NatsBridge:
@@ -74,8 +72,7 @@ class NatsBridge:
         self._table = InterestTable("", "", self.config.ttl)
         self._nc: Client | None = None
         self._tasks = TaskSupervisor(_log)
-        self._outbox: deque[_Out] = deque()  # bounded by config.queue_limit: drop newest
-        self._outbox_ready = asyncio.Event()
+        self._outbox = Outbox(self.config.queue_limit)
         self._subject_of: dict[str, str] = {}  # type -> subject (cached, bounded)
         self._type_of: dict[str, tuple[str, str]] = {}  # subject -> (mesh token, type)
         self._mesh_wants: tuple[str, ...] = ()
@@ -92,8 +89,7 @@ class NatsBridge:
         self._reply_subjects: RecentMap[str, str] = RecentMap(self.config.request_limit)
         self._asked: RecentMap[str, str] = RecentMap(self.config.request_limit)
         self._inbox = ""
-        self._exported = self._imported = self._connects = 0
-        self._lost: dict[str, int] = {}
+        self._imported = self._connects = 0
         self._last_error = ""
 
     # -- the hub's port (BridgePort) -------------------------------------------------------------
@@ -196,7 +192,7 @@ class NatsBridge:
         if c.token is not None:
             options["token"] = c.token
         elif c.token_file is not None:
-            options["token"] = await asyncio.to_thread(_read_token, c.token_file)
+            options["token"] = await asyncio.to_thread(read_token, c.token_file)
         self._closed.clear()
         self._nc = await nats.connect(**options)
         self._inbox = self._nc.new_inbox()
@@ -216,7 +212,7 @@ class NatsBridge:
         await self._announce(query=True)
         async with asyncio.TaskGroup() as group:
             tasks = [
-                group.create_task(self._publish_loop(nc)),
+                group.create_task(self._outbox.publish_all(nc)),
                 group.create_task(self._subscription_loop(nc)),
                 group.create_task(self._announce_loop()),
             ]
@@ -239,31 +235,11 @@ class NatsBridge:
     def _crosses(self, msg_type: str) -> bool:
         return any(p.matches(msg_type) for p in self._out_patterns)
 
-    def _enqueue(self, out: _Out) -> bool:
+    def _enqueue(self, out: Outgoing) -> bool:
         if self._nc is None:
             self._count("disconnected")
             return False
-        if len(self._outbox) >= self.config.queue_limit:
-            self._count("queue_full")
-            return False
-        self._outbox.append(out)
-        self._outbox_ready.set()
-        return True
-
-    async def _publish_loop(self, nc: Client) -> None:
-        """Publish everything queued; nats-py writes it out in one flush when the loop yields."""
-        outbox = self._outbox
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            while outbox:
-                subject, reply, data, headers = outbox.popleft()
-                try:
-                    await nc.publish(subject, data, reply=reply, headers=headers)
-                except NatsError as exc:  # the pending buffer is full while reconnecting, or closed
-                    self._count(type(exc).__name__)
-                    continue
-                self._exported += 1
+        return self._outbox.put(out)
 
     # -- in: NATS to mesh ------------------------------------------------------------------------
 
@@ -414,7 +390,7 @@ class NatsBridge:
         self._announce_now.set()
 
     def _count(self, reason: str) -> None:
-        self._lost[reason] = self._lost.get(reason, 0) + 1
+        self._outbox.count(reason)
 
     def statistics(self) -> NatsBridgeStatistics:
         return NatsBridgeStatistics(
@@ -422,20 +398,12 @@ class NatsBridge:
             servers=self.config.servers,
             exporter=self._exporting,
             connects=self._connects,
-            exported=self._exported,
+            exported=self._outbox.published,
             imported=self._imported,
             queued=len(self._outbox),
-            lost=dict(self._lost),
+            lost=dict(self._outbox.lost),
             mesh_wants=self._mesh_wants,
             remote_wants=self._table.remote_patterns(),
             remote_meshes=self._table.remote_meshes(),
             last_error=self._last_error,
         )
-
-
-def _read_token(path: Path) -> str:
-    """The token in ``path``, without surrounding whitespace; raises ``OSError``."""
-    token = path.read_text().strip()
-    if not token:
-        raise OSError(f"the NATS token file {path} is empty")
-    return token
