@@ -23,7 +23,7 @@ class NatsBridgeConfig:
     ``token_file`` (read at each connect): credentials.
 
     ``queue_limit`` bounds the messages waiting to be published (the newest is dropped when full,
-    counted ``queue_full``); ``pending_bytes`` is nats-py's buffer while it reconnects;
+    counted ``queue_full``); past ``high_water`` of them ``Pod.publish`` waits, as for a full link; ``pending_bytes`` is nats-py's buffer while it reconnects;
     ``announce_interval`` / ``ttl``: how often bridges announce their mesh's interests and when a
     silent bridge is forgotten.
     """
@@ -35,6 +35,7 @@ class NatsBridgeConfig:
     token: str | None = field(default=None, repr=False)
     token_file: Path | None = None
     queue_limit: int = 65_536
+    high_water: int = 4096
     request_limit: int = 65_536
     pending_bytes: int = 8 * 1024 * 1024
     announce_interval: float = 1.0
@@ -52,8 +53,8 @@ class NatsBridgeConfig:
                 raise UsageError(f"{url!r} is not a NATS URL (nats://, tls://, ws://, wss://)")
         for pattern in self.export:
             Pattern(pattern)  # raises UsageError
-        if self.queue_limit < 1 or self.request_limit < 2:
-            raise UsageError("queue_limit must be >= 1 and request_limit >= 2")
+        if not 1 <= self.high_water <= self.queue_limit or self.request_limit < 2:
+            raise UsageError("need 1 <= high_water <= queue_limit and request_limit >= 2")
         if self.ttl <= self.announce_interval:
             raise UsageError("ttl must be longer than announce_interval")
 

@@ -72,7 +72,7 @@ class NatsBridge:
         self._table = InterestTable("", "", self.config.ttl)
         self._nc: Client | None = None
         self._tasks = TaskSupervisor(_log)
-        self._outbox = Outbox(self.config.queue_limit)
+        self._outbox = Outbox(self.config.queue_limit, self.config.high_water)
         self._subject_of: dict[str, str] = {}  # type -> subject (cached, bounded)
         self._type_of: dict[str, tuple[str, str]] = {}  # subject -> (mesh token, type)
         self._mesh_wants: tuple[str, ...] = ()
@@ -96,6 +96,7 @@ class NatsBridge:
 
     def bind(self, host: BridgeHost) -> None:
         self._host = host
+        self._outbox.backpressure = host
         self._subjects = SubjectMap(self.config.prefix, host.mesh_name)
         self._table = InterestTable(self._subjects.mesh_token, host.node_uuid, self.config.ttl)
 
@@ -223,6 +224,7 @@ class NatsBridge:
 
     async def _close(self) -> None:
         nc, self._nc = self._nc, None
+        self._outbox.drop_all("disconnected")
         self._subs.clear()
         self._ready = False
         self._table.forget_all()

@@ -14,7 +14,9 @@ things, all synchronous and cheap (a bridge never blocks the local mesh):
 
 The bridge reaches back through ``BridgeHost``: ``inject(msg)`` delivers a message that came from
 outside, with its original uuid, to local pods and on to peers (a duplicate is dropped by the
-seen-set and returns -1), and ``bridge_changed()`` re-advertises after ``advertised()`` changed.
+seen-set and returns -1), ``bridge_changed()`` re-advertises after ``advertised()`` changed, and
+``bridge_congested(sink, flag)`` makes ``Pod.publish`` wait while the bridge's queue is past its
+high-water mark (as a full link does; the hot path itself never waits).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class BridgeHost(Protocol):
     def check_sendable(self, msg: Message) -> None: ...
     def inject(self, msg: Message) -> int: ...
     def bridge_changed(self) -> None: ...
+    def bridge_congested(self, sink: object, congested: bool) -> None: ...
 
 
 class BridgePort(Protocol):

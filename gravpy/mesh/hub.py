@@ -576,6 +576,13 @@ class Hub:
         """A bridge's ``advertised()`` changed: tell every peer."""
         self.interests_changed()
 
+    def bridge_congested(self, sink: object, congested: bool) -> None:
+        """A bridge's queue passed its high-water mark (or fell back): publishers wait meanwhile."""
+        if congested:
+            self.bus.mark_congested(sink)
+        else:
+            self.bus.relieve(sink)
+
     def _tell_bridges(self) -> None:
         if not self.bridges:
             return
