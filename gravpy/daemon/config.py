@@ -87,6 +87,11 @@ class DaemonConfig:
     dashboard: bool = True
     dashboard_tail: bool = True
     dashboard_token_file: Path | None = None
+    nats: tuple[str, ...] = ()
+    nats_prefix: str = "gravpy"
+    nats_creds: Path | None = None
+    nats_token_file: Path | None = None
+    nats_export: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -140,6 +145,11 @@ class DaemonConfig:
             "dashboard_token_file": (
                 str(self.dashboard_token_file) if self.dashboard_token_file else "off"
             ),
+            "nats": list(self.nats),
+            "nats_prefix": self.nats_prefix,
+            "nats_creds": str(self.nats_creds) if self.nats_creds else "off",
+            "nats_token_file": str(self.nats_token_file) if self.nats_token_file else "off",
+            "nats_export": list(self.nats_export),
         }
 
 

@@ -38,6 +38,7 @@ import gravpy
 from discovery.static import StaticDiscovery
 from gravpy.daemon import loop as event_loop
 from gravpy.daemon.advertise import advertised
+from gravpy.daemon.bridging import bridges_for
 from gravpy.daemon.config import (
     SETTINGS,
     Address,
@@ -173,6 +174,7 @@ def build_node(config: DaemonConfig) -> Grav:
         discovery=discovery,
         belongs_to=config.mesh,
         mesh_key=config.mesh_key,
+        bridges=bridges_for(config),
         hub_config=HubConfig(
             drain_timeout=config.drain_timeout,
             protocol=ProtocolConfig(

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 import gravpy
+from gravpy.daemon.bridge_metrics import bridge_metrics
 from gravpy.proto import ROLE_LEAF, ROLE_PEER
 
 if TYPE_CHECKING:
@@ -129,6 +130,7 @@ class NodeCollector:
         yield from _link_metrics(links, self.status.role_totals.by_role(links, hub))
         yield from _peer_metrics(links)
         yield from _mesh_metrics(hub)
+        yield from bridge_metrics([b.statistics() for b in grav.bridges])
 
     def _node_metrics(self, links: list[PeerInfo]) -> Iterable[Metric]:
         status, grav = self.status, self.status.grav

@@ -134,6 +134,7 @@ class NodeStatus:
                 "interests": list(grav.bus.interests()),
             },
             "links": _links_totals(hub),
+            "bridges": [b.statistics().as_json() for b in grav.bridges],
             "messages": {
                 "in": hub_stats.messages_in if hub_stats else 0,
                 "out": hub_stats.messages_out if hub_stats else 0,
