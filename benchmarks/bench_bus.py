@@ -41,7 +41,7 @@ SECTIONS = ("fanout", "reqrep", "memory", "codec")
 FANOUT_TARGET = 1_000_000  # deliveries/s that must be reached
 FANOUT_AIM = 2_000_000  # deliveries/s we aim for
 POD_MEMORY_TARGET = 3_000  # bytes per idle pod ("under 3 KB")
-CODEC_REFERENCE = 500_000  # msgpack envelope pack+unpack per second, DESIGN.md section 7
+CODEC_REFERENCE = 500_000  # raw msgpack envelope pack+unpack/s, development machine (README)
 MESSAGE_SIZE = 128
 
 FANOUT_TYPE = "bench.fanout"

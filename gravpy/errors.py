@@ -5,6 +5,7 @@
     GravError
     ├── MsgNotWanted            raised *by your* wait function: "not this one, keep waiting"
     ├── WaitTimeout             a wait ran past its timeout (also a TimeoutError)
+    │   └── RequestTimeout      a Messenger request got no reply in time
     ├── NoResponders            a request whose type no pod anywhere admits
     ├── NoReceipt               no receipt could be issued (only ever raised as its subclass)
     │   └── PodDisconnected     the pod is closed; ``reason`` says why
@@ -20,7 +21,12 @@
     │   └── DiscoveryError      a discovery plugin failed (mDNS cannot bind, ...)
     ├── HandlerNotFound         ServiceBus.dispatch: no handler for the command anywhere on the mesh
     ├── HandlerFailed           ServiceBus.dispatch: the handler raised (``error_type``, ``message``, ``node``)
-    └── RemoteError             an exception raised in another handler's process, by name (a ``__cause__``)
+    ├── RemoteError             an exception raised in another handler's process, by name (a ``__cause__``)
+    └── MessengerError          a Messenger (``gravpy.messenger``) failed
+        ├── MessengerClosed             the messenger is closed (by its owner or its backend)
+        ├── StreamSubscriptionFailed    a stream or serve subscription could not be made
+        ├── PublishFailed               a publish (or a request's send) did not leave
+        └── RequestFailed               the server's handler raised; ``reason`` is its text
 
 Names follow Grav where Grav's names are the API (``WaitTimeout``, ``MsgNotWanted``, ``NoReceipt``,
 ``NoResponders``, ``PodDisconnected``); the rest carry the ``Error`` suffix.
@@ -38,13 +44,19 @@ __all__ = [
     "HandshakeRejectedError",
     "LinkClosedError",
     "MessageError",
+    "MessengerClosed",
+    "MessengerError",
     "MsgNotWanted",
     "NoReceipt",
     "NoResponders",
     "NodeUUIDMismatch",
     "PodDisconnected",
     "ProtocolError",
+    "PublishFailed",
     "RemoteError",
+    "RequestFailed",
+    "RequestTimeout",
+    "StreamSubscriptionFailed",
     "TransportError",
     "UsageError",
     "WaitTimeout",
@@ -205,3 +217,37 @@ class HandlerFailed(GravError):
         self.error_type = error_type
         self.message = message
         self.node = node
+
+
+class RequestTimeout(WaitTimeout):
+    """A ``Messenger.request`` got no reply within its timeout (also a ``WaitTimeout``)."""
+
+    def __init__(self, subject: str, timeout: float) -> None:
+        super().__init__(f"no reply to a request on {subject!r} within {timeout} s")
+        self.subject = subject
+        self.timeout = timeout
+
+
+class MessengerError(GravError):
+    """The root of the errors a ``gravpy.messenger`` backend raises (besides the core's)."""
+
+
+class MessengerClosed(MessengerError):
+    """The messenger is closed: ``close()`` was called, or its backend closed for good."""
+
+
+class StreamSubscriptionFailed(MessengerError):
+    """A ``stream`` or ``serve`` subscription could not be made; ``__cause__`` says why."""
+
+
+class PublishFailed(MessengerError):
+    """A message did not leave (for NATS: disconnected with the reconnect buffer full)."""
+
+
+class RequestFailed(MessengerError):
+    """The server's handler raised; ``reason`` is the text of its exception."""
+
+    def __init__(self, subject: str, reason: str) -> None:
+        super().__init__(f"the server of {subject!r} failed: {reason}")
+        self.subject = subject
+        self.reason = reason

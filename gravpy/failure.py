@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from typing import Final
 
-from gravpy.errors import GravError, LinkClosedError
+from gravpy.errors import GravError, LinkClosedError, NoResponders
 from gravpy.message import Message, new_id
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "WAITING_TYPE",
     "failure_of",
     "link_closed_reply",
+    "no_responders_reply",
     "wait_notice",
 ]
 
@@ -36,11 +37,18 @@ WAITING_TYPE: Final = "gravpy.waiting"
 ERROR_HEADER: Final = "gravpy-error"
 DETAIL_HEADER: Final = "gravpy-error-detail"
 LINK_CLOSED: Final = "link_closed"
+NO_RESPONDERS: Final = "no_responders"
 
 
 def link_closed_reply(request_uuid: str, detail: str) -> Message:
     """A failure reply to ``request_uuid``: the only link that could answer it closed."""
     headers = {ERROR_HEADER: LINK_CLOSED, DETAIL_HEADER: detail[:512]}
+    return Message(new_id(), request_uuid, request_uuid, FAILURE_TYPE, time.time(), b"", headers)
+
+
+def no_responders_reply(request_uuid: str, msg_type: str) -> Message:
+    """A failure reply to ``request_uuid``: nothing beyond a bridge admits ``msg_type``."""
+    headers = {ERROR_HEADER: NO_RESPONDERS, DETAIL_HEADER: msg_type}
     return Message(new_id(), request_uuid, request_uuid, FAILURE_TYPE, time.time(), b"", headers)
 
 
@@ -60,4 +68,6 @@ def failure_of(msg: Message) -> GravError | None:
     detail = headers.get(DETAIL_HEADER, "")
     if code == LINK_CLOSED:
         return LinkClosedError(detail or "the link that could answer closed")
+    if code == NO_RESPONDERS:
+        return NoResponders(detail)
     return GravError(f"request failed ({code}): {detail}")

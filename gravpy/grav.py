@@ -7,6 +7,7 @@ import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
+from gravpy.bridge.port import BridgePort
 from gravpy.buffer import MsgBuffer
 from gravpy.bus import Bus, BusStatistics
 from gravpy.errors import UsageError, WaitTimeout
@@ -34,6 +35,7 @@ class Grav:
     cannot within ``attach_timeout``). ``gravpy.connect(url)`` builds such a leaf. ``ssl`` (an
     ``ssl.SSLContext`` or a :class:`gravpy.tls.TlsContexts`) is given to every transport: a
     server context to listen with TLS, a client context for the TLS endpoints it dials.
+    ``bridges`` join this node's mesh to other meshes (``gravpy.bridge.nats.NatsBridge(url)``).
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class Grav:
         attach_timeout: float = 5.0,
         ssl: SslOption = None,
         buffer: MsgBuffer | None = None,
+        bridges: Sequence[BridgePort] = (),
     ) -> None:
         self.node_uuid = node_uuid or str(uuidlib.uuid4())
         self.bus = Bus(
@@ -84,6 +87,12 @@ class Grav:
             )
         elif mesh_key is not None or belongs_to != ANY_MESH:
             raise UsageError("belongs_to and mesh_key need a transport")
+        if bridges and (self.hub is None or role != ROLE_PEER):
+            raise UsageError("bridges need a peer node with a transport")
+        self.bridges = list(bridges)
+        for bridge in self.bridges:
+            assert self.hub is not None
+            self.hub.attach_bridge(bridge)
         if attach_to is not None and self.hub is None:
             raise UsageError("attach_to needs a transport that can dial it")
         self._attach_to = attach_to
@@ -100,6 +109,8 @@ class Grav:
         if self.hub is not None:
             try:
                 await self.hub.start()
+                for bridge in self.bridges:
+                    await bridge.start()
                 if self._attach_to is not None:
                     await self._attach(self._attach_to)
             except BaseException:
@@ -118,6 +129,8 @@ class Grav:
 
     async def stop(self) -> None:
         """Withdraw from the mesh, drain (bounded), close every link, pod and task of the node."""
+        for bridge in self.bridges:
+            await bridge.stop()
         if self.hub is not None:
             await self.hub.stop()
         await self.bus.close()

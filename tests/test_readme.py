@@ -5,7 +5,8 @@ gravd commands get their addresses from ``GRAVD_LISTEN``/``GRAVD_MONITOR`` (flag
 README gives none), gravctl gets the node from ``GRAVCTL_URL``/``GRAVCTL_MONITOR``, and the one LAN
 address shown (``--peer 192.168.1.10:8080``) is replaced by the first gravd's endpoint. Commands a
 person leaves running in a terminal (``sub``, ``reply``) run in the background until the end, then
-get Ctrl-C. Python blocks run as scripts with the URL replaced.
+get Ctrl-C. Python blocks run as scripts with the URL replaced; a text block after a Python
+publisher is what the Python subscriber left running before it printed.
 
 Two commands are checked rather than run: the test command is what ``.ci/run`` runs (so CI runs it,
 byte for byte), and the install step of the install-and-run command is that same install without
@@ -23,6 +24,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from gravpy.cli.parser import EXIT_INTERRUPTED
 from gravpy.daemon.config import SETTINGS
 from gravpy.daemon.monitor import METRIC_NAMES
 from gravpy.filter import Pattern
@@ -97,6 +99,12 @@ def test_docs_list_every_setting_and_metric() -> None:
         assert f"`{name}" in api, name
 
 
+def _shows(printed: str, text: str) -> bool:
+    """True if ``text``'s lines appear together, in order, among the ``printed`` lines."""
+    lines, wanted = printed.splitlines(), text.strip().splitlines()
+    return any(lines[i : i + len(wanted)] == wanted for i in range(len(lines)))
+
+
 class _Session:
     """The terminals of the README: gravd nodes, commands left running, what was printed last."""
 
@@ -157,14 +165,12 @@ class _Session:
         if command == "pub":  # _foreground waited for the data line: the header came before it
             outputs = ["\n".join(p.stdout) for _, p in self.subscribers]
             assert any(text.strip() in out for out in outputs), (text, outputs)
+        elif command == "python" and not _shows(printed, text):  # a publisher: its listener prints
+            listener = next(p for what, p in reversed(self.running) if what == "python")
+            for line in text.strip().splitlines():
+                await listener.wait_line(lambda out, line=line: out == line, stream="stdout")
         else:  # structlog, unconfigured in the examples, may print log lines around the output
-            lines = printed.splitlines()
-            wanted = text.strip().splitlines()
-            assert any(lines[i : i + len(wanted)] == wanted for i in range(len(lines))), (
-                command,
-                printed,
-                text,
-            )
+            assert _shows(printed, text), (command, printed, text)
         self.last = None
 
     async def _gravd(self, argv: list[str]) -> None:
@@ -208,12 +214,13 @@ class _Session:
         self.last = (command, result.stdout)
 
     async def finish(self) -> None:
-        """Ctrl-C every command and program left running: each exits 0; then stop the nodes."""
+        """Ctrl-C every command and program left running: gravctl exits 130 as it documents, the
+        README's programs (which catch KeyboardInterrupt) 0; then stop the nodes."""
         assert self.last is None or self.last[0] != "python", "python output not shown"
         for what, process in self.running:
             process.signal(signal.SIGINT)
             result = await process.wait()
-            assert result.code == 0, (what, result)
+            assert result.code == (0 if what == "python" else EXIT_INTERRUPTED), (what, result)
         for node in reversed(self.nodes):
             assert (await node.stop()).code == 0
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from gravpy.message import Message
 
-__all__ = ["format_message", "format_peers", "message_json"]
+__all__ = ["format_message", "format_peers", "message_json", "write_data"]
 
 
 def message_json(msg: Message) -> dict[str, Any]:
@@ -31,18 +32,35 @@ def message_json(msg: Message) -> dict[str, Any]:
     return out
 
 
-def format_message(msg: Message, n: int, *, as_json: bool) -> str:
-    """``[#n] Received on "type"``, then the data and a blank line; or one JSON line."""
+def format_message(
+    msg: Message, n: int, *, as_json: bool, raw: bool = False, headers: bool = False
+) -> str:
+    """``[#n] Received on "type"``, the headers if asked, the data and a blank line; or one JSON
+    line (``as_json``); or the data alone (``raw``, preceded by ``K: V`` header lines if asked)."""
     if as_json:
         return json.dumps(message_json(msg), ensure_ascii=False)
-    head = f'[#{n}] Received on "{msg.type}"'
-    if msg.reply_to:
-        head += f" (reply to {msg.reply_to})"
+    header_lines = [f"{k}: {v}" for k, v in (msg.headers or {}).items()] if headers else []
     try:
         body = msg.data.decode()
     except UnicodeDecodeError:
         body = f"<{len(msg.data)} bytes, not UTF-8> {base64.b64encode(msg.data).decode()}"
+    if raw:
+        return "\n".join([*header_lines, body.removesuffix("\n")])
+    head = f'[#{n}] Received on "{msg.type}"'
+    if msg.reply_to:
+        head += f" (reply to {msg.reply_to})"
+    if header_lines:
+        return "\n".join([head, *header_lines, "", body]) + "\n"
     return f"{head}\n{body}\n"
+
+
+def write_data(data: bytes) -> None:
+    """Data on stdout as it is, with a newline after it unless it ends with one."""
+    out = sys.stdout.buffer
+    out.write(data)
+    if not data.endswith(b"\n"):
+        out.write(b"\n")
+    out.flush()
 
 
 _COLUMNS = ("NODE", "ROLE", "STATE", "ENDPOINT", "IN", "OUT", "DROPPED", "QUEUED")

@@ -31,6 +31,7 @@ from gravpy.daemon.settings import (
     BY_NAME,
     DEFAULT_HTTP_PATH,
     DEFAULT_LISTEN,
+    DEFAULT_MDNS_SERVICE,
     DEFAULT_MONITOR,
     MIN_KEY_BYTES,
     SETTINGS,
@@ -50,6 +51,7 @@ __all__ = [
     "DaemonConfig",
     "Setting",
     "load_config",
+    "load_config_with_sources",
 ]
 
 
@@ -58,6 +60,7 @@ class DaemonConfig:
     """Everything gravd needs to run a node. Validated on construction (``ConfigError``)."""
 
     listen: Address = DEFAULT_LISTEN
+    advertise: Address | None = None
     path: str = "/meta/message"
     listen_http: Address | None = None
     http_path: str = DEFAULT_HTTP_PATH
@@ -88,6 +91,11 @@ class DaemonConfig:
     dashboard: bool = True
     dashboard_tail: bool = True
     dashboard_token_file: Path | None = None
+    nats: tuple[str, ...] = ()
+    nats_prefix: str = "gravpy"
+    nats_creds: Path | None = None
+    nats_token_file: Path | None = None
+    nats_export: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -113,21 +121,22 @@ class DaemonConfig:
         """The settings as JSON-able values (the key itself never appears)."""
         return {
             "listen": str(self.listen),
+            "advertise": str(self.advertise) if self.advertise else "off",
             "path": self.path,
             "listen_http": str(self.listen_http) if self.listen_http else "off",
             "http_path": self.http_path,
             "listen_tcp": str(self.listen_tcp) if self.listen_tcp else "off",
-            "tls_cert": str(self.tls_cert) if self.tls_cert else None,
-            "tls_key": str(self.tls_key) if self.tls_key else None,
-            "tls_ca": str(self.tls_ca) if self.tls_ca else None,
+            "tls_cert": str(self.tls_cert) if self.tls_cert else "off",
+            "tls_key": str(self.tls_key) if self.tls_key else "off",
+            "tls_ca": str(self.tls_ca) if self.tls_ca else "system",
             "tls_verify_clients": self.tls_verify_clients,
             "peers": list(self.peers),
             "discovery": self.discovery,
             "mdns_interfaces": list(self.mdns_interfaces),
-            "mdns_service": self.mdns_service,
+            "mdns_service": self.mdns_service or DEFAULT_MDNS_SERVICE,
             "monitor": str(self.monitor) if self.monitor else "off",
             "mesh": self.mesh,
-            "mesh_key_file": str(self.mesh_key_file) if self.mesh_key_file else None,
+            "mesh_key_file": str(self.mesh_key_file) if self.mesh_key_file else "off",
             "data_dir": str(self.data_dir),
             "buffer_size": self.buffer_size,
             "buffer_bytes": self.buffer_bytes,
@@ -142,8 +151,13 @@ class DaemonConfig:
             "dashboard": self.dashboard,
             "dashboard_tail": self.dashboard_tail,
             "dashboard_token_file": (
-                str(self.dashboard_token_file) if self.dashboard_token_file else None
+                str(self.dashboard_token_file) if self.dashboard_token_file else "off"
             ),
+            "nats": list(self.nats),
+            "nats_prefix": self.nats_prefix,
+            "nats_creds": str(self.nats_creds) if self.nats_creds else "off",
+            "nats_token_file": str(self.nats_token_file) if self.nats_token_file else "off",
+            "nats_export": list(self.nats_export),
         }
 
 
@@ -160,6 +174,13 @@ def load_config(flags: Mapping[str, object], environ: Mapping[str, str]) -> Daem
     ``flags`` maps setting names (and ``"config"``, the TOML file) to what the command line gave.
     Raises ``ConfigError`` naming the setting and where its bad value came from.
     """
+    return load_config_with_sources(flags, environ)[0]
+
+
+def load_config_with_sources(
+    flags: Mapping[str, object], environ: Mapping[str, str]
+) -> tuple[DaemonConfig, dict[str, str]]:
+    """``load_config``, and where each setting's value came from (``"default"`` if nowhere)."""
     config_file, config_source = _pick_config_file(flags, environ)
     raw: Raw = {}
     if config_file is not None:
@@ -186,11 +207,22 @@ def load_config(flags: Mapping[str, object], environ: Mapping[str, str]) -> Daem
             f"peers are listed but discovery is 'none' (from {raw['discovery'][1]}); "
             "use discovery 'static' to dial them",
         )
-    _check_listeners(
-        lambda name: values.get(name, getattr(defaults, name)),
-        lambda name: raw[name][1] if name in raw else "default",
-    )
-    return DaemonConfig(**values)
+    sources = {s.name: raw[s.name][1] if s.name in raw else "default" for s in SETTINGS}
+    _check_listeners(lambda name: values.get(name, getattr(defaults, name)), sources.__getitem__)
+    _check_liveness(lambda name: values.get(name, getattr(defaults, name)), sources.__getitem__)
+    return DaemonConfig(**values), sources
+
+
+def _check_liveness(value: Callable[[str], Any], source: Callable[[str], str]) -> None:
+    """``dead_after`` must be longer than ``ping_interval``: the error names both sources."""
+    dead, ping = value("dead_after"), value("ping_interval")
+    if dead <= ping:
+        raise ConfigError(
+            "dead_after",
+            source("dead_after"),
+            f"{dead:g} s must be longer than ping_interval, {ping:g} s (from "
+            f"{source('ping_interval')}); a quiet but live peer would be declared dead",
+        )
 
 
 _HTTP_SCHEMES = ("http", "https")

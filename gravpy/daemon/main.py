@@ -38,13 +38,15 @@ import gravpy
 from discovery.static import StaticDiscovery
 from gravpy.buffer import MsgBuffer
 from gravpy.daemon import loop as event_loop
+from gravpy.daemon.advertise import advertised
+from gravpy.daemon.bridging import bridges_for
 from gravpy.daemon.config import (
     SETTINGS,
     Address,
     ConfigError,
     DaemonConfig,
     Setting,
-    load_config,
+    load_config_with_sources,
 )
 from gravpy.daemon.events_node import DaemonEvents
 from gravpy.daemon.logging import configure_logging
@@ -72,6 +74,8 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 STOP_GRACE = 10.0  # seconds beyond drain_timeout that closing links and listeners may take
+CLOSE_TIMEOUT = 1.0  # seconds a closing link waits for the remote's close (the libraries' 5 s
+# default made a shutdown next to a frozen peer take drain_timeout + 5 s)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,12 +121,12 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     flags: dict[str, object] = {s.name: getattr(args, s.name) for s in SETTINGS}
     flags["config"] = args.config
     try:
-        config = load_config(flags, os.environ)
+        config, sources = load_config_with_sources(flags, os.environ)
     except ConfigError as exc:
         print(f"gravd: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
     if args.check_config:
-        print(json.dumps(config.public(), indent=2))
+        print(json.dumps({**config.public(), "sources": sources}, indent=2))
         print("gravd: configuration is valid", file=sys.stderr)
         raise SystemExit(EXIT_OK)
     configure_logging(config.log_format, config.log_level)
@@ -133,18 +137,24 @@ def build_transports(config: DaemonConfig) -> list[Transport]:
     """WebSocket on ``listen``, then HTTP on ``listen_http`` and TCP on ``listen_tcp`` if set.
 
     With ``tls_cert`` every one of them listens with TLS; ``tls_ca`` and the certificate are
-    what they dial TLS peers with (see :func:`gravpy.tls.node_tls`).
+    what they dial TLS peers with (see :func:`gravpy.tls.node_tls`). With ``advertise``, the
+    WebSocket transport states that address first (handshakes, gossip).
     """
     tls = node_tls(
         config.tls_cert, config.tls_key, config.tls_ca, verify_clients=config.tls_verify_clients
     )
     listen = config.listen
-    transports: list[Transport] = [
-        WebSocketTransport(listen.host, listen.port, config.path, ssl=tls)
-    ]
+    websocket = WebSocketTransport(
+        listen.host, listen.port, config.path, ssl=tls, close_timeout=CLOSE_TIMEOUT
+    )
+    transports: list[Transport] = [advertised(websocket, config.advertise)]
     if config.listen_http is not None:
         http = config.listen_http
-        transports.append(HttpTransport(http.host, http.port, config.http_path, ssl=tls))
+        transports.append(
+            HttpTransport(
+                http.host, http.port, config.http_path, ssl=tls, close_timeout=CLOSE_TIMEOUT
+            )
+        )
     if config.listen_tcp is not None:
         tcp = config.listen_tcp
         transports.append(TcpTransport(tcp.host, tcp.port, ssl=tls))
@@ -168,6 +178,7 @@ def build_node(config: DaemonConfig) -> Grav:
         mesh_key=config.mesh_key,
         buffer=_replay_buffer(config),
         inbox_limit=max(10_000, config.buffer_size),
+        bridges=bridges_for(config),
         hub_config=HubConfig(
             drain_timeout=config.drain_timeout,
             protocol=ProtocolConfig(
@@ -277,7 +288,9 @@ async def _start(grav: Grav, status: NodeStatus, monitor: Monitor | None, log: A
         return None
     try:
         _serve_info(grav, status)
-        return await monitor.start() if monitor is not None else "off"
+        address = await monitor.start() if monitor is not None else "off"
+        status.ready = True  # listening, discovery started: /readyz turns 200
+        return address
     except (OSError, GravError) as exc:
         await status.events.close()
         log.error("start_failed", monitor=str(config.monitor), error=str(exc))

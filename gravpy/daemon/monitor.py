@@ -1,67 +1,74 @@
-"""gravd's monitoring HTTP server (aiohttp): ``/healthz``, ``/v1/node`` and ``/metrics``.
+"""gravd's monitoring HTTP server (aiohttp): ``/healthz``, ``/readyz``, ``/v1/node``, ``/metrics``.
 
 Everything is computed from the node's own counters when it is asked for: ``NodeStatus`` reads
-``Grav.statistics()`` (the bus), ``Grav.peers()`` (every link) and the hub's duplicate count, and
-both the JSON document and the Prometheus metrics are views of that one snapshot. The metrics are
-served from a ``CollectorRegistry`` of this node's own (never the process-global one), holding
-``NodeCollector`` and the process collector, so two nodes in one process never mix.
+``Grav.statistics()`` (the bus), ``Grav.peers()`` (every link) and ``Hub.statistics()``, and both
+the JSON document and the Prometheus metrics (``gravpy.daemon.metrics``) are views of them. The
+metrics are served from a ``CollectorRegistry`` of this node's own (never the process-global one),
+holding ``NodeCollector`` and prometheus-client's standard process, platform and GC collectors.
 
-Counters that belong to a link (``gravd_link_*``) live as long as the link: when a peer
-reconnects its counters start again from zero, which Prometheus treats as a counter reset.
+``/healthz`` is liveness (200 until the node drains); ``/readyz`` is readiness (200 once gravd
+has the node listening and discovery started, and until it drains). ``/v1/node`` lists every peer
+and a page of the leaves (``?leaves_offset=&leaves_limit=``), oldest first.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.process_collector import ProcessCollector
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 import gravpy
-from gravpy.bus import BusStatistics
 from gravpy.daemon.config import Address, DaemonConfig
 from gravpy.daemon.dashboard import install_dashboard
 from gravpy.daemon.events_http import add_event_routes
 from gravpy.daemon.events_node import DaemonEvents
+from gravpy.daemon.metrics import METRIC_NAMES, NodeCollector, RoleTotals
 from gravpy.grav import Grav
 from gravpy.mesh import Hub, PeerInfo
 from gravpy.proto import ROLE_LEAF
 
-__all__ = ["METRIC_NAMES", "Monitor", "NodeCollector", "NodeStatus"]
+__all__ = ["METRIC_NAMES", "LeafPage", "Monitor", "NodeCollector", "NodeStatus"]
 
 SERVING = "serving"
 DRAINING = "draining"
+STARTING = "starting"
+DEFAULT_LEAF_PAGE = 100
+MAX_LEAF_PAGE = 1000
 
-METRIC_NAMES = (
-    "gravd_info",
-    "gravd_start_time_seconds",
-    "gravd_uptime_seconds",
-    "gravd_serving",
-    "gravd_links",
-    "gravd_pods",
-    "gravd_pod_receivers",
-    "gravd_messages_sent_total",
-    "gravd_messages_delivered_total",
-    "gravd_messages_dropped_total",
-    "gravd_handler_failures_total",
-    "gravd_buffered_messages",
-    "gravd_unclaimed_replies",
-    "gravd_link_messages_received_total",
-    "gravd_link_messages_sent_total",
-    "gravd_link_messages_dropped_total",
-    "gravd_link_queued_messages",
-    "gravd_mesh_messages_received_total",
-    "gravd_mesh_messages_sent_total",
-    "gravd_links_opened_total",
-    "gravd_links_closed_total",
-    "gravd_messages_resent_total",
-)
-"""Every ``gravd_*`` metric NodeCollector exposes (the process collector adds ``gravd_process_*``)."""
+
+@dataclass(frozen=True, slots=True)
+class LeafPage:
+    """Which leaves ``/v1/node`` lists: ``?leaves_offset=N&leaves_limit=M`` (oldest first)."""
+
+    offset: int = 0
+    limit: int = DEFAULT_LEAF_PAGE
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> LeafPage:
+        offset = _whole(query.get("leaves_offset", "0"), "leaves_offset")
+        limit = _whole(query.get("leaves_limit", str(DEFAULT_LEAF_PAGE)), "leaves_limit")
+        if not 1 <= limit <= MAX_LEAF_PAGE:
+            raise ValueError(f"leaves_limit must be from 1 to {MAX_LEAF_PAGE}")
+        return cls(offset, limit)
+
+
+def _whole(text: str, name: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"{name} must be a whole number, not {text!r}")
+    return int(text)
 
 
 class NodeStatus:
@@ -73,7 +80,9 @@ class NodeStatus:
         self.started_at = time.time()
         self._started = time.monotonic()
         self.state = SERVING
+        self.ready = False  # set once the node listens and its discovery runs
         self.monitor_address = ""
+        self.role_totals = RoleTotals()
         self.events: DaemonEvents | None = None  # gravd sets it once the event store is open
 
     @property
@@ -89,12 +98,16 @@ class NodeStatus:
     def links(self) -> list[PeerInfo]:
         return self.grav.peers()
 
-    def snapshot(self) -> dict[str, Any]:
-        """The ``/v1/node`` document."""
+    def snapshot(self, page: LeafPage | None = None) -> dict[str, Any]:
+        """The ``/v1/node`` document (the first page of leaves unless ``page`` says otherwise)."""
         grav, stats = self.grav, self.grav.statistics()
+        page = page or LeafPage()
         links = self.links()
         peers = [_link_json(p) for p in links if p.role != ROLE_LEAF]
-        leaves = [_link_json(p) for p in links if p.role == ROLE_LEAF]
+        all_leaves = sorted(
+            (p for p in links if p.role == ROLE_LEAF), key=lambda p: p.connected_since or 0.0
+        )
+        leaves = [_link_json(p) for p in all_leaves[page.offset : page.offset + page.limit]]
         hub = grav.hub
         hub_stats = hub.statistics() if hub is not None else None
         return {
@@ -114,15 +127,21 @@ class NodeStatus:
             "monitor": self.monitor_address,
             "peers": peers,
             "leaves": leaves,
+            "leaves_page": {"offset": page.offset, "limit": page.limit, "total": len(all_leaves)},
             "pods": {
                 "count": stats.pods,
                 "receivers": stats.receivers,
                 "interests": list(grav.bus.interests()),
             },
             "links": _links_totals(hub),
+            "bridges": [b.statistics().as_json() for b in grav.bridges],
             "messages": {
                 "in": hub_stats.messages_in if hub_stats else 0,
                 "out": hub_stats.messages_out if hub_stats else 0,
+                "by_role": {
+                    role: {"received": t.received, "sent": t.sent, "dropped": t.dropped}
+                    for role, t in self.role_totals.by_role(links, hub_stats).items()
+                },
                 "sent_by_pods": stats.sent,
                 "delivered_to_pods": stats.delivered,
                 "buffered": stats.buffered,
@@ -132,8 +151,8 @@ class NodeStatus:
                     "inbox_overflow": stats.dropped_overflow,
                     "handler_failed": stats.dropped_failed,
                     "pod_closed": stats.dropped_closed,
-                    "duplicate": hub.duplicates if hub is not None else 0,
-                    "no_route": hub.dropped_no_route if hub is not None else 0,
+                    "duplicate": hub_stats.dropped_duplicate if hub_stats else 0,
+                    "no_route": hub_stats.dropped_no_route if hub_stats else 0,
                     "link": hub_stats.dropped_link if hub_stats else 0,
                 },
                 "lost_by_origin": dict(hub_stats.lost_by_origin) if hub_stats else {},
@@ -175,125 +194,6 @@ def _link_json(info: PeerInfo) -> dict[str, Any]:
     }
 
 
-class NodeCollector:
-    """A Prometheus collector computing every ``gravd_*`` metric from the node at scrape time."""
-
-    def __init__(self, status: NodeStatus) -> None:
-        self.status = status
-
-    def collect(self) -> Iterable[Metric]:
-        stats = self.status.grav.statistics()
-        links = self.status.links()
-        yield from self._node_metrics(links)
-        yield from _message_metrics(stats, self.status.grav)
-        yield from _link_metrics(links)
-
-    def _node_metrics(self, links: list[PeerInfo]) -> Iterable[Metric]:
-        status, grav = self.status, self.status.grav
-        info = GaugeMetricFamily(
-            "gravd_info",
-            "This node: its uuid, gravpy version and mesh",
-            labels=["node", "version", "mesh"],
-        )
-        info.add_metric([grav.node_uuid, gravpy.__version__, status.config.mesh], 1)
-        yield info
-        yield _gauge(
-            "gravd_start_time_seconds", "When gravd started (Unix time)", status.started_at
-        )
-        yield _gauge("gravd_uptime_seconds", "Seconds since gravd started", status.uptime())
-        yield _gauge("gravd_serving", "1 while serving, 0 while draining", int(status.serving))
-        open_links = GaugeMetricFamily("gravd_links", "Open links, by role", labels=["role"])
-        for role in ("peer", "leaf"):
-            n = sum(1 for p in links if p.role == role and p.state == "open")
-            open_links.add_metric([role], n)
-        yield open_links
-
-
-def _message_metrics(stats: BusStatistics, grav: Grav) -> Iterable[Metric]:
-    yield _gauge("gravd_pods", "Pods on this node", stats.pods)
-    yield _gauge("gravd_pod_receivers", "Pods on this node that receive", stats.receivers)
-    yield _counter("gravd_messages_sent", "Messages sent by pods on this node", stats.sent)
-    yield _counter("gravd_messages_delivered", "Messages pushed into pod inboxes", stats.delivered)
-    dropped = CounterMetricFamily(
-        "gravd_messages_dropped", "Messages dropped on this node, by reason", labels=["reason"]
-    )
-    for reason, value in (
-        ("inbox_overflow", stats.dropped_overflow),
-        ("handler_failed", stats.dropped_failed),
-        ("pod_closed", stats.dropped_closed),
-        ("duplicate", grav.hub.duplicates if grav.hub is not None else 0),
-        ("no_route", grav.hub.dropped_no_route if grav.hub is not None else 0),
-        ("link", grav.hub.statistics().dropped_link if grav.hub is not None else 0),
-    ):
-        dropped.add_metric([reason], value)
-    yield dropped
-    totals = grav.hub.statistics() if grav.hub is not None else None
-    for name, doc, field in (
-        ("gravd_mesh_messages_received", "Messages received from links", "messages_in"),
-        ("gravd_mesh_messages_sent", "Messages written to links", "messages_out"),
-        ("gravd_links_opened", "Links that completed a handshake", "links_opened"),
-        ("gravd_links_closed", "Open links that closed", "links_closed"),
-    ):
-        yield _counter(name, doc, getattr(totals, field) if totals is not None else 0)
-    rejected = CounterMetricFamily(
-        "gravd_handshakes_rejected", "Handshakes refused, by reason", labels=["reason"]
-    )
-    for reason, count in sorted(totals.handshakes_rejected.items() if totals else ()):
-        rejected.add_metric([reason], count)
-    yield rejected
-    lost = CounterMetricFamily(
-        "gravd_messages_lost",
-        "Messages missed across a link flap that fell out of their origin's buffer, by origin",
-        labels=["origin"],
-    )
-    for origin, count in sorted(totals.lost_by_origin.items() if totals else ()):
-        lost.add_metric([origin], count)
-    yield lost
-    yield _counter(
-        "gravd_messages_resent",
-        "Messages resent to peers that missed them across a link flap",
-        totals.resent if totals else 0,
-    )
-    yield _counter("gravd_handler_failures", "Handler calls that raised", stats.handler_failures)
-    yield _gauge("gravd_buffered_messages", "Messages in the replay buffer", stats.buffered)
-    yield _gauge(
-        "gravd_unclaimed_replies",
-        "Replies kept for a wait that has not started",
-        stats.unclaimed_replies,
-    )
-
-
-def _link_metrics(links: list[PeerInfo]) -> Iterable[Metric]:
-    labels = ["peer", "role"]
-    received = CounterMetricFamily(
-        "gravd_link_messages_received", "Messages received on a link", labels=labels
-    )
-    sent = CounterMetricFamily("gravd_link_messages_sent", "Messages sent on a link", labels=labels)
-    dropped = CounterMetricFamily(
-        "gravd_link_messages_dropped", "Messages dropped from a link's send queue", labels=labels
-    )
-    queued = GaugeMetricFamily(
-        "gravd_link_queued_messages",
-        "Messages waiting in a link's send queue",
-        labels=labels,
-    )
-    for p in links:
-        key = [p.uuid, p.role]
-        received.add_metric(key, p.messages_in)
-        sent.add_metric(key, p.messages_out)
-        dropped.add_metric(key, p.dropped)
-        queued.add_metric(key, p.queued)
-    yield from (received, sent, dropped, queued)
-
-
-def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, doc, value=value)
-
-
-def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-    return CounterMetricFamily(name, doc, value=value)
-
-
 class Monitor:
     """The monitoring HTTP server of one node. ``await start()``, then ``await stop()``."""
 
@@ -302,12 +202,15 @@ class Monitor:
         self.address = address
         self.registry = CollectorRegistry()
         self.registry.register(NodeCollector(status))
-        ProcessCollector(namespace="gravd", registry=self.registry)
+        ProcessCollector(registry=self.registry)  # the standard process_* metrics
+        PlatformCollector(registry=self.registry)  # python_info
+        GCCollector(registry=self.registry)  # python_gc_*
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/v1/node", self._node)
         app.router.add_get("/metrics", self._metrics)
         add_event_routes(app, self.status.events)
@@ -339,12 +242,26 @@ class Monitor:
     async def _healthz(self, request: web.Request) -> web.Response:
         status = self.status
         return web.json_response(
-            {"status": status.state, "uuid": status.grav.node_uuid},
+            {"status": status.state, "uuid": status.grav.node_uuid, "pid": os.getpid()},
             status=200 if status.serving else 503,
         )
 
+    async def _readyz(self, request: web.Request) -> web.Response:
+        """200 once the node listens and discovery runs, until it drains; else 503."""
+        status = self.status
+        ready = status.ready and status.serving
+        state = status.state if status.ready else STARTING
+        return web.json_response(
+            {"status": "ready" if ready else state, "uuid": status.grav.node_uuid},
+            status=200 if ready else 503,
+        )
+
     async def _node(self, request: web.Request) -> web.Response:
-        return web.json_response(self.status.snapshot())
+        try:
+            page = LeafPage.from_query(request.query)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(self.status.snapshot(page))
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)

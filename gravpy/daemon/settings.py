@@ -24,6 +24,7 @@ __all__ = [
     "BY_NAME",
     "DEFAULT_HTTP_PATH",
     "DEFAULT_LISTEN",
+    "DEFAULT_MDNS_SERVICE",
     "DEFAULT_MONITOR",
     "DISCOVERY_MODES",
     "LOG_FORMATS",
@@ -72,6 +73,7 @@ class Address:
 DEFAULT_LISTEN: Final = Address("0.0.0.0", 8080)
 DEFAULT_MONITOR: Final = Address("127.0.0.1", 8222)
 DEFAULT_HTTP_PATH: Final = "/meta/http"
+DEFAULT_MDNS_SERVICE: Final = "_grav._tcp.local."
 
 
 # -- parsers: a raw value (str from a flag or the environment, or a TOML value) to a typed one ----
@@ -101,6 +103,15 @@ def _parse_address_or_off(value: object) -> Address | None:
     if value is None or value is False or (isinstance(value, str) and value.lower() in _OFF):
         return None
     return _parse_address(value)
+
+
+def _parse_advertise(value: object) -> Address | None:
+    address = _parse_address_or_off(value)
+    if address is not None and address.host in ("0.0.0.0", "::"):
+        raise ValueError(
+            f"{value!r}: advertise a host peers can reach (a name or an address), not a wildcard"
+        )
+    return address
 
 
 def _parse_peers(value: object) -> tuple[str, ...]:
@@ -250,6 +261,49 @@ def _parse_seconds(value: object) -> float:
     return seconds
 
 
+def _parse_list(value: object) -> list[object]:
+    if isinstance(value, str):
+        return list(value.replace(",", " ").split())
+    if isinstance(value, list | tuple):
+        items: list[object] = []
+        for item in value:
+            items.extend(item.replace(",", " ").split() if isinstance(item, str) else [item])
+        return items
+    raise ValueError(f"expected a list, got {value!r}")
+
+
+def _parse_nats_urls(value: object) -> tuple[str, ...]:
+    urls = _parse_list(value)
+    for url in urls:
+        if not isinstance(url, str) or not url.startswith(("nats://", "tls://", "ws://", "wss://")):
+            raise ValueError(f"{url!r} is not a NATS URL (nats://HOST:PORT or tls://HOST:PORT)")
+    return tuple(dict.fromkeys(str(u) for u in urls))
+
+
+def _parse_patterns(value: object) -> tuple[str, ...]:
+    from gravpy.filter import Pattern
+
+    patterns = _parse_list(value)
+    for pattern in patterns:
+        try:
+            Pattern(pattern if isinstance(pattern, str) else "")
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
+    return tuple(dict.fromkeys(str(p) for p in patterns))
+
+
+def _parse_prefix(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a NATS subject prefix like 'gravpy', got {value!r}")
+    text = value.strip()
+    tokens = text.split(".")
+    if any(not t or any(c.isspace() or c in "*>" for c in t) for t in tokens):
+        raise ValueError(
+            f"{text!r} is not a NATS subject prefix (dot-separated tokens, no wildcards)"
+        )
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     """One setting of gravd: where it can be given and how its raw value is read."""
@@ -267,6 +321,49 @@ class Setting:
         return "GRAVD_" + self.name.upper()
 
 
+_BRIDGE_SETTINGS: Final = (
+    Setting(
+        "nats",
+        "--nats",
+        "URL",
+        "bridge this node's mesh to NATS: a server URL, nats://HOST:PORT or tls://HOST:PORT; "
+        "repeat for a cluster's seed URLs (environment: comma-separated; TOML: a list) "
+        "(default: no bridge)",
+        _parse_nats_urls,
+        repeatable=True,
+    ),
+    Setting(
+        "nats_prefix",
+        "--nats-prefix",
+        "PREFIX",
+        "with nats: the first subject token(s) of every bridged message (default gravpy)",
+        _parse_prefix,
+    ),
+    Setting(
+        "nats_creds",
+        "--nats-creds",
+        "FILE",
+        "with nats: a NATS credentials file (JWT and NKey seed)",
+        _parse_path_setting,
+    ),
+    Setting(
+        "nats_token_file",
+        "--nats-token-file",
+        "FILE",
+        "with nats: a file holding the NATS authentication token",
+        _parse_path_setting,
+    ),
+    Setting(
+        "nats_export",
+        "--nats-export",
+        "PATTERN",
+        "with nats: publish types matching PATTERN to NATS even if no mesh asked (for plain "
+        "NATS subscribers); repeat for several",
+        _parse_patterns,
+        repeatable=True,
+    ),
+)
+
 SETTINGS: Final[tuple[Setting, ...]] = (
     Setting(
         "listen",
@@ -274,6 +371,15 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "HOST:PORT",
         "where peers and apps connect (default 0.0.0.0:8080, every interface)",
         _parse_address,
+    ),
+    Setting(
+        "advertise",
+        "--advertise",
+        "HOST:PORT",
+        "the address this node tells peers and mDNS to dial it at, for NAT, containers or a "
+        "DNS name; port 0 means the port --listen bound (default off: the address of the "
+        "interface holding the default route)",
+        _parse_advertise,
     ),
     Setting(
         "path",
@@ -493,5 +599,6 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "beyond loopback (without one the dashboard refuses there)",
         _parse_path_setting,
     ),
+    *_BRIDGE_SETTINGS,
 )
 BY_NAME: Final = {s.name: s for s in SETTINGS}

@@ -34,6 +34,7 @@ from typing import Any
 
 from gravpy import _log as logs
 from gravpy._tasks import TaskSupervisor
+from gravpy.bridge.port import BridgePort, MeshInterests
 from gravpy.bus import Bus
 from gravpy.errors import LinkClosedError, TransportError, UsageError
 from gravpy.failure import WAITING_TYPE, link_closed_reply, wait_notice
@@ -118,6 +119,7 @@ class Hub:
         self._opened = 0
         self._closed = LinkTotals()
         self._rejected: dict[str, int] = {}
+        self.bridges: list[BridgePort] = []
         self.replays = LeafReplays(bus.own_replay)
         self.resumption: Resumption[PeerLink] = Resumption(self._resumed)
         self.origin_seq = 0  # the last number given to a message entering the mesh here
@@ -394,6 +396,8 @@ class Hub:
             return
         self.bus.deliver(msg, None, (), seq)
         self._send_to(targets, msg, seq)
+        for bridge in self.bridges:
+            bridge.offer(msg)
 
     def _send_to(self, targets: tuple[PeerLink, ...], msg: Message, seq: int) -> int:
         """Enqueue ``msg`` on ``targets``; peers get it numbered if ``seq`` (once stamped)."""
@@ -648,12 +652,15 @@ class Hub:
         for link in list(self.peers.values()):
             if link.is_open:
                 self._advertise(link)
+        self._tell_bridges()
 
     def _advertise(self, to: PeerLink) -> None:
         patterns = set(self.bus.interests())
         members: dict[tuple[str, str], int] = {}
         for group, pattern, n in self.bus.group_interests():
             members[group, pattern] = n
+        for bridge in self.bridges:
+            patterns.update(bridge.advertised())
         for link in self.peers.values():
             if link is to or not link.is_open or link.remote is None:
                 continue
@@ -693,14 +700,17 @@ class Hub:
     def forward_local(
         self, msg: Message, local: Mapping[str, int], seq: int = 0
     ) -> tuple[int, tuple[str, ...]]:
-        """A local pod sent ``msg`` (numbered ``seq``): forward it; return how many links took
-        it and the groups placed here (``local``: members per local group for it)."""
+        """A local pod sent ``msg`` (numbered ``seq``): forward it (links, bridges); return how
+        many took it and the groups placed here (``local``: members per local group for it)."""
         router = self.router
         targets = router.from_local(msg)
+        bridged = 0
+        for bridge in self.bridges:
+            bridged += bridge.offer(msg)
         if msg.reply_to or not router.has_groups(msg.type):
-            return self._send_to(targets, msg, seq), tuple(local)
+            return self._send_to(targets, msg, seq) + bridged, tuple(local)
         placement = router.place(msg, None, local)
-        return self._send_placed(msg, targets, placement, seq), placement.local
+        return self._send_placed(msg, targets, placement, seq) + bridged, placement.local
 
     def reply_wait_started(self, request_uuid: str, msg_type: str) -> None:
         """A local pod waits for replies: track the links that could answer, so the wait fails
@@ -745,6 +755,55 @@ class Hub:
                 n += asker.enqueue(link_closed_reply(uuid, detail))
         if n:
             self._log.info("requests_failed", peer=peer.uuid, count=n)
+
+    # -- bridges (gravpy.bridge.port: the hub's side of BridgePort / BridgeHost) -----------------
+
+    def attach_bridge(self, bridge: BridgePort) -> None:
+        """Carry this mesh's messages across ``bridge`` (before ``start``)."""
+        self.bridges.append(bridge)
+        bridge.bind(self)
+
+    @property
+    def node_uuid(self) -> str:
+        return self.local.node_uuid
+
+    @property
+    def mesh_name(self) -> str:
+        return self.local.belongs_to
+
+    def inject(self, msg: Message) -> int:
+        """A message from outside the mesh: deliver it here and forward it like a local one.
+
+        Returns how many pods and links took it, or -1 for a duplicate (its uuid was seen).
+        """
+        if self.router.seen(msg.uuid):
+            self.router.duplicates += 1
+            return -1
+        n = self.bus.deliver(msg, None)
+        for link in self.router.from_local(msg):
+            n += link.enqueue(msg)
+        return n
+
+    def bridge_changed(self) -> None:
+        """A bridge's ``advertised()`` changed: tell every peer."""
+        self.interests_changed()
+
+    def bridge_congested(self, sink: object, congested: bool) -> None:
+        """A bridge's queue passed its high-water mark (or fell back): publishers wait meanwhile."""
+        if congested:
+            self.bus.mark_congested(sink)
+        else:
+            self.bus.relieve(sink)
+
+    def _tell_bridges(self) -> None:
+        if not self.bridges:
+            return
+        interests = MeshInterests(
+            self.bus.interests(),
+            {uuid: link.interests for uuid, link in self.peers.items() if link.is_open},
+        )
+        for bridge in self.bridges:
+            bridge.mesh_interests(interests)
 
     # -- discovery, changes, statistics ----------------------------------------------------------
 

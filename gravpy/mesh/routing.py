@@ -173,6 +173,10 @@ class Router(Generic[L]):
             targets = self._targets(msg.type, origin)
         return targets
 
+    def seen(self, uuid: str) -> bool:
+        """True if a message with this uuid was sent or arrived here recently."""
+        return uuid in self._seen
+
     def asked_elsewhere(self, request_uuid: str) -> bool:
         """True if the request came from another node (its replies travel back there)."""
         return self._seen.get(request_uuid) is not None

@@ -5,6 +5,9 @@
   ``MemoryTransport`` at address ``name`` on the same :class:`MemoryNetwork`.
 - :func:`check_transport`: the conformance check every transport's tests should run;
   ``MemoryTransport`` passes it.
+- :func:`check_messenger`: the conformance check every ``gravpy.messenger`` backend passes.
+- :func:`nats_server`: a real ``nats-server`` on 127.0.0.1 for a test (also the pytest fixture
+  ``nats_server``, from ``gravpy.testing.nats``).
 
 Memory links behave like the WebSocket ones: each direction is a bounded queue (``send`` waits while
 the peer's queue is full), a frame over the receiver's ``max_frame_bytes`` closes the link on both
@@ -24,15 +27,20 @@ from gravpy.plugins import LinkHandler
 from gravpy.testing._transport_check import check_transport
 from gravpy.testing.idle import wait_idle
 from gravpy.testing.logs import capture_logs
+from gravpy.testing.messenger import check_messenger
+from gravpy.testing.nats import NatsServer, nats_server
 from gravpy.transport_kit import serve_link
 
 __all__ = [
     "MemoryLink",
     "MemoryNetwork",
     "MemoryTransport",
+    "NatsServer",
     "capture_logs",
+    "check_messenger",
     "check_transport",
     "memory_link_pair",
+    "nats_server",
     "wait_idle",
 ]
 

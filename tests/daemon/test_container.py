@@ -6,6 +6,7 @@ import re
 import socket
 import sys
 import tomllib
+from pathlib import Path
 
 from gravpy.daemon.healthcheck import monitor_url
 from tests.daemon.harness import ROOT, run, running_gravd
@@ -67,3 +68,33 @@ async def test_healthcheck_passes_on_a_serving_gravd_and_fails_without_one() -> 
     off = await run([*HEALTHCHECK], env={"GRAVD_MONITOR": "off"})
     assert off.code == 1
     assert "the monitor is off" in off.stderr
+
+
+def test_health_check_reads_flags_and_config_file_like_gravd(tmp_path: Path) -> None:
+    """The health check takes the monitor from gravd's flags, else the file, else the default."""
+    config = tmp_path / "gravd.toml"
+    config.write_text('[gravd]\nmonitor = "0.0.0.0:9100"\n')
+    assert monitor_url({}, ["--config", str(config)]) == "http://127.0.0.1:9100/healthz"
+    env = {"GRAVD_CONFIG": str(config)}
+    assert monitor_url(env, ["--monitor", "10.1.1.1:9200"]) == "http://10.1.1.1:9200/healthz"
+    assert monitor_url(env) == "http://127.0.0.1:9100/healthz"
+
+
+async def test_health_check_follows_the_gravd_process_it_belongs_to(tmp_path: Path) -> None:
+    """With --pid, the check reads that gravd's command line and config, and refuses an answer
+    from another gravd on the address that configuration names."""
+    mine, other = tmp_path / "mine.toml", tmp_path / "other.toml"
+    for path in (mine, other):
+        path.write_text('monitor = "127.0.0.1:0"\n')
+    async with (
+        running_gravd("--listen", "127.0.0.1:0", "--config", str(mine), local=False) as node,
+        running_gravd("--listen", "127.0.0.1:0", "--config", str(other), local=False) as stranger,
+    ):
+        pid = str(node.process.proc.pid)
+        mine.write_text(f'monitor = "{node.listening["monitor"]}"\n')  # the port it bound
+        healthy = await run([*HEALTHCHECK, "--pid", pid])
+        mine.write_text(f'monitor = "{stranger.listening["monitor"]}"\n')
+        fooled = await run([*HEALTHCHECK, "--pid", pid])
+    assert healthy.code == 0, healthy.stderr
+    assert fooled.code == 1
+    assert "is answered by another gravd" in fooled.stderr

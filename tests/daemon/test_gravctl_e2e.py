@@ -151,7 +151,12 @@ async def test_keyed_node_accepts_gravctl_only_with_the_key(tmp_path: Path) -> N
     async with running_gravd("--mesh-key-file", str(key)) as node:
         refused = await gravctl("--url", node.endpoint, "req", "gravd.info", "")
         assert refused.code == EXIT_CONNECT
-        assert "handshake rejected (proof)" in refused.stderr
+        assert "the node refused the link: this node needs a mesh key" in refused.stderr
+        other = tmp_path / "other.key"
+        other.write_bytes(b"fedcba9876543210fedcba9876543210\n")
+        wrong = await gravctl("--url", node.endpoint, "--mesh-key-file", str(other), "req", "x", "")
+        assert wrong.code == EXIT_CONNECT
+        assert "the mesh key proof is wrong" in wrong.stderr
         allowed = await gravctl(
             "--url", node.endpoint, "--mesh-key-file", str(key), "req", "gravd.info", ""
         )
@@ -185,11 +190,12 @@ async def test_help_documents_the_exit_codes() -> None:
     result = await gravctl("--help")
     assert result.code == 0
     for line in (
-        "0  success",
-        "1  timed out",
-        "2  bad usage",
-        "3  no responders",
-        "4  cannot connect",
+        "0   success",
+        "1   timed out",
+        "2   bad usage",
+        "3   no responders",
+        "4   cannot connect",
+        "130 interrupted by Ctrl-C",
     ):
         assert line in result.stdout
 

@@ -16,7 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from gravpy import Grav, Message
 from gravpy.daemon.config import Address, DaemonConfig
 from gravpy.daemon.logging import configure_logging, resolve_format
+from gravpy.daemon.metrics import RoleTotals
 from gravpy.daemon.monitor import METRIC_NAMES, Monitor, NodeStatus
+from gravpy.mesh import HubStatistics, PeerInfo
 
 
 @pytest.fixture
@@ -64,11 +66,13 @@ async def test_metrics_reflect_the_bus_counters_at_scrape_time(grav: Grav) -> No
         for s in family.samples
         if not s.labels
     }
-    assert samples["gravd_messages_sent_total"] == 3
-    assert samples["gravd_messages_delivered_total"] == 3
-    assert samples["gravd_pods"] == 2
-    names = {s.name for family in text_string_to_metric_families(text) for s in family.samples}
-    assert {m for m in METRIC_NAMES if not m.startswith("gravd_link_")} <= names  # no links here
+    assert samples["gravd_local_messages_sent_total"] == 3
+    assert samples["gravd_local_messages_delivered_total"] == 3
+    assert samples["gravd_local_pods"] == 2
+    assert samples["process_cpu_seconds_total"] > 0  # prometheus-client's standard collector
+    families = {family.name for family in text_string_to_metric_families(text)}
+    assert {m.removesuffix("_total") for m in METRIC_NAMES} <= families
+    assert not any(name.startswith("gravd_process") for name in families)
 
 
 async def test_each_monitor_has_its_own_registry() -> None:
@@ -127,3 +131,44 @@ def test_json_logging_writes_one_object_per_line_for_structlog_and_stdlib() -> N
     assert lines[1]["event"] == "disk full"
     assert lines[1]["level"] == "warning"
     assert len(lines) == 2
+
+
+async def test_readyz_is_503_until_ready_and_again_while_draining(grav: Grav) -> None:
+    """/readyz answers 503 "starting" before gravd marks the node ready, 200 then, 503 draining."""
+    status = NodeStatus(grav, DaemonConfig())
+    monitor = Monitor(status, Address("127.0.0.1", 0))
+    address = await monitor.start()
+    try:
+        code, body = await _get(f"http://{address}/readyz")
+        assert (code, json.loads(body)["status"]) == (503, "starting")
+        status.ready = True
+        assert (await _get(f"http://{address}/readyz"))[0] == 200
+        status.set_draining()
+        code, body = await _get(f"http://{address}/readyz")
+        assert (code, json.loads(body)["status"]) == (503, "draining")
+    finally:
+        await monitor.stop()
+
+
+def _link(uuid: str, role: str, since: float, received: int, sent: int) -> PeerInfo:
+    return PeerInfo(
+        uuid, "ws://x", role, "open", "websocket", "127.0.0.1:1", True, False,
+        received, sent, 0, 0, (), None, since,
+    )  # fmt: skip
+
+
+def _hub_totals(received: int, sent: int) -> HubStatistics:
+    return HubStatistics(1, 0, {}, received, sent, 0, 0, 0)
+
+
+def test_role_totals_keep_closed_peers_and_give_leaves_the_rest() -> None:
+    """Peers count from their links (closed ones kept); leaves are the hub's total minus peers."""
+    totals = RoleTotals()
+    peer = _link("p", "peer", 1.0, 5, 7)
+    first = totals.by_role([peer, _link("l", "leaf", 2.0, 3, 1)], _hub_totals(8, 8))
+    assert (first["peer"].received, first["peer"].sent) == (5, 7)
+    assert (first["leaf"].received, first["leaf"].sent) == (3, 1)
+    reconnected = _link("p", "peer", 9.0, 1, 0)  # the old link closed; its counts stay
+    later = totals.by_role([reconnected], _hub_totals(13, 9))
+    assert (later["peer"].received, later["peer"].sent) == (6, 7)
+    assert (later["leaf"].received, later["leaf"].sent) == (7, 2)

@@ -1,0 +1,306 @@
+"""Bridge benchmark: two meshes joined through a real nats-server, against nats-py used directly.
+
+Run: ``python benchmarks/bench_bridge.py`` (``--quick`` for a smoke run, ``--json PATH``).
+
+One ``nats-server`` on 127.0.0.1 (port chosen by the server). The sending side runs in this
+process, the receiving side in a child process (``--role``), as two machines' programs would:
+
+- **bridge**: here, mesh ``east``: one ``Grav`` node (WebSocket transport on port 0) with a
+  ``NatsBridge`` and a sending pod; in the child, mesh ``west``: the same with a counting pod and a
+  responder pod. A message goes pod -> east's bus -> east's bridge (two headers) -> nats-server ->
+  west's bridge -> west's bus -> pod.
+- **nats**: here one nats-py connection publishes; in the child another subscribes and responds.
+  ``nats+headers`` publishes the two headers a bridged message carries (``Grav-Uuid``,
+  ``Grav-Time``), to show what the headers alone cost nats-py.
+
+Both systems run in the same run, one after the other, on the same server:
+
+1. throughput: ``messages`` messages of 16 bytes (gravpy ``await pod.publish``, nats-py
+   ``await nc.publish``); the receiver answers ``bench.done`` when it has them all, and the rate
+   is messages over the time from the first publish to that answer; the best of ``runs``.
+2. request latency: ``requests`` sequential requests answered in the child (gravpy
+   ``await pod.send(msg).wait_until(5)``, nats-py ``await nc.request``); p50 and p99.
+
+Targets (issue 14): the bridge carries at least 70% of nats-py's messages/s and adds under 30%
+to its request p50. A bridge that counts a loss fails the run's check (figures not valid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nats
+from _common import Machine, count, finish, options, say, sizes_for, table
+from bench_mesh import NatsServer
+
+from gravpy import Grav, Message
+from gravpy.bridge import NatsBridgeConfig
+from gravpy.bridge.nats import NatsBridge
+from gravpy.message import new_id
+from transports.websocket import WebSocketTransport
+
+THROUGHPUT_TARGET = 0.70  # bridge / nats messages/s, at least
+LATENCY_TARGET = 1.30  # bridge / nats request p50, at most
+PAYLOAD = b"0123456789abcdef"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    messages: int = 50_000
+    runs: int = 3
+    requests: int = 2_000
+
+
+@dataclass
+class Report:
+    machine: str
+    sizes: dict[str, int]
+    throughput: dict[str, float] = field(default_factory=dict)
+    p50_ms: dict[str, float] = field(default_factory=dict)
+    p99_ms: dict[str, float] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+
+# -- the receiving side (child process) ----------------------------------------------------------
+
+
+class Tally:
+    """Counts ``bench.n`` arrivals; every ``n``-th (n is in the data) calls ``done``."""
+
+    def __init__(self, done: Callable[[int], object]) -> None:
+        self.n = 0
+        self.done = done
+
+    def hit(self, data: bytes) -> None:
+        self.n += 1
+        if self.n == int(data):
+            self.n = 0
+            self.done(int(data))
+
+
+async def serve_nats(url: str) -> None:
+    nc = await nats.connect(url)
+    loop = asyncio.get_running_loop()
+    tally = Tally(lambda n: loop.create_task(nc.publish("bench.done", str(n).encode())))
+
+    async def on_msg(msg: nats.aio.msg.Msg) -> None:
+        tally.hit(msg.data)
+
+    async def on_req(msg: nats.aio.msg.Msg) -> None:
+        await nc.publish(msg.reply, msg.data)
+
+    await nc.subscribe("bench.n", cb=on_msg)
+    await nc.subscribe("bench.req", cb=on_req)
+    await nc.flush()
+    await ready_until_stdin_closes()
+    await nc.close()
+
+
+async def serve_bridge(url: str) -> None:
+    west, bridge = bridged("west", url)
+    async with west:
+        counter, responder, done = (
+            west.connect(inbox_limit=1_000_000),
+            west.connect(),
+            west.connect(),
+        )
+        tally = Tally(lambda n: done.send(Message.new("bench.done", str(n))))
+        counter.on_type("bench.n", lambda m: tally.hit(m.data))
+        responder.on_type("bench.req", lambda m: responder.reply_to(m, Message.new("r", m.data)))
+        await until(lambda: {"bench.n", "bench.req"} <= set(bridge.statistics().mesh_wants))
+        await ready_until_stdin_closes()
+
+
+async def ready_until_stdin_closes() -> None:
+    print("ready", flush=True)
+    await asyncio.to_thread(sys.stdin.read)  # the parent closes our stdin to stop us
+
+
+async def until(check: Callable[[], bool]) -> None:
+    async with asyncio.timeout(20):
+        while True:  # bridge state changes on NATS traffic, with no event to wait on: re-ask
+            if check():
+                return
+            await asyncio.sleep(0.05)
+
+
+def bridged(mesh: str, url: str) -> tuple[Grav, NatsBridge]:
+    bridge = NatsBridge(NatsBridgeConfig(servers=(url,), announce_interval=0.2, ttl=1.0))
+    grav = Grav(transport=WebSocketTransport("127.0.0.1", 0), belongs_to=mesh, bridges=[bridge])
+    return grav, bridge
+
+
+# -- the sending side (this process) ------------------------------------------------------------
+
+
+class Receiver:
+    """The child process running one receiving side."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, role: str, url: str) -> Receiver:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--role", role, "--url", url,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        async with asyncio.timeout(30):
+            line = await proc.stdout.readline()
+        if line.strip() != b"ready":
+            raise RuntimeError(f"the {role} receiver did not start: {line!r}")
+        return cls(proc)
+
+    async def stop(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            async with asyncio.timeout(10):
+                await self.proc.wait()
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+async def timed_stream(send: Callable[[bytes], Awaitable[object]], done: asyncio.Queue[int], n: int) -> float:  # fmt: skip
+    data = str(n).encode()
+    start = time.perf_counter()
+    for _ in range(n):
+        await send(data)
+    async with asyncio.timeout(120):
+        assert await done.get() == n
+    return n / (time.perf_counter() - start)
+
+
+async def latencies(ask: Callable[[], Awaitable[object]], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        await ask()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+async def measure_nats(url: str, sizes: Sizes, report: Report) -> None:
+    receiver = await Receiver.start("nats", url)
+    pub = await nats.connect(url)
+    try:
+        done: asyncio.Queue[int] = asyncio.Queue()
+
+        async def on_done(msg: nats.aio.msg.Msg) -> None:
+            done.put_nowait(int(msg.data))
+
+        await pub.subscribe("bench.done", cb=on_done)
+
+        async def send(data: bytes) -> None:
+            await pub.publish("bench.n", data)
+
+        async def send_with_headers(data: bytes) -> None:
+            await pub.publish(
+                "bench.n", data, headers={"Grav-Uuid": new_id(), "Grav-Time": repr(time.time())}
+            )
+
+        for name, op in (("nats", send), ("nats+headers", send_with_headers)):
+            rates = [await timed_stream(op, done, sizes.messages) for _ in range(sizes.runs)]
+            report.throughput[name] = max(rates)
+        lat = await latencies(lambda: pub.request("bench.req", PAYLOAD, timeout=5), sizes.requests)
+        record_latency(report, "nats", lat)
+    finally:
+        await pub.close()
+        await receiver.stop()
+
+
+async def measure_bridge(url: str, sizes: Sizes, report: Report) -> None:
+    receiver = await Receiver.start("bridge", url)
+    east, bridge = bridged("east", url)
+    try:
+        async with east:
+            done: asyncio.Queue[int] = asyncio.Queue()
+            listener, sender = east.connect(), east.connect()
+            listener.on_type("bench.done", lambda m: done.put_nowait(int(m.data)))
+            await until(
+                lambda: (
+                    bridge.statistics().exporter
+                    and {"bench.n", "bench.req"} <= set(bridge.statistics().remote_wants)
+                    and "bench.done" in bridge.statistics().mesh_wants
+                )
+            )
+
+            async def send(data: bytes) -> None:
+                await sender.publish(Message.new("bench.n", data))
+
+            rates = [await timed_stream(send, done, sizes.messages) for _ in range(sizes.runs)]
+            report.throughput["bridge"] = max(rates)
+            lat = await latencies(
+                lambda: sender.send(Message.new("bench.req", PAYLOAD)).wait_until(5.0),
+                sizes.requests,
+            )
+            record_latency(report, "bridge", lat)
+            if bridge.statistics().lost:
+                report.failures.append(f"the bridge lost messages: {bridge.statistics().lost}")
+    finally:
+        await receiver.stop()
+
+
+def record_latency(report: Report, system: str, lat: list[float]) -> None:
+    lat.sort()
+    report.p50_ms[system] = statistics.median(lat) * 1000
+    report.p99_ms[system] = lat[max(0, int(len(lat) * 0.99) - 1)] * 1000
+
+
+async def run(sizes: Sizes) -> Report:
+    report = Report(Machine.here().describe(), vars(sizes))
+    with tempfile.TemporaryDirectory() as log_dir:
+        server = await NatsServer.start(Path(log_dir))
+        try:
+            await measure_nats(server.url, sizes, report)
+            await measure_bridge(server.url, sizes, report)
+        finally:
+            await server.stop()
+    return report
+
+
+def show(report: Report) -> None:
+    t, p50, p99 = report.throughput, report.p50_ms, report.p99_ms
+    rows = [
+        [s, count(t[s]), f"{p50[s]:.3f}" if s in p50 else "-", f"{p99[s]:.3f}" if s in p99 else "-"]
+        for s in ("nats", "nats+headers", "bridge")
+        if s in t
+    ]
+    say(report.machine, table(["system", "msgs/s", "p50 ms", "p99 ms"], rows))
+    if "bridge" in t and "nats" in t:
+        ratio = t["bridge"] / t["nats"]
+        added = p50["bridge"] / p50["nats"]
+        say(
+            f"  bridge throughput = {ratio:.0%} of nats-py (target >= {THROUGHPUT_TARGET:.0%}: "
+            f"{'ok' if ratio >= THROUGHPUT_TARGET else 'MISSED'})",
+            f"  bridge request p50 = {added:.2f} x nats-py (target <= {LATENCY_TARGET:.2f}: "
+            f"{'ok' if added <= LATENCY_TARGET else 'MISSED'})",
+        )
+
+
+def main() -> int:
+    parser = options(__doc__, processes=True)
+    parser.add_argument("--role", choices=("nats", "bridge"), help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role is not None:
+        asyncio.run(serve_nats(args.url) if args.role == "nats" else serve_bridge(args.url))
+        return 0
+    sizes = sizes_for(args, Sizes(), Sizes(messages=5_000, runs=1, requests=200))
+    report = asyncio.run(run(sizes))
+    show(report)
+    return finish(report, args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

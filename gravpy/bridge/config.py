@@ -1,0 +1,102 @@
+"""``NatsBridgeConfig`` (what a bridge is told) and ``NatsBridgeStatistics`` (what it reports)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gravpy.backoff import BackoffPolicy
+from gravpy.errors import UsageError
+from gravpy.filter import Pattern
+
+__all__ = ["NatsBridgeConfig", "NatsBridgeStatistics", "read_token"]
+
+_SCHEMES = ("nats://", "tls://", "ws://", "wss://")
+_BACKOFF = BackoffPolicy(initial=0.2, maximum=10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class NatsBridgeConfig:
+    """How to reach NATS and what to carry. ``servers``: seed URLs of one server or cluster
+    (``tls://`` for TLS); ``prefix``: the first subject token; ``export``: type patterns published
+    whether or not a mesh asked (for plain NATS subscribers); ``creds`` / ``token`` /
+    ``token_file`` (read at each connect): credentials.
+
+    ``queue_limit`` bounds the messages waiting to be published (the newest is dropped when full,
+    counted ``queue_full``); past ``high_water`` of them ``Pod.publish`` waits, as for a full link; ``pending_bytes`` is nats-py's buffer while it reconnects;
+    ``announce_interval`` / ``ttl``: how often bridges announce their mesh's interests and when a
+    silent bridge is forgotten.
+    """
+
+    servers: tuple[str, ...]
+    prefix: str = "gravpy"
+    export: tuple[str, ...] = ()
+    creds: Path | None = None
+    token: str | None = field(default=None, repr=False)
+    token_file: Path | None = None
+    queue_limit: int = 65_536
+    high_water: int = 4096
+    request_limit: int = 65_536
+    pending_bytes: int = 8 * 1024 * 1024
+    announce_interval: float = 1.0
+    ttl: float = 3.5
+    connect_timeout: float = 2.0
+    reconnect_wait: float = 0.5
+    reconnect_attempts: int = 10
+    backoff: BackoffPolicy = _BACKOFF
+
+    def __post_init__(self) -> None:
+        if not self.servers:
+            raise UsageError("a NATS bridge needs at least one server URL")
+        for url in self.servers:
+            if not url.startswith(_SCHEMES):
+                raise UsageError(f"{url!r} is not a NATS URL (nats://, tls://, ws://, wss://)")
+        for pattern in self.export:
+            Pattern(pattern)  # raises UsageError
+        if not 1 <= self.high_water <= self.queue_limit or self.request_limit < 2:
+            raise UsageError("need 1 <= high_water <= queue_limit and request_limit >= 2")
+        if self.ttl <= self.announce_interval:
+            raise UsageError("ttl must be longer than announce_interval")
+
+
+@dataclass(frozen=True, slots=True)
+class NatsBridgeStatistics:
+    """A snapshot of one bridge: ``state`` is idle, connecting, connected, reconnecting or closed;
+    ``lost`` counts messages that could not cross, by reason."""
+
+    state: str
+    servers: tuple[str, ...]
+    exporter: bool
+    connects: int
+    exported: int
+    imported: int
+    queued: int
+    lost: dict[str, int]
+    mesh_wants: tuple[str, ...]
+    remote_wants: tuple[str, ...]
+    remote_meshes: tuple[str, ...]
+    last_error: str
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "state": self.state,
+            "servers": list(self.servers),
+            "exporter": self.exporter,
+            "connects": self.connects,
+            "exported": self.exported,
+            "imported": self.imported,
+            "queued": self.queued,
+            "lost": dict(self.lost),
+            "mesh_wants": list(self.mesh_wants),
+            "remote_wants": list(self.remote_wants),
+            "remote_meshes": list(self.remote_meshes),
+            "last_error": self.last_error,
+        }
+
+
+def read_token(path: Path) -> str:
+    """The NATS token in ``path``, without surrounding whitespace; raises ``OSError``."""
+    token = path.read_text().strip()
+    if not token:
+        raise OSError(f"the NATS token file {path} is empty")
+    return token

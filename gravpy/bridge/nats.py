@@ -1,0 +1,411 @@
+"""``NatsBridge``: a node's mesh joined to a NATS server or cluster (nats-py).
+
+Theory of operation
+-------------------
+The hub hands the bridge every message new to its node (``offer``) and tells it what the mesh
+wants (``mesh_interests``); the bridge hands the hub what came from NATS (``BridgeHost.inject``,
+original uuid kept, so seen-sets drop any copy). ``gravpy.bridge.port`` draws the port.
+
+- **Out** (mesh to NATS): a message crosses if a bridge of another mesh announced a pattern
+  admitting it, or an ``export`` pattern does, and this node is its mesh's exporter
+  (``InterestTable.exporter``). It is put on a bounded queue (overflow: drop the newest, counted
+  ``queue_full``) that one task publishes from, with a reply subject on this bridge's inbox so
+  answers and NATS's no-responders status (turned into ``NoResponders``) come back. A reply to a
+  request that came from NATS goes to that request's reply subject, whichever node it reached.
+- **In** (NATS to mesh): one subscription per pattern the mesh wants, in a queue group named after
+  the mesh, so each message enters the mesh at one bridge; messages from the own mesh are echoes
+  and skipped. A request keeps its reply subject until its replies are sent back.
+- **Announcements** (``gravpy.bridge.subjects.Announcement``) on connect (with a query, so the
+  others answer at once), on change and every ``announce_interval``.
+- **Faults**: connecting retries with capped backoff while the node serves its LAN; nats-py
+  reconnects within a cluster (publishing into its bounded pending buffer meanwhile); a closed
+  connection starts connecting again. ``statistics()`` reports state and losses by reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
+
+from gravpy import _log as logs
+from gravpy._tasks import TaskSupervisor
+from gravpy.bridge.config import NatsBridgeConfig, NatsBridgeStatistics, read_token
+from gravpy.bridge.interest import InterestTable, matcher, reduce_patterns
+from gravpy.bridge.outbox import Outbox, Outgoing
+from gravpy.bridge.port import BridgeHost, MeshInterests
+from gravpy.bridge.subjects import (
+    H_TYPE,
+    NO_RESPONDERS_STATUS,
+    ORIGIN_HEADER,
+    STATUS_HEADER,
+    Announcement,
+    SubjectMap,
+    from_nats,
+    to_headers,
+)
+from gravpy.errors import MessageError, UsageError
+from gravpy.failure import no_responders_reply
+from gravpy.message import DEFAULT_TYPE, Message
+from gravpy.recent import RecentMap
+
+__all__ = ["NatsBridge"]
+
+_log = logs.get_logger("gravpy.bridge")
+_CACHE_LIMIT = 4096
+
+
+class NatsBridge:
+    """Join this node's mesh to NATS: ``Grav(..., bridges=[NatsBridge("nats://host:4222")])``."""
+
+    def __init__(self, config: NatsBridgeConfig | str) -> None:
+        self.config = NatsBridgeConfig(servers=(config,)) if isinstance(config, str) else config
+        self.state = "idle"
+        self._host: BridgeHost | None = None
+        self._subjects = SubjectMap(self.config.prefix, "*")
+        self._table = InterestTable("", "", self.config.ttl)
+        self._nc: Client | None = None
+        self._tasks = TaskSupervisor(_log)
+        self._outbox = Outbox(self.config.queue_limit, self.config.high_water)
+        self._subject_of: dict[str, str] = {}  # type -> subject (cached, bounded)
+        self._type_of: dict[str, tuple[str, str]] = {}  # subject -> (mesh token, type)
+        self._mesh_wants: tuple[str, ...] = ()
+        self._interests = MeshInterests()
+        self._wanted: dict[str, bool] = {}
+        self._out_patterns = matcher(self.config.export)
+        self._advertised = reduce_patterns(set(self.config.export))
+        self._closed = asyncio.Event()
+        self._exporting = False
+        self._ready = False
+        self._subs: dict[str, Subscription] = {}
+        self._subs_dirty = asyncio.Event()
+        self._announce_now = asyncio.Event()
+        self._reply_subjects: RecentMap[str, str] = RecentMap(self.config.request_limit)
+        self._asked: RecentMap[str, str] = RecentMap(self.config.request_limit)
+        self._inbox = ""
+        self._imported = self._connects = 0
+        self._last_error = ""
+
+    # -- the hub's port (BridgePort) -------------------------------------------------------------
+
+    def bind(self, host: BridgeHost) -> None:
+        self._host = host
+        self._outbox.backpressure = host
+        self._subjects = SubjectMap(self.config.prefix, host.mesh_name)
+        self._table = InterestTable(self._subjects.mesh_token, host.node_uuid, self.config.ttl)
+
+    def mesh_interests(self, interests: MeshInterests) -> None:
+        """What this node's pods and peers want changed: recompute what this mesh wants."""
+        self._interests = interests
+        self._recompute_wants()
+
+    def advertised(self) -> tuple[str, ...]:
+        return self._advertised
+
+    def offer(self, msg: Message) -> bool:
+        """A message new to this node: queue it for NATS if it crosses; True if queued."""
+        headers = msg.headers
+        if headers and ORIGIN_HEADER in headers:
+            return False  # it came from NATS: every mesh that wanted it got it there
+        if msg.reply_to:
+            subject = self._reply_subjects.get(msg.reply_to)
+            if subject is None:
+                return False
+            return self._enqueue((subject, "", msg.data, to_headers(msg, with_type=True)))
+        if not self._exporting:
+            return False
+        wanted = self._wanted.get(msg.type)
+        if wanted is None:
+            wanted = self._wanted[msg.type] = self._crosses(msg.type)
+        if not wanted:
+            return False
+        self._asked[msg.uuid] = msg.type
+        subject = self._subject_of.get(msg.type)
+        if subject is None:
+            subject = self._subject_of[msg.type] = self._subjects.subject(msg.type)
+            if len(self._subject_of) > _CACHE_LIMIT:
+                self._subject_of.clear()
+        out = (subject, f"{self._inbox}.{msg.uuid}", msg.data)
+        return self._enqueue((*out, to_headers(msg)))
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start connecting in the background; the node serves its LAN meanwhile."""
+        if self._host is None:
+            raise UsageError("a bridge must be attached to a node (Grav(bridges=[...])) first")
+        self.state = "connecting"
+        self._tasks.spawn(self._run(), "nats-bridge")
+
+    async def stop(self) -> None:
+        """Say goodbye to the other bridges, flush (bounded), close, end every task."""
+        nc = self._nc
+        self.state = "closing"
+        if nc is not None and nc.is_connected:
+            try:
+                await self._announce(bye=True)
+                await asyncio.wait_for(nc.flush(), self.config.connect_timeout)
+            except (NatsError, TimeoutError) as exc:
+                _log.info("bridge_flush_failed", error=str(exc))
+        await self._tasks.close()
+        await self._close()
+        self.state = "closed"
+
+    async def _run(self) -> None:
+        """Connect, with backoff, until stopped; serve each connection until it closes."""
+        backoff = self.config.backoff.new_backoff()
+        while True:
+            self.state = "connecting"
+            try:
+                await self._connect()
+            except (OSError, NatsError, TimeoutError) as exc:
+                self._last_error = str(exc) or type(exc).__name__
+                delay = backoff.next_delay()
+                _log.warning("bridge_connect_failed", error=self._last_error, retry_in=delay)
+                await asyncio.sleep(delay)
+                continue
+            backoff.reset()
+            await self._serve()
+            await self._close()
+
+    async def _connect(self) -> None:
+        c = self.config
+        options: dict[str, Any] = {
+            "servers": list(c.servers),
+            "name": f"gravd {self._table.node} ({self._table.mesh})",
+            "connect_timeout": c.connect_timeout,
+            "reconnect_time_wait": c.reconnect_wait,
+            "max_reconnect_attempts": c.reconnect_attempts,
+            "pending_size": c.pending_bytes,
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+            "closed_cb": self._on_closed,
+        }
+        if c.creds is not None:
+            options["user_credentials"] = str(c.creds)
+        if c.token is not None:
+            options["token"] = c.token
+        elif c.token_file is not None:
+            options["token"] = await asyncio.to_thread(read_token, c.token_file)
+        self._closed.clear()
+        self._nc = await nats.connect(**options)
+        self._inbox = self._nc.new_inbox()
+
+    async def _serve(self) -> None:
+        """One connection: subscribe, announce, publish, until nats-py gives up on it."""
+        nc = self._nc
+        assert nc is not None
+        self._connects += 1
+        self.state = "connected"
+        _log.info(
+            "bridge_connected", server=str(nc.connected_url.netloc if nc.connected_url else "")
+        )
+        await nc.subscribe(self._subjects.interest_subject, cb=self._on_announcement)
+        await nc.subscribe(f"{self._inbox}.*", cb=self._on_reply)
+        self._subs_dirty.set()
+        await self._announce(query=True)
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(self._outbox.publish_all(nc)),
+                group.create_task(self._subscription_loop(nc)),
+                group.create_task(self._announce_loop()),
+            ]
+            await self._closed.wait()  # nats-py gave up reconnecting
+            for task in tasks:
+                task.cancel()
+        _log.warning("bridge_connection_closed", error=self._last_error)
+
+    async def _close(self) -> None:
+        nc, self._nc = self._nc, None
+        self._outbox.drop_all("disconnected")
+        self._subs.clear()
+        self._ready = False
+        self._table.forget_all()
+        self._table_changed()
+        if nc is not None and not nc.is_closed:
+            await nc.close()
+
+    # -- out: mesh to NATS -----------------------------------------------------------------------
+
+    def _crosses(self, msg_type: str) -> bool:
+        return any(p.matches(msg_type) for p in self._out_patterns)
+
+    def _enqueue(self, out: Outgoing) -> bool:
+        if self._nc is None:
+            self._count("disconnected")
+            return False
+        return self._outbox.put(out)
+
+    # -- in: NATS to mesh ------------------------------------------------------------------------
+
+    async def _on_message(self, m: Msg) -> None:
+        try:
+            known = self._type_of.get(m.subject)
+            if known is None:
+                known = self._type_of[m.subject] = self._subjects.split(m.subject)
+                if len(self._type_of) > _CACHE_LIMIT:
+                    self._type_of.clear()
+            mesh, msg_type = known
+            if self._subjects.is_own(mesh):
+                return
+            msg = from_nats(msg_type, m.data, m.headers, mesh)
+        except MessageError:
+            self._count("bad_message")
+            return
+        if m.reply:
+            self._reply_subjects[msg.uuid] = m.reply
+        self._inject(msg)
+
+    async def _on_reply(self, m: Msg) -> None:
+        request = m.subject.rpartition(".")[2]
+        headers = m.headers or {}
+        if headers.get(STATUS_HEADER) == NO_RESPONDERS_STATUS:
+            msg_type = self._asked.get(request)
+            if msg_type is not None:
+                self._inject(no_responders_reply(request, msg_type))
+            return
+        try:
+            msg_type = headers.get(H_TYPE, DEFAULT_TYPE)
+            msg = from_nats(msg_type, m.data, headers, "reply", reply_to=request)
+        except MessageError:
+            self._count("bad_message")
+            return
+        self._inject(msg)
+
+    def _inject(self, msg: Message) -> None:
+        host = self._host
+        assert host is not None
+        try:
+            host.check_sendable(msg)
+        except UsageError:
+            self._count("too_large")
+            return
+        if host.inject(msg) >= 0:
+            self._imported += 1
+
+    async def _subscription_loop(self, nc: Client) -> None:
+        """Keep one queue subscription per pattern this mesh wants."""
+        while True:
+            await self._subs_dirty.wait()
+            self._subs_dirty.clear()
+            wanted = {self._subjects.subscription(p) for p in self._mesh_wants}
+            for subject in set(self._subs) - wanted:
+                await self._subs.pop(subject).unsubscribe()
+            for subject in wanted - set(self._subs):
+                queue = self._subjects.mesh_token
+                self._subs[subject] = await nc.subscribe(subject, queue, cb=self._on_message)
+
+    # -- announcements ---------------------------------------------------------------------------
+
+    async def _announce(self, *, query: bool = False, bye: bool = False) -> None:
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return
+        ann = Announcement(
+            self._table.mesh, self._table.node, self._mesh_wants, self._ready, query, bye
+        )
+        await nc.publish(self._subjects.interest_subject, ann.encode())
+
+    async def _announce_loop(self) -> None:
+        interval = self.config.announce_interval
+        while True:
+            try:
+                async with asyncio.timeout(interval):
+                    await self._announce_now.wait()
+            except TimeoutError:
+                if not self._ready:  # the others answered our query; our mesh knows their wants
+                    self._ready = True
+                    self._update_exporter()
+                if self._table.expire(time.monotonic()):
+                    self._table_changed()
+            self._announce_now.clear()
+            await self._announce()
+
+    async def _on_announcement(self, m: Msg) -> None:
+        try:
+            ann = Announcement.decode(m.data)
+        except MessageError:
+            self._count("bad_announcement")
+            return
+        if ann.node == self._table.node:
+            return
+        if self._table.heard(ann, time.monotonic()):
+            self._table_changed()
+        if ann.query:
+            self._announce_now.set()
+
+    # -- what crosses ----------------------------------------------------------------------------
+
+    def _table_changed(self) -> None:
+        self._recompute_wants()
+        self._update_exporter()
+        advertised = reduce_patterns(set(self._table.remote_patterns()) | set(self.config.export))
+        self._out_patterns = matcher(advertised)
+        self._wanted.clear()
+        if advertised != self._advertised:
+            self._advertised = advertised
+            if self._host is not None:
+                self._host.bridge_changed()
+
+    def _recompute_wants(self) -> None:
+        """This mesh's own wants: local pods and peers, not what other bridges advertise."""
+        bridges = self._table.own_bridges()
+        patterns = set(self._interests.local)
+        for node, wants in self._interests.peers.items():
+            if node not in bridges:
+                patterns.update(wants)
+        wants = reduce_patterns(patterns)
+        if wants != self._mesh_wants:
+            self._mesh_wants = wants
+            self._subs_dirty.set()
+            self._announce_now.set()
+
+    def _update_exporter(self) -> None:
+        self._exporting = self._table.exporter(self._ready) == self._table.node
+
+    # -- callbacks and statistics ----------------------------------------------------------------
+
+    async def _on_error(self, exc: Exception) -> None:
+        self._last_error = str(exc) or type(exc).__name__
+        if "slow consumer" in self._last_error.lower():
+            self._count("slow_consumer")
+
+    async def _on_disconnected(self) -> None:
+        if self.state == "connected":
+            self.state = "reconnecting"
+            _log.warning("bridge_disconnected", error=self._last_error)
+
+    async def _on_closed(self) -> None:
+        self._closed.set()
+
+    async def _on_reconnected(self) -> None:
+        self.state = "connected"
+        self._connects += 1
+        _log.info("bridge_reconnected")
+        self._announce_now.set()
+
+    def _count(self, reason: str) -> None:
+        self._outbox.count(reason)
+
+    def statistics(self) -> NatsBridgeStatistics:
+        return NatsBridgeStatistics(
+            state=self.state,
+            servers=self.config.servers,
+            exporter=self._exporting,
+            connects=self._connects,
+            exported=self._outbox.published,
+            imported=self._imported,
+            queued=len(self._outbox),
+            lost=dict(self._outbox.lost),
+            mesh_wants=self._mesh_wants,
+            remote_wants=self._table.remote_patterns(),
+            remote_meshes=self._table.remote_meshes(),
+            last_error=self._last_error,
+        )

@@ -1,0 +1,92 @@
+"""The ``Outbox``: what waits to be published to NATS, bounded, and the losses, by reason.
+
+The hub's hot path appends (``put``, never blocking: a full outbox drops the newest and counts
+``queue_full``); one task per connection (``publish_all``) publishes what is queued in batches of
+``BATCH``, yielding after each so nats-py writes a batch in one flush while more arrive. Past
+``high_water`` messages the outbox tells its ``Backpressure`` it is congested (so ``Pod.publish``
+waits, as it does for a full link), and relieves it below half of that. Publishing fails only while nats-py reconnects with its pending buffer full, or after the
+connection closed; each such message is counted under the nats-py error's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Protocol
+
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+
+__all__ = ["BATCH", "Backpressure", "Outbox", "Outgoing"]
+
+BATCH = 256
+Outgoing = tuple[str, str, bytes, dict[str, str]]  # subject, reply subject, payload, headers
+
+
+class Backpressure(Protocol):
+    """Who hears that the outbox is over its high-water mark (the hub, for the bus)."""
+
+    def bridge_congested(self, sink: object, congested: bool) -> None: ...
+
+
+class Outbox:
+    """At most ``limit`` messages waiting for NATS, and what was lost on the way, by reason."""
+
+    def __init__(self, limit: int, high_water: int) -> None:
+        self.limit = limit
+        self.high_water = high_water
+        self.backpressure: Backpressure | None = None
+        self._congested = False
+        self.published = 0
+        self.lost: dict[str, int] = {}
+        self._items: deque[Outgoing] = deque()
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, out: Outgoing) -> bool:
+        """Queue ``out``; False (and counted) if the outbox is full."""
+        if len(self._items) >= self.limit:
+            self.count("queue_full")
+            return False
+        self._items.append(out)
+        self._ready.set()
+        if len(self._items) > self.high_water and not self._congested:
+            self._set_congested(True)
+        return True
+
+    def drop_all(self, reason: str) -> None:
+        """Count everything still queued as lost for ``reason`` and forget it."""
+        for _ in range(len(self._items)):
+            self.count(reason)
+        self._items.clear()
+        self._set_congested(False)
+
+    def _set_congested(self, congested: bool) -> None:
+        if congested != self._congested:
+            self._congested = congested
+            if self.backpressure is not None:
+                self.backpressure.bridge_congested(self, congested)
+
+    def count(self, reason: str) -> None:
+        self.lost[reason] = self.lost.get(reason, 0) + 1
+
+    async def publish_all(self, nc: Client) -> None:
+        """Publish what is queued on ``nc``, for as long as the connection is served."""
+        items = self._items
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while items:
+                for _ in range(min(BATCH, len(items))):
+                    subject, reply, data, headers = items.popleft()
+                    try:
+                        await nc.publish(subject, data, reply=reply, headers=headers)
+                    except NatsError as exc:  # pending buffer full while reconnecting, or closed
+                        self.count(type(exc).__name__)
+                        continue
+                    self.published += 1
+                if self._congested and len(items) <= self.high_water // 2:
+                    self._set_congested(False)
+                await asyncio.sleep(0)  # let nats-py flush this batch and the mesh send more

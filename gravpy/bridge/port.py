@@ -1,0 +1,64 @@
+"""The port between a node's hub and a bridge: two small Protocols, nothing else.
+
+Theory of operation
+-------------------
+The hub holds at most one ``BridgePort`` per bridge (``Hub.attach_bridge``) and tells it three
+things, all synchronous and cheap (a bridge never blocks the local mesh):
+
+- ``mesh_interests(interests)`` whenever what this node's pods and its peers want changes;
+- ``offer(msg)`` for every message new to this node (sent by a local pod or arrived from a peer or
+  leaf, never one the bridge injected): the bridge returns True if it will carry it across (so a
+  request it carries does not raise ``NoResponders``);
+- ``advertised()``: the patterns this node must advertise to its peers on the bridge's behalf
+  (what remote meshes want, and what is exported), so the mesh sends those messages here.
+
+The bridge reaches back through ``BridgeHost``: ``inject(msg)`` delivers a message that came from
+outside, with its original uuid, to local pods and on to peers (a duplicate is dropped by the
+seen-set and returns -1), ``bridge_changed()`` re-advertises after ``advertised()`` changed, and
+``bridge_congested(sink, flag)`` makes ``Pod.publish`` wait while the bridge's queue is past its
+high-water mark (as a full link does; the hot path itself never waits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gravpy.bridge.config import NatsBridgeStatistics
+from gravpy.message import Message
+
+__all__ = ["BridgeHost", "BridgePort", "MeshInterests"]
+
+
+@dataclass(frozen=True, slots=True)
+class MeshInterests:
+    """What this node's pods want (``local``) and what each peer advertised (``peers``, by node
+    uuid; leaves included)."""
+
+    local: tuple[str, ...] = ()
+    peers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+class BridgeHost(Protocol):
+    """What a bridge may ask of its node (``gravpy.mesh.Hub``)."""
+
+    @property
+    def node_uuid(self) -> str: ...
+    @property
+    def mesh_name(self) -> str: ...
+    def check_sendable(self, msg: Message) -> None: ...
+    def inject(self, msg: Message) -> int: ...
+    def bridge_changed(self) -> None: ...
+    def bridge_congested(self, sink: object, congested: bool) -> None: ...
+
+
+class BridgePort(Protocol):
+    """What the hub tells a bridge (``gravpy.bridge.NatsBridge``)."""
+
+    def bind(self, host: BridgeHost) -> None: ...
+    def mesh_interests(self, interests: MeshInterests) -> None: ...
+    def offer(self, msg: Message) -> bool: ...
+    def advertised(self) -> tuple[str, ...]: ...
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def statistics(self) -> NatsBridgeStatistics: ...

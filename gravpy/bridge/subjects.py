@@ -1,0 +1,186 @@
+"""How gravpy messages look on NATS: subjects, headers, payload. Pure: no I/O.
+
+Theory of operation
+-------------------
+A message of type ``a.b.c`` sent in mesh ``M`` travels on the subject ``<prefix>.M.a.b.c``: the
+mesh token says where it came from, so a bridge subscribes to ``<prefix>.*.<pattern>`` to hear
+every other mesh and drops its own mesh's echo. A mesh named ``*`` (it joins any mesh) is
+``ANY_MESH_TOKEN`` on NATS. Each token is escaped reversibly: every character outside printable
+ASCII, and ``%`` ``.`` ``*`` ``>`` themselves, become ``%XX`` (the UTF-8 bytes), so a type that
+NATS would refuse or split still round-trips and an ordinary type maps to itself.
+
+The payload is the message's data, untouched, so a plain NATS client reads and writes plain
+payloads. The gravpy fields travel as NATS headers (``Grav-Uuid``, ``Grav-Parent``,
+``Grav-Reply-To``, ``Grav-Time``, ``Grav-Type`` for replies sent to an inbox), a message's own
+headers as ``Grav-H-<escaped key>: <escaped value>``. A NATS message without ``Grav-Uuid`` (a
+plain publisher) becomes a new ``Message`` with a fresh uuid.
+
+Bridges announce their mesh's interests on ``_GRAV_BRIDGE.<prefix>.interest`` (``Announcement``,
+JSON), a subject no type subscription can match.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import quote, unquote
+
+from gravpy.errors import MessageError, UsageError
+from gravpy.message import Message, new_id, validate_type
+from gravpy.proto import ANY_MESH
+
+__all__ = [
+    "ANY_MESH_TOKEN",
+    "ORIGIN_HEADER",
+    "Announcement",
+    "SubjectMap",
+    "escape_token",
+    "unescape_token",
+]
+
+ANY_MESH_TOKEN: Final = "_any"
+ORIGIN_HEADER: Final = "grav-bridge-origin"  # set on messages that came in from NATS
+H_UUID: Final = "Grav-Uuid"
+H_PARENT: Final = "Grav-Parent"
+H_REPLY_TO: Final = "Grav-Reply-To"
+H_TIME: Final = "Grav-Time"
+H_TYPE: Final = "Grav-Type"
+H_USER: Final = "Grav-H-"
+STATUS_HEADER: Final = "Status"
+NO_RESPONDERS_STATUS: Final = "503"
+# printable ASCII but the NATS separator, wildcards and our escape character
+_SAFE_TOKEN: Final = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%.*>")
+_SAFE_VALUE: Final = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+_SAFE_KEY: Final = "".join(c for c in _SAFE_TOKEN if c not in ':"()<>@,;\\/[]?={}')
+
+
+def escape_token(token: str) -> str:
+    """``token`` as one NATS subject token (reversible; a plain token maps to itself)."""
+    return quote(token, safe=_SAFE_TOKEN).replace(".", "%2E")  # quote never escapes "."
+
+
+def unescape_token(token: str) -> str:
+    """The inverse of ``escape_token``."""
+    return unquote(token, errors="strict")
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectMap:
+    """Subjects and headers for one bridge: its ``prefix`` and its ``mesh`` name."""
+
+    prefix: str
+    mesh: str
+    mesh_token: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.prefix or any(c in self.prefix for c in " \t\r\n*>") or ".." in self.prefix:
+            raise UsageError(f"invalid NATS subject prefix {self.prefix!r}")
+        token = ANY_MESH_TOKEN if self.mesh == ANY_MESH else escape_token(self.mesh)
+        object.__setattr__(self, "mesh_token", token)
+
+    @property
+    def interest_subject(self) -> str:
+        return f"_GRAV_BRIDGE.{self.prefix}.interest"
+
+    def subject(self, msg_type: str) -> str:
+        """Where this mesh publishes a message of ``msg_type``."""
+        tokens = ".".join(escape_token(t) for t in msg_type.split("."))
+        return f"{self.prefix}.{self.mesh_token}.{tokens}"
+
+    def subscription(self, pattern: str) -> str:
+        """What to subscribe to for messages of ``pattern`` from every mesh."""
+        tokens = ".".join(t if t in ("*", ">") else escape_token(t) for t in pattern.split("."))
+        return f"{self.prefix}.*.{tokens}"
+
+    def split(self, subject: str) -> tuple[str, str]:
+        """The mesh token and the message type of a type subject; raises ``MessageError``."""
+        head = self.prefix + "."
+        rest = subject[len(head) :] if subject.startswith(head) else ""
+        mesh, _, tokens = rest.partition(".")
+        if not mesh or not tokens:
+            raise MessageError(f"subject {subject!r} is not {self.prefix}.<mesh>.<type>")
+        try:
+            msg_type = ".".join(unescape_token(t) for t in tokens.split("."))
+            return mesh, validate_type(msg_type)
+        except (UnicodeDecodeError, UsageError) as exc:
+            raise MessageError(f"subject {subject!r} names no valid type: {exc}") from None
+
+    def is_own(self, mesh_token: str) -> bool:
+        return mesh_token == self.mesh_token
+
+
+def to_headers(msg: Message, *, with_type: bool = False) -> dict[str, str]:
+    """The NATS headers that carry ``msg``'s gravpy fields."""
+    headers = {H_UUID: msg.uuid, H_TIME: repr(msg.timestamp)}
+    if msg.parent_id:
+        headers[H_PARENT] = msg.parent_id
+    if msg.reply_to:
+        headers[H_REPLY_TO] = msg.reply_to
+    if with_type:
+        headers[H_TYPE] = msg.type
+    if msg.headers:
+        for key, value in msg.headers.items():
+            if key != ORIGIN_HEADER:
+                headers[H_USER + quote(key, safe=_SAFE_KEY)] = quote(value, safe=_SAFE_VALUE)
+    return headers
+
+
+def from_nats(
+    msg_type: str, data: bytes, headers: dict[str, str] | None, origin: str, reply_to: str = ""
+) -> Message:
+    """The ``Message`` a NATS message stands for, marked with its ``origin`` mesh token."""
+    h = headers or {}
+    user: dict[str, str] = {ORIGIN_HEADER: origin}
+    for key, value in h.items():
+        if key.startswith(H_USER):
+            user[unquote(key[len(H_USER) :])] = unquote(value)
+    uuid = h.get(H_UUID) or new_id()
+    try:
+        stamp = float(h.get(H_TIME, ""))
+    except ValueError:
+        stamp = time.time()
+    wire = [uuid, h.get(H_PARENT, ""), h.get(H_REPLY_TO, reply_to), msg_type, stamp, data, user]
+    return Message.from_wire(wire)
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """What one bridge tells the others: its mesh, node, what its mesh wants, whether it is ready
+    to export; ``query`` asks every bridge to announce now; ``bye`` says it is leaving."""
+
+    mesh: str
+    node: str
+    patterns: tuple[str, ...]
+    ready: bool
+    query: bool = False
+    bye: bool = False
+
+    def encode(self) -> bytes:
+        body = {
+            "mesh": self.mesh,
+            "node": self.node,
+            "patterns": list(self.patterns),
+            "ready": self.ready,
+            "query": self.query,
+            "bye": self.bye,
+        }
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Announcement:
+        """Parse an announcement; raises ``MessageError`` on anything else."""
+        try:
+            body = json.loads(raw)
+            patterns = tuple(str(p) for p in body["patterns"])
+            return cls(
+                str(body["mesh"]),
+                str(body["node"]),
+                patterns,
+                bool(body["ready"]),
+                bool(body.get("query", False)),
+                bool(body.get("bye", False)),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MessageError(f"not a bridge announcement: {exc}") from None

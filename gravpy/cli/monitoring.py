@@ -1,0 +1,113 @@
+"""gravctl's commands that read a node's monitoring port: ``peers`` and ``check``.
+
+Both ask ``/v1/node`` (and ``check`` also ``/healthz``) over plain HTTP with the standard library,
+run in a worker thread: a one-shot GET needs no HTTP client library, and not importing one keeps
+gravctl's start-up short. ``--monitor`` takes ``HOST:PORT`` as gravd's own ``--monitor`` does,
+or a URL.
+
+``check`` follows the Nagios plugin convention: one status line (``GRAVD OK - ...`` with
+performance data after ``|``) and exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. Drops are the sum
+of ``messages.dropped`` in the node document since the node started, duplicates left out (the
+seen-set dropping a second copy loses nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from gravpy.cli.attach import Failure
+from gravpy.cli.parser import EXIT_CONNECT, EXIT_OK
+
+__all__ = ["check", "monitor_url", "peers"]
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+
+
+def monitor_url(monitor: str) -> str:
+    """``http://HOST:PORT`` from ``HOST:PORT`` (or a URL, kept), without a trailing slash."""
+    text = monitor.strip().rstrip("/")
+    return text if "://" in text else f"http://{text}"
+
+
+def _get(url: str, timeout: float) -> tuple[int, Any]:
+    """(status, JSON body) of a GET; 4xx/5xx answers are returned, not raised."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+
+async def fetch(args: argparse.Namespace, path: str) -> tuple[int, Any]:
+    """GET ``path`` from the monitor; ``Failure(EXIT_CONNECT)`` with one line if it cannot."""
+    url = monitor_url(args.monitor) + path
+    try:
+        return await asyncio.to_thread(_get, url, args.connect_timeout)
+    except (OSError, ValueError) as exc:  # URLError is an OSError; bad JSON a ValueError
+        reason = getattr(exc, "reason", None) or exc
+        raise Failure(EXIT_CONNECT, f"cannot read {url}: {reason}") from None
+
+
+async def peers(args: argparse.Namespace) -> int:
+    from gravpy.cli.output import format_peers
+
+    status, node = await fetch(args, "/v1/node")
+    if status != 200 or not isinstance(node, dict):
+        raise Failure(EXIT_CONNECT, f"{monitor_url(args.monitor)}/v1/node answered {status}")
+    print(format_peers(node))
+    return EXIT_OK
+
+
+async def check(args: argparse.Namespace) -> int:
+    try:
+        health, _ = await fetch(args, "/healthz")
+        status, node = await fetch(args, "/v1/node")
+    except Failure as exc:
+        print(f"GRAVD UNKNOWN - {exc}")
+        return UNKNOWN
+    if status != 200 or not isinstance(node, dict):
+        print(f"GRAVD UNKNOWN - /v1/node answered {status}")
+        return UNKNOWN
+    code, summary = verdict(health, node, args)
+    open_peers = sum(p.get("state") == "open" for p in node.get("peers", []))
+    drops = lost(node)
+    print(
+        f"GRAVD {_NAMES[code]} - {summary} | peers={open_peers};{args.warn_peers}:;"
+        f"{args.crit_peers}: drops={drops}c;{_limit(args.warn_drops)};{_limit(args.crit_drops)}"
+    )
+    return code
+
+
+def verdict(health: int, node: dict[str, Any], args: argparse.Namespace) -> tuple[int, str]:
+    """The check's exit code and its words, from /healthz's status and the node document."""
+    open_peers = sum(p.get("state") == "open" for p in node.get("peers", []))
+    drops = lost(node)
+    facts = f"{node.get('state', '?')}, {open_peers} peer(s), {drops} dropped"
+    if health != 200:
+        return CRITICAL, f"not healthy (/healthz {health}): {facts}"
+    if open_peers < args.crit_peers or _over(drops, args.crit_drops):
+        return CRITICAL, facts
+    if open_peers < args.warn_peers or _over(drops, args.warn_drops):
+        return WARNING, facts
+    return OK, facts
+
+
+def _over(drops: int, limit: int | None) -> bool:
+    return limit is not None and drops >= limit
+
+
+def _limit(limit: int | None) -> str:
+    return "" if limit is None else str(limit)
+
+
+def lost(node: dict[str, Any]) -> int:
+    """Messages the node dropped since it started, except duplicates (a copy, not a loss)."""
+    dropped = node.get("messages", {}).get("dropped", {})
+    return sum(n for reason, n in dropped.items() if reason != "duplicate")

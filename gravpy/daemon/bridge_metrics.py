@@ -1,0 +1,50 @@
+"""The ``gravd_bridge_*`` metrics: each bridge's state, traffic and losses, at scrape time.
+
+``gravd_bridge_state{server,state}`` is 1 for the state the bridge is in (idle, connecting,
+connected, reconnecting, closing, closed) and 0 for the others, so an alert can watch
+``gravd_bridge_state{state="connected"} == 0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from gravpy.bridge.config import NatsBridgeStatistics
+
+__all__ = ["BRIDGE_STATES", "bridge_metrics"]
+
+BRIDGE_STATES = ("idle", "connecting", "connected", "reconnecting", "closing", "closed")
+
+
+def bridge_metrics(bridges: list[NatsBridgeStatistics]) -> Iterable[Metric]:
+    """Metrics for each bridge, labelled by its first server URL."""
+    if not bridges:
+        return
+    state = GaugeMetricFamily(
+        "gravd_bridge_state", "1 for the state each bridge is in", labels=["server", "state"]
+    )
+    messages = CounterMetricFamily(
+        "gravd_bridge_messages",
+        "Messages carried by a bridge, by direction (out: to NATS, in: into the mesh)",
+        labels=["server", "direction"],
+    )
+    lost = CounterMetricFamily(
+        "gravd_bridge_lost",
+        "Messages that could not cross a bridge, by reason",
+        labels=["server", "reason"],
+    )
+    exporter = GaugeMetricFamily(
+        "gravd_bridge_exporter", "1 if this node publishes its mesh's messages", labels=["server"]
+    )
+    for s in bridges:
+        server = s.servers[0]
+        for name in BRIDGE_STATES:
+            state.add_metric([server, name], int(s.state == name))
+        messages.add_metric([server, "out"], s.exported)
+        messages.add_metric([server, "in"], s.imported)
+        for reason, n in sorted(s.lost.items()):
+            lost.add_metric([server, reason], n)
+        exporter.add_metric([server], int(s.exporter))
+    yield from (state, messages, lost, exporter)

@@ -1,0 +1,34 @@
+"""gravd's bridges: the ``NatsBridge`` that ``--nats`` asks for, built from ``DaemonConfig``.
+
+nats-py is an optional dependency (the ``nats`` extra); it is imported only when ``--nats`` is
+set, and its absence is a configuration error the operator can act on.
+"""
+
+from __future__ import annotations
+
+from gravpy.bridge.config import NatsBridgeConfig
+from gravpy.bridge.port import BridgePort
+from gravpy.daemon.config import DaemonConfig
+from gravpy.errors import ConfigError
+
+__all__ = ["bridges_for"]
+
+
+def bridges_for(config: DaemonConfig) -> list[BridgePort]:
+    """The bridges ``config`` asks for (none without ``nats``)."""
+    if not config.nats:
+        return []
+    try:
+        from gravpy.bridge.nats import NatsBridge
+    except ImportError as exc:
+        raise ConfigError(
+            "nats", "value", f"nats-py is not installed (pip install 'gravpy[nats]'): {exc}"
+        ) from None
+    bridge_config = NatsBridgeConfig(
+        servers=config.nats,
+        prefix=config.nats_prefix,
+        export=config.nats_export,
+        creds=config.nats_creds,
+        token_file=config.nats_token_file,
+    )
+    return [NatsBridge(bridge_config)]

@@ -1,0 +1,267 @@
+"""gravd's Prometheus metrics: what the node routes, computed from its counters at scrape time.
+
+Theory of operation
+-------------------
+``NodeCollector`` reads one snapshot per scrape (``Grav.statistics()`` for the pods on this node,
+``Hub.statistics()`` for every link since start, ``Grav.peers()`` for the open ones) and yields
+every ``gravd_*`` family in ``METRIC_NAMES``. Three kinds of traffic are told apart:
+
+- *local*: what pods on this node send and receive (``gravd_local_*``; in gravd that is only its
+  ``gravd.info`` responder, so these stay small while traffic passes through);
+- *links*: messages the node received from and wrote to other nodes and attached apps
+  (``gravd_link_*{role="peer"|"leaf"}``), which is where a relay's traffic shows;
+- *mesh* totals over all links (``gravd_mesh_*``), exact, closed links included.
+
+Leaves are never labelled by uuid (short-lived ``gravctl`` calls would churn series): they are
+summed per role, and the JSON document keeps the per-link detail. Per-peer series
+(``gravd_peer_*{peer}``) exist for peers only, which are few and long-lived.
+
+The hub keeps exact totals for closed links but not per role, so ``RoleTotals`` keeps, for peers,
+the last counts seen of each link that has since closed; leaves are the exact total minus peers.
+A peer link's messages after the last scrape before it closed are thereby counted under leaves;
+everything else is exact, and both series only ever grow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+import gravpy
+from gravpy.daemon.bridge_metrics import bridge_metrics
+from gravpy.proto import ROLE_LEAF, ROLE_PEER
+
+if TYPE_CHECKING:
+    from gravpy.bus import BusStatistics
+    from gravpy.daemon.monitor import NodeStatus
+    from gravpy.mesh import HubStatistics, PeerInfo
+
+__all__ = ["METRIC_NAMES", "NodeCollector", "RoleTotals"]
+
+METRIC_NAMES = (
+    "gravd_info",
+    "gravd_start_time_seconds",
+    "gravd_uptime_seconds",
+    "gravd_serving",
+    "gravd_ready",
+    "gravd_links",
+    "gravd_local_pods",
+    "gravd_local_pod_receivers",
+    "gravd_local_messages_sent_total",
+    "gravd_local_messages_delivered_total",
+    "gravd_messages_dropped_total",
+    "gravd_handler_failures_total",
+    "gravd_buffered_messages",
+    "gravd_unclaimed_replies",
+    "gravd_link_messages_received_total",
+    "gravd_link_messages_sent_total",
+    "gravd_link_messages_dropped_total",
+    "gravd_link_queued_messages",
+    "gravd_peer_rtt_seconds",
+    "gravd_peer_messages_dropped_total",
+    "gravd_mesh_messages_received_total",
+    "gravd_mesh_messages_sent_total",
+    "gravd_links_opened_total",
+    "gravd_links_closed_total",
+    "gravd_handshakes_rejected_total",
+    "gravd_messages_resent_total",
+)
+"""Every ``gravd_*`` metric NodeCollector exposes (prometheus-client adds ``process_*``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """Messages in, out and dropped on some links."""
+
+    received: int = 0
+    sent: int = 0
+    dropped: int = 0
+
+    def __add__(self, other: Traffic) -> Traffic:
+        return Traffic(
+            self.received + other.received, self.sent + other.sent, self.dropped + other.dropped
+        )
+
+
+def _traffic(info: PeerInfo) -> Traffic:
+    return Traffic(info.messages_in, info.messages_out, info.dropped)
+
+
+@dataclass
+class RoleTotals:
+    """Messages per link role since start; see the module docstring for how exact it is."""
+
+    _peers_seen: dict[tuple[str, float | None], Traffic] = field(default_factory=dict)
+    _peers_closed: Traffic = field(default_factory=Traffic)
+
+    def by_role(self, links: list[PeerInfo], hub: HubStatistics | None) -> dict[str, Traffic]:
+        """Totals for ``peer`` and ``leaf`` from the open links and the hub's grand totals."""
+        live = {(p.uuid, p.connected_since): _traffic(p) for p in links if p.role == ROLE_PEER}
+        for key in self._peers_seen.keys() - live.keys():
+            self._peers_closed += self._peers_seen.pop(key)
+        self._peers_seen.update(live)
+        peers = sum(live.values(), self._peers_closed)
+        if hub is None:
+            return {ROLE_PEER: peers, ROLE_LEAF: Traffic()}
+        total = Traffic(hub.messages_in, hub.messages_out, hub.dropped_link)
+        leaves = Traffic(
+            max(0, total.received - peers.received),
+            max(0, total.sent - peers.sent),
+            max(0, total.dropped - peers.dropped),
+        )
+        return {ROLE_PEER: peers, ROLE_LEAF: leaves}
+
+
+class NodeCollector:
+    """A Prometheus collector computing every ``gravd_*`` metric from the node at scrape time."""
+
+    def __init__(self, status: NodeStatus) -> None:
+        self.status = status
+
+    def collect(self) -> Iterable[Metric]:
+        grav = self.status.grav
+        links = self.status.links()
+        hub = grav.hub.statistics() if grav.hub is not None else None
+        yield from self._node_metrics(links)
+        yield from _local_metrics(grav.statistics())
+        yield from _drop_metrics(grav.statistics(), hub)
+        yield from _link_metrics(links, self.status.role_totals.by_role(links, hub))
+        yield from _peer_metrics(links)
+        yield from _mesh_metrics(hub)
+        yield from bridge_metrics([b.statistics() for b in grav.bridges])
+
+    def _node_metrics(self, links: list[PeerInfo]) -> Iterable[Metric]:
+        status, grav = self.status, self.status.grav
+        info = GaugeMetricFamily(
+            "gravd_info",
+            "This node: its uuid, gravpy version and mesh",
+            labels=["node", "version", "mesh"],
+        )
+        info.add_metric([grav.node_uuid, gravpy.__version__, status.config.mesh], 1)
+        yield info
+        yield _gauge(
+            "gravd_start_time_seconds", "When gravd started (Unix time)", status.started_at
+        )
+        yield _gauge("gravd_uptime_seconds", "Seconds since gravd started", status.uptime())
+        yield _gauge("gravd_serving", "1 while serving, 0 while draining", int(status.serving))
+        yield _gauge("gravd_ready", "1 once listening with discovery started", int(status.ready))
+        open_links = GaugeMetricFamily("gravd_links", "Open links, by role", labels=["role"])
+        for role in (ROLE_PEER, ROLE_LEAF):
+            open_links.add_metric([role], sum(p.role == role and p.state == "open" for p in links))
+        yield open_links
+
+
+def _local_metrics(stats: BusStatistics) -> Iterable[Metric]:
+    yield _gauge("gravd_local_pods", "Pods on this node (gravd's own, not apps')", stats.pods)
+    yield _gauge("gravd_local_pod_receivers", "Pods on this node that receive", stats.receivers)
+    yield _counter("gravd_local_messages_sent", "Messages sent by pods on this node", stats.sent)
+    yield _counter(
+        "gravd_local_messages_delivered", "Messages delivered to pods on this node", stats.delivered
+    )
+    yield _counter("gravd_handler_failures", "Handler calls that raised", stats.handler_failures)
+    yield _gauge("gravd_buffered_messages", "Messages in the replay buffer", stats.buffered)
+    yield _gauge(
+        "gravd_unclaimed_replies",
+        "Replies kept for a wait that has not started",
+        stats.unclaimed_replies,
+    )
+
+
+def _drop_metrics(stats: BusStatistics, hub: HubStatistics | None) -> Iterable[Metric]:
+    dropped = CounterMetricFamily(
+        "gravd_messages_dropped", "Messages dropped on this node, by reason", labels=["reason"]
+    )
+    for reason, value in (
+        ("inbox_overflow", stats.dropped_overflow),
+        ("handler_failed", stats.dropped_failed),
+        ("pod_closed", stats.dropped_closed),
+        ("duplicate", hub.dropped_duplicate if hub else 0),
+        ("no_route", hub.dropped_no_route if hub else 0),
+        ("link", hub.dropped_link if hub else 0),
+    ):
+        dropped.add_metric([reason], value)
+    yield dropped
+
+
+def _link_metrics(links: list[PeerInfo], totals: dict[str, Traffic]) -> Iterable[Metric]:
+    received = CounterMetricFamily(
+        "gravd_link_messages_received",
+        "Messages this node received from links, by the role of the link (peer: another "
+        "node; leaf: an attached app)",
+        labels=["role"],
+    )
+    sent = CounterMetricFamily(
+        "gravd_link_messages_sent", "Messages this node wrote to links, by role", labels=["role"]
+    )
+    dropped = CounterMetricFamily(
+        "gravd_link_messages_dropped",
+        "Messages that could not be sent on a link (queue full, link closed, remote withdrew)",
+        labels=["role"],
+    )
+    queued = GaugeMetricFamily(
+        "gravd_link_queued_messages", "Messages waiting in the links' send queues", labels=["role"]
+    )
+    for role, traffic in totals.items():
+        received.add_metric([role], traffic.received)
+        sent.add_metric([role], traffic.sent)
+        dropped.add_metric([role], traffic.dropped)
+        queued.add_metric([role], sum(p.queued for p in links if p.role == role))
+    yield from (received, sent, dropped, queued)
+
+
+def _peer_metrics(links: list[PeerInfo]) -> Iterable[Metric]:
+    rtt = GaugeMetricFamily(
+        "gravd_peer_rtt_seconds", "The last ping round trip to a peer", labels=["peer"]
+    )
+    dropped = CounterMetricFamily(
+        "gravd_peer_messages_dropped",
+        "Messages that could not be sent to a peer, since its link opened",
+        labels=["peer"],
+    )
+    for p in links:
+        if p.role != ROLE_PEER:
+            continue
+        if p.rtt is not None:
+            rtt.add_metric([p.uuid], p.rtt)
+        dropped.add_metric([p.uuid], p.dropped)
+    yield from (rtt, dropped)
+
+
+def _mesh_metrics(hub: HubStatistics | None) -> Iterable[Metric]:
+    for name, doc, value in (
+        ("gravd_mesh_messages_received", "Messages received from all links", "messages_in"),
+        ("gravd_mesh_messages_sent", "Messages written to all links", "messages_out"),
+        ("gravd_links_opened", "Links that completed a handshake", "links_opened"),
+        ("gravd_links_closed", "Open links that closed", "links_closed"),
+    ):
+        yield _counter(name, doc, getattr(hub, value) if hub is not None else 0)
+    rejected = CounterMetricFamily(
+        "gravd_handshakes_rejected", "Handshakes refused, by reason", labels=["reason"]
+    )
+    for reason, count in sorted(hub.handshakes_rejected.items() if hub else ()):
+        rejected.add_metric([reason], count)
+    yield rejected
+    lost = CounterMetricFamily(
+        "gravd_messages_lost",
+        "Messages missed across a link flap that fell out of their origin's buffer, by origin",
+        labels=["origin"],
+    )
+    for origin, count in sorted(hub.lost_by_origin.items() if hub else ()):
+        lost.add_metric([origin], count)
+    yield lost
+    yield _counter(
+        "gravd_messages_resent",
+        "Messages resent to peers that missed them across a link flap",
+        hub.resent if hub is not None else 0,
+    )
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)

@@ -1,0 +1,96 @@
+"""Messenger: publish, stream, request and serve by subject, over interchangeable backends.
+
+``m = await open_messenger(url)`` picks the backend from the URL's scheme; the same code then runs on
+any of them (``docs/messenger.md`` has the table of what each guarantees)::
+
+    memory://                              InMemoryMessenger: one process
+    ws://127.0.0.1:8080/meta/message       GravMessenger: a leaf attached to gravd (http:// too)
+    nats://127.0.0.1:4222                  NatsMessenger: a NATS server (pip install gravpy[nats])
+    sqlite:///var/lib/app/bus.db           SQLiteMessenger: a file shared by the processes of a machine
+
+Subjects are gravpy message types (``updates.topic``); ``stream`` and ``serve`` also take gravpy
+patterns (``updates.*``, ``updates.>``). ``check_messenger`` in ``gravpy.testing`` is the conformance
+check every backend passes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from gravpy.errors import (
+    MessengerClosed,
+    MessengerError,
+    NoResponders,
+    PublishFailed,
+    RequestFailed,
+    RequestTimeout,
+    StreamSubscriptionFailed,
+    UsageError,
+)
+from gravpy.messenger.base import (
+    Handler,
+    Messenger,
+    MessengerBase,
+    Subscription,
+    SubscriptionStatistics,
+)
+from gravpy.messenger.grav import GravMessenger
+from gravpy.messenger.memory import InMemoryMessenger
+from gravpy.messenger.sqlite import SQLiteMessenger
+
+if TYPE_CHECKING:
+    from gravpy.messenger.nats import NatsMessenger
+
+__all__ = [
+    "GravMessenger",
+    "Handler",
+    "InMemoryMessenger",
+    "Messenger",
+    "MessengerBase",
+    "MessengerClosed",
+    "MessengerError",
+    "NatsMessenger",
+    "NoResponders",
+    "PublishFailed",
+    "RequestFailed",
+    "RequestTimeout",
+    "StreamSubscriptionFailed",
+    "Subscription",
+    "SubscriptionStatistics",
+    "open_messenger",
+]
+
+_GRAV_SCHEMES = ("ws", "wss", "http", "https")
+_NATS_SCHEMES = ("nats", "tls")
+
+
+async def open_messenger(url: str, **options: Any) -> Messenger:
+    """An open messenger for ``url`` (see the module docstring); use it with ``async with``.
+
+    ``options`` go to the backend's constructor or ``open``/``connect`` classmethod (for example
+    ``retention_rows=`` for SQLite, ``reconnect_time_wait=`` for NATS). Raises ``UsageError`` for
+    an unknown scheme, and the backend's connection errors otherwise.
+    """
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "memory":
+        return InMemoryMessenger(**options)
+    if scheme == "sqlite":
+        return await SQLiteMessenger.open(url.split("://", 1)[1], **options)
+    if scheme in _GRAV_SCHEMES:
+        return await GravMessenger.connect(url, **options)
+    if scheme in _NATS_SCHEMES:
+        from gravpy.messenger.nats import NatsMessenger
+
+        return await NatsMessenger.connect(url, **options)
+    raise UsageError(
+        f"no messenger backend for {url!r}: use memory://, ws:// or http:// (gravd), "
+        "nats:// or sqlite:///path"
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "NatsMessenger":  # imported on demand: nats-py is the optional extra gravpy[nats]
+        from gravpy.messenger.nats import NatsMessenger
+
+        return NatsMessenger
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,177 @@
+"""``GravMessenger``: the messenger over gravpy's own mesh (a node, or a leaf attached to gravd).
+
+Theory of operation. A subject is a gravpy message type. The messenger holds one *sender* pod for
+``publish`` and ``request``, and one pod per subscription, since a pod never receives its own
+messages but its siblings do:
+
+- ``stream``: a pod admitting the pattern (``on_type``) whose synchronous handler offers each
+  message's data to the caller's queue (``StreamSink``). Replies travelling on the same type are
+  skipped.
+- ``serve``: a pod admitting the pattern, in the group ``<group_prefix>.<digest of the pattern>``
+  (group names follow the type rules, so the pattern's wildcards cannot appear in them), so that
+  each request reaches exactly one server anywhere on the mesh (``on_type(..., group=)``).
+  Its handler answers with ``reply_to`` set and the type ``messenger.reply`` (replies travel back by
+  ``reply_to``; a distinct type keeps them out of groups and streams of the subject); a handler
+  error travels back in the reply's ``messenger-error`` header and ``request`` raises
+  ``RequestFailed`` with it.
+- ``request``: ``send`` plus ``receipt.wait_until``, so no responders anywhere fails at once with
+  ``NoResponders`` and a fast reply is never lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import gravpy
+from gravpy._log import get_logger
+from gravpy.errors import (
+    MessengerClosed,
+    PodDisconnected,
+    RequestFailed,
+    RequestTimeout,
+    StreamSubscriptionFailed,
+    WaitTimeout,
+)
+from gravpy.filter import Pattern
+from gravpy.grav import Grav
+from gravpy.message import Message
+from gravpy.messenger.base import (
+    Handler,
+    MessengerBase,
+    ServeCounters,
+    StreamSink,
+    check_subject,
+    run_handler,
+)
+from gravpy.pod import Pod
+
+__all__ = ["ERROR_HEADER", "REPLY_TYPE", "GravMessenger"]
+
+ERROR_HEADER = "messenger-error"
+REPLY_TYPE = "messenger.reply"
+"""The type of every reply: not the request's subject, so replies never enter a server's group or a
+stream's pod on that subject (a reply is routed back by its ``reply_to``, not by type)."""
+
+_log = get_logger("gravpy.messenger.grav")
+
+
+class GravMessenger(MessengerBase):
+    """A messenger on a ``Grav`` node or leaf.
+
+    ``GravMessenger(grav)`` wraps a started ``Grav`` you own (``close()`` leaves it running);
+    ``await GravMessenger.connect(url)`` (or ``open_messenger("ws://...")``) attaches a leaf to the
+    gravd at ``url`` and stops it on ``close()``. ``inbox_limit`` bounds each subscription pod's
+    inbox (its drops count in the subscription's statistics).
+    """
+
+    name = "grav"
+
+    def __init__(
+        self,
+        grav: Grav,
+        *,
+        owns_grav: bool = False,
+        group_prefix: str = "messenger",
+        inbox_limit: int = 10_000,
+    ) -> None:
+        super().__init__()
+        self.grav = grav
+        self._owns_grav = owns_grav
+        self._group_prefix = group_prefix
+        self._inbox_limit = inbox_limit
+        self._sender = grav.connect()
+
+    @classmethod
+    async def connect(cls, url: str, *, timeout: float = 5.0, **options: Any) -> GravMessenger:
+        """A messenger on a new leaf attached to the gravd at ``url`` (``gravpy.connect``)."""
+        grav = gravpy.connect(url, timeout=timeout, **options)
+        await grav.start()
+        return cls(grav, owns_grav=True)
+
+    async def wait_interest(self, subject: str, timeout: float | None = None) -> None:
+        """Wait until a linked node wants ``subject`` (a stream or server somewhere reaches it).
+
+        On the mesh a subscription becomes known to other nodes a moment after it is made; what
+        is published before that reaches nobody, as with NATS before a subscription arrives.
+        Raises ``WaitTimeout`` after ``timeout`` seconds.
+        """
+        check_subject(subject)
+        await self.grav.wait_for(
+            lambda peers: any(
+                Pattern(p).matches(subject)
+                for peer in peers
+                for p in (*peer.interests, *(pattern for _, pattern, _ in peer.groups))
+            ),
+            timeout,
+        )
+
+    async def _publish(self, subject: str, data: bytes) -> None:
+        try:
+            await self._sender.publish(Message.new(subject, data))
+        except PodDisconnected as exc:
+            raise MessengerClosed(f"the grav node closed: {exc.reason}") from exc
+
+    async def _stream(self, sink: StreamSink) -> Callable[[], Awaitable[None]]:
+        def deliver(msg: Message) -> None:
+            if not msg.reply_to:
+                sink.offer(msg.data)
+
+        pod = self._pod()
+        sink.upstream_dropped = lambda: pod.statistics().dropped_overflow
+        pod.on_type(sink.pattern.text, deliver)
+        return _disconnector(pod)
+
+    async def _serve(
+        self, pattern: Pattern, handler: Handler, counters: ServeCounters
+    ) -> Callable[[], Awaitable[None]]:
+        pod = self._pod()
+
+        async def answer(msg: Message) -> None:
+            if msg.reply_to:
+                return  # a reply to someone's request, travelling on the same type
+            data, error = await run_handler(handler, msg.data, counters)
+            reply = Message.new(REPLY_TYPE, data, headers={ERROR_HEADER: error} if error else None)
+            if not pod.closed:
+                pod.reply_to(msg, reply)
+
+        pod.on_type(pattern.text, answer, group=self._group_for(pattern.text))
+        return _disconnector(pod)
+
+    def _group_for(self, pattern: str) -> str:
+        """The serve group of ``pattern``: the same in every process, a valid group name."""
+        digest = hashlib.blake2s(pattern.encode(), digest_size=8).hexdigest()
+        return f"{self._group_prefix}.{digest}"
+
+    async def _request(self, subject: str, data: bytes, timeout: float) -> bytes:
+        try:
+            receipt = self._sender.send(Message.new(subject, data))
+            reply = await receipt.wait_until(timeout)
+        except WaitTimeout:
+            raise RequestTimeout(subject, timeout) from None
+        except PodDisconnected as exc:
+            raise MessengerClosed(f"the grav node closed: {exc.reason}") from exc
+        assert isinstance(reply, Message)
+        error = (reply.headers or {}).get(ERROR_HEADER)
+        if error is not None:
+            raise RequestFailed(subject, error)
+        return reply.data
+
+    async def _shutdown(self) -> None:
+        self._sender.disconnect()
+        if self._owns_grav:
+            await self.grav.stop()
+
+    def _pod(self) -> Pod:
+        try:
+            return self.grav.connect(inbox_limit=self._inbox_limit)
+        except PodDisconnected as exc:
+            raise StreamSubscriptionFailed(f"the grav node closed: {exc.reason}") from exc
+
+
+def _disconnector(pod: Pod) -> Callable[[], Awaitable[None]]:
+    async def stop() -> None:
+        pod.disconnect()
+
+    return stop

@@ -1,0 +1,240 @@
+"""The SQL behind ``SQLiteMessenger``: synchronous, run on the messenger's one database thread.
+
+Theory of operation. Three tables, created when missing::
+
+    bus_events    (id AUTOINCREMENT, subject, data, created)          what publish writes
+    bus_requests  (id AUTOINCREMENT, subject, data, created, deadline,
+                   claimed_by, claimed_at)                            what request writes
+    bus_replies   (request_id PRIMARY KEY, data, error, created)      what a server writes
+
+``AUTOINCREMENT`` keeps ids increasing even after old rows are deleted, so a reader's cursor (the
+last id it saw) is all it needs: rows come back ``ORDER BY id``, which is commit order because
+SQLite has one writer at a time. A server *claims* a request with
+``UPDATE ... SET claimed_by = ? WHERE id = ? AND claimed_by IS NULL``: the update is atomic, so of
+several servers (in any processes) exactly one sees a row count of 1 and handles it. The database is
+in WAL mode, so readers never block the writer and several processes share the file.
+
+Every write commits before returning: with our own connection (autocommit) ``commit()`` is a no-op,
+and with a caller's connection in Python's legacy transaction mode it ends the implicit transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gravpy.filter import Pattern
+
+__all__ = ["Claimed", "Retention", "Store"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS bus_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    subject TEXT NOT NULL,
+    data BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bus_requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    subject TEXT NOT NULL,
+    data BLOB NOT NULL,
+    created REAL NOT NULL,
+    deadline REAL NOT NULL,
+    claimed_by TEXT,
+    claimed_at REAL
+);
+CREATE INDEX IF NOT EXISTS bus_requests_open ON bus_requests(id) WHERE claimed_by IS NULL;
+CREATE TABLE IF NOT EXISTS bus_replies (
+    request_id INTEGER PRIMARY KEY,
+    data BLOB NOT NULL,
+    error TEXT,
+    created REAL NOT NULL
+);
+"""
+
+_CLAIM_BATCH = 64
+_READ_BATCH = 1000
+_IN_CHUNK = 500
+_ORPHAN_SECONDS = 60.0  # replies and answered requests nobody collected are kept this long
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long events are kept: the newest ``rows`` of them, none older than ``seconds``."""
+
+    rows: int | None = 100_000
+    seconds: float | None = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A request this server won."""
+
+    id: int
+    subject: str
+    data: bytes
+
+
+class Store:
+    """One connection and the statements of the bus. Call from one thread only."""
+
+    def __init__(self, conn: sqlite3.Connection, *, owned: bool) -> None:
+        self.conn = conn
+        self.owned = owned
+
+    @classmethod
+    def open(cls, path: str, *, busy_timeout: float) -> Store:
+        conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+        try:
+            conn.execute("PRAGMA synchronous=NORMAL")
+            store = cls(conn, owned=True)
+            store.setup()
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    def setup(self) -> None:
+        """WAL mode and the tables (created when missing)."""
+        mode = self.conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal" and self.owned:
+            raise sqlite3.OperationalError(f"could not switch the database to WAL (it is {mode})")
+        self.conn.executescript(SCHEMA)
+        self.conn.commit()
+
+    def close(self) -> None:
+        if self.owned:
+            self.conn.close()
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def publish(self, subject: str, data: bytes) -> None:
+        self.conn.execute(
+            "INSERT INTO bus_events(subject, data, created) VALUES (?, ?, ?)",
+            (subject, data, time.time()),
+        )
+        self.conn.commit()
+
+    def publish_many(self, events: list[tuple[str, bytes]]) -> None:
+        """Insert several events in one transaction, in order."""
+        now = time.time()
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.executemany(
+                "INSERT INTO bus_events(subject, data, created) VALUES (?, ?, ?)",
+                [(subject, data, now) for subject, data in events],
+            )
+        except BaseException:
+            self.conn.rollback()
+            raise
+        self.conn.commit()
+
+    def last_event_id(self) -> int:
+        row = self.conn.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name='bus_events'"
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def events_after(self, cursor: int) -> list[tuple[int, str, bytes]]:
+        rows = self.conn.execute(
+            "SELECT id, subject, data FROM bus_events WHERE id > ? ORDER BY id LIMIT ?",
+            (cursor, _READ_BATCH),
+        ).fetchall()
+        return [(int(i), str(s), bytes(d)) for i, s, d in rows]
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def request(self, subject: str, data: bytes, timeout: float) -> int:
+        now = time.time()
+        cur = self.conn.execute(
+            "INSERT INTO bus_requests(subject, data, created, deadline) VALUES (?, ?, ?, ?)",
+            (subject, data, now, now + timeout),
+        )
+        self.conn.commit()
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def claim(self, pattern: Pattern, server: str) -> Claimed | None:
+        """Claim the oldest open request matching ``pattern``, or None."""
+        now = time.time()
+        sql = "SELECT id, subject, data FROM bus_requests WHERE claimed_by IS NULL AND deadline > ?"
+        args: tuple[object, ...] = (now,)
+        if pattern.is_literal:
+            sql, args = sql + " AND subject = ?", (now, pattern.text)
+        rows = self.conn.execute(sql + " ORDER BY id LIMIT ?", (*args, _CLAIM_BATCH)).fetchall()
+        for request_id, subject, data in rows:
+            if not pattern.matches(subject):
+                continue
+            won = self.conn.execute(
+                "UPDATE bus_requests SET claimed_by = ?, claimed_at = ? "
+                "WHERE id = ? AND claimed_by IS NULL",
+                (server, now, request_id),
+            ).rowcount
+            self.conn.commit()
+            if won == 1:
+                return Claimed(int(request_id), str(subject), bytes(data))
+        return None
+
+    def reply(self, request_id: int, data: bytes, error: str) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO bus_replies(request_id, data, error, created) VALUES (?, ?, ?, ?)",
+            (request_id, data, error or None, time.time()),
+        )
+        self.conn.commit()
+
+    def take_replies(self, request_ids: Sequence[int]) -> list[tuple[int, bytes, str]]:
+        """The replies that arrived for these requests; they and their requests are deleted."""
+        found: list[tuple[int, bytes, str]] = []
+        for start in range(0, len(request_ids), _IN_CHUNK):
+            chunk = list(request_ids[start : start + _IN_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT request_id, data, error FROM bus_replies WHERE request_id IN ({marks})",
+                chunk,
+            ).fetchall()
+            found.extend((int(i), bytes(d), e or "") for i, d, e in rows)
+        if found:
+            taken = [(i,) for i, _, _ in found]
+            self.conn.executemany("DELETE FROM bus_replies WHERE request_id = ?", taken)
+            self.conn.executemany("DELETE FROM bus_requests WHERE id = ?", taken)
+            self.conn.commit()
+        return found
+
+    def withdraw(self, request_id: int) -> None:
+        """Forget a request its asker gave up on (a late reply is pruned later)."""
+        self.conn.execute("DELETE FROM bus_requests WHERE id = ?", (request_id,))
+        self.conn.commit()
+
+    # -- retention -------------------------------------------------------------------------------
+
+    def prune(self, retention: Retention) -> int:
+        """Delete events past the retention, and stale requests and replies; return how many."""
+        now = time.time()
+        deleted = 0
+        if retention.rows is not None:
+            deleted += self.conn.execute(
+                "DELETE FROM bus_events WHERE id <= "
+                "(SELECT seq FROM sqlite_sequence WHERE name='bus_events') - ?",
+                (retention.rows,),
+            ).rowcount
+        if retention.seconds is not None:
+            deleted += self.conn.execute(
+                "DELETE FROM bus_events WHERE created < ?", (now - retention.seconds,)
+            ).rowcount
+        deleted += self.conn.execute(
+            "DELETE FROM bus_requests WHERE deadline < ?", (now - _ORPHAN_SECONDS,)
+        ).rowcount
+        deleted += self.conn.execute(
+            "DELETE FROM bus_replies WHERE created < ?", (now - _ORPHAN_SECONDS,)
+        ).rowcount
+        self.conn.commit()
+        return deleted
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table (for tests and operators)."""
+        return {
+            table: int(self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+            for table in ("bus_events", "bus_requests", "bus_replies")
+        }

@@ -1,0 +1,145 @@
+"""End to end: two meshes of real gravd processes bridged through a real two-server NATS cluster."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+
+import nats
+import pytest
+
+import gravpy
+from gravpy import Message
+from gravpy.errors import NoResponders
+from gravpy.grav import Grav
+from gravpy.pod import Pod
+from tests.bridge.lans import Lan, bridge_of, bridging_gravd, exporting, subscribed, two_lans
+from tests.bridge.nats_proc import NatsServer
+
+pytestmark = pytest.mark.timeout(90)
+N = 10_000
+
+
+class Sink:
+    """A pod's received ``stream.*`` messages, as integers, with an event per ``stream.end``."""
+
+    def __init__(self, pod: Pod) -> None:
+        self.got: list[int] = []
+        self.ends: asyncio.Queue[str] = asyncio.Queue()
+        pod.on_type("stream.*", self._on)
+
+    def _on(self, msg: Message) -> None:
+        if msg.type == "stream.end":
+            self.ends.put_nowait(msg.text())
+        else:
+            self.got.append(int(msg.data))
+
+
+async def stream(pod: Pod, numbers: range, end: str) -> None:
+    for i in numbers:
+        await pod.publish(Message.new("stream.n", str(i).encode()))
+    await pod.publish(Message.new("stream.end", end))
+
+
+async def attach(stack: AsyncExitStack, lan: Lan) -> Grav:
+    return await stack.enter_async_context(gravpy.connect(lan.edge.endpoint))
+
+
+async def test_stream_crosses_once_in_order_and_a_second_bridge_adds_no_copy(
+    nats_pair: list[NatsServer],
+) -> None:
+    """10,000 messages from LAN 1 reach a subscriber on LAN 2 exactly once and in order, and a
+    second bridging gravd on LAN 1 adds no duplicate."""
+    s1, s2 = nats_pair
+    async with two_lans((s1.url, s2.url)) as (lan1, lan2), AsyncExitStack() as stack:
+        sink = Sink((await attach(stack, lan2)).connect())
+        sender = (await attach(stack, lan1)).connect()
+        await lan1.bridge.wait_http(exporting("stream.n"))
+        await lan1.edge.wait_interest("stream.n")
+        async with asyncio.timeout(60):
+            await stream(sender, range(N), "first")
+            assert await sink.ends.get() == "first"
+        assert sink.got == list(range(N))
+        second = await bridging_gravd(stack, "lan1", s1.url, "--peer", lan1.bridge.endpoint)
+        await second.wait_http(lambda n: bridge_of(n)["state"] == "connected")
+        await second.wait_http(lambda n: "stream.*" in bridge_of(n)["remote_wants"])
+        await lan1.edge.wait_peers(2)
+        async with asyncio.timeout(30):
+            await stream(sender, range(N, N + 2000), "second")
+            assert await sink.ends.get() == "second"
+        assert sink.got == list(range(N + 2000))
+        exporters = [bridge_of(await g.node())["exporter"] for g in (lan1.bridge, second)]
+        assert sorted(exporters) == [False, True]
+
+
+async def test_requests_cross_both_ways(nats_pair: list[NatsServer]) -> None:
+    """A request from either LAN is answered by a responder on the other, only to its asker; a
+    type nobody anywhere admits raises NoResponders at once."""
+    s1, s2 = nats_pair
+    async with two_lans((s1.url, s2.url)) as (lan1, lan2), AsyncExitStack() as stack:
+        pod1 = (await attach(stack, lan1)).connect()
+        pod2 = (await attach(stack, lan2)).connect()
+        pod1.on_type("svc.one", lambda m: pod1.reply_to(m, Message.new("svc.ans", b"1:" + m.data)))
+        pod2.on_type("svc.two", lambda m: pod2.reply_to(m, Message.new("svc.ans", b"2:" + m.data)))
+        await lan1.bridge.wait_http(exporting("svc.two"))
+        await lan2.bridge.wait_http(exporting("svc.one"))
+        await lan1.edge.wait_interest("svc.two")
+        await lan2.edge.wait_interest("svc.one")
+        asker1 = (await attach(stack, lan1)).connect()
+        asker2 = (await attach(stack, lan2)).connect()
+        for i in range(20):
+            reply = await asker1.send(Message.new("svc.two", str(i))).wait_until(5.0)
+            assert reply.data == f"2:{i}".encode()
+            reply = await asker2.send(Message.new("svc.one", str(i))).wait_until(5.0)
+            assert reply.data == f"1:{i}".encode()
+        with pytest.raises(NoResponders):
+            await asker1.send(Message.new("svc.nobody")).wait_until(5.0)
+
+
+async def test_nats_no_responders_status_ends_the_wait(nats_pair: list[NatsServer]) -> None:
+    """When a remote mesh announced a type but nothing on NATS subscribes to it, NATS's
+    no-responders status comes back and the asker's wait raises NoResponders."""
+    s1, _ = nats_pair
+    async with two_lans((s1.url, s1.url)) as (lan1, _lan2), AsyncExitStack() as stack:
+        nc = await nats.connect(s1.url)
+        stack.push_async_callback(nc.close)
+        ghost = b'{"mesh":"ghost","node":"0","patterns":["svc.ghost"],"ready":true}'
+        await nc.publish("_GRAV_BRIDGE.gravpy.interest", ghost)
+        await lan1.bridge.wait_http(exporting("svc.ghost"))
+        await lan1.edge.wait_interest("svc.ghost")
+        asker = (await attach(stack, lan1)).connect()
+        with pytest.raises(NoResponders):
+            await asker.send(Message.new("svc.ghost")).wait_until(5.0)
+
+
+async def test_plain_nats_clients_interoperate(nats_pair: list[NatsServer]) -> None:
+    """A nats-py client with no gravpy code publishes to a gravpy type, asks a gravpy responder,
+    and receives exported types as plain payloads with the gravpy fields as headers."""
+    s1, s2 = nats_pair
+    args = ("--nats-export", "metrics.>")
+    async with two_lans((s1.url, s2.url), *args) as (lan1, lan2), AsyncExitStack() as stack:
+        nc = await nats.connect(s2.url)
+        stack.push_async_callback(nc.close)
+        exported = await nc.subscribe("gravpy.lan1.metrics.>")
+        pod2 = (await attach(stack, lan2)).connect()
+        got: asyncio.Queue[Message] = asyncio.Queue()
+        pod2.on_type("sensor.*", got.put_nowait)
+        pod1 = (await attach(stack, lan1)).connect()
+        pod1.on_type("svc.plain", lambda m: pod1.reply_to(m, Message.new("svc.ans", m.data * 2)))
+        await lan2.bridge.wait_http(subscribed("sensor.temp"))
+        await lan1.bridge.wait_http(subscribed("svc.plain"))
+        await nc.publish("gravpy.outside.sensor.temp", b"21.5", headers={"unit": "C"})
+        msg = await asyncio.wait_for(got.get(), 10)
+        assert (msg.type, msg.data) == ("sensor.temp", b"21.5")
+        assert msg.headers is not None
+        assert msg.headers["grav-bridge-origin"] == "outside"
+        answer = await nc.request("gravpy.outside.svc.plain", b"ab", timeout=5)
+        assert answer.data == b"abab"
+        await lan1.bridge.wait_http(lambda n: bridge_of(n)["exporter"])
+        sent = Message.new("metrics.cpu", b"0.5", headers={"host": "a b%"})
+        pod1.send(sent)
+        plain = await exported.next_msg(timeout=10)
+        assert (plain.subject, plain.data) == ("gravpy.lan1.metrics.cpu", b"0.5")
+        assert plain.headers is not None
+        assert plain.headers["Grav-Uuid"] == sent.uuid
+        assert plain.headers["Grav-H-host"] == "a b%25"

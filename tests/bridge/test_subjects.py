@@ -1,0 +1,101 @@
+"""Subjects, escaping, headers and the interest table, without sockets or an event loop."""
+
+from __future__ import annotations
+
+import pytest
+
+from gravpy.bridge.interest import InterestTable, reduce_patterns
+from gravpy.bridge.subjects import (
+    ORIGIN_HEADER,
+    Announcement,
+    SubjectMap,
+    escape_token,
+    from_nats,
+    to_headers,
+    unescape_token,
+)
+from gravpy.errors import MessageError
+from gravpy.message import Message
+
+
+@pytest.mark.parametrize("token", ["temp", "a-b_c", "déjà", "50%", "x\x01y", "$sys", "a/b"])
+def test_escaping_round_trips(token: str) -> None:
+    """Every token escapes to one NATS token of printable ASCII and comes back unchanged."""
+    escaped = escape_token(token)
+    assert all(0x21 <= ord(c) < 0x7F and c not in ".*>" for c in escaped)
+    assert unescape_token(escaped) == token
+
+
+def test_plain_types_map_to_themselves() -> None:
+    """An ordinary type keeps its spelling on NATS, under the prefix and the mesh."""
+    subjects = SubjectMap("gravpy", "lan1")
+    assert subjects.subject("sensor.temp") == "gravpy.lan1.sensor.temp"
+    assert subjects.subscription("sensor.*") == "gravpy.*.sensor.*"
+    assert subjects.subscription("sensor.>") == "gravpy.*.sensor.>"
+    assert subjects.split("gravpy.lan1.sensor.temp") == ("lan1", "sensor.temp")
+
+
+def test_any_mesh_and_odd_mesh_names_are_one_token() -> None:
+    """A '*' mesh maps to a default name; a dotted mesh name stays one token."""
+    assert SubjectMap("gravpy", "*").subject("a") == "gravpy._any.a"
+    subjects = SubjectMap("p", "site.1")
+    assert subjects.subject("a.b") == "p.site%2E1.a.b"
+    assert subjects.split("p.site%2E1.a.b") == ("site%2E1", "a.b")
+
+
+def test_bad_subjects_are_refused() -> None:
+    """A subject outside the prefix or without a type raises MessageError."""
+    subjects = SubjectMap("gravpy", "m")
+    for subject in ("other.m.a", "gravpy.m", "gravpy.m.a..b"):
+        with pytest.raises(MessageError):
+            subjects.split(subject)
+
+
+def test_headers_round_trip() -> None:
+    """uuid, parent, reply_to, timestamp and the message's own headers survive NATS headers."""
+    msg = Message.new("a.b", b"\x00data", headers={"k:ey": "v\r\nal%", "plain": "x"})
+    msg.reply_to = "r-1"
+    headers = to_headers(msg)
+    assert all(0x20 <= ord(c) < 0x7F for kv in headers.items() for s in kv for c in s)
+    back = from_nats("a.b", msg.data, headers, "m1")
+    assert (back.uuid, back.reply_to, back.timestamp) == (msg.uuid, "r-1", msg.timestamp)
+    assert back.headers == {"k:ey": "v\r\nal%", "plain": "x", ORIGIN_HEADER: "m1"}
+
+
+def test_a_plain_nats_message_gets_a_fresh_uuid() -> None:
+    """A NATS message without gravpy headers becomes a new Message with its payload untouched."""
+    msg = from_nats("sensor.temp", b"21.5", None, "outside")
+    assert msg.uuid
+    assert msg.data == b"21.5"
+    assert msg.headers == {ORIGIN_HEADER: "outside"}
+
+
+def test_patterns_reduce_to_those_not_covered() -> None:
+    """Patterns covered by a wider one are dropped; '>' covers everything."""
+    assert reduce_patterns({"a.b", "a.*", "a.>", "c.d"}) == ("a.>", "c.d")
+    assert reduce_patterns({"a.*", "a.b.c"}) == ("a.*", "a.b.c")
+    assert reduce_patterns({"x", ">"}) == (">",)
+
+
+def test_interest_table_elects_the_smallest_ready_bridge() -> None:
+    """Of a mesh's ready bridges the smallest uuid exports; remote wants exclude the own mesh."""
+    table = InterestTable("m1", "node-b", ttl=3.0)
+    assert table.exporter(True) == "node-b"
+    assert table.heard(Announcement("m1", "node-a", ("own.*",), ready=False), 0.0)
+    assert table.exporter(True) == "node-b"  # node-a is not ready yet
+    table.heard(Announcement("m1", "node-a", ("own.*",), ready=True), 0.5)
+    assert table.exporter(True) == "node-a"
+    table.heard(Announcement("m2", "node-z", ("x.>",), ready=True), 0.5)
+    assert table.remote_patterns() == ("x.>",)
+    assert table.own_bridges() == frozenset({"node-a"})
+    assert table.expire(10.0)
+    assert table.exporter(True) == "node-b"
+    assert table.remote_patterns() == ()
+
+
+def test_announcements_round_trip_and_garbage_is_refused() -> None:
+    """An announcement decodes to itself; anything else raises MessageError."""
+    ann = Announcement("m", "n", ("a.*",), ready=True, query=True)
+    assert Announcement.decode(ann.encode()) == ann
+    with pytest.raises(MessageError):
+        Announcement.decode(b"{}")

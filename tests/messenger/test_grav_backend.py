@@ -1,0 +1,156 @@
+"""GravMessenger on the mesh: leaves attached to a real gravd process (the full conformance check,
+deliver-to-one across leaves through pod groups, errors, close)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gravpy.errors import MessengerClosed, NoResponders, RequestFailed
+from gravpy.grav import Grav
+from gravpy.messenger import GravMessenger, Messenger, open_messenger
+from gravpy.testing import check_messenger
+from tests.daemon.harness import Gravd, running_gravd
+
+
+@pytest.fixture
+async def gravd() -> AsyncIterator[Gravd]:
+    async with running_gravd() as node:
+        yield node
+
+
+async def test_grav_messenger_passes_the_conformance_check(gravd: Gravd) -> None:
+    """A leaf messenger on a real gravd passes every step of check_messenger."""
+
+    async def factory() -> Messenger:
+        return await open_messenger(gravd.endpoint)
+
+    await check_messenger(factory)
+
+
+async def test_each_request_is_served_once_by_servers_on_two_leaves(gravd: Gravd) -> None:
+    """Of two servers on two leaves, exactly one answers each request from a third leaf."""
+    handled: Counter[str] = Counter()
+
+    def server(name: str):  # type: ignore[no-untyped-def]
+        async def handle(data: bytes) -> bytes:
+            handled[name] += 1
+            return name.encode()
+
+        return handle
+
+    async with (
+        await open_messenger(gravd.endpoint) as a,
+        await open_messenger(gravd.endpoint) as b,
+        await open_messenger(gravd.endpoint) as asker,
+    ):
+        await a.serve("mesh.svc", server("a"))
+        await b.serve("mesh.svc", server("b"))
+        await gravd.wait_http(lambda node: _leaves_wanting(node, "mesh.svc") == 2)
+        await _leaf(asker).wait_interest("mesh.svc", timeout=10.0)
+        replies = await asyncio.gather(
+            *(asker.request("mesh.svc", b"%d" % i, timeout=5.0) for i in range(40))
+        )
+    assert set(replies) <= {b"a", b"b"}
+    assert sum(handled.values()) == 40
+
+
+async def test_a_stream_on_one_leaf_gets_what_another_leaf_publishes(gravd: Gravd) -> None:
+    """Messages published by one leaf reach a stream on another leaf, in order, via gravd."""
+    async with (
+        await open_messenger(gravd.endpoint) as publisher,
+        await open_messenger(gravd.endpoint) as reader,
+    ):
+        q: asyncio.Queue[bytes] = asyncio.Queue()
+        await reader.stream("mesh.events.>", q)
+        await _leaf(publisher).wait_interest("mesh.events.x", timeout=10.0)
+        sent = [b"%d" % i for i in range(200)]
+        for data in sent:
+            await publisher.publish("mesh.events.x", data)
+        assert [await q.get() for _ in sent] == sent
+
+
+async def test_a_request_crosses_the_mesh_to_a_server_on_another_leaf(gravd: Gravd) -> None:
+    """A request from one leaf is answered by the one server on another leaf; errors come back."""
+
+    async def handle(data: bytes) -> bytes:
+        if data == b"fail":
+            raise ValueError("no such thing")
+        return data.upper()
+
+    async with (
+        await open_messenger(gravd.endpoint) as server,
+        await open_messenger(gravd.endpoint) as asker,
+    ):
+        with pytest.raises(NoResponders):
+            await asker.request("mesh.upper", b"early", timeout=2.0)
+        await server.serve("mesh.upper", handle)
+        await _leaf(asker).wait_interest("mesh.upper", timeout=10.0)
+        assert await asker.request("mesh.upper", b"abc", timeout=5.0) == b"ABC"
+        with pytest.raises(RequestFailed, match="no such thing"):
+            await asker.request("mesh.upper", b"fail", timeout=5.0)
+
+
+async def test_close_while_a_mesh_request_is_pending_raises_messenger_closed(gravd: Gravd) -> None:
+    """close() on the asking leaf ends its pending request with MessengerClosed."""
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def stuck(data: bytes) -> bytes:
+        started.set()
+        await release.wait()
+        return data
+
+    async with await open_messenger(gravd.endpoint) as server:
+        await server.serve("mesh.stuck", stuck)
+        asker = await open_messenger(gravd.endpoint)
+        await _leaf(asker).wait_interest("mesh.stuck", timeout=10.0)
+        pending = asyncio.create_task(asker.request("mesh.stuck", b"?", timeout=30.0))
+        await started.wait()
+        await asker.close()
+        with pytest.raises(MessengerClosed):
+            await pending
+        release.set()
+
+
+async def test_a_wrapped_grav_is_left_running_by_close() -> None:
+    """GravMessenger(grav) works in-process and close() does not stop the Grav it was given."""
+    async with Grav() as grav:
+        m = GravMessenger(grav)
+        q: asyncio.Queue[bytes] = asyncio.Queue()
+        await m.stream("local.events", q)
+
+        async def echo(data: bytes) -> bytes:
+            return data
+
+        await m.serve("local.echo", echo)
+        await m.publish("local.events", b"hi")
+        assert await q.get() == b"hi"
+        assert await m.request("local.echo", b"ping", timeout=2.0) == b"ping"
+        await m.close()
+        pod = grav.connect()
+        assert not pod.closed
+
+
+def _leaf(messenger: Messenger) -> GravMessenger:
+    assert isinstance(messenger, GravMessenger)
+    return messenger
+
+
+def _leaves_wanting(node: dict[str, object], msg_type: str) -> int:
+    from gravpy.filter import Pattern
+
+    leaves = node["leaves"]
+    assert isinstance(leaves, list)
+    return sum(
+        1
+        for link in leaves
+        if link["state"] == "open"
+        and any(
+            Pattern(p).matches(msg_type)
+            for p in [*link["interests"], *(entry[1] for entry in link.get("groups", ()))]
+        )
+    )

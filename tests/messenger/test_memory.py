@@ -1,0 +1,56 @@
+"""InMemoryMessenger: the conformance check, and the URL that opens it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gravpy.errors import PublishFailed, UsageError
+from gravpy.messenger import InMemoryMessenger, Messenger, open_messenger
+from gravpy.testing import check_messenger
+
+
+async def test_memory_messenger_passes_the_conformance_check() -> None:
+    """The in-memory backend passes every step of check_messenger."""
+
+    async def factory() -> Messenger:
+        return InMemoryMessenger()
+
+    await check_messenger(factory)
+
+
+async def test_open_messenger_memory_url_gives_an_in_memory_messenger() -> None:
+    """open_messenger("memory://") returns an InMemoryMessenger that satisfies the Protocol."""
+    async with await open_messenger("memory://") as m:
+        assert isinstance(m, InMemoryMessenger)
+        assert isinstance(m, Messenger)
+
+
+async def test_open_messenger_rejects_an_unknown_scheme() -> None:
+    """An unknown URL scheme raises UsageError naming the schemes that work."""
+    with pytest.raises(UsageError, match="sqlite"):
+        await open_messenger("carrier-pigeon://coop")
+
+
+async def test_a_server_with_a_full_inbox_refuses_requests() -> None:
+    """A request to a server whose bounded inbox is full raises PublishFailed at once."""
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(data: bytes) -> bytes:
+        started.set()
+        await release.wait()
+        return data
+
+    async with InMemoryMessenger(server_inbox=1) as m:
+        await m.serve("svc.slow", slow)
+        first = asyncio.create_task(m.request("svc.slow", b"1", timeout=5.0))
+        await started.wait()  # the worker holds the first; the inbox (1) is empty
+        second = asyncio.create_task(m.request("svc.slow", b"2", timeout=5.0))
+        third = asyncio.create_task(m.request("svc.slow", b"3", timeout=5.0))  # runs after second
+        with pytest.raises(PublishFailed, match="full inbox"):
+            await third
+        release.set()
+        assert await first == b"1"
+        assert await second == b"2"
