@@ -1,0 +1,43 @@
+"""The build backend: ``setuptools.build_meta``, plus mypy when a compiled build is asked for.
+
+Theory of operation: ``GRAVPY_COMPILE=1 pip install .`` compiles gravpy's hot modules with mypyc
+(see ``setup.py``); without it the package builds as pure Python and needs no compiler. Static
+``[build-system] requires`` cannot depend on an environment variable, so this in-tree backend
+(``backend-path``) adds the compiled build's requirements at ``get_requires_for_build_*`` time:
+mypy (which brings mypyc) and the project's runtime dependencies, so that mypyc type-checks the
+hot modules against their libraries' real types in pip's isolated build environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from setuptools import build_meta as _meta
+from setuptools.build_meta import *  # noqa: F403 - every other hook is setuptools' own
+
+COMPILE_VARIABLE = "GRAVPY_COMPILE"
+MYPY_REQUIREMENT = "mypy>=1.10"
+
+
+def compile_requested() -> bool:
+    """True when the environment asks for the mypyc-compiled build."""
+    return os.environ.get(COMPILE_VARIABLE, "") == "1"
+
+
+def _compile_requirements() -> list[str]:
+    if not compile_requested():
+        return []
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    return [MYPY_REQUIREMENT, *project["dependencies"]]
+
+
+def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:
+    return [*_meta.get_requires_for_build_wheel(config_settings), *_compile_requirements()]
+
+
+def get_requires_for_build_editable(config_settings: dict[str, Any] | None = None) -> list[str]:
+    return [*_meta.get_requires_for_build_editable(config_settings), *_compile_requirements()]
