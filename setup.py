@@ -28,7 +28,10 @@ def ext_modules() -> list[object]:
         return []
     from mypyc.build import mypycify  # only the compiled build needs mypy installed
 
-    return list(mypycify(COMPILED_MODULES, opt_level="3", multi_file=True))
+    # group_name: mypyc's shared runtime library goes inside the package (gravpy/_core__mypyc),
+    # where every way of importing gravpy finds it, not at the top level of site-packages
+    modules = mypycify(COMPILED_MODULES, opt_level="3", multi_file=False, group_name="gravpy._core")
+    return list(modules)
 
 
 setup(ext_modules=ext_modules())

@@ -21,7 +21,7 @@ class MsgBuffer:
 
     __slots__ = ("_items", "evicted", "limit")
 
-    def __init__(self, limit: int = 128) -> None:
+    def __init__(self, limit: object = 128) -> None:
         if not isinstance(limit, int) or limit < 0:
             raise UsageError(f"MsgBuffer limit must be an int >= 0, got {limit!r}")
         self.limit = limit

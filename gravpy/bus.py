@@ -162,7 +162,7 @@ class Bus:
         self,
         *,
         replay: bool = False,
-        inbox_limit: int | None = None,
+        inbox_limit: object = None,
         overflow: Overflow | None = None,
     ) -> Pod:
         """A new pod on this bus (call from a running event loop)."""
