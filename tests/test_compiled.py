@@ -8,6 +8,7 @@ this test proves the compiled modules are the ones imported.
 import ast
 import importlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,9 +40,17 @@ def test_hot_module_is_compiled(name: str) -> None:
 def test_wrong_type_is_a_usage_error() -> None:
     """A wrong argument type at a validating entry point is a UsageError in either build."""
     from gravpy.buffer import MsgBuffer
+    from gravpy.bus import Bus
     from gravpy.filter import Pattern
     from gravpy.recent import RecentMap
 
-    for make in (lambda: MsgBuffer("8"), lambda: Pattern(5), lambda: RecentMap(2.5)):
+    wrong: list[Callable[[], object]] = [
+        lambda: MsgBuffer("8"),
+        lambda: Pattern(5),
+        lambda: RecentMap(2.5),
+        lambda: Bus(inbox_limit="10"),
+        lambda: Bus(buffer_size=None),
+    ]
+    for make in wrong:
         with pytest.raises(UsageError):
             make()
