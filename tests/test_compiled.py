@@ -7,6 +7,7 @@ this test proves the compiled modules are the ones imported.
 
 import ast
 import importlib
+import importlib.machinery
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,8 @@ def _hot_modules() -> list[str]:
 def test_hot_module_is_compiled(name: str) -> None:
     """With GRAVPY_EXPECT_COMPILED=1 each hot module is imported from its mypyc extension."""
     module = importlib.import_module(name)
+    assert module.__spec__ is not None
+    assert isinstance(module.__spec__.loader, importlib.machinery.ExtensionFileLoader)
     assert module.__file__ is not None
     assert module.__file__.endswith(".so"), module.__file__
 
