@@ -41,9 +41,9 @@ class MsgBuffer:
 
     def __init__(
         self,
-        limit: int = 128,
+        limit: object = 128,
         *,
-        max_bytes: int = 0,
+        max_bytes: object = 0,
         max_age: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -106,29 +106,33 @@ class BusStatistics:
     group_misses: int = 0  # a group was placed here but had no member left to take it
 
 
+def _count(name: str, value: object) -> int:
+    """``value`` if it is an int >= 1, else ``UsageError``."""
+    if not isinstance(value, int) or value < 1:
+        raise UsageError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
 class Bus:
     """Routes messages between the pods of one process. Use it through ``Grav``."""
 
     def __init__(
         self,
         *,
-        buffer_size: int = 128,
-        inbox_limit: int = 10_000,
+        buffer_size: object = 128,
+        inbox_limit: object = 10_000,
         overflow: Overflow = Overflow.DROP_NEWEST,
-        failure_limit: int = 64,
-        max_attempts: int = 16,
-        unclaimed_replies: int = 1024,
+        failure_limit: object = 64,
+        max_attempts: object = 16,
+        unclaimed_replies: object = 1024,
         stall_step: float = 0.25,
         buffer: MsgBuffer | None = None,
     ) -> None:
-        for name, value in (
-            ("inbox_limit", inbox_limit),
-            ("failure_limit", failure_limit),
-            ("max_attempts", max_attempts),
-            ("unclaimed_replies", unclaimed_replies),
-        ):
-            if not isinstance(value, int) or value < 1:
-                raise UsageError(f"{name} must be an int >= 1, got {value!r}")
+        # object, checked here: a wrong type is a UsageError in the mypyc-compiled build too
+        inbox_limit = _count("inbox_limit", inbox_limit)
+        failure_limit = _count("failure_limit", failure_limit)
+        max_attempts = _count("max_attempts", max_attempts)
+        unclaimed_replies = _count("unclaimed_replies", unclaimed_replies)
         self.buffer = MsgBuffer(buffer_size) if buffer is None else buffer
         if inbox_limit < self.buffer.limit:
             raise UsageError("inbox_limit must be at least buffer_size, or a replay would overflow")
@@ -171,7 +175,7 @@ class Bus:
         self,
         *,
         replay: bool = False,
-        inbox_limit: int | None = None,
+        inbox_limit: object = None,
         overflow: Overflow | None = None,
     ) -> Pod:
         """A new pod on this bus (call from a running event loop)."""

@@ -33,7 +33,7 @@ class Pattern:
 
     __slots__ = ("_literal", "_tail", "_tokens", "text")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: object) -> None:
         if not isinstance(text, str) or not text or len(text) > MAX_TYPE_LENGTH:
             raise UsageError(f"invalid type pattern {text!r}")
         try:
@@ -96,14 +96,14 @@ class Filter:
         self._uuid_deny: set[str] = set()
         self._cache: dict[str, bool] = {}
 
-    def filter_type(self, pattern: str, allow: bool) -> None:
+    def filter_type(self, pattern: object, allow: bool) -> None:
         """Allow or deny the types matching ``pattern``."""
         compiled = Pattern(pattern)
         add, remove = (
             (self._type_allow, self._type_deny) if allow else (self._type_deny, self._type_allow)
         )
-        remove.pop(pattern, None)
-        add[pattern] = compiled
+        remove.pop(compiled.text, None)
+        add[compiled.text] = compiled
         self._cache.clear()
 
     def set_type_allow(self, patterns: list[str]) -> None:
@@ -114,7 +114,7 @@ class Filter:
             self._type_deny.pop(p, None)
         self._cache.clear()
 
-    def filter_uuid(self, uuid: str, allow: bool) -> None:
+    def filter_uuid(self, uuid: object, allow: bool) -> None:
         """Allow or deny the message with this uuid."""
         if not isinstance(uuid, str) or not uuid:
             raise UsageError(f"invalid message uuid {uuid!r}")

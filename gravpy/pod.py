@@ -174,9 +174,7 @@ class Pod:
 
     # -- receiving -------------------------------------------------------------------------------
 
-    def on(
-        self, handler: Handler | None, *, concurrency: int = 1, group: str | None = None
-    ) -> None:
+    def on(self, handler: Handler | None, *, concurrency: object = 1, group: object = None) -> None:
         """Set the handler that receives every message this pod admits; ``None`` stops receiving.
 
         The handler may be a plain or an ``async`` function. It runs one message at a time, in order,
@@ -218,7 +216,7 @@ class Pod:
         self.bus.routes_changed()
         self.on(handler, concurrency=concurrency, group=group)
 
-    def join_group(self, name: str) -> None:
+    def join_group(self, name: object) -> None:
         """Share messages with the other members of group ``name`` (deliver to one).
 
         Each message that this pod's filters admit goes to exactly one live member of the group
@@ -238,12 +236,12 @@ class Pod:
             self.group = None
             self.bus.routes_changed()
 
-    def filter_type(self, pattern: str, allow: bool = True) -> None:
+    def filter_type(self, pattern: object, allow: bool = True) -> None:
         """Admit (``allow=True``) or refuse the types matching ``pattern``; see ``gravpy.filter``."""
         self._ensure_filter().filter_type(pattern, allow)
         self.bus.routes_changed()
 
-    def filter_uuid(self, uuid: str, allow: bool = True) -> None:
+    def filter_uuid(self, uuid: object, allow: bool = True) -> None:
         """Admit only (``allow=True``) or refuse the message with this uuid."""
         self._ensure_filter().filter_uuid(uuid, allow)
         self.uuid_rules = True

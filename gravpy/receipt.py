@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from gravpy._mailbox import Mailbox, WaitFunc, check_timeout, wait_in
 from gravpy.errors import NoResponders, UsageError, WaitTimeout
 from gravpy.message import Message
 
-__all__ = ["MsgReceipt", "WaitFunc"]
+__all__ = ["MsgReceipt", "ReplyStream", "WaitFunc"]
 
 
 class ReplyWaiters(Protocol):
@@ -73,14 +73,12 @@ class MsgReceipt:
         finally:
             bus.unregister_reply_waiter(self.uuid, mailbox)
 
-    async def replies(
-        self, timeout: float | None = None, max: int | None = None
-    ) -> AsyncIterator[Message]:
+    def replies(self, timeout: float | None = None, max: object = None) -> ReplyStream:
         """Yield the replies as they come, until ``max`` replies or ``timeout`` seconds have passed.
 
         ``async for reply in pod.send(req).replies(timeout=1.0, max=3): ...``. Unlike
         ``wait_until``, the end of the window is the normal end of the iteration, not an error:
-        it yields what came (perhaps nothing). Raises ``NoResponders`` at once when nothing could
+        it yields what came (perhaps nothing). Raises ``NoResponders`` when nothing could
         answer, ``LinkClosedError`` if the only peer that could answer went away, and
         ``UsageError`` if neither bound is given (the iteration would never end by itself).
         """
@@ -91,24 +89,7 @@ class MsgReceipt:
             raise UsageError("replies() needs a timeout, a max, or both")
         if self._no_responders:
             raise NoResponders(self.msg_type)
-        bus = self.pod.bus
-        mailbox = bus.register_reply_waiter(self.uuid, self.pod, self.msg_type)
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        count = 0
-        try:
-            while max is None or count < max:
-                left = None if deadline is None else deadline - loop.time()
-                if left is not None and left <= 0:
-                    return
-                try:
-                    reply = await wait_in(mailbox, left, None, "reply")
-                except WaitTimeout:
-                    return
-                count += 1
-                yield reply
-        finally:
-            bus.unregister_reply_waiter(self.uuid, mailbox)
+        return ReplyStream(self, timeout, max)
 
     async def wait_on(self, on: WaitFunc) -> Any:
         """``wait_until`` with no timeout (Grav's ``WaitOn``)."""
@@ -130,3 +111,69 @@ class MsgReceipt:
 
     def __repr__(self) -> str:
         return f"MsgReceipt(uuid={self.uuid!r}, type={self.msg_type!r})"
+
+
+class ReplyStream:
+    """The replies to one request as they come: ``MsgReceipt.replies``' async iterator.
+
+    The wait registers with the bus on the first ``__anext__`` and unregisters when the stream ends
+    (``max`` replies, the deadline, an error or a cancellation), on ``aclose()``, or when the stream
+    is collected after a ``break``. A class rather than an async generator, which mypyc cannot compile.
+    """
+
+    __slots__ = ("_count", "_deadline", "_mailbox", "_max", "_receipt", "_timeout")
+
+    def __init__(self, receipt: MsgReceipt, timeout: float | None, max: int | None) -> None:
+        self._receipt = receipt
+        self._timeout = timeout
+        self._max = max
+        self._count = 0
+        self._deadline: float | None = None
+        self._mailbox: Mailbox | None = None
+
+    def __aiter__(self) -> ReplyStream:
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self._next()
+        except BaseException:  # the end, an error or a cancellation: stop waiting
+            self.close()
+            raise
+
+    async def aclose(self) -> None:
+        """Stop waiting for replies (as an async generator's ``aclose``)."""
+        self.close()
+
+    def close(self) -> None:
+        mailbox, self._mailbox = self._mailbox, None
+        if mailbox is not None:
+            receipt = self._receipt
+            receipt.pod.bus.unregister_reply_waiter(receipt.uuid, mailbox)
+        self._max = self._count  # an ended stream stays ended
+
+    def __del__(self) -> None:
+        self.close()
+
+    async def _next(self) -> Message:
+        if self._max is not None and self._count >= self._max:
+            raise StopAsyncIteration
+        loop = asyncio.get_running_loop()
+        mailbox = self._mailbox
+        if mailbox is None:
+            receipt = self._receipt
+            mailbox = receipt.pod.bus.register_reply_waiter(
+                receipt.uuid, receipt.pod, receipt.msg_type
+            )
+            self._mailbox = mailbox
+            if self._timeout is not None:
+                self._deadline = loop.time() + self._timeout
+        left = None if self._deadline is None else self._deadline - loop.time()
+        if left is not None and left <= 0:
+            raise StopAsyncIteration
+        try:
+            reply: Message = await wait_in(mailbox, left, None, "reply")
+        except WaitTimeout:
+            raise StopAsyncIteration from None
+        self._count += 1
+        return reply

@@ -26,7 +26,7 @@ class RecentMap(Generic[K, V]):
 
     __slots__ = ("_half", "_old", "_young", "forgotten")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: object) -> None:
         if not isinstance(limit, int) or limit < 2:
             raise UsageError(f"RecentMap limit must be an int >= 2, got {limit!r}")
         self._half = limit // 2

@@ -57,7 +57,8 @@ def _shell_commands() -> list[str]:
 
 def _ci_command() -> str:
     lines = (ROOT / ".ci" / "run").read_text().splitlines()
-    setup = ("#", "set ", "cd ", "bash .ci/system-packages")  # system packages, then the command
+    # the other steps are scripts of their own (the system packages before, the compiled pass after)
+    setup = ("#", "set ", "cd ", "bash .ci/")
     commands = [ln for ln in lines if ln and not ln.startswith(setup)]
     assert len(commands) == 1, commands
     return commands[0]

@@ -357,3 +357,22 @@ async def test_replies_needs_a_bound_and_knows_no_responders() -> None:
         nobody = g.connect().send(Message.new("nobody.listens", "x"))
         with pytest.raises(NoResponders):
             [m async for m in nobody.replies(max=1)]
+
+
+async def test_replies_stops_waiting_when_left_or_closed() -> None:
+    """Leaving replies() early (break, aclose) ends its wait, so the receipt can be waited on again."""
+    async with Grav() as g:
+        responder(g.connect())
+        sender = g.connect()
+        left = sender.send(Message.new("test.ask", "one"))
+        async for reply in left.replies(timeout=GUARD, max=2):
+            assert reply.text() == "hey one"
+            break
+        closed = sender.send(Message.new("test.ask", "two"))
+        stream = closed.replies(timeout=GUARD, max=2)
+        assert (await anext(stream)).text() == "hey two"
+        await stream.aclose()
+        with pytest.raises(StopAsyncIteration):
+            await anext(stream)
+        for receipt in (left, closed):  # a second wait while the first is registered: UsageError
+            assert [m async for m in receipt.replies(timeout=0.05)] == []

@@ -377,9 +377,12 @@ class PeerLink:
                 await self._write()
                 reader.cancel()
                 ticker.cancel()
-        except* LinkClosedError as group:
-            if not self.end_reason:
-                self.end_reason = str(group.exceptions[0])
+        except BaseExceptionGroup as group:  # not ``except*``: mypyc cannot compile that yet
+            closed, rest = group.split(LinkClosedError)
+            if closed is not None and not self.end_reason:
+                self.end_reason = str(closed.exceptions[0])
+            if rest is not None:
+                raise rest from None
         finally:
             self._closing = True
             self.dropped += self.drop_queue()

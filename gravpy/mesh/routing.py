@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Collection, Hashable, Mapping
-from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from gravpy.groups import WeightedTurns
@@ -69,14 +68,24 @@ L = TypeVar("L", bound=RouteLink)
 _HERE = ""  # the key of "this node" among a group's options (no link has an empty uuid)
 
 
-@dataclass(frozen=True, slots=True)
 class Placement(Generic[L]):
     """Where the groups of one message go: here, on links (with the groups each was chosen for),
-    or nowhere (no live member)."""
+    or nowhere (no live member). Not a dataclass: mypyc cannot compile a generic one."""
 
-    local: tuple[str, ...] = ()
-    links: tuple[tuple[L, tuple[str, ...]], ...] = ()
-    unplaced: tuple[str, ...] = ()
+    __slots__ = ("links", "local", "unplaced")
+
+    def __init__(
+        self,
+        local: tuple[str, ...] = (),
+        links: tuple[tuple[L, tuple[str, ...]], ...] = (),
+        unplaced: tuple[str, ...] = (),
+    ) -> None:
+        self.local = local
+        self.links = links
+        self.unplaced = unplaced
+
+    def __repr__(self) -> str:
+        return f"Placement(local={self.local!r}, links={self.links!r}, unplaced={self.unplaced!r})"
 
 
 class Router(Generic[L]):

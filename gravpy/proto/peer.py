@@ -68,9 +68,9 @@ class PeerProtocol:
         *,
         initiator: bool,
         now: float,
-        nonce: bytes,
-        mesh_key: bytes | None = None,
-        expected_uuid: str | None = None,
+        nonce: object,
+        mesh_key: object = None,
+        expected_uuid: object = None,
         config: ProtocolConfig | None = None,
     ) -> None:
         if type(nonce) is not bytes or not MIN_NONCE_LENGTH <= len(nonce) <= MAX_NONCE_LENGTH:
