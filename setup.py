@@ -9,13 +9,14 @@ import os
 from setuptools import setup
 
 # The hot path: the in-process bus and pods, the wire codec and link protocol, mesh routing.
+# buffer.py stays interpreted: gravd's DurableBuffer subclasses MsgBuffer, and interpreted classes
+# cannot inherit from compiled ones.
 COMPILED_MODULES = [
     "gravpy/bus.py",
     "gravpy/pod.py",
     "gravpy/receipt.py",
     "gravpy/filter.py",
     "gravpy/recent.py",
-    "gravpy/buffer.py",
     "gravpy/proto/codec.py",
     "gravpy/proto/peer.py",
     "gravpy/mesh/routing.py",
