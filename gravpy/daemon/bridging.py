@@ -11,19 +11,28 @@ from gravpy.bridge.port import BridgePort
 from gravpy.daemon.config import DaemonConfig
 from gravpy.errors import ConfigError
 
-__all__ = ["bridges_for"]
+__all__ = ["bridges_for", "check_bridges"]
+
+
+def check_bridges(config: DaemonConfig) -> None:
+    """Raise ``ConfigError`` if ``config`` asks for a bridge this install cannot run."""
+    if not config.nats:
+        return
+    try:
+        import gravpy.bridge.nats  # noqa: F401 - only whether it imports
+    except ImportError as exc:
+        raise ConfigError(
+            "nats", "value", f"nats-py is not installed (pip install 'gravpy[nats]'): {exc}"
+        ) from None
 
 
 def bridges_for(config: DaemonConfig) -> list[BridgePort]:
     """The bridges ``config`` asks for (none without ``nats``)."""
     if not config.nats:
         return []
-    try:
-        from gravpy.bridge.nats import NatsBridge
-    except ImportError as exc:
-        raise ConfigError(
-            "nats", "value", f"nats-py is not installed (pip install 'gravpy[nats]'): {exc}"
-        ) from None
+    check_bridges(config)
+    from gravpy.bridge.nats import NatsBridge
+
     bridge_config = NatsBridgeConfig(
         servers=config.nats,
         prefix=config.nats_prefix,

@@ -39,7 +39,7 @@ from discovery.static import StaticDiscovery
 from gravpy.buffer import MsgBuffer
 from gravpy.daemon import loop as event_loop
 from gravpy.daemon.advertise import advertised
-from gravpy.daemon.bridging import bridges_for
+from gravpy.daemon.bridging import bridges_for, check_bridges
 from gravpy.daemon.config import (
     SETTINGS,
     Address,
@@ -122,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     flags["config"] = args.config
     try:
         config, sources = load_config_with_sources(flags, os.environ)
+        check_bridges(config)  # --nats without nats-py: said at once, not as a traceback
     except ConfigError as exc:
         print(f"gravd: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
