@@ -40,8 +40,9 @@ from gravpy.failure import WAITING_TYPE, link_closed_reply, wait_notice
 from gravpy.groups import GROUP_HEADER, marked, unmarked
 from gravpy.mesh.config import HubConfig, HubStatistics, LinkTotals, fit_to_transports
 from gravpy.mesh.dialer import Dialer, DialOutcome, WantedEndpoint
+from gravpy.mesh.interests import InterestStatistics, InterestTable
 from gravpy.mesh.peer_link import PeerInfo, PeerLink
-from gravpy.mesh.routing import Placement, Router, relays
+from gravpy.mesh.routing import Placement, Router
 from gravpy.message import Message
 from gravpy.plugins import Discovery, DiscoveryContext, Link, PeerReport, Transport
 from gravpy.proto import (
@@ -101,6 +102,7 @@ class Hub:
         self._tasks = TaskSupervisor(_log)
         self._discovering: list[asyncio.Task[Any]] = []
         self._interests_pending = False
+        self._interests = InterestTable()
         self._changed = asyncio.Event()
         self._stopping = False
         self._log = _log.bind(node=local.node_uuid)
@@ -328,7 +330,8 @@ class Hub:
             "peer_disconnected", peer=peer.uuid, reason=peer.end_reason, dropped=peer.dropped
         )
         self._fail_requests_to(peer)
-        self.interests_changed()
+        self._interests.remove(peer)
+        self._readvertise_soon()
         if peer.is_peer:
             self._gossip()  # our peers learn we no longer reach it (relaying may start)
         self._notify()
@@ -396,7 +399,8 @@ class Hub:
             if isinstance(event, InterestsReceived):
                 peer.set_interests(event.patterns, event.groups)
                 self._log.debug("peer_interests", peer=peer.uuid, patterns=list(event.patterns))
-                self.interests_changed()  # what others can reach through us changed too
+                self._interests.update(peer)  # what others can reach through us changed too
+                self._readvertise_soon()
                 self._notify()
             elif isinstance(event, HelloReceived):
                 self._on_hello(peer)
@@ -405,7 +409,8 @@ class Hub:
             elif isinstance(event, PeersReceived):
                 peer.set_neighbours(uuid for uuid, _ in event.pairs)
                 self.router.routes_changed()
-                self.interests_changed()  # relaying for this peer may have changed
+                self._interests.neighbours_changed(peer)  # relaying for this peer may have changed
+                self._readvertise_soon()
                 self._on_gossip(peer, event.pairs)
             elif isinstance(event, WithdrawReceived):
                 self._log.info("peer_withdrew", peer=peer.uuid)
@@ -447,6 +452,8 @@ class Hub:
                 peer.reject(REASON_DUPLICATE, "a link to this node already exists")
                 return
             existing.end(REASON_DUPLICATE)
+            self._interests.remove(existing)
+            self._readvertise_soon()
         self.router.add(peer)
         peer.accept()
 
@@ -463,10 +470,10 @@ class Hub:
         )
         peer.mark_open()
         self._dialer.node_linked(peer)
-        self._advertise(peer)
+        self._interests.add(peer)
+        self._interests.flush(self._local_interests)  # the new link hears what it may send now
         if peer.is_peer and self.local.role == ROLE_PEER:
             self._gossip()
-        self.interests_changed()
         self._notify()
 
     # -- gossip ----------------------------------------------------------------------------------
@@ -500,7 +507,12 @@ class Hub:
     # -- interests -------------------------------------------------------------------------------
 
     def interests_changed(self) -> None:
-        """Local routes or a leaf's interests changed: re-advertise soon (once per loop turn)."""
+        """The local pods' interests changed (the bus's port): re-advertise soon."""
+        self._interests.local_changed()
+        self._readvertise_soon()
+
+    def _readvertise_soon(self) -> None:
+        """Re-advertise to the links whose advertisement changed, once per loop turn."""
         if self._interests_pending or self._stopping:
             return
         self._interests_pending = True
@@ -508,24 +520,14 @@ class Hub:
 
     def _readvertise(self) -> None:
         self._interests_pending = False
-        for link in list(self.peers.values()):
-            if link.is_open:
-                self._advertise(link)
+        self._interests.flush(self._local_interests)
 
-    def _advertise(self, to: PeerLink) -> None:
-        patterns = set(self.bus.interests())
-        members: dict[tuple[str, str], int] = {}
-        for group, pattern, n in self.bus.group_interests():
-            members[group, pattern] = n
-        for link in self.peers.values():
-            if link is to or not link.is_open or link.remote is None:
-                continue
-            if link.is_leaf or to.is_leaf or relays(to, link):
-                patterns.update(link.interests)
-                for group, pattern, n in link.group_interests:
-                    members[group, pattern] = members.get((group, pattern), 0) + n
-        groups = tuple(sorted((g, p, n) for (g, p), n in members.items()))
-        to.advertise((">",) if ">" in patterns else tuple(sorted(patterns)), groups)
+    def _local_interests(self) -> tuple[tuple[str, ...], tuple[tuple[str, str, int], ...]]:
+        return self.bus.interests(), self.bus.group_interests()
+
+    def interest_statistics(self) -> InterestStatistics:
+        """Advertisements computed and INTERESTS frames sent since start."""
+        return self._interests.statistics()
 
     # -- the bus's port (MeshPort) ---------------------------------------------------------------
 

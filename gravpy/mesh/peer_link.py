@@ -306,13 +306,15 @@ class PeerLink:
 
     def advertise(
         self, patterns: tuple[str, ...], groups: tuple[tuple[str, str, int], ...] = ()
-    ) -> None:
-        """Tell the remote what it may send us, if that changed since we last said."""
+    ) -> bool:
+        """Tell the remote what it may send us, if that changed since we last said (True: sent)."""
         said = (patterns, groups)
-        if said != self._advertised:
-            self._advertised = said
-            self.proto.send_interests(patterns, groups)
-            self.flush()
+        if said == self._advertised:
+            return False
+        self._advertised = said
+        self.proto.send_interests(patterns, groups)
+        self.flush()
+        return True
 
     def send_peers(self, pairs: list[tuple[str, str]]) -> None:
         """Tell the remote the peers we link to (uuid, endpoint)."""
