@@ -59,6 +59,7 @@ METRIC_NAMES = (
     "gravd_mesh_messages_sent_total",
     "gravd_links_opened_total",
     "gravd_links_closed_total",
+    "gravd_connections_refused_total",
 )
 """Every ``gravd_*`` metric NodeCollector exposes (the process collector adds ``gravd_process_*``)."""
 
@@ -230,6 +231,11 @@ def _message_metrics(stats: BusStatistics, grav: Grav) -> Iterable[Metric]:
         ("gravd_mesh_messages_sent", "Messages written to links", "messages_out"),
         ("gravd_links_opened", "Links that completed a handshake", "links_opened"),
         ("gravd_links_closed", "Open links that closed", "links_closed"),
+        (
+            "gravd_connections_refused",
+            "Connections closed at once: --max-connections were open",
+            "connections_refused",
+        ),
     ):
         yield _counter(name, doc, getattr(totals, field) if totals is not None else 0)
     rejected = CounterMetricFamily(

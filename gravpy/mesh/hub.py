@@ -109,6 +109,8 @@ class Hub:
         self._opened = 0
         self._closed = LinkTotals()
         self._rejected: dict[str, int] = {}
+        self._accepted = 0  # accepted links running now
+        self._refused = 0  # accepted links closed at once: max_connections were running
         bus.attach_mesh(self)
 
     @property
@@ -295,7 +297,15 @@ class Hub:
         if self._stopping:
             await link.close(REASON_SHUTDOWN)
             return
-        await self._run_link(self._new_link(link, None))
+        if self._accepted >= self.config.max_connections:
+            self._refused += 1
+            await link.close(f"too many connections ({self.config.max_connections})")
+            return
+        self._accepted += 1
+        try:
+            await self._run_link(self._new_link(link, None))
+        finally:
+            self._accepted -= 1
 
     def _new_link(self, link: Link, wanted: WantedEndpoint | None) -> PeerLink:
         return PeerLink(
@@ -307,6 +317,7 @@ class Hub:
             mesh_key=self.mesh_key,
             expected_uuid=wanted.expected_uuid if wanted is not None else None,
             queue_limit=self.config.queue_limit,
+            queue_bytes=self.config.queue_bytes,
             dial_endpoint=wanted.endpoint if wanted is not None else "",
             dialer=wanted,
         )
@@ -634,6 +645,8 @@ class Hub:
             dropped_duplicate=self.router.duplicates,
             dropped_no_route=self.router.dropped_no_route,
             dropped_no_member=self.router.unplaced,
+            connections_refused=self._refused
+            + sum(getattr(t, "connections_refused", 0) for t in self.transports),
         )
 
     def peer_infos(self) -> list[PeerInfo]:

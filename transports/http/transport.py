@@ -141,6 +141,11 @@ class HttpTransport:
         self._pool = _ClientPool()
         self._pool.ssl = self.tls.client
 
+    @property
+    def connections_refused(self) -> int:
+        """Connections refused at once: ``max_connections`` were open."""
+        return self.guard.refused
+
     def use_tls(self, tls: TlsContexts) -> None:
         """Take the contexts of ``tls`` this transport has none of (before ``start``)."""
         self.tls = self.tls.merged(tls)
