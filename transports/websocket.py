@@ -23,6 +23,7 @@ original exception as ``__cause__``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from http import HTTPStatus
 from typing import Any, Final
@@ -48,6 +49,7 @@ from gravpy.transport_kit import (
     CLOSED_BY_PEER,
     LOST,
     ErrorMap,
+    RateLimitFilter,
     link_closed,
     serve_link,
 )
@@ -135,6 +137,10 @@ class WebSocketLink:
         return f"<WebSocketLink {role} {self.remote_address}>"
 
 
+_SERVER_LOG = logging.getLogger("gravpy.transports.websocket.server")
+_SERVER_LOG.addFilter(RateLimitFilter())  # a flood of failed upgrades logs a few lines
+
+
 class WebSocketTransport:
     """Listens on ``host:port`` at ``path`` and dials ``ws://``/``wss://`` URLs.
 
@@ -208,6 +214,7 @@ class WebSocketTransport:
                 ping_interval=None,
                 close_timeout=self.close_timeout,
                 open_timeout=self.open_timeout,
+                logger=_SERVER_LOG,
                 max_size=self.max_frame_bytes,
                 max_queue=self.max_queue,
                 write_limit=self.write_limit,

@@ -11,8 +11,8 @@ from contextlib import asynccontextmanager
 
 from gravpy.errors import LinkClosedError
 from gravpy.plugins import Link
+from gravpy.transport_kit import RateLimitFilter
 from transports.http import HttpTransport
-from transports.http.guard import RateLimitFilter
 
 _MAX_FRAME = "X-Grav-Max-Frame-Bytes"
 

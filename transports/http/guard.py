@@ -21,38 +21,14 @@ sits between the listening socket and aiohttp's protocol: :class:`GuardedRunner`
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from gravpy.transport_kit import RateLimitFilter
+
 __all__ = ["ConnectionGuard", "GuardedRunner", "RateLimitFilter"]
-
-
-class RateLimitFilter(logging.Filter):
-    """Pass at most ``burst`` records per ``period`` seconds; then say how many were dropped."""
-
-    def __init__(self, burst: int = 10, period: float = 10.0) -> None:
-        super().__init__()
-        self.burst, self.period = burst, period
-        self._window = -period
-        self._passed = 0
-        self.suppressed = 0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        now = time.monotonic()
-        if now - self._window >= self.period:
-            if self.suppressed:
-                record.msg = f"{record.msg} ({self.suppressed} similar records suppressed)"
-            self._window, self._passed, self.suppressed = now, 0, 0
-        if self._passed >= self.burst:
-            self.suppressed += 1
-            return False
-        self._passed += 1
-        record.exc_info = None if self._passed > 1 else record.exc_info  # one traceback a burst
-        return True
 
 
 class _GuardedProtocol(asyncio.Protocol):
