@@ -21,11 +21,16 @@ certificate check buried under the library's own wrapper), so a refused TLS dial
 :func:`serve_link` runs the ``on_link`` handler of an accepted link by the rule of
 :mod:`gravpy.plugins`: the link lives while the handler runs and is closed when it returns; a
 handler that raises is logged (``link_handler_failed``) and its link closed with that reason.
+
+:class:`RateLimitFilter` goes on a listener's server log: a flood of bad connections then logs a
+few lines (one traceback per burst) and a count, not a line per connection.
 """
 
 from __future__ import annotations
 
+import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Final
@@ -39,6 +44,7 @@ __all__ = [
     "CLOSED_BY_PEER",
     "LOST",
     "ErrorMap",
+    "RateLimitFilter",
     "describe_failure",
     "link_closed",
     "serve_link",
@@ -176,3 +182,27 @@ async def serve_link(
         await (on_failure or link.close)("link handler failed")
     finally:
         await link.close()
+
+
+class RateLimitFilter(logging.Filter):
+    """Pass at most ``burst`` records per ``period`` seconds; then say how many were dropped."""
+
+    def __init__(self, burst: int = 10, period: float = 10.0) -> None:
+        super().__init__()
+        self.burst, self.period = burst, period
+        self._window = -period
+        self._passed = 0
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now - self._window >= self.period:
+            if self.suppressed:
+                record.msg = f"{record.msg} ({self.suppressed} similar records suppressed)"
+            self._window, self._passed, self.suppressed = now, 0, 0
+        if self._passed >= self.burst:
+            self.suppressed += 1
+            return False
+        self._passed += 1
+        record.exc_info = None if self._passed > 1 else record.exc_info  # one traceback a burst
+        return True

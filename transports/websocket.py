@@ -23,6 +23,7 @@ original exception as ``__cause__``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from http import HTTPStatus
 from typing import Any, Final
@@ -48,6 +49,7 @@ from gravpy.transport_kit import (
     CLOSED_BY_PEER,
     LOST,
     ErrorMap,
+    RateLimitFilter,
     link_closed,
     serve_link,
 )
@@ -135,6 +137,10 @@ class WebSocketLink:
         return f"<WebSocketLink {role} {self.remote_address}>"
 
 
+_SERVER_LOG = logging.getLogger("gravpy.transports.websocket.server")
+_SERVER_LOG.addFilter(RateLimitFilter())  # a flood of failed upgrades logs a few lines
+
+
 class WebSocketTransport:
     """Listens on ``host:port`` at ``path`` and dials ``ws://``/``wss://`` URLs.
 
@@ -160,6 +166,8 @@ class WebSocketTransport:
         write_limit: int = 1 << 16,
         close_timeout: float = 5.0,
         ssl: SslOption = None,
+        max_connections: int = 1024,
+        open_timeout: float = 10.0,
     ) -> None:
         if not 0 <= port <= 65535:
             raise UsageError(f"port must be between 0 and 65535, got {port!r}")
@@ -170,11 +178,17 @@ class WebSocketTransport:
                 raise UsageError(f"{label} must be >= 1, got {value!r}")
         if write_limit < 0 or close_timeout <= 0:
             raise UsageError("write_limit must be >= 0 and close_timeout > 0")
+        if max_connections < 1 or not open_timeout > 0:
+            raise UsageError("max_connections must be >= 1 and open_timeout > 0")
         self.host, self.port, self.path = host, port, path
         self.max_frame_bytes = max_frame_bytes
         self.max_queue = max_queue
         self.write_limit = write_limit
         self.close_timeout = close_timeout
+        self.max_connections = max_connections  # open links; past it an upgrade gets 503
+        self.open_timeout = open_timeout  # a connection not upgraded by then is closed
+        self.connections_refused = 0
+        self._open_links = 0
         self.tls = as_tls(ssl)
         self._server: Server | None = None
         self._on_link: LinkHandler | None = None
@@ -199,6 +213,8 @@ class WebSocketTransport:
                 server_header=None,
                 ping_interval=None,
                 close_timeout=self.close_timeout,
+                open_timeout=self.open_timeout,
+                logger=_SERVER_LOG,
                 max_size=self.max_frame_bytes,
                 max_queue=self.max_queue,
                 write_limit=self.write_limit,
@@ -278,16 +294,25 @@ class WebSocketTransport:
             await ws.close(CloseCode.INTERNAL_ERROR, reason)
 
         link = WebSocketLink(ws, initiator=False)
-        await serve_link(link, self._on_link, transport=self.name, on_failure=refuse)
+        self._open_links += 1
+        try:
+            await serve_link(link, self._on_link, transport=self.name, on_failure=refuse)
+        finally:
+            self._open_links -= 1
 
     def _check_path(self, ws: ServerConnection, request: Request) -> Response | None:
-        """Refuse a request for any path but ours (404), or without a required client cert (403)."""
+        """Refuse a request for any path but ours (404), without a required client cert (403),
+        or past ``max_connections`` open links (503, counted)."""
         refusal = self.tls.refusal(ws.transport.get_extra_info("peercert"))
         if refusal is not None:
             return ws.respond(HTTPStatus.FORBIDDEN, refusal + "\n")
-        if request.path.partition("?")[0] == self.path:
-            return None
-        return ws.respond(HTTPStatus.NOT_FOUND, f"no gravpy endpoint at {request.path}\n")
+        if request.path.partition("?")[0] != self.path:
+            return ws.respond(HTTPStatus.NOT_FOUND, f"no gravpy endpoint at {request.path}\n")
+        if self._open_links >= self.max_connections:
+            self.connections_refused += 1
+            text = f"too many connections ({self.max_connections})\n"
+            return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, text)
+        return None
 
     def _list_endpoints(self, sockets: tuple[socket.socket, ...]) -> list[str]:
         scheme = "wss" if self.tls.server is not None else "ws"

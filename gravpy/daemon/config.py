@@ -88,6 +88,7 @@ class DaemonConfig:
     drain_timeout: float = 2.0
     ping_interval: float = 2.0
     dead_after: float = 6.0
+    max_connections: int = 1024
     dashboard: bool = True
     dashboard_tail: bool = True
     dashboard_token_file: Path | None = None
@@ -148,6 +149,7 @@ class DaemonConfig:
             "drain_timeout": self.drain_timeout,
             "ping_interval": self.ping_interval,
             "dead_after": self.dead_after,
+            "max_connections": self.max_connections,
             "dashboard": self.dashboard,
             "dashboard_tail": self.dashboard_tail,
             "dashboard_token_file": (

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import os
 import signal
@@ -134,6 +135,24 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     raise SystemExit(event_loop.run(serve(config), config.loop))
 
 
+def open_to_network(config: DaemonConfig) -> bool:
+    """True if gravd listens beyond loopback and authenticates no one (no mesh key, no TLS
+    client verification, no auth file)."""
+    if config.mesh_key is not None or config.tls_verify_clients:
+        return False
+    if getattr(config, "auth_file", None) is not None:
+        return False
+    listeners = [config.listen, config.listen_http, config.listen_tcp]
+    return any(a is not None and not _loopback(a.host) for a in listeners)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def build_transports(config: DaemonConfig) -> list[Transport]:
     """WebSocket on ``listen``, then HTTP on ``listen_http`` and TCP on ``listen_tcp`` if set.
 
@@ -146,14 +165,24 @@ def build_transports(config: DaemonConfig) -> list[Transport]:
     )
     listen = config.listen
     websocket = WebSocketTransport(
-        listen.host, listen.port, config.path, ssl=tls, close_timeout=CLOSE_TIMEOUT
+        listen.host,
+        listen.port,
+        config.path,
+        ssl=tls,
+        close_timeout=CLOSE_TIMEOUT,
+        max_connections=config.max_connections,
     )
     transports: list[Transport] = [advertised(websocket, config.advertise)]
     if config.listen_http is not None:
         http = config.listen_http
         transports.append(
             HttpTransport(
-                http.host, http.port, config.http_path, ssl=tls, close_timeout=CLOSE_TIMEOUT
+                http.host,
+                http.port,
+                config.http_path,
+                ssl=tls,
+                close_timeout=CLOSE_TIMEOUT,
+                max_connections=config.max_connections,
             )
         )
     if config.listen_tcp is not None:
@@ -182,6 +211,7 @@ def build_node(config: DaemonConfig) -> Grav:
         bridges=bridges_for(config),
         hub_config=HubConfig(
             drain_timeout=config.drain_timeout,
+            max_connections=config.max_connections,
             protocol=ProtocolConfig(
                 ping_interval=config.ping_interval, dead_after=config.dead_after
             ),
@@ -263,6 +293,13 @@ async def _serve(grav: Grav, config: DaemonConfig, log: Any) -> int:
         peers=list(config.peers),
         mdns_interfaces=list(config.mdns_interfaces) or "all",
     )
+    if open_to_network(config):
+        log.warning(
+            "unauthenticated",
+            detail="listening beyond loopback with no mesh key and no TLS client verification: "
+            "anyone who can reach these ports can attach, publish and subscribe",
+            endpoints=endpoints,
+        )
     await shutdown.requested.wait()
     return await _drain(grav, status, monitor, config, log)
 

@@ -66,6 +66,7 @@ METRIC_NAMES = (
     "gravd_mesh_messages_sent_total",
     "gravd_links_opened_total",
     "gravd_links_closed_total",
+    "gravd_connections_refused_total",
     "gravd_handshakes_rejected_total",
     "gravd_messages_resent_total",
 )
@@ -236,6 +237,11 @@ def _mesh_metrics(hub: HubStatistics | None) -> Iterable[Metric]:
         ("gravd_mesh_messages_sent", "Messages written to all links", "messages_out"),
         ("gravd_links_opened", "Links that completed a handshake", "links_opened"),
         ("gravd_links_closed", "Open links that closed", "links_closed"),
+        (
+            "gravd_connections_refused",
+            "Connections closed at once: --max-connections were open",
+            "connections_refused",
+        ),
     ):
         yield _counter(name, doc, getattr(hub, value) if hub is not None else 0)
     rejected = CounterMetricFamily(

@@ -249,6 +249,15 @@ def _parse_loop(value: object) -> str:
     return check_loop(_choice("loop", LOOPS)(value))
 
 
+def _parse_positive(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"expected a whole number >= 1, got {value!r}")
+    text = str(value).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{value!r} is not a whole number >= 1")
+    return int(text)
+
+
 def _parse_seconds(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a number of seconds, got {value!r}")
@@ -576,6 +585,14 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "SECONDS",
         "silence after which a peer is declared dead, longer than the ping interval (default 6)",
         _parse_seconds,
+    ),
+    Setting(
+        "max_connections",
+        "--max-connections",
+        "N",
+        "accepted connections open at once, per listener; past it one is closed at once and "
+        "counted (gravd_connections_refused) (default 1024)",
+        _parse_positive,
     ),
     Setting(
         "dashboard",

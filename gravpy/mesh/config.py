@@ -30,6 +30,7 @@ class HubStatistics:
     dropped_no_member: int = 0  # a group a message was for had no live member behind this node
     lost_by_origin: dict[str, int] = field(default_factory=dict)  # fell out of an origin's buffer
     resent: int = 0  # messages this node resent to peers that missed them across a flap
+    connections_refused: int = 0  # accepted links closed at once: max_connections were open
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,8 @@ class HubConfig:
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     dial_timeout: float = 5.0
     queue_limit: int = 65_536  # messages waiting per link
+    queue_bytes: int = 64 << 20  # bytes of message data waiting per link (past it: dropped)
+    max_connections: int = 1024  # accepted links open at once (past it: closed at once)
     drain_timeout: float = 2.0  # how long stop() waits for withdraw acks and queues to empty
     # how long a peer whose link dropped (not withdrew) is still advertised to leaves, so what they
     # send for it is numbered and buffered here, and resent when it relinks (gravpy.mesh.resume)
@@ -52,6 +55,8 @@ class HubConfig:
             raise UsageError("resume_window must be >= 0")
         if not isinstance(self.queue_limit, int) or self.queue_limit < 16:
             raise UsageError("queue_limit must be an int >= 16")
+        if self.queue_bytes < 1 or self.max_connections < 1:
+            raise UsageError("queue_bytes and max_connections must be >= 1")
 
 
 @dataclass(slots=True)

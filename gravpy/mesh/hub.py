@@ -41,6 +41,7 @@ from gravpy.failure import WAITING_TYPE, link_closed_reply, wait_notice
 from gravpy.groups import GROUP_HEADER, marked, unmarked
 from gravpy.mesh.config import HubConfig, HubStatistics, LinkTotals, fit_to_transports
 from gravpy.mesh.dialer import Dialer, DialOutcome, WantedEndpoint
+from gravpy.mesh.interests import InterestStatistics, InterestTable
 from gravpy.mesh.peer_link import PeerInfo, PeerLink
 from gravpy.mesh.resume import (
     RESUME_END_TYPE,
@@ -51,7 +52,7 @@ from gravpy.mesh.resume import (
     stamped,
     unstamped,
 )
-from gravpy.mesh.routing import Placement, Router, relays
+from gravpy.mesh.routing import Placement, Router
 from gravpy.message import Message
 from gravpy.plugins import Discovery, DiscoveryContext, Link, PeerReport, Transport
 from gravpy.pod import Pod
@@ -113,6 +114,7 @@ class Hub:
         self._tasks = TaskSupervisor(_log)
         self._discovering: list[asyncio.Task[Any]] = []
         self._interests_pending = False
+        self._interests = InterestTable()
         self._changed = asyncio.Event()
         self._stopping = False
         self._log = _log.bind(node=local.node_uuid)
@@ -125,6 +127,8 @@ class Hub:
         self.origin_seq = 0  # the last number given to a message entering the mesh here
         # peers whose link dropped: their interests, still advertised to leaves for a while
         self._absent: dict[str, tuple[frozenset[str], asyncio.TimerHandle]] = {}
+        self._accepted = 0  # accepted links running now
+        self._refused = 0  # accepted links closed at once: max_connections were running
         bus.attach_mesh(self)
 
     @property
@@ -315,7 +319,15 @@ class Hub:
         if self._stopping:
             await link.close(REASON_SHUTDOWN)
             return
-        await self._run_link(self._new_link(link, None))
+        if self._accepted >= self.config.max_connections:
+            self._refused += 1
+            await link.close(f"too many connections ({self.config.max_connections})")
+            return
+        self._accepted += 1
+        try:
+            await self._run_link(self._new_link(link, None))
+        finally:
+            self._accepted -= 1
 
     def _new_link(self, link: Link, wanted: WantedEndpoint | None) -> PeerLink:
         return PeerLink(
@@ -327,6 +339,7 @@ class Hub:
             mesh_key=self.mesh_key,
             expected_uuid=wanted.expected_uuid if wanted is not None else None,
             queue_limit=self.config.queue_limit,
+            queue_bytes=self.config.queue_bytes,
             dial_endpoint=wanted.endpoint if wanted is not None else "",
             dialer=wanted,
         )
@@ -355,7 +368,8 @@ class Hub:
         elif peer.is_peer:
             self.resumption.release(peer.uuid)
             self._keep_absent(peer)
-        self.interests_changed()
+        self._interests.remove(peer)
+        self._readvertise_soon()
         if peer.is_peer:
             self._gossip()  # our peers learn we no longer reach it (relaying may start)
         self._notify()
@@ -533,7 +547,8 @@ class Hub:
                 peer.set_interests(event.patterns, event.groups)
                 self._forget_absent(peer.uuid)  # back, and said what it wants: no gap for leaves
                 self._log.debug("peer_interests", peer=peer.uuid, patterns=list(event.patterns))
-                self.interests_changed()  # what others can reach through us changed too
+                self._interests.update(peer)  # what others can reach through us changed too
+                self._readvertise_soon()
                 self._notify()
             elif isinstance(event, HelloReceived):
                 self._on_hello(peer)
@@ -542,7 +557,8 @@ class Hub:
             elif isinstance(event, PeersReceived):
                 peer.set_neighbours(uuid for uuid, _ in event.pairs)
                 self.router.routes_changed()
-                self.interests_changed()  # relaying for this peer may have changed
+                self._interests.neighbours_changed(peer)  # relaying for this peer may have changed
+                self._readvertise_soon()
                 self._on_gossip(peer, event.pairs)
             elif isinstance(event, WithdrawReceived):
                 self._log.info("peer_withdrew", peer=peer.uuid)
@@ -584,6 +600,8 @@ class Hub:
                 peer.reject(REASON_DUPLICATE, "a link to this node already exists")
                 return
             existing.end(REASON_DUPLICATE)
+            self._interests.remove(existing)
+            self._readvertise_soon()
         self.router.add(peer)
         peer.accept()
 
@@ -600,10 +618,10 @@ class Hub:
         )
         peer.mark_open()
         self._dialer.node_linked(peer)
-        self._advertise(peer)
+        self._interests.add(peer)
+        self._interests.flush(self._local_interests)  # the new link hears what it may send now
         if peer.is_peer and self.local.role == ROLE_PEER:
             self._gossip()
-        self.interests_changed()
         if peer.is_peer and self.local.role == ROLE_PEER:
             request = self.resumption.start(peer.uuid)  # after the INTERESTS just queued
             if request is not None:
@@ -641,7 +659,12 @@ class Hub:
     # -- interests -------------------------------------------------------------------------------
 
     def interests_changed(self) -> None:
-        """Local routes or a leaf's interests changed: re-advertise soon (once per loop turn)."""
+        """The local pods' interests changed (the bus's port): re-advertise soon."""
+        self._interests.local_changed()
+        self._readvertise_soon()
+
+    def _readvertise_soon(self) -> None:
+        """Re-advertise to the links whose advertisement changed, once per loop turn."""
         if self._interests_pending or self._stopping:
             return
         self._interests_pending = True
@@ -649,30 +672,20 @@ class Hub:
 
     def _readvertise(self) -> None:
         self._interests_pending = False
-        for link in list(self.peers.values()):
-            if link.is_open:
-                self._advertise(link)
+        self._interests.absent_changed(p for patterns, _ in self._absent.values() for p in patterns)
+        self._interests.flush(self._local_interests)
         self._tell_bridges()
 
-    def _advertise(self, to: PeerLink) -> None:
+    def _local_interests(self) -> tuple[tuple[str, ...], tuple[tuple[str, str, int], ...]]:
+        """What this node itself reaches: its pods, and what its bridges bring from other meshes."""
         patterns = set(self.bus.interests())
-        members: dict[tuple[str, str], int] = {}
-        for group, pattern, n in self.bus.group_interests():
-            members[group, pattern] = n
         for bridge in self.bridges:
             patterns.update(bridge.advertised())
-        for link in self.peers.values():
-            if link is to or not link.is_open or link.remote is None:
-                continue
-            if link.is_leaf or to.is_leaf or relays(to, link):
-                patterns.update(link.interests)
-                for group, pattern, n in link.group_interests:
-                    members[group, pattern] = members.get((group, pattern), 0) + n
-        if to.is_leaf:
-            for absent, _ in self._absent.values():
-                patterns.update(absent)
-        groups = tuple(sorted((g, p, n) for (g, p), n in members.items()))
-        to.advertise((">",) if ">" in patterns else tuple(sorted(patterns)), groups)
+        return tuple(sorted(patterns)), self.bus.group_interests()
+
+    def interest_statistics(self) -> InterestStatistics:
+        """Advertisements computed and INTERESTS frames sent since start."""
+        return self._interests.statistics()
 
     # -- the bus's port (MeshPort) ---------------------------------------------------------------
 
@@ -844,6 +857,8 @@ class Hub:
             dropped_no_member=self.router.unplaced,
             lost_by_origin=dict(self.resumption.lost),
             resent=self.resumption.resent,
+            connections_refused=self._refused
+            + sum(getattr(t, "connections_refused", 0) for t in self.transports),
         )
 
     def peer_infos(self) -> list[PeerInfo]:

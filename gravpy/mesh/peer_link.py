@@ -120,6 +120,7 @@ class PeerLink:
         mesh_key: bytes | None,
         expected_uuid: str | None,
         queue_limit: int,
+        queue_bytes: int = 64 << 20,
         dial_endpoint: str = "",
         dialer: DialWaiter | None = None,
     ) -> None:
@@ -151,6 +152,8 @@ class PeerLink:
         self._backlog: deque[Message] = deque()  # received, held while a local pod is congested
         self._queue: deque[Message] = deque()
         self._queue_limit = queue_limit
+        self._queue_bytes = queue_bytes  # bound on the data and headers of the queued messages
+        self._pending = 0  # bytes of data queued now
         # publish() waits past a few frames' worth, so the writer starts early and often
         self._high_water = min(queue_limit // 2, 4 * config.limits.max_batch)
         self._congested = False
@@ -306,13 +309,15 @@ class PeerLink:
 
     def advertise(
         self, patterns: tuple[str, ...], groups: tuple[tuple[str, str, int], ...] = ()
-    ) -> None:
-        """Tell the remote what it may send us, if that changed since we last said."""
+    ) -> bool:
+        """Tell the remote what it may send us, if that changed since we last said (True: sent)."""
         said = (patterns, groups)
-        if said != self._advertised:
-            self._advertised = said
-            self.proto.send_interests(patterns, groups)
-            self.flush()
+        if said == self._advertised:
+            return False
+        self._advertised = said
+        self.proto.send_interests(patterns, groups)
+        self.flush()
+        return True
 
     def send_peers(self, pairs: list[tuple[str, str]]) -> None:
         """Tell the remote the peers we link to (uuid, endpoint)."""
@@ -331,10 +336,16 @@ class PeerLink:
     def enqueue(self, msg: Message) -> bool:
         """Queue a message for the remote. False (and counted) if the queue is full."""
         queue = self._queue
-        if len(queue) >= self._queue_limit or self._closing:
+        size = len(msg.data)
+        if (
+            len(queue) >= self._queue_limit
+            or self._closing
+            or self._pending + size > self._queue_bytes
+        ):
             self.dropped += 1
             return False
         queue.append(msg)
+        self._pending += size
         n = len(queue)
         if n == 1:  # the writer empties the queue before it waits: wake it only then
             self._wake.set()
@@ -363,6 +374,7 @@ class PeerLink:
     def drop_queue(self) -> int:
         n = len(self._queue)
         self._queue.clear()
+        self._pending = 0
         self._relieve()
         return n
 
@@ -512,7 +524,9 @@ class PeerLink:
         while True:
             if queue and proto.state is LinkState.OPEN:
                 n = min(len(queue), max_batch)
-                self._send_batch([queue.popleft() for _ in range(n)])
+                batch = [queue.popleft() for _ in range(n)]
+                self._pending -= sum(len(m.data) for m in batch)
+                self._send_batch(batch)
                 if self._congested and len(queue) <= self._high_water // 2:
                     self._relieve()
             frames = proto.data_to_send()

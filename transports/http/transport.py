@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import secrets
 import socket
@@ -22,6 +23,7 @@ from gravpy.tls import SslOption, TlsContexts, as_tls
 from gravpy.transport_kit import CLOSED_BY_PEER, link_closed, serve_link
 from transports._addresses import format_address, wildcard_hosts
 from transports.http.client import HttpDialledLink, _ClientPool, _Opened, _parse_opened
+from transports.http.guard import ConnectionGuard, GuardedRunner, RateLimitFilter
 from transports.http.server import (
     HttpAcceptedLink,
     _answer_headers,
@@ -54,6 +56,9 @@ from transports.http.wire import (
     _Refusal,
 )
 
+_SERVER_LOG = logging.getLogger("gravpy.transports.http.server")
+_SERVER_LOG.addFilter(RateLimitFilter())  # a flood of bad requests logs a few lines, not 13,000
+
 
 class HttpTransport:
     """Listens on ``host:port`` under ``path`` and dials ``http://``/``https://`` URLs.
@@ -65,7 +70,9 @@ class HttpTransport:
     and ``host:port`` (``http://`` and this transport's ``path`` are added). ``queue_bytes`` bounds
     each direction's queue at each end of a link; ``poll_timeout`` is how long a poll waits empty
     (at most the acceptor's); ``max_sessions`` caps the accepted links; ``close_timeout`` bounds a
-    close and the wait for requests still running on ``stop``.
+    close and the wait for requests still running on ``stop``. ``max_connections`` caps the open
+    connections (the excess is refused at once); a connection must send a request's headers within
+    ``header_timeout`` and a body within ``body_timeout`` (``transports.http.guard``).
 
     Links this transport dials belong to the caller, who closes them; ``stop`` does not.
     """
@@ -86,6 +93,9 @@ class HttpTransport:
         max_sessions: int = 1024,
         close_timeout: float = 5.0,
         ssl: SslOption = None,
+        max_connections: int = 1024,
+        header_timeout: float = 10.0,
+        body_timeout: float = 10.0,
     ) -> None:
         if not 0 <= port <= 65535:
             raise UsageError(f"port must be between 0 and 65535, got {port!r}")
@@ -95,10 +105,21 @@ class HttpTransport:
             raise UsageError(
                 f"max_frame_bytes must be between 1 and 2**32 - 1, got {max_frame_bytes!r}"
             )
-        for label, count in (("queue_bytes", queue_bytes), ("max_sessions", max_sessions)):
+        counts = (
+            ("queue_bytes", queue_bytes),
+            ("max_sessions", max_sessions),
+            ("max_connections", max_connections),
+        )
+        for label, count in counts:
             if count < 1:
                 raise UsageError(f"{label} must be >= 1, got {count!r}")
-        for label, seconds in (("poll_timeout", poll_timeout), ("close_timeout", close_timeout)):
+        timeouts = (
+            ("poll_timeout", poll_timeout),
+            ("close_timeout", close_timeout),
+            ("header_timeout", header_timeout),
+            ("body_timeout", body_timeout),
+        )
+        for label, seconds in timeouts:
             if not (math.isfinite(seconds) and seconds > 0):
                 raise UsageError(f"{label} must be a positive number of seconds, got {seconds!r}")
         self.host, self.port, self.path = host, port, path
@@ -107,6 +128,8 @@ class HttpTransport:
         self.queue_bytes = queue_bytes
         self.max_sessions = max_sessions
         self.close_timeout = close_timeout
+        self.body_timeout = body_timeout
+        self.guard = ConnectionGuard(max_connections, header_timeout)
         self.tls = as_tls(ssl)
         self._runner: web.AppRunner | None = None
         self._on_link: LinkHandler | None = None
@@ -117,6 +140,11 @@ class HttpTransport:
         self._stopping = False
         self._pool = _ClientPool()
         self._pool.ssl = self.tls.client
+
+    @property
+    def connections_refused(self) -> int:
+        """Connections refused at once: ``max_connections`` were open."""
+        return self.guard.refused
 
     def use_tls(self, tls: TlsContexts) -> None:
         """Take the contexts of ``tls`` this transport has none of (before ``start``)."""
@@ -129,8 +157,10 @@ class HttpTransport:
         """Bind and listen; returns once listening. Raises TransportError if it cannot bind."""
         if self._runner is not None:
             raise UsageError("this HttpTransport is already started")
-        runner = web.AppRunner(
+        runner = GuardedRunner(
             self._application(),
+            self.guard,
+            logger=_SERVER_LOG,
             access_log=None,
             handler_cancellation=True,  # a poll whose dialler hung up ends at once
             auto_decompress=False,  # no compression bombs: bodies are taken as sent
@@ -180,7 +210,10 @@ class HttpTransport:
             self._stopping = False
 
     def _application(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_frame_bytes + _PREFIX.size)
+        app = web.Application(
+            client_max_size=self.max_frame_bytes + _PREFIX.size,
+            middlewares=[self.guard.middleware],
+        )
         app.router.add_post(f"{self.path}/open", self._open)
         app.router.add_post(f"{self.path}/send", self._in_session(self._queue_batch))
         app.router.add_get(f"{self.path}/recv", self._in_session(self._poll), allow_head=False)
@@ -196,6 +229,8 @@ class HttpTransport:
         )
         if refusal is not None:
             return _plain(403, refusal)
+        if len(self._sessions) >= self.max_sessions:
+            self._evict_ended()
         if len(self._sessions) >= self.max_sessions:
             return _plain(503, f"too many sessions ({self.max_sessions})")
         try:
@@ -240,7 +275,7 @@ class HttpTransport:
             return _plain(410, link.end_reason or "")
         seq = _header_int(request, _SEQ)
         frames = _decode_batch(
-            await _read_request(request, self.max_frame_bytes + _PREFIX.size), self.max_frame_bytes
+            await self._body(request, self.max_frame_bytes + _PREFIX.size), self.max_frame_bytes
         )
         if seq > link.in_seq + 1:
             raise _Refusal(f"batch {seq} out of sequence: expected {link.in_seq + 1}")
@@ -282,14 +317,29 @@ class HttpTransport:
 
     async def _peer_closed(self, request: web.Request, link: HttpAcceptedLink) -> web.Response:
         """``close``: the dialler closed the link; ``recv`` drains, then raises with its reason."""
-        reason = (await _read_request(request, _MAX_REASON_BYTES)).decode(errors="replace")
+        reason = (await self._body(request, _MAX_REASON_BYTES)).decode(errors="replace")
         link._end_remotely(link_closed(link.remote_address, CLOSED_BY_PEER, reason))
         self._sessions.pop(link.session, None)
         return _plain(204)
 
+    async def _body(self, request: web.Request, limit: int) -> bytes:
+        """The request's body, within ``body_timeout`` (else 408: a dribbled body is cut off)."""
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                return await _read_request(request, limit)
+        except TimeoutError:
+            raise _Refusal(f"body not received within {self.body_timeout:g} s", 408) from None
+
     async def _serve_link(self, link: HttpAcceptedLink, on_link: LinkHandler) -> None:
         """The per-link handler task: the link lives while ``on_link`` runs."""
         await serve_link(link, on_link, transport=self.name)
+
+    def _evict_ended(self) -> None:
+        """The table is full: forget sessions whose link already ended (a bare ``open`` whose
+        handshake never completed holds its place no longer than the handshake deadline)."""
+        for session, link in list(self._sessions.items()):
+            if link.ended:
+                del self._sessions[session]
 
     async def _reap_idle(self) -> None:
         """Every ``poll_timeout``, close and forget sessions silent for 3 x ``poll_timeout``."""

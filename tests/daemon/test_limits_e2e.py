@@ -1,0 +1,88 @@
+"""gravd's limits under a connection flood, and its warning when nothing authenticates."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import secrets
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.daemon.harness import running_gravd
+
+FLOOD = 2000
+CAP = 100
+
+
+def _refused(metrics: str) -> float:
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == "gravd_connections_refused_total":
+                return sample.value
+    raise AssertionError("gravd_connections_refused_total is missing")
+
+
+async def _upgrade(host: str, port: int, path: str) -> tuple[int, asyncio.StreamWriter | None]:
+    """Ask for a WebSocket upgrade over a raw socket; the answer's status, and the socket when
+    upgraded (kept open: it then holds a link until the handshake deadline)."""
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return 0, None
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    try:
+        line = await asyncio.wait_for(reader.readuntil(b"\r\n"), 30)
+    except (OSError, asyncio.IncompleteReadError, TimeoutError):
+        writer.close()
+        return 0, None
+    status = int(line.split()[1])
+    if status == 101:
+        return status, writer
+    writer.close()
+    return status, None
+
+
+async def test_a_flood_of_connects_stays_under_the_cap_and_healthz_answers() -> None:
+    """2,000 concurrent upgrades to a gravd with --max-connections 100: at most 100 are upgraded,
+    the rest refused and counted, and /healthz answers while the flood is in."""
+    async with running_gravd("--max-connections", str(CAP)) as node:
+        url = node.endpoint.removeprefix("ws://")
+        hostport, _, path = url.partition("/")
+        host, _, port = hostport.rpartition(":")
+        flood = [asyncio.ensure_future(_upgrade(host, int(port), "/" + path)) for _ in range(FLOOD)]
+        status, body = await node.get("/healthz")  # meanwhile
+        assert status == 200, body
+        results = await asyncio.gather(*flood)
+        upgraded = [w for s, w in results if s == 101 and w is not None]
+        assert 0 < len(upgraded) <= CAP
+        assert sum(s == 503 for s, _ in results) >= FLOOD - CAP - sum(s == 0 for s, _ in results)
+        status, metrics = await node.get("/metrics")
+        assert _refused(metrics) >= sum(s == 503 for s, _ in results)
+        for writer in upgraded:
+            writer.close()
+        status, _ = await node.get("/healthz")
+        assert status == 200
+
+
+async def test_gravd_warns_when_it_listens_beyond_loopback_unauthenticated(tmp_path: Path) -> None:
+    """Listening on every interface with no key and no client verification, gravd logs
+    'unauthenticated'; on loopback, or with a mesh key, it does not."""
+    async with running_gravd("--listen", "0.0.0.0:0", "--discovery", "none") as node:
+        await node.process.wait_event("unauthenticated")
+        await node.stop()
+    async with running_gravd() as node:
+        await node.stop()
+    assert not any(e["event"] == "unauthenticated" for e in node.process.events())
+    key = tmp_path / "mesh.key"
+    key.write_text(secrets.token_hex(32))
+    key.chmod(0o600)
+    args = ("--listen", "0.0.0.0:0", "--discovery", "none", "--mesh-key-file", str(key))
+    async with running_gravd(*args) as node:
+        await node.stop()
+    assert not any(e["event"] == "unauthenticated" for e in node.process.events())

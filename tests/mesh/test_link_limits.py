@@ -1,0 +1,54 @@
+"""A node's per-link pending-bytes bound and its cap on accepted links."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+import pytest
+
+from gravpy import Grav, Message
+from gravpy.errors import GravError
+from gravpy.mesh import HubConfig
+from gravpy.proto import ROLE_LEAF
+from gravpy.testing import MemoryNetwork, MemoryTransport
+
+
+async def _leaf(stack: AsyncExitStack, net: MemoryNetwork, url: str) -> Grav:
+    leaf = Grav(transport=MemoryTransport(net), role=ROLE_LEAF, attach_to=url, attach_timeout=5)
+    return await stack.enter_async_context(leaf)
+
+
+async def test_accepted_links_past_max_connections_are_closed_and_counted() -> None:
+    """With max_connections=3, three apps attach, the next two are refused, and the node counts
+    two refusals."""
+    net = MemoryNetwork()
+    async with AsyncExitStack() as stack:
+        node = await stack.enter_async_context(
+            Grav(transport=MemoryTransport(net), hub_config=HubConfig(max_connections=3))
+        )
+        url = node.endpoints()[0]
+        for _ in range(3):
+            await _leaf(stack, net, url)
+        for _ in range(2):
+            with pytest.raises(GravError):
+                await _leaf(stack, net, url)
+        assert node.hub is not None
+        assert node.hub.statistics().connections_refused == 2
+        assert len(node.peers()) == 3
+
+
+async def test_a_link_drops_messages_past_its_pending_bytes() -> None:
+    """Queued on one link in one loop turn, messages past queue_bytes of data are dropped and
+    counted, the ones before are kept."""
+    net = MemoryNetwork()
+    config = HubConfig(queue_bytes=1000)
+    async with AsyncExitStack() as stack:
+        node = await stack.enter_async_context(
+            Grav(transport=MemoryTransport(net), hub_config=config)
+        )
+        await _leaf(stack, net, node.endpoints()[0])
+        assert node.hub is not None
+        (link,) = node.hub.peers.values()
+        taken = [link.enqueue(Message.new("big", b"x" * 400)) for _ in range(4)]
+        assert taken == [True, True, False, False]
+        assert link.dropped == 2

@@ -1,0 +1,151 @@
+"""Limits on the HTTP listener's connections: a cap, a header deadline, quiet error logs.
+
+Theory of operation
+-------------------
+aiohttp waits for a request's headers as long as the client cares to dribble them, and accepts
+every connection the kernel hands it; 1,100 slow sockets exhaust a daemon's open files. The guard
+sits between the listening socket and aiohttp's protocol: :class:`GuardedRunner` is an
+``AppRunner`` whose protocol factory wraps each connection in a :class:`_GuardedProtocol`.
+
+- **cap**: past ``max_connections`` open connections a new one is aborted at once (counted in
+  ``refused``);
+- **header deadline**: a connection must have a request running (its headers parsed) within
+  ``header_timeout`` of opening, and again within ``header_timeout`` after each answer; else it
+  is aborted (counted in ``timed_out``). The app's middleware (:meth:`ConnectionGuard.middleware`)
+  tells the guard when a request starts and ends;
+- body reads are bounded by the transport (``asyncio.timeout`` around the read);
+- aiohttp's own error log goes through :class:`RateLimitFilter`: at most ``burst`` records per
+  ``period``, then one line saying how many were suppressed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from gravpy.transport_kit import RateLimitFilter
+
+__all__ = ["ConnectionGuard", "GuardedRunner", "RateLimitFilter"]
+
+
+class _GuardedProtocol(asyncio.Protocol):
+    """aiohttp's protocol for one connection, behind the guard's cap and deadline."""
+
+    def __init__(self, inner: asyncio.Protocol, guard: ConnectionGuard) -> None:
+        self.inner, self.guard = inner, guard
+        self.transport: asyncio.Transport | None = None
+        self.admitted = False
+        self.deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if not self.guard.admit(self):
+            transport.abort()
+            return
+        self.admitted = True
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.admitted:
+            self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received() if self.admitted else None
+
+    def pause_writing(self) -> None:
+        if self.admitted:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.admitted:
+            self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.admitted:
+            self.guard.release(self)
+            self.inner.connection_lost(exc)
+
+    def arm(self, seconds: float) -> None:
+        self.disarm()
+        self.deadline = asyncio.get_running_loop().call_later(seconds, self._expire)
+
+    def disarm(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def _expire(self) -> None:
+        self.deadline = None
+        self.guard.timed_out += 1
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class ConnectionGuard:
+    """Counts open connections and runs each one's header deadline."""
+
+    def __init__(self, max_connections: int, header_timeout: float) -> None:
+        self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self.refused = 0
+        self.timed_out = 0
+        self._open: dict[asyncio.BaseTransport, _GuardedProtocol] = {}
+        self._busy: dict[asyncio.BaseTransport, int] = {}
+
+    @property
+    def open(self) -> int:
+        return len(self._open)
+
+    def admit(self, conn: _GuardedProtocol) -> bool:
+        if len(self._open) >= self.max_connections:
+            self.refused += 1
+            return False
+        assert conn.transport is not None
+        self._open[conn.transport] = conn
+        conn.arm(self.header_timeout)
+        return True
+
+    def release(self, conn: _GuardedProtocol) -> None:
+        conn.disarm()
+        if conn.transport is not None:
+            self._open.pop(conn.transport, None)
+            self._busy.pop(conn.transport, None)
+
+    @web.middleware
+    async def middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Around each request: no header deadline while it runs; a fresh one after it."""
+        transport = request.transport
+        conn = self._open.get(transport) if transport is not None else None
+        if conn is None or transport is None:
+            return await handler(request)
+        self._busy[transport] = self._busy.get(transport, 0) + 1
+        conn.disarm()
+        try:
+            return await handler(request)
+        finally:
+            left = self._busy.get(transport, 1) - 1
+            self._busy[transport] = left
+            if left <= 0 and transport in self._open:
+                conn.arm(self.header_timeout)
+
+
+class GuardedRunner(web.AppRunner):
+    """An ``AppRunner`` whose connections pass through ``guard``."""
+
+    def __init__(self, app: web.Application, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.guard = guard
+
+    @property
+    def server(self) -> Any:
+        inner = super().server
+        if inner is None:
+            return None
+        guard = self.guard
+        return lambda: _GuardedProtocol(inner(), guard)
