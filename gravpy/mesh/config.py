@@ -28,6 +28,8 @@ class HubStatistics:
     dropped_duplicate: int  # arrived twice (seen-set)
     dropped_no_route: int  # a reply whose asker's link was gone
     dropped_no_member: int = 0  # a group a message was for had no live member behind this node
+    protocol_violations: dict[str, int] = field(default_factory=dict)  # links closed, by reason
+    gossip_ignored: int = 0  # gossiped endpoints over the per-frame or dial-target bounds
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +41,16 @@ class HubConfig:
     dial_timeout: float = 5.0
     queue_limit: int = 65_536  # messages waiting per link
     drain_timeout: float = 2.0  # how long stop() waits for withdraw acks and queues to empty
+    gossip_pairs: int = 64  # endpoints taken from one PEERS frame; the rest are ignored (counted)
+    gossip_targets: int = 256  # gossiped endpoints kept as dial targets at once
 
     def __post_init__(self) -> None:
         if not self.dial_timeout > 0 or not self.drain_timeout >= 0:
             raise UsageError("dial_timeout must be > 0 and drain_timeout >= 0")
         if not isinstance(self.queue_limit, int) or self.queue_limit < 16:
             raise UsageError("queue_limit must be an int >= 16")
+        if not self.gossip_pairs >= 1 or not self.gossip_targets >= 0:
+            raise UsageError("gossip_pairs must be >= 1 and gossip_targets >= 0")
 
 
 @dataclass(slots=True)

@@ -107,6 +107,8 @@ class Hub:
         self._opened = 0
         self._closed = LinkTotals()
         self._rejected: dict[str, int] = {}
+        self._violations: dict[str, int] = {}
+        self._gossip_ignored = 0
         bus.attach_mesh(self)
 
     @property
@@ -429,6 +431,8 @@ class Hub:
                 by_remote=event.by_remote,
             )
         elif isinstance(event, ProtocolViolation | LinkDead | Closed):
+            if isinstance(event, ProtocolViolation):
+                self._violations[event.reason] = self._violations.get(event.reason, 0) + 1
             peer.end(event.reason)
             self.router.routes_changed()
             level = "info" if isinstance(event, Closed) else "warning"
@@ -443,9 +447,17 @@ class Hub:
     def _on_hello(self, peer: PeerLink) -> None:
         existing = self.peers.get(peer.uuid)
         if existing is not None and existing is not peer and not existing.ended.is_set():
-            if not _preferred(peer, existing):
+            if not may_replace(peer, existing):
+                self._rejected[REASON_DUPLICATE] = self._rejected.get(REASON_DUPLICATE, 0) + 1
                 peer.reject(REASON_DUPLICATE, "a link to this node already exists")
                 return
+            self._log.warning(
+                "link_replaced",
+                peer=peer.uuid,
+                old=existing.link.remote_address,
+                new=peer.link.remote_address,
+                was_open=existing.is_open,
+            )
             existing.end(REASON_DUPLICATE)
         self.router.add(peer)
         peer.accept()
@@ -474,6 +486,11 @@ class Hub:
     def _on_gossip(self, sender: PeerLink, pairs: tuple[tuple[str, str], ...]) -> None:
         """A peer told us the endpoints it knows: its own (kept, to pass on) and its peers'
         (each node we are not linked to is dialled at the fastest endpoint we can dial)."""
+        limit = self.config.gossip_pairs
+        if len(pairs) > limit:
+            self._gossip_ignored += len(pairs) - limit
+            self._log.warning("gossip_truncated", peer=sender.uuid, pairs=len(pairs), kept=limit)
+            pairs = pairs[:limit]
         sender.set_endpoints(ep for uuid, ep in pairs if uuid == sender.uuid and ep)
         if self.local.role != ROLE_PEER or self._stopping:
             return
@@ -486,8 +503,14 @@ class Hub:
             except UsageError:
                 continue
             known.setdefault(uuid, []).append(endpoint)
+        room = self.config.gossip_targets - self._dialer.count("gossip")
         for uuid, endpoints in known.items():
-            self.want(fastest(endpoints), uuid, "gossip")
+            endpoint = fastest(endpoints)
+            if self._dialer.get(endpoint) is None and room <= 0:
+                self._gossip_ignored += 1
+                continue
+            room -= self._dialer.get(endpoint) is None
+            self.want(endpoint, uuid, "gossip")
 
     def _gossip(self) -> None:
         """Tell every peer every endpoint of ours and of the other peers we know."""
@@ -632,10 +655,25 @@ class Hub:
             dropped_duplicate=self.router.duplicates,
             dropped_no_route=self.router.dropped_no_route,
             dropped_no_member=self.router.unplaced,
+            protocol_violations=dict(self._violations),
+            gossip_ignored=self._gossip_ignored,
         )
 
     def peer_infos(self) -> list[PeerInfo]:
         return [link.info() for link in self.peers.values()]
+
+
+def may_replace(new: PeerLink, old: PeerLink) -> bool:
+    """True if ``new`` takes the place of ``old``, a live link that claims the same node uuid.
+
+    An open link is never replaced by a claim alone (any app learns every uuid from
+    ``gravd.info``): only a link that proves the same identity as the open one (the same public
+    key) may take its place. While both are still in their handshake (two nodes dialled each
+    other at once) both sides keep the same one (``_preferred``).
+    """
+    if old.is_open:
+        return bool(old.identity_key) and new.identity_key == old.identity_key
+    return _preferred(new, old)
 
 
 def _preferred(new: PeerLink, old: PeerLink) -> bool:

@@ -195,6 +195,11 @@ class PeerLink:
         return remote is not None and remote.role == ROLE_PEER
 
     @property
+    def identity_key(self) -> bytes:
+        """The public key the remote proved it holds in the handshake; empty if none."""
+        return self.proto.verified_key
+
+    @property
     def initiator_uuid(self) -> str:
         """The uuid of the node that dialled this link (ties between duplicate links use it)."""
         return self.proto.local.node_uuid if self.link.initiator else self.uuid

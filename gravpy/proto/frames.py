@@ -62,7 +62,7 @@ __all__ = [
     "is_valid_pattern",
 ]
 
-PROTOCOL_VERSION: Final = 2  # 2: INTERESTS carries groups
+PROTOCOL_VERSION: Final = 3  # 2: INTERESTS carries groups; 3: keyed links tag every frame
 MAX_GROUP_MEMBERS: Final = (1 << 31) - 1
 MAX_UUID_LENGTH: Final = 64
 MAX_NAME_LENGTH: Final = 255  # mesh names and roles

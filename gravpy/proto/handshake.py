@@ -220,7 +220,7 @@ def check_hello(local: Hello, remote: Hello, expected_uuid: str | None) -> tuple
     if remote.version != PROTOCOL_VERSION:
         return REASON_VERSION, (
             f"remote speaks protocol version {remote.version}, this node speaks "
-            f"{PROTOCOL_VERSION}; upgrade the older node (version 2 added groups to INTERESTS)"
+            f"{PROTOCOL_VERSION}; upgrade the older node (version 3 tags every frame on a keyed link)"
         )
     if remote.node_uuid == local.node_uuid:
         return REASON_SELF, f"remote node uuid {remote.node_uuid} is this node's own"

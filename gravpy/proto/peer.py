@@ -12,6 +12,7 @@ Misuse by the caller (sending before the handshake completes, accepting twice) r
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import assert_never
 
@@ -26,7 +27,7 @@ from gravpy.proto.codec import (
     encode_msgs_split,
     encode_peers,
 )
-from gravpy.proto.config import ProtocolConfig
+from gravpy.proto.config import MESSAGE_OVERHEAD, Limits, ProtocolConfig
 from gravpy.proto.frames import (
     MAX_DETAIL_LENGTH,
     MAX_NONCE_LENGTH,
@@ -49,6 +50,7 @@ from gravpy.proto.frames import (
     WithdrawAck,
 )
 from gravpy.proto.handshake import LinkState, NodeInfo, Trigger
+from gravpy.proto.session import TAG_LENGTH, FrameSealer, direction_key
 
 __all__ = ["PeerProtocol"]
 
@@ -91,6 +93,10 @@ class PeerProtocol:
         self._state = LinkState.AWAIT_HELLO
         self._remote: Hello | None = None
         self._remote_hello_raw = b""
+        self._verified_key = b""
+        self._send_limits = _room_for_tag(self.config.limits) if mesh_key else self.config.limits
+        self._sealer: FrameSealer | None = None  # tags what we send after our AUTH
+        self._opener: FrameSealer | None = None  # checks what arrives after the remote's AUTH
         self._outbox: list[bytes] = []
         self._opened_at = now
         self._clock = now  # the latest `now` seen; stamps frames queued by calls without one
@@ -127,6 +133,11 @@ class PeerProtocol:
     def remote(self) -> Hello | None:
         """The remote's HELLO once received (even if the link was then rejected)."""
         return self._remote
+
+    @property
+    def verified_key(self) -> bytes:
+        """The public key whose signature over our nonce the remote presented; empty if none."""
+        return self._verified_key
 
     @property
     def remote_withdrawn(self) -> bool:
@@ -182,6 +193,13 @@ class PeerProtocol:
         self._bytes_in += len(raw)
         self._clock = max(self._clock, now)
         self._last_received = now
+        if self._opener is not None:
+            opened = self._opener.open(raw)
+            if opened is None:
+                detail = "a frame failed authentication (wrong session tag)"
+                self._opener = None  # the CLOSE we send is tagged; nothing more is read
+                return self._violation(hs.REASON_BAD_FRAME, detail, now)
+            raw = opened
         try:
             decoded = decode_frame(raw, self.config.limits)
         except FrameError as exc:
@@ -278,7 +296,7 @@ class PeerProtocol:
             return 0
         if not messages:
             return 0
-        for frame in encode_msgs_split(messages, self.config.limits):
+        for frame in encode_msgs_split(messages, self._send_limits):
             self._queue(frame, self._clock)
         self._messages_out += len(messages)
         return len(messages)
@@ -289,12 +307,12 @@ class PeerProtocol:
         """Queue INTERESTS: the type patterns this node's ungrouped pods want, and the
         ``(group, pattern, members)`` of its groups (both full lists)."""
         self._require_open("send_interests()")
-        self._queue(encode_interests(patterns, self.config.limits, groups), self._clock)
+        self._queue(encode_interests(patterns, self._send_limits, groups), self._clock)
 
     def send_peers(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Queue PEERS: ``(node_uuid, endpoint)`` of nodes the remote may dial."""
         self._require_open("send_peers()")
-        self._queue(encode_peers(pairs, self.config.limits), self._clock)
+        self._queue(encode_peers(pairs, self._send_limits), self._clock)
 
     def withdraw(self) -> None:
         """Queue WITHDRAW (once): the remote stops sending messages and answers WITHDRAW_ACK.
@@ -329,6 +347,9 @@ class PeerProtocol:
             case Interests():
                 return [ev.InterestsReceived(frame.patterns, frame.groups)]
             case Peers():
+                if self._remote is not None and self._remote.role != hs.ROLE_PEER:
+                    detail = "only peers may gossip: a leaf sent PEERS"
+                    return self._violation(hs.REASON_UNEXPECTED_FRAME, detail, now)
                 return [ev.PeersReceived(frame.pairs)]
             case Withdraw() | WithdrawAck():
                 return self._on_withdraw(frame, now)
@@ -349,6 +370,7 @@ class PeerProtocol:
             return [ev.HelloReceived(frame)]
         proof = hs.auth_proof(self._key, self._hello_raw, raw)
         self._queue(encode_frame(Auth(proof)), now)
+        self._sealer = FrameSealer(direction_key(self._key, self._hello_raw, raw))
         return []
 
     def _on_auth(self, frame: Auth, now: float) -> list[ev.Event]:
@@ -358,6 +380,9 @@ class PeerProtocol:
         ):
             return self._reject_here(hs.REASON_PROOF, "the remote's mesh key proof is wrong", now)
         self._advance(FrameKind.AUTH)
+        self._opener = FrameSealer(
+            direction_key(self._key, self._remote_hello_raw, self._hello_raw)
+        )
         return [ev.HelloReceived(self._remote)]
 
     def _on_withdraw(self, frame: Withdraw | WithdrawAck, now: float) -> list[ev.Event]:
@@ -401,6 +426,8 @@ class PeerProtocol:
             raise UsageError(f"{call} is only allowed on an OPEN link, not {self._state.name}")
 
     def _queue(self, frame: bytes, now: float) -> None:
+        if self._sealer is not None:
+            frame = self._sealer.seal(frame)
         self._outbox.append(frame)
         self._frames_out += 1
         self._bytes_out += len(frame)
@@ -415,6 +442,13 @@ class PeerProtocol:
         self._queue(encode_frame(Close(reason, detail[:MAX_DETAIL_LENGTH])), now)
         self._advance(Trigger.VIOLATION)
         return [ev.ProtocolViolation(reason, detail)]
+
+
+def _room_for_tag(limits: Limits) -> Limits:
+    """``limits`` for what this side sends on a keyed link: every frame leaves room for its tag."""
+    frame = limits.max_frame_bytes - TAG_LENGTH
+    message = min(limits.max_message_bytes, frame - MESSAGE_OVERHEAD)
+    return dataclasses.replace(limits, max_frame_bytes=frame, max_message_bytes=message)
 
 
 def _check_reason(reason: str) -> None:

@@ -28,7 +28,7 @@ from gravpy.proto import (
     encode_frame,
 )
 from gravpy.proto import handshake as hs
-from gravpy.proto.frames import Accept, Auth, Frame, FrameKind, Ping, Reject
+from gravpy.proto.frames import PROTOCOL_VERSION, Accept, Auth, Frame, FrameKind, Ping, Reject
 
 from .wiring import KEY, START, Link, link, make, open_link
 
@@ -100,7 +100,7 @@ def test_reject_version() -> None:
     """A HELLO of another protocol version is refused with "version"."""
     pair = link()
     pair.b.data_to_send()  # replace b's HELLO with one from the future
-    future = Hello("node-b", "peer", "*", "", b"n" * 16, keyed=False, version=3)
+    future = Hello("node-b", "peer", "*", "", b"n" * 16, keyed=False, version=PROTOCOL_VERSION + 1)
     events = pair.a.receive_frame(encode_frame(future), START)
     assert [(e.reason, e.by_remote) for e in rejections(events)] == [(REASON_VERSION, False)]
     pair.pump()
@@ -116,7 +116,7 @@ def test_reject_version_1_peer_that_knows_no_groups() -> None:
     refused = rejections(events)
     assert [e.reason for e in refused] == [REASON_VERSION]
     assert "version 1" in refused[0].detail
-    assert "speaks 2" in refused[0].detail
+    assert f"speaks {PROTOCOL_VERSION}" in refused[0].detail
     pair.pump()
     assert [e.reason for e in rejections(pair.events_b)] == [REASON_VERSION]
 
