@@ -41,6 +41,7 @@ from gravpy.groups import GROUP_HEADER, marked, unmarked
 from gravpy.mesh.config import HubConfig, HubStatistics, LinkTotals, fit_to_transports
 from gravpy.mesh.dialer import Dialer, DialOutcome, WantedEndpoint
 from gravpy.mesh.peer_link import PeerInfo, PeerLink
+from gravpy.mesh.permissions import Authority, Refusal
 from gravpy.mesh.routing import Placement, Router, relays
 from gravpy.message import Message
 from gravpy.plugins import Discovery, DiscoveryContext, Link, PeerReport, Transport
@@ -64,6 +65,7 @@ from gravpy.proto import (
     WithdrawReceived,
 )
 from gravpy.proto.frames import MAX_HEADERS
+from gravpy.proto.handshake import Credentials
 
 __all__ = ["Hub", "HubConfig", "HubStatistics"]
 
@@ -86,12 +88,16 @@ class Hub:
         mesh_key: bytes | None,
         config: HubConfig,
         listen: bool = True,
+        credentials: Credentials | None = None,
+        authority: Authority | None = None,
     ) -> None:
         self.bus = bus
         self.local = local
         self.transports = transports
         self.discovery = discovery
         self.mesh_key = mesh_key
+        self.credentials = credentials
+        self.authority = authority  # the auth file in force; None: every link is accepted
         self.config = fit_to_transports(config, transports)
         self.listen = listen
         self.links: set[PeerLink] = set()  # every link that has not ended, open or not
@@ -305,6 +311,7 @@ class Hub:
             backpressure=self.bus,
             config=self.config.protocol,
             mesh_key=self.mesh_key,
+            credentials=self.credentials,
             expected_uuid=wanted.expected_uuid if wanted is not None else None,
             queue_limit=self.config.queue_limit,
             dial_endpoint=wanted.endpoint if wanted is not None else "",
@@ -445,11 +452,16 @@ class Hub:
             )
 
     def _on_hello(self, peer: PeerLink) -> None:
+        if self.authority is not None:
+            verdict = self.authority.admit(peer.identity_key, peer.proto.remote_token)
+            if isinstance(verdict, Refusal):
+                self._refuse(peer, verdict.reason, verdict.detail)
+                return
+            peer.identity = verdict
         existing = self.peers.get(peer.uuid)
         if existing is not None and existing is not peer and not existing.ended.is_set():
             if not may_replace(peer, existing):
-                self._rejected[REASON_DUPLICATE] = self._rejected.get(REASON_DUPLICATE, 0) + 1
-                peer.reject(REASON_DUPLICATE, "a link to this node already exists")
+                self._refuse(peer, REASON_DUPLICATE, "a link to this node already exists")
                 return
             self._log.warning(
                 "link_replaced",
@@ -461,6 +473,18 @@ class Hub:
             existing.end(REASON_DUPLICATE)
         self.router.add(peer)
         peer.accept()
+
+    def _refuse(self, peer: PeerLink, reason: str, detail: str) -> None:
+        """Refuse ``peer`` at HELLO, tell it why, count the reason and log it."""
+        self._rejected[reason] = self._rejected.get(reason, 0) + 1
+        self._log.info(
+            "handshake_refused",
+            peer=peer.uuid,
+            address=peer.link.remote_address,
+            reason=reason,
+            detail=detail,
+        )
+        peer.reject(reason, detail)
 
     def _on_open(self, peer: PeerLink) -> None:
         self._opened += 1

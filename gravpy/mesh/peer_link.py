@@ -31,6 +31,7 @@ from typing import Protocol
 from gravpy import _log as logs
 from gravpy.errors import LinkClosedError, UsageError
 from gravpy.filter import Pattern
+from gravpy.mesh.permissions import Identity
 from gravpy.message import Message
 from gravpy.plugins import Link
 from gravpy.proto import (
@@ -44,7 +45,7 @@ from gravpy.proto import (
     PeerProtocol,
     ProtocolConfig,
 )
-from gravpy.proto.handshake import ROLE_LEAF, ROLE_PEER
+from gravpy.proto.handshake import ROLE_LEAF, ROLE_PEER, Credentials
 
 __all__ = ["Backpressure", "LinkOwner", "PeerInfo", "PeerLink"]
 
@@ -119,6 +120,7 @@ class PeerLink:
         config: ProtocolConfig,
         mesh_key: bytes | None,
         expected_uuid: str | None,
+        credentials: Credentials | None = None,
         queue_limit: int,
         dial_endpoint: str = "",
         dialer: DialWaiter | None = None,
@@ -134,7 +136,9 @@ class PeerLink:
             mesh_key=mesh_key,
             expected_uuid=expected_uuid,
             config=config,
+            credentials=credentials,
         )
+        self.identity: Identity | None = None  # what the auth file grants (None: no auth file)
         self.dial_endpoint = dial_endpoint
         self._dialer = dialer
         self.interests: tuple[str, ...] = ()

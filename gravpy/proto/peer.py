@@ -74,6 +74,7 @@ class PeerProtocol:
         mesh_key: bytes | None = None,
         expected_uuid: str | None = None,
         config: ProtocolConfig | None = None,
+        credentials: hs.Credentials | None = None,
     ) -> None:
         if type(nonce) is not bytes or not MIN_NONCE_LENGTH <= len(nonce) <= MAX_NONCE_LENGTH:
             raise UsageError(f"nonce must be {MIN_NONCE_LENGTH}..{MAX_NONCE_LENGTH} random bytes")
@@ -89,6 +90,8 @@ class PeerProtocol:
         self.initiator = initiator
         self.config = config if config is not None else ProtocolConfig()
         self._key = mesh_key
+        self._credentials = credentials if credentials is not None else hs.Credentials()
+        self.remote_token = ""  # the token the remote presented in AUTH, if it said it would
         self._expected_uuid = expected_uuid
         self._state = LinkState.AWAIT_HELLO
         self._remote: Hello | None = None
@@ -118,6 +121,8 @@ class PeerProtocol:
             local.endpoint,
             nonce,
             mesh_key is not None,
+            public_key=self._credentials.public_key,
+            has_token=bool(self._credentials.token),
         )
         self._hello_raw = encode_frame(self._hello)
         self._queue(self._hello_raw, now)
@@ -365,25 +370,33 @@ class PeerProtocol:
         problem = hs.check_hello(self._hello, frame, self._expected_uuid)
         if problem is not None:
             return self._reject_here(*problem, now)
-        if self._key is None:
+        if not (hs.authenticating(self._hello) or hs.authenticating(frame)):
             self._advance(Trigger.NO_KEY)
             return [ev.HelloReceived(frame)]
-        proof = hs.auth_proof(self._key, self._hello_raw, raw)
-        self._queue(encode_frame(Auth(proof)), now)
-        self._sealer = FrameSealer(direction_key(self._key, self._hello_raw, raw))
+        creds = self._credentials
+        proof = hs.auth_proof(self._key, self._hello_raw, raw) if self._key else b""
+        signed = creds.sign(hs.signed_transcript(self._hello_raw, raw)) if creds.sign else b""
+        self._queue(encode_frame(Auth(proof, signed, creds.token)), now)
+        if self._key is not None:
+            self._sealer = FrameSealer(direction_key(self._key, self._hello_raw, raw))
         return []
 
     def _on_auth(self, frame: Auth, now: float) -> list[ev.Event]:
-        assert self._remote is not None  # AUTH is only allowed after HELLO
-        if self._key is None or not hs.verify_proof(
-            self._key, frame.proof, self._remote_hello_raw, self._hello_raw
-        ):
+        remote = self._remote
+        assert remote is not None  # AUTH is only allowed after HELLO
+        theirs, ours = self._remote_hello_raw, self._hello_raw
+        if self._key is not None and not hs.verify_proof(self._key, frame.proof, theirs, ours):
             return self._reject_here(hs.REASON_PROOF, "the remote's mesh key proof is wrong", now)
+        if remote.public_key:
+            if not hs.verify_signature(remote.public_key, frame.signature, theirs, ours):
+                detail = "the signature does not verify with the public key presented"
+                return self._reject_here(hs.REASON_BAD_SIGNATURE, detail, now)
+            self._verified_key = remote.public_key
+        self.remote_token = frame.token if remote.has_token else ""
         self._advance(FrameKind.AUTH)
-        self._opener = FrameSealer(
-            direction_key(self._key, self._remote_hello_raw, self._hello_raw)
-        )
-        return [ev.HelloReceived(self._remote)]
+        if self._key is not None:
+            self._opener = FrameSealer(direction_key(self._key, theirs, ours))
+        return [ev.HelloReceived(remote)]
 
     def _on_withdraw(self, frame: Withdraw | WithdrawAck, now: float) -> list[ev.Event]:
         if isinstance(frame, Withdraw):

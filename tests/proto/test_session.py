@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gravpy import Message
 from gravpy.proto import MessagesReceived, ProtocolViolation, encode_frame
 from gravpy.proto.frames import Msgs, Ping
@@ -10,7 +12,7 @@ from gravpy.proto.session import TAG_LENGTH, FrameSealer, direction_key
 from .wiring import KEY, START, link
 
 
-def violations(events: list[object]) -> list[str]:
+def violations(events: Sequence[object]) -> list[str]:
     return [e.reason for e in events if isinstance(e, ProtocolViolation)]
 
 
