@@ -39,6 +39,7 @@ from gravpy.errors import (
 from gravpy.filter import Pattern
 from gravpy.grav import Grav
 from gravpy.groups import check_group
+from gravpy.identity import keygen
 from gravpy.leaf import DEFAULT_URL
 from gravpy.message import DEFAULT_TYPE, Message, validate_type
 from gravpy.tls import client_context
@@ -92,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("GRAVCTL_MESH_KEY_FILE"),
         metavar="PATH",
         help="the mesh key, when the node uses one (env GRAVCTL_MESH_KEY_FILE)",
+    )
+    parser.add_argument(
+        "--identity",
+        default=os.environ.get("GRAVCTL_IDENTITY"),
+        metavar="PATH",
+        help="an Ed25519 key from 'gravctl keygen' to sign the handshake with (env GRAVCTL_IDENTITY)",
     )
     for name, what in (
         (
@@ -153,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the node's monitoring URL",
     )
     add_events_command(commands)
+    keys = commands.add_parser("keygen", help="write a new identity key pair", epilog=EPILOG)
+    keys.add_argument("path", metavar="PATH", help="the private key (mode 0600); PATH.pub: public")
     return parser
 
 
@@ -164,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     try:
         if getattr(args, "data", None) == "-":
             args.data = sys.stdin.buffer.read()
-        code = asyncio.run(_run(args))
+        code = _keygen(args) if args.command == "keygen" else asyncio.run(_run(args))
     except Failure as exc:
         print(f"gravctl: {exc}", file=sys.stderr)
         code = exc.code
@@ -195,7 +204,13 @@ async def attached(args: argparse.Namespace) -> AsyncIterator[Grav]:
     key = _read_key(args.mesh_key_file) if args.mesh_key_file else None
     tls = _tls_context(args)
     try:
-        grav = gravpy.connect(args.url, timeout=args.connect_timeout, mesh_key=key, ssl=tls)
+        grav = gravpy.connect(
+            args.url,
+            timeout=args.connect_timeout,
+            mesh_key=key,
+            ssl=tls,
+            identity_file=args.identity,
+        )
     except UsageError as exc:
         raise Failure(EXIT_USAGE, str(exc)) from None
     try:
@@ -215,6 +230,16 @@ async def attached(args: argparse.Namespace) -> AsyncIterator[Grav]:
         yield grav
     finally:
         await grav.stop()
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    """Write a key pair and print the public key line (what an auth file lists)."""
+    try:
+        line = keygen(Path(args.path).expanduser())
+    except (UsageError, OSError) as exc:
+        raise Failure(EXIT_USAGE, f"keygen: {exc}") from None
+    print(line)
+    return EXIT_OK
 
 
 def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:

@@ -38,7 +38,7 @@ from gravpy.daemon.settings import (
     Setting,
     default_data_dir,
 )
-from gravpy.errors import ConfigError
+from gravpy.errors import ConfigError, UsageError
 from gravpy.proto import ANY_MESH
 
 __all__ = [
@@ -84,6 +84,8 @@ class DaemonConfig:
     dashboard: bool = True
     dashboard_tail: bool = True
     dashboard_token_file: Path | None = None
+    identity: Path | None = None
+    auth_file: Path | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -136,6 +138,8 @@ class DaemonConfig:
             "dashboard_token_file": (
                 str(self.dashboard_token_file) if self.dashboard_token_file else None
             ),
+            "identity": str(self.identity) if self.identity else None,
+            "auth_file": str(self.auth_file) if self.auth_file else None,
         }
 
 
@@ -171,6 +175,7 @@ def load_config(flags: Mapping[str, object], environ: Mapping[str, str]) -> Daem
     _read_tls_files(values, raw, config_file)
     if values.get("mesh_key_file") is not None:
         _load_key(values, raw["mesh_key_file"][1], config_file)
+    _check_credentials(values, raw)
     if values.get("peers") and values.get("discovery") == "none":
         raise ConfigError(
             "peers",
@@ -183,6 +188,21 @@ def load_config(flags: Mapping[str, object], environ: Mapping[str, str]) -> Daem
         lambda name: raw[name][1] if name in raw else "default",
     )
     return DaemonConfig(**values)
+
+
+def _check_credentials(values: dict[str, Any], raw: Raw) -> None:
+    """Read the identity key and the auth file once now, so a bad one stops gravd at start
+    (and ``--check-config``) with the setting and its source named."""
+    from gravpy.daemon.auth import read_auth_file
+    from gravpy.identity import load_credentials
+
+    if values.get("identity") is not None:
+        try:
+            load_credentials(values["identity"])
+        except UsageError as exc:
+            raise ConfigError("identity", raw["identity"][1], str(exc)) from exc
+    if values.get("auth_file") is not None:
+        read_auth_file(values["auth_file"], raw["auth_file"][1])
 
 
 _HTTP_SCHEMES = ("http", "https")

@@ -37,6 +37,7 @@ import structlog
 import gravpy
 from discovery.static import StaticDiscovery
 from gravpy.daemon import loop as event_loop
+from gravpy.daemon.auth import AuthReloader, read_auth_file
 from gravpy.daemon.config import (
     SETTINGS,
     Address,
@@ -164,6 +165,8 @@ def build_node(config: DaemonConfig) -> Grav:
         discovery=discovery,
         belongs_to=config.mesh,
         mesh_key=config.mesh_key,
+        identity_file=config.identity,
+        authority=read_auth_file(config.auth_file) if config.auth_file else None,
         hub_config=HubConfig(
             drain_timeout=config.drain_timeout,
             protocol=ProtocolConfig(
@@ -181,6 +184,8 @@ async def serve(config: DaemonConfig) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, shutdown.on_signal, signum)
+    if config.auth_file is not None:
+        loop.add_signal_handler(signal.SIGHUP, AuthReloader(grav, config.auth_file, log).reload)
     status = NodeStatus(grav, config)
     monitor = Monitor(status, config.monitor) if config.monitor is not None else None
     monitor_address = await _start(grav, status, monitor, log)
@@ -209,6 +214,8 @@ async def serve(config: DaemonConfig) -> int:
         monitor=monitor_address,
         mesh=config.mesh,
         keyed=config.mesh_key is not None,
+        identity=str(config.identity) if config.identity else None,
+        auth_file=str(config.auth_file) if config.auth_file else None,
         discovery=config.discovery,
         peers=list(config.peers),
         mdns_interfaces=list(config.mdns_interfaces) or "all",

@@ -48,6 +48,7 @@ from gravpy.plugins import Discovery, DiscoveryContext, Link, PeerReport, Transp
 from gravpy.proto import (
     PROTOCOL_VERSION,
     REASON_DUPLICATE,
+    REASON_NOT_ALLOWED,
     REASON_SELF,
     REASON_SHUTDOWN,
     ROLE_PEER,
@@ -473,6 +474,26 @@ class Hub:
             existing.end(REASON_DUPLICATE)
         self.router.add(peer)
         peer.accept()
+
+    def set_authority(self, authority: Authority | None) -> int:
+        """Install new auth rules (SIGHUP): new links meet them at once; an open link whose
+        identity is no longer admitted is closed (``not_allowed``), the others keep running
+        under their identity's new rules. Returns how many links were closed."""
+        self.authority = authority
+        closed = 0
+        for link in list(self.peers.values()):
+            if authority is None:
+                link.identity = None
+                continue
+            verdict = authority.admit(link.identity_key, link.proto.remote_token)
+            if isinstance(verdict, Refusal):
+                self._log.info("link_no_longer_allowed", peer=link.uuid, detail=verdict.detail)
+                link.end(REASON_NOT_ALLOWED)
+                closed += 1
+            else:
+                link.identity = verdict
+        self.interests_changed()
+        return closed
 
     def _refuse(self, peer: PeerLink, reason: str, detail: str) -> None:
         """Refuse ``peer`` at HELLO, tell it why, count the reason and log it."""
