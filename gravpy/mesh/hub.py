@@ -40,8 +40,16 @@ from gravpy.failure import WAITING_TYPE, link_closed_reply, wait_notice
 from gravpy.groups import GROUP_HEADER, marked, unmarked
 from gravpy.mesh.config import HubConfig, HubStatistics, LinkTotals, fit_to_transports
 from gravpy.mesh.dialer import Dialer, DialOutcome, WantedEndpoint
+from gravpy.mesh.enforcement import PermissionGate, check_publish, check_subscribe, receivers
 from gravpy.mesh.peer_link import PeerInfo, PeerLink
-from gravpy.mesh.permissions import Authority, Refusal
+from gravpy.mesh.permissions import (
+    GRANT_TYPE,
+    Authority,
+    Identity,
+    Refusal,
+    grant_data,
+    read_grant,
+)
 from gravpy.mesh.routing import Placement, Router, relays
 from gravpy.message import Message
 from gravpy.plugins import Discovery, DiscoveryContext, Link, PeerReport, Transport
@@ -99,6 +107,8 @@ class Hub:
         self.mesh_key = mesh_key
         self.credentials = credentials
         self.authority = authority  # the auth file in force; None: every link is accepted
+        self.gate = PermissionGate()
+        self.grant: Identity | None = None  # on an app: what its node lets it publish/receive
         self.config = fit_to_transports(config, transports)
         self.listen = listen
         self.links: set[PeerLink] = set()  # every link that has not ended, open or not
@@ -331,6 +341,7 @@ class Hub:
     def link_ended(self, peer: PeerLink) -> None:
         """The link is over (the LinkOwner port; called once, before its transport closes)."""
         self.links.discard(peer)
+        self.gate.forget(peer)
         self._closed.add(peer.info(), peer.was_open)
         if not self.router.remove(peer):
             return
@@ -351,15 +362,23 @@ class Hub:
         """
         bus = self.bus
         router = self.router
+        governed = self.authority is not None
         for i, msg in enumerate(messages):
             if bus.pods_congested:
                 return i
             if msg.type == WAITING_TYPE and peer.is_leaf:
                 router.waiting(msg.data.decode(errors="replace"), peer)
                 continue
+            if msg.type == GRANT_TYPE and peer.is_peer and self.local.role != ROLE_PEER:
+                self.grant = read_grant(msg.data)
+                continue
+            if governed and not self.gate.admits(peer, msg):
+                continue
             targets = router.arrived(msg, peer)
             if targets is None:
                 continue
+            if governed and targets:
+                targets = receivers(msg, targets)
             headers = msg.headers
             if headers is not None and GROUP_HEADER in headers:
                 self._arrived_for_groups(msg, peer, targets)
@@ -492,6 +511,8 @@ class Hub:
                 closed += 1
             else:
                 link.identity = verdict
+                if link.is_leaf and link.is_open:
+                    link.send_now(Message.new(GRANT_TYPE, grant_data(verdict)))
         self.interests_changed()
         return closed
 
@@ -520,6 +541,8 @@ class Hub:
         )
         peer.mark_open()
         self._dialer.node_linked(peer)
+        if peer.is_leaf and peer.identity is not None:  # before INTERESTS: known when attached
+            peer.send_now(Message.new(GRANT_TYPE, grant_data(peer.identity)))
         self._advertise(peer)
         if peer.is_peer and self.local.role == ROLE_PEER:
             self._gossip()
@@ -598,7 +621,9 @@ class Hub:
     # -- the bus's port (MeshPort) ---------------------------------------------------------------
 
     def check_sendable(self, msg: Message) -> None:
-        """Refuse, before anything is delivered, a message no link could carry."""
+        """Refuse, before anything is delivered, a message no link could carry, or that this
+        app's node does not let it publish (``PermissionDenied``)."""
+        check_publish(self.grant, msg)
         limit = self.config.protocol.limits.max_message_bytes
         if len(msg.data) > limit:
             raise UsageError(
@@ -623,6 +648,8 @@ class Hub:
         placed here (``local``: members per local group for it)."""
         router = self.router
         targets = router.from_local(msg)
+        if self.authority is not None and targets:
+            targets = receivers(msg, targets)
         if msg.reply_to or not router.has_groups(msg.type):
             n = 0
             for link in targets:
@@ -631,6 +658,10 @@ class Hub:
             return n, tuple(local)
         placement = router.place(msg, None, local)
         return self._send_placed(msg, targets, placement), placement.local
+
+    def check_subscribable(self, pattern: str) -> None:
+        """Raise ``PermissionDenied`` if this app's node lets it receive no type of ``pattern``."""
+        check_subscribe(self.grant, pattern)
 
     def reply_wait_started(self, request_uuid: str, msg_type: str) -> None:
         """A local pod waits for replies: track the links that could answer, so the wait fails

@@ -337,6 +337,12 @@ class PeerLink:
         """The remote withdrew: what is queued for it will never be sent; count it dropped."""
         self.dropped += self.drop_queue()
 
+    def send_now(self, msg: Message) -> None:
+        """Send ``msg`` ahead of anything queued (a node's notice to its app)."""
+        if self.is_open:
+            self.proto.send_messages([msg])
+            self.flush()
+
     def enqueue(self, msg: Message) -> bool:
         """Queue a message for the remote. False (and counted) if the queue is full."""
         queue = self._queue

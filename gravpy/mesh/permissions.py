@@ -15,6 +15,7 @@ and an empty allow list allows nothing. Everything here is pure: no sockets, no 
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -173,3 +174,28 @@ def parse_authority(doc: Mapping[str, Any]) -> Authority:
             raise UsageError(f"identities[{i}] ({identity.name}) needs a public_key or a token")
     anonymous = _identity(doc["anonymous"], ANONYMOUS) if "anonymous" in doc else None
     return Authority(identities, anonymous)
+
+
+GRANT_TYPE = "gravpy.permissions"  # the node tells an attached app what it may do (JSON)
+
+
+def grant_data(identity: Identity) -> bytes:
+    """The data of a grant notice: the identity's rules as JSON."""
+    rules = {
+        "name": identity.name,
+        "publish": {"allow": list(identity.publish.allow), "deny": list(identity.publish.deny)},
+        "subscribe": {
+            "allow": list(identity.subscribe.allow),
+            "deny": list(identity.subscribe.deny),
+        },
+    }
+    return json.dumps(rules).encode()
+
+
+def read_grant(data: bytes) -> Identity | None:
+    """The identity in a grant notice, or None if it does not parse (ignored, never raised)."""
+    try:
+        doc = json.loads(data)
+        return _identity(doc, "grant")
+    except (ValueError, UsageError, TypeError):
+        return None
