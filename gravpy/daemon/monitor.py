@@ -59,6 +59,8 @@ METRIC_NAMES = (
     "gravd_mesh_messages_sent_total",
     "gravd_links_opened_total",
     "gravd_links_closed_total",
+    "gravd_publish_denied_total",
+    "gravd_gossip_ignored_total",
 )
 """Every ``gravd_*`` metric NodeCollector exposes (the process collector adds ``gravd_process_*``)."""
 
@@ -238,6 +240,23 @@ def _message_metrics(stats: BusStatistics, grav: Grav) -> Iterable[Metric]:
     for reason, count in sorted(totals.handshakes_rejected.items() if totals else ()):
         rejected.add_metric([reason], count)
     yield rejected
+    violations = CounterMetricFamily(
+        "gravd_protocol_violations",
+        "Links closed for a protocol violation, by reason",
+        labels=["reason"],
+    )
+    for reason, count in sorted(totals.protocol_violations.items() if totals else ()):
+        violations.add_metric([reason], count)
+    yield violations
+    for name, doc, field in (
+        (
+            "gravd_publish_denied",
+            "Messages a link's identity may not publish, dropped",
+            "publish_denied",
+        ),
+        ("gravd_gossip_ignored", "Gossiped endpoints over the gossip bounds", "gossip_ignored"),
+    ):
+        yield _counter(name, doc, getattr(totals, field) if totals is not None else 0)
     yield _counter("gravd_handler_failures", "Handler calls that raised", stats.handler_failures)
     yield _gauge("gravd_buffered_messages", "Messages in the replay buffer", stats.buffered)
     yield _gauge(

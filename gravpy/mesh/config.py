@@ -30,6 +30,7 @@ class HubStatistics:
     dropped_no_member: int = 0  # a group a message was for had no live member behind this node
     protocol_violations: dict[str, int] = field(default_factory=dict)  # links closed, by reason
     gossip_ignored: int = 0  # gossiped endpoints over the per-frame or dial-target bounds
+    publish_denied: int = 0  # messages a link's identity may not publish, dropped here
 
 
 @dataclass(frozen=True, slots=True)

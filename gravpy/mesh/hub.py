@@ -733,6 +733,7 @@ class Hub:
             dropped_no_member=self.router.unplaced,
             protocol_violations=dict(self._violations),
             gossip_ignored=self._gossip_ignored,
+            publish_denied=self.gate.denied_publish,
         )
 
     def peer_infos(self) -> list[PeerInfo]:

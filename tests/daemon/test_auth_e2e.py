@@ -53,6 +53,7 @@ async def test_gravd_admits_listed_keys_refuses_others_and_counts_why(tmp_path: 
             for s in family.samples
         }
         assert samples[("gravd_handshakes_rejected_total", "unknown_key")] == 1
+        assert samples[("gravd_publish_denied_total", "")] == 0
 
 
 async def test_sighup_rereads_the_auth_file_keeping_links_still_allowed(tmp_path: Path) -> None:
