@@ -743,13 +743,16 @@ class Hub:
 def may_replace(new: PeerLink, old: PeerLink) -> bool:
     """True if ``new`` takes the place of ``old``, a live link that claims the same node uuid.
 
-    An open link is never replaced by a claim alone (any app learns every uuid from
-    ``gravd.info``): only a link that proves the same identity as the open one (the same public
-    key) may take its place. While both are still in their handshake (two nodes dialled each
-    other at once) both sides keep the same one (``_preferred``).
+    A link whose remote proved an identity key is replaced only by one proving the same key. An
+    open link is not replaced by a claim alone from the same dialler (any app learns every uuid
+    from ``gravd.info``): the new one is refused as a duplicate until the old one ends (a node
+    that restarted waits for its old link to be found dead). Links dialled by different nodes
+    (two nodes dialled each other at once) are settled by ``_preferred``, the same on both sides.
     """
-    if old.is_open:
-        return bool(old.identity_key) and new.identity_key == old.identity_key
+    if old.identity_key and new.identity_key != old.identity_key:
+        return False
+    if old.is_open and not old.identity_key and new.initiator_uuid == old.initiator_uuid:
+        return False
     return _preferred(new, old)
 
 
