@@ -68,6 +68,9 @@ class MeshPort(Protocol):
     def interests_changed(self) -> None:
         """The types local pods want changed: tell the other nodes."""
 
+    def check_subscribable(self, pattern: str) -> None:
+        """Raise ``PermissionDenied`` if this node may receive no type matching ``pattern``."""
+
     def reply_wait_started(self, request_uuid: str, msg_type: str) -> None:
         """A local pod started waiting for replies to ``request_uuid`` (of type ``msg_type``)."""
 
@@ -224,6 +227,11 @@ class Bus:
     def own_replay(self, pod: Pod) -> list[Message]:
         """What this node's buffer holds for ``pod``: what it admits and did not send itself."""
         return [m for m, origin in self.buffer.entries() if origin is not pod and pod.admits(m)]
+
+    def check_subscribable(self, pattern: str) -> None:
+        """Raise ``PermissionDenied`` if the mesh lets this node receive no type of ``pattern``."""
+        if self._mesh is not None:
+            self._mesh.check_subscribable(pattern)
 
     def interests(self) -> tuple[str, ...]:
         """The type patterns local ungrouped receivers admit (``(">",)`` when one admits all)."""

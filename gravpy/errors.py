@@ -50,6 +50,7 @@ __all__ = [
     "NoReceipt",
     "NoResponders",
     "NodeUUIDMismatch",
+    "PermissionDenied",
     "PodDisconnected",
     "ProtocolError",
     "PublishFailed",
@@ -146,6 +147,11 @@ class HandshakeRejectedError(GravError):
         self.reason = reason
         self.peer = peer
         self.detail = detail
+
+
+class PermissionDenied(GravError):
+    """The identity this app (or node) linked as may not publish that type, or receive any
+    type matching that pattern (``gravd --auth-file``). Nothing was sent."""
 
 
 class NodeUUIDMismatch(HandshakeRejectedError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -11,10 +12,13 @@ from gravpy.bridge.port import BridgePort
 from gravpy.buffer import MsgBuffer
 from gravpy.bus import Bus, BusStatistics
 from gravpy.errors import UsageError, WaitTimeout
+from gravpy.identity import load_credentials
 from gravpy.mesh import Hub, HubConfig, PeerInfo
+from gravpy.mesh.permissions import Authority
 from gravpy.plugins import Discovery, Transport
 from gravpy.pod import Overflow, Pod
 from gravpy.proto import ANY_MESH, ROLE_LEAF, ROLE_PEER, NodeInfo
+from gravpy.proto.handshake import Credentials
 from gravpy.tls import SslOption, apply_tls
 
 __all__ = ["Grav"]
@@ -36,6 +40,11 @@ class Grav:
     ``ssl.SSLContext`` or a :class:`gravpy.tls.TlsContexts`) is given to every transport: a
     server context to listen with TLS, a client context for the TLS endpoints it dials.
     ``bridges`` join this node's mesh to other meshes (``gravpy.bridge.nats.NatsBridge(url)``).
+
+    Credentials: ``identity_file`` (a key written by ``gravctl keygen``) signs each handshake, so
+    a node with an auth file knows which identity this is; ``token`` is the simpler shared secret
+    an auth file may list instead. ``authority`` (``gravpy.mesh.permissions.parse_authority`` of an
+    auth file) makes this node accept only the identities it lists.
     """
 
     def __init__(
@@ -57,6 +66,9 @@ class Grav:
         ssl: SslOption = None,
         buffer: MsgBuffer | None = None,
         bridges: Sequence[BridgePort] = (),
+        identity_file: str | os.PathLike[str] | None = None,
+        token: str = "",
+        authority: Authority | None = None,
     ) -> None:
         self.node_uuid = node_uuid or str(uuidlib.uuid4())
         self.bus = Bus(
@@ -84,6 +96,8 @@ class Grav:
                 mesh_key=mesh_key,
                 config=hub_config or HubConfig(),
                 listen=role == ROLE_PEER,
+                credentials=_credentials(identity_file, token),
+                authority=authority,
             )
         elif mesh_key is not None or belongs_to != ANY_MESH:
             raise UsageError("belongs_to and mesh_key need a transport")
@@ -207,6 +221,12 @@ class Grav:
         if self.hub is None:
             raise UsageError("this Grav has no transport; pass transport=... to link to others")
         return self.hub
+
+
+def _credentials(identity_file: str | os.PathLike[str] | None, token: str) -> Credentials | None:
+    if identity_file is None:
+        return Credentials(token=token) if token else None
+    return load_credentials(identity_file, token)
 
 
 def _as_list(transport: Transport | Sequence[Transport]) -> list[Transport]:

@@ -81,7 +81,12 @@ async def attached(args: argparse.Namespace) -> AsyncIterator[Grav]:
     try:
         options: dict[str, object] = {"transport": _websocket()} if _is_websocket(args.url) else {}
         grav = gravpy.connect(
-            args.url, timeout=args.connect_timeout, mesh_key=key, ssl=tls, **options
+            args.url,
+            timeout=args.connect_timeout,
+            mesh_key=key,
+            ssl=tls,
+            identity_file=args.identity,
+            **options,
         )
     except UsageError as exc:
         raise Failure(EXIT_USAGE, str(exc)) from None

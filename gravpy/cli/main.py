@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         _configure_logging(args.verbose)
         if getattr(args, "data", None) == "-":
             args.data = sys.stdin.buffer.read()
-        code = asyncio.run(_run(args))
+        code = _keygen(args) if args.command == "keygen" else asyncio.run(_run(args))
     except Failure as exc:
         print(f"gravctl: {exc}", file=sys.stderr)
         code = exc.code
@@ -65,6 +65,21 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except Exception as exc:  # a library error no command translated: still one line
         code = _last_resort(exc)
     raise SystemExit(code)
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    """Write a key pair and print the public key line (what an auth file lists)."""
+    from pathlib import Path
+
+    from gravpy.errors import UsageError
+    from gravpy.identity import keygen
+
+    try:
+        line = keygen(Path(args.path).expanduser())
+    except (UsageError, OSError) as exc:
+        raise Failure(EXIT_USAGE, f"keygen: {exc}") from None
+    print(line)
+    return EXIT_OK
 
 
 def _last_resort(exc: Exception) -> int:

@@ -118,6 +118,12 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         metavar="PATH",
         help="the mesh key, when the node uses one (env GRAVCTL_MESH_KEY_FILE)",
     )
+    parser.add_argument(
+        "--identity",
+        default=default(env.get("GRAVCTL_IDENTITY")),
+        metavar="PATH",
+        help="an Ed25519 key from 'gravctl keygen' to sign the handshake with (env GRAVCTL_IDENTITY)",
+    )
     for name, what in (
         ("ca", "PEM CA certificates the node's TLS certificate must be signed by (wss://, "
          "https://, tls://; default: the system's trust store)"),
@@ -160,6 +166,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _command(commands, "peers", "show the node and its links (reads --monitor)")
     _bench(_command(commands, "bench", "measure pub/sub throughput and req/reply latency"))
     _check(commands)
+    keys = commands.add_parser("keygen", help="write a new Ed25519 identity key pair")
+    keys.add_argument("path", metavar="PATH", help="the private key (mode 0600); PATH.pub: public")
     _events(commands, full=argv is None or "events" in argv)
     return parser
 

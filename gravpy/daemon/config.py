@@ -39,7 +39,7 @@ from gravpy.daemon.settings import (
     Setting,
     default_data_dir,
 )
-from gravpy.errors import ConfigError
+from gravpy.errors import ConfigError, UsageError
 from gravpy.proto import ANY_MESH
 
 __all__ = [
@@ -97,6 +97,8 @@ class DaemonConfig:
     nats_creds: Path | None = None
     nats_token_file: Path | None = None
     nats_export: tuple[str, ...] = ()
+    identity: Path | None = None
+    auth_file: Path | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -160,6 +162,8 @@ class DaemonConfig:
             "nats_creds": str(self.nats_creds) if self.nats_creds else "off",
             "nats_token_file": str(self.nats_token_file) if self.nats_token_file else "off",
             "nats_export": list(self.nats_export),
+            "identity": str(self.identity) if self.identity else "off",
+            "auth_file": str(self.auth_file) if self.auth_file else "off",
         }
 
 
@@ -202,6 +206,7 @@ def load_config_with_sources(
     _read_tls_files(values, raw, config_file)
     if values.get("mesh_key_file") is not None:
         _load_key(values, raw["mesh_key_file"][1], config_file)
+    _check_credentials(values, raw)
     if values.get("peers") and values.get("discovery") == "none":
         raise ConfigError(
             "peers",
@@ -225,6 +230,21 @@ def _check_liveness(value: Callable[[str], Any], source: Callable[[str], str]) -
             f"{dead:g} s must be longer than ping_interval, {ping:g} s (from "
             f"{source('ping_interval')}); a quiet but live peer would be declared dead",
         )
+
+
+def _check_credentials(values: dict[str, Any], raw: Raw) -> None:
+    """Read the identity key and the auth file once now, so a bad one stops gravd at start
+    (and ``--check-config``) with the setting and its source named."""
+    from gravpy.daemon.auth import read_auth_file
+    from gravpy.identity import load_credentials
+
+    if values.get("identity") is not None:
+        try:
+            load_credentials(values["identity"])
+        except UsageError as exc:
+            raise ConfigError("identity", raw["identity"][1], str(exc)) from exc
+    if values.get("auth_file") is not None:
+        read_auth_file(values["auth_file"], raw["auth_file"][1])
 
 
 _HTTP_SCHEMES = ("http", "https")

@@ -40,6 +40,7 @@ from discovery.static import StaticDiscovery
 from gravpy.buffer import MsgBuffer
 from gravpy.daemon import loop as event_loop
 from gravpy.daemon.advertise import advertised
+from gravpy.daemon.auth import AuthReloader, read_auth_file
 from gravpy.daemon.bridging import bridges_for, check_bridges
 from gravpy.daemon.config import (
     SETTINGS,
@@ -209,6 +210,8 @@ def build_node(config: DaemonConfig) -> Grav:
         buffer=_replay_buffer(config),
         inbox_limit=max(10_000, config.buffer_size),
         bridges=bridges_for(config),
+        identity_file=config.identity,
+        authority=read_auth_file(config.auth_file) if config.auth_file else None,
         hub_config=HubConfig(
             drain_timeout=config.drain_timeout,
             max_connections=config.max_connections,
@@ -261,6 +264,8 @@ async def _serve(grav: Grav, config: DaemonConfig, log: Any) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, shutdown.on_signal, signum)
+    if config.auth_file is not None:
+        loop.add_signal_handler(signal.SIGHUP, AuthReloader(grav, config.auth_file, log).reload)
     status = NodeStatus(grav, config)
     monitor = Monitor(status, config.monitor) if config.monitor is not None else None
     monitor_address = await _start(grav, status, monitor, log)
@@ -289,6 +294,8 @@ async def _serve(grav: Grav, config: DaemonConfig, log: Any) -> int:
         monitor=monitor_address,
         mesh=config.mesh,
         keyed=config.mesh_key is not None,
+        identity=str(config.identity) if config.identity else None,
+        auth_file=str(config.auth_file) if config.auth_file else None,
         discovery=config.discovery,
         peers=list(config.peers),
         mdns_interfaces=list(config.mdns_interfaces) or "all",

@@ -67,6 +67,9 @@ METRIC_NAMES = (
     "gravd_links_opened_total",
     "gravd_links_closed_total",
     "gravd_connections_refused_total",
+    "gravd_protocol_violations_total",
+    "gravd_publish_denied_total",
+    "gravd_gossip_ignored_total",
     "gravd_handshakes_rejected_total",
     "gravd_messages_resent_total",
 )
@@ -250,6 +253,23 @@ def _mesh_metrics(hub: HubStatistics | None) -> Iterable[Metric]:
     for reason, count in sorted(hub.handshakes_rejected.items() if hub else ()):
         rejected.add_metric([reason], count)
     yield rejected
+    violations = CounterMetricFamily(
+        "gravd_protocol_violations",
+        "Links closed for a protocol violation, by reason",
+        labels=["reason"],
+    )
+    for reason, count in sorted(hub.protocol_violations.items() if hub else ()):
+        violations.add_metric([reason], count)
+    yield violations
+    for name, doc, counted in (
+        (
+            "gravd_publish_denied",
+            "Messages a link's identity may not publish, dropped",
+            "publish_denied",
+        ),
+        ("gravd_gossip_ignored", "Gossiped endpoints over the gossip bounds", "gossip_ignored"),
+    ):
+        yield _counter(name, doc, getattr(hub, counted) if hub is not None else 0)
     lost = CounterMetricFamily(
         "gravd_messages_lost",
         "Messages missed across a link flap that fell out of their origin's buffer, by origin",

@@ -617,5 +617,20 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         _parse_path_setting,
     ),
     *_BRIDGE_SETTINGS,
+    Setting(
+        "identity",
+        "--identity",
+        "PATH",
+        "this node's Ed25519 key (gravctl keygen PATH): it signs every handshake",
+        _parse_path_setting,
+    ),
+    Setting(
+        "auth_file",
+        "--auth-file",
+        "PATH",
+        "a TOML file of the identities this node accepts and what each may publish and "
+        "receive; SIGHUP re-reads it (default: accept every link)",
+        _parse_path_setting,
+    ),
 )
 BY_NAME: Final = {s.name: s for s in SETTINGS}

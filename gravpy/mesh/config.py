@@ -31,6 +31,9 @@ class HubStatistics:
     lost_by_origin: dict[str, int] = field(default_factory=dict)  # fell out of an origin's buffer
     resent: int = 0  # messages this node resent to peers that missed them across a flap
     connections_refused: int = 0  # accepted links closed at once: max_connections were open
+    protocol_violations: dict[str, int] = field(default_factory=dict)  # links closed, by reason
+    gossip_ignored: int = 0  # gossiped endpoints over the per-frame or dial-target bounds
+    publish_denied: int = 0  # messages a link's identity may not publish, dropped here
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,8 @@ class HubConfig:
     # how long a peer whose link dropped (not withdrew) is still advertised to leaves, so what they
     # send for it is numbered and buffered here, and resent when it relinks (gravpy.mesh.resume)
     resume_window: float = 30.0
+    gossip_pairs: int = 64  # endpoints taken from one PEERS frame; the rest are ignored (counted)
+    gossip_targets: int = 256  # gossiped endpoints kept as dial targets at once
 
     def __post_init__(self) -> None:
         if not self.dial_timeout > 0 or not self.drain_timeout >= 0:
@@ -57,6 +62,8 @@ class HubConfig:
             raise UsageError("queue_limit must be an int >= 16")
         if self.queue_bytes < 1 or self.max_connections < 1:
             raise UsageError("queue_bytes and max_connections must be >= 1")
+        if not self.gossip_pairs >= 1 or not self.gossip_targets >= 0:
+            raise UsageError("gossip_pairs must be >= 1 and gossip_targets >= 0")
 
 
 @dataclass(slots=True)

@@ -98,9 +98,12 @@ class WantedEndpoint:
             kept = self._port.link_for(link.uuid)
             if kept is not None and kept.is_open:
                 self.opened(kept)
-            else:
+                return
+            if kept is not None:
                 self._awaiting = link.uuid  # settled when it opens, or by the next dial
-            return
+                return
+            # no other link of ours to that node: the remote already has a live link claiming
+            # this node's uuid, so this refusal is the caller's answer
         reason = link.reject_reason or "closed"
         if reason == REASON_UUID_MISMATCH and self.expected_uuid is not None:
             self.settle(NodeUUIDMismatch(self.endpoint, self.expected_uuid, link.uuid or "?"))
@@ -158,6 +161,10 @@ class Dialer:
             wanted.task.cancel()
         else:
             wanted.source = "gone"
+
+    def count(self, source: str) -> int:
+        """How many endpoints are kept because ``source`` named them (e.g. ``"gossip"``)."""
+        return sum(1 for wanted in self._wanted.values() if wanted.source == source)
 
     def node_linked(self, link: PeerLink) -> None:
         """A link to a node opened (whoever dialled it)."""

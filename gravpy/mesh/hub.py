@@ -41,8 +41,17 @@ from gravpy.failure import WAITING_TYPE, link_closed_reply, wait_notice
 from gravpy.groups import GROUP_HEADER, marked, unmarked
 from gravpy.mesh.config import HubConfig, HubStatistics, LinkTotals, fit_to_transports
 from gravpy.mesh.dialer import Dialer, DialOutcome, WantedEndpoint
+from gravpy.mesh.enforcement import PermissionGate, check_publish, check_subscribe, receivers
 from gravpy.mesh.interests import InterestStatistics, InterestTable
 from gravpy.mesh.peer_link import PeerInfo, PeerLink
+from gravpy.mesh.permissions import (
+    GRANT_TYPE,
+    Authority,
+    Identity,
+    Refusal,
+    grant_data,
+    read_grant,
+)
 from gravpy.mesh.resume import (
     RESUME_END_TYPE,
     RESUME_TYPE,
@@ -59,6 +68,7 @@ from gravpy.pod import Pod
 from gravpy.proto import (
     PROTOCOL_VERSION,
     REASON_DUPLICATE,
+    REASON_NOT_ALLOWED,
     REASON_SELF,
     REASON_SHUTDOWN,
     ROLE_PEER,
@@ -76,6 +86,7 @@ from gravpy.proto import (
     WithdrawReceived,
 )
 from gravpy.proto.frames import MAX_HEADERS
+from gravpy.proto.handshake import Credentials
 from gravpy.replay import REPLAY_HEADER, REPLAY_TYPE, LeafReplays, replay_answer
 
 __all__ = ["Hub", "HubConfig", "HubStatistics"]
@@ -99,12 +110,18 @@ class Hub:
         mesh_key: bytes | None,
         config: HubConfig,
         listen: bool = True,
+        credentials: Credentials | None = None,
+        authority: Authority | None = None,
     ) -> None:
         self.bus = bus
         self.local = local
         self.transports = transports
         self.discovery = discovery
         self.mesh_key = mesh_key
+        self.credentials = credentials
+        self.authority = authority  # the auth file in force; None: every link is accepted
+        self.gate = PermissionGate()
+        self.grant: Identity | None = None  # on an app: what its node lets it publish/receive
         self.config = fit_to_transports(config, transports)
         self.listen = listen
         self.links: set[PeerLink] = set()  # every link that has not ended, open or not
@@ -129,6 +146,8 @@ class Hub:
         self._absent: dict[str, tuple[frozenset[str], asyncio.TimerHandle]] = {}
         self._accepted = 0  # accepted links running now
         self._refused = 0  # accepted links closed at once: max_connections were running
+        self._violations: dict[str, int] = {}
+        self._gossip_ignored = 0
         bus.attach_mesh(self)
 
     @property
@@ -337,6 +356,7 @@ class Hub:
             backpressure=self.bus,
             config=self.config.protocol,
             mesh_key=self.mesh_key,
+            credentials=self.credentials,
             expected_uuid=wanted.expected_uuid if wanted is not None else None,
             queue_limit=self.config.queue_limit,
             queue_bytes=self.config.queue_bytes,
@@ -356,6 +376,7 @@ class Hub:
     def link_ended(self, peer: PeerLink) -> None:
         """The link is over (the LinkOwner port; called once, before its transport closes)."""
         self.links.discard(peer)
+        self.gate.forget(peer)
         self._closed.add(peer.info(), peer.was_open)
         if not self.router.remove(peer):
             return
@@ -381,9 +402,15 @@ class Hub:
         whose reader then holds off reading, so TCP pushes back to the sender.
         """
         bus = self.bus
+        governed = self.authority is not None
         for i, msg in enumerate(messages):
             if bus.pods_congested:
                 return i
+            if msg.type == GRANT_TYPE and peer.is_peer and self.local.role != ROLE_PEER:
+                self.grant = read_grant(msg.data)  # what this app's node lets it publish/receive
+                continue
+            if governed and not self.gate.admits(peer, msg):
+                continue
             headers = msg.headers
             if headers is not None:
                 if SEQ_HEADER in headers and peer.is_peer:
@@ -403,6 +430,8 @@ class Hub:
         targets = self.router.arrived(msg, peer)
         if targets is None:
             return
+        if self.authority is not None and targets:
+            targets = receivers(msg, targets)
         seq = self.sequence() if peer.is_leaf else 0
         headers = msg.headers
         if headers is not None and GROUP_HEADER in headers:
@@ -582,6 +611,8 @@ class Hub:
                 by_remote=event.by_remote,
             )
         elif isinstance(event, ProtocolViolation | LinkDead | Closed):
+            if isinstance(event, ProtocolViolation):
+                self._violations[event.reason] = self._violations.get(event.reason, 0) + 1
             peer.end(event.reason)
             self.router.routes_changed()
             level = "info" if isinstance(event, Closed) else "warning"
@@ -594,16 +625,63 @@ class Hub:
             )
 
     def _on_hello(self, peer: PeerLink) -> None:
+        if self.authority is not None:
+            verdict = self.authority.admit(peer.identity_key, peer.proto.remote_token)
+            if isinstance(verdict, Refusal):
+                self._refuse(peer, verdict.reason, verdict.detail)
+                return
+            peer.identity = verdict
         existing = self.peers.get(peer.uuid)
         if existing is not None and existing is not peer and not existing.ended.is_set():
-            if not _preferred(peer, existing):
-                peer.reject(REASON_DUPLICATE, "a link to this node already exists")
+            if not may_replace(peer, existing):
+                self._refuse(peer, REASON_DUPLICATE, "a link to this node already exists")
                 return
+            self._log.warning(
+                "link_replaced",
+                peer=peer.uuid,
+                old=existing.link.remote_address,
+                new=peer.link.remote_address,
+                was_open=existing.is_open,
+            )
             existing.end(REASON_DUPLICATE)
             self._interests.remove(existing)
             self._readvertise_soon()
         self.router.add(peer)
         peer.accept()
+
+    def set_authority(self, authority: Authority | None) -> int:
+        """Install new auth rules (SIGHUP): new links meet them at once; an open link whose
+        identity is no longer admitted is closed (``not_allowed``), the others keep running
+        under their identity's new rules. Returns how many links were closed."""
+        self.authority = authority
+        closed = 0
+        for link in list(self.peers.values()):
+            if authority is None:
+                link.identity = None
+                continue
+            verdict = authority.admit(link.identity_key, link.proto.remote_token)
+            if isinstance(verdict, Refusal):
+                self._log.info("link_no_longer_allowed", peer=link.uuid, detail=verdict.detail)
+                link.end(REASON_NOT_ALLOWED)
+                closed += 1
+            else:
+                link.identity = verdict
+                if link.is_leaf and link.is_open:
+                    link.send_now(Message.new(GRANT_TYPE, grant_data(verdict)))
+        self.interests_changed()
+        return closed
+
+    def _refuse(self, peer: PeerLink, reason: str, detail: str) -> None:
+        """Refuse ``peer`` at HELLO, tell it why, count the reason and log it."""
+        self._rejected[reason] = self._rejected.get(reason, 0) + 1
+        self._log.info(
+            "handshake_refused",
+            peer=peer.uuid,
+            address=peer.link.remote_address,
+            reason=reason,
+            detail=detail,
+        )
+        peer.reject(reason, detail)
 
     def _on_open(self, peer: PeerLink) -> None:
         self._opened += 1
@@ -618,6 +696,8 @@ class Hub:
         )
         peer.mark_open()
         self._dialer.node_linked(peer)
+        if peer.is_leaf and peer.identity is not None:  # before INTERESTS: known when attached
+            peer.send_now(Message.new(GRANT_TYPE, grant_data(peer.identity)))
         self._interests.add(peer)
         self._interests.flush(self._local_interests)  # the new link hears what it may send now
         if peer.is_peer and self.local.role == ROLE_PEER:
@@ -633,6 +713,11 @@ class Hub:
     def _on_gossip(self, sender: PeerLink, pairs: tuple[tuple[str, str], ...]) -> None:
         """A peer told us the endpoints it knows: its own (kept, to pass on) and its peers'
         (each node we are not linked to is dialled at the fastest endpoint we can dial)."""
+        limit = self.config.gossip_pairs
+        if len(pairs) > limit:
+            self._gossip_ignored += len(pairs) - limit
+            self._log.warning("gossip_truncated", peer=sender.uuid, pairs=len(pairs), kept=limit)
+            pairs = pairs[:limit]
         sender.set_endpoints(ep for uuid, ep in pairs if uuid == sender.uuid and ep)
         if self.local.role != ROLE_PEER or self._stopping:
             return
@@ -645,8 +730,14 @@ class Hub:
             except UsageError:
                 continue
             known.setdefault(uuid, []).append(endpoint)
+        room = self.config.gossip_targets - self._dialer.count("gossip")
         for uuid, endpoints in known.items():
-            self.want(fastest(endpoints), uuid, "gossip")
+            endpoint = fastest(endpoints)
+            if self._dialer.get(endpoint) is None and room <= 0:
+                self._gossip_ignored += 1
+                continue
+            room -= self._dialer.get(endpoint) is None
+            self.want(endpoint, uuid, "gossip")
 
     def _gossip(self) -> None:
         """Tell every peer every endpoint of ours and of the other peers we know."""
@@ -690,7 +781,9 @@ class Hub:
     # -- the bus's port (MeshPort) ---------------------------------------------------------------
 
     def check_sendable(self, msg: Message) -> None:
-        """Refuse, before anything is delivered, a message no link could carry."""
+        """Refuse, before anything is delivered, a message no link could carry, or that this
+        app's node does not let it publish (``PermissionDenied``)."""
+        check_publish(self.grant, msg)
         limit = self.config.protocol.limits.max_message_bytes
         if len(msg.data) > limit:
             raise UsageError(
@@ -717,6 +810,8 @@ class Hub:
         many took it and the groups placed here (``local``: members per local group for it)."""
         router = self.router
         targets = router.from_local(msg)
+        if self.authority is not None and targets:
+            targets = receivers(msg, targets)
         bridged = 0
         for bridge in self.bridges:
             bridged += bridge.offer(msg)
@@ -724,6 +819,10 @@ class Hub:
             return self._send_to(targets, msg, seq) + bridged, tuple(local)
         placement = router.place(msg, None, local)
         return self._send_placed(msg, targets, placement, seq) + bridged, placement.local
+
+    def check_subscribable(self, pattern: str) -> None:
+        """Raise ``PermissionDenied`` if this app's node lets it receive no type of ``pattern``."""
+        check_subscribe(self.grant, pattern)
 
     def reply_wait_started(self, request_uuid: str, msg_type: str) -> None:
         """A local pod waits for replies: track the links that could answer, so the wait fails
@@ -859,10 +958,29 @@ class Hub:
             resent=self.resumption.resent,
             connections_refused=self._refused
             + sum(getattr(t, "connections_refused", 0) for t in self.transports),
+            protocol_violations=dict(self._violations),
+            gossip_ignored=self._gossip_ignored,
+            publish_denied=self.gate.denied_publish,
         )
 
     def peer_infos(self) -> list[PeerInfo]:
         return [link.info() for link in self.peers.values()]
+
+
+def may_replace(new: PeerLink, old: PeerLink) -> bool:
+    """True if ``new`` takes the place of ``old``, a live link that claims the same node uuid.
+
+    A link whose remote proved an identity key is replaced only by one proving the same key. An
+    open link is not replaced by a claim alone from the same dialler (any app learns every uuid
+    from ``gravd.info``): the new one is refused as a duplicate until the old one ends (a node
+    that restarted waits for its old link to be found dead). Links dialled by different nodes
+    (two nodes dialled each other at once) are settled by ``_preferred``, the same on both sides.
+    """
+    if old.identity_key and new.identity_key != old.identity_key:
+        return False
+    if old.is_open and not old.identity_key and new.initiator_uuid == old.initiator_uuid:
+        return False
+    return _preferred(new, old)
 
 
 def _preferred(new: PeerLink, old: PeerLink) -> bool:

@@ -31,6 +31,7 @@ from typing import Protocol
 from gravpy import _log as logs
 from gravpy.errors import LinkClosedError, UsageError
 from gravpy.filter import Pattern
+from gravpy.mesh.permissions import Identity
 from gravpy.message import Message
 from gravpy.plugins import Link
 from gravpy.proto import (
@@ -44,7 +45,7 @@ from gravpy.proto import (
     PeerProtocol,
     ProtocolConfig,
 )
-from gravpy.proto.handshake import ROLE_LEAF, ROLE_PEER
+from gravpy.proto.handshake import ROLE_LEAF, ROLE_PEER, Credentials
 
 __all__ = ["Backpressure", "LinkOwner", "PeerInfo", "PeerLink"]
 
@@ -119,6 +120,7 @@ class PeerLink:
         config: ProtocolConfig,
         mesh_key: bytes | None,
         expected_uuid: str | None,
+        credentials: Credentials | None = None,
         queue_limit: int,
         queue_bytes: int = 64 << 20,
         dial_endpoint: str = "",
@@ -135,7 +137,9 @@ class PeerLink:
             mesh_key=mesh_key,
             expected_uuid=expected_uuid,
             config=config,
+            credentials=credentials,
         )
+        self.identity: Identity | None = None  # what the auth file grants (None: no auth file)
         self.dial_endpoint = dial_endpoint
         self._dialer = dialer
         self.interests: tuple[str, ...] = ()
@@ -196,6 +200,11 @@ class PeerLink:
         """True if the remote is a node of the mesh (a peer)."""
         remote = self.proto.remote
         return remote is not None and remote.role == ROLE_PEER
+
+    @property
+    def identity_key(self) -> bytes:
+        """The public key the remote proved it holds in the handshake; empty if none."""
+        return self.proto.verified_key
 
     @property
     def initiator_uuid(self) -> str:
@@ -332,6 +341,12 @@ class PeerLink:
     def peer_withdrew(self) -> None:
         """The remote withdrew: what is queued for it will never be sent; count it dropped."""
         self.dropped += self.drop_queue()
+
+    def send_now(self, msg: Message) -> None:
+        """Send ``msg`` ahead of anything queued (a node's notice to its app)."""
+        if self.is_open:
+            self.proto.send_messages([msg])
+            self.flush()
 
     def enqueue(self, msg: Message) -> bool:
         """Queue a message for the remote. False (and counted) if the queue is full."""

@@ -35,9 +35,13 @@ from gravpy.proto.frames import (
     MAX_NONCE_LENGTH,
     MAX_PING_NONCE,
     MAX_REASON_LENGTH,
+    MAX_TOKEN_LENGTH,
     MAX_UUID_LENGTH,
     MIN_NONCE_LENGTH,
     PROOF_LENGTH,
+    PROTOCOL_VERSION,
+    PUBLIC_KEY_LENGTH,
+    SIGNATURE_LENGTH,
     SIZE_ESTIMATE_OVERHEAD,
     Accept,
     Auth,
@@ -299,6 +303,13 @@ def _decode_hello(obj: list[Any], limits: Limits) -> Hello:
         raise FrameError(f"HELLO nonce must be {MIN_NONCE_LENGTH}..{MAX_NONCE_LENGTH} bytes")
     if type(keyed) is not bool:
         raise FrameError("HELLO keyed must be a boolean")
+    # another version's extra elements are not ours to judge: it is refused by version anyway
+    extra = obj[8:10] if version == PROTOCOL_VERSION else []
+    public_key, has_token = [*extra, b"", False][:2]
+    if type(public_key) is not bytes or len(public_key) not in (0, PUBLIC_KEY_LENGTH):
+        raise FrameError(f"HELLO public_key must be empty or {PUBLIC_KEY_LENGTH} bytes")
+    if type(has_token) is not bool:
+        raise FrameError("HELLO has_token must be a boolean")
     return Hello(
         node_uuid=_str(node_uuid, "HELLO node_uuid", MAX_UUID_LENGTH, allow_empty=False),
         role=_str(role, "HELLO role", MAX_NAME_LENGTH, allow_empty=False),
@@ -307,14 +318,19 @@ def _decode_hello(obj: list[Any], limits: Limits) -> Hello:
         nonce=nonce,
         keyed=keyed,
         version=version,
+        public_key=public_key,
+        has_token=has_token,
     )
 
 
 def _decode_auth(obj: list[Any], limits: Limits) -> Auth:
-    _arity(obj, 2)
-    if type(obj[1]) is not bytes or len(obj[1]) != PROOF_LENGTH:
-        raise FrameError(f"AUTH proof must be {PROOF_LENGTH} bytes")
-    return Auth(obj[1])
+    _arity(obj, 4)
+    _, proof, signature, token = obj
+    if type(proof) is not bytes or len(proof) not in (0, PROOF_LENGTH):
+        raise FrameError(f"AUTH proof must be empty or {PROOF_LENGTH} bytes")
+    if type(signature) is not bytes or len(signature) not in (0, SIGNATURE_LENGTH):
+        raise FrameError(f"AUTH signature must be empty or {SIGNATURE_LENGTH} bytes")
+    return Auth(proof, signature, _str(token, "AUTH token", MAX_TOKEN_LENGTH))
 
 
 def _decode_reason(obj: list[Any], limits: Limits) -> Reject | Close:

@@ -62,7 +62,9 @@ __all__ = [
     "is_valid_pattern",
 ]
 
-PROTOCOL_VERSION: Final = 3  # 2: INTERESTS carries groups; 3: grav-seq and resume (docs)
+# 2: INTERESTS carries groups; 3: grav-seq and resume after a link flap (docs); 4: keyed links
+# tag every frame, HELLO/AUTH carry credentials
+PROTOCOL_VERSION: Final = 4
 MAX_GROUP_MEMBERS: Final = (1 << 31) - 1
 MAX_UUID_LENGTH: Final = 64
 MAX_NAME_LENGTH: Final = 255  # mesh names and roles
@@ -72,6 +74,9 @@ MAX_DETAIL_LENGTH: Final = 1024
 MIN_NONCE_LENGTH: Final = 16
 MAX_NONCE_LENGTH: Final = 64
 PROOF_LENGTH: Final = 32  # HMAC-SHA256
+PUBLIC_KEY_LENGTH: Final = 32  # Ed25519
+SIGNATURE_LENGTH: Final = 64  # Ed25519
+MAX_TOKEN_LENGTH: Final = 256
 MAX_PING_NONCE: Final = (1 << 64) - 1
 SIZE_ESTIMATE_OVERHEAD: Final = 128  # per-message guess used to split batches before packing
 
@@ -108,6 +113,8 @@ class Hello:
     nonce: bytes
     keyed: bool
     version: int = PROTOCOL_VERSION
+    public_key: bytes = b""  # the Ed25519 key the sender will sign with in AUTH; empty if none
+    has_token: bool = False  # the sender will present a token in AUTH
 
     def to_wire(self) -> list[Any]:
         """The msgpack array of this frame."""
@@ -120,19 +127,24 @@ class Hello:
             self.endpoint,
             self.nonce,
             self.keyed,
+            self.public_key,
+            self.has_token,
         ]
 
 
 @dataclass(frozen=True, slots=True)
 class Auth:
-    """Proof of the mesh key: HMAC-SHA256 over the handshake transcript (see handshake.py)."""
+    """Proof of the mesh key (HMAC-SHA256 over both HELLOs, empty on an unkeyed link), an
+    Ed25519 signature over both HELLOs (empty without a key pair) and a token (see handshake.py)."""
 
     kind: ClassVar[FrameKind] = FrameKind.AUTH
     proof: bytes
+    signature: bytes = b""
+    token: str = ""
 
     def to_wire(self) -> list[Any]:
         """The msgpack array of this frame."""
-        return [self.kind, self.proof]
+        return [self.kind, self.proof, self.signature, self.token]
 
 
 @dataclass(frozen=True, slots=True)

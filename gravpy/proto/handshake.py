@@ -21,15 +21,21 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, TypeAlias
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gravpy.errors import UsageError
 from gravpy.proto.frames import (
     MAX_ENDPOINT_LENGTH,
     MAX_NAME_LENGTH,
+    MAX_TOKEN_LENGTH,
     MAX_UUID_LENGTH,
     PROTOCOL_VERSION,
+    PUBLIC_KEY_LENGTH,
     FrameKind,
     Hello,
 )
@@ -40,31 +46,39 @@ __all__ = [
     "CLOSE_REASONS",
     "MIN_KEY_LENGTH",
     "REASON_BAD_FRAME",
+    "REASON_BAD_SIGNATURE",
     "REASON_DEAD",
     "REASON_DEADLINE",
     "REASON_DUPLICATE",
     "REASON_MESH",
     "REASON_NORMAL",
+    "REASON_NOT_ALLOWED",
     "REASON_PROOF",
     "REASON_ROLE",
     "REASON_SELF",
     "REASON_SHUTDOWN",
     "REASON_UNEXPECTED_FRAME",
+    "REASON_UNKNOWN_KEY",
     "REASON_UUID_MISMATCH",
     "REASON_VERSION",
     "REJECT_REASONS",
     "ROLES",
     "ROLE_LEAF",
     "ROLE_PEER",
+    "SIGN_CONTEXT",
     "TRANSITIONS",
+    "Credentials",
     "Input",
     "LinkState",
     "NodeInfo",
     "Trigger",
     "auth_proof",
+    "authenticating",
     "check_hello",
     "mesh_compatible",
+    "signed_transcript",
     "verify_proof",
+    "verify_signature",
 ]
 
 ROLE_PEER: Final = "peer"
@@ -73,6 +87,7 @@ ROLES: Final = frozenset({ROLE_PEER, ROLE_LEAF})
 ANY_MESH: Final = "*"
 MIN_KEY_LENGTH: Final = 16
 AUTH_CONTEXT: Final = b"gravpy/1 mesh-key proof\x00"
+SIGN_CONTEXT: Final = b"gravpy/3 identity signature\x00"
 
 # Reasons a handshake is refused (REJECT frames, ``Rejected`` events).
 REASON_VERSION: Final = "version"
@@ -83,8 +98,14 @@ REASON_ROLE: Final = "role"
 REASON_PROOF: Final = "proof"
 REASON_DUPLICATE: Final = "duplicate"
 REASON_DEADLINE: Final = "deadline"
+REASON_BAD_SIGNATURE: Final = "bad_signature"  # the AUTH signature does not verify
+REASON_UNKNOWN_KEY: Final = "unknown_key"  # a key or token the node does not list (or none)
+REASON_NOT_ALLOWED: Final = "not_allowed"  # a listed identity that may not link in that role
 REJECT_REASONS: Final = frozenset(
     {
+        REASON_BAD_SIGNATURE,
+        REASON_UNKNOWN_KEY,
+        REASON_NOT_ALLOWED,
         REASON_VERSION,
         REASON_SELF,
         REASON_UUID_MISMATCH,
@@ -206,6 +227,55 @@ class NodeInfo:
             )
 
 
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What this side presents in AUTH: an Ed25519 public key and a function that signs with
+    its private key (``gravpy.identity`` loads them from a key file), and/or a token."""
+
+    public_key: bytes = b""
+    sign: Callable[[bytes], bytes] | None = None
+    token: str = ""
+
+    def __post_init__(self) -> None:
+        if bool(self.public_key) != (self.sign is not None):
+            raise UsageError("Credentials need both a public key and a signer, or neither")
+        if self.public_key and len(self.public_key) != PUBLIC_KEY_LENGTH:
+            raise UsageError(f"an Ed25519 public key is {PUBLIC_KEY_LENGTH} bytes")
+        if len(self.token) > MAX_TOKEN_LENGTH:
+            raise UsageError(f"a token is at most {MAX_TOKEN_LENGTH} characters")
+
+
+def authenticating(hello: Hello) -> bool:
+    """True if the sender of ``hello`` takes part in the AUTH step (key, key pair or token).
+
+    The AUTH step happens when either HELLO says so; both sides see both HELLOs and agree.
+    """
+    return hello.keyed or bool(hello.public_key) or hello.has_token
+
+
+def signed_transcript(prover_hello: bytes, verifier_hello: bytes) -> bytes:
+    """What the prover signs: ``SIGN_CONTEXT || u32be(len P) || P || u32be(len V) || V``.
+
+    V carries the verifier's fresh nonce, so a signature from one handshake is worthless in any
+    other (no replay), and the order says who signed (no reflection)."""
+    parts = [SIGN_CONTEXT]
+    for hello in (prover_hello, verifier_hello):
+        parts += [len(hello).to_bytes(4, "big"), hello]
+    return b"".join(parts)
+
+
+def verify_signature(
+    public_key: bytes, signature: bytes, prover_hello: bytes, verifier_hello: bytes
+) -> bool:
+    """True if ``signature`` is the prover's Ed25519 signature of the transcript."""
+    try:
+        key = Ed25519PublicKey.from_public_bytes(public_key)
+        key.verify(signature, signed_transcript(prover_hello, verifier_hello))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
 def mesh_compatible(a: str, b: str) -> bool:
     """True if nodes of meshes ``a`` and ``b`` may link: equal names, or either is ``"*"``."""
     return a == b or ANY_MESH in (a, b)
@@ -220,7 +290,8 @@ def check_hello(local: Hello, remote: Hello, expected_uuid: str | None) -> tuple
     if remote.version != PROTOCOL_VERSION:
         return REASON_VERSION, (
             f"remote speaks protocol version {remote.version}, this node speaks "
-            f"{PROTOCOL_VERSION}; upgrade the older node (2 added groups, 3 resume after a link flap)"
+            f"{PROTOCOL_VERSION}; upgrade the older node (2 added groups, 3 resume after a link "
+            "flap, 4 credentials and tagged frames on keyed links)"
         )
     if remote.node_uuid == local.node_uuid:
         return REASON_SELF, f"remote node uuid {remote.node_uuid} is this node's own"

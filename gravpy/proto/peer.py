@@ -12,6 +12,7 @@ Misuse by the caller (sending before the handshake completes, accepting twice) r
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import assert_never
 
@@ -26,7 +27,7 @@ from gravpy.proto.codec import (
     encode_msgs_split,
     encode_peers,
 )
-from gravpy.proto.config import ProtocolConfig
+from gravpy.proto.config import MESSAGE_OVERHEAD, Limits, ProtocolConfig
 from gravpy.proto.frames import (
     MAX_DETAIL_LENGTH,
     MAX_NONCE_LENGTH,
@@ -49,6 +50,7 @@ from gravpy.proto.frames import (
     WithdrawAck,
 )
 from gravpy.proto.handshake import LinkState, NodeInfo, Trigger
+from gravpy.proto.session import TAG_LENGTH, FrameSealer, direction_key
 
 __all__ = ["PeerProtocol"]
 
@@ -72,6 +74,7 @@ class PeerProtocol:
         mesh_key: object = None,
         expected_uuid: object = None,
         config: ProtocolConfig | None = None,
+        credentials: hs.Credentials | None = None,
     ) -> None:
         if type(nonce) is not bytes or not MIN_NONCE_LENGTH <= len(nonce) <= MAX_NONCE_LENGTH:
             raise UsageError(f"nonce must be {MIN_NONCE_LENGTH}..{MAX_NONCE_LENGTH} random bytes")
@@ -87,10 +90,16 @@ class PeerProtocol:
         self.initiator = initiator
         self.config = config if config is not None else ProtocolConfig()
         self._key = mesh_key
+        self._credentials = credentials if credentials is not None else hs.Credentials()
+        self.remote_token = ""  # the token the remote presented in AUTH, if it said it would
         self._expected_uuid = expected_uuid
         self._state = LinkState.AWAIT_HELLO
         self._remote: Hello | None = None
         self._remote_hello_raw = b""
+        self._verified_key = b""
+        self._send_limits = _room_for_tag(self.config.limits) if mesh_key else self.config.limits
+        self._sealer: FrameSealer | None = None  # tags what we send after our AUTH
+        self._opener: FrameSealer | None = None  # checks what arrives after the remote's AUTH
         self._outbox: list[bytes] = []
         self._opened_at = now
         self._clock = now  # the latest `now` seen; stamps frames queued by calls without one
@@ -112,6 +121,8 @@ class PeerProtocol:
             local.endpoint,
             nonce,
             mesh_key is not None,
+            public_key=self._credentials.public_key,
+            has_token=bool(self._credentials.token),
         )
         self._hello_raw = encode_frame(self._hello)
         self._queue(self._hello_raw, now)
@@ -127,6 +138,11 @@ class PeerProtocol:
     def remote(self) -> Hello | None:
         """The remote's HELLO once received (even if the link was then rejected)."""
         return self._remote
+
+    @property
+    def verified_key(self) -> bytes:
+        """The public key whose signature over our nonce the remote presented; empty if none."""
+        return self._verified_key
 
     @property
     def remote_withdrawn(self) -> bool:
@@ -182,6 +198,13 @@ class PeerProtocol:
         self._bytes_in += len(raw)
         self._clock = max(self._clock, now)
         self._last_received = now
+        if self._opener is not None:
+            opened = self._opener.open(raw)
+            if opened is None:
+                detail = "a frame failed authentication (wrong session tag)"
+                self._opener = None  # the CLOSE we send is tagged; nothing more is read
+                return self._violation(hs.REASON_BAD_FRAME, detail, now)
+            raw = opened
         try:
             decoded = decode_frame(raw, self.config.limits)
         except FrameError as exc:
@@ -278,7 +301,7 @@ class PeerProtocol:
             return 0
         if not messages:
             return 0
-        for frame in encode_msgs_split(messages, self.config.limits):
+        for frame in encode_msgs_split(messages, self._send_limits):
             self._queue(frame, self._clock)
         self._messages_out += len(messages)
         return len(messages)
@@ -289,12 +312,12 @@ class PeerProtocol:
         """Queue INTERESTS: the type patterns this node's ungrouped pods want, and the
         ``(group, pattern, members)`` of its groups (both full lists)."""
         self._require_open("send_interests()")
-        self._queue(encode_interests(patterns, self.config.limits, groups), self._clock)
+        self._queue(encode_interests(patterns, self._send_limits, groups), self._clock)
 
     def send_peers(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Queue PEERS: ``(node_uuid, endpoint)`` of nodes the remote may dial."""
         self._require_open("send_peers()")
-        self._queue(encode_peers(pairs, self.config.limits), self._clock)
+        self._queue(encode_peers(pairs, self._send_limits), self._clock)
 
     def withdraw(self) -> None:
         """Queue WITHDRAW (once): the remote stops sending messages and answers WITHDRAW_ACK.
@@ -329,6 +352,9 @@ class PeerProtocol:
             case Interests():
                 return [ev.InterestsReceived(frame.patterns, frame.groups)]
             case Peers():
+                if self._remote is not None and self._remote.role != hs.ROLE_PEER:
+                    detail = "only peers may gossip: a leaf sent PEERS"
+                    return self._violation(hs.REASON_UNEXPECTED_FRAME, detail, now)
                 return [ev.PeersReceived(frame.pairs)]
             case Withdraw() | WithdrawAck():
                 return self._on_withdraw(frame, now)
@@ -344,21 +370,33 @@ class PeerProtocol:
         problem = hs.check_hello(self._hello, frame, self._expected_uuid)
         if problem is not None:
             return self._reject_here(*problem, now)
-        if self._key is None:
+        if not (hs.authenticating(self._hello) or hs.authenticating(frame)):
             self._advance(Trigger.NO_KEY)
             return [ev.HelloReceived(frame)]
-        proof = hs.auth_proof(self._key, self._hello_raw, raw)
-        self._queue(encode_frame(Auth(proof)), now)
+        creds = self._credentials
+        proof = hs.auth_proof(self._key, self._hello_raw, raw) if self._key else b""
+        signed = creds.sign(hs.signed_transcript(self._hello_raw, raw)) if creds.sign else b""
+        self._queue(encode_frame(Auth(proof, signed, creds.token)), now)
+        if self._key is not None:
+            self._sealer = FrameSealer(direction_key(self._key, self._hello_raw, raw))
         return []
 
     def _on_auth(self, frame: Auth, now: float) -> list[ev.Event]:
-        assert self._remote is not None  # AUTH is only allowed after HELLO
-        if self._key is None or not hs.verify_proof(
-            self._key, frame.proof, self._remote_hello_raw, self._hello_raw
-        ):
+        remote = self._remote
+        assert remote is not None  # AUTH is only allowed after HELLO
+        theirs, ours = self._remote_hello_raw, self._hello_raw
+        if self._key is not None and not hs.verify_proof(self._key, frame.proof, theirs, ours):
             return self._reject_here(hs.REASON_PROOF, "the remote's mesh key proof is wrong", now)
+        if remote.public_key:
+            if not hs.verify_signature(remote.public_key, frame.signature, theirs, ours):
+                detail = "the signature does not verify with the public key presented"
+                return self._reject_here(hs.REASON_BAD_SIGNATURE, detail, now)
+            self._verified_key = remote.public_key
+        self.remote_token = frame.token if remote.has_token else ""
         self._advance(FrameKind.AUTH)
-        return [ev.HelloReceived(self._remote)]
+        if self._key is not None:
+            self._opener = FrameSealer(direction_key(self._key, theirs, ours))
+        return [ev.HelloReceived(remote)]
 
     def _on_withdraw(self, frame: Withdraw | WithdrawAck, now: float) -> list[ev.Event]:
         if isinstance(frame, Withdraw):
@@ -401,6 +439,8 @@ class PeerProtocol:
             raise UsageError(f"{call} is only allowed on an OPEN link, not {self._state.name}")
 
     def _queue(self, frame: bytes, now: float) -> None:
+        if self._sealer is not None:
+            frame = self._sealer.seal(frame)
         self._outbox.append(frame)
         self._frames_out += 1
         self._bytes_out += len(frame)
@@ -415,6 +455,13 @@ class PeerProtocol:
         self._queue(encode_frame(Close(reason, detail[:MAX_DETAIL_LENGTH])), now)
         self._advance(Trigger.VIOLATION)
         return [ev.ProtocolViolation(reason, detail)]
+
+
+def _room_for_tag(limits: Limits) -> Limits:
+    """``limits`` for what this side sends on a keyed link: every frame leaves room for its tag."""
+    frame = limits.max_frame_bytes - TAG_LENGTH
+    message = min(limits.max_message_bytes, frame - MESSAGE_OVERHEAD)
+    return dataclasses.replace(limits, max_frame_bytes=frame, max_message_bytes=message)
 
 
 def _check_reason(reason: str) -> None:

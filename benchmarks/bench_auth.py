@@ -1,0 +1,256 @@
+"""bench_auth: what bad handshakes cost a real gravd, and whether a good client still gets in.
+
+A gravd runs in its own process with an auth file listing one key. A client then makes, for each
+of three attacks, N attempts over WebSocket on 127.0.0.1 (20 at a time), each a full handshake
+driven by gravpy's own ``PeerProtocol``:
+
+- unknown key: a fresh Ed25519 key that the auth file does not list (refused ``unknown_key``);
+- wrong signature: the listed public key, signed with another private key (``bad_signature``);
+- replayed handshake: the HELLO and AUTH of one genuine handshake, sent again on new links
+  (refused ``bad_signature``: the signature covered the nonce of the node's first HELLO).
+
+Checks: every attempt is refused with the expected reason, and gravd's /metrics counts them.
+Figures: gravd's CPU time per attempt (its utime+stime from /proc, so the loop time it spent),
+attempts per second, and how long a legitimate app takes to attach while each attack runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from _common import Machine, finish, options, say, sizes_for, table
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from websockets.asyncio.client import connect as ws_connect
+
+import gravpy
+from gravpy.identity import keygen, load_credentials
+from gravpy.proto import NodeInfo, PeerProtocol, Rejected, decode_frame
+from gravpy.proto.frames import Reject
+from gravpy.proto.handshake import Credentials
+
+CONCURRENCY = 20
+
+
+@dataclass(frozen=True)
+class Sizes:
+    attempts: int
+
+
+@dataclass
+class Report:
+    machine: dict[str, object]
+    attempts: int
+    cases: list[dict[str, object]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of process ``pid`` in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def attempt(url: str, creds: Credentials | None, replay: list[bytes] | None) -> str:
+    """One handshake; the reason the node gave for refusing it ("" if it was not refused)."""
+    loop = asyncio.get_running_loop()
+    proto = PeerProtocol(
+        NodeInfo(os.urandom(8).hex(), role="leaf"),
+        initiator=True,
+        now=loop.time(),
+        nonce=os.urandom(16),
+        credentials=creds,
+    )
+    async with ws_connect(url, compression=None) as ws:
+        outgoing = replay if replay is not None else proto.data_to_send()
+        for frame in outgoing:
+            await ws.send(frame)
+        async for raw in ws:
+            assert isinstance(raw, bytes)
+            if replay is not None:  # our protocol object did not send these frames: just read
+                answer = decode_frame(raw)
+                if isinstance(answer, Reject):
+                    return answer.reason
+                continue
+            for event in proto.receive_frame(raw, loop.time()):
+                if isinstance(event, Rejected) and event.by_remote:
+                    return event.reason
+            if replay is None:
+                for frame in proto.data_to_send():
+                    await ws.send(frame)
+    return ""
+
+
+async def capture(url: str, creds: Credentials) -> list[bytes]:
+    """The HELLO and AUTH a genuine app sends in one handshake (to replay them later)."""
+    loop = asyncio.get_running_loop()
+    proto = PeerProtocol(
+        NodeInfo("replayed-app", role="leaf"),
+        initiator=True,
+        now=loop.time(),
+        nonce=os.urandom(16),
+        credentials=creds,
+    )
+    sent = proto.data_to_send()
+    async with ws_connect(url, compression=None) as ws:
+        await ws.send(sent[0])
+        while len(sent) < 2:
+            proto.receive_frame(await ws.recv(decode=False), loop.time())
+            sent += proto.data_to_send()
+    return sent[:2]
+
+
+async def flood(n: int, one: Callable[[], Awaitable[str]]) -> list[str]:
+    """``n`` attempts, ``CONCURRENCY`` at a time; their refusal reasons."""
+    reasons: list[str] = []
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def run() -> None:
+        async with gate:
+            reasons.append(await one())
+
+    await asyncio.gather(*(run() for _ in range(n)))
+    return reasons
+
+
+async def good_attach(url: str, key: Path) -> float:
+    """Seconds a listed app takes to attach."""
+    started = time.perf_counter()
+    async with gravpy.connect(url, identity_file=key, timeout=10):
+        return time.perf_counter() - started
+
+
+async def start_gravd(
+    auth: Path, data: Path
+) -> tuple[asyncio.subprocess.Process, dict[str, object]]:
+    argv = [sys.executable, "-m", "gravpy.daemon.main", "--listen", "127.0.0.1:0"]
+    argv += ["--monitor", "127.0.0.1:0", "--log-format", "json", "--discovery", "none"]
+    argv += ["--auth-file", str(auth), "--data-dir", str(data), "--log-level", "info"]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                line = await proc.stdout.readline()
+                if not line:
+                    raise RuntimeError("gravd exited before it listened")
+                if line.startswith(b"{") and json.loads(line).get("event") == "listening":
+                    return proc, json.loads(line)
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+
+
+async def refusal_metrics(monitor: str) -> dict[str, float]:
+    reader, writer = await asyncio.open_connection(*monitor.rsplit(":", 1))
+    writer.write(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+    text = (await reader.read()).decode()
+    writer.close()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("gravd_handshakes_rejected_total{"):
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            out[reason] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+async def measure(sizes: Sizes, report: Report) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench_auth-"))
+    key = tmp / "app.key"
+    keygen(key)
+    listed = load_credentials(key)
+    auth = tmp / "auth.toml"
+    auth.write_text(
+        f'[[identities]]\nname = "app"\npublic_key = "{(tmp / "app.key.pub").read_text().strip()}"\n'
+    )
+    proc, listening = await start_gravd(auth, tmp / "data")
+    assert proc.stdout is not None
+    logs = asyncio.ensure_future(proc.stdout.read())  # keep reading gravd's log: never let it block
+    try:
+        endpoints = listening["endpoints"]
+        assert isinstance(endpoints, list)
+        url = str(endpoints[0])
+        replayed = await capture(url, listed)
+        forger = Ed25519PrivateKey.generate()
+        cases: list[tuple[str, str, Callable[[], Awaitable[str]]]] = [
+            ("unknown key", "unknown_key", lambda: attempt(url, unknown(), None)),
+            (
+                "wrong signature",
+                "bad_signature",
+                lambda: attempt(url, Credentials(listed.public_key, forger.sign), None),
+            ),
+            ("replayed handshake", "bad_signature", lambda: attempt(url, None, replayed)),
+        ]
+        rows = []
+        for name, reason, one in cases:
+            before = cpu_seconds(proc.pid)
+            started = time.perf_counter()
+            attach = asyncio.ensure_future(flood(sizes.attempts, one))
+            await asyncio.sleep(0.2)  # the flood is under way: a good app attaches meanwhile
+            good = await good_attach(url, key)
+            reasons = await attach
+            wall = time.perf_counter() - started
+            cpu = cpu_seconds(proc.pid) - before
+            refused = sum(r == reason for r in reasons)
+            if refused != sizes.attempts:
+                report.failures.append(f"{name}: {refused}/{sizes.attempts} refused as {reason}")
+            case = {
+                "case": name,
+                "refused": refused,
+                "gravd_cpu_ms_per_attempt": 1000 * cpu / sizes.attempts,
+                "attempts_per_s": sizes.attempts / wall,
+                "good_attach_ms": 1000 * good,
+            }
+            report.cases.append(case)
+            rows.append(
+                [
+                    name,
+                    f"{refused}/{sizes.attempts}",
+                    f"{case['gravd_cpu_ms_per_attempt']:.2f}",
+                    f"{case['attempts_per_s']:.0f}",
+                    f"{case['good_attach_ms']:.0f}",
+                ]
+            )
+        headers = ["attack", "refused", "gravd CPU ms/attempt", "attempts/s", "good attach ms"]
+        say(table(headers, rows))
+        counted = await refusal_metrics(str(listening["monitor"]))
+        say(f"  /metrics gravd_handshakes_rejected_total: {counted}")
+        expected = {"unknown_key": sizes.attempts, "bad_signature": 2 * sizes.attempts}
+        for reason, n in expected.items():
+            if counted.get(reason) != n:
+                report.failures.append(f"/metrics counts {counted.get(reason)} {reason}, not {n}")
+    finally:
+        proc.terminate()
+        await proc.wait()
+        await logs
+
+
+def unknown() -> Credentials:
+    key = Ed25519PrivateKey.generate()
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return Credentials(raw, key.sign)
+
+
+def main() -> int:
+    args = options(__doc__).parse_args()
+    sizes = sizes_for(args, Sizes(attempts=1000), Sizes(attempts=50))
+    report = Report(machine=dataclasses.asdict(Machine.here()), attempts=sizes.attempts)
+    say(f"bench_auth: {sizes.attempts} attempts per attack, {CONCURRENCY} at a time")
+    asyncio.run(measure(sizes, report))
+    return finish(report, args.json)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

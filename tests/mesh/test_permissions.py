@@ -1,0 +1,121 @@
+"""Per-type permissions: the pure rules, and their enforcement by real nodes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+import gravpy
+from gravpy import Message
+from gravpy.errors import PermissionDenied, UsageError
+from gravpy.identity import keygen, parse_public_key
+from gravpy.mesh.permissions import Refusal, TypeRules, parse_authority
+
+from .conftest import FAST, NodeFactory, linked_to
+
+
+def test_deny_wins_and_nothing_is_allowed_without_an_allow() -> None:
+    """A type allowed and denied is denied; an empty allow list allows nothing."""
+    rules = TypeRules(allow=("sensor.*", "a.>"), deny=("sensor.secret",))
+    assert rules.allows("sensor.temp")
+    assert not rules.allows("sensor.secret")
+    assert not rules.allows("sensor.temp.x")
+    assert rules.allows("a.b.c")
+    assert not TypeRules(allow=()).allows("x")
+
+
+def test_a_pattern_is_wholly_forbidden_only_when_no_type_of_it_may_pass() -> None:
+    """forbids_all_of: covered by a deny, or sharing no type with any allow."""
+    rules = TypeRules(allow=(">",), deny=("secret.>",))
+    assert rules.forbids_all_of("secret.>")
+    assert rules.forbids_all_of("secret.*.x")
+    assert not rules.forbids_all_of(">")  # some types pass, so the pod gets those
+    narrow = TypeRules(allow=("sensor.*",))
+    assert narrow.forbids_all_of("motor.>")
+    assert not narrow.forbids_all_of("*.temp")
+
+
+def test_the_auth_file_admits_by_key_or_token_and_refuses_the_rest(tmp_path: Path) -> None:
+    """A listed key or token gets its identity; others are refused with a reason."""
+    line = keygen(tmp_path / "k")
+    authority = parse_authority(
+        {
+            "identities": [
+                {"name": "k", "public_key": line},
+                {"name": "t", "token": "tok", "publish": {"allow": ["a.*"], "deny": []}},
+            ]
+        }
+    )
+    admitted = authority.admit(parse_public_key(line), "")
+    assert not isinstance(admitted, Refusal)
+    assert admitted.name == "k"
+    by_token = authority.admit(b"", "tok")
+    assert not isinstance(by_token, Refusal)
+    assert by_token.publish.allows("a.b")
+    assert authority.admit(b"", "") == Refusal(
+        "not_allowed", "this node accepts only listed identities"
+    )
+    with pytest.raises(UsageError, match="public_key or a token"):
+        parse_authority({"identities": [{"name": "x"}]})
+    with pytest.raises(UsageError, match="not a type pattern"):
+        parse_authority({"anonymous": {"publish": {"allow": ["a..b"]}}})
+
+
+SENSORS = {
+    "name": "sensors",
+    "token": "sensor-token",
+    "publish": {"allow": ["sensor.*"], "deny": []},
+    "subscribe": {"allow": [">"], "deny": ["secret.>"]},
+}
+
+
+async def test_a_forbidden_publish_raises_at_the_sender_and_the_node_drops_what_slips_by(
+    node: NodeFactory,
+) -> None:
+    """PermissionDenied at send; with the app's own check bypassed, the node drops the message,
+    counts it, and the link stays up for allowed ones."""
+    a = await node(authority=parse_authority({"identities": [SENSORS]}))
+    got: asyncio.Queue[Message] = asyncio.Queue(8)
+    a.connect().on(got.put_nowait)
+    async with gravpy.connect(a.endpoints()[0], hub_config=FAST, token="sensor-token") as app:
+        pod = app.connect()
+        with pytest.raises(PermissionDenied, match=r"motor\.run"):
+            pod.send(Message.new("motor.run", b""))
+        assert app.hub is not None
+        app.hub.grant = None  # a misbehaving app that skips its own check
+        pod.send(Message.new("motor.run", b"forbidden"))
+        pod.send(Message.new("sensor.temp", b"allowed"))
+        async with asyncio.timeout(5):
+            first = await got.get()
+        assert (first.type, first.data) == ("sensor.temp", b"allowed")
+        assert got.empty()
+        assert a.hub is not None
+        assert a.hub.gate.denied_publish == 1
+        assert [p.state for p in app.peers()] == ["open"]
+
+
+async def test_an_app_receives_only_what_it_may_and_replies_always(node: NodeFactory) -> None:
+    """A pod on '>' gets no secret.* message; on_type('secret.>') raises; a reply of a
+    forbidden type to the app's own request still reaches it."""
+    a = await node(authority=parse_authority({"identities": [SENSORS]}))
+    responder = a.connect()
+    responder.on_type(
+        "sensor.ask", lambda m: responder.reply_to(m, Message.new("secret.answer", b"42"))
+    )
+    async with gravpy.connect(a.endpoints()[0], hub_config=FAST, token="sensor-token") as app:
+        pod = app.connect()
+        with pytest.raises(PermissionDenied, match="secret"):
+            pod.on_type("secret.>", lambda m: None)
+        got: asyncio.Queue[Message] = asyncio.Queue(8)
+        pod.on(got.put_nowait)
+        await a.wait_for(linked_to(app, interest=">"), timeout=5)
+        sender = a.connect()
+        sender.send(Message.new("secret.plan", b"no"))
+        sender.send(Message.new("public.news", b"yes"))
+        async with asyncio.timeout(5):
+            first = await got.get()
+        assert first.type == "public.news"
+        reply = await app.connect().send(Message.new("sensor.ask", b"")).wait_until(5)
+        assert (reply.type, reply.data) == ("secret.answer", b"42")
