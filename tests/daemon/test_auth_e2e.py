@@ -106,7 +106,9 @@ async def test_gravctl_keygen_then_identity_attaches_where_anonymous_is_refused(
     async with running_gravd("--auth-file", str(auth)) as node:
         url = ("--url", node.endpoint)
         ok = await gravctl(*url, "--identity", str(tmp_path / "ctl.key"), "pub", "a.b", "x")
-        assert ok.code == 0, ok.stderr
+        # attached and published; nobody on the mesh wants a.b, which gravctl reports as exit 3
+        assert ok.code == 3, ok.stderr
+        assert "no pod on the mesh wants" in ok.stderr
         refused = await gravctl(*url, "pub", "a.b", "x")
         assert refused.code != 0
         assert "not_allowed" in refused.stderr
