@@ -34,13 +34,14 @@ async def _settled(node: Grav, links: int) -> InterestStatistics:
     async with asyncio.timeout(20):
         while True:
             peers = node.peers()
-            if len(peers) == links and all(p.state == "open" for p in peers):
-                before = node.hub.interest_statistics()
-                await asyncio.sleep(0)
-                await asyncio.sleep(0)
-                if node.hub.interest_statistics() == before:
-                    return before
-            await asyncio.sleep(0.005)
+            if len(peers) != links or not all(p.state == "open" for p in peers):
+                await node.hub.wait_changed()  # a link opened or ended, interests changed
+                continue
+            before = node.hub.interest_statistics()
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            if node.hub.interest_statistics() == before:
+                return before
 
 
 async def _attach_detach_cost(

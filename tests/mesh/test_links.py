@@ -409,7 +409,9 @@ async def test_a_killed_peer_under_traffic_is_forgotten_at_once_and_relinked(
 
         streaming = asyncio.create_task(stream())
         try:
-            await asyncio.sleep(0.3)  # let the socket buffers fill: the writer is mid-send
+            assert a.hub is not None
+            while a.hub.statistics().messages_out < 2_000:  # noqa: ASYNC110 - a plain counter
+                await asyncio.sleep(0)  # traffic is flowing: the writer is mid-send
             loop = asyncio.get_running_loop()
             proc.kill()
             killed_at = loop.time()
