@@ -1,9 +1,17 @@
 """The mesh: a node's links to other nodes and the routing between them and the local bus.
 
-- ``hub``: ``Hub``, the node's side of the mesh: lifecycle, link events, handshake decisions,
-  gossip and interests.
-- ``routing``: ``Router``, pure routing decisions (seen-set, route caches, relays, lost requests).
+- ``hub``: ``Hub``, the node's side of the mesh: lifecycle, link events, and the wiring of the
+  pieces below.
+- ``traffic``: ``Traffic``, the path of every message through the node (deliver, forward,
+  number, resume, requests of neighbours).
+- ``routing``: ``Router``, pure routing decisions (seen-set, route caches, relays, lost requests,
+  group placement).
+- ``admission``: ``Admission``, who may link at HELLO (auth file, the duplicate rule).
+- ``gossip``: ``Gossip``, the endpoints peers tell each other, and dialling what is heard.
+- ``interests``: ``InterestTable`` (what each link is told, kept incrementally), ``AbsentPeers``.
+- ``bridge_host``: ``Bridges``, the node's side of its bridges to other meshes.
 - ``dialer``: ``Dialer``, wanted endpoints and their dial loops with backoff.
+- ``resume``, ``permissions``, ``enforcement``: resume after a flap; per-type permissions.
 - ``peer_link``: ``PeerLink``, one link driven by asyncio around the sans-I/O ``PeerProtocol``.
 - ``config``: ``HubConfig`` and ``HubStatistics``.
 

@@ -19,18 +19,27 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gravpy import _log as logs
 from gravpy.backoff import BackoffPolicy
-from gravpy.errors import HandshakeRejectedError, NodeUUIDMismatch
+from gravpy.errors import HandshakeRejectedError, NodeUUIDMismatch, UsageError
+from gravpy.plugins import Transport
 from gravpy.proto import REASON_DUPLICATE, REASON_UUID_MISMATCH
 
 if TYPE_CHECKING:
     from gravpy.mesh.peer_link import PeerLink
 
-__all__ = ["DialOutcome", "DialPort", "Dialer", "WantedEndpoint"]
+__all__ = [
+    "DialOutcome",
+    "DialPort",
+    "Dialer",
+    "WantedEndpoint",
+    "dials",
+    "fastest",
+    "transport_for",
+]
 
 _log = logs.get_logger("gravpy.mesh.dialer")
 GOSSIP_GIVE_UP = 5  # consecutive failed dials before a gossiped endpoint is forgotten
@@ -201,3 +210,30 @@ class Dialer:
                     self._wanted.pop(wanted.endpoint, None)
                     return
             await asyncio.sleep(backoff.next_delay())
+
+
+# Transports by speed on a LAN: raw TCP, then WebSocket, then HTTP (DESIGN.md section 5).
+_SCHEME_RANK = {"tcp": 0, "tls": 0, "ws": 1, "wss": 1, "http": 2, "https": 2}
+
+
+def fastest(endpoints: list[str]) -> str:
+    """The endpoint of the fastest transport (tcp, then websocket, then http; others last)."""
+    return min(endpoints, key=lambda ep: _SCHEME_RANK.get(ep.split("://", 1)[0], 9))
+
+
+def transport_for(transports: Sequence[Transport], endpoint: str) -> Transport:
+    """The first of ``transports`` that dials ``endpoint``'s scheme; ``UsageError`` if none."""
+    scheme = endpoint.split("://", 1)[0] if "://" in endpoint else ""
+    for transport in transports:
+        if not scheme or scheme in transport.schemes:
+            return transport
+    raise UsageError(f"no transport of this node dials {endpoint!r}")
+
+
+def dials(transports: Sequence[Transport], endpoint: str) -> bool:
+    """True if one of ``transports`` dials ``endpoint``'s scheme."""
+    try:
+        transport_for(transports, endpoint)
+    except UsageError:
+        return False
+    return True

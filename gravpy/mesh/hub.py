@@ -2,7 +2,9 @@
 
 Theory of operation
 -------------------
-The hub runs the node's side of the mesh. It owns four things and delegates the rest:
+The hub runs the node's side of the mesh. It owns the links and their events, and wires the
+pieces that do the rest: ``Traffic`` (every message's path), ``Admission`` (HELLO decisions),
+``Gossip``, the ``InterestTable``, ``Bridges`` and the ``Dialer``. In short:
 
 - **links** (``PeerLink``, ``gravpy.mesh.peer_link``): every accepted or dialled link runs as one;
   the hub decides at HELLO whether to accept it (a second link to a node that is already linked
@@ -34,41 +36,26 @@ from typing import Any
 
 from gravpy import _log as logs
 from gravpy._tasks import TaskSupervisor
-from gravpy.bridge.port import BridgePort, MeshInterests
+from gravpy.bridge.port import BridgePort
 from gravpy.bus import Bus
 from gravpy.errors import LinkClosedError, TransportError, UsageError
-from gravpy.failure import WAITING_TYPE, link_closed_reply, wait_notice
-from gravpy.groups import GROUP_HEADER, marked, unmarked
+from gravpy.failure import wait_notice
+from gravpy.mesh.admission import Admission
+from gravpy.mesh.bridge_host import Bridges
 from gravpy.mesh.config import HubConfig, HubStatistics, LinkTotals, fit_to_transports
-from gravpy.mesh.dialer import Dialer, DialOutcome, WantedEndpoint
-from gravpy.mesh.enforcement import PermissionGate, check_publish, check_subscribe, receivers
-from gravpy.mesh.interests import InterestStatistics, InterestTable
+from gravpy.mesh.dialer import Dialer, DialOutcome, WantedEndpoint, fastest, transport_for
+from gravpy.mesh.gossip import Gossip
+from gravpy.mesh.interests import AbsentPeers, InterestStatistics, InterestTable
 from gravpy.mesh.peer_link import PeerInfo, PeerLink
-from gravpy.mesh.permissions import (
-    GRANT_TYPE,
-    Authority,
-    Identity,
-    Refusal,
-    grant_data,
-    read_grant,
-)
-from gravpy.mesh.resume import (
-    RESUME_END_TYPE,
-    RESUME_TYPE,
-    SEQ_HEADER,
-    Resumption,
-    resend_answer,
-    stamped,
-    unstamped,
-)
-from gravpy.mesh.routing import Placement, Router
+from gravpy.mesh.permissions import GRANT_TYPE, Authority, grant_data
+from gravpy.mesh.routing import Router
+from gravpy.mesh.traffic import Traffic
 from gravpy.message import Message
 from gravpy.plugins import Discovery, DiscoveryContext, Link, PeerReport, Transport
 from gravpy.pod import Pod
 from gravpy.proto import (
     PROTOCOL_VERSION,
     REASON_DUPLICATE,
-    REASON_NOT_ALLOWED,
     REASON_SELF,
     REASON_SHUTDOWN,
     ROLE_PEER,
@@ -85,16 +72,11 @@ from gravpy.proto import (
     WithdrawAcked,
     WithdrawReceived,
 )
-from gravpy.proto.frames import MAX_HEADERS
 from gravpy.proto.handshake import Credentials
-from gravpy.replay import REPLAY_HEADER, REPLAY_TYPE, LeafReplays, replay_answer
 
 __all__ = ["Hub", "HubConfig", "HubStatistics"]
 
 _log = logs.get_logger("gravpy.mesh.hub")
-# a frame's room for a message beyond its data and headers: ids (3 x 64), type (255), timestamp,
-# msgpack headers of the arrays and maps, the frame's own header
-_ENVELOPE = 1024
 
 
 class Hub:
@@ -119,15 +101,20 @@ class Hub:
         self.discovery = discovery
         self.mesh_key = mesh_key
         self.credentials = credentials
-        self.authority = authority  # the auth file in force; None: every link is accepted
-        self.gate = PermissionGate()
-        self.grant: Identity | None = None  # on an app: what its node lets it publish/receive
         self.config = fit_to_transports(config, transports)
         self.listen = listen
         self.links: set[PeerLink] = set()  # every link that has not ended, open or not
         self._running: set[PeerLink] = set()  # every link whose transport is not closed yet
         self.router: Router[PeerLink] = Router()
         self._dialer = Dialer(self, self.config.backoff)
+        self._bridges = Bridges(
+            bus, self.router, local, sendable=self.check_sendable, changed=self.interests_changed
+        )
+        self.traffic = Traffic(bus, self.router, local, self.config, self._bridges, authority)
+        self.admission = Admission(local.node_uuid, self.router.peers, authority)
+        self.gossip = Gossip(local.node_uuid, self.router.peers, self._dialer, transports, config)
+        # peers whose link dropped: their interests, still advertised to leaves for a while
+        self._absent = AbsentPeers(self.config.resume_window, self.interests_changed)
         self._tasks = TaskSupervisor(_log)
         self._discovering: list[asyncio.Task[Any]] = []
         self._interests_pending = False
@@ -137,17 +124,9 @@ class Hub:
         self._log = _log.bind(node=local.node_uuid)
         self._opened = 0
         self._closed = LinkTotals()
-        self._rejected: dict[str, int] = {}
-        self.bridges: list[BridgePort] = []
-        self.replays = LeafReplays(bus.own_replay)
-        self.resumption: Resumption[PeerLink] = Resumption(self._resumed)
-        self.origin_seq = 0  # the last number given to a message entering the mesh here
-        # peers whose link dropped: their interests, still advertised to leaves for a while
-        self._absent: dict[str, tuple[frozenset[str], asyncio.TimerHandle]] = {}
         self._accepted = 0  # accepted links running now
         self._refused = 0  # accepted links closed at once: max_connections were running
         self._violations: dict[str, int] = {}
-        self._gossip_ignored = 0
         bus.attach_mesh(self)
 
     @property
@@ -219,10 +198,8 @@ class Hub:
             for transport in self.transports:
                 await transport.stop()
         await self._tasks.close()
-        self.resumption.close()
-        for _, timer in self._absent.values():
-            timer.cancel()
-        self._absent.clear()
+        self.traffic.resumption.close()
+        self._absent.close()
 
     async def _wait_withdrawn(self, links: list[PeerLink]) -> None:
         """Wait (bounded) until each peer acked our WITHDRAW or its link ended."""
@@ -266,7 +243,7 @@ class Hub:
         and ``LinkClosedError`` if the link ends before the node said what it wants (so a caller
         never goes on with a link it cannot use).
         """
-        self._transport_for(endpoint)
+        transport_for(self.transports, endpoint)
         for link in self.peers.values():
             if endpoint in (link.dial_endpoint, link.remote.endpoint if link.remote else ""):
                 return link.info()
@@ -292,7 +269,7 @@ class Hub:
     async def dial(self, wanted: WantedEndpoint) -> DialOutcome:
         """Dial ``wanted`` once and run the link to its end (the Dialer's port)."""
         try:
-            transport = self._transport_for(wanted.endpoint)
+            transport = transport_for(self.transports, wanted.endpoint)
         except UsageError as exc:  # e.g. discovery found an http:// endpoint of a dual node
             wanted.settle(exc)
             return DialOutcome.NO_TRANSPORT
@@ -324,13 +301,6 @@ class Hub:
     def link_for(self, uuid: str) -> PeerLink | None:
         """The chosen link to node ``uuid``, if one is up."""
         return self.peers.get(uuid)
-
-    def _transport_for(self, endpoint: str) -> Transport:
-        scheme = endpoint.split("://", 1)[0] if "://" in endpoint else ""
-        for transport in self.transports:
-            if not scheme or scheme in transport.schemes:
-                return transport
-        raise UsageError(f"no transport of this node dials {endpoint!r}")
 
     # -- links -----------------------------------------------------------------------------------
 
@@ -376,19 +346,20 @@ class Hub:
     def link_ended(self, peer: PeerLink) -> None:
         """The link is over (the LinkOwner port; called once, before its transport closes)."""
         self.links.discard(peer)
-        self.gate.forget(peer)
+        self.traffic.gate.forget(peer)
         self._closed.add(peer.info(), peer.was_open)
         if not self.router.remove(peer):
             return
         self._log.info(
             "peer_disconnected", peer=peer.uuid, reason=peer.end_reason, dropped=peer.dropped
         )
-        self._fail_requests_to(peer)
+        self.traffic.fail_requests_to(peer)
         if self.local.role != ROLE_PEER:
-            self.replays.link_lost()
+            self.traffic.replays.link_lost()
         elif peer.is_peer:
-            self.resumption.release(peer.uuid)
-            self._keep_absent(peer)
+            self.traffic.resumption.release(peer.uuid)
+            if not self._stopping:
+                self._absent.keep(peer)
         self._interests.remove(peer)
         self._readvertise_soon()
         if peer.is_peer:
@@ -396,185 +367,16 @@ class Hub:
         self._notify()
 
     def link_messages(self, peer: PeerLink, messages: list[Message]) -> int:
-        """Deliver messages from ``peer`` here and forward them on (the LinkOwner port).
-
-        Returns how many were taken: while a local pod is congested the rest stays with the link,
-        whose reader then holds off reading, so TCP pushes back to the sender.
-        """
-        bus = self.bus
-        governed = self.authority is not None
-        for i, msg in enumerate(messages):
-            if bus.pods_congested:
-                return i
-            if msg.type == GRANT_TYPE and peer.is_peer and self.local.role != ROLE_PEER:
-                self.grant = read_grant(msg.data)  # what this app's node lets it publish/receive
-                continue
-            if governed and not self.gate.admits(peer, msg):
-                continue
-            headers = msg.headers
-            if headers is not None:
-                if SEQ_HEADER in headers and peer.is_peer:
-                    self._sequenced(peer, msg)
-                    continue
-                if REPLAY_HEADER in headers and not peer.is_leaf:
-                    self.replays.arrived(msg)
-                    continue
-            if msg.type in _CONTROL_TYPES:
-                self._control(peer, msg)
-                continue
-            self._take(peer, msg)
-        return len(messages)
-
-    def _take(self, peer: PeerLink, msg: Message) -> None:
-        """Route one message from ``peer``: deliver here, forward on (numbered, from a leaf)."""
-        targets = self.router.arrived(msg, peer)
-        if targets is None:
-            return
-        if self.authority is not None and targets:
-            targets = receivers(msg, targets)
-        seq = self.sequence() if peer.is_leaf else 0
-        headers = msg.headers
-        if headers is not None and GROUP_HEADER in headers:
-            self._arrived_for_groups(msg, peer, targets, seq)
-            return
-        self.bus.deliver(msg, None, (), seq)
-        self._send_to(targets, msg, seq)
-        for bridge in self.bridges:
-            bridge.offer(msg)
-
-    def _send_to(self, targets: tuple[PeerLink, ...], msg: Message, seq: int) -> int:
-        """Enqueue ``msg`` on ``targets``; peers get it numbered if ``seq`` (once stamped)."""
-        n = 0
-        numbered: Message | None = None
-        for link in targets:
-            if seq and link.is_peer:
-                if numbered is None:
-                    numbered = stamped(msg, self.local.node_uuid, seq)
-                n += link.enqueue(numbered)
-            else:
-                n += link.enqueue(msg)
-        return n
-
-    def _sequenced(self, peer: PeerLink, msg: Message) -> None:
-        """A numbered message from a peer: held while its origin resends, else taken."""
-        plain, origin, seq, resent = unstamped(msg)
-        if origin and not resent:
-            limit = self.config.queue_limit
-            if self.resumption.holds(origin, peer, msg, limit):
-                return
-        if origin:
-            self.resumption.seen(origin, seq)
-        self._take(peer, plain)
-
-    def _resumed(self, peer: PeerLink, msg: Message) -> None:
-        """A held message, let through once its origin's resend ended."""
-        plain, origin, seq, _ = unstamped(msg)
-        self.resumption.seen(origin, seq)
-        self._take(peer, plain)  # even if its link has ended since: it arrived
-
-    def _control(self, peer: PeerLink, msg: Message) -> None:
-        """A request a node makes of its neighbour, consumed here and never forwarded."""
-        if peer.is_leaf and msg.type in (WAITING_TYPE, REPLAY_TYPE):
-            self._leaf_request(peer, msg)
-        elif peer.is_peer and msg.type == RESUME_TYPE:
-            self._resend(peer, msg)
-        elif peer.is_peer and msg.type == RESUME_END_TYPE:
-            text = msg.data.decode(errors="replace")
-            lost = int(text) if text.isdigit() and len(text) < 20 else 0
-            self.resumption.ended(peer.uuid, lost)
-        else:
-            self._take(peer, msg)
-
-    def _resend(self, peer: PeerLink, request: Message) -> None:
-        """A peer asks for what it missed of ours: resend it from the buffer, then the end."""
-        text = request.data.decode(errors="replace")
-        after = int(text) if text.isdigit() and len(text) < 20 else self.origin_seq
-        held = self.bus.buffer.sequenced_after(after)
-        answer, lost = resend_answer(
-            request, self.local.node_uuid, self.origin_seq, held, peer.wants
-        )
-        for msg in answer:
-            peer.enqueue(msg)
-        self.resumption.resent += len(answer) - 1
-        self._log.info("resent", peer=peer.uuid, after=after, messages=len(answer) - 1, lost=lost)
-
-    def sequence(self) -> int:
-        """The next origin number, on a peer node (a leaf's messages are numbered by its node)."""
-        if self.local.role != ROLE_PEER:
-            return 0
-        self.origin_seq += 1
-        return self.origin_seq
-
-    def _keep_absent(self, peer: PeerLink) -> None:
-        """A peer's link dropped without a withdraw: keep its interests for leaves a while."""
-        window = self.config.resume_window
-        if self._stopping or peer.info().withdrawn or not window or not peer.interests:
-            return
-        self._forget_absent(peer.uuid)
-        timer = asyncio.get_running_loop().call_later(window, self._forget_absent, peer.uuid)
-        self._absent[peer.uuid] = (frozenset(peer.interests), timer)
-
-    def _forget_absent(self, uuid: str) -> None:
-        entry = self._absent.pop(uuid, None)
-        if entry is not None:
-            entry[1].cancel()
-            self.interests_changed()
-
-    def _leaf_request(self, leaf: PeerLink, msg: Message) -> None:
-        """A request a leaf makes of its node, consumed here and never forwarded."""
-        if msg.type == WAITING_TYPE:
-            self.router.waiting(msg.data.decode(errors="replace"), leaf)
-            return
-        buffered = [m for m, _ in self.bus.buffer.entries()]
-        answer = replay_answer(msg, buffered, leaf.wants)
-        for each in answer:
-            leaf.enqueue(each)
-        self._log.debug("replay_answered", peer=leaf.uuid, messages=len(answer) - 1)
-
-    def _arrived_for_groups(
-        self, msg: Message, peer: PeerLink, targets: tuple[PeerLink, ...], seq: int = 0
-    ) -> None:
-        """A marked message: place the groups it names here or behind us; nothing sees the mark."""
-        plain, wanted = unmarked(msg)
-        if plain.reply_to:
-            wanted = ()
-        if not self.router.has_groups(plain.type, peer):  # nothing behind us: the bus places
-            self.bus.deliver(plain, None, wanted, seq)  # (and counts a group it has no member of)
-            self._send_to(targets, plain, seq)
-            return
-        placement = self.router.place(plain, peer, self.bus.group_weights(plain.type), wanted)
-        self.bus.deliver(plain, None, placement.local, seq)
-        self._send_placed(plain, targets, placement, seq)
-
-    def _send_placed(
-        self,
-        msg: Message,
-        targets: tuple[PeerLink, ...],
-        placement: Placement[PeerLink],
-        seq: int = 0,
-    ) -> int:
-        """Enqueue ``msg`` on ``targets`` and a marked copy on each link chosen for groups
-        (numbered for peers if ``seq``)."""
-        chosen = dict(placement.links)
-        numbered = stamped(msg, self.local.node_uuid, seq) if seq else msg
-        n = 0
-        for link in targets:
-            groups = chosen.pop(link, None)
-            base = numbered if link.is_peer else msg
-            if link.enqueue(base if groups is None else marked(base, groups)):
-                n += 1
-        for link, groups in chosen.items():
-            base = numbered if link.is_peer else msg
-            if link.enqueue(marked(base, groups)):
-                n += 1
-        return n
+        """Messages from ``peer`` (the LinkOwner port): ``Traffic`` takes them; returns how many
+        (fewer while a local pod is congested: the link's reader then holds off)."""
+        return self.traffic.from_link(peer, messages)
 
     def link_events(self, peer: PeerLink, events: list[Event]) -> None:
         """Handshake steps, interests, gossip, withdraw and ends (the LinkOwner port)."""
         for event in events:
             if isinstance(event, InterestsReceived):
                 peer.set_interests(event.patterns, event.groups)
-                self._forget_absent(peer.uuid)  # back, and said what it wants: no gap for leaves
+                self._absent.forget(peer.uuid)  # back, and said what it wants: no gap for leaves
                 self._log.debug("peer_interests", peer=peer.uuid, patterns=list(event.patterns))
                 self._interests.update(peer)  # what others can reach through us changed too
                 self._readvertise_soon()
@@ -588,7 +390,8 @@ class Hub:
                 self.router.routes_changed()
                 self._interests.neighbours_changed(peer)  # relaying for this peer may have changed
                 self._readvertise_soon()
-                self._on_gossip(peer, event.pairs)
+                dial = self.local.role == ROLE_PEER and not self._stopping
+                self.gossip.heard(peer, event.pairs, dial=dial)
             elif isinstance(event, WithdrawReceived):
                 self._log.info("peer_withdrew", peer=peer.uuid)
                 peer.peer_withdrew()
@@ -600,7 +403,7 @@ class Hub:
 
     def _on_end(self, peer: PeerLink, event: Event) -> None:
         if isinstance(event, Rejected):
-            self._rejected[event.reason] = self._rejected.get(event.reason, 0) + 1
+            self.admission.count(event.reason)
             peer.rejected(event.reason)
             self.router.routes_changed()
             self._log.info(
@@ -625,17 +428,10 @@ class Hub:
             )
 
     def _on_hello(self, peer: PeerLink) -> None:
-        if self.authority is not None:
-            verdict = self.authority.admit(peer.identity_key, peer.proto.remote_token)
-            if isinstance(verdict, Refusal):
-                self._refuse(peer, verdict.reason, verdict.detail)
-                return
-            peer.identity = verdict
+        if not self.admission.admit(peer):
+            return
         existing = self.peers.get(peer.uuid)
         if existing is not None and existing is not peer and not existing.ended.is_set():
-            if not may_replace(peer, existing):
-                self._refuse(peer, REASON_DUPLICATE, "a link to this node already exists")
-                return
             self._log.warning(
                 "link_replaced",
                 peer=peer.uuid,
@@ -653,35 +449,10 @@ class Hub:
         """Install new auth rules (SIGHUP): new links meet them at once; an open link whose
         identity is no longer admitted is closed (``not_allowed``), the others keep running
         under their identity's new rules. Returns how many links were closed."""
-        self.authority = authority
-        closed = 0
-        for link in list(self.peers.values()):
-            if authority is None:
-                link.identity = None
-                continue
-            verdict = authority.admit(link.identity_key, link.proto.remote_token)
-            if isinstance(verdict, Refusal):
-                self._log.info("link_no_longer_allowed", peer=link.uuid, detail=verdict.detail)
-                link.end(REASON_NOT_ALLOWED)
-                closed += 1
-            else:
-                link.identity = verdict
-                if link.is_leaf and link.is_open:
-                    link.send_now(Message.new(GRANT_TYPE, grant_data(verdict)))
+        self.traffic.govern(authority)
+        closed = self.admission.reauthorize(authority, list(self.peers.values()))
         self.interests_changed()
         return closed
-
-    def _refuse(self, peer: PeerLink, reason: str, detail: str) -> None:
-        """Refuse ``peer`` at HELLO, tell it why, count the reason and log it."""
-        self._rejected[reason] = self._rejected.get(reason, 0) + 1
-        self._log.info(
-            "handshake_refused",
-            peer=peer.uuid,
-            address=peer.link.remote_address,
-            reason=reason,
-            detail=detail,
-        )
-        peer.reject(reason, detail)
 
     def _on_open(self, peer: PeerLink) -> None:
         self._opened += 1
@@ -703,49 +474,14 @@ class Hub:
         if peer.is_peer and self.local.role == ROLE_PEER:
             self._gossip()
         if peer.is_peer and self.local.role == ROLE_PEER:
-            request = self.resumption.start(peer.uuid)  # after the INTERESTS just queued
+            request = self.traffic.resumption.start(peer.uuid)  # after the INTERESTS just queued
             if request is not None:
                 peer.enqueue(request)
         self._notify()
 
-    # -- gossip ----------------------------------------------------------------------------------
-
-    def _on_gossip(self, sender: PeerLink, pairs: tuple[tuple[str, str], ...]) -> None:
-        """A peer told us the endpoints it knows: its own (kept, to pass on) and its peers'
-        (each node we are not linked to is dialled at the fastest endpoint we can dial)."""
-        limit = self.config.gossip_pairs
-        if len(pairs) > limit:
-            self._gossip_ignored += len(pairs) - limit
-            self._log.warning("gossip_truncated", peer=sender.uuid, pairs=len(pairs), kept=limit)
-            pairs = pairs[:limit]
-        sender.set_endpoints(ep for uuid, ep in pairs if uuid == sender.uuid and ep)
-        if self.local.role != ROLE_PEER or self._stopping:
-            return
-        known: dict[str, list[str]] = {}
-        for uuid, endpoint in pairs:
-            if uuid == self.local.node_uuid or uuid in self.peers or not endpoint:
-                continue
-            try:
-                self._transport_for(endpoint)
-            except UsageError:
-                continue
-            known.setdefault(uuid, []).append(endpoint)
-        room = self.config.gossip_targets - self._dialer.count("gossip")
-        for uuid, endpoints in known.items():
-            endpoint = fastest(endpoints)
-            if self._dialer.get(endpoint) is None and room <= 0:
-                self._gossip_ignored += 1
-                continue
-            room -= self._dialer.get(endpoint) is None
-            self.want(endpoint, uuid, "gossip")
-
     def _gossip(self) -> None:
         """Tell every peer every endpoint of ours and of the other peers we know."""
-        open_peers = [link for link in self.peers.values() if link.is_open and link.is_peer]
-        pairs = [(link.uuid, ep) for link in open_peers for ep in link.known_endpoints()]
-        pairs.extend((self.local.node_uuid, ep) for ep in self.endpoints())
-        for link in open_peers:
-            link.send_peers([p for p in pairs if p[0] != link.uuid])
+        self.gossip.tell(self.endpoints())
 
     # -- interests -------------------------------------------------------------------------------
 
@@ -763,15 +499,16 @@ class Hub:
 
     def _readvertise(self) -> None:
         self._interests_pending = False
-        self._interests.absent_changed(p for patterns, _ in self._absent.values() for p in patterns)
+        self._interests.absent_changed(self._absent.patterns())
         self._interests.flush(self._local_interests)
-        self._tell_bridges()
+        self._bridges.tell(
+            {uuid: link.interests for uuid, link in self.peers.items() if link.is_open}
+        )
 
     def _local_interests(self) -> tuple[tuple[str, ...], tuple[tuple[str, str, int], ...]]:
         """What this node itself reaches: its pods, and what its bridges bring from other meshes."""
         patterns = set(self.bus.interests())
-        for bridge in self.bridges:
-            patterns.update(bridge.advertised())
+        patterns.update(self._bridges.advertised())
         return tuple(sorted(patterns)), self.bus.group_interests()
 
     def interest_statistics(self) -> InterestStatistics:
@@ -783,46 +520,21 @@ class Hub:
     def check_sendable(self, msg: Message) -> None:
         """Refuse, before anything is delivered, a message no link could carry, or that this
         app's node does not let it publish (``PermissionDenied``)."""
-        check_publish(self.grant, msg)
-        limit = self.config.protocol.limits.max_message_bytes
-        if len(msg.data) > limit:
-            raise UsageError(
-                f"message data is {len(msg.data)} bytes, over the mesh limit of {limit} bytes"
-            )
-        headers = msg.headers
-        if headers:
-            if len(headers) > MAX_HEADERS:
-                raise UsageError(f"a message may carry at most {MAX_HEADERS} headers")
-            size = len(msg.data) + sum(
-                len(k.encode()) + len(v.encode()) for k, v in headers.items()
-            )
-            room = self.config.protocol.limits.max_frame_bytes - _ENVELOPE
-            if size > room:
-                raise UsageError(
-                    f"message data and headers are {size} bytes, over the {room} bytes one frame "
-                    "carries"
-                )
+        self.traffic.check_sendable(msg)
+
+    def sequence(self) -> int:
+        """The next origin number for a message entering the mesh here (0 on an app)."""
+        return self.traffic.sequence()
 
     def forward_local(
         self, msg: Message, local: Mapping[str, int], seq: int = 0
     ) -> tuple[int, tuple[str, ...]]:
-        """A local pod sent ``msg`` (numbered ``seq``): forward it (links, bridges); return how
-        many took it and the groups placed here (``local``: members per local group for it)."""
-        router = self.router
-        targets = router.from_local(msg)
-        if self.authority is not None and targets:
-            targets = receivers(msg, targets)
-        bridged = 0
-        for bridge in self.bridges:
-            bridged += bridge.offer(msg)
-        if msg.reply_to or not router.has_groups(msg.type):
-            return self._send_to(targets, msg, seq) + bridged, tuple(local)
-        placement = router.place(msg, None, local)
-        return self._send_placed(msg, targets, placement, seq) + bridged, placement.local
+        """A local pod sent ``msg``: forward it (``Traffic.forward_local``)."""
+        return self.traffic.forward_local(msg, local, seq)
 
     def check_subscribable(self, pattern: str) -> None:
         """Raise ``PermissionDenied`` if this app's node lets it receive no type of ``pattern``."""
-        check_subscribe(self.grant, pattern)
+        self.traffic.check_subscribable(pattern)
 
     def reply_wait_started(self, request_uuid: str, msg_type: str) -> None:
         """A local pod waits for replies: track the links that could answer, so the wait fails
@@ -844,7 +556,7 @@ class Hub:
         node = next((link for link in self.peers.values() if link.is_open), None)
         if node is None:
             return False
-        request = self.replays.start(pod)
+        request = self.traffic.replays.start(pod)
         self.interests_changed()
         asyncio.get_running_loop().call_soon(node.enqueue, request)
         return True
@@ -853,69 +565,11 @@ class Hub:
         """True if the request came from another node (its replies travel back there)."""
         return self.router.asked_elsewhere(request_uuid)
 
-    def _fail_requests_to(self, peer: PeerLink) -> None:
-        """Fail waits on replies that only ``peer`` could have sent: local ones at once, and a
-        leaf's by telling the leaf (an error reply its node turns into ``LinkClosedError``)."""
-        lost = self.router.requests_lost(peer)
-        if not lost:
-            return
-        detail = f"the link to node {peer.uuid} closed: {peer.end_reason}"
-        local = [uuid for uuid, asker in lost if asker is None]
-        n = self.bus.fail_reply_waiters(local, LinkClosedError(detail)) if local else 0
-        for uuid, asker in lost:
-            if asker is not None and asker.is_open:
-                n += asker.enqueue(link_closed_reply(uuid, detail))
-        if n:
-            self._log.info("requests_failed", peer=peer.uuid, count=n)
-
-    # -- bridges (gravpy.bridge.port: the hub's side of BridgePort / BridgeHost) -----------------
+    # -- bridges (gravpy.mesh.bridge_host) ----------------------------------------------------
 
     def attach_bridge(self, bridge: BridgePort) -> None:
         """Carry this mesh's messages across ``bridge`` (before ``start``)."""
-        self.bridges.append(bridge)
-        bridge.bind(self)
-
-    @property
-    def node_uuid(self) -> str:
-        return self.local.node_uuid
-
-    @property
-    def mesh_name(self) -> str:
-        return self.local.belongs_to
-
-    def inject(self, msg: Message) -> int:
-        """A message from outside the mesh: deliver it here and forward it like a local one.
-
-        Returns how many pods and links took it, or -1 for a duplicate (its uuid was seen).
-        """
-        if self.router.seen(msg.uuid):
-            self.router.duplicates += 1
-            return -1
-        n = self.bus.deliver(msg, None)
-        for link in self.router.from_local(msg):
-            n += link.enqueue(msg)
-        return n
-
-    def bridge_changed(self) -> None:
-        """A bridge's ``advertised()`` changed: tell every peer."""
-        self.interests_changed()
-
-    def bridge_congested(self, sink: object, congested: bool) -> None:
-        """A bridge's queue passed its high-water mark (or fell back): publishers wait meanwhile."""
-        if congested:
-            self.bus.mark_congested(sink)
-        else:
-            self.bus.relieve(sink)
-
-    def _tell_bridges(self) -> None:
-        if not self.bridges:
-            return
-        interests = MeshInterests(
-            self.bus.interests(),
-            {uuid: link.interests for uuid, link in self.peers.items() if link.is_open},
-        )
-        for bridge in self.bridges:
-            bridge.mesh_interests(interests)
+        self._bridges.attach(bridge)
 
     # -- discovery, changes, statistics ----------------------------------------------------------
 
@@ -947,59 +601,21 @@ class Hub:
         return HubStatistics(
             links_opened=self._opened,
             links_closed=closed.links,
-            handshakes_rejected=dict(self._rejected),
+            handshakes_rejected=dict(self.admission.rejected),
             messages_in=closed.messages_in + sum(i.messages_in for i in live),
             messages_out=closed.messages_out + sum(i.messages_out for i in live),
             dropped_link=closed.dropped + sum(i.dropped for i in live),
             dropped_duplicate=self.router.duplicates,
             dropped_no_route=self.router.dropped_no_route,
             dropped_no_member=self.router.unplaced,
-            lost_by_origin=dict(self.resumption.lost),
-            resent=self.resumption.resent,
+            lost_by_origin=dict(self.traffic.resumption.lost),
+            resent=self.traffic.resumption.resent,
             connections_refused=self._refused
             + sum(getattr(t, "connections_refused", 0) for t in self.transports),
             protocol_violations=dict(self._violations),
-            gossip_ignored=self._gossip_ignored,
-            publish_denied=self.gate.denied_publish,
+            gossip_ignored=self.gossip.ignored,
+            publish_denied=self.traffic.gate.denied_publish,
         )
 
     def peer_infos(self) -> list[PeerInfo]:
         return [link.info() for link in self.peers.values()]
-
-
-def may_replace(new: PeerLink, old: PeerLink) -> bool:
-    """True if ``new`` takes the place of ``old``, a live link that claims the same node uuid.
-
-    A link whose remote proved an identity key is replaced only by one proving the same key. An
-    open link is not replaced by a claim alone from the same dialler (any app learns every uuid
-    from ``gravd.info``): the new one is refused as a duplicate until the old one ends (a node
-    that restarted waits for its old link to be found dead). Links dialled by different nodes
-    (two nodes dialled each other at once) are settled by ``_preferred``, the same on both sides.
-    """
-    if old.identity_key and new.identity_key != old.identity_key:
-        return False
-    if old.is_open and not old.identity_key and new.initiator_uuid == old.initiator_uuid:
-        return False
-    return _preferred(new, old)
-
-
-def _preferred(new: PeerLink, old: PeerLink) -> bool:
-    """Of two links between the same nodes, both sides keep the same one.
-
-    Links dialled by different nodes: the one dialled by the smaller uuid wins. Dialled by the same
-    node: the newer wins (that node has given up on the old one).
-    """
-    if new.initiator_uuid != old.initiator_uuid:
-        return new.initiator_uuid < old.initiator_uuid
-    return True
-
-
-_CONTROL_TYPES = frozenset((WAITING_TYPE, REPLAY_TYPE, RESUME_TYPE, RESUME_END_TYPE))
-
-# Transports by speed on a LAN: raw TCP, then WebSocket, then HTTP (DESIGN.md section 5).
-_SCHEME_RANK = {"tcp": 0, "tls": 0, "ws": 1, "wss": 1, "http": 2, "https": 2}
-
-
-def fastest(endpoints: list[str]) -> str:
-    """The endpoint of the fastest transport (tcp, then websocket, then http; others last)."""
-    return min(endpoints, key=lambda ep: _SCHEME_RANK.get(ep.split("://", 1)[0], 9))

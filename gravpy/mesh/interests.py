@@ -26,14 +26,15 @@ says changed. ``statistics`` counts both, so a test can see the work stay flat.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from gravpy.mesh.peer_link import PeerLink
 from gravpy.mesh.routing import relays
 
-__all__ = ["InterestStatistics", "InterestTable"]
+__all__ = ["AbsentPeers", "InterestStatistics", "InterestTable"]
 
 Groups = tuple[tuple[str, str, int], ...]
 Local = Callable[[], tuple[tuple[str, ...], Groups]]
@@ -229,3 +230,36 @@ class InterestTable:
             self._dirty.discard(link)
         elif len(others) == 1:  # the one holder now sees (or stops seeing) it from elsewhere
             self._dirty.update(others)
+
+
+class AbsentPeers:
+    """Peers whose link dropped without a withdraw: their interests stay advertised to leaves for
+    the resume window, so a leaf's messages keep flowing (and are resent) when the peer is back."""
+
+    def __init__(self, window: float, changed: Callable[[], None]) -> None:
+        self._window = window
+        self._changed = changed  # interests changed: re-advertise
+        self._absent: dict[str, tuple[frozenset[str], asyncio.TimerHandle]] = {}
+
+    def keep(self, peer: PeerLink) -> None:
+        """``peer``'s link dropped: keep its interests for the window (if it had any)."""
+        if not self._window or peer.info().withdrawn or not peer.interests:
+            return
+        self.forget(peer.uuid)
+        timer = asyncio.get_running_loop().call_later(self._window, self.forget, peer.uuid)
+        self._absent[peer.uuid] = (frozenset(peer.interests), timer)
+
+    def forget(self, uuid: str) -> None:
+        """``uuid`` is back (or its window passed): its kept interests go."""
+        entry = self._absent.pop(uuid, None)
+        if entry is not None:
+            entry[1].cancel()
+            self._changed()
+
+    def patterns(self) -> Iterator[str]:
+        return (p for patterns, _ in self._absent.values() for p in patterns)
+
+    def close(self) -> None:
+        for _, timer in self._absent.values():
+            timer.cancel()
+        self._absent.clear()

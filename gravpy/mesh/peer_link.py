@@ -201,6 +201,10 @@ class PeerLink:
         remote = self.proto.remote
         return remote is not None and remote.role == ROLE_PEER
 
+    def authorized(self, identity: Identity | None) -> None:
+        """What the auth file in force grants this link's remote (None: no auth file)."""
+        self.identity = identity
+
     @property
     def identity_key(self) -> bytes:
         """The public key the remote proved it holds in the handshake; empty if none."""

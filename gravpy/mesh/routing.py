@@ -186,6 +186,13 @@ class Router(Generic[L]):
         """True if a message with this uuid was sent or arrived here recently."""
         return uuid in self._seen
 
+    def duplicate(self, uuid: str) -> bool:
+        """True, and counted, if a message from outside the mesh with this uuid was seen here."""
+        if uuid in self._seen:
+            self.duplicates += 1
+            return True
+        return False
+
     def asked_elsewhere(self, request_uuid: str) -> bool:
         """True if the request came from another node (its replies travel back there)."""
         return self._seen.get(request_uuid) is not None

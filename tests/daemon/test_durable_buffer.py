@@ -31,7 +31,7 @@ async def _replayed(endpoint: str, count: int) -> list[int]:
         async with asyncio.timeout(GUARD):
             seen = [int.from_bytes((await got.get()).data, "big") for _ in range(count)]
         assert app.hub is not None
-        assert app.hub.replays.answered == 1
+        assert app.hub.traffic.replays.answered == 1
     return seen
 
 

@@ -50,7 +50,7 @@ async def test_a_leaf_replays_gravds_buffer_then_the_live_stream_without_gap_or_
         assert got[0] < 100, got[:5]  # it got messages sent before it existed, from gravd
         assert got == list(range(got[0], 300)), got
         assert app.hub is not None
-        assert app.hub.replays.answered == 1
+        assert app.hub.traffic.replays.answered == 1
 
 
 async def test_a_leaf_replay_gets_only_the_types_the_pod_admits() -> None:

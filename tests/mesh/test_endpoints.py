@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from discovery.static import StaticDiscovery
-from gravpy.mesh.hub import fastest
+from gravpy.mesh.dialer import fastest
 from transports.http import HttpTransport
 from transports.websocket import WebSocketTransport
 

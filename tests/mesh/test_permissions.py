@@ -84,7 +84,7 @@ async def test_a_forbidden_publish_raises_at_the_sender_and_the_node_drops_what_
         with pytest.raises(PermissionDenied, match=r"motor\.run"):
             pod.send(Message.new("motor.run", b""))
         assert app.hub is not None
-        app.hub.grant = None  # a misbehaving app that skips its own check
+        app.hub.traffic.grant = None  # a misbehaving app that skips its own check
         pod.send(Message.new("motor.run", b"forbidden"))
         pod.send(Message.new("sensor.temp", b"allowed"))
         async with asyncio.timeout(5):
@@ -92,7 +92,7 @@ async def test_a_forbidden_publish_raises_at_the_sender_and_the_node_drops_what_
         assert (first.type, first.data) == ("sensor.temp", b"allowed")
         assert got.empty()
         assert a.hub is not None
-        assert a.hub.gate.denied_publish == 1
+        assert a.hub.traffic.gate.denied_publish == 1
         assert [p.state for p in app.peers()] == ["open"]
 
 

@@ -1,0 +1,114 @@
+"""Admission: which link may join this node at HELLO, and which of two links to one node stays.
+
+Theory of operation
+-------------------
+At HELLO a link is checked twice. First against the auth file in force (``Authority``): an
+unknown key, a bad signature or a refused token ends the link with that reason, told to the one
+refused and counted. Second against the links already up: the mesh keeps one link per node, so a
+second link claiming a node uuid that is linked already either replaces the old one or is refused
+as a duplicate, by ``may_replace``, the same decision on both sides. A new auth file (SIGHUP) is
+applied to the open links too: a link whose identity is no longer admitted is closed, the others
+run on under their identity's new rules (an app hears its new grant).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gravpy import _log as logs
+from gravpy.mesh.permissions import GRANT_TYPE, Authority, Refusal, grant_data
+from gravpy.message import Message
+from gravpy.proto import REASON_DUPLICATE, REASON_NOT_ALLOWED
+
+if TYPE_CHECKING:
+    from gravpy.mesh.peer_link import PeerLink
+
+__all__ = ["Admission", "may_replace"]
+
+_log = logs.get_logger("gravpy.mesh.admission")
+
+
+class Admission:
+    """The auth rules in force and the duplicate rule; refusals counted by reason."""
+
+    def __init__(self, node_uuid: str, peers: dict[str, PeerLink], authority: Authority | None):
+        self.authority = authority  # None: every link is accepted
+        self._peers = peers  # the router's chosen link per node (the same dict, kept current)
+        self.rejected: dict[str, int] = {}  # handshakes refused here or by the remote, by reason
+        self._log = _log.bind(node=node_uuid)
+
+    def admit(self, peer: PeerLink) -> bool:
+        """At HELLO: True if ``peer`` may link here; otherwise it is refused (told why, counted)."""
+        if self.authority is not None:
+            verdict = self.authority.admit(peer.identity_key, peer.proto.remote_token)
+            if isinstance(verdict, Refusal):
+                self.refuse(peer, verdict.reason, verdict.detail)
+                return False
+            peer.authorized(verdict)
+        existing = self._peers.get(peer.uuid)
+        live = existing is not None and existing is not peer and not existing.ended.is_set()
+        if live and existing is not None and not may_replace(peer, existing):
+            self.refuse(peer, REASON_DUPLICATE, "a link to this node already exists")
+            return False
+        return True
+
+    def refuse(self, peer: PeerLink, reason: str, detail: str) -> None:
+        """Refuse ``peer`` at HELLO, tell it why, count the reason and log it."""
+        self.count(reason)
+        self._log.info(
+            "handshake_refused",
+            peer=peer.uuid,
+            address=peer.link.remote_address,
+            reason=reason,
+            detail=detail,
+        )
+        peer.reject(reason, detail)
+
+    def count(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    def reauthorize(self, authority: Authority | None, links: list[PeerLink]) -> int:
+        """Install new auth rules and apply them to ``links``; return how many were closed."""
+        self.authority = authority
+        closed = 0
+        for link in links:
+            if authority is None:
+                link.authorized(None)
+                continue
+            verdict = authority.admit(link.identity_key, link.proto.remote_token)
+            if isinstance(verdict, Refusal):
+                self._log.info("link_no_longer_allowed", peer=link.uuid, detail=verdict.detail)
+                link.end(REASON_NOT_ALLOWED)
+                closed += 1
+            else:
+                link.authorized(verdict)
+                if link.is_leaf and link.is_open:
+                    link.send_now(Message.new(GRANT_TYPE, grant_data(verdict)))
+        return closed
+
+
+def may_replace(new: PeerLink, old: PeerLink) -> bool:
+    """True if ``new`` takes the place of ``old``, a live link that claims the same node uuid.
+
+    A link whose remote proved an identity key is replaced only by one proving the same key. An
+    open link is not replaced by a claim alone from the same dialler (any app learns every uuid
+    from ``gravd.info``): the new one is refused as a duplicate until the old one ends (a node
+    that restarted waits for its old link to be found dead). Links dialled by different nodes
+    (two nodes dialled each other at once) are settled by ``_preferred``, the same on both sides.
+    """
+    if old.identity_key and new.identity_key != old.identity_key:
+        return False
+    if old.is_open and not old.identity_key and new.initiator_uuid == old.initiator_uuid:
+        return False
+    return _preferred(new, old)
+
+
+def _preferred(new: PeerLink, old: PeerLink) -> bool:
+    """Of two links between the same nodes, both sides keep the same one.
+
+    Links dialled by different nodes: the one dialled by the smaller uuid wins. Dialled by the same
+    node: the newer wins (that node has given up on the old one).
+    """
+    if new.initiator_uuid != old.initiator_uuid:
+        return new.initiator_uuid < old.initiator_uuid
+    return True

@@ -1,0 +1,106 @@
+"""The mesh's side of its bridges: what a bridge may ask of this node, and what it is offered.
+
+Theory of operation
+-------------------
+A bridge (``gravpy.bridge``, e.g. to NATS) carries this mesh's messages to other meshes and back.
+It sees the node only through ``BridgeHost`` (``gravpy.bridge.port``), which ``Bridges``
+implements: the node's uuid and mesh name, a check before a message enters, ``inject`` for a
+message from outside (delivered here and forwarded like a local one, once: its uuid joins the
+seen-set), and two signals back (its advertised interests changed; its queue is congested, so
+publishers wait). The other way, every message this node delivers or forwards is ``offer``-ed to
+each bridge, and each bridge hears what the mesh wants (``tell``) whenever interests change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from gravpy.bridge.port import BridgePort, MeshInterests
+from gravpy.bus import Bus
+from gravpy.message import Message
+from gravpy.proto import NodeInfo
+
+if TYPE_CHECKING:
+    from gravpy.mesh.peer_link import PeerLink
+    from gravpy.mesh.routing import Router
+
+__all__ = ["Bridges"]
+
+
+class Bridges:
+    """The bridges of one node, and the ``BridgeHost`` each of them is bound to."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        router: Router[PeerLink],
+        local: NodeInfo,
+        *,
+        sendable: Callable[[Message], None],
+        changed: Callable[[], None],
+    ) -> None:
+        self._bus = bus
+        self._router = router
+        self._local = local
+        self._sendable = sendable
+        self._changed = changed
+        self.attached: list[BridgePort] = []
+
+    def attach(self, bridge: BridgePort) -> None:
+        """Carry this mesh's messages across ``bridge`` (before the node starts)."""
+        self.attached.append(bridge)
+        bridge.bind(self)
+
+    def offer(self, msg: Message) -> int:
+        """Offer ``msg`` to every bridge; return how many took it."""
+        return sum(bridge.offer(msg) for bridge in self.attached) if self.attached else 0
+
+    def advertised(self) -> set[str]:
+        """What the bridges bring from other meshes (part of what this node reaches)."""
+        return {p for bridge in self.attached for p in bridge.advertised()}
+
+    def tell(self, peers: dict[str, tuple[str, ...]]) -> None:
+        """Tell every bridge what this mesh wants: the local pods' patterns and each peer's."""
+        if not self.attached:
+            return
+        interests = MeshInterests(self._bus.interests(), peers)
+        for bridge in self.attached:
+            bridge.mesh_interests(interests)
+
+    # -- BridgeHost ------------------------------------------------------------------------------
+
+    @property
+    def node_uuid(self) -> str:
+        return self._local.node_uuid
+
+    @property
+    def mesh_name(self) -> str:
+        return self._local.belongs_to
+
+    def check_sendable(self, msg: Message) -> None:
+        self._sendable(msg)
+
+    def inject(self, msg: Message) -> int:
+        """A message from outside the mesh: deliver it here and forward it like a local one.
+
+        Returns how many pods and links took it, or -1 for a duplicate (its uuid was seen).
+        """
+        router = self._router
+        if router.duplicate(msg.uuid):
+            return -1
+        n = self._bus.deliver(msg, None)
+        for link in router.from_local(msg):
+            n += link.enqueue(msg)
+        return n
+
+    def bridge_changed(self) -> None:
+        """A bridge's ``advertised()`` changed: tell every peer."""
+        self._changed()
+
+    def bridge_congested(self, sink: object, congested: bool) -> None:
+        """A bridge's queue passed its high-water mark (or fell back): publishers wait meanwhile."""
+        if congested:
+            self._bus.mark_congested(sink)
+        else:
+            self._bus.relieve(sink)

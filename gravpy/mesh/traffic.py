@@ -1,0 +1,308 @@
+"""Traffic: the path of every message through this node, between its links, its bus and bridges.
+
+Theory of operation
+-------------------
+Messages reach the mesh from two sides. A local pod's message comes through the bus's port
+(``forward_local``): the ``Router`` names the links that want it, the permission rules keep only
+those whose identity may receive it, bridges are offered it, and a group's copy goes to the one
+link (or local pod) the router places it on. A batch from a link comes through ``from_link``: each
+message is admitted (the sender's publish rules), unmarked, numbered or resumed, then delivered
+to the bus and forwarded to what the router names, exactly as a local one.
+
+Resume (``gravpy.mesh.resume``) lives on this path too: a message entering the mesh here gets the
+next number of this node's *origin sequence* (``sequence``); a numbered message from a peer is
+held while that origin resends what this node missed, and its number is remembered. Requests a
+neighbour makes of this node (resend from a number, a leaf's replay, a leaf's reply wait) are
+consumed here and never forwarded.
+
+While a local pod is congested, ``from_link`` stops and returns how many it took: the rest stays
+with the link, whose reader then holds off reading, so TCP pushes back to the sender.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from gravpy import _log as logs
+from gravpy.bus import Bus
+from gravpy.errors import LinkClosedError, UsageError
+from gravpy.failure import WAITING_TYPE, link_closed_reply
+from gravpy.groups import GROUP_HEADER, marked, unmarked
+from gravpy.mesh.config import HubConfig
+from gravpy.mesh.enforcement import PermissionGate, check_publish, check_subscribe, receivers
+from gravpy.mesh.permissions import GRANT_TYPE, Authority, Identity, read_grant
+from gravpy.mesh.resume import (
+    RESUME_END_TYPE,
+    RESUME_TYPE,
+    SEQ_HEADER,
+    Resumption,
+    resend_answer,
+    stamped,
+    unstamped,
+)
+from gravpy.mesh.routing import Placement, Router
+from gravpy.message import Message
+from gravpy.proto import ROLE_PEER, NodeInfo
+from gravpy.proto.frames import MAX_HEADERS
+from gravpy.replay import REPLAY_HEADER, REPLAY_TYPE, LeafReplays, replay_answer
+
+if TYPE_CHECKING:
+    from gravpy.mesh.bridge_host import Bridges
+    from gravpy.mesh.peer_link import PeerLink
+
+__all__ = ["Traffic"]
+
+_log = logs.get_logger("gravpy.mesh.traffic")
+# a frame's room for a message beyond its data and headers: ids (3 x 64), type (255), timestamp,
+# msgpack headers of the arrays and maps, the frame's own header
+_ENVELOPE = 1024
+_CONTROL_TYPES = frozenset((WAITING_TYPE, REPLAY_TYPE, RESUME_TYPE, RESUME_END_TYPE))
+
+
+class Traffic:
+    """Delivers, forwards, numbers and resumes the messages of one node."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        router: Router[PeerLink],
+        local: NodeInfo,
+        config: HubConfig,
+        bridges: Bridges,
+        authority: Authority | None,
+    ) -> None:
+        self.bus = bus
+        self.router = router
+        self.node_uuid = local.node_uuid
+        self.on_peer = local.role == ROLE_PEER
+        self.config = config
+        self.bridges = bridges
+        self.authority = authority  # the auth file in force; None: every message is admitted
+        self.gate = PermissionGate()
+        self.grant: Identity | None = None  # on an app: what its node lets it publish/receive
+        self.replays = LeafReplays(bus.own_replay)
+        self.resumption: Resumption[PeerLink] = Resumption(self._resumed)
+        self.origin_seq = 0  # the last number given to a message entering the mesh here
+        self._log = _log.bind(node=local.node_uuid)
+
+    def govern(self, authority: Authority | None) -> None:
+        """Admit and deliver under new auth rules from now on (SIGHUP)."""
+        self.authority = authority
+
+    # -- from links ------------------------------------------------------------------------------
+
+    def from_link(self, peer: PeerLink, messages: list[Message]) -> int:
+        """Deliver messages from ``peer`` here and forward them on; return how many were taken
+        (fewer while a local pod is congested: the rest stays with the link)."""
+        bus = self.bus
+        governed = self.authority is not None
+        for i, msg in enumerate(messages):
+            if bus.pods_congested:
+                return i
+            if msg.type == GRANT_TYPE and peer.is_peer and not self.on_peer:
+                self.grant = read_grant(msg.data)  # what this app's node lets it publish/receive
+                continue
+            if governed and not self.gate.admits(peer, msg):
+                continue
+            headers = msg.headers
+            if headers is not None:
+                if SEQ_HEADER in headers and peer.is_peer:
+                    self._sequenced(peer, msg)
+                    continue
+                if REPLAY_HEADER in headers and not peer.is_leaf:
+                    self.replays.arrived(msg)
+                    continue
+            if msg.type in _CONTROL_TYPES:
+                self._control(peer, msg)
+                continue
+            self._take(peer, msg)
+        return len(messages)
+
+    def _take(self, peer: PeerLink, msg: Message) -> None:
+        """Route one message from ``peer``: deliver here, forward on (numbered, from a leaf)."""
+        targets = self.router.arrived(msg, peer)
+        if targets is None:
+            return
+        if self.authority is not None and targets:
+            targets = receivers(msg, targets)
+        seq = self.sequence() if peer.is_leaf else 0
+        headers = msg.headers
+        if headers is not None and GROUP_HEADER in headers:
+            self._arrived_for_groups(msg, peer, targets, seq)
+            return
+        self.bus.deliver(msg, None, (), seq)
+        self._send_to(targets, msg, seq)
+        self.bridges.offer(msg)
+
+    def _arrived_for_groups(
+        self, msg: Message, peer: PeerLink, targets: tuple[PeerLink, ...], seq: int = 0
+    ) -> None:
+        """A marked message: place the groups it names here or behind us; nothing sees the mark."""
+        plain, wanted = unmarked(msg)
+        if plain.reply_to:
+            wanted = ()
+        if not self.router.has_groups(plain.type, peer):  # nothing behind us: the bus places
+            self.bus.deliver(plain, None, wanted, seq)  # (and counts a group it has no member of)
+            self._send_to(targets, plain, seq)
+            return
+        placement = self.router.place(plain, peer, self.bus.group_weights(plain.type), wanted)
+        self.bus.deliver(plain, None, placement.local, seq)
+        self._send_placed(plain, targets, placement, seq)
+
+    # -- to links --------------------------------------------------------------------------------
+
+    def forward_local(
+        self, msg: Message, local: Mapping[str, int], seq: int = 0
+    ) -> tuple[int, tuple[str, ...]]:
+        """A local pod sent ``msg`` (numbered ``seq``): forward it (links, bridges); return how
+        many took it and the groups placed here (``local``: members per local group for it)."""
+        router = self.router
+        targets = router.from_local(msg)
+        if self.authority is not None and targets:
+            targets = receivers(msg, targets)
+        bridged = self.bridges.offer(msg)
+        if msg.reply_to or not router.has_groups(msg.type):
+            return self._send_to(targets, msg, seq) + bridged, tuple(local)
+        placement = router.place(msg, None, local)
+        return self._send_placed(msg, targets, placement, seq) + bridged, placement.local
+
+    def _send_to(self, targets: tuple[PeerLink, ...], msg: Message, seq: int) -> int:
+        """Enqueue ``msg`` on ``targets``; peers get it numbered if ``seq`` (once stamped)."""
+        n = 0
+        numbered: Message | None = None
+        for link in targets:
+            if seq and link.is_peer:
+                if numbered is None:
+                    numbered = stamped(msg, self.node_uuid, seq)
+                n += link.enqueue(numbered)
+            else:
+                n += link.enqueue(msg)
+        return n
+
+    def _send_placed(
+        self,
+        msg: Message,
+        targets: tuple[PeerLink, ...],
+        placement: Placement[PeerLink],
+        seq: int = 0,
+    ) -> int:
+        """Enqueue ``msg`` on ``targets`` and a marked copy on each link chosen for groups
+        (numbered for peers if ``seq``)."""
+        chosen = dict(placement.links)
+        numbered = stamped(msg, self.node_uuid, seq) if seq else msg
+        n = 0
+        for link in targets:
+            groups = chosen.pop(link, None)
+            base = numbered if link.is_peer else msg
+            if link.enqueue(base if groups is None else marked(base, groups)):
+                n += 1
+        for link, groups in chosen.items():
+            base = numbered if link.is_peer else msg
+            if link.enqueue(marked(base, groups)):
+                n += 1
+        return n
+
+    def check_sendable(self, msg: Message) -> None:
+        """Refuse, before anything is delivered, a message no link could carry, or that this
+        app's node does not let it publish (``PermissionDenied``)."""
+        check_publish(self.grant, msg)
+        limits = self.config.protocol.limits
+        if len(msg.data) > limits.max_message_bytes:
+            raise UsageError(
+                f"message data is {len(msg.data)} bytes, over the mesh limit of "
+                f"{limits.max_message_bytes} bytes"
+            )
+        headers = msg.headers
+        if headers:
+            if len(headers) > MAX_HEADERS:
+                raise UsageError(f"a message may carry at most {MAX_HEADERS} headers")
+            size = len(msg.data) + sum(
+                len(k.encode()) + len(v.encode()) for k, v in headers.items()
+            )
+            room = limits.max_frame_bytes - _ENVELOPE
+            if size > room:
+                raise UsageError(
+                    f"message data and headers are {size} bytes, over the {room} bytes one frame "
+                    "carries"
+                )
+
+    def check_subscribable(self, pattern: str) -> None:
+        """Raise ``PermissionDenied`` if this app's node lets it receive no type of ``pattern``."""
+        check_subscribe(self.grant, pattern)
+
+    def fail_requests_to(self, peer: PeerLink) -> None:
+        """Fail waits on replies that only ``peer`` could have sent: local ones at once, and a
+        leaf's by telling the leaf (an error reply its node turns into ``LinkClosedError``)."""
+        lost = self.router.requests_lost(peer)
+        if not lost:
+            return
+        detail = f"the link to node {peer.uuid} closed: {peer.end_reason}"
+        local = [uuid for uuid, asker in lost if asker is None]
+        n = self.bus.fail_reply_waiters(local, LinkClosedError(detail)) if local else 0
+        for uuid, asker in lost:
+            if asker is not None and asker.is_open:
+                n += asker.enqueue(link_closed_reply(uuid, detail))
+        if n:
+            self._log.info("requests_failed", peer=peer.uuid, count=n)
+
+    # -- numbering and resume --------------------------------------------------------------------
+
+    def sequence(self) -> int:
+        """The next origin number, on a peer node (a leaf's messages are numbered by its node)."""
+        if not self.on_peer:
+            return 0
+        self.origin_seq += 1
+        return self.origin_seq
+
+    def _sequenced(self, peer: PeerLink, msg: Message) -> None:
+        """A numbered message from a peer: held while its origin resends, else taken."""
+        plain, origin, seq, resent = unstamped(msg)
+        if origin and not resent:
+            limit = self.config.queue_limit
+            if self.resumption.holds(origin, peer, msg, limit):
+                return
+        if origin:
+            self.resumption.seen(origin, seq)
+        self._take(peer, plain)
+
+    def _resumed(self, peer: PeerLink, msg: Message) -> None:
+        """A held message, let through once its origin's resend ended."""
+        plain, origin, seq, _ = unstamped(msg)
+        self.resumption.seen(origin, seq)
+        self._take(peer, plain)  # even if its link has ended since: it arrived
+
+    def _control(self, peer: PeerLink, msg: Message) -> None:
+        """A request a node makes of its neighbour, consumed here and never forwarded."""
+        if peer.is_leaf and msg.type in (WAITING_TYPE, REPLAY_TYPE):
+            self._leaf_request(peer, msg)
+        elif peer.is_peer and msg.type == RESUME_TYPE:
+            self._resend(peer, msg)
+        elif peer.is_peer and msg.type == RESUME_END_TYPE:
+            text = msg.data.decode(errors="replace")
+            lost = int(text) if text.isdigit() and len(text) < 20 else 0
+            self.resumption.ended(peer.uuid, lost)
+        else:
+            self._take(peer, msg)
+
+    def _resend(self, peer: PeerLink, request: Message) -> None:
+        """A peer asks for what it missed of ours: resend it from the buffer, then the end."""
+        text = request.data.decode(errors="replace")
+        after = int(text) if text.isdigit() and len(text) < 20 else self.origin_seq
+        held = self.bus.buffer.sequenced_after(after)
+        answer, lost = resend_answer(request, self.node_uuid, self.origin_seq, held, peer.wants)
+        for msg in answer:
+            peer.enqueue(msg)
+        self.resumption.resent += len(answer) - 1
+        self._log.info("resent", peer=peer.uuid, after=after, messages=len(answer) - 1, lost=lost)
+
+    def _leaf_request(self, leaf: PeerLink, msg: Message) -> None:
+        """A request a leaf makes of its node, consumed here and never forwarded."""
+        if msg.type == WAITING_TYPE:
+            self.router.waiting(msg.data.decode(errors="replace"), leaf)
+            return
+        buffered = [m for m, _ in self.bus.buffer.entries()]
+        answer = replay_answer(msg, buffered, leaf.wants)
+        for each in answer:
+            leaf.enqueue(each)
+        self._log.debug("replay_answered", peer=leaf.uuid, messages=len(answer) - 1)
