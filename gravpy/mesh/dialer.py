@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gravpy import _log as logs
 from gravpy.backoff import BackoffPolicy
-from gravpy.errors import HandshakeRejectedError, NodeUUIDMismatch, UsageError
+from gravpy.errors import HandshakeRejectedError, LinkClosedError, NodeUUIDMismatch, UsageError
 from gravpy.plugins import Transport
 from gravpy.proto import REASON_DUPLICATE, REASON_UUID_MISMATCH
 
@@ -160,6 +160,28 @@ class Dialer:
         if wanted.source == "gossip" and source not in ("", "gossip"):
             wanted.source = source  # discovery saw it: keep dialling, do not give up
         return wanted
+
+    async def first_link(self, endpoint: str) -> PeerLink:
+        """Keep a link to ``endpoint`` and wait for its first one to open and say what it wants.
+
+        Raises if the first attempt is refused or fails, and ``LinkClosedError`` if the link ends
+        before its INTERESTS (so a caller never goes on with a link it cannot use: a request
+        sent as soon as this returns is routed, and ``NoResponders`` is not raised too early).
+        """
+        wanted = self.get(endpoint) or self.want(endpoint, None, "connect_endpoint")
+        link = await asyncio.shield(wanted.first_link())
+        known = asyncio.ensure_future(link.interests_known.wait())
+        ended = asyncio.ensure_future(link.ended.wait())
+        try:
+            await asyncio.wait([known, ended], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            known.cancel()
+            ended.cancel()
+            await asyncio.gather(known, ended, return_exceptions=True)
+        if not link.interests_known.is_set():
+            reason = link.end_reason or "closed"
+            raise LinkClosedError(f"the link to {endpoint} closed right after it opened: {reason}")
+        return link
 
     def unwant(self, endpoint: str) -> None:
         """Stop keeping a link to ``endpoint``; an open link stays until it closes."""

@@ -12,7 +12,8 @@ pieces that do the rest: ``Traffic`` (every message's path), ``Admission`` (HELL
   port, what arrives and when the link ends.
 - **routing** is decided by the pure ``Router`` (``gravpy.mesh.routing``); the hub delivers to
   the local bus and enqueues on the links the router names. A reply goes only back where its
-  request came from. The bus talks to the hub through one typed port (``gravpy.bus.MeshPort``).
+  request came from. The bus talks to the mesh through one typed port (``gravpy.bus.MeshPort``), which ``Traffic``
+  implements.
 - **dialling** is the ``Dialer``'s (``gravpy.mesh.dialer``): a loop per wanted endpoint with
   capped, jittered backoff; the hub runs each dialled link to its end and reports the outcome.
 - **gossip and interests**: peers tell each other the peer endpoints they know (PEERS), so a
@@ -31,15 +32,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from typing import Any
 
 from gravpy import _log as logs
 from gravpy._tasks import TaskSupervisor
 from gravpy.bridge.port import BridgePort
 from gravpy.bus import Bus
-from gravpy.errors import LinkClosedError, TransportError, UsageError
-from gravpy.failure import wait_notice
+from gravpy.errors import TransportError, UsageError
 from gravpy.mesh.admission import Admission
 from gravpy.mesh.bridge_host import Bridges
 from gravpy.mesh.config import HubConfig, HubStatistics, LinkTotals, fit_to_transports
@@ -52,7 +52,6 @@ from gravpy.mesh.routing import Router
 from gravpy.mesh.traffic import Traffic
 from gravpy.message import Message
 from gravpy.plugins import Discovery, DiscoveryContext, Link, PeerReport, Transport
-from gravpy.pod import Pod
 from gravpy.proto import (
     PROTOCOL_VERSION,
     REASON_DUPLICATE,
@@ -107,10 +106,23 @@ class Hub:
         self._running: set[PeerLink] = set()  # every link whose transport is not closed yet
         self.router: Router[PeerLink] = Router()
         self._dialer = Dialer(self, self.config.backoff)
-        self._bridges = Bridges(
-            bus, self.router, local, sendable=self.check_sendable, changed=self.interests_changed
+        self.traffic = Traffic(
+            bus,
+            self.router,
+            local,
+            self.config,
+            authority,
+            changed=self.interests_changed,
+            stopping=lambda: self._stopping,
         )
-        self.traffic = Traffic(bus, self.router, local, self.config, self._bridges, authority)
+        self._bridges = Bridges(
+            bus,
+            self.router,
+            local,
+            sendable=self.traffic.check_sendable,
+            changed=self.interests_changed,
+        )
+        self.traffic.bridge_to(self._bridges)
         self.admission = Admission(local.node_uuid, self.router.peers, authority)
         self.gossip = Gossip(local.node_uuid, self.router.peers, self._dialer, transports, config)
         # peers whose link dropped: their interests, still advertised to leaves for a while
@@ -127,7 +139,7 @@ class Hub:
         self._accepted = 0  # accepted links running now
         self._refused = 0  # accepted links closed at once: max_connections were running
         self._violations: dict[str, int] = {}
-        bus.attach_mesh(self)
+        bus.attach_mesh(self.traffic)  # the bus's port (MeshPort)
 
     @property
     def peers(self) -> dict[str, PeerLink]:
@@ -247,23 +259,7 @@ class Hub:
         for link in self.peers.values():
             if endpoint in (link.dial_endpoint, link.remote.endpoint if link.remote else ""):
                 return link.info()
-        wanted = self._dialer.get(endpoint)
-        if wanted is None:
-            wanted = self._dialer.want(endpoint, None, "connect_endpoint")
-        link = await asyncio.shield(wanted.first_link())
-        # every node states its interests right after the handshake: wait for them, so a request
-        # sent as soon as this returns is routed (and NoResponders is not raised too early)
-        known = asyncio.ensure_future(link.interests_known.wait())
-        ended = asyncio.ensure_future(link.ended.wait())
-        try:
-            await asyncio.wait([known, ended], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            known.cancel()
-            ended.cancel()
-            await asyncio.gather(known, ended, return_exceptions=True)
-        if not link.interests_known.is_set():
-            reason = link.end_reason or "closed"
-            raise LinkClosedError(f"the link to {endpoint} closed right after it opened: {reason}")
+        link = await self._dialer.first_link(endpoint)
         return link.info()
 
     async def dial(self, wanted: WantedEndpoint) -> DialOutcome:
@@ -514,56 +510,6 @@ class Hub:
     def interest_statistics(self) -> InterestStatistics:
         """Advertisements computed and INTERESTS frames sent since start."""
         return self._interests.statistics()
-
-    # -- the bus's port (MeshPort) ---------------------------------------------------------------
-
-    def check_sendable(self, msg: Message) -> None:
-        """Refuse, before anything is delivered, a message no link could carry, or that this
-        app's node does not let it publish (``PermissionDenied``)."""
-        self.traffic.check_sendable(msg)
-
-    def sequence(self) -> int:
-        """The next origin number for a message entering the mesh here (0 on an app)."""
-        return self.traffic.sequence()
-
-    def forward_local(
-        self, msg: Message, local: Mapping[str, int], seq: int = 0
-    ) -> tuple[int, tuple[str, ...]]:
-        """A local pod sent ``msg``: forward it (``Traffic.forward_local``)."""
-        return self.traffic.forward_local(msg, local, seq)
-
-    def check_subscribable(self, pattern: str) -> None:
-        """Raise ``PermissionDenied`` if this app's node lets it receive no type of ``pattern``."""
-        self.traffic.check_subscribable(pattern)
-
-    def reply_wait_started(self, request_uuid: str, msg_type: str) -> None:
-        """A local pod waits for replies: track the links that could answer, so the wait fails
-        at once if they all close; a leaf also tells its node, which tracks the links it relayed
-        the request on (``gravpy.failure``)."""
-        if msg_type:
-            self.router.track(request_uuid, msg_type)
-        if self.local.role == ROLE_PEER:
-            return
-        for link in self.peers.values():
-            if link.is_open:
-                link.enqueue(wait_notice(request_uuid))
-
-    def replays_from_node(self, pod: Pod) -> bool:
-        """On a leaf with an open link: hold ``pod`` and ask the node for its buffer, after the
-        interests the pod adds (both are sent next loop turn, INTERESTS first)."""
-        if self.local.role == ROLE_PEER or self._stopping:
-            return False
-        node = next((link for link in self.peers.values() if link.is_open), None)
-        if node is None:
-            return False
-        request = self.traffic.replays.start(pod)
-        self.interests_changed()
-        asyncio.get_running_loop().call_soon(node.enqueue, request)
-        return True
-
-    def asked_elsewhere(self, request_uuid: str) -> bool:
-        """True if the request came from another node (its replies travel back there)."""
-        return self.router.asked_elsewhere(request_uuid)
 
     # -- bridges (gravpy.mesh.bridge_host) ----------------------------------------------------
 

@@ -21,13 +21,14 @@ with the link, whose reader then holds off reading, so TCP pushes back to the se
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from gravpy import _log as logs
 from gravpy.bus import Bus
 from gravpy.errors import LinkClosedError, UsageError
-from gravpy.failure import WAITING_TYPE, link_closed_reply
+from gravpy.failure import WAITING_TYPE, link_closed_reply, wait_notice
 from gravpy.groups import GROUP_HEADER, marked, unmarked
 from gravpy.mesh.config import HubConfig
 from gravpy.mesh.enforcement import PermissionGate, check_publish, check_subscribe, receivers
@@ -50,6 +51,7 @@ from gravpy.replay import REPLAY_HEADER, REPLAY_TYPE, LeafReplays, replay_answer
 if TYPE_CHECKING:
     from gravpy.mesh.bridge_host import Bridges
     from gravpy.mesh.peer_link import PeerLink
+    from gravpy.pod import Pod
 
 __all__ = ["Traffic"]
 
@@ -61,7 +63,7 @@ _CONTROL_TYPES = frozenset((WAITING_TYPE, REPLAY_TYPE, RESUME_TYPE, RESUME_END_T
 
 
 class Traffic:
-    """Delivers, forwards, numbers and resumes the messages of one node."""
+    """Delivers, forwards, numbers and resumes the messages of one node; the bus's ``MeshPort``."""
 
     def __init__(
         self,
@@ -69,15 +71,19 @@ class Traffic:
         router: Router[PeerLink],
         local: NodeInfo,
         config: HubConfig,
-        bridges: Bridges,
         authority: Authority | None,
+        *,
+        changed: Callable[[], None],
+        stopping: Callable[[], bool],
     ) -> None:
         self.bus = bus
         self.router = router
         self.node_uuid = local.node_uuid
         self.on_peer = local.role == ROLE_PEER
         self.config = config
-        self.bridges = bridges
+        self._changed = changed  # the local interests changed: re-advertise
+        self._stopping = stopping
+        self.bridges: Bridges | None = None
         self.authority = authority  # the auth file in force; None: every message is admitted
         self.gate = PermissionGate()
         self.grant: Identity | None = None  # on an app: what its node lets it publish/receive
@@ -85,6 +91,10 @@ class Traffic:
         self.resumption: Resumption[PeerLink] = Resumption(self._resumed)
         self.origin_seq = 0  # the last number given to a message entering the mesh here
         self._log = _log.bind(node=local.node_uuid)
+
+    def bridge_to(self, bridges: Bridges) -> None:
+        """Offer what passes here to ``bridges`` from now on."""
+        self.bridges = bridges
 
     def govern(self, authority: Authority | None) -> None:
         """Admit and deliver under new auth rules from now on (SIGHUP)."""
@@ -133,7 +143,8 @@ class Traffic:
             return
         self.bus.deliver(msg, None, (), seq)
         self._send_to(targets, msg, seq)
-        self.bridges.offer(msg)
+        if self.bridges is not None:
+            self.bridges.offer(msg)
 
     def _arrived_for_groups(
         self, msg: Message, peer: PeerLink, targets: tuple[PeerLink, ...], seq: int = 0
@@ -161,7 +172,7 @@ class Traffic:
         targets = router.from_local(msg)
         if self.authority is not None and targets:
             targets = receivers(msg, targets)
-        bridged = self.bridges.offer(msg)
+        bridged = self.bridges.offer(msg) if self.bridges is not None else 0
         if msg.reply_to or not router.has_groups(msg.type):
             return self._send_to(targets, msg, seq) + bridged, tuple(local)
         placement = router.place(msg, None, local)
@@ -230,6 +241,39 @@ class Traffic:
     def check_subscribable(self, pattern: str) -> None:
         """Raise ``PermissionDenied`` if this app's node lets it receive no type of ``pattern``."""
         check_subscribe(self.grant, pattern)
+
+    def interests_changed(self) -> None:
+        """The types local pods want changed: tell the other nodes."""
+        self._changed()
+
+    def reply_wait_started(self, request_uuid: str, msg_type: str) -> None:
+        """A local pod waits for replies: track the links that could answer, so the wait fails
+        at once if they all close; a leaf also tells its node, which tracks the links it relayed
+        the request on (``gravpy.failure``)."""
+        if msg_type:
+            self.router.track(request_uuid, msg_type)
+        if self.on_peer:
+            return
+        for link in self.router.peers.values():
+            if link.is_open:
+                link.enqueue(wait_notice(request_uuid))
+
+    def replays_from_node(self, pod: Pod) -> bool:
+        """On a leaf with an open link: hold ``pod`` and ask the node for its buffer, after the
+        interests the pod adds (both are sent next loop turn, INTERESTS first)."""
+        if self.on_peer or self._stopping():
+            return False
+        node = next((link for link in self.router.peers.values() if link.is_open), None)
+        if node is None:
+            return False
+        request = self.replays.start(pod)
+        self._changed()
+        asyncio.get_running_loop().call_soon(node.enqueue, request)
+        return True
+
+    def asked_elsewhere(self, request_uuid: str) -> bool:
+        """True if the request came from another node (its replies travel back there)."""
+        return self.router.asked_elsewhere(request_uuid)
 
     def fail_requests_to(self, peer: PeerLink) -> None:
         """Fail waits on replies that only ``peer`` could have sent: local ones at once, and a
