@@ -362,10 +362,10 @@ class Hub:
             self._gossip()  # our peers learn we no longer reach it (relaying may start)
         self._notify()
 
-    def link_messages(self, peer: PeerLink, messages: list[Message]) -> int:
+    def link_messages(self, peer: PeerLink, messages: list[Message], seqs: list[int]) -> int:
         """Messages from ``peer`` (the LinkOwner port): ``Traffic`` takes them; returns how many
         (fewer while a local pod is congested: the link's reader then holds off)."""
-        return self.traffic.from_link(peer, messages)
+        return self.traffic.from_link(peer, messages, seqs)
 
     def link_events(self, peer: PeerLink, events: list[Event]) -> None:
         """Handshake steps, interests, gossip, withdraw and ends (the LinkOwner port)."""

@@ -56,8 +56,9 @@ _NO_GROUPS: Mapping[str, int] = {}
 class LinkOwner(Protocol):
     """What a link tells the one who runs it (the hub)."""
 
-    def link_messages(self, link: PeerLink, messages: list[Message]) -> int:
-        """Messages arrived: deliver and forward them; return how many were taken (in order)."""
+    def link_messages(self, link: PeerLink, messages: list[Message], seqs: list[int]) -> int:
+        """Messages arrived (``seqs``: their origin numbers, 0 for none): deliver and forward
+        them; return how many were taken (in order)."""
 
     def link_events(self, link: PeerLink, events: list[Event]) -> None:
         """Anything else the protocol reported: handshake steps, interests, peers, withdraw, end."""
@@ -154,7 +155,9 @@ class PeerLink:
         self._group_patterns: list[tuple[str, Pattern, int]] = []
         self._group_weights: dict[str, Mapping[str, int]] = {}
         self._backlog: deque[Message] = deque()  # received, held while a local pod is congested
+        self._backlog_seqs: deque[int] = deque()  # their origin numbers (0: none)
         self._queue: deque[Message] = deque()
+        self._queue_seqs: deque[int] = deque()  # the origin number of each queued message (0: none)
         self._queue_limit = queue_limit
         self._queue_bytes = queue_bytes  # bound on the data and headers of the queued messages
         self._pending = 0  # bytes of data queued now
@@ -352,8 +355,9 @@ class PeerLink:
             self.proto.send_messages([msg])
             self.flush()
 
-    def enqueue(self, msg: Message) -> bool:
-        """Queue a message for the remote. False (and counted) if the queue is full."""
+    def enqueue(self, msg: Message, seq: int = 0) -> bool:
+        """Queue a message for the remote, with its origin number ``seq`` for a peer (0: none;
+        negative: resent). False (and counted) if the queue is full."""
         queue = self._queue
         size = len(msg.data)
         if (
@@ -364,6 +368,7 @@ class PeerLink:
             self.dropped += 1
             return False
         queue.append(msg)
+        self._queue_seqs.append(seq)
         self._pending += size
         n = len(queue)
         if n == 1:  # the writer empties the queue before it waits: wake it only then
@@ -393,6 +398,7 @@ class PeerLink:
     def drop_queue(self) -> int:
         n = len(self._queue)
         self._queue.clear()
+        self._queue_seqs.clear()
         self._pending = 0
         self._relieve()
         return n
@@ -440,12 +446,15 @@ class PeerLink:
         for event in events:
             if type(event) is MessagesReceived:
                 messages = event.messages
+                seqs = event.seqs if event.seqs is not None else [0] * len(messages)
                 if self._backlog:
                     self._backlog.extend(messages)
+                    self._backlog_seqs.extend(seqs)
                     continue
-                taken = owner.link_messages(self, messages)
+                taken = owner.link_messages(self, messages, seqs)
                 if taken < len(messages):
                     self._backlog.extend(messages[taken:])
+                    self._backlog_seqs.extend(seqs[taken:])
             else:
                 owner.link_events(self, [event])
 
@@ -493,10 +502,12 @@ class PeerLink:
                     waited += 1
                     if waited >= 2 or bus.pods_queued() >= before:
                         bus.set_congested_pods_aside()
-            pending = list(self._backlog)
+            pending, numbers = list(self._backlog), list(self._backlog_seqs)
             self._backlog.clear()
-            taken = self._owner.link_messages(self, pending)
+            self._backlog_seqs.clear()
+            taken = self._owner.link_messages(self, pending, numbers)
             self._backlog.extend(pending[taken:])
+            self._backlog_seqs.extend(numbers[taken:])
             await asyncio.sleep(0)  # let the pods' drains run between chunks
 
     async def _tick(self) -> None:
@@ -539,13 +550,15 @@ class PeerLink:
     async def _write_all(self) -> None:
         """Batch the queued messages into frames and write every frame the protocol has."""
         proto, queue, link = self.proto, self._queue, self.link
+        numbers = self._queue_seqs
         max_batch = proto.config.limits.max_batch
         while True:
             if queue and proto.state is LinkState.OPEN:
                 n = min(len(queue), max_batch)
                 batch = [queue.popleft() for _ in range(n)]
+                seqs = [numbers.popleft() for _ in range(n)]
                 self._pending -= sum(len(m.data) for m in batch)
-                self._send_batch(batch)
+                self._send_batch(batch, seqs if any(seqs) else None)
                 if self._congested and len(queue) <= self._high_water // 2:
                     self._relieve()
             frames = proto.data_to_send()
@@ -554,13 +567,13 @@ class PeerLink:
             for frame in frames:
                 await link.send(frame)
 
-    def _send_batch(self, batch: list[Message]) -> None:
+    def _send_batch(self, batch: list[Message], seqs: list[int] | None) -> None:
         try:
-            self.proto.send_messages(batch)
+            self.proto.send_messages(batch, seqs)
         except UsageError:  # a message over the limits: send the others, count it dropped
-            for msg in batch:
+            for i, msg in enumerate(batch):
                 try:
-                    self.proto.send_messages([msg])
+                    self.proto.send_messages([msg], None if seqs is None else seqs[i : i + 1])
                 except UsageError as exc:
                     self.dropped += 1
                     _log.warning(

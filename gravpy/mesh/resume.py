@@ -4,15 +4,17 @@ Theory of operation
 -------------------
 Every message that enters the mesh at a peer node (sent by one of its pods, or by a leaf attached
 to it) gets the next number of that node's *origin sequence*; the node's replay buffer keeps the
-number with the message. The copy sent on a link to another peer carries the header ``grav-seq``:
-``"<origin uuid> <seq>"``. The receiving node removes the header before anything else sees the
-message and remembers, per origin, the highest number it got (``Resumption.last``).
+number with the message. The copy sent on a link to another peer travels with its number in the
+MSGS frame (``Msgs.seqs``, one number per message: the message itself is not touched, so numbering
+costs no copy on either side). Only the origin numbers, and only on its direct links, so the
+origin of a numbered message is always the node at the other end of the link it came on. The
+receiving node remembers, per origin, the highest number it got (``Resumption.last``).
 
 When a link to an origin it has heard from opens again, the receiver sends a *resume request*
 (type ``gravpy.resume``, data: the last number, decimal) right after its INTERESTS, and holds
 back the live messages of that origin. The origin answers in the same loop turn from its buffer:
-every message numbered above it that the receiver admits, oldest first, each with ``grav-seq``
-and the header ``grav-resent``; then a *resume end* (type ``gravpy.resume.end``, data: how many
+every message numbered above it that the receiver admits, oldest first, each with its number
+negated (``-n``: resent); then a *resume end* (type ``gravpy.resume.end``, data: how many
 numbers fell out of its buffer before they could be resent). The receiver delivers the resent
 messages, counts the fallen-out ones as lost for that origin, then lets the held ones through;
 the seen-set drops what arrived both live and resent, so each message is delivered once, in order.
@@ -28,51 +30,22 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Final, Generic, TypeVar
 
-import msgspec
-
 from gravpy import _log as logs
 from gravpy.message import Message, new_id
 
 __all__ = [
-    "RESENT_HEADER",
     "RESUME_END_TYPE",
     "RESUME_TYPE",
-    "SEQ_HEADER",
     "Resumption",
     "resend_answer",
-    "stamped",
-    "unstamped",
 ]
 
-SEQ_HEADER: Final = "grav-seq"
-RESENT_HEADER: Final = "grav-resent"
 RESUME_TYPE: Final = "gravpy.resume"
 RESUME_END_TYPE: Final = "gravpy.resume.end"
 HOLD_TIMEOUT: Final = 10.0  # an origin that never answers releases the held messages then
 
 _log = logs.get_logger("gravpy.mesh.resume")
 L = TypeVar("L")
-
-
-def stamped(msg: Message, origin: str, seq: int, *, resent: bool = False) -> Message:
-    """A copy of ``msg`` carrying its origin and sequence number (and the resent mark)."""
-    headers = dict(msg.headers) if msg.headers else {}
-    headers[SEQ_HEADER] = f"{origin} {seq}"
-    if resent:
-        headers[RESENT_HEADER] = "1"
-    return msgspec.structs.replace(msg, headers=headers)
-
-
-def unstamped(msg: Message) -> tuple[Message, str, int, bool]:
-    """``(plain message, origin, seq, resent)``; origin is empty if the stamp is malformed."""
-    headers = dict(msg.headers or {})
-    tag = headers.pop(SEQ_HEADER, "")
-    resent = headers.pop(RESENT_HEADER, None) is not None
-    plain = msgspec.structs.replace(msg, headers=headers or None)
-    origin, _, number = tag.partition(" ")
-    if not origin or not number.isdigit():
-        return plain, "", 0, resent
-    return plain, origin, int(number), resent
 
 
 def resume_request(last: int) -> Message:
@@ -82,37 +55,33 @@ def resume_request(last: int) -> Message:
 
 def resend_answer(
     request: Message,
-    origin: str,
     current: int,
     held: tuple[list[tuple[int, Message]], int],
     wants: Callable[[str], bool],
-) -> tuple[list[Message], int]:
+) -> tuple[list[tuple[Message, int]], int]:
     """The origin's answer to ``request`` from its buffer (``held``: ``sequenced_after`` of the
-    number asked for), and how many numbers fell out before they could be resent."""
+    number asked for): each message to resend with its number negated, then the resume end
+    (number 0); and how many numbers fell out before they could be resent."""
     text = request.data.decode(errors="replace")
     after = int(text) if text.isdigit() and len(text) < 20 else current
     after = min(after, current)  # a number this node never gave: nothing to resend
     entries, oldest = held
     # numbers above ``after`` that are no longer held: before the oldest held, or all of them
     lost = max(0, oldest - after - 1) if entries else current - after
-    answer = [
-        stamped(m, origin, seq, resent=True)
-        for seq, m in entries
-        if wants(m.type) and not m.reply_to
-    ]
+    answer = [(m, -seq) for seq, m in entries if wants(m.type) and not m.reply_to]
     end = Message(new_id(), "", "", RESUME_END_TYPE, time.time(), str(lost).encode(), None)
-    answer.append(end)
+    answer.append((end, 0))
     return answer, lost
 
 
 class Resumption(Generic[L]):
     """A receiver's side: the last number per origin, held live messages, losses by origin."""
 
-    def __init__(self, deliver: Callable[[L, Message], None]) -> None:
+    def __init__(self, deliver: Callable[[L, Message, int], None]) -> None:
         self.last: dict[str, int] = {}
         self.lost: dict[str, int] = {}
         self.resent = 0
-        self._held: dict[str, list[tuple[L, Message]]] = {}
+        self._held: dict[str, list[tuple[L, Message, int]]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._deliver = deliver  # the hub's normal path for one message from a link
 
@@ -133,13 +102,13 @@ class Resumption(Generic[L]):
         self._timers[origin] = loop.call_later(HOLD_TIMEOUT, self.release, origin)
         return resume_request(last)
 
-    def holds(self, origin: str, link: L, msg: Message, limit: int) -> bool:
-        """True if ``msg`` (live, from ``origin``) is held until the resend ends."""
+    def holds(self, origin: str, link: L, msg: Message, seq: int, limit: int) -> bool:
+        """True if ``msg`` (live, numbered ``seq`` by ``origin``) is held until the resend ends."""
         held = self._held.get(origin)
         if held is None:
             return False
         if len(held) < limit:
-            held.append((link, msg))
+            held.append((link, msg, seq))
         else:
             self.lost[origin] = self.lost.get(origin, 0) + 1
         return True
@@ -155,8 +124,8 @@ class Resumption(Generic[L]):
         timer = self._timers.pop(origin, None)
         if timer is not None:
             timer.cancel()
-        for link, msg in self._held.pop(origin, []):
-            self._deliver(link, msg)
+        for link, msg, seq in self._held.pop(origin, []):
+            self._deliver(link, msg, seq)
 
     def release_all(self, origins: Iterable[str]) -> None:
         for origin in list(origins):

@@ -33,15 +33,7 @@ from gravpy.groups import GROUP_HEADER, marked, unmarked
 from gravpy.mesh.config import HubConfig
 from gravpy.mesh.enforcement import PermissionGate, check_publish, check_subscribe, receivers
 from gravpy.mesh.permissions import GRANT_TYPE, Authority, Identity, read_grant
-from gravpy.mesh.resume import (
-    RESUME_END_TYPE,
-    RESUME_TYPE,
-    SEQ_HEADER,
-    Resumption,
-    resend_answer,
-    stamped,
-    unstamped,
-)
+from gravpy.mesh.resume import RESUME_END_TYPE, RESUME_TYPE, Resumption, resend_answer
 from gravpy.mesh.routing import Placement, Router
 from gravpy.message import Message
 from gravpy.proto import ROLE_PEER, NodeInfo
@@ -102,11 +94,13 @@ class Traffic:
 
     # -- from links ------------------------------------------------------------------------------
 
-    def from_link(self, peer: PeerLink, messages: list[Message]) -> int:
-        """Deliver messages from ``peer`` here and forward them on; return how many were taken
-        (fewer while a local pod is congested: the rest stays with the link)."""
+    def from_link(self, peer: PeerLink, messages: list[Message], seqs: list[int]) -> int:
+        """Deliver messages from ``peer`` here and forward them on (``seqs``: their origin
+        numbers); return how many were taken (fewer while a local pod is congested: the rest
+        stays with the link)."""
         bus = self.bus
         governed = self.authority is not None
+        numbered = peer.is_peer and any(seqs)
         for i, msg in enumerate(messages):
             if bus.pods_congested:
                 return i
@@ -115,14 +109,13 @@ class Traffic:
                 continue
             if governed and not self.gate.admits(peer, msg):
                 continue
+            if numbered and seqs[i]:
+                self._sequenced(peer, msg, seqs[i])
+                continue
             headers = msg.headers
-            if headers is not None:
-                if SEQ_HEADER in headers and peer.is_peer:
-                    self._sequenced(peer, msg)
-                    continue
-                if REPLAY_HEADER in headers and not peer.is_leaf:
-                    self.replays.arrived(msg)
-                    continue
+            if headers is not None and REPLAY_HEADER in headers and not peer.is_leaf:
+                self.replays.arrived(msg)
+                continue
             if msg.type in _CONTROL_TYPES:
                 self._control(peer, msg)
                 continue
@@ -179,16 +172,10 @@ class Traffic:
         return self._send_placed(msg, targets, placement, seq) + bridged, placement.local
 
     def _send_to(self, targets: tuple[PeerLink, ...], msg: Message, seq: int) -> int:
-        """Enqueue ``msg`` on ``targets``; peers get it numbered if ``seq`` (once stamped)."""
+        """Enqueue ``msg`` on ``targets``; peers get it with its number ``seq`` (0: none)."""
         n = 0
-        numbered: Message | None = None
         for link in targets:
-            if seq and link.is_peer:
-                if numbered is None:
-                    numbered = stamped(msg, self.node_uuid, seq)
-                n += link.enqueue(numbered)
-            else:
-                n += link.enqueue(msg)
+            n += link.enqueue(msg, seq if link.is_peer else 0)
         return n
 
     def _send_placed(
@@ -201,16 +188,13 @@ class Traffic:
         """Enqueue ``msg`` on ``targets`` and a marked copy on each link chosen for groups
         (numbered for peers if ``seq``)."""
         chosen = dict(placement.links)
-        numbered = stamped(msg, self.node_uuid, seq) if seq else msg
         n = 0
         for link in targets:
             groups = chosen.pop(link, None)
-            base = numbered if link.is_peer else msg
-            if link.enqueue(base if groups is None else marked(base, groups)):
+            if link.enqueue(msg if groups is None else marked(msg, groups), _number(link, seq)):
                 n += 1
         for link, groups in chosen.items():
-            base = numbered if link.is_peer else msg
-            if link.enqueue(marked(base, groups)):
+            if link.enqueue(marked(msg, groups), _number(link, seq)):
                 n += 1
         return n
 
@@ -299,22 +283,18 @@ class Traffic:
         self.origin_seq += 1
         return self.origin_seq
 
-    def _sequenced(self, peer: PeerLink, msg: Message) -> None:
-        """A numbered message from a peer: held while its origin resends, else taken."""
-        plain, origin, seq, resent = unstamped(msg)
-        if origin and not resent:
-            limit = self.config.queue_limit
-            if self.resumption.holds(origin, peer, msg, limit):
-                return
-        if origin:
-            self.resumption.seen(origin, seq)
-        self._take(peer, plain)
+    def _sequenced(self, peer: PeerLink, msg: Message, seq: int) -> None:
+        """A message ``peer`` numbered (``-seq``: resent): held while it resends, else taken."""
+        origin = peer.uuid  # only the origin numbers, and only on its own links
+        if seq > 0 and self.resumption.holds(origin, peer, msg, seq, self.config.queue_limit):
+            return
+        self.resumption.seen(origin, abs(seq))
+        self._take(peer, msg)
 
-    def _resumed(self, peer: PeerLink, msg: Message) -> None:
+    def _resumed(self, peer: PeerLink, msg: Message, seq: int) -> None:
         """A held message, let through once its origin's resend ended."""
-        plain, origin, seq, _ = unstamped(msg)
-        self.resumption.seen(origin, seq)
-        self._take(peer, plain)  # even if its link has ended since: it arrived
+        self.resumption.seen(peer.uuid, seq)
+        self._take(peer, msg)  # even if its link has ended since: it arrived
 
     def _control(self, peer: PeerLink, msg: Message) -> None:
         """A request a node makes of its neighbour, consumed here and never forwarded."""
@@ -334,9 +314,9 @@ class Traffic:
         text = request.data.decode(errors="replace")
         after = int(text) if text.isdigit() and len(text) < 20 else self.origin_seq
         held = self.bus.buffer.sequenced_after(after)
-        answer, lost = resend_answer(request, self.node_uuid, self.origin_seq, held, peer.wants)
-        for msg in answer:
-            peer.enqueue(msg)
+        answer, lost = resend_answer(request, self.origin_seq, held, peer.wants)
+        for msg, seq in answer:
+            peer.enqueue(msg, seq)
         self.resumption.resent += len(answer) - 1
         self._log.info("resent", peer=peer.uuid, after=after, messages=len(answer) - 1, lost=lost)
 
@@ -350,3 +330,8 @@ class Traffic:
         for each in answer:
             leaf.enqueue(each)
         self._log.debug("replay_answered", peer=leaf.uuid, messages=len(answer) - 1)
+
+
+def _number(link: PeerLink, seq: int) -> int:
+    """The origin number ``link`` gets with a message: peers get it, leaves never do."""
+    return seq if link.is_peer else 0

@@ -88,33 +88,43 @@ _ENCODER: Final = msgspec.msgpack.Encoder()
 def encode_frame(frame: Frame) -> bytes:
     """The bytes of ``frame``. Raises ``UsageError`` if a field cannot be packed."""
     if type(frame) is Msgs:
-        return encode_msgs(frame.messages)
+        return encode_msgs(frame.messages, frame.seqs)
     return _pack(frame.to_wire())
 
 
-def encode_msgs(messages: Sequence[Message]) -> bytes:
-    """One MSGS frame holding ``messages``, packed in one call. No limit is checked here."""
+def encode_msgs(messages: Sequence[Message], seqs: Sequence[int] | None = None) -> bytes:
+    """One MSGS frame holding ``messages`` (and their origin numbers ``seqs``, one per message,
+    if given), packed in one call. No limit is checked here."""
     batch = messages if type(messages) is list else list(messages)
+    if seqs is not None and len(seqs) != len(batch):
+        raise UsageError(f"{len(seqs)} origin numbers for {len(batch)} messages")
     try:
-        return _ENCODER.encode((_MSGS, batch))
+        if seqs is None:
+            return _ENCODER.encode((_MSGS, batch))
+        return _ENCODER.encode((_MSGS, batch, seqs))
     except (TypeError, ValueError, OverflowError) as exc:
         raise UsageError(f"frame cannot be encoded as msgpack: {exc}") from exc
 
 
-def encode_msgs_split(messages: Sequence[Message], limits: Limits = DEFAULT_LIMITS) -> list[bytes]:
-    """MSGS frames holding ``messages`` in order, each within ``limits``.
+def encode_msgs_split(
+    messages: Sequence[Message], limits: Limits = DEFAULT_LIMITS, seqs: Sequence[int] | None = None
+) -> list[bytes]:
+    """MSGS frames holding ``messages`` in order (each with its origin number from ``seqs``, if
+    given), each frame within ``limits``.
 
     Most batches give one frame; a batch is cut by ``max_batch`` and by ``max_frame_bytes``.
     Raises ``UsageError`` (and returns nothing) if a message's data is over ``max_message_bytes``,
     it has more than ``MAX_HEADERS`` headers, or it cannot fit in a frame at all.
     """
     batch = messages if type(messages) is list else list(messages)
+    numbers = None if seqs is None else list(seqs)
     frames: list[bytes] = []
     if _fits_one_frame(batch, limits):  # the usual case, checked in two comprehensions
-        _pack_within(batch, limits.max_frame_bytes, frames)
+        _pack_within(batch, numbers, limits.max_frame_bytes, frames)
         return frames
-    for chunk in _chunks(batch, limits):
-        _pack_within(chunk, limits.max_frame_bytes, frames)
+    for start, end in _chunks(batch, limits):
+        part = None if numbers is None else numbers[start:end]
+        _pack_within(batch[start:end], part, limits.max_frame_bytes, frames)
     return frames
 
 
@@ -130,12 +140,13 @@ def _fits_one_frame(batch: list[Message], limits: Limits) -> bool:
     return all(len(h) <= MAX_HEADERS for h in [msg.headers for msg in batch if msg.headers])
 
 
-def _chunks(batch: list[Message], limits: Limits) -> list[list[Message]]:
-    """``batch`` cut by ``max_batch`` and estimated size; ``UsageError`` for a message over limits."""
-    chunks: list[list[Message]] = []
-    chunk: list[Message] = []
+def _chunks(batch: list[Message], limits: Limits) -> list[tuple[int, int]]:
+    """``batch`` cut by ``max_batch`` and estimated size, as ``(start, end)`` index ranges;
+    ``UsageError`` for a message over limits."""
+    chunks: list[tuple[int, int]] = []
+    start = 0
     estimate = 0
-    for msg in batch:
+    for i, msg in enumerate(batch):
         size = len(msg.data)
         if size > limits.max_message_bytes:
             raise UsageError(
@@ -145,13 +156,13 @@ def _chunks(batch: list[Message], limits: Limits) -> list[list[Message]]:
         if msg.headers is not None and len(msg.headers) > MAX_HEADERS:
             raise UsageError(f"message {msg.uuid} has more than {MAX_HEADERS} headers")
         size += SIZE_ESTIMATE_OVERHEAD
-        if chunk and (len(chunk) >= limits.max_batch or estimate + size > limits.max_frame_bytes):
-            chunks.append(chunk)
-            chunk, estimate = [], 0
-        chunk.append(msg)
+        full = i - start >= limits.max_batch or estimate + size > limits.max_frame_bytes
+        if i > start and full:
+            chunks.append((start, i))
+            start, estimate = i, 0
         estimate += size
-    if chunk:
-        chunks.append(chunk)
+    if start < len(batch):
+        chunks.append((start, len(batch)))
     return chunks
 
 
@@ -191,24 +202,30 @@ def encode_peers(pairs: Iterable[tuple[str, str]], limits: Limits = DEFAULT_LIMI
     return encode_frame(Peers(items))
 
 
-def _pack_within(batch: list[Message], max_bytes: int, out: list[bytes]) -> None:
-    frame = encode_msgs(batch)
+def _pack_within(
+    batch: list[Message], seqs: list[int] | None, max_bytes: int, out: list[bytes]
+) -> None:
+    frame = encode_msgs(batch, seqs)
     if len(frame) <= max_bytes:
         out.append(frame)
     elif len(batch) == 1:
         raise UsageError(f"message {batch[0].uuid} does not fit in a frame of {max_bytes} bytes")
     else:
         half = len(batch) // 2
-        _pack_within(batch[:half], max_bytes, out)
-        _pack_within(batch[half:], max_bytes, out)
+        _pack_within(batch[:half], None if seqs is None else seqs[:half], max_bytes, out)
+        _pack_within(batch[half:], None if seqs is None else seqs[half:], max_bytes, out)
 
 
 # -- decoding ---------------------------------------------------------------------------------
 
 
 _MSGS_PREFIX: Final = bytes([0x92, _MSGS])  # fixarray of 2, then the kind
+_MSGS_SEQS_PREFIX: Final = bytes([0x93, _MSGS])  # fixarray of 3: the batch, then its numbers
 _MSGS_DECODER: Final = msgspec.msgpack.Decoder(  # Literal[5]: FrameKind.MSGS
     tuple[Literal[5], Annotated[list[WIRE_MESSAGE], msgspec.Meta(min_length=1)]]
+)
+_MSGS_SEQS_DECODER: Final = msgspec.msgpack.Decoder(
+    tuple[Literal[5], Annotated[list[WIRE_MESSAGE], msgspec.Meta(min_length=1)], list[int]]
 )
 
 
@@ -219,7 +236,8 @@ def decode_frame(raw: bytes | bytearray | memoryview, limits: Limits = DEFAULT_L
         raise FrameError(
             f"frame of {size} bytes is over max_frame_bytes ({limits.max_frame_bytes})"
         )
-    if raw[:2] == _MSGS_PREFIX:
+    prefix = raw[:2]
+    if prefix in (_MSGS_SEQS_PREFIX, _MSGS_PREFIX):
         msgs = _decode_msgs_typed(raw, limits)
         if msgs is not None:
             return msgs
@@ -228,11 +246,15 @@ def decode_frame(raw: bytes | bytearray | memoryview, limits: Limits = DEFAULT_L
 
 def _decode_msgs_typed(raw: bytes | bytearray | memoryview, limits: Limits) -> Msgs | None:
     """The MSGS fast path: the frame's messages, or None to let the careful path decide."""
+    seqs: list[int] | None = None
     try:
-        _, wires = _MSGS_DECODER.decode(raw)
+        if raw[:2] == _MSGS_SEQS_PREFIX:
+            _, wires, seqs = _MSGS_SEQS_DECODER.decode(raw)
+        else:
+            _, wires = _MSGS_DECODER.decode(raw)
     except msgspec.DecodeError:
         return None
-    if len(wires) > limits.max_batch:
+    if len(wires) > limits.max_batch or (seqs is not None and len(seqs) != len(wires)):
         return None
     max_data = limits.max_message_bytes
     for wire in wires:
@@ -241,7 +263,7 @@ def _decode_msgs_typed(raw: bytes | bytearray | memoryview, limits: Limits) -> M
     for msg_type in {wire[3] for wire in wires}:  # a batch holds few distinct types
         if not is_valid_type(msg_type):
             return None
-    return Msgs(list(starmap(Message, wires)))
+    return Msgs(list(starmap(Message, wires)), seqs)
 
 
 def _decode_careful(raw: bytes | bytearray | memoryview, limits: Limits) -> Frame:
@@ -342,8 +364,10 @@ def _decode_reason(obj: list[Any], limits: Limits) -> Reject | Close:
 
 
 def _decode_msgs(obj: list[Any], limits: Limits) -> Msgs:
-    _arity(obj, 2)
+    if len(obj) != 3:
+        _arity(obj, 2)
     wires = _list(obj[1], "MSGS batch", limits.max_batch)
+    seqs = _seqs(obj[2], len(wires)) if len(obj) == 3 else None
     if not wires:
         raise FrameError("MSGS batch must hold at least one message")
     max_data = limits.max_message_bytes
@@ -361,7 +385,18 @@ def _decode_msgs(obj: list[Any], limits: Limits) -> Msgs:
                 f"({max_data})"
             )
         messages.append(msg)
-    return Msgs(messages)
+    return Msgs(messages, seqs)
+
+
+def _seqs(value: object, count: int) -> list[int]:
+    """A MSGS frame's origin numbers: an array of ints, one per message."""
+    if type(value) is not list:
+        raise FrameError("MSGS origin numbers must be an array")
+    if len(value) != count:
+        raise FrameError(f"MSGS carries {len(value)} origin numbers for {count} messages")
+    if any(type(n) is not int for n in value):
+        raise FrameError("MSGS origin numbers must be integers")
+    return value
 
 
 def _decode_interests(obj: list[Any], limits: Limits) -> Interests:

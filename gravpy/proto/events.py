@@ -66,9 +66,11 @@ class Rejected(Event):
 
 @dataclass(frozen=True, slots=True)
 class MessagesReceived(Event):
-    """A batch of messages, in the order the remote sent them."""
+    """A batch of messages, in the order the remote sent them, with their origin numbers
+    (``seqs``: one per message, as in ``Msgs``; None if the frame carried none)."""
 
     messages: list[Message]
+    seqs: list[int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,8 +63,8 @@ __all__ = [
 ]
 
 # 2: INTERESTS carries groups; 3: grav-seq and resume after a link flap (docs); 4: keyed links
-# tag every frame, HELLO/AUTH carry credentials
-PROTOCOL_VERSION: Final = 4
+# tag every frame, HELLO/AUTH carry credentials; 5: origin numbers travel in MSGS, not headers
+PROTOCOL_VERSION: Final = 5
 MAX_GROUP_MEMBERS: Final = (1 << 31) - 1
 MAX_UUID_LENGTH: Final = 64
 MAX_NAME_LENGTH: Final = 255  # mesh names and roles
@@ -173,14 +173,23 @@ class Reject:
 
 @dataclass(frozen=True, slots=True)
 class Msgs:
-    """A batch of messages, in the order the sender sent them."""
+    """A batch of messages, in the order the sender sent them.
+
+    ``seqs``, if present, holds one origin number per message (docs/protocol.md section 7.2):
+    0 for a message the sender did not number, ``n`` for its number ``n``, ``-n`` for its
+    number ``n`` resent after a resume request.
+    """
 
     kind: ClassVar[FrameKind] = FrameKind.MSGS
     messages: list[Message]
+    seqs: list[int] | None = None
 
     def to_wire(self) -> list[Any]:
         """The msgpack array of this frame."""
-        return [self.kind, [m.to_wire() for m in self.messages]]
+        wire: list[Any] = [self.kind, [m.to_wire() for m in self.messages]]
+        if self.seqs is not None:
+            wire.append(list(self.seqs))
+        return wire
 
 
 @dataclass(frozen=True, slots=True)

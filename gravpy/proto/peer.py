@@ -288,7 +288,7 @@ class PeerProtocol:
 
     # -- sending on an open link ------------------------------------------------------------
 
-    def send_messages(self, messages: Sequence[Message]) -> int:
+    def send_messages(self, messages: Sequence[Message], seqs: Sequence[int] | None = None) -> int:
         """Queue ``messages`` in order (usually one MSGS frame) and return how many were queued.
 
         After the remote withdrew, nothing is queued: the messages are counted as dropped and 0
@@ -301,7 +301,7 @@ class PeerProtocol:
             return 0
         if not messages:
             return 0
-        for frame in encode_msgs_split(messages, self._send_limits):
+        for frame in encode_msgs_split(messages, self._send_limits, seqs):
             self._queue(frame, self._clock)
         self._messages_out += len(messages)
         return len(messages)
@@ -348,7 +348,7 @@ class PeerProtocol:
                 return [ev.Closed(frame.reason, frame.detail, by_remote=True)]
             case Msgs():
                 self._messages_in += len(frame.messages)
-                return [ev.MessagesReceived(frame.messages)]
+                return [ev.MessagesReceived(frame.messages, frame.seqs)]
             case Interests():
                 return [ev.InterestsReceived(frame.patterns, frame.groups)]
             case Peers():

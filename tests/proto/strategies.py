@@ -41,7 +41,14 @@ FRAMES: dict[f.FrameKind, st.SearchStrategy[f.Frame]] = {
     f.FrameKind.AUTH: st.builds(f.Auth, st.binary(min_size=32, max_size=32)),
     f.FrameKind.ACCEPT: st.just(f.Accept()),
     f.FrameKind.REJECT: st.builds(f.Reject, st.text(min_size=1, max_size=64), st.text(max_size=99)),
-    f.FrameKind.MSGS: st.builds(f.Msgs, st.lists(messages, min_size=1, max_size=8)),
+    f.FrameKind.MSGS: st.lists(messages, min_size=1, max_size=8).flatmap(
+        lambda batch: st.builds(
+            f.Msgs,
+            st.just(batch),
+            st.none()
+            | st.lists(st.integers(-(2**63), 2**63 - 1), min_size=len(batch), max_size=len(batch)),
+        )
+    ),
     f.FrameKind.INTERESTS: st.builds(
         f.Interests,
         st.lists(patterns, max_size=10).map(tuple),

@@ -137,7 +137,14 @@ near_valid_messages = st.tuples(
     st.binary(max_size=40) | msgpack_values,
     st.none() | st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=6),
 ).map(list) | st.lists(msgpack_values, min_size=6, max_size=8)
-near_valid_msgs = st.lists(near_valid_messages, max_size=5).map(lambda b: [FrameKind.MSGS, b])
+near_valid_msgs = st.lists(near_valid_messages, max_size=5).flatmap(
+    lambda b: (
+        st.just([FrameKind.MSGS, b])
+        | st.lists(st.integers(-(2**63), 2**64 - 1) | st.booleans(), max_size=6).map(
+            lambda seqs: [FrameKind.MSGS, b, seqs]  # origin numbers, of the right count or not
+        )
+    )
+)
 small = Limits(max_frame_bytes=2048, max_message_bytes=16, max_batch=3)
 
 
@@ -172,6 +179,9 @@ def test_typed_msgs_decoder_accepts_only_what_the_careful_decoder_accepts(
         (msgpack.packb([FrameKind.PONG, -5]), "nonce"),
         (msgpack.packb([FrameKind.CLOSE, "", ""]), "CLOSE reason must not be empty"),
         (msgpack.packb([FrameKind.MSGS, []]), "at least one message"),
+        (msgpack.packb([FrameKind.MSGS, [["u", "", "", "t", 1.0, b"", None]], [1, 2]]), "2 origin"),
+        (msgpack.packb([FrameKind.MSGS, [["u", "", "", "t", 1.0, b"", None]], [True]]), "integers"),
+        (msgpack.packb([FrameKind.MSGS, [["u", "", "", "t", 1.0, b"", None]], 7]), "an array"),
         (msgpack.packb([FrameKind.MSGS, [["u", "", "", ["x"], 1.0, b"", None]]]), "message 0"),
         (msgpack.packb([FrameKind.MSGS, [["u", "", "", "t", 1.0, "s", None]]]), "data must be"),
         (msgpack.packb([FrameKind.INTERESTS, ["a.>.b"], []]), "invalid type pattern"),
@@ -304,3 +314,26 @@ def test_invalid_configuration_is_refused_at_construction(build: object) -> None
     """Bad limits, timers, node info, nonces and keys raise UsageError when constructed."""
     with pytest.raises(UsageError):
         build()  # type: ignore[operator]
+
+
+def test_origin_numbers_stay_with_their_messages_when_a_batch_is_cut() -> None:
+    """A numbered batch cut into several frames keeps each origin number with its message."""
+    limits = Limits(max_frame_bytes=2048, max_message_bytes=1024, max_batch=3)
+    batch = [Message.new("a.b", bytes([i]) * 500) for i in range(7)]
+    seqs = [0, 11, 12, -3, 0, 14, 15]
+    frames = encode_msgs_split(batch, limits, seqs)
+    decoded = [decode_frame(raw, limits) for raw in frames]
+    assert len(frames) > 2
+    assert all(isinstance(frame, Msgs) and frame.seqs is not None for frame in decoded)
+    assert [m for f in decoded if isinstance(f, Msgs) for m in f.messages] == batch
+    assert [n for f in decoded if isinstance(f, Msgs) for n in f.seqs or ()] == seqs
+
+
+def test_an_unnumbered_batch_has_the_two_element_layout() -> None:
+    """A batch without origin numbers (to a leaf) is packed as ``[MSGS, batch]`` as before."""
+    batch = [Message.new("a.b", b"x")]
+    assert msgpack.unpackb(encode_msgs_split(batch)[0])[0:1] == [FrameKind.MSGS]
+    assert len(msgpack.unpackb(encode_msgs_split(batch)[0])) == 2
+    assert len(msgpack.unpackb(encode_msgs_split(batch, seqs=[5])[0])) == 3
+    with pytest.raises(UsageError, match="1 origin numbers for 2 messages"):
+        encode_msgs(batch * 2, [1])
