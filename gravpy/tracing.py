@@ -53,7 +53,9 @@ def _attributes(msg: Message, operation: str) -> dict[str, str]:
 
 def inject(msg: Message) -> None:
     """If a span is active, record a PRODUCER span for ``msg`` and put its context in headers."""
-    if not ENABLED or not _trace.get_current_span().get_span_context().is_valid:
+    if not ENABLED or not _context.get_current():  # an empty context holds no span: done
+        return
+    if not _trace.get_current_span().get_span_context().is_valid:
         return
     kind = _trace.SpanKind.PRODUCER
     with _tracer().start_as_current_span(

@@ -141,6 +141,10 @@ class PeerLink:
             credentials=credentials,
         )
         self.identity: Identity | None = None  # what the auth file grants (None: no auth file)
+        # who the remote is, known from its HELLO on (``_learn_remote``): "", False, False before
+        self.uuid = ""
+        self.is_leaf = False  # an application attached here, not a mesh peer
+        self.is_peer = False  # a node of the mesh
         self.dial_endpoint = dial_endpoint
         self._dialer = dialer
         self.interests: tuple[str, ...] = ()
@@ -184,25 +188,14 @@ class PeerLink:
         return self.proto.remote
 
     @property
-    def uuid(self) -> str:
-        remote = self.proto.remote
-        return remote.node_uuid if remote is not None else ""
-
-    @property
     def is_open(self) -> bool:
         return self.proto.state is LinkState.OPEN and not self._closing
 
-    @property
-    def is_leaf(self) -> bool:
-        """True if the remote is an application attached here (a leaf), not a mesh peer."""
-        remote = self.proto.remote
-        return remote is not None and remote.role == ROLE_LEAF
-
-    @property
-    def is_peer(self) -> bool:
-        """True if the remote is a node of the mesh (a peer)."""
-        remote = self.proto.remote
-        return remote is not None and remote.role == ROLE_PEER
+    def _learn_remote(self, remote: Hello) -> None:
+        """The remote's HELLO arrived: who it is, kept as plain fields for the hot path."""
+        self.uuid = remote.node_uuid
+        self.is_leaf = remote.role == ROLE_LEAF
+        self.is_peer = remote.role == ROLE_PEER
 
     def authorized(self, identity: Identity | None) -> None:
         """What the auth file in force grants this link's remote (None: no auth file)."""
@@ -464,6 +457,8 @@ class PeerLink:
                 frame = await self.link.recv()
                 proto = self.proto
                 events = proto.receive_frame(frame, time.monotonic())
+                if not self.uuid and proto.remote is not None:
+                    self._learn_remote(proto.remote)
                 if events:
                     self._dispatch(events)
                 if proto.has_data_to_send:  # a PONG, a handshake step, a WITHDRAW_ACK
