@@ -65,10 +65,16 @@ class MsgBuffer:
         pushed, now if 0), evicting the oldest ones past the bounds."""
         if self.limit == 0:
             return
-        self._items.append((msg, origin, seq))
+        items = self._items
+        items.append((msg, origin, seq))
         self._pushed_at.append(at or self._clock())
         self._bytes += len(msg.data)
-        self._trim()
+        if len(items) > self.limit:  # the usual case once full: one out for one in, inline
+            self._bytes -= len(items.popleft()[0].data)
+            self._pushed_at.popleft()
+            self.evicted += 1
+        if self.max_bytes or self.max_age:
+            self._trim()
 
     def _trim(self) -> None:
         items = self._items

@@ -42,6 +42,18 @@ class RecentMap(Generic[K, V]):
             young = self._young = {}
         young[key] = value
 
+    def add(self, key: K, value: V) -> bool:
+        """Set ``key`` to ``value`` if it is not remembered yet; True if it was new."""
+        young = self._young
+        if key in young or key in self._old:
+            return False
+        if len(young) >= self._half:
+            self.forgotten += len(self._old)
+            self._old = young
+            young = self._young = {}
+        young[key] = value
+        return True
+
     @overload
     def get(self, key: K) -> V | None: ...
     @overload

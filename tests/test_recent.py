@@ -52,3 +52,15 @@ def test_agrees_with_a_reference_for_the_most_recent_keys(keys: list[int], limit
     recent = list(dict.fromkeys(reversed(keys)))[: limit // 2]
     for k in recent:
         assert m.get(k) == last[k]
+
+
+@given(st.lists(st.integers(0, 50), max_size=300), st.integers(2, 40))
+def test_add_sets_only_keys_it_does_not_remember(keys: list[int], limit: int) -> None:
+    """``add`` is True and sets the key exactly when ``in`` said it was absent; size <= limit."""
+    m: RecentMap[int, int] = RecentMap(limit)
+    for n, k in enumerate(keys):
+        known = k in m
+        before = m.get(k)
+        assert m.add(k, n) is (not known)
+        assert m.get(k) == (before if known else n)
+        assert len(m) <= limit

@@ -102,6 +102,10 @@ class Resumption(Generic[L]):
         self._timers[origin] = loop.call_later(HOLD_TIMEOUT, self.release, origin)
         return resume_request(last)
 
+    def holding(self, origin: str) -> bool:
+        """True while ``origin``'s live messages are held (its resend has not ended)."""
+        return origin in self._held
+
     def holds(self, origin: str, link: L, msg: Message, seq: int, limit: int) -> bool:
         """True if ``msg`` (live, numbered ``seq`` by ``origin``) is held until the resend ends."""
         held = self._held.get(origin)

@@ -157,11 +157,9 @@ class Router(Generic[L]):
 
     def arrived(self, msg: Message, origin: L) -> tuple[L, ...] | None:
         """The links a message from ``origin`` goes on to; ``None`` if it is a duplicate."""
-        seen = self._seen
-        if msg.uuid in seen:
+        if not self._seen.add(msg.uuid, origin):
             self.duplicates += 1
             return None
-        seen[msg.uuid] = origin
         if msg.reply_to:
             back = self._reply_route(msg, origin)
             if back is not None:
@@ -218,6 +216,10 @@ class Router(Generic[L]):
     def has_groups(self, msg_type: str, origin: L | None = None) -> bool:
         """True if some link (behind this node, for a message from ``origin``) has group
         members for ``msg_type``."""
+        if origin is None:  # a local message: the cached answer, without a call
+            found = self._group_routes.get(msg_type)
+            if found is not None:
+                return bool(found)
         return bool(self._group_candidates(msg_type, origin))
 
     def place(

@@ -101,17 +101,29 @@ class Traffic:
         bus = self.bus
         governed = self.authority is not None
         numbered = peer.is_peer and any(seqs)
+        # the usual case: the origin is not resending, so its live messages go straight through
+        # and only the highest number of the batch is remembered
+        holding = numbered and self.resumption.holding(peer.uuid)
+        top = 0
         for i, msg in enumerate(messages):
             if bus.pods_congested:
+                self.resumption.seen(peer.uuid, top)
                 return i
             if msg.type == GRANT_TYPE and peer.is_peer and not self.on_peer:
                 self.grant = read_grant(msg.data)  # what this app's node lets it publish/receive
                 continue
             if governed and not self.gate.admits(peer, msg):
                 continue
-            if numbered and seqs[i]:
-                self._sequenced(peer, msg, seqs[i])
-                continue
+            if numbered:
+                seq = seqs[i]
+                if seq > 0 and not holding:
+                    if seq > top:
+                        top = seq
+                    self._take(peer, msg)
+                    continue
+                if seq:
+                    self._sequenced(peer, msg, seq)
+                    continue
             headers = msg.headers
             if headers is not None and REPLAY_HEADER in headers and not peer.is_leaf:
                 self.replays.arrived(msg)
@@ -120,6 +132,8 @@ class Traffic:
                 self._control(peer, msg)
                 continue
             self._take(peer, msg)
+        if top:
+            self.resumption.seen(peer.uuid, top)
         return len(messages)
 
     def _take(self, peer: PeerLink, msg: Message) -> None:
@@ -136,8 +150,9 @@ class Traffic:
             return
         self.bus.deliver(msg, None, (), seq)
         self._send_to(targets, msg, seq)
-        if self.bridges is not None:
-            self.bridges.offer(msg)
+        bridges = self.bridges
+        if bridges is not None and bridges.attached:
+            bridges.offer(msg)
 
     def _arrived_for_groups(
         self, msg: Message, peer: PeerLink, targets: tuple[PeerLink, ...], seq: int = 0
@@ -165,7 +180,8 @@ class Traffic:
         targets = router.from_local(msg)
         if self.authority is not None and targets:
             targets = receivers(msg, targets)
-        bridged = self.bridges.offer(msg) if self.bridges is not None else 0
+        bridges = self.bridges
+        bridged = bridges.offer(msg) if bridges is not None and bridges.attached else 0
         if msg.reply_to or not router.has_groups(msg.type):
             return self._send_to(targets, msg, seq) + bridged, tuple(local)
         placement = router.place(msg, None, local)
@@ -201,7 +217,8 @@ class Traffic:
     def check_sendable(self, msg: Message) -> None:
         """Refuse, before anything is delivered, a message no link could carry, or that this
         app's node does not let it publish (``PermissionDenied``)."""
-        check_publish(self.grant, msg)
+        if self.grant is not None:
+            check_publish(self.grant, msg)
         limits = self.config.protocol.limits
         if len(msg.data) > limits.max_message_bytes:
             raise UsageError(
