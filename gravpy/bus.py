@@ -21,18 +21,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection, Coroutine, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from gravpy import _log as logs
 from gravpy._mailbox import Mailbox
 from gravpy._tasks import TaskSupervisor
 from gravpy.buffer import MsgBuffer
+from gravpy.counters import BusStatistics, RetiredCounts
 from gravpy.errors import PodDisconnected, UsageError
 from gravpy.failure import FAILURE_TYPE, failure_of
 from gravpy.groups import GROUP_HEADER
 from gravpy.message import Message
-from gravpy.pod import Overflow, Pod, PodStatistics
+from gravpy.pod import Overflow, Pod
+from gravpy.ports import MeshPort
 from gravpy.receipt import MsgReceipt
 from gravpy.recent import RecentMap
 
@@ -42,71 +43,6 @@ _log = logs.get_logger("gravpy.bus")
 
 _Groups = tuple[tuple[str, tuple[Pod, ...]], ...]  # (group, its members) admitting a type
 _NO_GROUPS: Mapping[str, int] = {}
-
-
-class MeshPort(Protocol):
-    """How the bus speaks to the mesh (``gravpy.mesh.Hub``): the one connection between them."""
-
-    def check_sendable(self, msg: Message) -> None:
-        """Raise ``UsageError`` for a message no link could carry (before any delivery)."""
-
-    def sequence(self) -> int:
-        """The next origin sequence number for a message entering the mesh here (0: none)."""
-
-    def forward_local(
-        self, msg: Message, local: Mapping[str, int], seq: int = 0
-    ) -> tuple[int, tuple[str, ...]]:
-        """A local pod sent ``msg`` (numbered ``seq``): forward it; return how many links took
-        it, and which groups it places here (``local``: the members each local group has for it)."""
-
-    def asked_elsewhere(self, request_uuid: str) -> bool:
-        """True if the request came from another node (its replies travel back there)."""
-
-    def replays_from_node(self, pod: Pod) -> bool:
-        """True if the node this leaf is attached to will replay into ``pod`` (gravpy.replay)."""
-
-    def interests_changed(self) -> None:
-        """The types local pods want changed: tell the other nodes."""
-
-    def check_subscribable(self, pattern: str) -> None:
-        """Raise ``PermissionDenied`` if this node may receive no type matching ``pattern``."""
-
-    def reply_wait_started(self, request_uuid: str, msg_type: str) -> None:
-        """A local pod started waiting for replies to ``request_uuid`` (of type ``msg_type``)."""
-
-
-@dataclass(slots=True)
-class _Retired:
-    """What pods that have left the bus counted, kept in the bus totals."""
-
-    dropped_overflow: int = 0
-    dropped_failed: int = 0
-    dropped_closed: int = 0
-    handler_failures: int = 0
-
-    def add(self, s: PodStatistics) -> None:
-        self.dropped_overflow += s.dropped_overflow
-        self.dropped_failed += s.dropped_failed
-        self.dropped_closed += s.dropped_closed
-        self.handler_failures += s.failed
-
-
-@dataclass(frozen=True, slots=True)
-class BusStatistics:
-    """A snapshot of the bus counters (closed pods included)."""
-
-    pods: int
-    receivers: int
-    sent: int  # messages sent by local pods
-    delivered: int  # pushes into pod inboxes
-    dropped_overflow: int
-    dropped_failed: int
-    dropped_closed: int
-    handler_failures: int
-    buffered: int
-    unclaimed_replies: int
-    undelivered: int = 0  # messages sent by local pods that no pod or link took
-    group_misses: int = 0  # a group was placed here but had no member left to take it
 
 
 def _count(name: str, value: object) -> int:
@@ -164,7 +100,7 @@ class Bus:
         self._delivered = 0
         self._undelivered = 0
         self._group_misses = 0
-        self._retired = _Retired()
+        self._retired = RetiredCounts()
 
     def attach_mesh(self, mesh: MeshPort) -> None:
         """Plug the mesh in (once): from now on what local pods send is forwarded through it."""

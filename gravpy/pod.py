@@ -19,19 +19,19 @@ import enum
 import inspect
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from types import CoroutineType
-from typing import Any, Protocol
+from typing import Any
 
 from gravpy import _log as logs
 from gravpy import tracing
 from gravpy._mailbox import Mailbox, WaitFunc, check_timeout, wait_in
-from gravpy.buffer import MsgBuffer
+from gravpy.counters import PodCounts, PodStatistics
 from gravpy.errors import PodDisconnected, UsageError
 from gravpy.filter import Filter
 from gravpy.groups import check_group
 from gravpy.message import Message
+from gravpy.ports import PodHost
 from gravpy.receipt import MsgReceipt
 
 __all__ = ["Handler", "Overflow", "Pod", "PodHost", "PodStatistics"]
@@ -56,58 +56,6 @@ class _Mode(enum.Enum):
     SYNC = 1
     ASYNC = 2
     ITER = 3
-
-
-@dataclass(frozen=True, slots=True)
-class PodStatistics:
-    """A snapshot of one pod's counters."""
-
-    received: int  # admitted by the filters and queued
-    handled: int  # taken by the handler or the iterator without error
-    failed: int  # handler calls that raised
-    redelivered: int  # failed messages given to the handler again
-    pending_failures: int
-    inbox: int
-    inbox_limit: int
-    dropped_overflow: int  # refused or evicted because the inbox was full
-    dropped_failed: int  # given up after max_attempts failures
-    dropped_closed: int  # queued or held for redelivery when the pod closed, or cut off mid-handler
-
-
-@dataclass(slots=True)
-class _Counts:
-    """The pod's running counters (``statistics()`` copies them into a frozen snapshot)."""
-
-    received: int = 0
-    handled: int = 0
-    failed: int = 0
-    redelivered: int = 0
-    dropped_overflow: int = 0
-    dropped_failed: int = 0
-    dropped_closed: int = 0
-
-
-class PodHost(Protocol):
-    """What a pod needs from the bus it hangs from (``gravpy.bus.Bus`` is the one host)."""
-
-    buffer: MsgBuffer
-    failure_limit: int
-    max_attempts: int
-
-    @property
-    def congested(self) -> bool: ...
-    def send(self, msg: Message, sender: Pod) -> MsgReceipt: ...
-    async def wait_room(self) -> None: ...
-    def routes_changed(self) -> None: ...
-    def replay_into(self, pod: Pod) -> None: ...
-    def check_subscribable(self, pattern: str) -> None: ...
-    def detach(self, pod: Pod) -> None: ...
-    def mark_congested(self, sink: object) -> None: ...
-    def relieve(self, sink: object) -> None: ...
-    def call_soon(self, callback: Callable[[], None]) -> None: ...
-    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]: ...
-    def register_reply_waiter(self, uuid: str, pod: Pod, msg_type: str = "") -> Mailbox: ...
-    def unregister_reply_waiter(self, uuid: str, mailbox: Mailbox) -> None: ...
 
 
 class Pod:
@@ -171,7 +119,7 @@ class Pod:
         self._closed = False
         self._close_reason = ""
         self._closed_event: asyncio.Event | None = None
-        self._counts = _Counts()
+        self._counts = PodCounts()
 
     # -- receiving -------------------------------------------------------------------------------
 

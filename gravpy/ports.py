@@ -1,0 +1,77 @@
+"""The typed ports between the layers of one node: what a pod needs of its bus, what the bus
+needs of the mesh.
+
+Each layer reaches the one below only through these Protocols, never by setting attributes on it:
+a ``Pod`` holds a ``PodHost`` (``gravpy.bus.Bus`` is the one host), the bus holds a ``MeshPort``
+(``gravpy.mesh.traffic.Traffic`` implements it). docs/architecture.md draws the layers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gravpy._mailbox import Mailbox
+from gravpy.buffer import MsgBuffer
+from gravpy.message import Message
+from gravpy.receipt import MsgReceipt
+
+if TYPE_CHECKING:
+    from gravpy.pod import Pod
+
+__all__ = ["MeshPort", "PodHost"]
+
+
+class PodHost(Protocol):
+    """What a pod needs from the bus it hangs from (``gravpy.bus.Bus`` is the one host)."""
+
+    buffer: MsgBuffer
+    failure_limit: int
+    max_attempts: int
+
+    @property
+    def congested(self) -> bool: ...
+    def send(self, msg: Message, sender: Pod) -> MsgReceipt: ...
+    async def wait_room(self) -> None: ...
+    def routes_changed(self) -> None: ...
+    def replay_into(self, pod: Pod) -> None: ...
+    def check_subscribable(self, pattern: str) -> None: ...
+    def detach(self, pod: Pod) -> None: ...
+    def mark_congested(self, sink: object) -> None: ...
+    def relieve(self, sink: object) -> None: ...
+    def call_soon(self, callback: Callable[[], None]) -> None: ...
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]: ...
+    def register_reply_waiter(self, uuid: str, pod: Pod, msg_type: str = "") -> Mailbox: ...
+    def unregister_reply_waiter(self, uuid: str, mailbox: Mailbox) -> None: ...
+
+
+class MeshPort(Protocol):
+    """How the bus speaks to the mesh (``gravpy.mesh.Hub``): the one connection between them."""
+
+    def check_sendable(self, msg: Message) -> None:
+        """Raise ``UsageError`` for a message no link could carry (before any delivery)."""
+
+    def sequence(self) -> int:
+        """The next origin sequence number for a message entering the mesh here (0: none)."""
+
+    def forward_local(
+        self, msg: Message, local: Mapping[str, int], seq: int = 0
+    ) -> tuple[int, tuple[str, ...]]:
+        """A local pod sent ``msg`` (numbered ``seq``): forward it; return how many links took
+        it, and which groups it places here (``local``: the members each local group has for it)."""
+
+    def asked_elsewhere(self, request_uuid: str) -> bool:
+        """True if the request came from another node (its replies travel back there)."""
+
+    def replays_from_node(self, pod: Pod) -> bool:
+        """True if the node this leaf is attached to will replay into ``pod`` (gravpy.replay)."""
+
+    def interests_changed(self) -> None:
+        """The types local pods want changed: tell the other nodes."""
+
+    def check_subscribable(self, pattern: str) -> None:
+        """Raise ``PermissionDenied`` if this node may receive no type matching ``pattern``."""
+
+    def reply_wait_started(self, request_uuid: str, msg_type: str) -> None:
+        """A local pod started waiting for replies to ``request_uuid`` (of type ``msg_type``)."""
