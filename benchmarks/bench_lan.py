@@ -9,9 +9,9 @@ Run from the repository root, as root (network namespaces), with the project's v
     .venv/bin/python benchmarks/bench_lan.py --backend loopback   # 127.0.0.1, cut = SIGSTOP
     .venv/bin/python benchmarks/bench_lan.py --json out.json
 
-Each trial builds a fresh bed (tests/lan/bed.py: one namespace per host, joined by a bridge) and
+Each trial builds a fresh bed (gravpy/testing/lan/bed.py: one namespace per host, joined by a bridge) and
 starts 5 gravd at once, each with ``--discovery mdns`` on its host's address and nothing else
-configured (the LAN tests' backends, tests/lan/backends.py, without the attached apps). Then:
+configured (the LAN tests' backends, gravpy/testing/lan/backends.py, without the attached apps). Then:
 
 1. **start to mesh**: from launching the 5 processes until every node's log shows a link to each
    of the 4 others and their interests (``peer_connected``, ``peer_interests``). Split into
@@ -22,7 +22,7 @@ configured (the LAN tests' backends, tests/lan/backends.py, without the attached
    all logged ``peer_disconnected``. Then, with ``--outage S``, the link stays down S seconds more.
 3. **rejoin**: the link comes back up (SIGCONT); until the full mesh is back as in 1.
 
-With ``--watch`` a sixth host runs tests/lan/mdns_watch.py and the trial holds 3 s after the
+With ``--watch`` a sixth host runs gravpy/testing/lan/mdns_watch.py and the trial holds 3 s after the
 rejoin; the table then counts the mDNS responses (announcements or answers) and the queries the
 returning node sent from the moment its link came back until then, and every mDNS packet seen in
 that window.
@@ -41,15 +41,11 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
-from pathlib import Path
 
 from _common import options, table
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.daemon.harness import Process  # noqa: E402 (needs ROOT on sys.path)
-from tests.lan.backends import (  # noqa: E402
+from gravpy.testing.gravd import Process
+from gravpy.testing.lan.backends import (
     NetnsBackend,
     open_backend,
     start_nodes,
@@ -117,7 +113,7 @@ async def run_trial(backend_name: str, outage: float, watch: bool) -> Trial:
 async def start_watcher(backend: object) -> Process:
     assert isinstance(backend, NetnsBackend), "--watch needs the netns backend"
     host = backend.bed.hosts[NODES]
-    argv = host.exec_argv([sys.executable, "-m", "tests.lan.mdns_watch", host.address])
+    argv = host.exec_argv([sys.executable, "-m", "gravpy.testing.lan.mdns_watch", host.address])
     watcher = await Process.start(argv)
     backend.stack.push_async_callback(watcher.close)
     await watcher.wait_line(lambda line: '"ready"' in line, stream="stdout")

@@ -18,13 +18,9 @@ import argparse
 import asyncio
 import signal
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.daemon.harness import running_gravd
+from gravpy.testing.gravd import running_gravd
 
 
 async def trial(frozen: bool, drain_timeout: float) -> float:

@@ -29,7 +29,7 @@ from gravpy.daemon.config import SETTINGS
 from gravpy.daemon.monitor import METRIC_NAMES
 from gravpy.filter import Pattern
 from gravpy.leaf import DEFAULT_URL
-from tests.daemon.harness import ROOT, Gravd, Process, running_gravd
+from gravpy.testing.gravd import ROOT, Gravd, Process, running_gravd
 
 README = ROOT / "README.md"
 OPERATIONS = ROOT / "docs" / "operations.md"

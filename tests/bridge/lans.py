@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gravpy.filter import Pattern
-from tests.daemon.harness import Gravd, running_gravd
+from gravpy.testing.gravd import Gravd, running_gravd
 
 
 @dataclass

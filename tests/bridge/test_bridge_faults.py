@@ -12,10 +12,10 @@ import pytest
 
 import gravpy
 from gravpy import Message
+from gravpy.testing.gravd import running_gravd
 from tests.bridge.lans import bridge_of, exporting, two_lans
 from tests.bridge.nats_proc import NatsServer
 from tests.bridge.test_lans import Sink, attach
-from tests.daemon.harness import running_gravd
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -13,7 +13,7 @@ import gravpy
 from gravpy.errors import HandshakeRejectedError
 from gravpy.grav import Grav
 from gravpy.identity import keygen
-from tests.daemon.harness import gravctl, running_gravd
+from gravpy.testing.gravd import gravctl, running_gravd
 
 
 def auth_toml(*keys: tuple[str, str]) -> str:

@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 
 from gravpy.daemon.healthcheck import monitor_url
-from tests.daemon.harness import ROOT, run, running_gravd
+from gravpy.testing.gravd import ROOT, run, running_gravd
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 HEALTHCHECK = (sys.executable, "-m", "gravpy.daemon.healthcheck")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemon.harness import Gravd, gravctl, running_gravd
+from gravpy.testing.gravd import Gravd, gravctl, running_gravd
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="Playwright is not installed")
 CHROMIUM = shutil.which("chromium")

@@ -12,8 +12,7 @@ import gravpy
 from gravpy import Message
 from gravpy.daemon.replay_store import REPLAY_FILE
 from gravpy.mesh import PeerInfo
-
-from .harness import running_gravd
+from gravpy.testing.gravd import running_gravd
 
 GUARD = 30.0 * float(os.environ.get("GRAVPY_TEST_SCALE", "1"))  # a hang guard, not a timing
 

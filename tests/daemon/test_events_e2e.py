@@ -10,7 +10,7 @@ from typing import Any
 
 import gravpy
 from gravpy.events import Event, EventBroadcaster, EventStore, Severity, event_type
-from tests.daemon.harness import GRAVD, Gravd, Process, gravctl, running_gravd
+from gravpy.testing.gravd import GRAVD, Gravd, Process, gravctl, running_gravd
 
 USER = str(uuid.uuid4())
 GUARD = 15.0  # seconds: a hang guard, never a timing expectation

@@ -12,8 +12,7 @@ from gravpy import Message
 from gravpy.errors import LinkClosedError
 from gravpy.mesh import HubConfig
 from gravpy.proto import ProtocolConfig
-
-from .harness import GRAVD, LOCAL, running_gravd
+from gravpy.testing.gravd import GRAVD, LOCAL, running_gravd
 
 LIVENESS = ("--ping-interval", "0.25", "--dead-after", "1")
 DEAD_AFTER = 1.0

@@ -12,9 +12,8 @@ import gravpy
 from gravpy import Grav, Message
 from gravpy.backoff import BackoffPolicy
 from gravpy.mesh import HubConfig
+from gravpy.testing.gravd import Process, running_gravd
 from transports.websocket import WebSocketTransport
-
-from .harness import Process, running_gravd
 
 GUARD = 60.0 * float(os.environ.get("GRAVPY_TEST_SCALE", "1"))  # a hang guard, not a timing
 PROXY = (sys.executable, str(Path(__file__).with_name("tcp_proxy.py")))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import gravpy
 from gravpy.cli.main import EXIT_CONNECT, EXIT_NO_RESPONDERS, EXIT_TIMEOUT
-from tests.daemon.harness import GRAVCTL, Gravd, Process, gravctl, running_gravd
+from gravpy.testing.gravd import GRAVCTL, Gravd, Process, gravctl, running_gravd
 
 
 @asynccontextmanager

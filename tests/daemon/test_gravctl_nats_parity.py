@@ -11,7 +11,7 @@ import pytest
 
 from gravpy.cli.main import EXIT_INTERRUPTED, EXIT_NO_RESPONDERS, EXIT_USAGE
 from gravpy.cli.parser import WORDS
-from tests.daemon.harness import GRAVCTL, Process, gravctl, running_gravd
+from gravpy.testing.gravd import GRAVCTL, Process, gravctl, running_gravd
 
 
 async def _background(*args: str) -> Process:

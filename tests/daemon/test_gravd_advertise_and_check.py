@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.daemon.harness import GRAVD, run, running_gravd
+from gravpy.testing.gravd import GRAVD, run, running_gravd
 
 
 async def test_peers_learn_the_advertised_endpoint() -> None:

@@ -17,7 +17,7 @@ from gravpy.filter import Pattern
 from gravpy.mesh import PeerInfo
 from gravpy.message import Message
 from gravpy.plugins import available_discovery
-from tests.daemon.harness import (
+from gravpy.testing.gravd import (
     GRAVCTL,
     GRAVD,
     Gravd,

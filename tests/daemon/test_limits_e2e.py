@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.daemon.harness import running_gravd
+from gravpy.testing.gravd import running_gravd
 
 FLOOD = 2000
 CAP = 100

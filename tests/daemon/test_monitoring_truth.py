@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import gravpy
 from gravpy import Message
-from tests.daemon.harness import running_gravd
+from gravpy.testing.gravd import running_gravd
 
 
 def _value(text: str, name: str, **labels: str) -> float:

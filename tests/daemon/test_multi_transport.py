@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from tests.daemon.harness import GRAVCTL, GRAVD, Gravd, Process, gravctl, running_gravd
+from gravpy.testing.gravd import GRAVCTL, GRAVD, Gravd, Process, gravctl, running_gravd
 
 HTTP = ("--listen-http", "127.0.0.1:0")
 

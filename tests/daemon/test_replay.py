@@ -7,8 +7,7 @@ import os
 
 import gravpy
 from gravpy import Message
-
-from .harness import running_gravd
+from gravpy.testing.gravd import running_gravd
 
 GUARD = 30.0 * float(os.environ.get("GRAVPY_TEST_SCALE", "1"))  # a hang guard, not a timing
 

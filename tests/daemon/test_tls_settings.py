@@ -13,7 +13,7 @@ import trustme
 from gravpy.daemon import loop as event_loop
 from gravpy.daemon.config import ConfigError, DaemonConfig, load_config
 from gravpy.daemon.main import build_transports
-from tests.daemon.harness import (
+from gravpy.testing.gravd import (
     GRAVCTL,
     GRAVD,
     Gravd,

@@ -33,9 +33,8 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.daemon.harness import Process
-
-from .bed import Host
+from gravpy.testing.gravd import Process
+from gravpy.testing.lan.bed import Host
 
 TOOLS = ("avahi-daemon", "avahi-browse", "avahi-publish", "dbus-daemon")
 

@@ -14,9 +14,16 @@ from dataclasses import dataclass
 import pytest
 
 from gravpy.proto import PROTOCOL_VERSION
+from gravpy.testing.lan.backends import (
+    NODE_PORT,
+    NetnsBackend,
+    Node,
+    log_digest,
+    open_backend,
+    unavailable,
+)
 
 from .avahi import Avahi, avahi_problem, parse_resolved
-from .backends import NODE_PORT, NetnsBackend, Node, log_digest, open_backend, unavailable
 
 SERVICE = "_grav._tcp"  # gravd's default service type, as Avahi writes it
 PATH = "/meta/message"

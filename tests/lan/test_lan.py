@@ -1,7 +1,7 @@
-"""Several gravd meshed by mDNS alone: each scenario runs on two backends (tests/lan/backends.py).
+"""Several gravd meshed by mDNS alone: each scenario runs on two backends (gravpy/testing/lan/backends.py).
 
 ``netns``: one gravd per network namespace, the namespaces joined by a bridge in a namespace of its
-own (tests/lan/bed.py); traffic never leaves them. ``loopback``: every gravd on 127.0.0.1, mDNS
+own (gravpy/testing/lan/bed.py); traffic never leaves them. ``loopback``: every gravd on 127.0.0.1, mDNS
 bound to 127.0.0.1 with a service type of the test's own. A backend that cannot run here is
 skipped with the reason (netns needs root and iproute2; loopback needs multicast on 127.0.0.1);
 the suite passes wherever one of them works.
@@ -20,7 +20,7 @@ from functools import partial
 
 import pytest
 
-from .backends import (
+from gravpy.testing.lan.backends import (
     LIVENESS,
     Backend,
     Node,

@@ -13,7 +13,7 @@ from gravpy.errors import MessengerClosed, NoResponders, RequestFailed
 from gravpy.grav import Grav
 from gravpy.messenger import GravMessenger, Messenger, open_messenger
 from gravpy.testing import check_messenger
-from tests.daemon.harness import Gravd, running_gravd
+from gravpy.testing.gravd import Gravd, running_gravd
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from gravpy.messenger import SQLiteMessenger
-from tests.daemon.harness import Process
+from gravpy.testing.gravd import Process
 
 
 async def test_two_processes_share_events_and_each_request_is_claimed_once(

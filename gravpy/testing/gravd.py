@@ -1,4 +1,4 @@
-"""Real ``gravd`` and ``gravctl`` processes for the end-to-end tests.
+"""Real ``gravd`` and ``gravctl`` processes for end-to-end tests and benchmarks.
 
 ``running_gravd()`` starts gravd on 127.0.0.1 port 0 (node and monitor), reads its JSON log lines
 from stderr until the ``listening`` event tells the real ports, and kills the process in its
@@ -30,7 +30,7 @@ import aiohttp
 
 from gravpy.filter import Pattern
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path.cwd()  # where processes run: the repository root when tests or benchmarks run
 GRAVD = (sys.executable, "-m", "gravpy.daemon.main")
 GRAVCTL = (sys.executable, "-m", "gravpy.cli.main")
 LOCAL = ("--listen", "127.0.0.1:0", "--monitor", "127.0.0.1:0")

@@ -11,7 +11,7 @@ A scenario is written once against :class:`Backend` and runs on both:
   (SIGSTOP, then SIGCONT to bring it back). Its peers notice it the same way, by ping/pong
   going unanswered for ``dead_after``.
 
-Each node has an app attached (``tests/lan/agent.py``). :class:`Node` follows gravd's JSON log
+Each node has an app attached (``gravpy/testing/lan/agent.py``). :class:`Node` follows gravd's JSON log
 (``peer_connected``, ``peer_disconnected``, ``peer_interests`` at debug) and the agent's output;
 tests wait on those lines, never on a clock.
 """
@@ -29,11 +29,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Protocol
 
 from gravpy.proto import ProtocolConfig
-from tests.daemon.harness import GRAVD, ROOT, Process, clean_env, loopback_multicast_problem
+from gravpy.testing.gravd import GRAVD, ROOT, Process, clean_env, loopback_multicast_problem
 
 from .bed import Host, LanBed
 
-PATTERN = "lan.>"  # what every agent listens to (tests/lan/agent.py)
+PATTERN = "lan.>"  # what every agent listens to (gravpy/testing/lan/agent.py)
 NODE_PORT = 8080  # in a namespace every node has its own address, so a fixed port is fine
 
 
@@ -187,7 +187,7 @@ async def _start_node(
     node = Node(name, gravd, await gravd.wait_event("listening"))
     nodes.append(node)
     if agent:
-        argv = wrap([sys.executable, "-m", "tests.lan.agent", node.endpoint])
+        argv = wrap([sys.executable, "-m", "gravpy.testing.lan.agent", node.endpoint])
         node.agent = await _start_agent(stack, name, argv)
         await node.agent.wait_line(lambda line: '"ready"' in line, stream="stdout")
     return node

@@ -1,6 +1,6 @@
 """Print every mDNS packet seen on one interface, one JSON line each: an observer for the LAN bed.
 
-Run inside a host of the bed (``ip netns exec <ns> python -m tests.lan.mdns_watch 10.213.x.y``):
+Run inside a host of the bed (``ip netns exec <ns> python -m gravpy.testing.lan.mdns_watch 10.213.x.y``):
 it joins 224.0.0.251 on the interface holding that address and prints ``{"ready": true}``, then
 for each packet ``{"t": <CLOCK_MONOTONIC>, "src": <address>, "response": bool, "questions":
 [[name, type]...], "answers": [[name, type, ttl]...]}`` (answers include the authority and
@@ -15,7 +15,7 @@ import struct
 import sys
 import time
 
-from zeroconf import DNSIncoming
+from zeroconf._protocol.incoming import DNSIncoming
 from zeroconf.const import _TYPES
 
 MDNS_GROUP, MDNS_PORT = "224.0.0.251", 5353
