@@ -8,11 +8,13 @@ import os
 
 from setuptools import setup
 
-# The hot path: the in-process bus and pods, the wire codec and link protocol, mesh routing.
+# The hot path: the in-process bus and pods, the wire codec and link protocol, mesh routing and
+# the path of a message through a node (traffic).
 # buffer.py stays interpreted: gravd's DurableBuffer subclasses MsgBuffer, and interpreted classes
 # cannot inherit from compiled ones.
 COMPILED_MODULES = [
     "gravpy/bus.py",
+    "gravpy/counters.py",
     "gravpy/pod.py",
     "gravpy/receipt.py",
     "gravpy/filter.py",
@@ -21,6 +23,7 @@ COMPILED_MODULES = [
     "gravpy/proto/peer.py",
     "gravpy/mesh/routing.py",
     "gravpy/mesh/peer_link.py",
+    "gravpy/mesh/traffic.py",
 ]
 
 
