@@ -146,8 +146,6 @@ class Pod:
             mode = _Mode.SYNC
         if mode is not _Mode.ASYNC and concurrency > 1:
             raise UsageError("concurrency > 1 needs an async handler")
-        if handler is not None and tracing.ENABLED:
-            handler = tracing.wrap_handler(handler, mode is _Mode.ASYNC)
         self._handler = handler
         self._concurrency = concurrency
         self._set_mode(mode)
@@ -461,8 +459,12 @@ class Pod:
             handler = self._handler
             if handler is None:
                 continue
+            headers = msg.headers
             try:
-                result = handler(msg)
+                if headers is not None and tracing.carries_context(msg):
+                    result = tracing.call_in_span(handler, msg)
+                else:
+                    result = handler(msg)
             except Exception as exc:
                 self._handler_failed(msg, exc)
                 continue
@@ -519,7 +521,11 @@ class Pod:
             if handler is None:  # pragma: no cover - mode would not be ASYNC
                 return
             try:  # the handler's coroutine is awaited here, not in a helper: one frame less each
-                result = handler(msg)
+                result: object = (
+                    tracing.await_in_span(handler, msg)
+                    if msg.headers is not None and tracing.carries_context(msg)
+                    else handler(msg)
+                )
                 if type(result) is CoroutineType or (
                     result is not None and inspect.isawaitable(result)
                 ):

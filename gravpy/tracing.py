@@ -5,9 +5,10 @@ Theory of operation
 With ``opentelemetry-api`` installed (``pip install gravpy[otel]``) and a span active when a pod
 sends, ``inject`` starts a short PRODUCER span ``send <type>`` as a child of the active span and
 writes its context into the message's headers with the globally configured propagator (W3C trace
-context by default). A pod's handler is wrapped (``wrap_handler``) so that a message carrying a
-``traceparent`` runs its handler inside a CONSUMER span ``process <type>`` whose parent is that
-context; a reply the handler sends is injected in turn, so the trace comes back to the asker.
+context by default). A pod runs its handler for a message carrying a ``traceparent`` inside a
+CONSUMER span ``process <type>`` whose parent is that context (``call_in_span``,
+``await_in_span``; the pod checks ``carries_context`` inline, so untraced messages pay one header
+lookup and no extra call); a reply the handler sends is injected in turn, so the trace comes back to the asker.
 Attributes follow OpenTelemetry's messaging semantic conventions (``messaging.system``,
 ``messaging.destination.name``, ``messaging.message.id``, ``messaging.operation.type``).
 
@@ -17,12 +18,13 @@ runs on the hot path beyond one check.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gravpy.message import Message
 
-__all__ = ["ENABLED", "inject", "wrap_handler"]
+__all__ = ["ENABLED", "TRACEPARENT", "await_in_span", "call_in_span", "carries_context", "inject"]
 
 try:
     from opentelemetry import context as _context
@@ -35,7 +37,7 @@ else:
 
 Handler = Callable[[Message], Awaitable[object] | object]
 _SYSTEM = "gravpy"
-_TRACEPARENT = "traceparent"
+TRACEPARENT = "traceparent"
 
 
 def _tracer() -> Any:
@@ -66,37 +68,31 @@ def inject(msg: Message) -> None:
     msg.headers = carrier
 
 
-def wrap_handler(handler: Handler, is_async: bool) -> Handler:
-    """``handler``, run inside a CONSUMER span for messages that carry a trace context."""
-    if not ENABLED:
-        return handler
-    if is_async:
+def carries_context(msg: Message) -> bool:
+    """True if ``msg`` carries a trace context to continue (and opentelemetry is installed)."""
+    headers = msg.headers
+    return ENABLED and headers is not None and TRACEPARENT in headers
 
-        async def traced_async(msg: Message) -> object:
-            headers = msg.headers
-            if not headers or _TRACEPARENT not in headers:
-                return await handler(msg)  # type: ignore[misc]
-            token = _context.attach(_propagate.extract(headers))
-            try:
-                with _consumer_span(msg):
-                    return await handler(msg)  # type: ignore[misc]
-            finally:
-                _context.detach(token)
 
-        return traced_async
-
-    def traced(msg: Message) -> object:
-        headers = msg.headers
-        if not headers or _TRACEPARENT not in headers:
+def call_in_span(handler: Handler, msg: Message) -> object:
+    """Call a plain ``handler`` inside a CONSUMER span continuing ``msg``'s trace context."""
+    token = _context.attach(_propagate.extract(msg.headers or {}))
+    try:
+        with _consumer_span(msg):
             return handler(msg)
-        token = _context.attach(_propagate.extract(headers))
-        try:
-            with _consumer_span(msg):
-                return handler(msg)
-        finally:
-            _context.detach(token)
+    finally:
+        _context.detach(token)
 
-    return traced
+
+async def await_in_span(handler: Handler, msg: Message) -> object:
+    """Run an ``async`` ``handler`` inside a CONSUMER span continuing ``msg``'s trace context."""
+    token = _context.attach(_propagate.extract(msg.headers or {}))
+    try:
+        with _consumer_span(msg):
+            result = handler(msg)
+            return await result if inspect.isawaitable(result) else result
+    finally:
+        _context.detach(token)
 
 
 def _consumer_span(msg: Message) -> Any:
