@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from gravpy.daemon.settings import Address
+from gravpy.daemon.parsers import Address
 from gravpy.plugins import Link, LinkHandler, Transport
 
 __all__ = ["AdvertisedTransport", "advertised"]

@@ -27,18 +27,16 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from gravpy.daemon.settings import (
-    BY_NAME,
+from gravpy.daemon.parsers import (
     DEFAULT_HTTP_PATH,
     DEFAULT_LISTEN,
     DEFAULT_MDNS_SERVICE,
     DEFAULT_MONITOR,
     MIN_KEY_BYTES,
-    SETTINGS,
     Address,
-    Setting,
     default_data_dir,
 )
+from gravpy.daemon.settings import BY_NAME, SETTINGS, Setting
 from gravpy.errors import ConfigError, UsageError
 from gravpy.proto import ANY_MESH
 

@@ -16,17 +16,10 @@ from typing import Any, Final
 
 from gravpy.daemon.parsers import (
     DEFAULT_HTTP_PATH,
-    DEFAULT_LISTEN,
-    DEFAULT_MDNS_SERVICE,
-    DEFAULT_MONITOR,
-    DISCOVERY_MODES,
     LOG_FORMATS,
     LOG_LEVELS,
-    LOOPS,
     MIN_KEY_BYTES,
-    Address,
     choice,
-    default_data_dir,
     parse_address,
     parse_address_or_off,
     parse_advertise,
@@ -49,22 +42,7 @@ from gravpy.daemon.parsers import (
     parse_url_path,
 )
 
-__all__ = [
-    "BY_NAME",
-    "DEFAULT_HTTP_PATH",
-    "DEFAULT_LISTEN",
-    "DEFAULT_MDNS_SERVICE",
-    "DEFAULT_MONITOR",
-    "DISCOVERY_MODES",
-    "LOG_FORMATS",
-    "LOG_LEVELS",
-    "LOOPS",
-    "MIN_KEY_BYTES",
-    "SETTINGS",
-    "Address",
-    "Setting",
-    "default_data_dir",
-]
+__all__ = ["BY_NAME", "SETTINGS", "Setting"]
 
 
 @dataclass(frozen=True, slots=True)

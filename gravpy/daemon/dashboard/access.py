@@ -19,7 +19,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gravpy.daemon.settings import Address
+from gravpy.daemon.parsers import Address
 from gravpy.errors import UsageError
 
 __all__ = ["COOKIE", "Access", "is_loopback", "read_token"]

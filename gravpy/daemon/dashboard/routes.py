@@ -28,7 +28,7 @@ from gravpy.daemon.dashboard.access import Access, read_token
 from gravpy.daemon.dashboard.mesh import MeshSurvey
 from gravpy.daemon.dashboard.tail import Tail, Viewer
 from gravpy.daemon.dashboard.traffic import TrafficHistory, read_counters
-from gravpy.daemon.settings import Address
+from gravpy.daemon.parsers import Address
 from gravpy.errors import UsageError
 from gravpy.filter import Pattern
 
