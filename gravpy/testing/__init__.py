@@ -8,6 +8,10 @@
 - :func:`check_messenger`: the conformance check every ``gravpy.messenger`` backend passes.
 - :func:`nats_server`: a real ``nats-server`` on 127.0.0.1 for a test (also the pytest fixture
   ``nats_server``, from ``gravpy.testing.nats``).
+- ``gravpy.testing.gravd``: real ``gravd`` and ``gravctl`` processes on 127.0.0.1
+  (``running_gravd``, ``Process``, ``gravctl``) for end-to-end tests and benchmarks.
+- ``gravpy.testing.lan``: several "LAN hosts" on one machine (network namespaces and veth pairs,
+  or loopback ports), each with a real gravd and an agent app.
 
 Memory links behave like the WebSocket ones: each direction is a bounded queue (``send`` waits while
 the peer's queue is full), a frame over the receiver's ``max_frame_bytes`` closes the link on both
