@@ -5,7 +5,7 @@ Theory of operation
 The bus pushes into a ``DurableBuffer`` (a ``MsgBuffer`` bounded by count, data bytes and age) as
 before; each push is also queued for the disk. One writer task wakes when something is queued,
 takes everything queued so far and hands it to a single-thread executor, which appends it to
-``replay.sqlite3`` as one row (one msgpack array of ``[pushed at, message]``, one encode call) in
+``replay.sqlite3`` as one row (one msgpack array of ``[pushed at, message, number]``, one encode) in
 one transaction and deletes the rows whose messages have all left the buffer: memory and disk
 evict from the same end, so the file holds what the buffer holds (plus at most one row). The writer gathers for ``GATHER_SECONDS`` before each transaction, so under load
 a transaction carries thousands of messages and the cost per message stays small; what was queued
@@ -13,11 +13,13 @@ but not yet written when gravd is SIGKILLed (that long's worth) is missing from 
 SIGTERM writes it all before exiting.
 
 At start the file is read back (oldest first, within the bounds) before the node links to
-anything, so a restarted gravd replays what it had. Restored messages carry no origin sequence
-number (the restarted node has a new uuid; nobody will ask it for the old ones). A file SQLite
+anything, so a restarted gravd replays what it had. Each entry keeps its origin sequence number:
+a gravd that kept its uuid (``gravpy.daemon.node_identity``) restores them, so a peer that missed
+them can still ask, and continues numbering above the highest (``highest_seq``); a gravd with a
+new uuid restores them unnumbered (nobody will ask the new uuid for the old numbers). A file SQLite
 cannot read (``quick_check`` fails, not a database) is renamed aside (``replay.sqlite3.corrupt-
 <time>``), reported, and replaced by an empty one: a bad file never stops gravd. A row that does
-does not decode is skipped and counted.
+not decode is skipped and counted.
 
 The file uses WAL with ``synchronous=OFF`` (see ``_connect``): it survives a killed gravd, not
 necessarily a power cut.
@@ -70,22 +72,22 @@ class DurableBuffer(MsgBuffer):
 
     def __init__(self, limit: int, *, max_bytes: int = 0, max_age: float = 0.0) -> None:
         super().__init__(limit, max_bytes=max_bytes, max_age=max_age)
-        self._queued: list[tuple[float, Message]] = []
+        self._queued: list[tuple[float, Message, int]] = []
         self._wake = asyncio.Event()
 
     def push(self, msg: Message, origin: object = None, seq: int = 0, at: float = 0.0) -> None:
         stamp = at or time.time()
         super().push(msg, origin, seq, stamp)
         if self.limit:
-            self._queued.append((stamp, msg))
+            self._queued.append((stamp, msg, seq))
             self._wake.set()
 
-    def restore(self, rows: list[tuple[float, Message]]) -> None:
+    def restore(self, rows: list[tuple[float, Message, int]]) -> None:
         """Put back what the file held, oldest first, without queueing it again."""
-        for at, msg in rows:
-            MsgBuffer.push(self, msg, None, 0, at)
+        for at, msg, seq in rows:
+            MsgBuffer.push(self, msg, None, seq, at)
 
-    def take_queued(self) -> list[tuple[float, Message]]:
+    def take_queued(self) -> list[tuple[float, Message, int]]:
         queued, self._queued = self._queued, []
         self._wake.clear()
         return queued
@@ -101,6 +103,7 @@ class ReplayStore:
         self.write_failures = 0
         self.skipped_rows = 0
         self.set_aside: Path | None = None
+        self.highest_seq = 0  # the highest origin number the file held at start
         self._conn = conn
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gravd-replay")
         self._task: asyncio.Task[None] | None = None
@@ -108,26 +111,39 @@ class ReplayStore:
         self._next_id = 1
 
     @classmethod
-    async def open(cls, data_dir: Path, buffer: DurableBuffer) -> ReplayStore:
-        """Open (or set aside and recreate) the file, restore the buffer, start writing."""
+    async def open(
+        cls, data_dir: Path, buffer: DurableBuffer, *, numbered: bool = False
+    ) -> ReplayStore:
+        """Open (or set aside and recreate) the file, restore the buffer, start writing.
+
+        ``numbered``: the node kept its uuid, so restored messages keep their origin numbers
+        (peers may ask for them again); otherwise they are restored unnumbered.
+        """
         path = data_dir / REPLAY_FILE
         conn, aside = await asyncio.to_thread(_open_or_set_aside, data_dir, path)
         store = cls(path, conn, buffer)
         store.set_aside = aside
         rows = await asyncio.get_running_loop().run_in_executor(store._executor, _read_rows, conn)
-        store.buffer.restore(store._decode(rows))
+        restored = store._decode(rows)
+        store.highest_seq = max((seq for _, _, seq in restored), default=0)
+        if not numbered:
+            restored = [(at, msg, 0) for at, msg, _ in restored]
+        store.buffer.restore(restored)
         store._task = asyncio.get_running_loop().create_task(
             store._write_loop(), name="gravd-replay"
         )
         return store
 
-    def _decode(self, rows: list[tuple[int, int, bytes]]) -> list[tuple[float, Message]]:
-        """The messages of every batch row, oldest first; a row that does not decode is skipped."""
-        out: list[tuple[float, Message]] = []
+    def _decode(self, rows: list[tuple[int, int, bytes]]) -> list[tuple[float, Message, int]]:
+        """The messages of every batch row, oldest first; a row that does not decode is skipped.
+
+        An entry is ``[pushed at, message, origin number]`` (``[pushed at, message]`` in files
+        written before numbers were kept: number 0)."""
+        out: list[tuple[float, Message, int]] = []
         for row_id, count, wire in rows:
             try:
-                pairs = msgspec.msgpack.decode(wire)
-                out.extend((float(at), Message.from_wire(m)) for at, m in pairs)
+                entries = msgspec.msgpack.decode(wire)
+                out.extend(_entry(*entry) for entry in entries)
             except (msgspec.DecodeError, MessageError, TypeError, ValueError):
                 self.skipped_rows += 1
             self._batches.append((row_id, count))
@@ -178,6 +194,10 @@ class ReplayStore:
         self._executor.shutdown(wait=True)
 
 
+def _entry(at: float, wire: object, seq: int = 0) -> tuple[float, Message, int]:
+    return float(at), Message.from_wire(wire), int(seq)
+
+
 def _open_or_set_aside(data_dir: Path, path: Path) -> tuple[sqlite3.Connection, Path | None]:
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -222,9 +242,13 @@ def _read_rows(conn: sqlite3.Connection) -> list[tuple[int, int, bytes]]:
 
 
 def _append(
-    conn: sqlite3.Connection, row_id: int, batch: list[tuple[float, Message]], drop_upto: int
+    conn: sqlite3.Connection,
+    row_id: int,
+    batch: list[tuple[float, Message, int]],
+    drop_upto: int,
 ) -> None:
-    """One transaction: the batch as one row (one msgpack array of [at, message]), and the rows
+    """One transaction: the batch as one row (one msgpack array of [at, message, origin
+    number]), and the rows
     whose messages have all left the buffer deleted."""
     conn.execute("BEGIN")
     try:

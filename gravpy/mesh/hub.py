@@ -57,10 +57,13 @@ from gravpy.mesh.resume import (
     RESUME_TYPE,
     SEQ_HEADER,
     Resumption,
+    asked_after,
     resend_answer,
+    resume_end,
     stamped,
     unstamped,
 )
+from gravpy.mesh.resume_gate import ResumeGate
 from gravpy.mesh.routing import Placement, Router
 from gravpy.message import Message
 from gravpy.plugins import Discovery, DiscoveryContext, Link, PeerReport, Transport
@@ -142,6 +145,8 @@ class Hub:
         self.replays = LeafReplays(bus.own_replay)
         self.resumption: Resumption[PeerLink] = Resumption(self._resumed)
         self.origin_seq = 0  # the last number given to a message entering the mesh here
+        self.origin_skipped = range(0)  # numbers never given (jumped over after a restart)
+        self.resume_gate = ResumeGate(self._readvertise_soon)  # a restarted node waits for its apps
         # peers whose link dropped: their interests, still advertised to leaves for a while
         self._absent: dict[str, tuple[frozenset[str], asyncio.TimerHandle]] = {}
         self._accepted = 0  # accepted links running now
@@ -220,6 +225,7 @@ class Hub:
                 await transport.stop()
         await self._tasks.close()
         self.resumption.close()
+        self.resume_gate.close()
         for _, timer in self._absent.values():
             timer.cancel()
         self._absent.clear()
@@ -479,19 +485,16 @@ class Hub:
         elif peer.is_peer and msg.type == RESUME_TYPE:
             self._resend(peer, msg)
         elif peer.is_peer and msg.type == RESUME_END_TYPE:
-            text = msg.data.decode(errors="replace")
-            lost = int(text) if text.isdigit() and len(text) < 20 else 0
-            self.resumption.ended(peer.uuid, lost)
+            self.resumption.ended(peer.uuid, *resume_end(msg.data))
         else:
             self._take(peer, msg)
 
     def _resend(self, peer: PeerLink, request: Message) -> None:
         """A peer asks for what it missed of ours: resend it from the buffer, then the end."""
-        text = request.data.decode(errors="replace")
-        after = int(text) if text.isdigit() and len(text) < 20 else self.origin_seq
+        after = asked_after(request, self.origin_seq)
         held = self.bus.buffer.sequenced_after(after)
         answer, lost = resend_answer(
-            request, self.local.node_uuid, self.origin_seq, held, peer.wants
+            after, self.local.node_uuid, self.origin_seq, held, peer.wants, self.origin_skipped
         )
         for msg in answer:
             peer.enqueue(msg)
@@ -578,6 +581,8 @@ class Hub:
                 self._log.debug("peer_interests", peer=peer.uuid, patterns=list(event.patterns))
                 self._interests.update(peer)  # what others can reach through us changed too
                 self._readvertise_soon()
+                if peer.is_leaf:
+                    self.resume_gate.leaf_back(peer.uuid)  # after the readvertise just scheduled
                 self._notify()
             elif isinstance(event, HelloReceived):
                 self._on_hello(peer)
@@ -705,7 +710,7 @@ class Hub:
         if peer.is_peer and self.local.role == ROLE_PEER:
             request = self.resumption.start(peer.uuid)  # after the INTERESTS just queued
             if request is not None:
-                peer.enqueue(request)
+                self.resume_gate.ask(peer, request)
         self._notify()
 
     # -- gossip ----------------------------------------------------------------------------------
@@ -764,6 +769,7 @@ class Hub:
     def _readvertise(self) -> None:
         self._interests_pending = False
         self._interests.absent_changed(p for patterns, _ in self._absent.values() for p in patterns)
+        self._interests.expected_changed(self.resume_gate.patterns)
         self._interests.flush(self._local_interests)
         self._tell_bridges()
 
