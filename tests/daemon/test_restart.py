@@ -20,7 +20,7 @@ from gravpy.mesh import HubConfig
 from gravpy.mesh.resume import RESTART_GAP
 from transports.websocket import WebSocketTransport
 
-from .harness import running_gravd
+from .harness import GRAVD, LOCAL, run, running_gravd
 
 GUARD = 60.0 * float(os.environ.get("GRAVPY_TEST_SCALE", "1"))  # a hang guard, not a timing
 FAST_REDIAL = HubConfig(backoff=BackoffPolicy(initial=0.05, maximum=0.2))
@@ -176,3 +176,15 @@ def _gaps(got: list[int]) -> str:
     missing = sorted(set(range(TOTAL)) - set(got))
     twice = len(got) - len(set(got))
     return f"{len(got)} got, {len(missing)} missing (first {missing[:10]}), {twice} twice"
+
+
+async def test_a_second_gravd_on_a_data_dir_in_use_exits_1_and_says_why() -> None:
+    """While one gravd runs on a data dir, another started on it exits 1 with start_failed naming
+    the data dir, and the first keeps running."""
+    with tempfile.TemporaryDirectory(prefix="gravd-d-") as data:
+        async with running_gravd("--data-dir", data) as first:
+            result = await run([*GRAVD, *LOCAL, "--data-dir", data])
+            assert result.code == 1, result.stderr[-2000:]
+            assert "in use by another gravd" in result.stderr
+            assert first.process.proc.returncode is None
+            assert (await first.node())["uuid"] == first.uuid
