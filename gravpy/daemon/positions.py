@@ -14,6 +14,8 @@ that state in ``positions.sqlite3`` in the data dir, so a gravd that kept its uu
   gravd died is asked for again (an app's seen-set drops what it already had) rather than lost
   silently. An origin first heard of in the last tick is saved as it is now (a tick earlier there
   was nothing to ask from). At stop, after the links drained, the exact positions are saved.
+  An origin whose position has not moved for ``POSITION_TTL`` (a week) is no longer saved, so
+  the uuids of peers that restarted as new nodes do not pile up.
   A gravd killed before its first save restarts as on a first start: it asks nothing.
 - **origin number**: this node's own ``Hub.origin_seq``, saved each tick, and a *clean* flag, set
   at stop and cleared at start. At start the numbering continues from the highest number found
@@ -64,8 +66,10 @@ _log = logging.getLogger("gravpy.daemon.positions")
 POSITIONS_FILE: Final = "positions.sqlite3"
 SAVE_SECONDS: Final = 0.5
 LEAF_GRACE: Final = 5.0  # how long a restarted gravd waits for its apps before resuming
+POSITION_TTL: Final = 7 * 86400.0  # an origin not heard from for this long is forgotten
 _SCHEMA: Final = (
-    "CREATE TABLE IF NOT EXISTS position (origin TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS position "
+    "(origin TEXT PRIMARY KEY, seq INTEGER NOT NULL, heard_at REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS leaf (uuid TEXT PRIMARY KEY, patterns TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS numbering "
     "(id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, clean INTEGER NOT NULL)",
@@ -82,6 +86,7 @@ class Saved:
 
     positions: dict[str, int] = field(default_factory=dict)
     leaves: dict[str, tuple[str, ...]] = field(default_factory=dict)  # uuid: patterns it wanted
+    heard_at: dict[str, float] = field(default_factory=dict)  # origin: when its position moved
     origin_seq: int = 0
     clean: bool = True  # the last gravd on this file stopped cleanly (or there was none)
 
@@ -106,6 +111,7 @@ class PositionStore:
         self._task: asyncio.Task[None] | None = None
         self._written: _Snapshot | None = None
         self._leaves = saved.leaves  # attached at the last tick before stopping
+        self._heard_at = dict(saved.heard_at)  # origin -> when its position last moved
 
     @classmethod
     async def open(cls, data_dir: Path) -> PositionStore:
@@ -140,6 +146,7 @@ class PositionStore:
         while True:
             await asyncio.sleep(SAVE_SECONDS)
             now = _snapshot(hub)
+            self._heard(previous, now)
             if not hub.stopping:
                 self._leaves = now.leaves
             # positions one tick behind (see the module docstring); numbering and leaves as now
@@ -147,11 +154,23 @@ class PositionStore:
             await self._save(_Snapshot(behind, now.leaves, now.origin_seq))
             previous = now
 
+    def _heard(self, previous: _Snapshot, now: _Snapshot) -> None:
+        """Note when each origin's position moved; forget those silent for ``POSITION_TTL``."""
+        at = time.time()
+        for origin, seq in now.positions.items():
+            if previous.positions.get(origin) != seq or origin not in self._heard_at:
+                self._heard_at[origin] = at
+        for origin, heard in list(self._heard_at.items()):
+            if heard < at - POSITION_TTL:
+                del self._heard_at[origin]
+
     async def _save(self, snap: _Snapshot, *, clean: bool = False) -> None:
         if snap == self._written and not clean:
             return
+        rows = [(o, seq, self._heard_at.get(o, time.time())) for o, seq in snap.positions.items()]
+        rows = [row for row in rows if row[2] >= time.time() - POSITION_TTL]
         try:
-            await asyncio.to_thread(_write, self._conn, snap, clean)
+            await asyncio.to_thread(_write, self._conn, snap, rows, clean)
         except sqlite3.Error as exc:
             self.save_failures += 1
             _log.warning("positions not saved: %s", exc)
@@ -235,15 +254,20 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _read(conn: sqlite3.Connection) -> Saved:
-    positions = {str(o): int(s) for o, s in conn.execute("SELECT origin, seq FROM position")}
+    rows = conn.execute(
+        "SELECT origin, seq, heard_at FROM position WHERE heard_at >= ?",
+        (time.time() - POSITION_TTL,),
+    ).fetchall()
+    positions = {str(o): int(s) for o, s, _ in rows}
+    heard_at = {str(o): float(h) for o, _, h in rows}
     leaves = {
         str(u): tuple(p for p in str(patterns).split("\n") if p)
         for u, patterns in conn.execute("SELECT uuid, patterns FROM leaf")
     }
     row = conn.execute("SELECT seq, clean FROM numbering WHERE id = 1").fetchone()
     if row is None:
-        return Saved(positions, leaves)
-    return Saved(positions, leaves, int(row[0]), bool(row[1]))
+        return Saved(positions, leaves, heard_at)
+    return Saved(positions, leaves, heard_at, int(row[0]), bool(row[1]))
 
 
 def _mark_unclean(conn: sqlite3.Connection, origin_seq: int) -> None:
@@ -252,12 +276,17 @@ def _mark_unclean(conn: sqlite3.Connection, origin_seq: int) -> None:
     )
 
 
-def _write(conn: sqlite3.Connection, snap: _Snapshot, clean: bool) -> None:
-    """One transaction: every position, the leaves, the numbering."""
+def _write(
+    conn: sqlite3.Connection,
+    snap: _Snapshot,
+    positions: list[tuple[str, int, float]],
+    clean: bool,
+) -> None:
+    """One transaction: every position (origin, number, heard at), the leaves, the numbering."""
     conn.execute("BEGIN")
     try:
         conn.execute("DELETE FROM position")
-        conn.executemany("INSERT INTO position VALUES (?, ?)", snap.positions.items())
+        conn.executemany("INSERT INTO position VALUES (?, ?, ?)", positions)
         conn.execute("DELETE FROM leaf")
         conn.executemany(
             "INSERT INTO leaf VALUES (?, ?)", ((u, "\n".join(p)) for u, p in snap.leaves.items())

@@ -4,7 +4,10 @@ positions and numbering (real files in a temporary directory)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import stat
+import time
 import uuid
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import pytest
 
 from gravpy import Grav
 from gravpy.daemon.node_identity import UUID_FILE, NodeIdentity, NodeIdentityError
-from gravpy.daemon.positions import POSITIONS_FILE, PositionStore
+from gravpy.daemon.positions import POSITION_TTL, POSITIONS_FILE, PositionStore
 from gravpy.mesh import Hub
 from gravpy.mesh.resume import RESTART_GAP
 from transports.websocket import WebSocketTransport
@@ -113,3 +116,25 @@ async def test_an_unreadable_positions_file_is_set_aside_as_a_first_start(tmp_pa
     assert store.set_aside is not None
     assert await asyncio.to_thread(store.set_aside.read_bytes) == b"garbage" * 200
     assert hub.resumption.last == {}
+
+
+async def test_an_origin_not_heard_from_for_a_week_is_forgotten(tmp_path: Path) -> None:
+    """A saved position whose origin last moved more than POSITION_TTL ago is not restored (the
+    uuids of peers that restarted as new nodes do not pile up); a recent one is."""
+    _, hub = _hub()
+    store = await PositionStore.open(tmp_path)
+    await store.restore(hub, 0)
+    hub.resumption.seen("gone", 5)
+    hub.resumption.seen("here", 6)
+    await store.close(hub)
+    with contextlib.closing(sqlite3.connect(tmp_path / POSITIONS_FILE)) as conn:
+        conn.execute(
+            "UPDATE position SET heard_at = ? WHERE origin = 'gone'",
+            (time.time() - POSITION_TTL - 60,),
+        )
+        conn.commit()
+    _, again = _hub()
+    store = await PositionStore.open(tmp_path)
+    await store.restore(again, 0)
+    await store.close(None)
+    assert again.resumption.last == {"here": 6}
