@@ -194,11 +194,15 @@ class PositionStore:
 
 
 async def open_positions(hub: Hub, data_dir: Path, replay_highest: int, log: Any) -> PositionStore:
-    """gravd's position store: opened, restored into ``hub`` (before it links), saving."""
-    store = await PositionStore.open(data_dir)
+    """gravd's position store: opened, restored into ``hub`` (before it links), saving.
+    Raises ``PositionsError`` if the file cannot be used (an unreadable one is set aside)."""
+    try:
+        store = await PositionStore.open(data_dir)
+        await store.restore(hub, replay_highest)
+    except sqlite3.Error as exc:
+        raise PositionsError(f"cannot use {data_dir / POSITIONS_FILE}: {exc}") from exc
     if store.set_aside is not None:
         log.warning("positions_set_aside", path=str(store.path), moved_to=str(store.set_aside))
-    await store.restore(hub, replay_highest)
     saved = store.saved
     log.info(
         "positions_restored",
