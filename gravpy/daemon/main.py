@@ -53,6 +53,9 @@ from gravpy.daemon.config import (
 from gravpy.daemon.events_node import DaemonEvents
 from gravpy.daemon.logging import configure_logging
 from gravpy.daemon.monitor import Monitor, NodeStatus
+from gravpy.daemon.node_identity import NodeIdentityError, open_identity
+from gravpy.daemon.parsers import default_data_dir
+from gravpy.daemon.positions import PositionsError, PositionStore, open_positions
 from gravpy.daemon.replay_store import DurableBuffer, ReplayStore, ReplayStoreError
 from gravpy.errors import GravError
 from gravpy.events import EventStoreError
@@ -192,8 +195,8 @@ def build_transports(config: DaemonConfig) -> list[Transport]:
     return transports
 
 
-def build_node(config: DaemonConfig) -> Grav:
-    """The node ``config`` describes (not started)."""
+def build_node(config: DaemonConfig, node_uuid: str | None = None) -> Grav:
+    """The node ``config`` describes (not started), with ``node_uuid`` if given."""
     discovery: list[Discovery] = []
     if config.discovery == "mdns":
         options: dict[str, object] = {"interfaces": list(config.mdns_interfaces) or None}
@@ -203,6 +206,7 @@ def build_node(config: DaemonConfig) -> Grav:
     if config.peers:
         discovery.append(StaticDiscovery(config.peers))
     return Grav(
+        node_uuid=node_uuid,
         transport=build_transports(config),
         discovery=discovery,
         belongs_to=config.mesh,
@@ -228,13 +232,15 @@ def _replay_buffer(config: DaemonConfig) -> MsgBuffer:
     return kind(config.buffer_size, max_bytes=config.buffer_bytes, max_age=config.buffer_age)
 
 
-async def _open_replay(grav: Grav, config: DaemonConfig, log: Any) -> ReplayStore | None:
+async def _open_replay(
+    grav: Grav, config: DaemonConfig, log: Any, numbered: bool = False
+) -> ReplayStore | None:
     """Restore the durable replay buffer before the node links to anything; raises
     ``ReplayStoreError`` if the data dir cannot hold it (a corrupt file is set aside)."""
     buffer = grav.bus.buffer
     if not isinstance(buffer, DurableBuffer):
         return None
-    store = await ReplayStore.open(config.data_dir, buffer)
+    store = await ReplayStore.open(config.data_dir, buffer, numbered=numbered)
     if store.set_aside is not None:
         log.warning("replay_store_set_aside", path=str(store.path), moved_to=str(store.set_aside))
     log.info(
@@ -245,18 +251,31 @@ async def _open_replay(grav: Grav, config: DaemonConfig, log: Any) -> ReplayStor
 
 async def serve(config: DaemonConfig) -> int:
     """Run a node until SIGTERM/SIGINT; return the exit code."""
-    grav = build_node(config)
+    try:  # the uuid kept in a data dir of its own (gravpy.daemon.node_identity)
+        identity = await open_identity(config.data_dir, default_data_dir())
+    except NodeIdentityError as exc:
+        structlog.get_logger("gravd").error("start_failed", error=str(exc))
+        return EXIT_FAILURE
+    grav = build_node(config, identity.uuid)
     log: Any = structlog.get_logger("gravd").bind(node=grav.node_uuid)
+    positions: PositionStore | None = None
     try:
-        replay = await _open_replay(grav, config, log)
-    except ReplayStoreError as exc:
+        replay = await _open_replay(grav, config, log, numbered=identity.kept)
+        if identity.kept and grav.hub is not None:  # resume across restarts (positions.py)
+            highest = replay.highest_seq if replay is not None else 0
+            positions = await open_positions(grav.hub, config.data_dir, highest, log)
+    except (ReplayStoreError, PositionsError) as exc:
         log.error("start_failed", data_dir=str(config.data_dir), error=str(exc))
+        identity.close()
         return EXIT_FAILURE
     try:
         return await _serve(grav, config, log)
     finally:
+        if positions is not None:
+            await positions.close(grav.hub)
         if replay is not None:
             await replay.close()
+        identity.close()
 
 
 async def _serve(grav: Grav, config: DaemonConfig, log: Any) -> int:

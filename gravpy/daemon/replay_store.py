@@ -3,21 +3,24 @@
 Theory of operation
 -------------------
 The bus pushes into a ``DurableBuffer`` (a ``MsgBuffer`` bounded by count, data bytes and age) as
-before; each push is also queued for the disk. One writer task wakes when something is queued,
-takes everything queued so far and hands it to a single-thread executor, which appends it to
-``replay.sqlite3`` as one row (one msgpack array of ``[pushed at, message]``, one encode call) in
-one transaction and deletes the rows whose messages have all left the buffer: memory and disk
-evict from the same end, so the file holds what the buffer holds (plus at most one row). The writer gathers for ``GATHER_SECONDS`` before each transaction, so under load
-a transaction carries thousands of messages and the cost per message stays small; what was queued
-but not yet written when gravd is SIGKILLed (that long's worth) is missing from the file, while a
-SIGTERM writes it all before exiting.
+before, at no extra cost per push. One writer task wakes every ``GATHER_SECONDS``, takes from the
+buffer what was pushed since its last turn (and is still held) and hands it to a single-thread
+executor, which appends it to ``replay.sqlite3`` as one row (one msgpack array of ``[pushed at,
+message, number]``, one encode) in one transaction and deletes the rows whose messages have all
+left the buffer: memory and disk
+evict from the same end, so the file holds what the buffer holds (plus at most one row). Under
+load a transaction carries thousands of messages and the cost per message stays small; what was
+pushed but not yet written when gravd is SIGKILLed (up to ``GATHER_SECONDS`` plus one write) is
+missing from the file, while a SIGTERM writes it all before exiting.
 
 At start the file is read back (oldest first, within the bounds) before the node links to
-anything, so a restarted gravd replays what it had. Restored messages carry no origin sequence
-number (the restarted node has a new uuid; nobody will ask it for the old ones). A file SQLite
+anything, so a restarted gravd replays what it had. Each entry keeps its origin sequence number:
+a gravd that kept its uuid (``gravpy.daemon.node_identity``) restores them, so a peer that missed
+them can still ask, and continues numbering above the highest (``highest_seq``); a gravd with a
+new uuid restores them unnumbered (nobody will ask the new uuid for the old numbers). A file SQLite
 cannot read (``quick_check`` fails, not a database) is renamed aside (``replay.sqlite3.corrupt-
 <time>``), reported, and replaced by an empty one: a bad file never stops gravd. A row that does
-does not decode is skipped and counted.
+not decode is skipped and counted.
 
 The file uses WAL with ``synchronous=OFF`` (see ``_connect``): it survives a killed gravd, not
 necessarily a power cut.
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import sqlite3
 import time
@@ -57,6 +61,7 @@ _ENCODER: Final = msgspec.msgpack.Encoder()
 # the writer gathers pushes this long before each transaction: fewer, larger transactions under
 # load (and at most this much of the newest buffer is missing from the file after a SIGKILL)
 GATHER_SECONDS: Final = 0.1
+PAGE_BYTES: Final = 16384
 
 
 class ReplayStoreError(GravError):
@@ -64,31 +69,39 @@ class ReplayStoreError(GravError):
 
 
 class DurableBuffer(MsgBuffer):
-    """A ``MsgBuffer`` whose pushes are also queued for the ``ReplayStore`` to write."""
+    """A ``MsgBuffer`` the ``ReplayStore`` mirrors. A push costs nothing more than in memory: the
+    store reads what was pushed since its last write from the buffer itself (``take_new``)."""
 
-    __slots__ = ("_queued", "_wake")
+    __slots__ = ("_taken",)
 
     def __init__(self, limit: int, *, max_bytes: int = 0, max_age: float = 0.0) -> None:
         super().__init__(limit, max_bytes=max_bytes, max_age=max_age)
-        self._queued: list[tuple[float, Message]] = []
-        self._wake = asyncio.Event()
+        self._taken = 0  # pushes already handed to the store
 
-    def push(self, msg: Message, origin: object = None, seq: int = 0, at: float = 0.0) -> None:
-        stamp = at or time.time()
-        super().push(msg, origin, seq, stamp)
-        if self.limit:
-            self._queued.append((stamp, msg))
-            self._wake.set()
+    @property
+    def pushed(self) -> int:
+        """Pushes since the buffer was made: those held and those evicted."""
+        return len(self._items) + self.evicted
 
-    def restore(self, rows: list[tuple[float, Message]]) -> None:
-        """Put back what the file held, oldest first, without queueing it again."""
-        for at, msg in rows:
-            MsgBuffer.push(self, msg, None, 0, at)
+    def restore(self, rows: list[tuple[float, Message, int]]) -> None:
+        """Put back what the file held, oldest first, without handing it to the store again."""
+        for at, msg, seq in rows:
+            MsgBuffer.push(self, msg, None, seq, at)
+        self._taken = self.pushed
 
-    def take_queued(self) -> list[tuple[float, Message]]:
-        queued, self._queued = self._queued, []
-        self._wake.clear()
-        return queued
+    def take_new(self) -> list[tuple[float, Message, int]]:
+        """``(pushed at, message, number)`` of each push since the last call that is still held,
+        oldest first (what was pushed and evicted in between has left the buffer: not kept)."""
+        pushed = self.pushed
+        new = min(pushed - self._taken, len(self._items))
+        self._taken = pushed
+        if new <= 0:
+            return []
+        items = list(itertools.islice(reversed(self._items), new))
+        ats = list(itertools.islice(reversed(self._pushed_at), new))
+        items.reverse()
+        ats.reverse()
+        return [(at, msg, seq) for at, (msg, _, seq) in zip(ats, items, strict=True)]
 
 
 class ReplayStore:
@@ -101,6 +114,7 @@ class ReplayStore:
         self.write_failures = 0
         self.skipped_rows = 0
         self.set_aside: Path | None = None
+        self.highest_seq = 0  # the highest origin number the file held at start
         self._conn = conn
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gravd-replay")
         self._task: asyncio.Task[None] | None = None
@@ -108,26 +122,39 @@ class ReplayStore:
         self._next_id = 1
 
     @classmethod
-    async def open(cls, data_dir: Path, buffer: DurableBuffer) -> ReplayStore:
-        """Open (or set aside and recreate) the file, restore the buffer, start writing."""
+    async def open(
+        cls, data_dir: Path, buffer: DurableBuffer, *, numbered: bool = False
+    ) -> ReplayStore:
+        """Open (or set aside and recreate) the file, restore the buffer, start writing.
+
+        ``numbered``: the node kept its uuid, so restored messages keep their origin numbers
+        (peers may ask for them again); otherwise they are restored unnumbered.
+        """
         path = data_dir / REPLAY_FILE
         conn, aside = await asyncio.to_thread(_open_or_set_aside, data_dir, path)
         store = cls(path, conn, buffer)
         store.set_aside = aside
         rows = await asyncio.get_running_loop().run_in_executor(store._executor, _read_rows, conn)
-        store.buffer.restore(store._decode(rows))
+        restored = store._decode(rows)
+        store.highest_seq = max((seq for _, _, seq in restored), default=0)
+        if not numbered:
+            restored = [(at, msg, 0) for at, msg, _ in restored]
+        store.buffer.restore(restored)
         store._task = asyncio.get_running_loop().create_task(
             store._write_loop(), name="gravd-replay"
         )
         return store
 
-    def _decode(self, rows: list[tuple[int, int, bytes]]) -> list[tuple[float, Message]]:
-        """The messages of every batch row, oldest first; a row that does not decode is skipped."""
-        out: list[tuple[float, Message]] = []
+    def _decode(self, rows: list[tuple[int, int, bytes]]) -> list[tuple[float, Message, int]]:
+        """The messages of every batch row, oldest first; a row that does not decode is skipped.
+
+        An entry is ``[pushed at, message, origin number]`` (``[pushed at, message]`` in files
+        written before numbers were kept: number 0)."""
+        out: list[tuple[float, Message, int]] = []
         for row_id, count, wire in rows:
             try:
-                pairs = msgspec.msgpack.decode(wire)
-                out.extend((float(at), Message.from_wire(m)) for at, m in pairs)
+                entries = msgspec.msgpack.decode(wire)
+                out.extend(_entry(*entry) for entry in entries)
             except (msgspec.DecodeError, MessageError, TypeError, ValueError):
                 self.skipped_rows += 1
             self._batches.append((row_id, count))
@@ -136,12 +163,11 @@ class ReplayStore:
 
     async def _write_loop(self) -> None:
         while True:
-            await self.buffer._wake.wait()
             await asyncio.sleep(GATHER_SECONDS)
             await self._write_queued()
 
     async def _write_queued(self) -> None:
-        batch = self.buffer.take_queued()
+        batch = self.buffer.take_new()
         if not batch:
             return
         row_id, self._next_id = self._next_id, self._next_id + 1
@@ -178,6 +204,10 @@ class ReplayStore:
         self._executor.shutdown(wait=True)
 
 
+def _entry(at: float, wire: object, seq: int = 0) -> tuple[float, Message, int]:
+    return float(at), Message.from_wire(wire), int(seq)
+
+
 def _open_or_set_aside(data_dir: Path, path: Path) -> tuple[sqlite3.Connection, Path | None]:
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -200,6 +230,11 @@ def _open_or_set_aside(data_dir: Path, path: Path) -> tuple[sqlite3.Connection, 
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     try:
+        # a batch is one large blob: 16 KiB pages make its overflow chain (written to the WAL,
+        # copied at checkpoints, walked when the row is deleted) a quarter as long as 4 KiB
+        # pages, about half the cost per message (benchmarks/bench_flap.py). Takes effect on a
+        # new file only; an older file keeps its page size.
+        conn.execute(f"PRAGMA page_size={PAGE_BYTES}")
         conn.execute("PRAGMA journal_mode=WAL")
         # OFF: SQLite never waits for the disk. A killed or crashed gravd loses nothing written
         # (the OS has it); an OS crash may lose the newest rows or damage the file, which the
@@ -222,9 +257,13 @@ def _read_rows(conn: sqlite3.Connection) -> list[tuple[int, int, bytes]]:
 
 
 def _append(
-    conn: sqlite3.Connection, row_id: int, batch: list[tuple[float, Message]], drop_upto: int
+    conn: sqlite3.Connection,
+    row_id: int,
+    batch: list[tuple[float, Message, int]],
+    drop_upto: int,
 ) -> None:
-    """One transaction: the batch as one row (one msgpack array of [at, message]), and the rows
+    """One transaction: the batch as one row (one msgpack array of [at, message, origin
+    number]), and the rows
     whose messages have all left the buffer deleted."""
     conn.execute("BEGIN")
     try:

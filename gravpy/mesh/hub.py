@@ -48,6 +48,7 @@ from gravpy.mesh.gossip import Gossip
 from gravpy.mesh.interests import AbsentPeers, InterestStatistics, InterestTable
 from gravpy.mesh.peer_link import PeerInfo, PeerLink
 from gravpy.mesh.permissions import GRANT_TYPE, Authority, grant_data
+from gravpy.mesh.resume_gate import ResumeGate
 from gravpy.mesh.routing import Router
 from gravpy.mesh.traffic import Traffic
 from gravpy.message import Message
@@ -127,6 +128,7 @@ class Hub:
         self.gossip = Gossip(local.node_uuid, self.router.peers, self._dialer, transports, config)
         # peers whose link dropped: their interests, still advertised to leaves for a while
         self._absent = AbsentPeers(self.config.resume_window, self.interests_changed)
+        self.resume_gate = ResumeGate(self._readvertise_soon)  # a restarted node waits for its apps
         self._tasks = TaskSupervisor(_log)
         self._discovering: list[asyncio.Task[Any]] = []
         self._interests_pending = False
@@ -211,6 +213,7 @@ class Hub:
                 await transport.stop()
         await self._tasks.close()
         self.traffic.resumption.close()
+        self.resume_gate.close()
         self._absent.close()
 
     async def _wait_withdrawn(self, links: list[PeerLink]) -> None:
@@ -376,6 +379,8 @@ class Hub:
                 self._log.debug("peer_interests", peer=peer.uuid, patterns=list(event.patterns))
                 self._interests.update(peer)  # what others can reach through us changed too
                 self._readvertise_soon()
+                if peer.is_leaf:
+                    self.resume_gate.leaf_back(peer.uuid)  # after the readvertise just scheduled
                 self._notify()
             elif isinstance(event, HelloReceived):
                 self._on_hello(peer)
@@ -472,7 +477,7 @@ class Hub:
         if peer.is_peer and self.local.role == ROLE_PEER:
             request = self.traffic.resumption.start(peer.uuid)  # after the INTERESTS just queued
             if request is not None:
-                peer.enqueue(request)
+                self.resume_gate.ask(peer, request)
         self._notify()
 
     def _gossip(self) -> None:
@@ -496,6 +501,7 @@ class Hub:
     def _readvertise(self) -> None:
         self._interests_pending = False
         self._interests.absent_changed(self._absent.patterns())
+        self._interests.expected_changed(self.resume_gate.patterns)
         self._interests.flush(self._local_interests)
         self._bridges.tell(
             {uuid: link.interests for uuid, link in self.peers.items() if link.is_open}

@@ -73,6 +73,7 @@ class InterestTable:
         self._local_members: Counter[tuple[str, str]] = Counter()
         self._local_dirty = True
         self._absent: frozenset[str] = frozenset()  # peers away for a moment (resume window)
+        self._expected: frozenset[str] = frozenset()  # leaves a restarted node waits for
         self._dirty: set[PeerLink] = set()
         self._computed = 0
         self._sent = 0
@@ -90,6 +91,14 @@ class InterestTable:
         if new != self._absent:
             self._absent = new
             self._dirty.update(self._leaves)
+
+    def expected_changed(self, patterns: Iterable[str]) -> None:
+        """The interests of the leaves a restarted node waits for (``gravpy.mesh.resume_gate``):
+        still advertised to peers, so what is sent for those apps meanwhile comes here."""
+        new = frozenset(patterns)
+        if new != self._expected:
+            self._expected = new
+            self._dirty.update(self._peers)
 
     def add(self, link: PeerLink) -> None:
         """An open link: it contributes what it said so far and is told what it may send."""
@@ -161,6 +170,7 @@ class InterestTable:
             members.subtract(self._links[to].members)
         else:
             patterns.update(self._leaf_holders)
+            patterns.update(self._expected)
             members.update(self._members_leaf)
             for peer in self._relayed_for(to):
                 patterns.update(self._links[peer].patterns)

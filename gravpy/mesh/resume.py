@@ -19,30 +19,54 @@ numbers fell out of its buffer before they could be resent). The receiver delive
 messages, counts the fallen-out ones as lost for that origin, then lets the held ones through;
 the seen-set drops what arrived both live and resent, so each message is delivered once, in order.
 
-A restarted origin is a new node (a new uuid): nothing is asked of it. A link that ends before the
-resume end releases what it held (and the next link asks again from the last number).
+A link that ends before the resume end releases what it held (and the next link asks again from
+the last number).
+
+Restarts
+--------
+An origin that restarted with a new uuid is a new node: nothing is asked of it. gravd with a data
+dir keeps its uuid, its numbering and its receiver's positions across a restart
+(``gravpy.daemon.node_identity``, ``gravpy.daemon.positions``), so both ends resume:
+
+- A restarted *receiver* puts ``last`` back from the file; the first link to each origin asks
+  from there (a receiver that never kept positions asks nothing: first start).
+- A restarted *origin* continues above the highest number it kept. After an unclean end (SIGKILL,
+  crash) it jumps ahead by ``RESTART_GAP``, because the last numbers it gave may not have reached
+  its files; the numbers jumped over were never given, so the origin passes them as ``skipped``
+  and they are never counted as lost.
+- A request for a number *above* the origin's current one means the origin lost its numbering (its
+  files were lost or set aside, but it kept its uuid). The origin logs ``resume_ahead`` and answers
+  as if asked from 0 (everything it holds; the receiver's seen-set drops what it already had); its
+  resume end carries its current number too (data ``"<lost> <current>"``), and the receiver logs
+  ``origin_numbering_restarted`` and moves ``last`` back to it, so the next resume asks from the
+  right place. What the origin numbered before it lost its state, and the receiver never got, is
+  unknowable to both: not counted, only logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final, Generic, TypeVar
 
 from gravpy import _log as logs
 from gravpy.message import Message, new_id
 
 __all__ = [
+    "RESTART_GAP",
     "RESUME_END_TYPE",
     "RESUME_TYPE",
     "Resumption",
+    "asked_after",
     "resend_answer",
+    "resume_end",
 ]
 
 RESUME_TYPE: Final = "gravpy.resume"
 RESUME_END_TYPE: Final = "gravpy.resume.end"
 HOLD_TIMEOUT: Final = 10.0  # an origin that never answers releases the held messages then
+RESTART_GAP: Final = 1 << 20  # numbers an origin jumps over after an unclean end
 
 _log = logs.get_logger("gravpy.mesh.resume")
 L = TypeVar("L")
@@ -53,25 +77,47 @@ def resume_request(last: int) -> Message:
     return Message(new_id(), "", "", RESUME_TYPE, time.time(), str(last).encode(), None)
 
 
+def asked_after(request: Message, current: int) -> int:
+    """The number to resend after: the one asked for, or 0 if it is above ``current`` (this
+    origin lost its numbering: everything it holds is resent; see the module docstring)."""
+    text = request.data.decode(errors="replace")
+    after = int(text) if text.isdigit() and len(text) < 20 else current
+    if after > current:
+        _log.warning("resume_ahead", asked_after=after, current=current)
+        return 0
+    return after
+
+
 def resend_answer(
-    request: Message,
+    after: int,
     current: int,
     held: tuple[list[tuple[int, Message]], int],
     wants: Callable[[str], bool],
+    skipped: range = range(0),
 ) -> tuple[list[tuple[Message, int]], int]:
-    """The origin's answer to ``request`` from its buffer (``held``: ``sequenced_after`` of the
-    number asked for): each message to resend with its number negated, then the resume end
-    (number 0); and how many numbers fell out before they could be resent."""
-    text = request.data.decode(errors="replace")
-    after = int(text) if text.isdigit() and len(text) < 20 else current
-    after = min(after, current)  # a number this node never gave: nothing to resend
+    """The origin's answer to a resume request from its buffer (``after``: ``asked_after`` the
+    request; ``held``: ``sequenced_after`` that number): each message to resend with its number
+    negated, then the resume end (number 0); and how many numbers fell out before they could be
+    resent (``skipped``: numbers this origin never gave, not counted)."""
     entries, oldest = held
     # numbers above ``after`` that are no longer held: before the oldest held, or all of them
-    lost = max(0, oldest - after - 1) if entries else current - after
+    missing = range(after + 1, oldest if entries else current + 1)
+    lost = max(0, len(missing) - _overlap(missing, skipped))
     answer = [(m, -seq) for seq, m in entries if wants(m.type) and not m.reply_to]
-    end = Message(new_id(), "", "", RESUME_END_TYPE, time.time(), str(lost).encode(), None)
-    answer.append((end, 0))
+    data = f"{lost} {current}".encode()
+    answer.append((Message(new_id(), "", "", RESUME_END_TYPE, time.time(), data, None), 0))
     return answer, lost
+
+
+def _overlap(a: range, b: range) -> int:
+    return max(0, min(a.stop, b.stop) - max(a.start, b.start))
+
+
+def resume_end(data: bytes) -> tuple[int, int | None]:
+    """``(lost, the origin's current number or None)`` from a resume end's data."""
+    lost, _, current = data.decode(errors="replace").partition(" ")
+    count = int(lost) if lost.isdigit() and len(lost) < 20 else 0
+    return count, int(current) if current.isdigit() and len(current) < 20 else None
 
 
 class Resumption(Generic[L]):
@@ -84,6 +130,10 @@ class Resumption(Generic[L]):
         self._held: dict[str, list[tuple[L, Message, int]]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._deliver = deliver  # the hub's normal path for one message from a link
+
+    def restore(self, positions: Mapping[str, int]) -> None:
+        """Positions kept across a restart of this node (``gravpy.daemon.positions``)."""
+        self.last.update(positions)
 
     def seen(self, origin: str, seq: int) -> None:
         if seq > self.last.get(origin, 0):
@@ -117,11 +167,17 @@ class Resumption(Generic[L]):
             self.lost[origin] = self.lost.get(origin, 0) + 1
         return True
 
-    def ended(self, origin: str, lost: int) -> None:
-        """The origin's resume end: count what fell out, let the held messages through."""
+    def ended(self, origin: str, lost: int, current: int | None = None) -> None:
+        """The origin's resume end: count what fell out, let the held messages through (and
+        move ``last`` back if the origin's numbering restarted below it)."""
         if lost:
             self.lost[origin] = self.lost.get(origin, 0) + lost
             _log.warning("messages_lost", origin=origin, count=lost)
+        if current is not None and current < self.last.get(origin, 0):
+            _log.warning(
+                "origin_numbering_restarted", origin=origin, last=self.last[origin], now=current
+            )
+            self.last[origin] = current
         self.release(origin)
 
     def release(self, origin: str) -> None:

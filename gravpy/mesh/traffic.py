@@ -33,7 +33,15 @@ from gravpy.groups import GROUP_HEADER, marked, unmarked
 from gravpy.mesh.config import HubConfig
 from gravpy.mesh.enforcement import PermissionGate, check_publish, check_subscribe, receivers
 from gravpy.mesh.permissions import GRANT_TYPE, Authority, Identity, read_grant
-from gravpy.mesh.resume import RESUME_END_TYPE, RESUME_TYPE, Resumption, resend_answer
+from gravpy.mesh.resume import (
+    RESTART_GAP,
+    RESUME_END_TYPE,
+    RESUME_TYPE,
+    Resumption,
+    asked_after,
+    resend_answer,
+    resume_end,
+)
 from gravpy.mesh.routing import Placement, Router
 from gravpy.message import Message
 from gravpy.proto import ROLE_PEER, NodeInfo
@@ -82,6 +90,7 @@ class Traffic:
         self.replays = LeafReplays(bus.own_replay)
         self.resumption: Resumption[PeerLink] = Resumption(self._resumed)
         self.origin_seq = 0  # the last number given to a message entering the mesh here
+        self.origin_skipped = range(0)  # numbers never given (jumped over after a restart)
         self._log = _log.bind(node=local.node_uuid)
 
     def bridge_to(self, bridges: Bridges) -> None:
@@ -300,6 +309,17 @@ class Traffic:
         self.origin_seq += 1
         return self.origin_seq
 
+    def continue_numbering(self, highest: int, clean: bool) -> None:
+        """After a restart with the same uuid: number on above ``highest``, the highest number
+        this node gave before; after an unclean end, ``RESTART_GAP`` further (the last numbers
+        given may not have reached the files), and the numbers jumped over were never given."""
+        high = max(highest, self.origin_seq)
+        if clean or not high:
+            self.origin_seq = high
+        else:
+            self.origin_seq = high + RESTART_GAP
+            self.origin_skipped = range(high + 1, high + RESTART_GAP + 1)
+
     def _sequenced(self, peer: PeerLink, msg: Message, seq: int) -> None:
         """A message ``peer`` numbered (``-seq``: resent): held while it resends, else taken."""
         origin = peer.uuid  # only the origin numbers, and only on its own links
@@ -320,18 +340,15 @@ class Traffic:
         elif peer.is_peer and msg.type == RESUME_TYPE:
             self._resend(peer, msg)
         elif peer.is_peer and msg.type == RESUME_END_TYPE:
-            text = msg.data.decode(errors="replace")
-            lost = int(text) if text.isdigit() and len(text) < 20 else 0
-            self.resumption.ended(peer.uuid, lost)
+            self.resumption.ended(peer.uuid, *resume_end(msg.data))
         else:
             self._take(peer, msg)
 
     def _resend(self, peer: PeerLink, request: Message) -> None:
         """A peer asks for what it missed of ours: resend it from the buffer, then the end."""
-        text = request.data.decode(errors="replace")
-        after = int(text) if text.isdigit() and len(text) < 20 else self.origin_seq
+        after = asked_after(request, self.origin_seq)
         held = self.bus.buffer.sequenced_after(after)
-        answer, lost = resend_answer(request, self.origin_seq, held, peer.wants)
+        answer, lost = resend_answer(after, self.origin_seq, held, peer.wants, self.origin_skipped)
         for msg, seq in answer:
             peer.enqueue(msg, seq)
         self.resumption.resent += len(answer) - 1

@@ -1,0 +1,62 @@
+"""The durable replay buffer without a gravd: what the writer takes, and numbers kept in the file
+(a real SQLite file in a temporary directory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gravpy.daemon.replay_store import DurableBuffer, ReplayStore
+from gravpy.message import Message
+
+
+def _msg(i: int) -> Message:
+    return Message.new("store.x", i.to_bytes(4, "big"))
+
+
+def _numbers(entries: list[tuple[float, Message, int]]) -> list[int]:
+    return [int.from_bytes(m.data, "big") for _, m, _ in entries]
+
+
+async def test_the_writer_takes_what_was_pushed_since_its_last_turn_and_is_still_held() -> None:
+    """Ten pushes into a buffer of five: the writer takes the five held (the evicted ones have
+    left the buffer); two more pushes: it takes those two only."""
+    buffer = DurableBuffer(5)
+    for i in range(10):
+        buffer.push(_msg(i), None, i + 1)
+    assert _numbers(buffer.take_new()) == [5, 6, 7, 8, 9]
+    for i in range(10, 12):
+        buffer.push(_msg(i), None, i + 1)
+    taken = buffer.take_new()
+    assert _numbers(taken) == [10, 11]
+    assert [seq for _, _, seq in taken] == [11, 12]
+    assert buffer.take_new() == []
+
+
+async def test_numbers_come_back_from_the_file_only_for_a_node_that_kept_its_uuid(
+    tmp_path: Path,
+) -> None:
+    """Entries written with their origin numbers are restored numbered (and not written again)
+    when asked to, unnumbered otherwise; the highest number is reported either way."""
+    buffer = DurableBuffer(100)
+    store = await ReplayStore.open(tmp_path, buffer)
+    for i in range(3):
+        buffer.push(_msg(i), None, 40 + i)
+    await store.close()
+    kept = DurableBuffer(100)
+    store = await ReplayStore.open(tmp_path, kept, numbered=True)
+    await store.close()
+    assert store.highest_seq == 42
+    entries, oldest = kept.sequenced_after(0)
+    assert [(seq, int.from_bytes(m.data, "big")) for seq, m in entries] == [
+        (40, 0),
+        (41, 1),
+        (42, 2),
+    ]
+    assert oldest == 40
+    assert kept.take_new() == []  # restored: not handed to the writer again
+    fresh = DurableBuffer(100)
+    store = await ReplayStore.open(tmp_path, fresh)
+    await store.close()
+    assert store.highest_seq == 42
+    assert fresh.last_seq() == 0
+    assert len(fresh) == 3
