@@ -76,12 +76,14 @@ async def test_drops_are_counted_by_reason() -> None:
     net = MemoryNetwork()
     async with AsyncExitStack() as stack:
         node = await stack.enter_async_context(
-            Grav(transport=MemoryTransport(net), hub_config=HubConfig(queue_limit=16))
+            Grav(
+                transport=MemoryTransport(net),
+                hub_config=HubConfig(queue_limit=16, queue_bytes=1000),
+            )
         )
         await _leaf(stack, net, node.endpoints()[0])
         assert node.hub is not None
         (link,) = node.hub.peers.values()
-        link._queue_bytes = 1000  # bytes bound of this one link, so both bounds are reached here
         taken = [link.enqueue(Message.new("small", b"")) for _ in range(20)]
         assert taken.count(False) == 4
         link.drop_queue()
