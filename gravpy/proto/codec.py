@@ -329,7 +329,7 @@ def _decode_hello(obj: list[Any], limits: Limits) -> Hello:
     # another version's extra elements are not ours to judge: it is refused by version anyway
     extra = obj[8:11] if version == PROTOCOL_VERSION else []
     public_key, has_token = [*extra[:2], b"", False][:2]
-    name = extra[2] if len(extra) > 2 else ""  # optional (later in version 4); see frames.Hello
+    name = extra[2] if len(extra) > 2 else ""  # optional (later in version 5); see frames.Hello
     if type(public_key) is not bytes or len(public_key) not in (0, PUBLIC_KEY_LENGTH):
         raise FrameError(f"HELLO public_key must be empty or {PUBLIC_KEY_LENGTH} bytes")
     if type(has_token) is not bool:

@@ -119,7 +119,7 @@ class Hello:
     public_key: bytes = b""  # the Ed25519 key the sender will sign with in AUTH; empty if none
     has_token: bool = False  # the sender will present a token in AUTH
     # the application's name, for operators (leaves listing, gravctl peers); empty if none. An
-    # optional last element: version-4 nodes that predate it read the first ten and ignore it
+    # optional last element: version-5 nodes that predate it read the first ten and ignore it
     name: str = ""
 
     def to_wire(self) -> list[Any]:

@@ -32,7 +32,7 @@ async def _leaf(stack: AsyncExitStack, net: MemoryNetwork, url: str, name: str =
 
 
 def test_a_named_hello_keeps_the_first_ten_elements_of_an_unnamed_one() -> None:
-    """The name is an 11th element only when set, so version-4 nodes that read ten still agree."""
+    """The name is an 11th element only when set, so version-5 nodes that read ten still agree."""
     plain = Hello("n", "leaf", "*", "", _NONCE, False)
     named = Hello("n", "leaf", "*", "", _NONCE, False, name="billing")
     assert encode_frame(plain) == encode_frame(Hello("n", "leaf", "*", "", _NONCE, False))
