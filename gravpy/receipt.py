@@ -61,13 +61,11 @@ class MsgReceipt:
         self._sent_at = 0.0 if pod.bus.timings is None else clock()
 
     def _replied(self) -> None:
-        """A wait returned a reply: record the round trip, once per receipt."""
-        sent_at = self._sent_at
-        if sent_at:
-            self._sent_at = 0.0
-            timings = self.pod.bus.timings
-            if timings is not None:
-                timings.requests.observe(clock() - sent_at)
+        """A wait returned a reply and ``_sent_at`` is set: record the round trip, once."""
+        sent_at, self._sent_at = self._sent_at, 0.0
+        timings = self.pod.bus.timings
+        if timings is not None:
+            timings.requests.observe(clock() - sent_at)
 
     @property
     def no_responders(self) -> bool:
@@ -91,7 +89,8 @@ class MsgReceipt:
             result = await wait_in(mailbox, timeout, on, f"reply to {self.msg_type} {self.uuid}")
         finally:
             bus.unregister_reply_waiter(self.uuid, mailbox)
-        self._replied()
+        if self._sent_at:
+            self._replied()
         return result
 
     def replies(self, timeout: float | None = None, max: object = None) -> ReplyStream:
@@ -196,7 +195,7 @@ class ReplyStream:
             reply: Message = await wait_in(mailbox, left, None, "reply")
         except WaitTimeout:
             raise StopAsyncIteration from None
-        if not self._count:
+        if not self._count and self._receipt._sent_at:
             self._receipt._replied()
         self._count += 1
         return reply
