@@ -7,7 +7,7 @@ on): ``requests``, the time from ``Pod.send`` to the first reply a wait on its r
 (``gravpy.receipt``), and ``handlers``, the time of each call of a pod's handler
 (``gravpy.pod``; a failing call is timed too). Off by default, nothing is timed and the hot path
 pays only one ``is None`` test per send: the handler wrapper (``timed_handler``) is put in place
-when a handler is set, the way tracing wraps it, so an untimed pod's drain is untouched.
+when a handler is set (``Pod.on``), so an untimed pod's drain is untouched.
 
 A histogram is a fixed tuple of bucket bounds and one count per bucket: ``observe`` is a
 ``bisect`` and three increments (about 0.3 us). prometheus-client's ``Histogram.observe`` takes a

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import gravpy
 from gravpy import Message
-from tests.daemon.harness import GRAVCTL, Process, gravctl, running_gravd
+from gravpy.testing.gravd import GRAVCTL, Process, gravctl, running_gravd
 
 N = 200
 LEAF = (("role", "leaf"),)
