@@ -19,7 +19,9 @@ nothing away. Leaves are never labelled by uuid (short-lived ``gravctl`` calls w
 series): they are summed per role, and the JSON document keeps the per-link detail (app name,
 bytes, drops by reason). Per-peer series (``gravd_peer_*{peer}``) exist for peers only, which are
 few and long-lived. The histograms ``gravd_local_request_seconds`` and
-``gravd_local_handler_seconds`` are what gravd's own pods did (``gravpy.timings``).
+``gravd_local_handler_seconds`` are what gravd's own pods did (``gravpy.timings``);
+``gravd_relayed_request_seconds`` is what the node saw of its leaves' requests: from a leaf's wait
+notice to the first reply it routed back to that leaf (``Router.relayed_round_trips``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import gravpy
 from gravpy.daemon.bridge_metrics import bridge_metrics
 from gravpy.mesh.link_stats import DROP_REASONS, RoleTraffic
 from gravpy.proto import ROLE_LEAF, ROLE_PEER
-from gravpy.timings import Timings
+from gravpy.timings import LatencyHistogram, Timings
 
 if TYPE_CHECKING:
     from gravpy.bus import BusStatistics
@@ -83,6 +85,7 @@ METRIC_NAMES = (
     "gravd_messages_resent_total",
     "gravd_local_request_seconds",
     "gravd_local_handler_seconds",
+    "gravd_relayed_request_seconds",
 )
 """Every ``gravd_*`` metric NodeCollector exposes (prometheus-client adds ``process_*``)."""
 
@@ -113,6 +116,12 @@ class NodeCollector:
         yield from _mesh_metrics(hub)
         yield from bridge_metrics([b.statistics() for b in grav.bridges])
         yield from _timing_metrics(grav.timings)
+        relayed = grav.hub.router.relayed_round_trips if grav.hub is not None else None
+        yield _histogram(
+            "gravd_relayed_request_seconds",
+            "From a leaf's wait on a request to the first reply this node routed back to it",
+            (relayed or LatencyHistogram()).snapshot(),
+        )
 
     def _node_metrics(self, links: list[PeerInfo]) -> Iterable[Metric]:
         status, grav = self.status, self.status.grav

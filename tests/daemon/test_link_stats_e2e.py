@@ -105,3 +105,23 @@ async def test_the_blocking_api_passes_the_app_name_too() -> None:
         finally:
             await asyncio.to_thread(app.close)
     assert doc["leaves"][0]["name"] == "batch"
+
+
+async def test_gravd_times_the_requests_it_relays_between_leaves() -> None:
+    """Three requests from one app answered by another through gravd are three round trips in
+    gravd_relayed_request_seconds."""
+    async with (
+        running_gravd() as node,
+        gravpy.connect(node.endpoint, name="svc") as service,
+        gravpy.connect(node.endpoint, name="client") as client,
+    ):
+        responder = service.connect()
+        responder.on_type("svc.ask", lambda m: responder.reply_to(m, Message.new("ans", b"")))
+        await client.wait_for(lambda links: any("svc.ask" in p.interests for p in links))
+        asker = client.connect()
+        for _ in range(3):
+            await asker.send(Message.new("svc.ask", b"")).wait_until(5)
+        _, text = await node.get("/metrics")
+    samples = _samples(text)
+    assert samples["gravd_relayed_request_seconds_count", ()] == 3
+    assert samples["gravd_relayed_request_seconds_sum", ()] > 0
