@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from gravpy.message import Message
+from gravpy.recent import RecentMap
 
 __all__ = [
     "BUCKETS",
     "HistogramSnapshot",
     "LatencyHistogram",
+    "RoundTrips",
     "TimingStatistics",
     "Timings",
     "clock",
@@ -101,6 +103,32 @@ class LatencyHistogram:
 
     def snapshot(self) -> HistogramSnapshot:
         return HistogramSnapshot(self._bounds, tuple(self._counts), self.sum, self.count)
+
+
+class RoundTrips:
+    """Requests a node relays, from when the asker said it waits (``asked``) to the first reply
+    routed back (``answered``), in ``histogram``. At most ``limit`` pending requests are kept."""
+
+    __slots__ = ("_asked_at", "_clock", "histogram")
+
+    def __init__(self, limit: int, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._asked_at: RecentMap[str, float] = RecentMap(limit)
+        self._clock = clock
+        self.histogram = LatencyHistogram()
+
+    @property
+    def pending(self) -> bool:
+        """True if some request may still be answered (``answered`` is worth calling)."""
+        return len(self._asked_at) > 0
+
+    def asked(self, request_uuid: str) -> None:
+        self._asked_at[request_uuid] = self._clock()
+
+    def answered(self, request_uuid: str) -> None:
+        """A reply to ``request_uuid`` is routed back: its round trip, if it is the first."""
+        asked = self._asked_at.pop(request_uuid)
+        if asked is not None:
+            self.histogram.observe(self._clock() - asked)
 
 
 @dataclass(frozen=True, slots=True)

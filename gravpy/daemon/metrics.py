@@ -21,7 +21,7 @@ bytes, drops by reason). Per-peer series (``gravd_peer_*{peer}``) exist for peer
 few and long-lived. The histograms ``gravd_local_request_seconds`` and
 ``gravd_local_handler_seconds`` are what gravd's own pods did (``gravpy.timings``);
 ``gravd_relayed_request_seconds`` is what the node saw of its leaves' requests: from a leaf's wait
-notice to the first reply it routed back to that leaf (``Router.relayed_round_trips``).
+notice to the first reply it routed back to that leaf (``Router.relayed``).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class NodeCollector:
         yield from _mesh_metrics(hub)
         yield from bridge_metrics([b.statistics() for b in grav.bridges])
         yield from _timing_metrics(grav.timings)
-        relayed = grav.hub.router.relayed_round_trips if grav.hub is not None else None
+        relayed = grav.hub.router.relayed.histogram if grav.hub is not None else None
         yield _histogram(
             "gravd_relayed_request_seconds",
             "From a leaf's wait on a request to the first reply this node routed back to it",
@@ -176,23 +176,25 @@ def _drop_metrics(stats: BusStatistics, hub: HubStatistics | None) -> Iterable[M
     yield dropped
 
 
-def _link_metrics(links: list[PeerInfo], totals: dict[str, RoleTraffic]) -> Iterable[Metric]:
-    role = ["role"]
-    received = CounterMetricFamily(
+_ROLE_COUNTERS = (
+    (
         "gravd_link_messages_received",
         "Messages this node received from links, by the role of the link (peer: another "
         "node; leaf: an attached app)",
-        labels=role,
-    )
-    sent = CounterMetricFamily(
-        "gravd_link_messages_sent", "Messages this node wrote to links, by role", labels=role
-    )
-    bytes_in = CounterMetricFamily(
-        "gravd_link_bytes_received", "Bytes of frames received from links, by role", labels=role
-    )
-    bytes_out = CounterMetricFamily(
-        "gravd_link_bytes_sent", "Bytes of frames written to links, by role", labels=role
-    )
+        "messages_in",
+    ),
+    ("gravd_link_messages_sent", "Messages this node wrote to links, by role", "messages_out"),
+    ("gravd_link_bytes_received", "Bytes of frames received from links, by role", "bytes_in"),
+    ("gravd_link_bytes_sent", "Bytes of frames written to links, by role", "bytes_out"),
+)
+
+
+def _link_metrics(links: list[PeerInfo], totals: dict[str, RoleTraffic]) -> Iterable[Metric]:
+    for name, doc, field in _ROLE_COUNTERS:
+        counter = CounterMetricFamily(name, doc, labels=["role"])
+        for role, traffic in totals.items():
+            counter.add_metric([role], getattr(traffic, field))
+        yield counter
     dropped = CounterMetricFamily(
         "gravd_link_messages_dropped",
         "Messages a link lost, by role and reason (queue_full, queue_bytes, link_closed, "
@@ -200,17 +202,13 @@ def _link_metrics(links: list[PeerInfo], totals: dict[str, RoleTraffic]) -> Iter
         labels=["role", "reason"],
     )
     queued = GaugeMetricFamily(
-        "gravd_link_queued_messages", "Messages waiting in the links' send queues", labels=role
+        "gravd_link_queued_messages", "Messages waiting in the links' send queues", labels=["role"]
     )
-    for name, traffic in totals.items():
-        received.add_metric([name], traffic.messages_in)
-        sent.add_metric([name], traffic.messages_out)
-        bytes_in.add_metric([name], traffic.bytes_in)
-        bytes_out.add_metric([name], traffic.bytes_out)
+    for role, traffic in totals.items():
         for reason, count in zip(DROP_REASONS, traffic.drops.as_dict().values(), strict=True):
-            dropped.add_metric([name, reason], count)
-        queued.add_metric([name], sum(p.queued for p in links if p.role == name))
-    yield from (received, sent, bytes_in, bytes_out, dropped, queued)
+            dropped.add_metric([role, reason], count)
+        queued.add_metric([role], sum(p.queued for p in links if p.role == role))
+    yield from (dropped, queued)
 
 
 def _timing_metrics(timings: Timings | None) -> Iterable[Metric]:

@@ -28,9 +28,7 @@ arrived, only the groups its sender placed on this node (named by its mark), and
 lies behind this node: local pods, leaves, and the peers it relays to. A group with nowhere to go
 is counted in ``unplaced``. The hub sends the chosen links a marked copy, the others the message.
 
-Round trips seen here: when a leaf says it waits on a request it sent (``waiting``), the router
-notes the time (its ``clock``, injected); the first reply it routes back to that leaf records the
-round trip in ``relayed_round_trips`` (``gravpy.timings``). Only waited-on requests pay this.
+``relayed`` times a leaf's waited-on requests: from its wait notice to the first reply routed back.
 """
 
 from __future__ import annotations
@@ -43,7 +41,7 @@ from typing import Generic, Protocol, TypeVar
 from gravpy.groups import WeightedTurns
 from gravpy.message import Message
 from gravpy.recent import RecentMap
-from gravpy.timings import LatencyHistogram
+from gravpy.timings import RoundTrips
 
 __all__ = ["Placement", "RouteLink", "Router", "relays"]
 
@@ -107,10 +105,7 @@ class Router(Generic[L]):
         self._seen: RecentMap[str, L | None] = RecentMap(seen_limit)  # uuid -> origin
         self._sent_to: RecentMap[str, tuple[L, ...]] = RecentMap(seen_limit)
         self._waited: RecentMap[str, L] = RecentMap(seen_limit)  # a leaf's request -> the leaf
-        self._asked_at: RecentMap[str, float] = RecentMap(seen_limit)  # ... -> when it said so
-        self._clock = clock
-        # from a leaf's wait on a request to the first reply routed back to it (seconds)
-        self.relayed_round_trips = LatencyHistogram()
+        self.relayed = RoundTrips(seen_limit, clock)  # a leaf's wait to its first reply back
         self._routes: dict[Hashable, tuple[L, ...]] = {}
         self._group_routes: dict[Hashable, tuple[tuple[L, Mapping[str, int]], ...]] = {}
         self._turns = WeightedTurns(rng)
@@ -214,7 +209,7 @@ class Router(Generic[L]):
         """The leaf ``leaf`` waits for replies to a message it sent (a wait notice)."""
         if self._seen.get(request_uuid) is leaf:
             self._waited[request_uuid] = leaf
-            self._asked_at[request_uuid] = self._clock()
+            self.relayed.asked(request_uuid)
 
     def requests_lost(self, link: L) -> list[tuple[str, L | None]]:
         """The requests whose replies only ``link`` could have carried, each with who asked:
@@ -373,10 +368,8 @@ class Router(Generic[L]):
         if back is origin or not back.is_open:
             self.dropped_no_route += 1  # the asker's link is gone; its wait already failed
             return ()
-        if len(self._asked_at):  # a leaf waits on some request: is this its first reply?
-            asked = self._asked_at.pop(msg.reply_to)
-            if asked is not None:
-                self.relayed_round_trips.observe(self._clock() - asked)
+        if self.relayed.pending:
+            self.relayed.answered(msg.reply_to)
         return (back,)
 
     def _targets(self, msg_type: str, origin: L | None) -> tuple[L, ...]:

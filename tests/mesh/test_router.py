@@ -174,5 +174,5 @@ def test_a_leafs_waited_request_records_one_relayed_round_trip() -> None:
         reply = Message.new("answer")
         reply.reply_to = answered.uuid
         assert router.arrived(reply, other) == (leaf,)
-    snap = router.relayed_round_trips.snapshot()
+    snap = router.relayed.histogram.snapshot()
     assert (snap.count, snap.sum) == (1, 0.25)
