@@ -6,6 +6,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/bench_bus.py --quick    # smaller sizes, a smoke test
     .venv/bin/python benchmarks/bench_bus.py --json results.json
     .venv/bin/python benchmarks/bench_bus.py --profile sync   # cProfile of one fan-out run
+    .venv/bin/python benchmarks/bench_bus.py --timings  # with Grav(timings=True): histograms kept
 
 Every figure is checked, not only timed: the fan-out verifies that each receiver got every message in
 the order it was sent and that the bus counted no drop, the request-reply checks every reply. The
@@ -47,6 +48,7 @@ MESSAGE_SIZE = 128
 FANOUT_TYPE = "bench.fanout"
 REQUEST_TYPE = "bench.request"
 REPLY_TYPE = "bench.reply"
+NODE_OPTIONS: dict[str, Any] = {}  # Grav options of the fan-out and request-reply nodes
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,7 @@ def _recorder(kind: HandlerKind, log: list[str]) -> Callable[[Message], Any]:
 
 async def _fanout_once(kind: HandlerKind, messages: int, receivers: int) -> FanoutRun:
     payload = os.urandom(MESSAGE_SIZE)
-    async with Grav() as grav:
+    async with Grav(**NODE_OPTIONS) as grav:
         sender = grav.connect()
         logs: list[list[str]] = []
         pods: list[Pod] = []
@@ -242,7 +244,7 @@ def bench_fanout(kind: HandlerKind, sizes: Sizes) -> FanoutResult:
 async def _request_reply(kind: HandlerKind, requests: int, warmup: int) -> tuple[list[float], bool]:
     """Latencies in microseconds of ``requests`` sequential requests, and whether all replies matched."""
     payload = os.urandom(MESSAGE_SIZE)
-    async with Grav() as grav:
+    async with Grav(**NODE_OPTIONS) as grav:
         responder = grav.connect()
 
         def answer(msg: Message) -> None:
@@ -297,7 +299,7 @@ def _noop(msg: Message) -> None:
 
 async def _pod_memory(pods: int, with_handler: bool) -> int:
     """Bytes tracemalloc sees allocated (and still held) by connecting ``pods`` pods."""
-    async with Grav() as grav:
+    async with Grav(**NODE_OPTIONS) as grav:
         grav.connect()  # the first connect binds the loop; not counted
         gc.collect()
         tracemalloc.start()
@@ -527,7 +529,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="instead of benchmarking, run one fan-out under cProfile and print the top functions",
     )
     parser.add_argument("--top", type=int, default=25, help="functions shown by --profile")
+    parser.add_argument(
+        "--timings",
+        action="store_true",
+        help="nodes keep request and handler histograms (Grav(timings=True), as gravd does)",
+    )
     args = parser.parse_args(argv)
+    if args.timings:
+        NODE_OPTIONS["timings"] = True
     sizes = QUICK if args.quick else Sizes()
 
     if args.profile:

@@ -36,6 +36,7 @@ from gravpy.pod import Overflow, Pod
 from gravpy.ports import MeshPort
 from gravpy.receipt import MsgReceipt
 from gravpy.recent import RecentMap
+from gravpy.timings import Timings
 
 __all__ = ["Bus", "BusStatistics", "MeshPort"]
 
@@ -66,6 +67,7 @@ class Bus:
         unclaimed_replies: object = 1024,
         stall_step: float = 0.25,
         buffer: MsgBuffer | None = None,
+        timings: Timings | None = None,
     ) -> None:
         # object, checked here: a wrong type is a UsageError in the mypyc-compiled build too
         inbox_limit = _count("inbox_limit", inbox_limit)
@@ -101,6 +103,7 @@ class Bus:
         self._undelivered = 0
         self._group_misses = 0
         self._retired = RetiredCounts()
+        self.timings = timings  # request and handler histograms, if kept (gravpy.timings)
 
     def attach_mesh(self, mesh: MeshPort) -> None:
         """Plug the mesh in (once): from now on what local pods send is forwarded through it."""

@@ -18,7 +18,8 @@ from gravpy.mesh.permissions import Authority
 from gravpy.plugins import Discovery, Transport
 from gravpy.pod import Overflow, Pod
 from gravpy.proto import ANY_MESH, ROLE_LEAF, ROLE_PEER, NodeInfo
-from gravpy.proto.handshake import Credentials
+from gravpy.proto.handshake import Credentials, check_app_name
+from gravpy.timings import Timings
 from gravpy.tls import SslOption, apply_tls
 
 __all__ = ["Grav"]
@@ -45,6 +46,11 @@ class Grav:
     a node with an auth file knows which identity this is; ``token`` is the simpler shared secret
     an auth file may list instead. ``authority`` (``gravpy.mesh.permissions.parse_authority`` of an
     auth file) makes this node accept only the identities it lists.
+
+    Monitoring: ``name`` is what this application calls itself (printable, at most 64
+    characters); it travels in the handshake, so the node it attaches to lists its link under that
+    name (``gravctl peers``, ``/v1/node``). ``timings=True`` keeps histograms of request round
+    trips and handler times (``timings``, ``gravpy.timings``); off by default, it costs nothing.
     """
 
     def __init__(
@@ -69,15 +75,20 @@ class Grav:
         identity_file: str | os.PathLike[str] | None = None,
         token: str = "",
         authority: Authority | None = None,
+        name: str = "",
+        timings: bool = False,
     ) -> None:
         self.node_uuid = node_uuid or str(uuidlib.uuid4())
+        self.name = check_app_name(name)
         self.bus = Bus(
             buffer_size=buffer_size,
             inbox_limit=inbox_limit,
             overflow=Overflow(overflow),
             failure_limit=failure_limit,
             buffer=buffer,
+            timings=Timings() if timings else None,
         )
+        self.timings = self.bus.timings
         transports = [] if transport is None else _as_list(transport)
         for each in transports:
             apply_tls(each, ssl)  # Grav(ssl=...) reaches every transport it is given
@@ -90,7 +101,7 @@ class Grav:
                 raise UsageError("discovery needs a transport to dial what it finds")
             self.hub = Hub(
                 self.bus,
-                NodeInfo(self.node_uuid, role=role, belongs_to=belongs_to),
+                NodeInfo(self.node_uuid, role=role, belongs_to=belongs_to, name=name),
                 transports=transports,
                 discovery=list(discovery),
                 mesh_key=mesh_key,

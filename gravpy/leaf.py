@@ -38,7 +38,8 @@ def connect(url: str = DEFAULT_URL, *, timeout: float = 5.0, **options: Any) -> 
     keyword options (``mesh_key``, ``belongs_to``, ``buffer_size``, ...) are those of ``Grav``;
     ``ssl=ctx`` (a client ``ssl.SSLContext``) is what a ``wss://``, ``https://`` or ``tls://`` dial
     trusts and, for mTLS, presents: ``ssl.create_default_context(cafile="ca.pem")`` then
-    ``ctx.load_cert_chain("app.pem", "app.key")``.
+    ``ctx.load_cert_chain("app.pem", "app.key")``. ``name="billing"`` is how the node lists this
+    app's link (``gravctl peers``, ``/v1/node``): printable, at most 64 characters.
     """
     transport = options.pop("transport", None) or transport_for_url(url)
     return Grav(

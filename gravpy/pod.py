@@ -33,6 +33,7 @@ from gravpy.groups import check_group
 from gravpy.message import Message
 from gravpy.ports import PodHost
 from gravpy.receipt import MsgReceipt
+from gravpy.timings import timed_handler
 
 __all__ = ["Handler", "Overflow", "Pod", "PodHost", "PodStatistics"]
 
@@ -146,6 +147,9 @@ class Pod:
             mode = _Mode.SYNC
         if mode is not _Mode.ASYNC and concurrency > 1:
             raise UsageError("concurrency > 1 needs an async handler")
+        timings = self.bus.timings
+        if handler is not None and timings is not None:
+            handler = timed_handler(handler, mode is _Mode.ASYNC, timings.handlers)
         self._handler = handler
         self._concurrency = concurrency
         self._set_mode(mode)

@@ -16,6 +16,7 @@ from gravpy._mailbox import Mailbox
 from gravpy.buffer import MsgBuffer
 from gravpy.message import Message
 from gravpy.receipt import MsgReceipt
+from gravpy.timings import Timings
 
 if TYPE_CHECKING:
     from gravpy.pod import Pod
@@ -29,6 +30,7 @@ class PodHost(Protocol):
     buffer: MsgBuffer
     failure_limit: int
     max_attempts: int
+    timings: Timings | None  # the node's request and handler histograms, if it keeps them
 
     @property
     def congested(self) -> bool: ...

@@ -3,6 +3,10 @@
 A ``MsgReceipt`` comes back from every ``Pod.send``. Waiting on it registers a reply waiter with the
 bus; a reply that arrived *before* anyone waited is kept by the bus (a bounded set of recent unclaimed
 replies) and handed to the first wait, so a fast reply is never lost, even when the wait starts late.
+
+With ``Grav(timings=True)`` a receipt notes when its message was sent, and the first reply a wait
+returns (``wait_until``, or the first of ``replies``) records the round trip in the node's
+``Timings.requests`` (``gravpy.timings``); without, it costs one attribute test per send.
 """
 
 from __future__ import annotations
@@ -15,12 +19,16 @@ from typing import Any, Protocol
 from gravpy._mailbox import Mailbox, WaitFunc, check_timeout, wait_in
 from gravpy.errors import NoResponders, UsageError, WaitTimeout
 from gravpy.message import Message
+from gravpy.timings import Timings, clock
 
 __all__ = ["MsgReceipt", "ReplyStream", "WaitFunc"]
 
 
 class ReplyWaiters(Protocol):
-    """What a receipt needs from the bus: reply waiters and an owner for ``on_reply`` tasks."""
+    """What a receipt needs from the bus: reply waiters, an owner for ``on_reply`` tasks, and
+    the node's timings (None: not kept)."""
+
+    timings: Timings | None
 
     def register_reply_waiter(self, uuid: str, pod: Any, msg_type: str = "") -> Mailbox: ...
     def unregister_reply_waiter(self, uuid: str, mailbox: Mailbox) -> None: ...
@@ -42,13 +50,22 @@ class MsgReceipt:
     when it was sent, every wait raises ``NoResponders`` at once.
     """
 
-    __slots__ = ("_no_responders", "msg_type", "pod", "uuid")
+    __slots__ = ("_no_responders", "_sent_at", "msg_type", "pod", "uuid")
 
     def __init__(self, uuid: str, msg_type: str, pod: Sender, no_responders: bool) -> None:
         self.uuid = uuid
         self.msg_type = msg_type
         self.pod = pod
         self._no_responders = no_responders
+        # when it was sent, while a round trip is still to be recorded (0.0: none to record)
+        self._sent_at = 0.0 if pod.bus.timings is None else clock()
+
+    def _replied(self) -> None:
+        """A wait returned a reply and ``_sent_at`` is set: record the round trip, once."""
+        sent_at, self._sent_at = self._sent_at, 0.0
+        timings = self.pod.bus.timings
+        if timings is not None:
+            timings.requests.observe(clock() - sent_at)
 
     @property
     def no_responders(self) -> bool:
@@ -69,9 +86,12 @@ class MsgReceipt:
         bus = self.pod.bus
         mailbox = bus.register_reply_waiter(self.uuid, self.pod, self.msg_type)
         try:
-            return await wait_in(mailbox, timeout, on, f"reply to {self.msg_type} {self.uuid}")
+            result = await wait_in(mailbox, timeout, on, f"reply to {self.msg_type} {self.uuid}")
         finally:
             bus.unregister_reply_waiter(self.uuid, mailbox)
+        if self._sent_at:
+            self._replied()
+        return result
 
     def replies(self, timeout: float | None = None, max: object = None) -> ReplyStream:
         """Yield the replies as they come, until ``max`` replies or ``timeout`` seconds have passed.
@@ -175,5 +195,7 @@ class ReplyStream:
             reply: Message = await wait_in(mailbox, left, None, "reply")
         except WaitTimeout:
             raise StopAsyncIteration from None
+        if not self._count and self._receipt._sent_at:
+            self._receipt._replied()
         self._count += 1
         return reply

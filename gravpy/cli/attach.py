@@ -86,6 +86,7 @@ async def attached(args: argparse.Namespace) -> AsyncIterator[Grav]:
             mesh_key=key,
             ssl=tls,
             identity_file=args.identity,
+            name=f"gravctl {args.command}",  # how the node lists this link (gravctl peers)
             **options,
         )
     except UsageError as exc:

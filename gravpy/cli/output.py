@@ -63,21 +63,50 @@ def write_data(data: bytes) -> None:
     out.flush()
 
 
-_COLUMNS = ("NODE", "ROLE", "STATE", "ENDPOINT", "IN", "OUT", "DROPPED", "QUEUED")
+_COLUMNS = (
+    "NODE",
+    "ROLE",
+    "NAME",
+    "STATE",
+    "ENDPOINT",
+    "IN",
+    "OUT",
+    "BYTES_IN",
+    "BYTES_OUT",
+    "DROPPED",
+    "QUEUED",
+)
+
+
+def _size(n: object) -> str:
+    """Bytes, short: ``812``, ``12.3K``, ``4.5M``, ``1.2G`` (powers of 1024); ``-`` if unknown."""
+    if not isinstance(n, int):
+        return "-"
+    value = float(n)
+    for unit in ("", "K", "M", "G"):
+        if value < 1024 or unit == "G":
+            return f"{value:.0f}" if not unit else f"{value:.1f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def format_peers(node: Mapping[str, Any]) -> str:
-    """The ``/v1/node`` document as a table: this node first, then its peers, then its leaves."""
+    """The ``/v1/node`` document as a table: this node first, then its peers, then its leaves
+    (NAME is the name an app gave when it attached, ``gravpy.connect(url, name=...)``)."""
     messages = node.get("messages", {})
+    by_role = messages.get("by_role", {}).values()
     rows: list[Sequence[str]] = [
         _COLUMNS,
         (
             f"{node.get('uuid', '?')} (this node)",
             "peer",
+            "-",
             str(node.get("state", "?")),
             ", ".join(node.get("listen", {}).get("endpoints", [])) or "-",
             str(messages.get("in", "-")),
             str(messages.get("out", "-")),
+            _size(sum(r.get("bytes_in", 0) for r in by_role)),
+            _size(sum(r.get("bytes_out", 0) for r in by_role)),
             str(sum(messages.get("dropped", {}).values())),
             "-",
         ),
@@ -87,10 +116,13 @@ def format_peers(node: Mapping[str, Any]) -> str:
             (
                 link.get("uuid") or "?",
                 link.get("role") or "?",
+                link.get("name") or "-",
                 link.get("state") or "?",
                 link.get("endpoint") or link.get("remote_address") or "-",
                 str(link.get("messages_in", 0)),
                 str(link.get("messages_out", 0)),
+                _size(link.get("bytes_in")),
+                _size(link.get("bytes_out")),
                 str(link.get("dropped", 0)),
                 str(link.get("queued", 0)),
             )

@@ -8,38 +8,47 @@ every ``gravd_*`` family in ``METRIC_NAMES``. Three kinds of traffic are told ap
 
 - *local*: what pods on this node send and receive (``gravd_local_*``; in gravd that is only its
   ``gravd.info`` responder, so these stay small while traffic passes through);
-- *links*: messages the node received from and wrote to other nodes and attached apps
-  (``gravd_link_*{role="peer"|"leaf"}``), which is where a relay's traffic shows;
-- *mesh* totals over all links (``gravd_mesh_*``), exact, closed links included.
+- *links*: messages and bytes the node received from and wrote to other nodes and attached
+  apps, and what links dropped by reason (``gravd_link_*{role="peer"|"leaf"}``), which is where
+  a relay's traffic shows;
+- *mesh* totals over all links (``gravd_mesh_*``).
 
-Leaves are never labelled by uuid (short-lived ``gravctl`` calls would churn series): they are
-summed per role, and the JSON document keeps the per-link detail. Per-peer series
-(``gravd_peer_*{peer}``) exist for peers only, which are few and long-lived.
-
-The hub keeps exact totals for closed links but not per role, so ``RoleTotals`` keeps, for peers,
-the last counts seen of each link that has since closed; leaves are the exact total minus peers.
-A peer link's messages after the last scrape before it closed are thereby counted under leaves;
-everything else is exact, and both series only ever grow.
+Every link counter is exact and only ever grows: the hub keeps, per role, what closed links
+carried (``HubStatistics.by_role``, ``gravpy.mesh.link_stats``), so a leaf that disconnects takes
+nothing away. Leaves are never labelled by uuid (short-lived ``gravctl`` calls would churn
+series): they are summed per role, and the JSON document keeps the per-link detail (app name,
+bytes, drops by reason). Per-peer series (``gravd_peer_*{peer}``) exist for peers only, which are
+few and long-lived. The histograms ``gravd_local_request_seconds`` and
+``gravd_local_handler_seconds`` are what gravd's own pods did (``gravpy.timings``);
+``gravd_relayed_request_seconds`` is what the node saw of its leaves' requests: from a leaf's wait
+notice to the first reply it routed back to that leaf (``Router.relayed``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 import gravpy
 from gravpy.daemon.bridge_metrics import bridge_metrics
+from gravpy.mesh.link_stats import DROP_REASONS, RoleTraffic
 from gravpy.proto import ROLE_LEAF, ROLE_PEER
+from gravpy.timings import LatencyHistogram, Timings
 
 if TYPE_CHECKING:
     from gravpy.bus import BusStatistics
     from gravpy.daemon.monitor import NodeStatus
     from gravpy.mesh import HubStatistics, PeerInfo
+    from gravpy.timings import HistogramSnapshot
 
-__all__ = ["METRIC_NAMES", "NodeCollector", "RoleTotals"]
+__all__ = ["METRIC_NAMES", "NodeCollector", "by_role"]
 
 METRIC_NAMES = (
     "gravd_info",
@@ -59,6 +68,8 @@ METRIC_NAMES = (
     "gravd_link_messages_received_total",
     "gravd_link_messages_sent_total",
     "gravd_link_messages_dropped_total",
+    "gravd_link_bytes_received_total",
+    "gravd_link_bytes_sent_total",
     "gravd_link_queued_messages",
     "gravd_peer_rtt_seconds",
     "gravd_peer_messages_dropped_total",
@@ -72,51 +83,19 @@ METRIC_NAMES = (
     "gravd_gossip_ignored_total",
     "gravd_handshakes_rejected_total",
     "gravd_messages_resent_total",
+    "gravd_local_request_seconds",
+    "gravd_local_handler_seconds",
+    "gravd_relayed_request_seconds",
 )
 """Every ``gravd_*`` metric NodeCollector exposes (prometheus-client adds ``process_*``)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Traffic:
-    """Messages in, out and dropped on some links."""
-
-    received: int = 0
-    sent: int = 0
-    dropped: int = 0
-
-    def __add__(self, other: Traffic) -> Traffic:
-        return Traffic(
-            self.received + other.received, self.sent + other.sent, self.dropped + other.dropped
-        )
-
-
-def _traffic(info: PeerInfo) -> Traffic:
-    return Traffic(info.messages_in, info.messages_out, info.dropped)
-
-
-@dataclass
-class RoleTotals:
-    """Messages per link role since start; see the module docstring for how exact it is."""
-
-    _peers_seen: dict[tuple[str, float | None], Traffic] = field(default_factory=dict)
-    _peers_closed: Traffic = field(default_factory=Traffic)
-
-    def by_role(self, links: list[PeerInfo], hub: HubStatistics | None) -> dict[str, Traffic]:
-        """Totals for ``peer`` and ``leaf`` from the open links and the hub's grand totals."""
-        live = {(p.uuid, p.connected_since): _traffic(p) for p in links if p.role == ROLE_PEER}
-        for key in self._peers_seen.keys() - live.keys():
-            self._peers_closed += self._peers_seen.pop(key)
-        self._peers_seen.update(live)
-        peers = sum(live.values(), self._peers_closed)
-        if hub is None:
-            return {ROLE_PEER: peers, ROLE_LEAF: Traffic()}
-        total = Traffic(hub.messages_in, hub.messages_out, hub.dropped_link)
-        leaves = Traffic(
-            max(0, total.received - peers.received),
-            max(0, total.sent - peers.sent),
-            max(0, total.dropped - peers.dropped),
-        )
-        return {ROLE_PEER: peers, ROLE_LEAF: leaves}
+def by_role(hub: HubStatistics | None) -> dict[str, RoleTraffic]:
+    """The hub's exact link totals by role, ``peer`` and ``leaf`` always present."""
+    totals = {ROLE_PEER: RoleTraffic(), ROLE_LEAF: RoleTraffic()}
+    if hub is not None:
+        totals.update(hub.by_role)
+    return totals
 
 
 class NodeCollector:
@@ -132,10 +111,17 @@ class NodeCollector:
         yield from self._node_metrics(links)
         yield from _local_metrics(grav.statistics())
         yield from _drop_metrics(grav.statistics(), hub)
-        yield from _link_metrics(links, self.status.role_totals.by_role(links, hub))
+        yield from _link_metrics(links, by_role(hub))
         yield from _peer_metrics(links)
         yield from _mesh_metrics(hub)
         yield from bridge_metrics([b.statistics() for b in grav.bridges])
+        yield from _timing_metrics(grav.timings)
+        relayed = grav.hub.router.relayed.histogram if grav.hub is not None else None
+        yield _histogram(
+            "gravd_relayed_request_seconds",
+            "From a leaf's wait on a request to the first reply this node routed back to it",
+            (relayed or LatencyHistogram()).snapshot(),
+        )
 
     def _node_metrics(self, links: list[PeerInfo]) -> Iterable[Metric]:
         status, grav = self.status, self.status.grav
@@ -190,30 +176,56 @@ def _drop_metrics(stats: BusStatistics, hub: HubStatistics | None) -> Iterable[M
     yield dropped
 
 
-def _link_metrics(links: list[PeerInfo], totals: dict[str, Traffic]) -> Iterable[Metric]:
-    received = CounterMetricFamily(
+_ROLE_COUNTERS = (
+    (
         "gravd_link_messages_received",
         "Messages this node received from links, by the role of the link (peer: another "
         "node; leaf: an attached app)",
-        labels=["role"],
-    )
-    sent = CounterMetricFamily(
-        "gravd_link_messages_sent", "Messages this node wrote to links, by role", labels=["role"]
-    )
+        "messages_in",
+    ),
+    ("gravd_link_messages_sent", "Messages this node wrote to links, by role", "messages_out"),
+    ("gravd_link_bytes_received", "Bytes of frames received from links, by role", "bytes_in"),
+    ("gravd_link_bytes_sent", "Bytes of frames written to links, by role", "bytes_out"),
+)
+
+
+def _link_metrics(links: list[PeerInfo], totals: dict[str, RoleTraffic]) -> Iterable[Metric]:
+    for name, doc, field in _ROLE_COUNTERS:
+        counter = CounterMetricFamily(name, doc, labels=["role"])
+        for role, traffic in totals.items():
+            counter.add_metric([role], getattr(traffic, field))
+        yield counter
     dropped = CounterMetricFamily(
         "gravd_link_messages_dropped",
-        "Messages that could not be sent on a link (queue full, link closed, remote withdrew)",
-        labels=["role"],
+        "Messages a link lost, by role and reason (queue_full, queue_bytes, link_closed, "
+        "remote_withdrew, too_large: could not be sent; permission_denied: arrived, not allowed)",
+        labels=["role", "reason"],
     )
     queued = GaugeMetricFamily(
         "gravd_link_queued_messages", "Messages waiting in the links' send queues", labels=["role"]
     )
     for role, traffic in totals.items():
-        received.add_metric([role], traffic.received)
-        sent.add_metric([role], traffic.sent)
-        dropped.add_metric([role], traffic.dropped)
+        for reason, count in zip(DROP_REASONS, traffic.drops.as_dict().values(), strict=True):
+            dropped.add_metric([role, reason], count)
         queued.add_metric([role], sum(p.queued for p in links if p.role == role))
-    yield from (received, sent, dropped, queued)
+    yield from (dropped, queued)
+
+
+def _timing_metrics(timings: Timings | None) -> Iterable[Metric]:
+    """The node's histograms; all zero on a node that keeps none (gravd always keeps them)."""
+    stats = (timings or Timings()).statistics()
+    yield _histogram(
+        "gravd_local_request_seconds",
+        "From a send by one of gravd's own pods to the first reply its wait returned",
+        stats.requests,
+    )
+    yield _histogram(
+        "gravd_local_handler_seconds", "Handler calls of gravd's own pods", stats.handlers
+    )
+
+
+def _histogram(name: str, doc: str, snapshot: HistogramSnapshot) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, doc, buckets=snapshot.cumulative(), sum_value=snapshot.sum)
 
 
 def _peer_metrics(links: list[PeerInfo]) -> Iterable[Metric]:

@@ -35,7 +35,7 @@ from gravpy.daemon.config import Address, DaemonConfig
 from gravpy.daemon.dashboard import install_dashboard
 from gravpy.daemon.events_http import add_event_routes
 from gravpy.daemon.events_node import DaemonEvents
-from gravpy.daemon.metrics import METRIC_NAMES, NodeCollector, RoleTotals
+from gravpy.daemon.metrics import METRIC_NAMES, NodeCollector, by_role
 from gravpy.grav import Grav
 from gravpy.mesh import Hub, PeerInfo
 from gravpy.proto import ROLE_LEAF
@@ -82,7 +82,6 @@ class NodeStatus:
         self.state = SERVING
         self.ready = False  # set once the node listens and its discovery runs
         self.monitor_address = ""
-        self.role_totals = RoleTotals()
         self.events: DaemonEvents | None = None  # gravd sets it once the event store is open
 
     @property
@@ -138,10 +137,7 @@ class NodeStatus:
             "messages": {
                 "in": hub_stats.messages_in if hub_stats else 0,
                 "out": hub_stats.messages_out if hub_stats else 0,
-                "by_role": {
-                    role: {"received": t.received, "sent": t.sent, "dropped": t.dropped}
-                    for role, t in self.role_totals.by_role(links, hub_stats).items()
-                },
+                "by_role": {role: t.as_json() for role, t in by_role(hub_stats).items()},
                 "sent_by_pods": stats.sent,
                 "delivered_to_pods": stats.delivered,
                 "buffered": stats.buffered,
@@ -182,6 +178,10 @@ def _link_json(info: PeerInfo) -> dict[str, Any]:
         "messages_in": info.messages_in,
         "messages_out": info.messages_out,
         "dropped": info.dropped,
+        "drops": info.drops.as_dict(),  # by reason (gravpy.mesh.link_stats)
+        "name": info.name,  # the app's name in its HELLO (leaves), "" if none
+        "bytes_in": info.bytes_in,
+        "bytes_out": info.bytes_out,
         "queued": info.queued,
         "interests": list(info.interests),
         "groups": [list(entry) for entry in info.groups],  # [group, pattern, members]

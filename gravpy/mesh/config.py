@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from gravpy.backoff import BackoffPolicy
 from gravpy.errors import UsageError
-from gravpy.mesh.peer_link import PeerInfo
+from gravpy.mesh.link_stats import LinkTotals, RoleTraffic
 from gravpy.plugins import Transport
 from gravpy.proto import ProtocolConfig
 from gravpy.proto.config import MESSAGE_OVERHEAD
@@ -34,6 +34,8 @@ class HubStatistics:
     protocol_violations: dict[str, int] = field(default_factory=dict)  # links closed, by reason
     gossip_ignored: int = 0  # gossiped endpoints over the per-frame or dial-target bounds
     publish_denied: int = 0  # messages a link's identity may not publish, dropped here
+    # exact totals per link role ("peer", "leaf"; "unknown" before a HELLO), closed links included
+    by_role: dict[str, RoleTraffic] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,22 +66,6 @@ class HubConfig:
             raise UsageError("queue_bytes and max_connections must be >= 1")
         if not self.gossip_pairs >= 1 or not self.gossip_targets >= 0:
             raise UsageError("gossip_pairs must be >= 1 and gossip_targets >= 0")
-
-
-@dataclass(slots=True)
-class LinkTotals:
-    """What links that have ended carried, kept in the hub's totals."""
-
-    links: int = 0
-    messages_in: int = 0
-    messages_out: int = 0
-    dropped: int = 0
-
-    def add(self, info: PeerInfo, was_open: bool) -> None:
-        self.links += 1 if was_open else 0
-        self.messages_in += info.messages_in
-        self.messages_out += info.messages_out
-        self.dropped += info.dropped
 
 
 def fit_to_transports(config: HubConfig, transports: list[Transport]) -> HubConfig:

@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 A link admitted under an auth file carries its ``Identity`` (``gravpy.mesh.permissions``). The
 node an app is attached to checks everything that app sends (``admits``): a message whose type
-its ``publish`` rules forbid is dropped here, reaches no one, and is counted; the link stays up,
+its ``publish`` rules forbid is dropped here, reaches no one, and is counted (in all, and on the
+link as ``permission_denied``, ``gravpy.mesh.link_stats``); the link stays up,
 and the violation is logged once per burst (the first, then at most once every ``LOG_EVERY``
 seconds with how many came in between). What crosses from another node is checked the same way
 against that node's identity, so a node is trusted only for what its identity allows.
@@ -26,6 +27,7 @@ from typing import Final, Protocol, TypeVar
 
 from gravpy import _log as logs
 from gravpy.errors import PermissionDenied
+from gravpy.mesh.link_stats import LinkDrops
 from gravpy.mesh.permissions import Identity
 from gravpy.message import Message
 
@@ -36,12 +38,14 @@ _log = logs.get_logger("gravpy.mesh.enforcement")
 
 
 class Governed(Protocol):
-    """A link as the gate sees it: its remote's uuid and the identity it was admitted as."""
+    """A link as the gate sees it: its remote's uuid, the identity it was admitted as and its
+    drop counters."""
 
     @property
     def uuid(self) -> str: ...
 
     identity: Identity | None
+    drops: LinkDrops
 
 
 class PermissionGate:
@@ -57,6 +61,7 @@ class PermissionGate:
         if identity is None or msg.reply_to or identity.publish.allows(msg.type):
             return True
         self.denied_publish += 1
+        link.drops.permission_denied += 1
         self._log_burst(link, identity, msg.type)
         return False
 

@@ -567,6 +567,7 @@ class Hub:
             protocol_violations=dict(self._violations),
             gossip_ignored=self.gossip.ignored,
             publish_denied=self.traffic.gate.denied_publish,
+            by_role=closed.by_role(live),
         )
 
     def peer_infos(self) -> list[PeerInfo]:

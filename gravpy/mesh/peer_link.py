@@ -25,12 +25,12 @@ import os
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Protocol
 
 from gravpy import _log as logs
 from gravpy.errors import LinkClosedError, UsageError
 from gravpy.filter import Pattern
+from gravpy.mesh.link_stats import LinkDrops, PeerInfo, link_info
 from gravpy.mesh.permissions import Identity
 from gravpy.message import Message
 from gravpy.plugins import Link
@@ -86,28 +86,6 @@ class DialWaiter(Protocol):
     def failed(self, link: PeerLink) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class PeerInfo:
-    """A snapshot of one link, as ``Grav.peers()`` returns it."""
-
-    uuid: str
-    endpoint: str
-    role: str
-    state: str
-    transport: str
-    remote_address: str
-    initiator: bool
-    withdrawn: bool
-    messages_in: int
-    messages_out: int
-    dropped: int  # queue full, closed before sent, remote withdrawn, too large
-    queued: int
-    interests: tuple[str, ...]
-    rtt: float | None  # seconds, the last answered ping
-    connected_since: float | None  # time.time() when the handshake completed
-    groups: tuple[tuple[str, str, int], ...] = ()  # (group, pattern, members) the remote reaches
-
-
 class PeerLink:
     """One link; see the module docstring. The hub creates it and calls ``run``."""
 
@@ -152,7 +130,7 @@ class PeerLink:
         self.neighbours: frozenset[str] | None = None  # peers the remote says it links to
         self._endpoints: tuple[str, ...] = ()  # where the remote says it listens
         self._advertised: object = None  # what we last told the remote we want
-        self.dropped = 0
+        self.drops = LinkDrops()  # what could not be carried, by reason (gravpy.mesh.link_stats)
         self.end_reason = ""
         self._patterns: list[Pattern] = []
         self._admits: dict[str, bool] = {}
@@ -268,27 +246,18 @@ class PeerLink:
             self._admits[msg_type] = cached
         return cached and not self.proto.remote_withdrawn
 
+    @property
+    def dropped(self) -> int:
+        """Messages this link could not send (by reason in ``drops``)."""
+        return self.drops.sent_side
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting in the send queue."""
+        return len(self._queue)
+
     def info(self) -> PeerInfo:
-        remote = self.proto.remote
-        stats = self.proto.statistics()
-        return PeerInfo(
-            uuid=self.uuid,
-            endpoint=(remote.endpoint if remote else "") or self.dial_endpoint,
-            role=remote.role if remote else "",
-            state=self.proto.state.name.lower(),
-            transport=self.link.transport,
-            remote_address=self.link.remote_address,
-            initiator=self.link.initiator,
-            withdrawn=self.proto.remote_withdrawn,
-            messages_in=stats.messages_in,
-            messages_out=stats.messages_out,
-            dropped=self.dropped + stats.messages_dropped,
-            queued=len(self._queue),
-            interests=self.interests,
-            rtt=stats.rtt,
-            connected_since=self.opened_at,
-            groups=self.group_interests,
-        )
+        return link_info(self)
 
     # -- what the hub calls ----------------------------------------------------------------------
 
@@ -340,7 +309,7 @@ class PeerLink:
 
     def peer_withdrew(self) -> None:
         """The remote withdrew: what is queued for it will never be sent; count it dropped."""
-        self.dropped += self.drop_queue()
+        self.drops.remote_withdrew += self.drop_queue()
 
     def send_now(self, msg: Message) -> None:
         """Send ``msg`` ahead of anything queued (a node's notice to its app)."""
@@ -358,7 +327,7 @@ class PeerLink:
             or self._closing
             or self._pending + size > self._queue_bytes
         ):
-            self.dropped += 1
+            self.drops.refuse(closing=self._closing, full=len(queue) >= self._queue_limit)
             return False
         queue.append(msg)
         self._queue_seqs.append(seq)
@@ -415,7 +384,7 @@ class PeerLink:
                 raise rest from None
         finally:
             self._closing = True
-            self.dropped += self.drop_queue()
+            self.drops.link_closed += self.drop_queue()
             # the hub forgets the link now, not after a close handshake a dead peer never answers
             self.finish()
             try:
@@ -570,7 +539,7 @@ class PeerLink:
                 try:
                     self.proto.send_messages([msg], None if seqs is None else seqs[i : i + 1])
                 except UsageError as exc:
-                    self.dropped += 1
+                    self.drops.too_large += 1
                     _log.warning(
                         "message_too_large", msg_uuid=msg.uuid, type=msg.type, error=str(exc)
                     )

@@ -27,17 +27,21 @@ sent here every group that admits its type is placed (``wanted`` None); for a me
 arrived, only the groups its sender placed on this node (named by its mark), and only among what
 lies behind this node: local pods, leaves, and the peers it relays to. A group with nowhere to go
 is counted in ``unplaced``. The hub sends the chosen links a marked copy, the others the message.
+
+``relayed`` times a leaf's waited-on requests: from its wait notice to the first reply routed back.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Hashable, Mapping
+import time
+from collections.abc import Callable, Collection, Hashable, Mapping
 from typing import Generic, Protocol, TypeVar
 
 from gravpy.groups import WeightedTurns
 from gravpy.message import Message
 from gravpy.recent import RecentMap
+from gravpy.timings import RoundTrips
 
 __all__ = ["Placement", "RouteLink", "Router", "relays"]
 
@@ -91,11 +95,17 @@ class Placement(Generic[L]):
 class Router(Generic[L]):
     """Routing decisions for one node; see the module docstring."""
 
-    def __init__(self, seen_limit: int = SEEN_LIMIT, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        seen_limit: int = SEEN_LIMIT,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.peers: dict[str, L] = {}  # the one chosen link per remote node
         self._seen: RecentMap[str, L | None] = RecentMap(seen_limit)  # uuid -> origin
         self._sent_to: RecentMap[str, tuple[L, ...]] = RecentMap(seen_limit)
         self._waited: RecentMap[str, L] = RecentMap(seen_limit)  # a leaf's request -> the leaf
+        self.relayed = RoundTrips(seen_limit, clock)  # a leaf's wait to its first reply back
         self._routes: dict[Hashable, tuple[L, ...]] = {}
         self._group_routes: dict[Hashable, tuple[tuple[L, Mapping[str, int]], ...]] = {}
         self._turns = WeightedTurns(rng)
@@ -199,6 +209,7 @@ class Router(Generic[L]):
         """The leaf ``leaf`` waits for replies to a message it sent (a wait notice)."""
         if self._seen.get(request_uuid) is leaf:
             self._waited[request_uuid] = leaf
+            self.relayed.asked(request_uuid)
 
     def requests_lost(self, link: L) -> list[tuple[str, L | None]]:
         """The requests whose replies only ``link`` could have carried, each with who asked:
@@ -357,6 +368,8 @@ class Router(Generic[L]):
         if back is origin or not back.is_open:
             self.dropped_no_route += 1  # the asker's link is gone; its wait already failed
             return ()
+        if self.relayed.pending:
+            self.relayed.answered(msg.reply_to)
         return (back,)
 
     def _targets(self, msg_type: str, origin: L | None) -> tuple[L, ...]:

@@ -27,6 +27,7 @@ from gravpy.errors import FrameError, MessageError, UsageError
 from gravpy.message import WIRE_MESSAGE, Message, is_valid_type
 from gravpy.proto.config import DEFAULT_LIMITS, Limits
 from gravpy.proto.frames import (
+    MAX_APP_NAME_LENGTH,
     MAX_DETAIL_LENGTH,
     MAX_ENDPOINT_LENGTH,
     MAX_GROUP_MEMBERS,
@@ -326,12 +327,16 @@ def _decode_hello(obj: list[Any], limits: Limits) -> Hello:
     if type(keyed) is not bool:
         raise FrameError("HELLO keyed must be a boolean")
     # another version's extra elements are not ours to judge: it is refused by version anyway
-    extra = obj[8:10] if version == PROTOCOL_VERSION else []
-    public_key, has_token = [*extra, b"", False][:2]
+    extra = obj[8:11] if version == PROTOCOL_VERSION else []
+    public_key, has_token = [*extra[:2], b"", False][:2]
+    name = extra[2] if len(extra) > 2 else ""  # optional (later in version 5); see frames.Hello
     if type(public_key) is not bytes or len(public_key) not in (0, PUBLIC_KEY_LENGTH):
         raise FrameError(f"HELLO public_key must be empty or {PUBLIC_KEY_LENGTH} bytes")
     if type(has_token) is not bool:
         raise FrameError("HELLO has_token must be a boolean")
+    name = _str(name, "HELLO name", MAX_APP_NAME_LENGTH)
+    if not name.isprintable():
+        raise FrameError("HELLO name must be printable text")
     return Hello(
         node_uuid=_str(node_uuid, "HELLO node_uuid", MAX_UUID_LENGTH, allow_empty=False),
         role=_str(role, "HELLO role", MAX_NAME_LENGTH, allow_empty=False),
@@ -342,6 +347,7 @@ def _decode_hello(obj: list[Any], limits: Limits) -> Hello:
         version=version,
         public_key=public_key,
         has_token=has_token,
+        name=name,
     )
 
 

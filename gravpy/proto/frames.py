@@ -2,7 +2,8 @@
 
 Every frame is one msgpack array whose first element is the frame kind (a small int)::
 
-    HELLO         [1, version, node_uuid, role, belongs_to, endpoint, nonce, keyed, ...]
+    HELLO         [1, version, node_uuid, role, belongs_to, endpoint, nonce, keyed, public_key,
+                   has_token, name, ...]
     AUTH          [2, proof]
     ACCEPT        [3]
     REJECT        [4, reason, detail]
@@ -32,6 +33,7 @@ from typing import Any, ClassVar, Final, TypeAlias
 from gravpy.message import MAX_HEADERS, MAX_TYPE_LENGTH, Message
 
 __all__ = [
+    "MAX_APP_NAME_LENGTH",
     "MAX_DETAIL_LENGTH",
     "MAX_ENDPOINT_LENGTH",
     "MAX_GROUP_MEMBERS",
@@ -68,6 +70,7 @@ PROTOCOL_VERSION: Final = 5
 MAX_GROUP_MEMBERS: Final = (1 << 31) - 1
 MAX_UUID_LENGTH: Final = 64
 MAX_NAME_LENGTH: Final = 255  # mesh names and roles
+MAX_APP_NAME_LENGTH: Final = 64  # an application's name in HELLO (gravpy.connect(url, name=...))
 MAX_ENDPOINT_LENGTH: Final = 1024
 MAX_REASON_LENGTH: Final = 64
 MAX_DETAIL_LENGTH: Final = 1024
@@ -115,10 +118,13 @@ class Hello:
     version: int = PROTOCOL_VERSION
     public_key: bytes = b""  # the Ed25519 key the sender will sign with in AUTH; empty if none
     has_token: bool = False  # the sender will present a token in AUTH
+    # the application's name, for operators (leaves listing, gravctl peers); empty if none. An
+    # optional last element: version-5 nodes that predate it read the first ten and ignore it
+    name: str = ""
 
     def to_wire(self) -> list[Any]:
         """The msgpack array of this frame."""
-        return [
+        wire = [
             self.kind,
             self.version,
             self.node_uuid,
@@ -130,6 +136,9 @@ class Hello:
             self.public_key,
             self.has_token,
         ]
+        if self.name:
+            wire.append(self.name)
+        return wire
 
 
 @dataclass(frozen=True, slots=True)

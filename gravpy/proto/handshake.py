@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gravpy.errors import UsageError
 from gravpy.proto.frames import (
+    MAX_APP_NAME_LENGTH,
     MAX_ENDPOINT_LENGTH,
     MAX_NAME_LENGTH,
     MAX_TOKEN_LENGTH,
@@ -74,6 +75,7 @@ __all__ = [
     "Trigger",
     "auth_proof",
     "authenticating",
+    "check_app_name",
     "check_hello",
     "mesh_compatible",
     "signed_transcript",
@@ -206,15 +208,18 @@ class NodeInfo:
 
     ``role`` is ``"peer"`` (a node of the mesh) or ``"leaf"`` (an app attached to one peer);
     ``belongs_to`` is the mesh name, ``"*"`` to join any mesh; ``endpoint`` is where others can
-    dial this node, empty if they cannot (leaves).
+    dial this node, empty if they cannot (leaves); ``name`` is what the application calls itself
+    (``gravpy.connect(url, name="billing")``), shown to operators, empty if none.
     """
 
     node_uuid: str
     role: str = ROLE_PEER
     belongs_to: str = ANY_MESH
     endpoint: str = ""
+    name: str = ""
 
     def __post_init__(self) -> None:
+        check_app_name(self.name)
         if type(self.node_uuid) is not str or not 0 < len(self.node_uuid) <= MAX_UUID_LENGTH:
             raise UsageError(f"node_uuid must be a string of 1..{MAX_UUID_LENGTH} characters")
         if self.role not in ROLES:
@@ -243,6 +248,20 @@ class Credentials:
             raise UsageError(f"an Ed25519 public key is {PUBLIC_KEY_LENGTH} bytes")
         if len(self.token) > MAX_TOKEN_LENGTH:
             raise UsageError(f"a token is at most {MAX_TOKEN_LENGTH} characters")
+
+
+def check_app_name(name: object) -> str:
+    """``name`` if it can name an application in HELLO, else ``UsageError`` saying why."""
+    if type(name) is not str:
+        raise UsageError(f"an app name must be a string, not {type(name).__name__}")
+    if len(name) > MAX_APP_NAME_LENGTH:
+        raise UsageError(
+            f"an app name is at most {MAX_APP_NAME_LENGTH} characters; {name[:20]!r}... has "
+            f"{len(name)}"
+        )
+    if not name.isprintable():
+        raise UsageError(f"an app name must be printable text (no control characters): {name!r}")
+    return name
 
 
 def authenticating(hello: Hello) -> bool:

@@ -123,6 +123,7 @@ class PeerProtocol:
             mesh_key is not None,
             public_key=self._credentials.public_key,
             has_token=bool(self._credentials.token),
+            name=local.name,
         )
         self._hello_raw = encode_frame(self._hello)
         self._queue(self._hello_raw, now)

@@ -18,7 +18,7 @@ from gravpy import Grav, Message
 from gravpy.daemon.config import Address, ConfigError, DaemonConfig, load_config
 from gravpy.daemon.dashboard import install_dashboard
 from gravpy.daemon.dashboard.access import COOKIE
-from gravpy.daemon.dashboard.mesh import MeshSurvey, link_state
+from gravpy.daemon.dashboard.mesh import MeshSurvey, _node_json, link_state
 from gravpy.daemon.dashboard.tail import QUEUE_LIMIT, Tail
 from gravpy.daemon.dashboard.traffic import TrafficHistory
 from gravpy.daemon.monitor import Monitor, NodeStatus
@@ -333,3 +333,13 @@ async def test_unreadable_token_file_stops_the_monitor_from_starting(
         monitor = Monitor(NodeStatus(grav, config), Address("127.0.0.1", 0))
         with pytest.raises(UsageError, match=str(path)):
             await monitor.start()
+
+
+def test_the_mesh_view_names_the_apps_attached_to_a_node() -> None:
+    """A node's entry lists the names its leaves gave (unnamed ones left out), sorted."""
+    doc = {
+        "uuid": "u",
+        "leaves": [{"uuid": "a", "name": "billing"}, {"uuid": "b"}, {"uuid": "c", "name": "audit"}],
+    }
+    node = _node_json(doc, "serving", True)
+    assert (node["leaves"], node["leaf_names"]) == (3, ["audit", "billing"])

@@ -170,9 +170,21 @@ async def test_peers_prints_a_table_of_the_mesh() -> None:
         result = await gravctl("peers", "--monitor", a.monitor)
     assert result.code == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()]
-    assert rows[0] == ["NODE", "ROLE", "STATE", "ENDPOINT", "IN", "OUT", "DROPPED", "QUEUED"]
-    assert rows[1][:5] == [a.uuid, "(this", "node)", "peer", "serving"]
-    assert rows[2][:4] == [b.uuid, "peer", "open", b.endpoint]
+    assert rows[0] == [
+        "NODE",
+        "ROLE",
+        "NAME",
+        "STATE",
+        "ENDPOINT",
+        "IN",
+        "OUT",
+        "BYTES_IN",
+        "BYTES_OUT",
+        "DROPPED",
+        "QUEUED",
+    ]
+    assert rows[1][:6] == [a.uuid, "(this", "node)", "peer", "-", "serving"]
+    assert rows[2][:5] == [b.uuid, "peer", "gravd", "open", b.endpoint]
     assert "1 peer(s), 0 leaf/leaves" in result.stdout
 
 

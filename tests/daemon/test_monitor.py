@@ -16,9 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from gravpy import Grav, Message
 from gravpy.daemon.config import Address, DaemonConfig
 from gravpy.daemon.logging import configure_logging, resolve_format
-from gravpy.daemon.metrics import RoleTotals
 from gravpy.daemon.monitor import METRIC_NAMES, Monitor, NodeStatus
-from gravpy.mesh import HubStatistics, PeerInfo
+from gravpy.testing import MemoryNetwork, MemoryTransport
 
 
 @pytest.fixture
@@ -150,25 +149,42 @@ async def test_readyz_is_503_until_ready_and_again_while_draining(grav: Grav) ->
         await monitor.stop()
 
 
-def _link(uuid: str, role: str, since: float, received: int, sent: int) -> PeerInfo:
-    return PeerInfo(
-        uuid, "ws://x", role, "open", "websocket", "127.0.0.1:1", True, False,
-        received, sent, 0, 0, (), None, since,
-    )  # fmt: skip
-
-
-def _hub_totals(received: int, sent: int) -> HubStatistics:
-    return HubStatistics(1, 0, {}, received, sent, 0, 0, 0)
-
-
-def test_role_totals_keep_closed_peers_and_give_leaves_the_rest() -> None:
-    """Peers count from their links (closed ones kept); leaves are the hub's total minus peers."""
-    totals = RoleTotals()
-    peer = _link("p", "peer", 1.0, 5, 7)
-    first = totals.by_role([peer, _link("l", "leaf", 2.0, 3, 1)], _hub_totals(8, 8))
-    assert (first["peer"].received, first["peer"].sent) == (5, 7)
-    assert (first["leaf"].received, first["leaf"].sent) == (3, 1)
-    reconnected = _link("p", "peer", 9.0, 1, 0)  # the old link closed; its counts stay
-    later = totals.by_role([reconnected], _hub_totals(13, 9))
-    assert (later["peer"].received, later["peer"].sent) == (6, 7)
-    assert (later["leaf"].received, later["leaf"].sent) == (7, 2)
+async def test_metrics_show_link_bytes_drops_by_reason_and_histograms() -> None:
+    """With an app attached, /metrics has bytes by role, drops by role and reason, and the
+    request and handler histograms of the node's own pods."""
+    net = MemoryNetwork()
+    async with Grav(transport=MemoryTransport(net), timings=True) as node:
+        responder = node.connect()
+        responder.on_type("ask", lambda m: responder.reply_to(m, Message.new("answer", b"")))
+        await node.connect().send(Message.new("ask", b"")).wait_until(2)
+        async with Grav(transport=MemoryTransport(net), role="leaf", attach_to=node.endpoints()[0]):
+            monitor = Monitor(NodeStatus(node, DaemonConfig()), Address("127.0.0.1", 0))
+            address = await monitor.start()
+            try:
+                _, text = await _get(f"http://{address}/metrics")
+            finally:
+                await monitor.stop()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples["gravd_link_bytes_sent_total", (("role", "leaf"),)] > 0
+    assert samples["gravd_link_bytes_received_total", (("role", "leaf"),)] > 0
+    assert samples["gravd_link_bytes_sent_total", (("role", "peer"),)] == 0
+    reasons = {
+        dict(labels)["reason"]
+        for name, labels in samples
+        if name == "gravd_link_messages_dropped_total"
+    }
+    assert reasons == {
+        "queue_full",
+        "queue_bytes",
+        "link_closed",
+        "remote_withdrew",
+        "too_large",
+        "permission_denied",
+    }
+    assert samples["gravd_local_request_seconds_count", ()] == 1
+    assert samples["gravd_local_handler_seconds_count", ()] == 1
+    assert samples["gravd_local_handler_seconds_bucket", (("le", "+Inf"),)] == 1

@@ -155,3 +155,24 @@ def test_cached_routes_follow_routes_changed() -> None:
     assert router.remove(b)
     assert not router.remove(b)
     assert router.from_local(Message.new("x")) == ()
+
+
+def test_a_leafs_waited_request_records_one_relayed_round_trip() -> None:
+    """From the leaf's wait notice to the first reply routed back: one round trip, by the
+    router's clock; a second reply and an unwaited request record nothing."""
+    now = [10.0]
+    router: Router[FakeLink] = Router(clock=lambda: now[0])
+    leaf, other = FakeLink("app", role="leaf"), FakeLink("svc", role="leaf")
+    for link in (leaf, other):
+        router.add(link)
+    request, unwaited = Message.new("ask"), Message.new("ask")
+    router.arrived(request, leaf)
+    router.arrived(unwaited, leaf)
+    router.waiting(request.uuid, leaf)
+    now[0] = 10.25
+    for answered in (request, request, unwaited):
+        reply = Message.new("answer")
+        reply.reply_to = answered.uuid
+        assert router.arrived(reply, other) == (leaf,)
+    snap = router.relayed.histogram.snapshot()
+    assert (snap.count, snap.sum) == (1, 0.25)

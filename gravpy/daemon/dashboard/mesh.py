@@ -188,6 +188,9 @@ def _node_json(doc: dict[str, Any], state: str, answered: bool) -> dict[str, Any
         "monitor": doc.get("monitor"),
         "endpoints": doc.get("listen", {}).get("endpoints", []),
         "leaves": len(doc.get("leaves", [])),
+        "leaf_names": sorted(  # what the attached apps call themselves (HELLO's name)
+            {str(leaf.get("name") or "") for leaf in doc.get("leaves", [])} - {""}
+        ),
         "pods": pods.get("count", 0),
         "interests": pods.get("interests", []),
         "leaf_interests": sorted(

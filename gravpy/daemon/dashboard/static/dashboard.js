@@ -107,7 +107,8 @@ function drawNodeTable(doc) {
   const body = $("#mesh-nodes tbody");
   body.replaceChildren(...doc.nodes.map((n) => row([
     el("td", { class: "mono", title: n.uuid }, short(n.uuid) + (n.uuid === doc.self ? " ★" : "")),
-    n.state, n.version || "", n.pods, n.leaves,
+    n.state, n.version || "", n.pods,
+    el("td", { title: (n.leaf_names || []).join(", ") || "no named apps" }, String(n.leaves)),
     el("td", { class: "mono" }, (n.endpoints || []).join(" ")), el("td", { class: "mono" }, n.monitor || ""),
   ], { "data-uuid": n.uuid })));
 }
