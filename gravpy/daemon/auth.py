@@ -57,6 +57,7 @@ class AuthReloader:
         if self._grav.hub is None:
             return
         closed = self._grav.hub.set_authority(authority)
+        self._grav.hub.router.routes_changed()  # group placement reads the identities' rules
         self._log.info(
             "auth_reloaded",
             path=str(self._path),
