@@ -8,7 +8,7 @@ from typing import Any
 
 import gravpy
 from gravpy import Message
-from tests.daemon.harness import running_gravd
+from gravpy.testing.gravd import running_gravd
 
 AUTH = """
 [[identities]]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.daemon.harness import Gravd, running_gravd
+from gravpy.testing.gravd import Gravd, running_gravd
 
 TOKEN = "events-token-0123456789abcdef"
 BEYOND = ("--monitor", "0.0.0.0:0", "--discovery", "none")  # reached below through 127.0.0.1
