@@ -26,7 +26,7 @@ import asyncio
 import logging
 import socket
 from http import HTTPStatus
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -54,6 +54,7 @@ from gravpy.transport_kit import (
     serve_link,
 )
 from transports._addresses import format_address, wildcard_hosts
+from transports.websocket_gate import ConnectionGate
 
 __all__ = ["WebSocketLink", "WebSocketTransport"]
 
@@ -168,6 +169,7 @@ class WebSocketTransport:
         ssl: SslOption = None,
         max_connections: int = 1024,
         open_timeout: float = 10.0,
+        max_upgrading: int = 128,
     ) -> None:
         if not 0 <= port <= 65535:
             raise UsageError(f"port must be between 0 and 65535, got {port!r}")
@@ -178,21 +180,31 @@ class WebSocketTransport:
                 raise UsageError(f"{label} must be >= 1, got {value!r}")
         if write_limit < 0 or close_timeout <= 0:
             raise UsageError("write_limit must be >= 0 and close_timeout > 0")
-        if max_connections < 1 or not open_timeout > 0:
-            raise UsageError("max_connections must be >= 1 and open_timeout > 0")
+        if max_connections < 1 or max_upgrading < 1 or not open_timeout > 0:
+            raise UsageError("max_connections and max_upgrading must be >= 1, open_timeout > 0")
         self.host, self.port, self.path = host, port, path
         self.max_frame_bytes = max_frame_bytes
         self.max_queue = max_queue
         self.write_limit = write_limit
         self.close_timeout = close_timeout
-        self.max_connections = max_connections  # open links; past it an upgrade gets 503
         self.open_timeout = open_timeout  # a connection not upgraded by then is closed
-        self.connections_refused = 0
-        self._open_links = 0
+        # links open and upgrades in flight; past either bound a socket gets a fixed 503 at accept
+        self._gate = ConnectionGate(max_connections, max_upgrading)
         self.tls = as_tls(ssl)
         self._server: Server | None = None
         self._on_link: LinkHandler | None = None
         self._endpoints: list[str] = []
+
+    @property
+    def max_connections(self) -> int:
+        """Links open at once on the listener (past it: HTTP 503, counted)."""
+        return self._gate.limit
+
+    @property
+    def connections_refused(self) -> int:
+        """Connections refused (503): ``max_connections`` links were open, or ``max_upgrading``
+        upgrades in flight."""
+        return self._gate.refused
 
     def use_tls(self, tls: TlsContexts) -> None:
         """Take the contexts of ``tls`` this transport has none of (before ``start``)."""
@@ -219,6 +231,8 @@ class WebSocketTransport:
                 max_queue=self.max_queue,
                 write_limit=self.write_limit,
                 ssl=self.tls.server,
+                # the cap is applied at accept, before any parsing (transports.websocket_gate)
+                create_connection=cast(type[ServerConnection], self._gate.connection),
             )
         self._endpoints = self._list_endpoints(self._server.sockets)
 
@@ -294,24 +308,23 @@ class WebSocketTransport:
             await ws.close(CloseCode.INTERNAL_ERROR, reason)
 
         link = WebSocketLink(ws, initiator=False)
-        self._open_links += 1
+        self._gate.link_started(ws)
         try:
             await serve_link(link, self._on_link, transport=self.name, on_failure=refuse)
         finally:
-            self._open_links -= 1
+            self._gate.link_ended()
 
     def _check_path(self, ws: ServerConnection, request: Request) -> Response | None:
-        """Refuse a request for any path but ours (404), without a required client cert (403),
-        or past ``max_connections`` open links (503, counted)."""
+        """Refuse a request for any path but ours (404), without a required client cert (403), or
+        when ``max_connections`` links are open by now (503, counted; ``ConnectionGate`` refused
+        what it could at accept, before any parsing)."""
         refusal = self.tls.refusal(ws.transport.get_extra_info("peercert"))
         if refusal is not None:
             return ws.respond(HTTPStatus.FORBIDDEN, refusal + "\n")
         if request.path.partition("?")[0] != self.path:
             return ws.respond(HTTPStatus.NOT_FOUND, f"no gravpy endpoint at {request.path}\n")
-        if self._open_links >= self.max_connections:
-            self.connections_refused += 1
-            text = f"too many connections ({self.max_connections})\n"
-            return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, text)
+        if self._gate.full:
+            return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, self._gate.refuse())
         return None
 
     def _list_endpoints(self, sockets: tuple[socket.socket, ...]) -> list[str]:

@@ -9,6 +9,10 @@ be comma-separated), answering ``{"events": [...], "total": N, "page": P, "page_
 
 Bad input answers 400 with ``{"error": reason, "field": name}``: an id or user that is not a UUID,
 an unknown filter, a bad severity, a page size over the limit. A store failure answers 503.
+
+Events carry what apps and nodes report (users, failures, metadata), so every route goes through
+the dashboard's gate (``gravpy.daemon.dashboard.access.Access``): open on a loopback monitor,
+the dashboard token beyond it (401 without it, 403 when no token file is set).
 """
 
 from __future__ import annotations
@@ -33,15 +37,24 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PING_INTERVAL = 15.0
 
 
-def add_event_routes(app: web.Application, events: DaemonEvents | None) -> None:
-    """Add the ``/v1/events`` routes to the monitor's ``app`` (nothing if gravd keeps no events)."""
+def add_event_routes(
+    app: web.Application,
+    events: DaemonEvents | None,
+    guard: Callable[[Handler], Handler] | None = None,
+) -> None:
+    """Add the ``/v1/events`` routes to the monitor's ``app`` (nothing if gravd keeps no events),
+    each behind ``guard`` (the dashboard's ``Access.guard``) when one is given."""
     if events is None:
         return
     routes = EventRoutes(events)
-    app.router.add_get("/v1/events", routes.list)
-    app.router.add_get("/v1/events/stream", routes.stream)
-    app.router.add_patch("/v1/events/{id}", routes.mark)
-    app.router.add_delete("/v1/events/{id}", routes.delete)
+
+    def gated(handler: Handler) -> Handler:
+        return handler if guard is None else guard(handler)
+
+    app.router.add_get("/v1/events", gated(routes.list))
+    app.router.add_get("/v1/events/stream", gated(routes.stream))
+    app.router.add_patch("/v1/events/{id}", gated(routes.mark))
+    app.router.add_delete("/v1/events/{id}", gated(routes.delete))
 
 
 def _bad(field: str, reason: str) -> web.Response:

@@ -14,6 +14,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from gravpy.daemon.log_limits import HUB_LOGGER, RefusalLogLimit
+
 __all__ = ["configure_logging", "resolve_format"]
 
 _LEVELS = {
@@ -83,6 +85,9 @@ def configure_logging(
     root.setLevel(level)
     for name in _CHATTY:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    hub = logging.getLogger(HUB_LOGGER)  # a flood of bad handshakes writes a few lines, not all
+    hub.filters[:] = [f for f in hub.filters if not isinstance(f, RefusalLogLimit)]
+    hub.addFilter(RefusalLogLimit())
     return chosen
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import ipaddress
 import json
 import os
@@ -292,6 +293,9 @@ async def _serve(grav: Grav, config: DaemonConfig, log: Any) -> int:
     monitor_address = await _start(grav, status, monitor, log)
     if monitor_address is None:
         return EXIT_FAILURE
+    # what start built (modules, the node) lives as long as gravd: a full collection during a
+    # connection flood walked it all, stopping the loop for 100-300 ms at a time
+    gc.freeze()
     endpoints = grav.endpoints()
     log.info(
         "listening",

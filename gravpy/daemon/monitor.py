@@ -33,6 +33,7 @@ from prometheus_client import (
 import gravpy
 from gravpy.daemon.config import Address, DaemonConfig
 from gravpy.daemon.dashboard import install_dashboard
+from gravpy.daemon.dashboard.access import Access
 from gravpy.daemon.events_http import add_event_routes
 from gravpy.daemon.events_node import DaemonEvents
 from gravpy.daemon.metrics import METRIC_NAMES, NodeCollector, by_role
@@ -213,9 +214,11 @@ class Monitor:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/v1/node", self._node)
         app.router.add_get("/metrics", self._metrics)
-        add_event_routes(app, self.status.events)
+        # events carry what apps report: behind the dashboard's token beyond loopback
+        access = Access.for_monitor(self.address, self.status.config.dashboard_token_file)
+        add_event_routes(app, self.status.events, access.guard)
         if self.status.config.dashboard:
-            install_dashboard(app, self.status, self.address)
+            install_dashboard(app, self.status, self.address, access)
         return app
 
     async def start(self) -> str:

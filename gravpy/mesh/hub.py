@@ -452,6 +452,7 @@ class Hub:
         under their identity's new rules. Returns how many links were closed."""
         self.traffic.govern(authority)
         closed = self.admission.reauthorize(authority, list(self.peers.values()))
+        self.router.routes_changed()  # group placement reads the identities' rules
         self.interests_changed()
         return closed
 

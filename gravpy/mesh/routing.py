@@ -25,7 +25,9 @@ has here) or one link whose interests name members of the group for the message'
 by member count (``WeightedTurns``), a congested link only when every option is. For a message
 sent here every group that admits its type is placed (``wanted`` None); for a message that
 arrived, only the groups its sender placed on this node (named by its mark), and only among what
-lies behind this node: local pods, leaves, and the peers it relays to. A group with nowhere to go
+lies behind this node: local pods, leaves, and the peers it relays to. A link whose identity
+(``gravd --auth-file``) may not receive the type is no candidate at all (``may_receive``): its
+members are never chosen, so a group with members elsewhere goes there. A group with nowhere to go
 is counted in ``unplaced``. The hub sends the chosen links a marked copy, the others the message.
 
 ``relayed`` times a leaf's waited-on requests: from its wait notice to the first reply routed back.
@@ -39,11 +41,12 @@ from collections.abc import Callable, Collection, Hashable, Mapping
 from typing import Generic, Protocol, TypeVar
 
 from gravpy.groups import WeightedTurns
+from gravpy.mesh.permissions import Identity
 from gravpy.message import Message
 from gravpy.recent import RecentMap
 from gravpy.timings import RoundTrips
 
-__all__ = ["Placement", "RouteLink", "Router", "relays"]
+__all__ = ["Placement", "RouteLink", "Router", "may_receive", "relays"]
 
 SEEN_LIMIT = 65_536
 _CACHE_LIMIT = 4096
@@ -64,6 +67,8 @@ class RouteLink(Protocol):
     def neighbours(self) -> frozenset[str] | None: ...
     @property
     def congested(self) -> bool: ...
+    @property
+    def identity(self) -> Identity | None: ...
     def wants(self, msg_type: str) -> bool: ...
     def group_weights(self, msg_type: str) -> Mapping[str, int]: ...
 
@@ -346,6 +351,7 @@ class Router(Generic[L]):
                 if link.is_open
                 and link is not origin
                 and (origin_key is None or link.is_leaf or relays(origin_key, link))
+                and may_receive(link, msg_type)
                 and (weights := link.group_weights(msg_type))
             )
             if len(self._group_routes) >= _CACHE_LIMIT:
@@ -389,6 +395,13 @@ class Router(Generic[L]):
             self._routes.clear()
         self._routes[key] = targets
         return targets
+
+
+def may_receive(link: RouteLink, msg_type: str) -> bool:
+    """True if ``link``'s identity may receive ``msg_type`` (a link with no identity: no auth
+    file is in force, so no rules). Replies never get here: they are never given to a group."""
+    identity = link.identity
+    return identity is None or identity.subscribe.allows(msg_type)
 
 
 def relays(origin: RouteLink, other: RouteLink) -> bool:

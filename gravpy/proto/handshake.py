@@ -19,6 +19,7 @@ local call with no entry is a ``UsageError`` (the caller used the API in the wro
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import hmac
 from collections.abc import Callable
@@ -283,12 +284,19 @@ def signed_transcript(prover_hello: bytes, verifier_hello: bytes) -> bytes:
     return b"".join(parts)
 
 
+@functools.lru_cache(maxsize=256)
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    """The key object of ``raw`` (parsed once per key: the listed ones come back on every link;
+    a flood of fresh keys only churns the bounded cache)."""
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
 def verify_signature(
     public_key: bytes, signature: bytes, prover_hello: bytes, verifier_hello: bytes
 ) -> bool:
     """True if ``signature`` is the prover's Ed25519 signature of the transcript."""
     try:
-        key = Ed25519PublicKey.from_public_bytes(public_key)
+        key = _public_key(public_key)
         key.verify(signature, signed_transcript(prover_hello, verifier_hello))
     except (InvalidSignature, ValueError):
         return False

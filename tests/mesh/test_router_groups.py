@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gravpy.filter import Pattern
+from gravpy.mesh.permissions import Identity, TypeRules
 from gravpy.mesh.routing import Placement, Router
 from gravpy.message import Message
 
@@ -23,6 +24,7 @@ class FakeLink:
     is_leaf: bool = False
     congested: bool = False
     neighbours: frozenset[str] | None = field(default=None)
+    identity: Identity | None = None
 
     @property
     def is_peer(self) -> bool:
@@ -145,3 +147,27 @@ def test_a_request_placed_on_one_link_fails_when_that_link_is_lost() -> None:
     assert r.from_local(msg) == ()
     r.place(msg, None, {})
     assert r.requests_lost(b) == [(msg.uuid, None)]
+
+
+NO_JOBS = Identity("no-jobs", subscribe=TypeRules(allow=(">",), deny=("jobs.>",)))
+
+
+def test_members_on_a_link_that_may_not_receive_the_type_are_never_chosen() -> None:
+    """A link whose identity may not subscribe to the type is no candidate: its group goes to
+    the members elsewhere, or nowhere (counted) when it held the only ones."""
+    b = FakeLink("B", groups=(("w", "jobs.*", 5), ("v", "jobs.*", 1)), identity=NO_JOBS)
+    c = FakeLink("C", groups=(("w", "jobs.*", 1),))
+    r = router(b, c)
+    assert spread(r, {}, 50) == {"C": 50}
+    p = r.place(Message.new("jobs.run"), None, {})
+    assert "v" not in {g for _, groups in p.links for g in groups}
+    assert spread(r, {"w": 1}, 50) == {"here": 25, "C": 25}
+    leaf = FakeLink("L", is_leaf=True, groups=(("w", "jobs.*", 9),), identity=NO_JOBS)
+    r = router(b, leaf)
+    msg = Message.new("jobs.run")
+    assert r.arrived(msg, b) is not None
+    assert where(r.place(msg, b, {}, ("w",)), "w") == "nowhere"
+    assert r.unplaced == 1
+    b.identity = None  # the same links with no auth file: B may be chosen again
+    r.routes_changed()
+    assert "B" in spread(r, {}, 10)

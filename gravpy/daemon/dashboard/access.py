@@ -7,7 +7,9 @@ loopback the tail shows message data, so every dashboard request must carry the 
 cookie that ``/?token=<token>`` sets (HttpOnly, SameSite=Strict) before redirecting to ``/``, so
 the token leaves the address bar at once. Without a token file there, the dashboard refuses with
 403 and says why; ``/healthz``, ``/v1/node`` and ``/metrics`` are not affected (they are the
-monitor's, not the dashboard's). Tokens are compared in constant time.
+monitor's, not the dashboard's). ``/v1/events`` is behind the same gate (``for_monitor`` builds
+the one gate the monitor shares between them), whether or not the dashboard itself is on. Tokens
+are compared in constant time.
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ class Access:
         self.token = token
         self.refused = 0
 
+    @classmethod
+    def for_monitor(cls, address: Address, token_file: Path | None) -> Access:
+        """The gate of a monitor on ``address`` with this token file (``UsageError`` if unreadable)."""
+        return cls(address, read_token(token_file) if token_file else None)
+
     def guard(self, handler: Handler) -> Handler:
         """``handler``, answering 401/403 first unless the request may pass."""
 
@@ -80,8 +87,8 @@ class Access:
         if self.token is None:
             return web.json_response(
                 {
-                    "error": "the dashboard needs --dashboard-token-file when the monitor "
-                    "listens beyond loopback (it shows message data)"
+                    "error": "the dashboard and /v1/events need --dashboard-token-file when the "
+                    "monitor listens beyond loopback (they show message data)"
                 },
                 status=403,
             )

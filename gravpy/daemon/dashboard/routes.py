@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gravpy.daemon.dashboard.access import Access, read_token
+from gravpy.daemon.dashboard.access import Access
 from gravpy.daemon.dashboard.mesh import MeshSurvey
 from gravpy.daemon.dashboard.tail import Tail, Viewer
 from gravpy.daemon.dashboard.traffic import TrafficHistory, read_counters
@@ -67,11 +67,10 @@ def _bad(exc: UsageError) -> web.Response:
 class Dashboard:
     """The dashboard of one node: its components and its route handlers."""
 
-    def __init__(self, status: NodeStatus, address: Address) -> None:
+    def __init__(self, status: NodeStatus, address: Address, access: Access | None = None) -> None:
         config = status.config
-        token = read_token(config.dashboard_token_file) if config.dashboard_token_file else None
         self.status = status
-        self.access = Access(address, token)
+        self.access = access or Access.for_monitor(address, config.dashboard_token_file)
         self.tail_enabled = config.dashboard_tail
         self.assets = {
             name: resources.files(__package__).joinpath("static", name).read_bytes()
@@ -229,8 +228,11 @@ def _log_failure(task: asyncio.Task[None]) -> None:
         _log.error("dashboard_task_failed", exc_info=task.exception())
 
 
-def install_dashboard(app: web.Application, status: NodeStatus, address: Address) -> Dashboard:
-    """Add the dashboard to the monitor's ``app`` (the monitor listens on ``address``)."""
-    dashboard = Dashboard(status, address)
+def install_dashboard(
+    app: web.Application, status: NodeStatus, address: Address, access: Access | None = None
+) -> Dashboard:
+    """Add the dashboard to the monitor's ``app`` (the monitor listens on ``address``; ``access``
+    is the gate it shares with ``/v1/events``, else its own)."""
+    dashboard = Dashboard(status, address, access)
     dashboard.install(app)
     return dashboard

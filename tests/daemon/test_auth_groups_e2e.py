@@ -1,0 +1,66 @@
+"""gravd with --auth-file places deliver-to-one copies only on links allowed to receive the type."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import gravpy
+from gravpy import Message
+from gravpy.testing.gravd import running_gravd
+
+AUTH = """
+[[identities]]
+name = "trusted"
+token = "trusted-token"
+
+[[identities]]
+name = "no-jobs"
+token = "no-jobs-token"
+subscribe = { allow = [">"], deny = ["jobs.>"] }
+"""
+
+
+def group_members(node: dict[str, Any], group: str) -> int:
+    """Members of ``group`` the leaves of ``node`` (a ``/v1/node`` document) advertise."""
+    return sum(
+        entry[2]
+        for leaf in node["leaves"]
+        if leaf["state"] == "open"
+        for entry in leaf.get("groups", ())
+        if entry[0] == group
+    )
+
+
+async def test_a_group_member_whose_identity_may_not_receive_the_type_gets_no_copy(
+    tmp_path: Path,
+) -> None:
+    """Two apps in group w, one may not subscribe to jobs.>: every jobs message goes to the
+    other (the forbidden one is never chosen), while a type it may receive still reaches it."""
+    auth = tmp_path / "auth.toml"
+    auth.write_text(AUTH)
+    async with running_gravd("--auth-file", str(auth)) as node:
+        url = node.endpoint
+        async with (
+            gravpy.connect(url, token="no-jobs-token") as barred,
+            gravpy.connect(url, token="trusted-token") as worker,
+            gravpy.connect(url, token="trusted-token") as sender,
+        ):
+            barred_got: asyncio.Queue[Message] = asyncio.Queue(256)
+            worker_got: asyncio.Queue[Message] = asyncio.Queue(256)
+            # '*.*' shares types with jobs.> but is not wholly forbidden, so it may be asked for
+            barred.connect().on_type("*.*", barred_got.put_nowait, group="w")
+            worker.connect().on_type("jobs.*", worker_got.put_nowait, group="w")
+            async with asyncio.timeout(10):
+                await node.wait_http(lambda n: group_members(n, "w") == 2)
+            pod = sender.connect()
+            for i in range(40):
+                pod.send(Message.new("jobs.run", str(i).encode()))
+            pod.send(Message.new("x.fence", b""))  # only the barred app's group pod admits it
+            async with asyncio.timeout(10):
+                jobs = [await worker_got.get() for _ in range(40)]
+                last = await barred_got.get()
+        assert sorted(int(m.data) for m in jobs) == list(range(40))
+        assert last.type == "x.fence"  # same pod, same link, in order: no jobs copy before it
+        assert barred_got.empty()

@@ -1,0 +1,166 @@
+"""The WebSocket listener's connection cap and its bound on upgrades in flight, applied at accept.
+
+Theory of operation
+-------------------
+``websockets`` builds a connection object for every accepted socket, parses its HTTP request and
+only then asks ``process_request``; a cap checked only there costs each refused connection a
+parse, a task, a response and a logged close, and leaves the number of upgrades in flight
+unbounded. Under a 2,000-connection flood that work kept gravd's one event loop busy for hundreds
+of milliseconds at a time, and ``/healthz``, served on the same loop, waited behind it.
+
+A ``ConnectionGate`` decides as ``websockets`` asks for the connection object
+(``serve(create_connection=...)``, called at ``accept``, before anything is read). It counts the
+links (upgraded, until their handler ends) and the upgrades in flight (accepted, not yet
+upgraded). When ``limit`` links are open the socket gets a ``Refused`` protocol: a fixed ``503``
+answer written at once, then the socket is dropped; no parsing, no task, no log line, counted in
+``refused``. Otherwise it gets a ``GatedConnection``, an ordinary ``ServerConnection`` that
+leaves the in-flight count when it is upgraded or closed.
+
+Upgrades in flight are bounded by ``max_upgrading`` (the loop's work per turn grows with them:
+with 1,024 of them at once a turn took over half a second). The overflow policy is *evict the
+oldest silent*: a newcomer past the bound takes the place of the oldest socket in flight that has
+sent nothing for ``SILENCE`` seconds (it gets the 503 and is dropped), so sockets that connect and
+say nothing cannot hold the door shut for the whole handshake deadline; when no socket in flight
+is that silent (a burst of real clients, whose requests are on their way), the newcomer is
+refused instead, which costs nothing.
+``process_request`` still checks the link count (``full``) when an upgrade completes, so links
+never exceed ``limit`` even when more upgrades were in flight than room was left.
+
+A socket dropped with its request unread is reset, not closed; Linux still hands the client the
+503 already received before the reset (checked), so the client reads why it was refused. With TLS
+the refusal comes after the TLS handshake (asyncio completes it before the protocol sees the
+connection), so a TLS flood still costs each connection its handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Final
+
+from websockets.asyncio.server import ServerConnection
+
+__all__ = ["SILENCE", "ConnectionGate", "GatedConnection", "Refused"]
+
+SILENCE: Final = 1.0  # seconds a socket in flight may say nothing before a newcomer evicts it
+
+
+class ConnectionGate:
+    """Links and upgrades in flight on one listener; ``refused`` counts what it turned away."""
+
+    def __init__(self, limit: int, max_upgrading: int) -> None:
+        self.limit = limit
+        self.max_upgrading = max_upgrading
+        self.refused = 0
+        self.links = 0  # upgraded and still running
+        self.reason = f"too many connections ({limit})\n"
+        body = self.reason.encode()
+        self._answer = (
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        self._upgrading: dict[GatedConnection, None] = {}  # in accept order
+        self.evicted = 0  # silent sockets in flight dropped for a newcomer
+
+    @property
+    def upgrading(self) -> int:
+        """Sockets accepted and not yet upgraded (nor closed)."""
+        return len(self._upgrading)
+
+    @property
+    def silent(self) -> int:
+        """Sockets in flight whose client has sent nothing yet (the ones a newcomer evicts)."""
+        return sum(not c.spoke for c in self._upgrading)
+
+    @property
+    def full(self) -> bool:
+        """True when ``limit`` links are open."""
+        return self.links >= self.limit
+
+    def connection(self, *args: Any, **kwargs: Any) -> ServerConnection:
+        """What ``websockets`` calls for each accepted socket (its ``create_connection``)."""
+        if self.full or (len(self._upgrading) >= self.max_upgrading and not self._evict()):
+            self.refused += 1
+            return Refused(self._answer)  # type: ignore[return-value]  # an asyncio protocol only
+        connection = GatedConnection(*args, gate=self, **kwargs)
+        self._upgrading[connection] = None
+        return connection
+
+    def _evict(self) -> bool:
+        """Drop the oldest socket in flight that has sent nothing for ``SILENCE`` seconds; False
+        if there is none."""
+        since = time.monotonic() - SILENCE
+        silent = next((c for c in self._upgrading if not c.spoke and c.accepted < since), None)
+        if silent is None:
+            return False
+        del self._upgrading[silent]
+        self.evicted += 1
+        self.refused += 1
+        silent.evict(self._answer)
+        return True
+
+    def refuse(self) -> str:
+        """Count a refusal made after the upgrade was parsed (``full`` by then); the reason."""
+        self.refused += 1
+        return self.reason
+
+    def link_started(self, connection: ServerConnection) -> None:
+        """``connection`` was upgraded: it is a link now, no longer in flight."""
+        self._upgrading.pop(connection, None)  # type: ignore[call-overload]
+        self.links += 1
+
+    def link_ended(self) -> None:
+        """A link's handler ended."""
+        self.links -= 1
+
+    def closed(self, connection: GatedConnection) -> None:
+        """``connection``'s socket closed (upgraded or not)."""
+        self._upgrading.pop(connection, None)
+
+
+class GatedConnection(ServerConnection):
+    """A ``ServerConnection`` that knows whether its client has spoken, can be evicted, and
+    leaves its gate's in-flight count when its socket closes."""
+
+    def __init__(self, *args: Any, gate: ConnectionGate, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._gate = gate
+        self.spoke = False  # some bytes of the request arrived
+        self.accepted = time.monotonic()
+        self._socket: asyncio.WriteTransport | None = None
+        self._eviction: bytes | None = None  # evicted before connection_made: the answer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert isinstance(transport, asyncio.WriteTransport)
+        self._socket = transport
+        if self._eviction is not None:
+            self.evict(self._eviction)
+
+    def data_received(self, data: bytes) -> None:
+        self.spoke = True
+        super().data_received(data)
+
+    def evict(self, answer: bytes) -> None:
+        """Answer ``answer`` (the 503) and drop the socket; at once, or as soon as it is made."""
+        if self._socket is None:
+            self._eviction = answer
+            return
+        self._socket.write(answer)
+        self._socket.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._gate.closed(self)
+        super().connection_lost(exc)
+
+
+class Refused(asyncio.Protocol):
+    """A socket turned away at accept: a fixed 503 written at once, then the socket is dropped."""
+
+    def __init__(self, answer: bytes) -> None:
+        self._answer = answer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(self._answer)  # a fresh socket's buffer takes it whole, at once
+        transport.abort()
