@@ -3,7 +3,9 @@ needs of the mesh.
 
 Each layer reaches the one below only through these Protocols, never by setting attributes on it:
 a ``Pod`` holds a ``PodHost`` (``gravpy.bus.Bus`` is the one host), the bus holds a ``MeshPort``
-(``gravpy.mesh.traffic.Traffic`` implements it). docs/architecture.md draws the layers.
+(``gravpy.mesh.traffic.Traffic`` implements it), a ``PeerLink`` tells its ``LinkOwner`` (the hub)
+what arrived, asks its ``Backpressure`` (the bus) whether local pods have room, and settles its
+``DialWaiter`` (the wanted endpoint it was dialled for). docs/architecture.md draws the layers.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from gravpy.receipt import MsgReceipt
 from gravpy.timings import Timings
 
 if TYPE_CHECKING:
+    from gravpy.mesh.peer_link import PeerLink
     from gravpy.pod import Pod
+    from gravpy.proto import Event
 
-__all__ = ["MeshPort", "PodHost"]
+__all__ = ["Backpressure", "DialWaiter", "LinkOwner", "MeshPort", "PodHost"]
 
 
 class PodHost(Protocol):
@@ -77,3 +81,36 @@ class MeshPort(Protocol):
 
     def reply_wait_started(self, request_uuid: str, msg_type: str) -> None:
         """A local pod started waiting for replies to ``request_uuid`` (of type ``msg_type``)."""
+
+
+class LinkOwner(Protocol):
+    """What a link tells the one who runs it (the hub)."""
+
+    def link_messages(self, link: PeerLink, messages: list[Message], seqs: list[int]) -> int:
+        """Messages arrived (``seqs``: their origin numbers, 0 for none): deliver and forward
+        them; return how many were taken (in order)."""
+
+    def link_events(self, link: PeerLink, events: list[Event]) -> None:
+        """Anything else the protocol reported: handshake steps, interests, peers, withdraw, end."""
+
+    def link_ended(self, link: PeerLink) -> None:
+        """The link is over (called once, before its transport closes)."""
+
+
+class Backpressure(Protocol):
+    """The bus's congestion signals, as a link sees them (``gravpy.bus.Bus``)."""
+
+    @property
+    def pods_congested(self) -> bool: ...
+    def mark_congested(self, sink: object) -> None: ...
+    def pods_queued(self) -> int: ...
+    def relieve(self, sink: object) -> None: ...
+    def set_congested_pods_aside(self) -> None: ...
+    async def wait_pod_room(self) -> None: ...
+
+
+class DialWaiter(Protocol):
+    """Whoever dialled this link and waits for its handshake (``gravpy.mesh.dialer``)."""
+
+    def opened(self, link: PeerLink) -> None: ...
+    def failed(self, link: PeerLink) -> None: ...

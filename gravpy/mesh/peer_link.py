@@ -25,7 +25,6 @@ import os
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import Protocol
 
 from gravpy import _log as logs
 from gravpy.errors import LinkClosedError, UsageError
@@ -34,6 +33,7 @@ from gravpy.mesh.link_stats import LinkDrops, PeerInfo, link_info
 from gravpy.mesh.permissions import Identity
 from gravpy.message import Message
 from gravpy.plugins import Link
+from gravpy.ports import Backpressure, DialWaiter, LinkOwner
 from gravpy.proto import (
     REASON_NORMAL,
     Event,
@@ -51,39 +51,6 @@ __all__ = ["Backpressure", "LinkOwner", "PeerInfo", "PeerLink"]
 
 _log = logs.get_logger("gravpy.mesh.peer_link")
 _NO_GROUPS: Mapping[str, int] = {}
-
-
-class LinkOwner(Protocol):
-    """What a link tells the one who runs it (the hub)."""
-
-    def link_messages(self, link: PeerLink, messages: list[Message], seqs: list[int]) -> int:
-        """Messages arrived (``seqs``: their origin numbers, 0 for none): deliver and forward
-        them; return how many were taken (in order)."""
-
-    def link_events(self, link: PeerLink, events: list[Event]) -> None:
-        """Anything else the protocol reported: handshake steps, interests, peers, withdraw, end."""
-
-    def link_ended(self, link: PeerLink) -> None:
-        """The link is over (called once, before its transport closes)."""
-
-
-class Backpressure(Protocol):
-    """The bus's congestion signals, as a link sees them (``gravpy.bus.Bus``)."""
-
-    @property
-    def pods_congested(self) -> bool: ...
-    def mark_congested(self, sink: object) -> None: ...
-    def pods_queued(self) -> int: ...
-    def relieve(self, sink: object) -> None: ...
-    def set_congested_pods_aside(self) -> None: ...
-    async def wait_pod_room(self) -> None: ...
-
-
-class DialWaiter(Protocol):
-    """Whoever dialled this link and waits for its handshake (``gravpy.mesh.dialer``)."""
-
-    def opened(self, link: PeerLink) -> None: ...
-    def failed(self, link: PeerLink) -> None: ...
 
 
 class PeerLink:
