@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from gravpy import _log as logs
 from gravpy.mesh.permissions import GRANT_TYPE, Authority, Refusal, grant_data
 from gravpy.message import Message
-from gravpy.proto import REASON_DUPLICATE, REASON_NOT_ALLOWED
+from gravpy.proto import REASON_DUPLICATE, REASON_NOT_ALLOWED, Hello
 
 if TYPE_CHECKING:
     from gravpy.mesh.peer_link import PeerLink
@@ -51,6 +51,17 @@ class Admission:
             self.refuse(peer, REASON_DUPLICATE, "a link to this node already exists")
             return False
         return True
+
+    def screen(self, hello: Hello) -> tuple[str, str] | None:
+        """A remote's HELLO, before its AUTH: ``(reason, detail)`` if the auth file refuses it
+        whatever it proves (an unlisted key), so the handshake ends before any signature work."""
+        if self.authority is None:
+            return None
+        refusal = self.authority.screen(hello.public_key, hello.has_token)
+        if refusal is None:
+            return None
+        self._log.debug("hello_screened_out", reason=refusal.reason)
+        return refusal.reason, refusal.detail
 
     def refuse(self, peer: PeerLink, reason: str, detail: str) -> None:
         """Refuse ``peer`` at HELLO, tell it why, count the reason and log it."""

@@ -331,6 +331,7 @@ class Hub:
             queue_bytes=self.config.queue_bytes,
             dial_endpoint=wanted.endpoint if wanted is not None else "",
             dialer=wanted,
+            screen=self.admission.screen,
         )
 
     async def _run_link(self, peer: PeerLink) -> None:

@@ -24,7 +24,7 @@ import asyncio
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from gravpy import _log as logs
 from gravpy.errors import LinkClosedError, UsageError
@@ -71,6 +71,7 @@ class PeerLink:
         queue_bytes: int = 64 << 20,
         dial_endpoint: str = "",
         dialer: DialWaiter | None = None,
+        screen: Callable[[Hello], tuple[str, str] | None] | None = None,
     ) -> None:
         self.link = link
         self._owner = owner
@@ -84,6 +85,7 @@ class PeerLink:
             expected_uuid=expected_uuid,
             config=config,
             credentials=credentials,
+            screen=screen,
         )
         self.identity: Identity | None = None  # what the auth file grants (None: no auth file)
         # who the remote is, known from its HELLO on (``_learn_remote``): "", False, False before

@@ -113,6 +113,17 @@ class Authority:
     identities: tuple[Identity, ...] = ()
     anonymous: Identity | None = None
 
+    def screen(self, public_key: bytes, has_token: bool) -> Refusal | None:
+        """Why a HELLO can be refused before anything is proved (an unlisted key; no key or
+        token where only listed identities may link), or None: ``admit`` decides after AUTH."""
+        if public_key:
+            if any(identity.public_key == public_key for identity in self.identities):
+                return None
+            return Refusal(REASON_UNKNOWN_KEY, "this node does not list the public key presented")
+        if has_token or self.anonymous is not None:
+            return None
+        return Refusal(REASON_NOT_ALLOWED, "this node accepts only listed identities")
+
     def admit(self, public_key: bytes, token: str) -> Identity | Refusal:
         """The identity a link proved (a verified key, or a token), or why it is refused."""
         if public_key:

@@ -13,7 +13,7 @@ Misuse by the caller (sending before the handshake completes, accepting twice) r
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import assert_never
 
 from gravpy.errors import FrameError, UsageError
@@ -75,6 +75,7 @@ class PeerProtocol:
         expected_uuid: object = None,
         config: ProtocolConfig | None = None,
         credentials: hs.Credentials | None = None,
+        screen: Callable[[Hello], tuple[str, str] | None] | None = None,
     ) -> None:
         if type(nonce) is not bytes or not MIN_NONCE_LENGTH <= len(nonce) <= MAX_NONCE_LENGTH:
             raise UsageError(f"nonce must be {MIN_NONCE_LENGTH}..{MAX_NONCE_LENGTH} random bytes")
@@ -93,6 +94,9 @@ class PeerProtocol:
         self._credentials = credentials if credentials is not None else hs.Credentials()
         self.remote_token = ""  # the token the remote presented in AUTH, if it said it would
         self._expected_uuid = expected_uuid
+        # the owner's look at a HELLO before anything is proved: (reason, detail) refuses it at
+        # once, before our AUTH is signed and sent and before the remote's signature is checked
+        self._screen = screen
         self._state = LinkState.AWAIT_HELLO
         self._remote: Hello | None = None
         self._remote_hello_raw = b""
@@ -369,6 +373,8 @@ class PeerProtocol:
         self._remote_hello_raw = raw
         self._advance(FrameKind.HELLO)
         problem = hs.check_hello(self._hello, frame, self._expected_uuid)
+        if problem is None and self._screen is not None:
+            problem = self._screen(frame)
         if problem is not None:
             return self._reject_here(*problem, now)
         if not (hs.authenticating(self._hello) or hs.authenticating(frame)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gravpy.proto import HelloReceived, NodeInfo, PeerProtocol, Rejected, decode_frame
+from gravpy.proto import Hello, HelloReceived, NodeInfo, PeerProtocol, Rejected, decode_frame
 from gravpy.proto.frames import Auth
 from gravpy.proto.handshake import Credentials
 
@@ -53,3 +53,27 @@ def test_a_replayed_handshake_is_refused_with_bad_signature() -> None:
     refused = [e for e in events if isinstance(e, Rejected)]
     assert [e.reason for e in refused] == ["bad_signature"]
     assert fresh.verified_key == b""
+
+
+def test_a_screened_out_hello_is_refused_before_any_auth_is_sent() -> None:
+    """A HELLO its owner's screen refuses (an unlisted key) is rejected at once: the refusing
+    side never signs or sends AUTH, and the reason reaches the other side."""
+    creds = credentials()
+    seen: list[bytes] = []
+
+    def screen(hello: Hello) -> tuple[str, str] | None:
+        seen.append(hello.public_key)
+        return ("unknown_key", "this node does not list the public key presented")
+
+    guard = PeerProtocol(
+        NodeInfo("node-a"), initiator=True, now=100.0, nonce=b"a" * 16, screen=screen
+    )
+    dialler = side("node-b", creds)
+    for frame in dialler.data_to_send():  # its HELLO, with its public key
+        events = guard.receive_frame(frame, 100.0)
+    assert seen == [creds.public_key]
+    assert [(type(e), getattr(e, "reason", "")) for e in events] == [(Rejected, "unknown_key")]
+    raw = guard.data_to_send()
+    assert not any(isinstance(decode_frame(frame), Auth) for frame in raw)
+    told = [e for frame in raw for e in dialler.receive_frame(frame, 100.0)]
+    assert [e.reason for e in told if isinstance(e, Rejected)] == ["unknown_key"]
