@@ -516,8 +516,8 @@ class NatsNode(Node):
     async def cmd_connect(self, endpoint: str) -> Reply:
         return {}  # both clients are already connected to the server
 
-    async def cmd_await_interest(self, type: str, timeout: float = 10.0) -> Reply:
-        return {}  # the other side's subscribe flushed before it answered: the server knows it
+    async def cmd_await_interest(self, type: str, timeout: float = 10.0, peers: int = 1) -> Reply:
+        return {}  # each subscriber flushed before it answered: the server knows its SUBs
 
     async def cmd_subscribe(
         self,
