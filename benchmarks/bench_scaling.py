@@ -360,7 +360,7 @@ async def run(args: argparse.Namespace) -> Report:
             say(f"nats-server {server.version} at {server.url}; logs in {log_dir}")
             async with running_systems(args, server.url, log_dir) as systems:
                 report.gravpy_build = systems["gravpy"].a.hello.get("build", "?")
-                say(_layout(systems, args.loop))
+                say(_layout(systems, args.loop), await _links(systems["gravpy"]))
                 await measure(report, sizes, systems)
                 print_report(report, sizes)
         finally:
@@ -380,6 +380,16 @@ def _layout(systems: dict[str, System], loop: str) -> str:
         + ", ".join(b.hello["endpoint"] for b in g.receivers)
         + f"\nevent loop of every Python process: {', '.join(loops)}{fair}"
     )
+
+
+async def _links(system: System) -> str:
+    """How many open links each gravpy node has (A dialled each B; gossip may link the Bs)."""
+    parts = []
+    for worker in (system.a, *system.receivers):
+        stats = await worker.call("stats")
+        parts.append(f"{worker.name} {sum(p['state'] == 'open' for p in stats['peers'])}")
+        parts[-1] += " open link(s)"
+    return "gravpy links: " + ", ".join(parts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
