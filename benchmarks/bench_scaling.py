@@ -25,8 +25,9 @@ before can be mistaken for the new one), A waits until it sees every receiving n
 number, then random bytes) with ``await pod.publish(msg)`` (nats ``await nc.publish``). Figures,
 with ``seconds`` = last arrival at any receiver - publish start on A, both on CLOCK_MONOTONIC:
 msgs/s = messages published / seconds; deliveries/s = handler calls at all receivers / seconds.
-Runs alternate between the systems (gravpy then nats, ``--runs`` rounds per case); the figures
-are medians of the valid runs and the ratio is gravpy / nats of those medians.
+``--runs`` rounds (5), each running every case, gravpy then nats (so a change in the machine's
+load falls on all cases and both systems alike); the figures are medians of the valid runs and the
+ratio is gravpy / nats of those medians.
 
 Every run is checked: each receiving pod (nats: subscription) got exactly every message, in
 order, none twice; no drop counted anywhere (gravpy: A's link queues and the receivers' pods;
@@ -90,7 +91,7 @@ class Sizes:
     messages: int = 30_000  # messages per run, at most
     deliveries: int = 300_000  # messages x fan-out, at most
     megabytes: int = 64  # messages x payload, at most (MiB)
-    runs: int = 3
+    runs: int = 5
     warmup_messages: int = 5_000
 
     def messages_for(self, case: Case) -> int:
@@ -223,23 +224,24 @@ async def scaling_run(system: System, case: Case, run: int, n: int, tag: str) ->
 
 
 async def measure(report: Report, sizes: Sizes, systems: dict[str, System]) -> None:
-    """A warm-up per system, then each case: ``sizes.runs`` rounds alternating the systems."""
+    """A warm-up per system, then ``sizes.runs`` rounds; each round runs every case, gravpy then
+    nats, so that a change in the machine's load falls on every case and on both systems alike."""
     for name in SYSTEMS:
         warm = await scaling_run(systems[name], CASES[0], 0, sizes.warmup_messages, "warm")
         if not warm.ok:
             report.failures.append("warm-up: " + warm.problem())
-    for index, case in enumerate(CASES):
-        n = sizes.messages_for(case)
-        runs: list[ScalingRun] = []
-        for run in range(1, sizes.runs + 1):
+    for run in range(1, sizes.runs + 1):
+        for index, case in enumerate(CASES):
             for name in SYSTEMS:
+                n = sizes.messages_for(case)
                 result = await scaling_run(systems[name], case, run, n, f"{index}.{run}")
-                runs.append(result)
+                report.runs.append(result)
+                say(_progress(result))
                 if not result.ok:
                     report.failures.append(result.problem())
-        report.runs.extend(runs)
-        report.rows.append(row_of(case, n, runs))
-        say(_progress(report.rows[-1]))
+    for case in CASES:
+        runs = [r for r in report.runs if r.case == case]
+        report.rows.append(row_of(case, sizes.messages_for(case), runs))
 
 
 def row_of(case: Case, n: int, runs: Sequence[ScalingRun]) -> Row:
@@ -256,11 +258,11 @@ def _size(size: int) -> str:
     return f"{size >> 10} KiB" if size >= 1024 else f"{size} B"
 
 
-def _progress(row: Row) -> str:
-    g, n = row.deliveries_per_s["gravpy"], row.deliveries_per_s["nats"]
+def _progress(r: ScalingRun) -> str:
     return (
-        f"  {row.case.label():32} x {row.messages:>6,}: gravpy {count(g):>10} deliv/s, "
-        f"nats {count(n):>10} deliv/s, {row.ratio:.2f}x{'' if row.valid else '  INVALID'}"
+        f"  run {r.run} {r.system:6} {r.case.label():32} x {r.messages:>6,}: "
+        f"{count(r.msgs_per_s):>8} msgs/s {count(r.deliveries_per_s):>10} deliv/s"
+        f"{'' if r.ok else '  INVALID'}"
     )
 
 
