@@ -46,6 +46,7 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from _common import Machine, count, median, options, say, sizes_for, table
 from _pairs import Worker, log_directory, run_benchmark
@@ -193,15 +194,27 @@ async def scaling_run(system: System, case: Case, run: int, n: int, tag: str) ->
     pub = await system.a.call("publish", type=kind, n=n, size=case.size)
     got = await asyncio.gather(*(b.call("collect", idle=5.0) for b in receivers))
     cpu = [(await w.call("gc"))["cpu_seconds"] for w in (system.a, *receivers)]
+    return _result(system.name, case, run, n, pub, got, cpu)
+
+
+def _result(
+    system: str,
+    case: Case,
+    run: int,
+    n: int,
+    pub: dict[str, Any],
+    got: Sequence[dict[str, Any]],
+    cpu: Sequence[float],
+) -> ScalingRun:
+    """A run from A's ``publish`` answer, each receiver's ``collect`` answer and the CPU times."""
     received = sum(g["received"] for g in got)
-    last = max(g["last"] for g in got)
-    seconds = last - pub["start"] if received else float("inf")
+    seconds = max(g["last"] for g in got) - pub["start"] if received else float("inf")
     dropped = pub.get("dropped_on_links", 0) + sum(
         g.get("dropped_overflow", 0) + g.get("dropped_failed", 0) + g.get("inbox_left", 0)
         for g in got
     )
     return ScalingRun(
-        system=system.name,
+        system=system,
         case=case,
         run=run,
         messages=pub["published"],
@@ -274,8 +287,15 @@ def print_report(report: Report, sizes: Sizes) -> None:
         "alternating",
         "  msgs/s = messages / (last arrival at any receiver - publish start on A); "
         "deliv/s = handler calls / the same",
+        _rows_table(report.rows),
+        "",
+        "Every run (CPU s: publisher A / the receivers together)",
+        _runs_table(report.runs),
     )
-    rows = [
+
+
+def _rows_table(rows: Sequence[Row]) -> str:
+    cells = [
         [
             str(r.case.pods),
             str(r.case.nodes),
@@ -288,13 +308,14 @@ def print_report(report: Report, sizes: Sizes) -> None:
             f"{r.ratio:.2f}x",
             "ok" if r.valid else "INVALID",
         ]
-        for r in report.rows
+        for r in rows
     ]
     headers = ["pods", "nodes", "payload", "messages", "gravpy msgs/s", "gravpy deliv/s"]
-    headers += ["nats msgs/s", "nats deliv/s", "gravpy/nats", "check"]
-    say(table(headers, rows))
-    say("", "Every run (CPU s: publisher A / the receivers together)")
-    rows = [
+    return table([*headers, "nats msgs/s", "nats deliv/s", "gravpy/nats", "check"], cells)
+
+
+def _runs_table(runs: Sequence[ScalingRun]) -> str:
+    cells = [
         [
             r.system,
             r.case.label(),
@@ -306,10 +327,10 @@ def print_report(report: Report, sizes: Sizes) -> None:
             f"{r.cpu_a:.2f}/{r.cpu_b:.2f}",
             "ok" if r.ok else "INVALID",
         ]
-        for r in report.runs
+        for r in runs
     ]
     headers = ["system", "case", "run", "delivered", "s", "msgs/s", "deliv/s", "CPU s A/B"]
-    say(table([*headers, "check"], rows))
+    return table([*headers, "check"], cells)
 
 
 # -- processes -------------------------------------------------------------------------------------

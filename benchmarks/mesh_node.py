@@ -1,15 +1,16 @@
 """One process of the mesh benchmark: a gravpy node or a nats-py client, driven over stdin/stdout.
 
-``bench_mesh.py`` and ``bench_transports.py`` start this script (never run it by hand, except to
-debug)::
+``bench_mesh.py``, ``bench_transports.py`` and ``bench_scaling.py`` start this script (never run
+it by hand, except to debug)::
 
     python benchmarks/mesh_node.py gravpy            # a gravpy node listening on 127.0.0.1:0
     python benchmarks/mesh_node.py gravpy --transport http   # the same over the HTTP transport
     python benchmarks/mesh_node.py nats URL          # a nats-py connection to the server at URL
 
 ``--transport`` is ``ws`` (the default: ``WebSocketTransport``), ``http`` (``HttpTransport``) or
-``tcp`` (``TcpTransport``); ``GRAVPY_BENCH_LOOP=uvloop`` runs the process on uvloop;
-the node listens, and dials, with that one transport only.
+``tcp`` (``TcpTransport``); the node listens, and dials, with that one transport only.
+``GRAVPY_BENCH_LOOP=uvloop`` runs the process, gravpy node or nats-py client, on uvloop; the hello
+says which loop runs and, for gravpy, which build of the hot modules was imported.
 
 Protocol: one JSON object per line. On start the process writes ``{"event": "hello", ...}`` (for
 gravpy with the endpoint it really listens on); then it reads one command per line from stdin and
@@ -20,6 +21,9 @@ else the process prints (structlog, warnings, tracebacks) goes to stderr.
 
 Both systems run the same commands with the same payloads, so the two layouts are the same: one
 publishing/requesting process, one subscribing/responding process (and, for nats, the server).
+``subscribe`` takes ``pods=N`` for N receiving pods in the one process (nats: N subscriptions on
+the one connection), each counting on its own; ``collect`` sums them and says how many were
+complete. ``await_interest`` takes ``peers=N`` to wait for N receiving nodes.
 Times are ``time.monotonic()``: CLOCK_MONOTONIC on Linux, one clock for every process, so arrival
 times on the subscriber can be compared with the publish start in the other process.
 """
