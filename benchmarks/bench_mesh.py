@@ -369,7 +369,7 @@ def _throughput_comparisons(report: Report) -> list[Comparison]:
         return [Comparison(label, g, n, 0.0, target, False, f"no valid run of {missing}")]
     g, n = statistics.median(valid["gravpy"]), statistics.median(valid["nats"])
     met = g / n >= goal
-    note = "" if met else f"missed: {(1 - g / n / goal) * 100:.0f}% under the target"
+    note = "" if met else f"missed: {(1 - g / n / goal) * 100:.1f}% under the target"
     best_g, best_n = max(valid["gravpy"]), max(valid["nats"])
     return [
         Comparison(label, g, n, g / n, target, met, note),
@@ -393,7 +393,7 @@ def _latency_comparisons(report: Report) -> list[Comparison]:
         g, n = (statistics.median(getattr(r, attr) for r in valid[s]) for s in SYSTEMS)
         ratio = g / n
         met = goal is None or ratio <= goal
-        note = "" if met else f"missed: {(ratio / goal - 1) * 100:.0f}% over the target"
+        note = "" if met else f"missed: {(ratio / goal - 1) * 100:.1f}% over the target"
         target = "" if goal is None else f"<= {goal}x"
         if goal is not None and goal != LATENCY_TARGET:
             target += f" ({report.transport})"
@@ -410,7 +410,7 @@ def _in_flight_comparisons(report: Report) -> list[Comparison]:
     g, n = (statistics.median(valid[s]) for s in SYSTEMS)
     ratio = g / n
     met = ratio >= IN_FLIGHT_TARGET
-    note = "" if met else f"missed: {(1 - ratio / IN_FLIGHT_TARGET) * 100:.0f}% under the target"
+    note = "" if met else f"missed: {(1 - ratio / IN_FLIGHT_TARGET) * 100:.1f}% under the target"
     target = f">= {IN_FLIGHT_TARGET}x"
     return [Comparison("100 in flight req/s (median)*", g, n, ratio, target, met, note)]
 
