@@ -199,8 +199,7 @@ class Node:
         counters, self.counters = self.counters, []
         if not counters:
             raise RuntimeError("collect without subscribe")
-        for counter in counters:
-            await counter.wait(idle)
+        await asyncio.gather(*(c.wait(idle) for c in counters))  # a stalled pod waits ``idle`` once
         reports = [c.report() for c in counters]
         report: Reply = {
             "received": sum(r["received"] for r in reports),
