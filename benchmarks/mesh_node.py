@@ -1,15 +1,16 @@
 """One process of the mesh benchmark: a gravpy node or a nats-py client, driven over stdin/stdout.
 
-``bench_mesh.py`` and ``bench_transports.py`` start this script (never run it by hand, except to
-debug)::
+``bench_mesh.py``, ``bench_transports.py`` and ``bench_scaling.py`` start this script (never run
+it by hand, except to debug)::
 
     python benchmarks/mesh_node.py gravpy            # a gravpy node listening on 127.0.0.1:0
     python benchmarks/mesh_node.py gravpy --transport http   # the same over the HTTP transport
     python benchmarks/mesh_node.py nats URL          # a nats-py connection to the server at URL
 
 ``--transport`` is ``ws`` (the default: ``WebSocketTransport``), ``http`` (``HttpTransport``) or
-``tcp`` (``TcpTransport``); ``GRAVPY_BENCH_LOOP=uvloop`` runs the process on uvloop;
-the node listens, and dials, with that one transport only.
+``tcp`` (``TcpTransport``); the node listens, and dials, with that one transport only.
+``GRAVPY_BENCH_LOOP=uvloop`` runs the process, gravpy node or nats-py client, on uvloop; the hello
+says which loop runs and, for gravpy, which build of the hot modules was imported.
 
 Protocol: one JSON object per line. On start the process writes ``{"event": "hello", ...}`` (for
 gravpy with the endpoint it really listens on); then it reads one command per line from stdin and
@@ -20,6 +21,9 @@ else the process prints (structlog, warnings, tracebacks) goes to stderr.
 
 Both systems run the same commands with the same payloads, so the two layouts are the same: one
 publishing/requesting process, one subscribing/responding process (and, for nats, the server).
+``subscribe`` takes ``pods=N`` for N receiving pods in the one process (nats: N subscriptions on
+the one connection), each counting on its own; ``collect`` sums them and says how many were
+complete. ``await_interest`` takes ``peers=N`` to wait for N receiving nodes.
 Times are ``time.monotonic()``: CLOCK_MONOTONIC on Linux, one clock for every process, so arrival
 times on the subscriber can be compared with the publish start in the other process.
 """
@@ -165,7 +169,7 @@ class Node:
     system = ""
 
     def __init__(self) -> None:
-        self.counter: Counter | None = None
+        self.counters: list[Counter] = []  # one per receiving pod (nats: per subscription)
         self.profiler: Any = None  # a cProfile.Profile or a pyinstrument Profiler
         self.gc_clock = GcClock()
 
@@ -186,14 +190,30 @@ class Node:
     # -- commands shared by both systems ------------------------------------------------------
 
     async def cmd_collect(self, idle: float = 5.0) -> Reply:
-        """Wait for the subscription to complete (or stall), report it, and unsubscribe."""
-        counter = self.counter
-        if counter is None:
+        """Wait for every subscription to complete (or stall), report them together, unsubscribe.
+
+        ``received``, ``gaps`` and ``backwards`` are summed over the receiving pods, ``first`` and
+        ``last`` are the earliest and the latest arrival at any of them; ``pods`` and ``complete``
+        (pods that got every message, in order) let the caller check each pod, not only the sum.
+        """
+        counters, self.counters = self.counters, []
+        if not counters:
             raise RuntimeError("collect without subscribe")
-        await counter.wait(idle)
-        report = counter.report()
+        await asyncio.gather(*(c.wait(idle) for c in counters))  # a stalled pod waits ``idle`` once
+        reports = [c.report() for c in counters]
+        report: Reply = {
+            "received": sum(r["received"] for r in reports),
+            "gaps": sum(r["gaps"] for r in reports),
+            "backwards": sum(r["backwards"] for r in reports),
+            "in_order": all(r["in_order"] for r in reports),
+            "first": min((r["first"] for r in reports if r["received"]), default=0.0),
+            "last": max((r["last"] for r in reports), default=0.0),
+            "pods": len(counters),
+            "complete": sum(
+                c.received == c.expected and c.gaps == 0 and c.backwards == 0 for c in counters
+            ),
+        }
         report.update(await self.unsubscribe())
-        self.counter = None
         return report
 
     async def cmd_profile_start(self, kind: str = "cprofile") -> Reply:
@@ -287,6 +307,13 @@ class Node:
 TRANSPORTS = ("ws", "http", "tcp")
 
 
+def _gravpy_build() -> str:
+    """``compiled`` if the hot modules were imported from mypyc extensions, else ``pure Python``."""
+    import gravpy.bus
+
+    return "compiled" if (gravpy.bus.__file__ or "").endswith(".so") else "pure Python"
+
+
 class GravNode(Node):
     """A gravpy node on 127.0.0.1, port 0, with one transport: WebSocket (``ws``), ``http``, ``tcp``."""
 
@@ -309,14 +336,19 @@ class GravNode(Node):
 
             self.grav = Grav(transport=WebSocketTransport(host="127.0.0.1", port=0))
         self.transport = transport
-        self.sub_pod: Any = None
+        self.sub_pods: list[Any] = []
         self.responder: Any = None
         self.publisher: Any = None
 
     async def start(self) -> Reply:
         await self.grav.start()
         endpoint = self.grav.endpoints()[0]
-        return {"endpoint": endpoint, "node": self.grav.node_uuid, "transport": self.transport}
+        return {
+            "endpoint": endpoint,
+            "node": self.grav.node_uuid,
+            "transport": self.transport,
+            "build": _gravpy_build(),
+        }
 
     async def stop(self) -> None:
         await self.grav.stop()
@@ -325,26 +357,47 @@ class GravNode(Node):
         info = await self.grav.connect_endpoint(endpoint)
         return {"peer": info.uuid, "state": info.state}
 
-    async def cmd_await_interest(self, type: str, timeout: float = 10.0) -> Reply:
-        """Until an open peer says it wants ``type`` (its advertised interests match it)."""
+    async def cmd_await_interest(self, type: str, timeout: float = 10.0, peers: int = 1) -> Reply:
+        """Until ``peers`` open peers say they want ``type`` (their advertised interests match)."""
         from gravpy import Pattern
 
         start = time.monotonic()
         async with asyncio.timeout(timeout):
             while True:
-                for peer in self.grav.peers():
-                    if peer.state == "open" and any(
-                        Pattern(p).matches(type) for p in peer.interests
-                    ):
-                        return {"peer": peer.uuid, "waited_s": time.monotonic() - start}
+                wanting = [
+                    peer.uuid
+                    for peer in self.grav.peers()
+                    if peer.state == "open"
+                    and any(Pattern(p).matches(type) for p in peer.interests)
+                ]
+                if len(wanting) >= peers:
+                    return {
+                        "peer": wanting[0],
+                        "peers": wanting,
+                        "waited_s": time.monotonic() - start,
+                    }
                 await asyncio.sleep(0.005)
 
     async def cmd_subscribe(
-        self, type: str, n: int, inbox_limit: int | None = None, work_us: float = 0.0
+        self,
+        type: str,
+        n: int,
+        inbox_limit: int | None = None,
+        work_us: float = 0.0,
+        pods: int = 1,
     ) -> Reply:
-        counter = self.counter = Counter(n)
+        """``pods`` pods on this node, each counting the ``n`` messages of ``type`` it expects."""
+        self.counters = [Counter(n) for _ in range(pods)]
+        self.sub_pods = [
+            self._counting_pod(type, counter, inbox_limit, work_us) for counter in self.counters
+        ]
+        return {"inbox_limit": self.sub_pods[0].inbox_limit, "pods": pods}
+
+    def _counting_pod(
+        self, type: str, counter: Counter, inbox_limit: int | None, work_us: float
+    ) -> Any:
         on_data = counter.on_data
-        pod = self.sub_pod = self.grav.connect(inbox_limit=inbox_limit)
+        pod = self.grav.connect(inbox_limit=inbox_limit)
 
         def on_message(msg: Any) -> None:
             on_data(msg.data)
@@ -357,17 +410,18 @@ class GravNode(Node):
                 fast(msg)
 
         pod.on_type(type, on_message)
-        return {"inbox_limit": pod.inbox_limit}
+        return pod
 
     async def unsubscribe(self) -> Reply:
-        pod, self.sub_pod = self.sub_pod, None
-        stats = pod.statistics()
-        pod.disconnect()
+        pods, self.sub_pods = self.sub_pods, []
+        stats = [pod.statistics() for pod in pods]
+        for pod in pods:
+            pod.disconnect()
         return {
-            "dropped_overflow": stats.dropped_overflow,
-            "dropped_failed": stats.dropped_failed,
-            "handler_failures": stats.failed,
-            "inbox_left": stats.inbox,
+            "dropped_overflow": sum(s.dropped_overflow for s in stats),
+            "dropped_failed": sum(s.dropped_failed for s in stats),
+            "handler_failures": sum(s.failed for s in stats),
+            "inbox_left": sum(s.inbox for s in stats),
         }
 
     async def cmd_publish(self, type: str, n: int, size: int) -> Reply:
@@ -445,7 +499,7 @@ class NatsNode(Node):
         super().__init__()
         self.url = url
         self.nc: Any = None
-        self.sub: Any = None
+        self.subs: list[Any] = []
         self.responder: Any = None
         self.errors: list[str] = []
 
@@ -465,29 +519,30 @@ class NatsNode(Node):
     async def cmd_connect(self, endpoint: str) -> Reply:
         return {}  # both clients are already connected to the server
 
-    async def cmd_await_interest(self, type: str, timeout: float = 10.0) -> Reply:
-        return {}  # the other side's subscribe flushed before it answered: the server knows it
+    async def cmd_await_interest(self, type: str, timeout: float = 10.0, peers: int = 1) -> Reply:
+        return {}  # each subscriber flushed before it answered: the server knows its SUBs
 
     async def cmd_subscribe(
-        self, type: str, n: int, inbox_limit: int | None = None, work_us: float = 0.0
+        self,
+        type: str,
+        n: int,
+        inbox_limit: int | None = None,
+        work_us: float = 0.0,
+        pods: int = 1,
     ) -> Reply:
-        counter = self.counter = Counter(n)
-        on_data = counter.on_data
+        """``pods`` subscriptions to ``type`` on this connection, each counting its messages."""
+        self.counters = [Counter(n) for _ in range(pods)]
         work_s = work_us / 1e6
-
-        async def on_message(msg: Any) -> None:
-            if work_s:
-                _busy(work_s)
-            on_data(msg.data)
-
-        self.sub = await self.nc.subscribe(type, cb=on_message)
-        await self.nc.flush()  # the server has the SUB when the PONG comes back
-        return {}
+        for counter in self.counters:
+            self.subs.append(await self.nc.subscribe(type, cb=_nats_callback(counter, work_s)))
+        await self.nc.flush()  # the server has every SUB when the PONG comes back
+        return {"pods": pods}
 
     async def unsubscribe(self) -> Reply:
-        sub, self.sub = self.sub, None
-        pending = getattr(sub, "pending_msgs", 0)  # still queued in the client, not handled
-        await sub.unsubscribe()
+        subs, self.subs = self.subs, []
+        pending = sum(getattr(sub, "pending_msgs", 0) for sub in subs)  # queued, not handled
+        for sub in subs:
+            await sub.unsubscribe()
         errors, self.errors = self.errors, []  # a slow consumer's drops are reported here
         return {"errors": errors, "inbox_left": pending}
 
@@ -531,6 +586,17 @@ class NatsNode(Node):
         return {"stats": dict(self.nc.stats), "errors": list(self.errors)}
 
 
+def _nats_callback(counter: Counter, work_s: float) -> Callable[[Any], Awaitable[None]]:
+    on_data = counter.on_data
+
+    async def on_message(msg: Any) -> None:
+        if work_s:
+            _busy(work_s)
+        on_data(msg.data)
+
+    return on_message
+
+
 async def serve(node: Node, out: Any) -> None:
     def emit(obj: Reply) -> None:
         out.write(json.dumps(obj) + "\n")
@@ -544,7 +610,17 @@ async def serve(node: Node, out: Any) -> None:
     except Exception as exc:
         emit({"event": "hello", "ok": False, "error": repr(exc)})
         raise
-    emit({"event": "hello", "ok": True, "system": node.system, "pid": os.getpid(), **hello})
+    loop_name = type(loop).__module__.partition(".")[0]  # "asyncio" or "uvloop"
+    emit(
+        {
+            "event": "hello",
+            "ok": True,
+            "system": node.system,
+            "pid": os.getpid(),
+            "loop": loop_name,
+            **hello,
+        }
+    )
     try:
         while line := await reader.readline():
             request = json.loads(line)
