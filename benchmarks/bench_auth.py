@@ -17,6 +17,7 @@ attempts per second, and how long a legitimate app takes to attach while each at
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -31,6 +32,7 @@ from _common import Machine, finish, options, say, sizes_for, table
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
 import gravpy
 from gravpy.identity import keygen, load_credentials
@@ -85,8 +87,10 @@ async def attempt(url: str, creds: Credentials | None, replay: list[bytes] | Non
                 if isinstance(event, Rejected) and event.by_remote:
                     return event.reason
             if replay is None:
-                for frame in proto.data_to_send():
-                    await ws.send(frame)
+                # a node that refuses at HELLO closes before our AUTH: its REJECT is still read
+                with contextlib.suppress(ConnectionClosed):
+                    for frame in proto.data_to_send():
+                        await ws.send(frame)
     return ""
 
 

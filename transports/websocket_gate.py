@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from websockets.asyncio.server import ServerConnection
 
@@ -132,8 +132,8 @@ class GatedConnection(ServerConnection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        assert isinstance(transport, asyncio.WriteTransport)
-        self._socket = transport
+        # a stream transport; not always an asyncio.WriteTransport subclass (uvloop's)
+        self._socket = cast(asyncio.WriteTransport, transport)
         if self._eviction is not None:
             self.evict(self._eviction)
 
@@ -161,6 +161,6 @@ class Refused(asyncio.Protocol):
         self._answer = answer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(self._answer)  # a fresh socket's buffer takes it whole, at once
-        transport.abort()
+        socket = cast(asyncio.WriteTransport, transport)  # uvloop's is not a subclass
+        socket.write(self._answer)  # a fresh socket's buffer takes it whole, at once
+        socket.abort()
