@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from gravpy import _log as logs
 from gravpy.backoff import BackoffPolicy
 from gravpy.errors import HandshakeRejectedError, LinkClosedError, NodeUUIDMismatch, UsageError
-from gravpy.plugins import Transport
+from gravpy.plugins import Discovery, DiscoveryContext, PeerReport, Transport
 from gravpy.proto import REASON_DUPLICATE, REASON_UUID_MISMATCH
 
 if TYPE_CHECKING:
@@ -182,6 +182,20 @@ class Dialer:
             reason = link.end_reason or "closed"
             raise LinkClosedError(f"the link to {endpoint} closed right after it opened: {reason}")
         return link
+
+    async def follow(self, plugin: Discovery, ctx: DiscoveryContext) -> None:
+        """Run a discovery plugin: keep a link to each node it reports, until it reports the
+        node gone (never this node itself; nothing new once the node stops)."""
+
+        def report(found: PeerReport) -> None:
+            if found.node_uuid == ctx.node_uuid or self._port.stopping:
+                return
+            if found.gone:
+                self.unwant(found.endpoint)
+            else:
+                self.want(found.endpoint, found.node_uuid, found.source or plugin.name)
+
+        await plugin.run(ctx, report)
 
     def unwant(self, endpoint: str) -> None:
         """Stop keeping a link to ``endpoint``; an open link stays until it closes."""

@@ -3,29 +3,17 @@
 Theory of operation
 -------------------
 The hub runs the node's side of the mesh. It owns the links and their events, and wires the
-pieces that do the rest: ``Traffic`` (every message's path), ``Admission`` (HELLO decisions),
-``Gossip``, the ``InterestTable``, ``Bridges`` and the ``Dialer``. In short:
-
-- **links** (``PeerLink``, ``gravpy.mesh.peer_link``): every accepted or dialled link runs as one;
-  the hub decides at HELLO whether to accept it (a second link to a node that is already linked
-  is refused as a duplicate, the same one on both sides) and hears, through the ``LinkOwner``
-  port, what arrives and when the link ends.
-- **routing** is decided by the pure ``Router`` (``gravpy.mesh.routing``); the hub delivers to
-  the local bus and enqueues on the links the router names. A reply goes only back where its
-  request came from. The bus talks to the mesh through one typed port (``gravpy.bus.MeshPort``), which ``Traffic``
-  implements.
-- **dialling** is the ``Dialer``'s (``gravpy.mesh.dialer``): a loop per wanted endpoint with
-  capped, jittered backoff; the hub runs each dialled link to its end and reports the outcome.
-- **gossip and interests**: peers tell each other the peer endpoints they know (PEERS), so a
-  partial static list converges to a full mesh; interests advertised on a link are what can be
-  reached *through* this node from there: local pods and leaves for a peer; local pods, other
-  leaves and every peer for a leaf. Group interests (group, pattern, members) add up the same way.
-- **groups**: the router places each group's copy of a message (here, or one link); a link chosen
-  for groups gets a marked copy (``gravpy.groups.marked``); a marked message that arrives is
-  unmarked before anything here sees it, and only the groups it names are placed here or behind.
+pieces that do the rest, each with a module of its own: ``Traffic`` (every message's path; the bus's
+``MeshPort``), the pure ``Router``, ``Admission`` (who may link at HELLO; a second link to a node
+already linked is refused as a duplicate, the same one on both sides), ``Gossip`` (endpoints
+peers tell each other, so a partial static list converges to a full mesh), the ``InterestTable``
+(what each link is told it may send: what can be reached *through* this node from there),
+``Bridges`` and the ``Dialer`` (a loop per wanted endpoint; the hub runs each dialled link to its
+end). A link reports to the hub through the ``LinkOwner`` port (``gravpy.ports``).
 
 The hub owns every task it starts (one ``TaskSupervisor``) and ends them in ``stop``, which first
-withdraws from every peer (they stop sending), drains what is queued (bounded), then closes.
+withdraws from every peer (they stop sending), drains what is queued (bounded, ``gravpy.mesh.drain``),
+then closes.
 """
 
 from __future__ import annotations
@@ -44,6 +32,7 @@ from gravpy.mesh.admission import Admission
 from gravpy.mesh.bridge_host import Bridges
 from gravpy.mesh.config import HubConfig, HubStatistics, LinkTotals, fit_to_transports
 from gravpy.mesh.dialer import Dialer, DialOutcome, WantedEndpoint, fastest, transport_for
+from gravpy.mesh.drain import wait_closed, wait_withdrawn
 from gravpy.mesh.gossip import Gossip
 from gravpy.mesh.interests import AbsentPeers, InterestStatistics, InterestTable
 from gravpy.mesh.peer_link import PeerInfo, PeerLink
@@ -52,7 +41,7 @@ from gravpy.mesh.resume_gate import ResumeGate
 from gravpy.mesh.routing import Router
 from gravpy.mesh.traffic import Traffic
 from gravpy.message import Message
-from gravpy.plugins import Discovery, DiscoveryContext, Link, PeerReport, Transport
+from gravpy.plugins import Discovery, DiscoveryContext, Link, Transport
 from gravpy.proto import (
     PROTOCOL_VERSION,
     REASON_DUPLICATE,
@@ -176,7 +165,7 @@ class Hub:
             protocol_version=PROTOCOL_VERSION,
         )
         for plugin in self.discovery:
-            task = self._tasks.spawn(self._run_discovery(plugin, ctx), f"discovery-{plugin.name}")
+            task = self._tasks.spawn(self._dialer.follow(plugin, ctx), f"discovery-{plugin.name}")
             self._discovering.append(task)
 
     def endpoints(self) -> list[str]:
@@ -198,16 +187,10 @@ class Hub:
         for link in open_links:
             link.withdraw()
         if open_links and self.config.drain_timeout > 0:
-            await self._wait_withdrawn(open_links)
+            await wait_withdrawn(open_links, self.config.drain_timeout, self._log)
         for link in list(self.links):
             link.end(REASON_SHUTDOWN)
-        running = list(self._running)
-        if running:  # each writer sends what is queued and CLOSE, then its transport closes
-            closes = [asyncio.ensure_future(link.closed.wait()) for link in running]
-            _, pending = await asyncio.wait(closes, timeout=self.config.drain_timeout + 1.0)
-            for fut in pending:
-                fut.cancel()
-            await asyncio.gather(*closes, return_exceptions=True)
+        await wait_closed(list(self._running), self.config.drain_timeout + 1.0)
         if self.listen:
             for transport in self.transports:
                 await transport.stop()
@@ -215,21 +198,6 @@ class Hub:
         self.traffic.resumption.close()
         self.resume_gate.close()
         self._absent.close()
-
-    async def _wait_withdrawn(self, links: list[PeerLink]) -> None:
-        """Wait (bounded) until each peer acked our WITHDRAW or its link ended."""
-        waits = [asyncio.ensure_future(link.acked.wait()) for link in links]
-        ends = [asyncio.ensure_future(link.ended.wait()) for link in links]
-        try:
-            async with asyncio.timeout(self.config.drain_timeout):
-                for ack, end in zip(waits, ends, strict=True):
-                    await asyncio.wait([ack, end], return_when=asyncio.FIRST_COMPLETED)
-        except TimeoutError:
-            self._log.warning("withdraw_unacknowledged", timeout=self.config.drain_timeout)
-        finally:
-            for fut in waits + ends:
-                fut.cancel()
-            await asyncio.gather(*waits, *ends, return_exceptions=True)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run ``coro`` in a task the hub owns (``stop`` ends it)."""
@@ -526,17 +494,6 @@ class Hub:
         self._bridges.attach(bridge)
 
     # -- discovery, changes, statistics ----------------------------------------------------------
-
-    async def _run_discovery(self, plugin: Discovery, ctx: DiscoveryContext) -> None:
-        def report(found: PeerReport) -> None:
-            if found.node_uuid == self.local.node_uuid or self._stopping:
-                return
-            if found.gone:
-                self.unwant(found.endpoint)
-            else:
-                self.want(found.endpoint, found.node_uuid, found.source or plugin.name)
-
-        await plugin.run(ctx, report)
 
     def _notify(self) -> None:
         """Wake everyone in ``wait_changed``: a link opened or ended, interests changed."""
