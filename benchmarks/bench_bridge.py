@@ -10,8 +10,9 @@ process, the receiving side in a child process (``--role``), as two machines' pr
   responder pod. A message goes pod -> east's bus -> east's bridge (two headers) -> nats-server ->
   west's bridge -> west's bus -> pod.
 - **nats**: here one nats-py connection publishes; in the child another subscribes and responds.
-  ``nats+headers`` publishes the two headers a bridged message carries (``Grav-Uuid``,
-  ``Grav-Time``), to show what the headers alone cost nats-py.
+  ``nats+meta`` publishes the one header a bridged message carries (``Grav-Meta: <uuid> <time>``),
+  to show what that header alone costs nats-py; ``nats+2headers`` two headers (the bridge's
+  format before it packed its fields into one), for comparison.
 
 Both systems run in the same run, one after the other, on the same server:
 
@@ -204,12 +205,15 @@ async def measure_nats(url: str, sizes: Sizes, report: Report) -> None:
         async def send(data: bytes) -> None:
             await pub.publish("bench.n", data)
 
-        async def send_with_headers(data: bytes) -> None:
-            await pub.publish(
-                "bench.n", data, headers={"Grav-Uuid": new_id(), "Grav-Time": repr(time.time())}
-            )
+        async def send_with_meta(data: bytes) -> None:
+            await pub.publish("bench.n", data, headers={"Grav-Meta": f"{new_id()} {time.time()!r}"})
 
-        for name, op in (("nats", send), ("nats+headers", send_with_headers)):
+        async def send_with_two(data: bytes) -> None:
+            headers = {"Grav-Uuid": new_id(), "Grav-Time": repr(time.time())}
+            await pub.publish("bench.n", data, headers=headers)
+
+        systems = (("nats", send), ("nats+meta", send_with_meta), ("nats+2headers", send_with_two))
+        for name, op in systems:
             rates = [await timed_stream(op, done, sizes.messages) for _ in range(sizes.runs)]
             report.throughput[name] = max(rates)
         lat = await latencies(lambda: pub.request("bench.req", PAYLOAD, timeout=5), sizes.requests)
@@ -273,7 +277,7 @@ def show(report: Report) -> None:
     t, p50, p99 = report.throughput, report.p50_ms, report.p99_ms
     rows = [
         [s, count(t[s]), f"{p50[s]:.3f}" if s in p50 else "-", f"{p99[s]:.3f}" if s in p99 else "-"]
-        for s in ("nats", "nats+headers", "bridge")
+        for s in ("nats", "nats+meta", "nats+2headers", "bridge")
         if s in t
     ]
     say(report.machine, table(["system", "msgs/s", "p50 ms", "p99 ms"], rows))
@@ -283,6 +287,8 @@ def show(report: Report) -> None:
         say(
             f"  bridge throughput = {ratio:.0%} of nats-py (target >= {THROUGHPUT_TARGET:.0%}: "
             f"{'ok' if ratio >= THROUGHPUT_TARGET else 'MISSED'})",
+            f"  bridge throughput = {t['bridge'] / t['nats+meta']:.0%} of nats-py sending the "
+            "same one header",
             f"  bridge request p50 = {added:.2f} x nats-py (target <= {LATENCY_TARGET:.2f}: "
             f"{'ok' if added <= LATENCY_TARGET else 'MISSED'})",
         )

@@ -41,7 +41,6 @@ from gravpy.bridge.interest import InterestTable, matcher, reduce_patterns
 from gravpy.bridge.outbox import Outbox, Outgoing
 from gravpy.bridge.port import BridgeHost, MeshInterests
 from gravpy.bridge.subjects import (
-    H_TYPE,
     NO_RESPONDERS_STATUS,
     ORIGIN_HEADER,
     STATUS_HEADER,
@@ -52,7 +51,7 @@ from gravpy.bridge.subjects import (
 )
 from gravpy.errors import MessageError, UsageError
 from gravpy.failure import no_responders_reply
-from gravpy.message import DEFAULT_TYPE, Message
+from gravpy.message import Message
 from gravpy.recent import RecentMap
 
 __all__ = ["NatsBridge"]
@@ -187,6 +186,7 @@ class NatsBridge:
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,
             "closed_cb": self._on_closed,
+            "skip_subject_validation": True,  # every subject here is built escaped (subjects.py)
         }
         if c.creds is not None:
             options["user_credentials"] = str(c.creds)
@@ -272,8 +272,7 @@ class NatsBridge:
                 self._inject(no_responders_reply(request, msg_type))
             return
         try:
-            msg_type = headers.get(H_TYPE, DEFAULT_TYPE)
-            msg = from_nats(msg_type, m.data, headers, "reply", reply_to=request)
+            msg = from_nats(None, m.data, headers, "reply", reply_to=request)
         except MessageError:
             self._count("bad_message")
             return

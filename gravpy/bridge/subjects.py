@@ -10,10 +10,12 @@ ASCII, and ``%`` ``.`` ``*`` ``>`` themselves, become ``%XX`` (the UTF-8 bytes),
 NATS would refuse or split still round-trips and an ordinary type maps to itself.
 
 The payload is the message's data, untouched, so a plain NATS client reads and writes plain
-payloads. The gravpy fields travel as NATS headers (``Grav-Uuid``, ``Grav-Parent``,
-``Grav-Reply-To``, ``Grav-Time``, ``Grav-Type`` for replies sent to an inbox), a message's own
-headers as ``Grav-H-<escaped key>: <escaped value>``. A NATS message without ``Grav-Uuid`` (a
-plain publisher) becomes a new ``Message`` with a fresh uuid.
+payloads. The gravpy fields travel in ONE NATS header, ``Grav-Meta: <uuid> <timestamp>`` followed
+by `` p=<parent_id>``, `` r=<reply_to>`` and `` t=<type>`` (for replies sent to an inbox) when
+set: each extra header costs nats-py a measurable share of its throughput on both ends, and no
+field can hold a space (ids are checked, types have no whitespace). A message's own headers travel
+as ``Grav-H-<escaped key>: <escaped value>``. A NATS message without ``Grav-Meta`` (a plain
+publisher) becomes a new ``Message`` with a fresh uuid; a malformed one is a ``MessageError``.
 
 Bridges announce their mesh's interests on ``_GRAV_BRIDGE.<prefix>.interest`` (``Announcement``,
 JSON), a subject no type subscription can match.
@@ -28,7 +30,14 @@ from typing import Final
 from urllib.parse import quote, unquote
 
 from gravpy.errors import MessageError, UsageError
-from gravpy.message import Message, new_id, validate_type
+from gravpy.message import (
+    DEFAULT_TYPE,
+    MAX_HEADERS,
+    MAX_ID_LENGTH,
+    Message,
+    new_id,
+    validate_type,
+)
 from gravpy.proto import ANY_MESH
 
 __all__ = [
@@ -42,11 +51,7 @@ __all__ = [
 
 ANY_MESH_TOKEN: Final = "_any"
 ORIGIN_HEADER: Final = "grav-bridge-origin"  # set on messages that came in from NATS
-H_UUID: Final = "Grav-Uuid"
-H_PARENT: Final = "Grav-Parent"
-H_REPLY_TO: Final = "Grav-Reply-To"
-H_TIME: Final = "Grav-Time"
-H_TYPE: Final = "Grav-Type"
+H_META: Final = "Grav-Meta"
 H_USER: Final = "Grav-H-"
 STATUS_HEADER: Final = "Status"
 NO_RESPONDERS_STATUS: Final = "503"
@@ -112,14 +117,15 @@ class SubjectMap:
 
 
 def to_headers(msg: Message, *, with_type: bool = False) -> dict[str, str]:
-    """The NATS headers that carry ``msg``'s gravpy fields."""
-    headers = {H_UUID: msg.uuid, H_TIME: repr(msg.timestamp)}
+    """The NATS headers that carry ``msg``'s gravpy fields (``Grav-Meta``, and ``Grav-H-*``)."""
+    meta = f"{msg.uuid} {msg.timestamp!r}"
     if msg.parent_id:
-        headers[H_PARENT] = msg.parent_id
+        meta += " p=" + msg.parent_id
     if msg.reply_to:
-        headers[H_REPLY_TO] = msg.reply_to
+        meta += " r=" + msg.reply_to
     if with_type:
-        headers[H_TYPE] = msg.type
+        meta += " t=" + msg.type
+    headers = {H_META: meta}
     if msg.headers:
         for key, value in msg.headers.items():
             if key != ORIGIN_HEADER:
@@ -127,22 +133,61 @@ def to_headers(msg: Message, *, with_type: bool = False) -> dict[str, str]:
     return headers
 
 
-def from_nats(
-    msg_type: str, data: bytes, headers: dict[str, str] | None, origin: str, reply_to: str = ""
-) -> Message:
-    """The ``Message`` a NATS message stands for, marked with its ``origin`` mesh token."""
-    h = headers or {}
-    user: dict[str, str] = {ORIGIN_HEADER: origin}
-    for key, value in h.items():
-        if key.startswith(H_USER):
-            user[unquote(key[len(H_USER) :])] = unquote(value)
-    uuid = h.get(H_UUID) or new_id()
+def read_meta(meta: str) -> tuple[str, float, dict[str, str]]:
+    """The uuid, timestamp and optional fields (``p``, ``r``, ``t``) of a ``Grav-Meta`` value;
+    raises ``MessageError`` if it is not one."""
+    uuid, _, rest = meta.partition(" ")
+    stamp, _, tail = rest.partition(" ")
+    extra: dict[str, str] = {}
     try:
-        stamp = float(h.get(H_TIME, ""))
-    except ValueError:
-        stamp = time.time()
-    wire = [uuid, h.get(H_PARENT, ""), h.get(H_REPLY_TO, reply_to), msg_type, stamp, data, user]
-    return Message.from_wire(wire)
+        if tail:
+            extra = {p[0]: p[2:] for p in tail.split(" ") if p[1] == "="}
+        if not 0 < len(uuid) <= MAX_ID_LENGTH:
+            raise ValueError("uuid")
+        if tail and any(len(v) > MAX_ID_LENGTH for k, v in extra.items() if k != "t"):
+            raise ValueError("ids")
+        return uuid, float(stamp), extra
+    except (IndexError, ValueError):
+        raise MessageError(
+            f"malformed {H_META} header {meta[:80]!r}: want '<uuid> <time> [p=|r=|t=...]', "
+            f"ids of 1 to {MAX_ID_LENGTH} characters"
+        ) from None
+
+
+def from_nats(
+    msg_type: str | None,
+    data: bytes,
+    headers: dict[str, str] | None,
+    origin: str,
+    reply_to: str = "",
+) -> Message:
+    """The ``Message`` a NATS message stands for, marked with its ``origin`` mesh token.
+
+    ``msg_type`` is already valid (``SubjectMap.split``); None (a reply on an inbox) takes the
+    type from ``Grav-Meta``'s ``t=``. The rest is checked here; raises ``MessageError``."""
+    user = {ORIGIN_HEADER: origin}
+    if not headers:
+        msg_type = DEFAULT_TYPE if msg_type is None else msg_type
+        return Message(new_id(), "", reply_to, msg_type, time.time(), data, user)
+    meta = headers.get(H_META)
+    extra: dict[str, str] = {}
+    if meta is None:
+        uuid, stamp = new_id(), time.time()
+    else:
+        uuid, stamp, extra = read_meta(meta)
+    if msg_type is None:
+        try:
+            msg_type = validate_type(extra.get("t", DEFAULT_TYPE))
+        except UsageError as exc:
+            raise MessageError(str(exc)) from None
+    if len(headers) > 1 or meta is None:
+        for key, value in headers.items():
+            if key.startswith(H_USER):
+                user[unquote(key[len(H_USER) :])] = unquote(value)
+        if len(user) > MAX_HEADERS:
+            raise MessageError(f"a message may carry at most {MAX_HEADERS} headers")
+    parent = extra.get("p", "")
+    return Message(uuid, parent, extra.get("r", reply_to), msg_type, stamp, data, user)
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,29 @@ def test_headers_round_trip() -> None:
     assert back.headers == {"k:ey": "v\r\nal%", "plain": "x", ORIGIN_HEADER: "m1"}
 
 
+def test_gravpy_fields_travel_in_one_header() -> None:
+    """A message without headers of its own travels with exactly one NATS header, Grav-Meta,
+    which carries parent, reply_to and (for replies) the type when they are set."""
+    msg = Message.new("a.b", b"x", parent_id="p-1")
+    msg.reply_to = "r-1"
+    headers = to_headers(msg, with_type=True)
+    assert list(headers) == ["Grav-Meta"]
+    back = from_nats(None, msg.data, headers, "reply")
+    assert (back.uuid, back.parent_id, back.reply_to, back.type) == (msg.uuid, "p-1", "r-1", "a.b")
+    assert back.timestamp == msg.timestamp
+    assert list(to_headers(Message.new("a.b"))) == ["Grav-Meta"]
+
+
+@pytest.mark.parametrize(
+    "meta", ["", "only-uuid", "u not-a-time", "x" * 65 + " 1.0", "u 1 p=" + "y" * 65]
+)
+def test_a_malformed_meta_header_is_refused(meta: str) -> None:
+    """A Grav-Meta value that is not '<uuid> <time> [k=v]...' with ids of at most 64 characters
+    raises MessageError (counted as bad_message by the bridge) instead of passing through."""
+    with pytest.raises(MessageError):
+        from_nats("a.b", b"", {"Grav-Meta": meta}, "m1")
+
+
 def test_a_plain_nats_message_gets_a_fresh_uuid() -> None:
     """A NATS message without gravpy headers becomes a new Message with its payload untouched."""
     msg = from_nats("sensor.temp", b"21.5", None, "outside")
