@@ -48,6 +48,8 @@ from gravpy.bridge.subjects import (
     SubjectMap,
     from_nats,
     to_headers,
+    type_of_tokens,
+    type_tokens,
 )
 from gravpy.errors import MessageError, UsageError
 from gravpy.failure import no_responders_reply
@@ -72,11 +74,10 @@ class NatsBridge:
         self._nc: Client | None = None
         self._tasks = TaskSupervisor(_log)
         self._outbox = Outbox(self.config.queue_limit, self.config.high_water)
-        self._subject_of: dict[str, str] = {}  # type -> subject (cached, bounded)
+        self._routes: dict[str, tuple[str, str] | None] = {}  # type -> (subject, tail) or None
         self._type_of: dict[str, tuple[str, str]] = {}  # subject -> (mesh token, type)
         self._mesh_wants: tuple[str, ...] = ()
         self._interests = MeshInterests()
-        self._wanted: dict[str, bool] = {}
         self._out_patterns = matcher(self.config.export)
         self._advertised = reduce_patterns(set(self.config.export))
         self._closed = asyncio.Event()
@@ -86,7 +87,6 @@ class NatsBridge:
         self._subs_dirty = asyncio.Event()
         self._announce_now = asyncio.Event()
         self._reply_subjects: RecentMap[str, str] = RecentMap(self.config.request_limit)
-        self._asked: RecentMap[str, str] = RecentMap(self.config.request_limit)
         self._inbox = ""
         self._imported = self._connects = 0
         self._last_error = ""
@@ -119,19 +119,15 @@ class NatsBridge:
             return self._enqueue((subject, "", msg.data, to_headers(msg, with_type=True)))
         if not self._exporting:
             return False
-        wanted = self._wanted.get(msg.type)
-        if wanted is None:
-            wanted = self._wanted[msg.type] = self._crosses(msg.type)
-        if not wanted:
+        try:
+            route = self._routes[msg.type]
+        except KeyError:
+            route = self._route(msg.type)
+        if route is None:
             return False
-        self._asked[msg.uuid] = msg.type
-        subject = self._subject_of.get(msg.type)
-        if subject is None:
-            subject = self._subject_of[msg.type] = self._subjects.subject(msg.type)
-            if len(self._subject_of) > _CACHE_LIMIT:
-                self._subject_of.clear()
-        out = (subject, f"{self._inbox}.{msg.uuid}", msg.data)
-        return self._enqueue((*out, to_headers(msg)))
+        subject, tail = route
+        reply = f"{self._inbox}.{msg.uuid}.{tail}"  # the type rides along, for NoResponders
+        return self._enqueue((subject, reply, msg.data, to_headers(msg)))
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -208,7 +204,7 @@ class NatsBridge:
             "bridge_connected", server=str(nc.connected_url.netloc if nc.connected_url else "")
         )
         await nc.subscribe(self._subjects.interest_subject, cb=self._on_announcement)
-        await nc.subscribe(f"{self._inbox}.*", cb=self._on_reply)
+        await nc.subscribe(f"{self._inbox}.>", cb=self._on_reply)
         self._subs_dirty.set()
         await self._announce(query=True)
         async with asyncio.TaskGroup() as group:
@@ -234,8 +230,16 @@ class NatsBridge:
 
     # -- out: mesh to NATS -----------------------------------------------------------------------
 
-    def _crosses(self, msg_type: str) -> bool:
-        return any(p.matches(msg_type) for p in self._out_patterns)
+    def _route(self, msg_type: str) -> tuple[str, str] | None:
+        """Where ``msg_type`` goes on NATS (its subject, and its type tokens for the reply
+        subject), or None if no remote mesh and no export wants it; cached until that changes."""
+        route = None
+        if any(p.matches(msg_type) for p in self._out_patterns):
+            route = (self._subjects.subject(msg_type), type_tokens(msg_type))
+        if len(self._routes) >= _CACHE_LIMIT:
+            self._routes.clear()
+        self._routes[msg_type] = route
+        return route
 
     def _enqueue(self, out: Outgoing) -> bool:
         if self._nc is None:
@@ -264,15 +268,14 @@ class NatsBridge:
         self._inject(msg)
 
     async def _on_reply(self, m: Msg) -> None:
-        request = m.subject.rpartition(".")[2]
+        """A reply on ``<inbox>.<request uuid>.<request type tokens>``."""
+        request, _, tokens = m.subject[len(self._inbox) + 1 :].partition(".")
         headers = m.headers or {}
-        if headers.get(STATUS_HEADER) == NO_RESPONDERS_STATUS:
-            msg_type = self._asked.get(request)
-            if msg_type is not None:
-                self._inject(no_responders_reply(request, msg_type))
-            return
         try:
-            msg = from_nats(None, m.data, headers, "reply", reply_to=request)
+            if headers.get(STATUS_HEADER) == NO_RESPONDERS_STATUS:
+                msg = no_responders_reply(request, type_of_tokens(tokens))
+            else:
+                msg = from_nats(None, m.data, headers, "reply", reply_to=request)
         except MessageError:
             self._count("bad_message")
             return
@@ -347,7 +350,7 @@ class NatsBridge:
         self._update_exporter()
         advertised = reduce_patterns(set(self._table.remote_patterns()) | set(self.config.export))
         self._out_patterns = matcher(advertised)
-        self._wanted.clear()
+        self._routes.clear()
         if advertised != self._advertised:
             self._advertised = advertised
             if self._host is not None:

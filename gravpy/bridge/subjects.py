@@ -91,8 +91,7 @@ class SubjectMap:
 
     def subject(self, msg_type: str) -> str:
         """Where this mesh publishes a message of ``msg_type``."""
-        tokens = ".".join(escape_token(t) for t in msg_type.split("."))
-        return f"{self.prefix}.{self.mesh_token}.{tokens}"
+        return f"{self.prefix}.{self.mesh_token}.{type_tokens(msg_type)}"
 
     def subscription(self, pattern: str) -> str:
         """What to subscribe to for messages of ``pattern`` from every mesh."""
@@ -106,14 +105,23 @@ class SubjectMap:
         mesh, _, tokens = rest.partition(".")
         if not mesh or not tokens:
             raise MessageError(f"subject {subject!r} is not {self.prefix}.<mesh>.<type>")
-        try:
-            msg_type = ".".join(unescape_token(t) for t in tokens.split("."))
-            return mesh, validate_type(msg_type)
-        except (UnicodeDecodeError, UsageError) as exc:
-            raise MessageError(f"subject {subject!r} names no valid type: {exc}") from None
+        return mesh, type_of_tokens(tokens)
 
     def is_own(self, mesh_token: str) -> bool:
         return mesh_token == self.mesh_token
+
+
+def type_tokens(msg_type: str) -> str:
+    """``msg_type`` as escaped subject tokens (``a.b`` stays ``a.b``)."""
+    return ".".join(escape_token(t) for t in msg_type.split("."))
+
+
+def type_of_tokens(tokens: str) -> str:
+    """The type that ``type_tokens`` made ``tokens`` of; raises ``MessageError``."""
+    try:
+        return validate_type(".".join(unescape_token(t) for t in tokens.split(".")))
+    except (UnicodeDecodeError, UsageError) as exc:
+        raise MessageError(f"{tokens!r} names no valid type: {exc}") from None
 
 
 def to_headers(msg: Message, *, with_type: bool = False) -> dict[str, str]:
