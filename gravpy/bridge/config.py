@@ -76,6 +76,8 @@ class NatsBridgeStatistics:
     remote_wants: tuple[str, ...]
     remote_meshes: tuple[str, ...]
     last_error: str
+    mesh_groups: tuple[str, ...] = ()  # "<group> <pattern>" this mesh has members of
+    remote_groups: tuple[str, ...] = ()  # "<group> <pattern>" other meshes have members of
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -91,6 +93,8 @@ class NatsBridgeStatistics:
             "remote_wants": list(self.remote_wants),
             "remote_meshes": list(self.remote_meshes),
             "last_error": self.last_error,
+            "mesh_groups": list(self.mesh_groups),
+            "remote_groups": list(self.remote_groups),
         }
 
 

@@ -37,9 +37,10 @@ from nats.errors import Error as NatsError
 from gravpy import _log as logs
 from gravpy._tasks import TaskSupervisor
 from gravpy.bridge.config import NatsBridgeConfig, NatsBridgeStatistics, read_token
-from gravpy.bridge.interest import InterestTable, matcher, reduce_patterns
+from gravpy.bridge.export import ExportRoutes
+from gravpy.bridge.interest import InterestTable, reduce_patterns
 from gravpy.bridge.outbox import Outbox, Outgoing
-from gravpy.bridge.port import BridgeHost, MeshInterests
+from gravpy.bridge.port import BridgeHost, Groups, MeshInterests
 from gravpy.bridge.subjects import (
     NO_RESPONDERS_STATUS,
     ORIGIN_HEADER,
@@ -49,7 +50,6 @@ from gravpy.bridge.subjects import (
     from_nats,
     to_headers,
     type_of_tokens,
-    type_tokens,
 )
 from gravpy.errors import MessageError, UsageError
 from gravpy.failure import no_responders_reply
@@ -74,11 +74,11 @@ class NatsBridge:
         self._nc: Client | None = None
         self._tasks = TaskSupervisor(_log)
         self._outbox = Outbox(self.config.queue_limit, self.config.high_water)
-        self._routes: dict[str, tuple[str, str] | None] = {}  # type -> (subject, tail) or None
+        self._routes = ExportRoutes(self._subjects, self.config.export)
         self._type_of: dict[str, tuple[str, str]] = {}  # subject -> (mesh token, type)
         self._mesh_wants: tuple[str, ...] = ()
+        self._mesh_groups: Groups = ()  # (group, pattern, members) this mesh has
         self._interests = MeshInterests()
-        self._out_patterns = matcher(self.config.export)
         self._advertised = reduce_patterns(set(self.config.export))
         self._closed = asyncio.Event()
         self._exporting = False
@@ -98,10 +98,12 @@ class NatsBridge:
         self._outbox.backpressure = host
         self._subjects = SubjectMap(self.config.prefix, host.mesh_name)
         self._table = InterestTable(self._subjects.mesh_token, host.node_uuid, self.config.ttl)
+        self._routes = ExportRoutes(self._subjects, self.config.export)
 
     def mesh_interests(self, interests: MeshInterests) -> None:
         """What this node's pods and peers want changed: recompute what this mesh wants."""
         self._interests = interests
+        self._routes.own_groups_changed(interests.groups)
         self._recompute_wants()
 
     def advertised(self) -> tuple[str, ...]:
@@ -119,15 +121,15 @@ class NatsBridge:
             return self._enqueue((subject, "", msg.data, to_headers(msg, with_type=True)))
         if not self._exporting:
             return False
-        try:
-            route = self._routes[msg.type]
-        except KeyError:
-            route = self._route(msg.type)
+        route = self._routes.route(msg.type)
         if route is None:
             return False
-        subject, tail = route
-        reply = f"{self._inbox}.{msg.uuid}.{tail}"  # the type rides along, for NoResponders
-        return self._enqueue((subject, reply, msg.data, to_headers(msg)))
+        reply = f"{self._inbox}.{msg.uuid}.{route.tokens}"  # the type rides along (NoResponders)
+        if route.groups:
+            headers = to_headers(msg, placed=self._routes.placed(route))
+        else:
+            headers = to_headers(msg)
+        return self._enqueue((route.subject, reply, msg.data, headers))
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -230,17 +232,6 @@ class NatsBridge:
 
     # -- out: mesh to NATS -----------------------------------------------------------------------
 
-    def _route(self, msg_type: str) -> tuple[str, str] | None:
-        """Where ``msg_type`` goes on NATS (its subject, and its type tokens for the reply
-        subject), or None if no remote mesh and no export wants it; cached until that changes."""
-        route = None
-        if any(p.matches(msg_type) for p in self._out_patterns):
-            route = (self._subjects.subject(msg_type), type_tokens(msg_type))
-        if len(self._routes) >= _CACHE_LIMIT:
-            self._routes.clear()
-        self._routes[msg_type] = route
-        return route
-
     def _enqueue(self, out: Outgoing) -> bool:
         if self._nc is None:
             self._count("disconnected")
@@ -259,13 +250,15 @@ class NatsBridge:
             mesh, msg_type = known
             if self._subjects.is_own(mesh):
                 return
-            msg = from_nats(msg_type, m.data, m.headers, mesh)
+            msg, groups = from_nats(
+                msg_type, m.data, m.headers, mesh, "", self._subjects.mesh_token
+            )
         except MessageError:
             self._count("bad_message")
             return
         if m.reply:
             self._reply_subjects[msg.uuid] = m.reply
-        self._inject(msg)
+        self._inject(msg, groups)
 
     async def _on_reply(self, m: Msg) -> None:
         """A reply on ``<inbox>.<request uuid>.<request type tokens>``."""
@@ -275,13 +268,13 @@ class NatsBridge:
             if headers.get(STATUS_HEADER) == NO_RESPONDERS_STATUS:
                 msg = no_responders_reply(request, type_of_tokens(tokens))
             else:
-                msg = from_nats(None, m.data, headers, "reply", reply_to=request)
+                msg = from_nats(None, m.data, headers, "reply", reply_to=request)[0]
         except MessageError:
             self._count("bad_message")
             return
         self._inject(msg)
 
-    def _inject(self, msg: Message) -> None:
+    def _inject(self, msg: Message, groups: tuple[str, ...] | None = ()) -> None:
         host = self._host
         assert host is not None
         try:
@@ -289,7 +282,7 @@ class NatsBridge:
         except UsageError:
             self._count("too_large")
             return
-        if host.inject(msg) >= 0:
+        if host.inject(msg, groups) >= 0:
             self._imported += 1
 
     async def _subscription_loop(self, nc: Client) -> None:
@@ -297,7 +290,8 @@ class NatsBridge:
         while True:
             await self._subs_dirty.wait()
             self._subs_dirty.clear()
-            wanted = {self._subjects.subscription(p) for p in self._mesh_wants}
+            patterns = set(self._mesh_wants) | {p for _, p, _ in self._mesh_groups}
+            wanted = {self._subjects.subscription(p) for p in reduce_patterns(patterns)}
             for subject in set(self._subs) - wanted:
                 await self._subs.pop(subject).unsubscribe()
             for subject in wanted - set(self._subs):
@@ -310,8 +304,9 @@ class NatsBridge:
         nc = self._nc
         if nc is None or not nc.is_connected:
             return
+        t = self._table
         ann = Announcement(
-            self._table.mesh, self._table.node, self._mesh_wants, self._ready, query, bye
+            t.mesh, t.node, self._mesh_wants, self._ready, query, bye, self._mesh_groups
         )
         await nc.publish(self._subjects.interest_subject, ann.encode())
 
@@ -348,9 +343,8 @@ class NatsBridge:
     def _table_changed(self) -> None:
         self._recompute_wants()
         self._update_exporter()
-        advertised = reduce_patterns(set(self._table.remote_patterns()) | set(self.config.export))
-        self._out_patterns = matcher(advertised)
-        self._routes.clear()
+        table = self._table
+        advertised = self._routes.remote_changed(table.remote_patterns(), table.remote_groups())
         if advertised != self._advertised:
             self._advertised = advertised
             if self._host is not None:
@@ -364,8 +358,10 @@ class NatsBridge:
             if node not in bridges:
                 patterns.update(wants)
         wants = reduce_patterns(patterns)
-        if wants != self._mesh_wants:
+        groups = _summed(self._interests.groups)
+        if wants != self._mesh_wants or groups != self._mesh_groups:
             self._mesh_wants = wants
+            self._mesh_groups = groups
             self._subs_dirty.set()
             self._announce_now.set()
 
@@ -409,5 +405,15 @@ class NatsBridge:
             mesh_wants=self._mesh_wants,
             remote_wants=self._table.remote_patterns(),
             remote_meshes=self._table.remote_meshes(),
+            mesh_groups=tuple(f"{g} {p}" for g, p, _ in self._mesh_groups),
+            remote_groups=tuple(sorted(f"{g} {p}" for g, p in self._table.remote_groups())),
             last_error=self._last_error,
         )
+
+
+def _summed(groups: Groups) -> Groups:
+    """(group, pattern, members) with the members of each (group, pattern) added up, sorted."""
+    total: dict[tuple[str, str], int] = {}
+    for group, pattern, members in groups:
+        total[(group, pattern)] = total.get((group, pattern), 0) + members
+    return tuple(sorted((g, p, n) for (g, p), n in total.items() if n > 0))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import quote, unquote
@@ -58,6 +59,7 @@ NO_RESPONDERS_STATUS: Final = "503"
 # printable ASCII but the NATS separator, wildcards and our escape character
 _SAFE_TOKEN: Final = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%.*>")
 _SAFE_VALUE: Final = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+_SAFE_FIELD: Final = "".join(c for c in _SAFE_TOKEN if c not in ",:=")
 _SAFE_KEY: Final = "".join(c for c in _SAFE_TOKEN if c not in ':"()<>@,;\\/[]?={}')
 
 
@@ -124,8 +126,11 @@ def type_of_tokens(tokens: str) -> str:
         raise MessageError(f"{tokens!r} names no valid type: {exc}") from None
 
 
-def to_headers(msg: Message, *, with_type: bool = False) -> dict[str, str]:
-    """The NATS headers that carry ``msg``'s gravpy fields (``Grav-Meta``, and ``Grav-H-*``)."""
+def to_headers(
+    msg: Message, *, with_type: bool = False, placed: Sequence[tuple[str, str]] = ()
+) -> dict[str, str]:
+    """The NATS headers that carry ``msg``'s gravpy fields (``Grav-Meta``, and ``Grav-H-*``);
+    ``placed``: (mesh token, group) pairs, the mesh each group's copy was placed in."""
     meta = f"{msg.uuid} {msg.timestamp!r}"
     if msg.parent_id:
         meta += " p=" + msg.parent_id
@@ -133,6 +138,8 @@ def to_headers(msg: Message, *, with_type: bool = False) -> dict[str, str]:
         meta += " r=" + msg.reply_to
     if with_type:
         meta += " t=" + msg.type
+    if placed:
+        meta += " g=" + ",".join(f"{_field(m)}:{_field(g)}" for m, g in placed)
     headers = {H_META: meta}
     if msg.headers:
         for key, value in msg.headers.items():
@@ -141,9 +148,13 @@ def to_headers(msg: Message, *, with_type: bool = False) -> dict[str, str]:
     return headers
 
 
+def _field(text: str) -> str:
+    return quote(text, safe=_SAFE_FIELD)
+
+
 def read_meta(meta: str) -> tuple[str, float, dict[str, str]]:
-    """The uuid, timestamp and optional fields (``p``, ``r``, ``t``) of a ``Grav-Meta`` value;
-    raises ``MessageError`` if it is not one."""
+    """The uuid, timestamp and optional fields (``p``, ``r``, ``t``, ``g``) of a ``Grav-Meta``
+    value; raises ``MessageError`` if it is not one."""
     uuid, _, rest = meta.partition(" ")
     stamp, _, tail = rest.partition(" ")
     extra: dict[str, str] = {}
@@ -152,14 +163,20 @@ def read_meta(meta: str) -> tuple[str, float, dict[str, str]]:
             extra = {p[0]: p[2:] for p in tail.split(" ") if p[1] == "="}
         if not 0 < len(uuid) <= MAX_ID_LENGTH:
             raise ValueError("uuid")
-        if tail and any(len(v) > MAX_ID_LENGTH for k, v in extra.items() if k != "t"):
+        if tail and any(len(extra.get(k, "")) > MAX_ID_LENGTH for k in "pr"):
             raise ValueError("ids")
         return uuid, float(stamp), extra
     except (IndexError, ValueError):
         raise MessageError(
-            f"malformed {H_META} header {meta[:80]!r}: want '<uuid> <time> [p=|r=|t=...]', "
+            f"malformed {H_META} header {meta[:80]!r}: want '<uuid> <time> [p=|r=|t=|g=...]', "
             f"ids of 1 to {MAX_ID_LENGTH} characters"
         ) from None
+
+
+def placed_in(field: str, mesh_token: str) -> tuple[str, ...]:
+    """The groups a ``g=`` field placed in the mesh ``mesh_token``."""
+    here = _field(mesh_token) + ":"
+    return tuple(unquote(p[len(here) :]) for p in field.split(",") if p.startswith(here))
 
 
 def from_nats(
@@ -168,15 +185,18 @@ def from_nats(
     headers: dict[str, str] | None,
     origin: str,
     reply_to: str = "",
-) -> Message:
-    """The ``Message`` a NATS message stands for, marked with its ``origin`` mesh token.
+    here: str = "",
+) -> tuple[Message, tuple[str, ...] | None]:
+    """The ``Message`` a NATS message stands for, marked with its ``origin`` mesh token, and
+    the groups its exporter placed in the mesh ``here`` (None for a plain NATS publisher's: it
+    placed nothing, so every group of each mesh that takes it gets one copy).
 
     ``msg_type`` is already valid (``SubjectMap.split``); None (a reply on an inbox) takes the
     type from ``Grav-Meta``'s ``t=``. The rest is checked here; raises ``MessageError``."""
     user = {ORIGIN_HEADER: origin}
     if not headers:
         msg_type = DEFAULT_TYPE if msg_type is None else msg_type
-        return Message(new_id(), "", reply_to, msg_type, time.time(), data, user)
+        return Message(new_id(), "", reply_to, msg_type, time.time(), data, user), None
     meta = headers.get(H_META)
     extra: dict[str, str] = {}
     if meta is None:
@@ -195,7 +215,11 @@ def from_nats(
         if len(user) > MAX_HEADERS:
             raise MessageError(f"a message may carry at most {MAX_HEADERS} headers")
     parent = extra.get("p", "")
-    return Message(uuid, parent, extra.get("r", reply_to), msg_type, stamp, data, user)
+    msg = Message(uuid, parent, extra.get("r", reply_to), msg_type, stamp, data, user)
+    if meta is None:
+        return msg, None
+    field = extra.get("g")
+    return msg, placed_in(field, here) if field else ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +233,7 @@ class Announcement:
     ready: bool
     query: bool = False
     bye: bool = False
+    groups: tuple[tuple[str, str, int], ...] = ()  # (group, pattern, members) in its mesh
 
     def encode(self) -> bytes:
         body = {
@@ -218,6 +243,7 @@ class Announcement:
             "ready": self.ready,
             "query": self.query,
             "bye": self.bye,
+            "groups": [list(g) for g in self.groups],
         }
         return json.dumps(body, separators=(",", ":")).encode()
 
@@ -227,6 +253,7 @@ class Announcement:
         try:
             body = json.loads(raw)
             patterns = tuple(str(p) for p in body["patterns"])
+            groups = tuple((str(g), str(p), int(n)) for g, p, n in body.get("groups", ()))
             return cls(
                 str(body["mesh"]),
                 str(body["node"]),
@@ -234,6 +261,7 @@ class Announcement:
                 bool(body["ready"]),
                 bool(body.get("query", False)),
                 bool(body.get("bye", False)),
+                groups,
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise MessageError(f"not a bridge announcement: {exc}") from None
