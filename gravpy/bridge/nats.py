@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -36,7 +34,8 @@ from nats.errors import Error as NatsError
 
 from gravpy import _log as logs
 from gravpy._tasks import TaskSupervisor
-from gravpy.bridge.config import NatsBridgeConfig, NatsBridgeStatistics, read_token
+from gravpy.bridge.config import NatsBridgeConfig, NatsBridgeStatistics
+from gravpy.bridge.connection import Connector
 from gravpy.bridge.export import ExportRoutes
 from gravpy.bridge.interest import InterestTable, reduce_patterns
 from gravpy.bridge.outbox import Outbox, Outgoing
@@ -89,7 +88,7 @@ class NatsBridge:
         self._reply_subjects: RecentMap[str, str] = RecentMap(self.config.request_limit)
         self._inbox = ""
         self._imported = self._connects = 0
-        self._last_error = ""
+        self._connector = Connector(self.config, self._on_error)
 
     # -- the hub's port (BridgePort) -------------------------------------------------------------
 
@@ -161,10 +160,10 @@ class NatsBridge:
             self.state = "connecting"
             try:
                 await self._connect()
-            except (OSError, NatsError, TimeoutError) as exc:
-                self._last_error = str(exc) or type(exc).__name__
+            except (OSError, NatsError, TimeoutError):  # counted by the connector
                 delay = backoff.next_delay()
-                _log.warning("bridge_connect_failed", error=self._last_error, retry_in=delay)
+                error = self._connector.last_error
+                _log.warning("bridge_connect_failed", error=error, retry_in=delay)
                 await asyncio.sleep(delay)
                 continue
             backoff.reset()
@@ -172,28 +171,14 @@ class NatsBridge:
             await self._close()
 
     async def _connect(self) -> None:
-        c = self.config
-        options: dict[str, Any] = {
-            "servers": list(c.servers),
-            "name": f"gravd {self._table.node} ({self._table.mesh})",
-            "connect_timeout": c.connect_timeout,
-            "reconnect_time_wait": c.reconnect_wait,
-            "max_reconnect_attempts": c.reconnect_attempts,
-            "pending_size": c.pending_bytes,
-            "error_cb": self._on_error,
+        callbacks = {
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,
             "closed_cb": self._on_closed,
-            "skip_subject_validation": True,  # every subject here is built escaped (subjects.py)
         }
-        if c.creds is not None:
-            options["user_credentials"] = str(c.creds)
-        if c.token is not None:
-            options["token"] = c.token
-        elif c.token_file is not None:
-            options["token"] = await asyncio.to_thread(read_token, c.token_file)
         self._closed.clear()
-        self._nc = await nats.connect(**options)
+        name = f"gravd {self._table.node} ({self._table.mesh})"
+        self._nc = await self._connector.open(name, callbacks)
         self._inbox = self._nc.new_inbox()
 
     async def _serve(self) -> None:
@@ -218,7 +203,7 @@ class NatsBridge:
             await self._closed.wait()  # nats-py gave up reconnecting
             for task in tasks:
                 task.cancel()
-        _log.warning("bridge_connection_closed", error=self._last_error)
+        _log.warning("bridge_connection_closed", error=self._connector.last_error)
 
     async def _close(self) -> None:
         nc, self._nc = self._nc, None
@@ -371,14 +356,13 @@ class NatsBridge:
     # -- callbacks and statistics ----------------------------------------------------------------
 
     async def _on_error(self, exc: Exception) -> None:
-        self._last_error = str(exc) or type(exc).__name__
-        if "slow consumer" in self._last_error.lower():
+        if "slow consumer" in str(exc).lower():
             self._count("slow_consumer")
 
     async def _on_disconnected(self) -> None:
         if self.state == "connected":
             self.state = "reconnecting"
-            _log.warning("bridge_disconnected", error=self._last_error)
+            _log.warning("bridge_disconnected", error=self._connector.last_error)
 
     async def _on_closed(self) -> None:
         self._closed.set()
@@ -407,7 +391,8 @@ class NatsBridge:
             remote_meshes=self._table.remote_meshes(),
             mesh_groups=tuple(f"{g} {p}" for g, p, _ in self._mesh_groups),
             remote_groups=tuple(sorted(f"{g} {p}" for g, p in self._table.remote_groups())),
-            last_error=self._last_error,
+            last_error=self._connector.last_error,
+            failed_connects=self._connector.failed,
         )
 
 
