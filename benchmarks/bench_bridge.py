@@ -116,7 +116,12 @@ async def serve_bridge(url: str) -> None:
         tally = Tally(lambda n: done.send(Message.new("bench.done", str(n))))
         counter.on_type("bench.n", lambda m: tally.hit(m.data))
         responder.on_type("bench.req", lambda m: responder.reply_to(m, Message.new("r", m.data)))
-        await until(lambda: {"bench.n", "bench.req"} <= set(bridge.statistics().mesh_wants))
+        await until(
+            lambda: (
+                bridge.statistics().exporter
+                and {"bench.n", "bench.req"} <= set(bridge.statistics().mesh_wants)
+            )
+        )
         await ready_until_stdin_closes()
 
 

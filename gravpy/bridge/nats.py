@@ -6,17 +6,24 @@ The hub hands the bridge every message new to its node (``offer``) and tells it 
 wants (``mesh_interests``); the bridge hands the hub what came from NATS (``BridgeHost.inject``,
 original uuid kept, so seen-sets drop any copy). ``gravpy.bridge.port`` draws the port.
 
+- **One active bridge per mesh**: of a mesh's bridging nodes, the one elected by
+  ``InterestTable.exporter`` exports and imports; the others stand by (no type subscriptions, an
+  empty announcement) and take over when it says bye or falls silent for ``ttl``. One importer
+  keeps each sender's order (two in one queue group would interleave); the price is a gap of up
+  to ``ttl`` after the active bridge crashes, during which NATS has no subscriber for the mesh.
 - **Out** (mesh to NATS): a message crosses if a bridge of another mesh announced a pattern
-  admitting it, or an ``export`` pattern does, and this node is its mesh's exporter
-  (``InterestTable.exporter``). It is put on a bounded queue (overflow: drop the newest, counted
+  admitting it, an ``export`` pattern does, or a group's copy is placed in another mesh
+  (``gravpy.bridge.export``). It is put on a bounded queue (overflow: drop the newest, counted
   ``queue_full``) that one task publishes from, with a reply subject on this bridge's inbox so
   answers and NATS's no-responders status (turned into ``NoResponders``) come back. A reply to a
   request that came from NATS goes to that request's reply subject, whichever node it reached.
-- **In** (NATS to mesh): one subscription per pattern the mesh wants, in a queue group named after
-  the mesh, so each message enters the mesh at one bridge; messages from the own mesh are echoes
-  and skipped. A request keeps its reply subject until its replies are sent back.
+- **In** (NATS to mesh): one subscription per pattern the mesh wants (ungrouped or for a group),
+  in a queue group named after the mesh, so a message enters the mesh once even while two bridges
+  briefly both subscribe; messages from the own mesh are echoes and skipped. A request keeps its
+  reply subject until its replies are sent back.
 - **Announcements** (``gravpy.bridge.subjects.Announcement``) on connect (with a query, so the
-  others answer at once), on change and every ``announce_interval``.
+  others answer at once), after each change of subscriptions (so whoever hears one may publish
+  at once) and every ``announce_interval``.
 - **Faults**: connecting retries with capped backoff while the node serves its LAN; nats-py
   reconnects within a cluster (publishing into its bounded pending buffer meanwhile); a closed
   connection starts connecting again. ``statistics()`` reports state and losses by reason.
@@ -271,17 +278,21 @@ class NatsBridge:
             self._imported += 1
 
     async def _subscription_loop(self, nc: Client) -> None:
-        """Keep one queue subscription per pattern this mesh wants."""
+        """While this bridge is its mesh's active one, keep one queue subscription per pattern
+        the mesh wants; a standby bridge keeps none (one importer keeps each sender's order)."""
         while True:
             await self._subs_dirty.wait()
             self._subs_dirty.clear()
             patterns = set(self._mesh_wants) | {p for _, p, _ in self._mesh_groups}
             wanted = {self._subjects.subscription(p) for p in reduce_patterns(patterns)}
+            if not self._exporting:
+                wanted.clear()
             for subject in set(self._subs) - wanted:
                 await self._subs.pop(subject).unsubscribe()
             for subject in wanted - set(self._subs):
                 queue = self._subjects.mesh_token
                 self._subs[subject] = await nc.subscribe(subject, queue, cb=self._on_message)
+            self._announce_now.set()  # after the SUBs: whoever hears it may publish at once
 
     # -- announcements ---------------------------------------------------------------------------
 
@@ -290,9 +301,9 @@ class NatsBridge:
         if nc is None or not nc.is_connected:
             return
         t = self._table
-        ann = Announcement(
-            t.mesh, t.node, self._mesh_wants, self._ready, query, bye, self._mesh_groups
-        )
+        active = self._exporting  # a standby bridge subscribes to nothing: it asks for nothing
+        wants, groups = (self._mesh_wants, self._mesh_groups) if active else ((), ())
+        ann = Announcement(t.mesh, t.node, wants, self._ready, query, bye, groups)
         await nc.publish(self._subjects.interest_subject, ann.encode())
 
     async def _announce_loop(self) -> None:
@@ -347,11 +358,13 @@ class NatsBridge:
         if wants != self._mesh_wants or groups != self._mesh_groups:
             self._mesh_wants = wants
             self._mesh_groups = groups
-            self._subs_dirty.set()
-            self._announce_now.set()
+            self._subs_dirty.set()  # the subscription loop announces once subscribed
 
     def _update_exporter(self) -> None:
-        self._exporting = self._table.exporter(self._ready) == self._table.node
+        active = self._table.exporter(self._ready) == self._table.node
+        if active != self._exporting:
+            self._exporting = active
+            self._subs_dirty.set()
 
     # -- callbacks and statistics ----------------------------------------------------------------
 
