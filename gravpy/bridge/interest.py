@@ -22,13 +22,14 @@ Times are passed in (``now``), so the table is tested without a clock.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gravpy.bridge.subjects import Announcement
 from gravpy.errors import UsageError
 from gravpy.filter import Pattern
 
-__all__ = ["InterestTable", "matcher", "reduce_patterns"]
+__all__ = ["InterestTable", "matcher", "reduce_patterns", "summed_groups"]
 
 
 @dataclass(slots=True)
@@ -136,6 +137,14 @@ def _covers(wide: str, narrow: str) -> bool:
         return False
     w, n = wide.split("."), narrow.split(".")
     return len(w) == len(n) and all(a in ("*", b) for a, b in zip(w, n, strict=True))
+
+
+def summed_groups(groups: Iterable[tuple[str, str, int]]) -> tuple[tuple[str, str, int], ...]:
+    """(group, pattern, members) with the members of each (group, pattern) added up, sorted."""
+    total: dict[tuple[str, str], int] = {}
+    for group, pattern, members in groups:
+        total[(group, pattern)] = total.get((group, pattern), 0) + members
+    return tuple(sorted((g, p, n) for (g, p), n in total.items() if n > 0))
 
 
 def matcher(patterns: tuple[str, ...]) -> tuple[Pattern, ...]:

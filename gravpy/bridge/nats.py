@@ -6,11 +6,9 @@ The hub hands the bridge every message new to its node (``offer``) and tells it 
 wants (``mesh_interests``); the bridge hands the hub what came from NATS (``BridgeHost.inject``,
 original uuid kept, so seen-sets drop any copy). ``gravpy.bridge.port`` draws the port.
 
-- **One active bridge per mesh**: of a mesh's bridging nodes, the one elected by
-  ``InterestTable.exporter`` exports and imports; the others stand by (no type subscriptions, an
-  empty announcement) and take over when it says bye or falls silent for ``ttl``. One importer
-  keeps each sender's order (two in one queue group would interleave); the price is a gap of up
-  to ``ttl`` after the active bridge crashes, during which NATS has no subscriber for the mesh.
+- **One active bridge per mesh** (``InterestTable.exporter``) exports and imports; the others
+  stand by (no subscriptions, an empty announcement) until it says bye or is silent for ``ttl``.
+  One importer keeps each sender's order; after a crash, what arrives within ``ttl`` is lost.
 - **Out** (mesh to NATS): a message crosses if a bridge of another mesh announced a pattern
   admitting it, an ``export`` pattern does, or a group's copy is placed in another mesh
   (``gravpy.bridge.export``). It is put on a bounded queue (overflow: drop the newest, counted
@@ -22,8 +20,7 @@ original uuid kept, so seen-sets drop any copy). ``gravpy.bridge.port`` draws th
   briefly both subscribe; messages from the own mesh are echoes and skipped. A request keeps its
   reply subject until its replies are sent back.
 - **Announcements** (``gravpy.bridge.subjects.Announcement``) on connect (with a query, so the
-  others answer at once), after each change of subscriptions (so whoever hears one may publish
-  at once) and every ``announce_interval``.
+  others answer at once), after each change of subscriptions, and every ``announce_interval``.
 - **Faults**: connecting retries with capped backoff while the node serves its LAN; nats-py
   reconnects within a cluster (publishing into its bounded pending buffer meanwhile); a closed
   connection starts connecting again. ``statistics()`` reports state and losses by reason.
@@ -44,7 +41,7 @@ from gravpy._tasks import TaskSupervisor
 from gravpy.bridge.config import NatsBridgeConfig, NatsBridgeStatistics
 from gravpy.bridge.connection import Connector
 from gravpy.bridge.export import ExportRoutes
-from gravpy.bridge.interest import InterestTable, reduce_patterns
+from gravpy.bridge.interest import InterestTable, reduce_patterns, summed_groups
 from gravpy.bridge.outbox import Outbox, Outgoing
 from gravpy.bridge.port import BridgeHost, Groups, MeshInterests
 from gravpy.bridge.subjects import (
@@ -65,7 +62,6 @@ from gravpy.recent import RecentMap
 __all__ = ["NatsBridge"]
 
 _log = logs.get_logger("gravpy.bridge")
-_CACHE_LIMIT = 4096
 
 
 class NatsBridge:
@@ -81,7 +77,6 @@ class NatsBridge:
         self._tasks = TaskSupervisor(_log)
         self._outbox = Outbox(self.config.queue_limit, self.config.high_water)
         self._routes = ExportRoutes(self._subjects, self.config.export)
-        self._type_of: dict[str, tuple[str, str]] = {}  # subject -> (mesh token, type)
         self._mesh_wants: tuple[str, ...] = ()
         self._mesh_groups: Groups = ()  # (group, pattern, members) this mesh has
         self._interests = MeshInterests()
@@ -234,12 +229,7 @@ class NatsBridge:
 
     async def _on_message(self, m: Msg) -> None:
         try:
-            known = self._type_of.get(m.subject)
-            if known is None:
-                known = self._type_of[m.subject] = self._subjects.split(m.subject)
-                if len(self._type_of) > _CACHE_LIMIT:
-                    self._type_of.clear()
-            mesh, msg_type = known
+            mesh, msg_type = self._subjects.split(m.subject)
             if self._subjects.is_own(mesh):
                 return
             msg, groups = from_nats(
@@ -354,7 +344,7 @@ class NatsBridge:
             if node not in bridges:
                 patterns.update(wants)
         wants = reduce_patterns(patterns)
-        groups = _summed(self._interests.groups)
+        groups = summed_groups(self._interests.groups)
         if wants != self._mesh_wants or groups != self._mesh_groups:
             self._mesh_wants = wants
             self._mesh_groups = groups
@@ -407,11 +397,3 @@ class NatsBridge:
             last_error=self._connector.last_error,
             failed_connects=self._connector.failed,
         )
-
-
-def _summed(groups: Groups) -> Groups:
-    """(group, pattern, members) with the members of each (group, pattern) added up, sorted."""
-    total: dict[tuple[str, str], int] = {}
-    for group, pattern, members in groups:
-        total[(group, pattern)] = total.get((group, pattern), 0) + members
-    return tuple(sorted((g, p, n) for (g, p), n in total.items() if n > 0))

@@ -54,6 +54,7 @@ ANY_MESH_TOKEN: Final = "_any"
 ORIGIN_HEADER: Final = "grav-bridge-origin"  # set on messages that came in from NATS
 H_META: Final = "Grav-Meta"
 H_USER: Final = "Grav-H-"
+_SPLIT_LIMIT: Final = 4096  # subjects whose (mesh, type) is kept
 STATUS_HEADER: Final = "Status"
 NO_RESPONDERS_STATUS: Final = "503"
 # printable ASCII but the NATS separator, wildcards and our escape character
@@ -80,6 +81,7 @@ class SubjectMap:
     prefix: str
     mesh: str
     mesh_token: str = field(init=False)
+    _split: dict[str, tuple[str, str]] = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not self.prefix or any(c in self.prefix for c in " \t\r\n*>") or ".." in self.prefix:
@@ -101,7 +103,17 @@ class SubjectMap:
         return f"{self.prefix}.*.{tokens}"
 
     def split(self, subject: str) -> tuple[str, str]:
-        """The mesh token and the message type of a type subject; raises ``MessageError``."""
+        """The mesh token and the message type of a type subject (cached); raises
+        ``MessageError``."""
+        known = self._split.get(subject)
+        if known is None:
+            known = self._split_new(subject)
+            if len(self._split) >= _SPLIT_LIMIT:
+                self._split.clear()
+            self._split[subject] = known
+        return known
+
+    def _split_new(self, subject: str) -> tuple[str, str]:
         head = self.prefix + "."
         rest = subject[len(head) :] if subject.startswith(head) else ""
         mesh, _, tokens = rest.partition(".")
@@ -121,9 +133,16 @@ def type_tokens(msg_type: str) -> str:
 def type_of_tokens(tokens: str) -> str:
     """The type that ``type_tokens`` made ``tokens`` of; raises ``MessageError``."""
     try:
-        return validate_type(".".join(unescape_token(t) for t in tokens.split(".")))
-    except (UnicodeDecodeError, UsageError) as exc:
+        return _valid_type(".".join(unescape_token(t) for t in tokens.split(".")))
+    except UnicodeDecodeError as exc:
         raise MessageError(f"{tokens!r} names no valid type: {exc}") from None
+
+
+def _valid_type(text: str) -> str:
+    try:
+        return validate_type(text)
+    except UsageError as exc:
+        raise MessageError(f"{text!r} is no valid type: {exc}") from None
 
 
 def to_headers(
@@ -204,22 +223,24 @@ def from_nats(
     else:
         uuid, stamp, extra = read_meta(meta)
     if msg_type is None:
-        try:
-            msg_type = validate_type(extra.get("t", DEFAULT_TYPE))
-        except UsageError as exc:
-            raise MessageError(str(exc)) from None
+        msg_type = _valid_type(extra.get("t", DEFAULT_TYPE))
     if len(headers) > 1 or meta is None:
-        for key, value in headers.items():
-            if key.startswith(H_USER):
-                user[unquote(key[len(H_USER) :])] = unquote(value)
-        if len(user) > MAX_HEADERS:
-            raise MessageError(f"a message may carry at most {MAX_HEADERS} headers")
+        _user_headers(headers, user)
     parent = extra.get("p", "")
     msg = Message(uuid, parent, extra.get("r", reply_to), msg_type, stamp, data, user)
     if meta is None:
         return msg, None
     field = extra.get("g")
     return msg, placed_in(field, here) if field else ()
+
+
+def _user_headers(headers: dict[str, str], into: dict[str, str]) -> None:
+    """Add the message's own headers (``Grav-H-*``) to ``into``; raises ``MessageError``."""
+    for key, value in headers.items():
+        if key.startswith(H_USER):
+            into[unquote(key[len(H_USER) :])] = unquote(value)
+    if len(into) > MAX_HEADERS:
+        raise MessageError(f"a message may carry at most {MAX_HEADERS} headers")
 
 
 @dataclass(frozen=True, slots=True)
