@@ -8,10 +8,10 @@ from contextlib import AsyncExitStack
 import pytest
 
 import gravpy
+from gravpy.testing.gravd import Gravd
 from tests.bridge.lans import bridge_of, bridging_gravd, exporting, subscribed
 from tests.bridge.nats_proc import NatsServer
 from tests.bridge.test_lans import Sink, stream
-from tests.daemon.harness import Gravd
 
 pytestmark = pytest.mark.timeout(90)
 N = 3000

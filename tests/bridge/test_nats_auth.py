@@ -17,10 +17,10 @@ import pytest
 
 import gravpy
 from gravpy import Message
+from gravpy.testing.gravd import Gravd, running_gravd
 from tests.bridge.lans import bridge_of, subscribed
 from tests.bridge.nats_auth import auth_case
 from tests.bridge.nats_proc import NatsServer
-from tests.daemon.harness import Gravd, running_gravd
 
 pytestmark = pytest.mark.timeout(60)
 
