@@ -83,6 +83,7 @@ class NatsBridgeStatistics:
     remote_meshes: tuple[str, ...]
     last_error: str
     failed_connects: int = 0  # connection attempts that failed (unreachable, TLS, auth)
+    ready: bool = False  # heard the other bridges: may be elected its mesh's active bridge
     mesh_groups: tuple[str, ...] = ()  # "<group> <pattern>" this mesh has members of
     remote_groups: tuple[str, ...] = ()  # "<group> <pattern>" other meshes have members of
 
@@ -101,6 +102,7 @@ class NatsBridgeStatistics:
             "remote_meshes": list(self.remote_meshes),
             "last_error": self.last_error,
             "failed_connects": self.failed_connects,
+            "ready": self.ready,
             "mesh_groups": list(self.mesh_groups),
             "remote_groups": list(self.remote_groups),
         }

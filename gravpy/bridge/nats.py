@@ -396,4 +396,5 @@ class NatsBridge:
             remote_groups=tuple(sorted(f"{g} {p}" for g, p in self._table.remote_groups())),
             last_error=self._connector.last_error,
             failed_connects=self._connector.failed,
+            ready=self._ready,
         )

@@ -57,11 +57,13 @@ async def test_each_message_reaches_each_pod_once_in_order_with_two_bridges(
 
 
 async def _roles(*nodes: Gravd) -> tuple[Gravd, Gravd]:
-    """(active, standby) once exactly one of the two bridges is active and subscribed."""
+    """(active, standby) once both bridges are ready (so the election is settled) and exactly
+    one is active and subscribed."""
     while True:
         views = [bridge_of(await n.node()) for n in nodes]
         active = [n for n, b in zip(nodes, views, strict=True) if b["exporter"]]
-        if len(active) == 1 and subscribed("stream.n")(await active[0].node()):
+        settled = all(b["ready"] for b in views) and len(active) == 1
+        if settled and subscribed("stream.n")(await active[0].node()):
             standby = next(n for n in nodes if n is not active[0])
             return active[0], standby
         await asyncio.sleep(0.05)  # bridge state changes on NATS traffic: re-ask
