@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gravpy.backoff import BackoffPolicy
 from gravpy.errors import UsageError
 from gravpy.filter import Pattern
 
-__all__ = ["NatsBridgeConfig", "NatsBridgeStatistics", "read_token"]
+__all__ = ["NatsBridgeConfig", "NatsBridgeStatistics", "auth_options", "read_token"]
 
 _SCHEMES = ("nats://", "tls://", "ws://", "wss://")
 _BACKOFF = BackoffPolicy(initial=0.2, maximum=10.0)
+_JWT_MARK = "-----BEGIN NATS USER JWT-----"
 
 
 @dataclass(frozen=True, slots=True)
 class NatsBridgeConfig:
     """How to reach NATS and what to carry. ``servers``: seed URLs of one server or cluster
     (``tls://`` for TLS); ``prefix``: the first subject token; ``export``: type patterns published
-    whether or not a mesh asked (for plain NATS subscribers); ``creds`` / ``token`` /
-    ``token_file`` (read at each connect): credentials.
+    whether or not a mesh asked (for plain NATS subscribers); ``creds`` (a ``.creds`` file: user
+    JWT and NKEY seed, or a file holding only an NKEY user seed) / ``token`` / ``token_file``:
+    credentials; ``ca``: the CA file that signs the NATS servers' certificates (default: the
+    system's). Files are read at each connect, so a fixed file is picked up by the next retry.
 
     ``queue_limit`` bounds the messages waiting to be published (the newest is dropped when full,
     counted ``queue_full``); past ``high_water`` of them ``Pod.publish`` waits, as for a full link; ``pending_bytes`` is nats-py's buffer while it reconnects;
@@ -34,6 +39,7 @@ class NatsBridgeConfig:
     creds: Path | None = None
     token: str | None = field(default=None, repr=False)
     token_file: Path | None = None
+    ca: Path | None = None
     queue_limit: int = 65_536
     high_water: int = 4096
     request_limit: int = 65_536
@@ -76,6 +82,10 @@ class NatsBridgeStatistics:
     remote_wants: tuple[str, ...]
     remote_meshes: tuple[str, ...]
     last_error: str
+    failed_connects: int = 0  # connection attempts that failed (unreachable, TLS, auth)
+    ready: bool = False  # heard the other bridges: may be elected its mesh's active bridge
+    mesh_groups: tuple[str, ...] = ()  # "<group> <pattern>" this mesh has members of
+    remote_groups: tuple[str, ...] = ()  # "<group> <pattern>" other meshes have members of
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -91,7 +101,34 @@ class NatsBridgeStatistics:
             "remote_wants": list(self.remote_wants),
             "remote_meshes": list(self.remote_meshes),
             "last_error": self.last_error,
+            "failed_connects": self.failed_connects,
+            "ready": self.ready,
+            "mesh_groups": list(self.mesh_groups),
+            "remote_groups": list(self.remote_groups),
         }
+
+
+def auth_options(config: NatsBridgeConfig) -> dict[str, Any]:
+    """nats-py's connect options for ``config``'s credentials and TLS. Reads the files: raises
+    ``OSError`` (``ssl.SSLError`` is one) when one is missing or not what it should be."""
+    options: dict[str, Any] = {}
+    if config.creds is not None:
+        text = config.creds.read_text()
+        if _JWT_MARK in text:
+            options["user_credentials"] = str(config.creds)
+        elif text.strip().startswith("SU"):
+            options["nkeys_seed"] = str(config.creds)
+        else:
+            raise OSError(f"{config.creds} is neither a NATS .creds file nor an NKEY user seed")
+    if config.token is not None:
+        options["token"] = config.token
+    elif config.token_file is not None:
+        options["token"] = read_token(config.token_file)
+    if config.ca is not None or any(u.startswith(("tls://", "wss://")) for u in config.servers):
+        options["tls"] = ssl.create_default_context(
+            cafile=str(config.ca) if config.ca is not None else None
+        )
+    return options
 
 
 def read_token(path: Path) -> str:

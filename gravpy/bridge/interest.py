@@ -7,6 +7,8 @@ mesh wants (``Announcement``). The ``InterestTable`` keeps the last announcement
 until it is older than ``ttl`` or the bridge says ``bye``, and answers:
 
 - ``remote_patterns()``: what bridges of *other* meshes want: what this mesh must publish.
+- ``remote_groups()``: the groups other meshes have members of, with their patterns and member
+  counts per mesh: where this mesh's exporter may place a group's copy.
 - ``exporter``: which bridge of this mesh publishes. Every bridging node of a mesh receives the
   same messages from its mesh; only the ready bridge with the smallest node uuid publishes them,
   so a message crosses once. While a new bridge is not ready (it has not yet told its mesh what
@@ -20,13 +22,14 @@ Times are passed in (``now``), so the table is tested without a clock.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gravpy.bridge.subjects import Announcement
 from gravpy.errors import UsageError
 from gravpy.filter import Pattern
 
-__all__ = ["InterestTable", "matcher", "reduce_patterns"]
+__all__ = ["InterestTable", "matcher", "reduce_patterns", "summed_groups"]
 
 
 @dataclass(slots=True)
@@ -76,6 +79,20 @@ class InterestTable:
                 patterns.update(h.announcement.patterns)
         return reduce_patterns(patterns)
 
+    def remote_groups(self) -> dict[tuple[str, str], dict[str, int]]:
+        """(group, pattern) -> {mesh: members} for the groups other meshes have members of (a
+        mesh's bridges announce the same counts; the largest is kept)."""
+        found: dict[tuple[str, str], dict[str, int]] = {}
+        for h in self._heard.values():
+            mesh = h.announcement.mesh
+            if mesh == self.mesh:
+                continue
+            for group, pattern, members in h.announcement.groups:
+                if members > 0:
+                    meshes = found.setdefault((group, pattern), {})
+                    meshes[mesh] = max(members, meshes.get(mesh, 0))
+        return found
+
     def remote_meshes(self) -> tuple[str, ...]:
         return tuple(sorted({h.announcement.mesh for h in self._heard.values()} - {self.mesh}))
 
@@ -94,8 +111,9 @@ class InterestTable:
             ready.append(self.node)
         return min(ready) if ready else None
 
-    def _view(self) -> tuple[tuple[str, ...], str | None, frozenset[str]]:
-        return self.remote_patterns(), self.exporter(True), self.own_bridges()
+    def _view(self) -> tuple[object, ...]:
+        groups = sorted((k, sorted(v.items())) for k, v in self.remote_groups().items())
+        return self.remote_patterns(), self.exporter(True), self.own_bridges(), groups
 
 
 def reduce_patterns(patterns: set[str] | frozenset[str]) -> tuple[str, ...]:
@@ -119,6 +137,14 @@ def _covers(wide: str, narrow: str) -> bool:
         return False
     w, n = wide.split("."), narrow.split(".")
     return len(w) == len(n) and all(a in ("*", b) for a, b in zip(w, n, strict=True))
+
+
+def summed_groups(groups: Iterable[tuple[str, str, int]]) -> tuple[tuple[str, str, int], ...]:
+    """(group, pattern, members) with the members of each (group, pattern) added up, sorted."""
+    total: dict[tuple[str, str], int] = {}
+    for group, pattern, members in groups:
+        total[(group, pattern)] = total.get((group, pattern), 0) + members
+    return tuple(sorted((g, p, n) for (g, p), n in total.items() if n > 0))
 
 
 def matcher(patterns: tuple[str, ...]) -> tuple[Pattern, ...]:

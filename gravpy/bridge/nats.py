@@ -6,17 +6,21 @@ The hub hands the bridge every message new to its node (``offer``) and tells it 
 wants (``mesh_interests``); the bridge hands the hub what came from NATS (``BridgeHost.inject``,
 original uuid kept, so seen-sets drop any copy). ``gravpy.bridge.port`` draws the port.
 
+- **One active bridge per mesh** (``InterestTable.exporter``) exports and imports; the others
+  stand by (no subscriptions, an empty announcement) until it says bye or is silent for ``ttl``.
+  One importer keeps each sender's order; after a crash, what arrives within ``ttl`` is lost.
 - **Out** (mesh to NATS): a message crosses if a bridge of another mesh announced a pattern
-  admitting it, or an ``export`` pattern does, and this node is its mesh's exporter
-  (``InterestTable.exporter``). It is put on a bounded queue (overflow: drop the newest, counted
+  admitting it, an ``export`` pattern does, or a group's copy is placed in another mesh
+  (``gravpy.bridge.export``). It is put on a bounded queue (overflow: drop the newest, counted
   ``queue_full``) that one task publishes from, with a reply subject on this bridge's inbox so
   answers and NATS's no-responders status (turned into ``NoResponders``) come back. A reply to a
   request that came from NATS goes to that request's reply subject, whichever node it reached.
-- **In** (NATS to mesh): one subscription per pattern the mesh wants, in a queue group named after
-  the mesh, so each message enters the mesh at one bridge; messages from the own mesh are echoes
-  and skipped. A request keeps its reply subject until its replies are sent back.
+- **In** (NATS to mesh): one subscription per pattern the mesh wants (ungrouped or for a group),
+  in a queue group named after the mesh, so a message enters the mesh once even while two bridges
+  briefly both subscribe; messages from the own mesh are echoes and skipped. A request keeps its
+  reply subject until its replies are sent back.
 - **Announcements** (``gravpy.bridge.subjects.Announcement``) on connect (with a query, so the
-  others answer at once), on change and every ``announce_interval``.
+  others answer at once), after each change of subscriptions, and every ``announce_interval``.
 - **Faults**: connecting retries with capped backoff while the node serves its LAN; nats-py
   reconnects within a cluster (publishing into its bounded pending buffer meanwhile); a closed
   connection starts connecting again. ``statistics()`` reports state and losses by reason.
@@ -26,9 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -36,12 +38,13 @@ from nats.errors import Error as NatsError
 
 from gravpy import _log as logs
 from gravpy._tasks import TaskSupervisor
-from gravpy.bridge.config import NatsBridgeConfig, NatsBridgeStatistics, read_token
-from gravpy.bridge.interest import InterestTable, matcher, reduce_patterns
+from gravpy.bridge.config import NatsBridgeConfig, NatsBridgeStatistics
+from gravpy.bridge.connection import Connector
+from gravpy.bridge.export import ExportRoutes
+from gravpy.bridge.interest import InterestTable, reduce_patterns, summed_groups
 from gravpy.bridge.outbox import Outbox, Outgoing
-from gravpy.bridge.port import BridgeHost, MeshInterests
+from gravpy.bridge.port import BridgeHost, Groups, MeshInterests
 from gravpy.bridge.subjects import (
-    H_TYPE,
     NO_RESPONDERS_STATUS,
     ORIGIN_HEADER,
     STATUS_HEADER,
@@ -49,16 +52,16 @@ from gravpy.bridge.subjects import (
     SubjectMap,
     from_nats,
     to_headers,
+    type_of_tokens,
 )
 from gravpy.errors import MessageError, UsageError
 from gravpy.failure import no_responders_reply
-from gravpy.message import DEFAULT_TYPE, Message
+from gravpy.message import Message
 from gravpy.recent import RecentMap
 
 __all__ = ["NatsBridge"]
 
 _log = logs.get_logger("gravpy.bridge")
-_CACHE_LIMIT = 4096
 
 
 class NatsBridge:
@@ -73,12 +76,10 @@ class NatsBridge:
         self._nc: Client | None = None
         self._tasks = TaskSupervisor(_log)
         self._outbox = Outbox(self.config.queue_limit, self.config.high_water)
-        self._subject_of: dict[str, str] = {}  # type -> subject (cached, bounded)
-        self._type_of: dict[str, tuple[str, str]] = {}  # subject -> (mesh token, type)
+        self._routes = ExportRoutes(self._subjects, self.config.export)
         self._mesh_wants: tuple[str, ...] = ()
+        self._mesh_groups: Groups = ()  # (group, pattern, members) this mesh has
         self._interests = MeshInterests()
-        self._wanted: dict[str, bool] = {}
-        self._out_patterns = matcher(self.config.export)
         self._advertised = reduce_patterns(set(self.config.export))
         self._closed = asyncio.Event()
         self._exporting = False
@@ -87,10 +88,9 @@ class NatsBridge:
         self._subs_dirty = asyncio.Event()
         self._announce_now = asyncio.Event()
         self._reply_subjects: RecentMap[str, str] = RecentMap(self.config.request_limit)
-        self._asked: RecentMap[str, str] = RecentMap(self.config.request_limit)
         self._inbox = ""
         self._imported = self._connects = 0
-        self._last_error = ""
+        self._connector = Connector(self.config, self._on_error)
 
     # -- the hub's port (BridgePort) -------------------------------------------------------------
 
@@ -99,10 +99,12 @@ class NatsBridge:
         self._outbox.backpressure = host
         self._subjects = SubjectMap(self.config.prefix, host.mesh_name)
         self._table = InterestTable(self._subjects.mesh_token, host.node_uuid, self.config.ttl)
+        self._routes = ExportRoutes(self._subjects, self.config.export)
 
     def mesh_interests(self, interests: MeshInterests) -> None:
         """What this node's pods and peers want changed: recompute what this mesh wants."""
         self._interests = interests
+        self._routes.own_groups_changed(interests.groups)
         self._recompute_wants()
 
     def advertised(self) -> tuple[str, ...]:
@@ -120,19 +122,15 @@ class NatsBridge:
             return self._enqueue((subject, "", msg.data, to_headers(msg, with_type=True)))
         if not self._exporting:
             return False
-        wanted = self._wanted.get(msg.type)
-        if wanted is None:
-            wanted = self._wanted[msg.type] = self._crosses(msg.type)
-        if not wanted:
+        route = self._routes.route(msg.type)
+        if route is None:
             return False
-        self._asked[msg.uuid] = msg.type
-        subject = self._subject_of.get(msg.type)
-        if subject is None:
-            subject = self._subject_of[msg.type] = self._subjects.subject(msg.type)
-            if len(self._subject_of) > _CACHE_LIMIT:
-                self._subject_of.clear()
-        out = (subject, f"{self._inbox}.{msg.uuid}", msg.data)
-        return self._enqueue((*out, to_headers(msg)))
+        reply = f"{self._inbox}.{msg.uuid}.{route.tokens}"  # the type rides along (NoResponders)
+        if route.groups:
+            headers = to_headers(msg, placed=self._routes.placed(route))
+        else:
+            headers = to_headers(msg)
+        return self._enqueue((route.subject, reply, msg.data, headers))
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -164,10 +162,10 @@ class NatsBridge:
             self.state = "connecting"
             try:
                 await self._connect()
-            except (OSError, NatsError, TimeoutError) as exc:
-                self._last_error = str(exc) or type(exc).__name__
+            except (OSError, NatsError, TimeoutError):  # counted by the connector
                 delay = backoff.next_delay()
-                _log.warning("bridge_connect_failed", error=self._last_error, retry_in=delay)
+                error = self._connector.last_error
+                _log.warning("bridge_connect_failed", error=error, retry_in=delay)
                 await asyncio.sleep(delay)
                 continue
             backoff.reset()
@@ -175,27 +173,14 @@ class NatsBridge:
             await self._close()
 
     async def _connect(self) -> None:
-        c = self.config
-        options: dict[str, Any] = {
-            "servers": list(c.servers),
-            "name": f"gravd {self._table.node} ({self._table.mesh})",
-            "connect_timeout": c.connect_timeout,
-            "reconnect_time_wait": c.reconnect_wait,
-            "max_reconnect_attempts": c.reconnect_attempts,
-            "pending_size": c.pending_bytes,
-            "error_cb": self._on_error,
+        callbacks = {
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,
             "closed_cb": self._on_closed,
         }
-        if c.creds is not None:
-            options["user_credentials"] = str(c.creds)
-        if c.token is not None:
-            options["token"] = c.token
-        elif c.token_file is not None:
-            options["token"] = await asyncio.to_thread(read_token, c.token_file)
         self._closed.clear()
-        self._nc = await nats.connect(**options)
+        name = f"gravd {self._table.node} ({self._table.mesh})"
+        self._nc = await self._connector.open(name, callbacks)
         self._inbox = self._nc.new_inbox()
 
     async def _serve(self) -> None:
@@ -208,7 +193,7 @@ class NatsBridge:
             "bridge_connected", server=str(nc.connected_url.netloc if nc.connected_url else "")
         )
         await nc.subscribe(self._subjects.interest_subject, cb=self._on_announcement)
-        await nc.subscribe(f"{self._inbox}.*", cb=self._on_reply)
+        await nc.subscribe(f"{self._inbox}.>", cb=self._on_reply)
         self._subs_dirty.set()
         await self._announce(query=True)
         async with asyncio.TaskGroup() as group:
@@ -220,7 +205,7 @@ class NatsBridge:
             await self._closed.wait()  # nats-py gave up reconnecting
             for task in tasks:
                 task.cancel()
-        _log.warning("bridge_connection_closed", error=self._last_error)
+        _log.warning("bridge_connection_closed", error=self._connector.last_error)
 
     async def _close(self) -> None:
         nc, self._nc = self._nc, None
@@ -234,9 +219,6 @@ class NatsBridge:
 
     # -- out: mesh to NATS -----------------------------------------------------------------------
 
-    def _crosses(self, msg_type: str) -> bool:
-        return any(p.matches(msg_type) for p in self._out_patterns)
-
     def _enqueue(self, out: Outgoing) -> bool:
         if self._nc is None:
             self._count("disconnected")
@@ -247,39 +229,34 @@ class NatsBridge:
 
     async def _on_message(self, m: Msg) -> None:
         try:
-            known = self._type_of.get(m.subject)
-            if known is None:
-                known = self._type_of[m.subject] = self._subjects.split(m.subject)
-                if len(self._type_of) > _CACHE_LIMIT:
-                    self._type_of.clear()
-            mesh, msg_type = known
+            mesh, msg_type = self._subjects.split(m.subject)
             if self._subjects.is_own(mesh):
                 return
-            msg = from_nats(msg_type, m.data, m.headers, mesh)
+            msg, groups = from_nats(
+                msg_type, m.data, m.headers, mesh, "", self._subjects.mesh_token
+            )
         except MessageError:
             self._count("bad_message")
             return
         if m.reply:
             self._reply_subjects[msg.uuid] = m.reply
-        self._inject(msg)
+        self._inject(msg, groups)
 
     async def _on_reply(self, m: Msg) -> None:
-        request = m.subject.rpartition(".")[2]
+        """A reply on ``<inbox>.<request uuid>.<request type tokens>``."""
+        request, _, tokens = m.subject[len(self._inbox) + 1 :].partition(".")
         headers = m.headers or {}
-        if headers.get(STATUS_HEADER) == NO_RESPONDERS_STATUS:
-            msg_type = self._asked.get(request)
-            if msg_type is not None:
-                self._inject(no_responders_reply(request, msg_type))
-            return
         try:
-            msg_type = headers.get(H_TYPE, DEFAULT_TYPE)
-            msg = from_nats(msg_type, m.data, headers, "reply", reply_to=request)
+            if headers.get(STATUS_HEADER) == NO_RESPONDERS_STATUS:
+                msg = no_responders_reply(request, type_of_tokens(tokens))
+            else:
+                msg = from_nats(None, m.data, headers, "reply", reply_to=request)[0]
         except MessageError:
             self._count("bad_message")
             return
         self._inject(msg)
 
-    def _inject(self, msg: Message) -> None:
+    def _inject(self, msg: Message, groups: tuple[str, ...] | None = ()) -> None:
         host = self._host
         assert host is not None
         try:
@@ -287,20 +264,25 @@ class NatsBridge:
         except UsageError:
             self._count("too_large")
             return
-        if host.inject(msg) >= 0:
+        if host.inject(msg, groups) >= 0:
             self._imported += 1
 
     async def _subscription_loop(self, nc: Client) -> None:
-        """Keep one queue subscription per pattern this mesh wants."""
+        """While this bridge is its mesh's active one, keep one queue subscription per pattern
+        the mesh wants; a standby bridge keeps none (one importer keeps each sender's order)."""
         while True:
             await self._subs_dirty.wait()
             self._subs_dirty.clear()
-            wanted = {self._subjects.subscription(p) for p in self._mesh_wants}
+            patterns = set(self._mesh_wants) | {p for _, p, _ in self._mesh_groups}
+            wanted = {self._subjects.subscription(p) for p in reduce_patterns(patterns)}
+            if not self._exporting:
+                wanted.clear()
             for subject in set(self._subs) - wanted:
                 await self._subs.pop(subject).unsubscribe()
             for subject in wanted - set(self._subs):
                 queue = self._subjects.mesh_token
                 self._subs[subject] = await nc.subscribe(subject, queue, cb=self._on_message)
+            self._announce_now.set()  # after the SUBs: whoever hears it may publish at once
 
     # -- announcements ---------------------------------------------------------------------------
 
@@ -308,9 +290,10 @@ class NatsBridge:
         nc = self._nc
         if nc is None or not nc.is_connected:
             return
-        ann = Announcement(
-            self._table.mesh, self._table.node, self._mesh_wants, self._ready, query, bye
-        )
+        t = self._table
+        active = self._exporting  # a standby bridge subscribes to nothing: it asks for nothing
+        wants, groups = (self._mesh_wants, self._mesh_groups) if active else ((), ())
+        ann = Announcement(t.mesh, t.node, wants, self._ready, query, bye, groups)
         await nc.publish(self._subjects.interest_subject, ann.encode())
 
     async def _announce_loop(self) -> None:
@@ -346,9 +329,8 @@ class NatsBridge:
     def _table_changed(self) -> None:
         self._recompute_wants()
         self._update_exporter()
-        advertised = reduce_patterns(set(self._table.remote_patterns()) | set(self.config.export))
-        self._out_patterns = matcher(advertised)
-        self._wanted.clear()
+        table = self._table
+        advertised = self._routes.remote_changed(table.remote_patterns(), table.remote_groups())
         if advertised != self._advertised:
             self._advertised = advertised
             if self._host is not None:
@@ -362,25 +344,28 @@ class NatsBridge:
             if node not in bridges:
                 patterns.update(wants)
         wants = reduce_patterns(patterns)
-        if wants != self._mesh_wants:
+        groups = summed_groups(self._interests.groups)
+        if wants != self._mesh_wants or groups != self._mesh_groups:
             self._mesh_wants = wants
-            self._subs_dirty.set()
-            self._announce_now.set()
+            self._mesh_groups = groups
+            self._subs_dirty.set()  # the subscription loop announces once subscribed
 
     def _update_exporter(self) -> None:
-        self._exporting = self._table.exporter(self._ready) == self._table.node
+        active = self._table.exporter(self._ready) == self._table.node
+        if active != self._exporting:
+            self._exporting = active
+            self._subs_dirty.set()
 
     # -- callbacks and statistics ----------------------------------------------------------------
 
     async def _on_error(self, exc: Exception) -> None:
-        self._last_error = str(exc) or type(exc).__name__
-        if "slow consumer" in self._last_error.lower():
+        if "slow consumer" in str(exc).lower():
             self._count("slow_consumer")
 
     async def _on_disconnected(self) -> None:
         if self.state == "connected":
             self.state = "reconnecting"
-            _log.warning("bridge_disconnected", error=self._last_error)
+            _log.warning("bridge_disconnected", error=self._connector.last_error)
 
     async def _on_closed(self) -> None:
         self._closed.set()
@@ -407,5 +392,9 @@ class NatsBridge:
             mesh_wants=self._mesh_wants,
             remote_wants=self._table.remote_patterns(),
             remote_meshes=self._table.remote_meshes(),
-            last_error=self._last_error,
+            mesh_groups=tuple(f"{g} {p}" for g, p, _ in self._mesh_groups),
+            remote_groups=tuple(sorted(f"{g} {p}" for g, p in self._table.remote_groups())),
+            last_error=self._connector.last_error,
+            failed_connects=self._connector.failed,
+            ready=self._ready,
         )

@@ -12,31 +12,37 @@ things, all synchronous and cheap (a bridge never blocks the local mesh):
 - ``advertised()``: the patterns this node must advertise to its peers on the bridge's behalf
   (what remote meshes want, and what is exported), so the mesh sends those messages here.
 
-The bridge reaches back through ``BridgeHost``: ``inject(msg)`` delivers a message that came from
-outside, with its original uuid, to local pods and on to peers (a duplicate is dropped by the
-seen-set and returns -1), ``bridge_changed()`` re-advertises after ``advertised()`` changed, and
+The bridge reaches back through ``BridgeHost``: ``inject(msg, groups)`` delivers a message that
+came from outside, with its original uuid, to local pods and on to peers (a duplicate is dropped by
+the seen-set and returns -1), placing one copy in this mesh for each group named (``None``: for
+every group that admits it; ``()``: for none, the copy went to another mesh), ``bridge_changed()`` re-advertises after ``advertised()`` changed, and
 ``bridge_congested(sink, flag)`` makes ``Pod.publish`` wait while the bridge's queue is past its
 high-water mark (as a full link does; the hot path itself never waits).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from gravpy.bridge.config import NatsBridgeStatistics
 from gravpy.message import Message
 
-__all__ = ["BridgeHost", "BridgePort", "MeshInterests"]
+__all__ = ["BridgeHost", "BridgePort", "Groups", "MeshInterests"]
+
+
+Groups = tuple[tuple[str, str, int], ...]  # (group, pattern, members)
 
 
 @dataclass(frozen=True, slots=True)
 class MeshInterests:
     """What this node's pods want (``local``) and what each peer advertised (``peers``, by node
-    uuid; leaves included)."""
+    uuid; leaves included); ``groups``: the group members this node and its peers reach."""
 
     local: tuple[str, ...] = ()
     peers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    groups: Groups = ()
 
 
 class BridgeHost(Protocol):
@@ -47,7 +53,7 @@ class BridgeHost(Protocol):
     @property
     def mesh_name(self) -> str: ...
     def check_sendable(self, msg: Message) -> None: ...
-    def inject(self, msg: Message) -> int: ...
+    def inject(self, msg: Message, groups: Collection[str] | None = None) -> int: ...
     def bridge_changed(self) -> None: ...
     def bridge_congested(self, sink: object, congested: bool) -> None: ...
 

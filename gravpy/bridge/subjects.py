@@ -10,10 +10,12 @@ ASCII, and ``%`` ``.`` ``*`` ``>`` themselves, become ``%XX`` (the UTF-8 bytes),
 NATS would refuse or split still round-trips and an ordinary type maps to itself.
 
 The payload is the message's data, untouched, so a plain NATS client reads and writes plain
-payloads. The gravpy fields travel as NATS headers (``Grav-Uuid``, ``Grav-Parent``,
-``Grav-Reply-To``, ``Grav-Time``, ``Grav-Type`` for replies sent to an inbox), a message's own
-headers as ``Grav-H-<escaped key>: <escaped value>``. A NATS message without ``Grav-Uuid`` (a
-plain publisher) becomes a new ``Message`` with a fresh uuid.
+payloads. The gravpy fields travel in ONE NATS header, ``Grav-Meta: <uuid> <timestamp>`` followed
+by `` p=<parent_id>``, `` r=<reply_to>`` and `` t=<type>`` (for replies sent to an inbox) when
+set: each extra header costs nats-py a measurable share of its throughput on both ends, and no
+field can hold a space (ids are checked, types have no whitespace). A message's own headers travel
+as ``Grav-H-<escaped key>: <escaped value>``. A NATS message without ``Grav-Meta`` (a plain
+publisher) becomes a new ``Message`` with a fresh uuid; a malformed one is a ``MessageError``.
 
 Bridges announce their mesh's interests on ``_GRAV_BRIDGE.<prefix>.interest`` (``Announcement``,
 JSON), a subject no type subscription can match.
@@ -23,12 +25,20 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import quote, unquote
 
 from gravpy.errors import MessageError, UsageError
-from gravpy.message import Message, new_id, validate_type
+from gravpy.message import (
+    DEFAULT_TYPE,
+    MAX_HEADERS,
+    MAX_ID_LENGTH,
+    Message,
+    new_id,
+    validate_type,
+)
 from gravpy.proto import ANY_MESH
 
 __all__ = [
@@ -42,17 +52,15 @@ __all__ = [
 
 ANY_MESH_TOKEN: Final = "_any"
 ORIGIN_HEADER: Final = "grav-bridge-origin"  # set on messages that came in from NATS
-H_UUID: Final = "Grav-Uuid"
-H_PARENT: Final = "Grav-Parent"
-H_REPLY_TO: Final = "Grav-Reply-To"
-H_TIME: Final = "Grav-Time"
-H_TYPE: Final = "Grav-Type"
+H_META: Final = "Grav-Meta"
 H_USER: Final = "Grav-H-"
+_SPLIT_LIMIT: Final = 4096  # subjects whose (mesh, type) is kept
 STATUS_HEADER: Final = "Status"
 NO_RESPONDERS_STATUS: Final = "503"
 # printable ASCII but the NATS separator, wildcards and our escape character
 _SAFE_TOKEN: Final = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%.*>")
 _SAFE_VALUE: Final = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+_SAFE_FIELD: Final = "".join(c for c in _SAFE_TOKEN if c not in ",:=")
 _SAFE_KEY: Final = "".join(c for c in _SAFE_TOKEN if c not in ':"()<>@,;\\/[]?={}')
 
 
@@ -73,6 +81,7 @@ class SubjectMap:
     prefix: str
     mesh: str
     mesh_token: str = field(init=False)
+    _split: dict[str, tuple[str, str]] = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not self.prefix or any(c in self.prefix for c in " \t\r\n*>") or ".." in self.prefix:
@@ -86,8 +95,7 @@ class SubjectMap:
 
     def subject(self, msg_type: str) -> str:
         """Where this mesh publishes a message of ``msg_type``."""
-        tokens = ".".join(escape_token(t) for t in msg_type.split("."))
-        return f"{self.prefix}.{self.mesh_token}.{tokens}"
+        return f"{self.prefix}.{self.mesh_token}.{type_tokens(msg_type)}"
 
     def subscription(self, pattern: str) -> str:
         """What to subscribe to for messages of ``pattern`` from every mesh."""
@@ -95,31 +103,63 @@ class SubjectMap:
         return f"{self.prefix}.*.{tokens}"
 
     def split(self, subject: str) -> tuple[str, str]:
-        """The mesh token and the message type of a type subject; raises ``MessageError``."""
+        """The mesh token and the message type of a type subject (cached); raises
+        ``MessageError``."""
+        known = self._split.get(subject)
+        if known is None:
+            known = self._split_new(subject)
+            if len(self._split) >= _SPLIT_LIMIT:
+                self._split.clear()
+            self._split[subject] = known
+        return known
+
+    def _split_new(self, subject: str) -> tuple[str, str]:
         head = self.prefix + "."
         rest = subject[len(head) :] if subject.startswith(head) else ""
         mesh, _, tokens = rest.partition(".")
         if not mesh or not tokens:
             raise MessageError(f"subject {subject!r} is not {self.prefix}.<mesh>.<type>")
-        try:
-            msg_type = ".".join(unescape_token(t) for t in tokens.split("."))
-            return mesh, validate_type(msg_type)
-        except (UnicodeDecodeError, UsageError) as exc:
-            raise MessageError(f"subject {subject!r} names no valid type: {exc}") from None
+        return mesh, type_of_tokens(tokens)
 
     def is_own(self, mesh_token: str) -> bool:
         return mesh_token == self.mesh_token
 
 
-def to_headers(msg: Message, *, with_type: bool = False) -> dict[str, str]:
-    """The NATS headers that carry ``msg``'s gravpy fields."""
-    headers = {H_UUID: msg.uuid, H_TIME: repr(msg.timestamp)}
+def type_tokens(msg_type: str) -> str:
+    """``msg_type`` as escaped subject tokens (``a.b`` stays ``a.b``)."""
+    return ".".join(escape_token(t) for t in msg_type.split("."))
+
+
+def type_of_tokens(tokens: str) -> str:
+    """The type that ``type_tokens`` made ``tokens`` of; raises ``MessageError``."""
+    try:
+        return _valid_type(".".join(unescape_token(t) for t in tokens.split(".")))
+    except UnicodeDecodeError as exc:
+        raise MessageError(f"{tokens!r} names no valid type: {exc}") from None
+
+
+def _valid_type(text: str) -> str:
+    try:
+        return validate_type(text)
+    except UsageError as exc:
+        raise MessageError(f"{text!r} is no valid type: {exc}") from None
+
+
+def to_headers(
+    msg: Message, *, with_type: bool = False, placed: Sequence[tuple[str, str]] = ()
+) -> dict[str, str]:
+    """The NATS headers that carry ``msg``'s gravpy fields (``Grav-Meta``, and ``Grav-H-*``);
+    ``placed``: (mesh token, group) pairs, the mesh each group's copy was placed in."""
+    meta = f"{msg.uuid} {msg.timestamp!r}"
     if msg.parent_id:
-        headers[H_PARENT] = msg.parent_id
+        meta += " p=" + msg.parent_id
     if msg.reply_to:
-        headers[H_REPLY_TO] = msg.reply_to
+        meta += " r=" + msg.reply_to
     if with_type:
-        headers[H_TYPE] = msg.type
+        meta += " t=" + msg.type
+    if placed:
+        meta += " g=" + ",".join(f"{_field(m)}:{_field(g)}" for m, g in placed)
+    headers = {H_META: meta}
     if msg.headers:
         for key, value in msg.headers.items():
             if key != ORIGIN_HEADER:
@@ -127,22 +167,80 @@ def to_headers(msg: Message, *, with_type: bool = False) -> dict[str, str]:
     return headers
 
 
-def from_nats(
-    msg_type: str, data: bytes, headers: dict[str, str] | None, origin: str, reply_to: str = ""
-) -> Message:
-    """The ``Message`` a NATS message stands for, marked with its ``origin`` mesh token."""
-    h = headers or {}
-    user: dict[str, str] = {ORIGIN_HEADER: origin}
-    for key, value in h.items():
-        if key.startswith(H_USER):
-            user[unquote(key[len(H_USER) :])] = unquote(value)
-    uuid = h.get(H_UUID) or new_id()
+def _field(text: str) -> str:
+    return quote(text, safe=_SAFE_FIELD)
+
+
+def read_meta(meta: str) -> tuple[str, float, dict[str, str]]:
+    """The uuid, timestamp and optional fields (``p``, ``r``, ``t``, ``g``) of a ``Grav-Meta``
+    value; raises ``MessageError`` if it is not one."""
+    uuid, _, rest = meta.partition(" ")
+    stamp, _, tail = rest.partition(" ")
+    extra: dict[str, str] = {}
     try:
-        stamp = float(h.get(H_TIME, ""))
-    except ValueError:
-        stamp = time.time()
-    wire = [uuid, h.get(H_PARENT, ""), h.get(H_REPLY_TO, reply_to), msg_type, stamp, data, user]
-    return Message.from_wire(wire)
+        if tail:
+            extra = {p[0]: p[2:] for p in tail.split(" ") if p[1] == "="}
+        if not 0 < len(uuid) <= MAX_ID_LENGTH:
+            raise ValueError("uuid")
+        if tail and any(len(extra.get(k, "")) > MAX_ID_LENGTH for k in "pr"):
+            raise ValueError("ids")
+        return uuid, float(stamp), extra
+    except (IndexError, ValueError):
+        raise MessageError(
+            f"malformed {H_META} header {meta[:80]!r}: want '<uuid> <time> [p=|r=|t=|g=...]', "
+            f"ids of 1 to {MAX_ID_LENGTH} characters"
+        ) from None
+
+
+def placed_in(field: str, mesh_token: str) -> tuple[str, ...]:
+    """The groups a ``g=`` field placed in the mesh ``mesh_token``."""
+    here = _field(mesh_token) + ":"
+    return tuple(unquote(p[len(here) :]) for p in field.split(",") if p.startswith(here))
+
+
+def from_nats(
+    msg_type: str | None,
+    data: bytes,
+    headers: dict[str, str] | None,
+    origin: str,
+    reply_to: str = "",
+    here: str = "",
+) -> tuple[Message, tuple[str, ...] | None]:
+    """The ``Message`` a NATS message stands for, marked with its ``origin`` mesh token, and
+    the groups its exporter placed in the mesh ``here`` (None for a plain NATS publisher's: it
+    placed nothing, so every group of each mesh that takes it gets one copy).
+
+    ``msg_type`` is already valid (``SubjectMap.split``); None (a reply on an inbox) takes the
+    type from ``Grav-Meta``'s ``t=``. The rest is checked here; raises ``MessageError``."""
+    user = {ORIGIN_HEADER: origin}
+    if not headers:
+        msg_type = DEFAULT_TYPE if msg_type is None else msg_type
+        return Message(new_id(), "", reply_to, msg_type, time.time(), data, user), None
+    meta = headers.get(H_META)
+    extra: dict[str, str] = {}
+    if meta is None:
+        uuid, stamp = new_id(), time.time()
+    else:
+        uuid, stamp, extra = read_meta(meta)
+    if msg_type is None:
+        msg_type = _valid_type(extra.get("t", DEFAULT_TYPE))
+    if len(headers) > 1 or meta is None:
+        _user_headers(headers, user)
+    parent = extra.get("p", "")
+    msg = Message(uuid, parent, extra.get("r", reply_to), msg_type, stamp, data, user)
+    if meta is None:
+        return msg, None
+    field = extra.get("g")
+    return msg, placed_in(field, here) if field else ()
+
+
+def _user_headers(headers: dict[str, str], into: dict[str, str]) -> None:
+    """Add the message's own headers (``Grav-H-*``) to ``into``; raises ``MessageError``."""
+    for key, value in headers.items():
+        if key.startswith(H_USER):
+            into[unquote(key[len(H_USER) :])] = unquote(value)
+    if len(into) > MAX_HEADERS:
+        raise MessageError(f"a message may carry at most {MAX_HEADERS} headers")
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +254,7 @@ class Announcement:
     ready: bool
     query: bool = False
     bye: bool = False
+    groups: tuple[tuple[str, str, int], ...] = ()  # (group, pattern, members) in its mesh
 
     def encode(self) -> bytes:
         body = {
@@ -165,6 +264,7 @@ class Announcement:
             "ready": self.ready,
             "query": self.query,
             "bye": self.bye,
+            "groups": [list(g) for g in self.groups],
         }
         return json.dumps(body, separators=(",", ":")).encode()
 
@@ -174,6 +274,7 @@ class Announcement:
         try:
             body = json.loads(raw)
             patterns = tuple(str(p) for p in body["patterns"])
+            groups = tuple((str(g), str(p), int(n)) for g, p, n in body.get("groups", ()))
             return cls(
                 str(body["mesh"]),
                 str(body["node"]),
@@ -181,6 +282,7 @@ class Announcement:
                 bool(body["ready"]),
                 bool(body.get("query", False)),
                 bool(body.get("bye", False)),
+                groups,
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise MessageError(f"not a bridge announcement: {exc}") from None

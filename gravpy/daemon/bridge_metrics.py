@@ -35,6 +35,11 @@ def bridge_metrics(bridges: list[NatsBridgeStatistics]) -> Iterable[Metric]:
         "Messages that could not cross a bridge, by reason",
         labels=["server", "reason"],
     )
+    failures = CounterMetricFamily(
+        "gravd_bridge_connect_failures",
+        "Connection attempts to NATS that failed (unreachable, TLS, authentication)",
+        labels=["server"],
+    )
     exporter = GaugeMetricFamily(
         "gravd_bridge_exporter", "1 if this node publishes its mesh's messages", labels=["server"]
     )
@@ -47,4 +52,5 @@ def bridge_metrics(bridges: list[NatsBridgeStatistics]) -> Iterable[Metric]:
         for reason, n in sorted(s.lost.items()):
             lost.add_metric([server, reason], n)
         exporter.add_metric([server], int(s.exporter))
-    yield from (state, messages, lost, exporter)
+        failures.add_metric([server], s.failed_connects)
+    yield from (state, messages, lost, exporter, failures)

@@ -39,5 +39,6 @@ def bridges_for(config: DaemonConfig) -> list[BridgePort]:
         export=config.nats_export,
         creds=config.nats_creds,
         token_file=config.nats_token_file,
+        ca=config.nats_ca,
     )
     return [NatsBridge(bridge_config)]

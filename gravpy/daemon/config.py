@@ -94,6 +94,7 @@ class DaemonConfig:
     nats_prefix: str = "gravpy"
     nats_creds: Path | None = None
     nats_token_file: Path | None = None
+    nats_ca: Path | None = None
     nats_export: tuple[str, ...] = ()
     identity: Path | None = None
     auth_file: Path | None = None
@@ -159,6 +160,7 @@ class DaemonConfig:
             "nats_prefix": self.nats_prefix,
             "nats_creds": str(self.nats_creds) if self.nats_creds else "off",
             "nats_token_file": str(self.nats_token_file) if self.nats_token_file else "off",
+            "nats_ca": str(self.nats_ca) if self.nats_ca else "system",
             "nats_export": list(self.nats_export),
             "identity": str(self.identity) if self.identity else "off",
             "auth_file": str(self.auth_file) if self.auth_file else "off",

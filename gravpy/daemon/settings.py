@@ -84,7 +84,8 @@ _BRIDGE_SETTINGS: Final = (
         "nats_creds",
         "--nats-creds",
         "FILE",
-        "with nats: a NATS credentials file (JWT and NKey seed)",
+        "with nats: a NATS credentials file (.creds: user JWT and NKEY seed) or an NKEY user "
+        "seed file",
         parse_path_setting,
     ),
     Setting(
@@ -92,6 +93,14 @@ _BRIDGE_SETTINGS: Final = (
         "--nats-token-file",
         "FILE",
         "with nats: a file holding the NATS authentication token",
+        parse_path_setting,
+    ),
+    Setting(
+        "nats_ca",
+        "--nats-ca",
+        "FILE",
+        "with nats: the CA certificate(s) that sign the NATS servers' TLS certificates, for "
+        "tls:// URLs (default: the system's CAs)",
         parse_path_setting,
     ),
     Setting(

@@ -6,18 +6,20 @@ A bridge (``gravpy.bridge``, e.g. to NATS) carries this mesh's messages to other
 It sees the node only through ``BridgeHost`` (``gravpy.bridge.port``), which ``Bridges``
 implements: the node's uuid and mesh name, a check before a message enters, ``inject`` for a
 message from outside (delivered here and forwarded like a local one, once: its uuid joins the
-seen-set), and two signals back (its advertised interests changed; its queue is congested, so
+seen-set; the groups the bridge says were placed in this mesh are placed here or on one link
+each, as the router places a local message's), and two signals back (its advertised interests changed; its queue is congested, so
 publishers wait). The other way, every message this node delivers or forwards is ``offer``-ed to
 each bridge, and each bridge hears what the mesh wants (``tell``) whenever interests change.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 from gravpy.bridge.port import BridgePort, MeshInterests
 from gravpy.bus import Bus
+from gravpy.groups import marked
 from gravpy.message import Message
 from gravpy.proto import NodeInfo
 
@@ -61,10 +63,15 @@ class Bridges:
         return {p for bridge in self.attached for p in bridge.advertised()}
 
     def tell(self, peers: dict[str, tuple[str, ...]]) -> None:
-        """Tell every bridge what this mesh wants: the local pods' patterns and each peer's."""
+        """Tell every bridge what this mesh wants: the local pods' patterns and each peer's, and
+        the group members here and behind each open peer link."""
         if not self.attached:
             return
-        interests = MeshInterests(self._bus.interests(), peers)
+        groups = list(self._bus.group_interests())
+        for link in self._router.peers.values():
+            if link.is_open:
+                groups.extend(link.group_interests)
+        interests = MeshInterests(self._bus.interests(), peers, tuple(groups))
         for bridge in self.attached:
             bridge.mesh_interests(interests)
 
@@ -81,17 +88,30 @@ class Bridges:
     def check_sendable(self, msg: Message) -> None:
         self._sendable(msg)
 
-    def inject(self, msg: Message) -> int:
-        """A message from outside the mesh: deliver it here and forward it like a local one.
+    def inject(self, msg: Message, groups: Collection[str] | None = None) -> int:
+        """A message from outside the mesh: deliver it here and forward it like a local one,
+        placing one copy in this mesh for each of ``groups`` (None: every group admitting it).
 
         Returns how many pods and links took it, or -1 for a duplicate (its uuid was seen).
         """
         router = self._router
         if router.duplicate(msg.uuid):
             return -1
-        n = self._bus.deliver(msg, None)
-        for link in router.from_local(msg):
-            n += link.enqueue(msg)
+        bus = self._bus
+        targets = router.from_local(msg)
+        if msg.reply_to or groups == () or not router.has_groups(msg.type):
+            n = bus.deliver(msg, None, groups)
+            for link in targets:
+                n += link.enqueue(msg)
+            return n
+        placement = router.place(msg, None, bus.group_weights(msg.type), groups)
+        n = bus.deliver(msg, None, placement.local)
+        chosen = dict(placement.links)
+        for link in targets:  # a link chosen for groups gets the marked copy instead
+            named = chosen.pop(link, None)
+            n += link.enqueue(msg if named is None else marked(msg, named))
+        for link, named in chosen.items():
+            n += link.enqueue(marked(msg, named))
         return n
 
     def bridge_changed(self) -> None:

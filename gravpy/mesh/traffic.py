@@ -155,28 +155,30 @@ class Traffic:
         seq = self.sequence() if peer.is_leaf else 0
         headers = msg.headers
         if headers is not None and GROUP_HEADER in headers:
-            self._arrived_for_groups(msg, peer, targets, seq)
-            return
-        self.bus.deliver(msg, None, (), seq)
-        self._send_to(targets, msg, seq)
+            msg = self._arrived_for_groups(msg, peer, targets, seq)
+        else:
+            self.bus.deliver(msg, None, (), seq)
+            self._send_to(targets, msg, seq)
         bridges = self.bridges
-        if bridges is not None and bridges.attached:
+        if bridges is not None and bridges.attached:  # marked or not: the bridges carry it on
             bridges.offer(msg)
 
     def _arrived_for_groups(
         self, msg: Message, peer: PeerLink, targets: tuple[PeerLink, ...], seq: int = 0
-    ) -> None:
-        """A marked message: place the groups it names here or behind us; nothing sees the mark."""
+    ) -> Message:
+        """A marked message: place the groups it names here or behind us; nothing sees the mark.
+        Returns it unmarked."""
         plain, wanted = unmarked(msg)
         if plain.reply_to:
             wanted = ()
         if not self.router.has_groups(plain.type, peer):  # nothing behind us: the bus places
             self.bus.deliver(plain, None, wanted, seq)  # (and counts a group it has no member of)
             self._send_to(targets, plain, seq)
-            return
+            return plain
         placement = self.router.place(plain, peer, self.bus.group_weights(plain.type), wanted)
         self.bus.deliver(plain, None, placement.local, seq)
         self._send_placed(plain, targets, placement, seq)
+        return plain
 
     # -- to links --------------------------------------------------------------------------------
 

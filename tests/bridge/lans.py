@@ -46,12 +46,15 @@ def exporting(msg_type: str) -> Callable[[dict[str, Any]], bool]:
 
 
 def subscribed(msg_type: str) -> Callable[[dict[str, Any]], bool]:
-    """A ``wait_http`` check: the bridge's mesh wants ``msg_type`` (it subscribed on NATS)."""
+    """A ``wait_http`` check: the bridge's mesh wants ``msg_type`` and the bridge is its mesh's
+    active one (it subscribed on NATS)."""
 
     def check(node: dict[str, Any]) -> bool:
         b = bridge_of(node)
-        return b["state"] == "connected" and any(
-            Pattern(p).matches(msg_type) for p in b["mesh_wants"]
+        return (
+            b["state"] == "connected"
+            and b["exporter"]
+            and any(Pattern(p).matches(msg_type) for p in b["mesh_wants"])
         )
 
     return check

@@ -43,9 +43,13 @@ def free_port() -> int:
 class NatsServer:
     """One running ``nats-server`` on 127.0.0.1."""
 
-    def __init__(self, name: str, log: Path, routes: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self, name: str, log: Path, routes: tuple[int, ...] = (), *, config: str = ""
+    ) -> None:
         self.name = name
         self.log = log
+        self.config = config  # nats-server configuration text (auth, tls), if any
+        self.scheme = "tls" if "tls {" in config else "nats"
         self.port = free_port()
         self.monitor_port = free_port()
         self.cluster_port = free_port()
@@ -54,11 +58,15 @@ class NatsServer:
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def argv(self, cluster: bool) -> list[str]:
         argv = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port)]
         argv += ["-m", str(self.monitor_port), "-n", self.name]
+        if self.config:
+            path = self.log.with_suffix(".conf")
+            path.write_text(self.config)
+            argv += ["-c", str(path)]
         if cluster:
             argv += [
                 "--cluster_name",

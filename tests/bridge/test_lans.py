@@ -141,5 +141,5 @@ async def test_plain_nats_clients_interoperate(nats_pair: list[NatsServer]) -> N
         plain = await exported.next_msg(timeout=10)
         assert (plain.subject, plain.data) == ("gravpy.lan1.metrics.cpu", b"0.5")
         assert plain.headers is not None
-        assert plain.headers["Grav-Uuid"] == sent.uuid
+        assert plain.headers["Grav-Meta"].split(" ")[0] == sent.uuid
         assert plain.headers["Grav-H-host"] == "a b%25"

@@ -57,14 +57,51 @@ def test_headers_round_trip() -> None:
     msg.reply_to = "r-1"
     headers = to_headers(msg)
     assert all(0x20 <= ord(c) < 0x7F for kv in headers.items() for s in kv for c in s)
-    back = from_nats("a.b", msg.data, headers, "m1")
+    back, groups = from_nats("a.b", msg.data, headers, "m1")
     assert (back.uuid, back.reply_to, back.timestamp) == (msg.uuid, "r-1", msg.timestamp)
     assert back.headers == {"k:ey": "v\r\nal%", "plain": "x", ORIGIN_HEADER: "m1"}
+    assert groups == ()  # a gravpy message that placed no group here
+
+
+def test_gravpy_fields_travel_in_one_header() -> None:
+    """A message without headers of its own travels with exactly one NATS header, Grav-Meta,
+    which carries parent, reply_to and (for replies) the type when they are set."""
+    msg = Message.new("a.b", b"x", parent_id="p-1")
+    msg.reply_to = "r-1"
+    headers = to_headers(msg, with_type=True)
+    assert list(headers) == ["Grav-Meta"]
+    back, _ = from_nats(None, msg.data, headers, "reply")
+    assert (back.uuid, back.parent_id, back.reply_to, back.type) == (msg.uuid, "p-1", "r-1", "a.b")
+    assert back.timestamp == msg.timestamp
+    assert list(to_headers(Message.new("a.b"))) == ["Grav-Meta"]
+
+
+@pytest.mark.parametrize(
+    "meta", ["", "only-uuid", "u not-a-time", "x" * 65 + " 1.0", "u 1 p=" + "y" * 65]
+)
+def test_a_malformed_meta_header_is_refused(meta: str) -> None:
+    """A Grav-Meta value that is not '<uuid> <time> [k=v]...' with ids of at most 64 characters
+    raises MessageError (counted as bad_message by the bridge) instead of passing through."""
+    with pytest.raises(MessageError):
+        from_nats("a.b", b"", {"Grav-Meta": meta}, "m1")
+
+
+def test_group_placements_name_their_mesh() -> None:
+    """The groups an exporter placed travel in Grav-Meta; each mesh reads only its own, with
+    mesh and group names that hold the field's separators intact."""
+    msg = Message.new("job.x")
+    placed = (("east", "workers"), ("we:st,1", "odd=g,r:p"), ("east", "other.g"))
+    headers = to_headers(msg, placed=placed)
+    assert list(headers) == ["Grav-Meta"]
+    assert from_nats("job.x", b"", headers, "o", here="east")[1] == ("workers", "other.g")
+    assert from_nats("job.x", b"", headers, "o", here="we:st,1")[1] == ("odd=g,r:p",)
+    assert from_nats("job.x", b"", headers, "o", here="north")[1] == ()
 
 
 def test_a_plain_nats_message_gets_a_fresh_uuid() -> None:
     """A NATS message without gravpy headers becomes a new Message with its payload untouched."""
-    msg = from_nats("sensor.temp", b"21.5", None, "outside")
+    msg, groups = from_nats("sensor.temp", b"21.5", None, "outside")
+    assert groups is None  # a plain publisher placed nothing: every group takes one
     assert msg.uuid
     assert msg.data == b"21.5"
     assert msg.headers == {ORIGIN_HEADER: "outside"}

@@ -1,0 +1,69 @@
+"""Two bridging gravd on one LAN (one mesh, both with --nats, linked to each other): one imports."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+
+import pytest
+
+import gravpy
+from gravpy.testing.gravd import Gravd
+from tests.bridge.lans import bridge_of, bridging_gravd, exporting, subscribed
+from tests.bridge.nats_proc import NatsServer
+from tests.bridge.test_lans import Sink, stream
+
+pytestmark = pytest.mark.timeout(90)
+N = 3000
+
+
+async def test_each_message_reaches_each_pod_once_in_order_with_two_bridges(
+    nats_pair: list[NatsServer],
+) -> None:
+    """With two bridging gravd in LAN 2 (each on its own server of the cluster), each message
+    from LAN 1 enters LAN 2 once, through the active bridge, and reaches a pod on either gravd
+    exactly once and in order; when the active one stops, the other takes over and the rest
+    arrive the same way."""
+    s1, s2 = nats_pair
+    async with AsyncExitStack() as stack:
+        sender_node = await bridging_gravd(stack, "lan1", s1.url)
+        first = await bridging_gravd(stack, "lan2", s1.url)
+        second = await bridging_gravd(stack, "lan2", s2.url, "--peer", first.endpoint)
+        await first.wait_peers(1)
+        sinks = []
+        for node in (first, second):
+            app = await stack.enter_async_context(gravpy.connect(node.endpoint))
+            sinks.append(Sink(app.connect()))
+        await sender_node.wait_http(exporting("stream.n"))
+        await second.wait_http(lambda n: bridge_of(n)["state"] == "connected")
+        active, standby = await asyncio.wait_for(_roles(first, second), 20)
+        sender = (await stack.enter_async_context(gravpy.connect(sender_node.endpoint))).connect()
+        async with asyncio.timeout(60):
+            await stream(sender, range(N), "end")
+            for sink in sinks:
+                assert await sink.ends.get() == "end"
+        for sink in sinks:
+            assert sink.got == list(range(N)), "a message was lost, duplicated or reordered"
+        assert bridge_of(await active.node())["imported"] == N + 1
+        assert bridge_of(await standby.node())["imported"] == 0
+        await active.stop()
+        await standby.wait_http(subscribed("stream.n"))
+        await sender_node.wait_http(exporting("stream.n"))
+        survivor = sinks[(first, second).index(standby)]
+        async with asyncio.timeout(30):
+            await stream(sender, range(N, N + 500), "after")
+            assert await survivor.ends.get() == "after"
+        assert survivor.got == list(range(N + 500))
+
+
+async def _roles(*nodes: Gravd) -> tuple[Gravd, Gravd]:
+    """(active, standby) once both bridges are ready (so the election is settled) and exactly
+    one is active and subscribed."""
+    while True:
+        views = [bridge_of(await n.node()) for n in nodes]
+        active = [n for n, b in zip(nodes, views, strict=True) if b["exporter"]]
+        settled = all(b["ready"] for b in views) and len(active) == 1
+        if settled and subscribed("stream.n")(await active[0].node()):
+            standby = next(n for n in nodes if n is not active[0])
+            return active[0], standby
+        await asyncio.sleep(0.05)  # bridge state changes on NATS traffic: re-ask
