@@ -14,6 +14,7 @@ from setuptools import setup
 # cannot inherit from compiled ones.
 COMPILED_MODULES = [
     "gravpy/bus.py",
+    "gravpy/consumer.py",
     "gravpy/counters.py",
     "gravpy/pod.py",
     "gravpy/receipt.py",

@@ -1,0 +1,322 @@
+"""The receiving end of a pod: its bounded inbox, and the consumer that empties it, in order.
+
+Theory of operation. The bus pushes each message a pod admits into its bounded *inbox* (``push``)
+and wakes the pod's single consumer: its handler, run by a drain the bus schedules, one message at
+a time, in order (a plain handler drains in loop-turn slices of ``_DRAIN_BUDGET``, and longer while
+the inbox stays over a quarter full, so a consumer faster than its producer never drops); an async
+handler, up to ``concurrency`` at once; or whoever iterates the pod with ``async for``. A full inbox
+applies the pod's ``Overflow`` policy and counts every drop. Past half full the pod tells the bus
+it is congested (``Pod.publish`` then waits), and relieves it below a quarter.
+
+A handler that raises keeps its message: after the handler next succeeds, failed messages go back to
+the front of the inbox in their original order. When ``failure_limit`` failures are pending the pod
+is closed with the reason; a message that keeps failing is given up after ``max_attempts`` and
+counted in ``dropped_failed``. ``Pod`` (``gravpy.pod``) is the application's side of the same object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from types import CoroutineType
+
+from gravpy import _log as logs
+from gravpy import tracing
+from gravpy._mailbox import Mailbox
+from gravpy.counters import PodCounts
+from gravpy.message import Message
+from gravpy.ports import PodHost
+
+__all__ = ["Consumer", "ConsumerMode", "Handler", "Overflow"]
+
+Handler = Callable[[Message], Awaitable[object] | object]
+_DRAIN_BUDGET = 0.010  # seconds a sync drain runs before it lets the loop turn
+_CHECK_EVERY = 256  # messages between two looks at the clock
+_log = logs.get_logger("gravpy.pod")
+
+
+class Overflow(enum.Enum):
+    """What a pod does with a message that arrives when its inbox is full. Every drop is counted."""
+
+    DROP_NEWEST = "drop_newest"
+    """Refuse the arriving message (what NATS does to a slow consumer); the inbox keeps its order."""
+    DROP_OLDEST = "drop_oldest"
+    """Evict the oldest queued message to make room: the pod always sees the most recent."""
+
+
+class ConsumerMode(enum.Enum):
+    """Who takes messages out of the inbox."""
+
+    IDLE = 0  # no consumer (only waits, if any)
+    SYNC = 1
+    ASYNC = 2
+    ITER = 3
+
+
+class Consumer:
+    """A pod's inbox and the consumer that empties it; see the module docstring."""
+
+    __slots__ = (
+        "_active",
+        "_attempts",
+        "_closed",
+        "_concurrency",
+        "_congested",
+        "_counts",
+        "_failed",
+        "_handler",
+        "_held",
+        "_high_water",
+        "_inbox",
+        "_iter_waker",
+        "_mode",
+        "_scheduled",
+        "_waits",
+        "bus",
+        "id",
+        "inbox_limit",
+        "overflow",
+    )
+
+    def __init__(self, bus: PodHost, pod_id: int, inbox_limit: int, overflow: Overflow) -> None:
+        self.bus = bus
+        self.id = pod_id
+        self.inbox_limit = inbox_limit
+        self.overflow = overflow
+        self._inbox: deque[Message] = deque()
+        self._high_water = max(1, inbox_limit // 2)
+        self._congested = False
+        self._handler: Handler | None = None
+        self._mode = ConsumerMode.IDLE
+        self._concurrency = 1
+        self._scheduled = False
+        self._active = 0  # async drain tasks running (at most ``_concurrency``)
+        self._held: list[Message] | None = None  # live messages kept aside while a replay runs
+        self._iter_waker: asyncio.Future[None] | None = None
+        self._waits: list[Mailbox] = []
+        self._failed: list[Message] = []
+        self._attempts: dict[str, int] = {}
+        self._closed = False
+        self._counts = PodCounts()
+
+    def close(self, reason: str, *, error: bool) -> None:
+        """Close the pod (``Pod.close``); the consumer calls it when too many messages failed."""
+        raise NotImplementedError
+
+    # -- the bus side ----------------------------------------------------------------------------
+
+    def hold(self) -> None:
+        """Keep live messages aside (in order, within the inbox limit) until ``release``."""
+        if self._held is None:
+            self._held = []
+
+    def release(self, replayed: list[Message]) -> None:
+        """Push ``replayed``, then what was held that ``replayed`` does not already hold."""
+        held, self._held = self._held or [], None
+        seen = {msg.uuid for msg in replayed}
+        for msg in replayed:
+            self.push(msg)
+        for msg in held:
+            if msg.uuid not in seen:
+                self.push(msg)
+
+    def push(self, msg: Message) -> None:
+        """Queue an admitted message (called by the bus)."""
+        held = self._held
+        if held is not None:
+            if len(held) < self.inbox_limit:
+                held.append(msg)
+            else:
+                self._counts.dropped_overflow += 1
+            return
+        inbox = self._inbox
+        if len(inbox) >= self.inbox_limit:
+            self._counts.dropped_overflow += 1
+            if self.overflow is Overflow.DROP_NEWEST:
+                return
+            inbox.popleft()
+        inbox.append(msg)
+        self._counts.received += 1
+        if len(inbox) >= self._high_water and not self._congested:
+            self._congested = True
+            self.bus.mark_congested(self)
+        if not self._scheduled:
+            self._schedule()
+        elif self._concurrency > 1 and self._active < self._concurrency:
+            self._spawn_drain()  # up to ``concurrency`` at once, also for messages that trickle in
+
+    def _relieve(self) -> None:
+        """Tell the bus this inbox has room again (below a quarter of its limit)."""
+        if len(self._inbox) <= self._high_water // 2:
+            self._congested = False
+            self.bus.relieve(self)
+
+    def _schedule(self) -> None:
+        mode = self._mode
+        if mode is ConsumerMode.ITER:
+            self._wake_iterator()
+        elif mode is ConsumerMode.ASYNC:
+            for _ in range(min(self._concurrency - self._active, len(self._inbox))):
+                self._spawn_drain()
+        elif mode is ConsumerMode.SYNC or self._waits:
+            self._scheduled = True
+            self.bus.call_soon(self._drain_sync)
+
+    def _wake_iterator(self) -> None:
+        waker = self._iter_waker
+        if waker is not None and not waker.done():
+            waker.set_result(None)
+
+    def _drain_sync(self) -> None:
+        self._scheduled = False
+        inbox = self._inbox
+        counts = self._counts
+        if self._congested:
+            self._relieve()
+        deadline = time.perf_counter() + _DRAIN_BUDGET
+        steps = _CHECK_EVERY
+        while inbox and not self._closed:
+            steps -= 1
+            if not steps:  # drain while there is time, and past it while the inbox is still
+                # over a quarter full: a burst never overflows a pod faster than its producer
+                if time.perf_counter() > deadline and len(inbox) <= self._high_water // 2:
+                    break
+                steps = _CHECK_EVERY
+            if self._mode is not ConsumerMode.SYNC and self._mode is not ConsumerMode.IDLE:
+                self._schedule()
+                return
+            msg = inbox.popleft()
+            if self._waits:
+                self._offer_waits(msg)
+            handler = self._handler
+            if handler is None:
+                continue
+            headers = msg.headers
+            try:
+                if headers is not None and tracing.carries_context(msg):
+                    result = tracing.call_in_span(handler, msg)
+                else:
+                    result = handler(msg)
+            except Exception as exc:
+                self._handler_failed(msg, exc)
+                continue
+            if result is not None and inspect.isawaitable(result):
+                # a plain function that returned a coroutine: continue as an async consumer
+                self._mode = ConsumerMode.ASYNC
+                self._spawn_drain(msg, result)
+                return
+            if self._failed or self._attempts:
+                self._handler_succeeded(msg)
+            else:
+                counts.handled += 1
+        if self._congested:
+            self._relieve()
+        if inbox and not self._closed:
+            self._schedule()
+
+    def _spawn_drain(
+        self, first: Message | None = None, running: Awaitable[object] | None = None
+    ) -> None:
+        self._scheduled = True
+        self._active += 1
+        self.bus.spawn(self._drain_async(first, running), name=f"pod-{self.id}-drain")
+
+    async def _drain_async(
+        self, first: Message | None = None, running: Awaitable[object] | None = None
+    ) -> None:
+        """One async consumer; up to ``concurrency`` of them run at once, each taking the next message."""
+        try:
+            if first is not None and running is not None:
+                await self._finish(first, running)
+            await self._work()
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._scheduled = False
+        if self._inbox and not self._closed and not self._scheduled:
+            self._schedule()
+
+    async def _work(self) -> None:
+        inbox = self._inbox
+        while (
+            inbox
+            and not self._closed
+            and self._mode is ConsumerMode.ASYNC
+            and self._active <= self._concurrency  # the surplus stops after a lower concurrency
+        ):
+            msg = inbox.popleft()
+            if self._congested and len(inbox) <= self._high_water // 2:
+                self._relieve()
+            if self._waits:
+                self._offer_waits(msg)
+            handler = self._handler
+            if handler is None:  # pragma: no cover - mode would not be ASYNC
+                return
+            try:  # the handler's coroutine is awaited here, not in a helper: one frame less each
+                result: object = (
+                    tracing.await_in_span(handler, msg)
+                    if msg.headers is not None and tracing.carries_context(msg)
+                    else handler(msg)
+                )
+                if type(result) is CoroutineType or (
+                    result is not None and inspect.isawaitable(result)
+                ):
+                    await result
+            except asyncio.CancelledError:
+                self._counts.dropped_closed += 1  # cut off by the bus closing
+                raise
+            except Exception as exc:
+                self._handler_failed(msg, exc)
+                continue
+            if self._failed or self._attempts:
+                self._handler_succeeded(msg)
+            else:
+                self._counts.handled += 1
+
+    async def _finish(self, msg: Message, result: object) -> None:
+        try:
+            if inspect.isawaitable(result):
+                await result
+        except asyncio.CancelledError:
+            self._counts.dropped_closed += 1  # cut off by the bus closing
+            raise
+        except Exception as exc:
+            self._handler_failed(msg, exc)
+        else:
+            self._handler_succeeded(msg)
+
+    def _handler_succeeded(self, msg: Message) -> None:
+        self._counts.handled += 1
+        if self._attempts:
+            self._attempts.pop(msg.uuid, None)
+        if self._failed:
+            failed, self._failed = self._failed, []
+            self._counts.redelivered += len(failed)
+            self._inbox.extendleft(reversed(failed))
+
+    def _handler_failed(self, msg: Message, exc: Exception) -> None:
+        self._counts.failed += 1
+        attempts = self._attempts.get(msg.uuid, 0) + 1
+        if attempts >= self.bus.max_attempts:
+            self._attempts.pop(msg.uuid, None)
+            self._counts.dropped_failed += 1
+            _log.warning(
+                "message_given_up", pod=self.id, msg_uuid=msg.uuid, type=msg.type, error=repr(exc)
+            )
+            return
+        self._attempts[msg.uuid] = attempts
+        self._failed.append(msg)
+        if len(self._failed) >= self.bus.failure_limit:
+            self.close(
+                f"{len(self._failed)} messages failed in its handler with no success since; "
+                f"last error: {exc!r}",
+                error=True,
+            )
+
+    def _offer_waits(self, msg: Message) -> None:
+        for mailbox in self._waits:
+            mailbox.offer(msg)
