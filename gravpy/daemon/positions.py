@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from gravpy.daemon.sqlite_file import open_or_set_aside
 from gravpy.errors import GravError
 from gravpy.mesh import Hub
 
@@ -116,7 +117,9 @@ class PositionStore:
     async def open(cls, data_dir: Path) -> PositionStore:
         """Open (or set aside and recreate) the file, read it, and mark this run unclean."""
         path = data_dir / POSITIONS_FILE
-        conn, aside = await asyncio.to_thread(_open_or_set_aside, path)
+        conn, aside = await asyncio.to_thread(
+            open_or_set_aside, path, _connect, PositionsError, "positions file", _log
+        )
         saved = await asyncio.to_thread(_read, conn)
         store = cls(path, conn, saved)
         store.set_aside = aside
@@ -217,23 +220,6 @@ def _snapshot(hub: Hub) -> _Snapshot:
         if link.is_leaf and link.is_open
     }
     return _Snapshot(dict(hub.traffic.resumption.last), leaves, hub.traffic.origin_seq)
-
-
-def _open_or_set_aside(path: Path) -> tuple[sqlite3.Connection, Path | None]:
-    try:
-        return _connect(path), None
-    except sqlite3.DatabaseError as exc:
-        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-        _log.warning("positions file %s is unreadable (%s); set aside as %s", path, exc, aside)
-        try:
-            path.rename(aside)
-            for suffix in ("-wal", "-shm"):
-                Path(f"{path}{suffix}").unlink(missing_ok=True)
-            return _connect(path), aside
-        except (OSError, sqlite3.Error) as again:
-            raise PositionsError(f"cannot recreate {path}: {again}") from again
-    except OSError as exc:
-        raise PositionsError(f"cannot open {path}: {exc}") from exc
 
 
 def _connect(path: Path) -> sqlite3.Connection:

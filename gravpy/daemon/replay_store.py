@@ -37,7 +37,6 @@ import contextlib
 import itertools
 import logging
 import sqlite3
-import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,6 +45,7 @@ from typing import Final
 import msgspec
 
 from gravpy.buffer import MsgBuffer
+from gravpy.daemon.sqlite_file import open_or_set_aside
 from gravpy.errors import GravError, MessageError
 from gravpy.message import Message
 
@@ -131,7 +131,7 @@ class ReplayStore:
         (peers may ask for them again); otherwise they are restored unnumbered.
         """
         path = data_dir / REPLAY_FILE
-        conn, aside = await asyncio.to_thread(_open_or_set_aside, data_dir, path)
+        conn, aside = await asyncio.to_thread(_open_in, data_dir, path)
         store = cls(path, conn, buffer)
         store.set_aside = aside
         rows = await asyncio.get_running_loop().run_in_executor(store._executor, _read_rows, conn)
@@ -208,23 +208,12 @@ def _entry(at: float, wire: object, seq: int = 0) -> tuple[float, Message, int]:
     return float(at), Message.from_wire(wire), int(seq)
 
 
-def _open_or_set_aside(data_dir: Path, path: Path) -> tuple[sqlite3.Connection, Path | None]:
+def _open_in(data_dir: Path, path: Path) -> tuple[sqlite3.Connection, Path | None]:
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReplayStoreError(f"cannot make the data directory {data_dir}: {exc}") from exc
-    try:
-        return _connect(path), None
-    except sqlite3.DatabaseError as exc:
-        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-        _log.warning("replay store %s is unreadable (%s); set aside as %s", path, exc, aside)
-        try:
-            path.rename(aside)
-            for suffix in ("-wal", "-shm"):
-                Path(f"{path}{suffix}").unlink(missing_ok=True)
-            return _connect(path), aside
-        except (OSError, sqlite3.Error) as again:
-            raise ReplayStoreError(f"cannot recreate {path}: {again}") from again
+    return open_or_set_aside(path, _connect, ReplayStoreError, "replay store", _log)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
