@@ -112,7 +112,9 @@ async def test_cut_off_node_is_noticed_and_rejoins(backend: Backend) -> None:
         assert tagged(receiver, "during") == Counter(during)
         assert tagged(receiver, "after") == Counter(after)
     assert set(tagged(cut, "silent").values()) <= {1}  # lost to the cut perhaps, never doubled
-    assert tagged(cut, "during") == Counter()  # sent while it had no link: cannot arrive
+    # sent while it had no link: resent from the origins' buffers when it relinks (resume), or
+    # not at all; never twice
+    assert set(tagged(cut, "during").values()) <= {1}
     assert tagged(cut, "after") == Counter(after)
 
 

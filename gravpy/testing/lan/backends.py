@@ -24,6 +24,7 @@ import json
 import secrets
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Protocol
@@ -181,7 +182,9 @@ async def _start_node(
     agent: bool,
 ) -> Node:
     """Start gravd (``wrap`` puts a command where it must run), wait for ``listening``, attach."""
-    gravd = await Process.start(wrap(gravd_argv), env=clean_env())
+    # its own state dir: gravd's default one would share a replay file across every node
+    state = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"gravd-{name}-"))
+    gravd = await Process.start(wrap(gravd_argv), env=clean_env({"XDG_STATE_HOME": state}))
     gravd.name = f"gravd-{name}"
     stack.push_async_callback(gravd.close)
     node = Node(name, gravd, await gravd.wait_event("listening"))
