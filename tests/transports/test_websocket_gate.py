@@ -46,7 +46,7 @@ class _Listener:
                 try:
                     return await self.transport.dial(self.url, timeout=5)
                 except TransportError:
-                    await asyncio.sleep(0.02)  # the server's next read tells it: retry
+                    await asyncio.sleep(0)  # the server's next read tells it: retry
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ async def test_when_every_upgrade_in_flight_is_talking_a_newcomer_gets_503(
         while True:  # the listener reads the partial requests on its next turns: re-check
             if not gate.silent:
                 break
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)
     with pytest.raises(TransportError, match="HTTP 503: too many connections"):
         await listener.transport.dial(listener.url, timeout=5)
     assert listener.transport.connections_refused >= 1
