@@ -27,12 +27,13 @@ WaitFunc = Callable[[Message], Any]
 class Mailbox:
     """Messages offered to one waiter, in order, plus an error that ends the wait."""
 
-    __slots__ = ("_error", "_items", "_waker")
+    __slots__ = ("_error", "_expired", "_items", "_waker")
 
     def __init__(self) -> None:
         self._items: deque[Message] = deque()
         self._waker: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
+        self._expired = False  # the timer of ``first`` went off
 
     def offer(self, msg: Message) -> None:
         self._items.append(msg)
@@ -48,6 +49,35 @@ class Mailbox:
         waker = self._waker
         if waker is not None and not waker.done():
             waker.set_result(None)
+
+    async def first(self, timeout: float | None, what: str) -> Message:
+        """The next message, or ``WaitTimeout`` after ``timeout`` seconds: ``wait_in`` without a
+        wait function, on one timer handle rather than an ``asyncio.timeout`` (every request's
+        reply wait comes here)."""
+        items = self._items
+        if items:
+            return items.popleft()
+        loop = asyncio.get_running_loop()
+        expiry = None if timeout is None else loop.call_later(timeout, self._expire)
+        try:
+            while not items:
+                if self._error is not None:
+                    raise self._error
+                if self._expired:
+                    raise WaitTimeout(f"no {what} within {timeout} s")
+                self._waker = loop.create_future()
+                try:
+                    await self._waker
+                finally:
+                    self._waker = None
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+        return items.popleft()
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._wake()
 
     async def get(self) -> Message:
         while not self._items:
@@ -69,6 +99,8 @@ def check_timeout(timeout: float | None) -> None:
 
 async def wait_in(mailbox: Mailbox, timeout: float | None, fn: WaitFunc | None, what: str) -> Any:
     """Read ``mailbox`` until ``fn`` accepts a message (or the first message when ``fn`` is None)."""
+    if fn is None:
+        return await mailbox.first(timeout, what)
     deadline = asyncio.timeout(timeout)
     try:
         async with deadline:
