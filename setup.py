@@ -13,6 +13,7 @@ from setuptools import setup
 # buffer.py stays interpreted: gravd's DurableBuffer subclasses MsgBuffer, and interpreted classes
 # cannot inherit from compiled ones.
 COMPILED_MODULES = [
+    "gravpy/_mailbox.py",
     "gravpy/bus.py",
     "gravpy/consumer.py",
     "gravpy/counters.py",

@@ -1,10 +1,12 @@
-"""Shared test fixtures: every async test fails if it leaves a task running."""
+"""Shared test fixtures: every async test fails if it leaves a task running, and every process a
+test starts keeps its state in the session's temporary directory, never the user's."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -13,6 +15,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
             item.add_marker(pytest.mark.usefixtures("_no_task_leaks"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """gravd and gravctl started by a test (without a state dir of their own, as
+    ``running_gravd`` gives) keep their files under the session's temp dir: no test reads or
+    leaves a durable replay buffer in ``~/.local/state``."""
+    before = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
+    yield
+    if before is None:
+        del os.environ["XDG_STATE_HOME"]
+    else:
+        os.environ["XDG_STATE_HOME"] = before
 
 
 @pytest.fixture

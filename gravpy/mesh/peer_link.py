@@ -60,6 +60,7 @@ _NO_GROUPS: Mapping[str, int] = {}
 # delivered: the two ends of a link work at once instead of in turns (bench_mesh, 100 in flight).
 _CHUNK = 32
 
+
 class PeerLink:
     """One link; see the module docstring. The hub creates it and calls ``run``."""
 
