@@ -47,6 +47,11 @@ async def test_a_slow_pod_in_an_attached_app_never_starves_its_sibling_or_its_li
             sibling = app.connect(inbox_limit=10_000)
             sibling.on_type("flood.x", append)
             await node.wait_interest("flood.x")
+            # the publisher's own node must know too, or its first sends reach no one (counted
+            # undelivered, not lost: a race of the test, not of the mesh)
+            await publisher.wait_for(
+                lambda peers: any("flood.x" in p.interests for p in peers), GUARD
+            )
             sender = publisher.connect()
             payload = b"\0" * 1020
             for i in range(10_000):
