@@ -8,6 +8,7 @@ from typing import Any
 
 import gravpy
 from gravpy import Message
+from gravpy.mesh import PeerInfo
 from gravpy.testing.gravd import running_gravd
 
 AUTH = """
@@ -54,6 +55,8 @@ async def test_a_group_member_whose_identity_may_not_receive_the_type_gets_no_co
             worker.connect().on_type("jobs.*", worker_got.put_nowait, group="w")
             async with asyncio.timeout(10):
                 await node.wait_http(lambda n: group_members(n, "w") == 2)
+                # and the sender's app has heard both members, or its first sends reach no one
+                await sender.wait_for(lambda peers: _reached(peers, "w") == 2)
             pod = sender.connect()
             for i in range(40):
                 pod.send(Message.new("jobs.run", str(i).encode()))
@@ -64,3 +67,8 @@ async def test_a_group_member_whose_identity_may_not_receive_the_type_gets_no_co
         assert sorted(int(m.data) for m in jobs) == list(range(40))
         assert last.type == "x.fence"  # same pod, same link, in order: no jobs copy before it
         assert barred_got.empty()
+
+
+def _reached(peers: list[PeerInfo], group: str) -> int:
+    """How many members of ``group`` the app's links say they reach."""
+    return sum(n for p in peers for g, _, n in p.groups if g == group)
