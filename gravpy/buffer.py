@@ -32,7 +32,6 @@ class MsgBuffer:
         "_bytes",
         "_clock",
         "_items",
-        "_pushed_at",
         "evicted",
         "limit",
         "max_age",
@@ -57,8 +56,8 @@ class MsgBuffer:
         self.evicted = 0
         self._clock = clock
         self._bytes = 0
-        self._items: deque[tuple[Message, object, int]] = deque()
-        self._pushed_at: deque[float] = deque()
+        # (message, origin, seq, pushed at): one entry, one append and one popleft per push
+        self._items: deque[tuple[Message, object, int, float]] = deque()
 
     def push(self, msg: Message, origin: object = None, seq: int = 0, at: float = 0.0) -> None:
         """Add a message (``seq``: its origin sequence here, 0 if none; ``at``: when it was
@@ -66,12 +65,10 @@ class MsgBuffer:
         if self.limit == 0:
             return
         items = self._items
-        items.append((msg, origin, seq))
-        self._pushed_at.append(at or self._clock())
+        items.append((msg, origin, seq, at or self._clock()))
         self._bytes += len(msg.data)
         if len(items) > self.limit:  # the usual case once full: one out for one in, inline
             self._bytes -= len(items.popleft()[0].data)
-            self._pushed_at.popleft()
             self.evicted += 1
         if self.max_bytes or self.max_age:
             self._trim()
@@ -82,12 +79,11 @@ class MsgBuffer:
             self._evict()
         if self.max_age and items:
             oldest = self._clock() - self.max_age
-            while items and self._pushed_at[0] < oldest:
+            while items and items[0][3] < oldest:
                 self._evict()
 
     def _evict(self) -> None:
         msg = self._items.popleft()[0]
-        self._pushed_at.popleft()
         self._bytes -= len(msg.data)
         self.evicted += 1
 
@@ -102,27 +98,27 @@ class MsgBuffer:
 
     def pushed_at(self) -> list[float]:
         """When each entry was pushed, oldest first (the durable store keeps it)."""
-        return list(self._pushed_at)
+        return [at for _, _, _, at in self._items]
 
     def entries(self) -> list[tuple[Message, object]]:
         """A snapshot of ``(message, origin)`` pairs, oldest first."""
         if self.max_age:
             self._trim()
-        return [(m, o) for m, o, _ in self._items]
+        return [(m, o) for m, o, _, _ in self._items]
 
     def sequenced_after(self, after: int) -> tuple[list[tuple[int, Message]], int]:
         """``(seq, message)`` for each entry numbered above ``after``, oldest first, and the
         oldest number still held (0 if none is)."""
-        numbered = [(seq, m) for m, _, seq in self._items if seq]
+        numbered = [(seq, m) for m, _, seq, _ in self._items if seq]
         oldest = numbered[0][0] if numbered else 0
         return [(seq, m) for seq, m in numbered if seq > after], oldest
 
     def last_seq(self) -> int:
         """The highest origin sequence held (0 if none)."""
-        return max((seq for _, _, seq in self._items), default=0)
+        return max((seq for _, _, seq, _ in self._items), default=0)
 
     def __iter__(self) -> Iterator[Message]:
-        return iter([m for m, _, _ in self._items])
+        return iter([m for m, _, _, _ in self._items])
 
     def __len__(self) -> int:
         return len(self._items)

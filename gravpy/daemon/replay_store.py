@@ -98,10 +98,8 @@ class DurableBuffer(MsgBuffer):
         if new <= 0:
             return []
         items = list(itertools.islice(reversed(self._items), new))
-        ats = list(itertools.islice(reversed(self._pushed_at), new))
         items.reverse()
-        ats.reverse()
-        return [(at, msg, seq) for at, (msg, _, seq) in zip(ats, items, strict=True)]
+        return [(at, msg, seq) for msg, _, seq, at in items]
 
 
 class ReplayStore:
