@@ -54,6 +54,7 @@ from gravpy.transport_kit import (
     serve_link,
 )
 from transports._addresses import format_address, wildcard_hosts
+from transports.tls_door import TlsDoor
 from transports.websocket_gate import ConnectionGate
 
 __all__ = ["WebSocketLink", "WebSocketTransport"]
@@ -215,6 +216,8 @@ class WebSocketTransport:
         if self._server is not None:
             raise UsageError("this WebSocketTransport is already started")
         self._on_link = on_link
+        if self.tls.server is not None:  # TLS after the cap (transports.tls_door)
+            self._gate.door = TlsDoor(self.tls.server, self.open_timeout, self.close_timeout)
         with _ErrorMap(f"{self.host}:{self.port}", f"listen on {self.host}:{self.port}"):
             self._server = await serve(
                 self._serve_link,
@@ -230,7 +233,6 @@ class WebSocketTransport:
                 max_size=self.max_frame_bytes,
                 max_queue=self.max_queue,
                 write_limit=self.write_limit,
-                ssl=self.tls.server,
                 # the cap is applied at accept, before any parsing (transports.websocket_gate)
                 create_connection=cast(type[ServerConnection], self._gate.connection),
             )
@@ -280,6 +282,8 @@ class WebSocketTransport:
         server, self._server = self._server, None
         if server is None:
             return
+        if self._gate.door is not None:  # no handshake completes after the server closed
+            await self._gate.door.close()
         server.close(code=CloseCode.GOING_AWAY, reason="transport stopped")
         await server.wait_closed()
         self._endpoints = []

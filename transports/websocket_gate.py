@@ -27,9 +27,15 @@ refused instead, which costs nothing.
 never exceed ``limit`` even when more upgrades were in flight than room was left.
 
 A socket dropped with its request unread is reset, not closed; Linux still hands the client the
-503 already received before the reset (checked), so the client reads why it was refused. With TLS
-the refusal comes after the TLS handshake (asyncio completes it before the protocol sees the
-connection), so a TLS flood still costs each connection its handshake.
+503 already received before the reset (checked), so the client reads why it was refused.
+
+With TLS the listener listens on plain TCP and the gate holds a :class:`~transports.tls_door.
+TlsDoor`: the decision is still made at accept, *before* the TLS handshake. A refused socket is
+reset at once with nothing read or written (:class:`~transports.tls_door.Dropped`: a plain-text
+503 means nothing to a TLS client), counted in ``refused``; an admitted one runs its handshake
+through an :class:`~transports.tls_door.Entrance` and counts as in flight from accept, so the
+handshakes in progress are bounded by ``max_upgrading`` too. Evicting a socket still in its TLS
+handshake resets it (no 503 can be sent before TLS is up); it had sent no HTTP request either.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ from typing import Any, Final, cast
 
 from websockets.asyncio.server import ServerConnection
 
+from transports.tls_door import Dropped, Entrance, TlsDoor
+
 __all__ = ["SILENCE", "ConnectionGate", "GatedConnection", "Refused"]
 
 SILENCE: Final = 1.0  # seconds a socket in flight may say nothing before a newcomer evicts it
@@ -48,8 +56,9 @@ SILENCE: Final = 1.0  # seconds a socket in flight may say nothing before a newc
 class ConnectionGate:
     """Links and upgrades in flight on one listener; ``refused`` counts what it turned away."""
 
-    def __init__(self, limit: int, max_upgrading: int) -> None:
+    def __init__(self, limit: int, max_upgrading: int, door: TlsDoor | None = None) -> None:
         self.limit = limit
+        self.door = door  # with TLS: the handshakes run after the decision
         self.max_upgrading = max_upgrading
         self.refused = 0
         self.links = 0  # upgraded and still running
@@ -81,10 +90,14 @@ class ConnectionGate:
         """What ``websockets`` calls for each accepted socket (its ``create_connection``)."""
         if self.full or (len(self._upgrading) >= self.max_upgrading and not self._evict()):
             self.refused += 1
-            return Refused(self._answer)  # type: ignore[return-value]  # an asyncio protocol only
+            refused = Refused(self._answer) if self.door is None else Dropped()
+            return refused  # type: ignore[return-value]  # an asyncio protocol only
         connection = GatedConnection(*args, gate=self, **kwargs)
         self._upgrading[connection] = None
-        return connection
+        if self.door is None:
+            return connection
+        connection.entrance = self.door.entrance(connection, lambda: self.closed(connection))
+        return connection.entrance  # type: ignore[return-value]  # hands over after the handshake
 
     def _evict(self) -> bool:
         """Drop the oldest socket in flight that has sent nothing for ``SILENCE`` seconds; False
@@ -129,6 +142,7 @@ class GatedConnection(ServerConnection):
         self.accepted = time.monotonic()
         self._socket: asyncio.WriteTransport | None = None
         self._eviction: bytes | None = None  # evicted before connection_made: the answer
+        self.entrance: Entrance | None = None  # with TLS: the socket during its handshake
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -143,6 +157,9 @@ class GatedConnection(ServerConnection):
 
     def evict(self, answer: bytes) -> None:
         """Answer ``answer`` (the 503) and drop the socket; at once, or as soon as it is made."""
+        if self._socket is None and self.entrance is not None:
+            self.entrance.drop()  # in its TLS handshake: no 503 can be read yet
+            return
         if self._socket is None:
             self._eviction = answer
             return
