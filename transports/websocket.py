@@ -312,16 +312,14 @@ class WebSocketTransport:
             await ws.close(CloseCode.INTERNAL_ERROR, reason)
 
         link = WebSocketLink(ws, initiator=False)
-        self._gate.link_started(ws)
-        try:
-            await serve_link(link, self._on_link, transport=self.name, on_failure=refuse)
-        finally:
-            self._gate.link_ended()
+        await serve_link(link, self._on_link, transport=self.name, on_failure=refuse)
 
-    def _check_path(self, ws: ServerConnection, request: Request) -> Response | None:
+    async def _check_path(self, ws: ServerConnection, request: Request) -> Response | None:
         """Refuse a request for any path but ours (404), without a required client cert (403), or
         when ``max_connections`` links are open by now (503, counted; ``ConnectionGate`` refused
-        what it could at accept, before any parsing)."""
+        what it could at accept, before any parsing). An upgrade accepted here counts as a link
+        at once; at most ``PER_TURN`` go on per loop turn (``UpgradePacer``)."""
+        await self._gate.pacer.wait_turn()
         refusal = self.tls.refusal(ws.transport.get_extra_info("peercert"))
         if refusal is not None:
             return ws.respond(HTTPStatus.FORBIDDEN, refusal + "\n")
@@ -329,6 +327,7 @@ class WebSocketTransport:
             return ws.respond(HTTPStatus.NOT_FOUND, f"no gravpy endpoint at {request.path}\n")
         if self._gate.full:
             return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, self._gate.refuse())
+        self._gate.admit(ws)
         return None
 
     def _list_endpoints(self, sockets: tuple[socket.socket, ...]) -> list[str]:
