@@ -158,3 +158,22 @@ async def test_an_https_socket_over_the_cap_is_reset_before_any_tls_handshake(
             held.close()
     finally:
         await transport.stop()
+
+
+async def test_stopping_a_tls_listener_ends_the_handshakes_in_progress(ca: trustme.CA) -> None:
+    """A socket admitted but silent in its TLS handshake is reset when the listener stops, and
+    stop returns without leaving the handshake's task behind."""
+    transport = WebSocketTransport(HOST, 0, ssl=_server(ca))
+    await transport.start(_hold)
+    reader, writer = await asyncio.open_connection(HOST, _port(transport.endpoints()[0]))
+    try:
+        door = transport._gate.door
+        assert door is not None
+        await _until(lambda: bool(door._tasks), lambda: asyncio.sleep(0.01))
+        await transport.stop()
+        assert not door._tasks
+        async with asyncio.timeout(5):
+            with contextlib.suppress(ConnectionResetError):
+                assert await reader.read() == b""
+    finally:
+        writer.close()
