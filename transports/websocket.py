@@ -141,6 +141,10 @@ class WebSocketLink:
 
 _SERVER_LOG = logging.getLogger("gravpy.transports.websocket.server")
 _SERVER_LOG.addFilter(RateLimitFilter())  # a flood of failed upgrades logs a few lines
+# websockets logs every connection's open, close and refusal at INFO: two records per connection
+# that the filter then drops, about 7% of what a refused handshake costs gravd (py-spy under
+# bench_auth). Links are logged by the hub; websockets' own warnings and errors still pass.
+_SERVER_LOG.setLevel(logging.WARNING)
 
 
 class WebSocketTransport:
