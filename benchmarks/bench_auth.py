@@ -12,6 +12,11 @@ driven by gravpy's own ``PeerProtocol``:
 Checks: every attempt is refused with the expected reason, and gravd's /metrics counts them.
 Figures: gravd's CPU time per attempt (its utime+stime from /proc, so the loop time it spent),
 attempts per second, and how long a legitimate app takes to attach while each attack runs.
+
+``--against DIR`` compares two source trees on a shared, noisy machine: a gravd from this tree and
+one from DIR (a checkout of the code before a change, run with ``PYTHONPATH=DIR``) take the
+attacks in alternating batches of 100, so both see the same load; it reports gravd CPU per
+attempt for each (``--rounds`` batches per attack and tree).
 """
 
 from __future__ import annotations
@@ -134,13 +139,15 @@ async def good_attach(url: str, key: Path) -> float:
 
 
 async def start_gravd(
-    auth: Path, data: Path
+    auth: Path, data: Path, tree: str | None = None
 ) -> tuple[asyncio.subprocess.Process, dict[str, object]]:
+    """A gravd; from the source tree ``tree`` (first on its path) when given."""
     argv = [sys.executable, "-m", "gravpy.daemon.main", "--listen", "127.0.0.1:0"]
     argv += ["--monitor", "127.0.0.1:0", "--log-format", "json", "--discovery", "none"]
     argv += ["--auth-file", str(auth), "--data-dir", str(data), "--log-level", "info"]
+    env = None if tree is None else {**os.environ, "PYTHONPATH": tree}
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env, cwd=tree
     )
     assert proc.stdout is not None
     try:
@@ -241,6 +248,52 @@ async def measure(sizes: Sizes, report: Report) -> None:
         await logs
 
 
+async def compare(against: str, rounds: int) -> None:
+    """gravd CPU per refused attempt of this tree and of ``against``, in alternating batches."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench_auth-"))
+    key = tmp / "app.key"
+    keygen(key)
+    listed = load_credentials(key)
+    auth = tmp / "auth.toml"
+    auth.write_text(
+        f'[[identities]]\nname = "app"\npublic_key = "{(tmp / "app.key.pub").read_text().strip()}"\n'
+    )
+    trees = {"this tree": None, against: against}
+    nodes = {}
+    try:
+        for name, tree in trees.items():
+            proc, listening = await start_gravd(auth, tmp / f"data{len(nodes)}", tree)
+            assert proc.stdout is not None
+            url = str(listening["endpoints"][0])  # type: ignore[index]
+            logs = asyncio.ensure_future(proc.stdout.read())
+            nodes[name] = (proc, url, await capture(url, listed), logs)
+        forger = Ed25519PrivateKey.generate()
+        cases: dict[str, Callable[[str, list[bytes]], Awaitable[str]]] = {
+            "unknown key": lambda url, _: attempt(url, unknown(), None),
+            "wrong signature": lambda url, _: attempt(
+                url, Credentials(listed.public_key, forger.sign), None
+            ),
+            "replayed handshake": lambda url, replay: attempt(url, None, replay),
+        }
+        cpu = {(name, case): 0.0 for name in nodes for case in cases}
+        for r in range(rounds + 1):  # round 0 warms both up and is not counted
+            for case, one in cases.items():
+                for name in list(nodes)[:: 1 if r % 2 else -1]:
+                    proc, url, replay, _ = nodes[name]
+                    before = cpu_seconds(proc.pid)
+                    await flood(100, lambda: one(url, replay))  # noqa: B023  # awaited at once
+                    cpu[(name, case)] += (cpu_seconds(proc.pid) - before) if r else 0.0
+        rows = [
+            [case, *(f"{10 * cpu[(name, case)] / rounds:.3f}" for name in nodes)] for case in cases
+        ]
+        say(table(["attack", *(f"{n}: gravd CPU ms/attempt" for n in nodes)], rows))
+    finally:
+        for proc, _, _, logs in nodes.values():
+            proc.terminate()
+            await proc.wait()
+            await logs
+
+
 def unknown() -> Credentials:
     key = Ed25519PrivateKey.generate()
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -248,7 +301,14 @@ def unknown() -> Credentials:
 
 
 def main() -> int:
-    args = options(__doc__).parse_args()
+    parser = options(__doc__)
+    parser.add_argument("--against", metavar="DIR", help="compare with the gravd of source DIR")
+    parser.add_argument("--rounds", type=int, default=20, help="with --against: batches of 100")
+    args = parser.parse_args()
+    if args.against:
+        say(f"bench_auth: this tree against {args.against}, {args.rounds} x 100 attempts each")
+        asyncio.run(compare(args.against, args.rounds))
+        return 0
     sizes = sizes_for(args, Sizes(attempts=1000), Sizes(attempts=50))
     report = Report(machine=dataclasses.asdict(Machine.here()), attempts=sizes.attempts)
     say(f"bench_auth: {sizes.attempts} attempts per attack, {CONCURRENCY} at a time")

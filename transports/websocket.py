@@ -54,6 +54,7 @@ from gravpy.transport_kit import (
     serve_link,
 )
 from transports._addresses import format_address, wildcard_hosts
+from transports.tls_door import TlsDoor
 from transports.websocket_gate import ConnectionGate
 
 __all__ = ["WebSocketLink", "WebSocketTransport"]
@@ -140,6 +141,10 @@ class WebSocketLink:
 
 _SERVER_LOG = logging.getLogger("gravpy.transports.websocket.server")
 _SERVER_LOG.addFilter(RateLimitFilter())  # a flood of failed upgrades logs a few lines
+# websockets logs every connection's open, close and refusal at INFO: two records per connection
+# that the filter then drops, about 7% of what a refused handshake costs gravd (py-spy under
+# bench_auth). Links are logged by the hub; websockets' own warnings and errors still pass.
+_SERVER_LOG.setLevel(logging.WARNING)
 
 
 class WebSocketTransport:
@@ -215,6 +220,8 @@ class WebSocketTransport:
         if self._server is not None:
             raise UsageError("this WebSocketTransport is already started")
         self._on_link = on_link
+        if self.tls.server is not None:  # TLS after the cap (transports.tls_door)
+            self._gate.door = TlsDoor(self.tls.server, self.open_timeout, self.close_timeout)
         with _ErrorMap(f"{self.host}:{self.port}", f"listen on {self.host}:{self.port}"):
             self._server = await serve(
                 self._serve_link,
@@ -230,7 +237,6 @@ class WebSocketTransport:
                 max_size=self.max_frame_bytes,
                 max_queue=self.max_queue,
                 write_limit=self.write_limit,
-                ssl=self.tls.server,
                 # the cap is applied at accept, before any parsing (transports.websocket_gate)
                 create_connection=cast(type[ServerConnection], self._gate.connection),
             )
@@ -280,6 +286,8 @@ class WebSocketTransport:
         server, self._server = self._server, None
         if server is None:
             return
+        if self._gate.door is not None:  # no handshake completes after the server closed
+            await self._gate.door.close()
         server.close(code=CloseCode.GOING_AWAY, reason="transport stopped")
         await server.wait_closed()
         self._endpoints = []
@@ -308,16 +316,14 @@ class WebSocketTransport:
             await ws.close(CloseCode.INTERNAL_ERROR, reason)
 
         link = WebSocketLink(ws, initiator=False)
-        self._gate.link_started(ws)
-        try:
-            await serve_link(link, self._on_link, transport=self.name, on_failure=refuse)
-        finally:
-            self._gate.link_ended()
+        await serve_link(link, self._on_link, transport=self.name, on_failure=refuse)
 
-    def _check_path(self, ws: ServerConnection, request: Request) -> Response | None:
+    async def _check_path(self, ws: ServerConnection, request: Request) -> Response | None:
         """Refuse a request for any path but ours (404), without a required client cert (403), or
         when ``max_connections`` links are open by now (503, counted; ``ConnectionGate`` refused
-        what it could at accept, before any parsing)."""
+        what it could at accept, before any parsing). An upgrade accepted here counts as a link
+        at once; at most ``PER_TURN`` go on per loop turn (``UpgradePacer``)."""
+        await self._gate.pacer.wait_turn()
         refusal = self.tls.refusal(ws.transport.get_extra_info("peercert"))
         if refusal is not None:
             return ws.respond(HTTPStatus.FORBIDDEN, refusal + "\n")
@@ -325,6 +331,7 @@ class WebSocketTransport:
             return ws.respond(HTTPStatus.NOT_FOUND, f"no gravpy endpoint at {request.path}\n")
         if self._gate.full:
             return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, self._gate.refuse())
+        self._gate.admit(ws)
         return None
 
     def _list_endpoints(self, sockets: tuple[socket.socket, ...]) -> list[str]:

@@ -87,6 +87,7 @@ class DaemonConfig:
     ping_interval: float = 2.0
     dead_after: float = 6.0
     max_connections: int = 1024
+    max_upgrading: int = 128
     dashboard: bool = True
     dashboard_tail: bool = True
     dashboard_token_file: Path | None = None
@@ -151,6 +152,7 @@ class DaemonConfig:
             "ping_interval": self.ping_interval,
             "dead_after": self.dead_after,
             "max_connections": self.max_connections,
+            "max_upgrading": self.max_upgrading,
             "dashboard": self.dashboard,
             "dashboard_tail": self.dashboard_tail,
             "dashboard_token_file": (

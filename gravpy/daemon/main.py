@@ -176,6 +176,7 @@ def build_transports(config: DaemonConfig) -> list[Transport]:
         ssl=tls,
         close_timeout=CLOSE_TIMEOUT,
         max_connections=config.max_connections,
+        max_upgrading=config.max_upgrading,
     )
     transports: list[Transport] = [advertised(websocket, config.advertise)]
     if config.listen_http is not None:

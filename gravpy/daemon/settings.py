@@ -336,6 +336,15 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         parse_positive,
     ),
     Setting(
+        "max_upgrading",
+        "--max-upgrading",
+        "N",
+        "WebSocket sockets accepted but not yet upgraded (TLS handshake included), at once; past "
+        "it a newcomer replaces the oldest one silent for a second, else is refused and counted "
+        "(gravd_connections_refused) (default 128)",
+        parse_positive,
+    ),
+    Setting(
         "dashboard",
         "--dashboard",
         "on|off",

@@ -135,6 +135,8 @@ class PeerLink:
         self.was_open = False
         self.opened_at: float | None = None  # wall clock, when the handshake completed
         self.reject_reason = ""  # why the handshake was refused (by either side)
+        self._handshake_task: asyncio.Task[object] | None = None  # waiting for a handshake frame
+        self._interrupted = False  # ``end`` cancelled that wait
 
     # -- what the hub reads ----------------------------------------------------------------------
 
@@ -333,6 +335,9 @@ class PeerLink:
             if not self.end_reason:
                 self.end_reason = reason
             self._wake.set()
+            if self._handshake_task is not None:  # waiting for a handshake frame: stop waiting
+                self._interrupted = True
+                self._handshake_task.cancel()
 
     def drop_queue(self) -> int:
         n = len(self._queue)
@@ -347,12 +352,13 @@ class PeerLink:
     async def run(self) -> None:
         """Run the link until it ends, then close it. Never raises on what the remote does."""
         try:
-            async with asyncio.TaskGroup() as tg:
-                reader = tg.create_task(self._read(), name="link-read")
-                ticker = tg.create_task(self._tick(), name="link-tick")
-                await self._write()
-                reader.cancel()
-                ticker.cancel()
+            if await self._handshake():
+                async with asyncio.TaskGroup() as tg:
+                    reader = tg.create_task(self._read(), name="link-read")
+                    ticker = tg.create_task(self._tick(), name="link-tick")
+                    await self._write()
+                    reader.cancel()
+                    ticker.cancel()
         except BaseExceptionGroup as group:  # not ``except*``: mypyc cannot compile that yet
             closed, rest = group.split(LinkClosedError)
             if closed is not None and not self.end_reason:
@@ -368,6 +374,62 @@ class PeerLink:
                 await self.link.close(self.end_reason or REASON_NORMAL)
             finally:
                 self.closed.set()
+
+    async def _handshake(self) -> bool:
+        """Drive the handshake from ``run``'s own task: no reader, writer or ticker task is made
+        until the link is OPEN, so a refused attempt costs none of them. True once OPEN; else
+        the REJECT or CLOSE is written (when the transport still can) and False returned."""
+        proto = self.proto
+        try:
+            await self._write_all()  # our HELLO
+            while proto.state not in (LinkState.OPEN, LinkState.CLOSED) and not self._closing:
+                frame = await self._handshake_frame(proto.next_timer())
+                now = time.monotonic()
+                events = proto.tick(now) if frame is None else proto.receive_frame(frame, now)
+                if not self.uuid and proto.remote is not None:
+                    self._learn_remote(proto.remote)
+                if events:
+                    self._dispatch(events)
+                await self._write_all()
+            if proto.state is LinkState.OPEN and not self._closing:
+                return True
+            if proto.state is not LinkState.CLOSED:
+                proto.close(self._close_code)
+            await self._write_all()
+        except LinkClosedError as exc:
+            await self._read_refusal()  # the remote may have refused us before our write failed
+            if not self.end_reason:
+                self.end_reason = str(exc)
+        return False
+
+    async def _read_refusal(self) -> None:
+        """Read what the remote sent before it closed (its REJECT, say) until the link ends."""
+        proto = self.proto
+        try:
+            while proto.state is not LinkState.CLOSED and not self._closing:
+                frame = await self._handshake_frame(proto.next_timer())
+                now = time.monotonic()
+                events = proto.tick(now) if frame is None else proto.receive_frame(frame, now)
+                if events:
+                    self._dispatch(events)
+        except LinkClosedError:
+            return
+
+    async def _handshake_frame(self, deadline: float | None) -> bytes | None:
+        """The next frame, or None at the handshake ``deadline`` or when ``end`` was called."""
+        self._handshake_task = asyncio.current_task()
+        try:
+            async with asyncio.timeout(max(0.0, (deadline or 0.0) - time.monotonic())):
+                return await self.link.recv()
+        except TimeoutError:
+            return None
+        except asyncio.CancelledError:
+            task = self._handshake_task
+            if not self._interrupted or task is None or task.uncancel() > 0:
+                raise
+            return None
+        finally:
+            self._handshake_task = None
 
     def finish(self) -> None:
         """The link is over: tell the owner and whoever dialled it (once)."""

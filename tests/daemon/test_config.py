@@ -258,3 +258,16 @@ def test_liveness_settings_are_read_and_checked() -> None:
     assert (config.ping_interval, config.dead_after) == (0.5, 3.0)
     with pytest.raises(ConfigError, match="dead_after"):
         load_config({"ping_interval": "2", "dead_after": "1"}, {})
+
+
+def test_max_upgrading_comes_from_flag_env_and_toml_and_must_be_positive(tmp_path: Path) -> None:
+    """max_upgrading defaults to 128, is read from each source, and 0 or a word is refused."""
+    assert load_config(NO_FLAGS, {}).max_upgrading == 128
+    assert load_config({"max_upgrading": "16"}, {}).max_upgrading == 16
+    assert load_config(NO_FLAGS, {"GRAVD_MAX_UPGRADING": "32"}).max_upgrading == 32
+    path = _toml(tmp_path, "max_upgrading = 64\n")
+    assert load_config({"config": str(path)}, {}).max_upgrading == 64
+    with pytest.raises(ConfigError, match=r"invalid max_upgrading \(from flag --max-upgrading\)"):
+        load_config({"max_upgrading": "0"}, {})
+    with pytest.raises(ConfigError, match=r"invalid max_upgrading \(from environment"):
+        load_config(NO_FLAGS, {"GRAVD_MAX_UPGRADING": "many"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from gravpy import Grav
@@ -62,6 +64,11 @@ async def test_refusal_is_recorded_with_its_reason(node: NodeFactory) -> None:
     watcher, recorder = await started(a)
     with pytest.raises(HandshakeRejectedError):
         await b.connect_endpoint(a.endpoints()[0])
+    assert a.hub is not None
+    for _ in range(int(GUARD / 0.01)):  # b may hear its refusal before a has counted it
+        if a.hub.statistics().handshakes_rejected:  # (no hub change is signalled for that)
+            break
+        await asyncio.sleep(0.01)
     await watcher.check()
     refused = [e for e in recorder.events if e.action == "refused"]
     assert refused

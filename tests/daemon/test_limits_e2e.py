@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import secrets
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from gravpy.testing.gravd import running_gravd
+from gravpy.testing.gravd import GRAVD, run, running_gravd
 
 FLOOD = 2000
 CAP = 100
@@ -86,3 +87,43 @@ async def test_gravd_warns_when_it_listens_beyond_loopback_unauthenticated(tmp_p
     async with running_gravd(*args) as node:
         await node.stop()
     assert not any(e["event"] == "unauthenticated" for e in node.process.events())
+
+
+async def _first_answer(sockets: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> bytes:
+    """What the first of ``sockets`` to be answered reads (all of it, up to the drop)."""
+    reads = [asyncio.ensure_future(reader.read()) for reader, _ in sockets]
+    try:
+        done, _ = await asyncio.wait(reads, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        assert done, "no socket was answered"
+        return done.pop().result()
+    finally:
+        for read in reads:
+            read.cancel()
+        await asyncio.gather(*reads, return_exceptions=True)
+        for _, writer in sockets:
+            writer.close()
+
+
+async def test_max_upgrading_bounds_the_sockets_in_flight_of_a_real_gravd() -> None:
+    """With --max-upgrading 2, a third silent socket finds both slots taken: one of the three
+    is answered 503 at once (the newcomer, or the oldest if it was silent a second) and counted."""
+    async with running_gravd("--max-upgrading", "2") as node:
+        hostport = node.endpoint.removeprefix("ws://").partition("/")[0]
+        host, _, port = hostport.rpartition(":")
+        sockets = [await asyncio.open_connection(host, int(port)) for _ in range(3)]
+        answer = await _first_answer(sockets)
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+        _, metrics = await node.get("/metrics")
+        assert _refused(metrics) == 1
+
+
+async def test_check_config_shows_max_upgrading_and_refuses_zero() -> None:
+    """--check-config reports max_upgrading from GRAVD_MAX_UPGRADING and refuses 0 by flag."""
+    result = await run([*GRAVD, "--check-config"], env={"GRAVD_MAX_UPGRADING": "7"})
+    assert result.code == 0, result.stderr
+    effective = json.loads(result.stdout)
+    assert effective["max_upgrading"] == 7
+    assert effective["sources"]["max_upgrading"] == "environment GRAVD_MAX_UPGRADING"
+    result = await run([*GRAVD, "--check-config", "--max-upgrading", "0"])
+    assert result.code == 2
+    assert result.stderr.startswith("gravd: invalid max_upgrading (from flag --max-upgrading)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+import gravpy
 from gravpy.daemon import loop as event_loop
 from gravpy.daemon.config import ConfigError, DaemonConfig, load_config
 from gravpy.daemon.main import build_transports
@@ -23,6 +25,7 @@ from gravpy.testing.gravd import (
     run,
     running_gravd,
 )
+from tests.transports.test_tls_door import tls_probe
 
 HOST = "127.0.0.1"
 
@@ -201,3 +204,17 @@ async def test_gravd_runs_on_uvloop_when_asked(files: Files) -> None:
             await a.wait_peers(1)
             assert (await b.stop()).code == 0
         assert (await a.stop()).code == 0
+
+
+async def test_gravd_over_its_cap_resets_a_tls_socket_before_the_handshake(files: Files) -> None:
+    """gravd with TLS and --max-connections 1: a ClientHello gets a ServerHello while the slot is
+    free; with an app attached the next one is reset unanswered and counted in /metrics."""
+    tls = ["--tls-cert", str(files.cert), "--tls-key", str(files.key), "--max-connections", "1"]
+    client = ssl.create_default_context(cafile=str(files.ca))
+    async with running_gravd(*tls) as node:
+        port = int(node.endpoint.rsplit(":", 1)[1].split("/")[0])
+        assert (await tls_probe(port, client))[:1] == b"\x16"  # a TLS handshake record
+        async with gravpy.connect(node.endpoint, ssl=client):
+            assert await tls_probe(port, client) == b""
+            _, metrics = await node.get("/metrics")
+        assert "gravd_connections_refused_total 1.0" in metrics.splitlines()

@@ -120,3 +120,57 @@ async def test_links_past_the_cap_are_refused_and_room_is_made_when_one_ends(
     assert (await listener.links.get()).initiator is False
     for link in dialled:
         await link.close()
+
+
+async def _ask_upgrade(port: int) -> tuple[bytes, asyncio.StreamWriter]:
+    """A raw upgrade request; the status line answered, and the socket (kept open)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET /meta/message HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    async with asyncio.timeout(5):
+        return await reader.readline(), writer
+
+
+async def test_upgrades_completing_together_never_take_the_links_past_the_cap() -> None:
+    """With a cap of 2 links and 8 upgrades in flight at once, exactly 2 are upgraded and the
+    others answered 503 (the link is counted when its upgrade is accepted, not later)."""
+    transport = WebSocketTransport("127.0.0.1", 0, max_connections=2, max_upgrading=8)
+    held: asyncio.Queue[Link] = asyncio.Queue()
+
+    async def hold(link: Link) -> None:
+        await held.put(link)
+        with contextlib.suppress(GravError):
+            while True:
+                await link.recv()
+
+    await transport.start(hold)
+    try:
+        port = int(transport.endpoints()[0].rsplit(":", 1)[1].split("/")[0])
+        answers = await asyncio.gather(*(_ask_upgrade(port) for _ in range(8)))
+        statuses = sorted(int(line.split()[1]) for line, _ in answers)
+        assert statuses == [101, 101] + [503] * 6
+        for _, writer in answers:
+            writer.close()
+    finally:
+        await transport.stop()
+
+
+async def test_the_pacer_lets_per_turn_upgrades_on_per_loop_turn_in_order() -> None:
+    """Five upgrades asking at once with room for two per turn: two go on in the first turn,
+    the others in later turns, in the order they asked."""
+    pacer = websocket_gate.UpgradePacer(2)
+    passed: list[int] = []
+
+    async def upgrade(i: int) -> None:
+        await pacer.wait_turn()
+        passed.append(i)
+
+    tasks = [asyncio.ensure_future(upgrade(i)) for i in range(5)]
+    await asyncio.sleep(0)  # one loop turn: every task asked once
+    assert passed == [0, 1]
+    async with asyncio.timeout(5):
+        await asyncio.gather(*tasks)
+    assert passed == [0, 1, 2, 3, 4]
+    assert pacer.waited == 3

@@ -16,6 +16,11 @@ sits between the listening socket and aiohttp's protocol: :class:`GuardedRunner`
 - body reads are bounded by the transport (``asyncio.timeout`` around the read);
 - aiohttp's own error log goes through :class:`RateLimitFilter`: at most ``burst`` records per
   ``period``, then one line saying how many were suppressed.
+
+With TLS the listener listens on plain TCP and the guard holds a :class:`~transports.tls_door.
+TlsDoor`, so the cap is applied at accept, before the TLS handshake: a socket past it is reset
+with nothing read or written (:class:`~transports.tls_door.Dropped`), and an admitted one holds
+its place (``entering``) through its handshake, which must end within ``header_timeout``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any, cast
 from aiohttp import web
 
 from gravpy.transport_kit import RateLimitFilter
+from transports.tls_door import Dropped, TlsDoor
 
 __all__ = ["ConnectionGuard", "GuardedRunner", "RateLimitFilter"]
 
@@ -38,6 +44,7 @@ class _GuardedProtocol(asyncio.Protocol):
         self.inner, self.guard = inner, guard
         self.transport: asyncio.Transport | None = None
         self.admitted = False
+        self.reserved = False  # its place was taken at accept, before its TLS handshake
         self.deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -88,10 +95,14 @@ class _GuardedProtocol(asyncio.Protocol):
 class ConnectionGuard:
     """Counts open connections and runs each one's header deadline."""
 
-    def __init__(self, max_connections: int, header_timeout: float) -> None:
+    def __init__(
+        self, max_connections: int, header_timeout: float, door: TlsDoor | None = None
+    ) -> None:
         self.max_connections = max_connections
         self.header_timeout = header_timeout
+        self.door = door  # with TLS: the handshakes run after the cap admitted the socket
         self.refused = 0
+        self.entering = 0  # admitted at accept, TLS handshake in progress
         self.timed_out = 0
         self._open: dict[asyncio.BaseTransport, _GuardedProtocol] = {}
         self._busy: dict[asyncio.BaseTransport, int] = {}
@@ -100,8 +111,25 @@ class ConnectionGuard:
     def open(self) -> int:
         return len(self._open)
 
+    def protocol(self, inner: asyncio.Protocol) -> asyncio.BaseProtocol:
+        """What asyncio gets for an accepted socket whose aiohttp protocol is ``inner``."""
+        conn = _GuardedProtocol(inner, self)
+        if self.door is None:
+            return conn  # admitted or refused in connection_made
+        if len(self._open) + self.entering >= self.max_connections:
+            self.refused += 1
+            return Dropped()
+        self.entering += 1
+        conn.reserved = True
+        return self.door.entrance(conn, self._not_entered)
+
+    def _not_entered(self) -> None:
+        self.entering -= 1
+
     def admit(self, conn: _GuardedProtocol) -> bool:
-        if len(self._open) >= self.max_connections:
+        if conn.reserved:  # TLS is up: the place taken at accept becomes an open connection
+            self.entering -= 1
+        elif len(self._open) >= self.max_connections:
             self.refused += 1
             return False
         assert conn.transport is not None
@@ -148,4 +176,4 @@ class GuardedRunner(web.AppRunner):
         if inner is None:
             return None
         guard = self.guard
-        return lambda: _GuardedProtocol(inner(), guard)
+        return lambda: guard.protocol(inner())

@@ -55,6 +55,7 @@ from transports.http.wire import (
     _read_text,
     _Refusal,
 )
+from transports.tls_door import TlsDoor
 
 _SERVER_LOG = logging.getLogger("gravpy.transports.http.server")
 _SERVER_LOG.addFilter(RateLimitFilter())  # a flood of bad requests logs a few lines, not 13,000
@@ -166,8 +167,11 @@ class HttpTransport:
             auto_decompress=False,  # no compression bombs: bodies are taken as sent
             shutdown_timeout=self.close_timeout,
         )
+        if self.tls.server is not None:  # TLS after the cap (transports.tls_door)
+            timeout = self.guard.header_timeout
+            self.guard.door = TlsDoor(self.tls.server, timeout, self.close_timeout)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, ssl_context=self.tls.server)
+        site = web.TCPSite(runner, self.host, self.port)
         try:
             with _ErrorMap(f"{self.host}:{self.port}", f"listen on {self.host}:{self.port}"):
                 await site.start()
@@ -202,6 +206,8 @@ class HttpTransport:
             if self._reaper is not None:
                 self._reaper.cancel()
                 await asyncio.wait({self._reaper})
+            if self.guard.door is not None:  # no handshake completes during the cleanup
+                await self.guard.door.close()
             await runner.cleanup()
         finally:
             self._runner, self._on_link, self._reaper = None, None, None

@@ -1,0 +1,179 @@
+"""TLS listeners apply their cap at accept, before the TLS handshake (transports.tls_door).
+
+A probe sends a real TLS ClientHello over a plain socket and reads what comes back: a listener
+that runs the handshake answers with a ServerHello record; one that refused the socket at accept
+resets it with nothing written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import trustme
+
+from gravpy.errors import GravError
+from gravpy.plugins import Link
+from transports import websocket_gate
+from transports.http import HttpTransport
+from transports.websocket import WebSocketTransport
+
+HOST = "127.0.0.1"
+HANDSHAKE_RECORD = 0x16  # the first byte of a TLS handshake record (a ServerHello here)
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def _server(ca: trustme.CA) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(HOST).configure_cert(ctx)
+    return ctx
+
+
+def _client(ca: trustme.CA) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    return ctx
+
+
+async def tls_probe(port: int, ctx: ssl.SSLContext) -> bytes:
+    """Send a TLS ClientHello to ``port``; the first bytes answered (b"" if reset or closed)."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=HOST)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        writer.write(outgoing.read())
+        async with asyncio.timeout(10):
+            return await reader.read(65536)
+    except ConnectionResetError:
+        return b""
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def _hold(link: Link) -> None:
+    """Keep an accepted link until its remote closes it."""
+    with contextlib.suppress(GravError):
+        while True:
+            await link.recv()
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/")[0])
+
+
+@contextlib.asynccontextmanager
+async def _websocket(ca: trustme.CA, **limits: int) -> AsyncIterator[WebSocketTransport]:
+    transport = WebSocketTransport(HOST, 0, ssl=_server(ca), **limits)
+    await transport.start(_hold)
+    try:
+        yield transport
+    finally:
+        await transport.stop()
+
+
+async def _websocket_over_cap(ca: trustme.CA) -> None:
+    """Under the cap a ClientHello gets a ServerHello; with the one link slot taken it gets a
+    reset and nothing else, and the refusal is counted."""
+    async with _websocket(ca, max_connections=1, max_upgrading=2) as listener:
+        url, port = listener.endpoints()[0], _port(listener.endpoints()[0])
+        assert (await tls_probe(port, _client(ca)))[0] == HANDSHAKE_RECORD
+        assert listener.connections_refused == 0
+        link = await WebSocketTransport(ssl=_client(ca)).dial(url, timeout=5)
+        try:
+            assert await tls_probe(port, _client(ca)) == b""
+            assert listener.connections_refused == 1
+        finally:
+            await link.close()
+
+
+async def test_a_wss_socket_over_the_cap_is_reset_before_any_tls_handshake(
+    ca: trustme.CA,
+) -> None:
+    """WebSocket over TLS: past max_connections the socket is reset unanswered, and counted."""
+    await _websocket_over_cap(ca)
+
+
+def test_a_wss_socket_over_the_cap_is_reset_before_any_tls_handshake_on_uvloop(
+    ca: trustme.CA,
+) -> None:
+    """The same on uvloop (gravd's loop when installed), which reads a socket before asked to."""
+    uvloop = pytest.importorskip("uvloop")
+    uvloop.run(_websocket_over_cap(ca))
+
+
+async def test_a_wss_socket_silent_in_its_handshake_is_evicted_for_a_newcomer(
+    ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one upgrade slot, a socket that sent no ClientHello is reset when a real client
+    comes, and the client's link is upgraded."""
+    monkeypatch.setattr(websocket_gate, "SILENCE", 0.0)  # silent at once, not after a second
+    async with _websocket(ca, max_upgrading=1) as listener:
+        url = listener.endpoints()[0]
+        reader, writer = await asyncio.open_connection(HOST, _port(url))
+        link = await WebSocketTransport(ssl=_client(ca)).dial(url, timeout=5)
+        try:
+            async with asyncio.timeout(5):
+                with contextlib.suppress(ConnectionResetError):
+                    assert await reader.read() == b""
+            assert listener.connections_refused == 1
+        finally:
+            writer.close()
+            await link.close()
+
+
+async def _until(check: Callable[[], bool], step: Callable[[], Awaitable[object]]) -> None:
+    async with asyncio.timeout(5):
+        while not check():
+            await step()
+
+
+async def test_an_https_socket_over_the_cap_is_reset_before_any_tls_handshake(
+    ca: trustme.CA,
+) -> None:
+    """HTTP over TLS: with the one connection taken, a ClientHello gets a reset and nothing else,
+    counted; a handshake that fails frees its place."""
+    transport = HttpTransport(HOST, 0, ssl=_server(ca), max_connections=1, header_timeout=30)
+    await transport.start(_hold)
+    try:
+        port = _port(transport.endpoints()[0])
+        assert (await tls_probe(port, _client(ca)))[0] == HANDSHAKE_RECORD
+        await _until(lambda: transport.guard.entering == 0, lambda: asyncio.sleep(0.01))
+        _, held = await asyncio.open_connection(HOST, port, ssl=_client(ca))
+        try:
+            await _until(lambda: transport.guard.open == 1, lambda: asyncio.sleep(0.01))
+            assert await tls_probe(port, _client(ca)) == b""
+            assert transport.connections_refused == 1
+        finally:
+            held.close()
+    finally:
+        await transport.stop()
+
+
+async def test_stopping_a_tls_listener_ends_the_handshakes_in_progress(ca: trustme.CA) -> None:
+    """A socket admitted but silent in its TLS handshake is reset when the listener stops, and
+    stop returns without leaving the handshake's task behind."""
+    transport = WebSocketTransport(HOST, 0, ssl=_server(ca))
+    await transport.start(_hold)
+    reader, writer = await asyncio.open_connection(HOST, _port(transport.endpoints()[0]))
+    try:
+        door = transport._gate.door
+        assert door is not None
+        await _until(lambda: bool(door._tasks), lambda: asyncio.sleep(0.01))
+        await transport.stop()
+        assert not door._tasks
+        async with asyncio.timeout(5):
+            with contextlib.suppress(ConnectionResetError):
+                assert await reader.read() == b""
+    finally:
+        writer.close()
