@@ -419,7 +419,8 @@ class PeerLink:
         """The next frame, or None at the handshake ``deadline`` or when ``end`` was called."""
         self._handshake_task = asyncio.current_task()
         try:
-            async with asyncio.timeout(max(0.0, (deadline or 0.0) - time.monotonic())):
+            delay = None if deadline is None else max(0.0, deadline - time.monotonic())
+            async with asyncio.timeout(delay):
                 return await self.link.recv()
         except TimeoutError:
             return None
@@ -464,6 +465,8 @@ class PeerLink:
 
     async def _read(self) -> None:
         try:
+            if self._backlog:  # left by the handshake's last frame
+                await self._take_backlog()
             while True:
                 frame = await self.link.recv()
                 proto = self.proto
@@ -475,16 +478,19 @@ class PeerLink:
                 if proto.has_data_to_send:  # a PONG, a handshake step, a WITHDRAW_ACK
                     self._wake.set()
                 if self._backlog:
-                    self.proto.hold_reading()
-                    try:
-                        await self._hold()
-                    finally:
-                        self.proto.resume_reading(time.monotonic())
+                    await self._take_backlog()
         except LinkClosedError as exc:
             if not self.end_reason:
                 self.end_reason = str(exc)
             self._closing = True
             self._wake.set()
+
+    async def _take_backlog(self) -> None:
+        self.proto.hold_reading()
+        try:
+            await self._hold()
+        finally:
+            self.proto.resume_reading(time.monotonic())
 
     async def _hold(self) -> None:
         """Hand on the backlog a chunk per loop turn; read no more until it is empty, and while
