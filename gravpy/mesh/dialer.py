@@ -74,6 +74,7 @@ class WantedEndpoint:
         self.expected_uuid = expected_uuid
         self.source = source
         self.task: asyncio.Task[None] | None = None
+        self.fallbacks: tuple[str, ...] = ()  # gossip: the node's slower endpoints, to try next
         self._first: asyncio.Future[PeerLink] | None = None
         self._awaiting = ""  # a duplicate was refused: the first link is the other one to this node
         self._port = port
@@ -221,6 +222,22 @@ class Dialer:
         for wanted in self._wanted.values():
             wanted.settle(exc)
 
+    def want_fastest(self, uuid: str, endpoints: list[str]) -> WantedEndpoint:
+        """Keep a link to a gossiped node by the fastest of its ``endpoints``; if that one stays
+        unreachable (a firewall may pass WebSocket but not TCP), the next fastest, and so on."""
+        ranked = sorted(endpoints, key=_rank)
+        wanted = self.want(ranked[0], uuid, "gossip")
+        if wanted.source == "gossip":
+            wanted.fallbacks = tuple(ranked[1:])
+        return wanted
+
+    def _give_up(self, wanted: WantedEndpoint) -> None:
+        """A gossiped endpoint failed ``GOSSIP_GIVE_UP`` times: forget it, try its fallback."""
+        self._log.info("dial_abandoned", endpoint=wanted.endpoint, reason="unreachable")
+        self._wanted.pop(wanted.endpoint, None)
+        if wanted.fallbacks and wanted.expected_uuid is not None:
+            self.want_fastest(wanted.expected_uuid, list(wanted.fallbacks))
+
     async def _loop(self, wanted: WantedEndpoint) -> None:
         port = self._port
         backoff = self._backoff.new_backoff()
@@ -242,8 +259,7 @@ class Dialer:
             else:
                 failures += 1
                 if wanted.source == "gossip" and failures >= GOSSIP_GIVE_UP:
-                    self._log.info("dial_abandoned", endpoint=wanted.endpoint, reason="unreachable")
-                    self._wanted.pop(wanted.endpoint, None)
+                    self._give_up(wanted)
                     return
             await asyncio.sleep(backoff.next_delay())
 
@@ -254,7 +270,11 @@ _SCHEME_RANK = {"tcp": 0, "tls": 0, "ws": 1, "wss": 1, "http": 2, "https": 2}
 
 def fastest(endpoints: list[str]) -> str:
     """The endpoint of the fastest transport (tcp, then websocket, then http; others last)."""
-    return min(endpoints, key=lambda ep: _SCHEME_RANK.get(ep.split("://", 1)[0], 9))
+    return min(endpoints, key=_rank)
+
+
+def _rank(endpoint: str) -> int:
+    return _SCHEME_RANK.get(endpoint.split("://", 1)[0], 9)
 
 
 def transport_for(transports: Sequence[Transport], endpoint: str) -> Transport:

@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 Whenever a peer link opens or ends, this node tells every peer (PEERS) each endpoint of its own
 and of the other peers it is linked to. A node that hears of a node it is not linked to dials it,
-at the fastest endpoint one of its transports dials (tcp, then websocket, then http). Anyone can
+at the fastest endpoint one of its transports dials (tcp, then websocket, then http), and at the
+next fastest if that one stays unreachable (a firewall may pass one port and not the other). Anyone can
 name endpoints, so what is heard is bounded: at most ``gossip_pairs`` pairs are read from one
 frame, and at most ``gossip_targets`` gossiped endpoints are dialled at once; the rest is counted
 as ignored. Only a peer node dials what it hears; an app (leaf) just keeps its node's endpoints.
@@ -79,10 +80,12 @@ class Gossip:
         dialer = self._dialer
         room = self._targets_limit - dialer.count("gossip")
         for uuid, endpoints in known.items():
-            endpoint = fastest(endpoints)
-            new = dialer.get(endpoint) is None
+            new = all(dialer.get(endpoint) is None for endpoint in endpoints)
             if new and room <= 0:
                 self.ignored += 1
                 continue
             room -= new
-            dialer.want(endpoint, uuid, "gossip")
+            if new:
+                dialer.want_fastest(uuid, endpoints)
+            else:  # already dialled: it may be a new node at a known address
+                dialer.want(fastest([e for e in endpoints if dialer.get(e)]), uuid, "gossip")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import socket
+
 from discovery.static import StaticDiscovery
+from gravpy.backoff import BackoffPolicy
+from gravpy.daemon.advertise import AdvertisedTransport
+from gravpy.daemon.parsers import Address
 from gravpy.mesh.dialer import fastest
 from transports.http import HttpTransport
 from transports.websocket import WebSocketTransport
 
-from .conftest import NodeFactory, linked_to
+from .conftest import FAST, NodeFactory, linked_to
 
 
 def test_fastest_prefers_tcp_then_websocket_then_http() -> None:
@@ -36,3 +42,27 @@ async def test_a_gossiped_node_is_dialled_over_its_fastest_endpoint(node: NodeFa
     link_ca = next(p for p in c.peers() if p.uuid == a.node_uuid)
     assert link_ca.transport == "websocket"
     assert link_ca.endpoint.startswith("ws://")
+
+
+async def test_a_gossiped_node_is_dialled_at_a_slower_endpoint_when_its_fastest_is_unreachable(
+    node: NodeFactory,
+) -> None:
+    """A states a WebSocket endpoint nobody listens on first (as a firewalled port would be);
+    C, told of A only by B's gossip, gives that endpoint up after a few failed dials and links
+    to A at the next one."""
+    with socket.socket() as closed:  # a port that refuses: bound once, closed again
+        closed.bind(("127.0.0.1", 0))
+        dead_port = int(closed.getsockname()[1])
+    quick = dataclasses.replace(FAST, backoff=BackoffPolicy(initial=0.02, maximum=0.1))
+    inner = WebSocketTransport(host="127.0.0.1", port=0)
+    deaf = dataclasses.replace(FAST, gossip_targets=0)  # A never dials C itself
+    a = await node(
+        transport=AdvertisedTransport(inner, Address("127.0.0.1", dead_port)), hub_config=deaf
+    )
+    dead, live = a.endpoints()
+    assert dead.startswith(f"ws://127.0.0.1:{dead_port}/")
+    b = await node(discovery=[StaticDiscovery([live])], hub_config=quick)
+    await b.wait_for(linked_to(a), timeout=10)
+    c = await node(discovery=[StaticDiscovery(b.endpoints())], hub_config=quick)
+    # only C can make this link (A dials nothing it hears), and only at ``live``
+    await c.wait_for(linked_to(a, b), timeout=20)
