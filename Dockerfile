@@ -22,8 +22,9 @@ RUN pip install --no-cache-dir . \
 USER 10001:10001
 WORKDIR /home/gravd
 
-# 8080: peers and apps (WebSocket); 8222: monitoring (set GRAVD_MONITOR=0.0.0.0:8222 to publish it)
-EXPOSE 8080 8222
+# 8080: peers and apps (WebSocket); 8082: peers (TCP, the fastest link between gravd); 8222:
+# monitoring (set GRAVD_MONITOR=0.0.0.0:8222 to publish it)
+EXPOSE 8080 8082 8222
 
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-m", "gravpy.daemon.healthcheck"]

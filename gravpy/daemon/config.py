@@ -21,6 +21,7 @@ and keeps it out of ``repr``.
 
 from __future__ import annotations
 
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gravpy.daemon.parsers import (
+    AUTO,
     DEFAULT_HTTP_PATH,
     DEFAULT_LISTEN,
     DEFAULT_MDNS_SERVICE,
@@ -50,6 +52,7 @@ __all__ = [
     "Setting",
     "load_config",
     "load_config_with_sources",
+    "tcp_beside",
 ]
 
 
@@ -217,6 +220,8 @@ def load_config_with_sources(
             "use discovery 'static' to dial them",
         )
     sources = {s.name: raw[s.name][1] if s.name in raw else "default" for s in SETTINGS}
+    if values.get("listen_tcp", AUTO) == AUTO:
+        _resolve_auto_tcp(values, sources, defaults.listen)
     _check_listeners(lambda name: values.get(name, getattr(defaults, name)), sources.__getitem__)
     _check_liveness(lambda name: values.get(name, getattr(defaults, name)), sources.__getitem__)
     return DaemonConfig(**values), sources
@@ -314,6 +319,44 @@ def _read_tls_files(values: dict[str, Any], raw: Raw, config_file: Path | None) 
         check_tls_files(values.get("tls_cert"), values.get("tls_key"), values.get("tls_ca"))
     except TlsFileError as exc:
         raise ConfigError(exc.setting, raw[exc.setting][1], str(exc)) from None
+
+
+def _resolve_auto_tcp(values: dict[str, Any], sources: dict[str, str], listen: Address) -> None:
+    """``listen_tcp = auto``: beside ``listen`` (``tcp_beside``), but off under ``advertise``,
+    which names the one address peers can reach (a TCP port beside it may not be)."""
+    listen = values.get("listen", listen)
+    if values.get("advertise") is not None:
+        values["listen_tcp"] = None
+        sources["listen_tcp"] += " (auto: off, since advertise is set)"
+        return
+    values["listen_tcp"] = tcp_beside(listen, values.get("listen_http"))
+    if values["listen_tcp"] is None:
+        sources["listen_tcp"] += f" (auto: off, port {listen.port + 2} is taken)"
+
+
+def tcp_beside(listen: Address, http: Address | None = None) -> Address | None:
+    """The TCP listener ``auto`` means: ``listen``'s host and its port + 2 (port 0: any free
+    port), or None when that port is ``http``'s or cannot be bound now, so that a LAN of gravd
+    links over TCP with no configuration and a taken port never stops gravd from starting."""
+    if listen.port == 0:
+        return Address(listen.host, 0)
+    port = listen.port + 2
+    if port > 65535 or (http is not None and http.port == port) or not _bindable(listen.host, port):
+        return None
+    return Address(listen.host, port)
+
+
+def _bindable(host: str, port: int) -> bool:
+    """True if a TCP socket can bind ``host:port`` right now (it is closed again at once)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError:
+        return False
+    return True
 
 
 def _check_tcp_listener(value: Callable[[str], Any], source: Callable[[str], str]) -> None:

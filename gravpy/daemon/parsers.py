@@ -21,6 +21,7 @@ from gravpy.errors import UsageError
 from gravpy.plugins import available_discovery, load_discovery
 
 __all__ = [
+    "AUTO",
     "DEFAULT_HTTP_PATH",
     "DEFAULT_LISTEN",
     "DEFAULT_MDNS_SERVICE",
@@ -53,6 +54,7 @@ __all__ = [
     "parse_seconds",
     "parse_service",
     "parse_switch",
+    "parse_tcp_listener",
     "parse_url_path",
 ]
 
@@ -122,6 +124,16 @@ def parse_address_or_off(value: object) -> Address | None:
     if value is None or value is False or (isinstance(value, str) and value.lower() in _OFF):
         return None
     return parse_address(value)
+
+
+AUTO: Final = "auto"
+
+
+def parse_tcp_listener(value: object) -> Address | str | None:
+    """``listen_tcp``: ``auto`` (beside ``listen``, see ``config.tcp_beside``), off, or HOST:PORT."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    return parse_address_or_off(value)
 
 
 def parse_advertise(value: object) -> Address | None:

@@ -39,6 +39,7 @@ from gravpy.daemon.parsers import (
     parse_seconds,
     parse_service,
     parse_switch,
+    parse_tcp_listener,
     parse_url_path,
 )
 
@@ -158,8 +159,10 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "--listen-tcp",
         "HOST:PORT",
         "also listen with the TCP transport here (tcp://, or tls:// with --tls-cert), the "
-        "fastest link between nodes, and dial tcp:// and tls:// peers; or 'off' (default off)",
-        parse_address_or_off,
+        "fastest link between nodes, and dial tcp:// and tls:// peers; 'auto' (the default): "
+        "on listen's host, port + 2 (8082 beside 8080; any free port beside port 0), off if "
+        "that port is taken; or 'off'",
+        parse_tcp_listener,
     ),
     Setting(
         "tls_cert",

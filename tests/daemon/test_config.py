@@ -14,6 +14,7 @@ from gravpy.daemon.config import (
     ConfigError,
     DaemonConfig,
     load_config,
+    tcp_beside,
 )
 from gravpy.errors import UsageError
 
@@ -29,7 +30,8 @@ def _toml(tmp_path: Path, text: str) -> Path:
 def test_defaults_work_for_a_lan() -> None:
     """With nothing given: every interface on 8080, monitor on loopback 8222, static, any mesh."""
     config = load_config(NO_FLAGS, {})
-    assert config == DaemonConfig()
+    # TCP beside WebSocket (auto: 8082), unless that port is taken on this machine right now
+    assert config == DaemonConfig(listen_tcp=tcp_beside(DEFAULT_LISTEN))
     assert config.listen == Address("0.0.0.0", 8080) == DEFAULT_LISTEN
     assert config.monitor == Address("127.0.0.1", 8222) == DEFAULT_MONITOR
     assert (config.path, config.discovery, config.mesh) == ("/meta/message", "static", "*")

@@ -184,7 +184,9 @@ async def test_peers_prints_a_table_of_the_mesh() -> None:
         "QUEUED",
     ]
     assert rows[1][:6] == [a.uuid, "(this", "node)", "peer", "-", "serving"]
-    assert rows[2][:5] == [b.uuid, "peer", "gravd", "open", b.endpoint]
+    stated = b.listening["endpoints"][-1]  # a node states its fastest endpoint: TCP (auto)
+    assert stated.startswith("tcp://")
+    assert rows[2][:5] == [b.uuid, "peer", "gravd", "open", stated]
     assert "1 peer(s), 0 leaf/leaves" in result.stdout
 
 
@@ -219,7 +221,7 @@ async def test_gravd_info_answers_with_the_node_document() -> None:
         assert result.code == 0, result.stderr
         info = json.loads(result.stdout)
     assert info["uuid"] == node.uuid
-    assert info["listen"]["endpoints"] == [node.endpoint]
+    assert info["listen"]["endpoints"][0] == node.endpoint  # WebSocket first, then TCP (auto)
     assert len(info["leaves"]) == 1  # gravctl itself
 
 

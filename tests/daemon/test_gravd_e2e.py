@@ -50,7 +50,10 @@ async def test_listening_event_reports_bound_ports_and_health() -> None:
         doc = await node.node()
         assert doc["uuid"] == node.uuid
         assert doc["version"] == gravpy.__version__
-        assert doc["listen"]["endpoints"] == [node.endpoint]
+        ws, tcp = doc["listen"]["endpoints"]  # TCP beside WebSocket by default (auto)
+        assert ws == node.endpoint
+        assert tcp.startswith("tcp://127.0.0.1:")
+        assert not tcp.endswith(":0")
         assert doc["state"] == "serving"
         result = await node.stop()
     assert result.code == 0

@@ -6,6 +6,8 @@ and links to M over WebSocket. Peers then gossip each other's endpoint, and goss
 endpoint per node, the one it states in its handshake: its WebSocket one. So X and Y also link
 directly, over WebSocket, and a message between them takes that link (peers forward one hop, never
 through M). What crosses HTTP is what concerns M and X, and the apps attached to X over HTTP.
+Every gravd here has its TCP listener off (``NO_TCP``), which would otherwise be the fastest
+transport every pair speaks (tests/daemon/test_tcp_auto.py and tests/mesh/test_endpoints.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any
 
 from gravpy.testing.gravd import GRAVCTL, GRAVD, Gravd, Process, gravctl, running_gravd
 
-HTTP = ("--listen-http", "127.0.0.1:0")
+NO_TCP = ("--listen-tcp", "off")
+HTTP = ("--listen-http", "127.0.0.1:0", *NO_TCP)
 
 
 def endpoint(node: Gravd, scheme: str) -> str:
@@ -39,7 +42,7 @@ async def mesh() -> AsyncIterator[tuple[Gravd, Gravd, Gravd]]:
         m_http = endpoint(m, "http").removesuffix("/meta/http")  # as the README says: no path
         async with (
             running_gravd(*HTTP, "--peer", m_http) as x,
-            running_gravd("--peer", endpoint(m, "ws")) as y,
+            running_gravd("--peer", endpoint(m, "ws"), *NO_TCP) as y,
         ):
             for node in (m, x, y):
                 await node.wait_peers(2)

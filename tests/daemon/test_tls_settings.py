@@ -134,7 +134,7 @@ def test_a_tcp_peer_needs_listen_tcp_on_its_own_port() -> None:
         DaemonConfig(peers=("tcp://10.0.0.2:8082",))
     with pytest.raises(ConfigError, match="which listen already binds"):
         load_config({"listen": "0.0.0.0:8080", "listen_tcp": "127.0.0.1:8080"}, {})
-    assert DaemonConfig(listen_tcp=None).listen_tcp is None  # off by default
+    assert DaemonConfig().listen_tcp is None  # a node built in code listens with what it is given
 
 
 def test_asking_for_a_missing_uvloop_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
