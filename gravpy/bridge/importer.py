@@ -15,7 +15,8 @@ replies are sent back, whichever node answers.
 
 Losses are counted by reason through ``count``: ``bad_message`` (not a gravpy message),
 ``too_large`` (over the mesh's message size), ``shadow_overflow`` (a held message dropped to
-stay within ``limit``; lost if a takeover followed).
+stay within ``limit``; lost if a takeover followed), ``gap`` (numbered messages of another
+mesh's exporter that never came: lost by NATS, ``gravpy.bridge.sequence``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from collections.abc import Callable
 from nats.aio.msg import Msg
 
 from gravpy.bridge.port import BridgeHost
+from gravpy.bridge.sequence import Gaps, sequence_of
 from gravpy.bridge.shadow import Held, Shadow
-from gravpy.bridge.subjects import SubjectMap, from_nats
+from gravpy.bridge.subjects import H_META, SubjectMap, from_nats
 from gravpy.errors import MessageError, UsageError
 from gravpy.message import Message
 from gravpy.recent import RecentMap
@@ -41,7 +43,7 @@ class Importer:
         self,
         request_limit: int,
         shadow: Shadow,
-        count: Callable[[str], None],
+        count: Callable[[str, int], None],
         clock: Callable[[], float],
     ) -> None:
         self.host: BridgeHost | None = None
@@ -54,6 +56,7 @@ class Importer:
         self._count = count
         self._clock = clock
         self._overflow = 0
+        self._gaps = Gaps()
 
     def message(self, m: Msg) -> None:
         """A NATS message on one of the mesh's subscriptions."""
@@ -61,9 +64,11 @@ class Importer:
             mesh, msg_type = self.subjects.split(m.subject)
             if self.subjects.is_own(mesh):
                 return  # an echo of what this mesh exported
+            if m.headers is not None:
+                self._sequence(m.subject, m.headers)
             msg, groups = from_nats(msg_type, m.data, m.headers, mesh, "", self.subjects.mesh_token)
         except MessageError:
-            self._count("bad_message")
+            self._count("bad_message", 1)
             return
         if self.active:
             self._deliver(msg, groups, m.reply)
@@ -72,7 +77,17 @@ class Importer:
         shadow.hold(Held(msg, groups, m.reply, self._clock()))
         if shadow.overflow != self._overflow:
             self._overflow = shadow.overflow
-            self._count("shadow_overflow")
+            self._count("shadow_overflow", 1)
+
+    def _sequence(self, subject: str, headers: dict[str, str]) -> None:
+        """Count the numbers missing before this one (``gravpy.bridge.sequence``); the active
+        bridge counts, a standby only follows."""
+        meta = headers.get(H_META)
+        seq = None if meta is None else sequence_of(meta)
+        if seq is not None:
+            missing = self._gaps.seen(seq[0], subject, seq[1])
+            if missing and self.active:
+                self._count("gap", missing)
 
     def delivered(self, msg: Message) -> None:
         """The hub offered ``msg``, which came from NATS through another bridge of this mesh."""
@@ -110,7 +125,7 @@ class Importer:
         try:
             host.check_sendable(msg)
         except UsageError:
-            self._count("too_large")
+            self._count("too_large", 1)
             return False
         if host.inject(msg, groups) >= 0:
             self.imported += 1

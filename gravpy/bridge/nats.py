@@ -377,8 +377,8 @@ class NatsBridge:
         _log.info("bridge_reconnected")
         self._announce_now.set()
 
-    def _count(self, reason: str) -> None:
-        self._outbox.count(reason)
+    def _count(self, reason: str, n: int = 1) -> None:
+        self._outbox.count(reason, n)
 
     def statistics(self) -> NatsBridgeStatistics:
         return NatsBridgeStatistics(

@@ -12,7 +12,7 @@ NATS would refuse or split still round-trips and an ordinary type maps to itself
 The payload is the message's data, untouched, so a plain NATS client reads and writes plain
 payloads. The gravpy fields travel in ONE NATS header, ``Grav-Meta: <uuid> <timestamp>`` followed
 by `` p=<parent_id>``, `` r=<reply_to>`` and `` t=<type>`` (for replies sent to an inbox) when
-set: each extra header costs nats-py a measurable share of its throughput on both ends, and no
+set, and last `` s=<tag>:<n>`` on what an exporter numbers (``gravpy.bridge.sequence``): each extra header costs nats-py a measurable share of its throughput on both ends, and no
 field can hold a space (ids are checked, types have no whitespace). A message's own headers travel
 as ``Grav-H-<escaped key>: <escaped value>``. A NATS message without ``Grav-Meta`` (a plain
 publisher) becomes a new ``Message`` with a fresh uuid, marked ``PLAIN_HEADER`` (so a standby
