@@ -16,7 +16,10 @@ replies are sent back, whichever node answers.
 Losses are counted by reason through ``count``: ``bad_message`` (not a gravpy message),
 ``too_large`` (over the mesh's message size), ``shadow_overflow`` (a held message dropped to
 stay within ``limit``; lost if a takeover followed), ``gap`` (numbered messages of another
-mesh's exporter that never came: lost by NATS, ``gravpy.bridge.sequence``).
+mesh's exporter that never came: lost by NATS, ``gravpy.bridge.sequence``). Gaps are counted by
+whoever delivers: the active bridge as messages come, a new active bridge for the held messages
+it delivers that were new to its node (a gap before a message the old one delivered was the old
+one's to count).
 """
 
 from __future__ import annotations
@@ -64,30 +67,27 @@ class Importer:
             mesh, msg_type = self.subjects.split(m.subject)
             if self.subjects.is_own(mesh):
                 return  # an echo of what this mesh exported
-            if m.headers is not None:
-                self._sequence(m.subject, m.headers)
+            missing = 0 if m.headers is None else self._missing(m.subject, m.headers)
             msg, groups = from_nats(msg_type, m.data, m.headers, mesh, "", self.subjects.mesh_token)
         except MessageError:
             self._count("bad_message", 1)
             return
         if self.active:
+            if missing:
+                self._count("gap", missing)
             self._deliver(msg, groups, m.reply)
             return
         shadow = self.shadow
-        shadow.hold(Held(msg, groups, m.reply, self._clock()))
+        shadow.hold(Held(msg, groups, m.reply, self._clock(), missing))
         if shadow.overflow != self._overflow:
             self._overflow = shadow.overflow
             self._count("shadow_overflow", 1)
 
-    def _sequence(self, subject: str, headers: dict[str, str]) -> None:
-        """Count the numbers missing before this one (``gravpy.bridge.sequence``); the active
-        bridge counts, a standby only follows."""
+    def _missing(self, subject: str, headers: dict[str, str]) -> int:
+        """The numbers missing before this message (``gravpy.bridge.sequence``)."""
         meta = headers.get(H_META)
         seq = None if meta is None else sequence_of(meta)
-        if seq is not None:
-            missing = self._gaps.seen(seq[0], subject, seq[1])
-            if missing and self.active:
-                self._count("gap", missing)
+        return 0 if seq is None else self._gaps.seen(seq[0], subject, seq[1])
 
     def delivered(self, msg: Message) -> None:
         """The hub offered ``msg``, which came from NATS through another bridge of this mesh."""
@@ -106,8 +106,10 @@ class Importer:
             return
         self.active = True
         for held in self.shadow.take(self._clock()):
-            if self._deliver(held.msg, held.groups, held.reply):
+            if self._deliver(held.msg, held.groups, held.reply):  # the old one did not
                 self.recovered += 1
+                if held.missing:  # nor did it see this message, so it counted no gap before it
+                    self._count("gap", held.missing)
 
     def stand_by(self) -> None:
         """Another bridge became active: hold from now on."""

@@ -84,6 +84,8 @@ class NatsBridge:
         self._routes = ExportRoutes(self._subjects, self.config.export)
         self._mesh_wants: tuple[str, ...] = ()
         self._mesh_groups: Groups = ()  # (group, pattern, members) this mesh has
+        self._subscribed: tuple[tuple[str, ...], Groups] = ((), ())  # what is announced
+        self._remote_view: frozenset[tuple[str, str, tuple[str, ...]]] = frozenset()
         self._interests = MeshInterests()
         self._routed = reduce_patterns(set(self.config.export))  # what remote meshes want
         self._advertised = self._routed
@@ -222,6 +224,7 @@ class NatsBridge:
         nc, self._nc = self._nc, None
         self._outbox.drop_all("disconnected")
         self._subs.clear()
+        self._subscribed = ((), ())
         self._ready = False
         self._table.forget_all()
         self._table_changed()
@@ -267,6 +270,7 @@ class NatsBridge:
                 await self._subs.pop(subject).unsubscribe()
             for subject in wanted - set(self._subs):
                 self._subs[subject] = await nc.subscribe(subject, cb=self._on_message)
+            self._subscribed = (self._mesh_wants, self._mesh_groups)
             self._announce_now.set()  # after the SUBs: whoever hears it may publish at once
 
     # -- announcements ---------------------------------------------------------------------------
@@ -276,7 +280,7 @@ class NatsBridge:
         if nc is None or not nc.is_connected:
             return
         t = self._table
-        wants, groups = self._mesh_wants, self._mesh_groups  # a standby subscribes too
+        wants, groups = self._subscribed  # (a standby subscribes too)
         ann = Announcement(t.mesh, t.node, wants, self._ready, query, bye, groups)
         await nc.publish(self._subjects.interest_subject, ann.encode())
 
@@ -316,6 +320,10 @@ class NatsBridge:
         self._recompute_wants()
         self._update_exporter()
         table = self._table
+        view = table.remote_view()
+        if view != self._remote_view:  # (gravpy.bridge.sequence)
+            self._remote_view = view
+            self._outbox.numbering.restart()
         self._routed = self._routes.remote_changed(table.remote_patterns(), table.remote_groups())
         self._readvertise()
 

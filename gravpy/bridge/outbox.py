@@ -80,7 +80,7 @@ class Outbox:
     async def publish_all(self, nc: Client) -> None:
         """Publish what is queued on ``nc``, for as long as the connection is served."""
         items = self._items
-        stamp = self.numbering.stamp
+        stamp = self.numbering.stamp  # (``restart`` keeps the object)
         while True:
             await self._ready.wait()
             self._ready.clear()

@@ -7,12 +7,15 @@ to a server that then died, dropped by a server for a slow consumer) and the pub
 learns it. So the exporter numbers what it publishes on each type subject (``Numbering``: one
 counter per subject, starting at 1, under a tag drawn per bridge instance) and appends
 `` s=<tag>:<n>`` to ``Grav-Meta`` as the message leaves (``Outbox.publish_all``; a message
-dropped before that is counted by the exporter and takes no number). Every importer subscribed
-to the subject sees all of its numbers from the moment it subscribed, so ``Gaps.seen`` finds the
-numbers that never came and the bridge counts them (``lost["gap"]``): a loss between two meshes is
-counted on the side that missed it. A number lower than the last one seen (an exporter that
-restarted its counters) starts afresh; the first number seen from a tag on a subject is the
-start, whatever came before it. Pure: no I/O.
+dropped before that is counted by the exporter and takes no number). The exporter starts a new
+epoch (``restart``: a fresh tag, every subject from 1) whenever what a remote bridge announced
+it subscribed to changes, so every importer has been subscribed since number 1 of the current
+epoch, and ``Gaps.seen`` counts every number that never came, the first ones included (a cluster
+route may carry a remote subscription later than the announcement that made the exporter
+publish). The bridge counts them (``lost["gap"]``): a loss between two meshes is counted on the
+side that missed it. A number not above the last one seen starts afresh. An importer that
+follows more than ``_LIMIT // 2`` (tag, subject) pairs may forget one and count its numbers
+again. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -35,6 +38,12 @@ class Numbering:
     def __init__(self) -> None:
         self.tag = secrets.token_hex(4)
         self._next: dict[str, int] = {}
+
+    def restart(self) -> None:
+        """A new epoch: a fresh tag, every subject from 1 (what the importers subscribed to
+        changed, so each of them has been subscribed since number 1)."""
+        self.tag = secrets.token_hex(4)
+        self._next.clear()
 
     def stamp(self, subject: str) -> str:
         counters = self._next
@@ -65,10 +74,10 @@ class Gaps:
 
     def seen(self, tag: str, subject: str, n: int) -> int:
         """Number ``n`` of ``tag`` arrived on ``subject``: how many numbers before it are
-        missing (0 if none, or if it is the first seen or a restart)."""
+        missing (counted from 1 for a tag or subject not seen before, or a restart)."""
         key = (tag, subject)
         last = self._last.get(key)
         self._last[key] = n
         if last is None or n <= last:
-            return 0
+            return n - 1
         return n - last - 1

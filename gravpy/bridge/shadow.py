@@ -52,6 +52,7 @@ class Held:
     groups: tuple[str, ...] | None
     reply: str
     at: float
+    missing: int = 0  # numbers missing before it on its subject (gravpy.bridge.sequence)
 
 
 def shadow_key(msg: Message) -> Key:

@@ -16,16 +16,20 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def test_numbers_run_per_subject_and_gaps_are_counted() -> None:
-    """Each subject has its own numbers from 1; the importer counts the missing ones, not the
-    first it sees, and starts afresh when an exporter's numbers go back."""
+    """Each subject has its own numbers from 1 in each epoch; the importer counts the missing
+    ones, those before the first it sees included, and starts afresh when the numbers go back."""
     numbering = Numbering()
     stamps = [numbering.stamp(s) for s in ("a", "a", "b", "a")]
     seqs = [sequence_of("uuid 1.0" + stamp) for stamp in stamps]
     assert seqs == [(numbering.tag, 1), (numbering.tag, 2), (numbering.tag, 1), (numbering.tag, 3)]
     assert sequence_of("uuid 1.0 p=x") is None
     gaps = Gaps()
-    assert [gaps.seen("t", "a", n) for n in (4, 5, 8, 9, 2, 3)] == [0, 0, 2, 0, 0, 0]
-    assert gaps.seen("u", "a", 7) == 0  # another exporter
+    assert [gaps.seen("t", "a", n) for n in (4, 5, 8, 9, 2, 3)] == [3, 0, 2, 0, 1, 0]
+    assert gaps.seen("u", "a", 1) == 0  # another exporter, or a new epoch
+    tag = numbering.tag
+    numbering.restart()
+    assert numbering.tag != tag
+    assert sequence_of("uuid 1.0" + numbering.stamp("a")) == (numbering.tag, 1)
 
 
 async def test_a_bridge_counts_what_nats_lost_of_a_numbered_stream(nats_one: NatsServer) -> None:
