@@ -176,18 +176,19 @@ def _field(text: str) -> str:
 
 
 def read_meta(meta: str) -> tuple[str, float, dict[str, str]]:
-    """The uuid, timestamp and optional fields (``p``, ``r``, ``t``, ``g``) of a ``Grav-Meta``
-    value; raises ``MessageError`` if it is not one."""
+    """The uuid, timestamp and optional fields (``p``, ``r``, ``t``, ``g``, ``s``) of a
+    ``Grav-Meta`` value (an ``s=`` alone is not read: ``gravpy.bridge.sequence`` reads it);
+    raises ``MessageError`` if it is not one."""
     uuid, _, rest = meta.partition(" ")
     stamp, _, tail = rest.partition(" ")
     extra: dict[str, str] = {}
     try:
-        if tail:
+        if tail and not tail.startswith("s="):  # (``s=`` alone, always last: the usual case)
             extra = {p[0]: p[2:] for p in tail.split(" ") if p[1] == "="}
+            if len(extra.get("p", "")) > MAX_ID_LENGTH or len(extra.get("r", "")) > MAX_ID_LENGTH:
+                raise ValueError("ids")
         if not 0 < len(uuid) <= MAX_ID_LENGTH:
             raise ValueError("uuid")
-        if tail and any(len(extra.get(k, "")) > MAX_ID_LENGTH for k in "pr"):
-            raise ValueError("ids")
         return uuid, float(stamp), extra
     except (IndexError, ValueError):
         raise MessageError(
