@@ -360,7 +360,9 @@ class NatsBridge:
         if active != self._exporting:
             self._exporting = active
             if active:
+                before = self._importer.recovered
                 self._importer.activate()
+                _log.info("bridge_active", recovered=self._importer.recovered - before)
             else:
                 self._importer.stand_by()
             self._readvertise()
