@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from gravpy.filter import Pattern
 from gravpy.testing.gravd import Process, wants
 from gravpy.testing.lan.bed import Host, LanBed
 from tests.bridge.lans import bridge_of, exporting
@@ -86,7 +87,10 @@ async def test_stream_and_requests_cross_between_two_sites(bed: Bed) -> None:
 
     for lan, name in ((lan1, "1:"), (lan2, "2:")):
         await lan.agent.call("serve", type=f"svc.{name[0]}", prefix=name)
+    bridges = {"2": (lan1.bridge, second), "1": (lan2.bridge,)}
     for asker, kind in ((lan1, "2"), (lan2, "1")):
+        for host in bridges[kind]:  # the standby's view as well: either may be active by now
+            await asker.agent.wait_node(host, lambda n, k=kind: remote_wants(n, f"svc.{k}"))
         await asker.agent.wait_node(asker.edge, lambda n, k=kind: wants(n, f"svc.{k}"))
         answer = await asker.agent.call("ask", type=f"svc.{kind}", n=20, wait=True)
         assert answer["answers"] == [f"{kind}:{i}" for i in range(20)], answer
@@ -130,3 +134,8 @@ async def test_killing_one_nats_server_mid_stream_loses_only_what_is_counted(bed
     exporter = bridge_of(await lan1.agent.node(lan1.bridge))["lost"]
     importer = bridge_of(await lan1.agent.node(lan2.bridge))["lost"]
     assert missing == sum(exporter.values()) + importer.get("gap", 0), (got, exporter, importer)
+
+
+def remote_wants(node: dict[str, Any], msg_type: str) -> bool:
+    """True if the node's bridge heard another mesh ask for ``msg_type``."""
+    return any(Pattern(p).matches(msg_type) for p in bridge_of(node)["remote_wants"])
