@@ -93,6 +93,9 @@ async def test_stream_and_requests_cross_between_two_sites(bed: Bed) -> None:
             await asker.agent.wait_node(host, lambda n, k=kind: remote_wants(n, f"svc.{k}"))
         await asker.agent.wait_node(asker.edge, lambda n, k=kind: wants(n, f"svc.{k}"))
         answer = await asker.agent.call("ask", type=f"svc.{kind}", n=20, wait=True)
+        if "error" in answer:  # say what each bridge saw
+            for host in (lan1.bridge, second, lan2.bridge):
+                answer[host.address] = bridge_of(await asker.agent.node(host))
         assert answer["answers"] == [f"{kind}:{i}" for i in range(20)], answer
     nobody = await lan1.agent.call("ask", type="svc.nobody", n=1)
     assert nobody["error"] == "NoResponders"
