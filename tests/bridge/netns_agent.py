@@ -5,7 +5,8 @@ each stdin line is a JSON command with an ``id``; each answer is one JSON line o
 same ``id``. Commands run as tasks (a paused stream waits while later commands are answered):
 
 - ``attach endpoint``: connect to a gravd (``gravpy.connect``); pods are made on it.
-- ``get url``: an HTTP GET (a gravd's ``/v1/node``), answered with the JSON body.
+- ``get url``: an HTTP GET of a gravd's ``/v1/node``, answered with its ``bridges``, ``peers``
+  and ``leaves``.
 - ``sink``: a pod on ``stream.*``; every ``stream.end`` answers (with the same id) with its tag
   and a ``summary`` of the integers received so far.
 - ``stream start stop end [pause_at]``: publish ``stream.n`` start..stop-1 and ``stream.end``;
@@ -52,7 +53,9 @@ class Agent:
             self.answer(cid, ok=True)
         elif op == "get":
             async with aiohttp.ClientSession() as session, session.get(cmd["url"]) as response:
-                self.answer(cid, body=await response.json())
+                body = await response.json()
+            # what the tests read, so a line stays well under the reader's 64 KiB limit
+            self.answer(cid, body={k: body.get(k, []) for k in ("bridges", "peers", "leaves")})
         elif op == "sink":
             self.sink(cid)
         elif op == "stream":

@@ -4,7 +4,9 @@ be made (not root, no iproute2); tests/bridge/test_lans.py runs the same on 127.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -72,7 +74,7 @@ async def test_stream_and_requests_cross_between_two_sites(bed: Bed) -> None:
     await lan1.agent.wait_node(lan1.bridge, exporting("stream.n"))
     await lan1.agent.wait_node(lan1.edge, lambda n: wants(n, "stream.n"))
     await lan1.agent.call("stream", start=0, stop=N, end="first")
-    first = await lan2.agent.answer(sink, lambda a: a.get("end") == "first")
+    first = await guarded(bed, lan2.agent.answer(sink, lambda a: a.get("end") == "first"))
     assert first["got"] == exactly(N), "lost, duplicated or reordered"
 
     second = lan1.site.bed.hosts[2]
@@ -80,7 +82,7 @@ async def test_stream_and_requests_cross_between_two_sites(bed: Bed) -> None:
     await lan1.agent.wait_node(second, lambda n: "stream.*" in bridge_of(n)["remote_wants"])
     await lan1.agent.wait_node(lan1.edge, lambda n: open_peers(n) == 2)
     await lan1.agent.call("stream", start=N, stop=N + 2000, end="second")
-    again = await lan2.agent.answer(sink, lambda a: a.get("end") == "second")
+    again = await guarded(bed, lan2.agent.answer(sink, lambda a: a.get("end") == "second"))
     assert again["got"] == exactly(N + 2000), "the second bridge added a copy"
     roles = [bridge_of(await lan1.agent.node(h))["exporter"] for h in (lan1.bridge, second)]
     assert sorted(roles) == [False, True]
@@ -142,3 +144,18 @@ async def test_killing_one_nats_server_mid_stream_loses_only_what_is_counted(bed
 def remote_wants(node: dict[str, Any], msg_type: str) -> bool:
     """True if the node's bridge heard another mesh ask for ``msg_type``."""
     return any(Pattern(p).matches(msg_type) for p in bridge_of(node)["remote_wants"])
+
+
+async def guarded(bed: Bed, wait: Awaitable[Any]) -> Any:
+    """``wait``, or after 60 s an AssertionError that says what each bridge saw."""
+    try:
+        async with asyncio.timeout(60):  # a hang guard that reports, inside pytest-timeout's
+            return await wait
+    except TimeoutError:
+        seen = {}
+        for lan in (bed.lan1, bed.lan2):
+            for host in lan.site.bed.hosts[:-1]:
+                with contextlib.suppress(Exception):  # (a host without gravd has no monitor)
+                    async with asyncio.timeout(5):
+                        seen[host.address] = bridge_of(await lan.agent.node(host))
+        raise AssertionError(f"no answer in 60 s; bridges: {seen}") from None
