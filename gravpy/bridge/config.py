@@ -30,7 +30,8 @@ class NatsBridgeConfig:
     ``queue_limit`` bounds the messages waiting to be published (the newest is dropped when full,
     counted ``queue_full``); past ``high_water`` of them ``Pod.publish`` waits, as for a full link; ``pending_bytes`` is nats-py's buffer while it reconnects;
     ``announce_interval`` / ``ttl``: how often bridges announce their mesh's interests and when a
-    silent bridge is forgotten.
+    silent bridge is forgotten; ``shadow_limit``: how many messages a standby bridge holds for a
+    takeover (``gravpy.bridge.shadow``; past it the oldest is dropped, counted ``shadow_overflow``).
     """
 
     servers: tuple[str, ...]
@@ -44,6 +45,7 @@ class NatsBridgeConfig:
     high_water: int = 4096
     request_limit: int = 65_536
     pending_bytes: int = 8 * 1024 * 1024
+    shadow_limit: int = 131_072
     announce_interval: float = 1.0
     ttl: float = 3.5
     connect_timeout: float = 2.0
@@ -61,6 +63,8 @@ class NatsBridgeConfig:
             Pattern(pattern)  # raises UsageError
         if not 1 <= self.high_water <= self.queue_limit or self.request_limit < 2:
             raise UsageError("need 1 <= high_water <= queue_limit and request_limit >= 2")
+        if self.shadow_limit < 1:
+            raise UsageError("shadow_limit must be at least 1")
         if self.ttl <= self.announce_interval:
             raise UsageError("ttl must be longer than announce_interval")
 
@@ -86,6 +90,10 @@ class NatsBridgeStatistics:
     ready: bool = False  # heard the other bridges: may be elected its mesh's active bridge
     mesh_groups: tuple[str, ...] = ()  # "<group> <pattern>" this mesh has members of
     remote_groups: tuple[str, ...] = ()  # "<group> <pattern>" other meshes have members of
+    held: int = 0  # messages a standby holds in its shadow now
+    recovered: int = 0  # delivered from the shadow on taking over
+    struck: int = 0  # held, then seen delivered by the active bridge
+    shadow_expired: int = 0  # held past the shadow's age, never seen delivered
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -105,6 +113,10 @@ class NatsBridgeStatistics:
             "ready": self.ready,
             "mesh_groups": list(self.mesh_groups),
             "remote_groups": list(self.remote_groups),
+            "held": self.held,
+            "recovered": self.recovered,
+            "struck": self.struck,
+            "shadow_expired": self.shadow_expired,
         }
 
 

@@ -93,6 +93,15 @@ class InterestTable:
                     meshes[mesh] = max(members, meshes.get(mesh, 0))
         return found
 
+    def remote_view(self) -> frozenset[tuple[str, str, tuple[str, ...]]]:
+        """(mesh, node, patterns) for each bridge of another mesh: what it subscribed to (its
+        groups' patterns included)."""
+        return frozenset(
+            (a.mesh, node, tuple(sorted({*a.patterns, *(p for _, p, _ in a.groups)})))
+            for node, h in self._heard.items()
+            if (a := h.announcement).mesh != self.mesh
+        )
+
     def remote_meshes(self) -> tuple[str, ...]:
         return tuple(sorted({h.announcement.mesh for h in self._heard.values()} - {self.mesh}))
 
@@ -113,7 +122,8 @@ class InterestTable:
 
     def _view(self) -> tuple[object, ...]:
         groups = sorted((k, sorted(v.items())) for k, v in self.remote_groups().items())
-        return self.remote_patterns(), self.exporter(True), self.own_bridges(), groups
+        view = self.remote_view()
+        return self.remote_patterns(), self.exporter(True), self.own_bridges(), groups, view
 
 
 def reduce_patterns(patterns: set[str] | frozenset[str]) -> tuple[str, ...]:

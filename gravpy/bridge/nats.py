@@ -7,18 +7,22 @@ wants (``mesh_interests``); the bridge hands the hub what came from NATS (``Brid
 original uuid kept, so seen-sets drop any copy). ``gravpy.bridge.port`` draws the port.
 
 - **One active bridge per mesh** (``InterestTable.exporter``) exports and imports; the others
-  stand by (no subscriptions, an empty announcement) until it says bye or is silent for ``ttl``.
-  One importer keeps each sender's order; after a crash, what arrives within ``ttl`` is lost.
+  stand by until it says bye or is silent for ``ttl``. A standby subscribes and announces as the
+  active one does, but holds what it hears (``gravpy.bridge.importer``, ``gravpy.bridge.shadow``)
+  and advertises the mesh's wants to its peers, so the active bridge's deliveries reach it and
+  are struck; on taking over it delivers the rest first. So a crash of the active bridge loses
+  nothing NATS carried for the mesh (beyond the shadow's bound, counted ``shadow_overflow``).
 - **Out** (mesh to NATS): a message crosses if a bridge of another mesh announced a pattern
   admitting it, an ``export`` pattern does, or a group's copy is placed in another mesh
   (``gravpy.bridge.export``). It is put on a bounded queue (overflow: drop the newest, counted
   ``queue_full``) that one task publishes from, with a reply subject on this bridge's inbox so
   answers and NATS's no-responders status (turned into ``NoResponders``) come back. A reply to a
   request that came from NATS goes to that request's reply subject, whichever node it reached.
-- **In** (NATS to mesh): one subscription per pattern the mesh wants (ungrouped or for a group),
-  in a queue group named after the mesh, so a message enters the mesh once even while two bridges
-  briefly both subscribe; messages from the own mesh are echoes and skipped. A request keeps its
-  reply subject until its replies are sent back.
+- **In** (NATS to mesh): one subscription per pattern the mesh wants (ungrouped or for a group)
+  on every bridge of the mesh; only the active one delivers (``Importer``), and a copy two
+  bridges both deliver around a takeover keeps its uuid, so each node's seen-set drops the second.
+  Messages from the own mesh are echoes and skipped. A request keeps its reply subject until its
+  replies are sent back.
 - **Announcements** (``gravpy.bridge.subjects.Announcement``) on connect (with a query, so the
   others answer at once), after each change of subscriptions, and every ``announce_interval``.
 - **Faults**: connecting retries with capped backoff while the node serves its LAN; nats-py
@@ -41,9 +45,11 @@ from gravpy._tasks import TaskSupervisor
 from gravpy.bridge.config import NatsBridgeConfig, NatsBridgeStatistics
 from gravpy.bridge.connection import Connector
 from gravpy.bridge.export import ExportRoutes
+from gravpy.bridge.importer import Importer
 from gravpy.bridge.interest import InterestTable, reduce_patterns, summed_groups
 from gravpy.bridge.outbox import Outbox, Outgoing
 from gravpy.bridge.port import BridgeHost, Groups, MeshInterests
+from gravpy.bridge.shadow import Shadow
 from gravpy.bridge.subjects import (
     NO_RESPONDERS_STATUS,
     ORIGIN_HEADER,
@@ -57,7 +63,6 @@ from gravpy.bridge.subjects import (
 from gravpy.errors import MessageError, UsageError
 from gravpy.failure import no_responders_reply
 from gravpy.message import Message
-from gravpy.recent import RecentMap
 
 __all__ = ["NatsBridge"]
 
@@ -79,17 +84,22 @@ class NatsBridge:
         self._routes = ExportRoutes(self._subjects, self.config.export)
         self._mesh_wants: tuple[str, ...] = ()
         self._mesh_groups: Groups = ()  # (group, pattern, members) this mesh has
+        self._subscribed: tuple[tuple[str, ...], Groups] = ((), ())  # what is announced
+        self._remote_view: frozenset[tuple[str, str, tuple[str, ...]]] = frozenset()
         self._interests = MeshInterests()
-        self._advertised = reduce_patterns(set(self.config.export))
+        self._routed = reduce_patterns(set(self.config.export))  # what remote meshes want
+        self._advertised = self._routed
         self._closed = asyncio.Event()
         self._exporting = False
         self._ready = False
         self._subs: dict[str, Subscription] = {}
         self._subs_dirty = asyncio.Event()
         self._announce_now = asyncio.Event()
-        self._reply_subjects: RecentMap[str, str] = RecentMap(self.config.request_limit)
+        c = self.config
+        shadow = Shadow(c.shadow_limit, 2 * c.ttl)
+        self._importer = Importer(c.request_limit, shadow, self._count, time.monotonic)
         self._inbox = ""
-        self._imported = self._connects = 0
+        self._connects = 0
         self._connector = Connector(self.config, self._on_error)
 
     # -- the hub's port (BridgePort) -------------------------------------------------------------
@@ -100,6 +110,8 @@ class NatsBridge:
         self._subjects = SubjectMap(self.config.prefix, host.mesh_name)
         self._table = InterestTable(self._subjects.mesh_token, host.node_uuid, self.config.ttl)
         self._routes = ExportRoutes(self._subjects, self.config.export)
+        self._importer.host = host
+        self._importer.subjects = self._subjects
 
     def mesh_interests(self, interests: MeshInterests) -> None:
         """What this node's pods and peers want changed: recompute what this mesh wants."""
@@ -114,9 +126,10 @@ class NatsBridge:
         """A message new to this node: queue it for NATS if it crosses; True if queued."""
         headers = msg.headers
         if headers and ORIGIN_HEADER in headers:
-            return False  # it came from NATS: every mesh that wanted it got it there
+            self._importer.delivered(msg)  # another bridge of this mesh brought it in
+            return False  # every mesh that wanted it got it from NATS
         if msg.reply_to:
-            subject = self._reply_subjects.get(msg.reply_to)
+            subject = self._importer.reply_subjects.get(msg.reply_to)
             if subject is None:
                 return False
             return self._enqueue((subject, "", msg.data, to_headers(msg, with_type=True)))
@@ -211,6 +224,7 @@ class NatsBridge:
         nc, self._nc = self._nc, None
         self._outbox.drop_all("disconnected")
         self._subs.clear()
+        self._subscribed = ((), ())
         self._ready = False
         self._table.forget_all()
         self._table_changed()
@@ -228,19 +242,7 @@ class NatsBridge:
     # -- in: NATS to mesh ------------------------------------------------------------------------
 
     async def _on_message(self, m: Msg) -> None:
-        try:
-            mesh, msg_type = self._subjects.split(m.subject)
-            if self._subjects.is_own(mesh):
-                return
-            msg, groups = from_nats(
-                msg_type, m.data, m.headers, mesh, "", self._subjects.mesh_token
-            )
-        except MessageError:
-            self._count("bad_message")
-            return
-        if m.reply:
-            self._reply_subjects[msg.uuid] = m.reply
-        self._inject(msg, groups)
+        self._importer.message(m)
 
     async def _on_reply(self, m: Msg) -> None:
         """A reply on ``<inbox>.<request uuid>.<request type tokens>``."""
@@ -254,34 +256,21 @@ class NatsBridge:
         except MessageError:
             self._count("bad_message")
             return
-        self._inject(msg)
-
-    def _inject(self, msg: Message, groups: tuple[str, ...] | None = ()) -> None:
-        host = self._host
-        assert host is not None
-        try:
-            host.check_sendable(msg)
-        except UsageError:
-            self._count("too_large")
-            return
-        if host.inject(msg, groups) >= 0:
-            self._imported += 1
+        self._importer.inject(msg)
 
     async def _subscription_loop(self, nc: Client) -> None:
-        """While this bridge is its mesh's active one, keep one queue subscription per pattern
-        the mesh wants; a standby bridge keeps none (one importer keeps each sender's order)."""
+        """Keep one subscription per pattern the mesh wants (active or standby: the importer
+        decides whether to deliver or hold)."""
         while True:
             await self._subs_dirty.wait()
             self._subs_dirty.clear()
             patterns = set(self._mesh_wants) | {p for _, p, _ in self._mesh_groups}
             wanted = {self._subjects.subscription(p) for p in reduce_patterns(patterns)}
-            if not self._exporting:
-                wanted.clear()
             for subject in set(self._subs) - wanted:
                 await self._subs.pop(subject).unsubscribe()
             for subject in wanted - set(self._subs):
-                queue = self._subjects.mesh_token
-                self._subs[subject] = await nc.subscribe(subject, queue, cb=self._on_message)
+                self._subs[subject] = await nc.subscribe(subject, cb=self._on_message)
+            self._subscribed = (self._mesh_wants, self._mesh_groups)
             self._announce_now.set()  # after the SUBs: whoever hears it may publish at once
 
     # -- announcements ---------------------------------------------------------------------------
@@ -291,8 +280,7 @@ class NatsBridge:
         if nc is None or not nc.is_connected:
             return
         t = self._table
-        active = self._exporting  # a standby bridge subscribes to nothing: it asks for nothing
-        wants, groups = (self._mesh_wants, self._mesh_groups) if active else ((), ())
+        wants, groups = self._subscribed  # (a standby subscribes too)
         ann = Announcement(t.mesh, t.node, wants, self._ready, query, bye, groups)
         await nc.publish(self._subjects.interest_subject, ann.encode())
 
@@ -321,6 +309,8 @@ class NatsBridge:
             return
         if self._table.heard(ann, time.monotonic()):
             self._table_changed()
+        if ann.node == self._table.exporter(self._ready):
+            self._importer.active_lives(self.config.announce_interval)
         if ann.query:
             self._announce_now.set()
 
@@ -330,7 +320,21 @@ class NatsBridge:
         self._recompute_wants()
         self._update_exporter()
         table = self._table
-        advertised = self._routes.remote_changed(table.remote_patterns(), table.remote_groups())
+        view = table.remote_view()
+        if view != self._remote_view:  # (gravpy.bridge.sequence)
+            self._remote_view = view
+            self._outbox.numbering.restart()
+        self._routed = self._routes.remote_changed(table.remote_patterns(), table.remote_groups())
+        self._readvertise()
+
+    def _readvertise(self) -> None:
+        """What this node advertises for its bridge: what remote meshes want, and while it
+        stands by what its mesh wants too (so the active bridge's deliveries reach it)."""
+        patterns = set(self._routed)
+        if not self._exporting:
+            patterns.update(self._mesh_wants)
+            patterns.update(p for _, p, _ in self._mesh_groups)
+        advertised = reduce_patterns(patterns)
         if advertised != self._advertised:
             self._advertised = advertised
             if self._host is not None:
@@ -349,12 +353,19 @@ class NatsBridge:
             self._mesh_wants = wants
             self._mesh_groups = groups
             self._subs_dirty.set()  # the subscription loop announces once subscribed
+            self._readvertise()
 
     def _update_exporter(self) -> None:
         active = self._table.exporter(self._ready) == self._table.node
         if active != self._exporting:
             self._exporting = active
-            self._subs_dirty.set()
+            if active:
+                before = self._importer.recovered
+                self._importer.activate()
+                _log.info("bridge_active", recovered=self._importer.recovered - before)
+            else:
+                self._importer.stand_by()
+            self._readvertise()
 
     # -- callbacks and statistics ----------------------------------------------------------------
 
@@ -376,8 +387,8 @@ class NatsBridge:
         _log.info("bridge_reconnected")
         self._announce_now.set()
 
-    def _count(self, reason: str) -> None:
-        self._outbox.count(reason)
+    def _count(self, reason: str, n: int = 1) -> None:
+        self._outbox.count(reason, n)
 
     def statistics(self) -> NatsBridgeStatistics:
         return NatsBridgeStatistics(
@@ -386,7 +397,7 @@ class NatsBridge:
             exporter=self._exporting,
             connects=self._connects,
             exported=self._outbox.published,
-            imported=self._imported,
+            imported=self._importer.imported,
             queued=len(self._outbox),
             lost=dict(self._outbox.lost),
             mesh_wants=self._mesh_wants,
@@ -397,4 +408,8 @@ class NatsBridge:
             last_error=self._connector.last_error,
             failed_connects=self._connector.failed,
             ready=self._ready,
+            held=len(self._importer.shadow),
+            recovered=self._importer.recovered,
+            struck=self._importer.shadow.struck,
+            shadow_expired=self._importer.shadow.expired,
         )

@@ -5,7 +5,8 @@ The hub's hot path appends (``put``, never blocking: a full outbox drops the new
 ``BATCH``, yielding after each so nats-py writes a batch in one flush while more arrive. Past
 ``high_water`` messages the outbox tells its ``Backpressure`` it is congested (so ``Pod.publish``
 waits, as it does for a full link), and relieves it below half of that. Publishing fails only while nats-py reconnects with its pending buffer full, or after the
-connection closed; each such message is counted under the nats-py error's name.
+connection closed; each such message is counted under the nats-py error's name. What leaves on a
+type subject is numbered (``gravpy.bridge.sequence``), so importers count what NATS loses after.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from typing import Protocol
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
+
+from gravpy.bridge.sequence import Numbering
+from gravpy.bridge.subjects import H_META
 
 __all__ = ["BATCH", "Backpressure", "Outbox", "Outgoing"]
 
@@ -40,6 +44,7 @@ class Outbox:
         self.published = 0
         self.lost: dict[str, int] = {}
         self._items: deque[Outgoing] = deque()
+        self.numbering = Numbering()
         self._ready = asyncio.Event()
 
     def __len__(self) -> int:
@@ -69,18 +74,21 @@ class Outbox:
             if self.backpressure is not None:
                 self.backpressure.bridge_congested(self, congested)
 
-    def count(self, reason: str) -> None:
-        self.lost[reason] = self.lost.get(reason, 0) + 1
+    def count(self, reason: str, n: int = 1) -> None:
+        self.lost[reason] = self.lost.get(reason, 0) + n
 
     async def publish_all(self, nc: Client) -> None:
         """Publish what is queued on ``nc``, for as long as the connection is served."""
         items = self._items
+        stamp = self.numbering.stamp  # (``restart`` keeps the object)
         while True:
             await self._ready.wait()
             self._ready.clear()
             while items:
                 for _ in range(min(BATCH, len(items))):
                     subject, reply, data, headers = items.popleft()
+                    if reply:  # a type subject (gravpy.bridge.sequence): numbered as it leaves
+                        headers[H_META] += stamp(subject)
                     try:
                         await nc.publish(subject, data, reply=reply, headers=headers)
                     except NatsError as exc:  # pending buffer full while reconnecting, or closed

@@ -12,10 +12,11 @@ NATS would refuse or split still round-trips and an ordinary type maps to itself
 The payload is the message's data, untouched, so a plain NATS client reads and writes plain
 payloads. The gravpy fields travel in ONE NATS header, ``Grav-Meta: <uuid> <timestamp>`` followed
 by `` p=<parent_id>``, `` r=<reply_to>`` and `` t=<type>`` (for replies sent to an inbox) when
-set: each extra header costs nats-py a measurable share of its throughput on both ends, and no
+set, and last `` s=<tag>:<n>`` on what an exporter numbers (``gravpy.bridge.sequence``): each extra header costs nats-py a measurable share of its throughput on both ends, and no
 field can hold a space (ids are checked, types have no whitespace). A message's own headers travel
 as ``Grav-H-<escaped key>: <escaped value>``. A NATS message without ``Grav-Meta`` (a plain
-publisher) becomes a new ``Message`` with a fresh uuid; a malformed one is a ``MessageError``.
+publisher) becomes a new ``Message`` with a fresh uuid, marked ``PLAIN_HEADER`` (so a standby
+bridge recognises it by content: ``gravpy.bridge.shadow``); a malformed one is a ``MessageError``.
 
 Bridges announce their mesh's interests on ``_GRAV_BRIDGE.<prefix>.interest`` (``Announcement``,
 JSON), a subject no type subscription can match.
@@ -44,6 +45,7 @@ from gravpy.proto import ANY_MESH
 __all__ = [
     "ANY_MESH_TOKEN",
     "ORIGIN_HEADER",
+    "PLAIN_HEADER",
     "Announcement",
     "SubjectMap",
     "escape_token",
@@ -52,6 +54,8 @@ __all__ = [
 
 ANY_MESH_TOKEN: Final = "_any"
 ORIGIN_HEADER: Final = "grav-bridge-origin"  # set on messages that came in from NATS
+PLAIN_HEADER: Final = "grav-bridge-plain"  # and on those a plain NATS client published
+_BRIDGE_HEADERS: Final = frozenset((ORIGIN_HEADER, PLAIN_HEADER))  # never carried back to NATS
 H_META: Final = "Grav-Meta"
 H_USER: Final = "Grav-H-"
 _SPLIT_LIMIT: Final = 4096  # subjects whose (mesh, type) is kept
@@ -162,7 +166,7 @@ def to_headers(
     headers = {H_META: meta}
     if msg.headers:
         for key, value in msg.headers.items():
-            if key != ORIGIN_HEADER:
+            if key not in _BRIDGE_HEADERS:
                 headers[H_USER + quote(key, safe=_SAFE_KEY)] = quote(value, safe=_SAFE_VALUE)
     return headers
 
@@ -172,18 +176,19 @@ def _field(text: str) -> str:
 
 
 def read_meta(meta: str) -> tuple[str, float, dict[str, str]]:
-    """The uuid, timestamp and optional fields (``p``, ``r``, ``t``, ``g``) of a ``Grav-Meta``
-    value; raises ``MessageError`` if it is not one."""
+    """The uuid, timestamp and optional fields (``p``, ``r``, ``t``, ``g``, ``s``) of a
+    ``Grav-Meta`` value (an ``s=`` alone is not read: ``gravpy.bridge.sequence`` reads it);
+    raises ``MessageError`` if it is not one."""
     uuid, _, rest = meta.partition(" ")
     stamp, _, tail = rest.partition(" ")
     extra: dict[str, str] = {}
     try:
-        if tail:
+        if tail and not tail.startswith("s="):  # (``s=`` alone, always last: the usual case)
             extra = {p[0]: p[2:] for p in tail.split(" ") if p[1] == "="}
+            if len(extra.get("p", "")) > MAX_ID_LENGTH or len(extra.get("r", "")) > MAX_ID_LENGTH:
+                raise ValueError("ids")
         if not 0 < len(uuid) <= MAX_ID_LENGTH:
             raise ValueError("uuid")
-        if tail and any(len(extra.get(k, "")) > MAX_ID_LENGTH for k in "pr"):
-            raise ValueError("ids")
         return uuid, float(stamp), extra
     except (IndexError, ValueError):
         raise MessageError(
@@ -215,10 +220,12 @@ def from_nats(
     user = {ORIGIN_HEADER: origin}
     if not headers:
         msg_type = DEFAULT_TYPE if msg_type is None else msg_type
+        user[PLAIN_HEADER] = "1"
         return Message(new_id(), "", reply_to, msg_type, time.time(), data, user), None
     meta = headers.get(H_META)
     extra: dict[str, str] = {}
     if meta is None:
+        user[PLAIN_HEADER] = "1"
         uuid, stamp = new_id(), time.time()
     else:
         uuid, stamp, extra = read_meta(meta)

@@ -43,6 +43,15 @@ def bridge_metrics(bridges: list[NatsBridgeStatistics]) -> Iterable[Metric]:
     exporter = GaugeMetricFamily(
         "gravd_bridge_exporter", "1 if this node publishes its mesh's messages", labels=["server"]
     )
+    shadow = CounterMetricFamily(
+        "gravd_bridge_shadow",
+        "Messages a standby bridge held for a takeover, by outcome (struck: the active bridge "
+        "delivered them; recovered: delivered on taking over; expired: never seen delivered)",
+        labels=["server", "outcome"],
+    )
+    held = GaugeMetricFamily(
+        "gravd_bridge_held", "Messages a standby bridge holds now", labels=["server"]
+    )
     for s in bridges:
         server = s.servers[0]
         for name in BRIDGE_STATES:
@@ -53,4 +62,11 @@ def bridge_metrics(bridges: list[NatsBridgeStatistics]) -> Iterable[Metric]:
             lost.add_metric([server, reason], n)
         exporter.add_metric([server], int(s.exporter))
         failures.add_metric([server], s.failed_connects)
-    yield from (state, messages, lost, exporter, failures)
+        for outcome, n in (
+            ("struck", s.struck),
+            ("recovered", s.recovered),
+            ("expired", s.shadow_expired),
+        ):
+            shadow.add_metric([server, outcome], n)
+        held.add_metric([server], s.held)
+    yield from (state, messages, lost, exporter, failures, shadow, held)

@@ -7,6 +7,7 @@ import pytest
 from gravpy.bridge.interest import InterestTable, reduce_patterns
 from gravpy.bridge.subjects import (
     ORIGIN_HEADER,
+    PLAIN_HEADER,
     Announcement,
     SubjectMap,
     escape_token,
@@ -99,12 +100,13 @@ def test_group_placements_name_their_mesh() -> None:
 
 
 def test_a_plain_nats_message_gets_a_fresh_uuid() -> None:
-    """A NATS message without gravpy headers becomes a new Message with its payload untouched."""
+    """A NATS message without gravpy headers becomes a new Message with its payload untouched,
+    marked as a plain publisher's."""
     msg, groups = from_nats("sensor.temp", b"21.5", None, "outside")
     assert groups is None  # a plain publisher placed nothing: every group takes one
     assert msg.uuid
     assert msg.data == b"21.5"
-    assert msg.headers == {ORIGIN_HEADER: "outside"}
+    assert msg.headers == {ORIGIN_HEADER: "outside", PLAIN_HEADER: "1"}
 
 
 def test_patterns_reduce_to_those_not_covered() -> None:

@@ -1,0 +1,135 @@
+"""``Importer``: NATS to mesh. The active bridge delivers what NATS carries; a standby holds it.
+
+Theory of operation
+-------------------
+Every bridge of a mesh subscribes to what its mesh wants (``NatsBridge`` keeps the
+subscriptions); each NATS message is turned into a ``Message`` (``from_nats``) and handed here.
+While its bridge is the mesh's active one the importer delivers it into the mesh
+(``BridgeHost.inject``, original uuid kept); while it stands by, it holds it in a ``Shadow`` and
+strikes it again when the active bridge's copy reaches this node (``delivered``, from the hub's
+``offer``), forgetting it once the active bridge announces itself ``settle`` seconds later
+(``active_lives``). On ``activate`` it first delivers what the shadow still holds, in order, so a
+message NATS carried while the old active bridge was dying still reaches the mesh, once (see
+``gravpy.bridge.shadow``). A request keeps its reply subject (``reply_subjects``) until its
+replies are sent back, whichever node answers.
+
+Losses are counted by reason through ``count``: ``bad_message`` (not a gravpy message),
+``too_large`` (over the mesh's message size), ``shadow_overflow`` (a held message dropped to
+stay within ``limit``; lost if a takeover followed), ``gap`` (numbered messages of another
+mesh's exporter that never came: lost by NATS, ``gravpy.bridge.sequence``). Gaps are counted by
+whoever delivers: the active bridge as messages come, a new active bridge for the held messages
+it delivers that were new to its node (a gap before a message the old one delivered was the old
+one's to count).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from nats.aio.msg import Msg
+
+from gravpy.bridge.port import BridgeHost
+from gravpy.bridge.sequence import Gaps, sequence_of
+from gravpy.bridge.shadow import Held, Shadow
+from gravpy.bridge.subjects import H_META, SubjectMap, from_nats
+from gravpy.errors import MessageError, UsageError
+from gravpy.message import Message
+from gravpy.recent import RecentMap
+
+__all__ = ["Importer"]
+
+
+class Importer:
+    """What one bridge brings into its mesh; see the module docstring."""
+
+    def __init__(
+        self,
+        request_limit: int,
+        shadow: Shadow,
+        count: Callable[[str, int], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self.host: BridgeHost | None = None
+        self.subjects = SubjectMap("gravpy", "*")
+        self.active = False
+        self.imported = 0
+        self.recovered = 0  # delivered from the shadow on taking over
+        self.shadow = shadow
+        self.reply_subjects: RecentMap[str, str] = RecentMap(request_limit)
+        self._count = count
+        self._clock = clock
+        self._overflow = 0
+        self._gaps = Gaps()
+
+    def message(self, m: Msg) -> None:
+        """A NATS message on one of the mesh's subscriptions."""
+        try:
+            mesh, msg_type = self.subjects.split(m.subject)
+            if self.subjects.is_own(mesh):
+                return  # an echo of what this mesh exported
+            missing = 0 if m.headers is None else self._missing(m.subject, m.headers)
+            msg, groups = from_nats(msg_type, m.data, m.headers, mesh, "", self.subjects.mesh_token)
+        except MessageError:
+            self._count("bad_message", 1)
+            return
+        if self.active:
+            if missing:
+                self._count("gap", missing)
+            self._deliver(msg, groups, m.reply)
+            return
+        shadow = self.shadow
+        shadow.hold(Held(msg, groups, m.reply, self._clock(), missing))
+        if shadow.overflow != self._overflow:
+            self._overflow = shadow.overflow
+            self._count("shadow_overflow", 1)
+
+    def _missing(self, subject: str, headers: dict[str, str]) -> int:
+        """The numbers missing before this message (``gravpy.bridge.sequence``)."""
+        meta = headers.get(H_META)
+        seq = None if meta is None else sequence_of(meta)
+        return 0 if seq is None else self._gaps.seen(seq[0], subject, seq[1])
+
+    def delivered(self, msg: Message) -> None:
+        """The hub offered ``msg``, which came from NATS through another bridge of this mesh."""
+        if not self.active:
+            self.shadow.delivered(msg, self._clock())
+
+    def active_lives(self, settle: float) -> None:
+        """The active bridge announced itself: what it delivered ``settle`` seconds before has
+        had time to reach every node."""
+        if not self.active:
+            self.shadow.settled(self._clock() - settle)
+
+    def activate(self) -> None:
+        """This bridge became its mesh's active one: deliver what the shadow holds, then import."""
+        if self.active:
+            return
+        self.active = True
+        for held in self.shadow.take(self._clock()):
+            if self._deliver(held.msg, held.groups, held.reply):  # the old one did not
+                self.recovered += 1
+                if held.missing:  # nor did it see this message, so it counted no gap before it
+                    self._count("gap", held.missing)
+
+    def stand_by(self) -> None:
+        """Another bridge became active: hold from now on."""
+        self.active = False
+
+    def _deliver(self, msg: Message, groups: tuple[str, ...] | None, reply: str) -> bool:
+        if reply:
+            self.reply_subjects[msg.uuid] = reply
+        return self.inject(msg, groups)
+
+    def inject(self, msg: Message, groups: tuple[str, ...] | None = ()) -> bool:
+        """Deliver ``msg`` into the mesh; True if it was new there."""
+        host = self.host
+        assert host is not None
+        try:
+            host.check_sendable(msg)
+        except UsageError:
+            self._count("too_large", 1)
+            return False
+        if host.inject(msg, groups) >= 0:
+            self.imported += 1
+            return True
+        return False
