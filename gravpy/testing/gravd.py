@@ -37,6 +37,11 @@ LOCAL = ("--listen", "127.0.0.1:0", "--monitor", "127.0.0.1:0")
 _POLL = 0.02
 
 
+# The longest output line read whole (a /v1/node document printed on one line can pass asyncio's
+# default of 64 KiB; a longer line would end the reader, and every wait after it)
+_LINE_LIMIT = 16 * 1024 * 1024
+
+
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The test's environment without any GRAVD_*/GRAVCTL_* variable, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAVD_", "GRAVCTL_"))}
@@ -83,6 +88,7 @@ class Process:
             stderr=asyncio.subprocess.PIPE,
             env=clean_env(env),
             cwd=cwd,
+            limit=_LINE_LIMIT,
         )
         if stdin is not None:
             assert proc.stdin is not None

@@ -175,12 +175,25 @@ class Agent:
         body: dict[str, Any] = (await self.call("get", url=url))["body"]
         return body
 
-    async def wait_node(self, host: Host, check: Callable[[dict[str, Any]], bool]) -> None:
-        """Re-read ``host``'s ``/v1/node`` until ``check`` accepts it."""
-        while True:
-            if check(await self.node(host)):
-                return
-            await asyncio.sleep(_POLL)  # mesh state has no event to wait on; re-ask
+    async def wait_node(
+        self, host: Host, check: Callable[[dict[str, Any]], bool], within: float = 30.0
+    ) -> None:
+        """Re-read ``host``'s ``/v1/node`` until ``check`` accepts it; after ``within`` seconds
+        an AssertionError that shows the last document's bridges and peers."""
+        last: dict[str, Any] = {}
+        try:
+            async with asyncio.timeout(within):
+                while True:
+                    last = await self.node(host)
+                    if check(last):
+                        return
+                    await asyncio.sleep(_POLL)  # mesh state has no event to wait on; re-ask
+        except TimeoutError:
+            peers = [(p["uuid"][:8], p["state"], p["interests"]) for p in last.get("peers", [])]
+            raise AssertionError(
+                f"{host.address}: /v1/node failed the check for {within} s; "
+                f"bridges {last.get('bridges')}; peers {peers}"
+            ) from None
 
 
 def _json(line: str) -> dict[str, Any]:
