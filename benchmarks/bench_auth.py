@@ -177,15 +177,20 @@ async def refusal_metrics(monitor: str) -> dict[str, float]:
     return out
 
 
-async def measure(sizes: Sizes, report: Report) -> None:
+def _listed_app() -> tuple[Path, Credentials, Path]:
+    """A temp dir with an app key pair and an auth file listing it: (dir, credentials, file)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench_auth-"))
     key = tmp / "app.key"
     keygen(key)
-    listed = load_credentials(key)
     auth = tmp / "auth.toml"
     auth.write_text(
         f'[[identities]]\nname = "app"\npublic_key = "{(tmp / "app.key.pub").read_text().strip()}"\n'
     )
+    return tmp, load_credentials(key), auth
+
+
+async def measure(sizes: Sizes, report: Report) -> None:
+    tmp, listed, auth = _listed_app()
     proc, listening = await start_gravd(auth, tmp / "data")
     assert proc.stdout is not None
     logs = asyncio.ensure_future(proc.stdout.read())  # keep reading gravd's log: never let it block
@@ -210,7 +215,7 @@ async def measure(sizes: Sizes, report: Report) -> None:
             started = time.perf_counter()
             attach = asyncio.ensure_future(flood(sizes.attempts, one))
             await asyncio.sleep(0.2)  # the flood is under way: a good app attaches meanwhile
-            good = await good_attach(url, key)
+            good = await good_attach(url, tmp / "app.key")
             reasons = await attach
             wall = time.perf_counter() - started
             cpu = cpu_seconds(proc.pid) - before
@@ -250,14 +255,7 @@ async def measure(sizes: Sizes, report: Report) -> None:
 
 async def compare(against: str, rounds: int) -> None:
     """gravd CPU per refused attempt of this tree and of ``against``, in alternating batches."""
-    tmp = Path(tempfile.mkdtemp(prefix="bench_auth-"))
-    key = tmp / "app.key"
-    keygen(key)
-    listed = load_credentials(key)
-    auth = tmp / "auth.toml"
-    auth.write_text(
-        f'[[identities]]\nname = "app"\npublic_key = "{(tmp / "app.key.pub").read_text().strip()}"\n'
-    )
+    tmp, listed, auth = _listed_app()
     trees = {"this tree": None, against: against}
     nodes = {}
     try:

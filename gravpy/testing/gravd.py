@@ -132,16 +132,16 @@ class Process:
         """The first JSON log line on stderr for ``event`` with these field values."""
 
         def matches(line: str) -> bool:
-            record = _json(line)
+            record = json_object(line)
             return record.get("event") == event and all(
                 record.get(k) == v for k, v in fields.items()
             )
 
-        return _json(await self.wait_line(matches))
+        return json_object(await self.wait_line(matches))
 
     def events(self) -> list[dict[str, Any]]:
         """Every JSON log line printed on stderr so far."""
-        return [r for r in map(_json, self.stderr) if r]
+        return [r for r in map(json_object, self.stderr) if r]
 
     async def wait(self) -> Result:
         """Wait for the process to exit and its output to end."""
@@ -160,7 +160,8 @@ class Process:
         await self.wait()
 
 
-def _json(line: str) -> dict[str, Any]:
+def json_object(line: str) -> dict[str, Any]:
+    """``line`` as a JSON object, or ``{}`` if it is not one (a log line, a traceback)."""
     try:
         value = json.loads(line)
     except ValueError:

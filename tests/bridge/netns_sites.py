@@ -24,7 +24,7 @@ from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from gravpy.testing.gravd import GRAVD, ROOT, Process, clean_env
+from gravpy.testing.gravd import GRAVD, ROOT, Process, clean_env, json_object
 from gravpy.testing.lan.bed import Host, LanBed
 from tests.bridge.nats_proc import nats_server_binary
 
@@ -162,9 +162,9 @@ class Agent:
         head = f'{{"id": {cid},'  # the agent prints the id first: parse only its lines
 
         def matches(line: str) -> bool:
-            return line.startswith(head) and check(_json(line))
+            return line.startswith(head) and check(json_object(line))
 
-        return _json(await self.process.wait_line(matches, stream="stdout"))
+        return json_object(await self.process.wait_line(matches, stream="stdout"))
 
     async def call(self, op: str, **args: Any) -> Any:
         return await self.answer(self.send(op, **args))
@@ -194,11 +194,3 @@ class Agent:
                 f"{host.address}: /v1/node failed the check for {within} s; "
                 f"bridges {last.get('bridges')}; peers {peers}"
             ) from None
-
-
-def _json(line: str) -> dict[str, Any]:
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
