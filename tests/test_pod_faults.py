@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
 
 from gravpy import Grav, Message
+from tests._bus_helpers import until
 
 GUARD = 30.0 * float(os.environ.get("GRAVPY_TEST_SCALE", "1"))  # a hang guard, not a timing
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Let the loop run until ``condition()`` holds (fails after GUARD seconds)."""
-    async with asyncio.timeout(GUARD):
-        while not condition():  # noqa: ASYNC110 - polling plain counters, one loop turn at a time
-            await asyncio.sleep(0)
 
 
 async def test_a_fast_pod_absorbs_bursts_larger_than_one_loop_turn() -> None:

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from gravpy.errors import LinkClosedError
 from gravpy.plugins import Link
 from gravpy.transport_kit import RateLimitFilter
+from tests._bus_helpers import until
 from transports.http import HttpTransport
 
 _MAX_FRAME = "X-Grav-Max-Frame-Bytes"
@@ -44,15 +45,6 @@ async def _closed_by_server(reader: asyncio.StreamReader) -> bytes:
             return await reader.read()
         except ConnectionResetError:
             return b""
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    """Wait (a guard of 5 s) until ``condition`` holds."""
-    async with asyncio.timeout(5):
-        while True:
-            if condition():
-                return
-            await asyncio.sleep(0.01)
 
 
 async def test_a_dribbled_header_is_cut_off_at_the_header_deadline() -> None:
@@ -96,13 +88,13 @@ async def test_connections_past_the_cap_are_refused_at_once() -> None:
     is admitted."""
     async with _listening(_hold, max_connections=5, header_timeout=30) as (transport, port):
         held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
-        await _until(lambda: transport.guard.open == 5)
+        await until(lambda: transport.guard.open == 5)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         assert await _closed_by_server(reader) == b""
         assert transport.guard.refused == 1
         writer.close()
         held[0][1].close()
-        await _until(lambda: transport.guard.open == 4)
+        await until(lambda: transport.guard.open == 4)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
         assert b" 404 " in await asyncio.wait_for(reader.readuntil(b"\r\n"), 5)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 import trustme
 
 from gravpy.errors import GravError
 from gravpy.plugins import Link
+from tests._bus_helpers import until
 from transports import websocket_gate
 from transports.http import HttpTransport
 from transports.websocket import WebSocketTransport
@@ -132,12 +133,6 @@ async def test_a_wss_socket_silent_in_its_handshake_is_evicted_for_a_newcomer(
             await link.close()
 
 
-async def _until(check: Callable[[], bool], step: Callable[[], Awaitable[object]]) -> None:
-    async with asyncio.timeout(5):
-        while not check():
-            await step()
-
-
 async def test_an_https_socket_over_the_cap_is_reset_before_any_tls_handshake(
     ca: trustme.CA,
 ) -> None:
@@ -148,10 +143,10 @@ async def test_an_https_socket_over_the_cap_is_reset_before_any_tls_handshake(
     try:
         port = _port(transport.endpoints()[0])
         assert (await tls_probe(port, _client(ca)))[0] == HANDSHAKE_RECORD
-        await _until(lambda: transport.guard.entering == 0, lambda: asyncio.sleep(0.01))
+        await until(lambda: transport.guard.entering == 0)
         _, held = await asyncio.open_connection(HOST, port, ssl=_client(ca))
         try:
-            await _until(lambda: transport.guard.open == 1, lambda: asyncio.sleep(0.01))
+            await until(lambda: transport.guard.open == 1)
             assert await tls_probe(port, _client(ca)) == b""
             assert transport.connections_refused == 1
         finally:
@@ -169,7 +164,7 @@ async def test_stopping_a_tls_listener_ends_the_handshakes_in_progress(ca: trust
     try:
         door = transport._gate.door
         assert door is not None
-        await _until(lambda: bool(door._tasks), lambda: asyncio.sleep(0.01))
+        await until(lambda: bool(door._tasks))
         await transport.stop()
         assert not door._tasks
         async with asyncio.timeout(5):
