@@ -137,11 +137,14 @@ async def test_events_inbox_lists_filters_and_marks_read(page: Any, tmp_path: Pa
     first = rows.first
     event_id = await first.get_attribute("data-id")
     await first.get_by_role("button", name="Mark read").click()
+    marked = page.locator(f'#events tbody tr[data-id="{event_id}"] td:nth-child(6)')
+    await expect(marked).to_have_text("read", timeout=SEEN)
     await page.select_option("#events-status", "read")
     await page.get_by_role("button", name="Filter").click()
     await expect(page.locator(f'#events tbody tr[data-id="{event_id}"]')).to_be_visible(
         timeout=SEEN
     )
+    await expect(page.locator("#events tbody tr.unread")).to_have_count(0, timeout=SEEN)
     statuses = await page.locator("#events tbody tr td:nth-child(6)").all_inner_texts()
     assert set(statuses) == {"read"}
     await page.screenshot(path=tmp_path / "events-read.png", full_page=True)

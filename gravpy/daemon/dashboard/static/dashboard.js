@@ -252,10 +252,12 @@ function togglePause() {
 
 // -- events inbox ----------------------------------------------------------------------------------
 
-const events = { page: 1, pageSize: 20, total: 0 };
+const events = { page: 1, pageSize: 20, total: 0, asked: 0 };
 
+// Only the newest request draws: a slow answer to an older filter must not overwrite a newer one.
 async function loadEvents(event) {
   event?.preventDefault();
+  const asked = ++events.asked;
   const q = new URLSearchParams({ page: events.page, page_size: events.pageSize });
   for (const k of ["severity", "category", "status"]) {
     const v = $(`#events-${k}`).value.trim();
@@ -263,6 +265,7 @@ async function loadEvents(event) {
   }
   const message = $("#events-message");
   const { status, ok, body } = await getJSON(`/v1/events?${q}`).catch(() => ({ status: 0, body: {} }));
+  if (asked !== events.asked) return;
   message.hidden = ok;
   $("#events").hidden = !ok;
   if (!ok) {
