@@ -76,6 +76,10 @@ class Link(Protocol):
     """One connected, message-oriented, full-duplex channel of opaque frames.
 
     ``send`` may be called from several tasks at once; ``recv`` from one task at a time.
+
+    A link may also offer ``write_now(frame: bytes) -> bool``: write one frame at once, without
+    waiting, or return False and write nothing (closed, or its write buffer is full). The core then
+    sends a lone message without a hop through its writer task (``gravpy.mesh.peer_link``).
     """
 
     @property

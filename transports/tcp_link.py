@@ -215,6 +215,26 @@ class TcpLink(asyncio.Protocol):
             if self._send_error is not None:
                 raise self._send_error
 
+    def write_now(self, frame: bytes) -> bool:
+        """Write one frame at once if the link is open and below ``write_limit``; else write
+        nothing and return False (``send`` is the way that waits)."""
+        sock = self._sock
+        size = len(frame)
+        if (
+            sock is None
+            or self._send_error is not None
+            or not self._writable.is_set()
+            or size > self.peer_max_frame
+            or sock.is_closing()
+        ):
+            return False
+        if size < _JOIN_BELOW:
+            sock.write(_HEADER.pack(size) + frame)
+        else:
+            sock.write(_HEADER.pack(size))
+            sock.write(frame)
+        return True
+
     async def recv(self) -> bytes:
         """The next frame; LinkClosedError (who closed it, why) once closed and drained."""
         while True:

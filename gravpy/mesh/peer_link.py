@@ -7,6 +7,11 @@ messages into MSGS frames and writes every frame the protocol queued, in order; 
 protocol's timers (pings, the handshake deadline, the dead-link check). When any of them ends, the
 link is closed and ``run`` returns.
 
+A link whose transport can write without waiting (``write_now``, the TCP transport's) sends the
+first message of a loop turn straight out when the writer is idle and nothing is queued: a lone
+request or reply leaves without a hop through the writer task, and the rest of a burst queues for
+the writer as before. If the transport's buffer is full, the frames wait for the writer instead.
+
 Outgoing messages wait in a bounded queue (``queue_limit``). Past half of it the link reports itself
 congested to the bus (``Pod.publish`` waits); when it is full, new messages are dropped and counted
 in ``dropped``.
@@ -125,6 +130,12 @@ class PeerLink:
         self._congested = False
         self._wake = asyncio.Event()
         self._wake.set()  # the protocol queued our HELLO
+        # a link that can write without waiting (the TCP transport's ``write_now``) takes the first
+        # message of a loop turn at once when idle: a request or reply leaves without a writer hop
+        self._write_now: Callable[[bytes], bool] | None = getattr(link, "write_now", None)
+        self._writing = False  # the writer is between taking frames and writing the last one
+        self._direct_turn = False  # a message went straight out this loop turn
+        self._unsent: list[bytes] = []  # frames a direct write could not write: the writer's first
         self._timer_changed = asyncio.Event()
         self._closing = False
         self._close_code = REASON_NORMAL
@@ -300,6 +311,8 @@ class PeerLink:
         """Queue a message for the remote, with its origin number ``seq`` for a peer (0: none;
         negative: resent). False (and counted) if the queue is full."""
         queue = self._queue
+        if not queue and self._write_now is not None and self._send_directly(msg, seq):
+            return True
         size = len(msg.data)
         if (
             len(queue) >= self._queue_limit
@@ -318,6 +331,33 @@ class PeerLink:
             self._congested = True
             self._bus.mark_congested(self)
         return True
+
+    def _send_directly(self, msg: Message, seq: int) -> bool:
+        """Write ``msg`` now if the writer is idle and nothing went straight out this loop turn;
+        the rest of a burst queues for the writer, which batches it into frames."""
+        write_now, proto = self._write_now, self.proto
+        if (
+            write_now is None
+            or self._direct_turn
+            or self._writing
+            or self._unsent
+            or self._closing
+            or proto.state is not LinkState.OPEN
+        ):
+            return False
+        self._direct_turn = True
+        asyncio.get_running_loop().call_soon(self._next_turn)
+        self._send_batch([msg], [seq] if seq else None)
+        frames = proto.data_to_send()
+        for i, frame in enumerate(frames):
+            if not write_now(frame):  # the transport's buffer is full: the writer waits for room
+                self._unsent = frames[i:]
+                self._wake.set()
+                break
+        return True
+
+    def _next_turn(self) -> None:
+        self._direct_turn = False
 
     def flush(self) -> None:
         """Wake the writer: the protocol has frames to send."""
@@ -563,9 +603,20 @@ class PeerLink:
 
     async def _write_all(self) -> None:
         """Batch the queued messages into frames and write every frame the protocol has."""
+        self._writing = True
+        try:
+            await self._write_frames()
+        finally:
+            self._writing = False
+
+    async def _write_frames(self) -> None:
         proto, queue, link = self.proto, self._queue, self.link
         numbers = self._queue_seqs
         max_batch = proto.config.limits.max_batch
+        if self._unsent:
+            unsent, self._unsent = self._unsent, []
+            for frame in unsent:
+                await link.send(frame)
         while True:
             if queue and proto.state is LinkState.OPEN:
                 n = min(len(queue), max_batch)

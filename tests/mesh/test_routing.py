@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from discovery.static import StaticDiscovery
 from gravpy import Grav, Message, Pod
 from gravpy.errors import NoResponders
+from gravpy.mesh import HubConfig
+from gravpy.plugins import Transport
+from gravpy.proto import ProtocolConfig
+from tests._bus_helpers import until
 from transports.http import HttpTransport
+from transports.tcp import TcpTransport
 from transports.websocket import WebSocketTransport
 
 from .conftest import NodeFactory, linked_to
@@ -129,10 +135,28 @@ async def test_no_responders_across_the_mesh_fails_at_once(node: NodeFactory) ->
             await receipt.wait_until(30)
 
 
-async def test_order_is_kept_across_the_mesh(node: NodeFactory) -> None:
+def _link(kind: str) -> Transport:
+    """The transport two nodes link over. ``tcp`` writes the first message of a loop turn at once
+    when the link is idle; ``tcp-tight`` has a write buffer of one byte, so such a write often
+    finds no room and leaves its frames to the writer, behind which the rest of a burst queues."""
+    if kind == "ws":
+        return WebSocketTransport(host="127.0.0.1", port=0)
+    return TcpTransport(host="127.0.0.1", port=0, write_limit=1 if kind == "tcp-tight" else 1 << 16)
+
+
+LINKS = pytest.mark.parametrize("link", ["ws", "tcp", "tcp-tight"])
+
+
+async def _pair(node: NodeFactory, link: str, **options: Any) -> tuple[Grav, Grav]:
+    a = await node(transport=_link(link), **options)
+    b = await node(transport=_link(link), discovery=[StaticDiscovery(a.endpoints())], **options)
+    return a, b
+
+
+@LINKS
+async def test_order_is_kept_across_the_mesh(node: NodeFactory, link: str) -> None:
     """5,000 messages from one pod arrive at a remote pod in send order."""
-    a = await node()
-    b = await node(discovery=[StaticDiscovery(a.endpoints())])
+    a, b = await _pair(node, link)
     counter = Counter(b.connect(), "seq.>")
     await a.wait_for(linked_to(b, interest="seq.>"), timeout=5)
     sender = a.connect()
@@ -142,10 +166,10 @@ async def test_order_is_kept_across_the_mesh(node: NodeFactory) -> None:
     assert [int(m.text()) for m in counter.seen] == list(range(5000))
 
 
-async def test_request_reply_across_nodes_many_times(node: NodeFactory) -> None:
+@LINKS
+async def test_request_reply_across_nodes_many_times(node: NodeFactory, link: str) -> None:
     """200 sequential and 200 concurrent requests across two nodes are all answered."""
-    a = await node()
-    b = await node(discovery=[StaticDiscovery(a.endpoints())])
+    a, b = await _pair(node, link)
     responder = b.connect()
     responder.on_type("svc.add", lambda m: responder.reply_to(m, Message.new("svc.sum", m.data)))
     await a.wait_for(linked_to(b, interest="svc.add"), timeout=5)
@@ -159,10 +183,10 @@ async def test_request_reply_across_nodes_many_times(node: NodeFactory) -> None:
     assert sorted(int(r.text()) for r in replies) == list(range(200))
 
 
-async def test_publish_backpressure_reaches_across_the_mesh(node: NodeFactory) -> None:
+@LINKS
+async def test_publish_backpressure_reaches_across_the_mesh(node: NodeFactory, link: str) -> None:
     """A remote pod slower than the publisher, with a small inbox, still loses nothing."""
-    a = await node()
-    b = await node(discovery=[StaticDiscovery(a.endpoints())])
+    a, b = await _pair(node, link)
     got: list[int] = []
     done = asyncio.Event()
 
@@ -184,10 +208,49 @@ async def test_publish_backpressure_reaches_across_the_mesh(node: NodeFactory) -
     assert pod.statistics().dropped_overflow == 0
 
 
-async def test_a_stuck_remote_pod_does_not_hold_up_the_others(node: NodeFactory) -> None:
+@pytest.mark.parametrize("link", ["tcp", "tcp-tight"])
+async def test_large_messages_one_per_loop_turn_keep_order_while_the_link_backs_up(
+    node: NodeFactory, link: str
+) -> None:
+    """Messages that each go straight out (one per loop turn) until the remote stops reading and the
+    socket fills, then queue behind the writer, all arrive once and in order."""
+    # a held pod is set aside after half of dead_after: give the test time to open the gate
+    patient = HubConfig(protocol=ProtocolConfig(ping_interval=1.0, dead_after=30.0))
+    a, b = await _pair(node, link, hub_config=patient)
+    gate, done = asyncio.Event(), asyncio.Event()
+    got: list[int] = []
+
+    async def held(msg: Message) -> None:
+        await gate.wait()
+        got.append(int.from_bytes(msg.data[:4], "big"))
+        if len(got) == 400:
+            done.set()
+
+    pod = b.connect(inbox_limit=10)  # full at once: b stops reading, and the sockets fill
+    pod.on_type("bulk.>", held)
+    await a.wait_for(linked_to(b, interest="bulk.>"), timeout=5)
+    sender = a.connect()
+    filler = bytes(32 << 10)
+
+    async def send_all() -> None:
+        for i in range(400):
+            await sender.publish(Message.new("bulk.n", i.to_bytes(4, "big") + filler))
+            await asyncio.sleep(0)  # the next one is again the first of its loop turn
+
+    sending = asyncio.create_task(send_all())
+    await until(lambda: any(p.queued for p in a.peers()))  # the socket is full: a queue forms
+    gate.set()
+    async with asyncio.timeout(30):
+        await sending
+        await done.wait()
+    assert got == list(range(400))
+    assert pod.statistics().dropped_overflow == 0
+
+
+@LINKS
+async def test_a_stuck_remote_pod_does_not_hold_up_the_others(node: NodeFactory, link: str) -> None:
     """A pod that never finishes drops by its policy (counted); its neighbours get everything."""
-    a = await node()
-    b = await node(discovery=[StaticDiscovery(a.endpoints())])
+    a, b = await _pair(node, link)
     gate = asyncio.Event()
 
     async def stuck(msg: Message) -> None:

@@ -94,6 +94,25 @@ async def test_dial_by_host_and_port(server: _Server) -> None:
     await link.close()
 
 
+async def test_write_now_writes_at_once_until_the_link_is_closed_or_the_frame_too_large(
+    server: _Server,
+) -> None:
+    """write_now sends a frame without waiting, in order with send; it writes nothing and says
+    False for a frame over the peer's limit and once the link is closed."""
+    link = await _local().dial(server.url, timeout=5)
+    assert isinstance(link, TcpLink)
+    accepted = await server.links.get()
+    assert link.write_now(b"first")
+    await link.send(b"second")
+    assert link.write_now(b"third")
+    assert [await accepted.recv() for _ in range(3)] == [b"first", b"second", b"third"]
+    assert not link.write_now(bytes(4097))  # the server's max_frame_bytes is 4096
+    await link.close()
+    assert not link.write_now(b"after close")
+    with pytest.raises(LinkClosedError):
+        await accepted.recv()
+
+
 async def test_the_receiver_refuses_a_length_over_its_limit_before_the_body(
     server: _Server,
 ) -> None:
