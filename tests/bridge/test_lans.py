@@ -26,10 +26,12 @@ class Sink:
     def __init__(self, pod: Pod) -> None:
         self.got: list[int] = []
         self.ends: asyncio.Queue[str] = asyncio.Queue()
+        self.ends_seen = 0
         pod.on_type("stream.*", self._on)
 
     def _on(self, msg: Message) -> None:
         if msg.type == "stream.end":
+            self.ends_seen += 1
             self.ends.put_nowait(msg.text())
         else:
             self.got.append(int(msg.data))
