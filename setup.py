@@ -25,6 +25,7 @@ COMPILED_MODULES = [
     "gravpy/proto/peer.py",
     "gravpy/mesh/routing.py",
     "gravpy/mesh/peer_link.py",
+    "gravpy/mesh/link_writer.py",
     "gravpy/mesh/traffic.py",
 ]
 

@@ -2,19 +2,11 @@
 
 A PeerLink owns three loops for the life of the link, in one ``TaskGroup``: the reader feeds frames
 to the protocol and hands what arrives to its owner (the hub, through the ``LinkOwner`` port): the
-messages to ``link_messages`` and every other event to ``link_events``; the writer batches queued
-messages into MSGS frames and writes every frame the protocol queued, in order; the ticker runs the
-protocol's timers (pings, the handshake deadline, the dead-link check). When any of them ends, the
-link is closed and ``run`` returns.
-
-A link whose transport can write without waiting (``write_now``, the TCP transport's) sends the
-first message of a loop turn straight out when the writer is idle and nothing is queued: a lone
-request or reply leaves without a hop through the writer task, and the rest of a burst queues for
-the writer as before. If the transport's buffer is full, the frames wait for the writer instead.
-
-Outgoing messages wait in a bounded queue (``queue_limit``). Past half of it the link reports itself
-congested to the bus (``Pod.publish`` waits); when it is full, new messages are dropped and counted
-in ``dropped``.
+messages to ``link_messages`` and every other event to ``link_events``; the writer
+(``gravpy.mesh.link_writer``: the bounded send queue, its batching into MSGS frames, and the direct
+path for a lone message on a transport that can write without waiting) writes every frame in
+order; the ticker runs the protocol's timers (pings, the handshake deadline, the dead-link check).
+When any of them ends, the link is closed and ``run`` returns.
 
 Incoming messages that the owner cannot take yet (a local pod is congested: ``link_messages``
 returns how many it took) wait in the link's own ``backlog``; the reader then holds off reading, so
@@ -34,9 +26,10 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
 from gravpy import _log as logs
-from gravpy.errors import LinkClosedError, UsageError
+from gravpy.errors import LinkClosedError
 from gravpy.filter import Pattern
 from gravpy.mesh.link_stats import LinkDrops, PeerInfo, link_info
+from gravpy.mesh.link_writer import LinkWriter
 from gravpy.mesh.permissions import Identity
 from gravpy.message import Message
 from gravpy.plugins import Link
@@ -120,25 +113,16 @@ class PeerLink:
         self._group_weights: dict[str, Mapping[str, int]] = {}
         self._backlog: deque[Message] = deque()  # received, held while a local pod is congested
         self._backlog_seqs: deque[int] = deque()  # their origin numbers (0: none)
-        self._queue: deque[Message] = deque()
-        self._queue_seqs: deque[int] = deque()  # the origin number of each queued message (0: none)
-        self._queue_limit = queue_limit
-        self._queue_bytes = queue_bytes  # bound on the data and headers of the queued messages
-        self._pending = 0  # bytes of data queued now
-        # publish() waits past a few frames' worth, so the writer starts early and often
-        self._high_water = min(queue_limit // 2, 4 * config.limits.max_batch)
-        self._congested = False
-        self._wake = asyncio.Event()
-        self._wake.set()  # the protocol queued our HELLO
-        # a link that can write without waiting (the TCP transport's ``write_now``) takes the first
-        # message of a loop turn at once when idle: a request or reply leaves without a writer hop
-        self._write_now: Callable[[bytes], bool] | None = getattr(link, "write_now", None)
-        self._writing = False  # the writer is between taking frames and writing the last one
-        self._direct_turn = False  # a message went straight out this loop turn
-        self._unsent: list[bytes] = []  # frames a direct write could not write: the writer's first
+        self._writer = LinkWriter(
+            link,
+            self.proto,
+            self.drops,
+            backpressure,
+            queue_limit=queue_limit,
+            queue_bytes=queue_bytes,
+        )
+        self._wake = self._writer.wake
         self._timer_changed = asyncio.Event()
-        self._closing = False
-        self._close_code = REASON_NORMAL
         self.ended = asyncio.Event()  # set once the link is gone (``finish``)
         self.closed = asyncio.Event()  # set once the transport is closed too (after ``ended``)
         self.acked = asyncio.Event()  # the remote acknowledged our WITHDRAW
@@ -157,7 +141,7 @@ class PeerLink:
 
     @property
     def is_open(self) -> bool:
-        return self.proto.state is LinkState.OPEN and not self._closing
+        return self.proto.state is LinkState.OPEN and not self._writer.closing
 
     def _learn_remote(self, remote: Hello) -> None:
         """The remote's HELLO arrived: who it is, kept as plain fields for the hot path."""
@@ -208,7 +192,7 @@ class PeerLink:
     @property
     def congested(self) -> bool:
         """True while the send queue is over its high-water mark (groups prefer other links)."""
-        return self._congested
+        return self._writer.congested
 
     def group_weights(self, msg_type: str) -> Mapping[str, int]:
         """Members per group that the remote said admit ``msg_type`` (empty once withdrawn)."""
@@ -244,7 +228,7 @@ class PeerLink:
     @property
     def queued(self) -> int:
         """Messages waiting in the send queue."""
-        return len(self._queue)
+        return self._writer.queued
 
     def info(self) -> PeerInfo:
         return link_info(self)
@@ -310,54 +294,7 @@ class PeerLink:
     def enqueue(self, msg: Message, seq: int = 0) -> bool:
         """Queue a message for the remote, with its origin number ``seq`` for a peer (0: none;
         negative: resent). False (and counted) if the queue is full."""
-        queue = self._queue
-        if not queue and self._write_now is not None and self._send_directly(msg, seq):
-            return True
-        size = len(msg.data)
-        if (
-            len(queue) >= self._queue_limit
-            or self._closing
-            or self._pending + size > self._queue_bytes
-        ):
-            self.drops.refuse(closing=self._closing, full=len(queue) >= self._queue_limit)
-            return False
-        queue.append(msg)
-        self._queue_seqs.append(seq)
-        self._pending += size
-        n = len(queue)
-        if n == 1:  # the writer empties the queue before it waits: wake it only then
-            self._wake.set()
-        elif not self._congested and n >= self._high_water:
-            self._congested = True
-            self._bus.mark_congested(self)
-        return True
-
-    def _send_directly(self, msg: Message, seq: int) -> bool:
-        """Write ``msg`` now if the writer is idle and nothing went straight out this loop turn;
-        the rest of a burst queues for the writer, which batches it into frames."""
-        write_now, proto = self._write_now, self.proto
-        if (
-            write_now is None
-            or self._direct_turn
-            or self._writing
-            or self._unsent
-            or self._closing
-            or proto.state is not LinkState.OPEN
-        ):
-            return False
-        self._direct_turn = True
-        asyncio.get_running_loop().call_soon(self._next_turn)
-        self._send_batch([msg], [seq] if seq else None)
-        frames = proto.data_to_send()
-        for i, frame in enumerate(frames):
-            if not write_now(frame):  # the transport's buffer is full: the writer waits for room
-                self._unsent = frames[i:]
-                self._wake.set()
-                break
-        return True
-
-    def _next_turn(self) -> None:
-        self._direct_turn = False
+        return self._writer.enqueue(msg, seq)
 
     def flush(self) -> None:
         """Wake the writer: the protocol has frames to send."""
@@ -369,23 +306,16 @@ class PeerLink:
 
         ``reason`` is a protocol reason code (``gravpy.proto.REASON_*``).
         """
-        if not self._closing:
-            self._closing = True
-            self._close_code = reason
+        if self._writer.end(reason):
             if not self.end_reason:
                 self.end_reason = reason
-            self._wake.set()
             if self._handshake_task is not None:  # waiting for a handshake frame: stop waiting
                 self._interrupted = True
                 self._handshake_task.cancel()
 
     def drop_queue(self) -> int:
-        n = len(self._queue)
-        self._queue.clear()
-        self._queue_seqs.clear()
-        self._pending = 0
-        self._relieve()
-        return n
+        """Forget what is queued; how many there were (the caller counts them by reason)."""
+        return self._writer.drop_queue()
 
     # -- the loops -------------------------------------------------------------------------------
 
@@ -396,7 +326,7 @@ class PeerLink:
                 async with asyncio.TaskGroup() as tg:
                     reader = tg.create_task(self._read(), name="link-read")
                     ticker = tg.create_task(self._tick(), name="link-tick")
-                    await self._write()
+                    await self._writer.run()
                     reader.cancel()
                     ticker.cancel()
         except BaseExceptionGroup as group:  # not ``except*``: mypyc cannot compile that yet
@@ -406,7 +336,7 @@ class PeerLink:
             if rest is not None:
                 raise rest from None
         finally:
-            self._closing = True
+            self._writer.closing = True
             self.drops.link_closed += self.drop_queue()
             # the hub forgets the link now, not after a close handshake a dead peer never answers
             self.finish()
@@ -421,8 +351,10 @@ class PeerLink:
         the REJECT or CLOSE is written (when the transport still can) and False returned."""
         proto = self.proto
         try:
-            await self._write_all()  # our HELLO
-            while proto.state not in (LinkState.OPEN, LinkState.CLOSED) and not self._closing:
+            await self._writer.write_all()  # our HELLO
+            while (
+                proto.state not in (LinkState.OPEN, LinkState.CLOSED) and not self._writer.closing
+            ):
                 frame = await self._handshake_frame(proto.next_timer())
                 now = time.monotonic()
                 events = proto.tick(now) if frame is None else proto.receive_frame(frame, now)
@@ -430,12 +362,10 @@ class PeerLink:
                     self._learn_remote(proto.remote)
                 if events:
                     self._dispatch(events)
-                await self._write_all()
-            if proto.state is LinkState.OPEN and not self._closing:
+                await self._writer.write_all()
+            if proto.state is LinkState.OPEN and not self._writer.closing:
                 return True
-            if proto.state is not LinkState.CLOSED:
-                proto.close(self._close_code)
-            await self._write_all()
+            await self._writer.write_close()
         except LinkClosedError as exc:
             await self._read_refusal()  # the remote may have refused us before our write failed
             if not self.end_reason:
@@ -446,7 +376,7 @@ class PeerLink:
         """Read what the remote sent before it closed (its REJECT, say) until the link ends."""
         proto = self.proto
         try:
-            while proto.state is not LinkState.CLOSED and not self._closing:
+            while proto.state is not LinkState.CLOSED and not self._writer.closing:
                 frame = await self._handshake_frame(proto.next_timer())
                 now = time.monotonic()
                 events = proto.tick(now) if frame is None else proto.receive_frame(frame, now)
@@ -522,8 +452,7 @@ class PeerLink:
         except LinkClosedError as exc:
             if not self.end_reason:
                 self.end_reason = str(exc)
-            self._closing = True
-            self._wake.set()
+            self._writer.end(REASON_NORMAL)
 
     async def _take_backlog(self) -> None:
         self.proto.hold_reading()
@@ -586,69 +515,6 @@ class PeerLink:
                 # nothing has come back for dead_after: do not wait on a write that may never end
                 raise LinkClosedError(f"link to {self.link.remote_address} is dead")
             self._wake.set()
-
-    async def _write(self) -> None:
-        proto = self.proto
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            await self._write_all()
-            if self._closing:
-                if proto.state is not LinkState.CLOSED:
-                    proto.close(self._close_code)
-                await self._write_all()
-                return
-            if proto.state is LinkState.CLOSED:
-                return
-
-    async def _write_all(self) -> None:
-        """Batch the queued messages into frames and write every frame the protocol has."""
-        self._writing = True
-        try:
-            await self._write_frames()
-        finally:
-            self._writing = False
-
-    async def _write_frames(self) -> None:
-        proto, queue, link = self.proto, self._queue, self.link
-        numbers = self._queue_seqs
-        max_batch = proto.config.limits.max_batch
-        if self._unsent:
-            unsent, self._unsent = self._unsent, []
-            for frame in unsent:
-                await link.send(frame)
-        while True:
-            if queue and proto.state is LinkState.OPEN:
-                n = min(len(queue), max_batch)
-                batch = [queue.popleft() for _ in range(n)]
-                seqs = [numbers.popleft() for _ in range(n)]
-                self._pending -= sum(len(m.data) for m in batch)
-                self._send_batch(batch, seqs if any(seqs) else None)
-                if self._congested and len(queue) <= self._high_water // 2:
-                    self._relieve()
-            frames = proto.data_to_send()
-            if not frames:
-                return
-            for frame in frames:
-                await link.send(frame)
-
-    def _send_batch(self, batch: list[Message], seqs: list[int] | None) -> None:
-        try:
-            self.proto.send_messages(batch, seqs)
-        except UsageError:  # a message over the limits: send the others, count it dropped
-            for i, msg in enumerate(batch):
-                try:
-                    self.proto.send_messages([msg], None if seqs is None else seqs[i : i + 1])
-                except UsageError as exc:
-                    self.drops.too_large += 1
-                    _log.warning(
-                        "message_too_large", msg_uuid=msg.uuid, type=msg.type, error=str(exc)
-                    )
-
-    def _relieve(self) -> None:
-        if self._congested:
-            self._congested = False
-            self._bus.relieve(self)
 
     def __repr__(self) -> str:
         return f"<PeerLink {self.uuid or '?'} {self.link.remote_address} {self.proto.state.name}>"
