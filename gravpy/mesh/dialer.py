@@ -10,6 +10,15 @@ jittered backoff. It gives up for good only when the endpoint is this node itsel
 transport dials its scheme, when discovery saw the node leave, or (for gossiped endpoints, which
 anyone could name) after a few consecutive failures.
 
+A node has an endpoint per transport, and mDNS and static lists name them all: the loop of a slower
+endpoint (websocket, http) waits while a faster endpoint of the same node (tcp) has a loop that has
+not failed, so two nodes link over the fastest transport both speak, and do not race links over
+each that end as duplicates. A failure of the faster one (a firewall that passes only WebSocket)
+lets the slower one dial. Discovery reports a node's endpoints one by one (mDNS resolves each of
+its services on its own), so a slower endpoint of a node discovery named waits ``SIBLING_GRACE``
+before its first dial for the faster ones to be reported. The loops wake each other on the
+dialer's ``_turn`` pulse (a dial ended, a loop stopped, an endpoint became wanted).
+
 ``connect_endpoint`` waits on the wanted endpoint's *first link*: a future the link settles when
 its handshake completes (``opened``) or when it ends without opening (``failed``, carrying the
 refusal's reason; a refusal as a duplicate of a link that is up resolves to that link instead).
@@ -18,6 +27,7 @@ refusal's reason; a refusal as a duplicate of a link that is up resolves to that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -43,6 +53,7 @@ __all__ = [
 
 _log = logs.get_logger("gravpy.mesh.dialer")
 GOSSIP_GIVE_UP = 5  # consecutive failed dials before a gossiped endpoint is forgotten
+SIBLING_GRACE = 0.5  # seconds a slower endpoint of a discovered node waits for its faster ones
 
 
 class DialOutcome(enum.Enum):
@@ -75,6 +86,7 @@ class WantedEndpoint:
         self.source = source
         self.task: asyncio.Task[None] | None = None
         self.fallbacks: tuple[str, ...] = ()  # gossip: the node's slower endpoints, to try next
+        self.unreachable = 0  # consecutive dials that failed (a duplicate refusal is no failure)
         self._first: asyncio.Future[PeerLink] | None = None
         self._awaiting = ""  # a duplicate was refused: the first link is the other one to this node
         self._port = port
@@ -136,6 +148,11 @@ class Dialer:
         self._backoff = backoff
         self._wanted: dict[str, WantedEndpoint] = {}
         self._log = log
+        self._turn = asyncio.Event()  # set and replaced when a dial ends or a loop stops
+
+    def _pulse(self) -> None:
+        self._turn.set()
+        self._turn = asyncio.Event()
 
     def endpoints(self) -> list[str]:
         """The endpoints this node keeps links to."""
@@ -153,6 +170,7 @@ class Dialer:
             wanted = WantedEndpoint(endpoint, expected_uuid, source, self._port)
             self._wanted[endpoint] = wanted
             wanted.task = self._port.spawn(self._loop(wanted), f"dial-{endpoint}")
+            self._pulse()
             return wanted
         if expected_uuid is not None and expected_uuid != wanted.expected_uuid:
             # a new node at a known address (restarted, new uuid): expect the one reported now
@@ -239,9 +257,16 @@ class Dialer:
             self.want_fastest(wanted.expected_uuid, list(wanted.fallbacks))
 
     async def _loop(self, wanted: WantedEndpoint) -> None:
+        try:
+            await self._keep(wanted)
+        finally:
+            self._pulse()
+
+    async def _keep(self, wanted: WantedEndpoint) -> None:
         port = self._port
         backoff = self._backoff.new_backoff()
         failures = 0
+        grace = wanted.expected_uuid is not None and _rank(wanted.endpoint) > 0
         while not port.stopping:
             link = port.link_to(wanted)
             if link is not None:  # already linked (perhaps the other side dialled): wait it out
@@ -249,7 +274,19 @@ class Dialer:
                 continue
             if wanted.source == "gone":
                 return
+            turn = self._turn
+            if self._faster(wanted):  # the same node at a faster endpoint: let that one dial
+                await turn.wait()
+                continue
+            if grace:  # a slower endpoint of a discovered node: its faster ones may follow
+                grace = False
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(SIBLING_GRACE):
+                        await turn.wait()
+                continue
             outcome = await port.dial(wanted)
+            self._pulse()
+            wanted.unreachable = wanted.unreachable + 1 if outcome is DialOutcome.FAILED else 0
             if outcome is DialOutcome.OPEN:
                 backoff.reset()
                 failures = 0
@@ -262,6 +299,21 @@ class Dialer:
                     self._give_up(wanted)
                     return
             await asyncio.sleep(backoff.next_delay())
+
+    def _faster(self, wanted: WantedEndpoint) -> bool:
+        """True if a faster endpoint of ``wanted``'s node has a running loop that has not failed."""
+        uuid = wanted.expected_uuid
+        if uuid is None:
+            return False
+        rank = _rank(wanted.endpoint)
+        return any(
+            other.expected_uuid == uuid
+            and _rank(other.endpoint) < rank
+            and other.unreachable == 0
+            and other.task is not None
+            and not other.task.done()
+            for other in self._wanted.values()
+        )
 
 
 # Transports by speed on a LAN: raw TCP, then WebSocket, then HTTP (DESIGN.md section 5).

@@ -24,6 +24,7 @@ from gravpy.errors import TransportError, UsageError
 from gravpy.mesh import PeerInfo
 from gravpy.plugins import DiscoveryContext, PeerReport, load_discovery
 from gravpy.testing import capture_logs
+from transports.tcp import TcpTransport
 from transports.websocket import WebSocketTransport
 
 LOOPBACK = ["127.0.0.1"]
@@ -282,6 +283,31 @@ async def test_two_grav_nodes_link_by_mdns_alone_and_exchange_a_message() -> Non
         async with asyncio.timeout(WAIT):
             msg = await received.get()
     assert msg.data == b"from a"
+
+
+@pytest.mark.usefixtures("loopback_multicast")
+async def test_nodes_with_websocket_and_tcp_link_once_over_tcp() -> None:
+    """Two nodes that each advertise a WebSocket and a TCP endpoint by mDNS link over TCP, the
+    fastest both speak, whichever of each other's services they resolve first."""
+    service_type = _own_service_type()
+
+    def node() -> Grav:
+        return Grav(
+            transport=[
+                WebSocketTransport(host="127.0.0.1", port=0),
+                TcpTransport(host="127.0.0.1", port=0),
+            ],
+            discovery=[MdnsDiscovery(interfaces=LOOPBACK, service_type=service_type)],
+        )
+
+    def linked_to(other: Grav) -> Callable[[list[PeerInfo]], bool]:
+        return lambda peers: any(p.uuid == other.node_uuid and p.state == "open" for p in peers)
+
+    async with node() as a, node() as b:
+        await a.wait_for(linked_to(b), timeout=WAIT)
+        await b.wait_for(linked_to(a), timeout=WAIT)
+        ways = [(p.transport, p.state) for g in (a, b) for p in g.peers()]
+    assert ways == [("tcp", "open"), ("tcp", "open")]
 
 
 def test_the_plugin_is_registered_as_mdns() -> None:

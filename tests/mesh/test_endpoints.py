@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import socket
+from collections.abc import Callable
 
 from discovery.static import StaticDiscovery
 from gravpy.backoff import BackoffPolicy
 from gravpy.daemon.advertise import AdvertisedTransport
 from gravpy.daemon.parsers import Address
 from gravpy.mesh.dialer import fastest
+from gravpy.plugins import DiscoveryContext, PeerReport
+from gravpy.testing import capture_logs
 from transports.http import HttpTransport
+from transports.tcp import TcpTransport
 from transports.websocket import WebSocketTransport
 
 from .conftest import FAST, NodeFactory, linked_to
@@ -66,3 +71,56 @@ async def test_a_gossiped_node_is_dialled_at_a_slower_endpoint_when_its_fastest_
     c = await node(discovery=[StaticDiscovery(b.endpoints())], hub_config=quick)
     # only C can make this link (A dials nothing it hears), and only at ``live``
     await c.wait_for(linked_to(a, b), timeout=20)
+
+
+class Reported:
+    """A discovery plugin that reports the given endpoints of one node, one per loop turn, in
+    order (as mDNS resolves a node's services one by one), then runs until cancelled."""
+
+    name = "reported"
+
+    def __init__(self, node_uuid: str, endpoints: list[str]) -> None:
+        self._node_uuid = node_uuid
+        self._endpoints = endpoints
+
+    async def run(self, ctx: DiscoveryContext, report: Callable[[PeerReport], None]) -> None:
+        for endpoint in self._endpoints:
+            report(PeerReport(endpoint, self._node_uuid, self.name))
+            await asyncio.sleep(0)
+        await asyncio.Event().wait()
+
+
+def ws_and_tcp() -> list[TcpTransport | WebSocketTransport]:
+    return [WebSocketTransport(host="127.0.0.1", port=0), TcpTransport(host="127.0.0.1", port=0)]
+
+
+async def test_a_discovered_node_is_dialled_over_tcp_though_its_websocket_was_reported_first(
+    node: NodeFactory,
+) -> None:
+    """Discovery reports A's WebSocket endpoint, then its TCP one: B links over TCP, and never
+    dials the WebSocket endpoint while the TCP one answers."""
+    a = await node(transport=ws_and_tcp())
+    ws_a = next(ep for ep in a.endpoints() if ep.startswith("ws://"))
+    tcp_a = next(ep for ep in a.endpoints() if ep.startswith("tcp://"))
+    with capture_logs(logger="gravpy.mesh") as logs:
+        b = await node(transport=ws_and_tcp(), discovery=[Reported(a.node_uuid, [ws_a, tcp_a])])
+        await b.wait_for(linked_to(a), timeout=10)
+    assert [(p.transport, p.state) for p in b.peers()] == [("tcp", "open")]
+    assert [(p.transport, p.state) for p in a.peers()] == [("tcp", "open")]
+    assert not [e for e in logs if e.get("reason") == "duplicate"]
+
+
+async def test_a_discovered_node_is_dialled_over_websocket_when_its_tcp_endpoint_fails(
+    node: NodeFactory,
+) -> None:
+    """Discovery reports a TCP endpoint of A where nothing listens, and A's WebSocket endpoint:
+    after the TCP dial fails, B links over WebSocket."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead_port = int(closed.getsockname()[1])
+    a = await node(transport=ws_and_tcp())
+    ws_a = next(ep for ep in a.endpoints() if ep.startswith("ws://"))
+    found = Reported(a.node_uuid, [ws_a, f"tcp://127.0.0.1:{dead_port}"])
+    b = await node(transport=ws_and_tcp(), discovery=[found])
+    await b.wait_for(linked_to(a), timeout=10)
+    assert [(p.transport, p.state) for p in b.peers()] == [("websocket", "open")]
