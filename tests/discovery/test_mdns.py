@@ -22,7 +22,7 @@ from discovery.mdns import MdnsDiscovery, Skip, advert_for, read_record
 from gravpy import Grav, Message
 from gravpy.errors import TransportError, UsageError
 from gravpy.mesh import PeerInfo
-from gravpy.plugins import DiscoveryContext, PeerReport, load_discovery
+from gravpy.plugins import DiscoveryContext, PeerReport, Transport, load_discovery
 from gravpy.testing import capture_logs
 from transports.tcp import TcpTransport
 from transports.websocket import WebSocketTransport
@@ -256,23 +256,34 @@ async def test_an_interface_that_does_not_exist_is_a_transport_error() -> None:
     assert isinstance(info.value.__cause__, OSError)
 
 
+def _mdns_node(service_type: str, *transports: Transport) -> Grav:
+    """A node on 127.0.0.1 with only MdnsDiscovery, on loopback, for ``service_type``."""
+    return Grav(
+        transport=list(transports),
+        discovery=[MdnsDiscovery(interfaces=LOOPBACK, service_type=service_type)],
+    )
+
+
+async def _linked(a: Grav, b: Grav) -> None:
+    """Wait until ``a`` and ``b`` each have an open link to the other."""
+    for one, other in ((a, b), (b, a)):
+        await one.wait_for(_open_link_to(other.node_uuid), timeout=WAIT)
+
+
+def _open_link_to(uuid: str) -> Callable[[list[PeerInfo]], bool]:
+    return lambda peers: any(p.uuid == uuid and p.state == "open" for p in peers)
+
+
 @pytest.mark.usefixtures("loopback_multicast")
 async def test_two_grav_nodes_link_by_mdns_alone_and_exchange_a_message() -> None:
     """Two nodes with only MdnsDiscovery on loopback link, and a message crosses the link."""
     service_type = _own_service_type()  # a gravd running on this machine must not join in
 
     def node() -> Grav:
-        return Grav(
-            transport=WebSocketTransport(host="127.0.0.1", port=0),
-            discovery=[MdnsDiscovery(interfaces=LOOPBACK, service_type=service_type)],
-        )
-
-    def linked_to(other: Grav) -> Callable[[list[PeerInfo]], bool]:
-        return lambda peers: any(p.uuid == other.node_uuid and p.state == "open" for p in peers)
+        return _mdns_node(service_type, WebSocketTransport(host="127.0.0.1", port=0))
 
     async with node() as a, node() as b:
-        await a.wait_for(linked_to(b), timeout=WAIT)
-        await b.wait_for(linked_to(a), timeout=WAIT)
+        await _linked(a, b)
         received: asyncio.Queue[Message] = asyncio.Queue(maxsize=1)
         b.connect().on_type("mdns.hello", received.put_nowait)
         await a.wait_for(
@@ -292,20 +303,14 @@ async def test_nodes_with_websocket_and_tcp_link_once_over_tcp() -> None:
     service_type = _own_service_type()
 
     def node() -> Grav:
-        return Grav(
-            transport=[
-                WebSocketTransport(host="127.0.0.1", port=0),
-                TcpTransport(host="127.0.0.1", port=0),
-            ],
-            discovery=[MdnsDiscovery(interfaces=LOOPBACK, service_type=service_type)],
+        return _mdns_node(
+            service_type,
+            WebSocketTransport(host="127.0.0.1", port=0),
+            TcpTransport(host="127.0.0.1", port=0),
         )
 
-    def linked_to(other: Grav) -> Callable[[list[PeerInfo]], bool]:
-        return lambda peers: any(p.uuid == other.node_uuid and p.state == "open" for p in peers)
-
     async with node() as a, node() as b:
-        await a.wait_for(linked_to(b), timeout=WAIT)
-        await b.wait_for(linked_to(a), timeout=WAIT)
+        await _linked(a, b)
         ways = [(p.transport, p.state) for g in (a, b) for p in g.peers()]
     assert ways == [("tcp", "open"), ("tcp", "open")]
 
