@@ -373,16 +373,8 @@ class Hub:
 
     def _on_end(self, peer: PeerLink, event: Event) -> None:
         if isinstance(event, Rejected):
-            self.admission.count(event.reason)
-            peer.rejected(event.reason)
+            self.admission.ended(peer, event, self._log)  # counted; logged a few per reason
             self.router.routes_changed()
-            self._log.info(
-                "handshake_rejected",
-                peer=peer.uuid or peer.link.remote_address,
-                reason=event.reason,
-                detail=event.detail,
-                by_remote=event.by_remote,
-            )
         elif isinstance(event, ProtocolViolation | LinkDead | Closed):
             if isinstance(event, ProtocolViolation):
                 self._violations[event.reason] = self._violations.get(event.reason, 0) + 1
