@@ -68,6 +68,8 @@ class DropCounts:
         return dataclasses.asdict(self)
 
     def __add__(self, other: DropCounts) -> DropCounts:
+        if other == _NO_DROPS:  # most links lose nothing (every refused handshake)
+            return self
         return DropCounts(*(a + b for a, b in zip(_values(self), _values(other), strict=True)))
 
 
@@ -78,6 +80,7 @@ def _values(drops: DropCounts) -> tuple[int, ...]:
 
 
 DROP_REASONS: Final = tuple(f.name for f in dataclasses.fields(DropCounts))
+_NO_DROPS: Final = DropCounts()
 
 
 class LinkDrops:
