@@ -315,7 +315,7 @@ class Hub:
         """The link is over (the LinkOwner port; called once, before its transport closes)."""
         self.links.discard(peer)
         self.traffic.gate.forget(peer)
-        self._closed.add(peer.info(), peer.was_open)
+        self._closed.add(peer)  # what it carried, without a whole PeerInfo snapshot
         if not self.router.remove(peer):
             return
         self._log.info(
