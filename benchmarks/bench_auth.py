@@ -1,15 +1,18 @@
 """bench_auth: what bad handshakes cost a real gravd, and whether a good client still gets in.
 
 A gravd runs in its own process with an auth file listing one key. A client then makes, for each
-of three attacks, N attempts over WebSocket on 127.0.0.1 (20 at a time), each a full handshake
-driven by gravpy's own ``PeerProtocol``:
+of three attacks, N attempts on 127.0.0.1 (20 at a time), over WebSocket or, with ``--transport
+tcp``, over gravd's TCP listener; each is a full handshake driven by gravpy's own ``PeerProtocol``
+over gravpy's own transport:
 
 - unknown key: a fresh Ed25519 key that the auth file does not list (refused ``unknown_key``);
 - wrong signature: the listed public key, signed with another private key (``bad_signature``);
 - replayed handshake: the HELLO and AUTH of one genuine handshake, sent again on new links
   (refused ``bad_signature``: the signature covered the nonce of the node's first HELLO).
 
-Checks: every attempt is refused with the expected reason, and gravd's /metrics counts them.
+Before the first attack, ``WARM_UP`` unknown-key attempts warm the fresh gravd up (not measured;
+/metrics counts them too). Checks: every attempt is refused with the expected reason, and gravd's
+/metrics counts them.
 Figures: gravd's CPU time per attempt (its utime+stime from /proc, so the loop time it spent),
 attempts per second, and how long a legitimate app takes to attach while each attack runs.
 
@@ -29,23 +32,29 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from _common import Machine, finish, options, say, sizes_for, table
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed
 
 import gravpy
+from gravpy.errors import LinkClosedError
 from gravpy.identity import keygen, load_credentials
+from gravpy.plugins import Link
 from gravpy.proto import NodeInfo, PeerProtocol, Rejected, decode_frame
 from gravpy.proto.frames import Reject
 from gravpy.proto.handshake import Credentials
+from transports.tcp import TcpTransport
+from transports.websocket import WebSocketTransport
 
 CONCURRENCY = 20
+# attempts made (and refused) before the first measured attack, as --against's round 0: a fresh
+# gravd's first connections pay one-off costs (lazy imports, caches), not a per-attempt cost
+WARM_UP = 50
+SCHEMES = {"websocket": "ws", "tcp": "tcp"}  # --transport: the scheme of gravd's endpoint dialled
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@contextlib.asynccontextmanager
+async def dialled(url: str) -> AsyncIterator[Link]:
+    """A link to ``url`` by gravpy's own transport for its scheme (ws:// or tcp://)."""
+    transport = TcpTransport() if url.startswith("tcp:") else WebSocketTransport()
+    link = await transport.dial(url, timeout=10)
+    try:
+        yield link
+    finally:
+        await link.close()
+
+
 async def attempt(url: str, creds: Credentials | None, replay: list[bytes] | None) -> str:
     """One handshake; the reason the node gave for refusing it ("" if it was not refused)."""
     loop = asyncio.get_running_loop()
@@ -77,25 +97,25 @@ async def attempt(url: str, creds: Credentials | None, replay: list[bytes] | Non
         nonce=os.urandom(16),
         credentials=creds,
     )
-    async with ws_connect(url, compression=None) as ws:
+    async with dialled(url) as link:
         outgoing = replay if replay is not None else proto.data_to_send()
         for frame in outgoing:
-            await ws.send(frame)
-        async for raw in ws:
-            assert isinstance(raw, bytes)
-            if replay is not None:  # our protocol object did not send these frames: just read
-                answer = decode_frame(raw)
-                if isinstance(answer, Reject):
-                    return answer.reason
-                continue
-            for event in proto.receive_frame(raw, loop.time()):
-                if isinstance(event, Rejected) and event.by_remote:
-                    return event.reason
-            if replay is None:
+            await link.send(frame)
+        with contextlib.suppress(LinkClosedError):
+            while True:
+                raw = await link.recv()
+                if replay is not None:  # our protocol object did not send these frames: read
+                    answer = decode_frame(raw)
+                    if isinstance(answer, Reject):
+                        return answer.reason
+                    continue
+                for event in proto.receive_frame(raw, loop.time()):
+                    if isinstance(event, Rejected) and event.by_remote:
+                        return event.reason
                 # a node that refuses at HELLO closes before our AUTH: its REJECT is still read
-                with contextlib.suppress(ConnectionClosed):
+                with contextlib.suppress(LinkClosedError):
                     for frame in proto.data_to_send():
-                        await ws.send(frame)
+                        await link.send(frame)
     return ""
 
 
@@ -110,10 +130,10 @@ async def capture(url: str, creds: Credentials) -> list[bytes]:
         credentials=creds,
     )
     sent = proto.data_to_send()
-    async with ws_connect(url, compression=None) as ws:
-        await ws.send(sent[0])
+    async with dialled(url) as link:
+        await link.send(sent[0])
         while len(sent) < 2:
-            proto.receive_frame(await ws.recv(decode=False), loop.time())
+            proto.receive_frame(await link.recv(), loop.time())
             sent += proto.data_to_send()
     return sent[:2]
 
@@ -177,6 +197,16 @@ async def refusal_metrics(monitor: str) -> dict[str, float]:
     return out
 
 
+def endpoint(listening: dict[str, object], scheme: str) -> str:
+    """gravd's first endpoint of ``scheme`` (``ws`` or ``tcp``)."""
+    endpoints = listening["endpoints"]
+    assert isinstance(endpoints, list)
+    found = [str(e) for e in endpoints if str(e).startswith(f"{scheme}://")]
+    if not found:
+        raise RuntimeError(f"gravd listens on no {scheme}:// endpoint: {endpoints}")
+    return found[0]
+
+
 def _listed_app() -> tuple[Path, Credentials, Path]:
     """A temp dir with an app key pair and an auth file listing it: (dir, credentials, file)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench_auth-"))
@@ -189,16 +219,15 @@ def _listed_app() -> tuple[Path, Credentials, Path]:
     return tmp, load_credentials(key), auth
 
 
-async def measure(sizes: Sizes, report: Report) -> None:
+async def measure(sizes: Sizes, report: Report, scheme: str) -> None:
     tmp, listed, auth = _listed_app()
     proc, listening = await start_gravd(auth, tmp / "data")
     assert proc.stdout is not None
     logs = asyncio.ensure_future(proc.stdout.read())  # keep reading gravd's log: never let it block
     try:
-        endpoints = listening["endpoints"]
-        assert isinstance(endpoints, list)
-        url = str(endpoints[0])
+        url = endpoint(listening, scheme)
         replayed = await capture(url, listed)
+        await flood(WARM_UP, lambda: attempt(url, unknown(), None))  # not measured: see WARM_UP
         forger = Ed25519PrivateKey.generate()
         cases: list[tuple[str, str, Callable[[], Awaitable[str]]]] = [
             ("unknown key", "unknown_key", lambda: attempt(url, unknown(), None)),
@@ -243,7 +272,7 @@ async def measure(sizes: Sizes, report: Report) -> None:
         say(table(headers, rows))
         counted = await refusal_metrics(str(listening["monitor"]))
         say(f"  /metrics gravd_handshakes_rejected_total: {counted}")
-        expected = {"unknown_key": sizes.attempts, "bad_signature": 2 * sizes.attempts}
+        expected = {"unknown_key": WARM_UP + sizes.attempts, "bad_signature": 2 * sizes.attempts}
         for reason, n in expected.items():
             if counted.get(reason) != n:
                 report.failures.append(f"/metrics counts {counted.get(reason)} {reason}, not {n}")
@@ -253,16 +282,17 @@ async def measure(sizes: Sizes, report: Report) -> None:
         await logs
 
 
-async def compare(against: str, rounds: int) -> None:
+async def compare(against: str, rounds: int, scheme: str) -> None:
     """gravd CPU per refused attempt of this tree and of ``against``, in alternating batches."""
     tmp, listed, auth = _listed_app()
     trees = {"this tree": None, against: against}
+    nodes: dict[str, tuple[asyncio.subprocess.Process, str, list[bytes], asyncio.Future[bytes]]]
     nodes = {}
     try:
         for name, tree in trees.items():
             proc, listening = await start_gravd(auth, tmp / f"data{len(nodes)}", tree)
             assert proc.stdout is not None
-            url = str(listening["endpoints"][0])  # type: ignore[index]
+            url = endpoint(listening, scheme)
             logs = asyncio.ensure_future(proc.stdout.read())
             nodes[name] = (proc, url, await capture(url, listed), logs)
         forger = Ed25519PrivateKey.generate()
@@ -286,10 +316,10 @@ async def compare(against: str, rounds: int) -> None:
         ]
         say(table(["attack", *(f"{n}: gravd CPU ms/attempt" for n in nodes)], rows))
     finally:
-        for proc, _, _, logs in nodes.values():
+        for proc, _, _, output in nodes.values():
             proc.terminate()
             await proc.wait()
-            await logs
+            await output
 
 
 def unknown() -> Credentials:
@@ -302,15 +332,25 @@ def main() -> int:
     parser = options(__doc__)
     parser.add_argument("--against", metavar="DIR", help="compare with the gravd of source DIR")
     parser.add_argument("--rounds", type=int, default=20, help="with --against: batches of 100")
+    parser.add_argument(
+        "--transport", choices=sorted(SCHEMES), default="websocket", help="how attempts dial"
+    )
     args = parser.parse_args()
+    scheme = SCHEMES[args.transport]
     if args.against:
-        say(f"bench_auth: this tree against {args.against}, {args.rounds} x 100 attempts each")
-        asyncio.run(compare(args.against, args.rounds))
+        say(
+            f"bench_auth: this tree against {args.against}, {args.rounds} x 100 attempts each, "
+            f"over {args.transport}"
+        )
+        asyncio.run(compare(args.against, args.rounds, scheme))
         return 0
     sizes = sizes_for(args, Sizes(attempts=1000), Sizes(attempts=50))
     report = Report(machine=dataclasses.asdict(Machine.here()), attempts=sizes.attempts)
-    say(f"bench_auth: {sizes.attempts} attempts per attack, {CONCURRENCY} at a time")
-    asyncio.run(measure(sizes, report))
+    say(
+        f"bench_auth: {sizes.attempts} attempts per attack, {CONCURRENCY} at a time, "
+        f"over {args.transport}"
+    )
+    asyncio.run(measure(sizes, report, scheme))
     return finish(report, args.json)
 
 

@@ -27,7 +27,7 @@ import contextlib
 import socket
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, cast
 
 from gravpy.errors import LinkClosedError, UsageError
@@ -103,6 +103,7 @@ class TcpLink(asyncio.Protocol):
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
         self._paused = False
+        self._closing = False  # our close frame is written: what comes is read for the peer's
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -124,7 +125,7 @@ class TcpLink(asyncio.Protocol):
         transport.write(GREETING.pack(_MAGIC, _VERSION, self._max_frame))
 
     def data_received(self, data: bytes) -> None:
-        if self._recv_error is not None:
+        if self._recv_error is not None and not self._closing:
             return  # ended: what still comes is dropped
         buffer = self._buffer
         if buffer:
@@ -154,12 +155,15 @@ class TcpLink(asyncio.Protocol):
                     return
                 break
             if size > limit:
-                self._close_here(f"frame of {size} bytes exceeds the limit of {limit}")
+                self._close_here(
+                    f"frame of {size} bytes exceeds the limit of {limit}", framed=False
+                )
                 return
             if end - pos - 4 < size:
                 need = 4 + size
                 break
-            frames.append(data[pos + 4 : pos + 4 + size])
+            if not self._closing:  # after our close only the peer's close frame matters
+                frames.append(data[pos + 4 : pos + 4 + size])
             pos += 4 + size
         if pos < end:
             self._wait_for(data[pos:], need)
@@ -267,6 +271,20 @@ class TcpLink(asyncio.Protocol):
             self.abort()  # whoever waited gave up: nothing is left open behind them
             raise
 
+    async def refuse(self, frames: Sequence[bytes], reason: str) -> None:
+        """End a refused handshake: ``frames`` (the REJECT) and the close frame go out in one
+        write, and this side hangs up at once instead of waiting for the peer to (a refused peer
+        gets no more of this node's time). The peer reads the frames, then the reason."""
+        sock = self._sock
+        fits = all(len(frame) <= self.peer_max_frame for frame in frames)
+        if self._recv_error is None and sock is not None and not sock.is_closing() and fits:
+            self._close_here(reason, b"".join(_HEADER.pack(len(f)) + f for f in frames))
+            sock.close()
+            return
+        for frame in frames:
+            await self.send(frame)
+        await self.close(reason)
+
     def abort(self) -> None:
         """Drop the connection at once, without a close frame."""
         if self._sock is not None:
@@ -334,7 +352,8 @@ class TcpLink(asyncio.Protocol):
     def _read_close(self, data: bytes, pos: int, size: int) -> int:
         """The peer's close frame at ``pos``: 0 once handled, else the bytes it needs in all."""
         if size > MAX_REASON_BYTES:
-            self._close_here(f"a close reason of {size} bytes (at most {MAX_REASON_BYTES})")
+            reason = f"a close reason of {size} bytes (at most {MAX_REASON_BYTES})"
+            self._close_here(reason, framed=False)
             return 0
         if len(data) - pos - 4 < size:
             return 4 + size
@@ -344,14 +363,28 @@ class TcpLink(asyncio.Protocol):
             self._sock.close()  # hang up: the closer waits for it
         return 0
 
-    def _close_here(self, reason: str) -> None:
-        """Close from this side: the close frame goes after what was sent, then wait for the hang-up."""
-        self._end(link_closed(self.remote_address, CLOSED_BY_LOCAL, reason), keep=False)
+    def _close_here(self, reason: str, last: bytes = b"", *, framed: bool = True) -> None:
+        """Close from this side: the close frame goes after what was sent (and ``last``, frames
+        already framed), then wait for the hang-up. Until then what arrives on a greeted link is
+        still cut into frames (unless the peer broke the framing: not ``framed``), only to find
+        the peer's close frame: a peer that closed at the same moment hangs up on ours as we
+        hang up on its (neither waits ``close_timeout`` for the other)."""
         sock = self._sock
+        if self._closing:  # our close is out; the peer broke the framing since: drop it
+            if sock is not None:
+                sock.abort()
+            return
+        partial, need = bytes(self._buffer), self._need  # a frame cut short: its rest follows
+        self._end(link_closed(self.remote_address, CLOSED_BY_LOCAL, reason), keep=False)
         if sock is None or sock.is_closing():
             return
+        greeting = self._greeting
+        if framed and greeting.done() and not greeting.cancelled() and not greeting.exception():
+            self._closing = True
+            self._buffer += partial
+            self._need = need
         data = _reason_bytes(reason)
-        sock.write(_HEADER.pack(_CLOSE_BIT | len(data)) + data)
+        sock.write(last + _HEADER.pack(_CLOSE_BIT | len(data)) + data)
         if self._paused:
             self._paused = False
             sock.resume_reading()  # to see the hang-up

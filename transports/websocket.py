@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any, Final, cast
 from urllib.parse import urlsplit
@@ -39,6 +40,7 @@ from websockets.exceptions import (
 )
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from gravpy.errors import GravError, LinkClosedError, TransportError, UsageError
 from gravpy.plugins import LinkHandler
@@ -103,10 +105,11 @@ class WebSocketLink:
 
     transport: Final = "websocket"
 
-    __slots__ = ("_errors", "_ws", "initiator", "remote_address")
+    __slots__ = ("_errors", "_refused", "_ws", "initiator", "remote_address")
 
     def __init__(self, ws: Connection, *, initiator: bool) -> None:
         self._ws = ws
+        self._refused = False  # ``refuse`` closed it: nothing more to send or wait for
         self.initiator = initiator
         self.remote_address = format_address(ws.remote_address)
         self._errors = _ErrorMap(
@@ -132,7 +135,26 @@ class WebSocketLink:
 
     async def close(self, reason: str = "") -> None:
         """Close with code 1000 and ``reason`` (cut to 123 bytes); waits for the peer's reply."""
+        if self._refused or self._ws.state is State.CLOSED:
+            return
         await self._ws.close(CloseCode.NORMAL_CLOSURE, _close_reason(reason))
+
+    async def refuse(self, frames: Sequence[bytes], reason: str) -> None:
+        """End a refused handshake: ``frames`` (the REJECT) and the close frame go out in one
+        write, then the socket is closed at once. The peer reads why; its close frame is not
+        waited for (a refused peer gets no more of this node's time). Then ``close`` is a no-op.
+        """
+        ws = self._ws
+        if ws.state is not State.OPEN:
+            await self.close(reason)
+            return
+        self._refused = True
+        protocol = ws.protocol
+        for frame in frames:
+            protocol.send_binary(frame)
+        protocol.send_close(CloseCode.NORMAL_CLOSURE, _close_reason(reason))
+        ws.transport.write(b"".join(protocol.data_to_send()))
+        ws.transport.close()
 
     def __repr__(self) -> str:
         role = "dialled" if self.initiator else "accepted"

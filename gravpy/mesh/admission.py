@@ -9,16 +9,20 @@ second link claiming a node uuid that is linked already either replaces the old 
 as a duplicate, by ``may_replace``, the same decision on both sides. A new auth file (SIGHUP) is
 applied to the open links too: a link whose identity is no longer admitted is closed, the others
 run on under their identity's new rules (an app hears its new grant).
+
+Every refusal is counted by reason; the lines logged about them are rate-limited per reason
+(``RefusalLog``) before any is built, so a flood of bad attempts writes a few lines, not one each.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gravpy import _log as logs
 from gravpy.mesh.permissions import GRANT_TYPE, Authority, Refusal, grant_data
+from gravpy.mesh.refusal_log import RefusalLog
 from gravpy.message import Message
-from gravpy.proto import REASON_DUPLICATE, REASON_NOT_ALLOWED, Hello
+from gravpy.proto import REASON_DUPLICATE, REASON_NOT_ALLOWED, Hello, Rejected
 
 if TYPE_CHECKING:
     from gravpy.mesh.peer_link import PeerLink
@@ -35,6 +39,7 @@ class Admission:
         self.authority = authority  # None: every link is accepted
         self._peers = peers  # the router's chosen link per node (the same dict, kept current)
         self.rejected: dict[str, int] = {}  # handshakes refused here or by the remote, by reason
+        self.log_limit = RefusalLog()  # lines about refusals: a few per reason, not one each
         self._log = _log.bind(node=node_uuid)
 
     def admit(self, peer: PeerLink) -> bool:
@@ -60,20 +65,38 @@ class Admission:
         refusal = self.authority.screen(hello.public_key, hello.has_token)
         if refusal is None:
             return None
-        self._log.debug("hello_screened_out", reason=refusal.reason)
         return refusal.reason, refusal.detail
 
     def refuse(self, peer: PeerLink, reason: str, detail: str) -> None:
         """Refuse ``peer`` at HELLO, tell it why, count the reason and log it."""
         self.count(reason)
-        self._log.info(
-            "handshake_refused",
-            peer=peer.uuid,
-            address=peer.link.remote_address,
-            reason=reason,
-            detail=detail,
-        )
+        extra = self.log_limit.admit("handshake_refused", reason)
+        if extra is not None:
+            self._log.info(
+                "handshake_refused",
+                peer=peer.uuid,
+                address=peer.link.remote_address,
+                reason=reason,
+                detail=detail,
+                **extra,
+            )
         peer.reject(reason, detail)
+
+    def ended(self, peer: PeerLink, event: Rejected, log: Any) -> None:
+        """The handshake of ``peer`` was refused by the protocol, here or by the remote (a bad
+        signature, an unlisted key, a failed check): count it, log it on ``log`` (rate-limited)."""
+        self.count(event.reason)
+        peer.rejected(event.reason)
+        extra = self.log_limit.admit("handshake_rejected", event.reason)
+        if extra is not None:
+            log.info(
+                "handshake_rejected",
+                peer=peer.uuid or peer.link.remote_address,
+                reason=event.reason,
+                detail=event.detail,
+                by_remote=event.by_remote,
+                **extra,
+            )
 
     def count(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1

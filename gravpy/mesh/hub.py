@@ -315,7 +315,7 @@ class Hub:
         """The link is over (the LinkOwner port; called once, before its transport closes)."""
         self.links.discard(peer)
         self.traffic.gate.forget(peer)
-        self._closed.add(peer.info(), peer.was_open)
+        self._closed.add(peer)  # what it carried, without a whole PeerInfo snapshot
         if not self.router.remove(peer):
             return
         self._log.info(
@@ -373,16 +373,8 @@ class Hub:
 
     def _on_end(self, peer: PeerLink, event: Event) -> None:
         if isinstance(event, Rejected):
-            self.admission.count(event.reason)
-            peer.rejected(event.reason)
+            self.admission.ended(peer, event, self._log)  # counted; logged a few per reason
             self.router.routes_changed()
-            self._log.info(
-                "handshake_rejected",
-                peer=peer.uuid or peer.link.remote_address,
-                reason=event.reason,
-                detail=event.detail,
-                by_remote=event.by_remote,
-            )
         elif isinstance(event, ProtocolViolation | LinkDead | Closed):
             if isinstance(event, ProtocolViolation):
                 self._violations[event.reason] = self._violations.get(event.reason, 0) + 1

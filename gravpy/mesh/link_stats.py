@@ -68,6 +68,8 @@ class DropCounts:
         return dataclasses.asdict(self)
 
     def __add__(self, other: DropCounts) -> DropCounts:
+        if other == _NO_DROPS:  # most links lose nothing (every refused handshake)
+            return self
         return DropCounts(*(a + b for a, b in zip(_values(self), _values(other), strict=True)))
 
 
@@ -78,6 +80,7 @@ def _values(drops: DropCounts) -> tuple[int, ...]:
 
 
 DROP_REASONS: Final = tuple(f.name for f in dataclasses.fields(DropCounts))
+_NO_DROPS: Final = DropCounts()
 
 
 class LinkDrops:
@@ -232,13 +235,23 @@ class LinkTotals:
     dropped: int = 0
     roles: dict[str, RoleTraffic] = field(default_factory=dict)
 
-    def add(self, info: PeerInfo, was_open: bool) -> None:
-        self.links += 1 if was_open else 0
-        self.messages_in += info.messages_in
-        self.messages_out += info.messages_out
-        self.dropped += info.dropped
-        role = info.role or ROLE_UNKNOWN
-        self.roles[role] = self.roles.get(role, RoleTraffic()) + RoleTraffic.of(info)
+    def add(self, link: PeerLink) -> None:
+        """``link`` ended: count it (if it was open) and what it carried, under its role."""
+        remote = link.proto.remote
+        stats = link.proto.statistics()
+        traffic = RoleTraffic(
+            stats.messages_in,
+            stats.messages_out,
+            stats.bytes_in,
+            stats.bytes_out,
+            link.drops.snapshot(stats.messages_dropped),
+        )
+        self.links += 1 if link.was_open else 0
+        self.messages_in += traffic.messages_in
+        self.messages_out += traffic.messages_out
+        self.dropped += traffic.dropped
+        role = (remote.role if remote else "") or ROLE_UNKNOWN
+        self.roles[role] = self.roles.get(role, RoleTraffic()) + traffic
 
     def by_role(self, live: list[PeerInfo]) -> dict[str, RoleTraffic]:
         """Exact totals per role since start: the ended links' plus those of ``live``."""

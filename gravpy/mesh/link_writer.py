@@ -160,6 +160,21 @@ class LinkWriter:
             self._proto.close(self._close_code)
         await self.write_all()
 
+    async def write_last(self, reason: str) -> None:
+        """The link ends before it opened (a refused handshake): close the protocol (if it is not
+        closed) and write its last frames (the REJECT or CLOSE, and anything before it), then
+        close the link: at once, not waiting for the remote's close, where the transport can
+        (its ``refuse``: a refused attempt then costs one write and no close handshake)."""
+        if self._proto.state is not LinkState.CLOSED:
+            self._proto.close(self._close_code)
+        frames, self._unsent = [*self._unsent, *self._proto.data_to_send()], []
+        refuse = getattr(self._link, "refuse", None)
+        if refuse is not None:
+            await refuse(frames, reason or self._close_code)
+            return
+        for frame in frames:
+            await self._link.send(frame)
+
     async def write_all(self) -> None:
         """Batch the queued messages into frames and write every frame the protocol has."""
         self._writing = True

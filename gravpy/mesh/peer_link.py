@@ -59,6 +59,11 @@ _NO_GROUPS: Mapping[str, int] = {}
 _CHUNK = 32
 
 
+def _refused_or_closed(proto: PeerProtocol) -> bool:
+    """True once the handshake ended without opening (a REJECT or CLOSE is queued last)."""
+    return proto.state is LinkState.CLOSED
+
+
 class PeerLink:
     """One link; see the module docstring. The hub creates it and calls ``run``."""
 
@@ -362,10 +367,11 @@ class PeerLink:
                     self._learn_remote(proto.remote)
                 if events:
                     self._dispatch(events)
-                await self._writer.write_all()
+                if not (self._writer.closing or _refused_or_closed(proto)):  # else: below
+                    await self._writer.write_all()
             if proto.state is LinkState.OPEN and not self._writer.closing:
                 return True
-            await self._writer.write_close()
+            await self._writer.write_last(self.end_reason)
         except LinkClosedError as exc:
             await self._read_refusal()  # the remote may have refused us before our write failed
             if not self.end_reason:

@@ -2,8 +2,11 @@
 
 Theory of operation
 -------------------
-The handshake is symmetric. When a link opens, both sides send HELLO at once. Each side checks
-the remote HELLO (``check_hello``, in a fixed order) and either rejects the link or goes on.
+The handshake is symmetric but for who speaks first. When a link opens, the initiator sends
+HELLO; the acceptor sends its own only once the initiator's has passed its checks
+(``check_hello``, in a fixed order, then its owner's screen), so a HELLO it refuses gets a
+REJECT alone: no HELLO, no signature, no AUTH. The initiator checks the acceptor's HELLO the
+same way. Each side either rejects the link or goes on.
 With a mesh key, each side then sends AUTH, a proof computed by ``auth_proof`` over both HELLO
 frames, and checks the remote's. The caller (the hub, which alone knows about duplicate links)
 then decides: it accepts or rejects. The link is OPEN once each side has sent ACCEPT and received
@@ -133,7 +136,7 @@ CLOSE_REASONS: Final = frozenset(
 class LinkState(enum.Enum):
     """Where a link is. Everything before OPEN is the handshake."""
 
-    AWAIT_HELLO = "await_hello"  # our HELLO is sent; waiting for the remote's
+    AWAIT_HELLO = "await_hello"  # waiting for the remote's HELLO (an initiator sent its own)
     AWAIT_AUTH = "await_auth"  # remote HELLO checked; our AUTH sent, waiting for theirs
     AWAIT_DECISION = "await_decision"  # HelloReceived emitted; the caller must accept or reject
     REMOTE_ACCEPTED = "remote_accepted"  # as AWAIT_DECISION, and the remote already accepted
@@ -312,7 +315,8 @@ def check_hello(local: Hello, remote: Hello, expected_uuid: str | None) -> tuple
     """Why ``remote`` must be refused, as ``(reason, detail)``, or None if it passes.
 
     The checks run in this order: version, self, uuid_mismatch, mesh, role, key presence (proof).
-    Both sides run them, so a symmetric problem is found by both.
+    Both sides run them; the acceptor first (before its own HELLO), so it finds a symmetric
+    problem and the initiator hears it in the REJECT.
     """
     if remote.version != PROTOCOL_VERSION:
         return REASON_VERSION, (

@@ -60,8 +60,9 @@ class PeerProtocol:
 
     ``nonce`` is 16..64 random bytes from the caller (``os.urandom(16)``); ``mesh_key``, when
     set, is at least 16 bytes and must be the same on every node; ``expected_uuid`` is the node
-    uuid discovery reported for the endpoint dialled. ``initiator`` says this side dialled; the
-    protocol itself is symmetric and only reports it back.
+    uuid discovery reported for the endpoint dialled. ``initiator`` says this side dialled: it
+    sends HELLO at once; an acceptor sends its HELLO only once the remote's passed its checks and
+    ``screen`` (a refused HELLO gets a REJECT alone). The protocol is otherwise symmetric.
     """
 
     def __init__(
@@ -130,7 +131,8 @@ class PeerProtocol:
             name=local.name,
         )
         self._hello_raw = encode_frame(self._hello)
-        self._queue(self._hello_raw, now)
+        if initiator:  # the acceptor says HELLO only to a remote whose HELLO passed its checks
+            self._queue(self._hello_raw, now)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -377,6 +379,8 @@ class PeerProtocol:
             problem = self._screen(frame)
         if problem is not None:
             return self._reject_here(*problem, now)
+        if not self.initiator:
+            self._queue(self._hello_raw, now)
         if not (hs.authenticating(self._hello) or hs.authenticating(frame)):
             self._advance(Trigger.NO_KEY)
             return [ev.HelloReceived(frame)]

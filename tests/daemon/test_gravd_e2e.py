@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import signal
 from pathlib import Path
@@ -16,7 +17,8 @@ from gravpy.daemon.monitor import METRIC_NAMES
 from gravpy.filter import Pattern
 from gravpy.mesh import PeerInfo
 from gravpy.message import Message
-from gravpy.plugins import available_discovery
+from gravpy.plugins import Link, available_discovery
+from gravpy.proto import HelloReceived, LinkState, NodeInfo, PeerProtocol
 from gravpy.testing.gravd import (
     GRAVCTL,
     GRAVD,
@@ -26,6 +28,7 @@ from gravpy.testing.gravd import (
     run,
     running_gravd,
 )
+from transports.websocket import WebSocketTransport
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -261,17 +264,11 @@ async def test_sigterm_ends_an_in_flight_request_with_a_clear_error_and_exits_0(
 
 async def test_second_signal_exits_at_once_and_health_is_503_while_draining() -> None:
     """While a drain waits on a silent link, /healthz answers 503 and a second signal exits now."""
-    async with running_gravd() as node:
-        host, port = node.listening["listen"].rsplit(":", 1)
-        reader, writer = await asyncio.open_connection(host, int(port))
+    async with running_gravd("--drain-timeout", "60") as node:
+        # an app that completes its handshake, then never says a word (no WITHDRAW_ACK)
+        link = await WebSocketTransport().dial(node.endpoint, timeout=10)
         try:
-            writer.write(
-                b"GET /meta/message HTTP/1.1\r\nHost: " + f"{host}:{port}".encode() + b"\r\n"
-                b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            )
-            head = await reader.readuntil(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 101"), head  # a link that will never say a word
+            await silent_leaf(link)
             node.process.signal(signal.SIGTERM)
             await node.process.wait_event("draining")
             status, body = await node.get("/healthz")
@@ -279,10 +276,25 @@ async def test_second_signal_exits_at_once_and_health_is_503_while_draining() ->
             node.process.signal(signal.SIGINT)
             result = await node.process.wait()
         finally:
-            writer.close()
-            await asyncio.gather(writer.wait_closed(), return_exceptions=True)
+            await link.close()
     assert result.code == 128 + signal.SIGINT
     forced = [e for e in node.process.events() if e["event"] == "forced_exit"]
     assert forced
     assert forced[0]["signal"] == "SIGINT"
     assert not any(e["event"] == "stopped" for e in node.process.events())
+
+
+async def silent_leaf(link: Link) -> None:
+    """Drive a leaf's handshake on ``link`` to OPEN, then leave the link alone."""
+    proto = PeerProtocol(
+        NodeInfo("silent-leaf", role="leaf"), initiator=True, now=0.0, nonce=os.urandom(16)
+    )
+    async with asyncio.timeout(10):
+        while proto.state is not LinkState.OPEN:
+            for frame in proto.data_to_send():
+                await link.send(frame)
+            for event in proto.receive_frame(await link.recv(), 0.0):
+                if isinstance(event, HelloReceived):
+                    proto.accept()
+        for frame in proto.data_to_send():
+            await link.send(frame)

@@ -105,6 +105,7 @@ async def test_a_discovered_node_is_dialled_over_tcp_though_its_websocket_was_re
     with capture_logs(logger="gravpy.mesh") as logs:
         b = await node(transport=ws_and_tcp(), discovery=[Reported(a.node_uuid, [ws_a, tcp_a])])
         await b.wait_for(linked_to(a), timeout=10)
+        await a.wait_for(linked_to(b), timeout=10)  # the acceptor opens half a round trip later
     assert [(p.transport, p.state) for p in b.peers()] == [("tcp", "open")]
     assert [(p.transport, p.state) for p in a.peers()] == [("tcp", "open")]
     assert not [e for e in logs if e.get("reason") == "duplicate"]

@@ -69,14 +69,19 @@ def test_either_side_may_accept_first(first: str) -> None:
     assert pair.a.state is pair.b.state is LinkState.OPEN
 
 
-def test_hello_is_sent_at_once_by_both_sides() -> None:
-    """A fresh protocol has exactly its HELLO queued, whether or not it dialled."""
-    for initiator in (True, False):
-        proto = make("node-x", initiator=initiator)
-        frames = proto.data_to_send()
-        assert len(frames) == 1
-        assert frames[0][1] == FrameKind.HELLO
-        assert proto.initiator is initiator
+def test_the_initiator_says_hello_first_and_the_acceptor_answers_it() -> None:
+    """A fresh initiator has exactly its HELLO queued; a fresh acceptor has nothing queued until
+    the remote's HELLO passed its checks, then its own HELLO goes first."""
+    dialler = make("node-a", initiator=True)
+    frames = dialler.data_to_send()
+    assert len(frames) == 1
+    assert frames[0][1] == FrameKind.HELLO
+    acceptor = make("node-b", initiator=False)
+    assert acceptor.data_to_send() == []
+    assert [type(e) for e in acceptor.receive_frame(frames[0], START)] == [HelloReceived]
+    answer = acceptor.data_to_send()
+    assert [f[1] for f in answer] == [FrameKind.HELLO]
+    assert (dialler.initiator, acceptor.initiator) == (True, False)
 
 
 def assert_rejected_both_sides(pair: Link, reason: str, *, by: str) -> None:
@@ -126,7 +131,7 @@ def test_reject_self() -> None:
     """A node that reaches itself refuses the link with "self" (both ends see it)."""
     a = make("node-a", initiator=True)
     b = make("node-a", initiator=False)
-    assert_rejected_both_sides(Link(a, b), REASON_SELF, by="both")
+    assert_rejected_both_sides(Link(a, b), REASON_SELF, by="b")
 
 
 def test_reject_uuid_mismatch() -> None:
@@ -147,7 +152,7 @@ def test_expected_uuid_that_matches_passes() -> None:
 def test_reject_mesh() -> None:
     """Nodes of two different named meshes refuse each other with "mesh"."""
     pair = link(a_belongs_to="red", b_belongs_to="blue")
-    assert_rejected_both_sides(pair, REASON_MESH, by="both")
+    assert_rejected_both_sides(pair, REASON_MESH, by="b")
 
 
 @pytest.mark.parametrize(("mesh_a", "mesh_b"), [("red", "red"), ("*", "blue"), ("red", "*")])
@@ -160,7 +165,7 @@ def test_mesh_wildcard_or_equal_names_link(mesh_a: str, mesh_b: str) -> None:
 def test_reject_leaf_to_leaf() -> None:
     """Two leaves refuse each other with "role": a leaf attaches only to a peer."""
     pair = link(role="leaf")
-    assert_rejected_both_sides(pair, REASON_ROLE, by="both")
+    assert_rejected_both_sides(pair, REASON_ROLE, by="b")
 
 
 def test_leaf_links_to_peer() -> None:
@@ -178,10 +183,12 @@ def test_reject_wrong_key() -> None:
 
 @pytest.mark.parametrize("keyed_side", ["a", "b"])
 def test_reject_key_on_one_side_only(keyed_side: str) -> None:
-    """A key on one side only is refused with "proof" before any AUTH is sent."""
+    """A key on one side only is refused with "proof" before any AUTH is sent: the acceptor
+    answers the initiator's HELLO with REJECT alone."""
     pair = link(**{f"{keyed_side}_mesh_key": KEY})
-    assert_rejected_both_sides(pair, REASON_PROOF, by="both")
-    assert pair.a.statistics().frames_out == 2  # HELLO, REJECT: no AUTH
+    assert_rejected_both_sides(pair, REASON_PROOF, by="b")
+    assert pair.a.statistics().frames_out == 1  # HELLO
+    assert pair.b.statistics().frames_out == 1  # REJECT: no HELLO, no AUTH
 
 
 def test_caller_reject_duplicate() -> None:

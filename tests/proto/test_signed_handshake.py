@@ -6,7 +6,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gravpy.proto import Hello, HelloReceived, NodeInfo, PeerProtocol, Rejected, decode_frame
-from gravpy.proto.frames import Auth
+from gravpy.proto.frames import Auth, Reject
 from gravpy.proto.handshake import Credentials
 
 from .wiring import make
@@ -19,13 +19,14 @@ def credentials() -> Credentials:
 
 
 def side(uuid: str, creds: Credentials | None, nonce: bytes = b"b" * 16) -> PeerProtocol:
-    return PeerProtocol(NodeInfo(uuid), initiator=False, now=100.0, nonce=nonce, credentials=creds)
+    """The dialling side (an app): it says HELLO first."""
+    return PeerProtocol(NodeInfo(uuid), initiator=True, now=100.0, nonce=nonce, credentials=creds)
 
 
 def test_a_signed_hello_is_accepted_and_the_key_is_reported_verified() -> None:
     """A side with a key pair signs; the other verifies and reports the key as proven."""
     creds = credentials()
-    a = make("node-a", initiator=True)
+    a = make("node-a", initiator=False)
     b = side("node-b", creds)
     for frame in b.data_to_send():
         a.receive_frame(frame, 100.0)
@@ -39,7 +40,7 @@ def test_a_signed_hello_is_accepted_and_the_key_is_reported_verified() -> None:
 def test_a_replayed_handshake_is_refused_with_bad_signature() -> None:
     """HELLO and AUTH captured from one handshake fail against a fresh nonce: bad_signature."""
     creds = credentials()
-    victim = make("node-a", initiator=True)
+    victim = make("node-a", initiator=False)
     signer = side("node-b", creds)
     captured = signer.data_to_send()  # its HELLO
     for frame in captured:
@@ -56,8 +57,9 @@ def test_a_replayed_handshake_is_refused_with_bad_signature() -> None:
 
 
 def test_a_screened_out_hello_is_refused_before_any_auth_is_sent() -> None:
-    """A HELLO its owner's screen refuses (an unlisted key) is rejected at once: the refusing
-    side never signs or sends AUTH, and the reason reaches the other side."""
+    """A HELLO the acceptor's screen refuses (an unlisted key) is rejected at once: the refusing
+    side sends its REJECT and nothing else (no HELLO of its own, no AUTH signed), and the reason
+    reaches the other side."""
     creds = credentials()
     seen: list[bytes] = []
 
@@ -66,14 +68,15 @@ def test_a_screened_out_hello_is_refused_before_any_auth_is_sent() -> None:
         return ("unknown_key", "this node does not list the public key presented")
 
     guard = PeerProtocol(
-        NodeInfo("node-a"), initiator=True, now=100.0, nonce=b"a" * 16, screen=screen
+        NodeInfo("node-a"), initiator=False, now=100.0, nonce=b"a" * 16, screen=screen
     )
+    assert guard.data_to_send() == []  # the acceptor waits for the remote's HELLO
     dialler = side("node-b", creds)
     for frame in dialler.data_to_send():  # its HELLO, with its public key
         events = guard.receive_frame(frame, 100.0)
     assert seen == [creds.public_key]
     assert [(type(e), getattr(e, "reason", "")) for e in events] == [(Rejected, "unknown_key")]
     raw = guard.data_to_send()
-    assert not any(isinstance(decode_frame(frame), Auth) for frame in raw)
+    assert [type(decode_frame(frame)) for frame in raw] == [Reject]  # no HELLO, no AUTH
     told = [e for frame in raw for e in dialler.receive_frame(frame, 100.0)]
     assert [e.reason for e in told if isinstance(e, Rejected)] == ["unknown_key"]
