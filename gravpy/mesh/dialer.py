@@ -87,6 +87,9 @@ class WantedEndpoint:
         self.task: asyncio.Task[None] | None = None
         self.fallbacks: tuple[str, ...] = ()  # gossip: the node's slower endpoints, to try next
         self.unreachable = 0  # consecutive dials that failed (a duplicate refusal is no failure)
+        # the node a link dialled here opened to: a link to it, whoever dialled, serves this
+        # endpoint (a node's HELLO names its fastest endpoint, not necessarily this one)
+        self.linked_uuid: str | None = None
         self._first: asyncio.Future[PeerLink] | None = None
         self._awaiting = ""  # a duplicate was refused: the first link is the other one to this node
         self._port = port
@@ -100,6 +103,8 @@ class WantedEndpoint:
     def opened(self, link: PeerLink) -> None:
         """A link dialled for this endpoint (or the one it was a duplicate of) opened."""
         self._awaiting = ""
+        if link.uuid:
+            self.linked_uuid = link.uuid
         if self._first is not None and not self._first.done():
             self._first.set_result(link)
 

@@ -260,6 +260,7 @@ class Hub:
             if link.is_open and (
                 link.dial_endpoint == wanted.endpoint
                 or (wanted.expected_uuid is not None and link.uuid == wanted.expected_uuid)
+                or (wanted.linked_uuid is not None and link.uuid == wanted.linked_uuid)
                 or (link.remote is not None and link.remote.endpoint == wanted.endpoint)
             ):
                 return link
@@ -300,6 +301,7 @@ class Hub:
             dial_endpoint=wanted.endpoint if wanted is not None else "",
             dialer=wanted,
             screen=self.admission.screen,
+            origin_seq=self.traffic.origin_seq,
         )
 
     async def _run_link(self, peer: PeerLink) -> None:
@@ -402,10 +404,19 @@ class Hub:
                 was_open=existing.is_open,
             )
             existing.end(REASON_DUPLICATE)
+            self._resume_baseline(existing)
             self._interests.remove(existing)
             self._readvertise_soon()
         self.router.add(peer)
         peer.accept()
+
+    def _resume_baseline(self, replaced: PeerLink) -> None:
+        """A replaced link may have carried messages we now ignore (it is closed here first): the
+        new link asks the origin to resend from the number in the old link's HELLO, if nothing
+        newer is known (a node heard from before already has its number)."""
+        remote = replaced.remote
+        if self.local.role == ROLE_PEER and replaced.is_peer and remote is not None:
+            self.traffic.resumption.baseline(replaced.uuid, remote.origin_seq)
 
     def set_authority(self, authority: Authority | None) -> int:
         """Install new auth rules (SIGHUP): new links meet them at once; an open link whose
