@@ -83,6 +83,7 @@ class PeerLink:
         dial_endpoint: str = "",
         dialer: DialWaiter | None = None,
         screen: Callable[[Hello], tuple[str, str] | None] | None = None,
+        origin_seq: int = 0,
     ) -> None:
         self.link = link
         self._owner = owner
@@ -97,6 +98,7 @@ class PeerLink:
             config=config,
             credentials=credentials,
             screen=screen,
+            origin_seq=origin_seq,
         )
         self.identity: Identity | None = None  # what the auth file grants (None: no auth file)
         # who the remote is, known from its HELLO on (``_learn_remote``): "", False, False before

@@ -22,6 +22,13 @@ the seen-set drops what arrived both live and resent, so each message is deliver
 A link that ends before the resume end releases what it held (and the next link asks again from
 the last number).
 
+A link that replaces another to the same node (two nodes dialled each other at once) opens a
+window: what the origin sent on the old link after this side closed it is ignored here. If this
+side has heard nothing numbered from that origin yet, it has no number to resume from; so each
+HELLO carries the sender's last origin number (``Hello.origin_seq``), and replacing a link makes
+the old link's number the *baseline* (``baseline``): the new link asks the origin for everything
+after it, and the seen-set drops what the old link did deliver.
+
 Restarts
 --------
 An origin that restarted with a new uuid is a new node: nothing is asked of it. gravd with a data
@@ -134,6 +141,10 @@ class Resumption(Generic[L]):
     def restore(self, positions: Mapping[str, int]) -> None:
         """Positions kept across a restart of this node (``gravpy.daemon.positions``)."""
         self.last.update(positions)
+
+    def baseline(self, origin: str, seq: int) -> None:
+        """A number to resume ``origin`` from, if none is known: the next link asks after it."""
+        self.last.setdefault(origin, seq)
 
     def seen(self, origin: str, seq: int) -> None:
         if seq > self.last.get(origin, 0):

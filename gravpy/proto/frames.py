@@ -121,6 +121,9 @@ class Hello:
     # the application's name, for operators (leaves listing, gravctl peers); empty if none. An
     # optional last element: version-5 nodes that predate it read the first ten and ignore it
     name: str = ""
+    # the last origin number the sender gave a message when it made this HELLO (0: none or a
+    # leaf): the receiver's baseline for resuming after the link is replaced (gravpy.mesh.resume)
+    origin_seq: int = 0
 
     def to_wire(self) -> list[Any]:
         """The msgpack array of this frame."""
@@ -136,8 +139,10 @@ class Hello:
             self.public_key,
             self.has_token,
         ]
-        if self.name:
+        if self.name or self.origin_seq:
             wire.append(self.name)
+        if self.origin_seq:
+            wire.append(self.origin_seq)
         return wire
 
 

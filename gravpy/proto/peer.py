@@ -60,7 +60,8 @@ class PeerProtocol:
 
     ``nonce`` is 16..64 random bytes from the caller (``os.urandom(16)``); ``mesh_key``, when
     set, is at least 16 bytes and must be the same on every node; ``expected_uuid`` is the node
-    uuid discovery reported for the endpoint dialled. ``initiator`` says this side dialled: it
+    uuid discovery reported for the endpoint dialled. ``origin_seq`` is the last origin number the
+    node gave (its HELLO carries it: a receiver's resume baseline, ``gravpy.mesh.resume``). ``initiator`` says this side dialled: it
     sends HELLO at once; an acceptor sends its HELLO only once the remote's passed its checks and
     ``screen`` (a refused HELLO gets a REJECT alone). The protocol is otherwise symmetric.
     """
@@ -77,6 +78,7 @@ class PeerProtocol:
         config: ProtocolConfig | None = None,
         credentials: hs.Credentials | None = None,
         screen: Callable[[Hello], tuple[str, str] | None] | None = None,
+        origin_seq: int = 0,
     ) -> None:
         if type(nonce) is not bytes or not MIN_NONCE_LENGTH <= len(nonce) <= MAX_NONCE_LENGTH:
             raise UsageError(f"nonce must be {MIN_NONCE_LENGTH}..{MAX_NONCE_LENGTH} random bytes")
@@ -129,6 +131,7 @@ class PeerProtocol:
             public_key=self._credentials.public_key,
             has_token=bool(self._credentials.token),
             name=local.name,
+            origin_seq=origin_seq,
         )
         self._hello_raw = encode_frame(self._hello)
         if initiator:  # the acceptor says HELLO only to a remote whose HELLO passed its checks

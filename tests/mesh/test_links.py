@@ -30,9 +30,12 @@ from gravpy.errors import (
     WaitTimeout,
 )
 from gravpy.mesh import HubConfig, PeerInfo
-from gravpy.plugins import DiscoveryContext, PeerReport
+from gravpy.plugins import DiscoveryContext, PeerReport, Transport
 from gravpy.proto import ProtocolConfig
 from gravpy.testing import capture_logs
+from tests._bus_helpers import until
+from transports.tcp import TcpTransport
+from transports.websocket import WebSocketTransport
 
 from .conftest import NodeFactory, linked_to
 
@@ -424,3 +427,39 @@ async def test_a_killed_peer_under_traffic_is_forgotten_at_once_and_relinked(
         assert forgotten_after < 3.0, forgotten_after  # dead_after is 30 s here
     async with node_process(port) as (_, again):
         await a.wait_for(ready(again["uuid"]), timeout=15)
+
+
+async def test_a_replaced_link_resumes_from_the_old_links_hello(node: NodeFactory) -> None:
+    """Two nodes that link twice (each dialled the other) keep one link; each side asks the other
+    to resend from the origin number the replaced link's HELLO carried (what crossed the switch
+    on the old link is not lost though nothing numbered was heard before), and messages flow
+    on the kept link."""
+
+    def both() -> list[Transport]:  # a node's HELLO names its tcp endpoint; b dials its ws one
+        return [
+            WebSocketTransport(host="127.0.0.1", port=0),
+            TcpTransport(host="127.0.0.1", port=0),
+        ]
+
+    a = await node(node_uuid="f" * 8 + "-a", transport=both())
+    b = await node(node_uuid="0" * 8 + "-b", transport=both())  # its dial wins the tie
+    got: asyncio.Queue[Message] = asyncio.Queue()
+    b.connect().on_type("kept.>", got.put_nowait)
+    sender = a.connect()
+    for i in range(3):  # numbered 1..3 at a before any link: a's HELLOs carry 3
+        sender.send(Message.new("unheard.n", str(i)))
+    with capture_logs(logger="gravpy.mesh") as logs:
+        await a.connect_endpoint(b.endpoints()[0])
+        ws_a = next(ep for ep in a.endpoints() if ep.startswith("ws://"))
+        await b.connect_endpoint(ws_a)
+        await until(
+            lambda: any(e.get("event") == "resent" and e["node"] == a.node_uuid for e in logs)
+        )
+        await a.wait_for(linked_to(b, interest="kept.>"), timeout=5)
+    replaced = sorted(e["peer"] for e in logs if e.get("event") == "link_replaced")
+    assert replaced == sorted([a.node_uuid, b.node_uuid])  # each side replaced the first link
+    resent = [(e["node"], e["after"]) for e in logs if e.get("event") == "resent"]
+    assert (a.node_uuid, 3) in resent  # b asked a from the number in a's first HELLO
+    sender.send(Message.new("kept.n", "after the switch"))
+    async with asyncio.timeout(5):
+        assert (await got.get()).text() == "after the switch"

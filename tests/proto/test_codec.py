@@ -22,6 +22,7 @@ from gravpy.proto import (
 )
 from gravpy.proto.codec import _decode_careful, _decode_msgs_typed  # the two paths compared
 from gravpy.proto.frames import (
+    PROTOCOL_VERSION,
     Frame,
     FrameKind,
     Hello,
@@ -228,6 +229,40 @@ def test_hello_from_a_later_version_keeps_its_prefix_readable() -> None:
     hello = decode_frame(raw)
     assert isinstance(hello, Hello)
     assert hello.version == 2
+
+
+def test_hello_carries_its_origin_number_after_the_name() -> None:
+    """A HELLO's origin number travels after the name (an empty name is written to keep its
+    place) and reads back; a HELLO without one reads as 0."""
+    nonce = b"n" * 16
+    for name in ("", "billing"):
+        hello = Hello("u", "peer", "*", "ws://h:1/p", nonce, False, name=name, origin_seq=41)
+        assert decode_frame(encode_frame(hello)) == hello
+    plain = Hello("u", "peer", "*", "", nonce, False)
+    assert decode_frame(encode_frame(plain)).origin_seq == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("bad", [-1, 1 << 63, "7", 1.5, None])
+def test_a_hello_origin_number_that_is_not_a_small_natural_number_is_refused(bad: object) -> None:
+    """An origin number that is negative, too large or not an int is a FrameError."""
+    raw = msgpack.packb(
+        [
+            FrameKind.HELLO,
+            PROTOCOL_VERSION,
+            "n",
+            "peer",
+            "*",
+            "",
+            b"x" * 16,
+            False,
+            b"",
+            False,
+            "",
+            bad,
+        ]
+    )
+    with pytest.raises(FrameError, match="origin_seq"):
+        decode_frame(raw)
 
 
 def test_bytes_like_input_is_accepted() -> None:
