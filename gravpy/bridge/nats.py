@@ -80,6 +80,7 @@ class NatsBridge:
         self._mesh_wants: tuple[str, ...] = ()
         self._mesh_groups: Groups = ()  # (group, pattern, members) this mesh has
         self._subscribed: tuple[tuple[str, ...], Groups] = ((), ())  # what is announced
+        self._bridge_wants: tuple[str, ...] = ()  # what the mesh's other bridges' nodes want
         self._remote_view: frozenset[tuple[str, str, tuple[str, ...]]] = frozenset()
         self._interests = MeshInterests()
         self._routed = reduce_patterns(set(self.config.export))  # what remote meshes want
@@ -260,7 +261,7 @@ class NatsBridge:
             await self._subs_dirty.wait()
             self._subs_dirty.clear()
             wants, groups = self._mesh_wants, self._mesh_groups  # a change meanwhile: again
-            patterns = set(wants) | {p for _, p, _ in groups}
+            patterns = {*wants, *self._bridge_wants, *(p for _, p, _ in groups)}
             wanted = {self._subjects.subscription(p) for p in reduce_patterns(patterns)}
             for subject in set(self._subs) - wanted:
                 await self._subs.pop(subject).unsubscribe()
@@ -314,6 +315,10 @@ class NatsBridge:
 
     def _table_changed(self) -> None:
         self._recompute_wants()
+        bridge_wants = self._table.own_mesh_patterns()
+        if bridge_wants != self._bridge_wants:  # subscribed (and advertised) as well
+            self._bridge_wants = bridge_wants
+            self._subs_dirty.set()
         self._update_exporter()
         table = self._table
         view = table.remote_view()
@@ -328,7 +333,7 @@ class NatsBridge:
         stands by what its mesh wants too (so the active bridge's deliveries reach it)."""
         patterns = set(self._routed)
         if not self._exporting:
-            patterns.update(self._mesh_wants)
+            patterns.update(self._mesh_wants, self._bridge_wants)
             patterns.update(p for _, p, _ in self._mesh_groups)
         advertised = reduce_patterns(patterns)
         if advertised != self._advertised:
@@ -396,7 +401,7 @@ class NatsBridge:
             imported=self._importer.imported,
             queued=len(self._outbox),
             lost=dict(self._outbox.lost),
-            mesh_wants=self._mesh_wants,
+            mesh_wants=reduce_patterns({*self._mesh_wants, *self._bridge_wants}),
             remote_wants=self._table.remote_patterns(),
             remote_meshes=self._table.remote_meshes(),
             mesh_groups=tuple(f"{g} {p}" for g, p, _ in self._mesh_groups),
