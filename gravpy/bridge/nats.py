@@ -87,6 +87,7 @@ class NatsBridge:
         self._advertised = self._routed
         self._closed = asyncio.Event()
         self._exporting = False
+        self._active: str | None = None  # the node uuid of this mesh's active bridge
         self._ready = False
         self._subs: dict[str, Subscription] = {}
         self._subs_dirty = asyncio.Event()
@@ -147,8 +148,7 @@ class NatsBridge:
     def _active_takes(self, msg_type: str) -> bool:
         """True if the mesh's active bridge is linked to this node and admits ``msg_type``: the
         node that sent a message to this standby (full mesh: any node) sent it there too."""
-        active = self._table.exporter(self._ready)
-        host = self._host
+        active, host = self._active, self._host
         return active is not None and host is not None and host.peer_wants(active, msg_type)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -306,7 +306,9 @@ class NatsBridge:
             return
         if self._table.heard(ann, time.monotonic()):
             self._table_changed()
-        if ann.node == self._table.exporter(self._ready):
+        elif ann.mesh == self._table.mesh:  # (its ready flag may elect it: no view change)
+            self._update_exporter()
+        if ann.node == self._active:
             self._importer.active_lives(self.config.announce_interval)
         if ann.query:
             self._announce_now.set()
@@ -357,7 +359,8 @@ class NatsBridge:
             self._readvertise()
 
     def _update_exporter(self) -> None:
-        active = self._table.exporter(self._ready) == self._table.node
+        self._active = self._table.exporter(self._ready)  # (read per message on a standby)
+        active = self._active == self._table.node
         if active != self._exporting:
             self._exporting = active
             if active:
