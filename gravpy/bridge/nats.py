@@ -148,6 +148,8 @@ class NatsBridge:
     def _active_takes(self, msg_type: str) -> bool:
         """True if the mesh's active bridge is linked to this node and admits ``msg_type``: the
         node that sent a message to this standby (full mesh: any node) sent it there too."""
+        if not self._ready:  # it may not have heard the active bridge yet: leave it the export
+            return True
         active, host = self._active, self._host
         return active is not None and host is not None and host.peer_wants(active, msg_type)
 
