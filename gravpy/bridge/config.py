@@ -94,6 +94,7 @@ class NatsBridgeStatistics:
     recovered: int = 0  # delivered from the shadow on taking over
     struck: int = 0  # held, then seen delivered by the active bridge
     shadow_expired: int = 0  # held past the shadow's age, never seen delivered
+    standby_exported: int = 0  # exported while standing by: the active bridge could not take them
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -117,6 +118,7 @@ class NatsBridgeStatistics:
             "recovered": self.recovered,
             "struck": self.struck,
             "shadow_expired": self.shadow_expired,
+            "standby_exported": self.standby_exported,
         }
 
 

@@ -26,14 +26,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from msgspec.structs import replace
 from nats.aio.msg import Msg
 
 from gravpy.bridge.port import BridgeHost
 from gravpy.bridge.sequence import Gaps, sequence_of
 from gravpy.bridge.shadow import Held, Shadow
-from gravpy.bridge.subjects import H_META, SubjectMap, from_nats
+from gravpy.bridge.subjects import (
+    H_META,
+    NO_RESPONDERS_STATUS,
+    STATUS_HEADER,
+    SubjectMap,
+    from_nats,
+    type_of_tokens,
+)
 from gravpy.errors import MessageError, UsageError
-from gravpy.message import Message
+from gravpy.failure import no_responders_reply
+from gravpy.message import Message, new_id
 from gravpy.recent import RecentMap
 
 __all__ = ["Importer"]
@@ -82,6 +91,22 @@ class Importer:
         if shadow.overflow != self._overflow:
             self._overflow = shadow.overflow
             self._count("shadow_overflow", 1)
+
+    def reply(self, tail: str, data: bytes, headers: dict[str, str]) -> None:
+        """A reply on the bridge's inbox; ``tail`` is ``<request uuid>.<request type tokens>``.
+        NATS's no-responders status becomes the asker's ``NoResponders``."""
+        request, _, tokens = tail.partition(".")
+        try:
+            if headers.get(STATUS_HEADER) == NO_RESPONDERS_STATUS:
+                msg = no_responders_reply(request, type_of_tokens(tokens))
+            else:
+                msg = from_nats(None, data, headers, "reply", reply_to=request)[0]
+        except MessageError:
+            self._count("bad_message", 1)
+            return
+        if msg.uuid == request:  # a plain responder echoed the request's headers (nats-py's
+            msg = replace(msg, uuid=new_id())  # Msg.respond): a new message, not the request
+        self.inject(msg)
 
     def _missing(self, subject: str, headers: dict[str, str]) -> int:
         """The numbers missing before this message (``gravpy.bridge.sequence``)."""

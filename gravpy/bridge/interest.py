@@ -15,7 +15,9 @@ until it is older than ``ttl`` or the bridge says ``bye``, and answers:
   the remote meshes want) the old exporter keeps publishing; when two briefly both publish, the
   copies carry the same uuid and every node's seen-set drops the second.
 - ``own_bridges()``: the nodes of this mesh that bridge, whose advertised interests include the
-  remote meshes' and are therefore not this mesh's own wants.
+  remote meshes' and are therefore not this mesh's own wants; ``own_mesh_patterns()``: what
+  those bridges announced their own nodes want (so every bridge subscribes for a pod on another
+  bridging node too).
 
 Times are passed in (``now``), so the table is tested without a clock.
 """
@@ -109,6 +111,15 @@ class InterestTable:
         """The other nodes of this mesh that bridge."""
         return frozenset(n for n, h in self._heard.items() if h.announcement.mesh == self.mesh)
 
+    def own_mesh_patterns(self) -> tuple[str, ...]:
+        """What the other bridges of this mesh announced (each its own node's and non-bridge
+        peers' wants, never what it learned from another bridge: no pattern outlives its pod)."""
+        patterns: set[str] = set()
+        for h in self._heard.values():
+            if h.announcement.mesh == self.mesh:
+                patterns.update(h.announcement.patterns)
+        return reduce_patterns(patterns)
+
     def exporter(self, self_ready: bool) -> str | None:
         """The node uuid of this mesh's exporter, or None if no bridge of it is ready."""
         ready = [
@@ -123,7 +134,8 @@ class InterestTable:
     def _view(self) -> tuple[object, ...]:
         groups = sorted((k, sorted(v.items())) for k, v in self.remote_groups().items())
         view = self.remote_view()
-        return self.remote_patterns(), self.exporter(True), self.own_bridges(), groups, view
+        own = self.own_mesh_patterns()
+        return self.remote_patterns(), self.exporter(True), self.own_bridges(), groups, view, own
 
 
 def reduce_patterns(patterns: set[str] | frozenset[str]) -> tuple[str, ...]:

@@ -51,17 +51,12 @@ from gravpy.bridge.outbox import Outbox, Outgoing
 from gravpy.bridge.port import BridgeHost, Groups, MeshInterests
 from gravpy.bridge.shadow import Shadow
 from gravpy.bridge.subjects import (
-    NO_RESPONDERS_STATUS,
     ORIGIN_HEADER,
-    STATUS_HEADER,
     Announcement,
     SubjectMap,
-    from_nats,
     to_headers,
-    type_of_tokens,
 )
 from gravpy.errors import MessageError, UsageError
-from gravpy.failure import no_responders_reply
 from gravpy.message import Message
 
 __all__ = ["NatsBridge"]
@@ -85,12 +80,14 @@ class NatsBridge:
         self._mesh_wants: tuple[str, ...] = ()
         self._mesh_groups: Groups = ()  # (group, pattern, members) this mesh has
         self._subscribed: tuple[tuple[str, ...], Groups] = ((), ())  # what is announced
+        self._bridge_wants: tuple[str, ...] = ()  # what the mesh's other bridges' nodes want
         self._remote_view: frozenset[tuple[str, str, tuple[str, ...]]] = frozenset()
         self._interests = MeshInterests()
         self._routed = reduce_patterns(set(self.config.export))  # what remote meshes want
         self._advertised = self._routed
         self._closed = asyncio.Event()
         self._exporting = False
+        self._active: str | None = None  # the node uuid of this mesh's active bridge
         self._ready = False
         self._subs: dict[str, Subscription] = {}
         self._subs_dirty = asyncio.Event()
@@ -100,6 +97,7 @@ class NatsBridge:
         self._importer = Importer(c.request_limit, shadow, self._count, time.monotonic)
         self._inbox = ""
         self._connects = 0
+        self.standby_exported = 0  # exported while standing by: the active could not take them
         self._connector = Connector(self.config, self._on_error)
 
     # -- the hub's port (BridgePort) -------------------------------------------------------------
@@ -133,17 +131,27 @@ class NatsBridge:
             if subject is None:
                 return False
             return self._enqueue((subject, "", msg.data, to_headers(msg, with_type=True)))
-        if not self._exporting:
-            return False
         route = self._routes.route(msg.type)
         if route is None:
             return False
+        if not self._exporting:
+            if self._active_takes(msg.type):
+                return False
+            self.standby_exported += 1  # it reached this standby only: carry it, not lose it
         reply = f"{self._inbox}.{msg.uuid}.{route.tokens}"  # the type rides along (NoResponders)
         if route.groups:
             headers = to_headers(msg, placed=self._routes.placed(route))
         else:
             headers = to_headers(msg)
         return self._enqueue((route.subject, reply, msg.data, headers))
+
+    def _active_takes(self, msg_type: str) -> bool:
+        """True if the mesh's active bridge is linked to this node and admits ``msg_type``: the
+        node that sent a message to this standby (full mesh: any node) sent it there too."""
+        if not self._ready:  # it may not have heard the active bridge yet: leave it the export
+            return True
+        active, host = self._active, self._host
+        return active is not None and host is not None and host.peer_wants(active, msg_type)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -246,17 +254,7 @@ class NatsBridge:
 
     async def _on_reply(self, m: Msg) -> None:
         """A reply on ``<inbox>.<request uuid>.<request type tokens>``."""
-        request, _, tokens = m.subject[len(self._inbox) + 1 :].partition(".")
-        headers = m.headers or {}
-        try:
-            if headers.get(STATUS_HEADER) == NO_RESPONDERS_STATUS:
-                msg = no_responders_reply(request, type_of_tokens(tokens))
-            else:
-                msg = from_nats(None, m.data, headers, "reply", reply_to=request)[0]
-        except MessageError:
-            self._count("bad_message")
-            return
-        self._importer.inject(msg)
+        self._importer.reply(m.subject[len(self._inbox) + 1 :], m.data, m.headers or {})
 
     async def _subscription_loop(self, nc: Client) -> None:
         """Keep one subscription per pattern the mesh wants (active or standby: the importer
@@ -264,13 +262,14 @@ class NatsBridge:
         while True:
             await self._subs_dirty.wait()
             self._subs_dirty.clear()
-            patterns = set(self._mesh_wants) | {p for _, p, _ in self._mesh_groups}
+            wants, groups = self._mesh_wants, self._mesh_groups  # a change meanwhile: again
+            patterns = {*wants, *self._bridge_wants, *(p for _, p, _ in groups)}
             wanted = {self._subjects.subscription(p) for p in reduce_patterns(patterns)}
             for subject in set(self._subs) - wanted:
                 await self._subs.pop(subject).unsubscribe()
             for subject in wanted - set(self._subs):
                 self._subs[subject] = await nc.subscribe(subject, cb=self._on_message)
-            self._subscribed = (self._mesh_wants, self._mesh_groups)
+            self._subscribed = (wants, groups)  # what is subscribed, not what changed since
             self._announce_now.set()  # after the SUBs: whoever hears it may publish at once
 
     # -- announcements ---------------------------------------------------------------------------
@@ -309,7 +308,9 @@ class NatsBridge:
             return
         if self._table.heard(ann, time.monotonic()):
             self._table_changed()
-        if ann.node == self._table.exporter(self._ready):
+        elif ann.mesh == self._table.mesh:  # (its ready flag may elect it: no view change)
+            self._update_exporter()
+        if ann.node == self._active:
             self._importer.active_lives(self.config.announce_interval)
         if ann.query:
             self._announce_now.set()
@@ -318,6 +319,10 @@ class NatsBridge:
 
     def _table_changed(self) -> None:
         self._recompute_wants()
+        bridge_wants = self._table.own_mesh_patterns()
+        if bridge_wants != self._bridge_wants:  # subscribed (and advertised) as well
+            self._bridge_wants = bridge_wants
+            self._subs_dirty.set()
         self._update_exporter()
         table = self._table
         view = table.remote_view()
@@ -332,7 +337,7 @@ class NatsBridge:
         stands by what its mesh wants too (so the active bridge's deliveries reach it)."""
         patterns = set(self._routed)
         if not self._exporting:
-            patterns.update(self._mesh_wants)
+            patterns.update(self._mesh_wants, self._bridge_wants)
             patterns.update(p for _, p, _ in self._mesh_groups)
         advertised = reduce_patterns(patterns)
         if advertised != self._advertised:
@@ -356,7 +361,8 @@ class NatsBridge:
             self._readvertise()
 
     def _update_exporter(self) -> None:
-        active = self._table.exporter(self._ready) == self._table.node
+        self._active = self._table.exporter(self._ready)  # (read per message on a standby)
+        active = self._active == self._table.node
         if active != self._exporting:
             self._exporting = active
             if active:
@@ -400,7 +406,7 @@ class NatsBridge:
             imported=self._importer.imported,
             queued=len(self._outbox),
             lost=dict(self._outbox.lost),
-            mesh_wants=self._mesh_wants,
+            mesh_wants=reduce_patterns({*self._mesh_wants, *self._bridge_wants}),
             remote_wants=self._table.remote_patterns(),
             remote_meshes=self._table.remote_meshes(),
             mesh_groups=tuple(f"{g} {p}" for g, p, _ in self._mesh_groups),
@@ -412,4 +418,5 @@ class NatsBridge:
             recovered=self._importer.recovered,
             struck=self._importer.shadow.struck,
             shadow_expired=self._importer.shadow.expired,
+            standby_exported=self.standby_exported,
         )

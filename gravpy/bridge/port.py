@@ -15,7 +15,9 @@ things, all synchronous and cheap (a bridge never blocks the local mesh):
 The bridge reaches back through ``BridgeHost``: ``inject(msg, groups)`` delivers a message that
 came from outside, with its original uuid, to local pods and on to peers (a duplicate is dropped by
 the seen-set and returns -1), placing one copy in this mesh for each group named (``None``: for
-every group that admits it; ``()``: for none, the copy went to another mesh), ``bridge_changed()`` re-advertises after ``advertised()`` changed, and
+every group that admits it; ``()``: for none, the copy went to another mesh), ``bridge_changed()`` re-advertises after ``advertised()`` changed, ``peer_wants(node, type)``
+says whether this node's open link to ``node`` admits ``type`` (a standby checks that its active
+bridge got what it was sent), and
 ``bridge_congested(sink, flag)`` makes ``Pod.publish`` wait while the bridge's queue is past its
 high-water mark (as a full link does; the hot path itself never waits).
 """
@@ -55,6 +57,7 @@ class BridgeHost(Protocol):
     def check_sendable(self, msg: Message) -> None: ...
     def inject(self, msg: Message, groups: Collection[str] | None = None) -> int: ...
     def bridge_changed(self) -> None: ...
+    def peer_wants(self, node: str, msg_type: str) -> bool: ...
     def bridge_congested(self, sink: object, congested: bool) -> None: ...
 
 

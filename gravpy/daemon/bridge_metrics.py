@@ -52,6 +52,12 @@ def bridge_metrics(bridges: list[NatsBridgeStatistics]) -> Iterable[Metric]:
     held = GaugeMetricFamily(
         "gravd_bridge_held", "Messages a standby bridge holds now", labels=["server"]
     )
+    covered = CounterMetricFamily(
+        "gravd_bridge_standby_exported",
+        "Messages a standby bridge exported because its mesh's active bridge could not take "
+        "them (not linked to this node, or not admitting the type)",
+        labels=["server"],
+    )
     for s in bridges:
         server = s.servers[0]
         for name in BRIDGE_STATES:
@@ -69,4 +75,5 @@ def bridge_metrics(bridges: list[NatsBridgeStatistics]) -> Iterable[Metric]:
         ):
             shadow.add_metric([server, outcome], n)
         held.add_metric([server], s.held)
-    yield from (state, messages, lost, exporter, failures, shadow, held)
+        covered.add_metric([server], s.standby_exported)
+    yield from (state, messages, lost, exporter, failures, shadow, held, covered)

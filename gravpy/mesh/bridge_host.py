@@ -118,6 +118,12 @@ class Bridges:
         """A bridge's ``advertised()`` changed: tell every peer."""
         self._changed()
 
+    def peer_wants(self, node: str, msg_type: str) -> bool:
+        """True if this node has an open link to ``node`` and ``node`` said it admits
+        ``msg_type`` (so a node of a full mesh sending ``msg_type`` sends it there too)."""
+        link = self._router.peers.get(node)
+        return link is not None and link.is_open and link.wants(msg_type)
+
     def bridge_congested(self, sink: object, congested: bool) -> None:
         """A bridge's queue passed its high-water mark (or fell back): publishers wait meanwhile."""
         if congested:

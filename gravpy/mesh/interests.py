@@ -202,8 +202,7 @@ class InterestTable:
             if new.leaf:
                 self._members_leaf.update(new.members)
                 self._members_leaf.subtract(old.members)
-                self._dirty.update(self._links)
-                self._dirty.discard(link)
+                self._mark_all_but(self._links, link)
             else:
                 self._dirty.update(self._leaves)
                 self._dirty.update(self._relaying(link))
@@ -233,11 +232,15 @@ class InterestTable:
         else:
             self._dirty.update(self._relaying(link))
 
+    def _mark_all_but(self, links: Iterable[PeerLink], changed: PeerLink) -> None:
+        """Mark ``links`` except ``changed`` (whose own advertisement this change leaves alone),
+        never un-marking ``changed``: another change in this loop turn may have marked it."""
+        self._dirty.update(link for link in links if link is not changed)
+
     def _holders_changed(self, link: PeerLink, others: set[PeerLink]) -> None:
         """``link`` starts or stops holding a pattern ``others`` hold: mark whom that changes."""
         if not others:  # the pattern appears for (or disappears from) every other leaf
-            self._dirty.update(self._leaves)
-            self._dirty.discard(link)
+            self._mark_all_but(self._leaves, link)
         elif len(others) == 1:  # the one holder now sees (or stops seeing) it from elsewhere
             self._dirty.update(others)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
+from typing import Any
 
 import pytest
 
 import gravpy
+from gravpy.filter import Pattern
 from gravpy.testing.gravd import Gravd
 from tests.bridge.lans import bridge_of, bridging_gravd, exporting, subscribed
 from tests.bridge.nats_proc import NatsServer
@@ -67,3 +69,44 @@ async def _roles(*nodes: Gravd) -> tuple[Gravd, Gravd]:
             standby = next(n for n in nodes if n is not active[0])
             return active[0], standby
         await asyncio.sleep(0.05)  # bridge state changes on NATS traffic: re-ask
+
+
+async def test_a_pod_on_the_standby_bridging_node_receives_what_it_wants(
+    nats_pair: list[NatsServer],
+) -> None:
+    """A pod attached only to LAN 2's standby bridging gravd receives every message LAN 1 sends
+    it, once and in order: the active bridge subscribes for what the standby's node wants."""
+    s1, s2 = nats_pair
+    async with AsyncExitStack() as stack:
+        sender_node = await bridging_gravd(stack, "lan1", s1.url)
+        first = await bridging_gravd(stack, "lan2", s1.url)
+        second = await bridging_gravd(stack, "lan2", s2.url, "--peer", first.endpoint)
+        await first.wait_peers(1)
+        await asyncio.wait_for(_settled(first, second), 20)
+        standby = first if not bridge_of(await first.node())["exporter"] else second
+        sink = Sink((await stack.enter_async_context(gravpy.connect(standby.endpoint))).connect())
+        await sender_node.wait_http(exporting("stream.n"))
+        active = second if standby is first else first
+        async with asyncio.timeout(20):  # it heard the standby's announcement
+            await active.wait_http(lambda n: wants_type(n, "stream.n"))
+        sender = (await stack.enter_async_context(gravpy.connect(sender_node.endpoint))).connect()
+        async with asyncio.timeout(60):
+            await stream(sender, range(500), "end")
+            assert await sink.ends.get() == "end"
+        assert sink.got == list(range(500)), "a message was lost, duplicated or reordered"
+        assert bridge_of(await standby.node())["exporter"] is False
+
+
+async def _settled(*nodes: Gravd) -> None:
+    """Both bridges ready and exactly one active."""
+    while True:
+        views = [bridge_of(await n.node()) for n in nodes]
+        if all(b["ready"] for b in views) and sum(b["exporter"] for b in views) == 1:
+            return
+        await asyncio.sleep(0.05)  # bridge state changes on NATS traffic: re-ask
+
+
+def wants_type(node: dict[str, Any], msg_type: str) -> bool:
+    """True if the node's bridge subscribes on NATS to a pattern admitting ``msg_type``."""
+    b = bridge_of(node)
+    return b["state"] == "connected" and any(Pattern(p).matches(msg_type) for p in b["mesh_wants"])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextlib import AsyncExitStack
+from typing import Any
 
 import nats
 import pytest
@@ -11,8 +13,10 @@ import pytest
 import gravpy
 from gravpy import Message
 from gravpy.errors import NoResponders
+from gravpy.filter import Pattern
 from gravpy.grav import Grav
 from gravpy.pod import Pod
+from gravpy.testing.gravd import Gravd
 from tests.bridge.lans import Lan, bridge_of, bridging_gravd, exporting, subscribed, two_lans
 from tests.bridge.nats_proc import NatsServer
 
@@ -79,23 +83,66 @@ async def test_requests_cross_both_ways(nats_pair: list[NatsServer]) -> None:
     type nobody anywhere admits raises NoResponders at once."""
     s1, s2 = nats_pair
     async with two_lans((s1.url, s2.url)) as (lan1, lan2), AsyncExitStack() as stack:
-        pod1 = (await attach(stack, lan1)).connect()
-        pod2 = (await attach(stack, lan2)).connect()
-        pod1.on_type("svc.one", lambda m: pod1.reply_to(m, Message.new("svc.ans", b"1:" + m.data)))
-        pod2.on_type("svc.two", lambda m: pod2.reply_to(m, Message.new("svc.ans", b"2:" + m.data)))
-        await lan1.bridge.wait_http(exporting("svc.two"))
-        await lan2.bridge.wait_http(exporting("svc.one"))
-        await lan1.edge.wait_interest("svc.two")
-        await lan2.edge.wait_interest("svc.one")
-        asker1 = (await attach(stack, lan1)).connect()
-        asker2 = (await attach(stack, lan2)).connect()
-        for i in range(20):
-            reply = await asker1.send(Message.new("svc.two", str(i))).wait_until(5.0)
-            assert reply.data == f"2:{i}".encode()
-            reply = await asker2.send(Message.new("svc.one", str(i))).wait_until(5.0)
-            assert reply.data == f"1:{i}".encode()
-        with pytest.raises(NoResponders):
-            await asker1.send(Message.new("svc.nobody")).wait_until(5.0)
+        await requests_cross(
+            stack, lan1, lan2, {lan1.mesh: [lan1.bridge], lan2.mesh: [lan2.bridge]}
+        )
+
+
+async def test_requests_cross_both_ways_with_a_standby_bridge_in_each_lan(
+    nats_pair: list[NatsServer],
+) -> None:
+    """With a second (standby) bridging gravd in each LAN, requests still cross both ways to
+    their asker only (a standby on the asking and on the answering side), and exactly one bridge
+    of each LAN is active."""
+    s1, s2 = nats_pair
+    async with two_lans((s1.url, s2.url)) as (lan1, lan2), AsyncExitStack() as stack:
+        bridges = {}
+        for lan, url in ((lan1, s1.url), (lan2, s2.url)):
+            standby = await bridging_gravd(stack, lan.mesh, url, "--peer", lan.bridge.endpoint)
+            await standby.wait_http(lambda n: bridge_of(n)["ready"])
+            await lan.edge.wait_peers(2)
+            bridges[lan.mesh] = [lan.bridge, standby]
+        await requests_cross(stack, lan1, lan2, bridges)
+        for mesh, nodes in bridges.items():
+            roles = [bridge_of(await g.node())["exporter"] for g in nodes]
+            assert sorted(roles) == [False, True], (mesh, roles)
+
+
+async def requests_cross(
+    stack: AsyncExitStack, lan1: Lan, lan2: Lan, bridges: dict[str, list[Gravd]]
+) -> None:
+    """Each LAN serves ``svc.<n>``; each asks the other's 20 times once every bridge of the
+    asking LAN heard the interest; then a type nobody serves raises NoResponders."""
+    pod1 = (await attach(stack, lan1)).connect()
+    pod2 = (await attach(stack, lan2)).connect()
+    pod1.on_type("svc.one", lambda m: pod1.reply_to(m, Message.new("svc.ans", b"1:" + m.data)))
+    pod2.on_type("svc.two", lambda m: pod2.reply_to(m, Message.new("svc.ans", b"2:" + m.data)))
+    for lan, kind in ((lan1, "svc.two"), (lan2, "svc.one")):
+        await lan.bridge.wait_http(lambda n: bridge_of(n)["ready"])
+        for node in bridges[lan.mesh]:
+            await node.wait_http(heard(kind))
+        await lan.edge.wait_interest(kind)
+    asker1 = (await attach(stack, lan1)).connect()
+    asker2 = (await attach(stack, lan2)).connect()
+    for i in range(20):
+        reply = await asker1.send(Message.new("svc.two", str(i))).wait_until(5.0)
+        assert reply.data == f"2:{i}".encode()
+        reply = await asker2.send(Message.new("svc.one", str(i))).wait_until(5.0)
+        assert reply.data == f"1:{i}".encode()
+    with pytest.raises(NoResponders):
+        await asker1.send(Message.new("svc.nobody")).wait_until(5.0)
+
+
+def heard(msg_type: str) -> Callable[[dict[str, Any]], bool]:
+    """A ``wait_http`` check: the node's bridge is connected and heard another mesh ask for
+    ``msg_type`` (active or standby)."""
+
+    def check(node: dict[str, Any]) -> bool:
+        b = bridge_of(node)
+        wanted = any(Pattern(p).matches(msg_type) for p in b["remote_wants"])
+        return bool(b["state"] == "connected" and wanted)
+
+    return check
 
 
 async def test_nats_no_responders_status_ends_the_wait(nats_pair: list[NatsServer]) -> None:

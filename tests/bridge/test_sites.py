@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(120)
 N = 10_000
 
 
-@dataclass
+@dataclass(eq=False)
 class Lan:
     """One site's mesh: a bridging gravd, an edge gravd and the agent attached to the edge."""
 
@@ -91,20 +91,44 @@ async def test_a_stream_crosses_between_two_sites_once_with_two_bridges(bed: Bed
 async def test_requests_cross_between_two_sites_both_ways(bed: Bed) -> None:
     """Requests cross both ways, each answer to its asker only; a type nobody serves anywhere is
     NoResponders."""
+    await requests_cross(bed, {bed.lan1: (bed.lan1.bridge,), bed.lan2: (bed.lan2.bridge,)})
+
+
+async def test_requests_cross_both_ways_with_a_standby_bridge_on_each_site(bed: Bed) -> None:
+    """With a second (standby) bridging gravd on each site, requests still cross both ways to
+    their asker only: a standby on the asking side and on the answering side adds no loss."""
+    bridges = {}
+    for lan in (bed.lan1, bed.lan2):
+        standby = lan.site.bed.hosts[2]
+        await bed.procs.gravd(
+            standby, lan.mesh, "--nats", lan.site.nats_url, "--peer", lan.endpoint
+        )
+        await lan.agent.wait_node(standby, lambda n: bridge_of(n)["ready"])
+        await lan.agent.wait_node(lan.edge, lambda n: open_peers(n) == 2)
+        bridges[lan] = (lan.bridge, standby)
+    await requests_cross(bed, bridges)
+    for lan, hosts in bridges.items():
+        roles = [bridge_of(await lan.agent.node(h))["exporter"] for h in hosts]
+        assert sorted(roles) == [False, True], (lan.mesh, roles)
+
+
+async def requests_cross(bed: Bed, bridges: dict[Lan, tuple[Host, ...]]) -> None:
+    """Each site serves ``svc.<site>``; each asks the other's 20 times, once every bridge of
+    the asking site heard the interest; then a type nobody serves is NoResponders."""
     lan1, lan2 = bed.lan1, bed.lan2
-    await lan1.agent.wait_node(lan1.bridge, lambda n: bridge_of(n)["ready"])
-    await lan2.agent.wait_node(lan2.bridge, lambda n: bridge_of(n)["ready"])
+    for lan in (lan1, lan2):
+        await lan.agent.wait_node(lan.bridge, lambda n: bridge_of(n)["ready"])
     for lan, name in ((lan1, "1:"), (lan2, "2:")):
         await lan.agent.call("serve", type=f"svc.{name[0]}", prefix=name)
-    bridges = {"2": (lan1.bridge,), "1": (lan2.bridge,)}
     for asker, kind in ((lan1, "2"), (lan2, "1")):
-        for host in bridges[kind]:
+        for host in bridges[asker]:
             await asker.agent.wait_node(host, lambda n, k=kind: remote_wants(n, f"svc.{k}"))
         await asker.agent.wait_node(asker.edge, lambda n, k=kind: wants(n, f"svc.{k}"))
         answer = await asker.agent.call("ask", type=f"svc.{kind}", n=20, wait=True)
         if "error" in answer:  # say what each bridge saw
-            for host in (lan1.bridge, lan2.bridge):
-                answer[host.address] = bridge_of(await asker.agent.node(host))
+            for lan, hosts in bridges.items():
+                for host in hosts:
+                    answer[host.address] = bridge_of(await lan.agent.node(host))
         assert answer["answers"] == [f"{kind}:{i}" for i in range(20)], answer
     nobody = await lan1.agent.call("ask", type="svc.nobody", n=1)
     assert nobody["error"] == "NoResponders"
