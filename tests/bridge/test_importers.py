@@ -19,6 +19,17 @@ pytestmark = pytest.mark.timeout(90)
 N = 3000
 
 
+async def _lan1_and_two_bridges_in_lan2(
+    stack: AsyncExitStack, s1: NatsServer, s2: NatsServer
+) -> tuple[Gravd, Gravd, Gravd]:
+    """A bridging gravd in LAN 1 (on ``s1``) and two in LAN 2, on ``s1`` and on ``s2``, linked."""
+    sender_node = await bridging_gravd(stack, "lan1", s1.url)
+    first = await bridging_gravd(stack, "lan2", s1.url)
+    second = await bridging_gravd(stack, "lan2", s2.url, "--peer", first.endpoint)
+    await first.wait_peers(1)
+    return sender_node, first, second
+
+
 async def test_each_message_reaches_each_pod_once_in_order_with_two_bridges(
     nats_pair: list[NatsServer],
 ) -> None:
@@ -28,10 +39,7 @@ async def test_each_message_reaches_each_pod_once_in_order_with_two_bridges(
     arrive the same way."""
     s1, s2 = nats_pair
     async with AsyncExitStack() as stack:
-        sender_node = await bridging_gravd(stack, "lan1", s1.url)
-        first = await bridging_gravd(stack, "lan2", s1.url)
-        second = await bridging_gravd(stack, "lan2", s2.url, "--peer", first.endpoint)
-        await first.wait_peers(1)
+        sender_node, first, second = await _lan1_and_two_bridges_in_lan2(stack, s1, s2)
         sinks = []
         for node in (first, second):
             app = await stack.enter_async_context(gravpy.connect(node.endpoint))
@@ -78,10 +86,7 @@ async def test_a_pod_on_the_standby_bridging_node_receives_what_it_wants(
     it, once and in order: the active bridge subscribes for what the standby's node wants."""
     s1, s2 = nats_pair
     async with AsyncExitStack() as stack:
-        sender_node = await bridging_gravd(stack, "lan1", s1.url)
-        first = await bridging_gravd(stack, "lan2", s1.url)
-        second = await bridging_gravd(stack, "lan2", s2.url, "--peer", first.endpoint)
-        await first.wait_peers(1)
+        sender_node, first, second = await _lan1_and_two_bridges_in_lan2(stack, s1, s2)
         await asyncio.wait_for(_settled(first, second), 20)
         standby = first if not bridge_of(await first.node())["exporter"] else second
         sink = Sink((await stack.enter_async_context(gravpy.connect(standby.endpoint))).connect())

@@ -12,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gravpy.errors import LinkClosedError, TransportError, UsageError
-from gravpy.plugins import Link, load_transport
+from gravpy.plugins import load_transport
 from gravpy.testing import check_transport
+from tests.transports._link_server import LinkServer, serving
 from transports.tcp import TcpTransport
 from transports.tcp_link import TcpLink
 
@@ -23,34 +24,10 @@ def _local(**options: object) -> TcpTransport:
     return TcpTransport(**settings)  # type: ignore[arg-type]
 
 
-class _Server:
-    """A started transport whose accepted links go to ``links`` and wait for ``done``."""
-
-    def __init__(self, transport: TcpTransport) -> None:
-        self.transport = transport
-        self.links: asyncio.Queue[Link] = asyncio.Queue(maxsize=8)
-        self.done = asyncio.Event()
-
-    async def on_link(self, link: Link) -> None:
-        await self.links.put(link)
-        await self.done.wait()
-
-    @property
-    def url(self) -> str:
-        return self.transport.endpoints()[0]
-
-    @property
-    def port(self) -> int:
-        return int(self.url.rsplit(":", 1)[1])
-
-
 @pytest.fixture
-async def server() -> AsyncIterator[_Server]:
-    srv = _Server(_local(max_frame_bytes=4096, handshake_timeout=0.2))
-    await srv.transport.start(srv.on_link)
-    yield srv
-    srv.done.set()
-    await srv.transport.stop()
+async def server() -> AsyncIterator[LinkServer[TcpTransport]]:
+    async with serving(_local(max_frame_bytes=4096, handshake_timeout=0.2)) as srv:
+        yield srv
 
 
 async def _raw(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -76,13 +53,13 @@ async def test_the_plugin_is_registered_as_tcp() -> None:
     assert load_transport("tcp") is TcpTransport
 
 
-async def test_endpoint_reports_the_bound_port(server: _Server) -> None:
+async def test_endpoint_reports_the_bound_port(server: LinkServer[TcpTransport]) -> None:
     """After start() with port 0, endpoints() names tcp://127.0.0.1 and the real port."""
     assert server.transport.endpoints() == [f"tcp://127.0.0.1:{server.port}"]
     assert server.port != 0
 
 
-async def test_dial_by_host_and_port(server: _Server) -> None:
+async def test_dial_by_host_and_port(server: LinkServer[TcpTransport]) -> None:
     """dial("host:port") dials tcp://, and frames flow both ways."""
     link = await _local().dial(f"127.0.0.1:{server.port}", timeout=5)
     accepted = await server.links.get()
@@ -95,7 +72,7 @@ async def test_dial_by_host_and_port(server: _Server) -> None:
 
 
 async def test_write_now_writes_at_once_until_the_link_is_closed_or_the_frame_too_large(
-    server: _Server,
+    server: LinkServer[TcpTransport],
 ) -> None:
     """write_now sends a frame without waiting, in order with send; it writes nothing and says
     False for a frame over the peer's limit and once the link is closed."""
@@ -114,7 +91,7 @@ async def test_write_now_writes_at_once_until_the_link_is_closed_or_the_frame_to
 
 
 async def test_the_receiver_refuses_a_length_over_its_limit_before_the_body(
-    server: _Server,
+    server: LinkServer[TcpTransport],
 ) -> None:
     """A length prefix over max_frame_bytes closes the link with the reason; no body is awaited."""
     reader, writer = await _raw(server.port)
@@ -129,7 +106,9 @@ async def test_the_receiver_refuses_a_length_over_its_limit_before_the_body(
     await writer.wait_closed()
 
 
-async def test_a_sender_refuses_a_frame_over_the_peer_limit(server: _Server) -> None:
+async def test_a_sender_refuses_a_frame_over_the_peer_limit(
+    server: LinkServer[TcpTransport],
+) -> None:
     """send() of a frame over the limit the peer announced closes the link on both sides."""
     link = await _local().dial(server.url, timeout=5)
     accepted = await server.links.get()
@@ -144,7 +123,7 @@ async def test_a_sender_refuses_a_frame_over_the_peer_limit(server: _Server) -> 
     )
 
 
-async def test_a_connection_without_a_greeting_is_dropped(server: _Server) -> None:
+async def test_a_connection_without_a_greeting_is_dropped(server: LinkServer[TcpTransport]) -> None:
     """An accepted connection that sends no greeting within handshake_timeout is dropped unseen."""
     reader, writer = await _raw(server.port)
     assert await reader.read() == _greeting(4096)  # the server's greeting, then EOF
@@ -169,7 +148,7 @@ async def test_dialling_something_else_is_a_transport_error() -> None:
     assert info.value.__cause__ is not None
 
 
-async def test_a_peer_that_hangs_up_leaves_a_lost_link(server: _Server) -> None:
+async def test_a_peer_that_hangs_up_leaves_a_lost_link(server: LinkServer[TcpTransport]) -> None:
     """A connection dropped without a close frame ends the link as lost, with the frames before."""
     _, writer = await _raw(server.port)
     writer.write(_greeting() + struct.pack(">I", 3) + b"abc")

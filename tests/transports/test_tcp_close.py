@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gravpy.errors import LinkClosedError
-from gravpy.plugins import Link
+from tests.transports._link_server import LinkServer, serving
 from transports.tcp import TcpTransport
 from transports.tcp_link import TcpLink
 
@@ -16,29 +16,13 @@ GUARD = 10.0  # hang guard; the links' own close timeout is far longer
 SLOW = 60.0  # close_timeout on both sides: a close that waits for it fails the guard
 
 
-class _Server:
-    """A started transport whose accepted links go to ``links`` and wait for ``done``."""
-
-    def __init__(self) -> None:
-        self.transport = TcpTransport("127.0.0.1", 0, close_timeout=SLOW)
-        self.links: asyncio.Queue[Link] = asyncio.Queue(maxsize=8)
-        self.done = asyncio.Event()
-
-    async def on_link(self, link: Link) -> None:
-        await self.links.put(link)
-        await self.done.wait()
-
-
 @pytest.fixture
-async def server() -> AsyncIterator[_Server]:
-    srv = _Server()
-    await srv.transport.start(srv.on_link)
-    yield srv
-    srv.done.set()
-    await srv.transport.stop()
+async def server() -> AsyncIterator[LinkServer[TcpTransport]]:
+    async with serving(TcpTransport("127.0.0.1", 0, close_timeout=SLOW)) as srv:
+        yield srv
 
 
-async def pair(server: _Server) -> tuple[TcpLink, TcpLink]:
+async def pair(server: LinkServer[TcpTransport]) -> tuple[TcpLink, TcpLink]:
     dialled = await TcpTransport(close_timeout=SLOW).dial(
         server.transport.endpoints()[0], timeout=GUARD
     )
@@ -48,7 +32,7 @@ async def pair(server: _Server) -> tuple[TcpLink, TcpLink]:
 
 
 async def test_both_sides_closing_at_once_end_without_waiting_for_the_timeout(
-    server: _Server,
+    server: LinkServer[TcpTransport],
 ) -> None:
     """When each side sends its close before it reads the other's, both still hang up at once
     (each reads the other's close frame), instead of each waiting close_timeout for the other."""
@@ -59,7 +43,9 @@ async def test_both_sides_closing_at_once_end_without_waiting_for_the_timeout(
         await dialled.recv()
 
 
-async def test_refuse_sends_the_frames_and_a_close_then_hangs_up(server: _Server) -> None:
+async def test_refuse_sends_the_frames_and_a_close_then_hangs_up(
+    server: LinkServer[TcpTransport],
+) -> None:
     """refuse writes the frames and the close frame; the peer reads them and its reason, and the
     refusing side has hung up without waiting for the peer (close is then a no-op)."""
     dialled, accepted = await pair(server)

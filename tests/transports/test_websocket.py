@@ -11,8 +11,8 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from gravpy.errors import LinkClosedError, TransportError, UsageError
-from gravpy.plugins import Link
 from gravpy.testing import check_transport
+from tests.transports._link_server import LinkServer, serving
 from transports.websocket import WebSocketTransport
 
 
@@ -22,30 +22,10 @@ def _local(*, max_frame_bytes: int = 1 << 20, write_limit: int = 1 << 16) -> Web
     )
 
 
-class _Server:
-    """A started transport whose accepted links go to ``links`` and wait for ``done``."""
-
-    def __init__(self, transport: WebSocketTransport) -> None:
-        self.transport = transport
-        self.links: asyncio.Queue[Link] = asyncio.Queue(maxsize=8)
-        self.done = asyncio.Event()
-
-    async def on_link(self, link: Link) -> None:
-        await self.links.put(link)
-        await self.done.wait()
-
-    @property
-    def url(self) -> str:
-        return self.transport.endpoints()[0]
-
-
 @pytest.fixture
-async def server() -> AsyncIterator[_Server]:
-    srv = _Server(_local())
-    await srv.transport.start(srv.on_link)
-    yield srv
-    srv.done.set()
-    await srv.transport.stop()
+async def server() -> AsyncIterator[LinkServer[WebSocketTransport]]:
+    async with serving(_local()) as srv:
+        yield srv
 
 
 async def test_websocket_transport_passes_the_conformance_check() -> None:
@@ -58,14 +38,14 @@ async def test_conformance_with_a_small_frame_limit() -> None:
     await check_transport(lambda: _local(max_frame_bytes=4096, write_limit=1024))
 
 
-async def test_endpoint_reports_the_bound_port(server: _Server) -> None:
+async def test_endpoint_reports_the_bound_port(server: LinkServer[WebSocketTransport]) -> None:
     """After start() with port 0, endpoints() names the real port and the path."""
     port = server.transport._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     assert server.transport.endpoints() == [f"ws://127.0.0.1:{port}/meta/message"]
     assert port != 0
 
 
-async def test_a_text_frame_closes_the_link(server: _Server) -> None:
+async def test_a_text_frame_closes_the_link(server: LinkServer[WebSocketTransport]) -> None:
     """A text frame from the peer closes the link with code 1003 and a reason on both sides."""
     async with connect(server.url, compression=None, proxy=None) as raw:
         link = await server.links.get()
@@ -79,7 +59,7 @@ async def test_a_text_frame_closes_the_link(server: _Server) -> None:
     assert "binary" in info.value.rcvd.reason
 
 
-async def test_a_wrong_path_is_refused_with_404(server: _Server) -> None:
+async def test_a_wrong_path_is_refused_with_404(server: LinkServer[WebSocketTransport]) -> None:
     """A WebSocket request for another path gets HTTP 404, and dial() reports it."""
     wrong = server.url.replace("/meta/message", "/elsewhere")
     with pytest.raises(InvalidStatus) as raw_info:
@@ -91,7 +71,7 @@ async def test_a_wrong_path_is_refused_with_404(server: _Server) -> None:
     assert server.links.empty()
 
 
-async def test_dial_by_host_and_port(server: _Server) -> None:
+async def test_dial_by_host_and_port(server: LinkServer[WebSocketTransport]) -> None:
     """dial("host:port") adds ws:// and the default path, and frames flow."""
     host_port = server.url.removeprefix("ws://").removesuffix("/meta/message")
     link = await _local().dial(host_port, timeout=5)
@@ -118,7 +98,7 @@ async def test_permessage_deflate_is_never_offered() -> None:
         await link.close()
 
 
-async def test_the_server_accepts_no_compression(server: _Server) -> None:
+async def test_the_server_accepts_no_compression(server: LinkServer[WebSocketTransport]) -> None:
     """A client asking for permessage-deflate gets a connection without it."""
     async with connect(server.url, compression="deflate", proxy=None) as raw:
         assert raw.protocol.extensions == []
@@ -139,7 +119,9 @@ def test_urls_it_cannot_dial_are_usage_errors(url: str) -> None:
         _local().normalize_url(url)
 
 
-async def test_binding_a_port_in_use_is_a_transport_error(server: _Server) -> None:
+async def test_binding_a_port_in_use_is_a_transport_error(
+    server: LinkServer[WebSocketTransport],
+) -> None:
     """start() on a taken port raises TransportError with the OSError as cause."""
     port = int(server.url.rsplit(":", 1)[1].split("/")[0])
     with pytest.raises(TransportError, match="listen") as info:

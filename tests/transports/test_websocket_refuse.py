@@ -13,32 +13,16 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from gravpy.errors import LinkClosedError
-from gravpy.plugins import Link
+from tests.transports._link_server import LinkServer, serving
 from transports.websocket import WebSocketLink, WebSocketTransport
 
 GUARD = 10.0  # hang guard; the transport's own close timeout is far longer
 
 
-class _Server:
-    """A started transport (close timeout 60 s) whose accepted links go to ``links``."""
-
-    def __init__(self) -> None:
-        self.transport = WebSocketTransport("127.0.0.1", 0, close_timeout=60.0)
-        self.links: asyncio.Queue[Link] = asyncio.Queue(maxsize=8)
-        self.done = asyncio.Event()
-
-    async def on_link(self, link: Link) -> None:
-        await self.links.put(link)
-        await self.done.wait()
-
-
 @pytest.fixture
-async def server() -> AsyncIterator[_Server]:
-    srv = _Server()
-    await srv.transport.start(srv.on_link)
-    yield srv
-    srv.done.set()
-    await srv.transport.stop()
+async def server() -> AsyncIterator[LinkServer[WebSocketTransport]]:
+    async with serving(WebSocketTransport("127.0.0.1", 0, close_timeout=60.0)) as srv:
+        yield srv
 
 
 class SilentClient:
@@ -73,7 +57,7 @@ class SilentClient:
 
 
 async def test_refuse_sends_the_frames_and_closes_without_waiting_for_the_peer(
-    server: _Server,
+    server: LinkServer[WebSocketTransport],
 ) -> None:
     """After refuse, the peer reads the frames and a 1000 close with the reason, then the socket
     is closed by the node although the peer never answered the close (close timeout 60 s)."""
@@ -92,7 +76,9 @@ async def test_refuse_sends_the_frames_and_closes_without_waiting_for_the_peer(
     assert (proto.close_rcvd.code, proto.close_rcvd.reason) == (1000, "unknown_key")
 
 
-async def test_refuse_after_the_peer_closed_is_a_quiet_close(server: _Server) -> None:
+async def test_refuse_after_the_peer_closed_is_a_quiet_close(
+    server: LinkServer[WebSocketTransport],
+) -> None:
     """refuse on a link the peer has already closed raises nothing and writes nothing."""
     async with connect(server.transport.endpoints()[0], compression=None, proxy=None):
         link = await asyncio.wait_for(server.links.get(), GUARD)
