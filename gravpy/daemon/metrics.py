@@ -198,7 +198,8 @@ def _link_metrics(links: list[PeerInfo], totals: dict[str, RoleTraffic]) -> Iter
     dropped = CounterMetricFamily(
         "gravd_link_messages_dropped",
         "Messages a link lost, by role and reason (queue_full, queue_bytes, link_closed, "
-        "remote_withdrew, too_large: could not be sent; permission_denied: arrived, not allowed)",
+        "remote_withdrew, too_large: could not be sent; permission_denied: arrived, not allowed; "
+        "arrived_closed: arrived after the link was closed here)",
         labels=["role", "reason"],
     )
     queued = GaugeMetricFamily(

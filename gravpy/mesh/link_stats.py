@@ -52,10 +52,11 @@ class DropCounts:
     remote_withdrew: int = 0  # to the remote: queued or sent after it withdrew
     too_large: int = 0  # to the remote: over the frame or message limits
     permission_denied: int = 0  # from the remote: its identity may not publish the type here
+    arrived_closed: int = 0  # from the remote: arrived after this side had closed the link
 
     @property
     def sent_side(self) -> int:
-        """Messages that could not be sent to the remote (every reason but permission_denied)."""
+        """Messages that could not be sent to the remote (every reason but the two ``from``)."""
         return (
             self.queue_full
             + self.queue_bytes
@@ -98,6 +99,7 @@ class LinkDrops:
     remote_withdrew: int
     too_large: int
     permission_denied: int
+    arrived_closed: int
 
     def refuse(self, *, closing: bool, full: bool) -> None:
         """``enqueue`` refused a message: the link is closing, its queue is full by count, or
@@ -120,7 +122,7 @@ class LinkDrops:
             + self.too_large
         )
 
-    def snapshot(self, withdrawn_in_protocol: int = 0) -> DropCounts:
+    def snapshot(self, withdrawn_in_protocol: int = 0, ignored_in_protocol: int = 0) -> DropCounts:
         return DropCounts(
             self.queue_full,
             self.queue_bytes,
@@ -128,6 +130,7 @@ class LinkDrops:
             self.remote_withdrew + withdrawn_in_protocol,
             self.too_large,
             self.permission_denied,
+            self.arrived_closed + ignored_in_protocol,
         )
 
 
@@ -161,7 +164,7 @@ def link_info(link: PeerLink) -> PeerInfo:
     """The snapshot of ``link`` (``PeerLink.info``)."""
     remote = link.proto.remote
     stats = link.proto.statistics()
-    drops = link.drops.snapshot(stats.messages_dropped)
+    drops = link.drops.snapshot(stats.messages_dropped, stats.messages_ignored)
     return PeerInfo(
         uuid=link.uuid,
         endpoint=(remote.endpoint if remote else "") or link.dial_endpoint,
@@ -244,7 +247,7 @@ class LinkTotals:
             stats.messages_out,
             stats.bytes_in,
             stats.bytes_out,
-            link.drops.snapshot(stats.messages_dropped),
+            link.drops.snapshot(stats.messages_dropped, stats.messages_ignored),
         )
         self.links += 1 if link.was_open else 0
         self.messages_in += traffic.messages_in

@@ -140,3 +140,4 @@ class LinkStatistics:
     messages_dropped: int  # passed to send_messages after the remote withdrew
     pings_sent: int
     rtt: float | None  # round trip of the last answered PING, seconds
+    messages_ignored: int = 0  # in MSGS frames that arrived after this side closed the link

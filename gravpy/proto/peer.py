@@ -121,6 +121,7 @@ class PeerProtocol:
         self._withdraw_acked = False
         self._frames_in = self._frames_out = self._bytes_in = self._bytes_out = 0
         self._messages_in = self._messages_out = self._messages_dropped = self._pings_sent = 0
+        self._messages_ignored = 0
         self._hello = Hello(
             local.node_uuid,
             local.role,
@@ -177,6 +178,7 @@ class PeerProtocol:
             self._messages_dropped,
             self._pings_sent,
             self._rtt,
+            self._messages_ignored,
         )
 
     # -- I/O side ---------------------------------------------------------------------------
@@ -199,9 +201,11 @@ class PeerProtocol:
         """Process one whole frame from the remote and return what happened. Never raises.
 
         Every frame counts as a sign of life. PING is answered and WITHDRAW acknowledged here.
-        Frames that arrive once the link is CLOSED are ignored.
+        Frames that arrive once the link is CLOSED are ignored; the messages in them are counted
+        (``statistics().messages_ignored``).
         """
         if self._state is LinkState.CLOSED:
+            self._count_ignored(frame)
             return []
         raw = bytes(frame)
         self._frames_in += 1
@@ -223,6 +227,21 @@ class PeerProtocol:
             detail = f"{decoded.kind.name} frame in state {self._state.name}"
             return self._violation(hs.REASON_UNEXPECTED_FRAME, detail, now)
         return self._dispatch(decoded, raw, now)
+
+    def _count_ignored(self, frame: bytes | bytearray | memoryview) -> None:
+        """A frame after CLOSED: count the messages it carried (what cannot be read is not)."""
+        raw = bytes(frame)
+        if self._opener is not None:
+            opened = self._opener.open(raw)
+            if opened is None:
+                return
+            raw = opened
+        try:
+            decoded = decode_frame(raw, self.config.limits)
+        except FrameError:
+            return
+        if isinstance(decoded, Msgs):
+            self._messages_ignored += len(decoded.messages)
 
     def tick(self, now: float) -> list[ev.Event]:
         """Run the timers: the handshake deadline, then liveness (PING, dead link)."""

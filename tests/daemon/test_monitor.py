@@ -184,6 +184,7 @@ async def test_metrics_show_link_bytes_drops_by_reason_and_histograms() -> None:
         "remote_withdrew",
         "too_large",
         "permission_denied",
+        "arrived_closed",
     }
     assert samples["gravd_local_request_seconds_count", ()] == 1
     assert samples["gravd_local_handler_seconds_count", ()] == 1

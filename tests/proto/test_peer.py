@@ -236,6 +236,19 @@ def test_sending_before_open_or_after_close_is_a_usage_error() -> None:
     assert new_b == [Closed(REASON_SHUTDOWN, "bye", by_remote=True)]
 
 
+def test_messages_that_arrive_after_this_side_closed_are_counted_not_delivered() -> None:
+    """MSGS frames that reach a side after it closed the link yield nothing, and the messages
+    in them are counted in messages_ignored (a frame that cannot be read counts nothing)."""
+    pair = open_link()
+    pair.a.send_messages([Message.new("late.n", str(i)) for i in range(3)])
+    in_flight = pair.a.data_to_send()  # sent before a hears b's CLOSE
+    pair.b.close(REASON_SHUTDOWN)
+    assert [e for f in in_flight for e in pair.b.receive_frame(f, START)] == []
+    assert pair.b.receive_frame(b"not a frame", START) == []
+    assert pair.b.statistics().messages_ignored == 3
+    assert pair.b.statistics().messages_in == 0
+
+
 def test_statistics_count_frames_and_bytes_both_ways() -> None:
     """Frames and bytes out on one side equal frames and bytes in on the other."""
     pair = open_link()
