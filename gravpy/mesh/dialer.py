@@ -279,15 +279,8 @@ class Dialer:
                 continue
             if wanted.source == "gone":
                 return
-            turn = self._turn
-            if self._faster(wanted):  # the same node at a faster endpoint: let that one dial
-                await turn.wait()
-                continue
-            if grace:  # a slower endpoint of a discovered node: its faster ones may follow
+            if await self._yield_to_faster(wanted, grace):
                 grace = False
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(SIBLING_GRACE):
-                        await turn.wait()
                 continue
             outcome = await port.dial(wanted)
             self._pulse()
@@ -304,6 +297,20 @@ class Dialer:
                     self._give_up(wanted)
                     return
             await asyncio.sleep(backoff.next_delay())
+
+    async def _yield_to_faster(self, wanted: WantedEndpoint, grace: bool) -> bool:
+        """Wait (True) while a faster endpoint of the node dials; with ``grace`` (the first dial of
+        a slower endpoint of a discovered node), up to ``SIBLING_GRACE`` for one to be reported."""
+        turn = self._turn
+        if self._faster(wanted):
+            await turn.wait()
+            return True
+        if not grace:
+            return False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SIBLING_GRACE):
+                await turn.wait()
+        return True
 
     def _faster(self, wanted: WantedEndpoint) -> bool:
         """True if a faster endpoint of ``wanted``'s node has a running loop that has not failed."""
