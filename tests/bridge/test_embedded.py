@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 
@@ -11,18 +10,11 @@ from gravpy import Grav, Message
 from gravpy.bridge import NatsBridgeConfig
 from gravpy.bridge.nats import NatsBridge
 from gravpy.errors import UsageError
+from tests._bus_helpers import until
 from tests.bridge.nats_proc import NatsServer
 from transports.websocket import WebSocketTransport
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def until(check: Callable[[], bool]) -> None:
-    """Re-check ``check`` until it holds (the caller bounds the wait)."""
-    while True:
-        if check():
-            return
-        await asyncio.sleep(0.02)  # bridge state changes on NATS traffic, with no event: re-ask
 
 
 def node(mesh: str, url: str) -> tuple[Grav, NatsBridge]:

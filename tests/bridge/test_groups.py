@@ -20,20 +20,12 @@ from gravpy import Grav, Message
 from gravpy.bridge import NatsBridgeConfig
 from gravpy.bridge.nats import NatsBridge
 from gravpy.pod import Pod
+from tests._bus_helpers import until
 from tests.bridge.nats_proc import NatsServer
 from transports.websocket import WebSocketTransport
 
 pytestmark = pytest.mark.timeout(60)
 N = 200
-
-
-async def until(check: Callable[[], bool]) -> None:
-    """Re-check ``check`` until it holds, at most 15 s."""
-    async with asyncio.timeout(15):
-        while True:
-            if check():
-                return
-            await asyncio.sleep(0.02)  # bridge state changes on NATS traffic, with no event
 
 
 @dataclass

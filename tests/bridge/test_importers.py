@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 import pytest
@@ -66,17 +67,15 @@ async def test_each_message_reaches_each_pod_once_in_order_with_two_bridges(
         assert survivor.got == list(range(N + 500))
 
 
-async def _roles(*nodes: Gravd) -> tuple[Gravd, Gravd]:
+async def _roles(first: Gravd, second: Gravd) -> tuple[Gravd, Gravd]:
     """(active, standby) once both bridges are ready (so the election is settled) and exactly
     one is active and subscribed."""
-    while True:
-        views = [bridge_of(await n.node()) for n in nodes]
-        active = [n for n, b in zip(nodes, views, strict=True) if b["exporter"]]
-        settled = all(b["ready"] for b in views) and len(active) == 1
-        if settled and subscribed("stream.n")(await active[0].node()):
-            standby = next(n for n in nodes if n is not active[0])
-            return active[0], standby
-        await asyncio.sleep(0.05)  # bridge state changes on NATS traffic: re-ask
+    await _settled(first, second)
+    active, standby = (first, second)
+    if not bridge_of(await first.node())["exporter"]:
+        active, standby = second, first
+    await active.wait_http(subscribed("stream.n"))
+    return active, standby
 
 
 async def test_a_pod_on_the_standby_bridging_node_receives_what_it_wants(
@@ -102,13 +101,20 @@ async def test_a_pod_on_the_standby_bridging_node_receives_what_it_wants(
         assert bridge_of(await standby.node())["exporter"] is False
 
 
-async def _settled(*nodes: Gravd) -> None:
-    """Both bridges ready and exactly one active."""
+async def _settled(first: Gravd, second: Gravd) -> None:
+    """Both bridges ready and exactly one active: ``second`` takes the role ``first`` did not,
+    and ``first`` still holds its own when asked again."""
     while True:
-        views = [bridge_of(await n.node()) for n in nodes]
-        if all(b["ready"] for b in views) and sum(b["exporter"] for b in views) == 1:
+        role = bridge_of(await first.wait_http(lambda n: bool(bridge_of(n)["ready"])))["exporter"]
+        await second.wait_http(partial(_ready_as, exporter=not role))
+        if bridge_of(await first.node())["exporter"] is role:
             return
-        await asyncio.sleep(0.05)  # bridge state changes on NATS traffic: re-ask
+
+
+def _ready_as(node: dict[str, Any], *, exporter: bool) -> bool:
+    """The node's bridge is ready, and the active one (``exporter``) or a standby."""
+    bridge = bridge_of(node)
+    return bool(bridge["ready"]) and bridge["exporter"] is exporter
 
 
 def wants_type(node: dict[str, Any], msg_type: str) -> bool:
