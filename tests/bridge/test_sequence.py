@@ -9,8 +9,9 @@ import pytest
 
 from gravpy import Message
 from gravpy.bridge.sequence import Gaps, Numbering, sequence_of
+from tests._bus_helpers import until
 from tests.bridge.nats_proc import NatsServer
-from tests.bridge.test_embedded import node, until
+from tests.bridge.test_embedded import node
 
 pytestmark = pytest.mark.timeout(60)
 

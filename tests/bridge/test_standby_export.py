@@ -24,8 +24,8 @@ from gravpy.bridge import NatsBridgeConfig
 from gravpy.bridge.nats import NatsBridge
 from gravpy.daemon.bridge_metrics import bridge_metrics
 from gravpy.mesh import PeerInfo
+from tests._bus_helpers import until
 from tests.bridge.nats_proc import NatsServer
-from tests.bridge.test_embedded import until
 from transports.websocket import WebSocketTransport
 
 pytestmark = pytest.mark.timeout(60)
@@ -83,8 +83,13 @@ async def test_a_request_that_reaches_only_the_standby_is_exported_by_it(
                 discovery=[StaticDiscovery([*active.endpoints(), *standby.endpoints()])],
             )
         )
+
+        def elected() -> bool:  # both ready, and each has heard the other: one exporter
+            views = [g.bridges[0].statistics() for g in (active, standby)]
+            return all(v.ready for v in views) and sum(v.exporter for v in views) == 1
+
         async with asyncio.timeout(10):
-            await until(lambda: all(g.bridges[0].statistics().ready for g in (active, standby)))
+            await until(elected)
         roles = [g.bridges[0].statistics().exporter for g in (active, standby)]
         assert roles == [True, False]
         await edge.wait_for(admits(STANDBY, "svc.only"), 10)
