@@ -80,6 +80,12 @@ class Link(Protocol):
     A link may also offer ``write_now(frame: bytes) -> bool``: write one frame at once, without
     waiting, or return False and write nothing (closed, or its write buffer is full). The core then
     sends a lone message without a hop through its writer task (``gravpy.mesh.peer_link``).
+
+    And ``take_frames(sink: Callable[[bytes], bool] | None) -> None``: while ``recv`` waits with
+    nothing queued, hand each frame that arrives to ``sink`` from the transport's own callback
+    instead; when ``sink`` returns False, make the waiting ``recv`` return ``b""`` once, ahead of
+    any frame, and queue frames for ``recv`` until it waits again (None: stop). The core then
+    takes a frame without waking its reader task.
     """
 
     @property

@@ -6,7 +6,11 @@ frames, each a big-endian u32 length and that many bytes. A length with the top 
 frame but the **close**: the low 31 bits are the length of a UTF-8 reason (at most 1,024 bytes).
 
 Why a Protocol and not streams: bytes are cut into frames in ``data_received`` and handed straight
-to a waiting ``recv`` -- no reader task, no extra hop per frame. Receiving is bounded by
+to a waiting ``recv`` -- no reader task, no extra hop per frame. A core that set a frame sink
+(``take_frames``) gets them still sooner: while its ``recv`` waits with nothing queued, each frame
+goes to the sink from ``data_received`` itself, and the waiting task is woken only when the sink
+asks (it returns False; ``recv`` then returns ``b""`` once, ahead of any frame, and frames queue for
+``recv`` until it waits again). Receiving is bounded by
 ``max_queue`` frames: past it, reading from the socket pauses until ``recv`` catches up (TCP then
 slows the sender). Sending writes to the socket's buffer at once; above ``write_limit`` bytes
 buffered, ``send`` waits (the transport's flow control) -- that buffer is the bounded send queue,
@@ -104,6 +108,8 @@ class TcpLink(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._paused = False
         self._closing = False  # our close frame is written: what comes is read for the peer's
+        self._sink: Callable[[bytes], bool] | None = None
+        self._poked = False  # the sink asked for the reader: recv returns b"" first
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -139,10 +145,23 @@ class TcpLink(asyncio.Protocol):
             self._cut_frames(data, pos)
         frames = self._frames
         if frames:
-            self._wake_reader()
+            waiter = self._waiter
+            if self._sink is not None and waiter is not None and not waiter.done():
+                self._hand_to_sink(frames)  # the reader waits with nothing queued: no hop
+            else:
+                self._wake_reader()
             if len(frames) >= self._max_queue and not self._paused and self._sock is not None:
                 self._paused = True
                 self._sock.pause_reading()  # recv() resumes reading once it has caught up
+
+    def _hand_to_sink(self, frames: deque[bytes]) -> None:
+        sink = self._sink
+        assert sink is not None
+        while frames:
+            if not sink(frames.popleft()):  # the sink wants its reader: the rest waits for recv
+                self._poked = True
+                self._wake_reader()
+                return
 
     def _cut_frames(self, data: bytes, pos: int) -> None:
         """Queue the whole frames of ``data`` from ``pos``; keep the rest for the next bytes."""
@@ -239,9 +258,20 @@ class TcpLink(asyncio.Protocol):
             sock.write(frame)
         return True
 
+    def take_frames(self, sink: Callable[[bytes], bool] | None) -> None:
+        """From now on hand frames to ``sink`` while ``recv`` waits with nothing queued (see the
+        module docstring); None: every frame goes to ``recv`` again."""
+        self._sink = sink
+
     async def recv(self) -> bytes:
-        """The next frame; LinkClosedError (who closed it, why) once closed and drained."""
+        """The next frame; LinkClosedError (who closed it, why) once closed and drained.
+
+        ``b""`` once after the frame sink returned False, before any frame (a wake-up, not a frame).
+        """
         while True:
+            if self._poked:
+                self._poked = False
+                return b""
             if self._frames:
                 frame = self._frames.popleft()
                 if self._paused and len(self._frames) < self._max_queue // 2 + 1:

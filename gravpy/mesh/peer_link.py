@@ -2,7 +2,9 @@
 
 A PeerLink owns three loops for the life of the link, in one ``TaskGroup``: the reader feeds frames
 to the protocol and hands what arrives to its owner (the hub, through the ``LinkOwner`` port): the
-messages to ``link_messages`` and every other event to ``link_events``; the writer
+messages to ``link_messages`` and every other event to ``link_events`` (on a link that offers
+``take_frames``, the frames that arrive while the reader waits take that path in the transport's
+callback, and the reader is woken only for a backlog); the writer
 (``gravpy.mesh.link_writer``: the bounded send queue, its batching into MSGS frames, and the direct
 path for a lone message on a transport that can write without waiting) writes every frame in
 order; the ticker runs the protocol's timers (pings, the handshake deadline, the dead-link check).
@@ -50,6 +52,7 @@ from gravpy.proto.handshake import ROLE_LEAF, ROLE_PEER, Credentials
 __all__ = ["Backpressure", "LinkOwner", "PeerInfo", "PeerLink"]
 
 _log = logs.get_logger("gravpy.mesh.peer_link")
+FrameSink = Callable[[bytes], bool]  # a link's ``take_frames`` argument
 _NO_GROUPS: Mapping[str, int] = {}
 
 
@@ -139,6 +142,8 @@ class PeerLink:
         self.reject_reason = ""  # why the handshake was refused (by either side)
         self._handshake_task: asyncio.Task[object] | None = None  # waiting for a handshake frame
         self._interrupted = False  # ``end`` cancelled that wait
+        self._poked = False  # the frame sink woke the reader: its next empty frame is no frame
+        self._sink_error: Exception | None = None  # raised in the sink, for the reader to raise
 
     # -- what the hub reads ----------------------------------------------------------------------
 
@@ -442,25 +447,57 @@ class PeerLink:
                 owner.link_events(self, [event])
 
     async def _read(self) -> None:
+        # a link that can hand frames over from its transport callback (``take_frames``) saves
+        # the wake-up of this task per frame; this task then runs only for the backlog
+        take_frames: Callable[[FrameSink | None], None] | None = getattr(
+            self.link, "take_frames", None
+        )
         try:
             if self._backlog:  # left by the handshake's last frame
                 await self._take_backlog()
+            if take_frames is not None:
+                take_frames(self._frame_now)
             while True:
                 frame = await self.link.recv()
-                proto = self.proto
-                events = proto.receive_frame(frame, time.monotonic())
-                if not self.uuid and proto.remote is not None:
-                    self._learn_remote(proto.remote)
-                if events:
-                    self._dispatch(events)
-                if proto.has_data_to_send:  # a PONG, a handshake step, a WITHDRAW_ACK
-                    self._wake.set()
+                if self._poked and not frame:  # the sink's wake-up, not a frame
+                    self._poked = False
+                    error, self._sink_error = self._sink_error, None
+                    if error is not None:
+                        raise error
+                else:
+                    self._receive(frame)
                 if self._backlog:
                     await self._take_backlog()
         except LinkClosedError as exc:
             if not self.end_reason:
                 self.end_reason = str(exc)
             self._writer.end(REASON_NORMAL)
+        finally:
+            if take_frames is not None:
+                take_frames(None)
+
+    def _receive(self, frame: bytes) -> None:
+        """One frame to the protocol, and what it reports to the owner."""
+        proto = self.proto
+        events = proto.receive_frame(frame, time.monotonic())
+        if not self.uuid and proto.remote is not None:
+            self._learn_remote(proto.remote)
+        if events:
+            self._dispatch(events)
+        if proto.has_data_to_send:  # a PONG, a handshake step, a WITHDRAW_ACK
+            self._wake.set()
+
+    def _frame_now(self, frame: bytes) -> bool:
+        """The link's frame sink, run in its transport callback while the reader waits: False
+        when the reader must run (a backlog to hand on, or an error to raise as its own)."""
+        try:
+            self._receive(frame)
+        except Exception as exc:
+            self._sink_error = exc
+        if self._backlog or self._sink_error is not None:
+            self._poked = True
+            return False
+        return True
 
     async def _take_backlog(self) -> None:
         self.proto.hold_reading()

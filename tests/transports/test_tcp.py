@@ -90,6 +90,37 @@ async def test_write_now_writes_at_once_until_the_link_is_closed_or_the_frame_to
         await accepted.recv()
 
 
+async def test_a_frame_sink_takes_frames_while_recv_waits_until_it_asks_for_the_reader(
+    server: LinkServer[TcpTransport],
+) -> None:
+    """With a sink set, frames that arrive while recv waits go to the sink; when it returns False
+    the waiting recv returns b"" once, and the frames after it queue for recv, in order."""
+    link = await _local().dial(server.url, timeout=5)
+    accepted = await server.links.get()
+    assert isinstance(accepted, TcpLink)
+    taken: list[bytes] = []
+
+    def sink(frame: bytes) -> bool:
+        taken.append(frame)
+        return frame != b"stop"
+
+    accepted.take_frames(sink)
+    waiting = asyncio.create_task(accepted.recv())
+    await asyncio.sleep(0)  # the task runs up to its wait
+    for frame in (b"one", b"two", b"stop", b"after", b"last"):
+        await link.send(frame)
+    assert await asyncio.wait_for(waiting, 5) == b""
+    assert taken == [b"one", b"two", b"stop"]
+    assert [await accepted.recv() for _ in range(2)] == [b"after", b"last"]
+    accepted.take_frames(None)
+    waiting = asyncio.create_task(accepted.recv())
+    await asyncio.sleep(0)
+    await link.send(b"plain")
+    assert await asyncio.wait_for(waiting, 5) == b"plain"
+    assert taken == [b"one", b"two", b"stop"]
+    await link.close()
+
+
 async def test_the_receiver_refuses_a_length_over_its_limit_before_the_body(
     server: LinkServer[TcpTransport],
 ) -> None:
