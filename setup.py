@@ -10,10 +10,9 @@ from setuptools import setup
 
 # The hot path: the in-process bus and pods, the wire codec and link protocol, mesh routing and
 # the path of a message through a node (traffic).
-# buffer.py stays interpreted: gravd's DurableBuffer subclasses MsgBuffer, and interpreted classes
-# cannot inherit from compiled ones.
 COMPILED_MODULES = [
     "gravpy/_mailbox.py",
+    "gravpy/buffer.py",
     "gravpy/bus.py",
     "gravpy/consumer.py",
     "gravpy/counters.py",

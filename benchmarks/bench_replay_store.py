@@ -7,8 +7,8 @@ Run from the repository root::
     cd /tmp/before && PYTHONPATH=/tmp/before /path/to/.venv/bin/python /path/to/bench_replay_store.py
 
 200,000 messages of 128 B pushed 2,000 per turn (as gravd at 20,000 messages/s, one write per
-``GATHER_SECONDS``) into a ``MsgBuffer`` and into a ``DurableBuffer`` of 65,536 written by a
-``ReplayStore`` after each turn (so every message reaches the file). ``time.process_time`` counts
+``GATHER_SECONDS``) into a ``MsgBuffer`` of 65,536, alone and written by a ``ReplayStore``
+after each turn (so every message reaches the file). ``time.process_time`` counts
 the writer thread too. The extra microseconds per message are the cost of durability for one
 gravd; both ends of a node-to-node stream pay it.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 from _common import say, table
 
 from gravpy.buffer import MsgBuffer
-from gravpy.daemon.replay_store import DurableBuffer, ReplayStore
+from gravpy.daemon.replay_store import ReplayStore
 from gravpy.message import Message
 
 N = 200_000
@@ -35,13 +35,8 @@ RUNS = 5
 async def per_message(durable: bool, messages: list[Message]) -> float:
     """CPU microseconds per message pushed (and written, if ``durable``)."""
     with tempfile.TemporaryDirectory() as data:
-        kind = DurableBuffer if durable else MsgBuffer
-        buffer = kind(65_536, max_bytes=64 << 20, max_age=3600)
-        store = (
-            await ReplayStore.open(Path(data), buffer)
-            if isinstance(buffer, DurableBuffer)
-            else None
-        )
+        buffer = MsgBuffer(65_536, max_bytes=64 << 20, max_age=3600)
+        store = await ReplayStore.open(Path(data), buffer) if durable else None
         start = time.process_time()
         for first in range(0, N, TURN):
             for i in range(first, first + TURN):

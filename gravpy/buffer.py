@@ -3,10 +3,15 @@
 An entry may carry an origin sequence number (> 0): the mesh numbers every message that enters
 it at this node, so a peer that lost some across a link flap can ask for those after the last it
 saw (``sequenced_after``); the buffer is the window such a resend can reach back.
+
+gravd's durable replay store (``gravpy.daemon.replay_store``) mirrors the buffer without a cost
+per push: it reads what was pushed since its last turn from the buffer itself (``take_new``).
+The class is compiled with the hot modules (``setup.py``), so nothing subclasses it.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -32,6 +37,7 @@ class MsgBuffer:
         "_bytes",
         "_clock",
         "_items",
+        "_taken",
         "evicted",
         "limit",
         "max_age",
@@ -56,6 +62,7 @@ class MsgBuffer:
         self.evicted = 0
         self._clock = clock
         self._bytes = 0
+        self._taken = 0  # pushes already handed to a store (``take_new``)
         # (message, origin, seq, pushed at): one entry, one append and one popleft per push
         self._items: deque[tuple[Message, object, int, float]] = deque()
 
@@ -112,6 +119,30 @@ class MsgBuffer:
         numbered = [(seq, m) for m, _, seq, _ in self._items if seq]
         oldest = numbered[0][0] if numbered else 0
         return [(seq, m) for seq, m in numbered if seq > after], oldest
+
+    @property
+    def pushed(self) -> int:
+        """Pushes since the buffer was made: those held and those evicted."""
+        return len(self._items) + self.evicted
+
+    def restore(self, rows: list[tuple[float, Message, int]]) -> None:
+        """Put back ``(pushed at, message, number)`` rows a store held, oldest first, without
+        handing them to the store again."""
+        for at, msg, seq in rows:
+            self.push(msg, None, seq, at)
+        self._taken = self.pushed
+
+    def take_new(self) -> list[tuple[float, Message, int]]:
+        """``(pushed at, message, number)`` of each push since the last call that is still held,
+        oldest first (what was pushed and evicted in between has left the buffer: not kept)."""
+        pushed = self.pushed
+        new = min(pushed - self._taken, len(self._items))
+        self._taken = pushed
+        if new <= 0:
+            return []
+        items = list(itertools.islice(reversed(self._items), new))
+        items.reverse()
+        return [(at, msg, seq) for msg, _, seq, at in items]
 
     def last_seq(self) -> int:
         """The highest origin sequence held (0 if none)."""

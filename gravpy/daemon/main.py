@@ -57,7 +57,7 @@ from gravpy.daemon.monitor import Monitor, NodeStatus
 from gravpy.daemon.node_identity import NodeIdentityError, open_identity
 from gravpy.daemon.parsers import default_data_dir
 from gravpy.daemon.positions import PositionsError, PositionStore, open_positions
-from gravpy.daemon.replay_store import DurableBuffer, ReplayStore, ReplayStoreError
+from gravpy.daemon.replay_store import ReplayStore, ReplayStoreError
 from gravpy.errors import GravError
 from gravpy.events import EventStoreError
 from gravpy.grav import Grav
@@ -232,8 +232,7 @@ def build_node(config: DaemonConfig, node_uuid: str | None = None) -> Grav:
 
 def _replay_buffer(config: DaemonConfig) -> MsgBuffer:
     """The replay buffer: in ``replay.sqlite3`` (gravpy.daemon.replay_store) unless turned off."""
-    kind = DurableBuffer if config.buffer_durable else MsgBuffer
-    return kind(config.buffer_size, max_bytes=config.buffer_bytes, max_age=config.buffer_age)
+    return MsgBuffer(config.buffer_size, max_bytes=config.buffer_bytes, max_age=config.buffer_age)
 
 
 async def _open_replay(
@@ -242,7 +241,7 @@ async def _open_replay(
     """Restore the durable replay buffer before the node links to anything; raises
     ``ReplayStoreError`` if the data dir cannot hold it (a corrupt file is set aside)."""
     buffer = grav.bus.buffer
-    if not isinstance(buffer, DurableBuffer):
+    if not config.buffer_durable:
         return None
     store = await ReplayStore.open(config.data_dir, buffer, numbered=numbered)
     if store.set_aside is not None:

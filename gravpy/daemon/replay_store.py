@@ -2,8 +2,8 @@
 
 Theory of operation
 -------------------
-The bus pushes into a ``DurableBuffer`` (a ``MsgBuffer`` bounded by count, data bytes and age) as
-before, at no extra cost per push. One writer task wakes every ``GATHER_SECONDS``, takes from the
+The bus pushes into its ``MsgBuffer`` (bounded by count, data bytes and age) as before, at no
+extra cost per push. One writer task wakes every ``GATHER_SECONDS``, takes from the
 buffer what was pushed since its last turn (and is still held) and hands it to a single-thread
 executor, which appends it to ``replay.sqlite3`` as one row (one msgpack array of ``[pushed at,
 message, number]``, one encode) in one transaction and deletes the rows whose messages have all
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import sqlite3
 from collections import deque
@@ -49,7 +48,7 @@ from gravpy.daemon.sqlite_file import open_or_set_aside
 from gravpy.errors import GravError, MessageError
 from gravpy.message import Message
 
-__all__ = ["REPLAY_FILE", "DurableBuffer", "ReplayStore", "ReplayStoreError"]
+__all__ = ["REPLAY_FILE", "ReplayStore", "ReplayStoreError"]
 
 _log = logging.getLogger("gravpy.daemon.replay_store")
 REPLAY_FILE: Final = "replay.sqlite3"
@@ -68,44 +67,10 @@ class ReplayStoreError(GravError):
     """The data directory cannot hold the replay buffer (not creatable or not writable)."""
 
 
-class DurableBuffer(MsgBuffer):
-    """A ``MsgBuffer`` the ``ReplayStore`` mirrors. A push costs nothing more than in memory: the
-    store reads what was pushed since its last write from the buffer itself (``take_new``)."""
-
-    __slots__ = ("_taken",)
-
-    def __init__(self, limit: int, *, max_bytes: int = 0, max_age: float = 0.0) -> None:
-        super().__init__(limit, max_bytes=max_bytes, max_age=max_age)
-        self._taken = 0  # pushes already handed to the store
-
-    @property
-    def pushed(self) -> int:
-        """Pushes since the buffer was made: those held and those evicted."""
-        return len(self._items) + self.evicted
-
-    def restore(self, rows: list[tuple[float, Message, int]]) -> None:
-        """Put back what the file held, oldest first, without handing it to the store again."""
-        for at, msg, seq in rows:
-            MsgBuffer.push(self, msg, None, seq, at)
-        self._taken = self.pushed
-
-    def take_new(self) -> list[tuple[float, Message, int]]:
-        """``(pushed at, message, number)`` of each push since the last call that is still held,
-        oldest first (what was pushed and evicted in between has left the buffer: not kept)."""
-        pushed = self.pushed
-        new = min(pushed - self._taken, len(self._items))
-        self._taken = pushed
-        if new <= 0:
-            return []
-        items = list(itertools.islice(reversed(self._items), new))
-        items.reverse()
-        return [(at, msg, seq) for msg, _, seq, at in items]
-
-
 class ReplayStore:
-    """Keeps a ``DurableBuffer`` in ``replay.sqlite3``; see the module docstring."""
+    """Keeps a ``MsgBuffer`` in ``replay.sqlite3``; see the module docstring."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, buffer: DurableBuffer) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, buffer: MsgBuffer) -> None:
         self.path = path
         self.buffer = buffer
         self.written = 0
@@ -121,7 +86,7 @@ class ReplayStore:
 
     @classmethod
     async def open(
-        cls, data_dir: Path, buffer: DurableBuffer, *, numbered: bool = False
+        cls, data_dir: Path, buffer: MsgBuffer, *, numbered: bool = False
     ) -> ReplayStore:
         """Open (or set aside and recreate) the file, restore the buffer, start writing.
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gravpy.daemon.replay_store import DurableBuffer, ReplayStore
+from gravpy.buffer import MsgBuffer
+from gravpy.daemon.replay_store import ReplayStore
 from gravpy.message import Message
 
 
@@ -20,7 +21,7 @@ def _numbers(entries: list[tuple[float, Message, int]]) -> list[int]:
 async def test_the_writer_takes_what_was_pushed_since_its_last_turn_and_is_still_held() -> None:
     """Ten pushes into a buffer of five: the writer takes the five held (the evicted ones have
     left the buffer); two more pushes: it takes those two only."""
-    buffer = DurableBuffer(5)
+    buffer = MsgBuffer(5)
     for i in range(10):
         buffer.push(_msg(i), None, i + 1)
     assert _numbers(buffer.take_new()) == [5, 6, 7, 8, 9]
@@ -37,12 +38,12 @@ async def test_numbers_come_back_from_the_file_only_for_a_node_that_kept_its_uui
 ) -> None:
     """Entries written with their origin numbers are restored numbered (and not written again)
     when asked to, unnumbered otherwise; the highest number is reported either way."""
-    buffer = DurableBuffer(100)
+    buffer = MsgBuffer(100)
     store = await ReplayStore.open(tmp_path, buffer)
     for i in range(3):
         buffer.push(_msg(i), None, 40 + i)
     await store.close()
-    kept = DurableBuffer(100)
+    kept = MsgBuffer(100)
     store = await ReplayStore.open(tmp_path, kept, numbered=True)
     await store.close()
     assert store.highest_seq == 42
@@ -54,7 +55,7 @@ async def test_numbers_come_back_from_the_file_only_for_a_node_that_kept_its_uui
     ]
     assert oldest == 40
     assert kept.take_new() == []  # restored: not handed to the writer again
-    fresh = DurableBuffer(100)
+    fresh = MsgBuffer(100)
     store = await ReplayStore.open(tmp_path, fresh)
     await store.close()
     assert store.highest_seq == 42
