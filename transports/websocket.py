@@ -123,6 +123,27 @@ class WebSocketLink:
         with self._errors:
             await self._ws.send(frame)
 
+    def write_now(self, frame: bytes) -> bool:
+        """Write one binary frame at once, through the connection's sans-I/O protocol, if it is
+        open, no fragmented send is under way and its write buffer is below the limit; else
+        write nothing and return False (``send`` is the way that waits).
+
+        ``paused`` and ``send_in_progress`` are the connection's own flow-control and fragment
+        state (websockets >= 14): where a version lacks them this always says False, and the
+        core sends through its writer task as before."""
+        ws = self._ws
+        if (
+            ws.protocol.state is not State.OPEN
+            or getattr(ws, "paused", True) is not False
+            or getattr(ws, "send_in_progress", True) is not None
+            or ws.transport.is_closing()
+        ):
+            return False
+        protocol = ws.protocol
+        protocol.send_binary(frame)
+        ws.transport.write(b"".join(protocol.data_to_send()))
+        return True
+
     async def recv(self) -> bytes:
         """Return the next frame; a text frame from the peer closes the link (code 1003)."""
         with self._errors:

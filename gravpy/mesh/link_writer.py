@@ -6,7 +6,7 @@ is full, new messages are refused and counted in the link's ``drops``. The write
 sleeps on ``wake``; woken, it batches the queue into MSGS frames (``max_batch`` messages each) and
 writes every frame the protocol has queued, in order: messages, pings, interests, the CLOSE.
 
-A transport that can write without waiting (``write_now``, the TCP transport's) lets the first
+A transport that can write without waiting (``write_now``: TCP's and WebSocket's) lets the first
 message of a loop turn go straight out when the writer is idle and nothing is queued: a lone
 request or reply leaves without a hop through the writer task, and the rest of a burst queues for
 the writer as before. If the transport's buffer is full, the frames that direct write could not

@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from gravpy.errors import LinkClosedError, TransportError, UsageError
 from gravpy.testing import check_transport
 from tests.transports._link_server import LinkServer, serving
-from transports.websocket import WebSocketTransport
+from transports.websocket import WebSocketLink, WebSocketTransport
 
 
 def _local(*, max_frame_bytes: int = 1 << 20, write_limit: int = 1 << 16) -> WebSocketTransport:
@@ -43,6 +43,25 @@ async def test_endpoint_reports_the_bound_port(server: LinkServer[WebSocketTrans
     port = server.transport._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     assert server.transport.endpoints() == [f"ws://127.0.0.1:{port}/meta/message"]
     assert port != 0
+
+
+async def test_write_now_writes_at_once_in_order_with_send_until_the_link_is_closed(
+    server: LinkServer[WebSocketTransport],
+) -> None:
+    """write_now sends a frame without waiting, in order with send (the connection state it
+    reads is still there in this websockets), and writes nothing once the link is closed."""
+    link = await _local().dial(server.url, timeout=5)
+    accepted = await server.links.get()
+    assert isinstance(link, WebSocketLink)
+    write_now = link.write_now
+    assert write_now(b"first")
+    await link.send(b"second")
+    assert write_now(b"third")
+    assert [await accepted.recv() for _ in range(3)] == [b"first", b"second", b"third"]
+    await link.close()
+    assert not write_now(b"after close")
+    with pytest.raises(LinkClosedError):
+        await accepted.recv()
 
 
 async def test_a_text_frame_closes_the_link(server: LinkServer[WebSocketTransport]) -> None:
