@@ -84,6 +84,7 @@ class PeerLink:
         dialer: DialWaiter | None = None,
         screen: Callable[[Hello], tuple[str, str] | None] | None = None,
         origin_seq: int = 0,
+        upgrade_token: bytes = b"",
     ) -> None:
         self.link = link
         self._owner = owner
@@ -99,6 +100,7 @@ class PeerLink:
             credentials=credentials,
             screen=screen,
             origin_seq=origin_seq,
+            upgrade_token=upgrade_token,
         )
         self.identity: Identity | None = None  # what the auth file grants (None: no auth file)
         # who the remote is, known from its HELLO on (``_learn_remote``): "", False, False before
