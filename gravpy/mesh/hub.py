@@ -347,10 +347,12 @@ class Hub:
     def link_ended(self, peer: PeerLink) -> None:
         """The link is over (the LinkOwner port; called once, before its transport closes)."""
         self.links.discard(peer)
-        self.upgrades.ended(peer)
+        moved = self.upgrades.ended(peer)
         self.traffic.gate.forget(peer)
         self._closed.add(peer)  # what it carried, without a whole PeerInfo snapshot
         if not self.router.remove(peer):
+            if moved:  # the link it moved to is the route: nothing else changed
+                self._notify()
             return
         self._log.info(
             "peer_disconnected", peer=peer.uuid, reason=peer.end_reason, dropped=peer.dropped

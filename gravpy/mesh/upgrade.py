@@ -217,9 +217,9 @@ class Upgrades:
         if move.switched:
             old.end(REASON_MOVED)
 
-    def ended(self, link: PeerLink) -> None:
-        """``link`` ended: forget the move it was the old link of, or the new link of (a move
-        whose new link ended before it opened has failed; the old link goes on)."""
+    def ended(self, link: PeerLink) -> bool:
+        """``link`` ended: forget the move it was the old link of (True), or the new link of (a
+        move whose new link ended before it opened has failed; the old link goes on)."""
         move = self.moving.get(link)
         if move is not None:
             self._forget(move)
@@ -228,12 +228,13 @@ class Upgrades:
             elif not move.marker_in:  # what it still carried is asked for again on the new link
                 self._log.info("move_undrained", peer=link.uuid, reason=link.end_reason)
                 self._undrained(move.new)
-            return
+            return True
         move = self._by_new.get(link)
         if move is not None and not move.switched:
             self._forget(move)
             self.failed += 1
             self._log.info("move_failed", peer=link.uuid or move.old.uuid, reason=link.end_reason)
+        return False
 
     def _forget(self, move: Move) -> None:
         if move.timer is not None:
