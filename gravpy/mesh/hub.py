@@ -511,7 +511,7 @@ class Hub:
             self.upgrades.failed += 1
             self._log.info("move_failed", peer=old.uuid, endpoint=endpoint, reason=str(exc))
             return
-        if old.ended.is_set() or self._stopping:
+        if old.ended.is_set() or self.peers.get(old.uuid) is not old or self._stopping:
             await link.close(REASON_SHUTDOWN if self._stopping else REASON_DUPLICATE)
             return
         new = self._new_link(link, None, moving=old)

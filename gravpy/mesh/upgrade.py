@@ -2,10 +2,11 @@
 
 Theory of operation
 -------------------
-A static peer named by its WebSocket URL links over WebSocket, but the other node's HELLO names
-its fastest endpoint (``tcp://`` when it listens with TCP). The node that dialled the link (only
-that side, so the two never race) dials that endpoint too and moves the link there; the link it
-leaves is the *old* one, the one it dials the *new* one.
+A static peer named by its WebSocket (or HTTP) URL links over that transport, but the other
+node's HELLO names its fastest endpoint (``tcp://`` when it listens with TCP). The node that
+dialled the link (only that side, so the two never race) dials that endpoint too and moves the
+link there; the link it leaves is the *old* one, the one it dials the *new* one. Only TCP is a
+target (``upgrade_endpoint``): HTTP links are not moved to WebSocket.
 
 Who may replace a live link. Any app learns every node uuid, so a second link claiming a node's
 uuid must not take the place of a live one on its word (``admission.may_replace`` refuses it as a
@@ -83,9 +84,12 @@ def issued_token(local_role: str, initiator: bool) -> bytes:
 
 
 def upgrade_endpoint(link: PeerLink, local_role: str, transports: Sequence[Transport]) -> str:
-    """The faster endpoint this side should move ``link`` to, or "" (none, or not this side's
-    to move: only the side that dialled moves, only between peers, only to a node that issued
-    a token, never from an encrypted transport to a plain one)."""
+    """The TCP endpoint this side should move ``link`` to, or "" (none, or not this side's to
+    move: only the side that dialled moves, only between peers, only to a node that issued a
+    token, only to TCP, the fast path, and never from an encrypted transport to a plain one).
+
+    An HTTP link is not moved to WebSocket: an operator names an HTTP peer for a network that
+    needs it (a proxy that passes no WebSocket upgrade)."""
     remote = link.remote
     if (
         remote is None
@@ -98,7 +102,7 @@ def upgrade_endpoint(link: PeerLink, local_role: str, transports: Sequence[Trans
     ):
         return ""
     target, current = remote.endpoint, link.dial_endpoint
-    if rank(target) >= rank(current):
+    if rank(target) != 0 or rank(current) == 0:
         return ""
     if _scheme(current) in _SECURE and _scheme(target) not in _SECURE:
         return ""
