@@ -57,6 +57,7 @@ from gravpy.proto import (
     HelloReceived,
     InterestsReceived,
     LinkDead,
+    MovedReceived,
     NodeInfo,
     PeersReceived,
     ProtocolViolation,
@@ -373,11 +374,9 @@ class Hub:
     def link_messages(self, peer: PeerLink, messages: list[Message], seqs: list[int]) -> int:
         """Messages from ``peer`` (the LinkOwner port): ``Traffic`` takes them; returns how many
         (fewer while a local pod is congested: the link's reader then holds off)."""
-        if self.upgrades.moving:  # a link is moving to a faster transport (gravpy.mesh.upgrade)
-            if peer in self.upgrades.moving:  # the old link: its last message is the marker
-                return self.upgrades.received(peer, messages, seqs, self.traffic.from_link)
-            if peer in self.upgrades.draining:  # the new link: taken once the old one drained
-                return 0
+        draining = self.upgrades.draining  # links moving to TCP (gravpy.mesh.upgrade)
+        if draining and peer in draining:  # a new link: taken once the old one drained
+            return 0
         return self.traffic.from_link(peer, messages, seqs)
 
     def link_events(self, peer: PeerLink, events: list[Event]) -> None:
@@ -409,6 +408,8 @@ class Hub:
                 self._notify()
             elif isinstance(event, WithdrawAcked):
                 peer.acked.set()
+            elif isinstance(event, MovedReceived):
+                self.upgrades.marker_in(peer)
             else:
                 self._on_end(peer, event)
 

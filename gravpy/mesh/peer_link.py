@@ -294,6 +294,11 @@ class PeerLink:
         """The remote withdrew: what is queued for it will never be sent; count it dropped."""
         self.drops.remote_withdrew += self.drop_queue()
 
+    def moved(self) -> None:
+        """Tell the remote, after everything queued, that nothing more follows on this link
+        (MOVED: its traffic moved to a faster link, ``gravpy.mesh.upgrade``)."""
+        self._writer.after_queue(self.proto.send_moved)
+
     def send_now(self, msg: Message) -> None:
         """Send ``msg`` ahead of anything queued (a node's notice to its app)."""
         if self.is_open:

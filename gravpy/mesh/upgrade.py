@@ -23,16 +23,22 @@ HELLO must carry the same node uuid (with a mesh key or identity keys, AUTH prov
 Make before break. The new link's handshake runs beside the old link, which carries traffic
 throughout. Each side *switches* when the new link opens on its side: the new link becomes the
 route to the node (the old one's interests and neighbours are carried over until the node says
-them again), the old link's HELLO number becomes the resume baseline, and a *moved* marker
-(a message of type ``gravpy.moved``) is queued on the old link after everything queued there.
-From then on this side sends nothing new on the old link (replies follow the node to its new
-link: ``Router._reply_route``). A side ends the old link once it has both sent its marker and
-read the remote's: everything either side sent on it has then been read, so nothing is lost;
-the routing table always holds a link to the node, so no ``peer_disconnected`` is logged and no
-wait on a reply fails. Messages the old link carried late are ordered by resume
-(``gravpy.mesh.resume``): each side asks the other on the new link for what it numbered after
-the last number heard and holds live messages until the resend ends; the seen-set drops what
-arrived twice. A marker that does not come within ``handshake_timeout`` ends the old link anyway.
+them again), and a MOVED frame is queued on the old link after every message queued there
+(``PeerLink.moved``). From then on this side sends nothing new on the old link
+(replies follow the node to its new link: ``Router._reply_route``). Until the remote's MOVED
+has arrived on the old link, the hub takes no message from the new link (``draining``: the link
+keeps them in its backlog and reads no further, so TCP pushes back; its reader retries each
+loop turn meanwhile). Everything the remote sent on the old link precedes, in its sending
+order, everything it sends on the new one, so messages arrive complete, once and in order, with
+no resend. A side ends the old link (CLOSE ``moved``) once it has both sent its MOVED and read
+the remote's: neither side has anything left on it. The routing table always holds a link to
+the node, so no ``peer_disconnected`` is logged and no wait on a reply fails.
+
+If the old link ends before the remote's marker arrives (it died, or the marker did not come
+within ``handshake_timeout``, when this side ends it), the new link asks the remote to resend
+what it numbered after the last number heard (``gravpy.mesh.resume``; the old link's HELLO
+number is the baseline) before its held messages go through, so what the old link lost is
+resent, in order.
 
 If the new link fails before it opens (no route, a refusal), nothing changed: the old link goes
 on, and the next link to that node tries again. If the old link ends first, the new link goes on
@@ -44,14 +50,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from gravpy import _log as logs
 from gravpy.mesh.dialer import dials, rank
-from gravpy.message import Message, new_id
 from gravpy.plugins import Transport
 from gravpy.proto import ROLE_PEER
 
@@ -59,7 +63,6 @@ if TYPE_CHECKING:
     from gravpy.mesh.peer_link import PeerLink
 
 __all__ = [
-    "MOVED_TYPE",
     "TOKEN_BYTES",
     "Move",
     "UpgradeStatistics",
@@ -68,14 +71,11 @@ __all__ = [
     "upgrade_endpoint",
 ]
 
-MOVED_TYPE: Final = "gravpy.moved"
 TOKEN_BYTES: Final = 16
 REASON_MOVED: Final = "moved"  # the CLOSE reason of an old link (only new peers ever see it)
 _SECURE: Final = frozenset({"tls", "wss", "https"})
 
 _log = logs.get_logger("gravpy.mesh.upgrade")
-
-Deliver = Callable[["PeerLink", list[Message], list[int]], int]
 
 
 def issued_token(local_role: str, initiator: bool) -> bytes:
@@ -111,11 +111,6 @@ def upgrade_endpoint(link: PeerLink, local_role: str, transports: Sequence[Trans
 
 def _scheme(endpoint: str) -> str:
     return endpoint.split("://", 1)[0]
-
-
-def moved_marker() -> Message:
-    """The last message a side sends on an old link."""
-    return Message(new_id(), "", "", MOVED_TYPE, time.time(), b"", None)
 
 
 @dataclass(eq=False)
@@ -184,7 +179,7 @@ class Upgrades:
         self.moved += 1
         old, new = move.old, move.new
         self._log.info("link_moved", peer=new.uuid, old=old.link.transport, new=new.link.transport)
-        old.enqueue(moved_marker())
+        old.moved()
         if move.marker_in:
             old.end(REASON_MOVED)
         else:
@@ -197,22 +192,8 @@ class Upgrades:
         self._log.info("move_marker_missing", peer=move.old.uuid, after=self._timeout)
         move.old.end(REASON_MOVED)
 
-    def received(
-        self, old: PeerLink, messages: list[Message], seqs: list[int], deliver: Deliver
-    ) -> int:
-        """Messages from an old link: ``deliver`` takes them, but for the remote's marker, which
-        is consumed here. Returns how many were taken, as ``deliver`` does."""
-        for i, msg in enumerate(messages):
-            if msg.type == MOVED_TYPE and not seqs[i]:
-                taken = deliver(old, messages[:i], seqs[:i]) if i else 0
-                if taken < i:
-                    return taken
-                self._marker_in(old)
-                rest = messages[i + 1 :]
-                return i + 1 + (deliver(old, rest, seqs[i + 1 :]) if rest else 0)
-        return deliver(old, messages, seqs)
-
-    def _marker_in(self, old: PeerLink) -> None:
+    def marker_in(self, old: PeerLink) -> None:
+        """The remote's MOVED arrived on ``old``: the new link's messages may go through."""
         move = self.moving.get(old)
         if move is None:
             return

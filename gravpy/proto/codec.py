@@ -52,6 +52,7 @@ from gravpy.proto.frames import (
     FrameKind,
     Hello,
     Interests,
+    Moved,
     Msgs,
     Peers,
     Ping,
@@ -458,10 +459,12 @@ def _decode_nonce(obj: list[Any], limits: Limits) -> Ping | Pong:
     return cls(obj[1])
 
 
-def _decode_bare(obj: list[Any], limits: Limits) -> Accept | Withdraw | WithdrawAck:
+def _decode_bare(obj: list[Any], limits: Limits) -> Accept | Withdraw | WithdrawAck | Moved:
     _arity(obj, 1)
     if obj[0] == FrameKind.ACCEPT:
         return Accept()
+    if obj[0] == FrameKind.MOVED:
+        return Moved()
     return Withdraw() if obj[0] == FrameKind.WITHDRAW else WithdrawAck()
 
 
@@ -478,4 +481,5 @@ _DECODERS: Final[dict[int, Callable[[list[Any], Limits], Frame]]] = {
     FrameKind.PING: _decode_nonce,
     FrameKind.PONG: _decode_nonce,
     FrameKind.CLOSE: _decode_reason,
+    FrameKind.MOVED: _decode_bare,
 }

@@ -16,6 +16,9 @@ Every frame is one msgpack array whose first element is the frame kind (a small 
     PING          [10, nonce]
     PONG          [11, nonce]
     CLOSE         [12, reason, detail]
+    MOVED         [13]                         the last frame of its sender's on a link it moved
+                                               off (gravpy.mesh.upgrade; only to a node whose
+                                               HELLO issued an upgrade token)
 
 Each frame class has ``to_wire()``, its msgpack array; ``gravpy.proto.codec`` packs and checks
 them (MSGS frames through msgspec, which packs the messages themselves into the same bytes).
@@ -55,6 +58,7 @@ __all__ = [
     "FrameKind",
     "Hello",
     "Interests",
+    "Moved",
     "Msgs",
     "Peers",
     "Ping",
@@ -104,6 +108,7 @@ class FrameKind(enum.IntEnum):
     PING = 10
     PONG = 11
     CLOSE = 12
+    MOVED = 13
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +308,18 @@ class Close:
         return [self.kind, self.reason, self.detail]
 
 
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """The sender moved this link's traffic to a faster link: nothing follows on this one but
+    its CLOSE (docs/protocol.md section 7.3)."""
+
+    kind: ClassVar[FrameKind] = FrameKind.MOVED
+
+    def to_wire(self) -> list[Any]:
+        """The msgpack array of this frame."""
+        return [self.kind]
+
+
 Frame: TypeAlias = (
     Hello
     | Auth
@@ -316,6 +333,7 @@ Frame: TypeAlias = (
     | Ping
     | Pong
     | Close
+    | Moved
 )
 
 

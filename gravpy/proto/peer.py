@@ -41,6 +41,7 @@ from gravpy.proto.frames import (
     FrameKind,
     Hello,
     Interests,
+    Moved,
     Msgs,
     Peers,
     Ping,
@@ -368,6 +369,12 @@ class PeerProtocol:
             self._local_withdrawn = True
             self._queue(encode_frame(Withdraw()), self._clock)
 
+    def send_moved(self) -> None:
+        """Queue MOVED: this side sends nothing more on this link but its CLOSE. Queue it after
+        the last MSGS (send it only to a node whose HELLO issued an upgrade token)."""
+        self._require_open("send_moved()")
+        self._queue(encode_frame(Moved()), self._clock)
+
     # -- received frames (only those the table allows in the current state) -----------------
 
     def _dispatch(self, frame: Frame, raw: bytes, now: float) -> list[ev.Event]:
@@ -399,6 +406,8 @@ class PeerProtocol:
                 return self._on_withdraw(frame, now)
             case Ping() | Pong():
                 return self._on_ping(frame, now)
+            case Moved():
+                return [ev.MovedReceived()]
             case _:  # pragma: no cover
                 assert_never(frame)
 
