@@ -8,13 +8,25 @@ import time
 from collections.abc import Callable
 
 from gravpy import Grav, Message
+from gravpy.bus import Bus
 from gravpy.mesh import PeerInfo
 from gravpy.mesh.hub import Hub
+from gravpy.mesh.link_stats import LinkDrops
+from gravpy.mesh.link_writer import LinkWriter
 from gravpy.mesh.upgrade import upgrade_endpoint
 from gravpy.plugins import Transport
-from gravpy.proto import NodeInfo, PeerProtocol, Rejected
+from gravpy.proto import (
+    HelloReceived,
+    LinkState,
+    MessagesReceived,
+    MovedReceived,
+    NodeInfo,
+    PeerProtocol,
+    Rejected,
+)
 from gravpy.testing import capture_logs
 from tests._bus_helpers import settle
+from tests.transports._link_server import serving
 from transports.tcp import TcpTransport
 from transports.websocket import WebSocketTransport
 
@@ -128,6 +140,24 @@ async def test_numbered_streams_across_the_move_arrive_complete_once_and_in_orde
     assert hub(b).statistics().lost_by_origin == {}
 
 
+def echo(g: Grav) -> None:
+    """A pod on ``g`` that answers ``svc.echo`` with the request's data."""
+    responder = g.connect()
+    responder.on_type(
+        "svc.echo", lambda m: responder.reply_to(m, Message.new("svc.echo.r", m.data))
+    )
+
+
+def hold_from_others(g: Grav, held: list[tuple[Grav, Message]]) -> Callable[[Message], None]:
+    """A handler keeping the requests other nodes ask of ``g`` in ``held``, unanswered."""
+
+    def keep(m: Message) -> None:
+        if m.text() != g.node_uuid:
+            held.append((g, m))
+
+    return keep
+
+
 async def test_requests_across_the_move_are_all_answered(node: NodeFactory) -> None:
     """Requests each way, asked before, during and after the move, every one with a reply; and
     requests asked over WebSocket but answered only once the link moved get their replies."""
@@ -135,13 +165,8 @@ async def test_requests_across_the_move_are_all_answered(node: NodeFactory) -> N
     b = await node(transport=ws_and_tcp())
     held: list[tuple[Grav, Message]] = []
     for g in (a, b):
-        responder = g.connect()
-        responder.on_type(
-            "svc.echo", lambda m, r=responder: r.reply_to(m, Message.new("svc.echo.r", m.data))
-        )
-        g.connect().on_type(
-            "svc.later", lambda m, g=g: m.text() == g.node_uuid or held.append((g, m))
-        )
+        echo(g)
+        g.connect().on_type("svc.later", hold_from_others(g, held))
     await a.connect_endpoint(ws_of(b))
     await a.wait_for(linked_to(b, interest="svc.echo"), timeout=GUARD)
     await b.wait_for(linked_to(a, interest="svc.later"), timeout=GUARD)
@@ -166,8 +191,10 @@ async def test_requests_across_the_move_are_all_answered(node: NodeFactory) -> N
         moved.set()
 
     async with asyncio.timeout(GUARD * 2):
-        counts = await asyncio.gather(*(ask(g, moved) for g in (a, b, a, b)), watch())
-    assert all(n >= 20 for n in counts[:4])
+        watching = asyncio.ensure_future(watch())
+        counts = await asyncio.gather(*(ask(g, moved) for g in (a, b, a, b)))
+        await watching
+    assert all(n >= 20 for n in counts)
     assert hub(a).upgrades.statistics().moved == 1
     assert sorted(m.text() for _, m in held) == sorted([a.node_uuid, b.node_uuid])  # one each
     for g, request in held:  # answered over TCP, asked over WebSocket
@@ -266,3 +293,42 @@ async def test_with_listen_tcp_off_nothing_changes(node: NodeFactory) -> None:
     assert link_b.link.transport == "websocket"
     assert link_b.is_open
     assert hub(a).upgrades.statistics().moved == 0
+
+
+def open_pair() -> tuple[PeerProtocol, PeerProtocol]:
+    """Two protocols, shaken hands in memory: the initiator and the acceptor, both OPEN."""
+    a = PeerProtocol(NodeInfo("a"), initiator=True, now=0.0, nonce=os.urandom(16))
+    b = PeerProtocol(NodeInfo("b"), initiator=False, now=0.0, nonce=os.urandom(16))
+    while a.has_data_to_send or b.has_data_to_send:
+        for sender, receiver in ((a, b), (b, a)):
+            for frame in sender.data_to_send():
+                for event in receiver.receive_frame(frame, 0.0):
+                    if isinstance(event, HelloReceived):
+                        receiver.accept()
+    assert (a.state, b.state) == (LinkState.OPEN, LinkState.OPEN)
+    return a, b
+
+
+async def test_moved_follows_every_message_queued_before_it() -> None:
+    """On a real TCP link, MOVED asked for while 2,500 messages wait in the link's queue
+    reaches the other end after all of them."""
+    async with serving(TcpTransport(host="127.0.0.1", port=0)) as server:
+        dialled = await TcpTransport().dial(server.url, timeout=GUARD)
+        accepted = await server.links.get()
+        a, b = open_pair()
+        writer = LinkWriter(dialled, a, LinkDrops(), Bus(), queue_limit=4096, queue_bytes=1 << 20)
+        for i in range(2500):  # more than one MSGS batch (max_batch 1024)
+            assert writer.enqueue(Message.new("q.n", str(i)), 0)
+        writer.after_queue(a.send_moved)
+        await writer.write_all()
+        got: list[str] = []
+        async with asyncio.timeout(GUARD):
+            while True:
+                events = b.receive_frame(await accepted.recv(), 0.0)
+                got += [
+                    m.text() for e in events if isinstance(e, MessagesReceived) for m in e.messages
+                ]
+                if any(isinstance(e, MovedReceived) for e in events):
+                    break
+        await dialled.close("normal")
+    assert got == [str(i) for i in range(2500)]
