@@ -374,9 +374,13 @@ class Hub:
     def link_messages(self, peer: PeerLink, messages: list[Message], seqs: list[int]) -> int:
         """Messages from ``peer`` (the LinkOwner port): ``Traffic`` takes them; returns how many
         (fewer while a local pod is congested: the link's reader then holds off)."""
-        draining = self.upgrades.draining  # links moving to TCP (gravpy.mesh.upgrade)
-        if draining and peer in draining:  # a new link: taken once the old one drained
-            return 0
+        moving = self.upgrades.moving  # links moving to TCP (gravpy.mesh.upgrade)
+        if moving:
+            if peer in self.upgrades.draining:  # a new link: taken once the old one drained
+                return 0
+            move = moving.get(peer)
+            if move is not None and move.switched:  # an old link: the node is on the new one
+                peer = move.new  # (a resume request it carried is answered there, say)
         return self.traffic.from_link(peer, messages, seqs)
 
     def link_events(self, peer: PeerLink, events: list[Event]) -> None:
@@ -530,6 +534,7 @@ class Hub:
         new.set_endpoints(old.known_endpoints())
         self._interests.remove(old)
         self._resume_baseline(old)
+        self.resume_gate.moved(old, new)  # a restarted node's request, held for its apps
         self.upgrades.switched(move)
 
     def _resume(self, peer: PeerLink) -> None:
