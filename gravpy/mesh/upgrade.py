@@ -210,7 +210,7 @@ class Upgrades:
             self._forget(move)
             if not move.switched:
                 self._log.info("move_abandoned", peer=link.uuid, reason="the old link ended")
-            elif not move.marker_in:  # what it still carried is asked for again on the new link
+            elif not (move.marker_in or move.new.ended.is_set()):  # asked for on the new link
                 self._log.info("move_undrained", peer=link.uuid, reason=link.end_reason)
                 self._undrained(move.new)
             return True
