@@ -332,3 +332,23 @@ async def test_moved_follows_every_message_queued_before_it() -> None:
                     break
         await dialled.close("normal")
     assert got == [str(i) for i in range(2500)]
+
+
+async def test_nodes_with_a_mesh_key_move_their_link_too(node: NodeFactory) -> None:
+    """With a mesh key (every frame after AUTH tagged, MOVED too), the ws:// link moves to TCP
+    and a message sent across the move arrives."""
+    key = os.urandom(32)
+    a = await node(transport=ws_and_tcp(), mesh_key=key)
+    b = await node(transport=ws_and_tcp(), mesh_key=key)
+    got: asyncio.Queue[Message] = asyncio.Queue()
+    b.connect().on_type("keyed.>", got.put_nowait)
+    await a.connect_endpoint(ws_of(b))
+    await a.wait_for(linked_to(b, interest="keyed.>"), timeout=GUARD)
+    a.connect().send(Message.new("keyed.x", "across"))
+    await a.wait_for(over("tcp", b), timeout=GUARD)
+    await b.wait_for(over("tcp", a), timeout=GUARD)
+    await a.wait_for(lambda _: hub(a).upgrades.statistics().in_progress == 0, timeout=GUARD)
+    async with asyncio.timeout(GUARD):
+        assert (await got.get()).text() == "across"
+    assert hub(a).statistics().protocol_violations == {}
+    assert hub(b).statistics().protocol_violations == {}
