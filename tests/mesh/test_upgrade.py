@@ -13,7 +13,7 @@ from gravpy.mesh import PeerInfo
 from gravpy.mesh.hub import Hub
 from gravpy.mesh.link_stats import LinkDrops
 from gravpy.mesh.link_writer import LinkWriter
-from gravpy.mesh.upgrade import upgrade_endpoint
+from gravpy.mesh.upgrade import Move, upgrade_endpoint
 from gravpy.plugins import Transport
 from gravpy.proto import (
     HelloReceived,
@@ -352,3 +352,37 @@ async def test_nodes_with_a_mesh_key_move_their_link_too(node: NodeFactory) -> N
         assert (await got.get()).text() == "across"
     assert hub(a).statistics().protocol_violations == {}
     assert hub(b).statistics().protocol_violations == {}
+
+
+async def test_a_move_whose_moved_frame_is_lost_resumes_on_the_new_link(
+    node: NodeFactory,
+) -> None:
+    """B's MOVED is lost (a fault injected into B): A sees the old link end without it, asks B
+    on the new link for what B numbered since, and B's stream still arrives complete, once
+    and in order, nothing counted lost."""
+    a = await node(transport=ws_and_tcp(), buffer_size=4096)
+    b = await node(transport=ws_and_tcp(), buffer_size=4096)
+    at_a: asyncio.Queue[Message] = asyncio.Queue()
+    a.connect().on_type("n.ba", at_a.put_nowait)
+    switched = hub(b).upgrades.switched
+
+    def lose_moved(move: Move) -> None:
+        move.old.moved = lambda: None  # type: ignore[method-assign]
+        switched(move)
+
+    hub(b).upgrades.switched = lose_moved  # type: ignore[method-assign]
+    with capture_logs(logger="gravpy.mesh") as logs:
+        await a.connect_endpoint(ws_of(b))
+        await b.wait_for(linked_to(a, interest="n.ba"), timeout=GUARD)
+        _, sent = await stream(b, "n.ba", lambda: hub(b).upgrades.moved == 1, 200)
+        async with asyncio.timeout(GUARD):
+            numbers = [int((await at_a.get()).text()) for _ in range(sent)]
+        await settle(a)
+    assert numbers == list(range(sent))
+    assert at_a.empty()
+    undrained = [e for e in logs if e.get("event") == "move_undrained"]
+    assert [e["node"] for e in undrained] == [a.node_uuid]
+    resent = [e for e in logs if e.get("event") == "resent" and e["node"] == b.node_uuid]
+    assert resent
+    assert resent[-1]["messages"] > 0
+    assert hub(a).statistics().lost_by_origin == {}
