@@ -1,4 +1,4 @@
-"""Upgrade: a live link moves to the fastest transport both nodes speak.
+"""Upgrade: a live link moves to TCP, the fastest transport both nodes speak.
 
 Theory of operation
 -------------------
