@@ -6,7 +6,9 @@ At HELLO a link is checked twice. First against the auth file in force (``Author
 unknown key, a bad signature or a refused token ends the link with that reason, told to the one
 refused and counted. Second against the links already up: the mesh keeps one link per node, so a
 second link claiming a node uuid that is linked already either replaces the old one or is refused
-as a duplicate, by ``may_replace``, the same decision on both sides. A new auth file (SIGHUP) is
+as a duplicate, by ``may_replace``, the same decision on both sides; a link that moves a live one
+to a faster transport (``gravpy.mesh.upgrade``) replaces it only with the token issued on it, and
+a wrong token is refused as a duplicate and counted. A new auth file (SIGHUP) is
 applied to the open links too: a link whose identity is no longer admitted is closed, the others
 run on under their identity's new rules (an app hears its new grant).
 
@@ -26,6 +28,7 @@ from gravpy.proto import REASON_DUPLICATE, REASON_NOT_ALLOWED, Hello, Rejected
 
 if TYPE_CHECKING:
     from gravpy.mesh.peer_link import PeerLink
+    from gravpy.mesh.upgrade import Upgrades
 
 __all__ = ["Admission", "may_replace"]
 
@@ -35,9 +38,16 @@ _log = logs.get_logger("gravpy.mesh.admission")
 class Admission:
     """The auth rules in force and the duplicate rule; refusals counted by reason."""
 
-    def __init__(self, node_uuid: str, peers: dict[str, PeerLink], authority: Authority | None):
+    def __init__(
+        self,
+        node_uuid: str,
+        peers: dict[str, PeerLink],
+        authority: Authority | None,
+        upgrades: Upgrades | None = None,
+    ):
         self.authority = authority  # None: every link is accepted
         self._peers = peers  # the router's chosen link per node (the same dict, kept current)
+        self._upgrades = upgrades  # links moving to a faster transport (None: none move)
         self.rejected: dict[str, int] = {}  # handshakes refused here or by the remote, by reason
         self.log_limit = RefusalLog()  # lines about refusals: a few per reason, not one each
         self._log = _log.bind(node=node_uuid)
@@ -51,9 +61,16 @@ class Admission:
                 return False
             peer.authorized(verdict)
         existing = self._peers.get(peer.uuid)
-        live = existing is not None and existing is not peer and not existing.ended.is_set()
-        if live and existing is not None and not may_replace(peer, existing):
+        if existing is None or existing is peer or existing.ended.is_set():
+            return True
+        upgrades = self._upgrades
+        moving = upgrades.check(peer, existing) if upgrades is not None else None
+        if moving is None and not may_replace(peer, existing):
             self.refuse(peer, REASON_DUPLICATE, "a link to this node already exists")
+            return False
+        if moving is False and upgrades is not None:
+            upgrades.refused += 1
+            self.refuse(peer, REASON_DUPLICATE, "the upgrade token is not the live link's")
             return False
         return True
 

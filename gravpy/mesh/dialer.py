@@ -48,6 +48,7 @@ __all__ = [
     "WantedEndpoint",
     "dials",
     "fastest",
+    "rank",
     "transport_for",
 ]
 
@@ -248,7 +249,7 @@ class Dialer:
     def want_fastest(self, uuid: str, endpoints: list[str]) -> WantedEndpoint:
         """Keep a link to a gossiped node by the fastest of its ``endpoints``; if that one stays
         unreachable (a firewall may pass WebSocket but not TCP), the next fastest, and so on."""
-        ranked = sorted(endpoints, key=_rank)
+        ranked = sorted(endpoints, key=rank)
         wanted = self.want(ranked[0], uuid, "gossip")
         if wanted.source == "gossip":
             wanted.fallbacks = tuple(ranked[1:])
@@ -271,7 +272,7 @@ class Dialer:
         port = self._port
         backoff = self._backoff.new_backoff()
         failures = 0
-        grace = wanted.expected_uuid is not None and _rank(wanted.endpoint) > 0
+        grace = wanted.expected_uuid is not None and rank(wanted.endpoint) > 0
         while not port.stopping:
             link = port.link_to(wanted)
             if link is not None:  # already linked (perhaps the other side dialled): wait it out
@@ -317,10 +318,10 @@ class Dialer:
         uuid = wanted.expected_uuid
         if uuid is None:
             return False
-        rank = _rank(wanted.endpoint)
+        own = rank(wanted.endpoint)
         return any(
             other.expected_uuid == uuid
-            and _rank(other.endpoint) < rank
+            and rank(other.endpoint) < own
             and other.unreachable == 0
             and other.task is not None
             and not other.task.done()
@@ -334,10 +335,11 @@ _SCHEME_RANK = {"tcp": 0, "tls": 0, "ws": 1, "wss": 1, "http": 2, "https": 2}
 
 def fastest(endpoints: list[str]) -> str:
     """The endpoint of the fastest transport (tcp, then websocket, then http; others last)."""
-    return min(endpoints, key=_rank)
+    return min(endpoints, key=rank)
 
 
-def _rank(endpoint: str) -> int:
+def rank(endpoint: str) -> int:
+    """How fast ``endpoint``'s transport is: 0 for tcp (the fastest), 1 websocket, 2 http."""
     return _SCHEME_RANK.get(endpoint.split("://", 1)[0], 9)
 
 

@@ -8,8 +8,10 @@ pieces that do the rest, each with a module of its own: ``Traffic`` (every messa
 already linked is refused as a duplicate, the same one on both sides), ``Gossip`` (endpoints
 peers tell each other, so a partial static list converges to a full mesh), the ``InterestTable``
 (what each link is told it may send: what can be reached *through* this node from there),
-``Bridges`` and the ``Dialer`` (a loop per wanted endpoint; the hub runs each dialled link to its
-end). A link reports to the hub through the ``LinkOwner`` port (``gravpy.ports``).
+``Bridges``, the ``Dialer`` (a loop per wanted endpoint; the hub runs each dialled link to its
+end) and ``Upgrades`` (a link this node dialled over a slower transport than the other node's
+HELLO names moves there, make before break). A link reports to the hub through the
+``LinkOwner`` port (``gravpy.ports``).
 
 The hub owns every task it starts (one ``TaskSupervisor``) and ends them in ``stop``, which first
 withdraws from every peer (they stop sending), drains what is queued (bounded, ``gravpy.mesh.drain``),
@@ -40,6 +42,7 @@ from gravpy.mesh.permissions import GRANT_TYPE, Authority, grant_data
 from gravpy.mesh.resume_gate import ResumeGate
 from gravpy.mesh.routing import Router
 from gravpy.mesh.traffic import Traffic
+from gravpy.mesh.upgrade import Move, Upgrades, issued_token, upgrade_endpoint
 from gravpy.message import Message
 from gravpy.plugins import Discovery, DiscoveryContext, Link, Transport
 from gravpy.proto import (
@@ -54,6 +57,7 @@ from gravpy.proto import (
     HelloReceived,
     InterestsReceived,
     LinkDead,
+    MovedReceived,
     NodeInfo,
     PeersReceived,
     ProtocolViolation,
@@ -113,7 +117,9 @@ class Hub:
             changed=self.interests_changed,
         )
         self.traffic.bridge_to(self._bridges)
-        self.admission = Admission(local.node_uuid, self.router.peers, authority)
+        marker_timeout = self.config.protocol.handshake_timeout
+        self.upgrades = Upgrades(local.node_uuid, marker_timeout, self._resume)
+        self.admission = Admission(local.node_uuid, self.router.peers, authority, self.upgrades)
         self.gossip = Gossip(local.node_uuid, self.router.peers, self._dialer, transports, config)
         # peers whose link dropped: their interests, still advertised to leaves for a while
         self._absent = AbsentPeers(self.config.resume_window, self.interests_changed)
@@ -196,6 +202,7 @@ class Hub:
                 await transport.stop()
         await self._tasks.close()
         self.traffic.resumption.close()
+        self.upgrades.close()
         self.resume_gate.close()
         self._absent.close()
 
@@ -227,6 +234,10 @@ class Hub:
         never goes on with a link it cannot use).
         """
         transport_for(self.transports, endpoint)
+        wanted = self._dialer.get(endpoint)
+        kept = self.link_to(wanted) if wanted is not None else None
+        if kept is not None:  # (perhaps moved to a faster transport since)
+            return kept.info()
         for link in self.peers.values():
             if endpoint in (link.dial_endpoint, link.remote.endpoint if link.remote else ""):
                 return link.info()
@@ -286,7 +297,27 @@ class Hub:
         finally:
             self._accepted -= 1
 
-    def _new_link(self, link: Link, wanted: WantedEndpoint | None) -> PeerLink:
+    def _new_link(
+        self, link: Link, wanted: WantedEndpoint | None, moving: PeerLink | None = None
+    ) -> PeerLink:
+        """A link to run: dialled for ``wanted``, accepted (both None), or dialled to move the
+        live link ``moving`` to a faster transport (presenting the token it was issued)."""
+        if moving is not None and moving.remote is not None:
+            endpoint, token = moving.remote.endpoint, moving.remote.upgrade_token
+            return self._link(link, moving.uuid, endpoint, None, token)
+        token = issued_token(self.local.role, link.initiator)
+        if wanted is None:
+            return self._link(link, None, "", None, token)
+        return self._link(link, wanted.expected_uuid, wanted.endpoint, wanted, token)
+
+    def _link(
+        self,
+        link: Link,
+        expected_uuid: str | None,
+        dial_endpoint: str,
+        dialer: WantedEndpoint | None,
+        upgrade_token: bytes,
+    ) -> PeerLink:
         return PeerLink(
             link,
             self.local,
@@ -295,13 +326,14 @@ class Hub:
             config=self.config.protocol,
             mesh_key=self.mesh_key,
             credentials=self.credentials,
-            expected_uuid=wanted.expected_uuid if wanted is not None else None,
+            expected_uuid=expected_uuid,
             queue_limit=self.config.queue_limit,
             queue_bytes=self.config.queue_bytes,
-            dial_endpoint=wanted.endpoint if wanted is not None else "",
-            dialer=wanted,
+            dial_endpoint=dial_endpoint,
+            dialer=dialer,
             screen=self.admission.screen,
             origin_seq=self.traffic.origin_seq,
+            upgrade_token=upgrade_token,
         )
 
     async def _run_link(self, peer: PeerLink) -> None:
@@ -316,9 +348,12 @@ class Hub:
     def link_ended(self, peer: PeerLink) -> None:
         """The link is over (the LinkOwner port; called once, before its transport closes)."""
         self.links.discard(peer)
+        moved = self.upgrades.ended(peer)
         self.traffic.gate.forget(peer)
         self._closed.add(peer)  # what it carried, without a whole PeerInfo snapshot
         if not self.router.remove(peer):
+            if moved:  # the link it moved to is the route: nothing else changed
+                self._notify()
             return
         self._log.info(
             "peer_disconnected", peer=peer.uuid, reason=peer.end_reason, dropped=peer.dropped
@@ -339,6 +374,13 @@ class Hub:
     def link_messages(self, peer: PeerLink, messages: list[Message], seqs: list[int]) -> int:
         """Messages from ``peer`` (the LinkOwner port): ``Traffic`` takes them; returns how many
         (fewer while a local pod is congested: the link's reader then holds off)."""
+        moving = self.upgrades.moving  # links moving to TCP (gravpy.mesh.upgrade)
+        if moving:
+            if peer in self.upgrades.draining:  # a new link: taken once the old one drained
+                return 0
+            move = moving.get(peer)
+            if move is not None and move.switched:  # an old link: the node is on the new one
+                peer = move.new  # (a resume request it carried is answered there, say)
         return self.traffic.from_link(peer, messages, seqs)
 
     def link_events(self, peer: PeerLink, events: list[Event]) -> None:
@@ -370,6 +412,8 @@ class Hub:
                 self._notify()
             elif isinstance(event, WithdrawAcked):
                 peer.acked.set()
+            elif isinstance(event, MovedReceived):
+                self.upgrades.marker_in(peer)
             else:
                 self._on_end(peer, event)
 
@@ -393,6 +437,9 @@ class Hub:
 
     def _on_hello(self, peer: PeerLink) -> None:
         if not self.admission.admit(peer):
+            return
+        if self.upgrades.of_new(peer) is not None:  # moves a live link: the switch is at open
+            peer.accept()
             return
         existing = self.peers.get(peer.uuid)
         if existing is not None and existing is not peer and not existing.ended.is_set():
@@ -432,6 +479,11 @@ class Hub:
         self._opened += 1
         remote = peer.remote
         assert remote is not None
+        move = self.upgrades.of_new(peer)
+        if move is not None:
+            self._switch(move)
+        elif peer.uuid not in self.peers:  # it was to move a link that ended meanwhile
+            self.router.add(peer)
         self._log.info(
             "peer_connected",
             peer=remote.node_uuid,
@@ -447,11 +499,49 @@ class Hub:
         self._interests.flush(self._local_interests)  # the new link hears what it may send now
         if peer.is_peer and self.local.role == ROLE_PEER:
             self._gossip()
-        if peer.is_peer and self.local.role == ROLE_PEER:
-            request = self.traffic.resumption.start(peer.uuid)  # after the INTERESTS just queued
-            if request is not None:
-                self.resume_gate.ask(peer, request)
+            if move is None:  # a moved link loses nothing: its old link drains first
+                self._resume(peer)
+        target = upgrade_endpoint(peer, self.local.role, self.transports)
+        if target and not self._stopping:
+            self._tasks.spawn(self._move(peer, target), f"move-{peer.uuid}")
         self._notify()
+
+    async def _move(self, old: PeerLink, endpoint: str) -> None:
+        """Dial ``endpoint``, faster than ``old``'s transport, to move ``old`` there."""
+        try:
+            link = await transport_for(self.transports, endpoint).dial(
+                endpoint, timeout=self.config.dial_timeout
+            )
+        except (TransportError, UsageError) as exc:
+            self.upgrades.failed += 1
+            self._log.info("move_failed", peer=old.uuid, endpoint=endpoint, reason=str(exc))
+            return
+        if old.ended.is_set() or self.peers.get(old.uuid) is not old or self._stopping:
+            await link.close(REASON_SHUTDOWN if self._stopping else REASON_DUPLICATE)
+            return
+        new = self._new_link(link, None, moving=old)
+        self.upgrades.begin(old, new)
+        await self._run_link(new)
+
+    def _switch(self, move: Move) -> None:
+        """``move``'s new link opened: it is the route to the node from now on (what the node
+        said on the old link holds until it says it again), and the old link drains."""
+        old, new = move.old, move.new
+        self.router.add(new)
+        new.set_interests(old.interests, old.group_interests)
+        if old.neighbours is not None:
+            new.set_neighbours(old.neighbours)
+        new.set_endpoints(old.known_endpoints())
+        self._interests.remove(old)
+        self._resume_baseline(old)
+        self.resume_gate.moved(old, new)  # a restarted node's request, held for its apps
+        self.upgrades.switched(move)
+
+    def _resume(self, peer: PeerLink) -> None:
+        """Ask the peer to resend what it numbered after the last number heard (if any)."""
+        request = self.traffic.resumption.start(peer.uuid)  # after the INTERESTS just queued
+        if request is not None:
+            self.resume_gate.ask(peer, request)
 
     def _gossip(self) -> None:
         """Tell every peer every endpoint of ours and of the other peers we know."""

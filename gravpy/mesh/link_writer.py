@@ -67,6 +67,7 @@ class LinkWriter:
         self._unsent: list[bytes] = []  # frames a direct write could not write: the writer's first
         self.closing = False
         self._close_code = REASON_NORMAL
+        self._after_queue: Callable[[], None] | None = None  # queues a frame behind the queue
 
     @property
     def queued(self) -> int:
@@ -131,6 +132,12 @@ class LinkWriter:
         self._close_code = reason
         self.wake.set()
         return True
+
+    def after_queue(self, queue_frame: Callable[[], None]) -> None:
+        """Call ``queue_frame`` (it queues a protocol frame) once every message queued now is in
+        a frame: what it queues follows them all (a link's MOVED, gravpy.mesh.upgrade)."""
+        self._after_queue = queue_frame
+        self.wake.set()
 
     def drop_queue(self) -> int:
         """Forget what is queued (the caller counts it by its reason); how many there were."""
@@ -200,6 +207,9 @@ class LinkWriter:
                 self._send_batch(batch, seqs if any(seqs) else None)
                 if self.congested and len(queue) <= self._high_water // 2:
                     self._relieve()
+            if self._after_queue is not None and not queue and proto.state is LinkState.OPEN:
+                then, self._after_queue = self._after_queue, None
+                then()
             frames = proto.data_to_send()
             if not frames:
                 return

@@ -87,6 +87,7 @@ class PeerLink:
         dialer: DialWaiter | None = None,
         screen: Callable[[Hello], tuple[str, str] | None] | None = None,
         origin_seq: int = 0,
+        upgrade_token: bytes = b"",
     ) -> None:
         self.link = link
         self._owner = owner
@@ -102,6 +103,7 @@ class PeerLink:
             credentials=credentials,
             screen=screen,
             origin_seq=origin_seq,
+            upgrade_token=upgrade_token,
         )
         self.identity: Identity | None = None  # what the auth file grants (None: no auth file)
         # who the remote is, known from its HELLO on (``_learn_remote``): "", False, False before
@@ -296,6 +298,11 @@ class PeerLink:
     def peer_withdrew(self) -> None:
         """The remote withdrew: what is queued for it will never be sent; count it dropped."""
         self.drops.remote_withdrew += self.drop_queue()
+
+    def moved(self) -> None:
+        """Tell the remote, after everything queued, that nothing more follows on this link
+        (MOVED: its traffic moved to a faster link, ``gravpy.mesh.upgrade``)."""
+        self._writer.after_queue(self.proto.send_moved)
 
     def send_now(self, msg: Message) -> None:
         """Send ``msg`` ahead of anything queued (a node's notice to its app)."""

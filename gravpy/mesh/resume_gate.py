@@ -82,6 +82,11 @@ class ResumeGate:
         else:
             link.enqueue(request)
 
+    def moved(self, old: _Link, new: _Link) -> None:
+        """``old``'s traffic moved to ``new`` (``gravpy.mesh.upgrade``): what is held for it
+        goes there."""
+        self._held = [(new if link is old else link, request) for link, request in self._held]
+
     def leaf_back(self, uuid: str) -> None:
         """Leaf ``uuid`` relinked and said what it wants."""
         if uuid not in self._expected:

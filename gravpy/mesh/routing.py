@@ -371,6 +371,9 @@ class Router(Generic[L]):
         back = self._seen.get(msg.reply_to)
         if back is None:  # the request was asked here: the reply is for local pods only
             return ()
+        chosen = self.peers.get(back.uuid)
+        if chosen is not None and chosen is not back:  # the asker's node is on a newer link now
+            back = chosen  # (moved to a faster transport: gravpy.mesh.upgrade)
         if back is origin or not back.is_open:
             self.dropped_no_route += 1  # the asker's link is gone; its wait already failed
             return ()
@@ -412,7 +415,7 @@ def relays(origin: RouteLink, other: RouteLink) -> bool:
     Until ``origin``'s list arrives we do not relay (in a full mesh it arrives with the link);
     when a list is stale, the seen-set drops the duplicate that results.
     """
-    if not origin.is_peer or not other.is_peer:
-        return False
+    if not origin.is_peer or not other.is_peer or other.uuid == origin.uuid:
+        return False  # never back to the origin's node (on a link that replaced ``origin``)
     known = origin.neighbours
     return known is not None and other.uuid not in known

@@ -37,6 +37,7 @@ from gravpy.proto.frames import (
     MAX_PING_NONCE,
     MAX_REASON_LENGTH,
     MAX_TOKEN_LENGTH,
+    MAX_UPGRADE_TOKEN_LENGTH,
     MAX_UUID_LENGTH,
     MIN_NONCE_LENGTH,
     PROOF_LENGTH,
@@ -51,6 +52,7 @@ from gravpy.proto.frames import (
     FrameKind,
     Hello,
     Interests,
+    Moved,
     Msgs,
     Peers,
     Ping,
@@ -327,10 +329,11 @@ def _decode_hello(obj: list[Any], limits: Limits) -> Hello:
     if type(keyed) is not bool:
         raise FrameError("HELLO keyed must be a boolean")
     # another version's extra elements are not ours to judge: it is refused by version anyway
-    extra = obj[8:12] if version == PROTOCOL_VERSION else []
+    extra = obj[8:13] if version == PROTOCOL_VERSION else []
     public_key, has_token = [*extra[:2], b"", False][:2]
     name = extra[2] if len(extra) > 2 else ""  # optional (later in version 5); see frames.Hello
     origin_seq = extra[3] if len(extra) > 3 else 0  # optional, after name
+    upgrade_token = extra[4] if len(extra) > 4 else b""  # optional, after origin_seq
     if type(public_key) is not bytes or len(public_key) not in (0, PUBLIC_KEY_LENGTH):
         raise FrameError(f"HELLO public_key must be empty or {PUBLIC_KEY_LENGTH} bytes")
     if type(has_token) is not bool:
@@ -340,6 +343,8 @@ def _decode_hello(obj: list[Any], limits: Limits) -> Hello:
         raise FrameError("HELLO name must be printable text")
     if type(origin_seq) is not int or not 0 <= origin_seq < 1 << 63:
         raise FrameError("HELLO origin_seq must be an int in 0..2**63-1")
+    if type(upgrade_token) is not bytes or len(upgrade_token) > MAX_UPGRADE_TOKEN_LENGTH:
+        raise FrameError(f"HELLO upgrade_token must be 0..{MAX_UPGRADE_TOKEN_LENGTH} bytes")
     return Hello(
         node_uuid=_str(node_uuid, "HELLO node_uuid", MAX_UUID_LENGTH, allow_empty=False),
         role=_str(role, "HELLO role", MAX_NAME_LENGTH, allow_empty=False),
@@ -352,6 +357,7 @@ def _decode_hello(obj: list[Any], limits: Limits) -> Hello:
         has_token=has_token,
         name=name,
         origin_seq=origin_seq,
+        upgrade_token=upgrade_token,
     )
 
 
@@ -453,10 +459,12 @@ def _decode_nonce(obj: list[Any], limits: Limits) -> Ping | Pong:
     return cls(obj[1])
 
 
-def _decode_bare(obj: list[Any], limits: Limits) -> Accept | Withdraw | WithdrawAck:
+def _decode_bare(obj: list[Any], limits: Limits) -> Accept | Withdraw | WithdrawAck | Moved:
     _arity(obj, 1)
     if obj[0] == FrameKind.ACCEPT:
         return Accept()
+    if obj[0] == FrameKind.MOVED:
+        return Moved()
     return Withdraw() if obj[0] == FrameKind.WITHDRAW else WithdrawAck()
 
 
@@ -473,4 +481,5 @@ _DECODERS: Final[dict[int, Callable[[list[Any], Limits], Frame]]] = {
     FrameKind.PING: _decode_nonce,
     FrameKind.PONG: _decode_nonce,
     FrameKind.CLOSE: _decode_reason,
+    FrameKind.MOVED: _decode_bare,
 }

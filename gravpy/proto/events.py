@@ -24,6 +24,7 @@ __all__ = [
     "LinkDead",
     "LinkStatistics",
     "MessagesReceived",
+    "MovedReceived",
     "PeersReceived",
     "ProtocolViolation",
     "Rejected",
@@ -99,6 +100,12 @@ class WithdrawReceived(Event):
 @dataclass(frozen=True, slots=True)
 class WithdrawAcked(Event):
     """The remote acknowledged our WITHDRAW: it will send no more messages on this link."""
+
+
+@dataclass(frozen=True, slots=True)
+class MovedReceived(Event):
+    """The remote moved this link's traffic to another link (MOVED): every message it sent on
+    this one has been reported before this event (docs/protocol.md section 7.3)."""
 
 
 @dataclass(frozen=True, slots=True)

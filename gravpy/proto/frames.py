@@ -3,7 +3,7 @@
 Every frame is one msgpack array whose first element is the frame kind (a small int)::
 
     HELLO         [1, version, node_uuid, role, belongs_to, endpoint, nonce, keyed, public_key,
-                   has_token, name, ...]
+                   has_token, name, origin_seq, upgrade_token, ...]
     AUTH          [2, proof]
     ACCEPT        [3]
     REJECT        [4, reason, detail]
@@ -16,6 +16,9 @@ Every frame is one msgpack array whose first element is the frame kind (a small 
     PING          [10, nonce]
     PONG          [11, nonce]
     CLOSE         [12, reason, detail]
+    MOVED         [13]                         the last frame of its sender's on a link it moved
+                                               off (gravpy.mesh.upgrade; only to a node whose
+                                               HELLO issued an upgrade token)
 
 Each frame class has ``to_wire()``, its msgpack array; ``gravpy.proto.codec`` packs and checks
 them (MSGS frames through msgspec, which packs the messages themselves into the same bytes).
@@ -42,6 +45,7 @@ __all__ = [
     "MAX_NONCE_LENGTH",
     "MAX_PING_NONCE",
     "MAX_REASON_LENGTH",
+    "MAX_UPGRADE_TOKEN_LENGTH",
     "MAX_UUID_LENGTH",
     "MIN_NONCE_LENGTH",
     "PROOF_LENGTH",
@@ -54,6 +58,7 @@ __all__ = [
     "FrameKind",
     "Hello",
     "Interests",
+    "Moved",
     "Msgs",
     "Peers",
     "Ping",
@@ -80,6 +85,7 @@ PROOF_LENGTH: Final = 32  # HMAC-SHA256
 PUBLIC_KEY_LENGTH: Final = 32  # Ed25519
 SIGNATURE_LENGTH: Final = 64  # Ed25519
 MAX_TOKEN_LENGTH: Final = 256
+MAX_UPGRADE_TOKEN_LENGTH: Final = 32  # HELLO's upgrade token (gravpy.mesh.upgrade issues 16 bytes)
 MAX_PING_NONCE: Final = (1 << 64) - 1
 SIZE_ESTIMATE_OVERHEAD: Final = 128  # per-message guess used to split batches before packing
 
@@ -102,6 +108,7 @@ class FrameKind(enum.IntEnum):
     PING = 10
     PONG = 11
     CLOSE = 12
+    MOVED = 13
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +131,11 @@ class Hello:
     # the last origin number the sender gave a message when it made this HELLO (0: none or a
     # leaf): the receiver's baseline for resuming after the link is replaced (gravpy.mesh.resume)
     origin_seq: int = 0
+    # moving a live link to a faster transport (gravpy.mesh.upgrade): in an acceptor's HELLO, the
+    # random token it issues on this link; in an initiator's, the token of the live link it
+    # replaces. Empty if none. An optional last element: version-5 nodes that predate it read
+    # the first twelve elements and ignore it
+    upgrade_token: bytes = b""
 
     def to_wire(self) -> list[Any]:
         """The msgpack array of this frame."""
@@ -139,10 +151,12 @@ class Hello:
             self.public_key,
             self.has_token,
         ]
-        if self.name or self.origin_seq:
+        if self.name or self.origin_seq or self.upgrade_token:
             wire.append(self.name)
-        if self.origin_seq:
+        if self.origin_seq or self.upgrade_token:
             wire.append(self.origin_seq)
+        if self.upgrade_token:
+            wire.append(self.upgrade_token)
         return wire
 
 
@@ -294,6 +308,18 @@ class Close:
         return [self.kind, self.reason, self.detail]
 
 
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """The sender moved this link's traffic to a faster link: nothing follows on this one but
+    its CLOSE (docs/protocol.md section 7.3)."""
+
+    kind: ClassVar[FrameKind] = FrameKind.MOVED
+
+    def to_wire(self) -> list[Any]:
+        """The msgpack array of this frame."""
+        return [self.kind]
+
+
 Frame: TypeAlias = (
     Hello
     | Auth
@@ -307,6 +333,7 @@ Frame: TypeAlias = (
     | Ping
     | Pong
     | Close
+    | Moved
 )
 
 

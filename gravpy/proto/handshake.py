@@ -174,6 +174,7 @@ _OPEN_FRAMES: Final = (
     FrameKind.WITHDRAW_ACK,
     FrameKind.PING,
     FrameKind.PONG,
+    FrameKind.MOVED,
 )
 
 

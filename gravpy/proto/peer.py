@@ -41,6 +41,7 @@ from gravpy.proto.frames import (
     FrameKind,
     Hello,
     Interests,
+    Moved,
     Msgs,
     Peers,
     Ping,
@@ -61,7 +62,10 @@ class PeerProtocol:
     ``nonce`` is 16..64 random bytes from the caller (``os.urandom(16)``); ``mesh_key``, when
     set, is at least 16 bytes and must be the same on every node; ``expected_uuid`` is the node
     uuid discovery reported for the endpoint dialled. ``origin_seq`` is the last origin number the
-    node gave (its HELLO carries it: a receiver's resume baseline, ``gravpy.mesh.resume``). ``initiator`` says this side dialled: it
+    node gave (its HELLO carries it: a receiver's resume baseline, ``gravpy.mesh.resume``).
+    ``upgrade_token`` is what our HELLO carries for moving a live link to a faster transport
+    (``gravpy.mesh.upgrade``): an acceptor's issued token, or the token an upgrading initiator
+    presents; empty for none. ``initiator`` says this side dialled: it
     sends HELLO at once; an acceptor sends its HELLO only once the remote's passed its checks and
     ``screen`` (a refused HELLO gets a REJECT alone). The protocol is otherwise symmetric.
     """
@@ -79,6 +83,7 @@ class PeerProtocol:
         credentials: hs.Credentials | None = None,
         screen: Callable[[Hello], tuple[str, str] | None] | None = None,
         origin_seq: int = 0,
+        upgrade_token: bytes = b"",
     ) -> None:
         if type(nonce) is not bytes or not MIN_NONCE_LENGTH <= len(nonce) <= MAX_NONCE_LENGTH:
             raise UsageError(f"nonce must be {MIN_NONCE_LENGTH}..{MAX_NONCE_LENGTH} random bytes")
@@ -133,6 +138,7 @@ class PeerProtocol:
             has_token=bool(self._credentials.token),
             name=local.name,
             origin_seq=origin_seq,
+            upgrade_token=upgrade_token,
         )
         self._hello_raw = encode_frame(self._hello)
         if initiator:  # the acceptor says HELLO only to a remote whose HELLO passed its checks
@@ -149,6 +155,11 @@ class PeerProtocol:
     def remote(self) -> Hello | None:
         """The remote's HELLO once received (even if the link was then rejected)."""
         return self._remote
+
+    @property
+    def upgrade_token(self) -> bytes:
+        """The upgrade token our HELLO carried (empty if none)."""
+        return self._hello.upgrade_token
 
     @property
     def verified_key(self) -> bytes:
@@ -358,6 +369,12 @@ class PeerProtocol:
             self._local_withdrawn = True
             self._queue(encode_frame(Withdraw()), self._clock)
 
+    def send_moved(self) -> None:
+        """Queue MOVED: this side sends nothing more on this link but its CLOSE. Queue it after
+        the last MSGS (send it only to a node whose HELLO issued an upgrade token)."""
+        self._require_open("send_moved()")
+        self._queue(encode_frame(Moved()), self._clock)
+
     # -- received frames (only those the table allows in the current state) -----------------
 
     def _dispatch(self, frame: Frame, raw: bytes, now: float) -> list[ev.Event]:
@@ -389,6 +406,8 @@ class PeerProtocol:
                 return self._on_withdraw(frame, now)
             case Ping() | Pong():
                 return self._on_ping(frame, now)
+            case Moved():
+                return [ev.MovedReceived()]
             case _:  # pragma: no cover
                 assert_never(frame)
 

@@ -14,6 +14,7 @@ from gravpy.daemon.parsers import Address
 from gravpy.mesh.dialer import fastest
 from gravpy.plugins import DiscoveryContext, PeerReport
 from gravpy.testing import capture_logs
+from tests._bus_helpers import until
 from transports.http import HttpTransport
 from transports.tcp import TcpTransport
 from transports.websocket import WebSocketTransport
@@ -35,12 +36,14 @@ def dual() -> list[HttpTransport | WebSocketTransport]:
 
 async def test_a_gossiped_node_is_dialled_over_its_fastest_endpoint(node: NodeFactory) -> None:
     """C learns of A only through B's gossip (which carries all of A's endpoints) and links to
-    A over WebSocket, although B reached A over HTTP."""
+    A over WebSocket, although B reached A over HTTP (its link then moves to WebSocket too)."""
     a = await node(transport=dual())
     http_a = next(ep for ep in a.endpoints() if ep.startswith("http://"))
-    b = await node(transport=dual(), discovery=[StaticDiscovery([http_a])])
-    await b.wait_for(linked_to(a), timeout=10)
-    assert next(p for p in b.peers() if p.uuid == a.node_uuid).transport == "http"
+    with capture_logs(logger="gravpy.mesh.hub") as logs:
+        b = await node(transport=dual(), discovery=[StaticDiscovery([http_a])])
+        await b.wait_for(linked_to(a), timeout=10)
+    first = [e for e in logs if e.get("event") == "peer_connected" and e["node"] == b.node_uuid]
+    assert first[0]["transport"] == "http"
     ws_b = next(ep for ep in b.endpoints() if ep.startswith("ws://"))
     c = await node(transport=dual(), discovery=[StaticDiscovery([ws_b])])
     await c.wait_for(linked_to(a, b), timeout=10)
@@ -114,14 +117,22 @@ async def test_a_discovered_node_is_dialled_over_tcp_though_its_websocket_was_re
 async def test_a_discovered_node_is_dialled_over_websocket_when_its_tcp_endpoint_fails(
     node: NodeFactory,
 ) -> None:
-    """Discovery reports a TCP endpoint of A where nothing listens, and A's WebSocket endpoint:
-    after the TCP dial fails, B links over WebSocket."""
+    """Discovery reports a TCP endpoint of A where nothing listens (A advertises it, as behind
+    a firewall that passes only WebSocket), and A's WebSocket endpoint: after the TCP dial
+    fails, B links over WebSocket, and stays there when moving the link to TCP fails too."""
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         dead_port = int(closed.getsockname()[1])
-    a = await node(transport=ws_and_tcp())
+    tcp = AdvertisedTransport(
+        TcpTransport(host="127.0.0.1", port=0), Address("127.0.0.1", dead_port)
+    )
+    a = await node(transport=[WebSocketTransport(host="127.0.0.1", port=0), tcp])
     ws_a = next(ep for ep in a.endpoints() if ep.startswith("ws://"))
-    found = Reported(a.node_uuid, [ws_a, f"tcp://127.0.0.1:{dead_port}"])
-    b = await node(transport=ws_and_tcp(), discovery=[found])
+    dead_a = f"tcp://127.0.0.1:{dead_port}"
+    assert dead_a in a.endpoints()
+    b = await node(transport=ws_and_tcp(), discovery=[Reported(a.node_uuid, [ws_a, dead_a])])
     await b.wait_for(linked_to(a), timeout=10)
+    assert b.hub is not None
+    moves = b.hub.upgrades
+    await until(lambda: moves.statistics().failed == 1)  # its HELLO names the dead endpoint
     assert [(p.transport, p.state) for p in b.peers()] == [("websocket", "open")]

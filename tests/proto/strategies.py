@@ -65,6 +65,7 @@ FRAMES: dict[f.FrameKind, st.SearchStrategy[f.Frame]] = {
     f.FrameKind.PING: st.builds(f.Ping, nonces),
     f.FrameKind.PONG: st.builds(f.Pong, nonces),
     f.FrameKind.CLOSE: st.builds(f.Close, st.text(min_size=1, max_size=64), st.text(max_size=99)),
+    f.FrameKind.MOVED: st.just(f.Moved()),
 }
 any_frame = st.one_of(*FRAMES.values())
 
