@@ -146,6 +146,7 @@ class PeerLink:
         self._interrupted = False  # ``end`` cancelled that wait
         self._poked = False  # the frame sink woke the reader: its next empty frame is no frame
         self._sink_error: Exception | None = None  # raised in the sink, for the reader to raise
+        self._owner_ready = asyncio.Event()  # the owner takes messages again (``take_again``)
 
     # -- what the hub reads ----------------------------------------------------------------------
 
@@ -331,6 +332,11 @@ class PeerLink:
             if self._handshake_task is not None:  # waiting for a handshake frame: stop waiting
                 self._interrupted = True
                 self._handshake_task.cancel()
+
+    def take_again(self) -> None:
+        """The owner declined this link's messages with no pod congested and takes them now:
+        the reader, waiting for that, hands the backlog on."""
+        self._owner_ready.set()
 
     def drop_queue(self) -> int:
         """Forget what is queued; how many there were (the caller counts them by reason)."""
@@ -540,9 +546,12 @@ class PeerLink:
             n = min(len(backlog), _CHUNK)
             pending = [backlog.popleft() for _ in range(n)]
             numbers = [backlog_seqs.popleft() for _ in range(n)]
+            self._owner_ready.clear()
             taken = self._owner.link_messages(self, pending, numbers)
             backlog.extendleft(reversed(pending[taken:]))
             backlog_seqs.extendleft(reversed(numbers[taken:]))
+            if not taken and not bus.pods_congested:  # the owner holds them (a move draining)
+                await self._owner_ready.wait()
             await asyncio.sleep(0)  # let the pods' drains run between chunks
 
     async def _tick(self) -> None:

@@ -27,8 +27,8 @@ them again), and a MOVED frame is queued on the old link after every message que
 (``PeerLink.moved``). From then on this side sends nothing new on the old link
 (replies follow the node to its new link: ``Router._reply_route``). Until the remote's MOVED
 has arrived on the old link, the hub takes no message from the new link (``draining``: the link
-keeps them in its backlog and reads no further, so TCP pushes back; its reader retries each
-loop turn meanwhile). Everything the remote sent on the old link precedes, in its sending
+keeps them in its backlog and reads no further, so TCP pushes back; its reader waits until
+the hub takes them again: ``PeerLink.take_again``). Everything the remote sent on the old link precedes, in its sending
 order, everything it sends on the new one, so messages arrive complete, once and in order, with
 no resend. A side ends the old link (CLOSE ``moved``) once it has both sent its MOVED and read
 the remote's: neither side has anything left on it. The routing table always holds a link to
@@ -198,7 +198,7 @@ class Upgrades:
         if move is None:
             return
         move.marker_in = True
-        self.draining.discard(move.new)
+        self._release(move.new)
         if move.switched:
             old.end(REASON_MOVED)
 
@@ -227,7 +227,13 @@ class Upgrades:
             move.timer = None
         self.moving.pop(move.old, None)
         self._by_new.pop(move.new, None)
-        self.draining.discard(move.new)
+        self._release(move.new)
+
+    def _release(self, new: PeerLink) -> None:
+        """The hub takes ``new``'s messages again: its reader, waiting for that, goes on."""
+        if new in self.draining:
+            self.draining.discard(new)
+            new.take_again()
 
     def close(self) -> None:
         for move in list(self.moving.values()):
