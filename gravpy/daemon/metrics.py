@@ -82,6 +82,7 @@ METRIC_NAMES = (
     "gravd_publish_denied_total",
     "gravd_gossip_ignored_total",
     "gravd_handshakes_rejected_total",
+    "gravd_link_moves_total",
     "gravd_messages_resent_total",
     "gravd_local_request_seconds",
     "gravd_local_handler_seconds",
@@ -274,6 +275,14 @@ def _mesh_metrics(hub: HubStatistics | None) -> Iterable[Metric]:
     for reason, count in sorted(hub.protocol_violations.items() if hub else ()):
         violations.add_metric([reason], count)
     yield violations
+    moves = CounterMetricFamily(
+        "gravd_link_moves",
+        "Links moved to a faster transport, by outcome (moved, failed, refused)",
+        labels=["outcome"],
+    )
+    for outcome, count in sorted(hub.link_moves.items() if hub else ()):
+        moves.add_metric([outcome], count)
+    yield moves
     for name, doc, counted in (
         (
             "gravd_publish_denied",

@@ -159,11 +159,17 @@ class NodeStatus:
 
 
 def _links_totals(hub: Hub | None) -> dict[str, Any]:
-    """Links opened and closed since start, and handshakes refused by reason."""
+    """Links opened and closed since start, handshakes refused by reason, and links moved to a
+    faster transport by outcome."""
     if hub is None:
-        return {"opened": 0, "closed": 0, "rejected": {}}
+        return {"opened": 0, "closed": 0, "rejected": {}, "moved": {}}
     s = hub.statistics()
-    return {"opened": s.links_opened, "closed": s.links_closed, "rejected": s.handshakes_rejected}
+    return {
+        "opened": s.links_opened,
+        "closed": s.links_closed,
+        "rejected": s.handshakes_rejected,
+        "moved": s.link_moves,
+    }
 
 
 def _link_json(info: PeerInfo) -> dict[str, Any]:

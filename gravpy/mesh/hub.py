@@ -619,6 +619,7 @@ class Hub:
             protocol_violations=dict(self._violations),
             gossip_ignored=self.gossip.ignored,
             publish_denied=self.traffic.gate.denied_publish,
+            link_moves=self.upgrades.statistics().outcomes(),
             by_role=closed.by_role(live),
         )
 

@@ -253,3 +253,7 @@ class UpgradeStatistics:
     failed: int
     refused: int
     in_progress: int
+
+    def outcomes(self) -> dict[str, int]:
+        """The moves by outcome, every outcome present."""
+        return {"moved": self.moved, "failed": self.failed, "refused": self.refused}

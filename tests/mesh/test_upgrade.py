@@ -85,6 +85,7 @@ async def test_a_static_peer_named_by_its_websocket_url_ends_up_linked_over_tcp(
     assert moved == sorted([a.node_uuid, b.node_uuid])
     assert not [e for e in logs if e.get("event") == "peer_disconnected"]
     assert hub(a).upgrades.statistics().moved == 1
+    assert hub(a).statistics().link_moves == {"moved": 1, "failed": 0, "refused": 0}
     again = await asyncio.wait_for(a.connect_endpoint(ws_of(b)), GUARD)
     assert (again.uuid, again.transport) == (b.node_uuid, "tcp")
 
@@ -249,6 +250,7 @@ async def test_a_hello_with_a_wrong_or_missing_token_does_not_replace_the_live_l
     assert hub(b).link_for(a.node_uuid) is live
     assert live.is_open
     assert hub(b).upgrades.statistics().refused == 1
+    assert hub(b).statistics().link_moves["refused"] == 1
     assert hub(b).statistics().handshakes_rejected["duplicate"] == 2
     refused = [e for e in logs if e.get("event") == "handshake_refused"]
     assert any("upgrade token" in e["detail"] for e in refused)
