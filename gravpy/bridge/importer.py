@@ -27,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from msgspec.structs import replace
-from nats.aio.msg import Msg
 
 from gravpy.bridge.port import BridgeHost
 from gravpy.bridge.sequence import Gaps, sequence_of
@@ -70,24 +69,26 @@ class Importer:
         self._overflow = 0
         self._gaps = Gaps()
 
-    def message(self, m: Msg) -> None:
-        """A NATS message on one of the mesh's subscriptions."""
+    def message(
+        self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None
+    ) -> None:
+        """A NATS message on one of the mesh's subscriptions (``gravpy.bridge.wire.Sink``)."""
         try:
-            mesh, msg_type = self.subjects.split(m.subject)
+            mesh, msg_type = self.subjects.split(subject)
             if self.subjects.is_own(mesh):
                 return  # an echo of what this mesh exported
-            missing = 0 if m.headers is None else self._missing(m.subject, m.headers)
-            msg, groups = from_nats(msg_type, m.data, m.headers, mesh, "", self.subjects.mesh_token)
+            missing = 0 if headers is None else self._missing(subject, headers)
+            msg, groups = from_nats(msg_type, data, headers, mesh, "", self.subjects.mesh_token)
         except MessageError:
             self._count("bad_message", 1)
             return
         if self.active:
             if missing:
                 self._count("gap", missing)
-            self._deliver(msg, groups, m.reply)
+            self._deliver(msg, groups, reply)
             return
         shadow = self.shadow
-        shadow.hold(Held(msg, groups, m.reply, self._clock(), missing))
+        shadow.hold(Held(msg, groups, reply, self._clock(), missing))
         if shadow.overflow != self._overflow:
             self._overflow = shadow.overflow
             self._count("shadow_overflow", 1)

@@ -1,0 +1,170 @@
+"""``WireClient``: nats-py's client with the bridge's per-message costs cut, on both ends.
+
+Theory of operation
+-------------------
+nats-py spends more per message on headers than on the whole plain publish: ``publish`` builds
+the header block from a dict (a regex check, strip, translate and three ``extend`` per header)
+and builds and queues each command alone; on receipt it parses the block into a dict, builds a
+``Msg``, puts it on the subscription's queue and a task per subscription awaits the callback.
+The bridge's traffic has one fixed shape (``NATS/1.0``, ``Grav-Meta``, rarely ``Grav-H-*``), so:
+
+- **Out**: ``publish_batch`` formats each message's ``HPUB`` command (header block included)
+  with one f-string and hands nats-py a whole batch as ONE pending command, then kicks its
+  flusher as ``publish`` would. The checks ``publish`` makes are made here: closed or draining
+  raises; over ``max_payload`` is counted per message; while reconnecting (nats-py's bounded
+  pending buffer) each message goes through ``publish`` itself.
+- **In**: ``subscribe_direct`` subscriptions skip the ``Msg``, the queue and the task:
+  ``_process_msg`` (which nats-py's parser awaits for every message) hands the subject, reply,
+  payload and the header dict straight to a sink, synchronously. A block of exactly one
+  ``Grav-Meta`` line is read by slicing; anything else by ``parse_headers`` (a NATS status line
+  such as ``503`` included), as nats-py reads it. A sink must not block: the bridge's importer
+  hands messages to the hub, which never waits.
+
+Both rely on nats-py internals (``_send_command``, ``_flush_pending``, ``_flush_queue`` and the
+parser's call ``_process_msg(sid, subject, reply, data, headers)``), all named here and only
+here. ``FAST`` says whether this nats-py has them (checked once, by name and parameters); where
+it does not, the same methods fall back to the public API (``publish`` with a header dict,
+``subscribe`` with a callback), slower but the same on the wire. ``tests/bridge/test_wire.py``
+fails if the fast path is lost.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import ConnectionClosedError, ConnectionDrainingError, MaxPayloadError
+from nats.errors import Error as NatsError
+
+from gravpy.bridge.subjects import H_META
+
+__all__ = ["FAST", "Outgoing", "Sink", "WireClient", "parse_headers"]
+
+# subject, reply subject, payload, Grav-Meta value, extra header lines ("Key: value\r\n" each)
+Outgoing = tuple[str, str, bytes, str, str]
+Sink = Callable[[str, str, bytes, dict[str, str] | None], None]
+Failed = Callable[[str, int], None]  # (nats-py error name, messages)
+
+_META_BLOCK: Final = b"NATS/1.0\r\nGrav-Meta: "
+_META_AT: Final = len(_META_BLOCK)
+_STATUS_LINE: Final = b"NATS/1.0 "
+_PROCESS_MSG: Final = ["self", "sid", "subject", "reply", "data", "headers"]
+
+
+def _has_internals() -> bool:
+    process = getattr(Client, "_process_msg", None)
+    if process is None or not all(
+        callable(getattr(Client, name, None)) for name in ("_send_command", "_flush_pending")
+    ):
+        return False
+    return list(inspect.signature(process).parameters) == _PROCESS_MSG
+
+
+FAST: Final = _has_internals()
+
+
+def parse_headers(raw: bytes) -> dict[str, str] | None:
+    """A NATS header block as nats-py reads it (``Status`` from a status line); None if empty."""
+    lines = raw.split(b"\r\n")
+    out: dict[str, str] = {}
+    if lines[0].startswith(_STATUS_LINE):
+        status = lines[0][len(_STATUS_LINE) :].strip()[:3]
+        if status.isdigit():
+            out["Status"] = status.decode()
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        key = name.strip().decode("ascii", "replace")
+        if sep and key and not any(c.isspace() for c in key):
+            out[key] = value.strip().decode("utf-8", "replace")
+    return out or None
+
+
+def _headers_of(raw: bytes | None) -> dict[str, str] | None:
+    if not raw:
+        return None
+    end = len(raw) - 4  # the block ends with the value's CRLF and the empty line's
+    if raw.startswith(_META_BLOCK) and raw.find(b"\r\n", _META_AT) == end:
+        return {H_META: raw[_META_AT:end].decode("utf-8", "replace").strip()}
+    return parse_headers(raw)
+
+
+class WireClient(Client):
+    """A nats-py ``Client`` with ``publish_batch`` and ``subscribe_direct``; see the module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sinks: dict[int, Sink] = {}
+
+    async def subscribe_direct(self, subject: str, sink: Sink) -> Subscription:
+        """Subscribe to ``subject``; each message goes to ``sink`` as it is read."""
+
+        async def via_msg(m: Msg) -> None:  # the public path, where the fast one is missing
+            sink(m.subject, m.reply, m.data, m.headers)
+
+        sub: Subscription = await self.subscribe(subject, cb=via_msg)
+        if FAST:
+            self._sinks[sub._id] = sink
+        return sub
+
+    async def unsubscribe_direct(self, sub: Subscription) -> None:
+        self._sinks.pop(sub._id, None)
+        await sub.unsubscribe()
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> None:
+        sink = self._sinks.get(sid)
+        if sink is None:
+            await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
+            return
+        stats = self.stats
+        stats["in_msgs"] += 1
+        stats["in_bytes"] += len(data)
+        sink(subject.decode(), reply.decode(), data, _headers_of(headers))
+
+    async def publish_batch(self, batch: Sequence[Outgoing], failed: Failed) -> int:
+        """Publish ``batch``; returns how many were handed to nats-py, the others are counted
+        through ``failed`` under the nats-py error's name."""
+        if self.is_closed or self.is_draining_pubs:
+            closed = ConnectionClosedError if self.is_closed else ConnectionDrainingError
+            failed(closed.__name__, len(batch))
+            return 0
+        if not FAST or not self.is_connected:  # (reconnecting: nats-py's buffer limit applies)
+            return await self._publish_each(batch, failed)
+        limit, size = self.max_payload, 0
+        parts: list[bytes] = []
+        for subject, reply, data, meta, extra in batch:
+            if len(data) > limit:
+                failed(MaxPayloadError.__name__, 1)
+                continue
+            head = f"NATS/1.0\r\nGrav-Meta: {meta}\r\n{extra}\r\n".encode()
+            hlen = len(head)
+            parts += (f"HPUB {subject} {reply} {hlen} {hlen + len(data)}\r\n".encode(), head)
+            parts += (data, b"\r\n")
+            size += len(data)
+        if parts:
+            await self._send_command(b"".join(parts))
+            self.stats["out_msgs"] += len(parts) // 4
+            self.stats["out_bytes"] += size
+            if self._flush_queue is not None and self._flush_queue.empty():
+                await self._flush_pending()
+        return len(parts) // 4
+
+    async def _publish_each(self, batch: Sequence[Outgoing], failed: Failed) -> int:
+        sent = 0
+        for subject, reply, data, meta, extra in batch:
+            headers = {H_META: meta}
+            for line in extra.splitlines():
+                key, _, value = line.partition(": ")
+                headers[key] = value
+            try:
+                await self.publish(subject, data, reply=reply, headers=headers)
+            except NatsError as exc:  # pending buffer full while reconnecting, too large, closed
+                failed(type(exc).__name__, 1)
+                continue
+            sent += 1
+        return sent
