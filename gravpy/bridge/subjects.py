@@ -229,6 +229,21 @@ def read_meta(meta: str) -> tuple[str, float, dict[str, str]]:
         ) from None
 
 
+def _plain_meta(meta: str | None) -> tuple[str, float] | None:
+    """The uuid and time of a ``Grav-Meta`` with no field but ``s=`` (``read_meta``'s usual
+    case, read without building anything else); None for any other."""
+    if meta is None:
+        return None
+    uuid, _, rest = meta.partition(" ")
+    stamp, _, tail = rest.partition(" ")
+    if (tail and tail[:2] != "s=") or not 0 < len(uuid) <= MAX_ID_LENGTH:
+        return None
+    try:
+        return uuid, float(stamp)
+    except ValueError:
+        return None  # (read_meta says what is wrong)
+
+
 def placed_in(field: str, mesh_token: str) -> tuple[str, ...]:
     """The groups a ``g=`` field placed in the mesh ``mesh_token``."""
     here = _field(mesh_token) + ":"
@@ -250,6 +265,10 @@ def from_nats(
     ``msg_type`` is already valid (``SubjectMap.split``); None (a reply on an inbox) takes the
     type from ``Grav-Meta``'s ``t=``. The rest is checked here; raises ``MessageError``."""
     user = {ORIGIN_HEADER: origin}
+    if msg_type is not None and headers is not None and len(headers) == 1:
+        plain = _plain_meta(headers.get(H_META))
+        if plain is not None:  # the usual message: no fields but uuid, time and number
+            return Message(plain[0], "", reply_to, msg_type, plain[1], data, user), ()
     if not headers:
         msg_type = DEFAULT_TYPE if msg_type is None else msg_type
         user[PLAIN_HEADER] = "1"

@@ -86,9 +86,8 @@ def parse_headers(raw: bytes) -> dict[str, str] | None:
 def _headers_of(raw: bytes | None) -> dict[str, str] | None:
     if not raw:
         return None
-    end = len(raw) - 4  # the block ends with the value's CRLF and the empty line's
-    if raw.startswith(_META_BLOCK) and raw.find(b"\r\n", _META_AT) == end:
-        return {H_META: raw[_META_AT:end].decode("utf-8", "replace").strip()}
+    if raw.startswith(_META_BLOCK) and raw.find(b"\r\n", _META_AT) == len(raw) - 4:
+        return {H_META: raw[_META_AT:-4].decode("utf-8", "replace").strip()}  # (as nats-py)
     return parse_headers(raw)
 
 
@@ -124,7 +123,10 @@ class WireClient(Client):
         stats = self.stats
         stats["in_msgs"] += 1
         stats["in_bytes"] += len(data)
-        sink(subject.decode(), reply.decode(), data, _headers_of(headers))
+        try:
+            sink(subject.decode(), reply.decode(), data, _headers_of(headers))
+        except Exception as exc:  # a sink's bug: reported as nats-py reports a callback's
+            await self._error_cb(exc)
 
     async def publish_batch(self, batch: Sequence[Outgoing], failed: Failed) -> int:
         """Publish ``batch``; returns how many were handed to nats-py, the others are counted
