@@ -43,12 +43,18 @@ class Outbox:
         self._items: deque[Outgoing] = deque()
         self.numbering = Numbering()
         self._ready = asyncio.Event()
+        self._nc: WireClient | None = None  # while nothing is on its way to it
 
     def __len__(self) -> int:
         return len(self._items)
 
     def put(self, out: Outgoing) -> bool:
-        """Queue ``out``; False (and counted) if the outbox is full."""
+        """Queue ``out``, or with nothing queued before it hand it to nats-py at once (a
+        request or reply waits for no task); False (and counted) if the outbox is full."""
+        nc = self._nc
+        if nc is not None and not self._items and nc.publish_now(out, self._numbered):
+            self.published += 1
+            return True
         if len(self._items) >= self.limit:
             self.count("queue_full")
             return False
@@ -77,25 +83,30 @@ class Outbox:
     async def publish_all(self, nc: WireClient) -> None:
         """Publish what is queued on ``nc``, for as long as the connection is served."""
         items = self._items
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            while items:
-                batch = self._next_batch()
-                self.published += await nc.publish_batch(batch, self.count)
-                if self._congested and len(items) <= self.high_water // 2:
-                    self._set_congested(False)
-                await asyncio.sleep(0)  # let nats-py flush this batch and the mesh send more
+        try:
+            while True:
+                self._nc = nc  # (what is queued was handed over: ``put`` may hand over too)
+                await self._ready.wait()
+                self._ready.clear()
+                while items:
+                    self._nc = None  # a batch on its way: ``put`` queues behind it
+                    batch = self._next_batch()
+                    self.published += await nc.publish_batch(batch, self.count)
+                    if self._congested and len(items) <= self.high_water // 2:
+                        self._set_congested(False)
+                    await asyncio.sleep(0)  # let nats-py flush this batch, the mesh send more
+        finally:
+            self._nc = None
 
     def _next_batch(self) -> list[Outgoing]:
-        """Up to ``BATCH`` queued messages, those on a type subject numbered as they leave
-        (``gravpy.bridge.sequence``; a reply, sent to an inbox, has no reply subject)."""
-        items, stamp = self._items, self.numbering.stamp  # (``restart`` keeps the object)
-        batch = []
-        for _ in range(min(BATCH, len(items))):
-            out = items.popleft()
-            if out[1]:
-                subject, reply, data, meta, extra = out
-                out = (subject, reply, data, meta + stamp(subject), extra)
-            batch.append(out)
-        return batch
+        """Up to ``BATCH`` queued messages, numbered as they leave."""
+        items, numbered = self._items, self._numbered
+        return [numbered(items.popleft()) for _ in range(min(BATCH, len(items)))]
+
+    def _numbered(self, out: Outgoing) -> Outgoing:
+        """``out`` numbered if it leaves on a type subject (``gravpy.bridge.sequence``; a reply,
+        sent to an inbox, has no reply subject)."""
+        if not out[1]:
+            return out
+        subject, reply, data, meta, extra = out
+        return (subject, reply, data, meta + self.numbering.stamp(subject), extra)

@@ -11,7 +11,7 @@ The bridge's traffic has one fixed shape (``NATS/1.0``, ``Grav-Meta``, rarely ``
 - **Out**: ``publish_batch`` formats each message's ``HPUB`` command (header block included)
   with one f-string and hands nats-py a whole batch as ONE pending command, then kicks its
   flusher as ``publish`` would. The checks ``publish`` makes are made here: closed or draining
-  raises; over ``max_payload`` is counted per message; while reconnecting (nats-py's bounded
+  is counted for the whole batch; over ``max_payload`` per message; while reconnecting (nats-py's bounded
   pending buffer) each message goes through ``publish`` itself.
 - **In**: ``subscribe_direct`` subscriptions skip the ``Msg``, the queue and the task:
   ``_process_msg`` (which nats-py's parser awaits for every message) hands the subject, reply,
@@ -19,17 +19,23 @@ The bridge's traffic has one fixed shape (``NATS/1.0``, ``Grav-Meta``, rarely ``
   ``Grav-Meta`` line is read by slicing; anything else by ``parse_headers`` (a NATS status line
   such as ``503`` included), as nats-py reads it. A sink must not block: the bridge's importer
   hands messages to the hub, which never waits.
+- **At once**: ``publish_now`` appends one message's command to nats-py's pending buffer and
+  kicks the flusher without awaiting (what ``publish`` does while connected), so the
+  ``Outbox`` hands a message over from the hub's hot path when nothing is queued before it: a
+  request or a reply waits for no task turn of the bridge's own.
 
-Both rely on nats-py internals (``_send_command``, ``_flush_pending``, ``_flush_queue`` and the
-parser's call ``_process_msg(sid, subject, reply, data, headers)``), all named here and only
-here. ``FAST`` says whether this nats-py has them (checked once, by name and parameters); where
-it does not, the same methods fall back to the public API (``publish`` with a header dict,
-``subscribe`` with a callback), slower but the same on the wire. ``tests/bridge/test_wire.py``
+All rely on nats-py internals (``_send_command``, ``_flush_pending``, ``_pending``,
+``_pending_data_size``, ``_flush_queue`` and the parser's call ``_process_msg(sid, subject,
+reply, data, headers)``), all named here and only here. ``FAST`` says whether this nats-py has
+them (checked once, by name and parameters); where it does not, the same methods fall back to
+the public API (``publish`` with a header dict, ``subscribe`` with a callback; ``publish_now``
+declines), slower but the same on the wire. ``tests/bridge/test_wire.py``
 fails if the fast path is lost.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Final
@@ -53,6 +59,7 @@ _META_BLOCK: Final = b"NATS/1.0\r\nGrav-Meta: "
 _META_AT: Final = len(_META_BLOCK)
 _STATUS_LINE: Final = b"NATS/1.0 "
 _PROCESS_MSG: Final = ["self", "sid", "subject", "reply", "data", "headers"]
+_ATTRIBUTES: Final = ("_pending", "_pending_data_size", "_flush_queue")
 
 
 def _has_internals() -> bool:
@@ -60,6 +67,9 @@ def _has_internals() -> bool:
     if process is None or not all(
         callable(getattr(Client, name, None)) for name in ("_send_command", "_flush_pending")
     ):
+        return False
+    fresh = Client()
+    if not all(hasattr(fresh, name) for name in _ATTRIBUTES):
         return False
     return list(inspect.signature(process).parameters) == _PROCESS_MSG
 
@@ -89,6 +99,14 @@ def _headers_of(raw: bytes | None) -> dict[str, str] | None:
     if raw.startswith(_META_BLOCK) and raw.find(b"\r\n", _META_AT) == len(raw) - 4:
         return {H_META: raw[_META_AT:-4].decode("utf-8", "replace").strip()}  # (as nats-py)
     return parse_headers(raw)
+
+
+def _hpub(out: Outgoing) -> tuple[bytes, bytes, bytes, bytes]:
+    """The ``HPUB`` command of ``out``, in four parts (line, header block, payload, CRLF)."""
+    subject, reply, data, meta, extra = out
+    head = f"NATS/1.0\r\nGrav-Meta: {meta}\r\n{extra}\r\n".encode()
+    hlen = len(head)
+    return f"HPUB {subject} {reply} {hlen} {hlen + len(data)}\r\n".encode(), head, data, b"\r\n"
 
 
 class WireClient(Client):
@@ -139,15 +157,12 @@ class WireClient(Client):
             return await self._publish_each(batch, failed)
         limit, size = self.max_payload, 0
         parts: list[bytes] = []
-        for subject, reply, data, meta, extra in batch:
-            if len(data) > limit:
+        for out in batch:
+            if len(out[2]) > limit:
                 failed(MaxPayloadError.__name__, 1)
                 continue
-            head = f"NATS/1.0\r\nGrav-Meta: {meta}\r\n{extra}\r\n".encode()
-            hlen = len(head)
-            parts += (f"HPUB {subject} {reply} {hlen} {hlen + len(data)}\r\n".encode(), head)
-            parts += (data, b"\r\n")
-            size += len(data)
+            parts += _hpub(out)
+            size += len(out[2])
         if parts:
             await self._send_command(b"".join(parts))
             self.stats["out_msgs"] += len(parts) // 4
@@ -155,6 +170,24 @@ class WireClient(Client):
             if self._flush_queue is not None and self._flush_queue.empty():
                 await self._flush_pending()
         return len(parts) // 4
+
+    def publish_now(self, out: Outgoing, numbered: Callable[[Outgoing], Outgoing]) -> bool:
+        """Hand ``numbered(out)`` to nats-py without waiting (its flusher writes it in the next
+        loop turn), as ``publish`` does while connected; False (``numbered`` not called) if
+        that cannot be done now: not ``FAST``, not connected, or too large (the caller
+        queues it instead)."""
+        flush = self._flush_queue
+        size = len(out[2])
+        if not FAST or not self.is_connected or flush is None or size > self.max_payload:
+            return False
+        command = b"".join(_hpub(numbered(out)))
+        self._pending.append(command)  # (past nats-py's pending limit too, as ``publish``
+        self._pending_data_size += len(command)  # does while connected: it flushes next)
+        self.stats["out_msgs"] += 1
+        self.stats["out_bytes"] += size
+        if flush.empty():  # (``_flush_pending`` without waiting for room: one is enough)
+            flush.put_nowait(asyncio.get_running_loop().create_future())
+        return True
 
     async def _publish_each(self, batch: Sequence[Outgoing], failed: Failed) -> int:
         sent = 0

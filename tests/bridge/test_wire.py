@@ -9,6 +9,8 @@ import nats
 import pytest
 
 from gravpy.bridge import wire
+from gravpy.bridge.outbox import Outbox
+from gravpy.bridge.sequence import sequence_of
 from gravpy.bridge.wire import FAST, WireClient, parse_headers
 from tests.bridge.nats_proc import NatsServer
 
@@ -77,3 +79,31 @@ async def test_a_closed_client_counts_the_whole_batch(nats_one: NatsServer) -> N
     batch = [("w.a", "", b"x", "u 1.0", "")] * 3
     assert await nc.publish_batch(batch, lambda e, n: failed.update({e: n})) == 0
     assert failed == {"ConnectionClosedError": 3}
+
+
+async def test_an_idle_outbox_hands_over_at_once_and_keeps_order_and_numbers(
+    nats_one: NatsServer,
+) -> None:
+    """With nothing queued, ``put`` hands a message to nats-py before returning; a burst that
+    queues behind it arrives after it, in order, numbered 1, 2, 3... without a gap."""
+    nc, plain = WireClient(), await nats.connect(nats_one.url)
+    await nc.connect(nats_one.url)
+    outbox = Outbox(limit=1000, high_water=500)
+    task = asyncio.create_task(outbox.publish_all(nc))
+    try:
+        sub = await plain.subscribe("w.a")
+        await plain.flush()
+        assert outbox.put(("w.a", "in.x", b"0", "u0 1.0", ""))
+        assert outbox.published == 1  # handed over, not queued
+        for i in range(1, 300):
+            assert outbox.put(("w.a", "in.x", str(i).encode(), f"u{i} 1.0", ""))
+        got = [await sub.next_msg(timeout=5) for _ in range(300)]
+        assert [m.data for m in got] == [str(i).encode() for i in range(300)]
+        numbers = [sequence_of(m.headers["Grav-Meta"]) for m in got if m.headers]
+        assert [n for _, n in filter(None, numbers)] == list(range(1, 301))
+        assert outbox.lost == {}
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await plain.close()
+        await nc.close()
