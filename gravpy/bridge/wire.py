@@ -22,7 +22,9 @@ The bridge's traffic has one fixed shape (``NATS/1.0``, ``Grav-Meta``, rarely ``
 - **At once**: ``publish_now`` appends one message's command to nats-py's pending buffer and
   kicks the flusher without awaiting (what ``publish`` does while connected), so the
   ``Outbox`` hands a message over from the hub's hot path when nothing is queued before it: a
-  request or a reply waits for no task turn of the bridge's own.
+  request or a reply waits for no task turn of the bridge's own. Only while nats-py holds less
+  than ``NOW_BYTES`` unwritten: a stream goes through the outbox, whose high-water mark makes
+  ``Pod.publish`` wait (nats-py's own buffer would take megabytes before pushing back).
 
 All rely on nats-py internals (``_send_command``, ``_flush_pending``, ``_pending``,
 ``_pending_data_size``, ``_flush_queue`` and the parser's call ``_process_msg(sid, subject,
@@ -59,6 +61,7 @@ _META_BLOCK: Final = b"NATS/1.0\r\nGrav-Meta: "
 _META_AT: Final = len(_META_BLOCK)
 _STATUS_LINE: Final = b"NATS/1.0 "
 _PROCESS_MSG: Final = ["self", "sid", "subject", "reply", "data", "headers"]
+NOW_BYTES: Final = 64 * 1024  # what nats-py may hold unwritten for ``publish_now`` to add
 _ATTRIBUTES: Final = ("_pending", "_pending_data_size", "_flush_queue")
 
 
@@ -174,15 +177,17 @@ class WireClient(Client):
     def publish_now(self, out: Outgoing, numbered: Callable[[Outgoing], Outgoing]) -> bool:
         """Hand ``numbered(out)`` to nats-py without waiting (its flusher writes it in the next
         loop turn), as ``publish`` does while connected; False (``numbered`` not called) if
-        that cannot be done now: not ``FAST``, not connected, or too large (the caller
-        queues it instead)."""
+        that cannot be done now: not ``FAST``, not connected, too large, or nats-py already
+        holds ``NOW_BYTES`` unwritten (the caller queues it instead, and pushes back)."""
         flush = self._flush_queue
         size = len(out[2])
         if not FAST or not self.is_connected or flush is None or size > self.max_payload:
             return False
+        if self._pending_data_size + size > NOW_BYTES:  # a stream: the outbox batches it
+            return False
         command = b"".join(_hpub(numbered(out)))
-        self._pending.append(command)  # (past nats-py's pending limit too, as ``publish``
-        self._pending_data_size += len(command)  # does while connected: it flushes next)
+        self._pending.append(command)
+        self._pending_data_size += len(command)
         self.stats["out_msgs"] += 1
         self.stats["out_bytes"] += size
         if flush.empty():  # (``_flush_pending`` without waiting for room: one is enough)
