@@ -34,9 +34,11 @@ from gravpy.bridge.shadow import Held, Shadow
 from gravpy.bridge.subjects import (
     H_META,
     NO_RESPONDERS_STATUS,
+    ORIGIN_HEADER,
     STATUS_HEADER,
     SubjectMap,
     from_nats,
+    plain_meta,
     type_of_tokens,
 )
 from gravpy.errors import MessageError, UsageError
@@ -77,8 +79,16 @@ class Importer:
             mesh, msg_type = self.subjects.split(subject)
             if self.subjects.is_own(mesh):
                 return  # an echo of what this mesh exported
-            missing = 0 if headers is None else self._missing(subject, headers)
-            msg, groups = from_nats(msg_type, data, headers, mesh, "", self.subjects.mesh_token)
+            plain = plain_meta(headers.get(H_META)) if headers and len(headers) == 1 else None
+            if plain is not None:  # the usual message, its one header read in one pass
+                uuid, stamp, tag, number = plain
+                missing = self._gaps.seen(tag, subject, number) if tag else 0
+                msg = Message(uuid, "", "", msg_type, stamp, data, {ORIGIN_HEADER: mesh})
+                groups: tuple[str, ...] | None = ()
+            else:
+                missing = 0 if headers is None else self._missing(subject, headers)
+                here = self.subjects.mesh_token
+                msg, groups = from_nats(msg_type, data, headers, mesh, "", here)
         except MessageError:
             self._count("bad_message", 1)
             return

@@ -229,19 +229,25 @@ def read_meta(meta: str) -> tuple[str, float, dict[str, str]]:
         ) from None
 
 
-def _plain_meta(meta: str | None) -> tuple[str, float] | None:
-    """The uuid and time of a ``Grav-Meta`` with no field but ``s=`` (``read_meta``'s usual
-    case, read without building anything else); None for any other."""
+def plain_meta(meta: str | None) -> tuple[str, float, str, int] | None:
+    """The uuid, time and exporter's (tag, number) (``""``, 0 if unnumbered) of a ``Grav-Meta``
+    with no other field: the usual message, read without building anything else; None for any
+    other (``read_meta`` reads it, or says what is wrong)."""
     if meta is None:
         return None
     uuid, _, rest = meta.partition(" ")
     stamp, _, tail = rest.partition(" ")
-    if (tail and tail[:2] != "s=") or not 0 < len(uuid) <= MAX_ID_LENGTH:
+    if not 0 < len(uuid) <= MAX_ID_LENGTH:
         return None
     try:
-        return uuid, float(stamp)
+        if not tail:
+            return uuid, float(stamp), "", 0
+        if tail[:2] != "s=":
+            return None
+        tag, _, number = tail[2:].partition(":")
+        return uuid, float(stamp), tag, int(number)
     except ValueError:
-        return None  # (read_meta says what is wrong)
+        return None
 
 
 def placed_in(field: str, mesh_token: str) -> tuple[str, ...]:
@@ -266,7 +272,7 @@ def from_nats(
     type from ``Grav-Meta``'s ``t=``. The rest is checked here; raises ``MessageError``."""
     user = {ORIGIN_HEADER: origin}
     if msg_type is not None and headers is not None and len(headers) == 1:
-        plain = _plain_meta(headers.get(H_META))
+        plain = plain_meta(headers.get(H_META))
         if plain is not None:  # the usual message: no fields but uuid, time and number
             return Message(plain[0], "", reply_to, msg_type, plain[1], data, user), ()
     if not headers:
