@@ -60,6 +60,7 @@ Failed = Callable[[str, int], None]  # (nats-py error name, messages)
 _META_BLOCK: Final = b"NATS/1.0\r\nGrav-Meta: "
 _META_AT: Final = len(_META_BLOCK)
 _STATUS_LINE: Final = b"NATS/1.0 "
+_NO_NEWLINES: Final = str.maketrans({"\r": " ", "\n": " "})  # (``extra`` is escaped already)
 _PROCESS_MSG: Final = ["self", "sid", "subject", "reply", "data", "headers"]
 NOW_BYTES: Final = 64 * 1024  # what nats-py may hold unwritten for ``publish_now`` to add
 _ATTRIBUTES: Final = ("_pending", "_pending_data_size", "_flush_queue")
@@ -107,6 +108,8 @@ def _headers_of(raw: bytes | None) -> dict[str, str] | None:
 def _hpub(out: Outgoing) -> tuple[bytes, bytes, bytes, bytes]:
     """The ``HPUB`` command of ``out``, in four parts (line, header block, payload, CRLF)."""
     subject, reply, data, meta, extra = out
+    if "\r" in meta or "\n" in meta:  # (an id is checked for length only: as nats-py would)
+        meta = meta.translate(_NO_NEWLINES)
     head = f"NATS/1.0\r\nGrav-Meta: {meta}\r\n{extra}\r\n".encode()
     hlen = len(head)
     return f"HPUB {subject} {reply} {hlen} {hlen + len(data)}\r\n".encode(), head, data, b"\r\n"
