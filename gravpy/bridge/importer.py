@@ -79,16 +79,7 @@ class Importer:
             mesh, msg_type = self.subjects.split(subject)
             if self.subjects.is_own(mesh):
                 return  # an echo of what this mesh exported
-            plain = plain_meta(headers.get(H_META)) if headers and len(headers) == 1 else None
-            if plain is not None:  # the usual message, its one header read in one pass
-                uuid, stamp, tag, number = plain
-                missing = self._gaps.seen(tag, subject, number) if tag else 0
-                msg = Message(uuid, "", "", msg_type, stamp, data, {ORIGIN_HEADER: mesh})
-                groups: tuple[str, ...] | None = ()
-            else:
-                missing = 0 if headers is None else self._missing(subject, headers)
-                here = self.subjects.mesh_token
-                msg, groups = from_nats(msg_type, data, headers, mesh, "", here)
+            msg, groups, missing = self._read(subject, mesh, msg_type, data, headers)
         except MessageError:
             self._count("bad_message", 1)
             return
@@ -102,6 +93,20 @@ class Importer:
         if shadow.overflow != self._overflow:
             self._overflow = shadow.overflow
             self._count("shadow_overflow", 1)
+
+    def _read(
+        self, subject: str, mesh: str, msg_type: str, data: bytes, headers: dict[str, str] | None
+    ) -> tuple[Message, tuple[str, ...] | None, int]:
+        """The message, the groups placed here, the numbers missing before it (``from_nats``;
+        the usual message, its one header read in one pass); raises ``MessageError``."""
+        plain = plain_meta(headers.get(H_META)) if headers and len(headers) == 1 else None
+        if plain is None:
+            missing = 0 if headers is None else self._missing(subject, headers)
+            here = self.subjects.mesh_token
+            return (*from_nats(msg_type, data, headers, mesh, "", here), missing)
+        uuid, stamp, tag, number = plain
+        missing = self._gaps.seen(tag, subject, number) if tag else 0
+        return Message(uuid, "", "", msg_type, stamp, data, {ORIGIN_HEADER: mesh}), (), missing
 
     def reply(self, tail: str, data: bytes, headers: dict[str, str]) -> None:
         """A reply on the bridge's inbox; ``tail`` is ``<request uuid>.<request type tokens>``.
