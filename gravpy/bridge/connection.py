@@ -22,11 +22,10 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import nats
-from nats.aio.client import Client
 from nats.errors import NoServersError
 
 from gravpy.bridge.config import NatsBridgeConfig, auth_options
+from gravpy.bridge.wire import WireClient
 
 __all__ = ["Connector"]
 
@@ -41,17 +40,17 @@ class Connector:
         self.failed = 0
         self.last_error = ""
         self._on_error = on_error  # the bridge's: slow consumers, after connecting
-        self._attempt: asyncio.Task[Client] | None = None
+        self._attempt: asyncio.Task[WireClient] | None = None
         self._fatal: ssl.SSLError | None = None
         self._counted: Exception | None = None
 
-    async def open(self, name: str, callbacks: dict[str, Any]) -> Client:
+    async def open(self, name: str, callbacks: dict[str, Any]) -> WireClient:
         """A connected client; raises what ended the attempt (counted)."""
         try:
             options = self._options(name, callbacks)
             options.update(await asyncio.to_thread(auth_options, self.config))
             self._fatal = None
-            self._attempt = asyncio.ensure_future(nats.connect(**options))
+            self._attempt = asyncio.ensure_future(_connect(options))
             try:
                 return await self._attempt
             except asyncio.CancelledError:
@@ -95,3 +94,10 @@ class Connector:
     def _failed(self, exc: Exception) -> None:
         self.failed += 1
         self.last_error = str(exc) or type(exc).__name__
+
+
+async def _connect(options: dict[str, Any]) -> WireClient:
+    """``nats.connect``, with the bridge's client class (``gravpy.bridge.wire``)."""
+    nc = WireClient()
+    await nc.connect(**options)
+    return nc

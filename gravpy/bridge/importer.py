@@ -27,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from msgspec.structs import replace
-from nats.aio.msg import Msg
 
 from gravpy.bridge.port import BridgeHost
 from gravpy.bridge.sequence import Gaps, sequence_of
@@ -35,9 +34,11 @@ from gravpy.bridge.shadow import Held, Shadow
 from gravpy.bridge.subjects import (
     H_META,
     NO_RESPONDERS_STATUS,
+    ORIGIN_HEADER,
     STATUS_HEADER,
     SubjectMap,
     from_nats,
+    plain_meta,
     type_of_tokens,
 )
 from gravpy.errors import MessageError, UsageError
@@ -70,27 +71,42 @@ class Importer:
         self._overflow = 0
         self._gaps = Gaps()
 
-    def message(self, m: Msg) -> None:
-        """A NATS message on one of the mesh's subscriptions."""
+    def message(
+        self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None
+    ) -> None:
+        """A NATS message on one of the mesh's subscriptions (``gravpy.bridge.wire.Sink``)."""
         try:
-            mesh, msg_type = self.subjects.split(m.subject)
+            mesh, msg_type = self.subjects.split(subject)
             if self.subjects.is_own(mesh):
                 return  # an echo of what this mesh exported
-            missing = 0 if m.headers is None else self._missing(m.subject, m.headers)
-            msg, groups = from_nats(msg_type, m.data, m.headers, mesh, "", self.subjects.mesh_token)
+            msg, groups, missing = self._read(subject, mesh, msg_type, data, headers)
         except MessageError:
             self._count("bad_message", 1)
             return
         if self.active:
             if missing:
                 self._count("gap", missing)
-            self._deliver(msg, groups, m.reply)
+            self._deliver(msg, groups, reply)
             return
         shadow = self.shadow
-        shadow.hold(Held(msg, groups, m.reply, self._clock(), missing))
+        shadow.hold(Held(msg, groups, reply, self._clock(), missing))
         if shadow.overflow != self._overflow:
             self._overflow = shadow.overflow
             self._count("shadow_overflow", 1)
+
+    def _read(
+        self, subject: str, mesh: str, msg_type: str, data: bytes, headers: dict[str, str] | None
+    ) -> tuple[Message, tuple[str, ...] | None, int]:
+        """The message, the groups placed here, the numbers missing before it (``from_nats``;
+        the usual message, its one header read in one pass); raises ``MessageError``."""
+        plain = plain_meta(headers.get(H_META)) if headers and len(headers) == 1 else None
+        if plain is None:
+            missing = 0 if headers is None else self._missing(subject, headers)
+            here = self.subjects.mesh_token
+            return (*from_nats(msg_type, data, headers, mesh, "", here), missing)
+        uuid, stamp, tag, number = plain
+        missing = self._gaps.seen(tag, subject, number) if tag else 0
+        return Message(uuid, "", "", msg_type, stamp, data, {ORIGIN_HEADER: mesh}), (), missing
 
     def reply(self, tail: str, data: bytes, headers: dict[str, str]) -> None:
         """A reply on the bridge's inbox; ``tail`` is ``<request uuid>.<request type tokens>``.

@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
@@ -54,8 +53,10 @@ from gravpy.bridge.subjects import (
     ORIGIN_HEADER,
     Announcement,
     SubjectMap,
-    to_headers,
+    header_lines,
+    meta_of,
 )
+from gravpy.bridge.wire import WireClient
 from gravpy.errors import MessageError, UsageError
 from gravpy.message import Message
 
@@ -73,7 +74,7 @@ class NatsBridge:
         self._host: BridgeHost | None = None
         self._subjects = SubjectMap(self.config.prefix, "*")
         self._table = InterestTable("", "", self.config.ttl)
-        self._nc: Client | None = None
+        self._nc: WireClient | None = None
         self._tasks = TaskSupervisor(_log)
         self._outbox = Outbox(self.config.queue_limit, self.config.high_water)
         self._routes = ExportRoutes(self._subjects, self.config.export)
@@ -130,7 +131,8 @@ class NatsBridge:
             subject = self._importer.reply_subjects.get(msg.reply_to)
             if subject is None:
                 return False
-            return self._enqueue((subject, "", msg.data, to_headers(msg, with_type=True)))
+            meta = meta_of(msg, with_type=True)
+            return self._enqueue((subject, "", msg.data, meta, header_lines(msg)))
         route = self._routes.route(msg.type)
         if route is None:
             return False
@@ -139,11 +141,9 @@ class NatsBridge:
                 return False
             self.standby_exported += 1  # it reached this standby only: carry it, not lose it
         reply = f"{self._inbox}.{msg.uuid}.{route.tokens}"  # the type rides along (NoResponders)
-        if route.groups:
-            headers = to_headers(msg, placed=self._routes.placed(route))
-        else:
-            headers = to_headers(msg)
-        return self._enqueue((route.subject, reply, msg.data, headers))
+        meta = meta_of(msg, placed=self._routes.placed(route)) if route.groups else meta_of(msg)
+        extra = header_lines(msg) if headers else ""
+        return self._enqueue((route.subject, reply, msg.data, meta, extra))
 
     def _active_takes(self, msg_type: str) -> bool:
         """True if the mesh's active bridge is linked to this node and admits ``msg_type``: the
@@ -214,7 +214,7 @@ class NatsBridge:
             "bridge_connected", server=str(nc.connected_url.netloc if nc.connected_url else "")
         )
         await nc.subscribe(self._subjects.interest_subject, cb=self._on_announcement)
-        await nc.subscribe(f"{self._inbox}.>", cb=self._on_reply)
+        await nc.subscribe_direct(f"{self._inbox}.>", self._on_reply)
         self._subs_dirty.set()
         await self._announce(query=True)
         async with asyncio.TaskGroup() as group:
@@ -249,14 +249,11 @@ class NatsBridge:
 
     # -- in: NATS to mesh ------------------------------------------------------------------------
 
-    async def _on_message(self, m: Msg) -> None:
-        self._importer.message(m)
-
-    async def _on_reply(self, m: Msg) -> None:
+    def _on_reply(self, subject: str, _: str, data: bytes, headers: dict[str, str] | None) -> None:
         """A reply on ``<inbox>.<request uuid>.<request type tokens>``."""
-        self._importer.reply(m.subject[len(self._inbox) + 1 :], m.data, m.headers or {})
+        self._importer.reply(subject[len(self._inbox) + 1 :], data, headers or {})
 
-    async def _subscription_loop(self, nc: Client) -> None:
+    async def _subscription_loop(self, nc: WireClient) -> None:
         """Keep one subscription per pattern the mesh wants (active or standby: the importer
         decides whether to deliver or hold)."""
         while True:
@@ -266,9 +263,9 @@ class NatsBridge:
             patterns = {*wants, *self._bridge_wants, *(p for _, p, _ in groups)}
             wanted = {self._subjects.subscription(p) for p in reduce_patterns(patterns)}
             for subject in set(self._subs) - wanted:
-                await self._subs.pop(subject).unsubscribe()
+                await nc.unsubscribe_direct(self._subs.pop(subject))
             for subject in wanted - set(self._subs):
-                self._subs[subject] = await nc.subscribe(subject, cb=self._on_message)
+                self._subs[subject] = await nc.subscribe_direct(subject, self._importer.message)
             self._subscribed = (wants, groups)  # what is subscribed, not what changed since
             self._announce_now.set()  # after the SUBs: whoever hears it may publish at once
 

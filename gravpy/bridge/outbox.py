@@ -2,7 +2,8 @@
 
 The hub's hot path appends (``put``, never blocking: a full outbox drops the newest and counts
 ``queue_full``); one task per connection (``publish_all``) publishes what is queued in batches of
-``BATCH``, yielding after each so nats-py writes a batch in one flush while more arrive. Past
+``BATCH`` (each batch one nats-py command: ``gravpy.bridge.wire``), yielding after each so
+nats-py writes a batch in one flush while more arrive. Past
 ``high_water`` messages the outbox tells its ``Backpressure`` it is congested (so ``Pod.publish``
 waits, as it does for a full link), and relieves it below half of that. Publishing fails only while nats-py reconnects with its pending buffer full, or after the
 connection closed; each such message is counted under the nats-py error's name. What leaves on a
@@ -15,16 +16,12 @@ import asyncio
 from collections import deque
 from typing import Protocol
 
-from nats.aio.client import Client
-from nats.errors import Error as NatsError
-
 from gravpy.bridge.sequence import Numbering
-from gravpy.bridge.subjects import H_META
+from gravpy.bridge.wire import Outgoing, WireClient
 
 __all__ = ["BATCH", "Backpressure", "Outbox", "Outgoing"]
 
 BATCH = 256
-Outgoing = tuple[str, str, bytes, dict[str, str]]  # subject, reply subject, payload, headers
 
 
 class Backpressure(Protocol):
@@ -46,12 +43,18 @@ class Outbox:
         self._items: deque[Outgoing] = deque()
         self.numbering = Numbering()
         self._ready = asyncio.Event()
+        self._nc: WireClient | None = None  # while nothing is on its way to it
 
     def __len__(self) -> int:
         return len(self._items)
 
     def put(self, out: Outgoing) -> bool:
-        """Queue ``out``; False (and counted) if the outbox is full."""
+        """Queue ``out``, or with nothing queued before it hand it to nats-py at once (a
+        request or reply waits for no task); False (and counted) if the outbox is full."""
+        nc = self._nc
+        if nc is not None and not self._items and nc.publish_now(out, self._numbered):
+            self.published += 1
+            return True
         if len(self._items) >= self.limit:
             self.count("queue_full")
             return False
@@ -77,24 +80,33 @@ class Outbox:
     def count(self, reason: str, n: int = 1) -> None:
         self.lost[reason] = self.lost.get(reason, 0) + n
 
-    async def publish_all(self, nc: Client) -> None:
+    async def publish_all(self, nc: WireClient) -> None:
         """Publish what is queued on ``nc``, for as long as the connection is served."""
         items = self._items
-        stamp = self.numbering.stamp  # (``restart`` keeps the object)
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            while items:
-                for _ in range(min(BATCH, len(items))):
-                    subject, reply, data, headers = items.popleft()
-                    if reply:  # a type subject (gravpy.bridge.sequence): numbered as it leaves
-                        headers[H_META] += stamp(subject)
-                    try:
-                        await nc.publish(subject, data, reply=reply, headers=headers)
-                    except NatsError as exc:  # pending buffer full while reconnecting, or closed
-                        self.count(type(exc).__name__)
-                        continue
-                    self.published += 1
-                if self._congested and len(items) <= self.high_water // 2:
-                    self._set_congested(False)
-                await asyncio.sleep(0)  # let nats-py flush this batch and the mesh send more
+        try:
+            while True:
+                self._nc = nc  # (what is queued was handed over: ``put`` may hand over too)
+                await self._ready.wait()
+                self._ready.clear()
+                while items:
+                    self._nc = None  # a batch on its way: ``put`` queues behind it
+                    batch = self._next_batch()
+                    self.published += await nc.publish_batch(batch, self.count)
+                    if self._congested and len(items) <= self.high_water // 2:
+                        self._set_congested(False)
+                    await asyncio.sleep(0)  # let nats-py flush this batch, the mesh send more
+        finally:
+            self._nc = None
+
+    def _next_batch(self) -> list[Outgoing]:
+        """Up to ``BATCH`` queued messages, numbered as they leave."""
+        items, numbered = self._items, self._numbered
+        return [numbered(items.popleft()) for _ in range(min(BATCH, len(items)))]
+
+    def _numbered(self, out: Outgoing) -> Outgoing:
+        """``out`` numbered if it leaves on a type subject (``gravpy.bridge.sequence``; a reply,
+        sent to an inbox, has no reply subject)."""
+        if not out[1]:
+            return out
+        subject, reply, data, meta, extra = out
+        return (subject, reply, data, meta + self.numbering.stamp(subject), extra)

@@ -67,17 +67,27 @@ def sequence_of(meta: str) -> tuple[str, int] | None:
 
 
 class Gaps:
-    """The importer's view of each (tag, subject) numbering: how many numbers never came."""
+    """The importer's view of each (tag, subject) numbering: how many numbers never came. The
+    numbering of the last message is kept aside (a stream's next message is on it) and stored
+    in the map when another one comes."""
 
     def __init__(self) -> None:
         self._last: RecentMap[tuple[str, str], int] = RecentMap(_LIMIT)
+        self._current = ("", "")
+        self._n: int | None = None
 
     def seen(self, tag: str, subject: str, n: int) -> int:
         """Number ``n`` of ``tag`` arrived on ``subject``: how many numbers before it are
         missing (counted from 1 for a tag or subject not seen before, or a restart)."""
-        key = (tag, subject)
-        last = self._last.get(key)
-        self._last[key] = n
+        current = self._current
+        if tag == current[0] and subject == current[1]:
+            last = self._n
+        else:
+            if self._n is not None:
+                self._last[current] = self._n
+            self._current = key = (tag, subject)
+            last = self._last.get(key)
+        self._n = n
         if last is None or n <= last:
             return n - 1
         return n - last - 1

@@ -154,6 +154,15 @@ def to_headers(
 ) -> dict[str, str]:
     """The NATS headers that carry ``msg``'s gravpy fields (``Grav-Meta``, and ``Grav-H-*``);
     ``placed``: (mesh token, group) pairs, the mesh each group's copy was placed in."""
+    headers = {H_META: meta_of(msg, with_type=with_type, placed=placed)}
+    headers.update(_user_pairs(msg))
+    return headers
+
+
+def meta_of(
+    msg: Message, *, with_type: bool = False, placed: Sequence[tuple[str, str]] = ()
+) -> str:
+    """The ``Grav-Meta`` value of ``msg`` (see ``to_headers``)."""
     meta = f"{msg.uuid} {msg.timestamp!r}"
     if msg.parent_id:
         meta += " p=" + msg.parent_id
@@ -163,12 +172,35 @@ def to_headers(
         meta += " t=" + msg.type
     if placed:
         meta += " g=" + ",".join(f"{_field(m)}:{_field(g)}" for m, g in placed)
-    headers = {H_META: meta}
-    if msg.headers:
-        for key, value in msg.headers.items():
-            if key not in _BRIDGE_HEADERS:
-                headers[H_USER + quote(key, safe=_SAFE_KEY)] = quote(value, safe=_SAFE_VALUE)
-    return headers
+    return meta
+
+
+def header_lines(msg: Message) -> str:
+    """``msg``'s own headers as NATS header lines (``Grav-H-<key>: <value>\r\n`` each)."""
+    if not msg.headers:
+        return ""
+    return "".join(f"{key}: {value}\r\n" for key, value in _user_pairs(msg))
+
+
+def _user_pairs(msg: Message) -> list[tuple[str, str]]:
+    if not msg.headers:
+        return []
+    return [
+        (H_USER + quote(key, safe=_SAFE_KEY), _value(value))
+        for key, value in msg.headers.items()
+        if key not in _BRIDGE_HEADERS
+    ]
+
+
+def _value(text: str) -> str:
+    """A header value, escaped; a space at either end too (NATS strips those)."""
+    value = quote(text, safe=_SAFE_VALUE)
+    if value[:1] == " " or value[-1:] == " ":
+        inner = value.strip(" ")
+        head = len(value) - len(value.lstrip(" "))
+        tail = len(value) - len(value.rstrip(" ")) if inner else 0
+        value = "%20" * head + inner + "%20" * tail
+    return value
 
 
 def _field(text: str) -> str:
@@ -197,6 +229,27 @@ def read_meta(meta: str) -> tuple[str, float, dict[str, str]]:
         ) from None
 
 
+def plain_meta(meta: str | None) -> tuple[str, float, str, int] | None:
+    """The uuid, time and exporter's (tag, number) (``""``, 0 if unnumbered) of a ``Grav-Meta``
+    with no other field: the usual message, read without building anything else; None for any
+    other (``read_meta`` reads it, or says what is wrong)."""
+    if meta is None:
+        return None
+    uuid, _, rest = meta.partition(" ")
+    stamp, _, tail = rest.partition(" ")
+    if not 0 < len(uuid) <= MAX_ID_LENGTH:
+        return None
+    try:
+        if not tail:
+            return uuid, float(stamp), "", 0
+        if tail[:2] != "s=":
+            return None
+        tag, _, number = tail[2:].partition(":")
+        return uuid, float(stamp), tag, int(number)
+    except ValueError:
+        return None
+
+
 def placed_in(field: str, mesh_token: str) -> tuple[str, ...]:
     """The groups a ``g=`` field placed in the mesh ``mesh_token``."""
     here = _field(mesh_token) + ":"
@@ -218,6 +271,10 @@ def from_nats(
     ``msg_type`` is already valid (``SubjectMap.split``); None (a reply on an inbox) takes the
     type from ``Grav-Meta``'s ``t=``. The rest is checked here; raises ``MessageError``."""
     user = {ORIGIN_HEADER: origin}
+    if msg_type is not None and headers is not None and len(headers) == 1:
+        plain = plain_meta(headers.get(H_META))
+        if plain is not None:  # the usual message: no fields but uuid, time and number
+            return Message(plain[0], "", reply_to, msg_type, plain[1], data, user), ()
     if not headers:
         msg_type = DEFAULT_TYPE if msg_type is None else msg_type
         user[PLAIN_HEADER] = "1"

@@ -20,7 +20,7 @@ def test_past_high_water_the_outbox_pushes_back_and_when_full_drops_the_newest()
     outbox = Outbox(limit=4, high_water=2)
     recorder = Recorder()
     outbox.backpressure = recorder
-    results = [outbox.put(("s", "", b"x", {})) for _ in range(6)]
+    results = [outbox.put(("s", "", b"x", "meta", "")) for _ in range(6)]
     assert results == [True, True, True, True, False, False]
     assert recorder.calls == [True]
     assert outbox.lost == {"queue_full": 2}
@@ -33,7 +33,7 @@ def test_dropping_everything_counts_it_and_releases_the_publishers() -> None:
     recorder = Recorder()
     outbox.backpressure = recorder
     for _ in range(3):
-        outbox.put(("s", "", b"x", {}))
+        outbox.put(("s", "", b"x", "meta", ""))
     outbox.drop_all("disconnected")
     assert outbox.lost == {"disconnected": 3}
     assert len(outbox) == 0

@@ -1,0 +1,213 @@
+"""``WireClient``: nats-py's client with the bridge's per-message costs cut, on both ends.
+
+Theory of operation
+-------------------
+nats-py spends more per message on headers than on the whole plain publish: ``publish`` builds
+the header block from a dict (a regex check, strip, translate and three ``extend`` per header)
+and builds and queues each command alone; on receipt it parses the block into a dict, builds a
+``Msg``, puts it on the subscription's queue and a task per subscription awaits the callback.
+The bridge's traffic has one fixed shape (``NATS/1.0``, ``Grav-Meta``, rarely ``Grav-H-*``), so:
+
+- **Out**: ``publish_batch`` formats each message's ``HPUB`` command (header block included)
+  with one f-string and hands nats-py a whole batch as ONE pending command, then kicks its
+  flusher as ``publish`` would. The checks ``publish`` makes are made here: closed or draining
+  is counted for the whole batch; over ``max_payload`` per message; while reconnecting (nats-py's bounded
+  pending buffer) each message goes through ``publish`` itself.
+- **In**: ``subscribe_direct`` subscriptions skip the ``Msg``, the queue and the task:
+  ``_process_msg`` (which nats-py's parser awaits for every message) hands the subject, reply,
+  payload and the header dict straight to a sink, synchronously. A block of exactly one
+  ``Grav-Meta`` line is read by slicing; anything else by ``parse_headers`` (a NATS status line
+  such as ``503`` included), as nats-py reads it. A sink must not block: the bridge's importer
+  hands messages to the hub, which never waits.
+- **At once**: ``publish_now`` appends one message's command to nats-py's pending buffer and
+  kicks the flusher without awaiting (what ``publish`` does while connected), so the
+  ``Outbox`` hands a message over from the hub's hot path when nothing is queued before it: a
+  request or a reply waits for no task turn of the bridge's own. Only while nats-py holds less
+  than ``NOW_BYTES`` unwritten: a stream goes through the outbox, whose high-water mark makes
+  ``Pod.publish`` wait (nats-py's own buffer would take megabytes before pushing back).
+
+All rely on nats-py internals (``_send_command``, ``_flush_pending``, ``_pending``,
+``_pending_data_size``, ``_flush_queue`` and the parser's call ``_process_msg(sid, subject,
+reply, data, headers)``), all named here and only here. ``FAST`` says whether this nats-py has
+them (checked once, by name and parameters); where it does not, the same methods fall back to
+the public API (``publish`` with a header dict, ``subscribe`` with a callback; ``publish_now``
+declines), slower but the same on the wire. ``tests/bridge/test_wire.py``
+fails if the fast path is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import ConnectionClosedError, ConnectionDrainingError, MaxPayloadError
+from nats.errors import Error as NatsError
+
+from gravpy.bridge.subjects import H_META
+
+__all__ = ["FAST", "Outgoing", "Sink", "WireClient", "parse_headers"]
+
+# subject, reply subject, payload, Grav-Meta value, extra header lines ("Key: value\r\n" each)
+Outgoing = tuple[str, str, bytes, str, str]
+Sink = Callable[[str, str, bytes, dict[str, str] | None], None]
+Failed = Callable[[str, int], None]  # (nats-py error name, messages)
+
+_META_BLOCK: Final = b"NATS/1.0\r\nGrav-Meta: "
+_META_AT: Final = len(_META_BLOCK)
+_STATUS_LINE: Final = b"NATS/1.0 "
+_NO_NEWLINES: Final = str.maketrans({"\r": " ", "\n": " "})  # (``extra`` is escaped already)
+_PROCESS_MSG: Final = ["self", "sid", "subject", "reply", "data", "headers"]
+NOW_BYTES: Final = 64 * 1024  # what nats-py may hold unwritten for ``publish_now`` to add
+_ATTRIBUTES: Final = ("_pending", "_pending_data_size", "_flush_queue")
+
+
+def _has_internals() -> bool:
+    process = getattr(Client, "_process_msg", None)
+    if process is None or not all(
+        callable(getattr(Client, name, None)) for name in ("_send_command", "_flush_pending")
+    ):
+        return False
+    fresh = Client()
+    if not all(hasattr(fresh, name) for name in _ATTRIBUTES):
+        return False
+    return list(inspect.signature(process).parameters) == _PROCESS_MSG
+
+
+FAST: Final = _has_internals()
+
+
+def parse_headers(raw: bytes) -> dict[str, str] | None:
+    """A NATS header block as nats-py reads it (``Status`` from a status line); None if empty."""
+    lines = raw.split(b"\r\n")
+    out: dict[str, str] = {}
+    if lines[0].startswith(_STATUS_LINE):
+        status = lines[0][len(_STATUS_LINE) :].strip()[:3]
+        if status.isdigit():
+            out["Status"] = status.decode()
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        key = name.strip().decode("ascii", "replace")
+        if sep and key and not any(c.isspace() for c in key):
+            out[key] = value.strip().decode("utf-8", "replace")
+    return out or None
+
+
+def _headers_of(raw: bytes | None) -> dict[str, str] | None:
+    if not raw:
+        return None
+    if raw.startswith(_META_BLOCK) and raw.find(b"\r\n", _META_AT) == len(raw) - 4:
+        return {H_META: raw[_META_AT:-4].decode("utf-8", "replace").strip()}  # (as nats-py)
+    return parse_headers(raw)
+
+
+def _hpub(out: Outgoing) -> tuple[bytes, bytes, bytes, bytes]:
+    """The ``HPUB`` command of ``out``, in four parts (line, header block, payload, CRLF)."""
+    subject, reply, data, meta, extra = out
+    if "\r" in meta or "\n" in meta:  # (an id is checked for length only: as nats-py would)
+        meta = meta.translate(_NO_NEWLINES)
+    head = f"NATS/1.0\r\nGrav-Meta: {meta}\r\n{extra}\r\n".encode()
+    hlen = len(head)
+    return f"HPUB {subject} {reply} {hlen} {hlen + len(data)}\r\n".encode(), head, data, b"\r\n"
+
+
+class WireClient(Client):
+    """A nats-py ``Client`` with ``publish_batch`` and ``subscribe_direct``; see the module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sinks: dict[int, Sink] = {}
+
+    async def subscribe_direct(self, subject: str, sink: Sink) -> Subscription:
+        """Subscribe to ``subject``; each message goes to ``sink`` as it is read."""
+
+        async def via_msg(m: Msg) -> None:  # the public path, where the fast one is missing
+            sink(m.subject, m.reply, m.data, m.headers)
+
+        sub: Subscription = await self.subscribe(subject, cb=via_msg)
+        if FAST:
+            self._sinks[sub._id] = sink
+        return sub
+
+    async def unsubscribe_direct(self, sub: Subscription) -> None:
+        self._sinks.pop(sub._id, None)
+        await sub.unsubscribe()
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> None:
+        sink = self._sinks.get(sid)
+        if sink is None:
+            await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
+            return
+        stats = self.stats
+        stats["in_msgs"] += 1
+        stats["in_bytes"] += len(data)
+        try:
+            sink(subject.decode(), reply.decode(), data, _headers_of(headers))
+        except Exception as exc:  # a sink's bug: reported as nats-py reports a callback's
+            await self._error_cb(exc)
+
+    async def publish_batch(self, batch: Sequence[Outgoing], failed: Failed) -> int:
+        """Publish ``batch``; returns how many were handed to nats-py, the others are counted
+        through ``failed`` under the nats-py error's name."""
+        if self.is_closed or self.is_draining_pubs:
+            closed = ConnectionClosedError if self.is_closed else ConnectionDrainingError
+            failed(closed.__name__, len(batch))
+            return 0
+        if not FAST or not self.is_connected:  # (reconnecting: nats-py's buffer limit applies)
+            return await self._publish_each(batch, failed)
+        limit, size = self.max_payload, 0
+        parts: list[bytes] = []
+        for out in batch:
+            if len(out[2]) > limit:
+                failed(MaxPayloadError.__name__, 1)
+                continue
+            parts += _hpub(out)
+            size += len(out[2])
+        if parts:
+            await self._send_command(b"".join(parts))
+            self.stats["out_msgs"] += len(parts) // 4
+            self.stats["out_bytes"] += size
+            if self._flush_queue is not None and self._flush_queue.empty():
+                await self._flush_pending()
+        return len(parts) // 4
+
+    def publish_now(self, out: Outgoing, numbered: Callable[[Outgoing], Outgoing]) -> bool:
+        """Hand ``numbered(out)`` to nats-py without waiting (its flusher writes it in the next
+        loop turn), as ``publish`` does while connected; False (``numbered`` not called) if
+        that cannot be done now: not ``FAST``, not connected, too large, or nats-py already
+        holds ``NOW_BYTES`` unwritten (the caller queues it instead, and pushes back)."""
+        flush = self._flush_queue
+        size = len(out[2])
+        if not FAST or not self.is_connected or flush is None or size > self.max_payload:
+            return False
+        if self._pending_data_size + size > NOW_BYTES:  # a stream: the outbox batches it
+            return False
+        command = b"".join(_hpub(numbered(out)))
+        self._pending.append(command)
+        self._pending_data_size += len(command)
+        self.stats["out_msgs"] += 1
+        self.stats["out_bytes"] += size
+        if flush.empty():  # (``_flush_pending`` without waiting for room: one is enough)
+            flush.put_nowait(asyncio.get_running_loop().create_future())
+        return True
+
+    async def _publish_each(self, batch: Sequence[Outgoing], failed: Failed) -> int:
+        sent = 0
+        for subject, reply, data, meta, extra in batch:
+            headers = {H_META: meta}
+            for line in extra.splitlines():
+                key, _, value = line.partition(": ")
+                headers[key] = value
+            try:
+                await self.publish(subject, data, reply=reply, headers=headers)
+            except NatsError as exc:  # pending buffer full while reconnecting, too large, closed
+                failed(type(exc).__name__, 1)
+                continue
+            sent += 1
+        return sent
