@@ -95,6 +95,7 @@ class NatsBridgeStatistics:
     struck: int = 0  # held, then seen delivered by the active bridge
     shadow_expired: int = 0  # held past the shadow's age, never seen delivered
     standby_exported: int = 0  # exported while standing by: the active bridge could not take them
+    remote_expired: int = 0  # other bridges forgotten for falling silent past the ttl
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -119,6 +120,7 @@ class NatsBridgeStatistics:
             "struck": self.struck,
             "shadow_expired": self.shadow_expired,
             "standby_exported": self.standby_exported,
+            "remote_expired": self.remote_expired,
         }
 
 

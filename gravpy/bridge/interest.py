@@ -48,6 +48,9 @@ class InterestTable:
         self.node = node
         self.ttl = ttl
         self._heard: dict[str, _Heard] = {}  # node uuid -> last announcement
+        # bridges forgotten for falling silent past ``ttl`` (gone, or this node too busy to hear
+        # them: their meshes' wants are not exported meanwhile, so it must show)
+        self.expired = 0
 
     def heard(self, ann: Announcement, now: float) -> bool:
         """Record ``ann``; True if what this bridge must publish or who exports changed."""
@@ -68,6 +71,7 @@ class InterestTable:
         before = self._view()
         for node in old:
             del self._heard[node]
+        self.expired += len(old)
         return self._view() != before
 
     def forget_all(self) -> None:

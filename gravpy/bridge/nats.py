@@ -290,8 +290,16 @@ class NatsBridge:
                 if not self._ready:  # the others answered our query; our mesh knows their wants
                     self._ready = True
                     self._update_exporter()
+                expired = self._table.expired
                 if self._table.expire(time.monotonic()):
                     self._table_changed()
+                if self._table.expired > expired:
+                    _log.warning(
+                        "bridge_remote_expired",
+                        bridges=self._table.expired - expired,
+                        ttl=self._table.ttl,
+                        hint="silent past ttl: gone, or this node too busy to hear them",
+                    )
             self._announce_now.clear()
             await self._announce()
 
@@ -416,4 +424,5 @@ class NatsBridge:
             struck=self._importer.shadow.struck,
             shadow_expired=self._importer.shadow.expired,
             standby_exported=self.standby_exported,
+            remote_expired=self._table.expired,
         )

@@ -58,6 +58,12 @@ def bridge_metrics(bridges: list[NatsBridgeStatistics]) -> Iterable[Metric]:
         "them (not linked to this node, or not admitting the type)",
         labels=["server"],
     )
+    expired = CounterMetricFamily(
+        "gravd_bridge_remote_expired",
+        "Other bridges forgotten for falling silent past the ttl (gone, or this node too busy "
+        "to hear them); what their meshes wanted was not exported meanwhile",
+        labels=["server"],
+    )
     for s in bridges:
         server = s.servers[0]
         for name in BRIDGE_STATES:
@@ -76,4 +82,5 @@ def bridge_metrics(bridges: list[NatsBridgeStatistics]) -> Iterable[Metric]:
             shadow.add_metric([server, outcome], n)
         held.add_metric([server], s.held)
         covered.add_metric([server], s.standby_exported)
-    yield from (state, messages, lost, exporter, failures, shadow, held, covered)
+        expired.add_metric([server], s.remote_expired)
+    yield from (state, messages, lost, exporter, failures, shadow, held, covered, expired)

@@ -127,7 +127,9 @@ def test_interest_table_elects_the_smallest_ready_bridge() -> None:
     table.heard(Announcement("m2", "node-z", ("x.>",), ready=True), 0.5)
     assert table.remote_patterns() == ("x.>",)
     assert table.own_bridges() == frozenset({"node-a"})
+    assert table.expired == 0
     assert table.expire(10.0)
+    assert table.expired == 2  # node-a and node-z fell silent: counted
     assert table.exporter(True) == "node-b"
     assert table.remote_patterns() == ()
 
