@@ -240,10 +240,13 @@ class Traffic:
         if headers:
             if len(headers) > MAX_HEADERS:
                 raise UsageError(f"a message may carry at most {MAX_HEADERS} headers")
+            room = limits.max_frame_bytes - _ENVELOPE
+            chars = sum(map(len, headers)) + sum(map(len, headers.values()))
+            if len(msg.data) + 4 * chars <= room:  # fits even if every character took 4 bytes
+                return
             size = len(msg.data) + sum(
                 len(k.encode()) + len(v.encode()) for k, v in headers.items()
             )
-            room = limits.max_frame_bytes - _ENVELOPE
             if size > room:
                 raise UsageError(
                     f"message data and headers are {size} bytes, over the {room} bytes one frame "

@@ -237,7 +237,8 @@ async def test_message_over_the_mesh_limit_is_refused_at_send(node: NodeFactory)
 async def test_message_whose_headers_overflow_a_frame_is_refused_at_send(
     node: NodeFactory,
 ) -> None:
-    """Small data with 1.6 MB of headers raises UsageError at send instead of dying on the link."""
+    """Small data with headers over a frame (counted in UTF-8 bytes) raises UsageError at send
+    instead of dying on the link; headers that fit go."""
     a = await node()
     b = await node(discovery=[StaticDiscovery(a.endpoints())])
     responder = b.connect()
@@ -246,6 +247,9 @@ async def test_message_whose_headers_overflow_a_frame_is_refused_at_send(
     pod = a.connect()
     with pytest.raises(UsageError, match="one frame carries"):
         pod.send(Message.new("svc.ok", b"s", headers={"big": "h" * 1_600_000}))
+    with pytest.raises(UsageError, match="one frame carries"):  # 600,000 characters, 1.2 MB
+        pod.send(Message.new("svc.ok", b"s", headers={"big": "\u00e9" * 600_000}))
+    pod.send(Message.new("svc.ok", b"s", headers={"big": "h" * 400_000}))  # 400 kB: fits
     reply = await pod.send(Message.new("svc.ok", b"small", headers={"k": "v"})).wait_until(5)
     assert reply.data == b"ok"
 
