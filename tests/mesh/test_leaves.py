@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -11,20 +12,29 @@ import gravpy.sync
 from discovery.static import StaticDiscovery
 from gravpy import Grav, Message
 from gravpy.errors import TransportError
+from transports.tcp import TcpTransport
 
 from .conftest import FAST, NodeFactory, linked_to
 
 
-async def two_nodes(node: NodeFactory) -> tuple[Grav, Grav]:
-    a = await node()
-    b = await node(discovery=[StaticDiscovery(a.endpoints())])
+async def two_nodes(node: NodeFactory, transport: str = "ws") -> tuple[Grav, Grav]:
+    def options() -> dict[str, Any]:
+        return {"transport": TcpTransport(host="127.0.0.1", port=0)} if transport == "tcp" else {}
+
+    a = await node(**options())
+    b = await node(discovery=[StaticDiscovery(a.endpoints())], **options())
     await a.wait_for(linked_to(b), timeout=5)
     return a, b
 
 
-async def test_leaves_on_two_nodes_exchange_pubsub_and_requests(node: NodeFactory) -> None:
-    """Two apps attached to two different nodes get each other's messages and replies."""
-    a, b = await two_nodes(node)
+@pytest.mark.parametrize("transport", ["ws", "tcp"])
+async def test_leaves_on_two_nodes_exchange_pubsub_and_requests(
+    node: NodeFactory, transport: str
+) -> None:
+    """Two apps attached to two different nodes, over WebSocket or TCP (the frame sink and
+    direct writes at both ends), get each other's messages and replies."""
+    a, b = await two_nodes(node, transport)
+    assert a.endpoints()[0].startswith("tcp://" if transport == "tcp" else "ws://")
     async with (
         gravpy.connect(a.endpoints()[0], hub_config=FAST) as left,
         gravpy.connect(b.endpoints()[0], hub_config=FAST) as right,
