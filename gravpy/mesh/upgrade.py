@@ -179,13 +179,17 @@ class Upgrades:
         self.moved += 1
         old, new = move.old, move.new
         self._log.info("link_moved", peer=new.uuid, old=old.link.transport, new=new.link.transport)
-        old.moved()
+        self.mark(old)
         if move.marker_in:
             old.end(REASON_MOVED)
         else:
             self.draining.add(new)
             loop = asyncio.get_running_loop()
             move.timer = loop.call_later(self._timeout, self._overdue, move)
+
+    def mark(self, old: PeerLink) -> None:
+        """Queue our MOVED on ``old``, after everything queued there."""
+        old.moved()
 
     def _overdue(self, move: Move) -> None:
         move.timer = None

@@ -13,7 +13,7 @@ from gravpy.mesh import PeerInfo
 from gravpy.mesh.hub import Hub
 from gravpy.mesh.link_stats import LinkDrops
 from gravpy.mesh.link_writer import LinkWriter
-from gravpy.mesh.upgrade import Move, upgrade_endpoint
+from gravpy.mesh.upgrade import upgrade_endpoint
 from gravpy.plugins import Transport
 from gravpy.proto import (
     HelloReceived,
@@ -366,13 +366,7 @@ async def test_a_move_whose_moved_frame_is_lost_resumes_on_the_new_link(
     b = await node(transport=ws_and_tcp(), buffer_size=4096)
     at_a: asyncio.Queue[Message] = asyncio.Queue()
     a.connect().on_type("n.ba", at_a.put_nowait)
-    switched = hub(b).upgrades.switched
-
-    def lose_moved(move: Move) -> None:
-        move.old.moved = lambda: None  # type: ignore[method-assign]
-        switched(move)
-
-    hub(b).upgrades.switched = lose_moved  # type: ignore[method-assign]
+    hub(b).upgrades.mark = lambda old: None  # type: ignore[method-assign]
     with capture_logs(logger="gravpy.mesh") as logs:
         await a.connect_endpoint(ws_of(b))
         await b.wait_for(linked_to(a, interest="n.ba"), timeout=GUARD)
