@@ -261,28 +261,27 @@ def _mesh_metrics(hub: HubStatistics | None) -> Iterable[Metric]:
         ),
     ):
         yield _counter(name, doc, getattr(hub, value) if hub is not None else 0)
-    rejected = CounterMetricFamily(
-        "gravd_handshakes_rejected", "Handshakes refused, by reason", labels=["reason"]
-    )
-    for reason, count in sorted(hub.handshakes_rejected.items() if hub else ()):
-        rejected.add_metric([reason], count)
-    yield rejected
-    violations = CounterMetricFamily(
-        "gravd_protocol_violations",
-        "Links closed for a protocol violation, by reason",
-        labels=["reason"],
-    )
-    for reason, count in sorted(hub.protocol_violations.items() if hub else ()):
-        violations.add_metric([reason], count)
-    yield violations
-    moves = CounterMetricFamily(
-        "gravd_link_moves",
-        "Links moved to a faster transport, by outcome (moved, failed, refused)",
-        labels=["outcome"],
-    )
-    for outcome, count in sorted(hub.link_moves.items() if hub else ()):
-        moves.add_metric([outcome], count)
-    yield moves
+    for name, doc, label, counts in (
+        (
+            "gravd_handshakes_rejected",
+            "Handshakes refused, by reason",
+            "reason",
+            "handshakes_rejected",
+        ),
+        (
+            "gravd_protocol_violations",
+            "Links closed for a protocol violation, by reason",
+            "reason",
+            "protocol_violations",
+        ),
+        (
+            "gravd_link_moves",
+            "Links moved to a faster transport, by outcome (moved, failed, refused)",
+            "outcome",
+            "link_moves",
+        ),
+    ):
+        yield _labelled(name, doc, label, getattr(hub, counts) if hub is not None else {})
     for name, doc, counted in (
         (
             "gravd_publish_denied",
@@ -313,3 +312,10 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, value=value)
+
+
+def _labelled(name: str, doc: str, label: str, counts: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([value], count)
+    return family
