@@ -34,8 +34,8 @@ class HubStatistics:
     protocol_violations: dict[str, int] = field(default_factory=dict)  # links closed, by reason
     gossip_ignored: int = 0  # gossiped endpoints over the per-frame or dial-target bounds
     publish_denied: int = 0  # messages a link's identity may not publish, dropped here
-    # links moved to a faster transport (gravpy.mesh.upgrade): "moved", "failed" (the new link
-    # never opened), "refused" (an upgrade dial with a wrong token)
+    # links moved to a faster transport (gravpy.mesh.upgrade): "moved", "failed" (attempts whose
+    # new link never opened; a failed dial is retried), "refused" (a wrong upgrade token)
     link_moves: dict[str, int] = field(default_factory=dict)
     # exact totals per link role ("peer", "leaf"; "unknown" before a HELLO), closed links included
     by_role: dict[str, RoleTraffic] = field(default_factory=dict)

@@ -21,6 +21,7 @@ then closes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Coroutine
 from typing import Any
@@ -507,21 +508,41 @@ class Hub:
         self._notify()
 
     async def _move(self, old: PeerLink, endpoint: str) -> None:
-        """Dial ``endpoint``, faster than ``old``'s transport, to move ``old`` there."""
-        try:
-            link = await transport_for(self.transports, endpoint).dial(
-                endpoint, timeout=self.config.dial_timeout
-            )
-        except (TransportError, UsageError) as exc:
-            self.upgrades.failed += 1
-            self._log.info("move_failed", peer=old.uuid, endpoint=endpoint, reason=str(exc))
-            return
+        """Dial ``endpoint``, faster than ``old``'s transport, to move ``old`` there; while the
+        dial fails, retry with the dialler's backoff for as long as ``old`` is the route."""
+        backoff = self.config.backoff.new_backoff()
+        while True:
+            try:
+                link = await transport_for(self.transports, endpoint).dial(
+                    endpoint, timeout=self.config.dial_timeout
+                )
+                break
+            except (TransportError, UsageError) as exc:
+                self.upgrades.failed += 1
+                delay = backoff.next_delay()
+                retry = isinstance(exc, TransportError)
+                self._log.info(
+                    "move_failed",
+                    peer=old.uuid,
+                    endpoint=endpoint,
+                    reason=str(exc),
+                    retry_in=round(delay, 3) if retry else None,
+                )
+                if not retry or not await self._still_route(old, delay):
+                    return
         if old.ended.is_set() or self.peers.get(old.uuid) is not old or self._stopping:
             await link.close(REASON_SHUTDOWN if self._stopping else REASON_DUPLICATE)
             return
         new = self._new_link(link, None, moving=old)
         self.upgrades.begin(old, new)
         await self._run_link(new)
+
+    async def _still_route(self, old: PeerLink, delay: float) -> bool:
+        """Wait ``delay`` seconds; True if ``old`` is still the live route to its node then."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await old.ended.wait()
+        return not (old.ended.is_set() or self._stopping or self.peers.get(old.uuid) is not old)
 
     def _switch(self, move: Move) -> None:
         """``move``'s new link opened: it is the route to the node from now on (what the node

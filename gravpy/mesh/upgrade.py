@@ -41,7 +41,9 @@ number is the baseline) before its held messages go through, so what the old lin
 resent, in order.
 
 If the new link fails before it opens (no route, a refusal), nothing changed: the old link goes
-on, and the next link to that node tries again. If the old link ends first, the new link goes on
+on. A dial that fails (nothing answers at the endpoint yet) is retried with the dialler's
+backoff for as long as the old link is the route (``Hub._move``); a refused handshake is not,
+and the next link to that node tries again. If the old link ends first, the new link goes on
 as an ordinary link.
 """
 
@@ -137,7 +139,7 @@ class Upgrades:
         self._undrained = undrained  # the old link ended before its marker: resume on the new
         self._timeout = marker_timeout
         self.moved = 0  # links moved to a faster transport
-        self.failed = 0  # moves given up: the new link never opened
+        self.failed = 0  # attempts whose new link never opened (a failed dial is retried)
         self.refused = 0  # links refused here for a wrong upgrade token
         self._log = _log.bind(node=node_uuid)
 
@@ -250,8 +252,8 @@ class Upgrades:
 
 @dataclass(frozen=True, slots=True)
 class UpgradeStatistics:
-    """Links moved to a faster transport, moves given up, links refused for a wrong token, and
-    moves in progress now."""
+    """Links moved to a faster transport, attempts whose new link never opened, links refused
+    for a wrong token, and moves in progress now."""
 
     moved: int
     failed: int

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+import socket
 import time
 from collections.abc import Callable
 
 from gravpy import Grav, Message
+from gravpy.backoff import BackoffPolicy
 from gravpy.bus import Bus
+from gravpy.daemon.advertise import AdvertisedTransport
+from gravpy.daemon.parsers import Address
 from gravpy.mesh import PeerInfo
 from gravpy.mesh.hub import Hub
 from gravpy.mesh.link_stats import LinkDrops
@@ -25,12 +30,12 @@ from gravpy.proto import (
     Rejected,
 )
 from gravpy.testing import capture_logs
-from tests._bus_helpers import settle
+from tests._bus_helpers import settle, until
 from tests.transports._link_server import serving
 from transports.tcp import TcpTransport
 from transports.websocket import WebSocketTransport
 
-from .conftest import NodeFactory, linked_to
+from .conftest import FAST, NodeFactory, linked_to
 
 GUARD = 10.0
 
@@ -382,3 +387,57 @@ async def test_a_move_whose_moved_frame_is_lost_resumes_on_the_new_link(
     assert resent
     assert resent[-1]["messages"] > 0
     assert hub(a).statistics().lost_by_origin == {}
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+async def test_a_move_whose_dial_fails_is_retried_until_the_endpoint_answers(
+    node: NodeFactory,
+) -> None:
+    """B advertises a TCP endpoint nothing listens on yet (a port a firewall opens later): A's
+    move fails, is retried with backoff, and the link moves once a forwarder to B's TCP
+    listener answers there."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        later = int(closed.getsockname()[1])
+    inner = TcpTransport(host="127.0.0.1", port=0)
+    b = await node(
+        transport=[
+            WebSocketTransport(host="127.0.0.1", port=0),
+            AdvertisedTransport(inner, Address("127.0.0.1", later)),
+        ]
+    )
+    quick = dataclasses.replace(FAST, backoff=BackoffPolicy(initial=0.05, maximum=0.2))
+    a = await node(transport=ws_and_tcp(), hub_config=quick)
+    await a.connect_endpoint(ws_of(b))
+    await until(lambda: hub(a).upgrades.statistics().failed >= 2)
+    assert transports(a) == [("websocket", "open")]
+    real = next(ep for ep in b.endpoints() if ep.startswith("tcp://") and f":{later}" not in ep)
+    port = int(real.rsplit(":", 1)[1])
+    pipes: list[asyncio.Task[None]] = []
+
+    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        pipes.extend(
+            asyncio.create_task(p) for p in (_pipe(reader, up_writer), _pipe(up_reader, writer))
+        )
+
+    forwarder = await asyncio.start_server(forward, "127.0.0.1", later)
+    try:
+        await a.wait_for(over("tcp", b), timeout=GUARD)
+        assert hub(a).upgrades.statistics().moved == 1
+    finally:
+        forwarder.close()
+        for task in pipes:
+            task.cancel()
+        await asyncio.gather(*pipes, return_exceptions=True)
+        await forwarder.wait_closed()
