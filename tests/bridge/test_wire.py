@@ -4,9 +4,13 @@ plain nats-py clients do, through a real nats-server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import nats
 import pytest
+from nats.aio.client import Client
+from nats.aio.subscription import Subscription
 
 from gravpy.bridge import wire
 from gravpy.bridge.outbox import Outbox
@@ -33,6 +37,22 @@ def test_header_blocks_parse_as_nats_py_reads_them() -> None:
     assert parse_headers(b"NATS/1.0\r\n\r\n") is None
 
 
+@contextlib.asynccontextmanager
+async def clients(url: str, subject: str) -> AsyncIterator[tuple[WireClient, Client, Subscription]]:
+    """A ``WireClient`` and a plain nats-py client with a subscription to ``subject``, both
+    flushed (without it the server sometimes drops a fresh client's first messages)."""
+    nc, plain = WireClient(), await nats.connect(url)
+    try:
+        await nc.connect(url)
+        sub = await plain.subscribe(subject)
+        await plain.flush()
+        await nc.flush()
+        yield nc, plain, sub
+    finally:
+        await plain.close()
+        await nc.close()
+
+
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "public-api"])
 async def test_batches_reach_plain_subscribers_and_plain_publishers_reach_sinks(
     nats_one: NatsServer, fast: bool, monkeypatch: pytest.MonkeyPatch
@@ -40,12 +60,7 @@ async def test_batches_reach_plain_subscribers_and_plain_publishers_reach_sinks(
     """A published batch reaches a nats-py subscriber with payloads untouched and the headers
     set; a nats-py publisher's messages (with and without headers) reach a direct sink."""
     monkeypatch.setattr(wire, "FAST", fast)
-    nc, plain = WireClient(), await nats.connect(nats_one.url)
-    await nc.connect(nats_one.url)
-    try:
-        sub = await plain.subscribe("w.>")
-        await plain.flush()
-        await nc.flush()  # (without it the server sometimes drops nc's first messages)
+    async with clients(nats_one.url, "w.>") as (nc, plain, sub):
         batch = [
             ("w.a", "in.1", b"one", "u1 1.5 s=t:1", ""),
             ("w.b", "", b"", "u2 2.5", "Grav-H-k: v w\r\n"),
@@ -66,27 +81,16 @@ async def test_batches_reach_plain_subscribers_and_plain_publishers_reach_sinks(
         async with asyncio.timeout(5):
             assert await seen.get() == ("p.x", "back", b"plain", None)
             assert await seen.get() == ("p.y", "", b"meta", {"Grav-Meta": "u3 3.5"})
-    finally:
-        await plain.close()
-        await nc.close()
 
 
 async def test_a_line_break_in_an_id_cannot_add_a_header(nats_one: NatsServer) -> None:
     """An id with a line break (ids are checked for length only) travels as spaces inside
     ``Grav-Meta``, as nats-py's ``publish`` would send it: no header is added."""
-    nc, plain = WireClient(), await nats.connect(nats_one.url)
-    await nc.connect(nats_one.url)
-    try:
-        sub = await plain.subscribe("w.a")
-        await plain.flush()
-        await nc.flush()  # (without it the server sometimes drops nc's first messages)
+    async with clients(nats_one.url, "w.a") as (nc, _, sub):
         batch = [("w.a", "", b"x", "u1 1.5 p=a\r\nGrav-H-k: v", "")]
         assert await nc.publish_batch(batch, lambda e, n: None) == 1
         got = await sub.next_msg(timeout=5)
         assert got.headers == {"Grav-Meta": "u1 1.5 p=a  Grav-H-k: v"}
-    finally:
-        await plain.close()
-        await nc.close()
 
 
 async def test_a_closed_client_counts_the_whole_batch(nats_one: NatsServer) -> None:

@@ -12,7 +12,8 @@ import socket
 import sys
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy what ``reader`` reads to ``writer`` until it ends; then close ``writer``."""
     try:
         while chunk := await reader.read(65536):
             writer.write(chunk)
@@ -30,7 +31,7 @@ async def _serve(listen_port: int, target_port: int) -> None:
         except OSError:
             writer.close()
             return
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

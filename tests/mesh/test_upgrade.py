@@ -31,6 +31,7 @@ from gravpy.proto import (
 )
 from gravpy.testing import capture_logs
 from tests._bus_helpers import settle, until
+from tests.daemon.tcp_proxy import pipe
 from tests.transports._link_server import serving
 from transports.tcp import TcpTransport
 from transports.websocket import WebSocketTransport
@@ -389,17 +390,6 @@ async def test_a_move_whose_moved_frame_is_lost_resumes_on_the_new_link(
     assert hub(a).statistics().lost_by_origin == {}
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except ConnectionError:
-        pass
-    finally:
-        writer.close()
-
-
 async def test_a_move_whose_dial_fails_is_retried_until_the_endpoint_answers(
     node: NodeFactory,
 ) -> None:
@@ -428,7 +418,7 @@ async def test_a_move_whose_dial_fails_is_retried_until_the_endpoint_answers(
     async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
         pipes.extend(
-            asyncio.create_task(p) for p in (_pipe(reader, up_writer), _pipe(up_reader, writer))
+            asyncio.create_task(p) for p in (pipe(reader, up_writer), pipe(up_reader, writer))
         )
 
     forwarder = await asyncio.start_server(forward, "127.0.0.1", later)
