@@ -31,8 +31,10 @@ async def test_a_slow_pod_in_an_attached_app_never_starves_its_sibling_or_its_li
             gravpy.connect(url, hub_config=APP_LIVENESS) as publisher,
         ):
 
+            stuck = asyncio.Event()  # set only as the test ends: the pod takes no more meanwhile
+
             async def slow(msg: Message) -> None:
-                await asyncio.sleep(1.0)
+                await stuck.wait()
 
             got: list[int] = []
             all_in = asyncio.Event()
@@ -67,6 +69,7 @@ async def test_a_slow_pod_in_an_attached_app_never_starves_its_sibling_or_its_li
             assert app.hub is not None
             assert app.hub.statistics().links_opened == 1  # never relinked: the link stayed up
             assert [p.state for p in app.peers()] == ["open"], "\n".join(node.process.stderr[-20:])
+            stuck.set()
 
 
 async def test_a_leafs_request_fails_soon_after_the_answering_node_stops() -> None:
