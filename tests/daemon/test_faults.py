@@ -30,7 +30,6 @@ async def test_a_slow_pod_in_an_attached_app_never_starves_its_sibling_or_its_li
             gravpy.connect(url, hub_config=APP_LIVENESS) as app,
             gravpy.connect(url, hub_config=APP_LIVENESS) as publisher,
         ):
-
             stuck = asyncio.Event()  # set only as the test ends: the pod takes no more meanwhile
 
             async def slow(msg: Message) -> None:
