@@ -103,10 +103,14 @@ async def test_a_pod_on_the_standby_bridging_node_receives_what_it_wants(
 
 async def _settled(first: Gravd, second: Gravd) -> None:
     """Both bridges ready and exactly one active: ``second`` takes the role ``first`` did not,
-    and ``first`` still holds its own when asked again."""
+    and ``first`` still holds its own when asked again. A role ``first`` held only until it
+    heard ``second`` is read again (waiting for ``second`` to take its opposite would hang)."""
     while True:
         role = bridge_of(await first.wait_http(lambda n: bool(bridge_of(n)["ready"])))["exporter"]
-        await second.wait_http(partial(_ready_as, exporter=not role))
+        try:  # ``first`` may have been active only until it heard ``second``: then ask again
+            await asyncio.wait_for(second.wait_http(partial(_ready_as, exporter=not role)), 2.0)
+        except TimeoutError:
+            continue
         if bridge_of(await first.node())["exporter"] is role:
             return
 
