@@ -96,6 +96,7 @@ class NatsBridgeStatistics:
     shadow_expired: int = 0  # held past the shadow's age, never seen delivered
     standby_exported: int = 0  # exported while standing by: the active bridge could not take them
     remote_expired: int = 0  # other bridges forgotten for falling silent past the ttl
+    errors: int = 0  # connections the bridge ended on an unexpected error, then reconnected
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -121,6 +122,7 @@ class NatsBridgeStatistics:
             "shadow_expired": self.shadow_expired,
             "standby_exported": self.standby_exported,
             "remote_expired": self.remote_expired,
+            "errors": self.errors,
         }
 
 

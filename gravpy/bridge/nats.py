@@ -99,6 +99,7 @@ class NatsBridge:
         self._inbox = ""
         self._connects = 0
         self.standby_exported = 0  # exported while standing by: the active could not take them
+        self.errors = 0  # connections ended by an unexpected error (``bridge_failed``)
         self._connector = Connector(self.config, self._on_error)
 
     # -- the hub's port (BridgePort) -------------------------------------------------------------
@@ -190,7 +191,15 @@ class NatsBridge:
                 await asyncio.sleep(delay)
                 continue
             backoff.reset()
-            await self._serve()
+            try:
+                await self._serve()
+            except Exception as exc:  # a bug, here or in nats-py: reconnect, never a dead bridge
+                self._connector.last_error = f"{type(exc).__name__}: {exc}"
+                _log.error("bridge_failed", error=self._connector.last_error, exc_info=exc)
+                self.errors += 1
+                await self._close()
+                await asyncio.sleep(backoff.next_delay())
+                continue
             await self._close()
 
     async def _connect(self) -> None:
@@ -425,4 +434,5 @@ class NatsBridge:
             shadow_expired=self._importer.shadow.expired,
             standby_exported=self.standby_exported,
             remote_expired=self._table.expired,
+            errors=self.errors,
         )

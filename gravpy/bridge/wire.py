@@ -26,9 +26,9 @@ The bridge's traffic has one fixed shape (``NATS/1.0``, ``Grav-Meta``, rarely ``
   than ``NOW_BYTES`` unwritten: a stream goes through the outbox, whose high-water mark makes
   ``Pod.publish`` wait (nats-py's own buffer would take megabytes before pushing back).
 
-All rely on nats-py internals (``_send_command``, ``_flush_pending``, ``_pending``,
-``_pending_data_size``, ``_flush_queue`` and the parser's call ``_process_msg(sid, subject,
-reply, data, headers)``), all named here and only here. ``FAST`` says whether this nats-py has
+All rely on nats-py internals (``_flush_pending``, ``_pending``, ``_pending_data_size``,
+``_max_pending_size``, ``_flush_queue``, ``_flusher_task`` and the parser's call
+``_process_msg(sid, subject, reply, data, headers)``), all named here and only here. ``FAST`` says whether this nats-py has
 them (checked once, by name and parameters); where it does not, the same methods fall back to
 the public API (``publish`` with a header dict, ``subscribe`` with a callback; ``publish_now``
 declines), slower but the same on the wire. ``tests/bridge/test_wire.py``
@@ -63,14 +63,18 @@ _STATUS_LINE: Final = b"NATS/1.0 "
 _NO_NEWLINES: Final = str.maketrans({"\r": " ", "\n": " "})  # (``extra`` is escaped already)
 _PROCESS_MSG: Final = ["self", "sid", "subject", "reply", "data", "headers"]
 NOW_BYTES: Final = 64 * 1024  # what nats-py may hold unwritten for ``publish_now`` to add
-_ATTRIBUTES: Final = ("_pending", "_pending_data_size", "_flush_queue")
+_ATTRIBUTES: Final = (
+    "_pending",
+    "_pending_data_size",
+    "_max_pending_size",
+    "_flush_queue",
+    "_flusher_task",
+)
 
 
 def _has_internals() -> bool:
     process = getattr(Client, "_process_msg", None)
-    if process is None or not all(
-        callable(getattr(Client, name, None)) for name in ("_send_command", "_flush_pending")
-    ):
+    if process is None or not callable(getattr(Client, "_flush_pending", None)):
         return False
     fresh = Client()
     if not all(hasattr(fresh, name) for name in _ATTRIBUTES):
@@ -170,12 +174,34 @@ class WireClient(Client):
             parts += _hpub(out)
             size += len(out[2])
         if parts:
-            await self._send_command(b"".join(parts))
             self.stats["out_msgs"] += len(parts) // 4
             self.stats["out_bytes"] += size
-            if self._flush_queue is not None and self._flush_queue.empty():
-                await self._flush_pending()
+            await self._hand_over(b"".join(parts))
         return len(parts) // 4
+
+    def _flusher_gone(self) -> bool:
+        """True while nats-py's flusher task has ended but the client still says connected.
+
+        nats-py's flusher ends on a write error (a ``RuntimeError`` from a closed transport)
+        without reporting it; the client stays connected until its read loop sees the
+        connection drop and reconnects. Meanwhile nats-py's own ``_flush_pending`` writes
+        inline to the dead transport and raises, out of ``publish`` too."""
+        flusher = self._flusher_task
+        return flusher is None or flusher.done()
+
+    async def _hand_over(self, command: bytes) -> None:
+        """Append ``command`` to nats-py's pending buffer and kick its flusher, as
+        ``publish`` does: past ``pending_size`` unwritten, wait for the flusher. While the
+        flusher is gone, only append: nats-py writes what is pending once it reconnects, and
+        if it closes instead the importers count the gap (``gravpy.bridge.sequence``)."""
+        self._pending.append(command)
+        self._pending_data_size += len(command)
+        if self._flusher_gone():
+            return
+        if 0 < self._max_pending_size < self._pending_data_size:
+            await self._flush_pending(force_flush=True)
+        elif self._flush_queue is not None and self._flush_queue.empty():
+            await self._flush_pending()
 
     def publish_now(self, out: Outgoing, numbered: Callable[[Outgoing], Outgoing]) -> bool:
         """Hand ``numbered(out)`` to nats-py without waiting (its flusher writes it in the next
@@ -185,6 +211,8 @@ class WireClient(Client):
         flush = self._flush_queue
         size = len(out[2])
         if not FAST or not self.is_connected or flush is None or size > self.max_payload:
+            return False
+        if self._flusher_gone():  # (the connection is going down: queue it)
             return False
         if self._pending_data_size + size > NOW_BYTES:  # a stream: the outbox batches it
             return False
@@ -208,6 +236,9 @@ class WireClient(Client):
                 await self.publish(subject, data, reply=reply, headers=headers)
             except NatsError as exc:  # pending buffer full while reconnecting, too large, closed
                 failed(type(exc).__name__, 1)
+                continue
+            except (OSError, RuntimeError) as exc:  # its flush met a dead transport: it may
+                failed(type(exc).__name__, 1)  # be written there (lost) or be pending: counted
                 continue
             sent += 1
         return sent

@@ -64,6 +64,12 @@ def bridge_metrics(bridges: list[NatsBridgeStatistics]) -> Iterable[Metric]:
         "to hear them); what their meshes wanted was not exported meanwhile",
         labels=["server"],
     )
+    errors = CounterMetricFamily(
+        "gravd_bridge_errors",
+        "Connections the bridge ended on an unexpected error (logged as bridge_failed); it "
+        "reconnects, counting what was queued as lost (disconnected)",
+        labels=["server"],
+    )
     for s in bridges:
         server = s.servers[0]
         for name in BRIDGE_STATES:
@@ -83,4 +89,5 @@ def bridge_metrics(bridges: list[NatsBridgeStatistics]) -> Iterable[Metric]:
         held.add_metric([server], s.held)
         covered.add_metric([server], s.standby_exported)
         expired.add_metric([server], s.remote_expired)
-    yield from (state, messages, lost, exporter, failures, shadow, held, covered, expired)
+        errors.add_metric([server], s.errors)
+    yield from (state, messages, lost, exporter, failures, shadow, held, covered, expired, errors)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from nats.aio.subscription import Subscription
 
 from gravpy import Grav, Message
 from gravpy.bridge import NatsBridgeConfig
 from gravpy.bridge.nats import NatsBridge
+from gravpy.bridge.wire import Sink, WireClient
 from gravpy.errors import UsageError
 from tests._bus_helpers import until
 from tests.bridge.nats_proc import NatsServer
@@ -49,6 +51,39 @@ async def test_embedded_bridges_carry_messages_and_requests(nats_one: NatsServer
         reply = await east.send(Message.new("svc.echo", b"hi")).wait_until(5.0)
         assert reply.data == b"hi!"
         assert b2.statistics().imported >= 2
+
+
+async def test_an_unexpected_error_ends_a_connection_not_the_bridge(
+    nats_one: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error the bridge does not expect while it serves a connection (a bug, here or in
+    nats-py) ends that connection only: it is counted in ``errors`` and kept in
+    ``last_error``, and the bridge connects again and carries messages."""
+    subscribe_direct = WireClient.subscribe_direct
+    calls = 0
+
+    async def fails_once(self: WireClient, subject: str, sink: Sink) -> Subscription:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("injected")
+        return await subscribe_direct(self, subject, sink)
+
+    monkeypatch.setattr(WireClient, "subscribe_direct", fails_once)
+    g1, b1 = node("east", nats_one.url)
+    g2, b2 = node("west", nats_one.url)
+    async with g1, g2:
+        got: asyncio.Queue[Message] = asyncio.Queue()
+        g2.connect().on_type("sensor.*", got.put_nowait)
+        async with asyncio.timeout(20):
+            await until(lambda: b1.statistics().exporter and bool(b1.statistics().remote_wants))
+        failed = [s for s in (b1.statistics(), b2.statistics()) if s.errors]
+        assert [(s.errors, s.connects, s.last_error) for s in failed] == [
+            (1, 2, "RuntimeError: injected")
+        ]
+        sent = Message.new("sensor.temp", b"21")
+        g1.connect().send(sent)
+        assert (await asyncio.wait_for(got.get(), 10)).uuid == sent.uuid
 
 
 def test_a_bridge_needs_a_peer_node() -> None:

@@ -156,20 +156,21 @@ async def test_killing_one_nats_server_mid_stream_loses_only_what_is_counted(bed
     await lan1.agent.answer(stream, lambda a: "paused" in a)
     lan1.agent.send("resume")
     await bed.servers[0].close()  # while messages are on their way
-    await lan1.agent.answer(stream, lambda a: "streamed" in a)
+    await guarded(bed, lan1.agent.answer(stream, lambda a: "streamed" in a))
     moved = lambda n: bridge_of(n)["state"] == "connected" and bridge_of(n)["connects"] >= 2  # noqa: E731
     await lan1.agent.wait_node(lan1.bridge, moved)
-    await lan1.agent.call("stream", start=2000, stop=4000, end="after")
-    got = (await lan2.agent.answer(sink, lambda a: a.get("end") == "after"))["got"]
+    await guarded(bed, lan1.agent.call("stream", start=2000, stop=4000, end="after"))
+    got = (await guarded(bed, lan2.agent.answer(sink, lambda a: a.get("end") == "after")))["got"]
     assert got["unique"] == got["count"], got
     assert got["ordered"], got
     assert got["last"] == 3999, got
     assert all(last < 2000 for _, last in got["gaps"]), got
     ends = sum('"end": "before"' in line for line in lan2.agent.process.stdout)
     missing = 4000 - got["count"] + 1 - ends
-    exporter = bridge_of(await lan1.agent.node(lan1.bridge))["lost"]
-    importer = bridge_of(await lan1.agent.node(lan2.bridge))["lost"]
+    sender = bridge_of(await lan1.agent.node(lan1.bridge))
+    exporter, importer = sender["lost"], bridge_of(await lan1.agent.node(lan2.bridge))["lost"]
     assert missing == sum(exporter.values()) + importer.get("gap", 0), (got, exporter, importer)
+    assert sender["errors"] == 0, sender  # it moved to the other server: nothing broke
 
 
 def remote_wants(node: dict[str, Any], msg_type: str) -> bool:

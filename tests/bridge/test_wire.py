@@ -24,8 +24,9 @@ Seen = asyncio.Queue[tuple[str, str, bytes, dict[str, str] | None]]
 
 
 def test_the_installed_nats_py_has_the_internals_the_fast_path_uses() -> None:
-    """nats-py still has ``_send_command``, ``_flush_pending`` and ``_process_msg(sid, subject,
-    reply, data, headers)``; if an upgrade loses them the bridge falls back, slower: this fails."""
+    """nats-py still has ``_flush_pending``, its pending buffer and flusher task, and
+    ``_process_msg(sid, subject, reply, data, headers)``; if an upgrade loses them the bridge
+    falls back, slower: this fails."""
     assert FAST
 
 
@@ -91,6 +92,50 @@ async def test_a_line_break_in_an_id_cannot_add_a_header(nats_one: NatsServer) -
         assert await nc.publish_batch(batch, lambda e, n: None) == 1
         got = await sub.next_msg(timeout=5)
         assert got.headers == {"Grav-Meta": "u1 1.5 p=a  Grav-H-k: v"}
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "public-api"])
+async def test_a_batch_handed_over_while_the_flusher_is_gone_is_sent_or_counted(
+    nats_one: NatsServer, fast: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nats-py's flusher ends on a write error without a word; until its read loop sees the
+    connection drop, the client says connected and nats-py's own flush writes to the dead
+    transport and raises. A batch handed over then raises nothing. The fast path sends all of
+    it, in order, once nats-py has reconnected; through ``publish`` nats-py may already have
+    written a message to the dead transport, so what does not arrive is counted."""
+    monkeypatch.setattr(wire, "FAST", fast)
+    reconnected = asyncio.Event()
+
+    async def on_reconnect() -> None:
+        reconnected.set()
+
+    failed: dict[str, int] = {}
+
+    def count(error: str, n: int) -> None:
+        failed[error] = failed.get(error, 0) + n
+
+    async with clients(nats_one.url, "w.a") as (nc, _, sub):
+        await nc.close()
+        await nc.connect(nats_one.url, reconnected_cb=on_reconnect, reconnect_time_wait=0.05)
+        await nc.flush()
+        flusher = nc._flusher_task
+        assert flusher is not None
+        flusher.cancel()  # what a RuntimeError from a closed transport does to it
+        await asyncio.gather(flusher, return_exceptions=True)
+        nc._transport.close()  # the connection drops; nats-py has not noticed yet
+        assert nc.is_connected
+        batch = [("w.a", "", str(i).encode(), f"u{i} 1.0", "") for i in range(3)]
+        sent = await nc.publish_batch(batch, count)
+        async with asyncio.timeout(10):
+            await reconnected.wait()
+        assert await nc.publish_batch([("w.a", "", b"end", "u 1.0", "")], count) == 1
+        got = []
+        while (m := await sub.next_msg(timeout=5)).data != b"end":
+            got.append(m.data)
+        assert sent == len(got) == 3 - sum(failed.values()), (sent, got, failed)
+        assert got == sorted(got)
+        if fast:
+            assert failed == {}
 
 
 async def test_a_closed_client_counts_the_whole_batch(nats_one: NatsServer) -> None:
