@@ -290,27 +290,44 @@ class NatsBridge:
         await nc.publish(self._subjects.interest_subject, ann.encode())
 
     async def _announce_loop(self) -> None:
-        interval = self.config.announce_interval
+        """Announce on every change and at least every ``announce_interval``; keep the table.
+
+        The bridge is ready once an interval passes with nothing to announce (the others
+        answered the query ``_serve`` sent), or at the latest a ``ttl`` after connecting: by
+        then every live bridge has announced (the table forgets any silent longer). Silent
+        bridges are forgotten at least once an interval. Neither waits for a quiet interval,
+        which a mesh whose interests keep changing may never have."""
+        interval, ttl = self.config.announce_interval, self.config.ttl
+        started = checked = time.monotonic()
         while True:
             try:
                 async with asyncio.timeout(interval):
                     await self._announce_now.wait()
+                quiet = False
             except TimeoutError:
-                if not self._ready:  # the others answered our query; our mesh knows their wants
-                    self._ready = True
-                    self._update_exporter()
-                expired = self._table.expired
-                if self._table.expire(time.monotonic()):
-                    self._table_changed()
-                if self._table.expired > expired:
-                    _log.warning(
-                        "bridge_remote_expired",
-                        bridges=self._table.expired - expired,
-                        ttl=self._table.ttl,
-                        hint="silent past ttl: gone, or this node too busy to hear them",
-                    )
+                quiet = True
+            now = time.monotonic()
+            if not self._ready and (quiet or now - started >= ttl):
+                self._ready = True
+                self._update_exporter()
+            if quiet or now - checked >= interval:
+                checked = now
+                self._expire(now)
             self._announce_now.clear()
             await self._announce()
+
+    def _expire(self, now: float) -> None:
+        """Forget the bridges silent past the ttl (counted, logged)."""
+        expired = self._table.expired
+        if self._table.expire(now):
+            self._table_changed()
+        if self._table.expired > expired:
+            _log.warning(
+                "bridge_remote_expired",
+                bridges=self._table.expired - expired,
+                ttl=self._table.ttl,
+                hint="silent past ttl: gone, or this node too busy to hear them",
+            )
 
     async def _on_announcement(self, m: Msg) -> None:
         try:
