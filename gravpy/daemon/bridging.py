@@ -40,5 +40,6 @@ def bridges_for(config: DaemonConfig) -> list[BridgePort]:
         creds=config.nats_creds,
         token_file=config.nats_token_file,
         ca=config.nats_ca,
+        shadow_limit=config.nats_shadow,
     )
     return [NatsBridge(bridge_config)]

@@ -100,6 +100,7 @@ class DaemonConfig:
     nats_token_file: Path | None = None
     nats_ca: Path | None = None
     nats_export: tuple[str, ...] = ()
+    nats_shadow: int = 131_072
     identity: Path | None = None
     auth_file: Path | None = None
 
@@ -167,6 +168,7 @@ class DaemonConfig:
             "nats_token_file": str(self.nats_token_file) if self.nats_token_file else "off",
             "nats_ca": str(self.nats_ca) if self.nats_ca else "system",
             "nats_export": list(self.nats_export),
+            "nats_shadow": self.nats_shadow,
             "identity": str(self.identity) if self.identity else "off",
             "auth_file": str(self.auth_file) if self.auth_file else "off",
         }

@@ -113,6 +113,15 @@ _BRIDGE_SETTINGS: Final = (
         parse_patterns,
         repeatable=True,
     ),
+    Setting(
+        "nats_shadow",
+        "--nats-shadow",
+        "COUNT",
+        "with nats: messages a standby bridge holds for a takeover, at least what NATS carries "
+        "for the mesh in a takeover's time (about 4 s); past it the oldest are dropped and "
+        "counted shadow_overflow (default 131072)",
+        parse_positive,
+    ),
 )
 
 SETTINGS: Final[tuple[Setting, ...]] = (

@@ -273,3 +273,23 @@ def test_max_upgrading_comes_from_flag_env_and_toml_and_must_be_positive(tmp_pat
         load_config({"max_upgrading": "0"}, {})
     with pytest.raises(ConfigError, match=r"invalid max_upgrading \(from environment"):
         load_config(NO_FLAGS, {"GRAVD_MAX_UPGRADING": "many"})
+
+
+def test_nats_shadow_comes_from_each_source_and_sizes_the_bridges_shadow(tmp_path: Path) -> None:
+    """nats_shadow defaults to 131072, is read from each source, must be positive, and is the
+    limit of the shadow gravd's bridge keeps."""
+    from gravpy.bridge.nats import NatsBridge
+    from gravpy.daemon.bridging import bridges_for
+
+    assert load_config(NO_FLAGS, {}).nats_shadow == 131_072
+    assert load_config({"nats_shadow": "1000"}, {}).nats_shadow == 1000
+    assert load_config(NO_FLAGS, {"GRAVD_NATS_SHADOW": "2000"}).nats_shadow == 2000
+    path = _toml(tmp_path, "nats_shadow = 3000\n")
+    assert load_config({"config": str(path)}, {}).nats_shadow == 3000
+    with pytest.raises(ConfigError, match=r"invalid nats_shadow \(from flag --nats-shadow\)"):
+        load_config({"nats_shadow": "0"}, {})
+    config = load_config({"nats": ["nats://127.0.0.1:4222"], "nats_shadow": "7"}, {})
+    (bridge,) = bridges_for(config)
+    assert isinstance(bridge, NatsBridge)
+    assert bridge.config.shadow_limit == 7
+    assert bridge._importer.shadow.limit == 7
