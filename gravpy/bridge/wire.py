@@ -28,11 +28,15 @@ The bridge's traffic has one fixed shape (``NATS/1.0``, ``Grav-Meta``, rarely ``
 
 All rely on nats-py internals (``_flush_pending``, ``_pending``, ``_pending_data_size``,
 ``_max_pending_size``, ``_flush_queue``, ``_flusher_task`` and the parser's call
-``_process_msg(sid, subject, reply, data, headers)``), all named here and only here. ``FAST`` says whether this nats-py has
-them (checked once, by name and parameters); where it does not, the same methods fall back to
-the public API (``publish`` with a header dict, ``subscribe`` with a callback; ``publish_now``
-declines), slower but the same on the wire. ``tests/bridge/test_wire.py``
-fails if the fast path is lost.
+``_process_msg(sid, subject, reply, data, headers)``), all named here and only here. ``FAST``
+says whether this nats-py has them (checked once, by name and parameters); where it does not,
+the same methods fall back to the public API (``publish`` with a header dict, ``subscribe``
+with a callback; ``publish_now`` declines), slower but the same on the wire.
+``tests/bridge/test_wire.py`` fails if the fast path is lost.
+
+nats-py's flusher task can end before the client notices its connection dropped
+(``_flusher_gone``); commands are then left pending for after the reconnect, never written
+inline to the dead transport as nats-py's own flush would (and raise).
 """
 
 from __future__ import annotations
