@@ -44,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Any, Final
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -193,15 +193,20 @@ class WireClient(Client):
         flusher = self._flusher_task
         return flusher is None or flusher.done()
 
+    async def _flush_pending(self, force_flush: bool = False) -> Any:
+        """nats-py's, except while its flusher is gone (``_flusher_gone``): then what is
+        pending stays so, and nats-py writes it once it reconnects (if it closes instead, the
+        importers count the gap: ``gravpy.bridge.sequence``). Every nats-py call that flushes
+        (``publish``, ``subscribe``, ``flush``...) goes through here."""
+        if FAST and self.is_connected and self._flusher_gone():
+            return None
+        return await super()._flush_pending(force_flush)
+
     async def _hand_over(self, command: bytes) -> None:
         """Append ``command`` to nats-py's pending buffer and kick its flusher, as
-        ``publish`` does: past ``pending_size`` unwritten, wait for the flusher. While the
-        flusher is gone, only append: nats-py writes what is pending once it reconnects, and
-        if it closes instead the importers count the gap (``gravpy.bridge.sequence``)."""
+        ``publish`` does: past ``pending_size`` unwritten, wait for the flusher."""
         self._pending.append(command)
         self._pending_data_size += len(command)
-        if self._flusher_gone():
-            return
         if 0 < self._max_pending_size < self._pending_data_size:
             await self._flush_pending(force_flush=True)
         elif self._flush_queue is not None and self._flush_queue.empty():
