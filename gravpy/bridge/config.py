@@ -97,6 +97,9 @@ class NatsBridgeStatistics:
     standby_exported: int = 0  # exported while standing by: the active bridge could not take them
     remote_expired: int = 0  # other bridges forgotten for falling silent past the ttl
     errors: int = 0  # connections the bridge ended on an unexpected error, then reconnected
+    export_held: int = 0  # messages a standby holds now until NATS echoes their export
+    export_recovered: int = 0  # held exports a standby published (the active did not, it seemed)
+    export_expired: int = 0  # held exports never echoed within the shadow's age
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -123,6 +126,9 @@ class NatsBridgeStatistics:
             "standby_exported": self.standby_exported,
             "remote_expired": self.remote_expired,
             "errors": self.errors,
+            "export_held": self.export_held,
+            "export_recovered": self.export_recovered,
+            "export_expired": self.export_expired,
         }
 
 

@@ -12,6 +12,9 @@ original uuid kept, so seen-sets drop any copy). ``gravpy.bridge.port`` draws th
   and advertises the mesh's wants to its peers, so the active bridge's deliveries reach it and
   are struck; on taking over it delivers the rest first. So a crash of the active bridge loses
   nothing NATS carried for the mesh (beyond the shadow's bound, counted ``shadow_overflow``).
+  Likewise it holds what it would export until it hears the active bridge's copy on NATS
+  (``gravpy.bridge.export_shadow``), and publishes the rest once its link to the active bridge
+  closes or it takes over: nothing the dying bridge had in hand is lost either.
 - **Out** (mesh to NATS): a message crosses if a bridge of another mesh announced a pattern
   admitting it, an ``export`` pattern does, or a group's copy is placed in another mesh
   (``gravpy.bridge.export``). It is put on a bounded queue (overflow: drop the newest, counted
@@ -43,13 +46,15 @@ from gravpy import _log as logs
 from gravpy._tasks import TaskSupervisor
 from gravpy.bridge.config import NatsBridgeConfig, NatsBridgeStatistics
 from gravpy.bridge.connection import Connector
-from gravpy.bridge.export import ExportRoutes
+from gravpy.bridge.export import ExportRoutes, Route
+from gravpy.bridge.export_shadow import ExportShadow
 from gravpy.bridge.importer import Importer
 from gravpy.bridge.interest import InterestTable, reduce_patterns, summed_groups
 from gravpy.bridge.outbox import Outbox, Outgoing
 from gravpy.bridge.port import BridgeHost, Groups, MeshInterests
 from gravpy.bridge.shadow import Shadow
 from gravpy.bridge.subjects import (
+    H_META,
     ORIGIN_HEADER,
     Announcement,
     SubjectMap,
@@ -96,6 +101,8 @@ class NatsBridge:
         c = self.config
         shadow = Shadow(c.shadow_limit, 2 * c.ttl)
         self._importer = Importer(c.request_limit, shadow, self._count, time.monotonic)
+        self._exports = ExportShadow(c.shadow_limit, 2 * c.ttl)  # while standing by
+        self.export_recovered = 0  # held exports published: the active bridge could not
         self._inbox = ""
         self._connects = 0
         self.standby_exported = 0  # exported while standing by: the active could not take them
@@ -118,6 +125,9 @@ class NatsBridge:
         self._interests = interests
         self._routes.own_groups_changed(interests.groups)
         self._recompute_wants()
+        active = self._active
+        if not self._exporting and active is not None and active not in interests.peers:
+            self._release_held()  # its link to the active bridge closed: publish what it held
 
     def advertised(self) -> tuple[str, ...]:
         return self._advertised
@@ -139,12 +149,38 @@ class NatsBridge:
             return False
         if not self._exporting:
             if self._active_takes(msg.type):
+                if self._nc is not None:  # (it hears the echoes only while connected)
+                    self._exports.hold(msg, time.monotonic())  # until NATS echoes its export
                 return False
+            self._release_held()  # (older: first)
             self.standby_exported += 1  # it reached this standby only: carry it, not lose it
+        return self._export(msg, route)
+
+    def _export(self, msg: Message, route: Route) -> bool:
         reply = f"{self._inbox}.{msg.uuid}.{route.tokens}"  # the type rides along (NoResponders)
         meta = meta_of(msg, placed=self._routes.placed(route)) if route.groups else meta_of(msg)
-        extra = header_lines(msg) if headers else ""
+        extra = header_lines(msg) if msg.headers else ""
         return self._enqueue((route.subject, reply, msg.data, meta, extra))
+
+    def _release_held(self) -> None:
+        """Publish what the export shadow holds, oldest first (``gravpy.bridge.export_shadow``):
+        the active bridge may not have, and this one takes over, or no longer hears it."""
+        if not self._exports:
+            return
+        released = 0
+        for msg in self._exports.take(time.monotonic()):
+            route = self._routes.route(msg.type)
+            if route is not None:  # (else no other mesh wants it any more)
+                self._export(msg, route)
+                released += 1
+        self.export_recovered += released
+        _log.info("bridge_exports_released", messages=released, exporter=self._exporting)
+
+    def _on_echo(self, _: str, __: str, ___: bytes, headers: dict[str, str] | None) -> None:
+        """What this mesh published on NATS (``echo_subject``, while standing by)."""
+        meta = headers.get(H_META) if headers else None
+        if meta is not None:
+            self._exports.heard(meta.partition(" ")[0])
 
     def _active_takes(self, msg_type: str) -> bool:
         """True if the mesh's active bridge is linked to this node and admits ``msg_type``: the
@@ -271,10 +307,14 @@ class NatsBridge:
             wants, groups = self._mesh_wants, self._mesh_groups  # a change meanwhile: again
             patterns = {*wants, *self._bridge_wants, *(p for _, p, _ in groups)}
             wanted = {self._subjects.subscription(p) for p in reduce_patterns(patterns)}
+            echo = self._subjects.echo_subject
+            if not self._exporting:  # what the active bridge publishes (export shadow)
+                wanted.add(echo)
             for subject in set(self._subs) - wanted:
                 await nc.unsubscribe_direct(self._subs.pop(subject))
             for subject in wanted - set(self._subs):
-                self._subs[subject] = await nc.subscribe_direct(subject, self._importer.message)
+                sink = self._on_echo if subject == echo else self._importer.message
+                self._subs[subject] = await nc.subscribe_direct(subject, sink)
             self._subscribed = (wants, groups)  # what is subscribed, not what changed since
             self._announce_now.set()  # after the SUBs: whoever hears it may publish at once
 
@@ -317,7 +357,8 @@ class NatsBridge:
             await self._announce()
 
     def _expire(self, now: float) -> None:
-        """Forget the bridges silent past the ttl (counted, logged)."""
+        """Forget the bridges silent past the ttl (counted, logged), and exports held too long."""
+        self._exports.expire(now)
         expired = self._table.expired
         if self._table.expire(now):
             self._table_changed()
@@ -400,8 +441,10 @@ class NatsBridge:
                 before = self._importer.recovered
                 self._importer.activate()
                 _log.info("bridge_active", recovered=self._importer.recovered - before)
+                self._release_held()
             else:
                 self._importer.stand_by()
+            self._subs_dirty.set()  # a standby also hears what its mesh publishes
             self._readvertise()
 
     # -- callbacks and statistics ----------------------------------------------------------------
@@ -436,7 +479,7 @@ class NatsBridge:
             exported=self._outbox.published,
             imported=self._importer.imported,
             queued=len(self._outbox),
-            lost=dict(self._outbox.lost),
+            lost=self._lost(),
             mesh_wants=reduce_patterns({*self._mesh_wants, *self._bridge_wants}),
             remote_wants=self._table.remote_patterns(),
             remote_meshes=self._table.remote_meshes(),
@@ -452,4 +495,13 @@ class NatsBridge:
             standby_exported=self.standby_exported,
             remote_expired=self._table.expired,
             errors=self.errors,
+            export_held=len(self._exports),
+            export_recovered=self.export_recovered,
+            export_expired=self._exports.expired,
         )
+
+    def _lost(self) -> dict[str, int]:
+        lost = dict(self._outbox.lost)
+        if self._exports.overflow:  # held for export, dropped to stay within the limit
+            lost["export_overflow"] = self._exports.overflow
+        return lost

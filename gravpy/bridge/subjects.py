@@ -97,6 +97,11 @@ class SubjectMap:
     def interest_subject(self) -> str:
         return f"_GRAV_BRIDGE.{self.prefix}.interest"
 
+    @property
+    def echo_subject(self) -> str:
+        """Every type subject this mesh publishes on."""
+        return f"{self.prefix}.{self.mesh_token}.>"
+
     def subject(self, msg_type: str) -> str:
         """Where this mesh publishes a message of ``msg_type``."""
         return f"{self.prefix}.{self.mesh_token}.{type_tokens(msg_type)}"

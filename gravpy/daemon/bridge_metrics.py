@@ -70,6 +70,18 @@ def bridge_metrics(bridges: list[NatsBridgeStatistics]) -> Iterable[Metric]:
         "reconnects, counting what was queued as lost (disconnected)",
         labels=["server"],
     )
+    export_shadow = CounterMetricFamily(
+        "gravd_bridge_export_shadow",
+        "Messages a standby bridge held for export until NATS echoed them, by outcome "
+        "(recovered: it published them, the active bridge having died or left its reach; "
+        "expired: never echoed within the shadow's age)",
+        labels=["server", "outcome"],
+    )
+    export_held = GaugeMetricFamily(
+        "gravd_bridge_export_held",
+        "Messages a standby bridge holds for export now, until NATS echoes them",
+        labels=["server"],
+    )
     for s in bridges:
         server = s.servers[0]
         for name in BRIDGE_STATES:
@@ -90,4 +102,8 @@ def bridge_metrics(bridges: list[NatsBridgeStatistics]) -> Iterable[Metric]:
         covered.add_metric([server], s.standby_exported)
         expired.add_metric([server], s.remote_expired)
         errors.add_metric([server], s.errors)
+        export_shadow.add_metric([server, "recovered"], s.export_recovered)
+        export_shadow.add_metric([server, "expired"], s.export_expired)
+        export_held.add_metric([server], s.export_held)
     yield from (state, messages, lost, exporter, failures, shadow, held, covered, expired, errors)
+    yield from (export_shadow, export_held)

@@ -117,9 +117,9 @@ _BRIDGE_SETTINGS: Final = (
         "nats_shadow",
         "--nats-shadow",
         "COUNT",
-        "with nats: messages a standby bridge holds for a takeover, at least what NATS carries "
-        "for the mesh in a takeover's time (about 4 s); past it the oldest are dropped and "
-        "counted shadow_overflow (default 131072)",
+        "with nats: messages a standby bridge holds for a takeover in each direction, at least "
+        "what crosses for the mesh in a takeover's time (about 4 s); past it the oldest are "
+        "dropped and counted shadow_overflow / export_overflow (default 131072)",
         parse_positive,
     ),
 )
