@@ -86,6 +86,36 @@ async def test_an_unexpected_error_ends_a_connection_not_the_bridge(
         assert (await asyncio.wait_for(got.get(), 10)).uuid == sent.uuid
 
 
+async def test_what_a_lone_bridge_is_sent_before_it_is_ready_crosses_when_it_is(
+    nats_one: NatsServer,
+) -> None:
+    """A bridge that has heard what another mesh wants but is not ready yet (it has not had a
+    quiet announce interval) holds what its mesh sends for export, and publishes it, in order,
+    once it becomes its mesh's active bridge: nothing sent in that first interval is lost."""
+    g2, b2 = node("west", nats_one.url)
+    config = NatsBridgeConfig(servers=(nats_one.url,), announce_interval=2.0, ttl=5.0)
+    b1 = NatsBridge(config)
+    g1 = Grav(transport=WebSocketTransport("127.0.0.1", 0), belongs_to="east", bridges=[b1])
+    async with g2:
+        got: asyncio.Queue[Message] = asyncio.Queue()
+        g2.connect().on_type("early.*", got.put_nowait)
+        async with asyncio.timeout(10):
+            await until(lambda: b2.statistics().ready)
+        async with g1:
+            async with asyncio.timeout(10):
+                await until(lambda: "early.*" in b1.statistics().remote_wants)
+            assert not b1.statistics().ready  # (the case under test: a quiet interval is 2 s)
+            east = g1.connect()
+            sent = [Message.new("early.n", str(i)) for i in range(3)]
+            for m in sent:
+                await east.publish(m)
+            assert b1.statistics().export_held == 3
+            received = [await asyncio.wait_for(got.get(), 10) for _ in sent]
+            assert [m.uuid for m in received] == [m.uuid for m in sent]
+            stats = b1.statistics()
+            assert (stats.ready, stats.export_recovered, stats.lost) == (True, 3, {})
+
+
 def test_a_bridge_needs_a_peer_node() -> None:
     """A bridge on a node without a transport is refused at once."""
     with pytest.raises(UsageError):
