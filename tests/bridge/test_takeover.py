@@ -42,9 +42,10 @@ async def stream_until(pod: Pod, standby: Gravd, kill: Gravd) -> int:
     """Publish ``stream.n`` 0, 1, ... in batches; kill ``kill`` after the first 1,000, go on
     until ``standby`` has taken over and 1,000 more went through it; return how many were sent.
 
-    Paced to at most about 10,000 messages/s: a standby's shadow (65,536 messages) holds what
-    NATS carries until it takes over (the ttl, 3.5 s) only below about 18,000/s; a faster
-    stream loses the excess, counted as ``shadow_overflow`` (docs/scaling.md)."""
+    Paced to at most about 10,000 messages/s: a standby's shadow (131,072 messages by default)
+    holds what NATS carries until it takes over (the ttl, 3.5 s, and struck messages one
+    announce interval longer) only up to some tens of thousands of messages/s; a faster stream
+    loses the excess, counted as ``shadow_overflow`` (docs/scaling.md)."""
     sent = 0
     took_over_at = None
     while took_over_at is None or sent < took_over_at + 1000:
