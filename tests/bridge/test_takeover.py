@@ -43,9 +43,9 @@ async def stream_until(pod: Pod, standby: Gravd, kill: Gravd) -> int:
     until ``standby`` has taken over and 1,000 more went through it; return how many were sent.
 
     Paced to at most about 10,000 messages/s: a standby's shadow (131,072 messages by default)
-    holds what NATS carries until it takes over (the ttl, 3.5 s, and struck messages one
-    announce interval longer) only up to some tens of thousands of messages/s; a faster stream
-    loses the excess, counted as ``shadow_overflow`` (docs/scaling.md)."""
+    must hold what NATS carries until it takes over (the ttl, 3.5 s, and struck messages one
+    announce interval longer, on a busy machine more); unpaced streams of about 18,000
+    messages/s overflowed it here, the excess counted as ``shadow_overflow`` (docs/scaling.md)."""
     sent = 0
     took_over_at = None
     while took_over_at is None or sent < took_over_at + 1000:
