@@ -36,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,15 +46,20 @@ from _common import Machine, count, finish, options, say, sizes_for, table
 from bench_mesh import NatsServer
 from nats.aio.msg import Msg
 
+from discovery.static import StaticDiscovery
 from gravpy import Grav, Message
 from gravpy.bridge import NatsBridgeConfig
 from gravpy.bridge.nats import NatsBridge
+from gravpy.filter import Pattern
+from gravpy.mesh import PeerInfo
 from gravpy.message import new_id
 from transports.websocket import WebSocketTransport
 
 THROUGHPUT_TARGET = 0.70  # bridge / nats messages/s, at least
 LATENCY_TARGET = 1.30  # bridge / nats request p50, at most
 PAYLOAD = b"0123456789abcdef"
+# with --standby: the sending node's bridge is the active one (the smallest uuid is elected)
+ACTIVE_UUID, STANDBY_UUID = str(uuid.UUID(int=1)), str(uuid.UUID(int=2**128 - 1))
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,21 @@ async def serve_bridge(url: str) -> None:
         await ready_until_stdin_closes()
 
 
+async def serve_standby(url: str, peer: str) -> None:
+    """A second bridging node of the sending mesh, linked to the sender's: a standby."""
+    east, bridge = bridged("east", url, STANDBY_UUID, peer)
+    async with east:
+        await until(lambda: bridge.statistics().ready and not bridge.statistics().exporter)
+        await ready_until_stdin_closes()
+    stats, shadow = bridge.statistics(), bridge._exports
+    print(
+        f"  (the standby held {shadow.struck + stats.export_recovered + stats.export_expired:,}"
+        f" exports: {shadow.struck:,} heard back from NATS, {stats.export_recovered} published"
+        f" by it, {stats.export_expired} expired, lost {stats.lost})",
+        file=sys.stderr,
+    )
+
+
 async def ready_until_stdin_closes() -> None:
     print("ready", flush=True)
     await asyncio.to_thread(sys.stdin.read)  # the parent closes our stdin to stop us
@@ -147,9 +168,17 @@ async def until(check: Callable[[], bool]) -> None:
             await asyncio.sleep(0.05)
 
 
-def bridged(mesh: str, url: str) -> tuple[Grav, NatsBridge]:
+def bridged(
+    mesh: str, url: str, node_uuid: str | None = None, peer: str = ""
+) -> tuple[Grav, NatsBridge]:
     bridge = NatsBridge(NatsBridgeConfig(servers=(url,), announce_interval=0.2, ttl=1.0))
-    grav = Grav(transport=WebSocketTransport("127.0.0.1", 0), belongs_to=mesh, bridges=[bridge])
+    grav = Grav(
+        transport=WebSocketTransport("127.0.0.1", 0),
+        belongs_to=mesh,
+        bridges=[bridge],
+        node_uuid=node_uuid,
+        discovery=[StaticDiscovery([peer])] if peer else (),
+    )
     return grav, bridge
 
 
@@ -163,9 +192,9 @@ class Receiver:
         self.proc = proc
 
     @classmethod
-    async def start(cls, role: str, url: str) -> Receiver:
+    async def start(cls, role: str, url: str, *extra: str) -> Receiver:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--role", role, "--url", url,
+            sys.executable, __file__, "--role", role, "--url", url, *extra,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert proc.stdout is not None
@@ -260,11 +289,19 @@ async def measure_nats(url: str, sizes: Sizes, report: Report) -> None:
         await receiver.stop()
 
 
-async def measure_bridge(url: str, sizes: Sizes, report: Report) -> None:
+async def measure_bridge(url: str, sizes: Sizes, report: Report, standby: bool = False) -> None:
+    """The bridge, or with ``standby`` the bridge with a standby bridging node in the sending
+    mesh (in a third process): it receives every message too, holds it, and hears it back
+    from NATS (``gravpy.bridge.export_shadow``)."""
+    name = "bridge+standby" if standby else "bridge"
     receiver = await Receiver.start("bridge", url)
-    east, bridge = bridged("east", url)
+    east, bridge = bridged("east", url, ACTIVE_UUID if standby else None)
+    second: Receiver | None = None
     try:
         async with east:
+            if standby:
+                second = await Receiver.start("standby", url, "--peer", east.endpoints()[0])
+                await east.wait_for(lambda links: standby_takes(links, "bench.n"), 20)
             done: Done = asyncio.Queue()
             listener, sender = east.connect(), east.connect()
             listener.on_type("bench.done", lambda m: on_done_text(done, m.data))
@@ -279,16 +316,28 @@ async def measure_bridge(url: str, sizes: Sizes, report: Report) -> None:
             async def send(data: bytes) -> None:
                 await sender.publish(Message.new("bench.n", data))
 
-            await streams("bridge", send, done, sizes, report)
+            await streams(name, send, done, sizes, report)
             lat = await latencies(
                 lambda: sender.send(Message.new("bench.req", PAYLOAD)).wait_until(5.0),
                 sizes.requests,
             )
-            record_latency(report, "bridge", lat)
+            record_latency(report, name, lat)
             if bridge.statistics().lost:
                 report.failures.append(f"the bridge lost messages: {bridge.statistics().lost}")
     finally:
+        if second is not None:
+            await second.stop()
         await receiver.stop()
+
+
+def standby_takes(links: list[PeerInfo], msg_type: str) -> bool:
+    """The sending node's open link to the standby admits ``msg_type`` (it sends it there)."""
+    return any(
+        link.uuid == STANDBY_UUID
+        and link.state == "open"
+        and any(Pattern(p).matches(msg_type) for p in link.interests)
+        for link in links
+    )
 
 
 def record_latency(report: Report, system: str, lat: list[float]) -> None:
@@ -297,13 +346,15 @@ def record_latency(report: Report, system: str, lat: list[float]) -> None:
     report.p99_ms[system] = lat[max(0, int(len(lat) * 0.99) - 1)] * 1000
 
 
-async def run(sizes: Sizes) -> Report:
+async def run(sizes: Sizes, standby: bool) -> Report:
     report = Report(Machine.here().describe(), vars(sizes))
     with tempfile.TemporaryDirectory() as log_dir:
         server = await NatsServer.start(Path(log_dir))
         try:
             await measure_nats(server.url, sizes, report)
             await measure_bridge(server.url, sizes, report)
+            if standby:
+                await measure_bridge(server.url, sizes, report, standby=True)
         finally:
             await server.stop()
     return report
@@ -320,7 +371,7 @@ def show(report: Report) -> None:
             f"{p50[s]:.3f}" if s in p50 else "-",
             f"{p99[s]:.3f}" if s in p99 else "-",
         ]
-        for s in ("nats", "nats+meta", "nats+2headers", "bridge")
+        for s in ("nats", "nats+meta", "nats+2headers", "bridge", "bridge+standby")
         if s in t
     ]
     headers = ["system", "msgs/s", "send CPU us/msg", "recv CPU us/msg", "p50 ms", "p99 ms"]
@@ -336,18 +387,33 @@ def show(report: Report) -> None:
             f"  bridge request p50 = {added:.2f} x nats-py (target <= {LATENCY_TARGET:.2f}: "
             f"{'ok' if added <= LATENCY_TARGET else 'MISSED'})",
         )
+    if "bridge+standby" in t and "bridge" in t:
+        say(
+            f"  with a standby bridge in the sending mesh: {t['bridge+standby'] / t['bridge']:.0%}"
+            f" of the bridge's msgs/s, p50 {p50['bridge+standby'] / p50['bridge']:.2f} x"
+        )
 
 
 def main() -> int:
     parser = options(__doc__, processes=True)
-    parser.add_argument("--role", choices=("nats", "bridge"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--standby",
+        action="store_true",
+        help="also measure with a standby bridging node in the sending mesh (a third process)",
+    )
+    parser.add_argument("--role", choices=("nats", "bridge", "standby"), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--peer", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role is not None:
-        asyncio.run(serve_nats(args.url) if args.role == "nats" else serve_bridge(args.url))
+        roles = {"nats": serve_nats, "bridge": serve_bridge}
+        if args.role == "standby":
+            asyncio.run(serve_standby(args.url, args.peer))
+        else:
+            asyncio.run(roles[args.role](args.url))
         return 0
     sizes = sizes_for(args, Sizes(), Sizes(messages=5_000, runs=1, requests=200))
-    report = asyncio.run(run(sizes))
+    report = asyncio.run(run(sizes, args.standby))
     show(report)
     return finish(report, args.json)
 
