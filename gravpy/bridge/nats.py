@@ -459,9 +459,15 @@ class NatsBridge:
             _log.warning("bridge_disconnected", error=self._connector.last_error)
 
     async def _on_closed(self) -> None:
+        nc = self._nc
+        if nc is not None and nc.buffered:  # held while reconnecting, then given up on
+            self._count("not_reconnected", nc.buffered)
+            nc.buffered = 0
         self._closed.set()
 
     async def _on_reconnected(self) -> None:
+        if self._nc is not None:
+            self._nc.buffered = 0  # nats-py wrote its pending buffer on reconnecting
         self.state = "connected"
         self._connects += 1
         _log.info("bridge_reconnected")

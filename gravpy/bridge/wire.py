@@ -129,6 +129,9 @@ class WireClient(Client):
     def __init__(self) -> None:
         super().__init__()
         self._sinks: dict[int, Sink] = {}
+        # handed to nats-py while it reconnects (its pending buffer), since it last connected:
+        # lost if it gives up instead (it writes them to the dead transport as it closes)
+        self.buffered = 0
 
     async def subscribe_direct(self, subject: str, sink: Sink) -> Subscription:
         """Subscribe to ``subject``; each message goes to ``sink`` as it is read."""
@@ -168,7 +171,10 @@ class WireClient(Client):
             failed(closed.__name__, len(batch))
             return 0
         if not FAST or not self.is_connected:  # (reconnecting: nats-py's buffer limit applies)
-            return await self._publish_each(batch, failed)
+            sent = await self._publish_each(batch, failed)
+            if not self.is_connected:
+                self.buffered += sent
+            return sent
         limit, size = self.max_payload, 0
         parts: list[bytes] = []
         for out in batch:

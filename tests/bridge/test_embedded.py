@@ -116,6 +116,33 @@ async def test_what_a_lone_bridge_is_sent_before_it_is_ready_crosses_when_it_is(
             assert (stats.ready, stats.export_recovered, stats.lost) == (True, 3, {})
 
 
+async def test_what_nats_py_held_while_reconnecting_in_vain_is_counted(
+    nats_one: NatsServer,
+) -> None:
+    """Messages handed to nats-py while it reconnects wait in its pending buffer; when it gives
+    up reconnecting they are gone, and counted as ``not_reconnected``."""
+    config = NatsBridgeConfig(
+        servers=(nats_one.url,), ttl=5.0, reconnect_attempts=1, reconnect_wait=0.1
+    )
+    b1 = NatsBridge(config)
+    g1 = Grav(transport=WebSocketTransport("127.0.0.1", 0), belongs_to="east", bridges=[b1])
+    g2, _ = node("west", nats_one.url)
+    async with g1, g2:
+        g2.connect().on_type("sensor.*", lambda m: None)
+        async with asyncio.timeout(10):
+            await until(lambda: b1.statistics().exporter and bool(b1.statistics().remote_wants))
+        await nats_one.stop()
+        async with asyncio.timeout(10):
+            await until(lambda: b1.statistics().state == "reconnecting")
+        east = g1.connect()
+        for i in range(5):
+            await east.publish(Message.new("sensor.temp", str(i)))
+        async with asyncio.timeout(20):
+            await until(lambda: b1.statistics().state != "reconnecting")
+            await until(lambda: "not_reconnected" in b1.statistics().lost)
+        assert b1.statistics().lost == {"not_reconnected": 5}
+
+
 def test_a_bridge_needs_a_peer_node() -> None:
     """A bridge on a node without a transport is refused at once."""
     with pytest.raises(UsageError):
