@@ -326,7 +326,7 @@ class NatsBridge:
             return
         t = self._table
         wants, groups = self._subscribed  # (a standby subscribes too)
-        ann = Announcement(t.mesh, t.node, wants, self._ready, query, bye, groups)
+        ann = Announcement(t.mesh, t.node, wants, self._ready, query, bye, groups, time.time())
         await nc.publish(self._subjects.interest_subject, ann.encode())
 
     async def _announce_loop(self) -> None:
@@ -383,7 +383,10 @@ class NatsBridge:
         elif ann.mesh == self._table.mesh:  # (its ready flag may elect it: no view change)
             self._update_exporter()
         if ann.node == self._active:
-            self._importer.active_lives(self.config.announce_interval)
+            # what it delivered ``announce_interval`` before it *sent* this has reached every
+            # node: an announcement that reached us late (a busy NATS path) proves no later
+            lag = min(ann.lag(time.time()), self.config.ttl)
+            self._importer.active_lives(self.config.announce_interval + lag)
         if ann.query:
             self._announce_now.set()
 

@@ -315,7 +315,8 @@ def _user_headers(headers: dict[str, str], into: dict[str, str]) -> None:
 @dataclass(frozen=True, slots=True)
 class Announcement:
     """What one bridge tells the others: its mesh, node, what its mesh wants, whether it is ready
-    to export; ``query`` asks every bridge to announce now; ``bye`` says it is leaving."""
+    to export; ``query`` asks every bridge to announce now; ``bye`` says it is leaving; ``sent``
+    is its wall-clock time of sending (0: not said, from an older bridge)."""
 
     mesh: str
     node: str
@@ -324,6 +325,12 @@ class Announcement:
     query: bool = False
     bye: bool = False
     groups: tuple[tuple[str, str, int], ...] = ()  # (group, pattern, members) in its mesh
+    sent: float = 0.0
+
+    def lag(self, now: float) -> float:
+        """How long ago (wall clock ``now``) it was sent; 0 if not said or if the sender's clock
+        is ahead of ours."""
+        return max(0.0, now - self.sent) if self.sent > 0 else 0.0
 
     def encode(self) -> bytes:
         body = {
@@ -334,6 +341,7 @@ class Announcement:
             "query": self.query,
             "bye": self.bye,
             "groups": [list(g) for g in self.groups],
+            "sent": self.sent,
         }
         return json.dumps(body, separators=(",", ":")).encode()
 
@@ -352,6 +360,7 @@ class Announcement:
                 bool(body.get("query", False)),
                 bool(body.get("bye", False)),
                 groups,
+                float(body.get("sent", 0.0)),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise MessageError(f"not a bridge announcement: {exc}") from None

@@ -136,7 +136,18 @@ def test_interest_table_elects_the_smallest_ready_bridge() -> None:
 
 def test_announcements_round_trip_and_garbage_is_refused() -> None:
     """An announcement decodes to itself; anything else raises MessageError."""
-    ann = Announcement("m", "n", ("a.*",), ready=True, query=True)
+    ann = Announcement("m", "n", ("a.*",), ready=True, query=True, sent=1_700_000_000.25)
     assert Announcement.decode(ann.encode()) == ann
     with pytest.raises(MessageError):
         Announcement.decode(b"{}")
+
+
+def test_an_announcement_says_how_late_it_arrived() -> None:
+    """``lag`` is how long ago it was sent by the wall clock, so a standby settles only what
+    the active bridge delivered before it *sent* the announcement; an older bridge's
+    announcement (no ``sent``) and a sender whose clock is ahead give 0."""
+    ann = Announcement("m", "n", (), ready=True, sent=1000.0)
+    assert ann.lag(1001.5) == 1.5
+    assert ann.lag(999.0) == 0.0  # its clock is ahead of ours
+    older = Announcement.decode(b'{"mesh":"m","node":"n","patterns":[],"ready":true}')
+    assert (older.sent, older.lag(1001.5)) == (0.0, 0.0)
