@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import random
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from gravpy import Grav, Message
 from gravpy.backoff import BackoffPolicy
@@ -39,6 +41,21 @@ from transports.websocket import WebSocketTransport
 from .conftest import FAST, NodeFactory, linked_to
 
 GUARD = 10.0
+
+
+def unused_port_no_dial_takes() -> int:
+    """A free port on 127.0.0.1 below the kernel's range of source ports, so that no outgoing
+    connection takes it meanwhile: not one of this test's own dials to it, which on Linux may
+    connect to themselves when the port is in that range and nothing listens."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for port in random.sample(range(max(1025, low - 8000), low), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port found below {low}")
 
 
 def ws_and_tcp() -> list[Transport]:
@@ -396,9 +413,7 @@ async def test_a_move_whose_dial_fails_is_retried_until_the_endpoint_answers(
     """B advertises a TCP endpoint nothing listens on yet (a port a firewall opens later): A's
     move fails, is retried with backoff, and the link moves once a forwarder to B's TCP
     listener answers there."""
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        later = int(closed.getsockname()[1])
+    later = unused_port_no_dial_takes()
     inner = TcpTransport(host="127.0.0.1", port=0)
     b = await node(
         transport=[
