@@ -26,8 +26,8 @@ The bridge's traffic has one fixed shape (``NATS/1.0``, ``Grav-Meta``, rarely ``
   than ``NOW_BYTES`` unwritten: a stream goes through the outbox, whose high-water mark makes
   ``Pod.publish`` wait (nats-py's own buffer would take megabytes before pushing back).
 
-All rely on nats-py internals (``_flush_pending``, ``_pending``, ``_pending_data_size``,
-``_max_pending_size``, ``_flush_queue``, ``_flusher_task`` and the parser's call
+All rely on nats-py internals (``_send_command``, ``_flush_pending``, ``_pending``,
+``_pending_data_size``, ``_flush_queue``, ``_flusher_task`` and the parser's call
 ``_process_msg(sid, subject, reply, data, headers)``), all named here and only here. ``FAST``
 says whether this nats-py has them (checked once, by name and parameters); where it does not,
 the same methods fall back to the public API (``publish`` with a header dict, ``subscribe``
@@ -70,7 +70,6 @@ NOW_BYTES: Final = 64 * 1024  # what nats-py may hold unwritten for ``publish_no
 _ATTRIBUTES: Final = (
     "_pending",
     "_pending_data_size",
-    "_max_pending_size",
     "_flush_queue",
     "_flusher_task",
 )
@@ -78,7 +77,9 @@ _ATTRIBUTES: Final = (
 
 def _has_internals() -> bool:
     process = getattr(Client, "_process_msg", None)
-    if process is None or not callable(getattr(Client, "_flush_pending", None)):
+    if process is None or not all(
+        callable(getattr(Client, name, None)) for name in ("_send_command", "_flush_pending")
+    ):
         return False
     fresh = Client()
     if not all(hasattr(fresh, name) for name in _ATTRIBUTES):
@@ -186,7 +187,9 @@ class WireClient(Client):
         if parts:
             self.stats["out_msgs"] += len(parts) // 4
             self.stats["out_bytes"] += size
-            await self._hand_over(b"".join(parts))
+            await self._send_command(b"".join(parts))  # (past ``pending_size``: waits)
+            if self._flush_queue is not None and self._flush_queue.empty():
+                await self._flush_pending()
         return len(parts) // 4
 
     def _flusher_gone(self) -> bool:
@@ -207,16 +210,6 @@ class WireClient(Client):
         if FAST and self.is_connected and self._flusher_gone():
             return None
         return await super()._flush_pending(force_flush)
-
-    async def _hand_over(self, command: bytes) -> None:
-        """Append ``command`` to nats-py's pending buffer and kick its flusher, as
-        ``publish`` does: past ``pending_size`` unwritten, wait for the flusher."""
-        self._pending.append(command)
-        self._pending_data_size += len(command)
-        if 0 < self._max_pending_size < self._pending_data_size:
-            await self._flush_pending(force_flush=True)
-        elif self._flush_queue is not None and self._flush_queue.empty():
-            await self._flush_pending()
 
     def publish_now(self, out: Outgoing, numbered: Callable[[Outgoing], Outgoing]) -> bool:
         """Hand ``numbered(out)`` to nats-py without waiting (its flusher writes it in the next

@@ -24,9 +24,9 @@ Seen = asyncio.Queue[tuple[str, str, bytes, dict[str, str] | None]]
 
 
 def test_the_installed_nats_py_has_the_internals_the_fast_path_uses() -> None:
-    """nats-py still has ``_flush_pending``, its pending buffer and flusher task, and
-    ``_process_msg(sid, subject, reply, data, headers)``; if an upgrade loses them the bridge
-    falls back, slower: this fails."""
+    """nats-py still has ``_send_command``, ``_flush_pending``, its pending buffer and flusher
+    task, and ``_process_msg(sid, subject, reply, data, headers)``; if an upgrade loses them
+    the bridge falls back, slower: this fails."""
     assert FAST
 
 
