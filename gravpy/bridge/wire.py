@@ -13,12 +13,11 @@ The bridge's traffic has one fixed shape (``NATS/1.0``, ``Grav-Meta``, rarely ``
   flusher as ``publish`` would. The checks ``publish`` makes are made here: closed or draining
   is counted for the whole batch; over ``max_payload`` per message; while reconnecting (nats-py's bounded
   pending buffer) each message goes through ``publish`` itself.
-- **In**: ``subscribe_direct`` subscriptions skip the ``Msg``, the queue and the task:
-  ``_process_msg`` (which nats-py's parser awaits for every message) hands the subject, reply,
-  payload and the header dict straight to a sink, synchronously. A block of exactly one
-  ``Grav-Meta`` line is read by slicing; anything else by ``parse_headers`` (a NATS status line
-  such as ``503`` included), as nats-py reads it. A sink must not block: the bridge's importer
-  hands messages to the hub, which never waits.
+- **In**: ``subscribe_direct`` subscriptions skip the ``Msg``, the queue and the task: the
+  client's parser is a ``gravpy.bridge.reader.Reader``, which reads a chunk in one pass and
+  hands each message's subject, reply, payload and header dict straight to its sink,
+  synchronously. A sink must not block: the bridge's importer hands messages to the hub, which
+  never waits.
 - **At once**: ``publish_now`` appends one message's command to nats-py's pending buffer and
   kicks the flusher without awaiting (what ``publish`` does while connected), so the
   ``Outbox`` hands a message over from the hub's hot path when nothing is queued before it: a
@@ -27,8 +26,8 @@ The bridge's traffic has one fixed shape (``NATS/1.0``, ``Grav-Meta``, rarely ``
   ``Pod.publish`` wait (nats-py's own buffer would take megabytes before pushing back).
 
 All rely on nats-py internals (``_send_command``, ``_flush_pending``, ``_pending``,
-``_pending_data_size``, ``_flush_queue``, ``_flusher_task`` and the parser's call
-``_process_msg(sid, subject, reply, data, headers)``), all named here and only here. ``FAST``
+``_pending_data_size``, ``_flush_queue``, ``_flusher_task``, the parser ``_ps`` and its call
+``_process_msg(sid, subject, reply, data, headers)``), all named here and in ``reader``. ``FAST``
 says whether this nats-py has them (checked once, by name and parameters); where it does not,
 the same methods fall back to the public API (``publish`` with a header dict, ``subscribe``
 with a callback; ``publish_now`` declines), slower but the same on the wire.
@@ -51,22 +50,21 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import ConnectionClosedError, ConnectionDrainingError, MaxPayloadError
 from nats.errors import Error as NatsError
+from nats.protocol.parser import Parser
 
+from gravpy.bridge.reader import Reader, Sink, parse_headers
 from gravpy.bridge.subjects import H_META
 
 __all__ = ["FAST", "Outgoing", "Sink", "WireClient", "parse_headers"]
 
 # subject, reply subject, payload, Grav-Meta value, extra header lines ("Key: value\r\n" each)
 Outgoing = tuple[str, str, bytes, str, str]
-Sink = Callable[[str, str, bytes, dict[str, str] | None], None]
 Failed = Callable[[str, int], None]  # (nats-py error name, messages)
 
-_META_BLOCK: Final = b"NATS/1.0\r\nGrav-Meta: "
-_META_AT: Final = len(_META_BLOCK)
-_STATUS_LINE: Final = b"NATS/1.0 "
 _NO_NEWLINES: Final = str.maketrans({"\r": " ", "\n": " "})  # (``extra`` is escaped already)
 _PROCESS_MSG: Final = ["self", "sid", "subject", "reply", "data", "headers"]
 NOW_BYTES: Final = 64 * 1024  # what nats-py may hold unwritten for ``publish_now`` to add
+_PARSER_ATTRIBUTES: Final = ("buf", "state", "reset")
 _ATTRIBUTES: Final = (
     "_pending",
     "_pending_data_size",
@@ -84,34 +82,13 @@ def _has_internals() -> bool:
     fresh = Client()
     if not all(hasattr(fresh, name) for name in _ATTRIBUTES):
         return False
+    parser = getattr(fresh, "_ps", None)
+    if type(parser) is not Parser or not all(hasattr(parser, n) for n in _PARSER_ATTRIBUTES):
+        return False
     return list(inspect.signature(process).parameters) == _PROCESS_MSG
 
 
 FAST: Final = _has_internals()
-
-
-def parse_headers(raw: bytes) -> dict[str, str] | None:
-    """A NATS header block as nats-py reads it (``Status`` from a status line); None if empty."""
-    lines = raw.split(b"\r\n")
-    out: dict[str, str] = {}
-    if lines[0].startswith(_STATUS_LINE):
-        status = lines[0][len(_STATUS_LINE) :].strip()[:3]
-        if status.isdigit():
-            out["Status"] = status.decode()
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        key = name.strip().decode("ascii", "replace")
-        if sep and key and not any(c.isspace() for c in key):
-            out[key] = value.strip().decode("utf-8", "replace")
-    return out or None
-
-
-def _headers_of(raw: bytes | None) -> dict[str, str] | None:
-    if not raw:
-        return None
-    if raw.startswith(_META_BLOCK) and raw.find(b"\r\n", _META_AT) == len(raw) - 4:
-        return {H_META: raw[_META_AT:-4].decode("utf-8", "replace").strip()}  # (as nats-py)
-    return parse_headers(raw)
 
 
 def _hpub(out: Outgoing) -> tuple[bytes, bytes, bytes, bytes]:
@@ -133,6 +110,8 @@ class WireClient(Client):
         # handed to nats-py while it reconnects (its pending buffer), since it last connected:
         # lost if it gives up instead (it writes them to the dead transport as it closes)
         self.buffered = 0
+        if FAST:
+            self._ps = Reader(self)
 
     async def subscribe_direct(self, subject: str, sink: Sink) -> Subscription:
         """Subscribe to ``subject``; each message goes to ``sink`` as it is read."""
@@ -148,21 +127,6 @@ class WireClient(Client):
     async def unsubscribe_direct(self, sub: Subscription) -> None:
         self._sinks.pop(sub._id, None)
         await sub.unsubscribe()
-
-    async def _process_msg(
-        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
-    ) -> None:
-        sink = self._sinks.get(sid)
-        if sink is None:
-            await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
-            return
-        stats = self.stats
-        stats["in_msgs"] += 1
-        stats["in_bytes"] += len(data)
-        try:
-            sink(subject.decode(), reply.decode(), data, _headers_of(headers))
-        except Exception as exc:  # a sink's bug: reported as nats-py reports a callback's
-            await self._error_cb(exc)
 
     async def publish_batch(self, batch: Sequence[Outgoing], failed: Failed) -> int:
         """Publish ``batch``; returns how many were handed to nats-py, the others are counted
