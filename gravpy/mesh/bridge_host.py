@@ -98,10 +98,10 @@ class Bridges:
         Returns how many pods and links took it, or -1 for a duplicate (its uuid was seen).
         """
         router = self._router
-        if router.duplicate(msg.uuid):
+        targets = router.from_outside(msg)
+        if targets is None:
             return -1
         bus = self._bus
-        targets = router.from_local(msg)
         if msg.reply_to or groups == () or not router.has_groups(msg.type):
             n = bus.deliver(msg, None, groups)
             for link in targets:

@@ -7,7 +7,8 @@ chosen link per remote node), a bounded seen-set of message ids with the link ea
 the links each locally sent message went to; from those it answers three questions:
 
 - ``from_local(msg)``: a local pod (or a leaf's message, by ``arrived``) sent ``msg``: every open
-  link whose interests admit its type.
+  link whose interests admit its type; ``from_outside(msg)`` the same for what a bridge brought
+  in, or ``None`` if it is a duplicate.
 - ``arrived(msg, origin)``: ``msg`` came in on ``origin``: ``None`` if it is a duplicate (seen
   before), else the links to forward it to: leaves attached here, and the peers ``origin`` told us
   it has no link of its own to (this node relays between them; ``relays``). A message from a leaf
@@ -147,6 +148,17 @@ class Router(Generic[L]):
     def from_local(self, msg: Message) -> tuple[L, ...]:
         """The links a message sent by a local pod goes to."""
         self._seen[msg.uuid] = None
+        return self._local_targets(msg)
+
+    def from_outside(self, msg: Message) -> tuple[L, ...] | None:
+        """``from_local`` for a message from outside the mesh (a bridge brought it); ``None``,
+        and counted, if its uuid was seen here."""
+        if not self._seen.add(msg.uuid, None):
+            self.duplicates += 1
+            return None
+        return self._local_targets(msg)
+
+    def _local_targets(self, msg: Message) -> tuple[L, ...]:
         if msg.reply_to:
             back = self._reply_route(msg, None)
             if back is not None:
@@ -198,13 +210,6 @@ class Router(Generic[L]):
     def seen(self, uuid: str) -> bool:
         """True if a message with this uuid was sent or arrived here recently."""
         return uuid in self._seen
-
-    def duplicate(self, uuid: str) -> bool:
-        """True, and counted, if a message from outside the mesh with this uuid was seen here."""
-        if uuid in self._seen:
-            self.duplicates += 1
-            return True
-        return False
 
     def asked_elsewhere(self, request_uuid: str) -> bool:
         """True if the request came from another node (its replies travel back there)."""
