@@ -320,12 +320,17 @@ class Bus:
         error = failure_of(msg)
         if error is None:
             return False
-        waiting = self._reply_waiters.get(msg.reply_to)
+        self.request_failed(msg.reply_to, error)
+        return True
+
+    def request_failed(self, request_uuid: str, error: Exception) -> None:
+        """End the wait on replies to ``request_uuid`` with ``error``; kept for a wait that starts
+        later (bounded, as unclaimed replies are)."""
+        waiting = self._reply_waiters.get(request_uuid)
         if waiting is not None:
             waiting[1].fail(error)
         else:
-            self._failed_requests[msg.reply_to] = error  # for a wait that starts later
-        return True
+            self._failed_requests[request_uuid] = error
 
     def _route(self, msg_type: str) -> tuple[tuple[Pod, ...], _Groups]:
         pods: list[Pod] = []

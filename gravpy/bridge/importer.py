@@ -42,7 +42,6 @@ from gravpy.bridge.subjects import (
     type_of_tokens,
 )
 from gravpy.errors import MessageError, UsageError
-from gravpy.failure import no_responders_reply
 from gravpy.message import Message, new_id
 from gravpy.recent import RecentMap
 
@@ -114,9 +113,11 @@ class Importer:
         request, _, tokens = tail.partition(".")
         try:
             if headers.get(STATUS_HEADER) == NO_RESPONDERS_STATUS:
-                msg = no_responders_reply(request, type_of_tokens(tokens))
-            else:
-                msg = from_nats(None, data, headers, "reply", reply_to=request)[0]
+                msg_type = type_of_tokens(tokens)
+                assert self.host is not None
+                self.host.no_responders(request, msg_type)
+                return
+            msg = from_nats(None, data, headers, "reply", reply_to=request)[0]
         except MessageError:
             self._count("bad_message", 1)
             return

@@ -72,7 +72,7 @@ def parse_headers(raw: bytes) -> dict[str, str] | None:
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
         key = name.strip().decode("ascii", "replace")
-        if sep and key and not any(c.isspace() for c in key):
+        if sep and len(key.split()) == 1:  # (one word: not empty, no space inside)
             out[key] = value.strip().decode("utf-8", "replace")
     return out or None
 

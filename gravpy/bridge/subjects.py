@@ -141,6 +141,8 @@ def type_tokens(msg_type: str) -> str:
 
 def type_of_tokens(tokens: str) -> str:
     """The type that ``type_tokens`` made ``tokens`` of; raises ``MessageError``."""
+    if "%" not in tokens:  # nothing escaped (the usual case): the tokens are the type
+        return _valid_type(tokens)
     try:
         return _valid_type(".".join(unescape_token(t) for t in tokens.split(".")))
     except UnicodeDecodeError as exc:

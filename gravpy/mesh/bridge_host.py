@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 from gravpy.bridge.port import BridgePort, MeshInterests
 from gravpy.bus import Bus
+from gravpy.errors import NoResponders
+from gravpy.failure import no_responders_reply
 from gravpy.groups import marked
 from gravpy.message import Message
 from gravpy.proto import NodeInfo
@@ -90,6 +92,16 @@ class Bridges:
 
     def check_sendable(self, msg: Message) -> None:
         self._sendable(msg)
+
+    def no_responders(self, request_uuid: str, msg_type: str) -> None:
+        """Nothing beyond a bridge answers ``request_uuid``: its asker's wait fails. A request
+        asked here fails in the bus, with no message made (a bridge exporting to no subscriber
+        hears this for every message it publishes); one from another node gets the failure
+        reply, which travels back there."""
+        if self._router.asked_elsewhere(request_uuid):
+            self.inject(no_responders_reply(request_uuid, msg_type))
+        else:
+            self._bus.request_failed(request_uuid, NoResponders(msg_type))
 
     def inject(self, msg: Message, groups: Collection[str] | None = None) -> int:
         """A message from outside the mesh: deliver it here and forward it like a local one,

@@ -11,7 +11,7 @@ from gravpy import Grav, Message
 from gravpy.bridge import NatsBridgeConfig
 from gravpy.bridge.nats import NatsBridge
 from gravpy.bridge.wire import Sink, WireClient
-from gravpy.errors import UsageError
+from gravpy.errors import NoResponders, UsageError, WaitTimeout
 from tests._bus_helpers import until
 from tests.bridge.nats_proc import NatsServer
 from transports.websocket import WebSocketTransport
@@ -149,3 +149,40 @@ def test_a_bridge_needs_a_peer_node() -> None:
         Grav(bridges=[NatsBridge("nats://127.0.0.1:4222")])
     with pytest.raises(UsageError):
         NatsBridgeConfig(servers=("http://x",))
+
+
+async def test_no_subscriber_on_nats_fails_a_wait_here_and_makes_no_message(
+    nats_one: NatsServer,
+) -> None:
+    """A type exported to NATS with no subscriber there: NATS answers every message with its
+    no-responders status. A wait on one, started before or after that status came, raises
+    ``NoResponders``; the other messages (nobody waits) cost no failure message in the mesh."""
+    bridge = NatsBridge(
+        NatsBridgeConfig(
+            servers=(nats_one.url,), export=("metrics.>",), announce_interval=0.2, ttl=1.0
+        )
+    )
+    grav = Grav(transport=WebSocketTransport("127.0.0.1", 0), belongs_to="east", bridges=[bridge])
+    async with grav:
+        pod = grav.connect()
+        async with asyncio.timeout(10):
+            await until(lambda: bridge.statistics().exporter and bridge.statistics().ready)
+            while True:  # until NATS says so: right after it became active, the bridge still
+                try:  # hears its own mesh's subjects (``gravpy.bridge.export_shadow``)
+                    await pod.send(Message.new("metrics.probe")).wait_until(0.5)
+                except NoResponders:
+                    break
+                except WaitTimeout:
+                    continue
+        before = bridge.statistics()
+        for i in range(200):
+            await pod.publish(Message.new("metrics.cpu", str(i)))
+        early = pod.send(Message.new("metrics.mem"))  # its wait starts after its status came:
+        with pytest.raises(NoResponders):  # NATS answers in order, so this one's came later
+            await pod.send(Message.new("metrics.cpu")).wait_until(5.0)
+        with pytest.raises(NoResponders):
+            await early.wait_until(5.0)
+        stats = bridge.statistics()
+        assert stats.exported - before.exported == 202
+        assert stats.imported == 0  # (each status used to come in as a failure message)
+        assert not stats.lost
