@@ -19,8 +19,11 @@ original uuid kept, so seen-sets drop any copy). ``gravpy.bridge.port`` draws th
   admitting it, an ``export`` pattern does, or a group's copy is placed in another mesh
   (``gravpy.bridge.export``). It is put on a bounded queue (overflow: drop the newest, counted
   ``queue_full``) that one task publishes from, with a reply subject on this bridge's inbox so
-  answers and NATS's no-responders status (turned into ``NoResponders``) come back. A reply to a
-  request that came from NATS goes to that request's reply subject, whichever node it reached.
+  answers and NATS's no-responders status (turned into ``NoResponders``) come back: a status for
+  a message asked on this node fails its wait here (or later, if it starts later) and makes no
+  message, so publishing to a subject nobody on NATS hears costs no mesh traffic; one asked on
+  another node goes back there as a failure reply. A reply to a request that came from NATS
+  goes to that request's reply subject, whichever node it reached.
 - **In** (NATS to mesh): one subscription per pattern the mesh wants (ungrouped or for a group)
   on every bridge of the mesh; only the active one delivers (``Importer``), and a copy two
   bridges both deliver around a takeover keeps its uuid, so each node's seen-set drops the second.
