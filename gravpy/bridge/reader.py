@@ -16,10 +16,10 @@ awaited through its ``_process_msg``; any other control line (``PING``, ``PONG``
 ``+OK``, ``-ERR``, garbage) is handed alone to nats-py's ``parse``, which raises
 ``ProtocolError`` on what it does not know. A malformed ``MSG``/``HMSG`` line raises
 ``ProtocolError``, as in nats-py. An incomplete line or message waits in ``buf`` for the next
-chunk, so the parser is always left awaiting a control line and nats-py's ``reset`` (on
-reconnect) needs nothing more. Around each await the chunk's rest waits in ``buf``; if nats-py
-replaced ``buf`` meanwhile (``reset``), that rest belonged to the connection it dropped and is
-dropped too, as nats-py's parser drops its buffer.
+chunk (a message whose size is known is not looked at again, nor copied, until it is whole),
+so the parser is always left awaiting a control line. Around each await the chunk's rest waits
+in ``buf``; if nats-py replaced ``buf`` meanwhile (``reset``), that rest belonged to the
+connection it dropped and is dropped too, as nats-py's parser drops its buffer.
 
 Relies on nats-py's ``Parser`` (``buf``, ``state``, ``parse``), its client's ``stats``,
 ``_error_cb`` and ``_process_msg(sid, subject, reply, data, headers)``: ``WireClient`` checks
@@ -90,15 +90,25 @@ class Reader(Parser):
     """nats-py's ``Parser``, with a one-pass path for messages to sinks; see the module."""
 
     def __init__(self, nc: Client) -> None:
+        self._wanted = 0  # bytes ``buf`` must hold before a message in it is whole
         super().__init__(nc)
         self._nc = nc
+
+    def reset(self) -> None:
+        super().reset()
+        self._wanted = 0
 
     async def parse(self, data: bytes = b"") -> None:
         if self.state != AWAITING_CONTROL_LINE:  # (never left so here; nats-py's own state)
             await super().parse(data)
             return
-        if self.buf:
-            data = bytes(self.buf + data)
+        buf = self.buf
+        if buf:
+            buf += data
+            if len(buf) < self._wanted:
+                return  # a large message still coming: not copied again for every chunk
+            data = bytes(buf)
+        self._wanted = 0
         nc = self._nc
         sinks, stats = nc._sinks, nc.stats
         pos, end = 0, len(data)
@@ -116,6 +126,7 @@ class Reader(Parser):
                 start = eol + 2
                 stop = start + size
                 if stop + 2 > end:
+                    self._wanted = stop + 2 - pos
                     break  # the payload is still coming
                 headers = data[start : start + header_size] if header_size else None
                 payload = data[start + header_size : stop]

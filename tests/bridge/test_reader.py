@@ -180,3 +180,18 @@ def test_what_follows_a_reset_during_an_await_is_dropped() -> None:
     asyncio.run(read(parser, [stream]))
     asyncio.run(read(parser, [message(2, "", b"", b"new")]))
     assert [e[4] if e[0] == "msg" else e[0] for e in client.events] == [b"a", "ping", b"new"]
+
+
+def test_a_large_message_in_small_chunks_arrives_whole_and_what_follows_is_read() -> None:
+    """A 300 KB message read 1 KB at a time arrives once, whole; a line cut after it is read
+    as soon as its end comes (the reader waits for the large message only while it is one)."""
+    client = Recorder()
+    parser = Reader(client)
+    payload = bytes(range(256)) * 1200
+    stream = message(1, "", HEADER_BLOCKS[1], payload) + b"PI"
+    asyncio.run(read(parser, [stream[i : i + 1024] for i in range(0, len(stream), 1024)]))
+    assert [(e[0], e[1], len(e[4])) for e in client.events] == [("msg", 1, len(payload))]
+    assert client.events[0][4] == payload
+    asyncio.run(read(parser, [b"NG\r\n"]))
+    assert client.events[-1] == ("ping",)
+    assert parser.buf == b""
