@@ -15,6 +15,7 @@ the test extras; its ``.venv/bin/gravd`` part is run for real.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shlex
 import signal
@@ -36,6 +37,7 @@ OPERATIONS = ROOT / "docs" / "operations.md"
 API = ROOT / "docs" / "api.md"
 INSTALL_AND_RUN = "python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/gravd"
 LAN_PEER = "192.168.1.10:8080"
+STEP_TIMEOUT = 40.0  # seconds for one code block (under pytest's 120 s for the whole test)
 LOCAL_ENV = {"GRAVD_LISTEN": "127.0.0.1:0", "GRAVD_MONITOR": "127.0.0.1:0"}
 
 
@@ -115,6 +117,17 @@ class _Session:
         self.running: list[tuple[str, Process]] = []  # (what runs, its process)
         self.subscribers: list[tuple[str, Process]] = []  # (pattern, gravctl sub)
         self.last: tuple[str, str] | None = None  # (command, what it printed) for a text block
+        self.current: Process | None = None  # a foreground command, while it runs
+
+    def state(self) -> str:
+        """What every process of the session printed last: why a step did not finish."""
+        nodes = [("gravd", node.process) for node in self.nodes]
+        current = [("foreground", self.current)] if self.current is not None else []
+        return "\n".join(
+            f"{what} {p.name!r} (exit {p.proc.returncode}): stdout {p.stdout[-5:]!r}, "
+            f"stderr {p.stderr[-5:]!r}"
+            for what, p in [*nodes, *self.running, *current]
+        )
 
     @property
     def first(self) -> Gravd:
@@ -198,10 +211,11 @@ class _Session:
             self.subscribers.append((patterns[0], process))
 
     async def _foreground(self, argv: list[str], command: str) -> None:
-        process = await Process.start(argv, env=self.env())
+        process = self.current = await Process.start(argv, env=self.env())
         try:
             result = await process.wait()
         finally:
+            self.current = None
             await process.close()
         assert result.code == 0, (argv, result)
         if command == "pub":
@@ -250,6 +264,12 @@ async def test_readme_runs_top_to_bottom() -> None:
     """Every command and program in the README runs, in order, and prints what the README shows."""
     async with AsyncExitStack() as stack:
         session = _Session(stack, await stack.enter_async_context(_readme_gravd()))
-        for lang, body in _all_blocks():
-            await session.block(lang, body)
-        await session.finish()
+        for lang, body in [*_all_blocks(), ("finish", "")]:
+            try:  # (a whole run takes seconds; a step that hangs says where, and what ran)
+                async with asyncio.timeout(STEP_TIMEOUT):
+                    await (session.finish() if lang == "finish" else session.block(lang, body))
+            except TimeoutError:
+                raise AssertionError(
+                    f"the README's {lang} step did not finish in {STEP_TIMEOUT} s:\n{body}\n"
+                    f"{session.state()}"
+                ) from None
