@@ -16,6 +16,7 @@ the test extras; its ``.venv/bin/gravd`` part is run for real.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shlex
 import signal
@@ -119,14 +120,22 @@ class _Session:
         self.last: tuple[str, str] | None = None  # (command, what it printed) for a text block
         self.current: Process | None = None  # a foreground command, while it runs
 
-    def state(self) -> str:
-        """What every process of the session printed last: why a step did not finish."""
+    async def state(self) -> str:
+        """What every process of the session printed last, and where each command or program
+        still running is stuck (its Python stacks, printed on SIGABRT): why a step hung."""
         nodes = [("gravd", node.process) for node in self.nodes]
         current = [("foreground", self.current)] if self.current is not None else []
+        commands = [*self.running, *current]
+        for _, process in commands:
+            process.signal(signal.SIGABRT)
+        for _, process in commands:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await process.wait()
         return "\n".join(
             f"{what} {p.name!r} (exit {p.proc.returncode}): stdout {p.stdout[-5:]!r}, "
-            f"stderr {p.stderr[-5:]!r}"
-            for what, p in [*nodes, *self.running, *current]
+            f"stderr {p.stderr[-5 if what == 'gravd' else -60 :]!r}"
+            for what, p in [*nodes, *commands]
         )
 
     @property
@@ -134,7 +143,11 @@ class _Session:
         return self.nodes[0]
 
     def env(self) -> dict[str, str]:
-        return {"GRAVCTL_URL": self.first.endpoint, "GRAVCTL_MONITOR": self.first.monitor}
+        return {
+            "GRAVCTL_URL": self.first.endpoint,
+            "GRAVCTL_MONITOR": self.first.monitor,
+            "PYTHONFAULTHANDLER": "1",  # (SIGABRT prints every thread's stack: ``state``)
+        }
 
     async def block(self, lang: str, body: str) -> None:
         if lang == "sh":
@@ -271,5 +284,5 @@ async def test_readme_runs_top_to_bottom() -> None:
             except TimeoutError:
                 raise AssertionError(
                     f"the README's {lang} step did not finish in {STEP_TIMEOUT} s:\n{body}\n"
-                    f"{session.state()}"
+                    f"{await session.state()}"
                 ) from None
