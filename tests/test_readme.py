@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import shlex
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ OPERATIONS = ROOT / "docs" / "operations.md"
 API = ROOT / "docs" / "api.md"
 INSTALL_AND_RUN = "python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/gravd"
 LAN_PEER = "192.168.1.10:8080"
+_MASKS = ("SigBlk", "SigIgn", "SigCgt")
 STEP_TIMEOUT = 40.0  # seconds for one code block (under pytest's 120 s for the whole test)
 LOCAL_ENV = {"GRAVD_LISTEN": "127.0.0.1:0", "GRAVD_MONITOR": "127.0.0.1:0"}
 
@@ -126,6 +128,11 @@ class _Session:
         nodes = [("gravd", node.process) for node in self.nodes]
         current = [("foreground", self.current)] if self.current is not None else []
         commands = [*self.running, *current]
+        masks = [f"pytest: {_signal_masks(os.getpid())}"] + [
+            f"{what} {p.proc.pid}: {_signal_masks(p.proc.pid)}"
+            for what, p in commands
+            if p.proc.returncode is None
+        ]
         for _, process in commands:
             process.signal(signal.SIGABRT)
         for _, process in commands:
@@ -133,9 +140,14 @@ class _Session:
                 async with asyncio.timeout(5):
                     await process.wait()
         return "\n".join(
-            f"{what} {p.name!r} (exit {p.proc.returncode}): stdout {p.stdout[-5:]!r}, "
-            f"stderr {p.stderr[-5 if what == 'gravd' else -60 :]!r}"
-            for what, p in [*nodes, *commands]
+            [
+                *masks,
+                *(
+                    f"{what} {p.name!r} (exit {p.proc.returncode}): stdout {p.stdout[-5:]!r}, "
+                    f"stderr {p.stderr[-5 if what == 'gravd' else -60 :]!r}"
+                    for what, p in [*nodes, *commands]
+                ),
+            ]
         )
 
     @property
@@ -268,13 +280,42 @@ def _all_blocks() -> list[tuple[str, str]]:
     ]
 
 
+def _signal_masks(pid: int) -> str:
+    """The signals process ``pid`` blocks, ignores and catches (``/proc``; SIGINT is 0x2)."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return " ".join(line.replace("\t", "") for line in status if line.startswith(_MASKS))
+
+
 def _wanted(link: dict[str, Any]) -> list[str]:
     """The patterns a link's pods want: ungrouped, and those of its groups (gravctl reply)."""
     return [*link["interests"], *(entry[1] for entry in link.get("groups", ()))]
 
 
+@contextlib.contextmanager
+def _ctrl_c_reaches_programs() -> Iterator[None]:
+    """While inside, the programs started get SIGINT's default action, as in a terminal.
+
+    A shell that runs the tests in the background (``cmd &`` with no job control) ignores
+    SIGINT in them, children inherit that, and a Python program started with SIGINT ignored
+    keeps ignoring it (``asyncio.run`` then installs no handler): the README's Ctrl-C would do
+    nothing and its programs would run until killed."""
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 async def test_readme_runs_top_to_bottom() -> None:
     """Every command and program in the README runs, in order, and prints what the README shows."""
+    with _ctrl_c_reaches_programs():
+        await _run_readme()
+
+
+async def _run_readme() -> None:
     async with AsyncExitStack() as stack:
         session = _Session(stack, await stack.enter_async_context(_readme_gravd()))
         for lang, body in [*_all_blocks(), ("finish", "")]:
