@@ -43,6 +43,8 @@ __all__ = ["Bus", "BusStatistics", "MeshPort"]
 _log = logs.get_logger("gravpy.bus")
 
 _Groups = tuple[tuple[str, tuple[Pod, ...]], ...]  # (group, its members) admitting a type
+# The receivers of one type: ungrouped pods, ungrouped pods with uuid rules, and groups.
+_Route = tuple[tuple[Pod, ...], tuple[Pod, ...], _Groups]
 _NO_GROUPS: Mapping[str, int] = {}
 
 
@@ -86,7 +88,7 @@ class Bus:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pods: dict[int, Pod] = {}
         self._next_id = 1
-        self._routes: dict[str, tuple[tuple[Pod, ...], _Groups]] = {}
+        self._routes: dict[str, _Route] = {}
         self._turns: dict[str, int] = {}  # group -> where its next member pick starts
         self._reply_waiters: dict[str, tuple[Pod, Mailbox]] = {}
         self._unclaimed: RecentMap[str, list[Message]] = RecentMap(max(2, unclaimed_replies))
@@ -201,7 +203,7 @@ class Bus:
         route = self._routes.get(msg_type)
         if route is None:
             route = self._route(msg_type)
-        groups = route[1]
+        groups = route[2]
         if not groups:
             return _NO_GROUPS
         weights: dict[str, int] = {}
@@ -262,14 +264,17 @@ class Bus:
         route = self._routes.get(msg.type)
         if route is None:
             route = self._route(msg.type)
-        pods, groups = route
+        pods, checked, groups = route
+        n += len(pods)
         for pod in pods:
             if pod is sender or pod is claimer:
-                continue
-            if pod.uuid_rules and not pod.admits(msg):
+                n -= 1
                 continue
             pod.push(msg)
-            n += 1
+        for pod in checked:  # pods with uuid rules: asked message by message
+            if pod is not sender and pod is not claimer and pod.admits(msg):
+                pod.push(msg)
+                n += 1
         if groups and not msg.reply_to and (placed is None or placed):
             n += self._deliver_grouped(msg, sender, groups, placed)
         elif placed and not msg.reply_to:
@@ -332,16 +337,20 @@ class Bus:
         else:
             self._failed_requests[request_uuid] = error
 
-    def _route(self, msg_type: str) -> tuple[tuple[Pod, ...], _Groups]:
+    def _route(self, msg_type: str) -> _Route:
         pods: list[Pod] = []
+        checked: list[Pod] = []
         members: dict[str, list[Pod]] = {}
         for pod in self._pods.values():
             if pod.receiving and pod.admits_type(msg_type):
-                if pod.group is None:
-                    pods.append(pod)
-                else:
+                if pod.group is not None:
                     members.setdefault(pod.group, []).append(pod)
-        route = (tuple(pods), tuple((g, tuple(m)) for g, m in sorted(members.items())))
+                elif pod.uuid_rules:
+                    checked.append(pod)
+                else:
+                    pods.append(pod)
+        groups = tuple((g, tuple(m)) for g, m in sorted(members.items()))
+        route = (tuple(pods), tuple(checked), groups)
         if len(self._routes) >= 4096:
             self._routes.clear()
         self._routes[msg_type] = route

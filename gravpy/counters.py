@@ -1,7 +1,7 @@
 """The counters of pods and the bus: running counts, and the frozen snapshots users read.
 
-A pod counts into its ``PodCounts`` on the hot path (plain int fields); ``Pod.statistics()`` copies
-them into a ``PodStatistics``. When a pod leaves, the bus adds what it counted to its
+A pod counts into its ``PodCounts`` (plain int fields; ``received``, bumped once per message
+pushed, is a field of the pod itself); ``Pod.statistics()`` copies them into a ``PodStatistics``. When a pod leaves, the bus adds what it counted to its
 ``RetiredCounts``, so ``BusStatistics`` totals never go backwards: nothing dropped is forgotten
 because the pod that dropped it is gone.
 """
@@ -33,7 +33,6 @@ class PodStatistics:
 class PodCounts:
     """The pod's running counters (``statistics()`` copies them into a frozen snapshot)."""
 
-    received: int = 0
     handled: int = 0
     failed: int = 0
     redelivered: int = 0

@@ -23,7 +23,7 @@ from typing import Any
 from gravpy import _log as logs
 from gravpy import tracing
 from gravpy._mailbox import Mailbox, WaitFunc, check_timeout, wait_in
-from gravpy.consumer import Consumer, ConsumerMode, Handler, Overflow
+from gravpy.consumer import _ITER, Consumer, ConsumerMode, Handler, Overflow
 from gravpy.counters import PodStatistics
 from gravpy.errors import PodDisconnected, UsageError
 from gravpy.filter import Filter
@@ -186,14 +186,14 @@ class Pod(Consumer):
 
     async def __anext__(self) -> Message:
         while True:
-            if self._inbox and self._mode is ConsumerMode.ITER:
+            if self._inbox and self._mode is _ITER:
                 msg = self._inbox.popleft()
                 self._offer_waits(msg)
                 self._counts.handled += 1
                 if self._congested:
                     self._relieve()
                 return msg
-            if self._closed or self._mode is not ConsumerMode.ITER:
+            if self._closed or self._mode is not _ITER:
                 raise StopAsyncIteration
             self._iter_waker = asyncio.get_running_loop().create_future()
             try:
@@ -305,7 +305,7 @@ class Pod(Consumer):
     def statistics(self) -> PodStatistics:
         c = self._counts
         return PodStatistics(
-            received=c.received,
+            received=self._received,
             handled=c.handled,
             failed=c.failed,
             redelivered=c.redelivered,
