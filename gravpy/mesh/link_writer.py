@@ -27,7 +27,8 @@ from gravpy.mesh.link_stats import LinkDrops
 from gravpy.message import Message
 from gravpy.plugins import Link
 from gravpy.ports import Backpressure
-from gravpy.proto import REASON_NORMAL, LinkState, PeerProtocol
+from gravpy.proto import REASON_NORMAL, PeerProtocol
+from gravpy.proto.handshake import CLOSED, OPEN
 
 __all__ = ["LinkWriter"]
 
@@ -107,7 +108,7 @@ class LinkWriter:
             or self._writing
             or self._unsent
             or self.closing
-            or proto.state is not LinkState.OPEN
+            or proto.state is not OPEN
         ):
             return False
         self._direct_turn = True
@@ -158,12 +159,12 @@ class LinkWriter:
             if self.closing:
                 await self.write_close()
                 return
-            if proto.state is LinkState.CLOSED:
+            if proto.state is CLOSED:
                 return
 
     async def write_close(self) -> None:
         """Close the protocol with the reason ``end`` gave (if it is not closed) and write it all."""
-        if self._proto.state is not LinkState.CLOSED:
+        if self._proto.state is not CLOSED:
             self._proto.close(self._close_code)
         await self.write_all()
 
@@ -172,7 +173,7 @@ class LinkWriter:
         closed) and write its last frames (the REJECT or CLOSE, and anything before it), then
         close the link: at once, not waiting for the remote's close, where the transport can
         (its ``refuse``: a refused attempt then costs one write and no close handshake)."""
-        if self._proto.state is not LinkState.CLOSED:
+        if self._proto.state is not CLOSED:
             self._proto.close(self._close_code)
         frames, self._unsent = [*self._unsent, *self._proto.data_to_send()], []
         refuse = getattr(self._link, "refuse", None)
@@ -199,7 +200,7 @@ class LinkWriter:
             for frame in unsent:
                 await link.send(frame)
         while True:
-            if queue and proto.state is LinkState.OPEN:
+            if queue and proto.state is OPEN:
                 n = min(len(queue), max_batch)
                 batch = [queue.popleft() for _ in range(n)]
                 seqs = [numbers.popleft() for _ in range(n)]
@@ -207,7 +208,7 @@ class LinkWriter:
                 self._send_batch(batch, seqs if any(seqs) else None)
                 if self.congested and len(queue) <= self._high_water // 2:
                     self._relieve()
-            if self._after_queue is not None and not queue and proto.state is LinkState.OPEN:
+            if self._after_queue is not None and not queue and proto.state is OPEN:
                 then, self._after_queue = self._after_queue, None
                 then()
             frames = proto.data_to_send()

@@ -41,13 +41,12 @@ from gravpy.proto import (
     Event,
     Hello,
     LinkDead,
-    LinkState,
     MessagesReceived,
     NodeInfo,
     PeerProtocol,
     ProtocolConfig,
 )
-from gravpy.proto.handshake import ROLE_LEAF, ROLE_PEER, Credentials
+from gravpy.proto.handshake import CLOSED, OPEN, ROLE_LEAF, ROLE_PEER, Credentials
 
 __all__ = ["Backpressure", "LinkOwner", "PeerInfo", "PeerLink"]
 
@@ -64,7 +63,7 @@ _CHUNK = 32
 
 def _refused_or_closed(proto: PeerProtocol) -> bool:
     """True once the handshake ended without opening (a REJECT or CLOSE is queued last)."""
-    return proto.state is LinkState.CLOSED
+    return proto.state is CLOSED
 
 
 class PeerLink:
@@ -156,7 +155,7 @@ class PeerLink:
 
     @property
     def is_open(self) -> bool:
-        return self.proto.state is LinkState.OPEN and not self._writer.closing
+        return self.proto.state is OPEN and not self._writer.closing
 
     def _learn_remote(self, remote: Hello) -> None:
         """The remote's HELLO arrived: who it is, kept as plain fields for the hot path."""
@@ -377,9 +376,7 @@ class PeerLink:
         proto = self.proto
         try:
             await self._writer.write_all()  # our HELLO
-            while (
-                proto.state not in (LinkState.OPEN, LinkState.CLOSED) and not self._writer.closing
-            ):
+            while proto.state not in (OPEN, CLOSED) and not self._writer.closing:
                 frame = await self._handshake_frame(proto.next_timer())
                 now = time.monotonic()
                 events = proto.tick(now) if frame is None else proto.receive_frame(frame, now)
@@ -389,7 +386,7 @@ class PeerLink:
                     self._dispatch(events)
                 if not (self._writer.closing or _refused_or_closed(proto)):  # else: below
                     await self._writer.write_all()
-            if proto.state is LinkState.OPEN and not self._writer.closing:
+            if proto.state is OPEN and not self._writer.closing:
                 return True
             await self._writer.write_last(self.end_reason)
         except LinkClosedError as exc:
@@ -402,7 +399,7 @@ class PeerLink:
         """Read what the remote sent before it closed (its REJECT, say) until the link ends."""
         proto = self.proto
         try:
-            while proto.state is not LinkState.CLOSED and not self._writer.closing:
+            while proto.state is not CLOSED and not self._writer.closing:
                 frame = await self._handshake_frame(proto.next_timer())
                 now = time.monotonic()
                 events = proto.tick(now) if frame is None else proto.receive_frame(frame, now)
@@ -570,7 +567,7 @@ class PeerLink:
             events = self.proto.tick(time.monotonic())
             if events:
                 self._dispatch(events)
-            if self.proto.state is LinkState.CLOSED and not self.proto.data_to_send():
+            if self.proto.state is CLOSED and not self.proto.data_to_send():
                 return
             if any(isinstance(e, LinkDead) for e in events):
                 # nothing has come back for dead_after: do not wait on a write that may never end

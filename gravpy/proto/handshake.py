@@ -48,8 +48,10 @@ from gravpy.proto.frames import (
 __all__ = [
     "ANY_MESH",
     "AUTH_CONTEXT",
+    "CLOSED",
     "CLOSE_REASONS",
     "MIN_KEY_LENGTH",
+    "OPEN",
     "REASON_BAD_FRAME",
     "REASON_BAD_SIGNATURE",
     "REASON_DEAD",
@@ -143,6 +145,12 @@ class LinkState(enum.Enum):
     AWAIT_ACCEPT = "await_accept"  # we accepted; waiting for the remote's ACCEPT
     OPEN = "open"  # handshake complete: messages flow
     CLOSED = "closed"  # finished; flush data_to_send() once and close the transport
+
+
+# The states the per-frame and per-message paths compare with, as module globals: Python 3.11 looks
+# an enum member up on its class in about 70 ns, a global in about 10.
+OPEN: Final = LinkState.OPEN
+CLOSED: Final = LinkState.CLOSED
 
 
 class Trigger(enum.Enum):

@@ -50,7 +50,7 @@ from gravpy.proto.frames import (
     Withdraw,
     WithdrawAck,
 )
-from gravpy.proto.handshake import LinkState, NodeInfo, Trigger
+from gravpy.proto.handshake import CLOSED, OPEN, LinkState, NodeInfo, Trigger
 from gravpy.proto.session import TAG_LENGTH, FrameSealer, direction_key
 
 __all__ = ["PeerProtocol"]
@@ -215,7 +215,7 @@ class PeerProtocol:
         Frames that arrive once the link is CLOSED are ignored; the messages in them are counted
         (``statistics().messages_ignored``).
         """
-        if self._state is LinkState.CLOSED:
+        if self._state is CLOSED:
             self._count_ignored(frame)
             return []
         raw = bytes(frame)
@@ -256,11 +256,11 @@ class PeerProtocol:
 
     def tick(self, now: float) -> list[ev.Event]:
         """Run the timers: the handshake deadline, then liveness (PING, dead link)."""
-        if self._state is LinkState.CLOSED:
+        if self._state is CLOSED:
             return []
         self._clock = max(self._clock, now)
         cfg = self.config
-        if self._state is not LinkState.OPEN:
+        if self._state is not OPEN:
             if now >= self._opened_at + cfg.handshake_timeout:
                 detail = f"handshake not complete within {cfg.handshake_timeout:g} s"
                 self._queue(encode_frame(Reject(hs.REASON_DEADLINE, detail)), now)
@@ -282,9 +282,9 @@ class PeerProtocol:
     def next_timer(self) -> float | None:
         """When ``tick`` next has work to do (same clock as ``now``); None once CLOSED."""
         cfg = self.config
-        if self._state is LinkState.CLOSED:
+        if self._state is CLOSED:
             return None
-        if self._state is not LinkState.OPEN:
+        if self._state is not OPEN:
             return self._opened_at + cfg.handshake_timeout
         if self._holding:
             return self._last_sent + cfg.ping_interval
@@ -321,7 +321,7 @@ class PeerProtocol:
     def close(self, reason: str = hs.REASON_NORMAL, detail: str = "") -> None:
         """Queue CLOSE and end the protocol. Does nothing if the link is already CLOSED."""
         _check_reason(reason)
-        if self._state is LinkState.CLOSED:
+        if self._state is CLOSED:
             return
         self._advance(Trigger.CLOSE, "close()")
         self._queue(encode_frame(Close(reason, detail[:MAX_DETAIL_LENGTH])), self._clock)
@@ -471,7 +471,7 @@ class PeerProtocol:
         return []
 
     def _completed(self) -> list[ev.Event]:
-        if self._state is not LinkState.OPEN:
+        if self._state is not OPEN:
             return []
         assert self._remote is not None
         return [ev.HandshakeComplete(self._remote)]
@@ -487,7 +487,7 @@ class PeerProtocol:
         self._state = nxt
 
     def _require_open(self, call: str) -> None:
-        if self._state is not LinkState.OPEN:
+        if self._state is not OPEN:
             raise UsageError(f"{call} is only allowed on an OPEN link, not {self._state.name}")
 
     def _queue(self, frame: bytes, now: float) -> None:
