@@ -4,10 +4,14 @@ kept, NoResponders at once, timeouts) and a pod's own wait_on/wait_until, which 
 from __future__ import annotations
 
 import asyncio
+import gc
+import math
+import weakref
 
 import pytest
 
-from gravpy import Grav, Message
+from gravpy import Grav, Message, _mailbox
+from gravpy._mailbox import SHARED_FROM, SLOT, Mailbox
 from gravpy.bus import Bus
 from gravpy.errors import MsgNotWanted, NoResponders, UsageError, WaitTimeout
 from tests._bus_helpers import GUARD, recorder, responder, settle, texts, until
@@ -200,6 +204,57 @@ async def test_silent_responder_gives_wait_timeout() -> None:
         with pytest.raises(WaitTimeout):
             await receipt.wait_until(0.05)
         assert len(seen) == 1
+
+
+async def test_a_long_wait_times_out_on_its_shared_timer_not_before_its_timeout() -> None:
+    """A wait of SHARED_FROM s or more ends on a timer shared per SLOT: never before its timeout,
+    at most SLOT after it (plus the loop's own slack), and the waits answered in time in the
+    same slot leave it without expiring."""
+    async with Grav() as g:
+        requester = g.connect()
+        silent_pod, answerer = g.connect(), g.connect()
+        seen: list[Message] = []
+        silent_pod.on_type("test.ask", seen.append)  # receives the requests and never answers
+        answerer.on_type(
+            "test.answered", lambda msg: answerer.reply_to(msg, Message.new("test.reply"))
+        )
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        silent = [requester.send(Message.new("test.ask")) for _ in range(3)]
+        asked = requester.send(Message.new("test.answered"))
+        waits = [asyncio.ensure_future(r.wait_until(SHARED_FROM)) for r in silent]
+        reply = await asked.wait_until(SHARED_FROM)
+        assert reply.reply_to == asked.uuid
+        for wait in waits:
+            with pytest.raises(WaitTimeout, match=f"within {SHARED_FROM} s"):
+                await wait
+        waited = loop.time() - start
+        assert SHARED_FROM <= waited < SHARED_FROM + SLOT + 0.25
+        assert len(seen) == 3
+
+
+async def test_shared_timers_forget_answered_waits_and_never_hold_the_loop() -> None:
+    """A thousand long waits answered at once leave no mailbox behind in their slots, a wait
+    with an infinite timeout waits like None, and the loop is not kept alive by the timers."""
+
+    async def run() -> weakref.ref[asyncio.AbstractEventLoop]:
+        async with Grav() as g:
+            requester = g.connect()
+            responder(g.connect())
+            for i in range(1000):
+                reply = await requester.send(Message.new("test.ask", str(i))).wait_until(5.0)
+                assert reply.text() == f"hey {i}"
+            loop = asyncio.get_running_loop()
+            timers = _mailbox._shared_timers(loop)
+            assert sum(len(waits) for waits in timers._slots.values()) == 0
+            forever = Mailbox()
+            loop.call_later(0.05, forever.offer, Message.new("test.late"))
+            assert (await forever.first(math.inf, "late message")).type == "test.late"
+            return weakref.ref(loop)
+
+    loop_ref = await asyncio.to_thread(asyncio.run, run())
+    gc.collect()
+    assert loop_ref() is None
 
 
 async def test_request_no_pod_admits_raises_no_responders_at_once() -> None:
