@@ -60,6 +60,9 @@ class MsgReceipt:
         # when it was sent, while a round trip is still to be recorded (0.0: none to record)
         self._sent_at = 0.0 if pod.bus.timings is None else clock()
 
+    def _awaited(self) -> str:
+        return f"reply to {self.msg_type} {self.uuid}"
+
     def _replied(self) -> None:
         """A wait returned a reply and ``_sent_at`` is set: record the round trip, once."""
         sent_at, self._sent_at = self._sent_at, 0.0
@@ -86,7 +89,15 @@ class MsgReceipt:
         bus = self.pod.bus
         mailbox = bus.register_reply_waiter(self.uuid, self.pod, self.msg_type)
         try:
-            result = await wait_in(mailbox, timeout, on, f"reply to {self.msg_type} {self.uuid}")
+            # The usual request has no wait function: one coroutine less, and the timeout's
+            # text made only when one happens.
+            if on is None:
+                try:
+                    result = await mailbox.first(timeout, "reply")
+                except WaitTimeout:
+                    raise WaitTimeout(f"no {self._awaited()} within {timeout} s") from None
+            else:
+                result = await wait_in(mailbox, timeout, on, self._awaited())
         finally:
             bus.unregister_reply_waiter(self.uuid, mailbox)
         if self._sent_at:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Collection, Hashable, Mapping
-from typing import Generic, Protocol, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
 
 from gravpy.groups import WeightedTurns
 from gravpy.mesh.permissions import Identity
@@ -76,6 +76,7 @@ class RouteLink(Protocol):
 
 L = TypeVar("L", bound=RouteLink)
 _HERE = ""  # the key of "this node" among a group's options (no link has an empty uuid)
+_UNSEEN: Final = object()  # what the seen-set gives for a uuid it does not hold
 
 
 class Placement(Generic[L]):
@@ -171,8 +172,8 @@ class Router(Generic[L]):
     def track(self, request_uuid: str, msg_type: str) -> None:
         """A local pod waits for replies to a message it sent: remember the links that could
         answer (the message's route), for ``requests_lost``. Only waited-on messages pay this."""
-        if request_uuid not in self._seen or self._seen.get(request_uuid) is not None:
-            return
+        if self._seen.get(request_uuid, _UNSEEN) is not None:
+            return  # not sent from here (unseen, or it came in on a link)
         targets = self._routes.get(msg_type)
         if targets is None:
             targets = self._targets(msg_type, None)
