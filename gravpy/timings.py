@@ -109,26 +109,26 @@ class RoundTrips:
     """Requests a node relays, from when the asker said it waits (``asked``) to the first reply
     routed back (``answered``), in ``histogram``. At most ``limit`` pending requests are kept."""
 
-    __slots__ = ("_asked_at", "_clock", "histogram")
+    __slots__ = ("_asked_at", "_clock", "histogram", "pending")
 
     def __init__(self, limit: int, clock: Callable[[], float] = time.perf_counter) -> None:
         self._asked_at: RecentMap[str, float] = RecentMap(limit)
         self._clock = clock
         self.histogram = LatencyHistogram()
-
-    @property
-    def pending(self) -> bool:
-        """True if some request may still be answered (``answered`` is worth calling)."""
-        return len(self._asked_at) > 0
+        # True while some request may still be answered (``answered`` is worth calling); a
+        # plain field, read for every reply routed
+        self.pending = False
 
     def asked(self, request_uuid: str) -> None:
         self._asked_at[request_uuid] = self._clock()
+        self.pending = True
 
     def answered(self, request_uuid: str) -> None:
         """A reply to ``request_uuid`` is routed back: its round trip, if it is the first."""
         asked = self._asked_at.pop(request_uuid)
         if asked is not None:
             self.histogram.observe(self._clock() - asked)
+        self.pending = len(self._asked_at) > 0
 
 
 @dataclass(frozen=True, slots=True)

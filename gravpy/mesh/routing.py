@@ -36,6 +36,7 @@ is counted in ``unplaced``. The hub sends the chosen links a marked copy, the ot
 
 from __future__ import annotations
 
+import enum
 import random
 import time
 from collections.abc import Callable, Collection, Hashable, Mapping
@@ -76,7 +77,15 @@ class RouteLink(Protocol):
 
 L = TypeVar("L", bound=RouteLink)
 _HERE = ""  # the key of "this node" among a group's options (no link has an empty uuid)
-_UNSEEN: Final = object()  # what the seen-set gives for a uuid it does not hold
+
+
+class _Unseen(enum.Enum):
+    """What the seen-set gives for a uuid it does not hold (an enum, so ``is`` narrows types)."""
+
+    TOKEN = 0
+
+
+_UNSEEN: Final = _Unseen.TOKEN  # a module global: an enum member looked up costs ~70 ns on 3.11
 
 
 class Placement(Generic[L]):
@@ -372,9 +381,9 @@ class Router(Generic[L]):
     def _reply_route(self, msg: Message, origin: L | None) -> tuple[L, ...] | None:
         """Where a reply goes: back to its asker's link, nowhere, or ``None`` (not a known
         request: route it by type like any message)."""
-        if msg.reply_to not in self._seen:
+        back = self._seen.get(msg.reply_to, _UNSEEN)
+        if back is _UNSEEN:
             return None
-        back = self._seen.get(msg.reply_to)
         if back is None:  # the request was asked here: the reply is for local pods only
             return ()
         chosen = self.peers.get(back.uuid)
