@@ -201,12 +201,18 @@ class Consumer:
         deadline = time.perf_counter() + _DRAIN_BUDGET
         steps = _CHECK_EVERY
         while inbox and not self._closed:
-            steps -= 1
-            if not steps:  # drain while there is time, and past it while the inbox is still
+            if steps <= 0:  # drain while there is time, and past it while the inbox is still
                 # over a quarter full: a burst never overflows a pod faster than its producer
                 if time.perf_counter() > deadline and len(inbox) <= self._high_water // 2:
                     break
                 steps = _CHECK_EVERY
+            if self._mode is _SYNC and not (self._waits or self._failed or self._attempts):
+                taken = self._drain_plain(steps)
+                if taken < 0:
+                    return
+                steps -= taken
+                continue
+            steps -= 1
             mode = self._mode
             if mode is not _SYNC and mode is not _IDLE:
                 self._schedule()
@@ -238,6 +244,38 @@ class Consumer:
             self._relieve()
         if inbox and not self._closed:
             self._schedule()
+
+    def _drain_plain(self, limit: int) -> int:
+        """``_drain_sync`` in the usual state: a plain handler, no wait, no failure pending, so
+        nothing but the handler has work to do per message. Hand it up to ``limit`` messages in
+        the fewest steps; stop early if the handler raised or changed its pod (waits and
+        failures only change in other tasks or by raising). Returns how many it took, or -1 if
+        the handler returned an awaitable: the pod went on as an async consumer."""
+        inbox = self._inbox
+        popleft = inbox.popleft
+        counts = self._counts
+        handler = self._handler
+        if handler is None:  # pragma: no cover - not in SYNC mode
+            return 0
+        n = min(limit, len(inbox))
+        for taken in range(1, n + 1):
+            msg = popleft()
+            try:
+                if msg.headers is not None and tracing.carries_context(msg):
+                    result = tracing.call_in_span(handler, msg)
+                else:
+                    result = handler(msg)
+            except Exception as exc:
+                self._handler_failed(msg, exc)
+                return taken
+            if result is not None and inspect.isawaitable(result):
+                self._mode = ConsumerMode.ASYNC  # a plain function that returned a coroutine
+                self._spawn_drain(msg, result)
+                return -1
+            counts.handled += 1
+            if self._handler is not handler or self._closed:
+                return taken
+        return n
 
     def _spawn_drain(
         self, first: Message | None = None, running: Awaitable[object] | None = None

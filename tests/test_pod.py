@@ -391,6 +391,70 @@ async def test_iterating_a_pod_with_a_handler_is_refused() -> None:
 # -- order ----------------------------------------------------------------------------------------
 
 
+# -- what a plain handler does to its own pod in the middle of a burst -----------------------------
+
+
+async def test_a_handler_that_replaces_itself_mid_burst_hands_the_rest_to_the_new_one() -> None:
+    """The whole burst is queued before the drain runs; the new handler gets the rest, in order."""
+    async with Grav() as g:
+        pod, sender = g.connect(), g.connect()
+        first: list[str] = []
+        second: list[str] = []
+
+        def before(msg: Message) -> None:
+            first.append(msg.text())
+            if msg.text() == "3":
+                pod.on(lambda m: second.append(m.text()))
+
+        pod.on(before)
+        for i in range(10):
+            sender.send(Message.new(data=str(i)))
+        await settle(g)
+        assert first == ["0", "1", "2", "3"]
+        assert second == [str(i) for i in range(4, 10)]
+        assert pod.statistics().handled == 10
+
+
+async def test_a_handler_that_disconnects_its_pod_mid_burst_stops_cleanly() -> None:
+    """Nothing more is handled, the rest is counted, and the drain ends without an error."""
+    loop_errors: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, ctx: loop_errors.append(ctx))
+    async with Grav() as g:
+        pod, sender = g.connect(), g.connect()
+        seen: list[str] = []
+
+        def handler(msg: Message) -> None:
+            seen.append(msg.text())
+            if msg.text() == "3":
+                pod.disconnect()
+
+        pod.on(handler)
+        for i in range(10):
+            sender.send(Message.new(data=str(i)))
+        await settle(g)
+        assert seen == ["0", "1", "2", "3"]
+        assert pod.statistics().dropped_closed == 6
+    assert loop_errors == []
+
+
+async def test_a_plain_function_that_returns_a_coroutine_makes_the_pod_an_async_consumer() -> None:
+    """Every coroutine is awaited, one at a time and in order, the rest of the burst included."""
+    async with Grav() as g:
+        pod, sender = g.connect(), g.connect()
+        done: list[str] = []
+
+        async def work(msg: Message) -> None:
+            await asyncio.sleep(0)
+            done.append(msg.text())
+
+        pod.on(lambda msg: work(msg))  # a plain function: the pod sees a coroutine only when called
+        for i in range(10):
+            sender.send(Message.new(data=str(i)))
+        await settle(g)
+        assert done == [str(i) for i in range(10)]
+        assert pod.statistics().handled == 10
+
+
 async def test_order_is_kept_for_each_receiver_with_sync_handlers() -> None:
     """10,000 messages from one sender reach each of 3 sync handlers in send order."""
     await _check_order(asynchronous=False, publish=False)
