@@ -31,6 +31,7 @@ from gravpy._mailbox import Mailbox
 from gravpy.counters import PodCounts
 from gravpy.message import Message
 from gravpy.ports import PodHost
+from gravpy.tracing import TRACEPARENT
 
 __all__ = ["Consumer", "ConsumerMode", "Handler", "Overflow"]
 
@@ -224,7 +225,7 @@ class Consumer:
             if handler is None:
                 continue
             try:
-                if msg.headers is not None and tracing.carries_context(msg):
+                if msg.headers is not None and TRACEPARENT in msg.headers and tracing.ENABLED:
                     result = tracing.call_in_span(handler, msg)
                 else:
                     result = handler(msg)
@@ -261,7 +262,7 @@ class Consumer:
         for taken in range(1, n + 1):
             msg = popleft()
             try:
-                if msg.headers is not None and tracing.carries_context(msg):
+                if msg.headers is not None and TRACEPARENT in msg.headers and tracing.ENABLED:
                     result = tracing.call_in_span(handler, msg)
                 else:
                     result = handler(msg)
@@ -318,7 +319,7 @@ class Consumer:
             try:  # the handler's coroutine is awaited here, not in a helper: one frame less each
                 result: object = (
                     tracing.await_in_span(handler, msg)
-                    if msg.headers is not None and tracing.carries_context(msg)
+                    if msg.headers is not None and TRACEPARENT in msg.headers and tracing.ENABLED
                     else handler(msg)
                 )
                 if type(result) is CoroutineType or (

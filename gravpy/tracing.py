@@ -7,8 +7,8 @@ sends, ``inject`` starts a short PRODUCER span ``send <type>`` as a child of the
 writes its context into the message's headers with the globally configured propagator (W3C trace
 context by default). A pod runs its handler for a message carrying a ``traceparent`` inside a
 CONSUMER span ``process <type>`` whose parent is that context (``call_in_span``,
-``await_in_span``; the pod checks ``carries_context`` inline, so untraced messages pay one header
-lookup and no extra call); a reply the handler sends is injected in turn, so the trace comes back to the asker.
+``await_in_span``; the pod looks for the ``traceparent`` header inline, so untraced messages pay
+one header lookup and no extra call); a reply the handler sends is injected in turn, so the trace comes back to the asker.
 Attributes follow OpenTelemetry's messaging semantic conventions (``messaging.system``,
 ``messaging.destination.name``, ``messaging.message.id``, ``messaging.operation.type``).
 
@@ -24,7 +24,7 @@ from typing import Any
 
 from gravpy.message import Message
 
-__all__ = ["ENABLED", "TRACEPARENT", "await_in_span", "call_in_span", "carries_context", "inject"]
+__all__ = ["ENABLED", "TRACEPARENT", "await_in_span", "call_in_span", "inject"]
 
 try:
     from opentelemetry import context as _context
@@ -66,12 +66,6 @@ def inject(msg: Message) -> None:
         carrier: dict[str, str] = dict(msg.headers) if msg.headers else {}
         _propagate.inject(carrier)
     msg.headers = carrier
-
-
-def carries_context(msg: Message) -> bool:
-    """True if ``msg`` carries a trace context to continue (and opentelemetry is installed)."""
-    headers = msg.headers
-    return ENABLED and headers is not None and TRACEPARENT in headers
 
 
 def call_in_span(handler: Handler, msg: Message) -> object:

@@ -81,6 +81,9 @@ class Traffic:
         self.node_uuid = local.node_uuid
         self.on_peer = local.role == ROLE_PEER
         self.config = config
+        limits = config.protocol.limits  # (frozen: read once, checked for every message)
+        self._max_data = limits.max_message_bytes
+        self._frame_room = limits.max_frame_bytes - _ENVELOPE  # data and headers, in bytes
         self._changed = changed  # the local interests changed: re-advertise
         self._stopping = stopping
         self.bridges: Bridges | None = None
@@ -230,25 +233,22 @@ class Traffic:
         app's node does not let it publish (``PermissionDenied``)."""
         if self.grant is not None:
             check_publish(self.grant, msg)
-        limits = self.config.protocol.limits
-        if len(msg.data) > limits.max_message_bytes:
+        size = len(msg.data)
+        if size > self._max_data:
             raise UsageError(
-                f"message data is {len(msg.data)} bytes, over the mesh limit of "
-                f"{limits.max_message_bytes} bytes"
+                f"message data is {size} bytes, over the mesh limit of {self._max_data} bytes"
             )
         headers = msg.headers
         if headers:
             if len(headers) > MAX_HEADERS:
                 raise UsageError(f"a message may carry at most {MAX_HEADERS} headers")
-            room = limits.max_frame_bytes - _ENVELOPE
+            room = self._frame_room
             chars = 0
             for key, value in headers.items():  # (a loop: one header is the usual case)
                 chars += len(key) + len(value)
-            if len(msg.data) + 4 * chars <= room:  # fits even if every character took 4 bytes
+            if size + 4 * chars <= room:  # fits even if every character took 4 bytes
                 return
-            size = len(msg.data) + sum(
-                len(k.encode()) + len(v.encode()) for k, v in headers.items()
-            )
+            size += sum(len(k.encode()) + len(v.encode()) for k, v in headers.items())
             if size > room:
                 raise UsageError(
                     f"message data and headers are {size} bytes, over the {room} bytes one frame "
