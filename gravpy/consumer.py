@@ -196,7 +196,6 @@ class Consumer:
         self._scheduled = False
         inbox = self._inbox
         popleft = inbox.popleft
-        counts = self._counts
         if self._congested:
             self._relieve()
         deadline = time.perf_counter() + _DRAIN_BUDGET
@@ -208,55 +207,39 @@ class Consumer:
                     break
                 steps = _CHECK_EVERY
             if self._mode is _SYNC and not (self._waits or self._failed or self._attempts):
-                taken = self._drain_plain(steps)
-                if taken < 0:
+                taken = self._run_handler(steps)  # the usual state: a batch in the fewest steps
+            else:  # one message, and what waits and failures need done for it
+                mode = self._mode
+                if mode is not _SYNC and mode is not _IDLE:
+                    self._schedule()
                     return
-                steps -= taken
-                continue
-            steps -= 1
-            mode = self._mode
-            if mode is not _SYNC and mode is not _IDLE:
-                self._schedule()
+                if self._waits:
+                    self._offer_waits(inbox[0])
+                if self._handler is None:
+                    popleft()
+                    steps -= 1
+                    continue
+                taken = self._run_handler(1, retrying=bool(self._failed or self._attempts))
+            if taken < 0:
                 return
-            msg = popleft()
-            if self._waits:
-                self._offer_waits(msg)
-            handler = self._handler
-            if handler is None:
-                continue
-            try:
-                if msg.headers is not None and TRACEPARENT in msg.headers and tracing.ENABLED:
-                    result = tracing.call_in_span(handler, msg)
-                else:
-                    result = handler(msg)
-            except Exception as exc:
-                self._handler_failed(msg, exc)
-                continue
-            if result is not None and inspect.isawaitable(result):
-                # a plain function that returned a coroutine: continue as an async consumer
-                self._mode = ConsumerMode.ASYNC
-                self._spawn_drain(msg, result)
-                return
-            if self._failed or self._attempts:
-                self._handler_succeeded(msg)
-            else:
-                counts.handled += 1
+            steps -= taken
         if self._congested:
             self._relieve()
         if inbox and not self._closed:
             self._schedule()
 
-    def _drain_plain(self, limit: int) -> int:
-        """``_drain_sync`` in the usual state: a plain handler, no wait, no failure pending, so
-        nothing but the handler has work to do per message. Hand it up to ``limit`` messages in
-        the fewest steps; stop early if the handler raised or changed its pod (waits and
-        failures only change in other tasks or by raising). Returns how many it took, or -1 if
-        the handler returned an awaitable: the pod went on as an async consumer."""
+    def _run_handler(self, limit: int, *, retrying: bool = False) -> int:
+        """Hand the plain handler up to ``limit`` messages in the fewest steps per message:
+        ``_drain_sync`` asks for a batch when nothing else has work to do per message (no wait,
+        no failure pending: those change only in other tasks or by raising), one at a time
+        otherwise (``retrying``: failures are pending, a success puts them back in the inbox).
+        Stops early if the handler raised or changed its pod. Returns how many it took, or -1
+        if the handler returned an awaitable: the pod went on as an async consumer."""
         inbox = self._inbox
         popleft = inbox.popleft
         counts = self._counts
         handler = self._handler
-        if handler is None:  # pragma: no cover - not in SYNC mode
+        if handler is None:  # pragma: no cover - checked by the caller
             return 0
         n = min(limit, len(inbox))
         for taken in range(1, n + 1):
@@ -273,7 +256,10 @@ class Consumer:
                 self._mode = ConsumerMode.ASYNC  # a plain function that returned a coroutine
                 self._spawn_drain(msg, result)
                 return -1
-            counts.handled += 1
+            if retrying:
+                self._handler_succeeded(msg)
+            else:
+                counts.handled += 1
             if self._handler is not handler or self._closed:
                 return taken
         return n
