@@ -1,9 +1,10 @@
 """The counters of pods and the bus: running counts, and the frozen snapshots users read.
 
 A pod counts into its ``PodCounts`` (plain int fields; ``received``, bumped once per message
-pushed, is a field of the pod itself); ``Pod.statistics()`` copies them into a ``PodStatistics``. When a pod leaves, the bus adds what it counted to its
-``RetiredCounts``, so ``BusStatistics`` totals never go backwards: nothing dropped is forgotten
-because the pod that dropped it is gone.
+pushed, is a field of the pod itself); ``Pod.statistics()`` copies them into a
+``PodStatistics``. When a pod leaves, the bus adds what it counted to its ``RetiredCounts``, so
+``BusStatistics`` totals never go backwards: nothing dropped is forgotten because the pod that
+dropped it is gone.
 """
 
 from __future__ import annotations

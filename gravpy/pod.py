@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any
+from typing import Any, Final
 
 from gravpy import _log as logs
 from gravpy import tracing
 from gravpy._mailbox import Mailbox, WaitFunc, check_timeout, wait_in
-from gravpy.consumer import _ITER, Consumer, ConsumerMode, Handler, Overflow
+from gravpy.consumer import Consumer, ConsumerMode, Handler, Overflow
 from gravpy.counters import PodStatistics
 from gravpy.errors import PodDisconnected, UsageError
 from gravpy.filter import Filter
@@ -36,6 +36,7 @@ from gravpy.timings import timed_handler
 __all__ = ["Handler", "Overflow", "Pod", "PodHost", "PodStatistics"]
 
 _log = logs.get_logger("gravpy.pod")
+_ITER: Final = ConsumerMode.ITER  # compared once per message iterated (a global: see consumer)
 
 
 class Pod(Consumer):
