@@ -21,7 +21,9 @@ random value (the top bit set, so the hex has 32 digits; 79 bits from ``os.urand
 import and again in a forked child; 48 zero bits) and goes up by one per id. Ids are unique across
 processes with overwhelming probability and sort in creation order within a process. They are not
 UUIDs and not random: cheap (one ``next``, one ``hex``) but predictable, so never use them as
-secrets.
+secrets. The first ``PROCESS_DIGITS`` digits (the random start's 80 bits) are the same for every
+id a process makes: the mesh's routers use them to send a reply back to its asker's process after
+they forgot the request (``gravpy.mesh.routing``).
 """
 
 from __future__ import annotations
@@ -40,20 +42,26 @@ from gravpy.errors import MessageError, UsageError
 
 __all__ = [
     "DEFAULT_TYPE",
+    "ID_DIGITS",
     "MAX_HEADERS",
     "MAX_ID_LENGTH",
     "MAX_TYPE_LENGTH",
+    "PROCESS_DIGITS",
     "WIRE_MESSAGE",
     "Message",
     "is_valid_type",
     "new_id",
+    "process_of",
+    "this_process",
     "validate_type",
 ]
 
 DEFAULT_TYPE: Final = "grav.default"
 MAX_TYPE_LENGTH: Final = 255
 MAX_ID_LENGTH: Final = 64
+PROCESS_DIGITS: Final = 20  # the hex digits of an id (``new_id``) that name the process making it
 MAX_HEADERS: Final = 256  # headers per message a frame may carry
+ID_DIGITS: Final = 32  # the length of an id ``new_id`` makes
 
 _TYPE_RE: Final = re.compile(r"[^.\s*>]+(?:\.[^.\s*>]+)*")
 _valid_types: dict[str, None] = {}
@@ -78,6 +86,17 @@ os.register_at_fork(after_in_child=_reseed_ids)
 def new_id() -> str:
     """Return a new message id: 32 hex digits, unique, cheap, predictable (see module doc)."""
     return hex(next(_ids))[2:]
+
+
+def process_of(uuid: str) -> str:
+    """The digits naming the process that made the id ``uuid`` (see the module doc); ``""`` for
+    an id of another form, which names none."""
+    return uuid[:PROCESS_DIGITS] if len(uuid) == ID_DIGITS else ""
+
+
+def this_process() -> str:
+    """The digits naming this process in the ids it makes now (``process_of``)."""
+    return process_of(new_id())
 
 
 def is_valid_type(msg_type: object) -> bool:

@@ -14,7 +14,11 @@ the links each locally sent message went to; from those it answers three questio
   it has no link of its own to (this node relays between them; ``relays``). A message from a leaf
   goes where a local message would.
 - a reply goes only back where its request came from (``from_local`` and ``arrived`` both follow
-  ``reply_to`` through the seen-set), or nowhere when the request was asked here.
+  ``reply_to`` through the seen-set), or nowhere when the request was asked here. The seen-set
+  holds the last 32,768 to 65,536 ids, a fraction of a second under heavy traffic; for a reply
+  that comes later, the router knows the link the asker's process last sent from (``_senders``:
+  an id's first ``PROCESS_DIGITS`` digits name the process that made it), so a slow answer still
+  finds its way back.
 
 Target lists are cached per (origin, type) until ``routes_changed``. ``requests_lost(link)`` names
 the requests that only ``link`` could have answered, so the hub can fail their waits at once.
@@ -44,13 +48,16 @@ from typing import Final, Generic, Protocol, TypeVar
 
 from gravpy.groups import WeightedTurns
 from gravpy.mesh.permissions import Identity
-from gravpy.message import Message
+from gravpy.message import PROCESS_DIGITS, Message, process_of
 from gravpy.recent import RecentMap
 from gravpy.timings import RoundTrips
 
 __all__ = ["Placement", "RouteLink", "Router", "may_receive", "relays"]
 
 SEEN_LIMIT = 65_536
+# processes whose last link is kept for late replies; ids of another form (random ones a program
+# made) can fill it, and then it starts over
+_SENDERS_LIMIT: Final = 65_536
 _CACHE_LIMIT = 4096
 
 
@@ -121,6 +128,7 @@ class Router(Generic[L]):
         self._seen: RecentMap[str, L | None] = RecentMap(seen_limit)  # uuid -> origin
         self._sent_to: RecentMap[str, tuple[L, ...]] = RecentMap(seen_limit)
         self._waited: RecentMap[str, L] = RecentMap(seen_limit)  # a leaf's request -> the leaf
+        self._senders: dict[str, L] = {}  # an id's process digits -> the link its last came on
         self.relayed = RoundTrips(seen_limit, clock)  # a leaf's wait to its first reply back
         self._routes: dict[Hashable, tuple[L, ...]] = {}
         self._group_routes: dict[Hashable, tuple[tuple[L, Mapping[str, int]], ...]] = {}
@@ -197,6 +205,10 @@ class Router(Generic[L]):
         if not self._seen.add(msg.uuid, origin):
             self.duplicates += 1
             return None
+        senders = self._senders
+        if len(senders) >= _SENDERS_LIMIT:
+            senders.clear()
+        senders[msg.uuid[:PROCESS_DIGITS]] = origin
         if msg.reply_to:
             back = self._reply_route(msg, origin)
             if back is not None:
@@ -381,9 +393,13 @@ class Router(Generic[L]):
     def _reply_route(self, msg: Message, origin: L | None) -> tuple[L, ...] | None:
         """Where a reply goes: back to its asker's link, nowhere, or ``None`` (not a known
         request: route it by type like any message)."""
-        back = self._seen.get(msg.reply_to, _UNSEEN)
-        if back is _UNSEEN:
-            return None
+        asker = msg.reply_to
+        back = self._seen.get(asker, _UNSEEN)
+        if back is _UNSEEN:  # forgotten (or never here): where the asker's process last sent from
+            process = process_of(asker)
+            back = self._senders.get(process, _UNSEEN) if process else _UNSEEN
+            if back is _UNSEEN:
+                return None
         if back is None:  # the request was asked here: the reply is for local pods only
             return ()
         chosen = self.peers.get(back.uuid)

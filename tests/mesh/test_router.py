@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from msgspec.structs import replace
+
 from gravpy import Message
 from gravpy.filter import Pattern
 from gravpy.mesh.routing import Router, relays
@@ -113,6 +115,65 @@ def test_reply_whose_asker_is_gone_is_counted() -> None:
     b.is_open = False
     assert router.from_local(Message.new_reply(request)) == ()
     assert router.dropped_no_route == 1
+
+
+def from_process(process: str, msg_type: str, uuid: str = "") -> Message:
+    """A message another process made: ``uuid``, or an id with that process's digits."""
+    return replace(Message.new(msg_type), uuid=uuid or process * 20 + next_counter())
+
+
+_counter = iter(range(1, 1 << 20))
+
+
+def next_counter() -> str:
+    return f"{next(_counter):012x}"
+
+
+def forgetting(*links: FakeLink) -> Router[FakeLink]:
+    """A router whose seen-set holds only the last 2 to 4 ids."""
+    router: Router[FakeLink] = Router(seen_limit=4)
+    for link in links:
+        router.add(link)
+    return router
+
+
+def test_a_late_reply_goes_back_to_where_its_askers_process_last_sent_from() -> None:
+    """Once the seen-set forgot a request, its reply still goes only to the link the asker's
+    process sent from, not by type to every link that wants it."""
+    b, c = FakeLink("b"), FakeLink("c")
+    router = forgetting(b, c)
+    request = from_process("a", "svc.q")
+    router.arrived(request, b)
+    for _ in range(8):
+        router.arrived(from_process("e", "other"), c)
+    assert not router.asked_elsewhere(request.uuid)
+    assert router.from_local(Message.new_reply(request)) == (b,)
+
+
+def test_a_late_reply_whose_askers_link_closed_is_counted() -> None:
+    """A reply to a forgotten request whose asker's process sent from a closed link is dropped
+    and counted as having no route."""
+    b, c = FakeLink("b"), FakeLink("c")
+    router = forgetting(b, c)
+    request = from_process("a", "svc.q")
+    router.arrived(request, b)
+    for _ in range(8):
+        router.arrived(from_process("e", "other"), c)
+    b.is_open = False
+    assert router.from_local(Message.new_reply(request)) == ()
+    assert router.dropped_no_route == 1
+
+
+def test_a_late_reply_to_an_id_of_another_form_goes_by_type() -> None:
+    """An id a program made itself names no process: once forgotten, its reply is routed by
+    type like any message."""
+    b, c = FakeLink("b"), FakeLink("c", patterns=("svc.>",))
+    router = forgetting(b, c)
+    request = from_process("a", "svc.q", uuid="order-17")
+    router.arrived(request, b)
+    for _ in range(8):
+        router.arrived(from_process("e", "other"), c)
+    assert router.from_local(Message.new_reply(request, "svc.answer")) == (b, c)
 
 
 def test_requests_lost_names_what_only_that_link_could_answer() -> None:

@@ -11,6 +11,7 @@ from discovery.static import StaticDiscovery
 from gravpy import Grav, Message, Pod
 from gravpy.errors import NoResponders
 from gravpy.mesh import HubConfig
+from gravpy.mesh.routing import SEEN_LIMIT
 from gravpy.plugins import Transport
 from gravpy.proto import ProtocolConfig
 from tests._bus_helpers import until
@@ -120,6 +121,34 @@ async def test_reply_goes_only_to_the_asking_node(node: NodeFactory) -> None:
     c_to_a = next(p for p in c.peers() if p.uuid == a.node_uuid)
     assert c_to_a.messages_out == 1
     assert c_to_b.messages_out == 0
+
+
+async def test_a_slow_reply_finds_its_asker_after_the_seen_set_forgot_the_request(
+    node: NodeFactory,
+) -> None:
+    """C answers A's request only after a seen-set's worth of other messages: the reply still
+    goes to A alone, which does not admit its type, and not by its type to B, which does."""
+    a, b, c = await mesh_of_three(node)
+    held: list[Message] = []
+    responder = c.connect()
+    responder.on_type("svc.slow", held.append)
+    watcher = Counter(b.connect(), "svc.slow.reply")
+    await a.wait_for(linked_to(c, interest="svc.slow"), timeout=5)
+    await c.wait_for(linked_to(b, interest="svc.slow.reply"), timeout=5)
+    asker = a.connect()
+    asker.on_type("other", lambda _: None)  # A does not admit the reply's type
+    receipt = asker.send(Message.new("svc.slow", b"ping"))
+    await until(lambda: bool(held))
+    noise = c.connect()
+    for i in range(SEEN_LIMIT):  # nobody wants them; C's seen-set holds at most this many
+        noise.send(Message.new("noise.x"))
+        if i % 4096 == 0:
+            await asyncio.sleep(0)
+    assert not c.hub.router.asked_elsewhere(held[0].uuid)  # forgotten
+    answer = responder.reply_to(held[0], Message.new("svc.slow.reply", b"pong"))
+    assert not answer.no_responders
+    assert (await receipt.wait_until(5)).data == b"pong"
+    assert watcher.seen == []
 
 
 async def test_no_responders_across_the_mesh_fails_at_once(node: NodeFactory) -> None:
