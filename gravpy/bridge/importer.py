@@ -10,8 +10,14 @@ strikes it again when the active bridge's copy reaches this node (``delivered``,
 ``offer``), forgetting it once the active bridge announces itself ``settle`` seconds later
 (``active_lives``). On ``activate`` it first delivers what the shadow still holds, in order, so a
 message NATS carried while the old active bridge was dying still reaches the mesh, once (see
-``gravpy.bridge.shadow``). A request keeps its reply subject (``reply_subjects``) until its
-replies are sent back, whichever node answers.
+``gravpy.bridge.shadow``). Replies go back on the request's NATS reply subject
+(``reply_subject``), whichever node answers. Another mesh's exporter gives every message the
+reply subject ``<its inbox>.<uuid>.<type tokens>``, and every request a gravpy process asks
+goes through its own mesh's exporters, so for a message from another gravpy mesh the importer
+keeps only the last reply subject of each asking process (``process_of`` its uuid) and builds
+the reply subject of any request from it: a reply comes back however long the answer took. It
+keeps a plain NATS client's reply subject per request, for the last ``request_limit // 2`` to
+``request_limit`` of them.
 
 Losses are counted by reason through ``count``: ``bad_message`` (not a gravpy message),
 ``too_large`` (over the mesh's message size), ``shadow_overflow`` (a held message dropped to
@@ -42,10 +48,14 @@ from gravpy.bridge.subjects import (
     type_of_tokens,
 )
 from gravpy.errors import MessageError, UsageError
-from gravpy.message import Message, new_id
+from gravpy.message import Message, new_id, process_of, this_process
 from gravpy.recent import RecentMap
 
 __all__ = ["Importer"]
+
+# asking processes whose last reply subject is kept; ids of the gravpy form made by programs
+# themselves (random ones) can fill it, and then it starts over
+_ASKERS_LIMIT = 65_536
 
 
 class Importer:
@@ -64,7 +74,9 @@ class Importer:
         self.imported = 0
         self.recovered = 0  # delivered from the shadow on taking over
         self.shadow = shadow
-        self.reply_subjects: RecentMap[str, str] = RecentMap(request_limit)
+        self.reply_subjects: RecentMap[str, str] = RecentMap(request_limit)  # per request
+        self._askers: dict[str, str] = {}  # an asking process -> its last reply subject
+        self._here = this_process()  # (a mesh in this process exports ids of it: per request)
         self._count = count
         self._clock = clock
         self._overflow = 0
@@ -159,8 +171,28 @@ class Importer:
 
     def _deliver(self, msg: Message, groups: tuple[str, ...] | None, reply: str) -> bool:
         if reply:
-            self.reply_subjects[msg.uuid] = reply
+            uuid = msg.uuid
+            process = process_of(uuid)
+            if process and process != self._here:
+                askers = self._askers
+                if len(askers) >= _ASKERS_LIMIT:
+                    askers.clear()
+                askers[process] = reply
+            else:
+                self.reply_subjects[uuid] = reply
         return self.inject(msg, groups)
+
+    def reply_subject(self, request: str) -> str | None:
+        """The NATS reply subject of ``request``, if it came from NATS through this bridge."""
+        subject = self.reply_subjects.get(request)
+        if subject is not None:
+            return subject
+        process = process_of(request)
+        last = self._askers.get(process) if process else None
+        if last is None:
+            return None
+        at = last.find("." + process)  # <inbox>.<uuid of the same process>.<type tokens>
+        return None if at < 0 else f"{last[:at]}.{request}"
 
     def inject(self, msg: Message, groups: tuple[str, ...] | None = ()) -> bool:
         """Deliver ``msg`` into the mesh; True if it was new there."""

@@ -23,12 +23,13 @@ original uuid kept, so seen-sets drop any copy). ``gravpy.bridge.port`` draws th
   a message asked on this node fails its wait here (or later, if it starts later) and makes no
   message, so publishing to a subject nobody on NATS hears costs no mesh traffic; one asked on
   another node goes back there as a failure reply. A reply to a request that came from NATS
-  goes to that request's reply subject, whichever node it reached.
+  goes to that request's reply subject, whichever node it reached, however late
+  (``Importer.reply_subject``).
 - **In** (NATS to mesh): one subscription per pattern the mesh wants (ungrouped or for a group)
   on every bridge of the mesh; only the active one delivers (``Importer``), and a copy two
   bridges both deliver around a takeover keeps its uuid, so each node's seen-set drops the second.
-  Messages from the own mesh are echoes and skipped. A request keeps its reply subject until its
-  replies are sent back.
+  Messages from the own mesh are echoes and skipped. A request's reply subject is kept
+  (``Importer.reply_subject``) for its replies.
 - **Announcements** (``gravpy.bridge.subjects.Announcement``) on connect (with a query, so the
   others answer at once), after each change of subscriptions, and every ``announce_interval``.
 - **Faults**: connecting retries with capped backoff while the node serves its LAN; nats-py
@@ -142,7 +143,7 @@ class NatsBridge:
             self._importer.delivered(msg)  # another bridge of this mesh brought it in
             return False  # every mesh that wanted it got it from NATS
         if msg.reply_to:
-            subject = self._importer.reply_subjects.get(msg.reply_to)
+            subject = self._importer.reply_subject(msg.reply_to)
             if subject is None:
                 return False
             meta = meta_of(msg, with_type=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from msgspec.structs import replace
 from nats.aio.subscription import Subscription
 
 from gravpy import Grav, Message
@@ -12,6 +13,7 @@ from gravpy.bridge import NatsBridgeConfig
 from gravpy.bridge.nats import NatsBridge
 from gravpy.bridge.wire import Sink, WireClient
 from gravpy.errors import NoResponders, UsageError, WaitTimeout
+from gravpy.message import PROCESS_DIGITS
 from tests._bus_helpers import until
 from tests.bridge.nats_proc import NatsServer
 from transports.websocket import WebSocketTransport
@@ -51,6 +53,39 @@ async def test_embedded_bridges_carry_messages_and_requests(nats_one: NatsServer
         reply = await east.send(Message.new("svc.echo", b"hi")).wait_until(5.0)
         assert reply.data == b"hi!"
         assert b2.statistics().imported >= 2
+
+
+async def test_a_late_reply_crosses_back_however_many_messages_came_since(
+    nats_one: NatsServer,
+) -> None:
+    """A request from another process of another mesh, answered after more messages came
+    from NATS than its bridge keeps reply subjects for, still gets its reply back."""
+    g1, b1 = node("east", nats_one.url)
+    west_bridge = NatsBridge(
+        NatsBridgeConfig(servers=(nats_one.url,), announce_interval=0.2, ttl=1.0, request_limit=4)
+    )
+    g2 = Grav(
+        transport=WebSocketTransport("127.0.0.1", 0), belongs_to="west", bridges=[west_bridge]
+    )
+    async with g1, g2:
+        held: asyncio.Queue[Message] = asyncio.Queue()
+        west = g2.connect()
+        west.on_type("svc.*", held.put_nowait)
+        east = g1.connect()
+        async with asyncio.timeout(10):
+            await until(
+                lambda: b1.statistics().exporter and "svc.*" in b1.statistics().remote_wants
+            )
+        asked = Message.new("svc.slow", b"hi")  # as a process other than this one would ask:
+        asked = replace(asked, uuid="ab" * 10 + asked.uuid[PROCESS_DIGITS:])  # its own digits
+        receipt = east.send(asked)
+        request = await asyncio.wait_for(held.get(), 10)
+        for i in range(8):  # twice the reply subjects the west bridge keeps per request
+            east.send(Message.new("svc.other", str(i)))
+        for _ in range(8):
+            await asyncio.wait_for(held.get(), 10)
+        west.reply_to(request, Message.new("svc.answer", b"late"))
+        assert (await receipt.wait_until(5.0)).data == b"late"
 
 
 async def test_an_unexpected_error_ends_a_connection_not_the_bridge(
