@@ -16,9 +16,9 @@ the links each locally sent message went to; from those it answers three questio
 - a reply goes only back where its request came from (``from_local`` and ``arrived`` both follow
   ``reply_to`` through the seen-set), or nowhere when the request was asked here. The seen-set
   holds the last 32,768 to 65,536 ids, a fraction of a second under heavy traffic; for a reply
-  that comes later, the router knows the link the asker's process last sent from (``_senders``:
-  an id's first ``PROCESS_DIGITS`` digits name the process that made it), so a slow answer still
-  finds its way back.
+  that comes later, the router knows the node whose link the asker's process last sent from
+  (``_senders``: an id's first ``PROCESS_DIGITS`` digits name the process that made it), so a
+  slow answer still finds its way back.
 
 Target lists are cached per (origin, type) until ``routes_changed``. ``requests_lost(link)`` names
 the requests that only ``link`` could have answered, so the hub can fail their waits at once.
@@ -128,7 +128,7 @@ class Router(Generic[L]):
         self._seen: RecentMap[str, L | None] = RecentMap(seen_limit)  # uuid -> origin
         self._sent_to: RecentMap[str, tuple[L, ...]] = RecentMap(seen_limit)
         self._waited: RecentMap[str, L] = RecentMap(seen_limit)  # a leaf's request -> the leaf
-        self._senders: dict[str, L] = {}  # an id's process digits -> the link its last came on
+        self._senders: dict[str, str] = {}  # an id's process digits -> the node its last came from
         self.relayed = RoundTrips(seen_limit, clock)  # a leaf's wait to its first reply back
         self._routes: dict[Hashable, tuple[L, ...]] = {}
         self._group_routes: dict[Hashable, tuple[tuple[L, Mapping[str, int]], ...]] = {}
@@ -208,7 +208,7 @@ class Router(Generic[L]):
         senders = self._senders
         if len(senders) >= _SENDERS_LIMIT:
             senders.clear()
-        senders[msg.uuid[:PROCESS_DIGITS]] = origin
+        senders[msg.uuid[:PROCESS_DIGITS]] = origin.uuid  # (a node's uuid: no link is kept alive)
         if msg.reply_to:
             back = self._reply_route(msg, origin)
             if back is not None:
@@ -397,9 +397,13 @@ class Router(Generic[L]):
         back = self._seen.get(asker, _UNSEEN)
         if back is _UNSEEN:  # forgotten (or never here): where the asker's process last sent from
             process = process_of(asker)
-            back = self._senders.get(process, _UNSEEN) if process else _UNSEEN
-            if back is _UNSEEN:
+            node = self._senders.get(process) if process else None
+            if node is None:
                 return None
+            back = self.peers.get(node)
+            if back is None:
+                self.dropped_no_route += 1  # that node's link is gone; the wait already failed
+                return ()
         if back is None:  # the request was asked here: the reply is for local pods only
             return ()
         chosen = self.peers.get(back.uuid)

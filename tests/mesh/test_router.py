@@ -151,8 +151,8 @@ def test_a_late_reply_goes_back_to_where_its_askers_process_last_sent_from() -> 
 
 
 def test_a_late_reply_whose_askers_link_closed_is_counted() -> None:
-    """A reply to a forgotten request whose asker's process sent from a closed link is dropped
-    and counted as having no route."""
+    """A reply to a forgotten request whose asker's process sent from a link now closed, or
+    gone from the table, is dropped and counted as having no route."""
     b, c = FakeLink("b"), FakeLink("c")
     router = forgetting(b, c)
     request = from_process("a", "svc.q")
@@ -162,6 +162,9 @@ def test_a_late_reply_whose_askers_link_closed_is_counted() -> None:
     b.is_open = False
     assert router.from_local(Message.new_reply(request)) == ()
     assert router.dropped_no_route == 1
+    router.remove(b)
+    assert router.from_local(Message.new_reply(request)) == ()
+    assert router.dropped_no_route == 2
 
 
 def test_a_late_reply_to_an_id_of_another_form_goes_by_type() -> None:
