@@ -21,8 +21,11 @@ from transports.websocket import WebSocketTransport
 pytestmark = pytest.mark.timeout(60)
 
 
-def node(mesh: str, url: str) -> tuple[Grav, NatsBridge]:
-    bridge = NatsBridge(NatsBridgeConfig(servers=(url,), announce_interval=0.2, ttl=1.0))
+def node(mesh: str, url: str, request_limit: int = 65_536) -> tuple[Grav, NatsBridge]:
+    config = NatsBridgeConfig(
+        servers=(url,), announce_interval=0.2, ttl=1.0, request_limit=request_limit
+    )
+    bridge = NatsBridge(config)
     transport = WebSocketTransport("127.0.0.1", 0)
     return Grav(transport=transport, belongs_to=mesh, bridges=[bridge]), bridge
 
@@ -61,12 +64,7 @@ async def test_a_late_reply_crosses_back_however_many_messages_came_since(
     """A request from another process of another mesh, answered after more messages came
     from NATS than its bridge keeps reply subjects for, still gets its reply back."""
     g1, b1 = node("east", nats_one.url)
-    west_bridge = NatsBridge(
-        NatsBridgeConfig(servers=(nats_one.url,), announce_interval=0.2, ttl=1.0, request_limit=4)
-    )
-    g2 = Grav(
-        transport=WebSocketTransport("127.0.0.1", 0), belongs_to="west", bridges=[west_bridge]
-    )
+    g2, _ = node("west", nats_one.url, request_limit=4)
     async with g1, g2:
         held: asyncio.Queue[Message] = asyncio.Queue()
         west = g2.connect()

@@ -129,24 +129,25 @@ def next_counter() -> str:
     return f"{next(_counter):012x}"
 
 
-def forgetting(*links: FakeLink) -> Router[FakeLink]:
-    """A router whose seen-set holds only the last 2 to 4 ids."""
+def forgotten(b: FakeLink, c: FakeLink, uuid: str = "") -> tuple[Router[FakeLink], Message]:
+    """A router whose seen-set holds only the last 2 to 4 ids, and a request from process "a"
+    that came in on ``b`` and was forgotten: 8 messages of process "e" came in on ``c`` since."""
     router: Router[FakeLink] = Router(seen_limit=4)
-    for link in links:
-        router.add(link)
-    return router
+    router.add(b)
+    router.add(c)
+    request = from_process("a", "svc.q", uuid)
+    router.arrived(request, b)
+    for _ in range(8):
+        router.arrived(from_process("e", "other"), c)
+    assert not router.asked_elsewhere(request.uuid)
+    return router, request
 
 
 def test_a_late_reply_goes_back_to_where_its_askers_process_last_sent_from() -> None:
     """Once the seen-set forgot a request, its reply still goes only to the link the asker's
     process sent from, not by type to every link that wants it."""
     b, c = FakeLink("b"), FakeLink("c")
-    router = forgetting(b, c)
-    request = from_process("a", "svc.q")
-    router.arrived(request, b)
-    for _ in range(8):
-        router.arrived(from_process("e", "other"), c)
-    assert not router.asked_elsewhere(request.uuid)
+    router, request = forgotten(b, c)
     assert router.from_local(Message.new_reply(request)) == (b,)
 
 
@@ -154,11 +155,7 @@ def test_a_late_reply_whose_askers_link_closed_is_counted() -> None:
     """A reply to a forgotten request whose asker's process sent from a link now closed, or
     gone from the table, is dropped and counted as having no route."""
     b, c = FakeLink("b"), FakeLink("c")
-    router = forgetting(b, c)
-    request = from_process("a", "svc.q")
-    router.arrived(request, b)
-    for _ in range(8):
-        router.arrived(from_process("e", "other"), c)
+    router, request = forgotten(b, c)
     b.is_open = False
     assert router.from_local(Message.new_reply(request)) == ()
     assert router.dropped_no_route == 1
@@ -171,11 +168,7 @@ def test_a_late_reply_to_an_id_of_another_form_goes_by_type() -> None:
     """An id a program made itself names no process: once forgotten, its reply is routed by
     type like any message."""
     b, c = FakeLink("b"), FakeLink("c", patterns=("svc.>",))
-    router = forgetting(b, c)
-    request = from_process("a", "svc.q", uuid="order-17")
-    router.arrived(request, b)
-    for _ in range(8):
-        router.arrived(from_process("e", "other"), c)
+    router, request = forgotten(b, c, uuid="order-17")
     assert router.from_local(Message.new_reply(request, "svc.answer")) == (b, c)
 
 
