@@ -69,6 +69,7 @@ class Mailbox:
         if items:
             return items.popleft()
         loop = asyncio.get_running_loop()
+        self._expired = False  # (an earlier call's timer may have gone off)
         expiry: asyncio.TimerHandle | None = None
         shared: _SharedTimers | None = None
         slot = 0

@@ -261,6 +261,16 @@ async def test_shared_timers_forget_answered_waits_and_never_hold_the_loop() -> 
     assert loop_ref() is None
 
 
+async def test_a_mailbox_read_again_after_a_timeout_waits_anew() -> None:
+    """A mailbox whose first read timed out gives the next read what is offered later."""
+    mailbox = Mailbox()
+    with pytest.raises(WaitTimeout):
+        await mailbox.first(0.01, "reply")
+    later = Message.new("svc.answer")
+    asyncio.get_running_loop().call_soon(mailbox.offer, later)
+    assert await mailbox.first(GUARD, "reply") is later
+
+
 async def test_request_no_pod_admits_raises_no_responders_at_once() -> None:
     """A request whose type no receiving pod admits raises NoResponders before waiting at all."""
     async with Grav() as g:
