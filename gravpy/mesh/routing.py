@@ -18,7 +18,8 @@ the links each locally sent message went to; from those it answers three questio
   holds the last 32,768 to 65,536 ids, a fraction of a second under heavy traffic; for a reply
   that comes later, the router knows the node whose link the asker's process last sent from
   (``_senders``: an id's first ``PROCESS_DIGITS`` digits name the process that made it), so a
-  slow answer still finds its way back.
+  slow answer still finds its way back. Ids are predictable, so an app could send one with
+  another process's digits: an app's link claims a process only while no live node has it.
 
 Target lists are cached per (origin, type) until ``routes_changed``. ``requests_lost(link)`` names
 the requests that only ``link`` could have answered, so the hub can fail their waits at once.
@@ -205,15 +206,21 @@ class Router(Generic[L]):
         if not self._seen.add(msg.uuid, origin):
             self.duplicates += 1
             return None
-        senders = self._senders
+        senders = self._senders  # (a node's uuid, not the link: no closed link is kept alive)
         if len(senders) >= _SENDERS_LIMIT:
             senders.clear()
-        senders[msg.uuid[:PROCESS_DIGITS]] = origin.uuid  # (a node's uuid: no link is kept alive)
+        leaf = origin.is_leaf
+        if leaf:  # an app claims a process no live node has: it cannot take another's replies
+            process = msg.uuid[:PROCESS_DIGITS]
+            if senders.get(process) not in self.peers:  # (None is no node's uuid)
+                senders[process] = origin.uuid
+        else:  # a peer carries its own and its apps' processes, which may move between nodes
+            senders[msg.uuid[:PROCESS_DIGITS]] = origin.uuid
         if msg.reply_to:
             back = self._reply_route(msg, origin)
             if back is not None:
                 return back
-        if origin.is_leaf:
+        if leaf:
             key: Hashable = msg.type
             targets = self._routes.get(key)
             if targets is None:

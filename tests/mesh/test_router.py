@@ -164,6 +164,34 @@ def test_a_late_reply_whose_askers_link_closed_is_counted() -> None:
     assert router.dropped_no_route == 2
 
 
+def test_an_app_cannot_take_the_late_replies_of_another_process() -> None:
+    """An app that sends an id with the digits of a process already known behind a peer does
+    not get that process's late replies: they still go to the peer."""
+    b, c = FakeLink("b"), FakeLink("c")
+    app = FakeLink("app", role="leaf")
+    router, request = forgotten(b, c)
+    router.add(app)
+    router.arrived(from_process("a", "other"), app)  # the request's process digits
+    assert router.from_local(Message.new_reply(request)) == (b,)
+
+
+def test_a_process_claimed_by_an_app_that_left_can_be_claimed_again() -> None:
+    """Once an app's link is gone, its process may attach again (a new link, a new node
+    uuid): late replies to what it asks from then on go to the new link."""
+    b, c = FakeLink("b"), FakeLink("c")
+    first, again = FakeLink("app-1", role="leaf"), FakeLink("app-2", role="leaf")
+    router, _ = forgotten(b, c)
+    router.add(first)
+    router.arrived(from_process("f", "other"), first)
+    router.remove(first)
+    router.add(again)
+    request = from_process("f", "svc.q")
+    router.arrived(request, again)
+    for _ in range(8):
+        router.arrived(from_process("e", "other"), c)
+    assert router.from_local(Message.new_reply(request)) == (again,)
+
+
 def test_a_late_reply_to_an_id_of_another_form_goes_by_type() -> None:
     """An id a program made itself names no process: once forgotten, its reply is routed by
     type like any message."""
