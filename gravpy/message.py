@@ -32,7 +32,7 @@ import itertools
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Final, TypeAlias
 
 import msgpack
@@ -49,6 +49,7 @@ __all__ = [
     "PROCESS_DIGITS",
     "WIRE_MESSAGE",
     "Message",
+    "id_source",
     "is_valid_type",
     "new_id",
     "process_of",
@@ -86,6 +87,13 @@ os.register_at_fork(after_in_child=_reseed_ids)
 def new_id() -> str:
     """Return a new message id: 32 hex digits, unique, cheap, predictable (see module doc)."""
     return hex(next(_ids))[2:]
+
+
+def id_source() -> Callable[[], str]:
+    """A maker of ids of the ``new_id`` form with digits of its own for their process (drawn at
+    random as a process's are): what it makes can be told from this process's own ids."""
+    ids = _id_counter()
+    return lambda: hex(next(ids))[2:]
 
 
 def process_of(uuid: str) -> str:

@@ -17,10 +17,13 @@ goes through its own mesh's exporters, so for a message from another gravpy mesh
 keeps only the last reply subject of each asking process (``process_of`` its uuid) and builds
 the reply subject of any request from it: a reply comes back however long the answer took. It
 keeps a plain NATS client's reply subject per request, for the last ``request_limit // 2`` to
-``request_limit`` of them.
+``request_limit`` of them; their messages get ids whose process digits are the importer's own
+(``id_source``), so a reply that comes after its request's subject was forgotten is known for
+what it is, and counted (``reply_forgotten``).
 
 Losses are counted by reason through ``count``: ``bad_message`` (not a gravpy message),
-``too_large`` (over the mesh's message size), ``shadow_overflow`` (a held message dropped to
+``too_large`` (over the mesh's message size), ``reply_forgotten`` (a reply to a plain NATS
+client's request whose reply subject was forgotten), ``shadow_overflow`` (a held message dropped to
 stay within ``limit``; lost if a takeover followed), ``gap`` (numbered messages of another
 mesh's exporter that never came: lost by NATS, ``gravpy.bridge.sequence``). Gaps are counted by
 whoever delivers: the active bridge as messages come, a new active bridge for the held messages
@@ -48,7 +51,7 @@ from gravpy.bridge.subjects import (
     type_of_tokens,
 )
 from gravpy.errors import MessageError, UsageError
-from gravpy.message import Message, new_id, process_of, this_process
+from gravpy.message import Message, id_source, new_id, process_of, this_process
 from gravpy.recent import RecentMap
 
 __all__ = ["Importer"]
@@ -77,6 +80,8 @@ class Importer:
         self.reply_subjects: RecentMap[str, str] = RecentMap(request_limit)  # per request
         self._askers: dict[str, str] = {}  # an asking process -> its last reply subject
         self._here = this_process()  # (a mesh in this process exports ids of it: per request)
+        self._plain_id = id_source()  # the ids of plain NATS clients' messages
+        self._plain = process_of(self._plain_id())
         self._count = count
         self._clock = clock
         self._overflow = 0
@@ -114,7 +119,7 @@ class Importer:
         if plain is None:
             missing = 0 if headers is None else self._missing(subject, headers)
             here = self.subjects.mesh_token
-            return (*from_nats(msg_type, data, headers, mesh, "", here), missing)
+            return (*from_nats(msg_type, data, headers, mesh, "", here, self._plain_id), missing)
         uuid, stamp, tag, number = plain
         missing = self._gaps.seen(tag, subject, number) if tag else 0
         return Message(uuid, "", "", msg_type, stamp, data, {ORIGIN_HEADER: mesh}), (), missing
@@ -173,7 +178,7 @@ class Importer:
         if reply:
             uuid = msg.uuid
             process = process_of(uuid)
-            if process and process != self._here:
+            if process and process != self._here and process != self._plain:
                 askers = self._askers
                 if len(askers) >= _ASKERS_LIMIT:
                     askers.clear()
@@ -188,6 +193,9 @@ class Importer:
         if subject is not None:
             return subject
         process = process_of(request)
+        if process == self._plain:  # (and "" is not)
+            self._count("reply_forgotten", 1)
+            return None
         last = self._askers.get(process) if process else None
         if last is None:
             return None

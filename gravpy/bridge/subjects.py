@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import quote, unquote
@@ -270,10 +270,12 @@ def from_nats(
     origin: str,
     reply_to: str = "",
     here: str = "",
+    make_id: Callable[[], str] = new_id,
 ) -> tuple[Message, tuple[str, ...] | None]:
     """The ``Message`` a NATS message stands for, marked with its ``origin`` mesh token, and
     the groups its exporter placed in the mesh ``here`` (None for a plain NATS publisher's: it
-    placed nothing, so every group of each mesh that takes it gets one copy).
+    placed nothing, so every group of each mesh that takes it gets one copy). A plain NATS
+    publisher's message gets an id from ``make_id``.
 
     ``msg_type`` is already valid (``SubjectMap.split``); None (a reply on an inbox) takes the
     type from ``Grav-Meta``'s ``t=``. The rest is checked here; raises ``MessageError``."""
@@ -285,12 +287,12 @@ def from_nats(
     if not headers:
         msg_type = DEFAULT_TYPE if msg_type is None else msg_type
         user[PLAIN_HEADER] = "1"
-        return Message(new_id(), "", reply_to, msg_type, time.time(), data, user), None
+        return Message(make_id(), "", reply_to, msg_type, time.time(), data, user), None
     meta = headers.get(H_META)
     extra: dict[str, str] = {}
     if meta is None:
         user[PLAIN_HEADER] = "1"
-        uuid, stamp = new_id(), time.time()
+        uuid, stamp = make_id(), time.time()
     else:
         uuid, stamp, extra = read_meta(meta)
     if msg_type is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import nats
 import pytest
 from msgspec.structs import replace
 from nats.aio.subscription import Subscription
@@ -84,6 +85,39 @@ async def test_a_late_reply_crosses_back_however_many_messages_came_since(
             await asyncio.wait_for(held.get(), 10)
         west.reply_to(request, Message.new("svc.answer", b"late"))
         assert (await receipt.wait_until(5.0)).data == b"late"
+
+
+async def test_a_late_reply_to_a_plain_nats_client_is_counted(nats_one: NatsServer) -> None:
+    """A plain NATS client's request answered after its bridge forgot the reply subject is not
+    answered, and counted ``reply_forgotten``; one answered in time reaches the client."""
+    g2, bridge = node("west", nats_one.url, request_limit=4)
+    async with g2:
+        held: asyncio.Queue[Message] = asyncio.Queue()
+        west = g2.connect()
+        west.on_type("svc.*", held.put_nowait)
+        nc = await nats.connect(nats_one.url)
+        try:
+            inbox = nc.new_inbox()
+            replies = await nc.subscribe(f"{inbox}.>")
+            async with asyncio.timeout(10):
+                while held.empty():  # until the bridge subscribed for svc.*
+                    await nc.publish("gravpy.outside.svc.probe", b"")
+                    await asyncio.sleep(0.05)
+                await nc.publish("gravpy.outside.svc.slow", b"", reply=f"{inbox}.late")
+                for i in range(8):  # twice the reply subjects the bridge keeps
+                    await nc.publish("gravpy.outside.svc.more", b"", reply=f"{inbox}.{i}")
+                asked: list[Message] = []
+                while len(asked) < 9:
+                    msg = await held.get()
+                    if msg.type != "svc.probe":
+                        asked.append(msg)
+            west.reply_to(asked[0], Message.new("svc.answer", b"too late"))
+            west.reply_to(asked[-1], Message.new("svc.answer", b"in time"))
+            answer = await replies.next_msg(timeout=5)
+            assert (answer.subject, answer.data) == (f"{inbox}.7", b"in time")
+            assert bridge.statistics().lost.get("reply_forgotten") == 1
+        finally:
+            await nc.close()
 
 
 async def test_an_unexpected_error_ends_a_connection_not_the_bridge(
