@@ -193,7 +193,7 @@ class Importer:
         if subject is not None:
             return subject
         process = process_of(request)
-        if process == self._plain:  # (and "" is not)
+        if process == self._plain:  # a plain NATS client's request (never "": ids of other forms)
             self._count("reply_forgotten", 1)
             return None
         last = self._askers.get(process) if process else None
