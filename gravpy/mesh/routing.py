@@ -241,8 +241,13 @@ class Router(Generic[L]):
         return uuid in self._seen
 
     def asked_elsewhere(self, request_uuid: str) -> bool:
-        """True if the request came from another node (its replies travel back there)."""
-        return self._seen.get(request_uuid) is not None
+        """True if the request came from another node (its replies travel back there): as the
+        seen-set says or, once it forgot, if the asker's process sends from another node."""
+        origin = self._seen.get(request_uuid, _UNSEEN)
+        if origin is not _UNSEEN:
+            return origin is not None
+        process = process_of(request_uuid)
+        return bool(process) and process in self._senders
 
     def waiting(self, request_uuid: str, leaf: L) -> None:
         """The leaf ``leaf`` waits for replies to a message it sent (a wait notice)."""

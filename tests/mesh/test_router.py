@@ -139,7 +139,7 @@ def forgotten(b: FakeLink, c: FakeLink, uuid: str = "") -> tuple[Router[FakeLink
     router.arrived(request, b)
     for _ in range(8):
         router.arrived(from_process("e", "other"), c)
-    assert not router.asked_elsewhere(request.uuid)
+    assert not router.seen(request.uuid)
     return router, request
 
 
@@ -148,7 +148,21 @@ def test_a_late_reply_goes_back_to_where_its_askers_process_last_sent_from() -> 
     process sent from, not by type to every link that wants it."""
     b, c = FakeLink("b"), FakeLink("c")
     router, request = forgotten(b, c)
+    assert router.asked_elsewhere(request.uuid)  # (the bus keeps no reply to it for a wait)
     assert router.from_local(Message.new_reply(request)) == (b,)
+
+
+def test_a_request_asked_here_and_forgotten_was_not_asked_elsewhere() -> None:
+    """Once forgotten, a request this node's own process sent is still known as asked here:
+    a reply to it is kept for a wait that has not started."""
+    b, c = FakeLink("b"), FakeLink("c")
+    router, _ = forgotten(b, c)
+    request = Message.new("svc.q")
+    router.from_local(request)
+    for _ in range(8):
+        router.arrived(from_process("e", "other"), c)
+    assert not router.seen(request.uuid)
+    assert not router.asked_elsewhere(request.uuid)
 
 
 def test_a_late_reply_whose_askers_link_closed_is_counted() -> None:
