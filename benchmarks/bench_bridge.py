@@ -1,6 +1,8 @@
 """Bridge benchmark: two meshes joined through a real nats-server, against nats-py used directly.
 
-Run: ``python benchmarks/bench_bridge.py`` (``--quick`` for a smoke run, ``--json PATH``).
+Run: ``python benchmarks/bench_bridge.py`` (``--quick`` for a smoke run, ``--json PATH``;
+``--loop uvloop`` runs every Python process on uvloop, nats-py's as well as gravpy's, as gravd
+does when uvloop is installed).
 
 One ``nats-server`` on 127.0.0.1 (port chosen by the server). The sending side runs in this
 process, the receiving side in a child process (``--role``), as two machines' programs would:
@@ -32,14 +34,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import nats
 from _common import Machine, count, finish, options, say, sizes_for, table
@@ -55,6 +59,8 @@ from gravpy.mesh import PeerInfo
 from gravpy.message import new_id
 from transports.websocket import WebSocketTransport
 
+LOOP_ENV = "GRAVPY_BENCH_LOOP"
+T = TypeVar("T")
 THROUGHPUT_TARGET = 0.70  # bridge / nats messages/s, at least
 LATENCY_TARGET = 1.30  # bridge / nats request p50, at most
 PAYLOAD = b"0123456789abcdef"
@@ -346,8 +352,18 @@ def record_latency(report: Report, system: str, lat: list[float]) -> None:
     report.p99_ms[system] = lat[max(0, int(len(lat) * 0.99) - 1)] * 1000
 
 
+def on_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on the event loop ``--loop`` chose (children inherit it: ``LOOP_ENV``)."""
+    if os.environ.get(LOOP_ENV) == "uvloop":
+        import uvloop  # the speed extra
+
+        return uvloop.run(main)
+    return asyncio.run(main)
+
+
 async def run(sizes: Sizes, standby: bool) -> Report:
-    report = Report(Machine.here().describe(), vars(sizes))
+    loop = os.environ.get(LOOP_ENV, "asyncio")
+    report = Report(f"{Machine.here().describe()}, every process on {loop}", vars(sizes))
     with tempfile.TemporaryDirectory() as log_dir:
         server = await NatsServer.start(Path(log_dir))
         try:
@@ -401,6 +417,12 @@ def main() -> int:
         action="store_true",
         help="also measure with a standby bridging node in the sending mesh (a third process)",
     )
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the event loop of every process, gravpy's and nats-py's (uvloop: the speed extra)",
+    )
     parser.add_argument("--role", choices=("nats", "bridge", "standby"), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--peer", help=argparse.SUPPRESS)
@@ -408,12 +430,13 @@ def main() -> int:
     if args.role is not None:
         roles = {"nats": serve_nats, "bridge": serve_bridge}
         if args.role == "standby":
-            asyncio.run(serve_standby(args.url, args.peer))
+            on_loop(serve_standby(args.url, args.peer))
         else:
-            asyncio.run(roles[args.role](args.url))
+            on_loop(roles[args.role](args.url))
         return 0
+    os.environ[LOOP_ENV] = args.loop  # (the children it starts read it)
     sizes = sizes_for(args, Sizes(), Sizes(messages=5_000, runs=1, requests=200))
-    report = asyncio.run(run(sizes, args.standby))
+    report = on_loop(run(sizes, args.standby))
     show(report)
     return finish(report, args.json)
 
