@@ -165,7 +165,7 @@ class Importer:
             return
         self.active = True
         for held in self.shadow.take(self._clock()):
-            if self._deliver(held.msg, held.groups, held.reply):  # the old one did not
+            if self._deliver(held.msg, held.groups, held.reply, again=True):  # the old one did not
                 self.recovered += 1
                 if held.missing:  # nor did it see this message, so it counted no gap before it
                     self._count("gap", held.missing)
@@ -174,7 +174,9 @@ class Importer:
         """Another bridge became active: hold from now on."""
         self.active = False
 
-    def _deliver(self, msg: Message, groups: tuple[str, ...] | None, reply: str) -> bool:
+    def _deliver(
+        self, msg: Message, groups: tuple[str, ...] | None, reply: str, *, again: bool = False
+    ) -> bool:
         if reply:
             uuid = msg.uuid
             process = process_of(uuid)
@@ -185,7 +187,7 @@ class Importer:
                 askers[process] = reply
             else:
                 self.reply_subjects[uuid] = reply
-        return self.inject(msg, groups)
+        return self.inject(msg, groups, again=again)
 
     def reply_subject(self, request: str) -> str | None:
         """The NATS reply subject of ``request``, if it came from NATS through this bridge."""
@@ -202,8 +204,12 @@ class Importer:
         at = last.find("." + process)  # <inbox>.<uuid of the same process>.<type tokens>
         return None if at < 0 else f"{last[:at]}.{request}"
 
-    def inject(self, msg: Message, groups: tuple[str, ...] | None = ()) -> bool:
-        """Deliver ``msg`` into the mesh; True if it was new there."""
+    def inject(
+        self, msg: Message, groups: tuple[str, ...] | None = (), *, again: bool = False
+    ) -> bool:
+        """Deliver ``msg`` into the mesh; True if it was new there. ``again``: a held message
+        on taking over; if this node has it (the old active bridge's copy came here: struck),
+        the others may not, so it is passed on to them (``BridgeHost.redeliver``)."""
         host = self.host
         assert host is not None
         try:
@@ -214,4 +220,6 @@ class Importer:
         if host.inject(msg, groups) >= 0:
             self.imported += 1
             return True
+        if again:
+            host.redeliver(msg)
         return False

@@ -13,9 +13,10 @@ in the order NATS gave it, before anything newer.
 Seeing a message arrive does not prove every other node got it: the dead bridge wrote it to each
 link's queue at once, but its link to another node may not have drained before the kill. So a
 struck message is kept until the active bridge proves it lived ``settle`` seconds longer (its
-next announcement: ``settled``), and a takeover delivers the struck messages still kept too. A
-message delivered twice reaches each node once: it keeps its uuid, and every node's seen-set
-drops the second copy. Each sender's order holds: the dead bridge delivered a prefix of each
+next announcement: ``settled``), and a takeover delivers the struck messages still kept too.
+The new active bridge's node has those already (their copies came there), so it passes them on
+to its links without delivering them here again (``BridgeHost.redeliver``). A message delivered
+twice reaches each node once: it keeps its uuid, and every node's seen-set drops the second copy. Each sender's order holds: the dead bridge delivered a prefix of each
 stream on each link, and the shadow replays from before the end of every such prefix.
 
 A message is recognised by its uuid; a plain NATS publisher's message has none (each bridge gives

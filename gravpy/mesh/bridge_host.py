@@ -129,6 +129,17 @@ class Bridges:
             n += link.enqueue(marked(msg, named))
         return n
 
+    def redeliver(self, msg: Message) -> int:
+        """A message from outside that this node already has, delivered again by a bridge that
+        takes over (``gravpy.bridge.shadow``): pass it on to the links it goes to, where a node
+        that has it drops it, and not to this node's pods again. Group copies are not placed
+        again (where the old bridge placed them is not known here). Returns how many links took
+        it."""
+        n = 0
+        for link in self._router.passed_on(msg):
+            n += link.enqueue(msg)
+        return n
+
     def bridge_changed(self) -> None:
         """A bridge's ``advertised()`` changed: tell every peer."""
         self._changed()

@@ -177,6 +177,11 @@ class Router(Generic[L]):
             return None
         return self._local_targets(msg)
 
+    def passed_on(self, msg: Message) -> tuple[L, ...]:
+        """The links a message this node already has goes to when a bridge that takes over
+        delivers it again (the nodes that have it drop it; ``Bridges.redeliver``)."""
+        return self._local_targets(msg)
+
     def _local_targets(self, msg: Message) -> tuple[L, ...]:
         if msg.reply_to:
             back = self._reply_route(msg, None)
