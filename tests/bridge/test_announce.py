@@ -28,13 +28,17 @@ INTEREST = SubjectMap("gravpy", "east").interest_subject
 
 
 @contextlib.asynccontextmanager
-async def churning(grav: Grav, watcher: Client) -> AsyncIterator[None]:
+async def churning(grav: Grav, watcher: Client) -> AsyncIterator[asyncio.Event]:
     """While inside: a pod that wants ``churn.<i>`` replaced by one that wants ``churn.<i+1>``
-    as soon as the bridge has announced the change (many times an interval)."""
+    as soon as the bridge has announced the change (many times an interval). Yields an event
+    set once an announcement was heard: the bridge subscribed to announcements before it sent
+    its first, on the same connection, so from then on it hears what others announce."""
     heard: asyncio.Queue[bytes] = asyncio.Queue()
+    first = asyncio.Event()
 
     async def on_announcement(m: Msg) -> None:
         heard.put_nowait(m.data)
+        first.set()
 
     # (a callback, not ``next_msg``: cancelling a task inside nats-py's ``next_msg`` can leave a
     # never-awaited coroutine behind, whose warning then fails a later test)
@@ -53,7 +57,7 @@ async def churning(grav: Grav, watcher: Client) -> AsyncIterator[None]:
 
     task = asyncio.create_task(churn())
     try:
-        yield
+        yield first
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -68,8 +72,8 @@ async def test_a_changing_mesh_still_makes_its_bridge_ready_and_forgets_the_sile
     nats_one: NatsServer,
 ) -> None:
     """With its mesh's interests changing every few milliseconds, the bridge becomes ready
-    within the ttl, and a bridge of another mesh heard, then silent, is forgotten after the
-    ttl (counted in ``remote_expired``)."""
+    within the ttl, and a bridge of another mesh heard once and silent since is forgotten
+    after the ttl (counted in ``remote_expired``)."""
     config = NatsBridgeConfig(servers=(nats_one.url,), announce_interval=0.2, ttl=1.0)
     bridge = NatsBridge(config)
     grav = Grav(transport=WebSocketTransport("127.0.0.1", 0), belongs_to="east", bridges=[bridge])
@@ -78,12 +82,13 @@ async def test_a_changing_mesh_still_makes_its_bridge_ready_and_forgets_the_sile
         async with grav:
             async with asyncio.timeout(10):
                 await until(lambda: bridge.statistics().state == "connected")
-            async with churning(grav, watcher):
-                silent = Announcement("west", "silent-node", ("x.*",), ready=True).encode()
-                async with asyncio.timeout(5):  # until heard: "connected" comes before the
-                    while "x.*" not in bridge.statistics().remote_wants:  # bridge subscribes
-                        await watcher.publish(INTEREST, silent)
-                        await asyncio.sleep(0.05)
+            async with churning(grav, watcher) as announcing:
+                async with asyncio.timeout(5):  # ("connected" comes before it subscribes)
+                    await announcing.wait()
+                silent = Announcement("west", "silent-node", ("x.*",), ready=True)
+                await watcher.publish(INTEREST, silent.encode())
+                async with asyncio.timeout(5):
+                    await until(lambda: "x.*" in bridge.statistics().remote_wants)
                 async with asyncio.timeout(5):  # (ttl 1 s; a starved loop: never)
                     await until(lambda: bridge.statistics().ready)
                 async with asyncio.timeout(5):

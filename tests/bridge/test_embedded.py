@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import nats
 import pytest
 from msgspec.structs import replace
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from gravpy import Grav, Message
 from gravpy.bridge import NatsBridgeConfig
 from gravpy.bridge.nats import NatsBridge
+from gravpy.bridge.subjects import SubjectMap
 from gravpy.bridge.wire import Sink, WireClient
 from gravpy.errors import NoResponders, UsageError, WaitTimeout
 from gravpy.message import PROCESS_DIGITS
@@ -87,6 +91,24 @@ async def test_a_late_reply_crosses_back_however_many_messages_came_since(
         assert (await receipt.wait_until(5.0)).data == b"late"
 
 
+async def announced(nc: Client, mesh: str, pattern: str) -> None:
+    """Wait until the bridge of ``mesh`` announces ``pattern``: it subscribed for it first, on
+    the connection it announces on, so NATS delivers what is published from then on."""
+    heard = asyncio.Event()
+
+    async def on_announcement(m: Msg) -> None:
+        if pattern in json.loads(m.data)["patterns"]:
+            heard.set()
+
+    subscription = await nc.subscribe(
+        SubjectMap("gravpy", mesh).interest_subject, cb=on_announcement
+    )
+    try:
+        await heard.wait()
+    finally:
+        await subscription.unsubscribe()
+
+
 async def test_a_late_reply_to_a_plain_nats_client_is_counted(nats_one: NatsServer) -> None:
     """A plain NATS client's request answered after its bridge forgot the reply subject is not
     answered, and counted ``reply_forgotten``; one answered in time reaches the client."""
@@ -100,17 +122,11 @@ async def test_a_late_reply_to_a_plain_nats_client_is_counted(nats_one: NatsServ
             inbox = nc.new_inbox()
             replies = await nc.subscribe(f"{inbox}.>")
             async with asyncio.timeout(10):
-                while held.empty():  # until the bridge subscribed for svc.*
-                    await nc.publish("gravpy.outside.svc.probe", b"")
-                    await asyncio.sleep(0.05)
+                await announced(nc, "west", "svc.*")
                 await nc.publish("gravpy.outside.svc.slow", b"", reply=f"{inbox}.late")
                 for i in range(8):  # twice the reply subjects the bridge keeps
                     await nc.publish("gravpy.outside.svc.more", b"", reply=f"{inbox}.{i}")
-                asked: list[Message] = []
-                while len(asked) < 9:
-                    msg = await held.get()
-                    if msg.type != "svc.probe":
-                        asked.append(msg)
+                asked = [await held.get() for _ in range(9)]
             west.reply_to(asked[0], Message.new("svc.answer", b"too late"))
             west.reply_to(asked[-1], Message.new("svc.answer", b"in time"))
             answer = await replies.next_msg(timeout=5)
