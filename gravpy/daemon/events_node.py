@@ -2,7 +2,8 @@
 
 Theory of operation. ``DaemonEvents.open`` runs once at start, after the node is up: it makes the
 data directory, opens ``events.sqlite3`` in it (a corrupt or locked file fails the start with
-``EventStoreError``, before gravd says it is listening), answers the store's mesh requests
+``EventStoreError``, before gravd says it is listening; in memory instead when another gravd holds
+the default data dir: ``gravpy.daemon.node_identity``), answers the store's mesh requests
 (``gravd.events.<uuid>.*``), and starts the ``NodeWatcher`` task. ``record`` stores one of gravd's
 own events and publishes it on ``grav.events.system`` (``gravctl events --follow`` shows them);
 a failure to store is logged, never raised into the daemon. ``begin_drain`` records the drain and
@@ -47,9 +48,12 @@ class DaemonEvents:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, grav: Grav, config: DaemonConfig) -> DaemonEvents:
-        """Open the store in ``config.data_dir`` and start serving; raises ``EventStoreError``."""
-        path = _events_path(config.data_dir)
+    async def open(
+        cls, grav: Grav, config: DaemonConfig, *, in_memory: bool = False
+    ) -> DaemonEvents:
+        """Open the store in ``config.data_dir`` (or in memory) and start serving; raises
+        ``EventStoreError``."""
+        path = ":memory:" if in_memory else _events_path(config.data_dir)
         store = await EventStore.open(path, max_count=RETAIN_COUNT, max_age=RETAIN_AGE)
         events = cls(grav, store)
         events.service.start()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import ipaddress
 import json
@@ -261,6 +262,15 @@ async def serve(config: DaemonConfig) -> int:
         return EXIT_FAILURE
     grav = build_node(config, identity.uuid)
     log: Any = structlog.get_logger("gravd").bind(node=grav.node_uuid)
+    if not identity.files:  # another gravd keeps its files in the default data dir
+        log.warning(
+            "data_dir_in_use",
+            data_dir=str(config.data_dir),
+            detail="another gravd keeps its files there: this one keeps its replay buffer and "
+            "events in memory only",
+            hint="give each gravd a --data-dir of its own",
+        )
+        config = dataclasses.replace(config, buffer_durable=False)
     positions: PositionStore | None = None
     try:
         replay = await _open_replay(grav, config, log, numbered=identity.kept)
@@ -272,7 +282,7 @@ async def serve(config: DaemonConfig) -> int:
         identity.close()
         return EXIT_FAILURE
     try:
-        return await _serve(grav, config, log)
+        return await _serve(grav, config, log, keep_files=identity.files)
     finally:
         if positions is not None:
             await positions.close(grav.hub)
@@ -281,7 +291,7 @@ async def serve(config: DaemonConfig) -> int:
         identity.close()
 
 
-async def _serve(grav: Grav, config: DaemonConfig, log: Any) -> int:
+async def _serve(grav: Grav, config: DaemonConfig, log: Any, *, keep_files: bool) -> int:
     shutdown = _Shutdown(log)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -290,7 +300,7 @@ async def _serve(grav: Grav, config: DaemonConfig, log: Any) -> int:
         loop.add_signal_handler(signal.SIGHUP, AuthReloader(grav, config.auth_file, log).reload)
     status = NodeStatus(grav, config)
     monitor = Monitor(status, config.monitor) if config.monitor is not None else None
-    monitor_address = await _start(grav, status, monitor, log)
+    monitor_address = await _start(grav, status, monitor, log, keep_files)
     if monitor_address is None:
         return EXIT_FAILURE
     # what start built (modules, the node) lives as long as gravd: a full collection during a
@@ -336,8 +346,11 @@ async def _serve(grav: Grav, config: DaemonConfig, log: Any) -> int:
     return await _drain(grav, status, monitor, config, log)
 
 
-async def _start(grav: Grav, status: NodeStatus, monitor: Monitor | None, log: Any) -> str | None:
-    """Start the node, its gravd.info responder and the monitor; the monitor's address or None."""
+async def _start(
+    grav: Grav, status: NodeStatus, monitor: Monitor | None, log: Any, keep_files: bool
+) -> str | None:
+    """Start the node, its gravd.info responder and the monitor; the monitor's address or None.
+    The event store is in the data dir if ``keep_files``, else in memory."""
     config = status.config
     try:
         await grav.start()
@@ -351,7 +364,7 @@ async def _start(grav: Grav, status: NodeStatus, monitor: Monitor | None, log: A
         )
         return None
     try:
-        status.events = await DaemonEvents.open(grav, config)
+        status.events = await DaemonEvents.open(grav, config, in_memory=not keep_files)
     except EventStoreError as exc:
         log.error("start_failed", data_dir=str(config.data_dir), error=str(exc))
         await grav.stop()

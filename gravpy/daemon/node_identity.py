@@ -7,9 +7,9 @@ A peer that missed messages asks their origin for them by the origin's uuid and 
 anything, and what it numbered before the restart can no longer be asked for. So gravd keeps its
 uuid in ``node.uuid`` in the data dir and reads it back at start, when the data dir was given
 (``--data-dir``, ``GRAVD_DATA_DIR`` or the TOML file, any path but the default one). The default
-one (``~/.local/state/gravd``) is shared by every gravd a user runs, and two nodes claiming one
-uuid would refuse each other's links as duplicates: without a data dir of its own, gravd's uuid
-stays random per start. Its numbering continues across restarts with the uuid
+one (``~/.local/state/gravd``) is where every gravd a user runs without one looks, and two nodes
+claiming one uuid would refuse each other's links as duplicates: without a data dir of its own,
+gravd's uuid stays random per start. Its numbering continues across restarts with the uuid
 (``gravpy.daemon.positions``), so one uuid never numbers backwards.
 
 gravd has no setting that names a uuid; ``Grav(node_uuid=...)`` is the library's way.
@@ -23,6 +23,12 @@ While gravd runs it holds an exclusive lock (``flock``) on ``node.lock`` in a da
 given, so a second gravd on the same data dir fails at start with a clear error rather than
 claiming the same uuid and writing into the same files. The lock ends with the process, however it
 ends (SIGKILL included).
+
+The default data dir is locked too, by the first gravd that starts on it: the replay store and the
+event store are one process's files (two writers would interleave their batches, and a restart
+would replay what another node's pods sent). A second gravd started without a data dir of its own
+does not fail: it keeps nothing on disk (``files`` is False; ``gravpy.daemon.main`` runs it with
+its replay buffer and events in memory, and says so).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from gravpy.errors import GravError
 __all__ = [
     "LOCK_FILE",
     "UUID_FILE",
+    "DataDirInUse",
     "NodeIdentity",
     "NodeIdentityError",
     "kept_uuid",
@@ -57,6 +64,10 @@ class NodeIdentityError(GravError):
     """The data dir is in use by another gravd, or cannot hold the node's uuid."""
 
 
+class DataDirInUse(NodeIdentityError):
+    """Another gravd holds the data dir's lock."""
+
+
 @dataclass
 class NodeIdentity:
     """The node's uuid, whether it was kept in the data dir, and the data dir's lock."""
@@ -66,13 +77,19 @@ class NodeIdentity:
     restored: bool = False  # read back from an earlier start
     set_aside: Path | None = None  # where an unreadable node.uuid was moved
     lock_fd: int | None = None
+    files: bool = True  # False: another gravd holds the default data dir, keep nothing there
 
     @classmethod
     def open(cls, data_dir: Path, *, explicit: bool) -> NodeIdentity:
         """Lock ``data_dir`` and read (or make) the uuid kept in it, if it was given (else a
-        random uuid). Blocking file I/O: call it from a thread. Raises ``NodeIdentityError``."""
+        random uuid; a default ``data_dir`` another gravd holds gives ``files`` False).
+        Blocking file I/O: call it from a thread. Raises ``NodeIdentityError``."""
         if not explicit:
-            return cls(str(uuidlib.uuid4()), kept=False)
+            try:
+                fd = _lock(data_dir)
+            except DataDirInUse:
+                return cls(str(uuidlib.uuid4()), kept=False, files=False)
+            return cls(str(uuidlib.uuid4()), kept=False, lock_fd=fd)
         fd = _lock(data_dir)
         try:
             uuid, restored, aside = kept_uuid(data_dir)
@@ -103,7 +120,7 @@ def _lock(data_dir: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         os.close(fd)
-        raise NodeIdentityError(
+        raise DataDirInUse(
             f"the data directory {data_dir} is in use by another gravd ({LOCK_FILE} is locked); "
             "give each gravd its own --data-dir"
         ) from exc

@@ -78,3 +78,44 @@ async def test_a_corrupt_replay_file_is_set_aside_and_gravd_serves() -> None:
             sender.connect().send(Message.new("after.corrupt", b"ok"))
             async with asyncio.timeout(GUARD):
                 assert (await got.get()).data == b"ok"
+
+
+async def _publish(endpoint: str, msg_type: str, count: int) -> None:
+    """``count`` messages of ``msg_type`` through the gravd at ``endpoint``, each to a receiver."""
+    async with gravpy.connect(endpoint) as receiver, gravpy.connect(endpoint) as sender:
+        got: asyncio.Queue[Message] = asyncio.Queue(maxsize=count)
+        receiver.connect().on_type(msg_type, got.put_nowait)
+        await sender.wait_for(lambda ps: _wants(ps, msg_type), GUARD)
+        pod = sender.connect()
+        for i in range(count):
+            await pod.publish(Message.new(msg_type, i.to_bytes(4, "big")))
+        async with asyncio.timeout(GUARD):
+            for _ in range(count):
+                await got.get()
+
+
+async def test_two_gravd_without_a_data_dir_of_their_own_do_not_share_its_files() -> None:
+    """A second gravd on the default data dir says so and keeps its buffer in memory: a gravd
+    started there later replays the first one's messages, never the second one's."""
+    with tempfile.TemporaryDirectory(prefix="gravd-state-") as state:
+        shared = {"XDG_STATE_HOME": state}
+        async with running_gravd(env=shared) as first, running_gravd(env=shared) as second:
+            said = await second.process.wait_event("data_dir_in_use")
+            assert said["data_dir"] == str(Path(state) / "gravd")
+            await _publish(second.endpoint, "dur.second", 20)
+            await second.wait_http(lambda d: d["messages"]["buffered"] >= 20)
+            await _publish(first.endpoint, "dur.first", 1)
+            await first.wait_http(lambda d: d["messages"]["buffered"] >= 1)
+            for node in (second, first):
+                result = await node.stop(signal.SIGTERM)
+                assert result.code == 0, result.stderr[-2000:]
+            assert not any(e["event"] == "replay_restored" for e in second.process.events())
+            assert not any(e["event"] == "data_dir_in_use" for e in first.process.events())
+        async with running_gravd(env=shared) as later:  # the files are free again
+            await later.process.wait_event("replay_restored")
+            got: asyncio.Queue[Message] = asyncio.Queue(maxsize=100)
+            async with gravpy.connect(later.endpoint) as app:
+                app.connect_with_replay().on_type("dur.>", got.put_nowait)
+                async with asyncio.timeout(GUARD):
+                    replayed = await got.get()
+            assert (replayed.type, replayed.data) == ("dur.first", (0).to_bytes(4, "big"))

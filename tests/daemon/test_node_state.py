@@ -35,12 +35,32 @@ def test_a_data_dir_of_its_own_keeps_the_uuid_in_a_private_file(tmp_path: Path) 
 
 
 def test_without_a_data_dir_of_its_own_the_uuid_is_random_per_start(tmp_path: Path) -> None:
-    """The default data dir (shared by every gravd of a user) keeps no uuid."""
+    """The default data dir (where every gravd of a user looks) keeps no uuid."""
     one = NodeIdentity.open(tmp_path, explicit=False)
+    one.close()
     two = NodeIdentity.open(tmp_path, explicit=False)
+    two.close()
     assert one.uuid != two.uuid
     assert not one.kept
+    assert one.files
+    assert two.files
     assert not (tmp_path / UUID_FILE).exists()
+
+
+def test_a_second_gravd_on_the_default_data_dir_keeps_no_files_there(tmp_path: Path) -> None:
+    """While one holds the default data dir, another opening it starts (no error) with
+    ``files`` False; once the first lets go, the next one has the files again."""
+    holder = NodeIdentity.open(tmp_path, explicit=False)
+    try:
+        second = NodeIdentity.open(tmp_path, explicit=False)
+        assert not second.files
+        assert second.lock_fd is None
+        assert second.uuid != holder.uuid
+    finally:
+        holder.close()
+    again = NodeIdentity.open(tmp_path, explicit=False)
+    again.close()
+    assert again.files
 
 
 def test_a_second_gravd_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
