@@ -16,11 +16,11 @@ import argparse
 import asyncio
 import shlex
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from gravpy.cli.attach import Failure, LinkWatch, attached, say
+from gravpy.cli.attach import Failure, LinkWatch, attached, is_open, say
 from gravpy.cli.parser import (
     EXIT_CONNECT,
     EXIT_INTERRUPTED,
@@ -94,17 +94,21 @@ async def req(args: argparse.Namespace) -> int:
         pod = grav.connect()
         receipt = _send(pod, _message(args.type, args.data, args.headers))
         wanted = None if args.replies_all else args.replies
-        replies = await collect_replies(receipt, args, wanted)
+        replies = await collect_replies(receipt, args, wanted, lambda: is_open(grav.peers()))
     for reply_msg in replies:
         write_data(reply_msg.data)
     return EXIT_OK
 
 
 async def collect_replies(
-    receipt: MsgReceipt, args: argparse.Namespace, wanted: int | None
+    receipt: MsgReceipt,
+    args: argparse.Namespace,
+    wanted: int | None,
+    attached: Callable[[], bool],
 ) -> list[Message]:
     """Up to ``wanted`` replies (None: all): the first within --timeout, each next one within
-    --reply-timeout of the one before (and all of them within --timeout).
+    --reply-timeout of the one before (and all of them within --timeout). ``attached`` says
+    whether gravctl's own link to its node is open (a failed wait blames it only if not).
 
     One wait stays registered on the receipt throughout, its wait function keeping every reply
     and asking for more (``MsgNotWanted``): a reply that came while a wait was ending would be
@@ -129,7 +133,7 @@ async def collect_replies(
         if not waiter.done():
             waiter.cancel()
         await asyncio.wait([waiter])
-    _check_wait(waiter, bool(replies), args)
+    _check_wait(waiter, bool(replies), args, attached())
     return replies
 
 
@@ -156,8 +160,14 @@ async def _until_quiet(
             return  # quiet for a whole step
 
 
-def _check_wait(waiter: asyncio.Task[object], any_reply: bool, args: argparse.Namespace) -> None:
-    """Turn how the wait ended into gravctl's failures; a timeout after replies is success."""
+def _check_wait(
+    waiter: asyncio.Task[object], any_reply: bool, args: argparse.Namespace, attached: bool
+) -> None:
+    """Turn how the wait ended into gravctl's failures; a timeout after replies is success.
+
+    A closed link while gravctl is still ``attached`` is one elsewhere in the mesh, the only
+    one that could carry the reply (its responder left): no reply, as a timeout, not a lost
+    connection to gravd."""
     from gravpy.errors import LinkClosedError, NoResponders, PodDisconnected, WaitTimeout
 
     if waiter.cancelled() or (exc := waiter.exception()) is None:
@@ -170,6 +180,10 @@ def _check_wait(waiter: asyncio.Task[object], any_reply: bool, args: argparse.Na
         if any_reply:
             return
         raise Failure(EXIT_TIMEOUT, f'timeout: no reply to "{args.type}" within {args.timeout} s')
+    if isinstance(exc, LinkClosedError) and attached:
+        raise Failure(
+            EXIT_TIMEOUT, f'no reply to "{args.type}": the link that could answer closed ({exc})'
+        )
     if isinstance(exc, (LinkClosedError, PodDisconnected)):
         raise Failure(EXIT_CONNECT, f"the link to the node was lost: {exc}")
     raise exc

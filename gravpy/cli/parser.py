@@ -38,7 +38,7 @@ DEFAULT_MONITOR: Final = "127.0.0.1:8222"
 
 EXIT_CODES: Final = {
     EXIT_OK: "success",
-    EXIT_TIMEOUT: "timed out waiting for a reply (req)",
+    EXIT_TIMEOUT: "no reply (req): timed out, or the link that could answer closed",
     EXIT_USAGE: "bad usage: arguments, type, pattern, header, mesh key file, data too large",
     EXIT_NO_RESPONDERS: "no responders: no pod on the mesh wants the type (pub: none delivered)",
     EXIT_CONNECT: "cannot connect: refused, unreachable, rejected by the node, or the link "

@@ -123,6 +123,24 @@ async def test_req_that_is_never_answered_times_out_with_exit_1() -> None:
     assert 'timeout: no reply to "mute.op" within 0.3 s' in result.stderr
 
 
+async def test_req_whose_responder_leaves_exits_1_not_as_a_lost_node() -> None:
+    """The only responder's app leaves while req waits: req exits 1 at once, saying the link
+    that could answer closed; gravctl's own link to gravd is fine, so not exit 4."""
+    async with running_gravd() as node:
+        asked = asyncio.Event()
+        async with gravpy.connect(node.endpoint) as leaving:
+            leaving.connect().on_type("gone.op", lambda msg: asked.set())
+            await node.wait_interest("gone.op")
+            args = ("--url", node.endpoint, "req", "gone.op", "x", "--timeout", "600")
+            async with background(*args) as req:
+                await asked.wait()
+                await leaving.stop()
+                result = await req.wait()
+    assert result.code == EXIT_TIMEOUT, result.stderr
+    assert 'no reply to "gone.op": the link that could answer closed' in result.stderr
+    assert "the link to the node was lost" not in result.stderr
+
+
 async def test_refused_connection_exits_4_with_a_clear_message() -> None:
     """Every command that attaches to a node exits 4, naming the URL, when nothing listens there."""
     with socket.socket() as closed:
@@ -205,7 +223,7 @@ async def test_help_documents_the_exit_codes() -> None:
     assert result.code == 0
     for line in (
         "0   success",
-        "1   timed out",
+        "1   no reply (req)",
         "2   bad usage",
         "3   no responders",
         "4   cannot connect",
