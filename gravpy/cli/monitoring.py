@@ -8,7 +8,9 @@ or a URL.
 ``check`` follows the Nagios plugin convention: one status line (``GRAVD OK - ...`` with
 performance data after ``|``) and exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. Drops are the sum
 of ``messages.dropped`` in the node document since the node started, duplicates left out (the
-seen-set dropping a second copy loses nothing).
+seen-set dropping a second copy loses nothing), and of what its NATS bridges lost. A bridge that is
+not connected (still connecting, reconnecting) is a WARNING unless ``--bridge-down`` says
+otherwise: the node serves its LAN, but the meshes beyond it are cut off.
 """
 
 from __future__ import annotations
@@ -78,9 +80,12 @@ async def check(args: argparse.Namespace) -> int:
     code, summary = verdict(health, node, args)
     open_peers = sum(p.get("state") == "open" for p in node.get("peers", []))
     drops = lost(node)
+    bridges = node.get("bridges", [])
+    up = len(bridges) - len(_bridges_down(node))
     print(
         f"GRAVD {_NAMES[code]} - {summary} | peers={open_peers};{args.warn_peers}:;"
         f"{args.crit_peers}: drops={drops}c;{_limit(args.warn_drops)};{_limit(args.crit_drops)}"
+        + (f" bridges_connected={up};;;0;{len(bridges)}" if bridges else "")
     )
     return code
 
@@ -90,13 +95,32 @@ def verdict(health: int, node: dict[str, Any], args: argparse.Namespace) -> tupl
     open_peers = sum(p.get("state") == "open" for p in node.get("peers", []))
     drops = lost(node)
     facts = f"{node.get('state', '?')}, {open_peers} peer(s), {drops} dropped"
+    down = _bridges_down(node)
+    if down:
+        facts += "; " + "; ".join(down)
+    bridged = _BRIDGE_DOWN[args.bridge_down] if down else OK
     if health != 200:
         return CRITICAL, f"not healthy (/healthz {health}): {facts}"
-    if open_peers < args.crit_peers or _over(drops, args.crit_drops):
+    if open_peers < args.crit_peers or _over(drops, args.crit_drops) or bridged == CRITICAL:
         return CRITICAL, facts
-    if open_peers < args.warn_peers or _over(drops, args.warn_drops):
+    if open_peers < args.warn_peers or _over(drops, args.warn_drops) or bridged == WARNING:
         return WARNING, facts
     return OK, facts
+
+
+_BRIDGE_DOWN = {"ok": OK, "warning": WARNING, "critical": CRITICAL}
+
+
+def _bridges_down(node: dict[str, Any]) -> list[str]:
+    """A few words on each NATS bridge of the node that is not connected."""
+    down: list[str] = []
+    for bridge in node.get("bridges", []):
+        state = bridge.get("state", "?")
+        if state != "connected":
+            servers = ",".join(bridge.get("servers", [])) or "?"
+            error = bridge.get("last_error") or ""
+            down.append(f"bridge {servers} {state}" + (f" ({error})" if error else ""))
+    return down
 
 
 def _over(drops: int, limit: int | None) -> bool:
@@ -108,6 +132,9 @@ def _limit(limit: int | None) -> str:
 
 
 def lost(node: dict[str, Any]) -> int:
-    """Messages the node dropped since it started, except duplicates (a copy, not a loss)."""
+    """Messages the node dropped since it started, except duplicates (a copy, not a loss), and
+    those its bridges lost."""
     dropped = node.get("messages", {}).get("dropped", {})
-    return sum(n for reason, n in dropped.items() if reason != "duplicate")
+    bridged: int = sum(sum(b.get("lost", {}).values()) for b in node.get("bridges", []))
+    local: int = sum(n for reason, n in dropped.items() if reason != "duplicate")
+    return local + bridged

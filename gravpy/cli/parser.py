@@ -72,7 +72,8 @@ EVENTS_HELP: Final = "list, follow or mark the events gravd keeps"
 CHECK_EPILOG: Final = """\
 exit codes (Nagios plugin convention):
   0  OK: serving, and within the thresholds given
-  1  WARNING: fewer open peers than --warn-peers, or --warn-drops drops or more
+  1  WARNING: fewer open peers than --warn-peers, --warn-drops drops or more, or a
+     NATS bridge not connected (--bridge-down)
   2  CRITICAL: not serving (down or draining), fewer peers than --crit-peers, or
      --crit-drops drops or more (bad usage also exits 2, as argparse does)
   3  UNKNOWN: the monitor cannot be read
@@ -312,8 +313,15 @@ def _check(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
             type=whole,
             metavar="N",
             help=f"{'WARNING' if level == 'warn' else 'CRITICAL'} at N or more messages dropped "
-            "since the node started (default: drops are not checked)",
+            "since the node started, its bridges' losses included (default: drops are not "
+            "checked)",
         )
+    check.add_argument(
+        "--bridge-down",
+        choices=("ok", "warning", "critical"),
+        default="warning",
+        help="the status when a NATS bridge of the node is not connected (default warning)",
+    )
 
 
 # -- argument types --------------------------------------------------------------------------------

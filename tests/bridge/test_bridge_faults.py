@@ -12,7 +12,7 @@ import pytest
 
 import gravpy
 from gravpy import Message
-from gravpy.testing.gravd import running_gravd
+from gravpy.testing.gravd import gravctl, running_gravd
 from tests.bridge.lans import bridge_of, exporting, two_lans
 from tests.bridge.nats_proc import NatsServer
 from tests.bridge.test_lans import Sink, attach
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(90)
 
 async def test_gravd_serves_its_lan_while_nats_is_unreachable(tmp_path: Path) -> None:
     """With NATS unreachable at start gravd serves its LAN, shows the bridge as connecting in
-    /v1/node and /metrics, and connects once the server comes up."""
+    /v1/node, /metrics and gravctl check (WARNING), and connects once the server comes up."""
     server = NatsServer("late", tmp_path / "late.log")
     async with AsyncExitStack() as stack:
         node = await stack.enter_async_context(
@@ -37,11 +37,19 @@ async def test_gravd_serves_its_lan_while_nats_is_unreachable(tmp_path: Path) ->
         assert bridge_of(await node.node())["state"] == "connecting"
         _, metrics = await node.get("/metrics")
         assert f'gravd_bridge_state{{server="{server.url}",state="connecting"}} 1.0' in metrics
+        check = await gravctl("check", "--monitor", node.monitor)
+        assert check.code == 1, check
+        assert check.stdout.startswith("GRAVD WARNING - serving, 0 peer(s), 0 dropped; bridge ")
+        assert f"bridge {server.url} connecting (" in check.stdout
+        assert (await gravctl("check", "--monitor", node.monitor, "--bridge-down", "ok")).code == 0
         stack.push_async_callback(server.stop)
         await server.start()
         await node.wait_http(lambda n: bridge_of(n)["state"] == "connected")
         _, metrics = await node.get("/metrics")
         assert f'gravd_bridge_state{{server="{server.url}",state="connected"}} 1.0' in metrics
+        check = await gravctl("check", "--monitor", node.monitor, "--bridge-down", "critical")
+        assert check.code == 0, check
+        assert check.stdout.endswith(" bridges_connected=1;;;0;1")
 
 
 async def test_killing_one_cluster_server_mid_stream(nats_pair: list[NatsServer]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import socket
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gravpy.cli.main import EXIT_INTERRUPTED, EXIT_NO_RESPONDERS, EXIT_USAGE
+from gravpy.cli.monitoring import WARNING, lost, verdict
 from gravpy.cli.parser import WORDS
 from gravpy.testing.gravd import GRAVCTL, Process, gravctl, running_gravd
 
@@ -228,6 +230,21 @@ async def test_check_follows_nagios_exit_codes(args: tuple[str, ...], code: int,
         result = await gravctl("check", "--monitor", node.monitor, *args)
     assert result.code == code, result
     assert result.stdout.startswith(f"GRAVD {word} - serving, 0 peer(s), 0 dropped | ")
+
+
+def test_check_counts_what_the_bridges_lost_as_drops() -> None:
+    """Drops are the node's (duplicates aside) plus its bridges' losses; a connected bridge
+    adds nothing else to the verdict."""
+    node = {
+        "state": "serving",
+        "messages": {"dropped": {"duplicate": 5, "link": 1}},
+        "bridges": [{"state": "connected", "servers": ["nats://x:4222"], "lost": {"gap": 2}}],
+    }
+    args = argparse.Namespace(
+        warn_peers=0, crit_peers=0, warn_drops=3, crit_drops=None, bridge_down="critical"
+    )
+    assert lost(node) == 3
+    assert verdict(200, node, args) == (WARNING, "serving, 0 peer(s), 3 dropped")
 
 
 async def test_check_is_unknown_when_the_monitor_is_down() -> None:
