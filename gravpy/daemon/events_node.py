@@ -15,10 +15,10 @@ gravd keeps at most ``RETAIN_COUNT`` events and none older than ``RETAIN_AGE``.
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from gravpy import _log as logs
 from gravpy.daemon.events_watch import NodeWatcher
 from gravpy.events import Event, EventBroadcaster, EventStore, EventStoreError, Severity
 from gravpy.events.remote import EventStoreService
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EVENTS_FILE", "RETAIN_AGE", "RETAIN_COUNT", "DaemonEvents"]
 
-_log = logging.getLogger("gravpy.daemon.events")
+_log = logs.get_logger("gravpy.daemon.events")
 EVENTS_FILE: Final = "events.sqlite3"
 RETAIN_COUNT: Final = 1_000_000
 RETAIN_AGE: Final = 90 * 24 * 3600.0
@@ -70,7 +70,12 @@ class DaemonEvents:
             await self.broadcaster.publish(None, event, persist=True)
         except EventStoreError as exc:
             self.record_failures += 1
-            _log.warning("could not record event %s %s: %s", event.category, event.action, exc)
+            _log.warning(
+                "event_record_failed",
+                category=event.category,
+                action=event.action,
+                error=str(exc),
+            )
 
     async def begin_drain(self, timeout: float) -> None:
         """Record that the node is draining and stop watching it."""
@@ -98,7 +103,7 @@ class DaemonEvents:
         except asyncio.CancelledError:
             raise
         except Exception:  # the daemon goes on without its own link events
-            _log.exception("the node watcher failed")
+            _log.exception("node_watcher_failed")
 
     async def _stop_watching(self) -> None:
         task, self._task = self._task, None

@@ -41,13 +41,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from gravpy import _log as logs
 from gravpy.daemon.sqlite_file import open_or_set_aside
 from gravpy.errors import GravError
 from gravpy.mesh import Hub
@@ -62,7 +62,7 @@ __all__ = [
     "open_positions",
 ]
 
-_log = logging.getLogger("gravpy.daemon.positions")
+_log = logs.get_logger("gravpy.daemon.positions")
 POSITIONS_FILE: Final = "positions.sqlite3"
 SAVE_SECONDS: Final = 0.5
 LEAF_GRACE: Final = 5.0  # how long a restarted gravd waits for its apps before resuming
@@ -171,7 +171,7 @@ class PositionStore:
             await asyncio.to_thread(_write, self._conn, snap, rows, clean)
         except sqlite3.Error as exc:
             self.save_failures += 1
-            _log.warning("positions not saved: %s", exc)
+            _log.warning("positions_save_failed", error=str(exc))
             return
         self._written = snap
         self.saves += 1

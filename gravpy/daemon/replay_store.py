@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import sqlite3
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +42,7 @@ from typing import Final
 
 import msgspec
 
+from gravpy import _log as logs
 from gravpy.buffer import MsgBuffer
 from gravpy.daemon.sqlite_file import open_or_set_aside
 from gravpy.errors import GravError, MessageError
@@ -50,7 +50,7 @@ from gravpy.message import Message
 
 __all__ = ["REPLAY_FILE", "ReplayStore", "ReplayStoreError"]
 
-_log = logging.getLogger("gravpy.daemon.replay_store")
+_log = logs.get_logger("gravpy.daemon.replay_store")
 REPLAY_FILE: Final = "replay.sqlite3"
 _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS replay_batch "
@@ -144,7 +144,7 @@ class ReplayStore:
             self.written += len(batch)
         except sqlite3.Error as exc:
             self.write_failures += 1
-            _log.warning("replay store write failed (%d messages not kept): %s", len(batch), exc)
+            _log.warning("replay_write_failed", messages=len(batch), error=str(exc))
 
     def _evicted_rows(self) -> int:
         """The last row id whose messages have all left the buffer (0: none): the file and the

@@ -25,15 +25,15 @@ whose link ended meanwhile is dropped (the next link asks again from the last nu
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
+from gravpy import _log as logs
 from gravpy.message import Message
 
 __all__ = ["ResumeGate"]
 
-_log = logging.getLogger("gravpy.mesh.resume_gate")
+_log = logs.get_logger("gravpy.mesh.resume_gate")
 
 
 class _Link(Protocol):
@@ -99,7 +99,7 @@ class ResumeGate:
         if self.opened_by:
             return
         if self._expected:
-            _log.warning("leaves did not come back in time: %s", sorted(self._expected))
+            _log.warning("resume_leaves_missing", leaves=sorted(self._expected))
         self.opened_by = how
         self._expected.clear()
         self._patterns = frozenset()
