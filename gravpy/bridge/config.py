@@ -71,8 +71,9 @@ class NatsBridgeConfig:
 
 @dataclass(frozen=True, slots=True)
 class NatsBridgeStatistics:
-    """A snapshot of one bridge: ``state`` is idle, connecting, connected, reconnecting or closed;
-    ``lost`` counts messages that could not cross, by reason."""
+    """A snapshot of one bridge: ``state`` is idle, connecting, connected (the server has the
+    subscriptions for what the mesh wants), reconnecting, closing or closed; ``lost`` counts
+    messages that could not cross, by reason."""
 
     state: str
     servers: tuple[str, ...]

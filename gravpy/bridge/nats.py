@@ -257,11 +257,7 @@ class NatsBridge:
         """One connection: subscribe, announce, publish, until nats-py gives up on it."""
         nc = self._nc
         assert nc is not None
-        self._connects += 1
-        self.state = "connected"
-        _log.info(
-            "bridge_connected", server=str(nc.connected_url.netloc if nc.connected_url else "")
-        )
+        self._connects += 1  # ("connected" once the server has the subscriptions: _subscribed)
         await nc.subscribe(self._subjects.interest_subject, cb=self._on_announcement)
         await nc.subscribe_direct(f"{self._inbox}.>", self._on_reply)
         self._subs_dirty.set()
@@ -321,6 +317,23 @@ class NatsBridge:
                 self._subs[subject] = await nc.subscribe_direct(subject, sink)
             self._subscribed = (wants, groups)  # what is subscribed, not what changed since
             self._announce_now.set()  # after the SUBs: whoever hears it may publish at once
+            if self.state == "connecting":
+                await self._mark_connected(nc)
+
+    async def _mark_connected(self, nc: WireClient) -> None:
+        """The first subscriptions are written: once the server has them (a round trip), the
+        bridge says it is connected, so whoever waits for that and then publishes with a plain
+        NATS client is heard. A round trip that fails leaves it connecting: nats-py is
+        reconnecting, or gives up and ``_run`` connects again."""
+        try:
+            await asyncio.wait_for(nc.flush(), self.config.connect_timeout)
+        except (NatsError, TimeoutError) as exc:
+            _log.info("bridge_flush_failed", error=str(exc))
+            return
+        if self.state == "connecting":  # (not closing meanwhile)
+            self.state = "connected"
+            server = nc.connected_url.netloc if nc.connected_url else ""
+            _log.info("bridge_connected", server=str(server))
 
     # -- announcements ---------------------------------------------------------------------------
 

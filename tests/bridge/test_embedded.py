@@ -136,6 +136,26 @@ async def test_a_late_reply_to_a_plain_nats_client_is_counted(nats_one: NatsServ
             await nc.close()
 
 
+async def test_a_bridge_says_connected_once_the_server_has_its_subscriptions(
+    nats_one: NatsServer,
+) -> None:
+    """A plain NATS client that publishes as soon as the bridge says "connected" is heard: the
+    state changes only once the server has the subscriptions for what the pods want."""
+    nc = await nats.connect(nats_one.url)
+    try:
+        g2, bridge = node("west", nats_one.url)
+        async with g2:
+            got: asyncio.Queue[Message] = asyncio.Queue()
+            g2.connect().on_type("early.*", got.put_nowait)
+            await until(lambda: bridge.statistics().state == "connected")  # (every loop turn)
+            await nc.publish("gravpy.outside.early.bird", b"first")
+            await nc.flush()
+            msg = await asyncio.wait_for(got.get(), 5)
+            assert (msg.type, msg.data) == ("early.bird", b"first")
+    finally:
+        await nc.close()
+
+
 async def test_an_unexpected_error_ends_a_connection_not_the_bridge(
     nats_one: NatsServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
