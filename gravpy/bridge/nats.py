@@ -323,17 +323,21 @@ class NatsBridge:
     async def _mark_connected(self, nc: WireClient) -> None:
         """The first subscriptions are written: once the server has them (a round trip), the
         bridge says it is connected, so whoever waits for that and then publishes with a plain
-        NATS client is heard. A round trip that fails leaves it connecting: nats-py is
-        reconnecting, or gives up and ``_run`` connects again."""
-        try:
-            await asyncio.wait_for(nc.flush(), self.config.connect_timeout)
-        except (NatsError, TimeoutError) as exc:
-            _log.info("bridge_flush_failed", error=str(exc))
+        NATS client is heard. A round trip that fails is tried again while the connection
+        lasts; once nats-py reconnects (``_on_reconnected``) or ``_run`` connects again, those
+        say so instead."""
+        while self.state == "connecting" and nc.is_connected:
+            try:
+                await asyncio.wait_for(nc.flush(), self.config.connect_timeout)
+            except (NatsError, TimeoutError) as exc:
+                _log.info("bridge_flush_failed", error=str(exc))
+                await asyncio.sleep(self.config.announce_interval)  # (never a busy loop)
+                continue
+            if self.state == "connecting":  # (not closing meanwhile)
+                self.state = "connected"
+                server = nc.connected_url.netloc if nc.connected_url else ""
+                _log.info("bridge_connected", server=str(server))
             return
-        if self.state == "connecting":  # (not closing meanwhile)
-            self.state = "connected"
-            server = nc.connected_url.netloc if nc.connected_url else ""
-            _log.info("bridge_connected", server=str(server))
 
     # -- announcements ---------------------------------------------------------------------------
 
