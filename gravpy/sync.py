@@ -74,6 +74,12 @@ class SyncReceipt:
         self._receipt = receipt
         self._runner = runner
         self.uuid = receipt.uuid
+        self.msg_type = receipt.msg_type
+
+    @property
+    def no_responders(self) -> bool:
+        """True if no pod, local or remote, admitted the message when it was sent."""
+        return self._receipt.no_responders
 
     def wait_until(self, timeout: float | None, on: WaitFunc | None = None) -> Any:
         """Block until the reply (or what ``on`` returns); see ``MsgReceipt.wait_until``."""

@@ -111,7 +111,10 @@ async def test_sync_leaf_request_reply(node: NodeFactory) -> None:
         with gravpy.sync.connect(endpoint, hub_config=FAST) as g:
             pod = g.connect()
             assert "svc.echo" in g.peers()[0].interests  # connect waited for the node's interests
-            reply: Message = pod.send(Message.new("svc.echo", b"sync hi")).wait_until(5.0)
+            receipt = pod.send(Message.new("svc.echo", b"sync hi"))
+            assert (receipt.msg_type, receipt.no_responders) == ("svc.echo", False)
+            assert pod.send(Message.new("nobody.wants", b"")).no_responders
+            reply: Message = receipt.wait_until(5.0)
             return reply.data
 
     assert await asyncio.to_thread(blocking_client) == b"sync hi"
