@@ -54,6 +54,17 @@ async def page(mesh: list[Gravd]) -> AsyncIterator[Any]:
             await browser.close()
 
 
+# the texts of the mesh graph that do not lie within its viewBox (clipped where the page shows it)
+OUTSIDE = """graph => {
+  const box = graph.viewBox.baseVal;
+  return [...graph.querySelectorAll("text")].filter((t) => {
+    const b = t.getBBox(), m = t.closest("g").transform.baseVal.consolidate()?.matrix;
+    const x = b.x + (m ? m.e : 0), y = b.y + (m ? m.f : 0);
+    return x < box.x || y < box.y || x + b.width > box.x + box.width || y + b.height > box.y + box.height;
+  }).map((t) => t.textContent);
+}"""
+
+
 async def _view(page: Any, name: str, shots: Path) -> None:
     await page.get_by_role("button", name=name, exact=True).click()
     await page.screenshot(path=shots / f"{name.lower().replace(' ', '-')}.png", full_page=True)
@@ -71,6 +82,8 @@ async def test_three_nodes_and_their_links_are_drawn(
     await expect(graph.locator(f'g.node[data-uuid="{mesh[0].uuid}"]')).to_contain_text("this node")
     # b and c dial a's WebSocket URL; every gravd listens with TCP too, so the links move there
     await expect(graph.locator("text.link-label").first).to_contain_text("tcp")
+    await expect(graph.locator("rect.link-label-bg")).to_have_count(3)  # lines go behind labels
+    assert await graph.evaluate(OUTSIDE) == []
     await page.screenshot(path=tmp_path / "mesh.png", full_page=True)
     await _view(page, "Pods & interests", tmp_path)
     await expect(page.locator("#interests tbody tr")).to_have_count(3)
@@ -149,3 +162,25 @@ async def test_events_inbox_lists_filters_and_marks_read(page: Any, tmp_path: Pa
     statuses = await page.locator("#events tbody tr td:nth-child(6)").all_inner_texts()
     assert set(statuses) == {"read"}
     await page.screenshot(path=tmp_path / "events-read.png", full_page=True)
+
+
+async def test_two_nodes_are_drawn_with_every_label_inside_the_graph(tmp_path: Path) -> None:
+    """With two nodes, one above the other, both nodes' three label lines are inside the graph."""
+    async with (
+        running_gravd(*QUICK) as a,
+        running_gravd(*QUICK, "--peer", a.endpoint) as b,
+        playwright_api.async_playwright() as pw,
+    ):
+        await a.wait_peers(1)
+        browser = await pw.chromium.launch(executable_path=CHROMIUM)
+        try:
+            page = await browser.new_page(viewport={"width": 1100, "height": 900})
+            await page.goto(a.monitor + "/")
+            graph = page.locator("#mesh-graph")
+            await expect(graph.locator("line.link.open")).to_have_count(1, timeout=SEEN)
+            lower = graph.locator(f'g.node[data-uuid="{b.uuid}"]')
+            await expect(lower.locator("text.node-leaves")).to_contain_text("pods")
+            assert await graph.evaluate(OUTSIDE) == []
+            await page.screenshot(path=tmp_path / "mesh-two.png", full_page=True)
+        finally:
+            await browser.close()

@@ -57,8 +57,12 @@ async function pollMesh() {
   }
 }
 
+// the graph's box (index.html's viewBox is 0 0 720 470): a node's three label lines take about
+// 80 units above it or 75 below it, so the circle of nodes stays that far from the top and bottom
+const CX = 360, CY = 235, R = 150;
+
 function layout(nodes) {
-  const cx = 360, cy = 240, r = nodes.length > 1 ? 150 : 0;
+  const cx = CX, cy = CY, r = nodes.length > 1 ? R : 0;
   const at = new Map();
   nodes.forEach((n, i) => {
     const a = (2 * Math.PI * i) / nodes.length - Math.PI / 2;
@@ -81,9 +85,15 @@ function drawMesh(doc) {
     }));
     const rtt = link.rtt_seconds == null ? "rtt ?" : `${(link.rtt_seconds * 1000).toFixed(1)} ms`;
     const detail = link.state === "open" ? rtt : link.state;
-    g.append(el("svg:text", { class: "link-label", x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 + 4, "text-anchor": "middle" },
-      `${link.transport || "?"} · ${detail}`));
+    const label = el("svg:text", { class: "link-label", x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 + 4, "text-anchor": "middle" },
+      `${link.transport || "?"} · ${detail}`);
+    g.append(label);
     svg.append(g);
+    // a card-coloured box behind the label: a line along the text shows between its letters
+    const box = label.getBBox();
+    g.insertBefore(el("svg:rect", {
+      class: "link-label-bg", x: box.x - 3, y: box.y - 1, width: box.width + 6, height: box.height + 2, rx: 3,
+    }), label);
   }
   for (const node of doc.nodes) {
     const p = at.get(node.uuid);
@@ -92,7 +102,7 @@ function drawMesh(doc) {
       class: `node ${node.state}${self ? " self" : ""}`, "data-uuid": node.uuid, "data-state": node.state,
       transform: `translate(${p.x},${p.y})`,
     });
-    const dy = p.y < 200 ? -66 : 40; // labels away from the centre, where the links cross
+    const dy = p.y < CY ? -66 : 40; // labels away from the centre, where the links cross
     g.append(el("svg:circle", { r: 22 }));
     g.append(el("svg:title", {}, node.uuid));
     g.append(el("svg:text", { class: "node-name", y: dy, "text-anchor": "middle" }, short(node.uuid) + (self ? " (this node)" : "")));
