@@ -36,6 +36,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import (
     ConcurrencyError,
     ConnectionClosed,
+    InvalidMessage,
     InvalidStatus,
 )
 from websockets.frames import CloseCode
@@ -81,7 +82,11 @@ class _ErrorMap(ErrorMap):
             text = bytes(exc.response.body or b"")[:200].decode(errors="replace").strip()
             why = f": {text}" if text else ""
             return TransportError(f"{self.action}: refused with HTTP {status}{why}")
-        return super().dial_error(exc)
+        error = super().dial_error(exc)
+        if isinstance(exc, InvalidMessage) and self.action.startswith("dial ws://"):
+            # what a TLS listener answers a plain HTTP request with (an alert, or nothing)
+            return TransportError(f"{error} (a TLS listener? then dial wss://)")
+        return error
 
 
 def _closed(exc: ConnectionClosed, remote: str) -> LinkClosedError:

@@ -131,6 +131,18 @@ async def test_a_certificate_from_another_ca_is_refused(kind: str, pki: Pki) -> 
     assert "unable to get local issuer certificate" in str(error)
 
 
+async def test_dialling_ws_to_a_tls_listener_suggests_wss(pki: Pki) -> None:
+    """A plain ws:// dial to a WebSocket listener that speaks TLS fails with a hint to wss://."""
+    server = WebSocketTransport(HOST, 0, ssl=pki.server())
+    await server.start(_Accepting().on_link)
+    try:
+        plain = server.endpoints()[0].replace("wss://", "ws://", 1)
+        with pytest.raises(TransportError, match=r"a TLS listener\? then dial wss://"):
+            await WebSocketTransport(HOST, 0).dial(plain, timeout=5)
+    finally:
+        await server.stop()
+
+
 @pytest.mark.parametrize("kind", KINDS)
 async def test_an_expired_certificate_is_refused(kind: str, pki: Pki) -> None:
     """A server whose certificate has expired is refused, and the error says it expired."""
