@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from gravpy.events.remote import RemoteEventStore
     from gravpy.grav import Grav
 
-__all__ = ["EXIT_NOT_FOUND", "add_events_command", "run_events"]
+__all__ = ["EXIT_NOT_FOUND", "add_events_command", "page_footer", "run_events"]
 
 EXIT_NOT_FOUND = 1
 EPILOG = """\
@@ -116,10 +116,7 @@ async def _list(grav: Grav, store: RemoteEventStore, args: argparse.Namespace, u
         for event in reversed(page.events):  # oldest first, so the newest is next to the prompt
             print(format_event(event, as_json=args.json), flush=True)
         first = (page.page - 1) * page.page_size
-        print(
-            f"{len(page.events)} of {page.total} event(s) (from #{first + 1}, newest first)",
-            file=sys.stderr,
-        )
+        print(page_footer(len(page.events), page.total, first), file=sys.stderr)
         if args.follow:
             done = asyncio.Event()
             with until(done):
@@ -156,6 +153,17 @@ def _passes(event: Event, query: EventQuery) -> bool:
         and query.category in (None, event.category)
         and query.action in (None, event.action)
         and query.status in (None, event.status)
+    )
+
+
+def page_footer(shown: int, total: int, skipped: int) -> str:
+    """The line after a listing: which of the events, counted from the newest, it showed (the
+    page lists them oldest first, so the newest is next to the prompt)."""
+    if not shown:
+        return f"0 of {total} event(s)"
+    return (
+        f"{shown} of {total} event(s): #{skipped + 1} to #{skipped + shown} counted from the "
+        "newest, shown oldest first"
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import gravpy
+from gravpy.cli.events import page_footer
 from gravpy.events import Event, EventBroadcaster, EventStore, Severity, event_type
 from gravpy.testing.gravd import GRAVD, Gravd, Process, gravctl, running_gravd
 
@@ -59,12 +60,21 @@ async def test_stored_events_survive_a_restart_and_gravctl_reads_them(tmp_path: 
         listed = await gravctl("--url", second.endpoint, "events", "--user", USER, "--json")
         assert listed.code == 0, listed.stderr
         assert json.loads(listed.stdout.splitlines()[0])["id"] == ev.id
+        assert listed.stderr.splitlines()[-1] == page_footer(1, 1, 0)
         read = await gravctl("--url", second.endpoint, "events", "read", ev.id)
         assert read.code == 0, read.stderr
         missing = await gravctl("--url", second.endpoint, "events", "read", str(uuid.uuid4()))
         assert missing.code == 1
         assert (await events_of(second, f"user={USER}&status=unread"))["total"] == 0
         assert (await second.stop()).code == 0
+
+
+def test_the_listing_footer_says_which_events_it_showed_and_in_what_order() -> None:
+    """Page 2 of 2-event pages shows the 3rd and 4th newest, oldest first, as the footer says."""
+    assert page_footer(2, 6, 2) == (
+        "2 of 6 event(s): #3 to #4 counted from the newest, shown oldest first"
+    )
+    assert page_footer(0, 6, 10) == "0 of 6 event(s)"
 
 
 BAD_REQUESTS = [
