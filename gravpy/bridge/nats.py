@@ -141,7 +141,8 @@ class NatsBridge:
         headers = msg.headers
         if headers and ORIGIN_HEADER in headers:
             self._importer.delivered(msg)  # another bridge of this mesh brought it in
-            return False  # every mesh that wanted it got it from NATS
+            if not msg.reply_to:  # (a reply goes back to its asker whatever headers it copied)
+                return False  # every mesh that wanted it got it from NATS
         if msg.reply_to:
             subject = self._importer.reply_subject(msg.reply_to)
             if subject is None:

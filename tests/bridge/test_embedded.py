@@ -63,6 +63,29 @@ async def test_embedded_bridges_carry_messages_and_requests(nats_one: NatsServer
         assert b2.statistics().imported >= 2
 
 
+async def test_a_reply_that_copies_the_requests_headers_still_crosses_back(
+    nats_one: NatsServer,
+) -> None:
+    """A responder that gives its reply the request's headers (grav-bridge-origin included, as
+    code passing context on does) still answers the asker in the other mesh."""
+    g1, b1 = node("east", nats_one.url)
+    g2, _ = node("west", nats_one.url)
+    async with g1, g2:
+        west = g2.connect()
+        west.on_type(
+            "svc.echo",
+            lambda m: west.reply_to(m, Message.new("svc.r", m.data, headers=dict(m.headers or {}))),
+        )
+        east = g1.connect()
+        async with asyncio.timeout(10):
+            await until(
+                lambda: b1.statistics().exporter and "svc.echo" in b1.statistics().remote_wants
+            )
+        asked = Message.new("svc.echo", b"hi", headers={"trace": "1"})
+        reply = await east.send(asked).wait_until(5.0)
+        assert (reply.data, reply.headers["trace"]) == (b"hi", "1")
+
+
 async def test_a_late_reply_crosses_back_however_many_messages_came_since(
     nats_one: NatsServer,
 ) -> None:
