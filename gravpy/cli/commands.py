@@ -193,7 +193,7 @@ async def sub(args: argparse.Namespace) -> int:
     from gravpy.cli.output import format_message
 
     async with attached(args) as grav, LinkWatch(grav, args.url):
-        pod = grav.connect()
+        pod = grav.connect_with_replay() if args.replay else grav.connect()
         stop = _Stop()
         seen = 0
 

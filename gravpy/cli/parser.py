@@ -230,8 +230,15 @@ def _sub(sub: argparse.ArgumentParser) -> None:
     shape.add_argument("--json", action="store_true", help="print one JSON object per message")
     shape.add_argument("--raw", action="store_true", help="print only the data of each message")
     sub.add_argument("--headers", action="store_true", help="print each message's headers too")
-    sub.add_argument(
+    share = sub.add_mutually_exclusive_group()  # (replaying what the group already shared)
+    share.add_argument(
         "--group", type=group, metavar="NAME", help="share messages with the group (one each)"
+    )
+    share.add_argument(
+        "--replay",
+        action="store_true",
+        help="first print the matching messages in the node's replay buffer (oldest first), "
+        "then the live ones",
     )
 
 

@@ -81,6 +81,27 @@ async def test_sub_prints_like_nats_and_shows_binary_data_as_base64() -> None:
         assert "data" not in message
 
 
+async def test_sub_replay_prints_the_buffered_messages_then_the_live_ones() -> None:
+    """sub --replay first prints what the node buffered for the pattern, oldest first, then
+    what is published afterwards: each once, in order."""
+    async with running_gravd() as node, gravpy.connect(node.endpoint) as watcher:
+        watcher.connect().on_type("log.*", lambda msg: None)  # so the messages reach the node
+        await node.wait_interest("log.line")
+        early = await gravctl(
+            "--url", node.endpoint, "pub", "log.line", "-", "--count", "3", stdin=b"early"
+        )
+        assert early.code == 0, early.stderr
+        await node.wait_http(lambda d: d["messages"]["buffered"] >= 3)
+        args = ("--url", node.endpoint, "sub", "log.*", "--replay", "--count", "4", "--raw")
+        async with background(*args) as sub:
+            await sub.wait_line(lambda line: line.startswith('Subscribing on "log.*"'))
+            late = await gravctl("--url", node.endpoint, "pub", "log.line", "late")
+            assert late.code == 0, late.stderr
+            result = await sub.wait()
+    assert result.code == 0, result.stderr
+    assert result.stdout.splitlines() == ["early", "early", "early", "late"]
+
+
 def _all_want(doc: dict[str, object]) -> bool:
     leaves = doc["leaves"]
     assert isinstance(leaves, list)
