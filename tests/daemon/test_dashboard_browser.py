@@ -142,6 +142,11 @@ async def test_events_inbox_lists_filters_and_marks_read(page: Any, tmp_path: Pa
     await _view(page, "Events", tmp_path)
     rows = page.locator("#events tbody tr")
     await expect(rows.first).to_be_visible(timeout=SEEN)
+    when = rows.first.locator("td").first  # made moments ago, shown as a local date and time
+    hours_off = await when.evaluate(
+        "td => Math.abs(Date.parse(td.textContent) - Date.now()) / 3.6e6"
+    )
+    assert hours_off < 1, await when.inner_text()
     await page.fill("#events-category", "peer")
     await page.get_by_role("button", name="Filter").click()
     await expect(rows.first).to_be_visible(timeout=SEEN)

@@ -297,7 +297,8 @@ function eventRow(ev) {
     mark.append(b);
   }
   return row([
-    new Date(ev.created_at).toLocaleString(), el("td", { class: `sev-${ev.severity}` }, ev.severity),
+    new Date(ev.created_at * 1000).toLocaleString(), // (Unix seconds)
+    el("td", { class: `sev-${ev.severity}` }, ev.severity),
     ev.category, ev.action, ev.description, ev.status, mark,
   ], { class: ev.status === "read" ? "event" : "event unread", "data-id": ev.id });
 }
