@@ -16,8 +16,9 @@ struck message is kept until the active bridge proves it lived ``settle`` second
 next announcement: ``settled``), and a takeover delivers the struck messages still kept too.
 The new active bridge's node has those already (their copies came there), so it passes them on
 to its links without delivering them here again (``BridgeHost.redeliver``). A message delivered
-twice reaches each node once: it keeps its uuid, and every node's seen-set drops the second copy. Each sender's order holds: the dead bridge delivered a prefix of each
-stream on each link, and the shadow replays from before the end of every such prefix.
+twice reaches each node once: it keeps its uuid, and every node's seen-set drops the second
+copy. Each sender's order holds: the dead bridge delivered a prefix of each stream on each link,
+and the shadow replays from before the end of every such prefix.
 
 A message is recognised by its uuid; a plain NATS publisher's message has none (each bridge gives
 it a fresh one), so it is recognised by its origin, type and data (``PLAIN_HEADER`` marks it), and

@@ -81,7 +81,7 @@ async def check(args: argparse.Namespace) -> int:
     open_peers = sum(p.get("state") == "open" for p in node.get("peers", []))
     drops = lost(node)
     bridges = node.get("bridges", [])
-    up = len(bridges) - len(_bridges_down(node))
+    up = sum(bridge.get("state") == "connected" for bridge in bridges)
     print(
         f"GRAVD {_NAMES[code]} - {summary} | peers={open_peers};{args.warn_peers}:;"
         f"{args.crit_peers}: drops={drops}c;{_limit(args.warn_drops)};{_limit(args.crit_drops)}"
