@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from gravpy.bridge.interest import InterestTable, reduce_patterns
@@ -78,7 +80,38 @@ def test_gravpy_fields_travel_in_one_header() -> None:
 
 
 @pytest.mark.parametrize(
-    "meta", ["", "only-uuid", "u not-a-time", "x" * 65 + " 1.0", "u 1 p=" + "y" * 65]
+    "stamp", [1796116887.9218066, 0.1 + 0.2, 5e-324, -1.0, 1.7976931348623157e308, 1e16]
+)
+def test_the_time_travels_exactly_as_16_hex_digits(stamp: float) -> None:
+    """Grav-Meta carries the timestamp as the float's bytes (big-endian, 16 hex digits): every
+    float comes back equal, through both readers (the usual message's and the full one)."""
+    msg = Message("u-1", "", "", "a.b", stamp, b"", None)
+    meta = to_headers(msg)["Grav-Meta"]
+    assert meta.split(" ")[1] == struct.pack(">d", stamp).hex()
+    assert from_nats("a.b", b"", {"Grav-Meta": meta}, "m1")[0].timestamp == stamp
+    full = {"Grav-Meta": meta + " p=parent"}  # (a field: read by ``read_meta``)
+    assert from_nats("a.b", b"", full, "m1")[0].timestamp == stamp
+
+
+@pytest.mark.parametrize("text", ["1796116887.9218066", "1796116887.92180", "17", "1e9", "0"])
+def test_a_decimal_time_is_read_too(text: str) -> None:
+    """A plain publisher writes Grav-Meta's time as a decimal number of seconds; a decimal of
+    16 characters is not taken for the hex form."""
+    for meta in (f"u-1 {text}", f"u-1 {text} p=parent"):
+        assert from_nats("a.b", b"", {"Grav-Meta": meta}, "m1")[0].timestamp == float(text)
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        "",
+        "only-uuid",
+        "u not-a-time",
+        "u 3ff000000000000g",
+        "u 3ff00000000000",
+        "x" * 65 + " 1.0",
+        "u 1 p=" + "y" * 65,
+    ],
 )
 def test_a_malformed_meta_header_is_refused(meta: str) -> None:
     """A Grav-Meta value that is not '<uuid> <time> [k=v]...' with ids of at most 64 characters
