@@ -47,7 +47,8 @@ class Bridges:
         self._bus = bus
         self._router = router
         self._local = local
-        self._sendable = sendable
+        # (the traffic's own check, not a method calling it: it runs on every imported message)
+        self.check_sendable: Callable[[Message], None] = sendable
         self._changed = changed
         self.attached: list[BridgePort] = []
 
@@ -89,9 +90,6 @@ class Bridges:
     @property
     def mesh_name(self) -> str:
         return self._local.belongs_to
-
-    def check_sendable(self, msg: Message) -> None:
-        self._sendable(msg)
 
     def no_responders(self, request_uuid: str, msg_type: str) -> None:
         """Nothing beyond a bridge answers ``request_uuid``: its asker's wait fails. A request
