@@ -20,7 +20,7 @@ from gravpy.daemon.dashboard import install_dashboard
 from gravpy.daemon.dashboard.access import COOKIE
 from gravpy.daemon.dashboard.mesh import MeshSurvey, _node_json, link_state
 from gravpy.daemon.dashboard.tail import QUEUE_LIMIT, Tail
-from gravpy.daemon.dashboard.traffic import TrafficHistory
+from gravpy.daemon.dashboard.traffic import TrafficHistory, read_counters
 from gravpy.daemon.monitor import Monitor, NodeStatus
 from gravpy.errors import UsageError
 from gravpy.filter import Pattern
@@ -160,6 +160,26 @@ def test_traffic_keeps_rates_in_a_bounded_ring() -> None:
     assert len(history.samples) == 3
     assert history.samples[-1].links["p"][0] == 0
     assert history.to_json()["dropped_by_reason"] == {"x": 0}
+
+
+def test_traffic_counts_what_bridges_lost_as_drops() -> None:
+    """A NATS bridge's losses are drops too (by reason, ``bridge_<reason>``, summed over the
+    node's bridges), so the page's drop rate and table do not leave them out."""
+    node: dict[str, Any] = {
+        "messages": {"in": 5, "out": 3, "dropped": {"overflow": 2}},
+        "peers": [],
+        "leaves": [],
+        "bridges": [{"lost": {"disconnected": 4, "queue_full": 1}}, {"lost": {"disconnected": 6}}],
+    }
+    counters = read_counters(node)
+    assert counters["dropped"] == {"overflow": 2, "bridge_disconnected": 10, "bridge_queue_full": 1}
+    history = TrafficHistory(lambda: read_counters(node))
+    history.sample()
+    node["bridges"][0]["lost"]["disconnected"] = 24  # 20 more lost
+    sample = history.sample()
+    assert sample is not None
+    assert sample.rate_dropped > 0
+    assert history.drops_by_reason()["bridge_disconnected"] == 30
 
 
 async def test_tail_streams_matching_messages_only(monitor: str, grav: Grav) -> None:

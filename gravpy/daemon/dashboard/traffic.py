@@ -2,7 +2,7 @@
 
 Theory of operation. ``TrafficHistory.run`` wakes once per ``interval`` and reads the node's
 cumulative counters (the same ones ``/v1/node`` shows: messages in and out of the mesh, drops by
-reason, and per link its messages in, out and dropped). Each ``Sample`` keeps the *difference*
+reason with what its NATS bridges lost, and per link its messages in, out and dropped). Each ``Sample`` keeps the *difference*
 from the previous reading divided by the elapsed time, so the page draws rates without doing
 arithmetic on counters that reset when a link reconnects (a negative difference counts as 0).
 
@@ -51,12 +51,18 @@ class Sample:
 
 
 def read_counters(node: Mapping[str, Any]) -> Counters:
-    """The cumulative counters of a ``/v1/node`` document."""
+    """The cumulative counters of a ``/v1/node`` document; what its NATS bridges lost counts
+    as drops too, by reason as ``bridge_<reason>``."""
     messages = node["messages"]
+    dropped = dict(messages["dropped"])
+    for bridge in node.get("bridges", ()):
+        for reason, n in bridge["lost"].items():
+            key = f"bridge_{reason}"
+            dropped[key] = dropped.get(key, 0) + n
     return {
         "in": messages["in"],
         "out": messages["out"],
-        "dropped": dict(messages["dropped"]),
+        "dropped": dropped,
         "links": {
             link["uuid"]: {
                 "in": link["messages_in"],
