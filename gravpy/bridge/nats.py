@@ -99,6 +99,10 @@ class NatsBridge:
         self._exporting = False
         self._active: str | None = None  # the node uuid of this mesh's active bridge
         self._ready = False
+        # no other bridge of this mesh heard while connected (none yet): while not connected
+        # this bridge counts what it would export as lost (``disconnected``), since no other
+        # bridge of the mesh is known to carry it
+        self._alone = True
         self._subs: dict[str, Subscription] = {}
         self._subs_dirty = asyncio.Event()
         self._announce_now = asyncio.Event()
@@ -152,10 +156,13 @@ class NatsBridge:
         route = self._routes.route(msg.type)
         if route is None:
             return False
+        if self._nc is None:  # no connection: it cannot cross here now
+            if self._exporting or self._alone:  # nor through another bridge of this mesh
+                self._count("disconnected")
+            return False
         if not self._exporting:
             if self._active_takes(msg.type):
-                if self._nc is not None:  # (it hears the echoes only while connected)
-                    self._exports.hold(msg, time.monotonic())  # until NATS echoes its export
+                self._exports.hold(msg, time.monotonic())  # until NATS echoes its export
                 return False
             self._release_held()  # (older: first)
             self.standby_exported += 1  # it reached this standby only: carry it, not lose it
@@ -280,6 +287,7 @@ class NatsBridge:
         self._subs.clear()
         self._subscribed = ((), ())
         self._ready = False
+        self._alone = not self._table.own_bridges()  # (as last heard)
         self._table.forget_all()
         self._table_changed()
         if nc is not None and not nc.is_closed:

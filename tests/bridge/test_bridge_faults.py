@@ -22,11 +22,12 @@ pytestmark = pytest.mark.timeout(90)
 
 async def test_gravd_serves_its_lan_while_nats_is_unreachable(tmp_path: Path) -> None:
     """With NATS unreachable at start gravd serves its LAN, shows the bridge as connecting in
-    /v1/node, /metrics and gravctl check (WARNING), and connects once the server comes up."""
+    /v1/node, /metrics and gravctl check (WARNING), counts what it could not export as lost,
+    and connects once the server comes up."""
     server = NatsServer("late", tmp_path / "late.log")
     async with AsyncExitStack() as stack:
         node = await stack.enter_async_context(
-            running_gravd("--mesh", "lan1", "--nats", server.url)
+            running_gravd("--mesh", "lan1", "--nats", server.url, "--nats-export", "sensor.>")
         )
         app = await stack.enter_async_context(gravpy.connect(node.endpoint))
         responder, asker = app.connect(), app.connect()
@@ -42,6 +43,10 @@ async def test_gravd_serves_its_lan_while_nats_is_unreachable(tmp_path: Path) ->
         assert check.stdout.startswith("GRAVD WARNING - serving, 0 peer(s), 0 dropped; bridge ")
         assert f"bridge {server.url} connecting (" in check.stdout
         assert (await gravctl("check", "--monitor", node.monitor, "--bridge-down", "ok")).code == 0
+        sender = app.connect()  # what it exports cannot cross: counted, not silently gone
+        for i in range(3):
+            await sender.publish(Message.new("sensor.t", str(i)))
+        await node.wait_http(lambda n: bridge_of(n)["lost"] == {"disconnected": 3})
         stack.push_async_callback(server.stop)
         await server.start()
         await node.wait_http(lambda n: bridge_of(n)["state"] == "connected")
