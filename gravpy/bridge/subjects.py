@@ -63,8 +63,8 @@ ORIGIN_HEADER: Final = "grav-bridge-origin"  # set on messages that came in from
 PLAIN_HEADER: Final = "grav-bridge-plain"  # and on those a plain NATS client published
 _BRIDGE_HEADERS: Final = frozenset((ORIGIN_HEADER, PLAIN_HEADER))  # never carried back to NATS
 H_META: Final = "Grav-Meta"
-_DOUBLE: Final = struct.Struct(">d")
 H_USER: Final = "Grav-H-"
+_DOUBLE: Final = struct.Struct(">d")  # a Grav-Meta time
 _SPLIT_LIMIT: Final = 4096  # subjects whose (mesh, type) is kept
 STATUS_HEADER: Final = "Status"
 NO_RESPONDERS_STATUS: Final = "503"
@@ -222,8 +222,8 @@ def _field(text: str) -> str:
 
 
 def stamp_of(text: str) -> float:
-    """A ``Grav-Meta`` time: 16 hex digits (the float's bytes, big-endian), or a decimal number of seconds;
-    raises ``ValueError``."""
+    """A ``Grav-Meta`` time: 16 hex digits (the float's bytes, big-endian), or a decimal
+    number of seconds; raises ``ValueError``."""
     if len(text) == 16 and "." not in text:
         stamp: float = _DOUBLE.unpack(bytes.fromhex(text))[0]
         return stamp
@@ -263,16 +263,12 @@ def plain_meta(meta: str | None) -> tuple[str, float, str, int] | None:
     if not 0 < len(uuid) <= MAX_ID_LENGTH:
         return None
     try:
-        if len(stamp) == 16 and "." not in stamp:  # (``stamp_of``, inline: every message)
-            when: float = _DOUBLE.unpack(bytes.fromhex(stamp))[0]
-        else:
-            when = float(stamp)
         if not tail:
-            return uuid, when, "", 0
+            return uuid, stamp_of(stamp), "", 0
         if tail[:2] != "s=":
             return None
         tag, _, number = tail[2:].partition(":")
-        return uuid, when, tag, int(number)
+        return uuid, stamp_of(stamp), tag, int(number)
     except ValueError:
         return None
 

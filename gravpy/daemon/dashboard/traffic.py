@@ -2,9 +2,10 @@
 
 Theory of operation. ``TrafficHistory.run`` wakes once per ``interval`` and reads the node's
 cumulative counters (the same ones ``/v1/node`` shows: messages in and out of the mesh, drops by
-reason with what its NATS bridges lost, and per link its messages in, out and dropped). Each ``Sample`` keeps the *difference*
-from the previous reading divided by the elapsed time, so the page draws rates without doing
-arithmetic on counters that reset when a link reconnects (a negative difference counts as 0).
+reason with what its NATS bridges lost, and per link its messages in, out and dropped). Each
+``Sample`` keeps the *difference* from the previous reading divided by the elapsed time, so the
+page draws rates without doing arithmetic on counters that reset when a link reconnects (a
+negative difference counts as 0).
 
 The ring keeps ``capacity`` samples (300 at one per second: the last five minutes) in a
 ``deque(maxlen=...)``: the oldest sample falls out as a new one comes in, so memory is bounded by
