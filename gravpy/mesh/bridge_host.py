@@ -42,6 +42,7 @@ class Bridges:
         local: NodeInfo,
         *,
         sendable: Callable[[Message], None],
+        permitted: Callable[[Message, tuple[PeerLink, ...]], tuple[PeerLink, ...]],
         changed: Callable[[], None],
     ) -> None:
         self._bus = bus
@@ -49,6 +50,7 @@ class Bridges:
         self._local = local
         # (the traffic's own check, not a method calling it: it runs on every imported message)
         self.check_sendable: Callable[[Message], None] = sendable
+        self._permitted = permitted  # the links whose identity may receive a message
         self._changed = changed
         self.attached: list[BridgePort] = []
 
@@ -102,8 +104,9 @@ class Bridges:
             self._bus.request_failed(request_uuid, NoResponders(msg_type))
 
     def inject(self, msg: Message, groups: Collection[str] | None = None) -> int:
-        """A message from outside the mesh: deliver it here and forward it like a local one,
-        placing one copy in this mesh for each of ``groups`` (None: every group admitting it).
+        """A message from outside the mesh: deliver it here and forward it like a local one
+        (only to the links whose identity may receive it), placing one copy in this mesh for
+        each of ``groups`` (None: every group admitting it).
 
         Returns how many pods and links took it, or -1 for a duplicate (its uuid was seen).
         """
@@ -111,6 +114,8 @@ class Bridges:
         targets = router.from_outside(msg)
         if targets is None:
             return -1
+        if targets:
+            targets = self._permitted(msg, targets)
         bus = self._bus
         if msg.reply_to or groups == () or not router.has_groups(msg.type):
             n = bus.deliver(msg, None, groups)
@@ -134,7 +139,7 @@ class Bridges:
         again (where the old bridge placed them is not known here). Returns how many links took
         it."""
         n = 0
-        for link in self._router.passed_on(msg):
+        for link in self._permitted(msg, self._router.passed_on(msg)):
             n += link.enqueue(msg)
         return n
 

@@ -11,8 +11,11 @@ seconds with how many came in between). What crosses from another node is checke
 against that node's identity, so a node is trusted only for what its identity allows.
 
 On the way out, ``receivers`` leaves out the links whose ``subscribe`` rules forbid the type, so a
-pod asking for more than it may receive gets only what is allowed. Replies are always allowed both
-ways: a reply travels only back to the link its request came from, so it reaches no one else.
+pod asking for more than it may receive gets only what is allowed. A reply to a request this node
+knows (``Router.knows_asker``) is always allowed both ways: it travels only back to the link its
+request came from, so it reaches no one else. A message that only claims to be a reply (its
+``reply_to`` names no request or process known here) is routed by type like any other, so it is
+checked like any other: a forged reply is no way around the rules.
 
 The attached app is told its own rules at once (a ``GRANT_TYPE`` message, sent before the node's
 first INTERESTS): its hub then refuses a forbidden publish at the sender with ``PermissionDenied``
@@ -55,10 +58,11 @@ class PermissionGate:
         self.denied_publish = 0
         self._bursts: dict[str, tuple[float, int]] = {}  # link uuid -> (last logged, since)
 
-    def admits(self, link: Governed, msg: Message) -> bool:
-        """True if ``link``'s identity may publish ``msg`` here (replies always may)."""
+    def admits(self, link: Governed, msg: Message, answers_known: bool) -> bool:
+        """True if ``link``'s identity may publish ``msg`` here (``answers_known``: ``msg`` is a
+        reply to a request known here, which always may)."""
         identity = link.identity
-        if identity is None or msg.reply_to or identity.publish.allows(msg.type):
+        if identity is None or answers_known or identity.publish.allows(msg.type):
             return True
         self.denied_publish += 1
         link.drops.permission_denied += 1
@@ -89,9 +93,8 @@ L = TypeVar("L", bound=Governed)
 
 
 def receivers(msg: Message, links: Iterable[L]) -> tuple[L, ...]:
-    """The links among ``links`` whose identity may receive ``msg`` (replies always may)."""
-    if msg.reply_to:
-        return tuple(links)
+    """The links among ``links`` whose identity may receive ``msg`` (not for a reply routed back
+    to its asker: that one may always pass)."""
     return tuple(
         link for link in links if link.identity is None or link.identity.subscribe.allows(msg.type)
     )

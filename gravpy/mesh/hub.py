@@ -115,6 +115,7 @@ class Hub:
             self.router,
             local,
             sendable=self.traffic.check_sendable,
+            permitted=self.traffic.permitted,
             changed=self.interests_changed,
         )
         self.traffic.bridge_to(self._bridges)

@@ -245,6 +245,15 @@ class Router(Generic[L]):
         """True if a message with this uuid was sent or arrived here recently."""
         return uuid in self._seen
 
+    def knows_asker(self, request_uuid: str) -> bool:
+        """True if a reply to ``request_uuid`` travels back towards its asker (the request, or
+        the process that asked it, is known here); False if it is routed by type like any
+        message (``_reply_route``)."""
+        if request_uuid in self._seen:
+            return True
+        process = process_of(request_uuid)
+        return bool(process) and process in self._senders
+
     def asked_elsewhere(self, request_uuid: str) -> bool:
         """True if the request came from another node (its replies travel back there): as the
         seen-set says or, once it forgot, if the asker's process sends from another node."""

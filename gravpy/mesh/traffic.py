@@ -124,7 +124,9 @@ class Traffic:
             if msg.type == GRANT_TYPE and peer.is_peer and not self.on_peer:
                 self.grant = read_grant(msg.data)  # what this app's node lets it publish/receive
                 continue
-            if governed and not self.gate.admits(peer, msg):
+            if governed and not self.gate.admits(
+                peer, msg, bool(msg.reply_to) and self.router.knows_asker(msg.reply_to)
+            ):
                 continue
             if numbered:
                 seq = seqs[i]
@@ -154,7 +156,7 @@ class Traffic:
         if targets is None:
             return
         if self.authority is not None and targets:
-            targets = receivers(msg, targets)
+            targets = self.permitted(msg, targets)
         seq = self.sequence() if peer.is_leaf else 0
         headers = msg.headers
         if headers is not None and GROUP_HEADER in headers:
@@ -193,13 +195,21 @@ class Traffic:
         router = self.router
         targets = router.from_local(msg)
         if self.authority is not None and targets:
-            targets = receivers(msg, targets)
+            targets = self.permitted(msg, targets)
         bridges = self.bridges
         bridged = bridges.offer(msg) if bridges is not None and bridges.attached else 0
         if msg.reply_to or not router.has_groups(msg.type):
             return self._send_to(targets, msg, seq) + bridged, tuple(local)
         placement = router.place(msg, None, local)
         return self._send_placed(msg, targets, placement, seq) + bridged, placement.local
+
+    def permitted(self, msg: Message, targets: tuple[PeerLink, ...]) -> tuple[PeerLink, ...]:
+        """The links among ``targets`` (the router's, just now) whose identity may receive
+        ``msg``: all of them for a reply the router sent back towards its asker, the ones the
+        rules allow for anything routed by type (a message that merely claims to be a reply)."""
+        if self.authority is None or (msg.reply_to and self.router.knows_asker(msg.reply_to)):
+            return targets
+        return receivers(msg, targets)
 
     def _send_to(self, targets: tuple[PeerLink, ...], msg: Message, seq: int) -> int:
         """Enqueue ``msg`` on ``targets``; peers get it with its number ``seq`` (0: none)."""

@@ -119,3 +119,35 @@ async def test_an_app_receives_only_what_it_may_and_replies_always(node: NodeFac
         assert first.type == "public.news"
         reply = await app.connect().send(Message.new("sensor.ask", b"")).wait_until(5)
         assert (reply.type, reply.data) == ("secret.answer", b"42")
+
+
+async def test_a_forged_reply_is_checked_like_any_message(node: NodeFactory) -> None:
+    """A message whose reply_to names no request or process known here is routed by type, so the
+    rules apply: an app may not publish a forbidden type by calling it a reply (dropped,
+    counted), and a forbidden type dressed as a reply reaches no app that may not receive it."""
+    a = await node(authority=parse_authority({"identities": [SENSORS]}))
+    on_node: asyncio.Queue[Message] = asyncio.Queue(8)
+    a.connect().on(on_node.put_nowait)
+    async with gravpy.connect(a.endpoints()[0], hub_config=FAST, token="sensor-token") as app:
+        pod = app.connect()
+        got: asyncio.Queue[Message] = asyncio.Queue(8)
+        pod.on(got.put_nowait)
+        await a.wait_for(linked_to(app, interest=">"), timeout=5)
+        never_asked = "0f1e2d3c4b5a69788796" + "a5b4c3d2e1f0"  # a process nobody here runs
+        forged = Message.new("motor.run", b"forged")
+        forged.reply_to = never_asked
+        pod.send(forged)  # (the app's own check lets replies by: the node must not)
+        sneaked = Message.new("secret.plan", b"forged")
+        sneaked.reply_to = never_asked
+        a.connect().send(sneaked)
+        a.connect().send(Message.new("public.news", b"after"))
+        pod.send(Message.new("sensor.temp", b"allowed"))
+        async with asyncio.timeout(5):
+            seen_here = [await on_node.get() for _ in range(3)]
+            first = await got.get()
+        assert [m.type for m in seen_here] == ["secret.plan", "public.news", "sensor.temp"]
+        assert (first.type, first.data) == ("public.news", b"after")
+        assert got.empty()
+        assert a.hub is not None
+        assert a.hub.traffic.gate.denied_publish == 1
+        assert [p.state for p in app.peers()] == ["open"]
