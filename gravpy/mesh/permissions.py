@@ -133,7 +133,8 @@ class Authority:
             return Refusal(REASON_UNKNOWN_KEY, "this node does not list the public key presented")
         if token:
             for identity in self.identities:
-                if identity.token and hmac.compare_digest(identity.token, token):
+                # (as bytes: compare_digest refuses a str that is not ASCII)
+                if identity.token and hmac.compare_digest(identity.token.encode(), token.encode()):
                     return identity
             return Refusal(REASON_UNKNOWN_KEY, "this node does not accept the token presented")
         if self.anonymous is None:
@@ -151,9 +152,17 @@ def _rules(doc: Mapping[str, Any], key: str, where: str) -> TypeRules:
     return TypeRules(tuple(allow), tuple(deny))
 
 
+_IDENTITY_KEYS = frozenset(("name", "public_key", "token", "publish", "subscribe"))
+
+
 def _identity(doc: Mapping[str, Any], where: str) -> Identity:
     if not isinstance(doc, Mapping):
         raise UsageError(f"{where} must be a table")
+    unknown = set(doc) - _IDENTITY_KEYS
+    if unknown:  # a misspelt "publsh" must not leave publishing open to everything
+        raise UsageError(
+            f"{where}: unknown keys {sorted(unknown)} (known: {sorted(_IDENTITY_KEYS)})"
+        )
     name = doc.get("name", where)
     key, token = doc.get("public_key", ""), doc.get("token", "")
     if not isinstance(name, str) or not isinstance(key, str) or not isinstance(token, str):

@@ -55,3 +55,14 @@ async def test_dead_after_not_above_ping_interval_names_both_flags() -> None:
         "ping_interval, 3 s (from flag --ping-interval); a quiet but live peer would be "
         "declared dead"
     ]
+
+
+async def test_check_config_refuses_a_misspelt_permission_key(tmp_path: Path) -> None:
+    """An identity with 'publsh' would publish everything if the key were ignored: refused."""
+    auth = tmp_path / "auth.toml"
+    auth.write_text(
+        '[[identities]]\nname = "app"\ntoken = "t"\npublsh = { allow = ["a.*"], deny = [] }\n'
+    )
+    result = await run([*GRAVD, "--check-config", "--auth-file", str(auth)])
+    assert result.code == 2
+    assert "identities[0]: unknown keys ['publsh']" in result.stderr

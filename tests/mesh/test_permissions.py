@@ -61,6 +61,20 @@ def test_the_auth_file_admits_by_key_or_token_and_refuses_the_rest(tmp_path: Pat
         parse_authority({"identities": [{"name": "x"}]})
     with pytest.raises(UsageError, match="not a type pattern"):
         parse_authority({"anonymous": {"publish": {"allow": ["a..b"]}}})
+    with pytest.raises(UsageError, match=r"unknown keys \['subcribe'\]"):
+        parse_authority({"identities": [{"name": "x", "token": "t", "subcribe": {}}]})
+
+
+def test_a_token_that_is_not_ascii_is_compared_like_any_other() -> None:
+    """A non-ASCII token in the file, or presented, is admitted or refused, never an error."""
+    authority = parse_authority(
+        {"identities": [{"name": "u", "token": "clé-ü"}, {"name": "a", "token": "plain"}]}
+    )
+    for token, name in (("clé-ü", "u"), ("plain", "a")):
+        admitted = authority.admit(b"", token)
+        assert not isinstance(admitted, Refusal)
+        assert admitted.name == name
+    assert isinstance(authority.admit(b"", "pläin"), Refusal)
 
 
 SENSORS = {
