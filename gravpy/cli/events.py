@@ -137,23 +137,20 @@ async def _follow(
                 nxt.cancel()
                 await asyncio.gather(nxt, return_exceptions=True)
                 return
-            if nxt.exception() is not None:
-                return
+            failed = nxt.exception()
+            if failed is not None:  # said, not a quiet exit 0 the user takes for "no events"
+                from gravpy.cli.main import EXIT_CONNECT, Failure
+
+                why = (
+                    "the link to gravd closed" if isinstance(failed, StopAsyncIteration) else failed
+                )
+                raise Failure(EXIT_CONNECT, f"the live events stopped: {why}")
             event: Event = nxt.result()
-            if event.id not in shown and _passes(event, query):
+            if event.id not in shown and query.matches(event):
                 print(format_event(event, as_json=as_json), flush=True)
     finally:
         ended.cancel()
         await asyncio.gather(ended, return_exceptions=True)
-
-
-def _passes(event: Event, query: EventQuery) -> bool:
-    return (
-        (not query.severity or event.severity in query.severity)
-        and query.category in (None, event.category)
-        and query.action in (None, event.action)
-        and query.status in (None, event.status)
-    )
 
 
 def page_footer(shown: int, total: int, skipped: int) -> str:
@@ -171,7 +168,10 @@ def format_event(event: Event, *, as_json: bool) -> str:
     """One line: time, severity, category/action, status, id, description; or JSON."""
     if as_json:
         return json.dumps(event.to_dict(), ensure_ascii=False)
-    when = datetime.fromtimestamp(event.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        when = datetime.fromtimestamp(event.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):  # (stored before times were bounded)
+        when = f"{event.created_at:>19.0f}"
     mark = "*" if event.status.value == "unread" else " "
     return (
         f"{when} {mark}{event.severity.value:<13} {event.category}/{event.action:<18} "

@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
-from gravpy.errors import GravError, UsageError
+from gravpy.errors import UsageError
 from gravpy.events.event import Event, EventError, check_uuid
 from gravpy.message import Message
 from gravpy.pod import Overflow, Pod
@@ -201,8 +201,9 @@ class EventBroadcaster:
             return self._decoded.get(msg.uuid)
         try:
             event: Event | None = Event.from_dict(msg.unmarshal_data())
-        except GravError as exc:
-            _log.debug("undecodable event message %s on %s: %s", msg.uuid, msg.type, exc)
+        except Exception as exc:  # (anyone may publish on a user's type: nothing here may end
+            # a subscriber's stream, whatever the message holds)
+            _log.debug("undecodable event message %s on %s: %r", msg.uuid, msg.type, exc)
             event = None
         self._decoded[msg.uuid] = event
         return event

@@ -16,7 +16,7 @@ The rules:
 - ``description`` is a non-empty str of at most 4096 characters.
 - ``metadata`` maps str to values that are both JSON- and msgpack-encodable, at most 16 KiB as
   JSON; its ``doc``, when present, is an ``http(s)://`` URL with a host.
-- ``status`` is ``unread`` or ``read``; ``created_at`` is a finite Unix time in seconds.
+- ``status`` is ``unread`` or ``read``; ``created_at`` is a Unix time in seconds, from 1970 to the year 9999.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ __all__ = [
 NAME_LIMIT: Final = 64
 DESCRIPTION_LIMIT: Final = 4096
 METADATA_LIMIT: Final = 16 * 1024
+_TIME_LIMIT: Final = 253_402_300_800  # 10000-01-01T00:00:00Z: a time any clock can print
 _SNAKE: Final = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 
 
@@ -277,7 +278,7 @@ def _check_metadata(value: object, severity: Severity) -> str:
     try:
         text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
         msgpack.packb(value, use_bin_type=True)
-    except (TypeError, ValueError, OverflowError) as exc:
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # (nested too deep)
         raise EventError("metadata", f"not JSON- and msgpack-encodable: {exc}") from None
     if len(text.encode()) > METADATA_LIMIT:
         raise EventError("metadata", f"{len(text.encode())} bytes as JSON, over {METADATA_LIMIT}")
@@ -299,4 +300,6 @@ def _check_time(value: object) -> float:
         raise EventError("created_at", f"expected a Unix time in seconds, got {value!r}")
     if value < 0:
         raise EventError("created_at", f"{value!r} is before 1970")
+    if value >= _TIME_LIMIT:
+        raise EventError("created_at", f"{value!r} is after the year 9999")
     return float(value)

@@ -105,6 +105,22 @@ class EventQuery:
             "page_size": self.page_size,
         }
 
+    def matches(self, event: Event) -> bool:
+        """True if ``event`` passes the filters, as ``where()`` has SQLite decide (a live event,
+        checked without the store): ``search`` with SQLite ``LIKE``'s ASCII case folding."""
+        return (
+            self.user in (None, event.user_id)
+            and (not self.severity or event.severity in self.severity)
+            and self.category in (None, event.category)
+            and self.action in (None, event.action)
+            and self.status in (None, event.status)
+            and (self.since is None or event.created_at >= self.since)
+            and (self.until is None or event.created_at < self.until)
+            and (
+                self.search is None or _ascii_lower(self.search) in _ascii_lower(event.description)
+            )
+        )
+
     def where(self) -> tuple[str, list[Any]]:
         """The filters as one SQL condition (``"1"`` for none) and its bound parameters."""
         terms: list[str] = []
@@ -219,9 +235,17 @@ def _count(name: str, value: object, limit: int | None, minimum: int = 1) -> int
 
 
 def _int_text(name: str, text: str) -> int:
-    if not text.strip().isdigit() or len(text) > 12:
+    digits = text.strip()  # (ASCII only: "²" is a digit to isdigit, and not to int)
+    if not (digits.isascii() and digits.isdigit()) or len(text) > 12:
         raise EventError(name, f"expected a whole number, got {text!r}")
     return int(text)
+
+
+_ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _ascii_lower(text: str) -> str:
+    return text.translate(_ASCII_LOWER)
 
 
 def _like_escape(text: str) -> str:

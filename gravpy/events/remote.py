@@ -124,6 +124,7 @@ class EventStoreService:
         self.concurrency = concurrency
         self.answered = 0
         self.refused = 0
+        self.failed = 0  # requests that raised what no check foresaw (logged)
         self._pod: Pod | None = None
 
     def start(self) -> None:
@@ -151,6 +152,10 @@ class EventStoreService:
         except GravError as exc:
             answer = {"ok": False, "error": str(exc), "field": None}
             self.refused += 1
+        except Exception:  # a request no check foresaw: answered and counted, the service stays
+            _log.exception("event store request %s (%s) failed", request.uuid, request.type)
+            answer = {"ok": False, "error": "the event store failed on this request", "field": None}
+            self.failed += 1
         pod.reply_to(request, Message.new(REPLY_TYPE, answer))
 
     async def _do(self, op: str, args: object) -> Any:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import gravpy
-from gravpy.cli.events import page_footer
+from gravpy.cli.events import format_event, page_footer
 from gravpy.events import Event, EventBroadcaster, EventStore, Severity, event_type
 from gravpy.testing.gravd import GRAVD, Gravd, Process, gravctl, running_gravd
 
@@ -77,12 +78,20 @@ def test_the_listing_footer_says_which_events_it_showed_and_in_what_order() -> N
     assert page_footer(0, 6, 10) == "0 of 6 event(s)"
 
 
+def test_a_time_no_clock_prints_is_listed_as_its_number() -> None:
+    """An event stored before times were bounded, dated 1e20, lists (not an OverflowError)."""
+    line = format_event(replace(failure_event(), created_at=1e20), as_json=False)
+    assert line.startswith("100000000000000000000 ")
+    assert "could not reach the cluster" in line
+
+
 BAD_REQUESTS = [
     ("GET", "/v1/events?user=alice", None, "user"),
     ("GET", "/v1/events?severity=fatal", None, "severity"),
     ("GET", "/v1/events?page_size=1000000", None, "page_size"),
     ("GET", "/v1/events?page_size=0", None, "page_size"),
     ("GET", "/v1/events?page=-1", None, "page"),
+    ("GET", "/v1/events?page=%C2%B2", None, "page"),  # "²": a digit to str.isdigit only
     ("GET", "/v1/events?colour=red", None, "colour"),
     ("GET", "/v1/events?since=yesterday", None, "since"),
     ("GET", "/v1/events?category=Bad-Name", None, "category"),

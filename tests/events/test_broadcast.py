@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import msgpack
 import pytest
 
 from gravpy import Grav
@@ -36,6 +37,17 @@ def event(n: int = 0, user: str | None = None) -> Event:
     if user is not None:
         builder.from_user(user)
     return builder.build()
+
+
+def poisoned(ev: Event) -> bytes:
+    """``ev`` as msgpack, its metadata nested deeper than JSON encodes (written by hand: the
+    packer refuses such depth)."""
+    fields = ev.to_dict()
+    del fields["metadata"]
+    body = msgpack.packb(fields)
+    assert body[0] == 0x80 | len(fields)  # a fixmap: one more entry fits its header
+    deep = b"\x81\xa1a" * 1010 + b"\x80"  # (JSON stops near 1000 levels, msgpack at 1024)
+    return bytes([0x80 | (len(fields) + 1)]) + body[1:] + b"\xa8metadata" + deep
 
 
 async def take(subscription: Subscription, n: int) -> list[Event]:
@@ -134,7 +146,33 @@ async def test_undecodable_message_on_a_user_type_is_skipped_and_counted() -> No
         await broadcaster.publish(ALICE, real)
         assert await take(sub, 1) == [real.with_system(g.node_uuid)]
         assert sub.statistics().undecodable == 1
+        g.connect().send(Message.new(event_type(ALICE), poisoned(event(2, ALICE))))
+        after = event(3, ALICE)
+        await broadcaster.publish(ALICE, after)
+        assert await take(sub, 1) == [after.with_system(g.node_uuid)]  # the stream goes on
+        assert sub.statistics().undecodable == 2
         broadcaster.close()
+
+
+async def test_the_store_service_refuses_poison_and_keeps_answering() -> None:
+    """A hundred requests no event can be made of (metadata nested too deep, a page number
+    that is a digit only to str.isdigit) each get a refusal; the service answers on."""
+    async with Grav() as g, await EventStore.open() as store:
+        service = EventStoreService(g, store)
+        service.start()
+        asker = g.connect()
+        deep = b"\x81\xa5event" + poisoned(event(1, ALICE))
+        for i in range(100):
+            request = (
+                Message.new(request_type(g.node_uuid, "persist"), deep)
+                if i % 2
+                else Message.new(request_type(g.node_uuid, "query"), {"query": {"page": "²"}})
+            )
+            reply = (await asker.send(request).wait_until(GUARD)).unmarshal_data()
+            assert (reply["ok"], reply["field"]) == (False, "metadata" if i % 2 else "page"), reply
+        assert (service.refused, service.failed) == (100, 0)
+        assert (await EventStore.remote(g, node=g.node_uuid).query()).total == 0
+        service.stop()
 
 
 async def test_remote_store_persists_and_queries_through_another_node(node: NodeFactory) -> None:

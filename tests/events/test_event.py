@@ -172,6 +172,8 @@ def test_to_dict_is_json_and_msgpack_safe() -> None:
         (lambda d: d.pop("id"), "id"),
         (lambda d: d.update(created_at="yesterday"), "created_at"),
         (lambda d: d.update(created_at=float("inf")), "created_at"),
+        (lambda d: d.update(created_at=1e20), "created_at"),  # no clock prints that year
+        (lambda d: d.update(metadata=deep(1100)), "metadata"),  # deeper than json.dumps goes
         (lambda d: d.update(status="archived"), "status"),
         (lambda d: d.update(severity=3), "severity"),
         (lambda d: d.update(user_id="bob"), "user_id"),
@@ -186,6 +188,13 @@ def test_from_dict_checks_every_rule(
     with pytest.raises(EventError) as caught:
         Event.from_dict(data)
     assert caught.value.field == field
+
+
+def deep(depth: int) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for _ in range(depth):
+        nested = {"a": nested}
+    return nested
 
 
 def test_from_dict_refuses_a_non_mapping() -> None:

@@ -73,19 +73,22 @@ query_strategy = st.builds(
 )
 
 
-def reference(events: list[Event], q: EventQuery) -> tuple[list[Event], int]:
-    """The page and total a query should give, computed in Python from the stored list."""
-    matched = [
-        e
-        for e in events
-        if (q.user is None or e.user_id == q.user)
+def passes(e: Event, q: EventQuery) -> bool:
+    """The filters, in plain Python (the descriptions here are ASCII)."""
+    return (
+        (q.user is None or e.user_id == q.user)
         and (not q.severity or e.severity in q.severity)
         and (q.category is None or e.category == q.category)
         and (q.status is None or e.status == q.status)
         and (q.since is None or e.created_at >= q.since)
         and (q.until is None or e.created_at < q.until)
         and (q.search is None or q.search.lower() in e.description.lower())
-    ]
+    )
+
+
+def reference(events: list[Event], q: EventQuery) -> tuple[list[Event], int]:
+    """The page and total a query should give, computed in Python from the stored list."""
+    matched = [e for e in events if passes(e, q)]
     ordered = sorted(enumerate(matched), key=lambda p: (p[1].created_at, p[0]))
     if q.order == "newest":
         ordered.reverse()
@@ -108,6 +111,27 @@ def test_query_matches_reference_filter(events: list[Event], query: EventQuery) 
     assert page.total == total
     assert [e.id for e in page.events] == [e.id for e in expected]
     assert page.events == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(events=events_strategy, query=query_strategy)
+def test_a_live_event_passes_a_query_as_a_stored_one_would(
+    events: list[Event], query: EventQuery
+) -> None:
+    """EventQuery.matches (for events that are not stored: gravctl events --follow) agrees with
+    the filter, search included."""
+    assert [e.id for e in events if query.matches(e)] == [e.id for e in events if passes(e, query)]
+
+
+async def test_search_folds_ascii_case_only_in_the_store_and_live() -> None:
+    """As SQLite's LIKE: "deploy" finds "DEPLOY", "é" does not find "É"; matches agrees."""
+    events = [make(description="DEPLOY done"), make(description="Élan lost")]
+    async with await EventStore.open() as store:
+        await store.persist_many(events)
+        for search, found in (("deploy", [events[0]]), ("élan", []), ("Élan", [events[1]])):
+            query = EventQuery(search=search)
+            assert (await store.query(query)).events == found
+            assert [e for e in events if query.matches(e)] == found
 
 
 async def test_persist_mark_delete_get() -> None:
@@ -138,6 +162,10 @@ async def test_bad_ids_and_filters_raise_event_error() -> None:
         assert caught.value.field == "page_size"
         with pytest.raises(UsageError):
             await store.query(EventQuery(), user=USERS[0])
+    for text in ("²", "١٢", "1e3", "-1"):  # digits to str.isdigit, not whole numbers here
+        with pytest.raises(EventError) as caught:
+            EventQuery.from_params({"page": text})
+        assert caught.value.field == "page"
 
 
 async def test_retention_by_count_and_age() -> None:
