@@ -31,6 +31,7 @@ import msgspec
 
 from gravpy import _log as logs
 from gravpy.errors import (
+    GravError,
     HandlerFailed,
     HandlerNotFound,
     NoResponders,
@@ -73,7 +74,7 @@ class ServiceStatistics:
     listener_failures: int
     dispatched: int  # commands and queries dispatched here
     handled: int  # commands and queries handled here without error
-    handler_failures: int  # ... whose handler raised
+    handler_failures: int  # ... whose handler raised, or whose answer could not be sent
     refused: int  # events or commands here whose payload did not decode
 
 
@@ -246,7 +247,15 @@ class ServiceBus:
                 spec.wire_type, outcome.error_type, outcome.message, outcome.node
             ) from cause
         if spec.kind is Kind.QUERY:
-            filled: T = spec.decode(outcome.payload)
+            try:
+                filled: T = spec.decode(outcome.payload)
+            except msgspec.MsgspecError as exc:  # (the handler's side fills another shape)
+                raise HandlerFailed(
+                    spec.wire_type,
+                    type(exc).__name__,
+                    f"the answer does not decode as {spec.cls.__name__}: {exc}",
+                    outcome.node,
+                ) from exc
             return filled
         return cmd
 
@@ -296,9 +305,13 @@ class ServiceBus:
             self._succeeded(pod, msg, spec, payload)
 
     def _succeeded(self, pod: Pod, msg: Message, spec: PayloadSpec, payload: Any) -> None:
+        try:
+            filled = spec.encode(payload) if spec.kind is Kind.QUERY else b""
+            self._answer(pod, msg, _Outcome(True, filled))
+        except (msgspec.MsgspecError, GravError) as exc:  # an answer no encoder writes, or no
+            self._failed(pod, msg, exc)  # link carries (over the size limit): the asker hears
+            return
         self._counts.handled += 1
-        filled = spec.encode(payload) if spec.kind is Kind.QUERY else b""
-        self._answer(pod, msg, _Outcome(True, filled))
 
     def _failed(self, pod: Pod, msg: Message, exc: Exception) -> None:
         self._counts.handler_failures += 1

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import msgspec
 import pytest
 
+from discovery.static import StaticDiscovery
 from gravpy import Grav, Message
 from gravpy.mesh import PeerInfo
 from gravpy.service import (
@@ -22,7 +23,7 @@ from gravpy.service import (
     WaitTimeout,
 )
 
-from .conftest import NodeFactory
+from .conftest import NodeFactory, linked_to
 from .test_routing import mesh_of_three
 
 
@@ -260,6 +261,50 @@ async def test_a_payload_of_the_wrong_shape_is_handler_failed(sides: Sides) -> N
         await sides.asker.dispatch(Other(5))
     assert caught.value.error_type == "ValidationError"
     assert "user_id" in caught.value.message or "count" in caught.value.message
+
+
+async def test_an_answer_too_large_to_travel_is_handler_failed(node: NodeFactory) -> None:
+    """A query filled in past the mesh's message limit: the handler runs once, is counted as
+    failed, and the asker gets HandlerFailed saying why (not WaitTimeout)."""
+    a = await node()
+    b = await node(discovery=[StaticDiscovery(a.endpoints())])
+    await a.wait_for(linked_to(b), timeout=5)
+    async with ServiceBus(a) as asker, ServiceBus(b) as far:
+        calls: list[str] = []
+
+        def find(q: FindDashboard) -> None:
+            calls.append(q.id)
+            q.result = {"body": "x" * (2 << 20)}
+
+        far.add_handler(find)
+        await a.wait_for(lambda peers: any(p.groups for p in peers), timeout=5)
+        with pytest.raises(HandlerFailed) as caught:
+            await asker.dispatch(FindDashboard(id="big"), timeout=5.0)
+        assert (caught.value.error_type, caught.value.node) == ("UsageError", far.node)
+        assert "over the mesh limit" in caught.value.message
+        assert calls == ["big"]
+        assert (far.statistics().handled, far.statistics().handler_failures) == (0, 1)
+
+
+async def test_an_answer_of_another_shape_is_handler_failed(sides: Sides) -> None:
+    """The handler's class fills ``result`` with a type the asker's class does not accept."""
+
+    @dataclass
+    class Other:
+        id: str
+        result: int | None = None
+
+    Other.__name__ = "FindDashboard"  # same wire type, another result type
+
+    def find(q: FindDashboard) -> None:
+        q.result = {"title": "not an int"}
+
+    sides.far.add_handler(find)
+    await sides.ready("query.FindDashboard")
+    with pytest.raises(HandlerFailed) as caught:
+        await sides.asker.dispatch(Other(id="x"))
+    assert caught.value.error_type == "ValidationError"
+    assert "does not decode as FindDashboard" in caught.value.message
 
 
 def _recorder(into: list[SendStickers]) -> Callable[[SendStickers], None]:
