@@ -357,8 +357,11 @@ class Consumer:
         self._attempts[msg.uuid] = attempts
         self._failed.append(msg)
         if len(self._failed) >= self.bus.failure_limit:
+            failed = len(self._failed)
+            self._counts.dropped_failed += failed  # lost to the handler: not to the closing,
+            self._failed.clear()  # which counts only what was still queued (``pod_closed``)
             self.close(
-                f"{len(self._failed)} messages failed in its handler with no success since; "
+                f"{failed} messages failed in its handler with no success since; "
                 f"last error: {exc!r}",
                 error=True,
             )
