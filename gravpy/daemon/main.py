@@ -298,6 +298,10 @@ async def _serve(grav: Grav, config: DaemonConfig, log: Any, *, keep_files: bool
         loop.add_signal_handler(signum, shutdown.on_signal, signum)
     if config.auth_file is not None:
         loop.add_signal_handler(signal.SIGHUP, AuthReloader(grav, config.auth_file, log).reload)
+    else:  # (SIGHUP's default action ends the process: an operator reloading must not stop it)
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: log.warning("sighup_ignored", reason="no auth file to re-read")
+        )
     status = NodeStatus(grav, config)
     monitor = Monitor(status, config.monitor) if config.monitor is not None else None
     monitor_address = await _start(grav, status, monitor, log, keep_files)

@@ -81,6 +81,18 @@ async def test_sighup_rereads_the_auth_file_keeping_links_still_allowed(tmp_path
         assert caught.value.reason == "unknown_key"
 
 
+async def test_sighup_without_an_auth_file_is_logged_and_changes_nothing() -> None:
+    """`kill -HUP` on a gravd with no auth file (as the docs suggest for reloading) leaves it
+    serving, says why nothing was re-read, and it still stops cleanly."""
+    async with running_gravd() as node:
+        node.process.signal(signal.SIGHUP)
+        async with asyncio.timeout(10):
+            await node.process.wait_event("sighup_ignored", reason="no auth file to re-read")
+        status, _ = await node.get("/healthz")
+        assert status == 200
+        assert (await node.stop()).code == 0
+
+
 async def test_a_node_identity_signs_for_gravd_to_gravd_links(tmp_path: Path) -> None:
     """gravd --identity presents its key to a gravd whose auth file lists it; both link."""
     a_key, b_key = tmp_path / "a.key", tmp_path / "b.key"
