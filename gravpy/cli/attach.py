@@ -41,6 +41,9 @@ _REFUSALS = {
     "self": "the URL leads back to this very process",
     "uuid_mismatch": "the node there is not the one expected",
     "deadline": "the handshake took too long",
+    "unknown_key": "it does not list this identity (gravctl's --identity key)",
+    "not_allowed": "it accepts only listed identities (give gravctl --identity KEY)",
+    "bad_signature": "the identity's signature does not verify (a wrong or damaged key file)",
 }
 
 

@@ -103,7 +103,7 @@ class Admission:
         """The handshake of ``peer`` was refused by the protocol, here or by the remote (a bad
         signature, an unlisted key, a failed check): count it, log it on ``log`` (rate-limited)."""
         self.count(event.reason)
-        peer.rejected(event.reason)
+        peer.rejected(event.reason, event.detail)
         extra = self.log_limit.admit("handshake_rejected", event.reason)
         if extra is not None:
             log.info(

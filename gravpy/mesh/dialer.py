@@ -136,7 +136,9 @@ class WantedEndpoint:
         if reason == REASON_UUID_MISMATCH and self.expected_uuid is not None:
             self.settle(NodeUUIDMismatch(self.endpoint, self.expected_uuid, link.uuid or "?"))
             return
-        self.settle(HandshakeRejectedError(reason, self.endpoint, link.end_reason))
+        self.settle(
+            HandshakeRejectedError(reason, self.endpoint, link.reject_detail or link.end_reason)
+        )
 
     def settle(self, exc: BaseException) -> None:
         """Fail the waiter for the first link (if any waits) with ``exc``."""

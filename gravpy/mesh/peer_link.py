@@ -59,6 +59,7 @@ _NO_GROUPS: Mapping[str, int] = {}
 # between them, so replies and the writer's next frame go out while the rest is still being
 # delivered: the two ends of a link work at once instead of in turns (bench_mesh, 100 in flight).
 _CHUNK = 32
+_DETAIL_LIMIT = 500  # characters of a refusal's detail kept for the one refused
 
 
 def _refused_or_closed(proto: PeerProtocol) -> bool:
@@ -141,6 +142,7 @@ class PeerLink:
         self.was_open = False
         self.opened_at: float | None = None  # wall clock, when the handshake completed
         self.reject_reason = ""  # why the handshake was refused (by either side)
+        self.reject_detail = ""  # ... in words, as the refusing side said it
         self._handshake_task: asyncio.Task[object] | None = None  # waiting for a handshake frame
         self._interrupted = False  # ``end`` cancelled that wait
         self._poked = False  # the frame sink woke the reader: its next empty frame is no frame
@@ -259,11 +261,12 @@ class PeerLink:
     def reject(self, reason: str, detail: str) -> None:
         """Refuse the remote's HELLO with a reason code, tell it why, and close the link."""
         self.proto.reject(reason, detail)
-        self.rejected(reason)
+        self.rejected(reason, detail)
 
-    def rejected(self, reason: str) -> None:
+    def rejected(self, reason: str, detail: str = "") -> None:
         """The handshake was refused (here or by the remote): remember why and close."""
         self.reject_reason = reason
+        self.reject_detail = detail[:_DETAIL_LIMIT]  # (the remote's words: bounded)
         self.end(reason)
 
     def mark_open(self) -> None:

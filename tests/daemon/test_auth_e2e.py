@@ -45,6 +45,7 @@ async def test_gravd_admits_listed_keys_refuses_others_and_counts_why(tmp_path: 
             async with gravpy.connect(node.endpoint, identity_file=tmp_path / "stranger.key"):
                 pass
         assert caught.value.reason == "unknown_key"
+        assert caught.value.detail == "this node does not list the public key presented"
         status, text = await node.get("/metrics")
         assert status == 200
         samples = {
@@ -123,4 +124,5 @@ async def test_gravctl_keygen_then_identity_attaches_where_anonymous_is_refused(
         assert "no pod on the mesh wants" in ok.stderr
         refused = await gravctl(*url, "pub", "a.b", "x")
         assert refused.code != 0
-        assert "not_allowed" in refused.stderr
+        assert "give gravctl --identity KEY" in refused.stderr  # what to do, and gravd's words:
+        assert refused.stderr.rstrip().endswith("this node accepts only listed identities")
