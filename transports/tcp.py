@@ -46,6 +46,7 @@ from gravpy.tls import SslOption, TlsContexts, as_tls
 from gravpy.transport_kit import ErrorMap, serve_link
 from transports._addresses import format_address, wildcard_hosts
 from transports.tcp_link import BadGreeting, Refused, TcpLink
+from transports.tls_door import TlsFailures
 
 __all__ = ["TcpLink", "TcpTransport"]
 
@@ -64,7 +65,11 @@ class _TcpErrorMap(ErrorMap):
     def dial_error(self, exc: Exception) -> GravError:
         if isinstance(exc, BadGreeting | Refused):
             return TransportError(f"{self.action}: {exc}")
-        return super().dial_error(exc)
+        error = super().dial_error(exc)
+        if isinstance(exc, ConnectionResetError) and self.action.startswith("dial tcp://"):
+            # what a TLS listener does with a plain greeting: hang up before its own
+            return TransportError(f"{error} (a TLS listener? then dial tls://)")
+        return error
 
 
 class TcpTransport:
@@ -115,6 +120,7 @@ class TcpTransport:
         self.close_timeout = close_timeout
         self.handshake_timeout = handshake_timeout
         self.tls = as_tls(ssl)
+        self.tls_failures = TlsFailures(self.name)
         self._server: asyncio.Server | None = None
         self._on_link: LinkHandler | None = None
         self._endpoints: list[str] = []
@@ -189,9 +195,23 @@ class TcpTransport:
             write_limit=self.write_limit,
             close_timeout=self.close_timeout,
             on_greeted=None if initiator else self._greeted,
-            on_lost=None if initiator else self._pending.discard,
+            on_lost=None if initiator else self._lost,
             refusal=refusal,
         )
+
+    @property
+    def tls_handshakes_failed(self) -> int:
+        """TLS handshakes on the listener that failed or timed out (logged, a few per burst)."""
+        return self.tls_failures.count
+
+    def _lost(self, link: TcpLink) -> None:
+        """An accepted connection ended before its greeting; one that never got past TLS (asyncio
+        tells no protocol of a failed handshake: its deadline ends it) is a failed handshake."""
+        self._pending.discard(link)
+        if not link.connected:
+            self.tls_failures.failed(
+                "?", f"no TLS handshake completed within {self.handshake_timeout} s"
+            )
 
     def _greeted(self, link: TcpLink) -> None:
         """An accepted connection sent its greeting: it is a link now; run ``on_link``."""

@@ -106,6 +106,7 @@ class TcpLink(asyncio.Protocol):
         self._send_error: LinkClosedError | None = None
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
+        self._expired = False  # the greeting's deadline passed before TLS completed
         self._paused = False
         self._closing = False  # our close frame is written: what comes is read for the peer's
         self._sink: Callable[[bytes], bool] | None = None
@@ -117,6 +118,9 @@ class TcpLink(asyncio.Protocol):
         # uvloop's transports have the asyncio.Transport methods without subclassing it
         transport = cast(asyncio.Transport, transport)
         self._sock = transport
+        if self._expired:  # TLS completed after the deadline: the link was already given up
+            transport.abort()
+            return
         self.remote_address = format_address(transport.get_extra_info("peername"))
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -328,7 +332,17 @@ class TcpLink(asyncio.Protocol):
         """Drop the connection if the peer's greeting has not come within ``seconds``."""
         self._timer = self._loop.call_later(seconds, self._handshake_expired)
 
+    @property
+    def connected(self) -> bool:
+        """True once the connection is made (with TLS: once its handshake completed)."""
+        return self._sock is not None
+
     def _handshake_expired(self) -> None:
+        if self._sock is None:  # TLS never completed; asyncio tells no protocol of a failed
+            self._expired = True  # handshake, so its end is here (else the link is kept forever)
+            if self._on_lost is not None:
+                self._on_lost(self)
+            return
         if not self._greeting.done():
             self.abort()
 

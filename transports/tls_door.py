@@ -18,19 +18,40 @@ listens on plain TCP instead and decides at accept, as without TLS:
   resumes) are then replayed to it, in order.
 
 A handshake that fails, times out, or whose socket is dropped (:meth:`Entrance.drop`, the
-listener's eviction) is counted in ``failed``; the listener learns of it through the
-``on_failure`` it gave, and its protocol never sees the connection. ``close`` cancels the
-handshakes in progress and resets every socket that arrives after it.
+listener's eviction) is counted in ``failed``; one that fails or times out is also logged
+(``tls_handshake_failed``, a few lines per burst: :class:`TlsFailures`). The listener learns of
+it through the ``on_failure`` it gave, and its protocol never sees the connection. ``close``
+cancels the handshakes in progress and resets every socket that arrives after it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import Callable
 from typing import Any, cast
 
-__all__ = ["Dropped", "Entrance", "TlsDoor"]
+from gravpy import _log as logs
+from gravpy.transport_kit import RateLimitFilter
+
+__all__ = ["Dropped", "Entrance", "TlsDoor", "TlsFailures"]
+
+_log = logs.get_logger("gravpy.transports.tls")
+logging.getLogger("gravpy.transports.tls").addFilter(RateLimitFilter())  # a flood: a few lines
+
+
+class TlsFailures:
+    """The failed TLS handshakes of one listener: all counted, a few logged per burst (a client
+    speaking plain text to a TLS port, a certificate the client does not trust, a deadline)."""
+
+    def __init__(self, transport: str) -> None:
+        self.transport = transport
+        self.count = 0
+
+    def failed(self, peer: object, error: str) -> None:
+        self.count += 1
+        _log.info("tls_handshake_failed", transport=self.transport, peer=str(peer), error=error)
 
 
 def _nothing() -> None:
@@ -41,9 +62,14 @@ class TlsDoor:
     """The TLS handshakes of one listener: started for admitted sockets, owned until done."""
 
     def __init__(
-        self, context: ssl.SSLContext, handshake_timeout: float, shutdown_timeout: float
+        self,
+        context: ssl.SSLContext,
+        handshake_timeout: float,
+        shutdown_timeout: float,
+        failures: TlsFailures | None = None,
     ) -> None:
         self.context = context
+        self.failures = failures if failures is not None else TlsFailures("tls")
         self.handshake_timeout = handshake_timeout
         self.shutdown_timeout = shutdown_timeout
         self.failed = 0  # handshakes that failed, timed out, or whose socket was dropped
@@ -84,10 +110,12 @@ class TlsDoor:
             raw.abort()
             entrance.fail()
             raise
-        except Exception:  # a bad handshake, a reset, the deadline: the client's fault, not ours
+        except Exception as exc:  # a bad handshake, a reset, the deadline: the client's fault
             _discard(handshake)
+            peer = raw.get_extra_info("peername")
             raw.abort()
             self.failed += 1
+            self.failures.failed(peer, repr(exc))
             entrance.fail()
             return
         if tls is None or entrance.lost:  # closed between the handshake's end and now

@@ -57,7 +57,7 @@ from gravpy.transport_kit import (
     serve_link,
 )
 from transports._addresses import format_address, wildcard_hosts
-from transports.tls_door import TlsDoor
+from transports.tls_door import TlsDoor, TlsFailures
 from transports.websocket_gate import ConnectionGate
 
 __all__ = ["WebSocketLink", "WebSocketTransport"]
@@ -244,6 +244,7 @@ class WebSocketTransport:
         # links open and upgrades in flight; past either bound a socket gets a fixed 503 at accept
         self._gate = ConnectionGate(max_connections, max_upgrading)
         self.tls = as_tls(ssl)
+        self.tls_failures = TlsFailures(self.name)
         self._server: Server | None = None
         self._on_link: LinkHandler | None = None
         self._endpoints: list[str] = []
@@ -252,6 +253,11 @@ class WebSocketTransport:
     def max_connections(self) -> int:
         """Links open at once on the listener (past it: HTTP 503, counted)."""
         return self._gate.limit
+
+    @property
+    def tls_handshakes_failed(self) -> int:
+        """TLS handshakes on the listener that failed or timed out (logged, a few per burst)."""
+        return self.tls_failures.count
 
     @property
     def connections_refused(self) -> int:
@@ -269,7 +275,9 @@ class WebSocketTransport:
             raise UsageError("this WebSocketTransport is already started")
         self._on_link = on_link
         if self.tls.server is not None:  # TLS after the cap (transports.tls_door)
-            self._gate.door = TlsDoor(self.tls.server, self.open_timeout, self.close_timeout)
+            self._gate.door = TlsDoor(
+                self.tls.server, self.open_timeout, self.close_timeout, self.tls_failures
+            )
         with _ErrorMap(f"{self.host}:{self.port}", f"listen on {self.host}:{self.port}"):
             self._server = await serve(
                 self._serve_link,

@@ -78,6 +78,7 @@ METRIC_NAMES = (
     "gravd_links_opened_total",
     "gravd_links_closed_total",
     "gravd_connections_refused_total",
+    "gravd_tls_handshakes_failed_total",
     "gravd_protocol_violations_total",
     "gravd_publish_denied_total",
     "gravd_gossip_ignored_total",
@@ -258,6 +259,11 @@ def _mesh_metrics(hub: HubStatistics | None) -> Iterable[Metric]:
             "gravd_connections_refused",
             "Connections closed at once: --max-connections were open",
             "connections_refused",
+        ),
+        (
+            "gravd_tls_handshakes_failed",
+            "TLS handshakes on this node's listeners that failed or timed out",
+            "tls_handshakes_failed",
         ),
     ):
         yield _counter(name, doc, getattr(hub, value) if hub is not None else 0)

@@ -638,6 +638,9 @@ class Hub:
             resent=self.traffic.resumption.resent,
             connections_refused=self._refused
             + sum(getattr(t, "connections_refused", 0) for t in self.transports),
+            tls_handshakes_failed=sum(
+                getattr(t, "tls_handshakes_failed", 0) for t in self.transports
+            ),
             protocol_violations=dict(self._violations),
             gossip_ignored=self.gossip.ignored,
             publish_denied=self.traffic.gate.denied_publish,

@@ -131,14 +131,20 @@ async def test_a_certificate_from_another_ca_is_refused(kind: str, pki: Pki) -> 
     assert "unable to get local issuer certificate" in str(error)
 
 
-async def test_dialling_ws_to_a_tls_listener_suggests_wss(pki: Pki) -> None:
-    """A plain ws:// dial to a WebSocket listener that speaks TLS fails with a hint to wss://."""
-    server = WebSocketTransport(HOST, 0, ssl=pki.server())
+@pytest.mark.parametrize("kind", KINDS)
+async def test_dialling_without_tls_to_a_tls_listener_suggests_the_tls_scheme(
+    kind: str, pki: Pki
+) -> None:
+    """A plain ws://, http:// or tcp:// dial to a listener that speaks TLS fails with a hint to
+    wss://, https:// or tls://."""
+    server = KINDS[kind](ssl=pki.server())
     await server.start(_Accepting().on_link)
     try:
-        plain = server.endpoints()[0].replace("wss://", "ws://", 1)
-        with pytest.raises(TransportError, match=r"a TLS listener\? then dial wss://"):
-            await WebSocketTransport(HOST, 0).dial(plain, timeout=5)
+        secure = server.endpoints()[0]
+        scheme = secure.split("://", 1)[0]
+        plain = {"wss": "ws", "https": "http", "tls": "tcp"}[scheme]
+        with pytest.raises(TransportError, match=rf"a TLS listener\? then dial {scheme}://"):
+            await KINDS[kind]().dial(plain + secure[len(scheme) :], timeout=5)
     finally:
         await server.stop()
 

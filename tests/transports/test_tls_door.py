@@ -20,6 +20,7 @@ from gravpy.plugins import Link
 from tests._bus_helpers import until
 from transports import websocket_gate
 from transports.http import HttpTransport
+from transports.tcp import TcpTransport
 from transports.websocket import WebSocketTransport
 
 HOST = "127.0.0.1"
@@ -172,3 +173,48 @@ async def test_stopping_a_tls_listener_ends_the_handshakes_in_progress(ca: trust
                 assert await reader.read() == b""
     finally:
         writer.close()
+
+
+async def _plain_text_to(port: int) -> None:
+    """A client that speaks plain text to a TLS port, then waits for the listener to hang up."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        async with asyncio.timeout(10):
+            await reader.read()
+    except ConnectionResetError:
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+@pytest.mark.parametrize("kind", ["ws", "http", "tcp"])
+async def test_a_failed_tls_handshake_is_counted_and_logged_and_nothing_is_kept(
+    ca: trustme.CA, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Plain text to a TLS listener: the handshake fails, the listener counts and logs it (the
+    operator's only clue), and keeps nothing of the connection (tcp once its deadline passed:
+    asyncio tells no protocol of a failed handshake)."""
+    caplog.set_level("INFO", logger="gravpy.transports.tls")
+    server = _server(ca)
+    listener: WebSocketTransport | HttpTransport | TcpTransport
+    if kind == "ws":
+        listener = WebSocketTransport(HOST, 0, ssl=server)
+    elif kind == "http":
+        listener = HttpTransport(HOST, 0, ssl=server)
+    else:
+        listener = TcpTransport(HOST, 0, ssl=server, handshake_timeout=0.5)
+    await listener.start(_hold)
+    try:
+        await _plain_text_to(_port(listener.endpoints()[0]))
+        await until(lambda: listener.tls_handshakes_failed == 1)
+        if isinstance(listener, TcpTransport):
+            await until(lambda: not listener._pending)
+        [line] = [r for r in caplog.records if r.getMessage() == "tls_handshake_failed"]
+        assert line.__dict__["transport"] == listener.name
+        if kind != "tcp":  # (the door has the error; tcp knows only that the deadline passed)
+            assert "SSLError" in line.__dict__["error"]
+    finally:
+        await listener.stop()

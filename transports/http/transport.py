@@ -55,7 +55,7 @@ from transports.http.wire import (
     _read_text,
     _Refusal,
 )
-from transports.tls_door import TlsDoor
+from transports.tls_door import TlsDoor, TlsFailures
 
 _SERVER_LOG = logging.getLogger("gravpy.transports.http.server")
 _SERVER_LOG.addFilter(RateLimitFilter())  # a flood of bad requests logs a few lines, not 13,000
@@ -132,6 +132,7 @@ class HttpTransport:
         self.body_timeout = body_timeout
         self.guard = ConnectionGuard(max_connections, header_timeout)
         self.tls = as_tls(ssl)
+        self.tls_failures = TlsFailures(self.name)
         self._runner: web.AppRunner | None = None
         self._on_link: LinkHandler | None = None
         self._endpoints: list[str] = []
@@ -141,6 +142,11 @@ class HttpTransport:
         self._stopping = False
         self._pool = _ClientPool()
         self._pool.ssl = self.tls.client
+
+    @property
+    def tls_handshakes_failed(self) -> int:
+        """TLS handshakes on the listener that failed or timed out (logged, a few per burst)."""
+        return self.tls_failures.count
 
     @property
     def connections_refused(self) -> int:
@@ -169,7 +175,9 @@ class HttpTransport:
         )
         if self.tls.server is not None:  # TLS after the cap (transports.tls_door)
             timeout = self.guard.header_timeout
-            self.guard.door = TlsDoor(self.tls.server, timeout, self.close_timeout)
+            self.guard.door = TlsDoor(
+                self.tls.server, timeout, self.close_timeout, self.tls_failures
+            )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
         try:

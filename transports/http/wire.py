@@ -67,7 +67,12 @@ class _ErrorMap(ErrorMap):
     def dial_error(self, exc: Exception) -> GravError:
         if isinstance(exc, _HttpStatus):
             return TransportError(f"{self.action}: refused with {exc}")
-        return super().dial_error(exc)
+        error = super().dial_error(exc)
+        if isinstance(exc, aiohttp.ServerDisconnectedError) and self.action.startswith(
+            "dial http://"
+        ):  # what a TLS listener does with a plain HTTP request: hang up
+            return TransportError(f"{error} (a TLS listener? then dial https://)")
+        return error
 
     def link_error(self, exc: Exception) -> GravError:
         if isinstance(exc, _HttpStatus):
