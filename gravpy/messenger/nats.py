@@ -7,15 +7,18 @@ hands each request to exactly one member; ``request`` is nats-py's request (one 
 and the server's "no responders" status becomes ``NoResponders``. A handler error travels back in
 the reply's ``Messenger-Error`` header.
 
-Outages: nats-py reconnects by itself (every ``reconnect_time_wait`` s, forever by default here) and
+Connecting: the first connect tries each server of the URL briefly and raises ``TransportError``
+(as a ``ws://`` messenger does) if none answers within ``connect_timeout``. Outages after that:
+nats-py reconnects by itself (every ``reconnect_time_wait`` s, forever by default here) and
 re-subscribes. While it is disconnected, ``publish`` is buffered in nats-py's pending buffer, at most
 ``pending_size`` bytes, and sent in order after the reconnect; a publish that would overflow the
 buffer raises ``PublishFailed``, so nothing is lost silently. Every nats-py exception is translated
-in ``_translated`` (one place), so none leaks out.
+in ``_translated`` (and the first connect's in ``_first_connect``), so none leaks out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -34,6 +37,7 @@ from gravpy.errors import (
     RequestFailed,
     RequestTimeout,
     StreamSubscriptionFailed,
+    TransportError,
 )
 from gravpy.filter import Pattern
 from gravpy.messenger.base import Handler, MessengerBase, ServeCounters, StreamSink, run_handler
@@ -41,6 +45,7 @@ from gravpy.messenger.base import Handler, MessengerBase, ServeCounters, StreamS
 __all__ = ["ERROR_HEADER", "NatsMessenger"]
 
 ERROR_HEADER = "Messenger-Error"
+_FIRST_CONNECT_ATTEMPTS = 1  # redials per server before the first connect gives up
 _log = get_logger("gravpy.messenger.nats")
 
 
@@ -55,6 +60,25 @@ def _translated(what: str, failure: type[Exception]) -> Iterator[None]:
         raise failure(f"{what}: disconnected from NATS and the reconnect buffer is full") from exc
     except (nats.errors.Error, OSError) as exc:
         raise failure(f"{what}: {exc!r}") from exc
+
+
+async def _first_connect(url: str, connect_timeout: float, **options: Any) -> Client:
+    """A client connected to ``url``, or ``TransportError`` within ``connect_timeout``.
+
+    nats-py applies ``max_reconnect_attempts`` to the first connect too, and with -1 it retries a
+    dead server forever; so the first connect makes at most ``_FIRST_CONNECT_ATTEMPTS`` + 1 tries
+    per server (nats-py counts the first try as no reconnect), all within ``connect_timeout``.
+    """
+    nc = Client()
+    options["connect_timeout"] = connect_timeout  # typed int in nats-py, a float works
+    try:
+        async with asyncio.timeout(connect_timeout):
+            await nc.connect(url, max_reconnect_attempts=_FIRST_CONNECT_ATTEMPTS, **options)
+    except (TimeoutError, nats.errors.Error, OSError) as exc:
+        cause = nc.last_error or exc
+        await nc.close()
+        raise TransportError(f"connect to {url}: {cause!r}") from cause
+    return nc
 
 
 class NatsMessenger(MessengerBase):
@@ -85,11 +109,17 @@ class NatsMessenger(MessengerBase):
         connect_timeout: float = 2.0,
         **options: Any,
     ) -> NatsMessenger:
-        """Connect to ``url``; keyword ``options`` go to ``nats.connect``. See the module docstring."""
+        """Connect to ``url``; keyword ``options`` go to ``nats.connect``. See the module docstring.
 
+        The first connect raises ``TransportError`` if no server of ``url`` answers within
+        ``connect_timeout``; ``max_reconnect_attempts`` (-1: forever) applies once connected.
+        """
         drops: Counter[int] = Counter()
+        connected = False
 
         async def error_cb(exc: Exception) -> None:
+            if not connected:
+                return  # the first connect's failures are raised, not logged
             if isinstance(exc, nats.errors.SlowConsumerError):
                 drops[exc.sid] += 1  # counted in that stream's statistics, logged once
                 if drops[exc.sid] > 1:
@@ -97,16 +127,16 @@ class NatsMessenger(MessengerBase):
             _log.warning("nats_error", url=url, error=repr(exc))
 
         options.setdefault("error_cb", error_cb)
-        with _translated(f"connect to {url}", PublishFailed):
-            nc = await nats.connect(
-                url,
-                reconnect_time_wait=reconnect_time_wait,
-                max_reconnect_attempts=max_reconnect_attempts,
-                pending_size=pending_size,
-                connect_timeout=connect_timeout,
-                allow_reconnect=True,
-                **options,
-            )
+        nc = await _first_connect(
+            url,
+            connect_timeout,
+            reconnect_time_wait=reconnect_time_wait,
+            pending_size=pending_size,
+            allow_reconnect=True,
+            **options,
+        )
+        connected = True
+        nc.options["max_reconnect_attempts"] = max_reconnect_attempts  # read at each redial
         messenger = cls(nc, owns_client=True, group=group)
         messenger.slow_consumer_drops = drops
         return messenger

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from gravpy.errors import MessengerClosed, PublishFailed
+from gravpy.errors import MessengerClosed, PublishFailed, TransportError
 from gravpy.messenger import Messenger, NatsMessenger, open_messenger
 from gravpy.testing import NatsServer, check_messenger, nats_server
 
@@ -18,6 +19,16 @@ def _setter(event: asyncio.Event) -> Callable[[], Awaitable[None]]:
         event.set()
 
     return callback
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
 
 
 async def test_nats_messenger_passes_the_conformance_check(nats_server: NatsServer) -> None:
@@ -105,3 +116,50 @@ async def test_close_while_requesting_raises_messenger_closed_for_later_calls(
     await m.close()
     with pytest.raises(MessengerClosed):
         await m.publish("x.y", b"")
+
+
+async def test_connecting_to_a_dead_port_raises_transport_error_within_the_connect_timeout() -> (
+    None
+):
+    """open_messenger("nats://...") on a port nobody listens on raises TransportError, not hangs."""
+    async with nats_server() as server:
+        url = server.url
+    with pytest.raises(TransportError, match=re.escape(f"connect to {url}")) as caught:
+        async with asyncio.timeout(10.0):  # the hang guard: connect_timeout=1.0 must end it first
+            await open_messenger(url, connect_timeout=1.0)
+    assert caught.value.__cause__ is not None
+
+
+async def test_after_the_first_connect_a_messenger_redials_for_as_long_as_it_takes(
+    nats_server: NatsServer,
+) -> None:
+    """The limit on first-connect attempts does not carry over: an outage outlasting many failed
+    redials still ends in a reconnect."""
+    failures = 0
+    enough = asyncio.Event()
+    back = asyncio.Event()
+    gave_up = asyncio.Event()
+
+    async def count_failures(exc: Exception) -> None:
+        nonlocal failures
+        failures += 1
+        if failures >= 5:
+            enough.set()
+
+    async with await NatsMessenger.connect(
+        nats_server.url,
+        reconnect_time_wait=0.02,
+        error_cb=count_failures,
+        reconnected_cb=_setter(back),
+        closed_cb=_setter(gave_up),
+    ) as m:
+        await nats_server.stop()
+        await _first_of(enough, gave_up)  # five refused redials, more than a first connect makes
+        assert not gave_up.is_set(), "the client gave up redialling and closed"
+        await nats_server.restart()
+        await _first_of(back, gave_up)
+        assert back.is_set(), "the client gave up redialling and closed"
+        q: asyncio.Queue[bytes] = asyncio.Queue()
+        await m.stream("redial.events", q)
+        await m.publish("redial.events", b"back")
+        assert await q.get() == b"back"
