@@ -77,6 +77,16 @@ class Claimed:
     data: bytes
 
 
+def _literal_prefix(pattern: Pattern) -> str:
+    """The tokens before the first wildcard, with their trailing dot (``svc.`` for ``svc.*``)."""
+    literal: list[str] = []
+    for token in pattern.text.split("."):
+        if token in ("*", ">"):
+            break
+        literal.append(token)
+    return "".join(token + "." for token in literal)
+
+
 class Store:
     """One connection and the statements of the bus. Call from one thread only."""
 
@@ -157,25 +167,47 @@ class Store:
         return cur.lastrowid
 
     def claim(self, pattern: Pattern, server: str) -> Claimed | None:
-        """Claim the oldest open request matching ``pattern``, or None."""
+        """Claim the oldest open request matching ``pattern``, or None.
+
+        SQL narrows the rows by the pattern's literal prefix (``svc.`` for ``svc.*.get``); the full
+        match is ``Pattern.matches``. Rows that pass the prefix but not the match are paged past,
+        ``_CLAIM_BATCH`` at a time, so no number of older requests for other subjects hides one.
+        """
         now = time.time()
+        after = 0
+        while True:
+            rows = self._open_requests(pattern, now, after)
+            for request_id, subject, data in rows:
+                if pattern.matches(subject) and self._take(request_id, server, now):
+                    return Claimed(int(request_id), str(subject), bytes(data))
+            if len(rows) < _CLAIM_BATCH:
+                return None
+            after = int(rows[-1][0])
+
+    def _open_requests(
+        self, pattern: Pattern, now: float, after: int
+    ) -> list[tuple[int, str, bytes]]:
+        """Up to ``_CLAIM_BATCH`` open, unexpired requests after id ``after`` that may match."""
         sql = "SELECT id, subject, data FROM bus_requests WHERE claimed_by IS NULL AND deadline > ?"
-        args: tuple[object, ...] = (now,)
+        args: list[object] = [now]
         if pattern.is_literal:
-            sql, args = sql + " AND subject = ?", (now, pattern.text)
-        rows = self.conn.execute(sql + " ORDER BY id LIMIT ?", (*args, _CLAIM_BATCH)).fetchall()
-        for request_id, subject, data in rows:
-            if not pattern.matches(subject):
-                continue
-            won = self.conn.execute(
-                "UPDATE bus_requests SET claimed_by = ?, claimed_at = ? "
-                "WHERE id = ? AND claimed_by IS NULL",
-                (server, now, request_id),
-            ).rowcount
-            self.conn.commit()
-            if won == 1:
-                return Claimed(int(request_id), str(subject), bytes(data))
-        return None
+            sql += " AND subject = ?"
+            args.append(pattern.text)
+        elif prefix := _literal_prefix(pattern):
+            sql += " AND substr(subject, 1, ?) = ?"
+            args += [len(prefix), prefix]
+        sql += " AND id > ? ORDER BY id LIMIT ?"
+        return self.conn.execute(sql, (*args, after, _CLAIM_BATCH)).fetchall()
+
+    def _take(self, request_id: int, server: str, now: float) -> bool:
+        """Mark the request claimed by ``server``; True if this update won it."""
+        won = self.conn.execute(
+            "UPDATE bus_requests SET claimed_by = ?, claimed_at = ? "
+            "WHERE id = ? AND claimed_by IS NULL",
+            (server, now, request_id),
+        ).rowcount
+        self.conn.commit()
+        return bool(won == 1)
 
     def reply(self, request_id: int, data: bytes, error: str) -> None:
         self.conn.execute(

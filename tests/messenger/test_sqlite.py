@@ -103,3 +103,30 @@ async def test_a_locked_database_stalls_publish_into_publish_failed_without_loss
             blocker.close()
         await m.flush()
         assert [await q.get(), await q.get()] == [b"1", b"2"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "other"),
+    [("svc.*", "queued.other.x"), ("*.echo", "queued.other.x"), ("svc.*", "svc.deep.other")],
+)
+async def test_a_wildcard_server_reaches_its_request_behind_many_unrelated_ones(
+    tmp_path: Path, pattern: str, other: str
+) -> None:
+    """A server on a pattern claims the oldest request it matches even when more than a claim
+    batch (64) of older, unclaimed requests for other subjects wait before it."""
+    unrelated: list[asyncio.Task[bytes]] = []
+
+    async def echo(data: bytes) -> bytes:
+        return data
+
+    try:
+        async with await SQLiteMessenger.open(str(tmp_path / "bus.db")) as m:
+            for i in range(150):
+                unrelated.append(asyncio.create_task(m.request(other, b"%d" % i)))
+            await asyncio.sleep(0)  # each task queues its insert on the one database thread
+            assert (await m.table_counts())["bus_requests"] == len(unrelated)  # queued after them
+            await m.serve(pattern, echo)
+            assert await m.request("svc.echo", b"found", timeout=5.0) == b"found"
+            assert not any(task.done() for task in unrelated)
+    finally:
+        await asyncio.gather(*unrelated, return_exceptions=True)  # closing ended them
