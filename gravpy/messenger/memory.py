@@ -5,7 +5,9 @@ matches (``StreamSink`` never blocks). Each ``serve`` is a server with a bounded
 one worker task that runs the handler one request at a time, in order (like a NATS subscription).
 ``request`` picks one matching server, round robin, and waits on a future the worker resolves with
 the reply or the handler's error. No matching server at all raises ``NoResponders`` at once; a
-server whose inbox is full refuses the request with ``PublishFailed`` (drop newest, counted).
+server whose inbox is full refuses the request with ``PublishFailed`` (drop newest, counted). A
+server that stops leaves the requests it held to their timeout (``RequestTimeout``), as a NATS
+queue member or a SQLite server that stops does.
 """
 
 from __future__ import annotations
@@ -46,15 +48,15 @@ class _Server:
                 reply.set_result(result)
 
     async def stop(self) -> None:
+        """Stop answering. The requests this server held are left unanswered, so their requesters
+        end in ``RequestTimeout`` as on the other backends (not a ``CancelledError`` that is not
+        theirs)."""
         self.task.cancel()
         try:
             await self.task
         except asyncio.CancelledError:
             if (current := asyncio.current_task()) is not None and current.cancelling():
                 raise
-        while not self.inbox.empty():
-            _, reply = self.inbox.get_nowait()
-            reply.cancel()
 
 
 class InMemoryMessenger(MessengerBase):

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gravpy.errors import PublishFailed, UsageError
+from gravpy.errors import PublishFailed, RequestTimeout, UsageError
 from gravpy.messenger import InMemoryMessenger, Messenger, open_messenger
 from gravpy.testing import check_messenger
 
@@ -54,3 +54,24 @@ async def test_a_server_with_a_full_inbox_refuses_requests() -> None:
         release.set()
         assert await first == b"1"
         assert await second == b"2"
+
+
+async def test_requests_queued_for_a_server_that_unsubscribes_end_in_request_timeout() -> None:
+    """Unsubscribing a server leaves its in-flight and queued requesters with RequestTimeout, as
+    on the other backends, not a bare CancelledError."""
+    started = asyncio.Event()
+
+    async def stuck(data: bytes) -> bytes:
+        started.set()
+        await asyncio.Event().wait()
+        return data
+
+    async with InMemoryMessenger() as m:
+        served = await m.serve("svc.gone", stuck)
+        in_flight = asyncio.create_task(m.request("svc.gone", b"1", timeout=0.5))
+        await started.wait()
+        queued = asyncio.create_task(m.request("svc.gone", b"2", timeout=0.5))
+        await asyncio.sleep(0)  # the second request is now in the server's inbox
+        await served.unsubscribe()
+        results = await asyncio.gather(in_flight, queued, return_exceptions=True)
+    assert [type(r) for r in results] == [RequestTimeout, RequestTimeout]
