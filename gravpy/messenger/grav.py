@@ -108,10 +108,20 @@ class GravMessenger(MessengerBase):
         )
 
     async def _publish(self, subject: str, data: bytes) -> None:
+        """``send`` (never waits), then wait only if the carrier is congested, not a reader.
+
+        ``Pod.publish`` would also wait while any pod of the node, on any subject, has a backed-up
+        inbox; the messenger promises that a slow reader never holds up a publisher (its stream
+        drops, counted). A link's queue over its high-water mark is the carrier filling up, as
+        SQLite's outbox: then, and only while no local reader is congested, publish waits.
+        """
         try:
-            await self._sender.publish(Message.new(subject, data))
+            self._sender.send(Message.new(subject, data))
         except PodDisconnected as exc:
             raise MessengerClosed(f"the grav node closed: {exc.reason}") from exc
+        bus = self.grav.bus
+        if bus.congested and not bus.pods_congested:
+            await bus.wait_room()
 
     async def _stream(self, sink: StreamSink) -> Callable[[], Awaitable[None]]:
         def deliver(msg: Message) -> None:

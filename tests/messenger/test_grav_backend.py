@@ -154,3 +154,29 @@ def _leaves_wanting(node: dict[str, object], msg_type: str) -> int:
             for p in [*link["interests"], *(entry[1] for entry in link.get("groups", ()))]
         )
     )
+
+
+async def test_publish_does_not_wait_for_a_slow_server_of_another_subject() -> None:
+    """A server whose inbox backs up (a slow reader) does not hold up a publish on another
+    subject: the mesh's publish waits only for its carrier, never for readers."""
+    release = asyncio.Event()
+
+    async def slow(data: bytes) -> bytes:
+        await release.wait()
+        return data
+
+    async with Grav() as grav:
+        grav.bus.stall_step = 3600.0  # the slow server is never set aside: it counts as moving
+        m = GravMessenger(grav, inbox_limit=16)
+        await m.serve("slow.svc", slow)
+        pending = [asyncio.create_task(m.request("slow.svc", b"", timeout=60.0)) for _ in range(12)]
+        await asyncio.sleep(0)  # every request is sent: one in the handler, eleven queued
+        assert grav.bus.pods_congested
+        q: asyncio.Queue[bytes] = asyncio.Queue()
+        await m.stream("other.events", q)
+        async with asyncio.timeout(5.0):  # hang guard: before the fix this waited for `release`
+            await m.publish("other.events", b"not held")
+        assert await q.get() == b"not held"
+        release.set()
+        assert await asyncio.gather(*pending) == [b""] * 12
+        await m.close()
