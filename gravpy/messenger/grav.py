@@ -7,9 +7,11 @@ messages but its siblings do:
 - ``stream``: a pod admitting the pattern (``on_type``) whose synchronous handler offers each
   message's data to the caller's queue (``StreamSink``). Replies travelling on the same type are
   skipped.
-- ``serve``: a pod admitting the pattern, in the group ``<group_prefix>.<digest of the pattern>``
-  (group names follow the type rules, so the pattern's wildcards cannot appear in them), so that
-  each request reaches exactly one server anywhere on the mesh (``on_type(..., group=)``).
+- ``serve``: a pod admitting the pattern, in the one group ``group`` (default ``messenger``) that
+  every server of every pattern joins, so that each request reaches exactly one server anywhere on
+  the mesh (``on_type(..., group=)``), even when several patterns match its subject (``ov.*`` and
+  ``ov.>``): a group places each message once among the members that admit its type, as a NATS
+  queue group does across subscriptions.
   Its handler answers with ``reply_to`` set and the type ``messenger.reply`` (replies travel back by
   ``reply_to``; a distinct type keeps them out of groups and streams of the subject); a handler
   error travels back in the reply's ``messenger-error`` header and ``request`` raises
@@ -20,7 +22,6 @@ messages but its siblings do:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,6 +37,7 @@ from gravpy.errors import (
 )
 from gravpy.filter import Pattern
 from gravpy.grav import Grav
+from gravpy.groups import check_group
 from gravpy.message import Message
 from gravpy.messenger.base import (
     Handler,
@@ -63,7 +65,8 @@ class GravMessenger(MessengerBase):
     ``GravMessenger(grav)`` wraps a started ``Grav`` you own (``close()`` leaves it running);
     ``await GravMessenger.connect(url)`` (or ``open_messenger("ws://...")``) attaches a leaf to the
     gravd at ``url`` and stops it on ``close()``. ``inbox_limit`` bounds each subscription pod's
-    inbox (its drops count in the subscription's statistics).
+    inbox (its drops count in the subscription's statistics); ``group`` is the pod group every
+    server joins (servers of different groups each get a copy of a request).
     """
 
     name = "grav"
@@ -73,13 +76,13 @@ class GravMessenger(MessengerBase):
         grav: Grav,
         *,
         owns_grav: bool = False,
-        group_prefix: str = "messenger",
+        group: str = "messenger",
         inbox_limit: int = 10_000,
     ) -> None:
         super().__init__()
         self.grav = grav
         self._owns_grav = owns_grav
-        self._group_prefix = group_prefix
+        self._group = check_group(group)
         self._inbox_limit = inbox_limit
         self._sender = grav.connect()
 
@@ -146,13 +149,8 @@ class GravMessenger(MessengerBase):
             if not pod.closed:
                 pod.reply_to(msg, reply)
 
-        pod.on_type(pattern.text, answer, group=self._group_for(pattern.text))
+        pod.on_type(pattern.text, answer, group=self._group)
         return _disconnector(pod)
-
-    def _group_for(self, pattern: str) -> str:
-        """The serve group of ``pattern``: the same in every process, a valid group name."""
-        digest = hashlib.blake2s(pattern.encode(), digest_size=8).hexdigest()
-        return f"{self._group_prefix}.{digest}"
 
     async def _request(self, subject: str, data: bytes, timeout: float) -> bytes:
         try:

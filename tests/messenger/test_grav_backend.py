@@ -180,3 +180,31 @@ async def test_publish_does_not_wait_for_a_slow_server_of_another_subject() -> N
         release.set()
         assert await asyncio.gather(*pending) == [b""] * 12
         await m.close()
+
+
+async def test_overlapping_servers_on_two_leaves_share_each_request(gravd: Gravd) -> None:
+    """Servers of "ov.*" and "*.x" on two leaves: a request on ov.x crosses gravd to one of them."""
+    handled: Counter[str] = Counter()
+
+    def server(name: str):  # type: ignore[no-untyped-def]
+        async def handle(data: bytes) -> bytes:
+            handled[name] += 1
+            return name.encode()
+
+        return handle
+
+    async with (
+        await open_messenger(gravd.endpoint) as a,
+        await open_messenger(gravd.endpoint) as b,
+        await open_messenger(gravd.endpoint) as asker,
+    ):
+        await a.serve("ov.*", server("star"))
+        await b.serve("*.x", server("tail"))
+        await gravd.wait_http(lambda node: _leaves_wanting(node, "ov.x") == 2)
+        await _leaf(asker).wait_interest("ov.x", timeout=10.0)
+        replies = [await asker.request("ov.x", b"%d" % i, timeout=5.0) for i in range(20)]
+        # each server handles in order: a request only it matches comes after any copy of ov.x
+        assert await asker.request("ov.fence", b"", timeout=5.0) == b"star"
+        assert await asker.request("fence.x", b"", timeout=5.0) == b"tail"
+    assert set(replies) <= {b"star", b"tail"}
+    assert sum(handled.values()) == 20 + 2
