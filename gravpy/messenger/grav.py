@@ -94,11 +94,12 @@ class GravMessenger(MessengerBase):
         return cls(grav, owns_grav=True)
 
     async def wait_interest(self, subject: str, timeout: float | None = None) -> None:
-        """Wait until a linked node wants ``subject`` (a stream or server somewhere reaches it).
+        """Wait until a linked node wants ``subject``: a stream or a server there reaches it.
 
-        On the mesh a subscription becomes known to other nodes a moment after it is made; what
-        is published before that reaches nobody, as with NATS before a subscription arrives.
-        Raises ``WaitTimeout`` after ``timeout`` seconds.
+        What a ``publish`` needs: on the mesh a subscription becomes known to other nodes a moment
+        after it is made, and what is published before that reaches nobody, as with NATS before a
+        subscription arrives. Before a ``request``, wait with ``wait_server``: a stream alone
+        answers nothing. Raises ``WaitTimeout`` after ``timeout`` seconds.
         """
         check_subject(subject)
         await self.grav.wait_for(
@@ -106,6 +107,22 @@ class GravMessenger(MessengerBase):
                 Pattern(p).matches(subject)
                 for peer in peers
                 for p in (*peer.interests, *(pattern for _, pattern, _ in peer.groups))
+            ),
+            timeout,
+        )
+
+    async def wait_server(self, subject: str, timeout: float | None = None) -> None:
+        """Wait until a linked node has a server of ``subject`` (a member of this messenger's
+        group admitting it), so that a ``request`` finds it. Streams do not count.
+
+        Raises ``WaitTimeout`` after ``timeout`` seconds.
+        """
+        check_subject(subject)
+        await self.grav.wait_for(
+            lambda peers: any(
+                group == self._group and members > 0 and Pattern(pattern).matches(subject)
+                for peer in peers
+                for group, pattern, members in peer.groups
             ),
             timeout,
         )

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gravpy.errors import MessengerClosed, NoResponders, RequestFailed
+from gravpy.errors import MessengerClosed, NoResponders, RequestFailed, WaitTimeout
 from gravpy.grav import Grav
 from gravpy.messenger import GravMessenger, Messenger, open_messenger
 from gravpy.testing import check_messenger
@@ -50,7 +50,7 @@ async def test_each_request_is_served_once_by_servers_on_two_leaves(gravd: Gravd
         await a.serve("mesh.svc", server("a"))
         await b.serve("mesh.svc", server("b"))
         await gravd.wait_http(lambda node: _leaves_wanting(node, "mesh.svc") == 2)
-        await _leaf(asker).wait_interest("mesh.svc", timeout=10.0)
+        await _leaf(asker).wait_server("mesh.svc", timeout=10.0)
         replies = await asyncio.gather(
             *(asker.request("mesh.svc", b"%d" % i, timeout=5.0) for i in range(40))
         )
@@ -88,7 +88,7 @@ async def test_a_request_crosses_the_mesh_to_a_server_on_another_leaf(gravd: Gra
         with pytest.raises(NoResponders):
             await asker.request("mesh.upper", b"early", timeout=2.0)
         await server.serve("mesh.upper", handle)
-        await _leaf(asker).wait_interest("mesh.upper", timeout=10.0)
+        await _leaf(asker).wait_server("mesh.upper", timeout=10.0)
         assert await asker.request("mesh.upper", b"abc", timeout=5.0) == b"ABC"
         with pytest.raises(RequestFailed, match="no such thing"):
             await asker.request("mesh.upper", b"fail", timeout=5.0)
@@ -107,7 +107,7 @@ async def test_close_while_a_mesh_request_is_pending_raises_messenger_closed(gra
     async with await open_messenger(gravd.endpoint) as server:
         await server.serve("mesh.stuck", stuck)
         asker = await open_messenger(gravd.endpoint)
-        await _leaf(asker).wait_interest("mesh.stuck", timeout=10.0)
+        await _leaf(asker).wait_server("mesh.stuck", timeout=10.0)
         pending = asyncio.create_task(asker.request("mesh.stuck", b"?", timeout=30.0))
         await started.wait()
         await asker.close()
@@ -201,10 +201,31 @@ async def test_overlapping_servers_on_two_leaves_share_each_request(gravd: Gravd
         await a.serve("ov.*", server("star"))
         await b.serve("*.x", server("tail"))
         await gravd.wait_http(lambda node: _leaves_wanting(node, "ov.x") == 2)
-        await _leaf(asker).wait_interest("ov.x", timeout=10.0)
+        await _leaf(asker).wait_server("ov.x", timeout=10.0)
         replies = [await asker.request("ov.x", b"%d" % i, timeout=5.0) for i in range(20)]
         # each server handles in order: a request only it matches comes after any copy of ov.x
         assert await asker.request("ov.fence", b"", timeout=5.0) == b"star"
         assert await asker.request("fence.x", b"", timeout=5.0) == b"tail"
     assert set(replies) <= {b"star", b"tail"}
     assert sum(handled.values()) == 20 + 2
+
+
+async def test_wait_server_waits_for_a_server_not_for_a_stream(gravd: Gravd) -> None:
+    """wait_server does not return for a stream of the subject; it returns once a server joins,
+    and the request that follows is answered."""
+
+    async def echo(data: bytes) -> bytes:
+        return data
+
+    async with (
+        await open_messenger(gravd.endpoint) as other,
+        await open_messenger(gravd.endpoint) as asker,
+    ):
+        q: asyncio.Queue[bytes] = asyncio.Queue()
+        await other.stream("ws.svc", q)
+        await _leaf(asker).wait_interest("ws.svc", timeout=10.0)  # the stream is known here
+        with pytest.raises(WaitTimeout):
+            await _leaf(asker).wait_server("ws.svc", timeout=0.3)
+        await other.serve("ws.svc", echo)
+        await _leaf(asker).wait_server("ws.svc", timeout=10.0)
+        assert await asker.request("ws.svc", b"found", timeout=5.0) == b"found"
