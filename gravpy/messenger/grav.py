@@ -6,7 +6,7 @@ messages but its siblings do:
 
 - ``stream``: a pod admitting the pattern (``on_type``) whose synchronous handler offers each
   message's data to the caller's queue (``StreamSink``). Replies travelling on the same type are
-  skipped.
+  skipped, and so is the mesh's own traffic (``MESH_NAMESPACES``) unless the pattern names it.
 - ``serve``: a pod admitting the pattern, in the one group ``group`` (default ``messenger``) that
   every server of every pattern joins, so that each request reaches exactly one server anywhere on
   the mesh (``on_type(..., group=)``), even when several patterns match its subject (``ov.*`` and
@@ -49,12 +49,18 @@ from gravpy.messenger.base import (
 )
 from gravpy.pod import Pod
 
-__all__ = ["ERROR_HEADER", "REPLY_TYPE", "GravMessenger"]
+__all__ = ["ERROR_HEADER", "MESH_NAMESPACES", "REPLY_TYPE", "GravMessenger"]
 
 ERROR_HEADER = "messenger-error"
 REPLY_TYPE = "messenger.reply"
 """The type of every reply: not the request's subject, so replies never enter a server's group or a
 stream's pod on that subject (a reply is routed back by its ``reply_to``, not by type)."""
+
+MESH_NAMESPACES = frozenset(("grav", "gravd", "gravpy"))
+"""First tokens of the types the mesh sends for itself: ``grav.events.system`` (gravd's node events,
+``gravpy.events``), ``gravd.info`` and ``gravd.events.*`` (gravd's services), ``gravpy.*`` (link
+control). A stream whose pattern starts with a wildcard (``>``, ``*.events.>``) skips them; one
+that names the namespace (``grav.events.>``) gets them."""
 
 _log = get_logger("gravpy.messenger.grav")
 
@@ -144,9 +150,14 @@ class GravMessenger(MessengerBase):
             await bus.wait_room()
 
     async def _stream(self, sink: StreamSink) -> Callable[[], Awaitable[None]]:
+        hide_mesh = sink.pattern.text.split(".", 1)[0] in ("*", ">")
+
         def deliver(msg: Message) -> None:
-            if not msg.reply_to:
-                sink.offer(msg.data)
+            if msg.reply_to:
+                return
+            if hide_mesh and msg.type.split(".", 1)[0] in MESH_NAMESPACES:
+                return  # the mesh's own traffic: only a pattern naming its namespace gets it
+            sink.offer(msg.data)
 
         pod = self._pod()
         sink.upstream_dropped = lambda: pod.statistics().dropped_overflow

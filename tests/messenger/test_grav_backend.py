@@ -229,3 +229,19 @@ async def test_wait_server_waits_for_a_server_not_for_a_stream(gravd: Gravd) -> 
         await other.serve("ws.svc", echo)
         await _leaf(asker).wait_server("ws.svc", timeout=10.0)
         assert await asker.request("ws.svc", b"found", timeout=5.0) == b"found"
+
+
+async def test_a_wildcard_stream_does_not_see_the_mesh_s_own_events(gravd: Gravd) -> None:
+    """A stream on ">" gets what applications publish, not gravd's grav.events.system traffic
+    (a leaf linked); a stream naming grav.events.> still gets those."""
+    async with await open_messenger(gravd.endpoint) as reader:
+        everything: asyncio.Queue[bytes] = asyncio.Queue()
+        events: asyncio.Queue[bytes] = asyncio.Queue()
+        await reader.stream(">", everything)
+        await reader.stream("grav.events.>", events)
+        await gravd.wait_http(lambda node: _leaves_wanting(node, "grav.events.system") == 1)
+        async with await open_messenger(gravd.endpoint) as writer:  # gravd: "leaf ... linked"
+            await events.get()  # the event reached the reader, so ">" had its copy before now
+            await _leaf(writer).wait_interest("app.marker", timeout=10.0)
+            await writer.publish("app.marker", b"marker")
+            assert await everything.get() == b"marker"
