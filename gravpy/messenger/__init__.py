@@ -15,6 +15,8 @@ check every backend passes.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gravpy.errors import (
@@ -69,23 +71,55 @@ async def open_messenger(url: str, **options: Any) -> Messenger:
 
     ``options`` go to the backend's constructor or ``open``/``connect`` classmethod (for example
     ``retention_rows=`` for SQLite, ``reconnect_time_wait=`` for NATS). Raises ``UsageError`` for
-    an unknown scheme, and the backend's connection errors otherwise.
+    an unknown scheme or option, and the backend's connection errors otherwise.
     """
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "memory":
+        _check_options(scheme, options, _named(InMemoryMessenger))
         return InMemoryMessenger(**options)
     if scheme == "sqlite":
+        _check_options(scheme, options, _named(SQLiteMessenger.open) - {"path", "connection"})
         return await SQLiteMessenger.open(url.split("://", 1)[1], **options)
     if scheme in _GRAV_SCHEMES:
+        _check_options(scheme, options, _grav_options())
         return await GravMessenger.connect(url, **options)
     if scheme in _NATS_SCHEMES:
+        from nats.aio.client import Client
+
         from gravpy.messenger.nats import NatsMessenger
 
+        fixed = {"servers", "allow_reconnect"}  # the URL, and always on (reconnect after outages)
+        nats_options = _named(NatsMessenger.connect) | (_named(Client.connect) - fixed)
+        _check_options(scheme, options, nats_options)
         return await NatsMessenger.connect(url, **options)
     raise UsageError(
         f"no messenger backend for {url!r}: use memory://, ws:// or http:// (gravd), "
         "nats:// or sqlite:///path"
     )
+
+
+def _named(fn: Callable[..., object]) -> set[str]:
+    """The keyword arguments ``fn`` names (not its ``**`` catch-all, not ``self``/``url``)."""
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = inspect.signature(fn).parameters.values()
+    return {p.name for p in params if p.kind in kinds} - {"self", "url"}
+
+
+def _grav_options() -> set[str]:
+    """What ``GravMessenger.connect`` takes: its own and, through ``gravpy.connect``, ``Grav``'s."""
+    from gravpy.grav import Grav
+
+    leaf_fixed = {"role", "attach_to", "attach_timeout"}  # gravpy.connect sets these itself
+    return _named(GravMessenger.connect) | (_named(Grav) - leaf_fixed) | {"transport"}
+
+
+def _check_options(scheme: str, options: dict[str, Any], accepted: set[str]) -> None:
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise UsageError(
+            f"open_messenger({scheme}://...): unknown option(s) {', '.join(unknown)}; "
+            f"accepted: {', '.join(sorted(accepted))}"
+        )
 
 
 def __getattr__(name: str) -> Any:

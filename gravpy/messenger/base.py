@@ -47,7 +47,7 @@ class SubscriptionStatistics:
 
     received: int  # messages (or requests) that reached this subscription
     delivered: int  # streams: put into the queue; servers: handled without error
-    dropped: int  # streams: refused because the queue was full (drop newest)
+    dropped: int  # refused for want of room: a stream's full queue, a server's full inbox
     failed: int  # servers: handler calls that raised (the requester got RequestFailed)
 
 
@@ -138,17 +138,23 @@ class StreamSink:
 
 
 class ServeCounters:
-    """What a server counts: requests received, handled, failed."""
+    """What a server counts: requests received, handled, refused (a full inbox), failed."""
 
-    __slots__ = ("failed", "handled", "received")
+    __slots__ = ("dropped", "failed", "handled", "received")
 
     def __init__(self) -> None:
         self.received = 0
         self.handled = 0
+        self.dropped = 0
         self.failed = 0
 
+    def refused(self) -> None:
+        """A request reached this server but found no room (counted received and dropped)."""
+        self.received += 1
+        self.dropped += 1
+
     def statistics(self) -> SubscriptionStatistics:
-        return SubscriptionStatistics(self.received, self.handled, 0, self.failed)
+        return SubscriptionStatistics(self.received, self.handled, self.dropped, self.failed)
 
 
 async def run_handler(handler: Handler, data: bytes, counters: ServeCounters) -> tuple[bytes, str]:
@@ -161,10 +167,10 @@ async def run_handler(handler: Handler, data: bytes, counters: ServeCounters) ->
     except Exception as exc:
         counters.failed += 1
         return b"", str(exc) or type(exc).__name__
-    counters.handled += 1
     if not isinstance(reply, bytes | bytearray | memoryview):
         counters.failed += 1
         return b"", f"handler returned {type(reply).__name__}, not bytes"
+    counters.handled += 1
     return bytes(reply), ""
 
 
@@ -253,7 +259,7 @@ class MessengerBase:
         the backend can know), or ``MessengerClosed`` if the messenger closes meanwhile.
         """
         self._check_open()
-        if not (isinstance(timeout, int | float) and timeout > 0):
+        if isinstance(timeout, bool) or not (isinstance(timeout, int | float) and timeout > 0):
             raise UsageError(f"timeout must be a positive number of seconds, got {timeout!r}")
         subject, data = check_subject(subject), _as_bytes(data)
         task = asyncio.current_task()

@@ -35,7 +35,6 @@ class _Server:
         self.handler = handler
         self.counters = counters
         self.inbox: asyncio.Queue[_Request] = asyncio.Queue(limit)
-        self.refused = 0
         self.task = asyncio.create_task(self._work(), name=f"messenger-serve:{pattern.text}")
 
     async def _work(self) -> None:
@@ -109,7 +108,7 @@ class InMemoryMessenger(MessengerBase):
         try:
             server.inbox.put_nowait((data, reply))
         except asyncio.QueueFull:
-            server.refused += 1
+            server.counters.refused()
             raise PublishFailed(f"the server of {subject!r} has a full inbox") from None
         try:
             async with asyncio.timeout(timeout):

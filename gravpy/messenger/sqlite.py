@@ -132,6 +132,8 @@ class SQLiteMessenger(MessengerBase):
         """
         if (path is None) == (connection is None):
             raise UsageError("give exactly one of path and connection")
+        if path == "":
+            raise UsageError("the SQLite bus needs a file path: sqlite:///var/lib/app/bus.db")
         if poll_interval <= 0 or prune_interval <= 0:
             raise UsageError("poll_interval and prune_interval must be > 0")
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gravpy-sqlite")

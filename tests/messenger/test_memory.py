@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
-from gravpy.errors import PublishFailed, RequestTimeout, UsageError
+from gravpy.errors import PublishFailed, RequestFailed, RequestTimeout, UsageError
 from gravpy.messenger import InMemoryMessenger, Messenger, open_messenger
 from gravpy.testing import check_messenger
 
@@ -34,7 +35,8 @@ async def test_open_messenger_rejects_an_unknown_scheme() -> None:
 
 
 async def test_a_server_with_a_full_inbox_refuses_requests() -> None:
-    """A request to a server whose bounded inbox is full raises PublishFailed at once."""
+    """A request to a server whose bounded inbox is full raises PublishFailed at once, and the
+    server counts it in statistics().dropped."""
     started = asyncio.Event()
     release = asyncio.Event()
 
@@ -44,7 +46,7 @@ async def test_a_server_with_a_full_inbox_refuses_requests() -> None:
         return data
 
     async with InMemoryMessenger(server_inbox=1) as m:
-        await m.serve("svc.slow", slow)
+        served = await m.serve("svc.slow", slow)
         first = asyncio.create_task(m.request("svc.slow", b"1", timeout=5.0))
         await started.wait()  # the worker holds the first; the inbox (1) is empty
         second = asyncio.create_task(m.request("svc.slow", b"2", timeout=5.0))
@@ -54,6 +56,8 @@ async def test_a_server_with_a_full_inbox_refuses_requests() -> None:
         release.set()
         assert await first == b"1"
         assert await second == b"2"
+        stats = served.statistics()
+    assert (stats.received, stats.delivered, stats.dropped) == (3, 2, 1)
 
 
 async def test_requests_queued_for_a_server_that_unsubscribes_end_in_request_timeout() -> None:
@@ -75,3 +79,38 @@ async def test_requests_queued_for_a_server_that_unsubscribes_end_in_request_tim
         await served.unsubscribe()
         results = await asyncio.gather(in_flight, queued, return_exceptions=True)
     assert [type(r) for r in results] == [RequestTimeout, RequestTimeout]
+
+
+async def test_a_handler_returning_non_bytes_counts_once_as_failed() -> None:
+    """A handler that returns a str fails the request and counts as failed, not also delivered."""
+
+    async def wrong(data: bytes) -> bytes:
+        return "text"  # type: ignore[return-value]
+
+    async with InMemoryMessenger() as m:
+        served = await m.serve("svc.wrong", wrong)
+        with pytest.raises(RequestFailed, match="not bytes"):
+            await m.request("svc.wrong", b"", timeout=5.0)
+        stats = served.statistics()
+    assert (stats.received, stats.delivered, stats.failed) == (1, 0, 1)
+
+
+async def test_a_bool_timeout_is_refused() -> None:
+    """request(timeout=True) raises UsageError: a bool is not a number of seconds."""
+    async with InMemoryMessenger() as m:
+        with pytest.raises(UsageError, match="timeout"):
+            await m.request("svc.any", b"", timeout=True)
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite://{tmp}/bus.db", "ws://127.0.0.1:9/x"])
+async def test_an_unknown_option_raises_usage_error_naming_it(url: str, tmp_path: Path) -> None:
+    """open_messenger(url, bogus=1) raises UsageError naming the option and the accepted ones."""
+    with pytest.raises(UsageError, match="bogus_option") as caught:
+        await open_messenger(url.format(tmp=tmp_path), bogus_option=1)
+    assert "accepted" in str(caught.value)
+
+
+async def test_sqlite_url_without_a_path_raises_usage_error() -> None:
+    """open_messenger("sqlite://") raises UsageError, not a raw sqlite3 error."""
+    with pytest.raises(UsageError, match="path"):
+        await open_messenger("sqlite://")

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from gravpy.errors import MessengerClosed, PublishFailed, TransportError
+from gravpy.errors import MessengerClosed, PublishFailed, TransportError, UsageError
 from gravpy.messenger import Messenger, NatsMessenger, open_messenger
 from gravpy.testing import NatsServer, check_messenger, nats_server
 
@@ -163,3 +163,9 @@ async def test_after_the_first_connect_a_messenger_redials_for_as_long_as_it_tak
         await m.stream("redial.events", q)
         await m.publish("redial.events", b"back")
         assert await q.get() == b"back"
+
+
+async def test_an_unknown_nats_option_raises_usage_error_naming_it(nats_server: NatsServer) -> None:
+    """open_messenger("nats://...", bogus_option=1) raises UsageError listing what is accepted."""
+    with pytest.raises(UsageError, match=r"bogus_option.*accepted: .*reconnect_time_wait"):
+        await open_messenger(nats_server.url, bogus_option=1)
