@@ -58,6 +58,7 @@ from gravpy.bridge.outbox import Outbox, Outgoing
 from gravpy.bridge.port import BridgeHost, Groups, MeshInterests
 from gravpy.bridge.shadow import Shadow
 from gravpy.bridge.subjects import (
+    _SAFE_TOKEN,
     H_META,
     ORIGIN_HEADER,
     Announcement,
@@ -104,6 +105,7 @@ class NatsBridge:
         # bridge of the mesh is known to carry it
         self._alone = True
         self._subs: dict[str, Subscription] = {}
+        self._unlinked_heard: set[str] = set()  # bridges of this mesh's name, not linked here
         self._subs_dirty = asyncio.Event()
         self._announce_now = asyncio.Event()
         c = self.config
@@ -148,6 +150,9 @@ class NatsBridge:
             if not msg.reply_to:  # (a reply goes back to its asker whatever headers it copied)
                 return False  # every mesh that wanted it got it from NATS
         if msg.reply_to:
+            if msg.reply_to.strip(_SAFE_TOKEN):  # (see ``_export``)
+                self._count("bad_id")
+                return False
             subject = self._importer.reply_subject(msg.reply_to)
             if subject is None:
                 return False
@@ -169,6 +174,9 @@ class NatsBridge:
         return self._export(msg, route)
 
     def _export(self, msg: Message, route: Route) -> bool:
+        if msg.uuid.strip(_SAFE_TOKEN):  # a space, dot or control character: it would not be
+            self._count("bad_id")  # one token of the reply subject (a newline: a NATS command)
+            return False
         reply = f"{self._inbox}.{msg.uuid}.{route.tokens}"  # the type rides along (NoResponders)
         meta = meta_of(msg, placed=self._routes.placed(route)) if route.groups else meta_of(msg)
         extra = header_lines(msg) if msg.headers else ""
@@ -408,6 +416,9 @@ class NatsBridge:
             return
         if ann.node == self._table.node:
             return
+        if ann.mesh == self._table.mesh and not ann.bye and ann.node not in self._interests.peers:
+            self._unlinked(ann.node)
+            return
         if self._table.heard(ann, time.monotonic()):
             self._table_changed()
         elif ann.mesh == self._table.mesh:  # (its ready flag may elect it: no view change)
@@ -419,6 +430,23 @@ class NatsBridge:
             self._importer.active_lives(self.config.announce_interval + lag)
         if ann.query:
             self._announce_now.set()
+
+    def _unlinked(self, node: str) -> None:
+        """A bridge of this mesh's name that this node has no link to: not trusted with this
+        mesh's traffic (it could elect itself the active bridge and import nothing). Another
+        site using the same mesh name (the default ``*`` too), or a forger on NATS."""
+        self._count("unlinked_bridge")
+        if node not in self._unlinked_heard:
+            if len(self._unlinked_heard) >= 1024:
+                self._unlinked_heard.clear()
+            self._unlinked_heard.add(node)
+            _log.warning(
+                "bridge_not_in_mesh",
+                node=node[:64],
+                mesh=self._table.mesh,
+                hint="a bridge on NATS claims this mesh but is not linked to this node: "
+                "another site with the same mesh name? give each site its own --mesh",
+            )
 
     # -- what crosses ----------------------------------------------------------------------------
 
