@@ -38,7 +38,8 @@ DEFAULT_MONITOR: Final = "127.0.0.1:8222"
 
 EXIT_CODES: Final = {
     EXIT_OK: "success",
-    EXIT_TIMEOUT: "no reply (req): timed out, or the link that could answer closed",
+    EXIT_TIMEOUT: "no reply (req): timed out, or the link that could answer closed; bench: "
+    "messages or replies missing",
     EXIT_USAGE: "bad usage: arguments, type, pattern, header, mesh key file, data too large",
     EXIT_NO_RESPONDERS: "no responders: no pod on the mesh wants the type (pub: none delivered)",
     EXIT_CONNECT: "cannot connect: refused, unreachable, rejected by the node, or the link "
@@ -66,7 +67,14 @@ _COMMAND_CODES: Final = {
     "req": (EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, EXIT_NO_RESPONDERS, EXIT_CONNECT, EXIT_INTERRUPTED),
     "reply": (EXIT_OK, EXIT_USAGE, EXIT_CONNECT, EXIT_INTERRUPTED),
     "peers": (EXIT_OK, EXIT_USAGE, EXIT_CONNECT, EXIT_INTERRUPTED),
-    "bench": (EXIT_OK, EXIT_USAGE, EXIT_NO_RESPONDERS, EXIT_CONNECT, EXIT_INTERRUPTED),
+    "bench": (
+        EXIT_OK,
+        EXIT_TIMEOUT,
+        EXIT_USAGE,
+        EXIT_NO_RESPONDERS,
+        EXIT_CONNECT,
+        EXIT_INTERRUPTED,
+    ),
 }
 EVENTS_HELP: Final = "list, follow or mark the events gravd keeps"
 CHECK_EPILOG: Final = """\

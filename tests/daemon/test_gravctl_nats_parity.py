@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import gravpy
 from gravpy.cli.main import EXIT_INTERRUPTED, EXIT_NO_RESPONDERS, EXIT_USAGE
 from gravpy.cli.monitoring import WARNING, lost, verdict
 from gravpy.cli.parser import WORDS
@@ -212,6 +213,20 @@ async def test_bench_reports_throughput_and_latency() -> None:
     assert lines[0].startswith("pub/sub: 500/500 messages of 128 B received, ")
     assert lines[1].startswith("req/reply: 50 requests, p50 ")
     assert " p99 " in lines[1]
+
+
+async def test_bench_waits_for_its_own_subscriber_not_another_apps_interest() -> None:
+    """Another app already wants want.>: bench must still wait until its own subscriber is
+    reachable before publishing (it started at once and lost up to all of them, exit 0)."""
+    async with running_gravd() as node, gravpy.connect(node.endpoint) as other:
+        other.connect().on_type("want.>", lambda m: None)
+        await node.wait_interest("want.x")
+        for _ in range(3):
+            result = await gravctl(
+                "--url", node.endpoint, "bench", "want", "--msgs", "100", "--requests", "5"
+            )
+            assert result.code == 0, result.stderr
+            assert result.stdout.startswith("pub/sub: 100/100 messages"), result.stdout
 
 
 @pytest.mark.parametrize(
