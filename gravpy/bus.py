@@ -232,6 +232,8 @@ class Bus:
             n, placed = mesh.forward_local(msg, local, seq)
             n += self.deliver(msg, sender, placed, seq)
         if n == 0:
+            if mesh is not None and mesh.wanted(msg):  # wanted, but each link refused it (its
+                return MsgReceipt(msg.uuid, msg.type, sender, False, dropped=True)  # queue full)
             self._undelivered += 1
         return MsgReceipt(msg.uuid, msg.type, sender, n == 0)
 

@@ -43,6 +43,7 @@ __all__ = [
     "HandlerNotFound",
     "HandshakeRejectedError",
     "LinkClosedError",
+    "MessageDropped",
     "MessageError",
     "MessengerClosed",
     "MessengerError",
@@ -85,6 +86,20 @@ class NoResponders(GravError):
     def __init__(self, msg_type: str) -> None:
         super().__init__(f"no pod admits messages of type {msg_type!r}")
         self.msg_type = msg_type
+
+
+class MessageDropped(GravError):
+    """Links wanted the message, but each refused it: its send queue was full (counted on the link
+    as ``queue_full``). Nobody got it, so no reply will come; the receipt's waits raise this at
+    once. ``Pod.publish`` waits for room instead of dropping."""
+
+    def __init__(self, msg_type: str, uuid: str) -> None:
+        super().__init__(
+            f"message {uuid} of type {msg_type!r} was dropped: the send queue of every link that "
+            "wanted it was full"
+        )
+        self.msg_type = msg_type
+        self.uuid = uuid
 
 
 class NoReceipt(GravError):

@@ -67,6 +67,9 @@ class MeshPort(Protocol):
         """A local pod sent ``msg`` (numbered ``seq``): forward it; return how many links took
         it, and which groups it places here (``local``: the members each local group has for it)."""
 
+    def wanted(self, msg: Message) -> bool:
+        """True if a link wants ``msg``: asked when no link took it (each refused it, counted)."""
+
     def asked_elsewhere(self, request_uuid: str) -> bool:
         """True if the request came from another node (its replies travel back there)."""
 

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from gravpy._mailbox import Mailbox, WaitFunc, check_timeout, wait_in
-from gravpy.errors import NoResponders, UsageError, WaitTimeout
+from gravpy.errors import MessageDropped, NoResponders, UsageError, WaitTimeout
 from gravpy.message import Message
 from gravpy.timings import Timings, clock
 
@@ -50,13 +50,18 @@ class MsgReceipt:
     when it was sent, every wait raises ``NoResponders`` at once.
     """
 
-    __slots__ = ("_no_responders", "_sent_at", "msg_type", "pod", "uuid")
+    __slots__ = ("_no_responders", "_sent_at", "dropped", "msg_type", "pod", "uuid")
 
-    def __init__(self, uuid: str, msg_type: str, pod: Sender, no_responders: bool) -> None:
+    def __init__(
+        self, uuid: str, msg_type: str, pod: Sender, no_responders: bool, *, dropped: bool = False
+    ) -> None:
         self.uuid = uuid
         self.msg_type = msg_type
         self.pod = pod
         self._no_responders = no_responders
+        # wanted by links, but each refused it (its send queue full; counted on the link as
+        # ``queue_full``): nobody got it, and no reply will come
+        self.dropped = dropped
         # when it was sent, while a round trip is still to be recorded (0.0: none to record)
         self._sent_at = 0.0 if pod.bus.timings is None else clock()
 
@@ -80,12 +85,15 @@ class MsgReceipt:
 
         Without ``on``, returns the reply message. With ``on``, each reply is passed to it: raising
         ``MsgNotWanted`` keeps waiting, anything else ends the wait with what ``on`` returned or raised.
-        Raises ``WaitTimeout``, ``NoResponders``, ``PodDisconnected`` if the pod closes meanwhile, or
+        Raises ``WaitTimeout``, ``NoResponders``, ``MessageDropped`` (every link that wanted it had
+        a full send queue), ``PodDisconnected`` if the pod closes meanwhile, or
         ``LinkClosedError`` if the only peer that could answer went away.
         """
         check_timeout(timeout)
         if self._no_responders:
             raise NoResponders(self.msg_type)
+        if self.dropped:
+            raise MessageDropped(self.msg_type, self.uuid)
         bus = self.pod.bus
         mailbox = bus.register_reply_waiter(self.uuid, self.pod, self.msg_type)
         try:
@@ -120,6 +128,8 @@ class MsgReceipt:
             raise UsageError("replies() needs a timeout, a max, or both")
         if self._no_responders:
             raise NoResponders(self.msg_type)
+        if self.dropped:
+            raise MessageDropped(self.msg_type, self.uuid)
         return ReplyStream(self, timeout, max)
 
     async def wait_on(self, on: WaitFunc) -> Any:

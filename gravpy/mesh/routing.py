@@ -192,6 +192,14 @@ class Router(Generic[L]):
             targets = self._targets(msg.type, None)
         return targets
 
+    def local_route(self, msg_type: str) -> tuple[L, ...]:
+        """The open links that want ``msg_type`` from a local pod (``from_local``'s route for
+        it, without the seen-set)."""
+        targets = self._routes.get(msg_type)
+        if targets is None:
+            targets = self._targets(msg_type, None)
+        return targets
+
     def track(self, request_uuid: str, msg_type: str) -> None:
         """A local pod waits for replies to a message it sent: remember the links that could
         answer (the message's route), for ``requests_lost``. Only waited-on messages pay this."""

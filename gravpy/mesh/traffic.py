@@ -203,6 +203,16 @@ class Traffic:
         placement = router.place(msg, None, local)
         return self._send_placed(msg, targets, placement, seq) + bridged, placement.local
 
+    def wanted(self, msg: Message) -> bool:
+        """True if a link wants ``msg`` (its type, or a group of it), from here: when no link took
+        it, they refused it (their queue was full: counted there), not that nobody wanted it."""
+        if msg.reply_to:
+            return False  # (a reply is for its asker alone: "no responders" does not apply)
+        router = self.router
+        return bool(self.permitted(msg, router.local_route(msg.type))) or router.has_groups(
+            msg.type
+        )
+
     def permitted(self, msg: Message, targets: tuple[PeerLink, ...]) -> tuple[PeerLink, ...]:
         """The links among ``targets`` (the router's, just now) whose identity may receive
         ``msg``: all of them for a reply the router sent back towards its asker, the ones the

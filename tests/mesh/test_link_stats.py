@@ -10,7 +10,7 @@ import pytest
 
 import gravpy
 from gravpy import Grav, Message
-from gravpy.errors import UsageError
+from gravpy.errors import MessageDropped, UsageError
 from gravpy.mesh import HubConfig
 from gravpy.mesh.permissions import parse_authority
 from gravpy.proto import ROLE_LEAF
@@ -94,6 +94,30 @@ async def test_drops_are_counted_by_reason() -> None:
         drops = link.info().drops
         assert (drops.queue_full, drops.queue_bytes, drops.link_closed) == (4, 1, 1)
         assert link.info().dropped == 6
+
+
+async def test_a_message_every_link_refused_is_dropped_not_unwanted() -> None:
+    """A leaf wants load.*, but the link's queue is full: the sender's receipt says dropped (and
+    its wait raises MessageDropped at once), not no_responders; the link counts queue_full."""
+    net = MemoryNetwork()
+    async with AsyncExitStack() as stack:
+        node = await stack.enter_async_context(
+            Grav(transport=MemoryTransport(net), hub_config=HubConfig(queue_limit=16))
+        )
+        leaf = await _leaf(stack, net, node.endpoints()[0])
+        leaf.connect().on_type("load.*", lambda m: None)
+        await node.wait_for(lambda links: any("load.*" in p.interests for p in links), 5)
+        pod = node.connect()
+        receipts = [pod.send(Message.new("load.x", b"")) for _ in range(40)]  # one loop turn
+        assert [r.dropped for r in receipts] == [False] * 16 + [True] * 24
+        assert not any(r.no_responders for r in receipts)
+        with pytest.raises(MessageDropped, match="send queue of every link"):
+            await receipts[-1].wait_until(5)
+        (info,) = node.peers()
+        assert info.drops.queue_full == 24
+        assert node.statistics().undelivered == 0
+        unwanted = pod.send(Message.new("nobody.wants", b""))
+        assert (unwanted.no_responders, unwanted.dropped) == (True, False)
 
 
 async def test_bytes_each_way_count_the_encoded_frames() -> None:
