@@ -1,15 +1,20 @@
 """Who may open the dashboard: anyone on loopback, only token holders beyond it.
 
 Theory of operation. The dashboard listens where the monitor listens. On a loopback address
-(127.0.0.0/8, ::1, ``localhost``) only local users reach it and no token is asked. Beyond
+(127.0.0.0/8, ::1, ``localhost``) only local users reach it and no token is asked, but the
+request's ``Host`` header must name loopback too (``localhost``, 127.0.0.0/8 or ``[::1]``, any
+port, or the monitor's own listen host): a web page whose DNS name an attacker rebinds to
+127.0.0.1 is then the browser's same origin as the attacker's site, and its requests carry that
+name, so they are refused (403) instead of reading the tail and the events (DNS rebinding). Beyond
 loopback the tail shows message data, so every dashboard request must carry the token read from
 ``--dashboard-token-file``: as ``Authorization: Bearer <token>``, or as the ``gravd_dashboard``
 cookie that ``/?token=<token>`` sets (HttpOnly, SameSite=Strict) before redirecting to ``/``, so
-the token leaves the address bar at once. Without a token file there, the dashboard refuses with
-403 and says why; ``/healthz``, ``/v1/node`` and ``/metrics`` are not affected (they are the
+the token leaves the address bar at once (a rebinding page never holds the token nor the cookie,
+which the browser keeps for the monitor's own name). Without a token file there, the dashboard
+refuses with 403 and says why; ``/healthz``, ``/v1/node`` and ``/metrics`` are not affected (they are the
 monitor's, not the dashboard's). ``/v1/events`` is behind the same gate (``for_monitor`` builds
 the one gate the monitor shares between them), whether or not the dashboard itself is on. Tokens
-are compared in constant time.
+are compared in constant time. Every refusal is counted in ``refused`` (``/v1/dashboard``).
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ from aiohttp import web
 from gravpy.daemon.parsers import Address
 from gravpy.errors import UsageError
 
-__all__ = ["COOKIE", "Access", "is_loopback", "read_token"]
+__all__ = ["COOKIE", "Access", "host_name", "is_loopback", "read_token"]
 
 COOKIE = "gravd_dashboard"
 MIN_TOKEN_CHARS = 16
+_SHOWN_HOST_CHARS = 80  # of a refused Host header, quoted in the answer
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -39,6 +45,24 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def host_name(header: str) -> str | None:
+    """The host named by a ``Host`` header, lower-cased, without its port (``[::1]:80`` gives
+    ``::1``); None if the header is not ``host[:port]``."""
+    port = ""
+    if header.startswith("["):
+        name, bracket, rest = header[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+        port = rest[1:]
+    else:
+        name, colon, port = header.rpartition(":")
+        if not colon:
+            name, port = header, ""
+    if not name or (port and not (port.isascii() and port.isdigit())):
+        return None
+    return name.lower()
 
 
 def read_token(path: Path) -> str:
@@ -62,6 +86,7 @@ class Access:
         self.open = is_loopback(address.host) and token is None
         self.token = token
         self.refused = 0
+        self._own_host = address.host.lower()
 
     @classmethod
     def for_monitor(cls, address: Address, token_file: Path | None) -> Access:
@@ -74,16 +99,21 @@ class Access:
         async def guarded(request: web.Request) -> web.StreamResponse:
             problem = self.problem(request)
             if problem is not None:
-                self.refused += 1
                 return problem
             return await handler(request)
 
         return guarded
 
     def problem(self, request: web.Request) -> web.Response | None:
-        """None if ``request`` may pass, else the answer that refuses it."""
+        """None if ``request`` may pass, else the answer that refuses it (counted)."""
+        problem = self._problem(request)
+        if problem is not None:
+            self.refused += 1
+        return problem
+
+    def _problem(self, request: web.Request) -> web.Response | None:
         if self.open:
-            return None
+            return self._foreign_host(request.headers.get("Host", ""))
         if self.token is None:
             return web.json_response(
                 {
@@ -97,6 +127,22 @@ class Access:
         return web.json_response(
             {"error": "open /?token=<token> once, or send Authorization: Bearer <token>"},
             status=401,
+        )
+
+    def _foreign_host(self, header: str) -> web.Response | None:
+        """None if ``header`` names loopback or this monitor's host, else the 403 refusing it."""
+        name = host_name(header)
+        if name is not None and (name == self._own_host or is_loopback(name)):
+            return None
+        shown = header[:_SHOWN_HOST_CHARS] + ("..." if len(header) > _SHOWN_HOST_CHARS else "")
+        return web.json_response(
+            {
+                "error": f"Host {shown!r} is not a loopback name: without --dashboard-token-file "
+                "the dashboard and /v1/events answer only requests for localhost, 127.0.0.0/8 "
+                "or [::1] (a page elsewhere whose name points at 127.0.0.1 must not read them: "
+                "DNS rebinding)"
+            },
+            status=403,
         )
 
     def _holds_token(self, request: web.Request) -> bool:
