@@ -254,6 +254,15 @@ def _check_credentials(values: dict[str, Any], raw: Raw) -> None:
             raise ConfigError("identity", raw["identity"][1], str(exc)) from exc
     if values.get("auth_file") is not None:
         read_auth_file(values["auth_file"], raw["auth_file"][1])
+    if values.get("dashboard_token_file") is not None:
+        from gravpy.daemon.dashboard.access import read_token
+
+        try:
+            read_token(values["dashboard_token_file"])
+        except UsageError as exc:
+            raise ConfigError(
+                "dashboard_token_file", raw["dashboard_token_file"][1], str(exc)
+            ) from exc
 
 
 _HTTP_SCHEMES = ("http", "https")
@@ -268,6 +277,7 @@ def _check_listeners(value: Callable[[str], Any], source: Callable[[str], str]) 
     on); ``listen_http`` may not take the port ``listen`` binds (the second bind would fail).
     """
     _check_tcp_listener(value, source)
+    _check_peer_schemes(value("peers"), source("peers"))
     listen: Address = value("listen")
     http: Address | None = value("listen_http")
     if http is None:
@@ -288,6 +298,23 @@ def _check_listeners(value: Callable[[str], Any], source: Callable[[str], str]) 
             f"{http} takes port {http.port}, which listen already binds ({listen}, from "
             f"{source('listen')}); give the HTTP transport a port of its own",
         )
+
+
+def _check_peer_schemes(peers: tuple[str, ...], source: str) -> None:
+    """A peer whose scheme no transport of gravd dials would only be logged, at run time."""
+    from transports.http import HttpTransport
+    from transports.tcp import TcpTransport
+    from transports.websocket import WebSocketTransport
+
+    known = (*WebSocketTransport.schemes, *HttpTransport.schemes, *TcpTransport.schemes)
+    for peer in peers:
+        scheme = peer.partition("://")[0]
+        if scheme not in known:
+            raise ConfigError(
+                "peers",
+                source,
+                f"{peer}: no transport dials {scheme}:// (known: {', '.join(known)})",
+            )
 
 
 _TLS_FILES = ("tls_cert", "tls_key", "tls_ca")
@@ -423,7 +450,7 @@ def _read_toml(path: Path, source: str) -> dict[str, object]:
             data = tomllib.load(f)
     except OSError as exc:
         raise ConfigError("config", source, f"cannot read {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # (TOML is UTF-8)
         raise ConfigError("config", source, f"{path} is not valid TOML: {exc}") from None
     table: object = data.get("gravd", data)  # keys at the top level or under [gravd]
     if not isinstance(table, dict):

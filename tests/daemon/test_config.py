@@ -105,6 +105,16 @@ def test_monitor_can_be_off() -> None:
         ({"peers": ["ws://h"]}, {}, "invalid peers (from flag --peer): bad static endpoint"),
         ({}, {"GRAVD_DRAIN_TIMEOUT": "-1"}, "invalid drain_timeout (from environment"),
         ({"mdns_interfaces": ["lo"]}, {}, "invalid mdns_interfaces (from flag --mdns-interface)"),
+        (
+            {"peers": ["ftp://h:1"]},
+            {},
+            "invalid peers (from flag --peer): ftp://h:1/meta/message: ",
+        ),
+        (
+            {"dashboard_token_file": "/nonexistent/token"},
+            {},
+            "invalid dashboard_token_file (from flag --dashboard-token-file): cannot read",
+        ),
     ],
 )
 def test_bad_values_name_the_setting_and_the_source(
@@ -138,6 +148,9 @@ def test_unreadable_or_invalid_toml_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"invalid config \(from environment GRAVD_CONFIG\)"):
         load_config(NO_FLAGS, {"GRAVD_CONFIG": str(tmp_path / "absent.toml")})
     path = _toml(tmp_path, "listen = \n")
+    with pytest.raises(ConfigError, match=r"invalid config \(from flag --config\).*not valid TOML"):
+        load_config({"config": str(path)}, {})
+    path.write_bytes(b'listen = "\xff"\n')  # not UTF-8: refused, not a traceback
     with pytest.raises(ConfigError, match=r"invalid config \(from flag --config\).*not valid TOML"):
         load_config({"config": str(path)}, {})
 
