@@ -33,7 +33,7 @@ from typing import cast
 
 from gravpy.bridge.interest import matcher, reduce_patterns
 from gravpy.bridge.port import Groups
-from gravpy.bridge.subjects import SubjectMap, type_tokens
+from gravpy.bridge.subjects import SubjectMap, type_tokens, valid_pattern
 from gravpy.errors import UsageError
 from gravpy.filter import Pattern
 from gravpy.groups import WeightedTurns
@@ -68,10 +68,11 @@ class ExportRoutes:
 
     def remote_changed(self, patterns: tuple[str, ...], groups: RemoteGroups) -> tuple[str, ...]:
         """What remote meshes want changed; returns what this node must advertise to its mesh
-        (so its peers send those messages here)."""
-        wanted = set(patterns) | set(self._export) | {p for _, p in groups}
-        advertised = reduce_patterns(wanted)
-        self._plain = matcher(reduce_patterns(set(patterns) | set(self._export)))
+        (so its peers send those messages here): only valid patterns, since one the mesh
+        protocol refuses would make every INTERESTS frame of this node fail."""
+        plain = {p for p in patterns if valid_pattern(p)} | set(self._export)
+        advertised = reduce_patterns(plain | {p for _, p in groups if valid_pattern(p)})
+        self._plain = matcher(reduce_patterns(plain))
         self._remote = tuple(
             (group, compiled, meshes)
             for (group, pattern), meshes in sorted(groups.items())

@@ -30,14 +30,16 @@ JSON), a subject no type subscription can match.
 from __future__ import annotations
 
 import json
+import math
 import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, cast
 from urllib.parse import quote, unquote
 
 from gravpy.errors import MessageError, UsageError
+from gravpy.groups import check_group
 from gravpy.message import (
     DEFAULT_TYPE,
     MAX_HEADERS,
@@ -46,7 +48,8 @@ from gravpy.message import (
     new_id,
     validate_type,
 )
-from gravpy.proto import ANY_MESH
+from gravpy.proto import ANY_MESH, is_valid_pattern
+from gravpy.proto.frames import MAX_GROUP_MEMBERS
 
 __all__ = [
     "ANY_MESH_TOKEN",
@@ -56,6 +59,7 @@ __all__ = [
     "SubjectMap",
     "escape_token",
     "unescape_token",
+    "valid_pattern",
 ]
 
 ANY_MESH_TOKEN: Final = "_any"
@@ -367,20 +371,78 @@ class Announcement:
 
     @classmethod
     def decode(cls, raw: bytes) -> Announcement:
-        """Parse an announcement; raises ``MessageError`` on anything else."""
+        """Parse and check an announcement; raises ``MessageError`` on anything else, and on one
+        whose patterns or groups the mesh protocol would refuse (``valid_pattern``,
+        ``gravpy.groups.check_group``): anyone who may publish under the prefix can send one,
+        and the bridge subscribes to its patterns and advertises them to its mesh."""
         try:
             body = json.loads(raw)
-            patterns = tuple(str(p) for p in body["patterns"])
-            groups = tuple((str(g), str(p), int(n)) for g, p, n in body.get("groups", ()))
+            if type(body) is not dict:
+                raise TypeError("not an object")
+            mesh, node, sent = body["mesh"], body["node"], float(body.get("sent", 0.0))
+            if type(mesh) is not str or type(node) is not str or not node:
+                raise TypeError("mesh and node must be strings")
+            if not math.isfinite(sent):
+                raise ValueError(f"sent {sent!r}")
             return cls(
-                str(body["mesh"]),
-                str(body["node"]),
-                patterns,
-                bool(body["ready"]),
-                bool(body.get("query", False)),
-                bool(body.get("bye", False)),
-                groups,
-                float(body.get("sent", 0.0)),
+                mesh,
+                node,
+                _patterns(body["patterns"]),
+                _flag(body["ready"]),
+                _flag(body.get("query", False)),
+                _flag(body.get("bye", False)),
+                _groups(body.get("groups", [])),
+                sent,
             )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise MessageError(f"not a bridge announcement: {exc}") from None
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:  # (JSON nested deep)
+            raise MessageError(f"not a bridge announcement: {str(exc)[:200]}") from None
+
+
+def valid_pattern(text: object) -> bool:
+    """True if ``text`` is a type pattern a node may advertise (``gravpy.proto``'s INTERESTS
+    rule, and valid Unicode: a JSON string may hold a lone surrogate)."""
+    return is_valid_pattern(text) and (cast(str, text).isascii() or _encodable(cast(str, text)))
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _patterns(items: object) -> tuple[str, ...]:
+    if type(items) is not list:
+        raise TypeError("patterns must be a list")
+    for pattern in items:
+        if not valid_pattern(pattern):
+            raise ValueError(f"invalid pattern {pattern!r:.80}")
+    return tuple(items)
+
+
+def _groups(items: object) -> tuple[tuple[str, str, int], ...]:
+    """(group, pattern, members) entries, checked as the mesh protocol checks INTERESTS."""
+    if type(items) is not list:
+        raise TypeError("groups must be a list")
+    groups = []
+    for entry in items:
+        if type(entry) is not list or len(entry) != 3:
+            raise TypeError("a group is [group, pattern, members]")
+        group, pattern, members = entry
+        if not valid_pattern(pattern) or type(members) is not int:
+            raise ValueError(f"invalid group entry {entry!r:.80}")
+        if not 1 <= members <= MAX_GROUP_MEMBERS:
+            raise ValueError(f"invalid group members {members!r:.80}")
+        try:
+            check_group(group)
+        except UsageError:
+            raise ValueError(f"invalid group name {group!r:.80}") from None
+        groups.append((group, pattern, members))
+    return tuple(groups)
+
+
+def _flag(value: object) -> bool:
+    if type(value) is not bool:
+        raise TypeError(f"{value!r:.20} is not true or false")
+    return value
