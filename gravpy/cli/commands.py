@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shlex
+import shutil
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -219,6 +220,8 @@ async def reply(args: argparse.Namespace) -> int:
 
     if (args.data is None) == (args.shell_command is None):
         raise Failure(EXIT_USAGE, "reply needs DATA or --command CMD (one of them)")
+    if args.shell_command is not None:
+        check_command(args.shell_command)
     async with attached(args) as grav, LinkWatch(grav, args.url):
         pod = grav.connect()
         stop = _Stop()
@@ -244,6 +247,21 @@ async def reply(args: argparse.Namespace) -> int:
         with stop.on_signals():
             say(f'Listening on "{args.pattern}"')
             return await stop.wait()
+
+
+def check_command(template: str) -> None:
+    """Refuse at start a ``--command`` that could never run (each request would fail)."""
+    try:
+        words = shlex.split(template)
+    except ValueError as exc:  # an unclosed quote, say
+        raise Failure(EXIT_USAGE, f"--command {template!r}: {exc}") from None
+    if not words:
+        raise Failure(EXIT_USAGE, "--command is empty")
+    program = words[0]
+    if "{{" not in program and shutil.which(program) is None:
+        raise Failure(
+            EXIT_USAGE, f"--command: no program {program!r} (not found or not executable)"
+        )
 
 
 async def run_command(template: str, request: Message) -> bytes:

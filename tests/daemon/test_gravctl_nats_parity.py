@@ -183,6 +183,17 @@ async def test_reply_command_answers_with_the_programs_output() -> None:
     assert result.stdout.splitlines() == ["SHOUT", "upper"]
 
 
+@pytest.mark.parametrize(
+    ("command", "why"),
+    [("echo 'x", "No closing quotation"), ("/nonexistent/cmd", "no program"), ("", "empty")],
+)
+async def test_reply_refuses_a_command_that_could_never_run(command: str, why: str) -> None:
+    """An unclosed quote or a missing program: exit 2 at start, not a timeout per request."""
+    result = await gravctl("reply", "calc.>", "--command", command)
+    assert result.code == EXIT_USAGE
+    assert why in result.stderr
+
+
 async def test_sub_reports_disconnect_and_reconnect_and_resubscribes() -> None:
     """When gravd goes away and comes back on its port, sub says so on stderr and still receives."""
     async with running_gravd() as first:
