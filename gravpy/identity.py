@@ -63,7 +63,11 @@ def keygen(path: str | os.PathLike[str]) -> str:
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError as exc:
+        if target.is_dir():
+            raise UsageError(f"{target} is a directory: give the key file's path") from exc
         raise UsageError(f"{target} exists; refusing to overwrite a key") from exc
+    except OSError as exc:  # no such directory, no permission
+        raise UsageError(f"cannot write the key {target}: {exc.strerror or exc}") from exc
     with os.fdopen(fd, "wb") as out:
         out.write(pem)
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)

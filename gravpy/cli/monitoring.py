@@ -41,10 +41,19 @@ def _get(url: str, timeout: float) -> tuple[int, Any]:
     """(status, JSON body) of a GET; 4xx/5xx answers are returned, not raised."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
+            return response.status, _json(response.read())
     except urllib.error.HTTPError as exc:
         with exc:
-            return exc.code, json.loads(exc.read() or b"null")
+            return exc.code, _json(exc.read() or b"null")
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:  # (say what it is, not where the JSON parser stopped)
+        raise ValueError(
+            "it answered, but not with gravd's JSON: is that the monitor's port?"
+        ) from None
 
 
 async def fetch(args: argparse.Namespace, path: str) -> tuple[int, Any]:

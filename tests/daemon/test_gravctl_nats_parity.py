@@ -194,6 +194,15 @@ async def test_reply_refuses_a_command_that_could_never_run(command: str, why: s
     assert why in result.stderr
 
 
+async def test_peers_pointed_at_a_port_that_is_not_the_monitor_says_so() -> None:
+    """--monitor naming the WebSocket port: exit 4 with a hint, not a JSON parser's position."""
+    async with running_gravd() as node:
+        port = node.endpoint.split(":")[2].split("/")[0]
+        result = await gravctl("--monitor", f"127.0.0.1:{port}", "peers")
+    assert result.code == 4
+    assert "not with gravd's JSON: is that the monitor's port?" in result.stderr
+
+
 async def test_sub_reports_disconnect_and_reconnect_and_resubscribes() -> None:
     """When gravd goes away and comes back on its port, sub says so on stderr and still receives."""
     async with running_gravd() as first:

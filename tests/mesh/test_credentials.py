@@ -42,6 +42,10 @@ def test_keygen_writes_a_private_key_only_its_owner_reads_and_a_public_line(
     assert load_credentials(path).public_key == parse_public_key(line)
     with pytest.raises(UsageError, match="exists"):
         keygen(path)
+    with pytest.raises(UsageError, match="is a directory: give the key file's path"):
+        keygen(tmp_path)
+    with pytest.raises(UsageError, match=r"cannot write the key .*No such file or directory"):
+        keygen(tmp_path / "absent" / "app.key")
 
 
 async def test_a_listed_key_links_and_is_known_by_name(node: NodeFactory, tmp_path: Path) -> None:
