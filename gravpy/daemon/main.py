@@ -58,7 +58,7 @@ from gravpy.daemon.monitor import Monitor, NodeStatus
 from gravpy.daemon.node_identity import NodeIdentityError, open_identity
 from gravpy.daemon.parsers import default_data_dir
 from gravpy.daemon.positions import PositionsError, PositionStore, open_positions
-from gravpy.daemon.replay_store import ReplayStore, ReplayStoreError
+from gravpy.daemon.replay_store import ReplayStore, ReplayStoreError, set_aside_unused
 from gravpy.errors import GravError
 from gravpy.events import EventStoreError
 from gravpy.grav import Grav
@@ -237,12 +237,16 @@ def _replay_buffer(config: DaemonConfig) -> MsgBuffer:
 
 
 async def _open_replay(
-    grav: Grav, config: DaemonConfig, log: Any, numbered: bool = False
+    grav: Grav, config: DaemonConfig, log: Any, numbered: bool = False, keep_files: bool = True
 ) -> ReplayStore | None:
     """Restore the durable replay buffer before the node links to anything; raises
-    ``ReplayStoreError`` if the data dir cannot hold it (a corrupt file is set aside)."""
+    ``ReplayStoreError`` if the data dir cannot hold it (a corrupt file is set aside). Not
+    durable: the file an earlier run left is set aside (if the data dir's files are this
+    gravd's), so that a later durable start does not restore it as current."""
     buffer = grav.bus.buffer
     if not config.buffer_durable:
+        if keep_files:
+            await asyncio.to_thread(set_aside_unused, config.data_dir)
         return None
     store = await ReplayStore.open(config.data_dir, buffer, numbered=numbered)
     if store.set_aside is not None:
@@ -273,7 +277,9 @@ async def serve(config: DaemonConfig) -> int:
         config = dataclasses.replace(config, buffer_durable=False)
     positions: PositionStore | None = None
     try:
-        replay = await _open_replay(grav, config, log, numbered=identity.kept)
+        replay = await _open_replay(
+            grav, config, log, numbered=identity.kept, keep_files=identity.files
+        )
         if identity.kept and grav.hub is not None:  # resume across restarts (positions.py)
             highest = replay.highest_seq if replay is not None else 0
             positions = await open_positions(grav.hub, config.data_dir, highest, log)

@@ -6,21 +6,27 @@ The bus pushes into its ``MsgBuffer`` (bounded by count, data bytes and age) as 
 extra cost per push. One writer task wakes every ``GATHER_SECONDS``, takes from the
 buffer what was pushed since its last turn (and is still held) and hands it to a single-thread
 executor, which appends it to ``replay.sqlite3`` as one row (one msgpack array of ``[pushed at,
-message, number]``, one encode) in one transaction and deletes the rows whose messages have all
-left the buffer: memory and disk
-evict from the same end, so the file holds what the buffer holds (plus at most one row). Under
-load a transaction carries thousands of messages and the cost per message stays small; what was
-pushed but not yet written when gravd is SIGKILLed (up to ``GATHER_SECONDS`` plus one write) is
-missing from the file, while a SIGTERM writes it all before exiting.
+message, number]``, one encode) in one transaction. The same transaction deletes the rows whose
+messages have all left the buffer, and notes in ``replay_head`` how many of the oldest remaining
+row's messages have left it too: memory and disk evict from the same end, so the file holds what
+the buffer held at the writer's last turn. Under load a transaction carries thousands of messages
+and the cost per message stays small; what was pushed but not yet written when gravd is SIGKILLed
+(up to ``GATHER_SECONDS`` plus one write) is missing from the file, while a SIGTERM writes it all
+before exiting.
 
-At start the file is read back (oldest first, within the bounds) before the node links to
-anything, so a restarted gravd replays what it had. Each entry keeps its origin sequence number:
-a gravd that kept its uuid (``gravpy.daemon.node_identity``) restores them, so a peer that missed
-them can still ask, and continues numbering above the highest (``highest_seq``); a gravd with a
-new uuid restores them unnumbered (nobody will ask the new uuid for the old numbers). A file SQLite
-cannot read (``quick_check`` fails, not a database) is renamed aside (``replay.sqlite3.corrupt-
-<time>``), reported, and replaced by an empty one: a bad file never stops gravd. A row that does
-not decode is skipped and counted.
+At start the file is read back (oldest first, without what its head says had left) into the
+buffer, within the buffer's bounds, before the node links to anything, so a restarted gravd
+replays what it had. Then the file is trimmed to what the buffer took: a start with a smaller
+``--buffer-size`` (or bytes, or age) keeps only the newest that fit, and what it let go never
+comes back at a later start. Each entry keeps its origin sequence number: a gravd that kept its
+uuid (``gravpy.daemon.node_identity``) restores them, so a peer that missed them can still ask,
+and continues numbering above the highest (``highest_seq``); a gravd with a new uuid restores them
+unnumbered (nobody will ask the new uuid for the old numbers). A file SQLite cannot read
+(``quick_check`` fails, not a database) is renamed aside (``replay.sqlite3.corrupt-<time>``),
+reported, and replaced by an empty one: a bad file never stops gravd. A row that does not decode
+is skipped, counted and deleted. A gravd whose buffer is not durable (``--buffer-durable off``)
+moves the file an earlier run left aside (``set_aside_unused``), so it never comes back as
+current at a later durable start.
 
 The file uses WAL with ``synchronous=OFF`` (see ``_connect``): it survives a killed gravd, not
 necessarily a power cut.
@@ -35,10 +41,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import msgspec
 
@@ -48,13 +57,16 @@ from gravpy.daemon.sqlite_file import open_or_set_aside
 from gravpy.errors import GravError, MessageError
 from gravpy.message import Message
 
-__all__ = ["REPLAY_FILE", "ReplayStore", "ReplayStoreError"]
+__all__ = ["REPLAY_FILE", "ReplayStore", "ReplayStoreError", "set_aside_unused"]
 
 _log = logs.get_logger("gravpy.daemon.replay_store")
 REPLAY_FILE: Final = "replay.sqlite3"
 _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS replay_batch "
-    "(id INTEGER PRIMARY KEY, count INTEGER NOT NULL, wire BLOB NOT NULL)"
+    "(id INTEGER PRIMARY KEY, count INTEGER NOT NULL, wire BLOB NOT NULL)",
+    # one row: the oldest batch, and how many of its messages (the first) have left the buffer
+    "CREATE TABLE IF NOT EXISTS replay_head "
+    "(id INTEGER PRIMARY KEY CHECK (id = 1), batch INTEGER NOT NULL, gone INTEGER NOT NULL)",
 )
 _ENCODER: Final = msgspec.msgpack.Encoder()
 # the writer gathers pushes this long before each transaction: fewer, larger transactions under
@@ -62,9 +74,41 @@ _ENCODER: Final = msgspec.msgpack.Encoder()
 GATHER_SECONDS: Final = 0.1
 PAGE_BYTES: Final = 16384
 
+_Entry = tuple[float, Message, int]  # (pushed at, message, origin number)
+_Head = tuple[int, int]  # (oldest batch id, how many of its first messages left the buffer)
+T = TypeVar("T")
+
 
 class ReplayStoreError(GravError):
     """The data directory cannot hold the replay buffer (not creatable or not writable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """A batch row in the file: its id, and where its messages are in the buffer's pushes
+    (``MsgBuffer.pushed`` counts them): ``first`` is the oldest one's."""
+
+    id: int
+    first: int
+    count: int
+
+    @property
+    def last(self) -> int:
+        return self.first + self.count - 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Saved:
+    """A batch row read back at start: its entries (None: it did not decode), the first
+    ``gone`` of which had left the buffer."""
+
+    id: int
+    entries: list[_Entry] | None
+    gone: int
+
+    @property
+    def live(self) -> list[_Entry]:
+        return self.entries[self.gone :] if self.entries is not None else []
 
 
 class ReplayStore:
@@ -81,14 +125,16 @@ class ReplayStore:
         self._conn = conn
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gravd-replay")
         self._task: asyncio.Task[None] | None = None
-        self._batches: deque[tuple[int, int]] = deque()  # (row id, messages) in the file
+        self._rows: deque[_Row] = deque()  # in the file, oldest first
+        self._head: _Head = (0, 0)  # as the file says
         self._next_id = 1
 
     @classmethod
     async def open(
         cls, data_dir: Path, buffer: MsgBuffer, *, numbered: bool = False
     ) -> ReplayStore:
-        """Open (or set aside and recreate) the file, restore the buffer, start writing.
+        """Open (or set aside and recreate) the file, restore the buffer, trim the file to what
+        it took, start writing.
 
         ``numbered``: the node kept its uuid, so restored messages keep their origin numbers
         (peers may ask for them again); otherwise they are restored unnumbered.
@@ -97,32 +143,65 @@ class ReplayStore:
         conn, aside = await asyncio.to_thread(_open_in, data_dir, path)
         store = cls(path, conn, buffer)
         store.set_aside = aside
-        rows = await asyncio.get_running_loop().run_in_executor(store._executor, _read_rows, conn)
-        restored = store._decode(rows)
-        store.highest_seq = max((seq for _, _, seq in restored), default=0)
-        if not numbered:
-            restored = [(at, msg, 0) for at, msg, _ in restored]
-        store.buffer.restore(restored)
+        try:
+            await store._restore(numbered)
+        except BaseException as exc:
+            await store._close_file()
+            if isinstance(exc, sqlite3.Error):
+                raise ReplayStoreError(f"cannot use {path}: {exc}") from exc
+            raise
         store._task = asyncio.get_running_loop().create_task(
             store._write_loop(), name="gravd-replay"
         )
         return store
 
-    def _decode(self, rows: list[tuple[int, int, bytes]]) -> list[tuple[float, Message, int]]:
-        """The messages of every batch row, oldest first; a row that does not decode is skipped.
+    async def _restore(self, numbered: bool) -> None:
+        """Put what the file holds into the buffer, then keep in the file only what it took."""
+        rows, head = await self._run(_read_rows, self._conn)
+        saved = self._decode(rows, head)
+        restored = [entry for row in saved for entry in row.live]
+        self.highest_seq = max((seq for row in saved for _, _, seq in row.entries or ()), default=0)
+        self.buffer.restore(restored if numbered else [(at, m, 0) for at, m, _ in restored])
+        kept = min(len(self.buffer), len(restored))
+        deleted = self._keep_newest(saved, len(restored) - kept)
+        await self._run(_trim, self._conn, deleted, self._head)
+
+    def _decode(self, rows: list[tuple[int, bytes]], head: _Head) -> list[_Saved]:
+        """Every batch row, oldest first; one that does not decode is counted (and deleted).
 
         An entry is ``[pushed at, message, origin number]`` (``[pushed at, message]`` in files
         written before numbers were kept: number 0)."""
-        out: list[tuple[float, Message, int]] = []
-        for row_id, count, wire in rows:
+        out: list[_Saved] = []
+        for row_id, wire in rows:
+            self._next_id = row_id + 1
             try:
-                entries = msgspec.msgpack.decode(wire)
-                out.extend(_entry(*entry) for entry in entries)
+                entries: list[_Entry] | None = [_entry(*e) for e in msgspec.msgpack.decode(wire)]
             except (msgspec.DecodeError, MessageError, TypeError, ValueError):
                 self.skipped_rows += 1
-            self._batches.append((row_id, count))
-            self._next_id = row_id + 1
+                entries = None
+            count = len(entries or ())
+            gone = count if row_id < head[0] else min(head[1], count) if row_id == head[0] else 0
+            out.append(_Saved(row_id, entries, gone))
         return out
+
+    def _keep_newest(self, saved: list[_Saved], drop: int) -> list[int]:
+        """Note the rows that hold the newest messages restored (all but the ``drop`` oldest)
+        as the file's rows and head; return the ids of the others, to delete."""
+        deleted: list[int] = []
+        first = self.buffer.pushed - sum(len(row.live) for row in saved) + drop
+        for row in saved:
+            live = len(row.live)
+            if row.entries is None or (not self._rows and drop >= live):
+                deleted.append(row.id)
+                drop -= live
+                continue
+            if not self._rows:
+                self._head = (row.id, row.gone + drop)
+                first -= row.gone + drop
+                drop = 0
+            self._rows.append(_Row(row.id, first, len(row.entries)))
+            first += len(row.entries)
+        return deleted
 
     async def _write_loop(self) -> None:
         while True:
@@ -130,31 +209,41 @@ class ReplayStore:
             await self._write_queued()
 
     async def _write_queued(self) -> None:
+        """One transaction: what was pushed since the last turn and is still held, as one row;
+        the rows whose messages have all left the buffer deleted; the head noted."""
         batch = self.buffer.take_new()
-        if not batch:
+        pushed = self.buffer.pushed
+        row = _Row(self._next_id, pushed - len(batch), len(batch)) if batch else None
+        dropped, head = self._evicted(row)
+        if row is None and not dropped and head == self._head:
             return
-        row_id, self._next_id = self._next_id, self._next_id + 1
-        self._batches.append((row_id, len(batch)))
-        drop_upto = self._evicted_rows()
-        loop = asyncio.get_running_loop()
+        self._next_id += 1
+        drop_upto = self._rows[dropped - 1].id if dropped else 0
         try:
-            await loop.run_in_executor(
-                self._executor, _append, self._conn, row_id, batch, drop_upto
-            )
-            self.written += len(batch)
+            added = (row.id, batch) if row is not None else None
+            await self._run(_append, self._conn, added, drop_upto, head)
         except sqlite3.Error as exc:
             self.write_failures += 1
             _log.warning("replay_write_failed", messages=len(batch), error=str(exc))
+            return
+        for _ in range(dropped):
+            self._rows.popleft()
+        if row is not None:
+            self._rows.append(row)
+            self.written += row.count
+        self._head = head
 
-    def _evicted_rows(self) -> int:
-        """The last row id whose messages have all left the buffer (0: none): the file and the
-        buffer evict from the same end, so the oldest rows go first."""
-        excess = sum(count for _, count in self._batches) - len(self.buffer)
-        drop_upto = 0
-        while self._batches and self._batches[0][1] <= excess:
-            drop_upto, count = self._batches.popleft()
-            excess -= count
-        return drop_upto
+    def _evicted(self, new: _Row | None) -> tuple[int, _Head]:
+        """How many of the oldest rows have left the buffer whole, and the head after them
+        (and ``new``): the file and the buffer evict from the same end."""
+        held_from = self.buffer.pushed - len(self.buffer)  # the oldest message held
+        rows, dropped = self._rows, 0
+        while dropped < len(rows) and rows[dropped].last < held_from:
+            dropped += 1
+        oldest = rows[dropped] if dropped < len(rows) else new
+        if oldest is None:
+            return dropped, (0, 0)
+        return dropped, (oldest.id, max(0, held_from - oldest.first))
 
     async def close(self) -> None:
         """Write what is queued, then close the file."""
@@ -163,11 +252,45 @@ class ReplayStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._write_queued()
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
+        await self._close_file()
+
+    async def _close_file(self) -> None:
+        await self._run(self._conn.close)
         self._executor.shutdown(wait=True)
 
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` on the store's one thread (the connection is only used there)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-def _entry(at: float, wire: object, seq: int = 0) -> tuple[float, Message, int]:
+
+def set_aside_unused(data_dir: Path) -> Path | None:
+    """Move aside the file an earlier run left in ``data_dir`` (to ``replay.sqlite3.unused-
+    <time>``, with its WAL), for a gravd whose buffer is not durable: a later durable start would
+    restore it as its latest. Where it went, or None if there was none. Blocking file I/O: call
+    it from a thread. Raises ``ReplayStoreError``."""
+    path = data_dir / REPLAY_FILE
+    if not path.exists():
+        return None
+    aside = path.with_name(f"{REPLAY_FILE}.unused-{int(time.time())}")
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{path}-wal").replace(f"{aside}-wal")
+        path.replace(aside)
+        Path(f"{path}-shm").unlink(missing_ok=True)
+    except OSError as exc:
+        raise ReplayStoreError(
+            f"cannot move {path} aside (the buffer is not durable): {exc}"
+        ) from exc
+    _log.warning(
+        "replay_store_set_aside",
+        path=str(path),
+        moved_to=str(aside),
+        reason="the buffer is not durable (buffer_durable off)",
+    )
+    return aside
+
+
+def _entry(at: float, wire: object, seq: int = 0) -> _Entry:
     return float(at), Message.from_wire(wire), int(seq)
 
 
@@ -196,36 +319,57 @@ def _connect(path: Path) -> sqlite3.Connection:
         check = conn.execute("PRAGMA quick_check").fetchone()
         if check is None or check[0] != "ok":
             raise sqlite3.DatabaseError(f"quick_check: {check[0] if check else 'no answer'}")
-        conn.execute(_SCHEMA)
+        for statement in _SCHEMA:
+            conn.execute(statement)
     except BaseException:
         conn.close()
         raise
     return conn
 
 
-def _read_rows(conn: sqlite3.Connection) -> list[tuple[int, int, bytes]]:
-    rows = conn.execute("SELECT id, count, wire FROM replay_batch ORDER BY id").fetchall()
-    return [(int(i), int(n), bytes(wire)) for i, n, wire in rows]
+def _read_rows(conn: sqlite3.Connection) -> tuple[list[tuple[int, bytes]], _Head]:
+    rows = conn.execute("SELECT id, wire FROM replay_batch ORDER BY id").fetchall()
+    head = conn.execute("SELECT batch, gone FROM replay_head WHERE id = 1").fetchone()
+    return [(int(i), bytes(w)) for i, w in rows], (int(head[0]), int(head[1])) if head else (0, 0)
+
+
+def _trim(conn: sqlite3.Connection, deleted: list[int], head: _Head) -> None:
+    """One transaction: the rows the restored buffer did not take deleted, the head noted."""
+
+    def change() -> None:
+        conn.executemany("DELETE FROM replay_batch WHERE id = ?", [(i,) for i in deleted])
+
+    _transaction(conn, change, head)
 
 
 def _append(
     conn: sqlite3.Connection,
-    row_id: int,
-    batch: list[tuple[float, Message, int]],
+    row: tuple[int, list[_Entry]] | None,
     drop_upto: int,
+    head: _Head,
 ) -> None:
     """One transaction: the batch as one row (one msgpack array of [at, message, origin
-    number]), and the rows
-    whose messages have all left the buffer deleted."""
-    conn.execute("BEGIN")
-    try:
-        conn.execute(
-            "INSERT INTO replay_batch (id, count, wire) VALUES (?, ?, ?)",
-            (row_id, len(batch), _ENCODER.encode(batch)),
-        )
+    number]), the rows whose messages have all left the buffer deleted, the head noted."""
+
+    def change() -> None:
+        if row is not None:
+            conn.execute(
+                "INSERT INTO replay_batch (id, count, wire) VALUES (?, ?, ?)",
+                (row[0], len(row[1]), _ENCODER.encode(row[1])),
+            )
         if drop_upto:
             conn.execute("DELETE FROM replay_batch WHERE id <= ?", (drop_upto,))
+
+    _transaction(conn, change, head)
+
+
+def _transaction(conn: sqlite3.Connection, change: Callable[[], object], head: _Head) -> None:
+    conn.execute("BEGIN")
+    try:
+        change()
+        conn.execute("INSERT OR REPLACE INTO replay_head (id, batch, gone) VALUES (1, ?, ?)", head)
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise

@@ -119,3 +119,20 @@ async def test_two_gravd_without_a_data_dir_of_their_own_do_not_share_its_files(
                 async with asyncio.timeout(GUARD):
                     replayed = await got.get()
             assert (replayed.type, replayed.data) == ("dur.first", (0).to_bytes(4, "big"))
+
+
+async def test_a_run_with_the_buffer_not_durable_leaves_no_stale_file_for_a_later_one() -> None:
+    """gravd keeps 20 messages, restarts with --buffer-durable off, then with it on again: the
+    last start restores nothing, and the first run's file was moved aside, not kept as current."""
+    with tempfile.TemporaryDirectory(prefix="gravd-data-") as data:
+        async with running_gravd("--data-dir", data) as first:
+            await _publish(first.endpoint, "dur.old", 20)
+            await first.wait_http(lambda d: d["messages"]["buffered"] >= 20)
+            assert (await first.stop(signal.SIGTERM)).code == 0
+        async with running_gravd("--data-dir", data, "--buffer-durable", "off") as off:
+            assert (await off.stop(signal.SIGTERM)).code == 0
+            reports = [e for e in off.process.events() if e["event"] == "replay_store_set_aside"]
+        async with running_gravd("--data-dir", data) as again:
+            restored = await again.process.wait_event("replay_restored")
+            assert restored["messages"] == 0
+        assert [await asyncio.to_thread(Path(r["moved_to"]).exists) for r in reports] == [True]

@@ -61,3 +61,47 @@ async def test_numbers_come_back_from_the_file_only_for_a_node_that_kept_its_uui
     assert store.highest_seq == 42
     assert fresh.last_seq() == 0
     assert len(fresh) == 3
+
+
+def _held(buffer: MsgBuffer) -> list[int]:
+    return [int.from_bytes(m.data, "big") for m in buffer]
+
+
+async def _keep(data_dir: Path, buffer: MsgBuffer, numbers: range) -> None:
+    """One gravd run on ``data_dir``: restore into ``buffer``, push ``numbers``, stop cleanly."""
+    store = await ReplayStore.open(data_dir, buffer, numbered=True)
+    for i in numbers:
+        buffer.push(_msg(i), None, i + 1)
+    await store.close()
+
+
+async def test_a_restart_with_a_smaller_buffer_keeps_only_what_it_restored(tmp_path: Path) -> None:
+    """1,000 messages kept in three runs, a restart with a buffer of 100, then one of 1,000 again:
+    the last restores the 100 the small buffer held, not the 900 it had already let go."""
+    for numbers in (range(400), range(400, 800), range(800, 1000)):
+        await _keep(tmp_path, MsgBuffer(1000), numbers)
+    small = MsgBuffer(100)
+    await _keep(tmp_path, small, range(0))
+    assert _held(small) == list(range(900, 1000))
+    again = MsgBuffer(1000)
+    await _keep(tmp_path, again, range(0))
+    assert _held(again) == list(range(900, 1000))
+
+
+async def test_what_left_the_buffer_while_it_ran_does_not_come_back(tmp_path: Path) -> None:
+    """A run with a buffer of 100 restores 100 and pushes 50 more (the oldest 50 leave): the next
+    run, with a larger buffer, restores the 100 it held when it stopped."""
+    await _keep(tmp_path, MsgBuffer(100), range(100))
+    await _keep(tmp_path, MsgBuffer(100), range(100, 150))
+    again = MsgBuffer(1000)
+    await _keep(tmp_path, again, range(0))
+    assert _held(again) == list(range(50, 150))
+
+
+async def test_a_run_with_no_buffer_leaves_nothing_to_replay_later(tmp_path: Path) -> None:
+    """A restart with a buffer of size 0 holds nothing, so a later one restores nothing."""
+    await _keep(tmp_path, MsgBuffer(100), range(100))
+    await _keep(tmp_path, MsgBuffer(0), range(100, 110))
+    again = MsgBuffer(100)
+    await _keep(tmp_path, again, range(0))
+    assert _held(again) == []
