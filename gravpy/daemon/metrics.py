@@ -44,7 +44,7 @@ from gravpy.timings import LatencyHistogram, Timings
 
 if TYPE_CHECKING:
     from gravpy.bus import BusStatistics
-    from gravpy.daemon.monitor import NodeStatus
+    from gravpy.daemon.monitor import MonitorStatistics, NodeStatus
     from gravpy.mesh import HubStatistics, PeerInfo
     from gravpy.timings import HistogramSnapshot
 
@@ -88,6 +88,9 @@ METRIC_NAMES = (
     "gravd_local_request_seconds",
     "gravd_local_handler_seconds",
     "gravd_relayed_request_seconds",
+    "gravd_monitor_connections",
+    "gravd_monitor_connections_refused_total",
+    "gravd_monitor_connections_timed_out_total",
 )
 """Every ``gravd_*`` metric NodeCollector exposes (prometheus-client adds ``process_*``)."""
 
@@ -124,6 +127,7 @@ class NodeCollector:
             "From a leaf's wait on a request to the first reply this node routed back to it",
             (relayed or LatencyHistogram()).snapshot(),
         )
+        yield from _monitor_metrics(self.status.monitor_statistics())
 
     def _node_metrics(self, links: list[PeerInfo]) -> Iterable[Metric]:
         status, grav = self.status, self.status.grav
@@ -309,6 +313,24 @@ def _mesh_metrics(hub: HubStatistics | None) -> Iterable[Metric]:
         "gravd_messages_resent",
         "Messages resent to peers that missed them across a link flap",
         hub.resent if hub is not None else 0,
+    )
+
+
+def _monitor_metrics(stats: MonitorStatistics) -> Iterable[Metric]:
+    """The monitoring port's own connections (``gravpy.daemon.monitor``)."""
+    yield _gauge(
+        "gravd_monitor_connections", "Connections open on the monitoring port", stats.connections
+    )
+    yield _counter(
+        "gravd_monitor_connections_refused",
+        "Connections to the monitoring port closed at once: its cap were open",
+        stats.connections_refused,
+    )
+    yield _counter(
+        "gravd_monitor_connections_timed_out",
+        "Connections to the monitoring port closed for not sending a request's headers or body "
+        "in time",
+        stats.connections_timed_out,
     )
 
 

@@ -9,13 +9,23 @@ holding ``NodeCollector`` and prometheus-client's standard process, platform and
 ``/healthz`` is liveness (200 until the node drains); ``/readyz`` is readiness (200 once gravd
 has the node listening and discovery started, and until it drains). ``/v1/node`` lists every peer
 and a page of the leaves (``?leaves_offset=&leaves_limit=``), oldest first.
+
+The port is guarded as the HTTP transport's listener is (``transports.http.guard``, the same
+code): at most ``MAX_CONNECTIONS`` connections are open at once, and one past that is closed as
+soon as it is accepted, before anything is read; a connection must send a request's headers
+within ``HEADER_TIMEOUT`` of opening (and of its last answer, when kept alive), and a request's
+body within ``BODY_TIMEOUT`` (else 408), so sockets that dribble or say nothing cannot hold
+gravd's file descriptors. Each refusal and each deadline missed is counted
+(``MonitorStatistics``, the ``gravd_monitor_*`` metrics).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -40,14 +50,40 @@ from gravpy.daemon.metrics import METRIC_NAMES, NodeCollector, by_role
 from gravpy.grav import Grav
 from gravpy.mesh import Hub, PeerInfo
 from gravpy.proto import ROLE_LEAF
+from transports.http.guard import ConnectionGuard, GuardedRunner, RateLimitFilter
 
-__all__ = ["METRIC_NAMES", "LeafPage", "Monitor", "NodeCollector", "NodeStatus"]
+__all__ = [
+    "BODY_TIMEOUT",
+    "HEADER_TIMEOUT",
+    "MAX_CONNECTIONS",
+    "METRIC_NAMES",
+    "LeafPage",
+    "Monitor",
+    "MonitorStatistics",
+    "NodeCollector",
+    "NodeStatus",
+]
 
 SERVING = "serving"
 DRAINING = "draining"
 STARTING = "starting"
 DEFAULT_LEAF_PAGE = 100
 MAX_LEAF_PAGE = 1000
+MAX_CONNECTIONS = 256  # open at once on the monitoring port (streams, scrapes, pages)
+HEADER_TIMEOUT = 10.0  # seconds to send a request's headers, as the mesh listeners allow
+BODY_TIMEOUT = 10.0  # seconds to send a request's body
+
+_SERVER_LOG = logging.getLogger("gravpy.daemon.monitor.server")
+_SERVER_LOG.addFilter(RateLimitFilter())  # a flood of bad requests logs a few lines
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorStatistics:
+    """The monitoring port's connections: open now, and closed for a limit since start."""
+
+    connections: int = 0
+    connections_refused: int = 0  # closed at once: MAX_CONNECTIONS were open
+    connections_timed_out: int = 0  # headers or body not sent within their deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +120,7 @@ class NodeStatus:
         self.ready = False  # set once the node listens and its discovery runs
         self.monitor_address = ""
         self.events: DaemonEvents | None = None  # gravd sets it once the event store is open
+        self.monitor: Monitor | None = None  # the monitor serving this status, once made
 
     @property
     def serving(self) -> bool:
@@ -94,6 +131,10 @@ class NodeStatus:
 
     def uptime(self) -> float:
         return time.monotonic() - self._started
+
+    def monitor_statistics(self) -> MonitorStatistics:
+        """The monitoring port's counters (all zero without a monitor)."""
+        return self.monitor.statistics() if self.monitor is not None else MonitorStatistics()
 
     def links(self) -> list[PeerInfo]:
         return self.grav.peers()
@@ -202,11 +243,27 @@ def _link_json(info: PeerInfo) -> dict[str, Any]:
 
 
 class Monitor:
-    """The monitoring HTTP server of one node. ``await start()``, then ``await stop()``."""
+    """The monitoring HTTP server of one node. ``await start()``, then ``await stop()``.
 
-    def __init__(self, status: NodeStatus, address: Address) -> None:
+    ``max_connections``, ``header_timeout`` and ``body_timeout`` are its limits (see the module
+    docstring); the defaults are what gravd runs with.
+    """
+
+    def __init__(
+        self,
+        status: NodeStatus,
+        address: Address,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        header_timeout: float = HEADER_TIMEOUT,
+        body_timeout: float = BODY_TIMEOUT,
+    ) -> None:
         self.status = status
         self.address = address
+        self.guard = ConnectionGuard(max_connections, header_timeout)
+        self.body_timeout = body_timeout
+        self.bodies_timed_out = 0
+        status.monitor = self
         self.registry = CollectorRegistry()
         self.registry.register(NodeCollector(status))
         ProcessCollector(registry=self.registry)  # the standard process_* metrics
@@ -214,8 +271,16 @@ class Monitor:
         GCCollector(registry=self.registry)  # python_gc_*
         self._runner: web.AppRunner | None = None
 
+    def statistics(self) -> MonitorStatistics:
+        guard = self.guard
+        return MonitorStatistics(
+            connections=guard.open,
+            connections_refused=guard.refused,
+            connections_timed_out=guard.timed_out + self.bodies_timed_out,
+        )
+
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self.guard.middleware, self._body_deadline])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/v1/node", self._node)
@@ -229,7 +294,14 @@ class Monitor:
 
     async def start(self) -> str:
         """Listen; return the bound ``host:port`` (the real port when 0 was asked)."""
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        runner = GuardedRunner(
+            self.app(),
+            self.guard,
+            logger=_SERVER_LOG,
+            access_log=None,
+            handle_signals=False,
+            lingering_time=0.0,  # a body refused unread (408, 413) closes: no 10 s of draining
+        )
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.address.host, self.address.port)
@@ -247,6 +319,25 @@ class Monitor:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+
+    @web.middleware
+    async def _body_deadline(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Read a request's body within ``body_timeout`` before its handler runs, else 408."""
+        if request.body_exists:
+            try:
+                async with asyncio.timeout(self.body_timeout):
+                    await request.read()  # kept by the request for the handler
+            except TimeoutError:
+                self.bodies_timed_out += 1
+                answer = web.json_response(
+                    {"error": f"the body was not received within {self.body_timeout:g} s"},
+                    status=408,
+                )
+                answer.force_close()
+                return answer
+        return await handler(request)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         status = self.status
