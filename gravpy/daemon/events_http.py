@@ -7,6 +7,12 @@ be comma-separated), answering ``{"events": [...], "total": N, "page": P, "page_
 ``GET /v1/events/stream?user=UUID`` streams that user's live events as server-sent events
 (``event: event``, ``id:`` the event id, ``data:`` the event as JSON), via aiohttp-sse.
 
+Each stream is a pod on gravd's bus with the user's interest, which travels to the peers, so at
+most ``MAX_STREAMS`` are open at once: one more answers 503 and is counted (``streams_refused``),
+as the dashboard's tail caps its viewers. A stream's pod leaves the bus as soon as its client goes:
+the monitor cancels a handler whose connection is lost (aiohttp's ``handler_cancellation``), so
+nothing waits for the next ping to notice.
+
 Bad input answers 400 with ``{"error": reason, "field": name}``: an id or user that is not a UUID,
 an unknown filter, a bad severity, a page size over the limit. A store failure answers 503.
 
@@ -31,21 +37,22 @@ from gravpy.events.event import check_uuid
 if TYPE_CHECKING:
     from gravpy.daemon.events_node import DaemonEvents
 
-__all__ = ["add_event_routes"]
+__all__ = ["MAX_STREAMS", "EventRoutes", "add_event_routes"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PING_INTERVAL = 15.0
+MAX_STREAMS = 64  # open at once; each is a pod with an interest the mesh learns
 
 
 def add_event_routes(
     app: web.Application,
     events: DaemonEvents | None,
     guard: Callable[[Handler], Handler] | None = None,
-) -> None:
+) -> EventRoutes | None:
     """Add the ``/v1/events`` routes to the monitor's ``app`` (nothing if gravd keeps no events),
-    each behind ``guard`` (the dashboard's ``Access.guard``) when one is given."""
+    each behind ``guard`` (the dashboard's ``Access.guard``) when one is given; return them."""
     if events is None:
-        return
+        return None
     routes = EventRoutes(events)
 
     def gated(handler: Handler) -> Handler:
@@ -55,6 +62,7 @@ def add_event_routes(
     app.router.add_get("/v1/events/stream", gated(routes.stream))
     app.router.add_patch("/v1/events/{id}", gated(routes.mark))
     app.router.add_delete("/v1/events/{id}", gated(routes.delete))
+    return routes
 
 
 def _bad(field: str, reason: str) -> web.Response:
@@ -80,6 +88,8 @@ class EventRoutes:
 
     def __init__(self, events: DaemonEvents) -> None:
         self.events = events
+        self.streams = 0  # open now
+        self.streams_refused = 0  # answered 503: MAX_STREAMS were open
         self.list = _guarded(self._list)
         self.mark = _guarded(self._mark)
         self.delete = _guarded(self._delete)
@@ -121,7 +131,21 @@ class EventRoutes:
         user = request.query.get("user")
         if not user:
             raise EventError("user", "the stream is per user: give ?user=UUID")
-        subscription = self.events.broadcaster.subscribe(check_uuid("user", user))
+        user = check_uuid("user", user)
+        if self.streams >= MAX_STREAMS:
+            self.streams_refused += 1
+            return web.json_response(
+                {"error": f"too many event streams open ({MAX_STREAMS}); try later", "field": None},
+                status=503,
+            )
+        self.streams += 1
+        try:
+            return await self._send_events(request, user)
+        finally:
+            self.streams -= 1
+
+    async def _send_events(self, request: web.Request, user: str) -> web.StreamResponse:
+        subscription = self.events.broadcaster.subscribe(user)
         async with subscription, sse_response(request, ping_interval=PING_INTERVAL) as sse:
             ended = asyncio.ensure_future(sse.wait())
             try:

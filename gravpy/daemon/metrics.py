@@ -91,6 +91,8 @@ METRIC_NAMES = (
     "gravd_monitor_connections",
     "gravd_monitor_connections_refused_total",
     "gravd_monitor_connections_timed_out_total",
+    "gravd_event_streams",
+    "gravd_event_streams_refused_total",
 )
 """Every ``gravd_*`` metric NodeCollector exposes (prometheus-client adds ``process_*``)."""
 
@@ -331,6 +333,12 @@ def _monitor_metrics(stats: MonitorStatistics) -> Iterable[Metric]:
         "Connections to the monitoring port closed for not sending a request's headers or body "
         "in time",
         stats.connections_timed_out,
+    )
+    yield _gauge("gravd_event_streams", "/v1/events/stream streams open", stats.event_streams)
+    yield _counter(
+        "gravd_event_streams_refused",
+        "/v1/events/stream requests answered 503: the most streams were open",
+        stats.event_streams_refused,
     )
 
 

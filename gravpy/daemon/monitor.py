@@ -44,7 +44,7 @@ import gravpy
 from gravpy.daemon.config import Address, DaemonConfig
 from gravpy.daemon.dashboard import install_dashboard
 from gravpy.daemon.dashboard.access import Access
-from gravpy.daemon.events_http import add_event_routes
+from gravpy.daemon.events_http import EventRoutes, add_event_routes
 from gravpy.daemon.events_node import DaemonEvents
 from gravpy.daemon.metrics import METRIC_NAMES, NodeCollector, by_role
 from gravpy.grav import Grav
@@ -84,6 +84,8 @@ class MonitorStatistics:
     connections: int = 0
     connections_refused: int = 0  # closed at once: MAX_CONNECTIONS were open
     connections_timed_out: int = 0  # headers or body not sent within their deadline
+    event_streams: int = 0  # /v1/events/stream open now
+    event_streams_refused: int = 0  # answered 503: events_http.MAX_STREAMS were open
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +265,7 @@ class Monitor:
         self.guard = ConnectionGuard(max_connections, header_timeout)
         self.body_timeout = body_timeout
         self.bodies_timed_out = 0
+        self.event_routes: EventRoutes | None = None
         status.monitor = self
         self.registry = CollectorRegistry()
         self.registry.register(NodeCollector(status))
@@ -272,11 +275,13 @@ class Monitor:
         self._runner: web.AppRunner | None = None
 
     def statistics(self) -> MonitorStatistics:
-        guard = self.guard
+        guard, events = self.guard, self.event_routes
         return MonitorStatistics(
             connections=guard.open,
             connections_refused=guard.refused,
             connections_timed_out=guard.timed_out + self.bodies_timed_out,
+            event_streams=events.streams if events is not None else 0,
+            event_streams_refused=events.streams_refused if events is not None else 0,
         )
 
     def app(self) -> web.Application:
@@ -287,7 +292,7 @@ class Monitor:
         app.router.add_get("/metrics", self._metrics)
         # events carry what apps report: behind the dashboard's token beyond loopback
         access = Access.for_monitor(self.address, self.status.config.dashboard_token_file)
-        add_event_routes(app, self.status.events, access.guard)
+        self.event_routes = add_event_routes(app, self.status.events, access.guard)
         if self.status.config.dashboard:
             install_dashboard(app, self.status, self.address, access)
         return app
@@ -300,6 +305,7 @@ class Monitor:
             logger=_SERVER_LOG,
             access_log=None,
             handle_signals=False,
+            handler_cancellation=True,  # a stream whose client went ends now, with its pod
             lingering_time=0.0,  # a body refused unread (408, 413) closes: no 10 s of draining
         )
         await runner.setup()
