@@ -14,6 +14,12 @@ and the cost per message stays small; what was pushed but not yet written when g
 (up to ``GATHER_SECONDS`` plus one write) is missing from the file, while a SIGTERM writes it all
 before exiting.
 
+A transaction that fails (the disk is full, another process holds the file) is retried with the
+next: its messages still held go into the next turn's row, up to ``RETRY_LIMIT`` of the newest;
+older ones are given up on. Both are counted (``statistics()``: ``write_failures``,
+``unwritten``), and ``replay_write_failed`` is logged when writes start failing,
+``replay_write_recovered`` when they succeed again.
+
 At start the file is read back (oldest first, without what its head says had left) into the
 buffer, within the buffer's bounds, before the node links to anything, so a restarted gravd
 replays what it had. Then the file is trimmed to what the buffer took: a start with a smaller
@@ -23,10 +29,12 @@ uuid (``gravpy.daemon.node_identity``) restores them, so a peer that missed them
 and continues numbering above the highest (``highest_seq``); a gravd with a new uuid restores them
 unnumbered (nobody will ask the new uuid for the old numbers). A file SQLite cannot read
 (``quick_check`` fails, not a database) is renamed aside (``replay.sqlite3.corrupt-<time>``),
-reported, and replaced by an empty one: a bad file never stops gravd. A row that does not decode
-is skipped, counted and deleted. A gravd whose buffer is not durable (``--buffer-durable off``)
-moves the file an earlier run left aside (``set_aside_unused``), so it never comes back as
-current at a later durable start.
+reported, and replaced by an empty one: a bad file never stops gravd. A file gravd cannot write
+does: opening takes the write lock and writes once, so a read-only file, or one another process
+holds for ``LOCK_TIMEOUT``, raises ``ReplayStoreError`` at start rather than failing every write
+later. A row that does not decode is skipped, counted and deleted. A gravd whose buffer is not
+durable (``--buffer-durable off``) moves the file an earlier run left aside
+(``set_aside_unused``), so it never comes back as current at a later durable start.
 
 The file uses WAL with ``synchronous=OFF`` (see ``_connect``): it survives a killed gravd, not
 necessarily a power cut.
@@ -46,6 +54,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -53,11 +62,17 @@ import msgspec
 
 from gravpy import _log as logs
 from gravpy.buffer import MsgBuffer
-from gravpy.daemon.sqlite_file import open_or_set_aside
+from gravpy.daemon.sqlite_file import open_or_set_aside, reason
 from gravpy.errors import GravError, MessageError
 from gravpy.message import Message
 
-__all__ = ["REPLAY_FILE", "ReplayStore", "ReplayStoreError", "set_aside_unused"]
+__all__ = [
+    "REPLAY_FILE",
+    "ReplayStore",
+    "ReplayStoreError",
+    "ReplayStoreStatistics",
+    "set_aside_unused",
+]
 
 _log = logs.get_logger("gravpy.daemon.replay_store")
 REPLAY_FILE: Final = "replay.sqlite3"
@@ -68,11 +83,15 @@ _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS replay_head "
     "(id INTEGER PRIMARY KEY CHECK (id = 1), batch INTEGER NOT NULL, gone INTEGER NOT NULL)",
 )
+_SCHEMA_VERSION: Final = 1  # 1: replay_head (0: files written before it; read the same way)
 _ENCODER: Final = msgspec.msgpack.Encoder()
 # the writer gathers pushes this long before each transaction: fewer, larger transactions under
 # load (and at most this much of the newest buffer is missing from the file after a SIGKILL)
 GATHER_SECONDS: Final = 0.1
 PAGE_BYTES: Final = 16384
+LOCK_TIMEOUT: Final = 5.0  # how long opening (and each write) waits while another process holds it
+# at most this many messages a failed write carries into the next: each retry encodes them all
+RETRY_LIMIT: Final = 65_536
 
 _Entry = tuple[float, Message, int]  # (pushed at, message, origin number)
 _Head = tuple[int, int]  # (oldest batch id, how many of its first messages left the buffer)
@@ -80,7 +99,18 @@ T = TypeVar("T")
 
 
 class ReplayStoreError(GravError):
-    """The data directory cannot hold the replay buffer (not creatable or not writable)."""
+    """The data directory cannot hold the replay buffer (not creatable or not writable), or
+    another process holds the file."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayStoreStatistics:
+    """What the store did since it opened."""
+
+    written: int  # messages written to the file
+    write_failures: int  # write transactions that failed (their messages went into the next)
+    unwritten: int  # messages never written though the buffer held them (past RETRY_LIMIT)
+    skipped_rows: int  # rows of the file that did not decode at start
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +149,9 @@ class ReplayStore:
         self.buffer = buffer
         self.written = 0
         self.write_failures = 0
+        self.unwritten = 0
         self.skipped_rows = 0
+        self.retry_limit = RETRY_LIMIT
         self.set_aside: Path | None = None
         self.highest_seq = 0  # the highest origin number the file held at start
         self._conn = conn
@@ -127,28 +159,38 @@ class ReplayStore:
         self._task: asyncio.Task[None] | None = None
         self._rows: deque[_Row] = deque()  # in the file, oldest first
         self._head: _Head = (0, 0)  # as the file says
+        self._pending: list[_Entry] = []  # taken from the buffer, not written (a write failed)
+        self._failing = False  # the last write failed
         self._next_id = 1
 
     @classmethod
     async def open(
-        cls, data_dir: Path, buffer: MsgBuffer, *, numbered: bool = False
+        cls,
+        data_dir: Path,
+        buffer: MsgBuffer,
+        *,
+        numbered: bool = False,
+        lock_timeout: float = LOCK_TIMEOUT,
+        retry_limit: int = RETRY_LIMIT,
     ) -> ReplayStore:
         """Open (or set aside and recreate) the file, restore the buffer, trim the file to what
-        it took, start writing.
+        it took, start writing. Raises ``ReplayStoreError`` if the file cannot be written (or
+        another process holds it for ``lock_timeout`` seconds).
 
         ``numbered``: the node kept its uuid, so restored messages keep their origin numbers
         (peers may ask for them again); otherwise they are restored unnumbered.
         """
         path = data_dir / REPLAY_FILE
-        conn, aside = await asyncio.to_thread(_open_in, data_dir, path)
+        conn, aside = await asyncio.to_thread(_open_in, data_dir, path, lock_timeout)
         store = cls(path, conn, buffer)
         store.set_aside = aside
+        store.retry_limit = retry_limit
         try:
             await store._restore(numbered)
         except BaseException as exc:
             await store._close_file()
             if isinstance(exc, sqlite3.Error):
-                raise ReplayStoreError(f"cannot use {path}: {exc}") from exc
+                raise ReplayStoreError(f"cannot use {path}: {reason(exc)}") from exc
             raise
         store._task = asyncio.get_running_loop().create_task(
             store._write_loop(), name="gravd-replay"
@@ -208,10 +250,16 @@ class ReplayStore:
             await asyncio.sleep(GATHER_SECONDS)
             await self._write_queued()
 
+    def statistics(self) -> ReplayStoreStatistics:
+        """A snapshot of the store's counters."""
+        return ReplayStoreStatistics(
+            self.written, self.write_failures, self.unwritten, self.skipped_rows
+        )
+
     async def _write_queued(self) -> None:
-        """One transaction: what was pushed since the last turn and is still held, as one row;
-        the rows whose messages have all left the buffer deleted; the head noted."""
-        batch = self.buffer.take_new()
+        """One transaction: what was pushed since the last written turn and is still held, as
+        one row; the rows whose messages have all left the buffer deleted; the head noted."""
+        batch = self._unwritten()
         pushed = self.buffer.pushed
         row = _Row(self._next_id, pushed - len(batch), len(batch)) if batch else None
         dropped, head = self._evicted(row)
@@ -223,15 +271,40 @@ class ReplayStore:
             added = (row.id, batch) if row is not None else None
             await self._run(_append, self._conn, added, drop_upto, head)
         except sqlite3.Error as exc:
-            self.write_failures += 1
-            _log.warning("replay_write_failed", messages=len(batch), error=str(exc))
+            self._failed(batch, exc)
             return
+        self._pending = []
         for _ in range(dropped):
             self._rows.popleft()
         if row is not None:
             self._rows.append(row)
             self.written += row.count
         self._head = head
+        if self._failing:
+            self._failing = False
+            _log.info("replay_write_recovered", failures=self.write_failures)
+
+    def _unwritten(self) -> list[_Entry]:
+        """What a failed write carried over and what was pushed since, as far as the buffer
+        still holds it: the newest pushes, in order (what left meanwhile need not be written)."""
+        batch = self._pending + self.buffer.take_new()
+        held = len(self.buffer)
+        return batch[len(batch) - held :] if len(batch) > held else batch
+
+    def _failed(self, batch: list[_Entry], exc: sqlite3.Error) -> None:
+        """Keep ``batch`` for the next turn, but only the newest ``retry_limit`` (the others
+        are counted); say so when writes start failing."""
+        self.write_failures += 1
+        excess = len(batch) - self.retry_limit
+        if excess > 0:
+            self.unwritten += excess
+            batch = batch[excess:]
+        self._pending = batch
+        if not self._failing:
+            self._failing = True
+            _log.warning(
+                "replay_write_failed", messages=len(batch), error=str(exc), retried="next turn"
+            )
 
     def _evicted(self, new: _Row | None) -> tuple[int, _Head]:
         """How many of the oldest rows have left the buffer whole, and the head after them
@@ -252,6 +325,10 @@ class ReplayStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._write_queued()
+        if self._pending:  # the last write failed too: these are not in the file
+            self.unwritten += len(self._pending)
+            _log.warning("replay_messages_unwritten", messages=len(self._pending))
+            self._pending = []
         await self._close_file()
 
     async def _close_file(self) -> None:
@@ -294,16 +371,21 @@ def _entry(at: float, wire: object, seq: int = 0) -> _Entry:
     return float(at), Message.from_wire(wire), int(seq)
 
 
-def _open_in(data_dir: Path, path: Path) -> tuple[sqlite3.Connection, Path | None]:
+def _open_in(
+    data_dir: Path, path: Path, lock_timeout: float
+) -> tuple[sqlite3.Connection, Path | None]:
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReplayStoreError(f"cannot make the data directory {data_dir}: {exc}") from exc
-    return open_or_set_aside(path, _connect, ReplayStoreError, "replay store", _log)
+    connect = partial(_connect, lock_timeout=lock_timeout)
+    return open_or_set_aside(path, connect, ReplayStoreError, "replay store", _log)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+def _connect(path: Path, lock_timeout: float = LOCK_TIMEOUT) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path, timeout=lock_timeout, check_same_thread=False, isolation_level=None
+    )
     try:
         # a batch is one large blob: 16 KiB pages make its overflow chain (written to the WAL,
         # copied at checkpoints, walked when the row is deleted) a quarter as long as 4 KiB
@@ -319,8 +401,13 @@ def _connect(path: Path) -> sqlite3.Connection:
         check = conn.execute("PRAGMA quick_check").fetchone()
         if check is None or check[0] != "ok":
             raise sqlite3.DatabaseError(f"quick_check: {check[0] if check else 'no answer'}")
+        # the write lock and a write, once: a file another process holds (for lock_timeout) or
+        # gravd may not write fails here and stops the start, rather than every write later
+        conn.execute("BEGIN IMMEDIATE")
         for statement in _SCHEMA:
             conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        conn.execute("COMMIT")
     except BaseException:
         conn.close()
         raise

@@ -3,10 +3,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from gravpy.buffer import MsgBuffer
-from gravpy.daemon.replay_store import ReplayStore
+from gravpy.daemon.replay_store import GATHER_SECONDS, REPLAY_FILE, ReplayStore, ReplayStoreError
 from gravpy.message import Message
 
 
@@ -105,3 +111,84 @@ async def test_a_run_with_no_buffer_leaves_nothing_to_replay_later(tmp_path: Pat
     again = MsgBuffer(100)
     await _keep(tmp_path, again, range(0))
     assert _held(again) == []
+
+
+@contextlib.contextmanager
+def _locked(data_dir: Path, *, exclusive: bool = False) -> Iterator[None]:
+    """The replay file held by another process's write transaction while the block runs (in
+    ``exclusive`` locking mode, which keeps readers out too)."""
+    holder = sqlite3.connect(data_dir / REPLAY_FILE, isolation_level=None)
+    try:
+        if exclusive:
+            holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        yield
+    finally:
+        holder.close()
+
+
+@pytest.mark.parametrize("exclusive", [False, True], ids=["writers_out", "readers_out"])
+async def test_a_replay_file_another_process_holds_stops_the_open_and_stays(
+    tmp_path: Path, exclusive: bool
+) -> None:
+    """A replay file locked by another process for longer than the lock timeout: the open fails
+    with ReplayStoreError saying so, and the file is not moved aside; freed, it opens."""
+    await _keep(tmp_path, MsgBuffer(100), range(10))
+    files = await asyncio.to_thread(_names, tmp_path)
+    with _locked(tmp_path, exclusive=exclusive), pytest.raises(ReplayStoreError, match="locked"):
+        await ReplayStore.open(tmp_path, MsgBuffer(100), lock_timeout=0.05)
+    assert await asyncio.to_thread(_names, tmp_path) == files
+    again = MsgBuffer(100)
+    await _keep(tmp_path, again, range(0))
+    assert _held(again) == list(range(10))
+
+
+def _names(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+async def _failing_turn(store: ReplayStore) -> None:
+    """Wait until the writer's turn has failed at least once."""
+    while True:
+        if store.statistics().write_failures:
+            return
+        await asyncio.sleep(GATHER_SECONDS)  # the writer's own period: no event to wait on
+
+
+async def test_a_batch_that_failed_to_be_written_goes_in_with_the_next(tmp_path: Path) -> None:
+    """Fifty pushes while another process holds the file (the writer fails), fifty more once it
+    is free: all hundred are in the file, the failure is counted, nothing is given up on."""
+    buffer = MsgBuffer(1000)
+    store = await ReplayStore.open(tmp_path, buffer, lock_timeout=0.05)
+    with _locked(tmp_path):
+        for i in range(50):
+            buffer.push(_msg(i), None, i + 1)
+        await _failing_turn(store)
+    for i in range(50, 100):
+        buffer.push(_msg(i), None, i + 1)
+    await store.close()
+    stats = store.statistics()
+    assert (stats.written, stats.unwritten) == (100, 0)
+    assert stats.write_failures >= 1
+    again = MsgBuffer(1000)
+    await _keep(tmp_path, again, range(0))
+    assert _held(again) == list(range(100))
+
+
+async def test_what_a_failing_file_cannot_keep_past_the_retry_limit_is_counted(
+    tmp_path: Path,
+) -> None:
+    """With a retry limit of 20, fifty pushes while the file is held: the oldest thirty are given
+    up on and counted; the buffer still holds all fifty, the file the newest twenty."""
+    buffer = MsgBuffer(1000)
+    store = await ReplayStore.open(tmp_path, buffer, lock_timeout=0.05, retry_limit=20)
+    with _locked(tmp_path):
+        for i in range(50):
+            buffer.push(_msg(i), None, i + 1)
+        await _failing_turn(store)
+    await store.close()
+    assert store.statistics().unwritten == 30
+    assert _held(buffer) == list(range(50))
+    again = MsgBuffer(1000)
+    await _keep(tmp_path, again, range(0))
+    assert _held(again) == list(range(30, 50))
