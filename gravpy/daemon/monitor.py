@@ -69,6 +69,7 @@ DRAINING = "draining"
 STARTING = "starting"
 DEFAULT_LEAF_PAGE = 100
 MAX_LEAF_PAGE = 1000
+_MAX_DIGITS = 18  # of a number in a query: past any count of leaves
 MAX_CONNECTIONS = 256  # open at once on the monitoring port (streams, scrapes, pages)
 HEADER_TIMEOUT = 10.0  # seconds to send a request's headers, as the mesh listeners allow
 BODY_TIMEOUT = 10.0  # seconds to send a request's body
@@ -105,8 +106,13 @@ class LeafPage:
 
 
 def _whole(text: str, name: str) -> int:
-    if not text.isdigit():
-        raise ValueError(f"{name} must be a whole number, not {text!r}")
+    """``text`` as a whole number: digits 0-9 only (``str.isdigit`` also takes "²", which
+    ``int`` refuses), at most ``_MAX_DIGITS`` of them (``int`` refuses past 4,300)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= _MAX_DIGITS):
+        shown = text if len(text) <= 20 else text[:20] + "..."
+        raise ValueError(
+            f"{name} must be a whole number of at most {_MAX_DIGITS} digits, not {shown!r}"
+        )
     return int(text)
 
 

@@ -3,10 +3,12 @@ rebinding (a foreign Host header), malformed tokens and numbers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,6 +18,7 @@ from gravpy import Grav
 from gravpy.daemon.config import Address, DaemonConfig
 from gravpy.daemon.events_node import DaemonEvents
 from gravpy.daemon.monitor import Monitor, NodeStatus
+from tests._bus_helpers import GUARD
 
 
 @dataclass
@@ -98,3 +101,55 @@ async def test_without_a_token_loopback_host_names_pass(served: Served) -> None:
     ):
         assert (await _ask(served.base, "GET", "/v1/mesh", host))[0] == 200, host
         assert (await _ask(served.base, "GET", "/v1/events", host))[0] == 200, host
+
+
+async def _raw(base: str, request: bytes) -> bytes:
+    """Send ``request`` as is on a new connection; the answer's status line."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        async with asyncio.timeout(GUARD):
+            return await reader.readuntil(b"\r\n")
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/v1/traffic?last=%C2%B2", "last"),  # "²": a digit to str.isdigit, not to int
+        ("/v1/traffic?last=%D9%A3", "last"),  # an Arabic-Indic three
+        ("/v1/traffic?last=" + "9" * 5000, "last"),  # past int()'s 4,300 digits
+        ("/v1/node?leaves_offset=%C2%B2", "leaves_offset"),
+        ("/v1/node?leaves_offset=" + "9" * 5000, "leaves_offset"),
+        ("/v1/node?leaves_limit=%C2%B2", "leaves_limit"),
+    ],
+)
+async def test_a_number_that_is_not_plain_digits_answers_400(
+    served: Served, path: str, name: str
+) -> None:
+    """A count written with other digits than 0-9, or too long for int(), answers 400 naming
+    the parameter, not 500."""
+    status, body = await _ask(served.base, "GET", path)
+    assert status == 400, body
+    assert json.loads(body)["error"].startswith(name)
+
+
+async def test_a_token_that_is_not_utf8_is_refused_401(tmp_path: Path) -> None:
+    """With a token file, a Bearer token, cookie or ?token= holding a byte that is not UTF-8
+    answers 401 (wrong token), not 500."""
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token-for-the-dashboard\n")
+    async with Grav() as grav:
+        config = DaemonConfig(dashboard_token_file=token_file)
+        monitor = Monitor(NodeStatus(grav, config), Address("127.0.0.1", 0))
+        base = f"http://{await monitor.start()}"
+        try:
+            for header in (b"Authorization: Bearer \xff\xfe", b"Cookie: gravd_dashboard=\xff"):
+                request = b"GET /v1/mesh HTTP/1.1\r\nHost: 127.0.0.1\r\n" + header + b"\r\n\r\n"
+                assert (await _raw(base, request)).startswith(b"HTTP/1.1 401"), header
+            login = b"GET /?token=%FF%FE HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            assert (await _raw(base, login)).startswith(b"HTTP/1.1 401")
+        finally:
+            await monitor.stop()

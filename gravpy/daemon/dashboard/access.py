@@ -65,6 +65,17 @@ def host_name(header: str) -> str | None:
     return name.lower()
 
 
+def _same(offered: str, token: str) -> bool:
+    """``offered`` is ``token``, compared in constant time. A header's bytes that are not UTF-8
+    reach us as surrogate escapes, which ``str.encode`` refuses: such a token is wrong, not an
+    error."""
+    try:
+        given = offered.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(given, token.encode())
+
+
 def read_token(path: Path) -> str:
     """The token in ``path`` (whitespace around it ignored); raises ``UsageError``."""
     try:
@@ -150,7 +161,7 @@ class Access:
         header = request.headers.get("Authorization", "")
         offered = [header[7:]] if header.startswith("Bearer ") else []
         offered.append(request.cookies.get(COOKIE, ""))
-        return any(hmac.compare_digest(o.encode(), self.token.encode()) for o in offered if o)
+        return any(_same(o, self.token) for o in offered if o)
 
     def login(self, request: web.Request) -> web.Response | None:
         """For ``/?token=...``: raise the redirect to ``/`` that sets the cookie.
@@ -160,7 +171,7 @@ class Access:
         offered = request.query.get("token")
         if offered is None or self.token is None:
             return None
-        if not hmac.compare_digest(offered.encode(), self.token.encode()):
+        if not _same(offered, self.token):
             self.refused += 1
             return web.json_response({"error": "wrong token"}, status=401)
         redirect = web.HTTPSeeOther("/")

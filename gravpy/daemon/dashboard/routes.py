@@ -216,10 +216,17 @@ async def _event(response: web.StreamResponse, kind: str, data: Any) -> None:
 
 
 def _count(text: str | None, limit: int | None) -> int | None:
+    """``last``: digits 0-9 only (``str.isdigit`` also takes "²", which ``int`` refuses), and
+    no longer than the limit's, so ``int`` never sees thousands of digits."""
     if text is None:
         return limit
-    if not text.isdigit() or limit is None or not 0 <= int(text) <= limit:
-        raise BadRequestError(f"last must be a number from 0 to {limit}, not {text!r}")
+    if (
+        limit is None
+        or not (text.isascii() and text.isdigit() and len(text) <= len(str(limit)))
+        or int(text) > limit
+    ):
+        shown = text if len(text) <= 20 else text[:20] + "..."
+        raise BadRequestError(f"last must be a number from 0 to {limit}, not {shown!r}")
     return int(text)
 
 
