@@ -31,16 +31,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
-from gravpy.bridge.interest import matcher, reduce_patterns
+from gravpy.bridge.interest import matcher, reduce_patterns, widened
 from gravpy.bridge.port import Groups
 from gravpy.bridge.subjects import SubjectMap, type_tokens, valid_pattern
 from gravpy.errors import UsageError
 from gravpy.filter import Pattern
 from gravpy.groups import WeightedTurns
+from gravpy.proto import DEFAULT_LIMITS
 
-__all__ = ["ExportRoutes", "Route"]
+__all__ = ["ADVERTISED_LIMIT", "ExportRoutes", "Route"]
 
 _CACHE_LIMIT = 4096
+# patterns advertised for remote meshes: half of what an INTERESTS frame may carry, the rest left
+# to the node's own pods and peers (past it, wider patterns: ``widened``)
+ADVERTISED_LIMIT = DEFAULT_LIMITS.max_interests // 2
 RemoteGroups = dict[tuple[str, str], dict[str, int]]  # (group, pattern) -> {mesh: members}
 
 
@@ -68,10 +72,13 @@ class ExportRoutes:
 
     def remote_changed(self, patterns: tuple[str, ...], groups: RemoteGroups) -> tuple[str, ...]:
         """What remote meshes want changed; returns what this node must advertise to its mesh
-        (so its peers send those messages here): only valid patterns, since one the mesh
-        protocol refuses would make every INTERESTS frame of this node fail."""
+        (so its peers send those messages here): only valid patterns, and at most
+        ``ADVERTISED_LIMIT`` (``widened``), since a pattern the mesh protocol refuses, or one
+        too many, would make every INTERESTS frame of this node fail. What crosses is decided
+        by the exact patterns (``route``)."""
         plain = {p for p in patterns if valid_pattern(p)} | set(self._export)
-        advertised = reduce_patterns(plain | {p for _, p in groups if valid_pattern(p)})
+        wanted = reduce_patterns(plain | {p for _, p in groups if valid_pattern(p)})
+        advertised = widened(wanted, ADVERTISED_LIMIT)
         self._plain = matcher(reduce_patterns(plain))
         self._remote = tuple(
             (group, compiled, meshes)

@@ -48,7 +48,7 @@ from gravpy.message import (
     new_id,
     validate_type,
 )
-from gravpy.proto import ANY_MESH, is_valid_pattern
+from gravpy.proto import ANY_MESH, DEFAULT_LIMITS, is_valid_pattern
 from gravpy.proto.frames import MAX_GROUP_MEMBERS
 
 __all__ = [
@@ -70,6 +70,8 @@ H_META: Final = "Grav-Meta"
 H_USER: Final = "Grav-H-"
 _DOUBLE: Final = struct.Struct(">d")  # a Grav-Meta time
 _SPLIT_LIMIT: Final = 4096  # subjects whose (mesh, type) is kept
+# patterns, and group entries, one announcement may carry: what one INTERESTS frame may
+MAX_ANNOUNCED: Final = DEFAULT_LIMITS.max_interests
 STATUS_HEADER: Final = "Status"
 NO_RESPONDERS_STATUS: Final = "503"
 # printable ASCII but the NATS separator, wildcards and our escape character
@@ -373,8 +375,9 @@ class Announcement:
     def decode(cls, raw: bytes) -> Announcement:
         """Parse and check an announcement; raises ``MessageError`` on anything else, and on one
         whose patterns or groups the mesh protocol would refuse (``valid_pattern``,
-        ``gravpy.groups.check_group``): anyone who may publish under the prefix can send one,
-        and the bridge subscribes to its patterns and advertises them to its mesh."""
+        ``gravpy.groups.check_group``, at most ``MAX_ANNOUNCED`` of each): anyone who may
+        publish under the prefix can send one, and the bridge subscribes to its patterns and
+        advertises them to its mesh."""
         try:
             body = json.loads(raw)
             if type(body) is not dict:
@@ -413,8 +416,8 @@ def _encodable(text: str) -> bool:
 
 
 def _patterns(items: object) -> tuple[str, ...]:
-    if type(items) is not list:
-        raise TypeError("patterns must be a list")
+    if type(items) is not list or len(items) > MAX_ANNOUNCED:
+        raise TypeError(f"patterns must be a list of at most {MAX_ANNOUNCED}")
     for pattern in items:
         if not valid_pattern(pattern):
             raise ValueError(f"invalid pattern {pattern!r:.80}")
@@ -423,8 +426,8 @@ def _patterns(items: object) -> tuple[str, ...]:
 
 def _groups(items: object) -> tuple[tuple[str, str, int], ...]:
     """(group, pattern, members) entries, checked as the mesh protocol checks INTERESTS."""
-    if type(items) is not list:
-        raise TypeError("groups must be a list")
+    if type(items) is not list or len(items) > MAX_ANNOUNCED:
+        raise TypeError(f"groups must be a list of at most {MAX_ANNOUNCED}")
     groups = []
     for entry in items:
         if type(entry) is not list or len(entry) != 3:

@@ -10,9 +10,12 @@ import json
 
 import nats
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from gravpy.bridge.export import ExportRoutes
-from gravpy.bridge.subjects import Announcement, SubjectMap
+from gravpy.bridge.export import ADVERTISED_LIMIT, ExportRoutes
+from gravpy.bridge.interest import InterestTable, reduce_patterns
+from gravpy.bridge.subjects import MAX_ANNOUNCED, Announcement, SubjectMap
 from gravpy.errors import MessageError
 from gravpy.proto import is_valid_pattern
 from tests._bus_helpers import until
@@ -111,3 +114,103 @@ async def test_invalid_announcements_are_counted_and_leave_the_bridge_working(
             assert (stats.state, stats.connects, stats.errors) == ("connected", 1, 0)
         finally:
             await nc.close()
+
+
+# -- B: the cost of announcements -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["patterns", "groups"])
+def test_an_announcement_over_max_interests_is_refused(field: str) -> None:
+    """An announcement may carry as many patterns, and group entries, as one INTERESTS frame
+    (the mesh protocol's max_interests); one more and it is refused."""
+    for n, ok in ((MAX_ANNOUNCED, True), (MAX_ANNOUNCED + 1, False)):
+        entries: list[object] = [f"svc.p{i}" for i in range(n)]
+        if field == "groups":
+            entries = [["g", pattern, 1] for pattern in entries]
+        body = {"mesh": "m", "node": "n", "ready": True, "patterns": [], field: entries}
+        raw = json.dumps(body).encode()
+        if ok:
+            assert len(getattr(Announcement.decode(raw), field)) == n
+        else:
+            with pytest.raises(MessageError):
+                Announcement.decode(raw)
+
+
+def test_an_unchanged_announcement_changes_nothing_but_its_time() -> None:
+    """A bridge that announces what it announced before (every interval) changes no view and
+    is kept alive by it; a changed one changes the view."""
+    table = InterestTable("east", "me", ttl=3.5)
+    first = Announcement("west", "w", ("a.*", "b.c"), True, sent=1.0)
+    assert table.heard(first, now=0.0)
+    again = Announcement("west", "w", ("a.*", "b.c"), True, query=True, sent=3.0)
+    assert not table.heard(again, now=3.0)
+    assert not table.expire(now=5.0)  # (silent since 3.0, not since 0.0)
+    assert table.remote_patterns() == ("a.*", "b.c")
+    assert table.heard(Announcement("west", "w", ("a.*",), True), now=4.0)
+    assert table.remote_patterns() == ("a.*",)
+    assert table.expire(now=8.0)
+    assert table.remote_patterns() == ()
+
+
+def test_many_meshes_of_many_patterns_are_worked_out_within_the_hang_guard() -> None:
+    """Four meshes announcing 4,096 patterns each (the most one may), each announcing twice,
+    are worked out, and what to export follows from them (comparing every pattern with every
+    other one took minutes per announcement here)."""
+    table = InterestTable("east", "me", ttl=3.5)
+    routes = ExportRoutes(SubjectMap("gravpy", "east"), ())
+    for mesh in range(4):
+        patterns = tuple(f"gravd.events.{mesh}-{i:08d}.*" for i in range(MAX_ANNOUNCED - 1))
+        patterns += (f"site{mesh}.>",)
+        for now in (0.0, 1.0):
+            ann = Announcement.decode(Announcement(f"m{mesh}", f"n{mesh}", patterns, True).encode())
+            if table.heard(ann, now):
+                routes.remote_changed(table.remote_patterns(), table.remote_groups())
+    assert len(table.remote_patterns()) == 4 * MAX_ANNOUNCED
+    assert routes.route("gravd.events.3-00000009.started") is not None
+    assert routes.route("site3.x.y") is not None
+    assert routes.route("gravd.events.4-00000009.started") is None
+
+
+def test_what_remote_meshes_want_is_advertised_within_the_mesh_protocols_limit() -> None:
+    """Meshes that together want more patterns than a bridge may advertise (half of what an
+    INTERESTS frame may carry: the rest is its node's own) are advertised as fewer, wider
+    patterns that cover them all, ``>`` at the last; only what they want is exported."""
+    routes = ExportRoutes(SubjectMap("gravpy", "east"), ())
+    wanted = (*(f"gravd.events.m{i}.*" for i in range(ADVERTISED_LIMIT)), "solo", "x.y")
+    advertised = routes.remote_changed(wanted, {("g", "grouped.p"): {"west": 1}})
+    assert advertised == ("gravd.>", "grouped.>", "solo", "x.>")
+    assert routes.route("gravd.events.m7.started") is not None
+    assert routes.route("gravd.events.other.started") is None
+    within = wanted[:ADVERTISED_LIMIT]
+    assert routes.remote_changed(within, {}) == tuple(sorted(within))
+    many = tuple(f"t{i}.p" for i in range(ADVERTISED_LIMIT + 1))
+    assert routes.remote_changed(many, {}) == (">",)
+    assert routes.route("t5.p") is not None
+    assert routes.route("t5.q") is None
+
+
+def _covers(wide: str, narrow: str) -> bool:
+    """The definition: every type ``narrow`` matches, ``wide`` matches too."""
+    w, n = wide.split("."), narrow.split(".")
+    if w[-1] == ">":  # (n ends in '>' or not: it has at least as many tokens)
+        return len(n) >= len(w) and all(a in ("*", b) for a, b in zip(w[:-1], n, strict=False))
+    if n[-1] == ">":
+        return False
+    return len(w) == len(n) and all(a in ("*", b) for a, b in zip(w, n, strict=True))
+
+
+_PATTERN = st.builds(
+    lambda tokens, tail: ".".join(tokens + ([">"] if tail else [])),
+    st.lists(st.sampled_from(["a", "b", "*"]), min_size=1, max_size=4),
+    st.booleans(),
+)
+
+
+@given(st.sets(_PATTERN | st.just(">"), max_size=12))
+def test_reduced_patterns_are_those_no_other_covers(patterns: set[str]) -> None:
+    """reduce_patterns keeps exactly the patterns no other one of them covers, sorted."""
+    if ">" in patterns:
+        assert reduce_patterns(patterns) == (">",)
+        return
+    kept = sorted(p for p in patterns if not any(q != p and _covers(q, p) for q in patterns))
+    assert reduce_patterns(patterns) == tuple(kept)
