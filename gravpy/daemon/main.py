@@ -55,7 +55,7 @@ from gravpy.daemon.config import (
 from gravpy.daemon.events_node import DaemonEvents
 from gravpy.daemon.logging import configure_logging
 from gravpy.daemon.monitor import Monitor, NodeStatus
-from gravpy.daemon.node_identity import NodeIdentityError, open_identity
+from gravpy.daemon.node_identity import UUID_FILE, NodeIdentityError, open_identity
 from gravpy.daemon.parsers import default_data_dir
 from gravpy.daemon.positions import PositionsError, PositionStore, open_positions
 from gravpy.daemon.replay_store import ReplayStore, ReplayStoreError, set_aside_unused
@@ -266,6 +266,12 @@ async def serve(config: DaemonConfig) -> int:
         return EXIT_FAILURE
     grav = build_node(config, identity.uuid)
     log: Any = structlog.get_logger("gravd").bind(node=grav.node_uuid)
+    if identity.set_aside is not None:  # node.uuid held no uuid: this is a new node
+        log.warning(
+            "node_uuid_set_aside",
+            path=str(config.data_dir / UUID_FILE),
+            moved_to=str(identity.set_aside),
+        )
     if not identity.files:  # another gravd keeps its files in the default data dir
         log.warning(
             "data_dir_in_use",

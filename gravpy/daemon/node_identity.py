@@ -16,8 +16,9 @@ gravd has no setting that names a uuid; ``Grav(node_uuid=...)`` is the library's
 
 The file holds the uuid as one line of text. It is written atomically: a temporary file in the
 same directory (mode 0600), flushed to disk, renamed over ``node.uuid``, then the directory itself
-flushed. A file that does not hold a uuid is renamed aside (``node.uuid.corrupt-<time>``),
-reported, and a new uuid is written: a bad file never stops gravd.
+flushed. A file that does not hold a uuid is renamed aside (``node.uuid.corrupt-<time>``,
+``NodeIdentity.set_aside``, which gravd logs as ``node_uuid_set_aside``) and a new uuid is
+written: a bad file never stops gravd (a data dir where it cannot be moved aside does).
 
 While gravd runs it holds an exclusive lock (``flock``) on ``node.lock`` in a data dir it was
 given, so a second gravd on the same data dir fails at start with a clear error rather than
@@ -142,8 +143,10 @@ def kept_uuid(data_dir: Path) -> tuple[str, bool, Path | None]:
             return str(uuidlib.UUID(text)), True, None
         except ValueError:
             aside = path.with_name(f"{UUID_FILE}.corrupt-{int(time.time())}")
-            with contextlib.suppress(OSError):
+            try:
                 path.rename(aside)
+            except OSError as exc:
+                raise NodeIdentityError(f"cannot move {path} aside: {exc}") from exc
     uuid = str(uuidlib.uuid4())
     _write_atomically(path, uuid + "\n")
     return uuid, False, aside

@@ -187,3 +187,17 @@ async def test_a_second_gravd_on_a_data_dir_in_use_exits_1_and_says_why() -> Non
             assert "in use by another gravd" in result.stderr
             assert first.process.proc.returncode is None
             assert (await first.node())["uuid"] == first.uuid
+
+
+async def test_a_corrupt_node_uuid_is_set_aside_and_said_so() -> None:
+    """A node.uuid that does not hold a uuid: gravd starts as a new node, moves the file aside
+    (its bytes kept) and logs node_uuid_set_aside saying where."""
+    with tempfile.TemporaryDirectory(prefix="gravd-d-") as data:
+        bad = Path(data) / UUID_FILE
+        bad.write_bytes(b"not a uuid\n")
+        async with running_gravd("--data-dir", data) as node:
+            said = [e for e in node.process.events() if e["event"] == "node_uuid_set_aside"]
+            assert [(e["path"], e["node"]) for e in said] == [(str(bad), node.uuid)]
+            moved = Path(said[0]["moved_to"])
+            assert await asyncio.to_thread(moved.read_bytes) == b"not a uuid\n"
+            assert (await asyncio.to_thread(bad.read_text)).strip() == node.uuid
