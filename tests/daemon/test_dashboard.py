@@ -21,6 +21,7 @@ from gravpy.daemon.dashboard.access import COOKIE
 from gravpy.daemon.dashboard.mesh import MeshSurvey, _node_json, link_state
 from gravpy.daemon.dashboard.tail import QUEUE_LIMIT, Tail
 from gravpy.daemon.dashboard.traffic import TrafficHistory, read_counters
+from gravpy.daemon.events_node import DaemonEvents
 from gravpy.daemon.monitor import Monitor, NodeStatus
 from gravpy.errors import UsageError
 from gravpy.filter import Pattern
@@ -265,16 +266,27 @@ async def test_tail_can_be_turned_off(grav: Grav) -> None:
         await monitor.stop()
 
 
-async def test_dashboard_off_serves_only_the_monitor(grav: Grav) -> None:
-    """With dashboard off there is no page and no /v1/mesh, while /v1/node still answers."""
-    monitor = Monitor(NodeStatus(grav, DaemonConfig(dashboard=False)), Address("127.0.0.1", 0))
+async def test_dashboard_off_removes_the_page_and_keeps_the_monitor_and_events(
+    grav: Grav,
+) -> None:
+    """With dashboard off the page and every route of its own answer 404, while the monitor's
+    /healthz, /readyz, /v1/node and /metrics and the events component's /v1/events still
+    answer (probes and scripts do not depend on the page)."""
+    config = DaemonConfig(dashboard=False)
+    status = NodeStatus(grav, config)
+    status.events = await DaemonEvents.open(grav, config, in_memory=True)
+    status.ready = True
+    monitor = Monitor(status, Address("127.0.0.1", 0))
     address = await monitor.start()
     try:
-        assert (await _get(f"http://{address}/"))[0] == 404
-        assert (await _get(f"http://{address}/v1/mesh"))[0] == 404
-        assert (await _get(f"http://{address}/v1/node"))[0] == 200
+        for path in ("/", "/dashboard/dashboard.js", "/v1/mesh", "/v1/traffic", "/v1/tail"):
+            assert (await _get(f"http://{address}{path}"))[0] == 404, path
+        assert (await _get(f"http://{address}/v1/dashboard"))[0] == 404
+        for path in ("/healthz", "/readyz", "/v1/node", "/metrics", "/v1/events"):
+            assert (await _get(f"http://{address}{path}"))[0] == 200, path
     finally:
         await monitor.stop()
+        await status.events.close()
 
 
 async def test_beyond_loopback_without_a_token_the_dashboard_refuses(grav: Grav) -> None:
@@ -312,11 +324,12 @@ async def test_token_is_asked_then_kept_in_a_cookie(grav: Grav, tmp_path: Path) 
 
 def test_dashboard_settings_come_from_flags_env_and_toml(tmp_path: Path) -> None:
     """dashboard and dashboard_tail read on/off from every source; other words are refused."""
-    toml = tmp_path / "gravd.toml"
-    toml.write_text('dashboard_tail = "off"\ndashboard_token_file = "t"\n')
+    toml, token = tmp_path / "gravd.toml", tmp_path / "t"
+    token.write_text(TOKEN)  # the loader reads it: a token file that is not one is refused
+    toml.write_text(f'dashboard_tail = "off"\ndashboard_token_file = "{token}"\n')
     config = load_config({"config": str(toml)}, {"GRAVD_DASHBOARD": "on"})
     assert (config.dashboard, config.dashboard_tail) == (True, False)
-    assert config.dashboard_token_file == Path("t")
+    assert config.dashboard_token_file == token
     assert load_config({"dashboard": "off"}, {"GRAVD_DASHBOARD": "on"}).dashboard is False
     with pytest.raises(ConfigError, match="GRAVD_DASHBOARD_TAIL"):
         load_config({}, {"GRAVD_DASHBOARD_TAIL": "maybe"})
