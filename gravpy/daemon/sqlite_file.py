@@ -2,10 +2,11 @@
 
 A file that SQLite cannot read (corrupt, or not a database) is never a reason for gravd not to
 start: it is renamed to ``<name>.corrupt-<unix time>`` (its ``-wal`` and ``-shm`` companions
-removed), a warning says so, and an empty file takes its place. Anything
-else stops gravd, with the caller's own error type saying why: a data dir that cannot hold a file
-at all, and a good file that gravd cannot use as it is (another process holds it locked, gravd
-may not write it, an I/O error), which moving aside would only lose.
+removed), a warning says so (``store_unreadable``, with ``store``, ``path``, ``error`` and
+``moved_to`` as fields), and an empty file takes its place. Anything else stops gravd, with the
+caller's own error type saying why: a data dir that cannot hold a file at all, and a good file
+that gravd cannot use as it is (another process holds it locked, gravd may not write it, an I/O
+error), which moving aside would only lose.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def open_or_set_aside(
         if not unreadable(exc):
             raise error(f"cannot use {path}: {reason(exc)}") from exc
         aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-        log.warning("%s %s is unreadable (%s); set aside as %s", what, path, exc, aside)
+        log.warning(
+            "store_unreadable", store=what, path=str(path), error=str(exc), moved_to=str(aside)
+        )
         try:
             path.rename(aside)
             for suffix in ("-wal", "-shm"):

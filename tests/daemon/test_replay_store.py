@@ -14,6 +14,7 @@ import pytest
 from gravpy.buffer import MsgBuffer
 from gravpy.daemon.replay_store import GATHER_SECONDS, REPLAY_FILE, ReplayStore, ReplayStoreError
 from gravpy.message import Message
+from gravpy.testing import capture_logs
 
 
 def _msg(i: int) -> Message:
@@ -192,3 +193,23 @@ async def test_what_a_failing_file_cannot_keep_past_the_retry_limit_is_counted(
     again = MsgBuffer(1000)
     await _keep(tmp_path, again, range(0))
     assert _held(again) == list(range(30, 50))
+
+
+async def test_an_unreadable_replay_file_is_reported_as_one_structured_event(
+    tmp_path: Path,
+) -> None:
+    """A replay file that is not a database is set aside with one store_unreadable event that
+    names the store, the file, where it went and SQLite's reason, each as a field."""
+    bad = tmp_path / REPLAY_FILE
+    await asyncio.to_thread(bad.write_bytes, b"this is not a database\n" * 100)
+    with capture_logs(logger="gravpy.daemon") as logs:
+        store = await ReplayStore.open(tmp_path, MsgBuffer(10))
+        await store.close()
+    [said] = [e for e in logs if e["log_level"] == "warning"]
+    assert (said["event"], said["store"], said["path"], said["moved_to"]) == (
+        "store_unreadable",
+        "replay store",
+        str(bad),
+        str(store.set_aside),
+    )
+    assert "not a database" in said["error"]
