@@ -17,8 +17,9 @@ Bad input answers 400 with ``{"error": reason, "field": name}``: an id or user t
 an unknown filter, a bad severity, a page size over the limit. A store failure answers 503.
 
 Events carry what apps and nodes report (users, failures, metadata), so every route goes through
-the dashboard's gate (``gravpy.daemon.dashboard.access.Access``): open on a loopback monitor,
-the dashboard token beyond it (401 without it, 403 when no token file is set).
+the dashboard's gate (``gravpy.daemon.dashboard.access.Access``): open on a loopback monitor
+to requests whose ``Host`` names loopback (403 otherwise: DNS rebinding), the dashboard token
+beyond it (401 without it, 403 when no token file is set).
 """
 
 from __future__ import annotations
