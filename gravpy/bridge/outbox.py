@@ -1,7 +1,8 @@
 """The ``Outbox``: what waits to be published to NATS, bounded, and the losses, by reason.
 
 The hub's hot path appends (``put``, never blocking: a full outbox drops the newest and counts
-``queue_full``); one task per connection (``publish_all``) publishes what is queued in batches of
+``queue_full``; a message whose command nats-server would refuse is counted by the reason
+``gravpy.bridge.wire.refusal`` gives, ``bad_subject`` or ``subject_too_long``, and never sent); one task per connection (``publish_all``) publishes what is queued in batches of
 ``BATCH`` (each batch one nats-py command: ``gravpy.bridge.wire``), yielding after each so
 nats-py writes a batch in one flush while more arrive. Past
 ``high_water`` messages the outbox tells its ``Backpressure`` it is congested (so ``Pod.publish``
@@ -17,7 +18,7 @@ from collections import deque
 from typing import Protocol
 
 from gravpy.bridge.sequence import Numbering
-from gravpy.bridge.wire import Outgoing, WireClient
+from gravpy.bridge.wire import Outgoing, WireClient, refusal
 
 __all__ = ["BATCH", "Backpressure", "Outbox", "Outgoing"]
 
@@ -50,7 +51,12 @@ class Outbox:
 
     def put(self, out: Outgoing) -> bool:
         """Queue ``out``, or with nothing queued before it hand it to nats-py at once (a
-        request or reply waits for no task); False (and counted) if the outbox is full."""
+        request or reply waits for no task); False (and counted) if the outbox is full, or if
+        nats-server would refuse its command (``gravpy.bridge.wire.refusal``)."""
+        refused = refusal(out)
+        if refused is not None:
+            self.count(refused)
+            return False
         nc = self._nc
         if nc is not None and not self._items and nc.publish_now(out, self._numbered):
             self.published += 1

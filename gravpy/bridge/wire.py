@@ -55,7 +55,7 @@ from nats.protocol.parser import Parser
 from gravpy.bridge.reader import Reader, Sink, parse_headers
 from gravpy.bridge.subjects import H_META
 
-__all__ = ["FAST", "Outgoing", "Sink", "WireClient", "parse_headers"]
+__all__ = ["FAST", "MAX_CONTROL_LINE", "Outgoing", "Sink", "WireClient", "parse_headers", "refusal"]
 
 # subject, reply subject, payload, Grav-Meta value, extra header lines ("Key: value\r\n" each)
 Outgoing = tuple[str, str, bytes, str, str]
@@ -64,6 +64,10 @@ Failed = Callable[[str, int], None]  # (nats-py error name, messages)
 _NO_NEWLINES: Final = str.maketrans({"\r": " ", "\n": " "})  # (``extra`` is escaped already)
 _PROCESS_MSG: Final = ["self", "sid", "subject", "reply", "data", "headers"]
 NOW_BYTES: Final = 64 * 1024  # what nats-py may hold unwritten for ``publish_now`` to add
+MAX_CONTROL_LINE: Final = 4096  # nats-server's default max_control_line, in bytes
+# subject and reply subject of one HPUB line: the rest is "HPUB", three spaces, two sizes (at
+# most 20 digits each) and CRLF
+_SUBJECTS_MAX: Final = MAX_CONTROL_LINE - len("HPUB    \r\n") - 2 * 20
 _PARSER_ATTRIBUTES: Final = ("buf", "state", "reset")
 _ATTRIBUTES: Final = (
     "_pending",
@@ -89,6 +93,26 @@ def _has_internals() -> bool:
 
 
 FAST: Final = _has_internals()
+
+
+def refusal(out: Outgoing) -> str | None:
+    """Why nats-server would refuse or misread ``out``'s ``HPUB`` command, or None: a subject
+    or reply subject with whitespace or a control character (``bad_subject``: not one field of
+    the command, a line break would even end it and start another), or a command line over
+    ``MAX_CONTROL_LINE`` (``subject_too_long``: the server would close the connection, and
+    what was in flight on it would be lost uncounted; a type of 255 characters can escape to
+    3 KB, and both subjects carry it). The ``Outbox`` asks as a message comes in, before it is
+    numbered (``gravpy.bridge.sequence``): every message reaches ``_hpub`` through it."""
+    subject, reply = out[0], out[1]
+    if not (subject.isprintable() and reply.isprintable()) or " " in subject or " " in reply:
+        return "bad_subject"
+    if subject.isascii() and reply.isascii():  # (the usual case)
+        size = len(subject) + len(reply)
+    else:
+        size = len(subject.encode()) + len(reply.encode())
+    if size > _SUBJECTS_MAX:
+        return "subject_too_long"
+    return None if subject else "bad_subject"
 
 
 def _hpub(out: Outgoing) -> tuple[bytes, bytes, bytes, bytes]:

@@ -13,8 +13,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gravpy import Message
 from gravpy.bridge.export import ADVERTISED_LIMIT, ExportRoutes
 from gravpy.bridge.interest import InterestTable, reduce_patterns
+from gravpy.bridge.outbox import Outbox
 from gravpy.bridge.subjects import MAX_ANNOUNCED, Announcement, SubjectMap
 from gravpy.errors import MessageError
 from gravpy.proto import is_valid_pattern
@@ -214,3 +216,56 @@ def test_reduced_patterns_are_those_no_other_covers(patterns: set[str]) -> None:
         return
     kept = sorted(p for p in patterns if not any(q != p and _covers(q, p) for q in patterns))
     assert reduce_patterns(patterns) == tuple(kept)
+
+
+# -- C: what the bridge writes on the wire -----------------------------------------------------
+
+
+async def test_a_type_too_long_for_a_nats_command_line_is_refused_and_the_rest_crosses(
+    nats_one: NatsServer,
+) -> None:
+    """A valid type of 255 characters that escapes to a command line over nats-server's limit
+    (4,096 bytes) is not sent, and counted subject_too_long: the server would close the
+    connection and what was in flight with it would be lost, uncounted. What comes before and
+    after it crosses, on the first connection."""
+    g1, b1 = node("east", nats_one.url)
+    g2, _ = node("west", nats_one.url)
+    async with g1, g2:
+        got: asyncio.Queue[Message] = asyncio.Queue()
+        g2.connect().on_type("x.>", got.put_nowait)
+        east = g1.connect()
+        async with asyncio.timeout(10):
+            await until(lambda: b1.statistics().exporter and "x.>" in b1.statistics().remote_wants)
+        long_type = "x." + "\U0001f600" * 253  # (each character 12 on NATS: %F0%9F%98%80)
+        for i in range(5):
+            east.send(Message.new("x.y", str(i)))
+        east.send(Message.new(long_type, "long"))
+        for i in range(5, 10):
+            east.send(Message.new("x.y", str(i)))
+        texts = [(await asyncio.wait_for(got.get(), 10)).text() for _ in range(10)]
+        assert texts == [str(i) for i in range(10)]
+        stats = b1.statistics()
+        assert stats.lost == {"subject_too_long": 1}
+        assert (stats.connects, stats.errors, stats.state) == (1, 0, "connected")
+
+
+@pytest.mark.parametrize(
+    ("subject", "reply"),
+    [
+        ("gravpy.east.a", "_INBOX.x\r\nPUB evil 4"),
+        ("gravpy.east.a", "_INBOX.x y"),
+        ("gravpy.east.a", "_INBOX.x\ty"),
+        ("gravpy.east.a\x00", ""),
+        ("gravpy.east.a\u2028b", ""),
+        ("", ""),
+    ],
+)
+def test_a_subject_or_reply_subject_with_whitespace_or_a_control_character_is_refused(
+    subject: str, reply: str
+) -> None:
+    """Whatever built it, a subject or reply subject that would not be one field of the NATS
+    command (or would end it, and start another) never reaches the wire: refused, counted."""
+    outbox = Outbox(limit=10, high_water=5)
+    assert not outbox.put((subject, reply, b"x", "uuid 0", ""))
+    assert (len(outbox), outbox.lost) == (0, {"bad_subject": 1})
+    assert outbox.put(("gravpy.east.a", "_INBOX.x.y", b"x", "uuid 0", ""))
