@@ -116,3 +116,19 @@ async def test_a_body_not_sent_in_time_is_answered_408() -> None:
         assert answer.startswith(b"HTTP/1.1 408"), answer
         writer.close()
         assert monitor.statistics().connections_timed_out == 1
+
+
+async def test_a_health_check_gets_in_while_silent_sockets_hold_every_place() -> None:
+    """With the cap taken by sockets that have sent nothing for a second, a health check still
+    gets its answer: the one idle longest makes room for it (counted as timed out)."""
+    async with _monitor(max_connections=8, header_timeout=3600) as (monitor, base):
+        sockets = [await _slow(base) for _ in range(8)]
+        await until(lambda: monitor.statistics().connections == 8)
+        await asyncio.sleep(1.1)  # longer than EVICT_IDLE: now they are evictable
+        async with aiohttp.ClientSession() as session, session.get(base + "/healthz") as answer:
+            assert answer.status == 200
+        stats = monitor.statistics()
+        assert (stats.connections_refused, stats.connections_timed_out) == (0, 1)
+        assert await _closed_by_server(sockets[0][0]) == b""  # the oldest went
+        for _, writer in sockets:
+            writer.close()

@@ -7,8 +7,11 @@ every connection the kernel hands it; 1,100 slow sockets exhaust a daemon's open
 sits between the listening socket and aiohttp's protocol: :class:`GuardedRunner` is an
 ``AppRunner`` whose protocol factory wraps each connection in a :class:`_GuardedProtocol`.
 
-- **cap**: past ``max_connections`` open connections a new one is aborted at once (counted in
-  ``refused``);
+- **cap**: past ``max_connections`` open connections, the one idle longest (no request running,
+  none for ``EVICT_IDLE`` seconds) is closed to make room (counted in ``evicted``, and in
+  ``timed_out``: it closed for idling, early), so a client
+  that holds many silent sockets cannot keep a health check out; with none idle that long, the
+  new one is aborted at once (counted in ``refused``);
 - **header deadline**: a connection must have a request running (its headers parsed) within
   ``header_timeout`` of opening, and again within ``header_timeout`` after each answer; else it
   is aborted (counted in ``timed_out``). The app's middleware (:meth:`ConnectionGuard.middleware`)
@@ -27,14 +30,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from aiohttp import web
 
 from gravpy.transport_kit import RateLimitFilter
 from transports.tls_door import Dropped, TlsDoor
 
-__all__ = ["ConnectionGuard", "GuardedRunner", "RateLimitFilter"]
+__all__ = ["EVICT_IDLE", "ConnectionGuard", "GuardedRunner", "RateLimitFilter"]
+
+EVICT_IDLE: Final = 1.0  # seconds a connection must have been idle before a newcomer evicts it
 
 
 class _GuardedProtocol(asyncio.Protocol):
@@ -46,6 +51,7 @@ class _GuardedProtocol(asyncio.Protocol):
         self.admitted = False
         self.reserved = False  # its place was taken at accept, before its TLS handshake
         self.deadline: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0  # loop time its header deadline was last armed (no request since)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # a stream transport; not always an asyncio.Transport subclass (uvloop's TCPTransport)
@@ -78,7 +84,9 @@ class _GuardedProtocol(asyncio.Protocol):
 
     def arm(self, seconds: float) -> None:
         self.disarm()
-        self.deadline = asyncio.get_running_loop().call_later(seconds, self._expire)
+        loop = asyncio.get_running_loop()
+        self.idle_since = loop.time()
+        self.deadline = loop.call_later(seconds, self._expire)
 
     def disarm(self) -> None:
         if self.deadline is not None:
@@ -102,6 +110,7 @@ class ConnectionGuard:
         self.header_timeout = header_timeout
         self.door = door  # with TLS: the handshakes run after the cap admitted the socket
         self.refused = 0
+        self.evicted = 0  # idle connections closed to make room (counted in timed_out too)
         self.entering = 0  # admitted at accept, TLS handshake in progress
         self.timed_out = 0
         self._open: dict[asyncio.BaseTransport, _GuardedProtocol] = {}
@@ -116,7 +125,7 @@ class ConnectionGuard:
         conn = _GuardedProtocol(inner, self)
         if self.door is None:
             return conn  # admitted or refused in connection_made
-        if len(self._open) + self.entering >= self.max_connections:
+        if len(self._open) + self.entering >= self.max_connections and not self._evict():
             self.refused += 1
             return Dropped()
         self.entering += 1
@@ -129,12 +138,29 @@ class ConnectionGuard:
     def admit(self, conn: _GuardedProtocol) -> bool:
         if conn.reserved:  # TLS is up: the place taken at accept becomes an open connection
             self.entering -= 1
-        elif len(self._open) >= self.max_connections:
+        elif len(self._open) >= self.max_connections and not self._evict():
             self.refused += 1
             return False
         assert conn.transport is not None
         self._open[conn.transport] = conn
         conn.arm(self.header_timeout)
+        return True
+
+    def _evict(self) -> bool:
+        """Close the connection idle longest, if one has been idle ``EVICT_IDLE`` seconds (no
+        request running); True if one was. Only when full: a look at each open connection."""
+        cutoff = asyncio.get_running_loop().time() - EVICT_IDLE
+        oldest: _GuardedProtocol | None = None
+        for transport, conn in self._open.items():
+            idle = conn.idle_since <= cutoff and not self._busy.get(transport)
+            if idle and (oldest is None or conn.idle_since < oldest.idle_since):
+                oldest = conn
+        if oldest is None or oldest.transport is None:
+            return False
+        self.evicted += 1
+        self.timed_out += 1  # (closed for idling: early, as the cap was reached)
+        self.release(oldest)  # its place is free now; connection_lost follows
+        oldest.transport.abort()
         return True
 
     def release(self, conn: _GuardedProtocol) -> None:
