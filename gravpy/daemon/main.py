@@ -294,7 +294,7 @@ async def serve(config: DaemonConfig) -> int:
         identity.close()
         return EXIT_FAILURE
     try:
-        return await _serve(grav, config, log, keep_files=identity.files)
+        return await _serve(grav, config, log, keep_files=identity.files, replay=replay)
     finally:
         if positions is not None:
             await positions.close(grav.hub)
@@ -303,7 +303,9 @@ async def serve(config: DaemonConfig) -> int:
         identity.close()
 
 
-async def _serve(grav: Grav, config: DaemonConfig, log: Any, *, keep_files: bool) -> int:
+async def _serve(
+    grav: Grav, config: DaemonConfig, log: Any, *, keep_files: bool, replay: ReplayStore | None
+) -> int:
     shutdown = _Shutdown(log)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -315,6 +317,7 @@ async def _serve(grav: Grav, config: DaemonConfig, log: Any, *, keep_files: bool
             signal.SIGHUP, lambda: log.warning("sighup_ignored", reason="no auth file to re-read")
         )
     status = NodeStatus(grav, config)
+    status.replay = replay
     monitor = Monitor(status, config.monitor) if config.monitor is not None else None
     monitor_address = await _start(grav, status, monitor, log, keep_files)
     if monitor_address is None:

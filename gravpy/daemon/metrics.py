@@ -45,6 +45,7 @@ from gravpy.timings import LatencyHistogram, Timings
 if TYPE_CHECKING:
     from gravpy.bus import BusStatistics
     from gravpy.daemon.monitor import MonitorStatistics, NodeStatus
+    from gravpy.daemon.replay_store import ReplayStore
     from gravpy.mesh import HubStatistics, PeerInfo
     from gravpy.timings import HistogramSnapshot
 
@@ -93,6 +94,8 @@ METRIC_NAMES = (
     "gravd_monitor_connections_timed_out_total",
     "gravd_event_streams",
     "gravd_event_streams_refused_total",
+    "gravd_replay_write_failures_total",
+    "gravd_replay_unwritten_messages_total",
 )
 """Every ``gravd_*`` metric NodeCollector exposes (prometheus-client adds ``process_*``)."""
 
@@ -130,6 +133,7 @@ class NodeCollector:
             (relayed or LatencyHistogram()).snapshot(),
         )
         yield from _monitor_metrics(self.status.monitor_statistics())
+        yield from _replay_metrics(self.status.replay)
 
     def _node_metrics(self, links: list[PeerInfo]) -> Iterable[Metric]:
         status, grav = self.status, self.status.grav
@@ -339,6 +343,21 @@ def _monitor_metrics(stats: MonitorStatistics) -> Iterable[Metric]:
         "gravd_event_streams_refused",
         "/v1/events/stream requests answered 503: the most streams were open",
         stats.event_streams_refused,
+    )
+
+
+def _replay_metrics(store: ReplayStore | None) -> Iterable[Metric]:
+    """The durable replay buffer's writes (``gravpy.daemon.replay_store``); 0 when not durable."""
+    stats = store.statistics() if store is not None else None
+    yield _counter(
+        "gravd_replay_write_failures",
+        "Writes of the replay buffer to replay.sqlite3 that failed (each retried with the next)",
+        stats.write_failures if stats is not None else 0,
+    )
+    yield _counter(
+        "gravd_replay_unwritten_messages",
+        "Messages the replay buffer held that never reached replay.sqlite3 (writes kept failing)",
+        stats.unwritten if stats is not None else 0,
     )
 
 

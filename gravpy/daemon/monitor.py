@@ -22,6 +22,7 @@ gravd's file descriptors. Each refusal and each deadline missed is counted
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -47,6 +48,7 @@ from gravpy.daemon.dashboard.access import Access
 from gravpy.daemon.events_http import EventRoutes, add_event_routes
 from gravpy.daemon.events_node import DaemonEvents
 from gravpy.daemon.metrics import METRIC_NAMES, NodeCollector, by_role
+from gravpy.daemon.replay_store import ReplayStore
 from gravpy.grav import Grav
 from gravpy.mesh import Hub, PeerInfo
 from gravpy.proto import ROLE_LEAF
@@ -128,6 +130,7 @@ class NodeStatus:
         self.ready = False  # set once the node listens and its discovery runs
         self.monitor_address = ""
         self.events: DaemonEvents | None = None  # gravd sets it once the event store is open
+        self.replay: ReplayStore | None = None  # gravd sets it when the buffer is durable
         self.monitor: Monitor | None = None  # the monitor serving this status, once made
 
     @property
@@ -204,6 +207,9 @@ class NodeStatus:
                 "lost_by_origin": dict(hub_stats.lost_by_origin) if hub_stats else {},
                 "resent": hub_stats.resent if hub_stats else 0,
             },
+            "replay_store": (
+                dataclasses.asdict(self.replay.statistics()) if self.replay is not None else None
+            ),
         }
 
 

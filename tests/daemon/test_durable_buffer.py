@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -136,3 +137,28 @@ async def test_a_run_with_the_buffer_not_durable_leaves_no_stale_file_for_a_late
             restored = await again.process.wait_event("replay_restored")
             assert restored["messages"] == 0
         assert [await asyncio.to_thread(Path(r["moved_to"]).exists) for r in reports] == [True]
+
+
+async def test_a_failed_write_of_the_buffer_is_counted_in_v1_node_and_metrics() -> None:
+    """While another process holds replay.sqlite3 past SQLite's busy wait, a message through
+    gravd cannot be written: /v1/node's replay_store and gravd_replay_write_failures_total count
+    the failure; once the file is free the retry writes it and nothing is counted unwritten."""
+    with tempfile.TemporaryDirectory(prefix="gravd-data-") as data:
+        async with running_gravd("--data-dir", data) as node:
+            holder = sqlite3.connect(Path(data) / REPLAY_FILE, isolation_level=None)
+            try:
+                holder.execute("BEGIN IMMEDIATE")
+                await _publish(node.endpoint, "dur.held", 1)
+                await node.wait_http(lambda d: d["replay_store"]["write_failures"] >= 1)
+            finally:
+                holder.close()
+            done = await node.wait_http(lambda d: d["replay_store"]["written"] >= 1)
+            assert done["replay_store"]["unwritten"] == 0
+            status, metrics = await node.get("/metrics")
+            assert status == 200
+            [failures] = [
+                line
+                for line in metrics.splitlines()
+                if line.startswith("gravd_replay_write_failures_total ")
+            ]
+            assert float(failures.split()[1]) >= 1
