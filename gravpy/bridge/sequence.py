@@ -13,7 +13,9 @@ it subscribed to changes, so every importer has been subscribed since number 1 o
 epoch, and ``Gaps.seen`` counts every number that never came, the first ones included (a cluster
 route may carry a remote subscription later than the announcement that made the exporter
 publish). The bridge counts them (``lost["gap"]``): a loss between two meshes is counted on the
-side that missed it. A number not above the last one seen starts afresh. An importer that
+side that missed it. A number not above the last one seen starts afresh. A number is decimal
+digits from 1 to ``MAX_NUMBER`` (``number_of``); anything else, from whoever may publish under
+the prefix, is no number: the message crosses and no gap is counted before it. An importer that
 follows more than ``_LIMIT // 2`` (tag, subject) pairs may forget one and count its numbers
 again. Pure: no I/O.
 """
@@ -25,9 +27,11 @@ from typing import Final
 
 from gravpy.recent import RecentMap
 
-__all__ = ["SEQ_FIELD", "Gaps", "Numbering", "sequence_of"]
+__all__ = ["MAX_NUMBER", "SEQ_FIELD", "Gaps", "Numbering", "number_of", "sequence_of"]
 
 SEQ_FIELD: Final = " s="
+MAX_NUMBER: Final = 2**63 - 1  # the largest sequence number (what a signed 64-bit integer holds)
+_DIGITS: Final = len(str(MAX_NUMBER))
 _LIMIT: Final = 65_536  # subjects (tags x subjects on the importer) remembered
 
 
@@ -55,15 +59,24 @@ class Numbering:
 
 
 def sequence_of(meta: str) -> tuple[str, int] | None:
-    """The (tag, number) at the end of a ``Grav-Meta`` value, or None (an old or plain sender)."""
+    """The (tag, number) at the end of a ``Grav-Meta`` value, or None (an old or plain sender,
+    or a number that is not one: ``number_of``)."""
     at = meta.rfind(SEQ_FIELD)
     if at < 0:
         return None
     tag, _, number = meta[at + len(SEQ_FIELD) :].partition(":")
-    try:
-        return tag, int(number)
-    except ValueError:
+    n = number_of(number)
+    return None if n is None else (tag, n)
+
+
+def number_of(text: str) -> int | None:
+    """The sequence number ``text`` writes (decimal digits, 1 to ``MAX_NUMBER``), or None:
+    anyone who may publish under the prefix can write one, and ``int`` would also read a sign,
+    underscores, spaces and other scripts' digits."""
+    if not (text.isascii() and text.isdigit() and len(text) <= _DIGITS):
         return None
+    n = int(text)
+    return n if 0 < n <= MAX_NUMBER else None
 
 
 class Gaps:
@@ -78,7 +91,10 @@ class Gaps:
 
     def seen(self, tag: str, subject: str, n: int) -> int:
         """Number ``n`` of ``tag`` arrived on ``subject``: how many numbers before it are
-        missing (counted from 1 for a tag or subject not seen before, or a restart)."""
+        missing (counted from 1 for a tag or subject not seen before, or a restart). A number
+        outside 1 to ``MAX_NUMBER`` is no number: 0, and nothing is remembered."""
+        if not 0 < n <= MAX_NUMBER:
+            return 0
         current = self._current
         if tag == current[0] and subject == current[1]:
             last = self._n

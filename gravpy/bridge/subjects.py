@@ -21,7 +21,10 @@ bridge recognises it by content: ``gravpy.bridge.shadow``); a malformed one is a
 The timestamp is written as the float's 8 bytes (IEEE 754, big-endian) in 16 hex digits: exact,
 and a third of the time Python takes to print a float as a decimal, the largest single cost of
 formatting ``Grav-Meta``. A decimal number of seconds is read too (``stamp_of``), as a plain
-publisher would write it.
+publisher would write it; a time that is not one (NaN, infinite, before the epoch) makes the
+``Grav-Meta`` malformed. What comes from NATS comes from whoever may publish under the prefix:
+a message's own headers never replace the bridge's (``ORIGIN_HEADER``, ``PLAIN_HEADER``), and
+an empty header key is malformed too.
 
 Bridges announce their mesh's interests on ``_GRAV_BRIDGE.<prefix>.interest`` (``Announcement``,
 JSON), a subject no type subscription can match.
@@ -38,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Final, cast
 from urllib.parse import quote, unquote
 
+from gravpy.bridge.sequence import number_of
 from gravpy.errors import MessageError, UsageError
 from gravpy.groups import check_group
 from gravpy.message import (
@@ -69,6 +73,7 @@ _BRIDGE_HEADERS: Final = frozenset((ORIGIN_HEADER, PLAIN_HEADER))  # never carri
 H_META: Final = "Grav-Meta"
 H_USER: Final = "Grav-H-"
 _DOUBLE: Final = struct.Struct(">d")  # a Grav-Meta time
+_INFINITY: Final = math.inf
 _SPLIT_LIMIT: Final = 4096  # subjects whose (mesh, type) is kept
 # patterns, and group entries, one announcement may carry: what one INTERESTS frame may
 MAX_ANNOUNCED: Final = DEFAULT_LIMITS.max_interests
@@ -229,11 +234,15 @@ def _field(text: str) -> str:
 
 def stamp_of(text: str) -> float:
     """A ``Grav-Meta`` time: 16 hex digits (the float's bytes, big-endian), or a decimal
-    number of seconds; raises ``ValueError``."""
+    number of seconds; raises ``ValueError``, also for a time that is not one (not a number,
+    infinite, before the epoch), as for any other malformed ``Grav-Meta``."""
     if len(text) == 16 and "." not in text:
         stamp: float = _DOUBLE.unpack(bytes.fromhex(text))[0]
-        return stamp
-    return float(text)
+    else:
+        stamp = float(text)
+    if not 0.0 <= stamp < _INFINITY:  # (False for NaN too)
+        raise ValueError(f"time {stamp!r}")
+    return stamp
 
 
 def read_meta(meta: str) -> tuple[str, float, dict[str, str]]:
@@ -274,7 +283,10 @@ def plain_meta(meta: str | None) -> tuple[str, float, str, int] | None:
         if tail[:2] != "s=":
             return None
         tag, _, number = tail[2:].partition(":")
-        return uuid, stamp_of(stamp), tag, int(number)
+        n = number_of(number)
+        if n is None:  # not a number: none, as ``sequence_of`` reads it
+            tag, n = "", 0
+        return uuid, stamp_of(stamp), tag, n
     except ValueError:
         return None
 
@@ -330,10 +342,16 @@ def from_nats(
 
 
 def _user_headers(headers: dict[str, str], into: dict[str, str]) -> None:
-    """Add the message's own headers (``Grav-H-*``) to ``into``; raises ``MessageError``."""
+    """Add the message's own headers (``Grav-H-*``) to ``into``, but never over the bridge's
+    own (``ORIGIN_HEADER``, ``PLAIN_HEADER``: an exporter never sends them); raises
+    ``MessageError``, also for an empty key."""
     for key, value in headers.items():
         if key.startswith(H_USER):
-            into[unquote(key[len(H_USER) :])] = unquote(value)
+            name = unquote(key[len(H_USER) :])
+            if not name:
+                raise MessageError(f"an empty header key ({key!r})")
+            if name not in _BRIDGE_HEADERS:
+                into[name] = unquote(value)
     if len(into) > MAX_HEADERS:
         raise MessageError(f"a message may carry at most {MAX_HEADERS} headers")
 

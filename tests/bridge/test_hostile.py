@@ -17,12 +17,14 @@ from gravpy import Message
 from gravpy.bridge.export import ADVERTISED_LIMIT, ExportRoutes
 from gravpy.bridge.interest import InterestTable, reduce_patterns
 from gravpy.bridge.outbox import Outbox
+from gravpy.bridge.sequence import Gaps, number_of, sequence_of
 from gravpy.bridge.subjects import MAX_ANNOUNCED, Announcement, SubjectMap
 from gravpy.errors import MessageError
 from gravpy.proto import is_valid_pattern
 from tests._bus_helpers import until
 from tests.bridge.nats_proc import NatsServer
 from tests.bridge.test_embedded import node
+from tests.bridge.test_sequence import subscribed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -269,3 +271,68 @@ def test_a_subject_or_reply_subject_with_whitespace_or_a_control_character_is_re
     assert not outbox.put((subject, reply, b"x", "uuid 0", ""))
     assert (len(outbox), outbox.lost) == (0, {"bad_subject": 1})
     assert outbox.put(("gravpy.east.a", "_INBOX.x.y", b"x", "uuid 0", ""))
+
+
+# -- D: headers and numbers from NATS --------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["-7", "+5", "0", "5_0", " 5", "\u0663", "", str(2**63), "9" * 40])
+def test_a_sequence_number_that_is_not_one_is_no_number(text: str) -> None:
+    """A number is decimal digits from 1 to 2**63 - 1; anything else is read as no number, and
+    an importer given one counts no gap and forgets nothing."""
+    assert number_of(text) is None
+    assert sequence_of(f"uuid 0 s=t:{text}") is None
+    gaps = Gaps()
+    assert gaps.seen("t", "a", 5) == 4
+    assert gaps.seen("t", "a", -7) == 0
+    assert gaps.seen("t", "a", 2**63) == 0
+    assert gaps.seen("t", "a", 6) == 0
+
+
+def test_the_largest_sequence_number_is_one() -> None:
+    """1 and 2**63 - 1 are numbers."""
+    assert sequence_of("uuid 0 s=t:1") == ("t", 1)
+    assert sequence_of(f"uuid 0 s=t:{2**63 - 1}") == ("t", 2**63 - 1)
+
+
+async def test_forged_numbers_times_and_headers_from_nats_are_not_believed(
+    nats_one: NatsServer,
+) -> None:
+    """From a plain NATS publisher: a negative or malformed sequence number is no number (the
+    message crosses, no gap is counted: -7 used to take 8 off the count); a time that is NaN,
+    infinite or negative, or an empty header key, makes the message malformed (bad_message);
+    a header posing as the bridge's own origin does not replace it."""
+    g, bridge = node("west", nats_one.url)
+    async with g:
+        got: asyncio.Queue[Message] = asyncio.Queue()
+        g.connect().on_type("stream.n", got.put_nowait)
+        async with asyncio.timeout(10):
+            while True:
+                if await subscribed(nats_one, "gravpy.*.stream.n"):
+                    break
+                await asyncio.sleep(0.02)  # the server has no event to wait on: re-ask
+        cases: list[tuple[str, dict[str, str]]] = [
+            ("a1", {"Grav-Meta": "a1 0 s=t:-7"}),
+            ("a2", {"Grav-Meta": "a2 0 s=t:+5"}),
+            ("nan", {"Grav-Meta": "a3 nan"}),
+            ("inf", {"Grav-Meta": "a4 1e400"}),
+            ("negative", {"Grav-Meta": "a5 -5"}),
+            ("hex nan", {"Grav-Meta": "a6 7ff8000000000000"}),
+            ("empty key", {"Grav-Meta": "a7 0", "Grav-H-": "v"}),
+            ("a8", {"Grav-Meta": "a8 0", "Grav-H-grav-bridge-origin": "west"}),
+            ("a9", {"Grav-Meta": "a9 0", "Grav-H-grav-bridge-plain": "1", "Grav-H-k": "v"}),
+            ("a10", {"Grav-Meta": "a10 1.5 s=t:2"}),
+        ]
+        nc = await nats.connect(nats_one.url)
+        try:
+            for name, headers in cases:
+                await nc.publish("gravpy.east.stream.n", name.encode(), headers=headers)
+            await nc.flush()
+        finally:
+            await nc.close()
+        received = [await asyncio.wait_for(got.get(), 10) for _ in range(5)]
+        assert [m.uuid for m in received] == ["a1", "a2", "a8", "a9", "a10"]
+        assert [m.timestamp for m in received] == [0.0, 0.0, 0.0, 0.0, 1.5]
+        assert received[2].headers == {"grav-bridge-origin": "east"}
+        assert received[3].headers == {"grav-bridge-origin": "east", "k": "v"}
+        assert bridge.statistics().lost == {"bad_message": 5, "gap": 1}
