@@ -293,7 +293,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "--buffer-durable",
         "on|off",
         "keep the replay buffer in replay.sqlite3 in the data dir, so a restarted gravd still "
-        "replays it (default on)",
+        "replays it (default on; off moves an old replay.sqlite3 aside, so it never replays)",
         parse_switch,
     ),
     Setting(
