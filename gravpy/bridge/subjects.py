@@ -21,7 +21,7 @@ bridge recognises it by content: ``gravpy.bridge.shadow``); a malformed one is a
 The timestamp is written as the float's 8 bytes (IEEE 754, big-endian) in 16 hex digits: exact,
 and a third of the time Python takes to print a float as a decimal, the largest single cost of
 formatting ``Grav-Meta``. A decimal number of seconds is read too (``stamp_of``), as a plain
-publisher would write it; a time that is not one (NaN, infinite, before the epoch) makes the
+publisher would write it; a time that is not one (NaN, infinite, a negative decimal) makes the
 ``Grav-Meta`` malformed. What comes from NATS comes from whoever may publish under the prefix:
 a message's own headers never replace the bridge's (``ORIGIN_HEADER``, ``PLAIN_HEADER``), and
 an empty header key is malformed too.
@@ -233,16 +233,19 @@ def _field(text: str) -> str:
 
 
 def stamp_of(text: str) -> float:
-    """A ``Grav-Meta`` time: 16 hex digits (the float's bytes, big-endian), or a decimal
-    number of seconds; raises ``ValueError``, also for a time that is not one (not a number,
-    infinite, before the epoch), as for any other malformed ``Grav-Meta``."""
+    """A ``Grav-Meta`` time: 16 hex digits (the float's bytes, big-endian: any finite float,
+    exactly as a gravpy exporter's message carried it), or a decimal number of seconds since
+    the epoch (as a plain publisher writes it: not negative); raises ``ValueError``, also for a
+    time that is not one (NaN, infinite), as for any other malformed ``Grav-Meta``."""
     if len(text) == 16 and "." not in text:
         stamp: float = _DOUBLE.unpack(bytes.fromhex(text))[0]
+        if -_INFINITY < stamp < _INFINITY:  # (False for NaN too)
+            return stamp
     else:
         stamp = float(text)
-    if not 0.0 <= stamp < _INFINITY:  # (False for NaN too)
-        raise ValueError(f"time {stamp!r}")
-    return stamp
+        if 0.0 <= stamp < _INFINITY:
+            return stamp
+    raise ValueError(f"time {stamp!r}")
 
 
 def read_meta(meta: str) -> tuple[str, float, dict[str, str]]:

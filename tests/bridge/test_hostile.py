@@ -299,8 +299,9 @@ async def test_forged_numbers_times_and_headers_from_nats_are_not_believed(
     nats_one: NatsServer,
 ) -> None:
     """From a plain NATS publisher: a negative or malformed sequence number is no number (the
-    message crosses, no gap is counted: -7 used to take 8 off the count); a time that is NaN,
-    infinite or negative, or an empty header key, makes the message malformed (bad_message);
+    message crosses, no gap is counted: -7 used to take 8 off the count); a time that is NaN
+    or infinite, or a negative decimal, or an empty header key, makes the message malformed
+    (bad_message; a gravpy exporter's exact time, in hex, may be any finite float);
     a header posing as the bridge's own origin does not replace it."""
     g, bridge = node("west", nats_one.url)
     async with g:
@@ -321,7 +322,8 @@ async def test_forged_numbers_times_and_headers_from_nats_are_not_believed(
             ("empty key", {"Grav-Meta": "a7 0", "Grav-H-": "v"}),
             ("a8", {"Grav-Meta": "a8 0", "Grav-H-grav-bridge-origin": "west"}),
             ("a9", {"Grav-Meta": "a9 0", "Grav-H-grav-bridge-plain": "1", "Grav-H-k": "v"}),
-            ("a10", {"Grav-Meta": "a10 1.5 s=t:2"}),
+            ("hex inf", {"Grav-Meta": "a11 fff0000000000000"}),
+            ("a10", {"Grav-Meta": "a10 bff0000000000000 s=t:2"}),
         ]
         nc = await nats.connect(nats_one.url)
         try:
@@ -332,7 +334,7 @@ async def test_forged_numbers_times_and_headers_from_nats_are_not_believed(
             await nc.close()
         received = [await asyncio.wait_for(got.get(), 10) for _ in range(5)]
         assert [m.uuid for m in received] == ["a1", "a2", "a8", "a9", "a10"]
-        assert [m.timestamp for m in received] == [0.0, 0.0, 0.0, 0.0, 1.5]
+        assert [m.timestamp for m in received] == [0.0, 0.0, 0.0, 0.0, -1.0]
         assert received[2].headers == {"grav-bridge-origin": "east"}
         assert received[3].headers == {"grav-bridge-origin": "east", "k": "v"}
-        assert bridge.statistics().lost == {"bad_message": 5, "gap": 1}
+        assert bridge.statistics().lost == {"bad_message": 6, "gap": 1}
