@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,20 @@ from gravpy.backoff import BackoffPolicy
 from gravpy.errors import UsageError
 from gravpy.filter import Pattern
 
-__all__ = ["NatsBridgeConfig", "NatsBridgeStatistics", "auth_options", "read_token"]
+__all__ = [
+    "NatsBridgeConfig",
+    "NatsBridgeStatistics",
+    "auth_options",
+    "check_prefix",
+    "export_patterns",
+    "read_token",
+]
 
 _SCHEMES = ("nats://", "tls://", "ws://", "wss://")
+# first tokens of subjects a prefix may not take: nats-py's reply subjects (the bridge would take
+# other clients' replies for messages) and the bridges' announcements (a type would pose as one)
+_RESERVED = {"_INBOX": "nats-py's reply subjects", "_GRAV_BRIDGE": "the bridges' announcements"}
+_PREFIX_LENGTH = 255  # (with a pattern's 3 KB of escaped tokens, a SUB line stays under 4 KB)
 _BACKOFF = BackoffPolicy(initial=0.2, maximum=10.0)
 _JWT_MARK = "-----BEGIN NATS USER JWT-----"
 
@@ -59,14 +71,70 @@ class NatsBridgeConfig:
         for url in self.servers:
             if not url.startswith(_SCHEMES):
                 raise UsageError(f"{url!r} is not a NATS URL (nats://, tls://, ws://, wss://)")
-        for pattern in self.export:
-            Pattern(pattern)  # raises UsageError
+        try:
+            check_prefix(self.prefix)
+        except UsageError as exc:
+            raise UsageError(f"NatsBridgeConfig.prefix: {exc}") from None
+        if isinstance(self.export, str):
+            raise UsageError("NatsBridgeConfig.export is a tuple of patterns, not one str")
+        try:
+            _check_patterns(self.export)
+        except UsageError as exc:
+            raise UsageError(f"NatsBridgeConfig.export: {exc}") from None
         if not 1 <= self.high_water <= self.queue_limit or self.request_limit < 2:
             raise UsageError("need 1 <= high_water <= queue_limit and request_limit >= 2")
         if self.shadow_limit < 1:
             raise UsageError("shadow_limit must be at least 1")
         if self.ttl <= self.announce_interval:
             raise UsageError("ttl must be longer than announce_interval")
+
+
+def check_prefix(prefix: object) -> str:
+    """``prefix`` if a bridge may put its subjects under it, else ``UsageError`` saying why:
+    dot-separated tokens of printable characters without whitespace or wildcards, at most
+    255 characters, not starting with ``_INBOX`` (nats-py's reply subjects), ``_GRAV_BRIDGE``
+    (the bridges' announcements) or ``$`` (NATS's own subjects: ``$SYS``, JetStream's
+    ``$JS``)."""
+    if not isinstance(prefix, str) or not prefix:
+        raise UsageError(f"{prefix!r} is not a NATS subject prefix like 'gravpy'")
+    tokens = prefix.split(".")
+    if any(not t or not t.isprintable() or " " in t or "*" in t or ">" in t for t in tokens):
+        raise UsageError(
+            f"{prefix!r} is not a NATS subject prefix (dot-separated tokens of printable "
+            "characters, no whitespace or wildcards)"
+        )
+    taken = "NATS's own subjects ($SYS, $JS...)" if prefix[0] == "$" else _RESERVED.get(tokens[0])
+    if taken is not None:
+        raise UsageError(f"{prefix!r}: {taken} are there; choose another prefix")
+    if len(prefix) > _PREFIX_LENGTH:
+        raise UsageError(f"a NATS subject prefix has at most {_PREFIX_LENGTH} characters")
+    return prefix
+
+
+def export_patterns(value: object) -> tuple[str, ...]:
+    """The export patterns a setting's raw ``value`` gives (a str, or a list of them, each
+    comma-separated), each checked: ``UsageError`` for an empty one, or one with whitespace
+    (never split into two or dropped), or any other pattern that is not one."""
+    items = value if isinstance(value, list | tuple) else [value]
+    patterns: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise UsageError(f"{item!r} is not a type pattern")
+        patterns.extend(p.strip() for p in item.split(","))
+    _check_patterns(patterns)
+    return tuple(dict.fromkeys(patterns))
+
+
+def _check_patterns(patterns: Iterable[object]) -> None:
+    for pattern in patterns:
+        if pattern == "":
+            raise UsageError("an empty pattern: give each --nats-export a type pattern")
+        if isinstance(pattern, str) and any(c.isspace() for c in pattern):
+            raise UsageError(
+                f"{pattern!r} is not one type pattern (it has whitespace): give each pattern "
+                "its own --nats-export, or separate them with commas"
+            )
+        Pattern(pattern)  # raises UsageError
 
 
 @dataclass(frozen=True, slots=True)

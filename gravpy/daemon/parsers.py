@@ -321,24 +321,22 @@ def parse_nats_urls(value: object) -> tuple[str, ...]:
 
 
 def parse_patterns(value: object) -> tuple[str, ...]:
-    from gravpy.filter import Pattern
+    """Export patterns, comma-separated: one with a space or an empty one is refused, not split
+    or dropped (``gravpy.bridge.config.export_patterns``)."""
+    from gravpy.bridge.config import export_patterns
 
-    patterns = parse_list(value)
-    for pattern in patterns:
-        try:
-            Pattern(pattern if isinstance(pattern, str) else "")
-        except UsageError as exc:
-            raise ValueError(str(exc)) from None
-    return tuple(dict.fromkeys(str(p) for p in patterns))
+    try:
+        return export_patterns(value)
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def parse_prefix(value: object) -> str:
+    from gravpy.bridge.config import check_prefix
+
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"expected a NATS subject prefix like 'gravpy', got {value!r}")
-    text = value.strip()
-    tokens = text.split(".")
-    if any(not t or any(c.isspace() or c in "*>" for c in t) for t in tokens):
-        raise ValueError(
-            f"{text!r} is not a NATS subject prefix (dot-separated tokens, no wildcards)"
-        )
-    return text
+    try:
+        return check_prefix(value.strip())
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
