@@ -223,6 +223,8 @@ class Message(msgspec.Struct, array_like=True, gc=False):
     @classmethod
     def new_reply(cls, to: Message, type: str = DEFAULT_TYPE, data: object = b"") -> Message:
         """Make a message that answers ``to``: its ``reply_to`` and ``parent_id`` are ``to.uuid``."""
+        if not isinstance(to, Message):
+            raise UsageError(f"new_reply answers a Message, got {to.__class__.__name__!r}")
         msg = cls.new(type, data, parent_id=to.uuid)
         msg.reply_to = to.uuid
         return msg

@@ -251,6 +251,10 @@ class Pod(Consumer):
 
     def reply_to(self, request: Message, msg: Message) -> MsgReceipt:
         """Send ``msg`` as the reply to ``request`` (sets ``msg.reply_to``)."""
+        if not isinstance(request, Message):
+            raise UsageError(f"request must be a Message, got {type(request).__name__!r}")
+        if not isinstance(msg, Message):
+            raise UsageError(f"reply must be a Message, got {type(msg).__name__!r}")
         msg.reply_to = request.uuid
         if not msg.parent_id:
             msg.parent_id = request.uuid
