@@ -29,11 +29,12 @@ from gravpy import _log as logs
 from gravpy import tracing
 from gravpy._mailbox import Mailbox
 from gravpy.counters import PodCounts
+from gravpy.errors import UsageError
 from gravpy.message import Message
 from gravpy.ports import PodHost
 from gravpy.tracing import TRACEPARENT
 
-__all__ = ["Consumer", "ConsumerMode", "Handler", "Overflow"]
+__all__ = ["Consumer", "ConsumerMode", "Handler", "Overflow", "check_overflow"]
 
 Handler = Callable[[Message], Awaitable[object] | object]
 _DRAIN_BUDGET = 0.010  # seconds a sync drain runs before it lets the loop turn
@@ -48,6 +49,18 @@ class Overflow(enum.Enum):
     """Refuse the arriving message (what NATS does to a slow consumer); the inbox keeps its order."""
     DROP_OLDEST = "drop_oldest"
     """Evict the oldest queued message to make room: the pod always sees the most recent."""
+
+
+def check_overflow(policy: object) -> Overflow:
+    """``policy`` as an ``Overflow`` (given as one or by its value, ``"drop_oldest"``); else
+    ``UsageError``."""
+    if isinstance(policy, Overflow):
+        return policy
+    for each in Overflow:
+        if policy == each.value:
+            return each
+    names = ", ".join(repr(each.value) for each in Overflow)
+    raise UsageError(f"overflow must be an Overflow or one of {names}, got {policy!r}")
 
 
 class ConsumerMode(enum.Enum):

@@ -11,6 +11,7 @@ from types import TracebackType
 from gravpy.bridge.port import BridgePort
 from gravpy.buffer import MsgBuffer
 from gravpy.bus import Bus, BusStatistics
+from gravpy.consumer import check_overflow
 from gravpy.errors import UsageError, WaitTimeout
 from gravpy.identity import load_credentials
 from gravpy.mesh import Hub, HubConfig, PeerInfo
@@ -83,7 +84,7 @@ class Grav:
         self.bus = Bus(
             buffer_size=buffer_size,
             inbox_limit=inbox_limit,
-            overflow=Overflow(overflow),
+            overflow=check_overflow(overflow),
             failure_limit=failure_limit,
             buffer=buffer,
             timings=Timings() if timings else None,
@@ -172,15 +173,18 @@ class Grav:
     ) -> None:
         await self.stop()
 
-    def connect(self, *, inbox_limit: int | None = None, overflow: Overflow | None = None) -> Pod:
-        """A new pod on this node."""
-        return self.bus.connect(inbox_limit=inbox_limit, overflow=overflow)
+    def connect(
+        self, *, inbox_limit: int | None = None, overflow: Overflow | str | None = None
+    ) -> Pod:
+        """A new pod on this node; ``inbox_limit`` and ``overflow`` (an ``Overflow`` or its value)
+        default to the node's."""
+        return self.bus.connect(inbox_limit=inbox_limit, overflow=_policy(overflow))
 
     def connect_with_replay(
-        self, *, inbox_limit: int | None = None, overflow: Overflow | None = None
+        self, *, inbox_limit: int | None = None, overflow: Overflow | str | None = None
     ) -> Pod:
         """A new pod that first receives the buffered messages when it starts receiving."""
-        return self.bus.connect(replay=True, inbox_limit=inbox_limit, overflow=overflow)
+        return self.bus.connect(replay=True, inbox_limit=inbox_limit, overflow=_policy(overflow))
 
     async def connect_endpoint(self, endpoint: str) -> PeerInfo:
         """Link to the node at ``endpoint`` now, and keep the link (redialled if it drops).
@@ -238,6 +242,10 @@ def _credentials(identity_file: str | os.PathLike[str] | None, token: str) -> Cr
     if identity_file is None:
         return Credentials(token=token) if token else None
     return load_credentials(identity_file, token)
+
+
+def _policy(overflow: object) -> Overflow | None:
+    return None if overflow is None else check_overflow(overflow)
 
 
 def _as_list(transport: Transport | Sequence[Transport]) -> list[Transport]:
