@@ -219,6 +219,8 @@ class Bus:
         """Deliver ``msg`` locally and hand it to the mesh; see ``Pod.send``."""
         if self._closed:
             raise PodDisconnected("the bus is closed")
+        if msg.__class__ is not Message:
+            raise UsageError(f"expected a Message, got {type(msg).__name__}")
         if msg.headers is not None and GROUP_HEADER in msg.headers:
             raise UsageError(f"the header {GROUP_HEADER!r} is reserved for the mesh's routers")
         mesh = self._mesh

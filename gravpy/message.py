@@ -49,6 +49,7 @@ __all__ = [
     "PROCESS_DIGITS",
     "WIRE_MESSAGE",
     "Message",
+    "check_message",
     "id_source",
     "is_valid_type",
     "new_id",
@@ -317,6 +318,53 @@ class Message(msgspec.Struct, array_like=True, gc=False):
     def __repr__(self) -> str:
         extra = f", reply_to={self.reply_to!r}" if self.reply_to else ""
         return f"Message(type={self.type!r}, uuid={self.uuid!r}{extra}, data={self.data[:32]!r})"
+
+
+def check_message(msg: object) -> None:
+    """Raise ``UsageError`` if ``msg`` is not a ``Message`` whose fields its receivers accept.
+
+    ``Message.new`` makes only such messages, but fields may be set afterwards (a uuid, a type);
+    checked when a message is sent to a link (``Traffic.check_sendable``), one bad field is refused
+    at the sender instead of closing the link it travels on, with every message queued with it.
+    The usual message passes a few type
+    and length checks; only one that fails them pays for the full ``from_wire`` check (headers are
+    checked where their size is, ``Traffic.check_sendable``)."""
+    if msg.__class__ is not Message:
+        raise UsageError(f"expected a Message, got {type(msg).__name__}")
+    assert isinstance(msg, Message)
+    uuid, parent_id, reply_to = msg.uuid, msg.parent_id, msg.reply_to
+    if (  # (the fewest checks that pass a good message: ~0.15 us, on every send to a link)
+        msg.type in _valid_types
+        and msg.data.__class__ is bytes
+        and msg.timestamp.__class__ is float
+        and uuid.__class__ is str
+        and parent_id.__class__ is str
+        and reply_to.__class__ is str
+        and 0 < len(uuid) <= MAX_ID_LENGTH
+        and len(parent_id) <= MAX_ID_LENGTH
+        and len(reply_to) <= MAX_ID_LENGTH
+        and uuid.isascii()
+        and parent_id.isascii()
+        and reply_to.isascii()
+    ):
+        return
+    _check_slowly(msg)
+
+
+def _check_slowly(msg: Message) -> None:
+    """``check_message`` for a message that is unusual (or wrong): say what is wrong."""
+    if type(msg.type) is not str:  # (before from_wire: an unhashable value breaks its lookup)
+        raise UsageError(f"message type must be a str, got {msg.type!r}")
+    for name in ("uuid", "parent_id", "reply_to"):
+        value = getattr(msg, name)
+        if type(value) is not str or not _encodable(value):
+            raise UsageError(f"message {name} must be a str that encodes as UTF-8, got {value!r}")
+    if type(msg.data) is not bytes:
+        raise UsageError(f"message data must be bytes, got {type(msg.data).__name__}")
+    try:
+        Message.from_wire(msg.to_wire())
+    except MessageError as exc:
+        raise UsageError(f"message {msg.uuid!r} cannot be sent: {exc}") from None
 
 
 def _check_headers(headers: object) -> dict[str, str]:

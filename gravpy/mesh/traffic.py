@@ -43,7 +43,7 @@ from gravpy.mesh.resume import (
     resume_end,
 )
 from gravpy.mesh.routing import Placement, Router
-from gravpy.message import Message
+from gravpy.message import Message, check_message
 from gravpy.proto import ROLE_PEER, NodeInfo
 from gravpy.proto.frames import MAX_HEADERS
 from gravpy.replay import REPLAY_HEADER, REPLAY_TYPE, LeafReplays, replay_answer
@@ -250,7 +250,9 @@ class Traffic:
 
     def check_sendable(self, msg: Message) -> None:
         """Refuse, before anything is delivered, a message no link could carry, or that this
-        app's node does not let it publish (``PermissionDenied``)."""
+        app's node does not let it publish (``PermissionDenied``), or a field of which was set to
+        what no receiver accepts (``check_message``: it would close the link)."""
+        check_message(msg)
         if self.grant is not None:
             check_publish(self.grant, msg)
         size = len(msg.data)
@@ -260,11 +262,15 @@ class Traffic:
             )
         headers = msg.headers
         if headers:
-            if len(headers) > MAX_HEADERS:
-                raise UsageError(f"a message may carry at most {MAX_HEADERS} headers")
+            if type(headers) is not dict or len(headers) > MAX_HEADERS:
+                raise UsageError(
+                    f"a message's headers are a dict of at most {MAX_HEADERS} str to str"
+                )
             room = self._frame_room
             chars = 0
             for key, value in headers.items():  # (a loop: one header is the usual case)
+                if type(key) is not str or type(value) is not str:
+                    raise UsageError(f"a header is str to str, got {key!r}: {value!r}")
                 chars += len(key) + len(value)
             if size + 4 * chars <= room:  # fits even if every character took 4 bytes
                 return

@@ -194,3 +194,42 @@ async def test_a_publish_the_identity_may_not_make_is_a_permission_drop(
     assert link.drops.permission_denied == 1
     assert link.dropped == 0
     assert link.name == "s"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("uuid", ""),
+        ("uuid", "x" * 65),
+        ("type", "bad type here"),
+        ("data", "a str, not bytes"),
+        ("timestamp", "x"),
+        ("parent_id", 5),
+        ("headers", {"k": 5}),
+        ("headers", ["not", "a", "dict"]),
+    ],
+)
+async def test_a_field_set_wrong_after_new_is_refused_at_send_and_the_link_lives(
+    field: str, value: object
+) -> None:
+    """A message whose field was set to what no receiver accepts raises UsageError at send;
+    it used to close the app's link at its node, losing every message queued with it."""
+    net = MemoryNetwork()
+    async with AsyncExitStack() as stack:
+        node = await stack.enter_async_context(Grav(transport=MemoryTransport(net)))
+        got: asyncio.Queue[Message] = asyncio.Queue()
+        node.connect().on_type("load.*", got.put_nowait)
+        leaf = await _leaf(stack, net, node.endpoints()[0])
+        await leaf.wait_for(lambda links: any("load.*" in p.interests for p in links), 5)
+        pod = leaf.connect()
+        pod.send(Message.new("load.before", b""))
+        bad = Message.new("load.bad", b"")
+        setattr(bad, field, value)
+        with pytest.raises(UsageError):
+            pod.send(bad)
+        pod.send(Message.new("load.after", b""))
+        async with asyncio.timeout(5):
+            assert [(await got.get()).type for _ in range(2)] == ["load.before", "load.after"]
+        assert [p.state for p in leaf.peers()] == ["open"]
+    with pytest.raises(UsageError, match="expected a Message, got str"):
+        Grav().connect().send("load.x")  # type: ignore[arg-type]
