@@ -163,10 +163,18 @@ def _shared_timers(loop: asyncio.AbstractEventLoop) -> _SharedTimers:
     return timers
 
 
-def check_timeout(timeout: float | None) -> None:
-    """Raise ``UsageError`` unless ``timeout`` is a positive number of seconds or None."""
-    if timeout is not None and not timeout > 0:
-        raise UsageError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+def check_timeout(timeout: object, name: str = "timeout") -> float | None:
+    """``timeout`` if it is a positive number of seconds (an int or a float, not a bool; ``inf``
+    waits forever) or None; else ``UsageError``, naming the argument ``name``."""
+    if timeout is None:
+        return None
+    if (
+        isinstance(timeout, (int, float))
+        and not isinstance(timeout, bool)
+        and timeout > 0  # (nan is not)
+    ):
+        return timeout
+    raise UsageError(f"{name} must be a positive number of seconds or None, got {timeout!r}")
 
 
 async def wait_in(mailbox: Mailbox, timeout: float | None, fn: WaitFunc | None, what: str) -> Any:

@@ -8,6 +8,7 @@ import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
+from gravpy._mailbox import check_timeout
 from gravpy.bridge.port import BridgePort
 from gravpy.buffer import MsgBuffer
 from gravpy.bus import Bus, BusStatistics
@@ -69,7 +70,7 @@ class Grav:
         hub_config: HubConfig | None = None,
         node_uuid: str | None = None,
         attach_to: str | None = None,
-        attach_timeout: float = 5.0,
+        attach_timeout: float | None = 5.0,
         ssl: SslOption = None,
         buffer: MsgBuffer | None = None,
         bridges: Sequence[BridgePort] = (),
@@ -79,6 +80,7 @@ class Grav:
         name: str = "",
         timings: bool = False,
     ) -> None:
+        attach_seconds = check_timeout(attach_timeout, "attach_timeout")
         self.node_uuid = node_uuid or str(uuidlib.uuid4())
         self.name = check_app_name(name)
         self.bus = Bus(
@@ -122,7 +124,7 @@ class Grav:
         if attach_to is not None and self.hub is None:
             raise UsageError("attach_to needs a transport that can dial it")
         self._attach_to = attach_to
-        self._attach_timeout = attach_timeout
+        self._attach_timeout = attach_seconds
         self._started = False
 
     async def start(self) -> None:
@@ -206,8 +208,8 @@ class Grav:
 
         ``await g.wait_for(lambda peers: any(p.uuid == other for p in peers))``
         """
+        deadline = asyncio.timeout(check_timeout(timeout))
         hub = self._hub()
-        deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
                 while not predicate(peers := self.peers()):

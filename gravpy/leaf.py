@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gravpy._mailbox import check_timeout
 from gravpy.errors import UsageError
 from gravpy.grav import Grav
 from gravpy.plugins import Transport, available_transports, load_transport
@@ -29,18 +30,20 @@ def transport_for_url(url: str) -> Transport:
     raise UsageError(f"no transport plugin dials {scheme}:// URLs (have: {available_transports()})")
 
 
-def connect(url: str = DEFAULT_URL, *, timeout: float = 5.0, **options: Any) -> Grav:
+def connect(url: str = DEFAULT_URL, *, timeout: float | None = 5.0, **options: Any) -> Grav:
     """A leaf ``Grav`` attached to the node at ``url``; use it with ``async with``.
 
     ``async with gravpy.connect("ws://127.0.0.1:8080/meta/message") as g: pod = g.connect()``.
     Entering raises ``TransportError`` if the node cannot be reached, ``HandshakeRejectedError``
-    if it refuses the link, or ``WaitTimeout`` (a ``TimeoutError``) after ``timeout`` seconds. Other
+    if it refuses the link, or ``WaitTimeout`` (a ``TimeoutError``) after ``timeout`` seconds (a
+    positive number, or None to wait as long as it takes; else ``UsageError`` at once). Other
     keyword options (``mesh_key``, ``belongs_to``, ``buffer_size``, ...) are those of ``Grav``;
     ``ssl=ctx`` (a client ``ssl.SSLContext``) is what a ``wss://``, ``https://`` or ``tls://`` dial
     trusts and, for mTLS, presents: ``ssl.create_default_context(cafile="ca.pem")`` then
     ``ctx.load_cert_chain("app.pem", "app.key")``. ``name="billing"`` is how the node lists this
     app's link (``gravctl peers``, ``/v1/node``): printable, at most 64 characters.
     """
+    check_timeout(timeout)
     transport = options.pop("transport", None) or transport_for_url(url)
     return Grav(
         transport=transport,

@@ -206,20 +206,20 @@ class Pod(Consumer):
         """Wait, without a timeout, for the first admitted message ``fn`` accepts; see ``wait_until``."""
         return await self.wait_until(None, fn)
 
-    async def wait_until(self, timeout: float | None, fn: WaitFunc) -> Any:
+    async def wait_until(self, timeout: object, fn: WaitFunc) -> Any:
         """Watch the messages this pod admits until ``fn`` accepts one, for at most ``timeout`` s.
 
         ``fn`` raising ``MsgNotWanted`` keeps waiting; otherwise the wait returns what ``fn`` returned
         or raises what it raised. The pod's handler still receives every message: waiting never
         replaces it. Raises ``WaitTimeout`` or ``PodDisconnected``.
         """
-        check_timeout(timeout)
+        seconds = check_timeout(timeout)
         self._check_open()
         mailbox = Mailbox()
         self._waits.append(mailbox)
         self._subscribed()
         try:
-            return await wait_in(mailbox, timeout, fn, f"accepted message on pod {self.id}")
+            return await wait_in(mailbox, seconds, fn, f"accepted message on pod {self.id}")
         finally:
             self._waits.remove(mailbox)
             if not self._waits and self._mode is ConsumerMode.IDLE:

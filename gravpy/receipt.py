@@ -80,7 +80,7 @@ class MsgReceipt:
         """True if no pod, local or remote, admitted the message when it was sent."""
         return self._no_responders
 
-    async def wait_until(self, timeout: float | None, on: WaitFunc | None = None) -> Any:
+    async def wait_until(self, timeout: object, on: WaitFunc | None = None) -> Any:
         """Wait for the reply, at most ``timeout`` seconds (None: forever).
 
         Without ``on``, returns the reply message. With ``on``, each reply is passed to it: raising
@@ -89,7 +89,7 @@ class MsgReceipt:
         a full send queue), ``PodDisconnected`` if the pod closes meanwhile, or
         ``LinkClosedError`` if the only peer that could answer went away.
         """
-        check_timeout(timeout)
+        seconds = check_timeout(timeout)
         if self._no_responders:
             raise NoResponders(self.msg_type)
         if self.dropped:
@@ -101,18 +101,18 @@ class MsgReceipt:
             # text made only when one happens.
             if on is None:
                 try:
-                    result = await mailbox.first(timeout, "reply")
+                    result = await mailbox.first(seconds, "reply")
                 except WaitTimeout:
                     raise WaitTimeout(f"no {self._awaited()} within {timeout} s") from None
             else:
-                result = await wait_in(mailbox, timeout, on, self._awaited())
+                result = await wait_in(mailbox, seconds, on, self._awaited())
         finally:
             bus.unregister_reply_waiter(self.uuid, mailbox)
         if self._sent_at:
             self._replied()
         return result
 
-    def replies(self, timeout: float | None = None, max: object = None) -> ReplyStream:
+    def replies(self, timeout: object = None, max: object = None) -> ReplyStream:
         """Yield the replies as they come, until ``max`` replies or ``timeout`` seconds have passed.
 
         ``async for reply in pod.send(req).replies(timeout=1.0, max=3): ...``. Unlike
@@ -121,8 +121,8 @@ class MsgReceipt:
         answer, ``LinkClosedError`` if the only peer that could answer went away, and
         ``UsageError`` if neither bound is given (the iteration would never end by itself).
         """
-        check_timeout(timeout)
-        if max is not None and (not isinstance(max, int) or max < 1):
+        seconds = check_timeout(timeout)
+        if max is not None and (not isinstance(max, int) or isinstance(max, bool) or max < 1):
             raise UsageError(f"max must be an int >= 1 or None, got {max!r}")
         if timeout is None and max is None:
             raise UsageError("replies() needs a timeout, a max, or both")
@@ -130,7 +130,7 @@ class MsgReceipt:
             raise NoResponders(self.msg_type)
         if self.dropped:
             raise MessageDropped(self.msg_type, self.uuid)
-        return ReplyStream(self, timeout, max)
+        return ReplyStream(self, seconds, max)
 
     async def wait_on(self, on: WaitFunc) -> Any:
         """``wait_until`` with no timeout (Grav's ``WaitOn``)."""

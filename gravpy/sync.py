@@ -20,7 +20,8 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
 
-from gravpy.errors import UsageError
+from gravpy._mailbox import check_timeout
+from gravpy.errors import UsageError, WaitTimeout
 from gravpy.grav import Grav
 from gravpy.leaf import DEFAULT_URL
 from gravpy.leaf import connect as connect_async
@@ -128,12 +129,22 @@ class SyncPod:
         self._runner.call(lambda: self._pod.filter_type(pattern, allow))
 
     def receive(self, timeout: float | None = None) -> Message:
-        """Block for the next message this pod admits (it must have no handler)."""
+        """Block for the next message this pod admits (it must have no handler), at most
+        ``timeout`` seconds (None: as long as it takes); raises ``WaitTimeout`` as every wait."""
+        seconds = check_timeout(timeout)
 
         async def next_message() -> Message:
             iterator = aiter(self._pod)
-            async with asyncio.timeout(timeout):
-                return await anext(iterator)
+            deadline = asyncio.timeout(seconds)
+            try:
+                async with deadline:
+                    return await anext(iterator)
+            except TimeoutError:
+                if deadline.expired():
+                    raise WaitTimeout(
+                        f"no message on pod {self._pod.id} within {timeout} s"
+                    ) from None
+                raise
 
         return self._runner.run(next_message())
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+import gravpy
 from gravpy import Grav, Message, Overflow
-from gravpy.errors import UsageError
+from gravpy.errors import UsageError, WaitTimeout
+from gravpy.sync import SyncGrav, _LoopThread
 
 # -- replies --------------------------------------------------------------------------------------
 
@@ -50,3 +52,54 @@ async def test_an_overflow_policy_may_be_named() -> None:
     async with Grav(overflow="drop_oldest") as g:
         assert g.connect().overflow is Overflow.DROP_OLDEST
         assert g.connect(overflow="drop_newest").overflow is Overflow.DROP_NEWEST
+
+
+# -- timeouts -------------------------------------------------------------------------------------
+
+NOT_TIMEOUTS = ["1", True, b"1", [1]]
+
+
+@pytest.mark.parametrize("bad", NOT_TIMEOUTS)
+async def test_a_timeout_that_is_not_a_number_is_a_usage_error(bad: object) -> None:
+    """Every wait takes a positive number of seconds or None; a str (or a bool) is a UsageError."""
+    async with Grav() as g:
+        pod, responder = g.connect(), g.connect()
+        responder.on(lambda m: None)
+        receipt = pod.send(Message.new("test.ask"))
+        waits = [
+            lambda: pod.wait_until(bad, lambda m: m),  # type: ignore[arg-type]
+            lambda: receipt.wait_until(bad),  # type: ignore[arg-type]
+            lambda: g.wait_for(lambda peers: True, bad),  # type: ignore[arg-type]
+        ]
+        for wait in waits:
+            with pytest.raises(UsageError, match="timeout must be a positive number"):
+                await wait()
+        with pytest.raises(UsageError, match="timeout must be a positive number"):
+            receipt.replies(bad, max=1)  # type: ignore[arg-type]
+        assert not pod.receiving  # the refused wait never started
+
+
+@pytest.mark.parametrize("bad", [-1, 0, "5", float("nan")])
+def test_connect_refuses_a_bad_timeout_when_called(bad: object) -> None:
+    """gravpy.connect(url, timeout=-1) is a UsageError at the call, not a WaitTimeout on entering."""
+    with pytest.raises(UsageError, match="timeout must be a positive number"):
+        gravpy.connect("ws://127.0.0.1:1/meta/message", timeout=bad)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="attach_timeout must be a positive number"):
+        Grav(attach_timeout=bad)  # type: ignore[arg-type]
+
+
+def test_sync_receive_times_out_with_wait_timeout() -> None:
+    """SyncPod.receive(timeout) refuses a bad timeout and, when nothing comes, raises WaitTimeout."""
+    runner = _LoopThread()
+
+    async def start() -> Grav:
+        grav = Grav()
+        await grav.start()
+        return grav
+
+    with SyncGrav(runner.run(start()), runner) as g:
+        pod = g.connect()
+        with pytest.raises(UsageError, match="timeout must be a positive number"):
+            pod.receive(-1)
+        with pytest.raises(WaitTimeout, match=r"within 0\.05 s"):
+            pod.receive(0.05)
