@@ -73,7 +73,9 @@ _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS leaf (uuid TEXT PRIMARY KEY, patterns TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS numbering "
     "(id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, clean INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS skipped (start INTEGER PRIMARY KEY, stop INTEGER NOT NULL)",
 )
+SKIPPED_KEPT: Final = 64  # jumps over unclean restarts remembered (the newest)
 
 
 class PositionsError(GravError):
@@ -89,6 +91,7 @@ class Saved:
     heard_at: dict[str, float] = field(default_factory=dict)  # origin: when its position moved
     origin_seq: int = 0
     clean: bool = True  # the last gravd on this file stopped cleanly (or there was none)
+    skipped: tuple[range, ...] = ()  # numbers never given: one jump per unclean restart
 
 
 @dataclass(frozen=True)
@@ -131,9 +134,13 @@ class PositionStore:
         saved = self.saved
         traffic = hub.traffic
         traffic.resumption.restore(saved.positions)
-        traffic.continue_numbering(max(saved.origin_seq, replay_highest), saved.clean)
+        traffic.continue_numbering(
+            max(saved.origin_seq, replay_highest), saved.clean, saved.skipped
+        )
         hub.resume_gate.expect(saved.leaves, LEAF_GRACE)
-        await asyncio.to_thread(_mark_unclean, self._conn, traffic.origin_seq)
+        await asyncio.to_thread(
+            _mark_unclean, self._conn, traffic.origin_seq, traffic.origin_skipped
+        )
 
     def start(self, hub: Hub) -> None:
         """Save ``hub``'s state every ``SAVE_SECONDS`` until ``close``."""
@@ -249,16 +256,35 @@ def _read(conn: sqlite3.Connection) -> Saved:
         str(u): tuple(p for p in str(patterns).split("\n") if p)
         for u, patterns in conn.execute("SELECT uuid, patterns FROM leaf")
     }
+    skipped = tuple(
+        range(int(start), int(stop))
+        for start, stop in conn.execute("SELECT start, stop FROM skipped ORDER BY start")
+    )
     row = conn.execute("SELECT seq, clean FROM numbering WHERE id = 1").fetchone()
     if row is None:
-        return Saved(positions, leaves, heard_at)
-    return Saved(positions, leaves, heard_at, int(row[0]), bool(row[1]))
+        return Saved(positions, leaves, heard_at, skipped=skipped)
+    return Saved(positions, leaves, heard_at, int(row[0]), bool(row[1]), skipped)
 
 
-def _mark_unclean(conn: sqlite3.Connection, origin_seq: int) -> None:
-    conn.execute(
-        "INSERT OR REPLACE INTO numbering (id, seq, clean) VALUES (1, ?, 0)", (origin_seq,)
-    )
+def _mark_unclean(
+    conn: sqlite3.Connection, origin_seq: int, skipped: tuple[range, ...] = ()
+) -> None:
+    """Mark this run unclean (until a clean close), and keep the newest ``SKIPPED_KEPT`` jumps;
+    one transaction."""
+    conn.execute("BEGIN")
+    try:
+        conn.execute(
+            "INSERT OR REPLACE INTO numbering (id, seq, clean) VALUES (1, ?, 0)", (origin_seq,)
+        )
+        conn.execute("DELETE FROM skipped")
+        conn.executemany(
+            "INSERT INTO skipped (start, stop) VALUES (?, ?)",
+            [(r.start, r.stop) for r in skipped[-SKIPPED_KEPT:]],
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _write(

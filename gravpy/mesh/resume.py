@@ -100,16 +100,17 @@ def resend_answer(
     current: int,
     held: tuple[list[tuple[int, Message]], int],
     wants: Callable[[str], bool],
-    skipped: range = range(0),
+    skipped: tuple[range, ...] = (),
 ) -> tuple[list[tuple[Message, int]], int]:
     """The origin's answer to a resume request from its buffer (``after``: ``asked_after`` the
     request; ``held``: ``sequenced_after`` that number): each message to resend with its number
     negated, then the resume end (number 0); and how many numbers fell out before they could be
-    resent (``skipped``: numbers this origin never gave, not counted)."""
+    resent (``skipped``: the ranges of numbers this origin never gave, one per unclean restart,
+    not counted)."""
     entries, oldest = held
     # numbers above ``after`` that are no longer held: before the oldest held, or all of them
     missing = range(after + 1, oldest if entries else current + 1)
-    lost = max(0, len(missing) - _overlap(missing, skipped))
+    lost = max(0, len(missing) - sum(_overlap(missing, gap) for gap in skipped))
     answer = [(m, -seq) for seq, m in entries if wants(m.type) and not m.reply_to]
     data = f"{lost} {current}".encode()
     answer.append((Message(new_id(), "", "", RESUME_END_TYPE, time.time(), data, None), 0))

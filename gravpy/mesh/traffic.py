@@ -93,7 +93,8 @@ class Traffic:
         self.replays = LeafReplays(bus.own_replay)
         self.resumption: Resumption[PeerLink] = Resumption(self._resumed)
         self.origin_seq = 0  # the last number given to a message entering the mesh here
-        self.origin_skipped = range(0)  # numbers never given (jumped over after a restart)
+        # numbers never given: the jump over each unclean restart's (``continue_numbering``)
+        self.origin_skipped: tuple[range, ...] = ()
         self._log = _log.bind(node=local.node_uuid)
 
     def bridge_to(self, bridges: Bridges) -> None:
@@ -342,16 +343,21 @@ class Traffic:
         self.origin_seq += 1
         return self.origin_seq
 
-    def continue_numbering(self, highest: int, clean: bool) -> None:
+    def continue_numbering(
+        self, highest: int, clean: bool, skipped: tuple[range, ...] = ()
+    ) -> None:
         """After a restart with the same uuid: number on above ``highest``, the highest number
         this node gave before; after an unclean end, ``RESTART_GAP`` further (the last numbers
-        given may not have reached the files), and the numbers jumped over were never given."""
+        given may not have reached the files), and the numbers jumped over were never given.
+        ``skipped``: the jumps of earlier unclean restarts (a receiver may ask from before
+        them), kept with this one."""
         high = max(highest, self.origin_seq)
+        self.origin_skipped = tuple(skipped)
         if clean or not high:
             self.origin_seq = high
         else:
             self.origin_seq = high + RESTART_GAP
-            self.origin_skipped = range(high + 1, high + RESTART_GAP + 1)
+            self.origin_skipped += (range(high + 1, high + RESTART_GAP + 1),)
 
     def _sequenced(self, peer: PeerLink, msg: Message, seq: int) -> None:
         """A message ``peer`` numbered (``-seq``: resent): held while it resends, else taken."""

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from gravpy import Grav
+from gravpy import Grav, Message
 from gravpy.daemon.node_identity import UUID_FILE, NodeIdentity, NodeIdentityError
 from gravpy.daemon.positions import POSITION_TTL, POSITIONS_FILE, PositionStore
 from gravpy.mesh import Hub
-from gravpy.mesh.resume import RESTART_GAP
+from gravpy.mesh.resume import RESTART_GAP, resend_answer
 from transports.websocket import WebSocketTransport
 
 
@@ -105,7 +105,7 @@ async def test_positions_and_numbering_saved_at_stop_come_back_exactly(tmp_path:
     await store.close(None)
     assert again.traffic.resumption.last == {"origin-a": 41}
     assert again.traffic.origin_seq == 7
-    assert again.traffic.origin_skipped == range(0)
+    assert again.traffic.origin_skipped == ()
 
 
 async def test_after_an_unclean_end_the_numbering_jumps_and_the_jump_is_never_given(
@@ -123,7 +123,28 @@ async def test_after_an_unclean_end_the_numbering_jumps_and_the_jump_is_never_gi
     await store.restore(again, 300)
     await store.close(None)
     assert again.traffic.origin_seq == 300 + RESTART_GAP
-    assert again.traffic.origin_skipped == range(301, 301 + RESTART_GAP)
+    assert again.traffic.origin_skipped == (range(301, 301 + RESTART_GAP),)
+
+
+async def test_every_jump_of_earlier_unclean_ends_is_still_known_as_never_given(
+    tmp_path: Path,
+) -> None:
+    """Four runs, each killed after numbering ten: the fourth start knows the three jumps, so a
+    receiver that asks from before the first counts none of them lost (it counted 2^20 per
+    kill), only the numbers given and fallen out of the buffer."""
+    highest = 300
+    for _ in range(4):
+        _, hub = _hub()
+        store = await PositionStore.open(tmp_path)
+        await store.restore(hub, highest)
+        highest = hub.traffic.origin_seq + 10  # numbered ten more before it was killed
+        await store.close(None)
+    skipped = hub.traffic.origin_skipped
+    assert [len(r) for r in skipped] == [RESTART_GAP] * 3
+    assert skipped[0].start == 311
+    entries = [(n, Message.new("r.x", b"")) for n in range(highest - 9, highest + 1)]
+    _, lost = resend_answer(300, highest, (entries, highest - 9), lambda _: True, skipped)
+    assert lost == 30  # the ten numbered in each of the first three runs, fallen out
 
 
 async def test_an_unreadable_positions_file_is_set_aside_as_a_first_start(tmp_path: Path) -> None:

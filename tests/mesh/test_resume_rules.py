@@ -24,7 +24,7 @@ def _held(numbers: range) -> tuple[list[tuple[int, Message]], int]:
 def test_numbers_an_origin_jumped_over_are_not_counted_lost() -> None:
     """Asked after 100, holding 2,000-2,009 of which 101-1,999 were skipped: nothing is lost."""
     answer, lost = resend_answer(
-        100, 2009, _held(range(2000, 2010)), lambda _: True, range(101, 2000)
+        100, 2009, _held(range(2000, 2010)), lambda _: True, (range(101, 2000),)
     )
     assert lost == 0
     assert len(answer) == 11  # ten resent and the end
@@ -34,7 +34,7 @@ def test_numbers_an_origin_jumped_over_are_not_counted_lost() -> None:
 
 def test_numbers_that_fell_out_are_counted_outside_the_skipped_range() -> None:
     """Asked after 50, skipped 101-199, holding from 250: 51-100 and 200-249 are lost (100)."""
-    _, lost = resend_answer(50, 260, _held(range(250, 261)), lambda _: True, range(101, 200))
+    _, lost = resend_answer(50, 260, _held(range(250, 261)), lambda _: True, (range(101, 200),))
     assert lost == 100
 
 
