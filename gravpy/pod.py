@@ -214,6 +214,8 @@ class Pod(Consumer):
         replaces it. Raises ``WaitTimeout`` or ``PodDisconnected``.
         """
         seconds = check_timeout(timeout)
+        if not callable(fn):
+            raise UsageError(f"the wait function must be callable, got {fn!r}")
         self._check_open()
         mailbox = Mailbox()
         self._waits.append(mailbox)

@@ -90,6 +90,8 @@ class MsgReceipt:
         ``LinkClosedError`` if the only peer that could answer went away.
         """
         seconds = check_timeout(timeout)
+        if on is not None and not callable(on):
+            raise UsageError(f"the wait function must be callable, got {on!r}")
         if self._no_responders:
             raise NoResponders(self.msg_type)
         if self.dropped:
@@ -141,6 +143,8 @@ class MsgReceipt:
 
         Errors from ``fn`` are logged, not raised. The task ends when the bus closes.
         """
+        if not callable(fn):
+            raise UsageError(f"on_reply's function must be callable, got {fn!r}")
 
         async def run() -> None:
             reply = await self.wait_until(None)

@@ -3,6 +3,8 @@ wrong, never an AttributeError or TypeError from deep inside (nor later, in a bu
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import gravpy
@@ -103,3 +105,28 @@ def test_sync_receive_times_out_with_wait_timeout() -> None:
             pod.receive(-1)
         with pytest.raises(WaitTimeout, match=r"within 0\.05 s"):
             pod.receive(0.05)
+
+
+# -- functions ------------------------------------------------------------------------------------
+
+
+async def test_a_wait_function_that_cannot_be_called_is_refused_before_waiting() -> None:
+    """pod.wait_until, receipt.wait_until/wait_on and on_reply refuse a non-callable at the call."""
+    async with Grav() as g:
+        pod, responder = g.connect(), g.connect()
+        responder.on(lambda m: None)
+        receipt = pod.send(Message.new("test.ask"))
+        waits = [
+            lambda: pod.wait_until(1, "not a function"),  # type: ignore[arg-type]
+            lambda: pod.wait_on("not a function"),  # type: ignore[arg-type]
+            lambda: receipt.wait_until(1, "not a function"),  # type: ignore[arg-type]
+            lambda: receipt.wait_on("not a function"),  # type: ignore[arg-type]
+        ]
+        for wait in waits:
+            with pytest.raises(UsageError, match="must be callable, got 'not a function'"):
+                await wait()
+            assert not pod.receiving
+        tasks = len(asyncio.all_tasks())
+        with pytest.raises(UsageError, match="must be callable, got 'not a function'"):
+            receipt.on_reply("not a function")  # type: ignore[arg-type]
+        assert len(asyncio.all_tasks()) == tasks  # no task started that would fail later
