@@ -26,7 +26,7 @@ from gravpy._mailbox import Mailbox, WaitFunc, check_timeout, wait_in
 from gravpy.consumer import Consumer, ConsumerMode, Handler, Overflow
 from gravpy.counters import PodStatistics
 from gravpy.errors import PodDisconnected, UsageError
-from gravpy.filter import Filter
+from gravpy.filter import Filter, Pattern
 from gravpy.groups import check_group
 from gravpy.message import Message
 from gravpy.ports import PodHost
@@ -73,43 +73,28 @@ class Pod(Consumer):
         The handler may be a plain or an ``async`` function. It runs one message at a time, in order,
         unless ``concurrency`` > 1 (async handlers only), which lets that many run at once and gives up
         ordering. Filters are kept; replacing the handler loses no queued message. ``group`` joins
-        that group (see ``join_group``); without it the pod keeps the group it has, if any.
+        that group (see ``join_group``); without it the pod keeps the group it has, if any. Every
+        argument is checked before anything changes (``UsageError``).
         """
         self._check_open()
-        if group is not None:
-            self.group = check_group(group)
-        if not isinstance(concurrency, int) or concurrency < 1:
-            raise UsageError(f"concurrency must be an int >= 1, got {concurrency!r}")
-        if handler is not None and not callable(handler):
-            raise UsageError(f"handler must be callable, got {handler!r}")
-        if handler is None:
-            mode = ConsumerMode.IDLE
-        elif _is_async(handler):
-            mode = ConsumerMode.ASYNC
-        else:
-            mode = ConsumerMode.SYNC
-        if mode is not ConsumerMode.ASYNC and concurrency > 1:
-            raise UsageError("concurrency > 1 needs an async handler")
-        timings = self.bus.timings
-        if handler is not None and timings is not None:
-            handler = timed_handler(handler, mode is ConsumerMode.ASYNC, timings.handlers)
-        self._handler = handler
-        self._concurrency = concurrency
-        self._set_mode(mode)
+        mode, count = _consumer_mode(handler, concurrency)
+        joins = None if group is None else check_group(group)
+        self._set_handler(handler, mode, count, joins)
 
     def on_type(
-        self, pattern: str, handler: Handler, *, concurrency: int = 1, group: str | None = None
+        self, pattern: object, handler: Handler, *, concurrency: object = 1, group: object = None
     ) -> None:
         """Set the handler and admit only types matching ``pattern`` (replacing earlier allow rules).
 
-        ``group`` as for ``on``.
+        ``concurrency`` and ``group`` as for ``on``; nothing changes unless every argument is right.
         """
-        if group is not None:
-            check_group(group)
-        self.bus.check_subscribable(pattern)
-        self._ensure_filter().set_type_allow([pattern])
-        self.bus.routes_changed()
-        self.on(handler, concurrency=concurrency, group=group)
+        self._check_open()
+        text = Pattern(pattern).text
+        mode, count = _consumer_mode(handler, concurrency)
+        joins = None if group is None else check_group(group)
+        self.bus.check_subscribable(text)
+        self._ensure_filter().set_type_allow([text])
+        self._set_handler(handler, mode, count, joins)
 
     def join_group(self, name: object) -> None:
         """Share messages with the other members of group ``name`` (deliver to one).
@@ -131,14 +116,14 @@ class Pod(Consumer):
             self.group = None
             self.bus.routes_changed()
 
-    def filter_type(self, pattern: object, allow: bool = True) -> None:
+    def filter_type(self, pattern: object, allow: object = True) -> None:
         """Admit (``allow=True``) or refuse the types matching ``pattern``; see ``gravpy.filter``."""
-        self._ensure_filter().filter_type(pattern, allow)
+        self._ensure_filter().filter_type(pattern, _check_allow(allow))
         self.bus.routes_changed()
 
-    def filter_uuid(self, uuid: object, allow: bool = True) -> None:
+    def filter_uuid(self, uuid: object, allow: object = True) -> None:
         """Admit only (``allow=True``) or refuse the message with this uuid."""
-        self._ensure_filter().filter_uuid(uuid, allow)
+        self._ensure_filter().filter_uuid(uuid, _check_allow(allow))
         self.uuid_rules = True
         self.bus.routes_changed()
 
@@ -326,6 +311,19 @@ class Pod(Consumer):
 
     # -- helpers ---------------------------------------------------------------------------------
 
+    def _set_handler(
+        self, handler: Handler | None, mode: ConsumerMode, concurrency: int, group: str | None
+    ) -> None:
+        """Apply what ``on`` or ``on_type`` checked."""
+        if group is not None:
+            self.group = group
+        timings = self.bus.timings
+        if handler is not None and timings is not None:
+            handler = timed_handler(handler, mode is ConsumerMode.ASYNC, timings.handlers)
+        self._handler = handler
+        self._concurrency = concurrency
+        self._set_mode(mode)
+
     def _set_mode(self, mode: ConsumerMode) -> None:
         previous = self._mode
         self._mode = mode
@@ -362,7 +360,30 @@ class Pod(Consumer):
         return f"<Pod {self.id} {state}{group} inbox={len(self._inbox)}>"
 
 
-def _is_async(handler: Handler) -> bool:
+def _consumer_mode(handler: object, concurrency: object) -> tuple[ConsumerMode, int]:
+    """How ``handler`` consumes (IDLE for None) and its concurrency, or ``UsageError``."""
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise UsageError(f"concurrency must be an int >= 1, got {concurrency!r}")
+    if handler is None:
+        mode = ConsumerMode.IDLE
+    elif not callable(handler):
+        raise UsageError(f"handler must be callable, got {handler!r}")
+    elif _is_async(handler):
+        mode = ConsumerMode.ASYNC
+    else:
+        mode = ConsumerMode.SYNC
+    if mode is not ConsumerMode.ASYNC and concurrency > 1:
+        raise UsageError("concurrency > 1 needs an async handler")
+    return mode, concurrency
+
+
+def _check_allow(allow: object) -> bool:
+    if allow is True or allow is False:
+        return allow
+    raise UsageError(f"allow must be True or False, got {allow!r}")
+
+
+def _is_async(handler: object) -> bool:
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
         getattr(handler, "__call__", None)  # noqa: B004 - callable objects with async __call__
     )

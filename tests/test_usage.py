@@ -130,3 +130,76 @@ async def test_a_wait_function_that_cannot_be_called_is_refused_before_waiting()
         with pytest.raises(UsageError, match="must be callable, got 'not a function'"):
             receipt.on_reply("not a function")  # type: ignore[arg-type]
         assert len(asyncio.all_tasks()) == tasks  # no task started that would fail later
+
+
+# -- flags and counts -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["no", 0, 1, None])
+async def test_allow_is_true_or_false(bad: object) -> None:
+    """filter_type and filter_uuid take allow=True or False; "no" (or 0) is not read as either."""
+    async with Grav() as g:
+        pod = g.connect()
+        with pytest.raises(UsageError, match="allow must be True or False"):
+            pod.filter_type("test.a", allow=bad)  # type: ignore[arg-type]
+        with pytest.raises(UsageError, match="allow must be True or False"):
+            pod.filter_uuid("0" * 32, allow=bad)  # type: ignore[arg-type]
+        assert pod.allowed_patterns() is None
+        assert pod.admits(Message.new("test.a"))
+
+
+async def test_a_bool_is_not_a_count() -> None:
+    """concurrency=True and replies(max=True) are refused, not taken as 1."""
+
+    async def handler(msg: Message) -> None:
+        pass
+
+    async with Grav() as g:
+        pod, responder = g.connect(), g.connect()
+        with pytest.raises(UsageError, match="concurrency must be an int >= 1, got True"):
+            pod.on(handler, concurrency=True)
+        with pytest.raises(UsageError, match="concurrency must be an int >= 1, got True"):
+            pod.on_type("test.a", handler, concurrency=True)
+        assert not pod.receiving
+        responder.on(lambda m: None)
+        with pytest.raises(UsageError, match="max must be an int >= 1 or None, got True"):
+            pod.send(Message.new("test.ask")).replies(max=True)
+
+
+# -- nothing changes when a call is refused -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "handler", "options"),
+    [
+        ("test.a", "not a function", {}),
+        ("test.a", print, {"concurrency": 0}),
+        ("test.a", print, {"concurrency": 2}),  # a plain function
+        ("test.a", print, {"group": "a b"}),
+        ("a.>.b", print, {}),
+        (123, print, {}),
+    ],
+    ids=["handler", "concurrency", "sync-concurrency", "group", "pattern", "pattern-type"],
+)
+async def test_a_refused_on_type_leaves_the_pod_as_it_was(
+    pattern: object, handler: object, options: dict[str, object]
+) -> None:
+    """on_type checks every argument before it changes the pod's filter, handler or group."""
+    async with Grav() as g:
+        pod = g.connect()
+        pod.filter_type("test.old")
+        with pytest.raises(UsageError):
+            pod.on_type(pattern, handler, **options)  # type: ignore[arg-type]
+        assert pod.allowed_patterns() == ("test.old",)
+        assert not pod.receiving
+        assert pod.group is None
+
+
+async def test_a_refused_on_keeps_the_group() -> None:
+    """on(h, concurrency=0, group=...) is refused without joining the group."""
+    async with Grav() as g:
+        pod = g.connect()
+        with pytest.raises(UsageError):
+            pod.on(print, concurrency=0, group="workers")
+        assert pod.group is None
+        assert not pod.receiving
