@@ -101,8 +101,9 @@ class Pod(Consumer):
 
         Each message that this pod's filters admit goes to exactly one live member of the group
         anywhere on the mesh; pods outside the group still get their own copy. A pod is in at most
-        one group: joining another leaves the first. Group members get no replay and no replies
-        (a reply is for its asker). Use it for pods you iterate; ``on(handler, group=...)`` does
+        one group: joining another leaves the first. Group members get no replies (a reply is for
+        its asker) and no replay: a ``connect_with_replay`` pod that starts receiving as a member
+        is never replayed, not even after it leaves the group. Use it for pods you iterate; ``on(handler, group=...)`` does
         the same for handlers.
         """
         self._check_open()
@@ -338,10 +339,13 @@ class Pod(Consumer):
             self._schedule()  # for ASYNC: tops up to a raised concurrency, never past it
 
     def _subscribed(self) -> None:
-        """Called whenever the pod may have become a receiver: replays once, updates routes."""
-        if self._replay and self.receiving and self.group is None:
+        """Called whenever the pod may have become a receiver: updates routes, and replays once,
+        when it first receives. A pod that first receives as a group member is not replayed,
+        then or after it leaves the group: its members already had what the buffer holds."""
+        if self._replay and self.receiving:
             self._replay = False
-            self.bus.replay_into(self)
+            if self.group is None:
+                self.bus.replay_into(self)
         self.bus.routes_changed()
 
     def _ensure_filter(self) -> Filter:

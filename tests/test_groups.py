@@ -9,6 +9,7 @@ import pytest
 from gravpy import Grav, Message, Pod
 from gravpy.errors import NoResponders, UsageError
 from gravpy.groups import GROUP_HEADER, WeightedTurns, check_group, marked, unmarked
+from tests._bus_helpers import settle
 
 
 def received(pod: Pod) -> int:
@@ -162,6 +163,46 @@ async def test_leaving_a_group_restores_own_copies() -> None:
         b.leave_group()
         sender.send(Message.new("l.x"))
         assert received(a) + received(b) == 3
+
+
+@pytest.mark.parametrize("how", ["join_group", "on(group=)"])
+async def test_a_replay_pod_that_received_as_a_member_is_never_replayed(how: str) -> None:
+    """A connect_with_replay pod that received as a group member, then left the group, gets its
+    own copies from then on but no replay: it would hand the pod again what it already had."""
+    async with Grav() as g:
+        sender = g.connect()
+        pod = g.connect_with_replay()
+        got: list[str] = []
+        if how == "join_group":
+            pod.join_group("g1")
+            pod.on(lambda m: got.append(m.text()))
+        else:
+            pod.on(lambda m: got.append(m.text()), group="g1")
+        for i in range(5):
+            sender.send(Message.new("r.x", str(i)))
+        await settle(g)
+        assert got == ["0", "1", "2", "3", "4"]
+        pod.leave_group()
+        pod.on(lambda m: got.append(m.text()))
+        sender.send(Message.new("r.x", "5"))
+        await settle(g)
+        assert got == ["0", "1", "2", "3", "4", "5"]
+        assert received(pod) == 6
+
+
+async def test_a_replay_pod_that_left_its_group_before_receiving_is_replayed() -> None:
+    """A replay pod that joined a group and left it before it ever received still gets its replay."""
+    async with Grav() as g:
+        sender = g.connect()
+        for i in range(3):
+            sender.send(Message.new("r.x", str(i)))
+        pod = g.connect_with_replay()
+        pod.join_group("g1")
+        pod.leave_group()
+        got: list[str] = []
+        pod.on(lambda m: got.append(m.text()))
+        await settle(g)
+        assert got == ["0", "1", "2"]
 
 
 @pytest.mark.parametrize("bad", ["", "has space", "a.*", "a.>", "a..b", 7])
