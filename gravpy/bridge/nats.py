@@ -50,16 +50,17 @@ from gravpy import _log as logs
 from gravpy._tasks import TaskSupervisor
 from gravpy.bridge.config import NatsBridgeConfig, NatsBridgeStatistics
 from gravpy.bridge.connection import Connector
-from gravpy.bridge.export import ExportRoutes, Route
+from gravpy.bridge.export import ADVERTISED_LIMIT, ExportRoutes, Route
 from gravpy.bridge.export_shadow import ExportShadow
 from gravpy.bridge.importer import Importer
-from gravpy.bridge.interest import InterestTable, reduce_patterns, summed_groups
+from gravpy.bridge.interest import InterestTable, reduce_patterns, summed_groups, widened
 from gravpy.bridge.outbox import Outbox, Outgoing
 from gravpy.bridge.port import BridgeHost, Groups, MeshInterests
 from gravpy.bridge.shadow import Shadow
 from gravpy.bridge.subjects import (
     _SAFE_TOKEN,
     H_META,
+    MAX_ANNOUNCED,
     ORIGIN_HEADER,
     Announcement,
     SubjectMap,
@@ -106,6 +107,7 @@ class NatsBridge:
         self._alone = True
         self._subs: dict[str, Subscription] = {}
         self._unlinked_heard: set[str] = set()  # bridges of this mesh's name, not linked here
+        self._groups_cut = False  # announced fewer group entries than the mesh has (logged once)
         self._subs_dirty = asyncio.Event()
         self._announce_now = asyncio.Event()
         c = self.config
@@ -364,7 +366,13 @@ class NatsBridge:
             return
         t = self._table
         wants, groups = self._subscribed  # (a standby subscribes too)
-        ann = Announcement(t.mesh, t.node, wants, self._ready, query, bye, groups, time.time())
+        if len(groups) > MAX_ANNOUNCED and not self._groups_cut:  # (the others would refuse
+            self._groups_cut = True  # it whole; group names cannot be widened as patterns)
+            _log.warning("bridge_groups_cut", groups=len(groups), announced=MAX_ANNOUNCED)
+        wants = widened(wants, MAX_ANNOUNCED)  # (over it, the others would refuse it whole)
+        ann = Announcement(
+            t.mesh, t.node, wants, self._ready, query, bye, groups[:MAX_ANNOUNCED], time.time()
+        )
         await nc.publish(self._subjects.interest_subject, ann.encode())
 
     async def _announce_loop(self) -> None:
@@ -472,7 +480,8 @@ class NatsBridge:
         if not self._exporting:
             patterns.update(self._mesh_wants, self._bridge_wants)
             patterns.update(p for _, p, _ in self._mesh_groups)
-        advertised = reduce_patterns(patterns)
+        # (bounded: a standby adds its mesh's wants, and a node's INTERESTS are capped)
+        advertised = widened(reduce_patterns(patterns), ADVERTISED_LIMIT)
         if advertised != self._advertised:
             self._advertised = advertised
             if self._host is not None:
