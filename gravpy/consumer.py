@@ -8,6 +8,12 @@ handler, up to ``concurrency`` at once; or whoever iterates the pod with ``async
 applies the pod's ``Overflow`` policy and counts every drop. Past half full the pod tells the bus
 it is congested (``Pod.publish`` then waits), and relieves it below a quarter.
 
+Waits (``Pod.wait_until``) watch what the consumer takes. With no handler and no iterator the waits
+are the consumer: ``_feed_waits`` shows them the front of the inbox only once each has looked at
+the last message (a ``Watch`` is ready), and a message leaves the inbox, counted handled, when a
+wait looks at it. So a wait that accepts one leaves the rest queued for whoever consumes next, and
+every message received is handled, dropped, or still queued.
+
 A handler that raises keeps its message: after the handler next succeeds, failed messages go back to
 the front of the inbox in their original order. When ``failure_limit`` failures are pending the pod
 is closed with the reason; a message that keeps failing is given up after ``max_attempts`` and
@@ -34,7 +40,7 @@ from gravpy.message import Message
 from gravpy.ports import PodHost
 from gravpy.tracing import TRACEPARENT
 
-__all__ = ["Consumer", "ConsumerMode", "Handler", "Overflow", "check_overflow"]
+__all__ = ["Consumer", "ConsumerMode", "Handler", "Overflow", "Watch", "check_overflow"]
 
 Handler = Callable[[Message], Awaitable[object] | object]
 _DRAIN_BUDGET = 0.010  # seconds a sync drain runs before it lets the loop turn
@@ -80,6 +86,36 @@ _ASYNC: Final = ConsumerMode.ASYNC
 _ITER: Final = ConsumerMode.ITER
 
 
+class Watch(Mailbox):
+    """One ``Pod.wait_until``: a mailbox that tells its pod when it is ready for the next message,
+    and when it looked at one the pod's waits were shown while the pod had no other consumer."""
+
+    __slots__ = ("_consumer", "ready", "shown")
+
+    def __init__(self, consumer: Consumer) -> None:
+        super().__init__()
+        self._consumer = consumer
+        self.ready = False  # waiting, with nothing unread
+        self.shown: Message | None = None  # what ``_feed_waits`` offered it, until it looks
+
+    def hungry(self) -> bool:
+        """Ready for the next message: waiting, with nothing unread."""
+        return self.ready and not self._items
+
+    async def get(self) -> Message:
+        if not self._items:
+            self.ready = True
+            self._consumer._feed_waits()
+        try:
+            msg = await super().get()
+        finally:
+            self.ready = False
+        if msg is self.shown:
+            self.shown = None
+            self._consumer._took(msg)
+        return msg
+
+
 class Consumer:
     """A pod's inbox and the consumer that empties it; see the module docstring."""
 
@@ -91,6 +127,7 @@ class Consumer:
         "_congested",
         "_counts",
         "_failed",
+        "_fed",
         "_handler",
         "_held",
         "_high_water",
@@ -121,7 +158,8 @@ class Consumer:
         self._active = 0  # async drain tasks running (at most ``_concurrency``)
         self._held: list[Message] | None = None  # live messages kept aside while a replay runs
         self._iter_waker: asyncio.Future[None] | None = None
-        self._waits: list[Mailbox] = []
+        self._waits: list[Watch] = []
+        self._fed: Message | None = None  # the front of the inbox, shown to the waits (no consumer)
         self._failed: list[Message] = []
         self._attempts: dict[str, int] = {}
         self._closed = False
@@ -208,7 +246,6 @@ class Consumer:
     def _drain_sync(self) -> None:
         self._scheduled = False
         inbox = self._inbox
-        popleft = inbox.popleft
         if self._congested:
             self._relieve()
         deadline = time.perf_counter() + _DRAIN_BUDGET
@@ -223,15 +260,14 @@ class Consumer:
                 taken = self._run_handler(steps)  # the usual state: a batch in the fewest steps
             else:  # one message, and what waits and failures need done for it
                 mode = self._mode
-                if mode is not _SYNC and mode is not _IDLE:
+                if mode is _IDLE:
+                    self._feed_waits()  # the waits take the messages, at their own pace
+                    return
+                if mode is not _SYNC:
                     self._schedule()
                     return
                 if self._waits:
                     self._offer_waits(inbox[0])
-                if self._handler is None:
-                    popleft()
-                    steps -= 1
-                    continue
                 taken = self._run_handler(1, retrying=bool(self._failed or self._attempts))
             if taken < 0:
                 return
@@ -380,5 +416,38 @@ class Consumer:
             )
 
     def _offer_waits(self, msg: Message) -> None:
-        for mailbox in self._waits:
-            mailbox.offer(msg)
+        """Show the waits ``msg``, which the handler or the iterator takes."""
+        for watch in self._waits:
+            if watch.shown is msg:  # shown before the pod had a consumer: not twice
+                watch.shown = None
+            else:
+                watch.offer(msg)
+
+    def _feed_waits(self) -> None:
+        """No handler or iterator: the waits consume. Show them the front of the inbox once every
+        wait is ready for it (has looked at the last one); it leaves the inbox when one looks."""
+        inbox = self._inbox
+        if not inbox or self._mode is not _IDLE or self._closed:
+            return
+        waits = self._waits
+        if not waits:
+            return
+        for watch in waits:
+            if not watch.hungry():
+                return
+        msg = self._fed = inbox[0]
+        for watch in waits:
+            watch.shown = msg
+            watch.offer(msg)
+
+    def _took(self, msg: Message) -> None:
+        """A wait looked at ``msg``, shown by ``_feed_waits``: the first to look takes it."""
+        if msg is not self._fed:
+            return
+        self._fed = None
+        inbox = self._inbox
+        if inbox and inbox[0] is msg:
+            inbox.popleft()
+            self._counts.handled += 1
+            if self._congested:
+                self._relieve()

@@ -2,9 +2,12 @@
 
 Theory of operation. The bus pushes each message a pod admits into the pod's bounded *inbox* and wakes
 the pod's single consumer: its handler (run by a drain that the bus schedules, one message at a time,
-in order) or, with no handler, whoever iterates the pod with ``async for``. A pod with neither (and no
-``wait_on`` in progress) is not a receiver: the bus sends it nothing, and it does not count as a
-responder for requests. A full inbox applies the pod's overflow policy and counts every drop.
+in order) or, with no handler, whoever iterates the pod with ``async for``. Waits (``wait_until``)
+watch what that consumer takes; with neither, the waits are the consumer, taking one message at a
+time and leaving what they did not look at queued. A pod with no handler, iterator or wait is not
+a receiver: the bus sends it nothing, and it does not count as a responder for requests (what its
+inbox holds waits for a consumer). A full inbox applies the pod's overflow policy and counts every
+drop.
 
 A handler that raises keeps its message: after the handler next succeeds, failed messages go back to
 the front of the inbox in their original order. When ``failure_limit`` failures are pending the pod
@@ -22,8 +25,8 @@ from typing import Any, Final
 
 from gravpy import _log as logs
 from gravpy import tracing
-from gravpy._mailbox import Mailbox, WaitFunc, check_timeout, wait_in
-from gravpy.consumer import Consumer, ConsumerMode, Handler, Overflow
+from gravpy._mailbox import WaitFunc, check_timeout, wait_in
+from gravpy.consumer import Consumer, ConsumerMode, Handler, Overflow, Watch
 from gravpy.counters import PodStatistics
 from gravpy.errors import PodDisconnected, UsageError
 from gravpy.filter import Filter, Pattern
@@ -155,8 +158,11 @@ class Pod(Consumer):
 
     @property
     def idle(self) -> bool:
-        """True if nothing waits in the inbox or for redelivery and no handler call is running."""
-        return not self._inbox and not self._failed and not self._scheduled and not self._active
+        """True if no handler call is running or due: nothing waits in the inbox or for redelivery,
+        or nothing consumes it (no handler, iterator or wait: it waits for one)."""
+        if self._scheduled or self._active:
+            return False
+        return not (self._inbox or self._failed) or not self.receiving
 
     @property
     def receiving(self) -> bool:
@@ -197,21 +203,24 @@ class Pod(Consumer):
 
         ``fn`` raising ``MsgNotWanted`` keeps waiting; otherwise the wait returns what ``fn`` returned
         or raises what it raised. The pod's handler still receives every message: waiting never
-        replaces it. Raises ``WaitTimeout`` or ``PodDisconnected``.
+        replaces it. On a pod with no handler or iterator the waits take the messages, one at a
+        time (each counted handled when a wait looks at it): what comes after the one accepted
+        stays queued for the next consumer, a handler, an iterator or another wait. Raises
+        ``WaitTimeout`` or ``PodDisconnected``.
         """
         seconds = check_timeout(timeout)
         if not callable(fn):
             raise UsageError(f"the wait function must be callable, got {fn!r}")
         self._check_open()
-        mailbox = Mailbox()
-        self._waits.append(mailbox)
+        watch = Watch(self)
+        self._waits.append(watch)
         self._subscribed()
         try:
-            return await wait_in(mailbox, seconds, fn, f"accepted message on pod {self.id}")
+            return await wait_in(watch, seconds, fn, f"accepted message on pod {self.id}")
         finally:
-            self._waits.remove(mailbox)
+            self._waits.remove(watch)
             if not self._waits and self._mode is ConsumerMode.IDLE:
-                self.bus.routes_changed()
+                self._stopped_receiving()
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -331,12 +340,21 @@ class Pod(Consumer):
         if previous is ConsumerMode.ITER and mode is not ConsumerMode.ITER:
             self._wake_iterator()
         if mode is ConsumerMode.IDLE and self._congested:
-            # no longer a receiver: what it holds waits for a consumer, publishers need not
-            self._congested = False
-            self.bus.relieve(self)
+            self._relieve_all()
         self._subscribed()
         if self._inbox and (not self._scheduled or mode is ConsumerMode.ASYNC):
             self._schedule()  # for ASYNC: tops up to a raised concurrency, never past it
+
+    def _stopped_receiving(self) -> None:
+        """The last wait of a pod with no handler or iterator ended."""
+        if self._congested:
+            self._relieve_all()
+        self.bus.routes_changed()
+
+    def _relieve_all(self) -> None:
+        """No longer a receiver: what the inbox holds waits for a consumer, publishers need not."""
+        self._congested = False
+        self.bus.relieve(self)
 
     def _subscribed(self) -> None:
         """Called whenever the pod may have become a receiver: updates routes, and replays once,

@@ -8,10 +8,11 @@ import gc
 import math
 import os
 import weakref
+from collections.abc import Callable
 
 import pytest
 
-from gravpy import Grav, Message, _mailbox
+from gravpy import Grav, Message, Pod, _mailbox
 from gravpy._mailbox import SHARED_FROM, SLOT, Mailbox
 from gravpy.bus import Bus
 from gravpy.errors import MsgNotWanted, NoResponders, UsageError, WaitTimeout
@@ -87,6 +88,127 @@ async def test_pod_wait_until_times_out() -> None:
             await waiter.wait_until(0.05, lambda m: m)
         assert issubclass(WaitTimeout, TimeoutError)
         assert not waiter.receiving  # the wait is gone, so is the pod's interest
+
+
+def unaccounted(pod: Pod) -> int:
+    """What the pod received that is neither handled, dropped, queued nor pending (0 when idle)."""
+    s = pod.statistics()
+    drops = s.dropped_overflow + s.dropped_failed + s.dropped_closed
+    return s.received - (s.handled + drops + s.inbox + s.pending_failures)
+
+
+def text_is(want: str, seen: list[str] | None = None) -> Callable[[Message], str]:
+    """A wait function accepting only the message whose text is ``want`` (noting each in ``seen``)."""
+
+    def fn(msg: Message) -> str:
+        if seen is not None:
+            seen.append(msg.text())
+        if msg.text() != want:
+            raise MsgNotWanted
+        return want
+
+    return fn
+
+
+async def test_a_wait_on_a_replay_pod_takes_only_what_it_looks_at() -> None:
+    """A wait on a replay pod without a handler takes the buffered messages one at a time: when it
+    accepts one, the rest stay queued for the handler set afterwards, and every one is counted."""
+    async with Grav(buffer_size=10) as g:
+        sender = g.connect()
+        for i in range(10):
+            sender.send(Message.new("test.r", str(i)))
+        pod = g.connect_with_replay()
+        assert await pod.wait_until(GUARD, lambda m: m.text()) == "0"
+        assert not pod.receiving
+        assert (pod.statistics().handled, pod.statistics().inbox) == (1, 9)
+        assert unaccounted(pod) == 0
+        seen = recorder(pod)
+        await settle(g)
+        assert texts(seen) == [str(i) for i in range(1, 10)]
+        assert (pod.statistics().received, pod.statistics().handled) == (10, 10)
+        assert unaccounted(pod) == 0
+
+
+async def test_a_wait_on_a_pod_without_a_consumer_leaves_the_rest_for_the_next() -> None:
+    """Messages a wait on a pod with no handler looked at are handled; those after the one it
+    accepted stay queued, and the next wait (or iterator) gets them first, in order."""
+    async with Grav() as g:
+        sender = g.connect()
+        pod = g.connect()
+        waiting = asyncio.create_task(pod.wait_until(GUARD, text_is("5")))
+        await until(lambda: pod.receiving)
+        for i in range(10):
+            sender.send(Message.new("test.r", str(i)))
+        assert await waiting == "5"
+        s = pod.statistics()
+        assert (s.received, s.handled, s.inbox) == (10, 6, 4)
+        await settle(g)  # a pod that is not receiving is idle, whatever it holds
+        assert unaccounted(pod) == 0
+        assert await pod.wait_until(GUARD, lambda m: m.text()) == "6"
+        got = []
+        async for msg in pod:
+            got.append(msg.text())
+            if len(got) == 3:
+                break
+        assert got == ["7", "8", "9"]
+        assert (pod.statistics().handled, unaccounted(pod)) == (10, 0)
+
+
+async def test_two_waits_on_a_pod_without_a_consumer_each_see_every_message() -> None:
+    """Two waits on a pod with no handler both see each message in order; what neither looked at
+    stays queued."""
+    async with Grav() as g:
+        sender = g.connect()
+        pod = g.connect()
+        seen_first: list[str] = []
+        seen_second: list[str] = []
+        first = asyncio.create_task(pod.wait_on(text_is("2", seen_first)))
+        second = asyncio.create_task(pod.wait_on(text_is("4", seen_second)))
+        await until(lambda: pod.receiving)  # (both waits start in the same loop turn)
+        for i in range(6):
+            sender.send(Message.new("test.r", str(i)))
+        assert (await first, await second) == ("2", "4")
+        assert (seen_first, seen_second) == (["0", "1", "2"], ["0", "1", "2", "3", "4"])
+        assert (pod.statistics().handled, pod.statistics().inbox, unaccounted(pod)) == (5, 1, 0)
+
+
+async def test_a_wait_that_times_out_counts_what_it_looked_at() -> None:
+    """A wait that accepts nothing has handled every message it was shown, and counts them."""
+    async with Grav() as g:
+        sender = g.connect()
+        pod = g.connect()
+        seen: list[str] = []
+
+        def fn(msg: Message) -> None:
+            seen.append(msg.text())
+            raise MsgNotWanted
+
+        async def send() -> None:
+            for i in range(5):
+                sender.send(Message.new("test.r", str(i)))
+            await until(lambda: len(seen) == 5)
+
+        sending = asyncio.create_task(send())
+        with pytest.raises(WaitTimeout):
+            await pod.wait_until(0.2, fn)
+        await sending
+        assert seen == ["0", "1", "2", "3", "4"]
+        assert (pod.statistics().handled, unaccounted(pod)) == (5, 0)
+
+
+async def test_a_wait_that_ends_with_a_full_inbox_does_not_hold_publishers() -> None:
+    """When a wait on a pod with no handler ends, what it left queued does not hold publish."""
+    async with Grav() as g:
+        sender = g.connect()
+        pod = g.connect(inbox_limit=4)
+        waiting = asyncio.create_task(pod.wait_until(GUARD, lambda m: m.text()))
+        await until(lambda: pod.receiving)
+        for i in range(4):
+            sender.send(Message.new("test.r", str(i)))
+        assert g.bus.pods_congested  # over half full while the wait receives
+        assert await waiting == "0"
+        assert pod.statistics().inbox == 3
+        assert not g.bus.pods_congested  # no longer a receiver: publishers need not wait for it
 
 
 @pytest.mark.parametrize("timeout", [0, -1.0])
