@@ -339,6 +339,22 @@ async def test_async_for_loop_collects_until_disconnect() -> None:
             await anext(aiter(pod))
 
 
+async def test_removing_the_handler_keeps_what_the_inbox_holds_for_the_next() -> None:
+    """on(None) while messages wait in the inbox keeps them, counted, for the next handler."""
+    async with Grav() as g:
+        sender, pod = g.connect(), g.connect()
+        first = recorder(pod)
+        for i in range(3):
+            sender.send(Message.new("test.seq", str(i)))
+        pod.on(None)  # before the drain those sends scheduled has run
+        await settle(g)
+        s = pod.statistics()
+        assert (first, s.received, s.handled, s.inbox) == ([], 3, 0, 3)
+        second = recorder(pod)
+        await settle(g)
+        assert texts(second) == ["0", "1", "2"]
+
+
 async def test_setting_a_handler_ends_iteration_and_the_handler_gets_the_rest() -> None:
     """A handler set while a pod is iterated ends the iteration; queued and later messages go to it."""
     async with Grav() as g:
