@@ -168,12 +168,11 @@ def check_timeout(timeout: object, name: str = "timeout") -> float | None:
     waits forever) or None; else ``UsageError``, naming the argument ``name``."""
     if timeout is None:
         return None
-    if (
-        isinstance(timeout, (int, float))
-        and not isinstance(timeout, bool)
-        and timeout > 0  # (nan is not)
-    ):
-        return timeout
+    if type(timeout) is float or type(timeout) is int:  # every request's wait: the usual first
+        if timeout > 0:  # (nan is not)
+            return timeout
+    elif isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
+        return timeout  # a subclass, such as numpy's float64
     raise UsageError(f"{name} must be a positive number of seconds or None, got {timeout!r}")
 
 

@@ -81,6 +81,18 @@ async def test_a_timeout_that_is_not_a_number_is_a_usage_error(bad: object) -> N
         assert not pod.receiving  # the refused wait never started
 
 
+async def test_a_number_of_another_numeric_class_is_a_timeout() -> None:
+    """A timeout may be any int or float, subclasses (such as numpy's float64) included."""
+
+    class Seconds(float):
+        pass
+
+    async with Grav() as g:
+        pod = g.connect()
+        with pytest.raises(WaitTimeout):
+            await pod.wait_until(Seconds(0.01), lambda m: m)
+
+
 @pytest.mark.parametrize("bad", [-1, 0, "5", float("nan")])
 def test_connect_refuses_a_bad_timeout_when_called(bad: object) -> None:
     """gravpy.connect(url, timeout=-1) is a UsageError at the call, not a WaitTimeout on entering."""
