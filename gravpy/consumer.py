@@ -87,8 +87,9 @@ _ITER: Final = ConsumerMode.ITER
 
 
 class Watch(Mailbox):
-    """One ``Pod.wait_until``: a mailbox that tells its pod when it is ready for the next message,
-    and when it looked at one the pod's waits were shown while the pod had no other consumer."""
+    """The mailbox of one ``Pod.wait_until``. On a pod with no handler or iterator the waits
+    consume, and a watch tells the pod when it is ready for the next message (``_feed_waits``)
+    and when it looked at the one it was shown (``_took``)."""
 
     __slots__ = ("_consumer", "ready", "shown")
 

@@ -106,8 +106,8 @@ class Pod(Consumer):
         anywhere on the mesh; pods outside the group still get their own copy. A pod is in at most
         one group: joining another leaves the first. Group members get no replies (a reply is for
         its asker) and no replay: a ``connect_with_replay`` pod that starts receiving as a member
-        is never replayed, not even after it leaves the group. Use it for pods you iterate; ``on(handler, group=...)`` does
-        the same for handlers.
+        is never replayed, not even after it leaves the group. Use it for pods you iterate;
+        ``on(handler, group=...)`` does the same for handlers.
         """
         self._check_open()
         self.group = check_group(name)
@@ -340,7 +340,7 @@ class Pod(Consumer):
         if previous is ConsumerMode.ITER and mode is not ConsumerMode.ITER:
             self._wake_iterator()
         if mode is ConsumerMode.IDLE and self._congested:
-            self._relieve_all()
+            self._relieve_publishers()
         self._subscribed()
         if self._inbox and (not self._scheduled or mode is ConsumerMode.ASYNC):
             self._schedule()  # for ASYNC: tops up to a raised concurrency, never past it
@@ -348,10 +348,10 @@ class Pod(Consumer):
     def _stopped_receiving(self) -> None:
         """The last wait of a pod with no handler or iterator ended."""
         if self._congested:
-            self._relieve_all()
+            self._relieve_publishers()
         self.bus.routes_changed()
 
-    def _relieve_all(self) -> None:
+    def _relieve_publishers(self) -> None:
         """No longer a receiver: what the inbox holds waits for a consumer, publishers need not."""
         self._congested = False
         self.bus.relieve(self)
