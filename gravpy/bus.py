@@ -27,6 +27,7 @@ from gravpy import _log as logs
 from gravpy._mailbox import Mailbox
 from gravpy._tasks import TaskSupervisor
 from gravpy.buffer import MsgBuffer
+from gravpy.consumer import check_overflow
 from gravpy.counters import BusStatistics, RetiredCounts
 from gravpy.errors import PodDisconnected, UsageError
 from gravpy.failure import FAILURE_TYPE, failure_of
@@ -80,7 +81,7 @@ class Bus:
         if inbox_limit < self.buffer.limit:
             raise UsageError("inbox_limit must be at least buffer_size, or a replay would overflow")
         self.inbox_limit = inbox_limit
-        self.overflow = Overflow(overflow)
+        self.overflow = check_overflow(overflow)
         self.failure_limit = failure_limit
         self.max_attempts = max_attempts
         self._mesh: MeshPort | None = None
@@ -135,7 +136,7 @@ class Bus:
             self._next_id,
             replay=replay,
             inbox_limit=limit,
-            overflow=self.overflow if overflow is None else Overflow(overflow),
+            overflow=self.overflow if overflow is None else check_overflow(overflow),
         )
         self._next_id += 1
         self._pods[pod.id] = pod

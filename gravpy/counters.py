@@ -19,7 +19,7 @@ class PodStatistics:
     """A snapshot of one pod's counters."""
 
     received: int  # admitted by the filters and queued
-    handled: int  # taken by the handler or the iterator without error
+    handled: int  # taken by the handler, the iterator, or a wait on a pod with neither
     failed: int  # handler calls that raised
     redelivered: int  # failed messages given to the handler again
     pending_failures: int

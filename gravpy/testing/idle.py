@@ -13,8 +13,9 @@ __all__ = ["wait_idle"]
 async def wait_idle(grav: Grav, timeout: float = 5.0) -> None:
     """Let the loop run until every pod of ``grav`` is idle (``Pod.idle``).
 
-    A test that asserts something did *not* arrive calls this first: once every inbox is empty
-    and no drain is scheduled or running, whatever was sent before has been handled. Raises
+    A test that asserts something did *not* arrive calls this first: once every pod with a
+    consumer has an empty inbox and no drain is scheduled or running (a pod with none holds
+    what came), whatever was sent before has been handled. Raises
     ``WaitTimeout`` after ``timeout`` seconds.
     """
     try:
