@@ -7,7 +7,6 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,33 +15,16 @@ import pytest
 
 from gravpy import Grav
 from gravpy.daemon.config import Address, DaemonConfig
-from gravpy.daemon.events_node import DaemonEvents
 from gravpy.daemon.monitor import Monitor, NodeStatus
 from tests._bus_helpers import GUARD
-
-
-@dataclass
-class Served:
-    """A running monitor with the dashboard and the events routes: its URL and port."""
-
-    base: str
-    port: int
+from tests.daemon.monitor_kit import Served, served_monitor
 
 
 @pytest.fixture
 async def served() -> AsyncIterator[Served]:
     """A loopback monitor with no token file (the default), events kept in memory."""
-    async with Grav() as grav:
-        config = DaemonConfig()
-        status = NodeStatus(grav, config)
-        status.events = await DaemonEvents.open(grav, config, in_memory=True)
-        monitor = Monitor(status, Address("127.0.0.1", 0))
-        try:
-            address = await monitor.start()
-            yield Served(f"http://{address}", int(address.rsplit(":", 1)[1]))
-        finally:
-            await monitor.stop()
-            await status.events.close()
+    async with served_monitor() as running:
+        yield running
 
 
 async def _ask(

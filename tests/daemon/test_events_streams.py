@@ -8,58 +8,25 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from gravpy import Grav
 from gravpy.daemon import events_http
-from gravpy.daemon.config import Address, DaemonConfig
 from gravpy.daemon.events_http import MAX_STREAMS
-from gravpy.daemon.events_node import DaemonEvents
-from gravpy.daemon.monitor import Monitor, NodeStatus
 from tests._bus_helpers import GUARD, until
-
-
-@dataclass
-class Served:
-    grav: Grav
-    base: str
-
-    def pods(self) -> int:
-        return self.grav.statistics().pods
+from tests.daemon.monitor_kit import Served, metric, served_monitor
 
 
 @pytest.fixture
 async def served() -> AsyncIterator[Served]:
     """A loopback monitor with events kept in memory."""
-    async with Grav() as grav:
-        config = DaemonConfig()
-        status = NodeStatus(grav, config)
-        status.events = await DaemonEvents.open(grav, config, in_memory=True)
-        monitor = Monitor(status, Address("127.0.0.1", 0))
-        try:
-            yield Served(grav, f"http://{await monitor.start()}")
-        finally:
-            await monitor.stop()
-            await status.events.close()
+    async with served_monitor() as running:
+        yield running
 
 
 def _stream_path() -> str:
     return f"/v1/events/stream?user={uuid.uuid4()}"
-
-
-async def _metric(base: str, name: str) -> float:
-    async with aiohttp.ClientSession() as session, session.get(base + "/metrics") as response:
-        text = await response.text()
-    return next(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name
-    )
 
 
 async def test_streams_past_the_cap_answer_503_and_are_counted(served: Served) -> None:
@@ -77,8 +44,8 @@ async def test_streams_past_the_cap_answer_503_and_are_counted(served: Served) -
             assert refused.status == 503
             assert "streams" in (await refused.json())["error"]
         assert served.pods() == before + MAX_STREAMS
-        assert await _metric(served.base, "gravd_event_streams_refused_total") == 1
-        assert await _metric(served.base, "gravd_event_streams") == MAX_STREAMS
+        assert await metric(served.base, "gravd_event_streams_refused_total") == 1
+        assert await metric(served.base, "gravd_event_streams") == MAX_STREAMS
         opened[0].close()
         await until(lambda: served.pods() == before + MAX_STREAMS - 1)
         async with session.get(served.base + _stream_path()) as again:

@@ -9,13 +9,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
 
-from gravpy import Grav
-from gravpy.daemon.config import Address, DaemonConfig
-from gravpy.daemon.events_node import DaemonEvents
-from gravpy.daemon.monitor import Monitor, NodeStatus
+from gravpy.daemon.monitor import Monitor
 from tests._bus_helpers import GUARD, until
+from tests.daemon.monitor_kit import metric, served_monitor
 
 SLOW_HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"  # the blank line never comes
 
@@ -23,16 +20,8 @@ SLOW_HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"  # the blank line ne
 @asynccontextmanager
 async def _monitor(**limits: float) -> AsyncIterator[tuple[Monitor, str]]:
     """A monitor on 127.0.0.1 with these limits and events in memory; its base URL."""
-    async with Grav() as grav:
-        config = DaemonConfig()
-        status = NodeStatus(grav, config)
-        status.events = await DaemonEvents.open(grav, config, in_memory=True)
-        monitor = Monitor(status, Address("127.0.0.1", 0), **limits)  # type: ignore[arg-type]
-        try:
-            yield monitor, f"http://{await monitor.start()}"
-        finally:
-            await monitor.stop()
-            await status.events.close()
+    async with served_monitor(**limits) as running:
+        yield running.monitor, running.base
 
 
 async def _slow(base: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -49,17 +38,6 @@ async def _closed_by_server(reader: asyncio.StreamReader) -> bytes:
         return await reader.read()
     except ConnectionResetError:
         return b""
-
-
-async def _metric(base: str, name: str) -> float:
-    async with aiohttp.ClientSession() as session, session.get(base + "/metrics") as response:
-        text = await response.text()
-    return next(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name
-    )
 
 
 async def test_slow_sockets_past_the_cap_are_closed_at_once_and_counted() -> None:
@@ -82,7 +60,7 @@ async def test_slow_sockets_past_the_cap_are_closed_at_once_and_counted() -> Non
             reader.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
         await until(lambda: monitor.statistics().connections == 0)
-        assert await _metric(base, "gravd_monitor_connections_refused_total") == 280
+        assert await metric(base, "gravd_monitor_connections_refused_total") == 280
         async with aiohttp.ClientSession() as session, session.get(base + "/healthz") as answer:
             assert answer.status == 200
 
@@ -98,7 +76,7 @@ async def test_headers_not_sent_in_time_close_the_connection() -> None:
         for _, writer in sockets:
             writer.close()
         assert monitor.statistics().connections_timed_out == 4
-        assert await _metric(base, "gravd_monitor_connections_timed_out_total") == 4
+        assert await metric(base, "gravd_monitor_connections_timed_out_total") == 4
 
 
 async def test_a_body_not_sent_in_time_is_answered_408() -> None:

@@ -31,6 +31,17 @@ async def _leaf(stack: AsyncExitStack, net: MemoryNetwork, url: str, name: str =
     return await stack.enter_async_context(leaf)
 
 
+async def _loaded(stack: AsyncExitStack) -> tuple[Grav, Grav, asyncio.Queue[Message]]:
+    """A node whose pod takes load.* into the queue returned, and a leaf that knows it."""
+    net = MemoryNetwork()
+    node = await stack.enter_async_context(Grav(transport=MemoryTransport(net)))
+    got: asyncio.Queue[Message] = asyncio.Queue()
+    node.connect().on_type("load.*", got.put_nowait)
+    leaf = await _leaf(stack, net, node.endpoints()[0])
+    await leaf.wait_for(lambda links: any("load.*" in p.interests for p in links), 5)
+    return node, leaf, got
+
+
 def test_a_named_hello_keeps_the_first_ten_elements_of_an_unnamed_one() -> None:
     """The name is an 11th element only when set, so version-5 nodes that read ten still agree."""
     plain = Hello("n", "leaf", "*", "", _NONCE, False)
@@ -122,13 +133,8 @@ async def test_a_message_every_link_refused_is_dropped_not_unwanted() -> None:
 
 async def test_bytes_each_way_count_the_encoded_frames() -> None:
     """A leaf's 10 messages of 1 KB grow the node's bytes_in on that link by at least 10 KB."""
-    net = MemoryNetwork()
     async with AsyncExitStack() as stack:
-        node = await stack.enter_async_context(Grav(transport=MemoryTransport(net)))
-        got: asyncio.Queue[Message] = asyncio.Queue()
-        node.connect().on_type("load.*", got.put_nowait)
-        leaf = await _leaf(stack, net, node.endpoints()[0])
-        await leaf.wait_for(lambda links: any("load.*" in p.interests for p in links), 5)
+        node, leaf, got = await _loaded(stack)
         (before,) = node.peers()
         pod = leaf.connect()
         for _ in range(10):
@@ -214,13 +220,8 @@ async def test_a_field_set_wrong_after_new_is_refused_at_send_and_the_link_lives
 ) -> None:
     """A message whose field was set to what no receiver accepts raises UsageError at send;
     it used to close the app's link at its node, losing every message queued with it."""
-    net = MemoryNetwork()
     async with AsyncExitStack() as stack:
-        node = await stack.enter_async_context(Grav(transport=MemoryTransport(net)))
-        got: asyncio.Queue[Message] = asyncio.Queue()
-        node.connect().on_type("load.*", got.put_nowait)
-        leaf = await _leaf(stack, net, node.endpoints()[0])
-        await leaf.wait_for(lambda links: any("load.*" in p.interests for p in links), 5)
+        _, leaf, got = await _loaded(stack)
         pod = leaf.connect()
         pod.send(Message.new("load.before", b""))
         bad = Message.new("load.bad", b"")

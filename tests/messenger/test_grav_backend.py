@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -31,16 +31,23 @@ async def test_grav_messenger_passes_the_conformance_check(gravd: Gravd) -> None
     await check_messenger(factory)
 
 
-async def test_each_request_is_served_once_by_servers_on_two_leaves(gravd: Gravd) -> None:
-    """Of two servers on two leaves, exactly one answers each request from a third leaf."""
-    handled: Counter[str] = Counter()
+def _counting(handled: Counter[str]) -> Callable[[str], Callable[[bytes], Awaitable[bytes]]]:
+    """Servers that answer with their name and count what each handled in ``handled``."""
 
-    def server(name: str):  # type: ignore[no-untyped-def]
+    def server(name: str) -> Callable[[bytes], Awaitable[bytes]]:
         async def handle(data: bytes) -> bytes:
             handled[name] += 1
             return name.encode()
 
         return handle
+
+    return server
+
+
+async def test_each_request_is_served_once_by_servers_on_two_leaves(gravd: Gravd) -> None:
+    """Of two servers on two leaves, exactly one answers each request from a third leaf."""
+    handled: Counter[str] = Counter()
+    server = _counting(handled)
 
     async with (
         await open_messenger(gravd.endpoint) as a,
@@ -185,13 +192,7 @@ async def test_publish_does_not_wait_for_a_slow_server_of_another_subject() -> N
 async def test_overlapping_servers_on_two_leaves_share_each_request(gravd: Gravd) -> None:
     """Servers of "ov.*" and "*.x" on two leaves: a request on ov.x crosses gravd to one of them."""
     handled: Counter[str] = Counter()
-
-    def server(name: str):  # type: ignore[no-untyped-def]
-        async def handle(data: bytes) -> bytes:
-            handled[name] += 1
-            return name.encode()
-
-        return handle
+    server = _counting(handled)
 
     async with (
         await open_messenger(gravd.endpoint) as a,
