@@ -125,6 +125,9 @@ class PeerLink:
         self._group_weights: dict[str, Mapping[str, int]] = {}
         self._backlog: deque[Message] = deque()  # received, held while a local pod is congested
         self._backlog_seqs: deque[int] = deque()  # their origin numbers (0: none)
+        # seconds this link waited for congested pods beyond the time it ran free since (``_hold``)
+        self._held_for = 0.0
+        self._held_until = 0.0  # when its last wait for them ended (monotonic)
         self._writer = LinkWriter(
             link,
             self.proto,
@@ -523,25 +526,19 @@ class PeerLink:
         """Hand on the backlog a chunk per loop turn; read no more until it is empty, and while
         local pods are congested, so the sender's link backs up.
 
-        Waits in steps of a quarter of ``dead_after``. Congested pods are set aside when a step
-        passes with no progress (a stuck pod), or when they still hold the link after two steps
-        (a slow one): they then drop by their overflow policy (counted) instead of holding this
-        link, their siblings get everything that follows, and the link reads again well before
-        its unread pings could make it look dead.
+        Waits in steps of a quarter of ``dead_after``. A burst is held: the pods catch up and the
+        link reads on. Congested pods are set aside when a step passes with no progress (a stuck
+        pod), or when the link's waits for them, less the time it ran free in between, add up to
+        two steps (a slow one: it relieves within each step, yet holds the link most of the
+        time). They then drop by their overflow policy (counted) instead of holding this link,
+        their siblings get everything that follows, and the link reads again well before its
+        unread pings could make it look dead.
         """
         bus = self._bus
         step = self.proto.config.dead_after / 4
-        waited = 0
         while self._backlog:
             if bus.pods_congested:
-                before = bus.pods_queued()
-                try:
-                    async with asyncio.timeout(step):
-                        await bus.wait_pod_room()
-                except TimeoutError:
-                    waited += 1
-                    if waited >= 2 or bus.pods_queued() >= before:
-                        bus.set_congested_pods_aside()
+                await self._wait_pod_room(step)
             backlog, backlog_seqs = self._backlog, self._backlog_seqs
             n = min(len(backlog), _CHUNK)
             pending = [backlog.popleft() for _ in range(n)]
@@ -553,6 +550,28 @@ class PeerLink:
             if not taken and not bus.pods_congested:  # the owner holds them (a move draining)
                 await self._owner_ready.wait()
             await asyncio.sleep(0)  # let the pods' drains run between chunks
+
+    async def _wait_pod_room(self, step: float) -> None:
+        """Wait (a step at most) for the congested pods to relieve; set them aside if they made
+        no progress in the step, or if the link's waits outgrew its free running by two steps."""
+        bus = self._bus
+        budget = 2 * step
+        start = time.monotonic()
+        held = max(0.0, self._held_for - (start - self._held_until))  # (free time pays it back)
+        before = bus.pods_queued()
+        try:
+            async with asyncio.timeout(min(step, max(0.0, budget - held))):
+                await bus.wait_pod_room()
+        except TimeoutError:
+            end = time.monotonic()
+            held += end - start
+            if held >= budget or bus.pods_queued() >= before:
+                bus.set_congested_pods_aside()
+                held = 0.0
+        else:
+            end = time.monotonic()
+            held += end - start
+        self._held_for, self._held_until = held, end
 
     async def _tick(self) -> None:
         while True:

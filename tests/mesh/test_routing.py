@@ -216,7 +216,10 @@ async def test_request_reply_across_nodes_many_times(node: NodeFactory, link: st
 @LINKS
 async def test_publish_backpressure_reaches_across_the_mesh(node: NodeFactory, link: str) -> None:
     """A remote pod slower than the publisher, with a small inbox, still loses nothing."""
-    a, b = await _pair(node, link)
+    # the link waits for a slow pod until its waits outgrow its free running by half of
+    # dead_after (then the pod is set aside and drops): this burst must fit in that
+    patient = HubConfig(protocol=ProtocolConfig(ping_interval=1.0, dead_after=30.0))
+    a, b = await _pair(node, link, hub_config=patient)
     got: list[int] = []
     done = asyncio.Event()
 
