@@ -261,7 +261,7 @@ class Traffic:
             raise UsageError(
                 f"message data is {size} bytes, over the mesh limit of {self._max_data} bytes"
             )
-        headers = msg.headers
+        headers: object = msg.headers  # (object: compiled, a wrong type is ours to refuse)
         if headers:
             if type(headers) is not dict or len(headers) > MAX_HEADERS:
                 raise UsageError(
