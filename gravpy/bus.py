@@ -222,8 +222,12 @@ class Bus:
             raise PodDisconnected("the bus is closed")
         if msg.__class__ is not Message:
             raise UsageError(f"expected a Message, got {type(msg).__name__}")
-        if msg.headers is not None and GROUP_HEADER in msg.headers:
-            raise UsageError(f"the header {GROUP_HEADER!r} is reserved for the mesh's routers")
+        headers: object = msg.headers  # (object: compiled, a wrong type is ours to refuse)
+        if headers is not None:
+            if type(headers) is not dict:
+                raise UsageError(f"a message's headers are a dict, got {type(headers).__name__}")
+            if GROUP_HEADER in headers:
+                raise UsageError(f"the header {GROUP_HEADER!r} is reserved for the mesh's routers")
         mesh = self._mesh
         self._sent += 1
         if mesh is None:
