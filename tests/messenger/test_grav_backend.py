@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -44,20 +45,31 @@ def _counting(handled: Counter[str]) -> Callable[[str], Callable[[bytes], Awaita
     return server
 
 
-async def test_each_request_is_served_once_by_servers_on_two_leaves(gravd: Gravd) -> None:
-    """Of two servers on two leaves, exactly one answers each request from a third leaf."""
-    handled: Counter[str] = Counter()
+@asynccontextmanager
+async def _two_servers(
+    gravd: Gravd, served: list[tuple[str, str]], subject: str, handled: Counter[str]
+) -> AsyncIterator[Messenger]:
+    """Two leaves serving ``served`` ((pattern, the server's name), counted in ``handled``), and
+    a third one, yielded once gravd and it know both servers of ``subject``."""
     server = _counting(handled)
-
     async with (
         await open_messenger(gravd.endpoint) as a,
         await open_messenger(gravd.endpoint) as b,
         await open_messenger(gravd.endpoint) as asker,
     ):
-        await a.serve("mesh.svc", server("a"))
-        await b.serve("mesh.svc", server("b"))
-        await gravd.wait_http(lambda node: _leaves_wanting(node, "mesh.svc") == 2)
-        await _leaf(asker).wait_server("mesh.svc", timeout=10.0)
+        for messenger, (pattern, name) in zip((a, b), served, strict=True):
+            await messenger.serve(pattern, server(name))
+        await gravd.wait_http(lambda node: _leaves_wanting(node, subject) == 2)
+        await _leaf(asker).wait_server(subject, timeout=10.0)
+        yield asker
+
+
+async def test_each_request_is_served_once_by_servers_on_two_leaves(gravd: Gravd) -> None:
+    """Of two servers on two leaves, exactly one answers each request from a third leaf."""
+    handled: Counter[str] = Counter()
+    async with _two_servers(
+        gravd, [("mesh.svc", "a"), ("mesh.svc", "b")], "mesh.svc", handled
+    ) as asker:
         replies = await asyncio.gather(
             *(asker.request("mesh.svc", b"%d" % i, timeout=5.0) for i in range(40))
         )
@@ -192,17 +204,7 @@ async def test_publish_does_not_wait_for_a_slow_server_of_another_subject() -> N
 async def test_overlapping_servers_on_two_leaves_share_each_request(gravd: Gravd) -> None:
     """Servers of "ov.*" and "*.x" on two leaves: a request on ov.x crosses gravd to one of them."""
     handled: Counter[str] = Counter()
-    server = _counting(handled)
-
-    async with (
-        await open_messenger(gravd.endpoint) as a,
-        await open_messenger(gravd.endpoint) as b,
-        await open_messenger(gravd.endpoint) as asker,
-    ):
-        await a.serve("ov.*", server("star"))
-        await b.serve("*.x", server("tail"))
-        await gravd.wait_http(lambda node: _leaves_wanting(node, "ov.x") == 2)
-        await _leaf(asker).wait_server("ov.x", timeout=10.0)
+    async with _two_servers(gravd, [("ov.*", "star"), ("*.x", "tail")], "ov.x", handled) as asker:
         replies = [await asker.request("ov.x", b"%d" % i, timeout=5.0) for i in range(20)]
         # each server handles in order: a request only it matches comes after any copy of ov.x
         assert await asker.request("ov.fence", b"", timeout=5.0) == b"star"
