@@ -205,14 +205,16 @@ def load_config_with_sources(
         if flags.get(setting.name) is not None:
             raw[setting.name] = (flags[setting.name], f"flag {setting.flag}")
     values = _parse(raw)
+    if config_file is not None:
+        _relative_to_file(values, raw, config_file)
     defaults = DaemonConfig()
     _check_tls(
         lambda name: values.get(name, getattr(defaults, name)),
         lambda name: raw[name][1] if name in raw else "default",
     )
-    _read_tls_files(values, raw, config_file)
+    _read_tls_files(values, raw)
     if values.get("mesh_key_file") is not None:
-        _load_key(values, raw["mesh_key_file"][1], config_file)
+        values["mesh_key"] = _read_key(values["mesh_key_file"], raw["mesh_key_file"][1])
     _check_credentials(values, raw)
     if values.get("peers") and values.get("discovery") == "none":
         raise ConfigError(
@@ -317,9 +319,6 @@ def _check_peer_schemes(peers: tuple[str, ...], source: str) -> None:
             )
 
 
-_TLS_FILES = ("tls_cert", "tls_key", "tls_ca")
-
-
 def _check_tls(value: Callable[[str], Any], source: Callable[[str], str]) -> None:
     """Refuse TLS settings that are each valid but incomplete together."""
     for name, other in (("tls_cert", "tls_key"), ("tls_key", "tls_cert")):
@@ -334,16 +333,19 @@ def _check_tls(value: Callable[[str], Any], source: Callable[[str], str]) -> Non
         )
 
 
-def _read_tls_files(values: dict[str, Any], raw: Raw, config_file: Path | None) -> None:
-    """Resolve TLS paths from the TOML file against it; read and check every file."""
+def _relative_to_file(values: dict[str, Any], raw: Raw, config_file: Path) -> None:
+    """A relative path given in the TOML file is relative to that file's directory (every path
+    setting alike); one from a flag or the environment, to the working directory."""
+    for name, value in values.items():
+        from_file = raw[name][1] == _toml_source(config_file, name)
+        if from_file and isinstance(value, Path) and not value.is_absolute():
+            values[name] = config_file.parent / value
+
+
+def _read_tls_files(values: dict[str, Any], raw: Raw) -> None:
+    """Read and check every TLS file."""
     from gravpy.tls import TlsFileError, check_tls_files
 
-    for name in _TLS_FILES:
-        path = values.get(name)
-        if path is None or config_file is None:
-            continue
-        if raw[name][1] == _toml_source(config_file, name):
-            values[name] = config_file.parent / path
     try:
         check_tls_files(values.get("tls_cert"), values.get("tls_key"), values.get("tls_ca"))
     except TlsFileError as exc:
@@ -422,14 +424,6 @@ def _parse(raw: Raw) -> dict[str, Any]:
         except ValueError as exc:
             raise ConfigError(name, source, str(exc)) from None
     return values
-
-
-def _load_key(values: dict[str, Any], source: str, config_file: Path | None) -> None:
-    """Read the mesh key into ``values``; a relative path from the TOML file is relative to it."""
-    key_file: Path = values["mesh_key_file"]
-    if config_file is not None and source == _toml_source(config_file, "mesh_key_file"):
-        key_file = values["mesh_key_file"] = config_file.parent / key_file
-    values["mesh_key"] = _read_key(key_file, source)
 
 
 def _pick_config_file(

@@ -17,6 +17,7 @@ from gravpy.daemon.config import (
     tcp_beside,
 )
 from gravpy.errors import UsageError
+from gravpy.identity import keygen
 
 NO_FLAGS: dict[str, object] = {}
 
@@ -164,6 +165,40 @@ def test_mesh_key_file_relative_to_the_toml_file(tmp_path: Path) -> None:
     assert config.mesh_key_file == tmp_path / "mesh.key"
     assert "s3cret" not in repr(config)
     assert "s3cret" not in str(config.public())
+
+
+def test_every_relative_path_in_the_toml_file_is_relative_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each path setting given relative in the TOML file (identity, auth file, data dir, NATS
+    files, token file) is taken next to the file, whatever the working directory; the same
+    path from a flag stays relative to the working directory."""
+    path = _toml(
+        tmp_path,
+        'identity = "keys/node.key"\nauth_file = "auth.toml"\ndata_dir = "state"\n'
+        'nats_token_file = "nats.token"\n'
+        f'dashboard_token_file = "{tmp_path / "dash.token"}"\n',
+    )
+    (tmp_path / "nats.token").write_text("t0ken\n")
+    (tmp_path / "dash.token").write_text("d4shboard-t0ken-0123\n")
+    (tmp_path / "keys").mkdir()
+    line = keygen(tmp_path / "keys/node.key")
+    (tmp_path / "auth.toml").write_text(
+        f'[[identities]]\nname = "n"\npublic_key = "{line}"\n'
+        'publish = { allow = [">"], deny = [] }\nsubscribe = { allow = [">"], deny = [] }\n'
+    )
+    config = load_config({"config": str(path)}, {})
+    assert config.identity == tmp_path / "keys/node.key"
+    assert config.auth_file == tmp_path / "auth.toml"
+    assert config.data_dir == tmp_path / "state"
+    assert config.nats_token_file == tmp_path / "nats.token"
+    assert config.dashboard_token_file == tmp_path / "dash.token"  # (absolute: as given)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "keys").mkdir(parents=True)
+    keygen(elsewhere / "keys/node.key")
+    monkeypatch.chdir(elsewhere)
+    flagged = load_config({"config": str(path), "identity": "keys/node.key"}, {})
+    assert flagged.identity == Path("keys/node.key")
 
 
 def test_short_or_missing_mesh_key_is_refused(tmp_path: Path) -> None:
