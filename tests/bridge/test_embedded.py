@@ -247,8 +247,10 @@ async def test_what_nats_py_held_while_reconnecting_in_vain_is_counted(
 ) -> None:
     """Messages handed to nats-py while it reconnects wait in its pending buffer; when it gives
     up reconnecting they are gone, and counted as ``not_reconnected``."""
+    # one reconnect attempt, made ``reconnect_wait`` after the loss: the window in which the
+    # messages below must reach nats-py (2 s, so that a loaded machine still makes it)
     config = NatsBridgeConfig(
-        servers=(nats_one.url,), ttl=5.0, reconnect_attempts=1, reconnect_wait=0.1
+        servers=(nats_one.url,), ttl=30.0, reconnect_attempts=1, reconnect_wait=2.0
     )
     b1 = NatsBridge(config)
     g1 = Grav(transport=WebSocketTransport("127.0.0.1", 0), belongs_to="east", bridges=[b1])
@@ -263,6 +265,9 @@ async def test_what_nats_py_held_while_reconnecting_in_vain_is_counted(
         east = g1.connect()
         for i in range(5):
             await east.publish(Message.new("sensor.temp", str(i)))
+        async with asyncio.timeout(10):
+            await until(lambda: b1.statistics().exported == 5)
+        assert b1.statistics().state == "reconnecting"  # (else the window was missed)
         async with asyncio.timeout(20):
             await until(lambda: b1.statistics().state != "reconnecting")
             await until(lambda: "not_reconnected" in b1.statistics().lost)
