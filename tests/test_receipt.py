@@ -265,6 +265,25 @@ async def test_reply_that_arrives_before_the_wait_is_still_returned() -> None:
         assert g.statistics().unclaimed_replies == 0
 
 
+async def test_an_early_reply_reaches_the_handler_and_the_later_wait_a_claimed_one_the_wait() -> (
+    None
+):
+    """A reply that comes before any wait goes to the asking pod's handler and is kept for a
+    later wait too (docs/guarantees.md); one that comes while a wait is on goes to the wait only."""
+    async with Grav() as g:
+        requester = g.connect()
+        handled: list[str] = []
+        requester.on_type("test.reply", lambda m: handled.append(m.text()))
+        responder(g.connect())
+        early = requester.send(Message.new("test.ask", "early"))
+        await until(lambda: g.statistics().unclaimed_replies == 1)
+        assert (await early.wait_until(GUARD)).text() == "hey early"
+        claimed = await requester.send(Message.new("test.ask", "waited")).wait_until(GUARD)
+        assert claimed.text() == "hey waited"
+        await settle(g)
+        assert handled == ["hey early"]
+
+
 async def test_every_reply_that_arrives_before_the_wait_is_kept() -> None:
     """Two replies delivered before the wait starts both reach it, in arrival order."""
     async with Grav() as g:
