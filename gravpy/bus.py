@@ -56,6 +56,27 @@ def _count(name: str, value: object) -> int:
     return value
 
 
+def _check_headers(msg: Message) -> None:
+    """``UsageError`` unless ``msg``'s headers are None or a dict without the routers' header."""
+    # (getattr: compiled, a plain read checks the declared type first, raising TypeError)
+    headers: object = getattr(msg, "headers")  # noqa: B009
+    if headers is not None:
+        if type(headers) is not dict:
+            raise UsageError(f"a message's headers are a dict, got {type(headers).__name__}")
+        if GROUP_HEADER in headers:
+            raise UsageError(f"the header {GROUP_HEADER!r} is reserved for the mesh's routers")
+
+
+def _weights(groups: _Groups, sender: Pod | None) -> dict[str, int]:
+    """How many members (``sender`` aside) each of ``groups`` has; groups left empty omitted."""
+    weights: dict[str, int] = {}
+    for name, members in groups:
+        n = len(members) - (sender in members) if sender is not None else len(members)
+        if n:
+            weights[name] = n
+    return weights
+
+
 class Bus:
     """Routes messages between the pods of one process. Use it through ``Grav``."""
 
@@ -205,14 +226,7 @@ class Bus:
         if route is None:
             route = self._route(msg_type)
         groups = route[2]
-        if not groups:
-            return _NO_GROUPS
-        weights: dict[str, int] = {}
-        for name, members in groups:
-            n = len(members) - (sender in members) if sender is not None else len(members)
-            if n:
-                weights[name] = n
-        return weights
+        return _weights(groups, sender) if groups else _NO_GROUPS
 
     # -- the hot path ----------------------------------------------------------------------------
 
@@ -222,23 +236,22 @@ class Bus:
             raise PodDisconnected("the bus is closed")
         if msg.__class__ is not Message:
             raise UsageError(f"expected a Message, got {type(msg).__name__}")
-        # (getattr: compiled, a plain read checks the declared type first, raising TypeError)
-        headers: object = getattr(msg, "headers")  # noqa: B009
-        if headers is not None:
-            if type(headers) is not dict:
-                raise UsageError(f"a message's headers are a dict, got {type(headers).__name__}")
-            if GROUP_HEADER in headers:
-                raise UsageError(f"the header {GROUP_HEADER!r} is reserved for the mesh's routers")
+        _check_headers(msg)
         mesh = self._mesh
-        self._sent += 1
         if mesh is None:
+            self._sent += 1
             n = self.deliver(msg, sender)
         else:
-            mesh.check_sendable(msg)
-            local = _NO_GROUPS if msg.reply_to else self.group_weights(msg.type, sender)
+            mesh.check_sendable(msg)  # (before ``_sent``: what it refuses was never sent)
+            self._sent += 1
+            route = self._routes.get(msg.type)
+            if route is None:
+                route = self._route(msg.type)
+            groups = route[2]
+            local = _NO_GROUPS if not groups or msg.reply_to else _weights(groups, sender)
             seq = mesh.sequence()
             n, placed = mesh.forward_local(msg, local, seq)
-            n += self.deliver(msg, sender, placed, seq)
+            n += self._deliver(msg, sender, placed, seq, route)
         if n == 0:
             if mesh is not None and mesh.wanted(msg):  # wanted, but each link refused it (its
                 return MsgReceipt(msg.uuid, msg.type, sender, False, dropped=True)  # queue full)
@@ -258,6 +271,19 @@ class Bus:
         member gets it. A reply that a receipt is waiting for goes to that waiter instead of the
         asking pod's handler; replies are never given to groups.
         """
+        route = self._routes.get(msg.type)
+        if route is None:
+            route = self._route(msg.type)
+        return self._deliver(msg, sender, placed, seq, route)
+
+    def _deliver(
+        self,
+        msg: Message,
+        sender: Pod | None,
+        placed: Collection[str] | None,
+        seq: int,
+        route: _Route,
+    ) -> int:
         claimer: Pod | None = None
         n = 0
         if msg.reply_to:
@@ -271,9 +297,6 @@ class Bus:
             else:
                 self._keep_unclaimed(msg)
         self.buffer.push(msg, sender, seq)
-        route = self._routes.get(msg.type)
-        if route is None:
-            route = self._route(msg.type)
         pods, checked, groups = route
         n += len(pods)
         for pod in pods:
