@@ -30,7 +30,8 @@ class MsgBuffer:
     how many were, so nothing leaves the buffer without a count.
 
     ``max_bytes`` (of message data) and ``max_age`` (seconds since it was pushed, by ``clock``)
-    bound it further when above 0; the oldest entries go first whichever bound is reached.
+    bound it further when above 0 (set when it is made); the oldest entries go first whichever
+    bound is reached.
     """
 
     __slots__ = (
@@ -73,12 +74,13 @@ class MsgBuffer:
             return
         items = self._items
         items.append((msg, origin, seq, at or self._clock()))
-        self._bytes += len(msg.data)
-        if len(items) > self.limit:  # the usual case once full: one out for one in, inline
-            self._bytes -= len(items.popleft()[0].data)
-            self.evicted += 1
         if self.max_bytes or self.max_age:
+            if self.max_bytes:  # (the bytes are summed only where they bound the buffer)
+                self._bytes += len(msg.data)
             self._trim()
+        elif len(items) > self.limit:  # the usual case once full: one out for one in, inline
+            items.popleft()
+            self.evicted += 1
 
     def _trim(self) -> None:
         items = self._items
@@ -91,7 +93,8 @@ class MsgBuffer:
 
     def _evict(self) -> None:
         msg = self._items.popleft()[0]
-        self._bytes -= len(msg.data)
+        if self.max_bytes:
+            self._bytes -= len(msg.data)
         self.evicted += 1
 
     def expire(self) -> None:
@@ -101,7 +104,9 @@ class MsgBuffer:
     @property
     def size_bytes(self) -> int:
         """The data bytes the buffer holds."""
-        return self._bytes
+        if self.max_bytes:
+            return self._bytes
+        return sum(len(m.data) for m, _, _, _ in self._items)
 
     def pushed_at(self) -> list[float]:
         """When each entry was pushed, oldest first (the durable store keeps it)."""

@@ -33,6 +33,7 @@ def test_oldest_is_evicted_first_and_counted() -> None:
     assert list(buf) == msgs[-3:]
     assert len(buf) == 3
     assert buf.evicted == 7
+    assert buf.size_bytes == 3  # ("7", "8", "9": the data held, with no byte bound too)
 
 
 def test_default_limit_is_grav_128() -> None:
