@@ -251,7 +251,7 @@ class Bus:
             local = _NO_GROUPS if not groups or msg.reply_to else _weights(groups, sender)
             seq = mesh.sequence()
             n, placed = mesh.forward_local(msg, local, seq)
-            n += self._deliver(msg, sender, placed, seq, route)
+            n += self.deliver(msg, sender, placed, seq, route)
         if n == 0:
             if mesh is not None and mesh.wanted(msg):  # wanted, but each link refused it (its
                 return MsgReceipt(msg.uuid, msg.type, sender, False, dropped=True)  # queue full)
@@ -264,26 +264,19 @@ class Bus:
         sender: Pod | None = None,
         placed: Collection[str] | None = None,
         seq: int = 0,
+        route: _Route | None = None,
     ) -> int:
         """Push ``msg`` to every receiving pod that admits it (never to ``sender``); return how many.
 
         Ungrouped pods each get it; of each group named in ``placed`` (every group, if None) one
         member gets it. A reply that a receipt is waiting for goes to that waiter instead of the
-        asking pod's handler; replies are never given to groups.
+        asking pod's handler; replies are never given to groups. ``route``: the receivers of its
+        type, if the caller looked them up already.
         """
-        route = self._routes.get(msg.type)
         if route is None:
-            route = self._route(msg.type)
-        return self._deliver(msg, sender, placed, seq, route)
-
-    def _deliver(
-        self,
-        msg: Message,
-        sender: Pod | None,
-        placed: Collection[str] | None,
-        seq: int,
-        route: _Route,
-    ) -> int:
+            route = self._routes.get(msg.type)
+            if route is None:
+                route = self._route(msg.type)
         claimer: Pod | None = None
         n = 0
         if msg.reply_to:
