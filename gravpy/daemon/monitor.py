@@ -100,6 +100,12 @@ class LeafPage:
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> LeafPage:
+        unknown = sorted(set(query) - {"leaves_offset", "leaves_limit"})
+        if unknown:  # (a misspelt one would silently show another page)
+            shown = ", ".join(repr(name[:40]) for name in unknown[:4])
+            raise ValueError(
+                f"unknown parameter {shown}: /v1/node takes leaves_offset, leaves_limit"
+            )
         offset = _whole(query.get("leaves_offset", "0"), "leaves_offset")
         limit = _whole(query.get("leaves_limit", str(DEFAULT_LEAF_PAGE)), "leaves_limit")
         if not 1 <= limit <= MAX_LEAF_PAGE:

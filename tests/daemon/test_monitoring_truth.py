@@ -49,7 +49,8 @@ async def test_metrics_count_traffic_between_leaves_not_just_gravds_own_pod() ->
 
 
 async def test_node_document_pages_leaves_and_readyz_is_200() -> None:
-    """/v1/node?leaves_limit=1 lists one leaf of two with the total; a bad limit is a 400."""
+    """/v1/node?leaves_limit=1 lists one leaf of two with the total; a bad limit, or a
+    parameter it does not take (a misspelt one), is a 400 that names it."""
     async with (
         running_gravd() as node,
         gravpy.connect(node.endpoint),
@@ -58,6 +59,7 @@ async def test_node_document_pages_leaves_and_readyz_is_200() -> None:
         await node.wait_http(lambda doc: doc["leaves_page"]["total"] == 2)
         status, body = await node.get("/v1/node?leaves_limit=1&leaves_offset=1")
         bad, _ = await node.get("/v1/node?leaves_limit=0")
+        misspelt, why = await node.get("/v1/node?leaves_limt=1")
         ready, _ = await node.get("/readyz")
     doc = json.loads(body)
     assert status == 200
@@ -65,4 +67,8 @@ async def test_node_document_pages_leaves_and_readyz_is_200() -> None:
     assert doc["leaves_page"] == {"offset": 1, "limit": 1, "total": 2}
     assert doc["leaves"][0]["remote_address"].startswith("127.0.0.1:")
     assert bad == 400
+    assert (misspelt, json.loads(why)["error"]) == (
+        400,
+        "unknown parameter 'leaves_limt': /v1/node takes leaves_offset, leaves_limit",
+    )
     assert ready == 200
