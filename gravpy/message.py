@@ -90,7 +90,7 @@ os.register_at_fork(after_in_child=_reseed_ids)
 
 def new_id() -> str:
     """Return a new message id: 32 hex digits, unique, cheap, predictable (see module doc)."""
-    return hex(next(_ids))[2:]
+    return "%x" % next(_ids)  # noqa: UP031 - (hex()[2:] slices a second string: 25 ns more)
 
 
 def id_source() -> Callable[[], str]:
@@ -215,7 +215,7 @@ class Message(msgspec.Struct, array_like=True, gc=False):
         except TypeError:  # unhashable: validate_type says why
             known = False
         return cls(
-            hex(next(_ids))[2:],  # new_id(), inlined
+            "%x" % next(_ids),  # noqa: UP031 - new_id(), inlined
             _check_id(parent_id) if parent_id else "",
             "",
             type if known else validate_type(type),

@@ -18,6 +18,7 @@ runs on the hot path beyond one check.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,6 +35,22 @@ except ImportError:  # pragma: no cover - exercised where the otel extra is not 
     ENABLED = False
 else:
     ENABLED = True
+
+
+def _context_reader() -> Callable[[], object]:
+    """What reads OpenTelemetry's current context for ``inject``, on every send: the ``get`` of
+    the ContextVar its default runtime context keeps it in (one C call, where ``get_current``
+    is two Python calls: about 3% of a send), or ``get_current`` where the runtime context is
+    another (``OTEL_PYTHON_CONTEXT``) or this opentelemetry keeps it elsewhere."""
+    if not ENABLED:
+        return dict
+    var = getattr(getattr(_context, "_RUNTIME_CONTEXT", None), "_current_context", None)
+    if isinstance(var, contextvars.ContextVar):
+        return var.get
+    return _context.get_current
+
+
+_current: Callable[[], object] = _context_reader()
 
 Handler = Callable[[Message], Awaitable[object] | object]
 _SYSTEM = "gravpy"
@@ -55,7 +72,7 @@ def _attributes(msg: Message, operation: str) -> dict[str, str]:
 
 def inject(msg: Message) -> None:
     """If a span is active, record a PRODUCER span for ``msg`` and put its context in headers."""
-    if not ENABLED or not _context.get_current():  # an empty context holds no span: done
+    if not ENABLED or not _current():  # an empty context holds no span: done
         return
     if not _trace.get_current_span().get_span_context().is_valid:
         return
