@@ -20,6 +20,8 @@ groups of a locally sent message stay here (``forward_local`` returns them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Callable, Collection, Coroutine, Mapping
 from typing import Any
 
@@ -39,7 +41,7 @@ from gravpy.receipt import MsgReceipt
 from gravpy.recent import RecentMap
 from gravpy.timings import Timings
 
-__all__ = ["Bus", "BusStatistics", "MeshPort"]
+__all__ = ["Bus", "BusStatistics", "MeshPort", "PodHold"]
 
 _log = logs.get_logger("gravpy.bus")
 
@@ -77,6 +79,21 @@ def _weights(groups: _Groups, sender: Pod | None) -> dict[str, int]:
     return weights
 
 
+class PodHold:
+    """How long one waiter (a link's reader, or this process's publishers) has been held by
+    congested pods, less the time it ran free since (free running pays it back): what
+    ``Bus.wait_pods`` sets slow pods aside by. ``step``: the longest single wait, and the time
+    a pod that takes nothing at all is given; ``budget``: the held time a slow one is given."""
+
+    __slots__ = ("budget", "held", "step", "until")
+
+    def __init__(self, step: float, budget: float) -> None:
+        self.step = step
+        self.budget = budget
+        self.held = 0.0
+        self.until = 0.0  # when the last wait ended (monotonic)
+
+
 class Bus:
     """Routes messages between the pods of one process. Use it through ``Grav``."""
 
@@ -90,6 +107,7 @@ class Bus:
         max_attempts: object = 16,
         unclaimed_replies: object = 1024,
         stall_step: float = 0.25,
+        hold_budget: float = 3.0,
         buffer: MsgBuffer | None = None,
         timings: Timings | None = None,
     ) -> None:
@@ -107,6 +125,8 @@ class Bus:
         self.max_attempts = max_attempts
         self._mesh: MeshPort | None = None
         self.stall_step = stall_step
+        self.hold_budget = hold_budget
+        self._publish_hold = PodHold(stall_step, hold_budget)  # for ``wait_room``
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pods: dict[int, Pod] = {}
         self._next_id = 1
@@ -418,20 +438,46 @@ class Bus:
     async def wait_room(self) -> None:
         """Wait until no sink is congested (used by ``Pod.publish``).
 
-        Waits only for consumers that are moving: congested pods that made no progress in a step
-        of ``stall_step`` seconds are set aside (``set_congested_pods_aside``), so one stuck pod
-        never blocks a publisher, nor the healthy pods behind it.
+        Congested pods are waited for as a link waits for them (``wait_pods``, in steps of
+        ``stall_step``, with a ``hold_budget`` of 3 s): a pod that takes nothing in a step, or
+        that holds the publishers longer than they run free by the budget, is set aside and
+        drops its own overflow (counted). So a stuck or slow pod never holds a publisher, nor
+        the healthy pods behind it, for long; a burst is still waited out. Congested links
+        are waited for as long as they stay so (TCP pushes back).
         """
         while self._congested:
+            if self._congested_pods:
+                hold = self._publish_hold
+                hold.step, hold.budget = self.stall_step, self.hold_budget
+                await self.wait_pods(hold)
+                continue
             if self._room is None or self._room.is_set():
                 self._room = asyncio.Event()
-            before = self.pods_queued()
-            try:
+            with contextlib.suppress(TimeoutError):  # (a pod may become congested meanwhile)
                 async with asyncio.timeout(self.stall_step):
                     await self._room.wait()
-            except TimeoutError:
-                if self._congested_pods and self.pods_queued() >= before:
-                    self.set_congested_pods_aside()
+
+    async def wait_pods(self, hold: PodHold) -> None:
+        """Wait (a step of ``hold`` at most) for the congested pods to relieve. Set them aside
+        if they took nothing in the step (stuck), or if ``hold``'s waits for them outgrew its
+        free running by its budget (slow: relieving within each step, yet holding the waiter
+        most of the time); from then on they drop their own overflow, counted."""
+        start = time.monotonic()
+        held = max(0.0, hold.held - (start - hold.until))
+        before = self.pods_queued()
+        try:
+            async with asyncio.timeout(min(hold.step, max(0.0, hold.budget - held))):
+                await self.wait_pod_room()
+        except TimeoutError:
+            end = time.monotonic()
+            held += end - start
+            if held >= hold.budget or self.pods_queued() >= before:
+                self.set_congested_pods_aside()
+                held = 0.0
+        else:
+            end = time.monotonic()
+            held += end - start
+        hold.held, hold.until = held, end
 
     def pods_queued(self) -> int:
         """Messages waiting in the inboxes of the congested pods (to tell progress from a stall)."""

@@ -238,8 +238,10 @@ class Pod(Consumer):
     async def publish(self, msg: Message) -> MsgReceipt:
         """``send``, then wait while any receiver's inbox is over half full (backpressure).
 
-        Use it in a loop that produces faster than receivers consume: ``send`` never waits and
-        lets full inboxes drop (counted); ``publish`` makes the producer wait for room instead.
+        Use it in a loop that produces in bursts faster than receivers consume: ``send`` never
+        waits and lets full inboxes drop (counted); ``publish`` makes the producer wait for room
+        instead. A pod that cannot keep up at all holds it only for a while (``Bus.wait_room``),
+        then drops its own overflow, counted.
         """
         receipt = self.send(msg)
         if self.bus.congested:

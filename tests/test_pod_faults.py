@@ -59,3 +59,31 @@ async def test_a_stuck_pod_does_not_block_publish_or_its_healthy_sibling() -> No
         assert s.dropped_overflow > 0
         assert s.received + s.dropped_overflow == 30_000
         never.set()
+
+
+async def test_a_slow_pod_holds_publish_only_within_its_budget_then_drops_counted() -> None:
+    """publish() waits out a pod that keeps relieving yet cannot keep up (slow, not stuck) only
+    until its waits outgrow the time it ran free by ``hold_budget``: then the pod is set aside
+    and drops its overflow (counted), and its sibling gets every message, in order."""
+    async with Grav() as g:
+        g.bus.hold_budget = 0.2  # (3 s by default: the same budget a link gives a slow pod)
+
+        async def slow(msg: Message) -> None:
+            await asyncio.sleep(0.001)  # ~1,000 messages/s at best: far slower than the sender
+
+        slow_pod = g.connect(inbox_limit=100)
+        slow_pod.on(slow)
+        got: list[int] = []
+        sibling = g.connect()
+        sibling.on(lambda m: got.append(int(m.text())))
+        sender = g.connect()
+        async with asyncio.timeout(GUARD):
+            for i in range(5_000):
+                await sender.publish(Message.new("work.x", str(i)))
+        await until(lambda: len(got) == 5_000)
+        assert got == list(range(5_000))
+        s = slow_pod.statistics()
+        assert s.dropped_overflow > 0  # (before, publish waited for it: nothing was dropped)
+        s = slow_pod.statistics()
+        assert s.received + s.dropped_overflow == 5_000
+        await until(lambda: slow_pod.statistics().handled == s.received)  # the rest: handled

@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
 from gravpy import _log as logs
+from gravpy.bus import PodHold
 from gravpy.errors import LinkClosedError
 from gravpy.filter import Pattern
 from gravpy.mesh.link_stats import LinkDrops, PeerInfo, link_info
@@ -125,9 +126,9 @@ class PeerLink:
         self._group_weights: dict[str, Mapping[str, int]] = {}
         self._backlog: deque[Message] = deque()  # received, held while a local pod is congested
         self._backlog_seqs: deque[int] = deque()  # their origin numbers (0: none)
-        # seconds this link waited for congested pods beyond the time it ran free since (``_hold``)
-        self._held_for = 0.0
-        self._held_until = 0.0  # when its last wait for them ended (monotonic)
+        # its waits for congested pods (``_hold``): steps of a quarter of dead_after, two of them
+        step = config.dead_after / 4
+        self._pod_hold = PodHold(step, 2 * step)
         self._writer = LinkWriter(
             link,
             self.proto,
@@ -535,10 +536,9 @@ class PeerLink:
         unread pings could make it look dead.
         """
         bus = self._bus
-        step = self.proto.config.dead_after / 4
         while self._backlog:
             if bus.pods_congested:
-                await self._wait_pod_room(step)
+                await bus.wait_pods(self._pod_hold)
             backlog, backlog_seqs = self._backlog, self._backlog_seqs
             n = min(len(backlog), _CHUNK)
             pending = [backlog.popleft() for _ in range(n)]
@@ -550,28 +550,6 @@ class PeerLink:
             if not taken and not bus.pods_congested:  # the owner holds them (a move draining)
                 await self._owner_ready.wait()
             await asyncio.sleep(0)  # let the pods' drains run between chunks
-
-    async def _wait_pod_room(self, step: float) -> None:
-        """Wait (a step at most) for the congested pods to relieve; set them aside if they made
-        no progress in the step, or if the link's waits outgrew its free running by two steps."""
-        bus = self._bus
-        budget = 2 * step
-        start = time.monotonic()
-        held = max(0.0, self._held_for - (start - self._held_until))  # (free time pays it back)
-        before = bus.pods_queued()
-        try:
-            async with asyncio.timeout(min(step, max(0.0, budget - held))):
-                await bus.wait_pod_room()
-        except TimeoutError:
-            end = time.monotonic()
-            held += end - start
-            if held >= budget or bus.pods_queued() >= before:
-                bus.set_congested_pods_aside()
-                held = 0.0
-        else:
-            end = time.monotonic()
-            held += end - start
-        self._held_for, self._held_until = held, end
 
     async def _tick(self) -> None:
         while True:
