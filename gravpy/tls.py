@@ -32,7 +32,7 @@ import datetime as dt
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 from gravpy.errors import UsageError
 
@@ -133,7 +133,7 @@ def server_context(
 ) -> ssl.SSLContext:
     """A context to listen with ``cert``; with ``verify_clients``, clients must show a cert ``ca`` signed."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cert, key)
+    _load_chain(ctx, cert, key)
     if verify_clients:
         if ca is None:
             raise UsageError("verify_clients needs a CA to verify client certificates with")
@@ -148,7 +148,7 @@ def client_context(
     """A context to dial with: trusting ``ca`` (else the system store), presenting ``cert`` if given."""
     ctx = ssl.create_default_context(cafile=None if ca is None else str(ca))
     if cert is not None:
-        ctx.load_cert_chain(cert, key)
+        _load_chain(ctx, cert, key)
     return ctx
 
 
@@ -223,10 +223,35 @@ def _check_dates(setting: str, path: Path, now: dt.datetime, *, first_only: bool
             )
 
 
+class _EncryptedKey(Exception):
+    """The private key asks for a passphrase (``_load_chain``)."""
+
+
+def _no_passphrase() -> str:
+    raise _EncryptedKey
+
+
+_ENCRYPTED_HINT: Final = (
+    "the private key is encrypted (it asks for a passphrase, and gravpy never prompts): give "
+    "an unencrypted one (openssl pkey -in KEY -out PLAIN), readable by this user only"
+)
+
+
+def _load_chain(ctx: ssl.SSLContext, cert: str | Path, key: str | Path | None) -> None:
+    """``ctx.load_cert_chain``, but a passphrase-protected key is a ``UsageError`` instead of
+    OpenSSL prompting on the terminal (a daemon has none: it then failed with a bare OSError)."""
+    try:
+        ctx.load_cert_chain(cert, key, password=_no_passphrase)
+    except _EncryptedKey:
+        raise UsageError(f"{key or cert}: {_ENCRYPTED_HINT}") from None
+
+
 def _check_pair(cert: Path, key: Path) -> None:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        ctx.load_cert_chain(cert, key)
+        ctx.load_cert_chain(cert, key, password=_no_passphrase)
+    except _EncryptedKey:
+        raise TlsFileError("tls_key", key, _ENCRYPTED_HINT) from None
     except ssl.SSLError as exc:
         if "KEY_VALUES_MISMATCH" in str(exc) or getattr(exc, "reason", "") == "KEY_VALUES_MISMATCH":
             raise TlsFileError(

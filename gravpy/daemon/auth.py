@@ -31,6 +31,8 @@ def read_auth_file(path: Path, source: str = "auth_file") -> Authority:
         return parse_authority(doc)
     except OSError as exc:
         raise ConfigError("auth_file", source, f"cannot read {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:  # (TOML is UTF-8)
+        raise ConfigError("auth_file", source, f"{path} is not UTF-8 text: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("auth_file", source, f"{path} is not valid TOML: {exc}") from exc
     except ConfigError:

@@ -66,3 +66,16 @@ async def test_check_config_refuses_a_misspelt_permission_key(tmp_path: Path) ->
     result = await run([*GRAVD, "--check-config", "--auth-file", str(auth)])
     assert result.code == 2
     assert "identities[0]: unknown keys ['publsh']" in result.stderr
+
+
+async def test_check_config_refuses_an_auth_file_that_is_not_utf8(tmp_path: Path) -> None:
+    """An auth file in Latin-1 is refused with exit 2 and one line naming auth_file, not a
+    traceback."""
+    auth = tmp_path / "auth.toml"
+    auth.write_bytes(b'[[identities]]\nname = "caf\xe9"\ntoken = "t"\n')
+    result = await run([*GRAVD, "--check-config", "--auth-file", str(auth)])
+    assert result.code == 2
+    assert result.stderr.splitlines() == [
+        f"gravd: invalid auth_file (from flag --auth-file): {auth} is not UTF-8 text: 'utf-8' "
+        "codec can't decode byte 0xe9 in position 26: invalid continuation byte"
+    ]

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 import trustme
+from cryptography.hazmat.primitives import serialization
 
 import gravpy
 from gravpy.daemon import loop as event_loop
 from gravpy.daemon.config import ConfigError, DaemonConfig, load_config
 from gravpy.daemon.main import build_transports
+from gravpy.errors import UsageError
 from gravpy.testing.gravd import (
     GRAVCTL,
     GRAVD,
@@ -25,6 +27,7 @@ from gravpy.testing.gravd import (
     run,
     running_gravd,
 )
+from gravpy.tls import client_context, server_context
 from tests.transports.test_tls_door import tls_probe
 
 HOST = "127.0.0.1"
@@ -45,6 +48,15 @@ class Files:
         self.expired = root / "expired.pem"
         old.cert_chain_pems[0].write_to_path(str(self.expired))
         self.app_cert, self.app_key = self._issue(root, "app")
+        key = serialization.load_pem_private_key(self.key.read_bytes(), None)
+        self.encrypted_key = root / "encrypted.key"  # the node's key, passphrase-protected
+        self.encrypted_key.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(b"passphrase"),
+            )
+        )
 
     def _issue(self, root: Path, name: str) -> tuple[Path, Path]:
         leaf = self.ca_authority.issue_cert(HOST if name == "node" else "app.example")
@@ -98,6 +110,7 @@ def test_tls_settings_come_from_toml_and_environment(files: Files, tmp_path: Pat
     [
         ({"tls_cert": "expired"}, "tls_cert", "expired on"),
         ({"tls_key": "app_key"}, "tls_key", "the key does not match the certificate"),
+        ({"tls_key": "encrypted_key"}, "tls_key", "the private key is encrypted"),
         ({"tls_ca": "missing"}, "tls_ca", "cannot read it"),
         ({"tls_key": None}, "tls_cert", "tls_key must be given too"),
     ],
@@ -105,7 +118,8 @@ def test_tls_settings_come_from_toml_and_environment(files: Files, tmp_path: Pat
 def test_bad_tls_files_are_named(
     files: Files, change: dict[str, str | None], setting: str, problem: str
 ) -> None:
-    """An expired cert, a key of another cert, an unreadable file, a lone cert: each named."""
+    """An expired cert, a key of another cert, a passphrase-protected key (never a prompt), an
+    unreadable file, a lone cert: each named."""
     flags = files.flags()
     for name, which in change.items():
         if which is None:
@@ -119,6 +133,15 @@ def test_bad_tls_files_are_named(
         setting,
         f"flag --{setting.replace('_', '-')}",
     )
+
+
+def test_a_passphrase_protected_key_is_a_usage_error_in_the_library_too(files: Files) -> None:
+    """``server_context``/``client_context`` refuse a passphrase-protected key with a
+    UsageError saying so, instead of OpenSSL prompting on the terminal."""
+    with pytest.raises(UsageError, match="the private key is encrypted"):
+        server_context(files.cert, files.encrypted_key)
+    with pytest.raises(UsageError, match="the private key is encrypted"):
+        client_context(files.ca, files.cert, files.encrypted_key)
 
 
 def test_verifying_clients_needs_a_ca(files: Files) -> None:
