@@ -183,6 +183,7 @@ def _drop_metrics(stats: BusStatistics, hub: HubStatistics | None) -> Iterable[M
         ("duplicate", hub.dropped_duplicate if hub else 0),
         ("no_route", hub.dropped_no_route if hub else 0),
         ("link", hub.dropped_link if hub else 0),
+        ("no_member", stats.group_misses + (hub.dropped_no_member if hub else 0)),
     ):
         dropped.add_metric([reason], value)
     yield dropped

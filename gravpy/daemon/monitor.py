@@ -209,6 +209,8 @@ class NodeStatus:
                     "duplicate": hub_stats.dropped_duplicate if hub_stats else 0,
                     "no_route": hub_stats.dropped_no_route if hub_stats else 0,
                     "link": hub_stats.dropped_link if hub_stats else 0,
+                    "no_member": stats.group_misses
+                    + (hub_stats.dropped_no_member if hub_stats else 0),
                 },
                 "lost_by_origin": dict(hub_stats.lost_by_origin) if hub_stats else {},
                 "resent": hub_stats.resent if hub_stats else 0,

@@ -473,6 +473,8 @@ class Hub:
         under their identity's new rules. Returns how many links were closed."""
         self.traffic.govern(authority)
         closed = self.admission.reauthorize(authority, list(self.peers.values()))
+        for link in self.peers.values():  # the group members each is offered, by its new rules
+            self._interests.update(link)
         self.router.routes_changed()  # group placement reads the identities' rules
         self.interests_changed()
         return closed

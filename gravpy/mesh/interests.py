@@ -114,7 +114,13 @@ class InterestTable:
         old = self._links.get(link)
         if old is None:
             return
-        members = Counter({(g, p): n for g, p, n in link.group_interests})
+        members: Counter[tuple[str, str]] = Counter()
+        rules = link.identity.subscribe if link.identity is not None else None
+        for g, p, n in link.group_interests:
+            # a member behind an identity that may not receive part of its pattern is offered
+            # only the rest: no other node places a copy here that no member may take
+            for part in (p,) if rules is None else rules.narrowed(p):
+                members[g, part] += n
         new = _Contribution(frozenset(link.interests), members, old.leaf)
         self._apply(link, old, new)
 

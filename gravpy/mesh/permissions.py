@@ -51,6 +51,26 @@ class TypeRules:
             return False
         return any(p.matches(msg_type) for p in self._allow)
 
+    def narrowed(self, pattern: str) -> tuple[str, ...]:
+        """The parts of ``pattern`` these rules allow, as patterns: ``pattern`` met with each
+        allow pattern, less the parts a deny pattern covers whole (a deny that covers only part
+        of one cannot be taken out of a pattern: that part stays, and is refused where it is
+        delivered). ``("sensor.*",)`` for ``>`` under ``allow = ["sensor.*"]``."""
+        if self.allow == (">",) and not self.deny:
+            return (pattern,)
+        tokens = pattern.split(".")
+        met = [m for a in self.allow if (m := _meet(a.split("."), tokens)) is not None]
+        kept = [m for m in met if not any(_covers(d.split("."), m) for d in self.deny)]
+        return tuple(
+            sorted(
+                {
+                    ".".join(m)
+                    for m in kept
+                    if not any(o != m and _covers(o, m) for o in kept)  # (none inside another)
+                }
+            )
+        )
+
     def forbids_all_of(self, pattern: str) -> bool:
         """True if no type matching ``pattern`` is allowed: a deny pattern covers all of it, or
         no allow pattern shares a type with it."""
@@ -71,6 +91,21 @@ def _covers(general: list[str], specific: list[str]) -> bool:
     if general[0] != "*" and general[0] != specific[0]:
         return False
     return _covers(general[1:], specific[1:])
+
+
+def _meet(a: list[str], b: list[str]) -> list[str] | None:
+    """The pattern (as tokens) of the types matching both ``a`` and ``b``; None if there are
+    none. (``>`` matches one token or more, so it meets a non-empty rest as that rest.)"""
+    if not a or not b:
+        return [] if not a and not b else None
+    if a[0] == ">":
+        return b
+    if b[0] == ">":
+        return a
+    if a[0] != "*" and b[0] != "*" and a[0] != b[0]:
+        return None
+    rest = _meet(a[1:], b[1:])
+    return None if rest is None else [b[0] if a[0] == "*" else a[0], *rest]
 
 
 def _overlaps(a: list[str], b: list[str]) -> bool:

@@ -20,6 +20,11 @@ token = "trusted-token"
 name = "no-jobs"
 token = "no-jobs-token"
 subscribe = { allow = [">"], deny = ["jobs.>"] }
+
+[[identities]]
+name = "sensors"
+token = "sensors-token"
+subscribe = { allow = ["sensor.*"], deny = [] }
 """
 
 
@@ -72,3 +77,40 @@ async def test_a_group_member_whose_identity_may_not_receive_the_type_gets_no_co
 def _reached(peers: list[PeerInfo], group: str) -> int:
     """How many members of ``group`` the app's links say they reach."""
     return sum(n for p in peers for g, _, n in p.groups if g == group)
+
+
+async def test_a_member_beside_the_sender_gets_every_copy_another_app_may_not_take(
+    tmp_path: Path,
+) -> None:
+    """Group g on '>' has a member in an app that may receive only sensor.*, and one in the
+    sending app itself: all 40 grp.job copies reach the sender's member, none is placed on
+    gravd for a member that may not take it (it is offered only sensor.*), none is lost."""
+    auth = tmp_path / "auth.toml"
+    auth.write_text(AUTH)
+    async with running_gravd("--auth-file", str(auth)) as node:
+        async with (
+            gravpy.connect(node.endpoint, token="sensors-token") as sensors,
+            gravpy.connect(node.endpoint, token="trusted-token") as admin,
+        ):
+            barred_got: asyncio.Queue[Message] = asyncio.Queue(256)
+            admin_got: asyncio.Queue[Message] = asyncio.Queue(256)
+            sensors.connect().on_type(">", barred_got.put_nowait, group="g")
+            admin.connect().on_type(">", admin_got.put_nowait, group="g")
+            async with asyncio.timeout(10):
+                await node.wait_http(lambda n: group_members(n, "g") == 2)
+                # the admin app hears of the sensors member, for sensor.* only
+                await admin.wait_for(lambda peers: _offered(peers, "g") == ["sensor.*"])
+            pod = admin.connect()
+            for i in range(40):
+                pod.send(Message.new("grp.job", str(i).encode()))
+            async with asyncio.timeout(10):
+                jobs = [await admin_got.get() for _ in range(40)]
+            doc = await node.node()
+        assert sorted(int(m.data) for m in jobs) == list(range(40))
+        assert barred_got.empty()
+        assert doc["messages"]["dropped"]["no_member"] == 0
+
+
+def _offered(peers: list[PeerInfo], group: str) -> list[str]:
+    """The patterns the app's links offer members of ``group`` for."""
+    return sorted(p for link in peers for g, p, _ in link.groups if g == group)

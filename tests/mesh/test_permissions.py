@@ -165,3 +165,18 @@ async def test_a_forged_reply_is_checked_like_any_message(node: NodeFactory) -> 
         assert a.hub is not None
         assert a.hub.traffic.gate.denied_publish == 1
         assert [p.state for p in app.peers()] == ["open"]
+
+
+def test_rules_narrow_a_pattern_to_the_part_they_allow() -> None:
+    """narrowed() meets a pattern with each allow pattern, drops what a deny covers whole, and
+    keeps no pattern inside another."""
+    sensors = TypeRules(allow=("sensor.*",))
+    assert sensors.narrowed(">") == ("sensor.*",)
+    assert sensors.narrowed("grp.*") == ()
+    assert TypeRules(allow=("a.>",)).narrowed("*.b") == ("a.b",)
+    assert TypeRules(allow=("a.*", "a.b")).narrowed(">") == ("a.*",)
+    no_secrets = TypeRules(allow=(">",), deny=("secret.>",))
+    assert no_secrets.narrowed("secret.x") == ()
+    assert no_secrets.narrowed(">") == (">",)  # (a deny of part of it cannot be cut out)
+    assert TypeRules(allow=("x",)).narrowed("x.>") == ()
+    assert TypeRules().narrowed("a.b") == ("a.b",)
