@@ -54,7 +54,7 @@ _SCHEMES: Final = ("tcp", "tls")
 _MAX_FRAME_LIMIT: Final = (1 << 31) - 1  # the top bit of a length marks the close
 
 
-def _stopped(peercert: object) -> str:
+def _stopped(peercert: object, peer: str) -> str:
     """The refusal of a connection accepted while the transport stops."""
     return "transport stopped"
 
@@ -179,14 +179,22 @@ class TcpTransport:
 
     def _new_link(self) -> TcpLink:
         """A connection was accepted (asyncio may still accept one while ``stop`` runs)."""
-        refusal = self.tls.refusal if self._on_link is not None else _stopped
+        refusal = self._refusal if self._on_link is not None else _stopped
         link = self._make_link(initiator=False, refusal=refusal)
         self._pending.add(link)
         link.expire_handshake(self.handshake_timeout)
         return link
 
+    def _refusal(self, peercert: object, peer: str) -> str | None:
+        """Why a TLS connection is refused (mTLS: no client certificate): counted and logged
+        as a failed TLS handshake, as one with an untrusted certificate is."""
+        refused = self.tls.refusal(peercert)
+        if refused is not None:
+            self.tls_failures.failed(peer, refused)
+        return refused
+
     def _make_link(
-        self, *, initiator: bool, refusal: Callable[[object], str | None] | None = None
+        self, *, initiator: bool, refusal: Callable[[object, str], str | None] | None = None
     ) -> TcpLink:
         return TcpLink(
             initiator=initiator,

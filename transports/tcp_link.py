@@ -82,7 +82,7 @@ class TcpLink(asyncio.Protocol):
         close_timeout: float,
         on_greeted: Callable[[TcpLink], None] | None = None,
         on_lost: Callable[[TcpLink], None] | None = None,
-        refusal: Callable[[object], str | None] | None = None,
+        refusal: Callable[[object, str], str | None] | None = None,
     ) -> None:
         self.initiator = initiator
         self.remote_address = "?"
@@ -127,7 +127,8 @@ class TcpLink(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport.set_write_buffer_limits(high=self._write_limit)
-        refused = self._refusal(transport.get_extra_info("peercert")) if self._refusal else None
+        peercert = transport.get_extra_info("peercert")
+        refused = self._refusal(peercert, self.remote_address) if self._refusal else None
         if refused is not None:
             self._greeting.cancel()
             self._close_here(refused)  # the close frame, in place of the greeting

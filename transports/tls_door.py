@@ -34,6 +34,7 @@ from typing import Any, cast
 
 from gravpy import _log as logs
 from gravpy.transport_kit import RateLimitFilter
+from transports._addresses import format_address
 
 __all__ = ["Dropped", "Entrance", "TlsDoor", "TlsFailures"]
 
@@ -51,7 +52,8 @@ class TlsFailures:
 
     def failed(self, peer: object, error: str) -> None:
         self.count += 1
-        _log.info("tls_handshake_failed", transport=self.transport, peer=str(peer), error=error)
+        shown = format_address(peer)  # ("host:port", where asyncio gives a tuple)
+        _log.info("tls_handshake_failed", transport=self.transport, peer=shown, error=error)
 
 
 def _nothing() -> None:

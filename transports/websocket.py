@@ -381,7 +381,8 @@ class WebSocketTransport:
         at once; at most ``PER_TURN`` go on per loop turn (``UpgradePacer``)."""
         await self._gate.pacer.wait_turn()
         refusal = self.tls.refusal(ws.transport.get_extra_info("peercert"))
-        if refusal is not None:
+        if refusal is not None:  # (counted and logged as a failed TLS handshake)
+            self.tls_failures.failed(format_address(ws.remote_address), refusal)
             return ws.respond(HTTPStatus.FORBIDDEN, refusal + "\n")
         if request.path.partition("?")[0] != self.path:
             return ws.respond(HTTPStatus.NOT_FOUND, f"no gravpy endpoint at {request.path}\n")

@@ -164,10 +164,12 @@ async def test_an_expired_certificate_is_refused(kind: str, pki: Pki) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_mtls_refuses_a_client_without_a_certificate(kind: str, pki: Pki) -> None:
-    """Under mTLS a dialler that shows no certificate is refused, and told a certificate is required."""
+    """Under mTLS a dialler that shows no certificate is refused, and told a certificate is
+    required; the listener counts the refusal as a failed TLS handshake."""
     server = KINDS[kind](ssl=pki.mtls_server())
     error = await _refused(server, KINDS[kind](ssl=pki.client()))
     assert "a client certificate is required (mTLS) and none was presented" in str(error)
+    assert getattr(server, "tls_handshakes_failed", None) == 1
 
 
 @pytest.mark.parametrize("kind", KINDS)

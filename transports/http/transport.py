@@ -241,7 +241,8 @@ class HttpTransport:
         refusal = self.tls.refusal(
             request.transport and request.transport.get_extra_info("peercert")
         )
-        if refusal is not None:
+        if refusal is not None:  # (counted and logged as a failed TLS handshake)
+            self.tls_failures.failed(request.remote or "?", refusal)
             return _plain(403, refusal)
         if len(self._sessions) >= self.max_sessions:
             self._evict_ended()
