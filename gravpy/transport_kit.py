@@ -114,6 +114,14 @@ def _tls_reason(exc: ssl.SSLError) -> str:
     return str(exc)
 
 
+CERT_REFUSED_HINT: Final = (
+    "(over TLS, a node that hangs up at once may have refused this client's certificate: is it "
+    "signed by the CA the node verifies clients with, and not expired?)"
+)
+"""Said with a TLS dial the node hung up on right after the handshake (it verifies client
+certificates in the handshake, and a refused one gets no answer the client can read)."""
+
+
 class ErrorMap:
     """``with errors:`` turns a library's exceptions into gravpy's; subclass per transport.
 

@@ -43,7 +43,7 @@ from gravpy.errors import GravError, TransportError, UsageError
 from gravpy.plugins import LinkHandler
 from gravpy.proto import DEFAULT_LIMITS
 from gravpy.tls import SslOption, TlsContexts, as_tls
-from gravpy.transport_kit import ErrorMap, serve_link
+from gravpy.transport_kit import CERT_REFUSED_HINT, ErrorMap, serve_link
 from transports._addresses import format_address, wildcard_hosts
 from transports.tcp_link import BadGreeting, Refused, TcpLink
 from transports.tls_door import TlsFailures
@@ -69,6 +69,8 @@ class _TcpErrorMap(ErrorMap):
         if isinstance(exc, ConnectionResetError) and self.action.startswith("dial tcp://"):
             # what a TLS listener does with a plain greeting: hang up before its own
             return TransportError(f"{error} (a TLS listener? then dial tls://)")
+        if isinstance(exc, ConnectionResetError) and self.action.startswith("dial tls://"):
+            return TransportError(f"{error} {CERT_REFUSED_HINT}")
         return error
 
 

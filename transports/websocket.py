@@ -48,6 +48,7 @@ from gravpy.plugins import LinkHandler
 from gravpy.proto import DEFAULT_LIMITS
 from gravpy.tls import SslOption, TlsContexts, as_tls
 from gravpy.transport_kit import (
+    CERT_REFUSED_HINT,
     CLOSED_BY_LOCAL,
     CLOSED_BY_PEER,
     LOST,
@@ -86,6 +87,8 @@ class _ErrorMap(ErrorMap):
         if isinstance(exc, InvalidMessage) and self.action.startswith("dial ws://"):
             # what a TLS listener answers a plain HTTP request with (an alert, or nothing)
             return TransportError(f"{error} (a TLS listener? then dial wss://)")
+        if isinstance(exc, InvalidMessage) and self.action.startswith("dial wss://"):
+            return TransportError(f"{error} {CERT_REFUSED_HINT}")
         return error
 
 

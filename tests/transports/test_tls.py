@@ -21,6 +21,7 @@ from gravpy.message import Message
 from gravpy.plugins import Link, Transport
 from gravpy.testing import check_transport
 from gravpy.tls import TlsContexts, as_tls
+from tests._bus_helpers import GUARD, until
 from transports.http import HttpTransport
 from transports.tcp import TcpTransport
 from transports.websocket import WebSocketTransport
@@ -170,6 +171,28 @@ async def test_mtls_refuses_a_client_without_a_certificate(kind: str, pki: Pki) 
     error = await _refused(server, KINDS[kind](ssl=pki.client()))
     assert "a client certificate is required (mTLS) and none was presented" in str(error)
     assert getattr(server, "tls_handshakes_failed", None) == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_mtls_refusing_a_certificate_of_another_ca_says_it_may_be_the_certificate(
+    kind: str, pki: Pki
+) -> None:
+    """Under mTLS a dialler whose certificate another CA signed is hung up on in the handshake;
+    its error says the node may have refused its certificate, and the listener counts it (the
+    TCP listener when the connection's handshake deadline ends it: asyncio does not tell it)."""
+    rogue = pki.client()
+    trustme.CA().issue_cert("app.example").configure_cert(rogue)
+    options: dict[str, object] = {"handshake_timeout": 0.5} if kind == "tls" else {}
+    server = KINDS[kind](ssl=pki.mtls_server(), **options)
+    await server.start(_Accepting().on_link)
+    try:
+        with pytest.raises(TransportError) as info:
+            await KINDS[kind](ssl=rogue).dial(server.endpoints()[0], timeout=5)
+        assert "may have refused this client's certificate" in str(info.value)
+        async with asyncio.timeout(GUARD):
+            await until(lambda: getattr(server, "tls_handshakes_failed", None) == 1)
+    finally:
+        await server.stop()
 
 
 @pytest.mark.parametrize("kind", KINDS)

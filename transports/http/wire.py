@@ -6,6 +6,7 @@ Constants and helpers that both ends use; the wire use itself is described in th
 
 from __future__ import annotations
 
+import errno
 import re
 import struct
 import warnings
@@ -15,7 +16,7 @@ from typing import Final
 import aiohttp
 
 from gravpy.errors import GravError, LinkClosedError, ProtocolError, TransportError
-from gravpy.transport_kit import CLOSED_BY_PEER, LOST, ErrorMap, link_closed
+from gravpy.transport_kit import CERT_REFUSED_HINT, CLOSED_BY_PEER, LOST, ErrorMap, link_closed
 
 _SCHEMES: Final = ("http", "https")
 _VERSION: Final = 1
@@ -72,6 +73,13 @@ class _ErrorMap(ErrorMap):
             "dial http://"
         ):  # what a TLS listener does with a plain HTTP request: hang up
             return TransportError(f"{error} (a TLS listener? then dial https://)")
+        hung_up = isinstance(exc, aiohttp.ServerDisconnectedError) or (
+            isinstance(exc, aiohttp.ClientOSError)
+            and not isinstance(exc, aiohttp.ClientConnectorError)  # (refused, unreachable)
+            and exc.errno == errno.ECONNRESET
+        )
+        if hung_up and self.action.startswith("dial https://"):
+            return TransportError(f"{error} {CERT_REFUSED_HINT}")
         return error
 
     def link_error(self, exc: Exception) -> GravError:
