@@ -5,6 +5,11 @@ as a leaf and asks that gravd's store (``EventStore.remote``); ``--follow`` then
 user's live events (``EventBroadcaster.subscribe``; every user's and gravd's own without
 ``--user``) and prints them as they come, after the newest page, until interrupted. A live event
 is shown only if it passes the same severity, category and status filters.
+
+``--follow`` ends with exit 4 when gravctl's link to gravd closes (gravd stopped, the network
+went): the leaf would redial, but the events published meanwhile would never be shown, so
+following on silently would pass a gap for "no events". It watches the link itself (the
+subscription does not end when the link drops) and says so on standard error.
 """
 
 from __future__ import annotations
@@ -120,27 +125,37 @@ async def _list(grav: Grav, store: RemoteEventStore, args: argparse.Namespace, u
         if args.follow:
             done = asyncio.Event()
             with until(done):
-                await _follow(live, query, shown, args.json, done)
+                await _follow(grav, live, query, shown, args.json, done)
     finally:
         broadcaster.close()
 
 
 async def _follow(
-    live: Any, query: EventQuery, shown: set[str], as_json: bool, done: asyncio.Event
+    grav: Grav,
+    live: Any,
+    query: EventQuery,
+    shown: set[str],
+    as_json: bool,
+    done: asyncio.Event,
 ) -> None:
+    """Print live events until ``done`` (a signal); ``Failure`` (exit 4) if the link closes."""
+    from gravpy.cli.attach import is_open
+    from gravpy.cli.main import EXIT_CONNECT, Failure
+
     ended = asyncio.ensure_future(done.wait())
+    lost = asyncio.ensure_future(grav.wait_for(lambda peers: not is_open(peers)))
     try:
         while not done.is_set():
             nxt = asyncio.ensure_future(anext(live))
-            await asyncio.wait([nxt, ended], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([nxt, ended, lost], return_when=asyncio.FIRST_COMPLETED)
             if not nxt.done():
                 nxt.cancel()
                 await asyncio.gather(nxt, return_exceptions=True)
-                return
+                if done.is_set():
+                    return
+                raise Failure(EXIT_CONNECT, "the live events stopped: the link to gravd closed")
             failed = nxt.exception()
             if failed is not None:  # said, not a quiet exit 0 the user takes for "no events"
-                from gravpy.cli.main import EXIT_CONNECT, Failure
-
                 why = (
                     "the link to gravd closed" if isinstance(failed, StopAsyncIteration) else failed
                 )
@@ -149,8 +164,9 @@ async def _follow(
             if event.id not in shown and query.matches(event):
                 print(format_event(event, as_json=as_json), flush=True)
     finally:
-        ended.cancel()
-        await asyncio.gather(ended, return_exceptions=True)
+        for waiter in (ended, lost):
+            waiter.cancel()
+        await asyncio.gather(ended, lost, return_exceptions=True)
 
 
 def page_footer(shown: int, total: int, skipped: int) -> str:

@@ -10,7 +10,9 @@ Each subscription's queue is its pod's inbox, bounded by ``queue_limit`` with th
 ``drop_newest`` policy: when the reader falls behind, what does not fit is dropped and counted
 (``Subscription.statistics().dropped``, and the broadcaster's totals). A message is decoded to an
 ``Event`` once per node, however many subscribers share it (events are immutable). A message on a
-user type that is not a valid event is skipped and counted as ``undecodable``.
+user type that is not a valid event is skipped and counted as ``undecodable``; so is a valid event
+that arrived on another user's type than its own (anyone may send on ``grav.events.user.<A>``, so
+the event's ``user_id`` must agree with the type: B's event never reaches A's subscribers).
 
 ``publish(..., persist=True)`` also stores the event: in the broadcaster's ``store`` if it has one
 (gravd), else in the store of the gravd this app is attached to (``EventStore.remote``).
@@ -147,7 +149,7 @@ class EventBroadcaster:
     def __init__(
         self, grav: Grav, *, queue_limit: int = 1024, store: _Persister | None = None
     ) -> None:
-        if not isinstance(queue_limit, int) or queue_limit < 1:
+        if isinstance(queue_limit, bool) or not isinstance(queue_limit, int) or queue_limit < 1:
             raise UsageError(f"queue_limit must be an int >= 1, got {queue_limit!r}")
         self.grav = grav
         self.queue_limit = queue_limit
@@ -165,6 +167,10 @@ class EventBroadcaster:
         an event for another user raises ``EventError``. With ``persist`` it is stored first (a
         store failure raises ``EventStoreError`` and nothing is sent).
         """
+        if not isinstance(event, Event):
+            raise EventError("event", f"expected an Event, got {type(event).__name__}")
+        if persist is not True and persist is not False:
+            raise UsageError(f"persist must be True or False, got {persist!r}")
         user = None if user_id is None else check_uuid("user_id", user_id)
         if event.user_id is not None and event.user_id != user:
             raise EventError("user_id", f"the event is for user {event.user_id}, not {user}")
@@ -196,7 +202,8 @@ class EventBroadcaster:
         return subscription
 
     def decode(self, msg: Message) -> Event | None:
-        """The event ``msg`` carries, decoded once per message (None if it is not one)."""
+        """The event ``msg`` carries, decoded once per message (None if it is not one, or if it
+        is the event of another user than the one whose type carried it)."""
         if msg.uuid in self._decoded:
             return self._decoded.get(msg.uuid)
         try:
@@ -204,6 +211,9 @@ class EventBroadcaster:
         except Exception as exc:  # (anyone may publish on a user's type: nothing here may end
             # a subscriber's stream, whatever the message holds)
             _log.debug("undecodable event message %s on %s: %r", msg.uuid, msg.type, exc)
+            event = None
+        if event is not None and event_type(event.user_id) != msg.type:
+            _log.debug("event %s of user %s came on %s", event.id, event.user_id, msg.type)
             event = None
         self._decoded[msg.uuid] = event
         return event

@@ -13,7 +13,8 @@ The rules:
   canonical lowercase form); ``acted_upon``, ``user_id`` and ``system_id`` may be absent (None).
 - ``category`` and ``action`` are snake_case (``^[a-z][a-z0-9]*(_[a-z0-9]+)*$``, at most 64).
 - ``severity`` is a ``Severity``; ``error`` or worse needs metadata ``err`` (a non-empty value).
-- ``description`` is a non-empty str of at most 4096 characters.
+- ``description`` is a non-empty str of at most 4096 characters, valid Unicode (no lone
+  surrogate, which neither SQLite nor msgpack can encode); so is every str in ``metadata``.
 - ``metadata`` maps str to values that are both JSON- and msgpack-encodable, at most 16 KiB as
   JSON; its ``doc``, when present, is an ``http(s)://`` URL with a host.
 - ``status`` is ``unread`` or ``read``; ``created_at`` is a Unix time in seconds, from 1970 to the year 9999.
@@ -268,6 +269,19 @@ def _check_description(value: object) -> str:
         raise EventError("description", "expected a non-empty string saying what happened")
     if len(value) > DESCRIPTION_LIMIT:
         raise EventError("description", f"{len(value)} characters, over {DESCRIPTION_LIMIT}")
+    return check_unicode("description", value)
+
+
+def check_unicode(field: str, value: str) -> str:
+    """``value`` if UTF-8 encodes it (no lone surrogate, such as an undecodable file name from
+    ``os.listdir``); raises ``EventError`` saying where the first one is."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        char = value[exc.start]
+        raise EventError(
+            field, f"a lone surrogate U+{ord(char):04X} at {exc.start} is not valid Unicode text"
+        ) from None
     return value
 
 

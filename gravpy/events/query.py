@@ -21,7 +21,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from gravpy.events.event import Event, EventError, EventStatus, Severity, check_name, check_uuid
+from gravpy.errors import UsageError
+from gravpy.events.event import (
+    Event,
+    EventError,
+    EventStatus,
+    Severity,
+    check_name,
+    check_unicode,
+    check_uuid,
+)
 
 __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "ORDERS", "EventQuery", "Page"]
 
@@ -78,11 +87,27 @@ class EventQuery:
         put(self, "page_size", _count("page_size", self.page_size, MAX_PAGE_SIZE))
 
     @classmethod
+    def from_arguments(cls, query: object, filters: Mapping[str, Any]) -> EventQuery:
+        """The query a store's ``query(query=None, **filters)`` was given: ``query`` itself, or
+        one made of ``filters`` (an unknown name raises ``EventError`` naming it); ``UsageError``
+        for anything else, or for both."""
+        if query is None:
+            _check_names(filters)
+            return cls(**filters)
+        if not isinstance(query, EventQuery):
+            raise UsageError(
+                f"query must be an EventQuery (or give filter keywords), got {query!r}"
+            )
+        if filters:
+            raise UsageError("pass an EventQuery or filter keywords, not both")
+        return query
+
+    @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> EventQuery:
         """A query from text or plain values (HTTP, CLI, the mesh); unknown names are refused."""
-        unknown = sorted(set(params) - set(_PARAMS))
-        if unknown:
-            raise EventError(unknown[0], f"unknown filter (known: {', '.join(_PARAMS)})")
+        if not isinstance(params, Mapping):
+            raise EventError("query", f"expected a mapping of filters, got {type(params).__name__}")
+        _check_names(params)
         values: dict[str, Any] = {k: v for k, v in params.items() if v not in (None, "")}
         for name in ("page", "page_size"):
             if isinstance(values.get(name), str):
@@ -181,6 +206,12 @@ class Page:
         )
 
 
+def _check_names(params: Mapping[Any, Any]) -> None:
+    unknown = sorted(str(name) for name in params if name not in _PARAMS)
+    if unknown:
+        raise EventError(unknown[0], f"unknown filter (known: {', '.join(_PARAMS)})")
+
+
 def _severities(value: object) -> tuple[Severity, ...]:
     if value is None:
         return ()
@@ -203,9 +234,15 @@ def _time(name: str, value: object) -> float | None:
             value = float(value)
         except ValueError:
             return _iso(name, str(value))
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise EventError(name, f"expected Unix seconds or an ISO-8601 time, got {value!r}")
-    return float(value)
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise OverflowError
+        seconds = float(value)
+    except OverflowError:  # (an int past any float)
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise EventError(name, f"expected Unix seconds or an ISO-8601 time, got {value!r:.80}")
+    return seconds
 
 
 def _iso(name: str, text: str) -> float:
@@ -223,7 +260,7 @@ def _search(value: object) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > _SEARCH_LIMIT:
         raise EventError("search", f"expected text of at most {_SEARCH_LIMIT} characters")
-    return value
+    return check_unicode("search", value)
 
 
 def _count(name: str, value: object, limit: int | None, minimum: int = 1) -> int:

@@ -10,7 +10,15 @@ the reply (type ``gravd.events.reply``) is ``{"ok": true, "result": ...}`` or ``
 sent a bad event or filter); one without raises ``EventStoreError`` (the store failed).
 
 The service handles requests in a pod with an async handler, a few at once; the store's one
-thread orders the writes. Any request, however malformed, gets a reply and never breaks the pod.
+thread orders the writes. Any request, however malformed, gets a reply and never breaks the pod:
+an answer that cannot be sent (a page over the mesh's message limit) is replaced by a refusal
+without ``field`` that says so (``EventStoreError``: "the page is too large to send ...; ask for
+fewer events"), and the handler itself never raises, so the pod is never disconnected for it.
+
+Which store ``node=None`` means is decided at each call (``RemoteEventStore.target``): the one
+open peer link's node. No open link while the node keeps one (a leaf whose gravd restarts) is
+``EventStoreError``, as any unreachable store; only a node that can never say which store it means
+(no transport, nothing linked or dialled, several peers) is a ``UsageError``.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ _log = logging.getLogger("gravpy.events.remote")
 TYPE_PREFIX: Final = "gravd.events"
 REPLY_TYPE: Final = "gravd.events.reply"
 _OPS: Final = ("persist", "query", "get", "mark", "delete")
+_ERROR_LIMIT: Final = 2000  # characters of a refusal's text
 
 
 def request_type(node: str, op: str) -> str:
@@ -57,11 +66,12 @@ class RemoteEventStore:
         self._pod: Pod | None = None
 
     async def persist(self, event: Event) -> None:
+        if not isinstance(event, Event):
+            raise EventError("event", f"expected an Event, got {type(event).__name__}")
         await self._ask("persist", {"event": event.with_system(self.grav.node_uuid).to_dict()})
 
     async def query(self, query: EventQuery | None = None, **filters: Any) -> Page:
-        if query is None:
-            query = EventQuery(**filters)
+        query = EventQuery.from_arguments(query, filters)
         return Page.from_dict(await self._ask("query", {"query": query.to_params()}))
 
     async def get(self, event_id: str) -> Event | None:
@@ -83,16 +93,35 @@ class RemoteEventStore:
             self._pod = None
 
     def target(self) -> str:
-        """The uuid of the node whose store answers."""
+        """The uuid of the node whose store answers.
+
+        With ``node`` None: the one node this node has an open peer link to. None open while it
+        keeps a link to some node (a leaf whose gravd restarts, a network down) is
+        ``EventStoreError``: the store is out of reach for now, and the call can be retried.
+        ``UsageError`` only when the node can never tell which store is meant: it has no
+        transport, or links to or dials no node at all, or has several open peer links."""
         if self.node is not None:
             return self.node
-        peers = [p.uuid for p in self.grav.peers() if p.role == ROLE_PEER and p.state == "open"]
-        if len(peers) != 1:
+        peers = [p for p in self.grav.peers() if p.role == ROLE_PEER]
+        linked = [p.uuid for p in peers if p.state == "open"]
+        if len(linked) == 1:
+            return linked[0]
+        if len(linked) > 1:
             raise UsageError(
-                f"this node has {len(peers)} open peer links; name the gravd whose store to use "
+                f"this node has {len(linked)} open peer links; name the gravd whose store to use "
                 "(EventStore.remote(grav, node=uuid))"
             )
-        return peers[0]
+        hub = self.grav.hub
+        dialled = [] if hub is None else hub.dialers()
+        if peers or dialled:
+            place = f"at {', '.join(dialled)}" if dialled else "of the gravd this node linked to"
+            raise EventStoreError(
+                place, "no link to its gravd is open now (it may be restarting; it is redialled)"
+            )
+        raise UsageError(
+            "this node links to no gravd and dials none: attach it (gravpy.connect(url)) or name "
+            "the node whose store to use (EventStore.remote(grav, node=uuid))"
+        )
 
     async def _ask(self, op: str, args: dict[str, Any]) -> Any:
         node = self.target()
@@ -142,21 +171,43 @@ class EventStoreService:
         pod = self._pod
         if request.reply_to or pod is None:
             return  # never answer a reply
+        op = request.type.rsplit(".", 1)[-1]
         try:
-            result = await self._do(request.type.rsplit(".", 1)[-1], request.unmarshal_data())
-            answer: dict[str, Any] = {"ok": True, "result": result}
-            self.answered += 1
+            result = await self._do(op, request.unmarshal_data())
         except EventError as exc:
-            answer = {"ok": False, "error": exc.problem, "field": exc.field}
-            self.refused += 1
+            self._refuse(pod, request, exc.problem, exc.field)
+            return
         except GravError as exc:
-            answer = {"ok": False, "error": str(exc), "field": None}
-            self.refused += 1
+            self._refuse(pod, request, str(exc), None)
+            return
         except Exception:  # a request no check foresaw: answered and counted, the service stays
             _log.exception("event store request %s (%s) failed", request.uuid, request.type)
-            answer = {"ok": False, "error": "the event store failed on this request", "field": None}
             self.failed += 1
-        pod.reply_to(request, Message.new(REPLY_TYPE, answer))
+            self._send(pod, request, _refusal("the event store failed on this request", None))
+            return
+        unsent = self._send(pod, request, {"ok": True, "result": result})
+        if unsent is None:
+            self.answered += 1
+        elif not pod.closed:  # the answer cannot travel (over the mesh's message limit)
+            self._refuse(pod, request, _too_large(op, unsent), None)
+
+    def _refuse(self, pod: Pod, request: Message, error: str, field: str | None) -> None:
+        self.refused += 1
+        unsent = self._send(pod, request, _refusal(error, field))
+        if unsent is not None and not pod.closed:  # (a tiny mesh limit: say less)
+            self._send(pod, request, _refusal("the refusal is too large to send", None))
+
+    def _send(self, pod: Pod, request: Message, answer: dict[str, Any]) -> Exception | None:
+        """Reply ``answer`` to ``request``; the error if it cannot be sent. Never raises: a
+        handler that fails keeps its message, and enough failures would disconnect the pod."""
+        try:
+            pod.reply_to(request, Message.new(REPLY_TYPE, answer))
+        except GravError as exc:  # over the mesh's message limit, or the service was stopped
+            return exc
+        except Exception as exc:  # an answer no check foresaw (logged; the asker is told)
+            _log.exception("event store answer to %s (%s) failed", request.uuid, request.type)
+            return exc
+        return None
 
     async def _do(self, op: str, args: object) -> Any:
         if op not in _OPS:
@@ -181,3 +232,19 @@ class EventStoreService:
         else:
             found = await store.get(event_id)
         return None if found is None else found.to_dict()
+
+
+def _refusal(error: str, field: str | None) -> dict[str, Any]:
+    """A refusing reply; its text bounded, so that it fits in any message."""
+    if len(error) > _ERROR_LIMIT:
+        error = error[:_ERROR_LIMIT] + "..."
+    return {"ok": False, "error": error, "field": field}
+
+
+def _too_large(op: str, why: Exception) -> str:
+    """What the asker is told when the answer to its ``op`` cannot be sent."""
+    if not isinstance(why, GravError):
+        return "the event store failed to encode its answer"
+    if op == "query":
+        return f"the page is too large to send ({why}); ask for fewer events (a smaller page_size)"
+    return f"the answer is too large to send ({why})"

@@ -13,7 +13,9 @@ apps) are not held to one transaction each; ``persist_many`` writes a batch in o
 Opening checks the file at once: a file that is not a database, a schema from a newer gravpy, or a
 database another process keeps locked past ``timeout`` raises ``EventStoreError`` with the path and
 the reason, before anything else runs. Later failures (the disk is full) raise it from the call
-that hit them; nothing escapes as a ``sqlite3`` exception.
+that hit them; nothing escapes as a ``sqlite3`` exception (nor any other foreign one). A write
+that fails while it shares a group commit with others is retried alone, each caller's rows in a
+transaction of its own, so one bad event fails only its own caller.
 
 Indexes: ``(user_id, severity, created_at)`` answers the inbox query (a user, some severities,
 newest first, a page and the total) from the index alone, however many events other users have;
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -39,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from gravpy.errors import GravError, UsageError
 from gravpy.events._commit import GroupCommit
-from gravpy.events.event import Event, EventStatus, Severity, check_uuid
+from gravpy.events.event import Event, EventError, EventStatus, Severity, check_uuid
 from gravpy.events.query import EventQuery, Page
 
 if TYPE_CHECKING:
@@ -137,12 +140,14 @@ class EventStore:
         max_age: float | None = None,
     ) -> EventStore:
         """Open (creating if needed) the store at ``path``; raises ``EventStoreError`` at once
-        if the file is not a usable events database or stays locked for ``timeout`` seconds."""
-        if max_count is not None and (not isinstance(max_count, int) or max_count < 1):
-            raise UsageError(f"max_count must be an int >= 1 or None, got {max_count!r}")
-        if max_age is not None and not max_age > 0:
-            raise UsageError(f"max_age must be > 0 seconds or None, got {max_age!r}")
-        name = str(path)
+        if the file is not a usable events database or stays locked for ``timeout`` seconds.
+        A bad argument is a ``UsageError``, before any file is touched."""
+        name = os.fspath(path) if isinstance(path, str | os.PathLike) else None
+        if not isinstance(name, str):
+            raise UsageError(f"path must be a str or a path (or ':memory:'), got {path!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+            raise UsageError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        _check_limits(max_count, max_age)
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gravpy-events")
         loop = asyncio.get_running_loop()
         try:
@@ -186,7 +191,11 @@ class EventStore:
         await self.persist_many((event,))
 
     async def persist_many(self, events: Iterable[Event]) -> None:
-        """Store several events in one transaction."""
+        """Store several events in one transaction. ``EventError`` (field ``event``) if one is
+        not an ``Event``; ``EventStoreError`` if the write fails (then none of them is stored,
+        and the events of other callers that shared the transaction are stored without them)."""
+        if isinstance(events, Event | str | bytes | dict) or not isinstance(events, Iterable):
+            raise EventError("events", f"expected an iterable of Event, got {events!r:.80}")
         rows = [_row(e) for e in events]
         if rows:
             if self._closed:
@@ -227,7 +236,9 @@ class EventStore:
 
     async def retain(self, *, max_count: int | None = None, max_age: float | None = None) -> int:
         """Delete events beyond the newest ``max_count`` and older than ``max_age`` seconds;
-        return how many were deleted."""
+        return how many were deleted. ``UsageError`` for the values ``open`` refuses (a count
+        below 1, an age not above 0), before anything is deleted."""
+        _check_limits(max_count, max_age)
         return await self._call(self._retain, max_count, max_age, time.time())
 
     def _retain(self, max_count: int | None, max_age: float | None, now: float) -> int:
@@ -255,11 +266,7 @@ class EventStore:
 
         ``await store.query(user=uid, severity="error", page=2, page_size=20)``
         """
-        if query is None:
-            query = EventQuery(**filters)
-        elif filters:
-            raise UsageError("pass an EventQuery or filter keywords, not both")
-        return await self._call(self._query, query)
+        return await self._call(self._query, EventQuery.from_arguments(query, filters))
 
     def _query(self, query: EventQuery) -> Page:
         where, args = query.where()
@@ -298,13 +305,19 @@ class EventStore:
     # -- the worker thread -----------------------------------------------------------------------
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` in the store's thread, translating SQLite's errors (the one place)."""
+        """Run ``fn(*args)`` in the store's thread, translating its errors (the one place):
+        SQLite's, and whatever else a value no check foresaw makes it raise (a str it cannot
+        bind), so that nothing foreign leaks out."""
         if self._closed:
             raise UsageError("the event store is closed")
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
         except sqlite3.Error as exc:
             raise EventStoreError(self.path, _reason(exc)) from exc
+        except GravError:
+            raise
+        except Exception as exc:
+            raise EventStoreError(self.path, f"{type(exc).__name__}: {exc}") from exc
 
 
 def _connect(path: str, timeout: float) -> sqlite3.Connection:
@@ -350,7 +363,21 @@ def _reason(exc: sqlite3.Error) -> str:
     return text
 
 
-def _row(event: Event) -> tuple[Any, ...]:
+def _check_limits(max_count: object, max_age: object) -> None:
+    """Retention limits as ``open`` and ``retain`` take them; ``UsageError`` otherwise."""
+    if max_count is not None and (
+        isinstance(max_count, bool) or not isinstance(max_count, int) or max_count < 1
+    ):
+        raise UsageError(f"max_count must be an int >= 1 or None, got {max_count!r}")
+    if max_age is not None and (
+        isinstance(max_age, bool) or not isinstance(max_age, int | float) or not max_age > 0
+    ):
+        raise UsageError(f"max_age must be a number of seconds > 0 or None, got {max_age!r}")
+
+
+def _row(event: object) -> tuple[Any, ...]:
+    if not isinstance(event, Event):
+        raise EventError("event", f"expected an Event, got {type(event).__name__}")
     return (
         event.id,
         event.operation_id,

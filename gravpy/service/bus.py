@@ -17,6 +17,12 @@ Everything travels as ordinary messages from ordinary pods; the ServiceBus adds 
   payload). No handler anywhere: the request has no responders, so ``HandlerNotFound`` comes at
   once. A payload that does not decode into the handler's class is answered as a failure (never
   a crash) and counted in ``refused``.
+
+Every argument is checked before anything is sent or registered (``UsageError``). A handler's pod
+never fails on an answer: a failure's text is sent with what UTF-8 cannot carry escaped (a lone
+surrogate as ``\udce9``), and an answer that cannot be sent at all (over the mesh's size limit) is
+replaced by a failure saying why, or logged; so the asker hears ``HandlerFailed``, never waits
+out its timeout, and the pod is never disconnected for failures of its own answers.
 """
 
 from __future__ import annotations
@@ -30,8 +36,8 @@ from typing import Any, TypeVar
 import msgspec
 
 from gravpy import _log as logs
+from gravpy._mailbox import check_timeout
 from gravpy.errors import (
-    GravError,
     HandlerFailed,
     HandlerNotFound,
     NoResponders,
@@ -157,6 +163,8 @@ class ServiceBus:
     """
 
     def __init__(self, grav: Grav) -> None:
+        if not isinstance(grav, Grav):
+            raise UsageError(f"a ServiceBus needs a Grav (node or leaf), got {grav!r}")
         self._grav = grav
         self.node = grav.node_uuid
         self._encoder = msgspec.msgpack.Encoder()
@@ -187,7 +195,7 @@ class ServiceBus:
         Waits only while some receiver is congested (``Pod.publish``).
         """
         spec = self._spec(type(event), Kind.EVENT)
-        msg = Message.new(spec.wire_type, spec.encode(event), headers=headers)
+        msg = Message.new(spec.wire_type, _encoded(spec, event), headers=headers)
         receipt = await self._sending_pod().publish(msg)
         self._counts.published += 1
         if receipt.no_responders:
@@ -205,6 +213,8 @@ class ServiceBus:
         """
         self._check_open()
         sig = Signature.of(fn, "handler")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise UsageError(f"concurrency must be an int >= 1, got {concurrency!r}")
         if sig.cls in self._handlers:
             raise UsageError(f"{sig.cls.__name__} already has a handler in this ServiceBus")
         if concurrency > 1 and not sig.is_async:
@@ -212,8 +222,12 @@ class ServiceBus:
         spec = self._spec(sig.cls, Kind.COMMAND)
         pod = self._grav.connect()
         handle = self._command_runner(spec, fn, sig, pod)
+        try:
+            pod.on_type(spec.wire_type, handle, group=spec.wire_type, concurrency=concurrency)
+        except BaseException:  # (refused: nothing stays registered, no pod is left behind)
+            pod.disconnect()
+            raise
         self._handlers[sig.cls] = pod
-        pod.on_type(spec.wire_type, handle, group=spec.wire_type, concurrency=concurrency)
 
     async def dispatch(
         self,
@@ -226,13 +240,15 @@ class ServiceBus:
 
         Raises ``HandlerNotFound`` at once when no handler exists, ``HandlerFailed`` when it
         raised (``error_type``, ``message``, ``node``), ``WaitTimeout`` after ``timeout`` seconds.
+        A bad argument is a ``UsageError`` before anything is sent.
         """
+        seconds = check_timeout(timeout)
         spec = self._spec(type(cmd), Kind.COMMAND)
-        msg = Message.new(spec.wire_type, spec.encode(cmd), headers=headers)
+        msg = Message.new(spec.wire_type, _encoded(spec, cmd), headers=headers)
         receipt = self._sending_pod().send(msg)
         self._counts.dispatched += 1
         try:
-            reply: Message = await receipt.wait_until(timeout)
+            reply: Message = await receipt.wait_until(seconds)
         except NoResponders as exc:
             raise HandlerNotFound(spec.wire_type) from exc
         try:
@@ -306,21 +322,35 @@ class ServiceBus:
 
     def _succeeded(self, pod: Pod, msg: Message, spec: PayloadSpec, payload: Any) -> None:
         try:
-            filled = spec.encode(payload) if spec.kind is Kind.QUERY else b""
-            self._answer(pod, msg, _Outcome(True, filled))
-        except (msgspec.MsgspecError, GravError) as exc:  # an answer no encoder writes, or no
-            self._failed(pod, msg, exc)  # link carries (over the size limit): the asker hears
+            filled = _encoded(spec, payload) if spec.kind is Kind.QUERY else b""
+        except UsageError as exc:  # a query filled in with what no encoder writes
+            self._failed(pod, msg, exc)
+            return
+        unsent = self._answer(pod, msg, _Outcome(True, filled))
+        if unsent is not None:  # no link carries it (over the size limit): the asker hears
+            self._failed(pod, msg, unsent)
             return
         self._counts.handled += 1
 
     def _failed(self, pod: Pod, msg: Message, exc: Exception) -> None:
         self._counts.handler_failures += 1
         _log.info("handler_failed", type=msg.type, msg_uuid=msg.uuid, error=repr(exc))
-        self._answer(pod, msg, _failure(exc, self.node))
+        unsent = self._answer(pod, msg, _failure(exc, self.node))
+        if unsent is not None:
+            _log.warning("outcome_unsent", type=msg.type, msg_uuid=msg.uuid, error=repr(unsent))
 
-    def _answer(self, pod: Pod, msg: Message, outcome: _Outcome) -> None:
-        if not pod.closed:
+    def _answer(self, pod: Pod, msg: Message, outcome: _Outcome) -> Exception | None:
+        """Send ``outcome`` as the reply to ``msg``; what kept it from being sent, if anything.
+
+        Never raises: a handler that fails keeps its message for redelivery (the command would
+        run again) and enough such failures disconnect the handler's pod."""
+        if pod.closed:
+            return None
+        try:
             pod.reply_to(msg, Message.new(REPLY_TYPE, self._encoder.encode(outcome)))
+        except Exception as exc:  # over the mesh's size limit; or what no check foresaw
+            return exc
+        return None
 
     # -- the rest --------------------------------------------------------------------------------
 
@@ -377,5 +407,24 @@ class ServiceBus:
         await self.close()
 
 
+def _encoded(spec: PayloadSpec, payload: object) -> bytes:
+    """``payload`` as msgpack; ``UsageError`` saying why if msgspec cannot write it (an int past
+    64 bits, a value of a type it does not know, a str with a lone surrogate)."""
+    try:
+        return spec.encode(payload)
+    except (msgspec.MsgspecError, TypeError, ValueError, OverflowError) as exc:
+        raise UsageError(f"{spec.cls.__name__} cannot be encoded: {exc}") from None
+
+
 def _failure(exc: Exception, node: str) -> _Outcome:
-    return _Outcome(False, b"", type(exc).__name__, str(exc)[:1000], node)
+    """The outcome saying ``exc``; its texts valid UTF-8 whatever the exception holds."""
+    try:
+        message = str(exc)
+    except Exception:  # an exception whose __str__ raises
+        message = f"<{type(exc).__name__} that cannot be printed>"
+    return _Outcome(False, b"", _utf8(type(exc).__name__), _utf8(message[:1000]), _utf8(node))
+
+
+def _utf8(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode (lone surrogates) escaped as ``\\udcxx``."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -9,6 +9,7 @@ import msgpack
 import pytest
 
 from gravpy import Grav
+from gravpy.errors import UsageError
 from gravpy.events import (
     Event,
     EventBroadcaster,
@@ -217,3 +218,35 @@ async def test_remote_store_persists_and_queries_through_another_node(node: Node
             await remote.query()
         broadcaster.close()
         remote.close_pod()
+
+
+async def test_an_event_of_another_user_on_a_users_type_is_skipped_and_counted() -> None:
+    """Bob's event sent straight on Alice's type never reaches Alice's subscriber (counted
+    undecodable); Alice's own next event does."""
+    async with Grav() as g:
+        broadcaster = EventBroadcaster(g)
+        sub = broadcaster.subscribe(ALICE)
+        g.connect().send(Message.new(event_type(ALICE), event(1, BOB).to_dict()))
+        g.connect().send(Message.new(event_type(ALICE), event(2).to_dict()))  # (for no user)
+        real = event(3, ALICE)
+        await broadcaster.publish(ALICE, real)
+        assert await take(sub, 1) == [real.with_system(g.node_uuid)]
+        assert sub.statistics().undecodable == 2
+        broadcaster.close()
+
+
+async def test_publish_and_the_broadcaster_refuse_wrong_arguments() -> None:
+    """A non-event, a persist flag that is not a bool, a bool queue_limit: EventError or
+    UsageError naming it, and nothing is sent."""
+    async with Grav() as g:
+        broadcaster = EventBroadcaster(g)
+        for bad in (None, "not an event", event(1, ALICE).to_dict()):
+            with pytest.raises(EventError) as caught:
+                await broadcaster.publish(ALICE, bad)  # type: ignore[arg-type]
+            assert caught.value.field == "event"
+        with pytest.raises(UsageError, match="persist"):
+            await broadcaster.publish(ALICE, event(1, ALICE), persist="yes")  # type: ignore[arg-type]
+        assert broadcaster.statistics().published == 0
+        with pytest.raises(UsageError, match="queue_limit"):
+            EventBroadcaster(g, queue_limit=True)
+        broadcaster.close()

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gravpy.errors import UsageError
-from gravpy.events import Event, EventBuilder, EventError, EventStatus, Severity
+from gravpy.events import Event, EventBuilder, EventError, EventQuery, EventStatus, Severity
 from gravpy.events.event import DESCRIPTION_LIMIT, METADATA_LIMIT, NAME_LIMIT
 
 U = "6f1c2a4e-8d3b-4c5a-9e7f-0a1b2c3d4e5f"
@@ -103,6 +103,13 @@ BAD: list[tuple[str, Step, str]] = [
         lambda b: b.with_description("x" * (DESCRIPTION_LIMIT + 1)),
         "description",
     ),
+    (
+        "description with a lone surrogate",
+        lambda b: b.with_description("cannot read /data/caf\udce9.csv"),
+        "description",
+    ),
+    ("metadata with a lone surrogate", lambda b: b.with_metadata({"f": "\ud800"}), "metadata"),
+    ("metadata key a lone surrogate", lambda b: b.with_metadata({"\udc80": 1}), "metadata"),
 ]
 
 
@@ -223,3 +230,15 @@ def test_round_trip_any_metadata(metadata: dict[str, Any], severity: Severity) -
     back = Event.from_dict(msgpack.unpackb(msgpack.packb(event.to_dict()), raw=False))
     assert back == event
     assert back.metadata == metadata
+
+
+def test_a_lone_surrogate_read_back_or_searched_for_is_an_event_error() -> None:
+    """An event read back with a lone surrogate in its description, and a search for one, raise
+    EventError naming the field (not a UnicodeEncodeError from the store later)."""
+    with pytest.raises(EventError) as caught:
+        Event.from_dict({**good().build().to_dict(), "description": "bad \ud800 text"})
+    assert caught.value.field == "description"
+    assert "U+D800 at 4" in caught.value.problem
+    with pytest.raises(EventError) as caught:
+        EventQuery(search="\udce9")
+    assert caught.value.field == "search"

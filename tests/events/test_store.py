@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -255,3 +256,80 @@ async def test_concurrent_persists_share_transactions() -> None:
         assert stats.transactions < 200
         await store.persist(events[0])  # alone: a transaction of its own
         assert store.statistics().transactions == stats.transactions + 1
+
+
+async def test_a_write_that_fails_fails_only_its_own_caller() -> None:
+    """An event the database cannot take (a lone surrogate, in an event made without the checks)
+    fails its persist with EventStoreError; the good events batched with it are stored."""
+    async with await EventStore.open() as store:
+        goods = [make(description=f"good {i}") for i in range(5)]
+        bad = replace(make(), description="bad \ud800 text")  # (replace skips the checks)
+        results = await asyncio.gather(
+            *(store.persist(e) for e in [*goods[:2], bad, *goods[2:]]), return_exceptions=True
+        )
+        assert [r is None for r in results] == [True, True, False, True, True, True]
+        assert isinstance(results[2], EventStoreError)
+        assert "UnicodeEncodeError" in str(results[2])
+        assert {e.id for e in (await store.query(page_size=10)).events} == {e.id for e in goods}
+        with pytest.raises(EventStoreError):
+            await store.persist(bad)  # alone, too
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"max_count": 0},
+        {"max_count": -1},
+        {"max_count": "3"},
+        {"max_count": True},
+        {"max_age": 0},
+        {"max_age": -5},
+        {"max_age": float("nan")},
+        {"max_age": "x"},
+    ],
+)
+async def test_retain_refuses_what_open_refuses_and_deletes_nothing(
+    limits: dict[str, object],
+) -> None:
+    """A count below 1 or an age not above 0 is a UsageError from retain as from open, and
+    every event stays."""
+    async with await EventStore.open() as store:
+        await store.persist_many([make(created_at=1e9 + i) for i in range(10)])
+        with pytest.raises(UsageError):
+            await store.retain(**limits)  # type: ignore[arg-type]
+        assert await store.count() == 10
+    with pytest.raises(UsageError):
+        await EventStore.open(**limits)  # type: ignore[arg-type]
+
+
+def _files(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir())
+
+
+async def test_wrong_arguments_to_the_store_name_what_is_wrong(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unknown filter, a non-event to persist, a bad path or timeout raise EventError or
+    UsageError naming the argument, never a TypeError or AttributeError, and make no file."""
+    monkeypatch.chdir(tmp_path)
+    async with await EventStore.open() as store:
+        calls: list[tuple[Callable[[], Awaitable[object]], str]] = [
+            (lambda: store.query(foo=1), "foo"),
+            (lambda: store.persist(None), "event"),  # type: ignore[arg-type]
+            (lambda: store.persist({"id": 1}), "event"),  # type: ignore[arg-type]
+            (lambda: store.persist_many(None), "events"),  # type: ignore[arg-type]
+        ]
+        for call, field in calls:
+            with pytest.raises(EventError) as caught:
+                await call()
+            assert caught.value.field == field
+        with pytest.raises(UsageError, match="EventQuery"):
+            await store.query("user")  # type: ignore[arg-type]
+    for bad in ({"path": None}, {"path": 3}, {"timeout": -1}, {"timeout": "5"}):
+        with pytest.raises(UsageError):
+            await EventStore.open(**bad)  # type: ignore[arg-type]
+    assert _files(tmp_path) == []  # (no file named None, nor 3)
+    for params, field in (([], "query"), ({1: "x", "a": 1}, "1"), ({"since": 2**1100}, "since")):
+        with pytest.raises(EventError) as caught:
+            EventQuery.from_params(params)  # type: ignore[arg-type]
+        assert caught.value.field == field

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -361,3 +362,101 @@ async def test_bad_listeners_and_handlers_are_refused_at_registration(
         with pytest.raises(UsageError, match=match):
             bus.add_event_listener(fn)  # type: ignore[arg-type]
         assert g.bus.statistics().receivers == 0
+
+
+# -- answers that must come back, and arguments checked first ---------------------------------------
+
+
+async def test_a_failure_whose_text_utf8_cannot_carry_still_comes_back() -> None:
+    """A handler that raises with a lone surrogate in its message (an undecodable file name):
+    each dispatch gets HandlerFailed with it escaped, the handler runs once per command, and
+    more such failures than the pod's failure limit leave the handler answering."""
+    ran: list[int] = []
+
+    def handle(cmd: SendStickers) -> None:
+        ran.append(cmd.count)
+        if cmd.count < 0:
+            raise ValueError("cannot read /data/caf\udce9.csv")
+
+    async with Grav(failure_limit=2) as g, ServiceBus(g) as bus:
+        bus.add_handler(handle)
+        for i in range(-3, 0):
+            with pytest.raises(HandlerFailed) as caught:
+                await bus.dispatch(SendStickers("t", i), timeout=5.0)
+            assert (caught.value.error_type, caught.value.message) == (
+                "ValueError",
+                "cannot read /data/caf\\udce9.csv",
+            )
+        await bus.dispatch(SendStickers("t", 1), timeout=5.0)
+        assert ran == [-3, -2, -1, 1]
+        assert (bus.statistics().handler_failures, bus.statistics().handled) == (3, 1)
+
+
+@pytest.mark.parametrize("timeout", [-1, 0, "10", float("nan"), True])
+async def test_a_dispatch_with_a_bad_timeout_runs_nothing(timeout: object) -> None:
+    """dispatch(timeout=<bad>) is a UsageError before the command is sent: the handler never
+    sees it (the next good command is the first it runs)."""
+    got: list[SendStickers] = []
+    async with Grav() as g, ServiceBus(g) as bus:
+        bus.add_handler(_recorder(got))
+        with pytest.raises(UsageError, match="timeout"):
+            await bus.dispatch(SendStickers("refused", 1), timeout=timeout)  # type: ignore[arg-type]
+        await bus.dispatch(SendStickers("good", 2), timeout=5.0)
+        assert got == [SendStickers("good", 2)]
+        assert bus.statistics().dispatched == 1
+
+
+@pytest.mark.parametrize("concurrency", [0, -5, "2", True, 2.5])
+async def test_a_refused_add_handler_leaves_nothing_registered(concurrency: object) -> None:
+    """add_handler with a bad concurrency is a UsageError that registers nothing and leaves no
+    pod: a right add_handler for the same class then works."""
+    got: list[SendStickers] = []
+
+    async def handle(cmd: SendStickers) -> None:
+        got.append(cmd)
+
+    async with Grav() as g, ServiceBus(g) as bus:
+        with pytest.raises(UsageError, match="concurrency"):
+            bus.add_handler(handle, concurrency=concurrency)  # type: ignore[arg-type]
+        assert g.statistics().pods == 0
+        bus.add_handler(handle, concurrency=2)
+        await bus.dispatch(SendStickers("t", 1), timeout=5.0)
+        assert got == [SendStickers("t", 1)]
+
+
+@dataclass
+class Holder:
+    value: object
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda g: ServiceBus("x"), "needs a Grav"),
+        (lambda g: ServiceBus(None), "needs a Grav"),
+        (lambda g: ServiceBus(g).dispatch(SendStickers("t", 2**70)), "cannot be encoded"),
+        (lambda g: ServiceBus(g).publish(Holder(object())), "cannot be encoded"),
+        (lambda g: ServiceBus(g).publish(UserCreated("\ud800")), "cannot be encoded"),
+    ],
+    ids=[
+        "a str for the Grav",
+        "None for the Grav",
+        "an int past 64 bits",
+        "an object",
+        "a surrogate",
+    ],
+)
+async def test_wrong_arguments_are_usage_errors(call: Callable[[Grav], object], match: str) -> None:
+    """A wrong Grav or a payload msgspec cannot write is a UsageError saying so, never an
+    AttributeError, TypeError or OverflowError from inside, and nothing is sent."""
+    async with Grav() as g:
+        with pytest.raises(UsageError, match=match):
+            await _called(call, g)
+        assert g.bus.statistics().sent == 0
+
+
+async def _called(call: Callable[[Grav], object], g: Grav) -> None:
+    """``call(g)``, awaited if it gives an awaitable."""
+    result = call(g)
+    if inspect.isawaitable(result):
+        await result
