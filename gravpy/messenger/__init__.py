@@ -71,7 +71,8 @@ async def open_messenger(url: str, **options: Any) -> Messenger:
 
     ``options`` go to the backend's constructor or ``open``/``connect`` classmethod (for example
     ``retention_rows=`` for SQLite, ``reconnect_time_wait=`` for NATS). Raises ``UsageError`` for
-    an unknown scheme or option, and the backend's connection errors otherwise.
+    an unknown scheme or option or a bad option value (naming it), and ``TransportError`` (or, on
+    ``ws://``, ``WaitTimeout``) for a server or file the backend cannot open.
     """
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "memory":

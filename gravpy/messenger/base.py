@@ -31,7 +31,9 @@ __all__ = [
     "StreamSink",
     "Subscription",
     "SubscriptionStatistics",
+    "check_count",
     "check_pattern",
+    "check_seconds",
     "check_subject",
 ]
 
@@ -45,10 +47,10 @@ DEFAULT_TIMEOUT = 10.0
 class SubscriptionStatistics:
     """A snapshot of one subscription's counters."""
 
-    received: int  # messages (or requests) that reached this subscription
+    received: int  # messages that reached this subscription (a server's: requests and publishes)
     delivered: int  # streams: put into the queue; servers: handled without error
     dropped: int  # refused for want of room: a stream's full queue, a server's full inbox
-    failed: int  # servers: handler calls that raised (the requester got RequestFailed)
+    failed: int  # servers: handler calls that raised (a requester got RequestFailed)
 
 
 @runtime_checkable
@@ -105,6 +107,21 @@ def check_pattern(subject: str) -> Pattern:
     return Pattern(subject)
 
 
+def check_count(name: str, value: object) -> int:
+    """``value`` if it is an int >= 1 (not a bool), else ``UsageError`` naming ``name``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise UsageError(f"{name} must be an int >= 1, got {value!r}")
+
+
+def check_seconds(name: str, value: object) -> float:
+    """``value`` as a float if it is a positive number of seconds (an int or a float, not a
+    bool), else ``UsageError`` naming ``name``."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    raise UsageError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
 class StreamSink:
     """Feeds one caller queue: never blocks, drops the newest when full, counts everything."""
 
@@ -138,23 +155,29 @@ class StreamSink:
 
 
 class ServeCounters:
-    """What a server counts: requests received, handled, refused (a full inbox), failed."""
+    """What a server counts: messages (requests and publishes) received, handled, refused (a full
+    inbox), failed."""
 
-    __slots__ = ("dropped", "failed", "handled", "received")
+    __slots__ = ("dropped", "failed", "handled", "received", "upstream_dropped")
 
     def __init__(self) -> None:
         self.received = 0
         self.handled = 0
         self.dropped = 0
         self.failed = 0
+        self.upstream_dropped: Callable[[], int] | None = None
+        """Set by a backend whose own buffer before the handler may drop (counted here too)."""
 
     def refused(self) -> None:
-        """A request reached this server but found no room (counted received and dropped)."""
+        """A message reached this server but found no room (counted received and dropped)."""
         self.received += 1
         self.dropped += 1
 
     def statistics(self) -> SubscriptionStatistics:
-        return SubscriptionStatistics(self.received, self.handled, self.dropped, self.failed)
+        upstream = 0 if self.upstream_dropped is None else self.upstream_dropped()
+        return SubscriptionStatistics(
+            self.received + upstream, self.handled, self.dropped + upstream, self.failed
+        )
 
 
 async def run_handler(handler: Handler, data: bytes, counters: ServeCounters) -> tuple[bytes, str]:
@@ -230,7 +253,8 @@ class MessengerBase:
         return self._closed
 
     async def publish(self, subject: str, data: bytes) -> None:
-        """Send ``data`` to every stream on ``subject``. Raises ``PublishFailed`` if it cannot leave."""
+        """Send ``data`` to every stream on ``subject`` (and to one of its servers). Raises
+        ``PublishFailed`` if it cannot leave."""
         self._check_open()
         await self._publish(check_subject(subject), _as_bytes(data))
 
@@ -242,7 +266,9 @@ class MessengerBase:
         return self._remember(BaseSubscription(self, subject, stop, sink.statistics))
 
     async def serve(self, subject: str, handler: Handler) -> Subscription:
-        """Answer requests on ``subject`` (a pattern) with ``handler``; one server answers each."""
+        """Run ``handler`` for each request and each publish on ``subject`` (a pattern), as a NATS
+        queue subscriber: of several servers one handles each; a request's asker gets the reply,
+        a publish's is dropped."""
         self._check_open()
         if not callable(handler):
             raise UsageError(f"handler must be an async callable, got {handler!r}")
@@ -259,15 +285,14 @@ class MessengerBase:
         the backend can know), or ``MessengerClosed`` if the messenger closes meanwhile.
         """
         self._check_open()
-        if isinstance(timeout, bool) or not (isinstance(timeout, int | float) and timeout > 0):
-            raise UsageError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        seconds = check_seconds("timeout", timeout)
         subject, data = check_subject(subject), _as_bytes(data)
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - always inside a task under asyncio
-            return await self._request(subject, data, float(timeout))
+            return await self._request(subject, data, seconds)
         self._waiting.add(task)
         try:
-            return await self._request(subject, data, float(timeout))
+            return await self._request(subject, data, seconds)
         except asyncio.CancelledError:
             if task in self._closed_by_close:
                 task.uncancel()

@@ -12,12 +12,15 @@ messages but its siblings do:
   the mesh (``on_type(..., group=)``), even when several patterns match its subject (``ov.*`` and
   ``ov.>``): a group places each message once among the members that admit its type, as a NATS
   queue group does across subscriptions.
-  Its handler answers with ``reply_to`` set and the type ``messenger.reply`` (replies travel back by
+  Its handler runs for requests and publishes alike (a request is a message like any other, as on
+  NATS) and answers with ``reply_to`` set and the type ``messenger.reply`` (replies travel back by
   ``reply_to``; a distinct type keeps them out of groups and streams of the subject); a handler
   error travels back in the reply's ``messenger-error`` header and ``request`` raises
-  ``RequestFailed`` with it.
-- ``request``: ``send`` plus ``receipt.wait_until``, so no responders anywhere fails at once with
-  ``NoResponders`` and a fast reply is never lost.
+  ``RequestFailed`` with it. What the server pod's full inbox refuses counts in the server's
+  ``dropped``; its requester is not told, and ends in ``RequestTimeout`` (as on NATS).
+- ``request``: ``send`` plus ``receipt.wait_until``, so nobody anywhere admitting the subject (no
+  server, no stream) fails at once with ``NoResponders``, a request every link refused (its send
+  queue full: the receipt's ``dropped``) with ``PublishFailed``, and a fast reply is never lost.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from typing import Any
 import gravpy
 from gravpy._log import get_logger
 from gravpy.errors import (
+    MessageDropped,
     MessengerClosed,
     PodDisconnected,
+    PublishFailed,
     RequestFailed,
     RequestTimeout,
     StreamSubscriptionFailed,
@@ -177,6 +182,7 @@ class GravMessenger(MessengerBase):
             if not pod.closed:
                 pod.reply_to(msg, reply)
 
+        counters.upstream_dropped = lambda: pod.statistics().dropped_overflow  # a full pod inbox
         pod.on_type(pattern.text, answer, group=self._group)
         return _disconnector(pod)
 
@@ -184,6 +190,8 @@ class GravMessenger(MessengerBase):
         try:
             receipt = self._sender.send(Message.new(subject, data))
             reply = await receipt.wait_until(timeout)
+        except MessageDropped as exc:  # every link that wanted it had a full send queue
+            raise PublishFailed(f"the request on {subject!r} did not leave: {exc}") from exc
         except WaitTimeout:
             raise RequestTimeout(subject, timeout) from None
         except PodDisconnected as exc:

@@ -3,7 +3,8 @@
 Theory of operation. Subjects travel unchanged (gravpy types and patterns are valid NATS subjects).
 ``stream`` is a plain subscription whose callback offers each payload to the caller's queue;
 ``serve`` is a subscription in the queue group ``group`` (default ``"messenger"``), so the server
-hands each request to exactly one member; ``request`` is nats-py's request (one shared reply inbox),
+hands each request, and each plain publish, to exactly one member (the handler runs for both; only
+a request has a reply subject to answer); ``request`` is nats-py's request (one shared reply inbox),
 and the server's "no responders" status becomes ``NoResponders``. A handler error travels back in
 the reply's ``Messenger-Error`` header.
 
@@ -176,6 +177,8 @@ class NatsMessenger(MessengerBase):
         with _translated(f"serve {pattern.text!r}", StreamSubscriptionFailed):
             sub = await self.nc.subscribe(pattern.text, queue=self._group, cb=answer)
             await self._flush()
+        sid = sub._id  # nats-py's slow-consumer drops of this server count as its own
+        counters.upstream_dropped = lambda: self.slow_consumer_drops[sid]
         return self._unsubscriber(sub)
 
     async def _request(self, subject: str, data: bytes, timeout: float) -> bytes:

@@ -1,18 +1,26 @@
 """The SQL behind ``SQLiteMessenger``: synchronous, run on the messenger's one database thread.
 
-Theory of operation. Three tables, created when missing::
+Theory of operation. Four tables, created when missing::
 
-    bus_events    (id AUTOINCREMENT, subject, data, created)          what publish writes
+    bus_events    (id AUTOINCREMENT, subject, data, created,
+                   request_id)                                        what publish writes, and
+                                                                      a copy of each request
     bus_requests  (id AUTOINCREMENT, subject, data, created, deadline,
                    claimed_by, claimed_at)                            what request writes
     bus_replies   (request_id PRIMARY KEY, data, error, created)      what a server writes
+    bus_event_claims (event_id PRIMARY KEY, claimed_by, created)      which messenger's server
+                                                                      handles a published event
 
 ``AUTOINCREMENT`` keeps ids increasing even after old rows are deleted, so a reader's cursor (the
 last id it saw) is all it needs: rows come back ``ORDER BY id``, which is commit order because
 SQLite has one writer at a time. A server *claims* a request with
 ``UPDATE ... SET claimed_by = ? WHERE id = ? AND claimed_by IS NULL``: the update is atomic, so of
-several servers (in any processes) exactly one sees a row count of 1 and handles it. The database is
-in WAL mode, so readers never block the writer and several processes share the file.
+several servers (in any processes) exactly one sees a row count of 1 and handles it. Servers also
+get published events, as NATS queue subscribers do: a messenger claims an event for its servers
+with ``INSERT OR IGNORE INTO bus_event_claims``, which exactly one messenger wins. A request is
+also written to ``bus_events`` (with its ``request_id``), in the same transaction, so streams see
+requests; servers skip those copies (they claim the request itself). The database is in WAL mode,
+so readers never block the writer and several processes share the file.
 
 Every write commits before returning: with our own connection (autocommit) ``commit()`` is a no-op,
 and with a caller's connection in Python's legacy transaction mode it ends the implicit transaction.
@@ -24,17 +32,19 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from gravpy.filter import Pattern
 
-__all__ = ["Claimed", "Retention", "Store"]
+__all__ = ["Claimed", "Event", "Retention", "Store"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bus_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     subject TEXT NOT NULL,
     data BLOB NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    request_id INTEGER
 );
 CREATE TABLE IF NOT EXISTS bus_requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -52,7 +62,13 @@ CREATE TABLE IF NOT EXISTS bus_replies (
     error TEXT,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS bus_event_claims (
+    event_id INTEGER PRIMARY KEY,
+    claimed_by TEXT NOT NULL,
+    created REAL NOT NULL
+);
 """
+_REQUEST_COLUMN = "ALTER TABLE bus_events ADD COLUMN request_id INTEGER"  # files made before it
 
 _CLAIM_BATCH = 64
 _READ_BATCH = 1000
@@ -66,6 +82,16 @@ class Retention:
 
     rows: int | None = 100_000
     seconds: float | None = 3600.0
+
+
+class Event(NamedTuple):
+    """A row of ``bus_events``: ``is_request`` for the copy of a request (streams see it, servers
+    claim the request itself)."""
+
+    id: int
+    subject: str
+    data: bytes
+    is_request: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +138,13 @@ class Store:
         if str(mode).lower() != "wal" and self.owned:
             raise sqlite3.OperationalError(f"could not switch the database to WAL (it is {mode})")
         self.conn.executescript(SCHEMA)
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(bus_events)")}
+        if "request_id" not in columns:
+            try:
+                self.conn.execute(_REQUEST_COLUMN)
+            except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                if "duplicate column" not in str(exc):
+                    raise
         self.conn.commit()
 
     def close(self) -> None:
@@ -147,24 +180,54 @@ class Store:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def events_after(self, cursor: int) -> list[tuple[int, str, bytes]]:
+    def events_after(self, cursor: int) -> list[Event]:
+        """The next events after id ``cursor``, in order (requests' copies included)."""
         rows = self.conn.execute(
-            "SELECT id, subject, data FROM bus_events WHERE id > ? ORDER BY id LIMIT ?",
+            "SELECT id, subject, data, request_id FROM bus_events WHERE id > ? ORDER BY id LIMIT ?",
             (cursor, _READ_BATCH),
         ).fetchall()
-        return [(int(i), str(s), bytes(d)) for i, s, d in rows]
+        return [Event(int(i), str(s), bytes(d), r is not None) for i, s, d, r in rows]
+
+    def claim_events(self, event_ids: Sequence[int], server: str) -> set[int]:
+        """Claim published events for ``server`` (a messenger's servers); the ids it won."""
+        now = time.time()
+        won: set[int] = set()
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            for event_id in event_ids:
+                if self.conn.execute(
+                    "INSERT OR IGNORE INTO bus_event_claims(event_id, claimed_by, created) "
+                    "VALUES (?, ?, ?)",
+                    (event_id, server, now),
+                ).rowcount:
+                    won.add(event_id)
+        except BaseException:
+            self.conn.rollback()
+            raise
+        self.conn.commit()
+        return won
 
     # -- requests --------------------------------------------------------------------------------
 
     def request(self, subject: str, data: bytes, timeout: float) -> int:
+        """Write a request, and its copy for the streams, in one transaction; return its id."""
         now = time.time()
-        cur = self.conn.execute(
-            "INSERT INTO bus_requests(subject, data, created, deadline) VALUES (?, ?, ?, ?)",
-            (subject, data, now, now + timeout),
-        )
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            request_id = self.conn.execute(
+                "INSERT INTO bus_requests(subject, data, created, deadline) VALUES (?, ?, ?, ?)",
+                (subject, data, now, now + timeout),
+            ).lastrowid
+            assert request_id is not None
+            self.conn.execute(
+                "INSERT INTO bus_events(subject, data, created, request_id) VALUES (?, ?, ?, ?)",
+                (subject, data, now, request_id),
+            )
+        except BaseException:
+            self.conn.rollback()
+            raise
         self.conn.commit()
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+        return request_id
 
     def claim(self, pattern: Pattern, server: str) -> Claimed | None:
         """Claim the oldest open request matching ``pattern``, or None.
@@ -261,6 +324,12 @@ class Store:
         deleted += self.conn.execute(
             "DELETE FROM bus_replies WHERE created < ?", (now - _ORPHAN_SECONDS,)
         ).rowcount
+        deleted += self.conn.execute(  # claims of events gone, once no late reader can race them
+            "DELETE FROM bus_event_claims WHERE created < ? AND event_id < "
+            "coalesce((SELECT min(id) FROM bus_events), "
+            "(SELECT seq FROM sqlite_sequence WHERE name='bus_events') + 1, 0)",
+            (now - _ORPHAN_SECONDS,),
+        ).rowcount
         self.conn.commit()
         return deleted
 
@@ -268,5 +337,5 @@ class Store:
         """Rows per table (for tests and operators)."""
         return {
             table: int(self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-            for table in ("bus_events", "bus_requests", "bus_replies")
+            for table in ("bus_events", "bus_requests", "bus_replies", "bus_event_claims")
         }

@@ -7,9 +7,12 @@ AssertionError naming the first step that failed, or that hung past ``step_timeo
 What it checks: order per publisher; ``*`` and ``>`` subjects; fan-out to every stream; ``serve`` is
 deliver-to-one among several servers (each request handled exactly once); a handler that raises makes
 ``request`` raise ``RequestFailed`` with its text; no server at all raises ``NoResponders`` (or, with
-``no_responders=False``, ``RequestTimeout``, for backends that cannot know); a full stream queue drops
-the newest and counts it without blocking the publisher; ``unsubscribe`` is idempotent and stops
-delivery; ``close()`` ends a pending request with ``MessengerClosed`` and refuses later calls.
+``no_responders=False``, ``RequestTimeout``, for backends that cannot know); the traffic of a
+subject as on NATS: a stream gets the requests on it too (never the replies), a server handles the
+plain publishes on it too, and a request only a stream hears ends in ``RequestTimeout``; a full
+stream queue drops the newest and counts it without blocking the publisher; ``unsubscribe`` is
+idempotent and stops delivery; ``close()`` ends a pending request with ``MessengerClosed`` and
+refuses later calls.
 """
 
 from __future__ import annotations
@@ -162,6 +165,55 @@ async def _no_server(m: Messenger, no_responders: bool) -> None:
         release.set()
 
 
+async def _requests_and_publishes(m: Messenger) -> None:
+    heard: asyncio.Queue[bytes] = asyncio.Queue()
+    handled: asyncio.Queue[bytes] = asyncio.Queue()
+    await m.stream("check.traffic", heard)
+
+    async def handle(data: bytes) -> bytes:
+        handled.put_nowait(data)
+        return b"reply:" + data
+
+    served = await m.serve("check.traffic", handle)
+    reply = await m.request("check.traffic", b"req", timeout=5.0)
+    _expect(reply == b"reply:req", f"the server's reply was {reply!r}")
+    await m.publish("check.traffic", b"pub")
+    await m.publish("check.traffic", b"end")
+    got: list[bytes] = []
+    while not got or got[-1] != b"end":
+        got.append(await heard.get())
+    _expect(
+        got == [b"req", b"pub", b"end"],
+        f"a stream must get the requests and publishes on its subject, no replies: got {got!r}",
+    )
+    done = await _take(handled, 3)
+    _expect(
+        done == [b"req", b"pub", b"end"],
+        f"a server must handle the publishes on its subject too (as on NATS): it had {done!r}",
+    )
+    await _until(lambda: served.statistics().delivered == 3)
+    stats = served.statistics()
+    _expect((stats.received, stats.dropped) == (3, 0), f"the server counted {stats}")
+
+
+async def _request_heard_by_a_stream(m: Messenger) -> None:
+    heard: asyncio.Queue[bytes] = asyncio.Queue()
+    await m.stream("check.heard", heard)
+    try:
+        await m.request("check.heard", b"anyone?", timeout=0.5)
+    except RequestTimeout:
+        pass
+    except Exception as exc:
+        raise AssertionError(
+            f"a request only a stream hears raised {exc!r}, not RequestTimeout (a stream is a "
+            "subscriber that answers nothing)"
+        ) from exc
+    else:
+        raise AssertionError("a request only a stream hears returned")
+    got = await heard.get()
+    _expect(got == b"anyone?", f"the stream got {got!r} instead of the request")
+
+
 async def _full_queue(m: Messenger) -> None:
     q: asyncio.Queue[bytes] = asyncio.Queue(2)
     sub = await m.stream("check.full", q)
@@ -297,6 +349,8 @@ async def check_messenger(
         ("serve delivers each request to one server", _deliver_to_one),
         ("a failing handler fails the request", _handler_error),
         ("no server", lambda m: _no_server(m, no_responders)),
+        ("a stream sees requests, a server handles publishes", _requests_and_publishes),
+        ("a request only a stream hears times out", _request_heard_by_a_stream),
         ("a full stream queue drops the newest", _full_queue),
         ("unsubscribe", lambda m: _unsubscribe(m, no_responders)),
         ("payloads travel unchanged", _payloads),

@@ -10,10 +10,18 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from gravpy.errors import MessengerClosed, NoResponders, RequestFailed, WaitTimeout
+from gravpy.errors import (
+    MessengerClosed,
+    NoResponders,
+    PublishFailed,
+    RequestFailed,
+    WaitTimeout,
+)
 from gravpy.grav import Grav
+from gravpy.mesh import HubConfig
 from gravpy.messenger import GravMessenger, Messenger, open_messenger
-from gravpy.testing import check_messenger
+from gravpy.proto import ROLE_LEAF
+from gravpy.testing import MemoryNetwork, MemoryTransport, check_messenger
 from gravpy.testing.gravd import Gravd, running_gravd
 
 
@@ -249,3 +257,62 @@ async def test_a_wildcard_stream_does_not_see_the_mesh_s_own_events(gravd: Gravd
             await _leaf(writer).wait_interest("app.marker", timeout=10.0)
             await writer.publish("app.marker", b"marker")
             assert await everything.get() == b"marker"
+
+
+async def _echo(data: bytes) -> bytes:
+    return data
+
+
+async def test_requests_a_full_server_pod_refuses_count_as_the_server_s_drops() -> None:
+    """Requests lost to a server pod's full inbox count as received and dropped in the server's
+    statistics (as the node counts them), and every request answered counts as delivered."""
+    release = asyncio.Event()
+
+    async def slow(data: bytes) -> bytes:
+        await release.wait()
+        return data
+
+    async with Grav() as grav, GravMessenger(grav, inbox_limit=4) as m:
+        served = await m.serve("full.svc", slow)
+        asks = [
+            asyncio.create_task(m.request("full.svc", b"%d" % i, timeout=60.0)) for i in range(10)
+        ]
+        try:
+            await asyncio.sleep(0)  # each task sends its request in its first step
+            lost = grav.statistics().dropped_overflow  # what the node saw the pod refuse
+            assert 0 < lost < 10
+            assert served.statistics().dropped == lost
+            release.set()
+            kept = 10 - lost  # the pod drops the newest: the first ones are answered
+            assert await asyncio.gather(*asks[:kept]) == [b"%d" % i for i in range(kept)]
+            assert not any(ask.done() for ask in asks[kept:])  # nobody will answer these
+            stats = served.statistics()
+            assert (stats.received, stats.delivered, stats.dropped) == (10, kept, lost)
+        finally:
+            for ask in asks:
+                ask.cancel()
+            await asyncio.gather(*asks, return_exceptions=True)
+
+
+async def test_a_request_every_link_refuses_raises_publish_failed_at_once() -> None:
+    """A request to a server on a leaf whose link queue is full raises PublishFailed at once (the
+    receipt says dropped), not the core's MessageDropped and not a timeout; the rest are answered."""
+    net = MemoryNetwork()
+    node_grav = Grav(transport=MemoryTransport(net), hub_config=HubConfig(queue_limit=16))
+    async with node_grav as node, GravMessenger(node) as asker:
+        leaf_grav = Grav(
+            transport=MemoryTransport(net),
+            role=ROLE_LEAF,
+            attach_to=node.endpoints()[0],
+            attach_timeout=5,
+        )
+        async with leaf_grav as leaf, GravMessenger(leaf) as server:
+            await server.serve("load.svc", _echo)
+            await asker.wait_server("load.svc", timeout=10.0)
+            asks = [asker.request("load.svc", b"%d" % i, timeout=30.0) for i in range(40)]
+            results = await asyncio.gather(*asks, return_exceptions=True)  # one loop turn
+    refused = [r for r in results if not isinstance(r, bytes)]
+    answered = [r for r in results if isinstance(r, bytes)]
+    assert refused, "the link queue (16) took all 40 requests of one loop turn"
+    assert all(isinstance(r, PublishFailed) and "did not leave" in str(r) for r in refused)
+    assert answered == [b"%d" % i for i in range(len(answered))]

@@ -114,3 +114,55 @@ async def test_sqlite_url_without_a_path_raises_usage_error() -> None:
     """open_messenger("sqlite://") raises UsageError, not a raw sqlite3 error."""
     with pytest.raises(UsageError, match="path"):
         await open_messenger("sqlite://")
+
+
+async def test_a_publish_to_a_server_with_a_full_inbox_is_dropped_and_counted() -> None:
+    """A publish that finds its server's bounded inbox full is dropped (counted in the server's
+    statistics) without blocking or failing the publisher."""
+    started = asyncio.Event()
+    release = asyncio.Event()
+    handled: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def slow(data: bytes) -> bytes:
+        started.set()
+        await release.wait()
+        handled.put_nowait(data)
+        return data
+
+    async with InMemoryMessenger(server_inbox=1) as m:
+        served = await m.serve("svc.events", slow)
+        await m.publish("svc.events", b"1")
+        await started.wait()  # the worker holds the first; the inbox (1) is empty
+        for data in (b"2", b"3", b"4"):
+            await m.publish("svc.events", data)
+        assert served.statistics().dropped == 2
+        release.set()
+        assert [await handled.get(), await handled.get()] == [b"1", b"2"]
+        assert await m.request("svc.events", b"fence", timeout=5.0) == b"fence"
+        stats = served.statistics()
+    assert handled.get_nowait() == b"fence"
+    assert (stats.received, stats.delivered, stats.dropped) == (5, 3, 2)
+
+
+@pytest.mark.parametrize(
+    ("url", "option", "value"),
+    [
+        ("memory://", "server_inbox", "x"),
+        ("memory://", "server_inbox", 0),
+        ("memory://", "server_inbox", True),
+        ("sqlite://{tmp}/bus.db", "poll_interval", "fast"),
+        ("sqlite://{tmp}/bus.db", "prune_interval", 0),
+        ("sqlite://{tmp}/bus.db", "busy_timeout", -1.0),
+        ("sqlite://{tmp}/bus.db", "outbox_limit", 0),
+        ("sqlite://{tmp}/bus.db", "server_inbox", 2.5),
+        ("sqlite://{tmp}/bus.db", "retention_rows", "all"),
+        ("sqlite://{tmp}/bus.db", "retention_seconds", False),
+    ],
+)
+async def test_a_bad_option_value_raises_usage_error_naming_it(
+    url: str, option: str, value: object, tmp_path: Path
+) -> None:
+    """open_messenger refuses an option of the wrong type or range with UsageError naming it."""
+    with pytest.raises(UsageError, match=f"^{option} must be") as caught:
+        await open_messenger(url.format(tmp=tmp_path), **{option: value})
+    assert repr(value) in str(caught.value)
