@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import gravpy
-from gravpy import Message
+from gravpy import Grav, Message
 from gravpy.mesh import PeerInfo
 from gravpy.testing.gravd import running_gravd
 
@@ -53,11 +53,8 @@ async def test_a_group_member_whose_identity_may_not_receive_the_type_gets_no_co
             gravpy.connect(url, token="trusted-token") as worker,
             gravpy.connect(url, token="trusted-token") as sender,
         ):
-            barred_got: asyncio.Queue[Message] = asyncio.Queue(256)
-            worker_got: asyncio.Queue[Message] = asyncio.Queue(256)
             # '*.*' shares types with jobs.> but is not wholly forbidden, so it may be asked for
-            barred.connect().on_type("*.*", barred_got.put_nowait, group="w")
-            worker.connect().on_type("jobs.*", worker_got.put_nowait, group="w")
+            barred_got, worker_got = _members("w", (barred, "*.*"), (worker, "jobs.*"))
             async with asyncio.timeout(10):
                 await node.wait_http(lambda n: group_members(n, "w") == 2)
                 # and the sender's app has heard both members, or its first sends reach no one
@@ -72,6 +69,16 @@ async def test_a_group_member_whose_identity_may_not_receive_the_type_gets_no_co
         assert sorted(int(m.data) for m in jobs) == list(range(40))
         assert last.type == "x.fence"  # same pod, same link, in order: no jobs copy before it
         assert barred_got.empty()
+
+
+def _members(group: str, *apps: tuple[Grav, str]) -> list[asyncio.Queue[Message]]:
+    """A pod in ``group`` on each ``(app, pattern)``; what each receives, in order."""
+    queues: list[asyncio.Queue[Message]] = []
+    for app, pattern in apps:
+        got: asyncio.Queue[Message] = asyncio.Queue(256)
+        app.connect().on_type(pattern, got.put_nowait, group=group)
+        queues.append(got)
+    return queues
 
 
 def _reached(peers: list[PeerInfo], group: str) -> int:
@@ -92,10 +99,7 @@ async def test_a_member_beside_the_sender_gets_every_copy_another_app_may_not_ta
             gravpy.connect(node.endpoint, token="sensors-token") as sensors,
             gravpy.connect(node.endpoint, token="trusted-token") as admin,
         ):
-            barred_got: asyncio.Queue[Message] = asyncio.Queue(256)
-            admin_got: asyncio.Queue[Message] = asyncio.Queue(256)
-            sensors.connect().on_type(">", barred_got.put_nowait, group="g")
-            admin.connect().on_type(">", admin_got.put_nowait, group="g")
+            barred_got, admin_got = _members("g", (sensors, ">"), (admin, ">"))
             async with asyncio.timeout(10):
                 await node.wait_http(lambda n: group_members(n, "g") == 2)
                 # the admin app hears of the sensors member, for sensor.* only
