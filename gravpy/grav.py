@@ -13,7 +13,7 @@ from gravpy.bridge.port import BridgePort
 from gravpy.buffer import MsgBuffer
 from gravpy.bus import Bus, BusStatistics
 from gravpy.consumer import check_overflow
-from gravpy.errors import UsageError, WaitTimeout
+from gravpy.errors import PodDisconnected, UsageError, WaitTimeout
 from gravpy.identity import load_credentials
 from gravpy.mesh import Hub, HubConfig, PeerInfo
 from gravpy.mesh.permissions import Authority
@@ -126,6 +126,8 @@ class Grav:
         self._attach_to = attach_to
         self._attach_timeout = attach_seconds
         self._started = False
+        self._stopped = False
+        self._waits: dict[asyncio.Timeout, bool] = {}  # wait_for deadlines -> ended by stop
 
     async def start(self) -> None:
         """Start listening, discovery and dialling (``async with`` calls this)."""
@@ -156,12 +158,21 @@ class Grav:
             ) from exc
 
     async def stop(self) -> None:
-        """Withdraw from the mesh, drain (bounded), close every link, pod and task of the node."""
-        for bridge in self.bridges:
-            await bridge.stop()
-        if self.hub is not None:
-            await self.hub.stop()
-        await self.bus.close()
+        """Withdraw from the mesh, drain (bounded), close every link, pod and task of the node;
+        then end every ``wait_for`` still waiting (``PodDisconnected``)."""
+        try:
+            for bridge in self.bridges:
+                await bridge.stop()
+            if self.hub is not None:
+                await self.hub.stop()
+            await self.bus.close()
+        finally:
+            self._stopped = True
+            now = asyncio.get_running_loop().time()
+            for deadline in self._waits:
+                if not deadline.expired():  # (an expiring one ends with its own WaitTimeout)
+                    self._waits[deadline] = True
+                    deadline.reschedule(now)
 
     async def __aenter__(self) -> Grav:
         await self.start()
@@ -204,17 +215,27 @@ class Grav:
         self, predicate: Callable[[list[PeerInfo]], bool], timeout: float | None = None
     ) -> list[PeerInfo]:
         """Wait until ``predicate(self.peers())`` is true (checked at every link or interest
-        change) and return that snapshot. Raises ``WaitTimeout`` after ``timeout`` seconds.
+        change) and return that snapshot. Raises ``WaitTimeout`` after ``timeout`` seconds, or
+        ``PodDisconnected`` if the node stops first.
 
         ``await g.wait_for(lambda peers: any(p.uuid == other for p in peers))``
         """
         deadline = asyncio.timeout(check_timeout(timeout))
         hub = self._hub()
+        ended = False
         try:
             async with deadline:
-                while not predicate(peers := self.peers()):
-                    await hub.wait_changed()
+                self._waits[deadline] = False
+                try:
+                    while not predicate(peers := self.peers()):
+                        if self._stopped:
+                            raise PodDisconnected("the node stopped")
+                        await hub.wait_changed()
+                finally:
+                    ended = self._waits.pop(deadline)
         except TimeoutError:
+            if ended:
+                raise PodDisconnected("the node stopped") from None
             if deadline.expired():
                 raise WaitTimeout(
                     f"the mesh did not reach the awaited state within {timeout} s"

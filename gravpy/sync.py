@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from types import TracebackType
 from typing import Any, TypeVar
 
 from gravpy._mailbox import check_timeout
-from gravpy.errors import UsageError, WaitTimeout
+from gravpy.errors import PodDisconnected, UsageError, WaitTimeout
 from gravpy.grav import Grav
 from gravpy.leaf import DEFAULT_URL
 from gravpy.leaf import connect as connect_async
@@ -34,12 +34,24 @@ __all__ = ["SyncGrav", "SyncPod", "SyncReceipt", "connect"]
 
 T = TypeVar("T")
 
+_SETTLE = 1.0  # seconds the calls in flight get to end by themselves once the node has stopped
+
 
 class _LoopThread:
-    """An event loop running in a daemon thread, stopped by ``close``."""
+    """An event loop running in a daemon thread, until ``close``.
+
+    Every call in flight is a task on the loop, tracked until it ends. ``close`` refuses new
+    calls, runs the final coroutine (``Grav.stop``, which ends every wait), gives the calls still
+    in flight ``_SETTLE`` seconds to end with what that raised, cancels the rest (their callers
+    get ``PodDisconnected``), and only then stops the loop: no caller is left waiting.
+    """
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self._lock = threading.Lock()  # orders every submission against the start of close
+        self._closing = False
+        self._closed = threading.Event()  # set when the loop has stopped for good
+        self._tasks: set[asyncio.Task[Any]] = set()  # the calls in flight (loop thread only)
         self._thread = threading.Thread(target=self._run, name="gravpy-sync", daemon=True)
         self._thread.start()
 
@@ -48,24 +60,92 @@ class _LoopThread:
         self.loop.run_forever()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if threading.current_thread() is self._thread:
-            coro.close()
-            raise UsageError(
-                "blocking gravpy.sync call made from a handler; use the async API there"
-            )
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return future.result()
+        """Run ``coro`` on the loop and block for its result; ``PodDisconnected`` once closing."""
+        future = self._submit(coro)
+        if future is None:
+            raise PodDisconnected("the node is closed")
+        return self._result(future)
 
     def call(self, fn: Callable[[], T]) -> T:
+        """Call ``fn`` on the loop; once closed, here (nothing else runs the node's objects then,
+        and a closed pod or bus answers as the async API does without its loop)."""
+
         async def wrapper() -> T:
             return fn()
 
-        return self.run(wrapper())
+        future = self._submit(wrapper())
+        if future is None:
+            self._closed.wait()
+            return fn()
+        return self._result(future)
 
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join()
-        self.loop.close()
+    def close(self, final: Coroutine[Any, Any, None] | None = None) -> None:
+        """Run ``final`` on the loop, end the calls in flight, stop the loop (once; a later call
+        waits for the first to finish)."""
+        self._check_caller(final)
+        with self._lock:
+            first = not self._closing
+            self._closing = True
+            if first:
+                done = asyncio.run_coroutine_threadsafe(self._shutdown(final), self.loop)
+        if not first:
+            if final is not None:
+                final.close()
+            self._closed.wait()
+            return
+        try:
+            done.result()
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join()
+            self.loop.close()
+            self._closed.set()
+
+    def _submit(self, coro: Coroutine[Any, Any, T]) -> Future[T] | None:
+        self._check_caller(coro)
+        with self._lock:
+            if self._closing:
+                coro.close()  # never started: no "never awaited" warning
+                return None
+            return asyncio.run_coroutine_threadsafe(self._tracked(coro), self.loop)
+
+    def _check_caller(self, coro: Coroutine[Any, Any, Any] | None) -> None:
+        if threading.current_thread() is self._thread:
+            if coro is not None:
+                coro.close()
+            raise UsageError(
+                "blocking gravpy.sync call made from a handler; use the async API there"
+            )
+
+    def _result(self, future: Future[T]) -> T:
+        try:
+            return future.result()
+        except CancelledError:
+            if self._closing:  # close cancelled a call that stopping the node did not end
+                raise PodDisconnected("the node is closed") from None
+            raise
+
+    async def _tracked(self, coro: Coroutine[Any, Any, T]) -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            return await coro
+        finally:
+            self._tasks.discard(task)
+
+    async def _shutdown(self, final: Coroutine[Any, Any, None] | None) -> None:
+        # Every call submitted before close is already running: its task was created (and its
+        # first step queued) before this one's.
+        try:
+            if final is not None:
+                await final
+        finally:
+            if self._tasks:
+                _, late = await asyncio.wait(set(self._tasks), timeout=_SETTLE)
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
 
 
 class SyncReceipt:
@@ -139,6 +219,12 @@ class SyncPod:
             try:
                 async with deadline:
                     return await anext(iterator)
+            except StopAsyncIteration:  # the iteration ended: the pod closed or got a handler
+                if self._pod.closed:
+                    raise PodDisconnected(self._pod.close_reason) from None
+                raise UsageError(
+                    f"pod {self._pod.id} got a handler while receive waited; a pod has one consumer"
+                ) from None
             except TimeoutError:
                 if deadline.expired():
                     raise WaitTimeout(
@@ -164,7 +250,6 @@ class SyncGrav:
     def __init__(self, grav: Grav, runner: _LoopThread) -> None:
         self._grav = grav
         self._runner = runner
-        self._closed = False
 
     def connect(self) -> SyncPod:
         return SyncPod(self._runner.call(self._grav.connect), self._runner)
@@ -179,14 +264,18 @@ class SyncGrav:
         return self._runner.run(self._grav.wait_for(predicate, timeout))
 
     def close(self) -> None:
-        """Withdraw, close the link and stop the node's thread."""
-        if self._closed:
-            return
-        self._closed = True
+        """Withdraw, close the link and stop the node's thread. Every call blocked in another
+        thread ends: with what the async API raises when its ``Grav`` stops (``PodDisconnected``),
+        or its own ``WaitTimeout`` if that came first. Later calls raise as on a stopped ``Grav``:
+        ``PodDisconnected`` for pods and waits, while ``peers()`` and ``statistics()`` still
+        answer."""
+        self._runner.close(self._stop())
+
+    async def _stop(self) -> None:
         try:
-            self._runner.run(self._grav.stop())
+            await self._grav.stop()
         finally:
-            self._runner.close()
+            await self._grav.bus.close()  # every pod closed, even if a stage of stop failed
 
     def __enter__(self) -> SyncGrav:
         return self

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 import pytest
 
@@ -11,10 +15,31 @@ import gravpy
 import gravpy.sync
 from discovery.static import StaticDiscovery
 from gravpy import Grav, Message
-from gravpy.errors import TransportError
+from gravpy.counters import PodStatistics
+from gravpy.errors import PodDisconnected, TransportError, UsageError
+from gravpy.mesh import PeerInfo
 from transports.tcp import TcpTransport
 
 from .conftest import FAST, NodeFactory, linked_to
+
+T = TypeVar("T")
+
+GUARD = 30.0 * float(os.environ.get("GRAVPY_TEST_SCALE", "1"))  # a hang guard, not a timing
+
+
+def blocking_call(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """Call ``fn(*args)`` in a daemon thread of its own (one that never returns cannot hold up the
+    test's loop as a ``to_thread`` worker would); await the result."""
+    done: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            done.set_result(fn(*args))
+        except BaseException as exc:  # handed to the awaiting test
+            done.set_exception(exc)
+
+    threading.Thread(target=run, name="blocking-call", daemon=True).start()
+    return asyncio.wrap_future(done)
 
 
 async def two_nodes(node: NodeFactory, transport: str = "ws") -> tuple[Grav, Grav]:
@@ -137,3 +162,114 @@ async def test_sync_leaf_collects_several_replies(node: NodeFactory) -> None:
             return sorted(m.data for m in receipt.replies(timeout=10.0, max=2))
 
     assert await asyncio.to_thread(blocking_client) == [b"one", b"two"]
+
+
+# -- closing: no wait outlives its node -----------------------------------------------------------
+
+
+async def test_a_leafs_wait_for_ends_when_it_stops(node: NodeFactory) -> None:
+    """Grav.wait_for raises PodDisconnected when the node stops, whether it was waiting then or
+    starts waiting after, long before its own timeout."""
+    a = await node()
+    leaf = gravpy.connect(a.endpoints()[0], hub_config=FAST)
+    await leaf.start()
+    checked = asyncio.Event()
+
+    def never(peers: list[PeerInfo]) -> bool:
+        checked.set()  # wait_for checks, then waits for a change, in the same step
+        return False
+
+    waiting = asyncio.create_task(leaf.wait_for(never, GUARD * 10))
+    await checked.wait()
+    await leaf.stop()
+    async with asyncio.timeout(GUARD):
+        with pytest.raises(PodDisconnected, match="the node stopped"):
+            await waiting
+        with pytest.raises(PodDisconnected, match="the node stopped"):
+            await leaf.wait_for(never, GUARD * 10)
+
+
+@pytest.mark.parametrize("timeout", [None, GUARD * 10], ids=["no-timeout", "timeout"])
+async def test_sync_close_ends_a_wait_for_blocked_in_another_thread(
+    node: NodeFactory, timeout: float | None
+) -> None:
+    """SyncGrav.close() ends a wait_for blocked in another thread with PodDisconnected."""
+    a = await node()
+    g = await asyncio.to_thread(gravpy.sync.connect, a.endpoints()[0], hub_config=FAST)
+    checked = threading.Event()
+
+    def never(peers: list[PeerInfo]) -> bool:
+        checked.set()  # wait_for checks, then waits for a change, in the same step
+        return False
+
+    waiting = blocking_call(g.wait_for, never, timeout)
+    assert await asyncio.to_thread(checked.wait, GUARD)
+    await asyncio.to_thread(g.close)
+    async with asyncio.timeout(GUARD):
+        with pytest.raises(PodDisconnected):
+            await waiting
+
+
+async def test_sync_close_ends_a_receive_blocked_in_another_thread(node: NodeFactory) -> None:
+    """SyncGrav.close() ends a receive(None) blocked in another thread with PodDisconnected
+    (not StopAsyncIteration)."""
+    a = await node()
+    g = await asyncio.to_thread(gravpy.sync.connect, a.endpoints()[0], hub_config=FAST)
+    pod = await asyncio.to_thread(g.connect)
+    await asyncio.to_thread(pod.filter_type, "sync.block")
+    receiving = blocking_call(pod.receive, None)
+    # the pod receives (and the leaf advertises it) once receive waits for a message
+    await a.wait_for(lambda peers: any("sync.block" in p.interests for p in peers), GUARD)
+    await asyncio.to_thread(g.close)
+    async with asyncio.timeout(GUARD):
+        with pytest.raises(PodDisconnected, match="the bus closed"):
+            await receiving
+
+
+async def test_sync_close_ends_a_call_that_stopping_the_node_does_not(node: NodeFactory) -> None:
+    """A blocking call that stopping the node does not end (a wait function that never returns)
+    is cancelled by SyncGrav.close(), and its caller gets PodDisconnected."""
+    a = await node()
+    responder = a.connect()
+    responder.on_type("svc.echo", lambda m: responder.reply_to(m, Message.new("svc.r", b"")))
+    g = await asyncio.to_thread(gravpy.sync.connect, a.endpoints()[0], hub_config=FAST)
+    pod = await asyncio.to_thread(g.connect)
+    receipt = await asyncio.to_thread(pod.send, Message.new("svc.echo", b""))
+    looking = threading.Event()
+
+    async def hold(reply: Message) -> None:
+        looking.set()
+        await asyncio.Event().wait()  # never set: only a cancellation ends this wait
+
+    waiting = blocking_call(receipt.wait_until, None, hold)
+    assert await asyncio.to_thread(looking.wait, GUARD)
+    await asyncio.to_thread(g.close)
+    async with asyncio.timeout(GUARD):
+        with pytest.raises(PodDisconnected, match="the node is closed"):
+            await waiting
+
+
+async def test_sync_calls_after_close_raise_as_on_a_stopped_grav(node: NodeFactory) -> None:
+    """After SyncGrav.close() pods and waits raise PodDisconnected, connect() UsageError (as
+    Grav.connect after stop), while peers() and statistics() still answer."""
+    a = await node()
+
+    def closed_client() -> None:
+        g = gravpy.sync.connect(a.endpoints()[0], hub_config=FAST)
+        pod = g.connect()
+        g.close()
+        g.close()  # a second close is a no-op
+        with pytest.raises(PodDisconnected, match="the bus closed"):
+            pod.send(Message.new("sync.x", b""))
+        with pytest.raises(PodDisconnected):
+            pod.publish(Message.new("sync.x", b""))
+        with pytest.raises(PodDisconnected):
+            pod.receive(None)
+        with pytest.raises(PodDisconnected):
+            g.wait_for(lambda peers: False, None)
+        with pytest.raises(UsageError, match="the bus is closed"):
+            g.connect()
+        assert g.peers() == []
+        assert isinstance(pod.statistics(), PodStatistics)
+
+    await asyncio.to_thread(closed_client)
