@@ -110,7 +110,8 @@ class PodDisconnected(NoReceipt):
     """The pod is disconnected from its bus; ``reason`` tells why.
 
     Raised by ``Pod.send`` on a closed pod and by ``Pod.wait_closed`` when the bus disconnected the
-    pod (for example after too many handler failures).
+    pod (for example after too many handler failures); also by the waits a stopping node ends
+    (``Grav.wait_for``, and every blocked ``gravpy.sync`` call when its ``SyncGrav`` closes).
     """
 
     def __init__(self, reason: str) -> None:
