@@ -126,8 +126,7 @@ class Grav:
         self._attach_to = attach_to
         self._attach_timeout = attach_seconds
         self._started = False
-        self._stopped = False
-        self._waits: dict[asyncio.Timeout, bool] = {}  # wait_for deadlines -> ended by stop
+        self._stopped = False  # (``wait_for`` ends once set: the hub wakes it as it stops)
 
     async def start(self) -> None:
         """Start listening, discovery and dialling (``async with`` calls this)."""
@@ -159,20 +158,13 @@ class Grav:
 
     async def stop(self) -> None:
         """Withdraw from the mesh, drain (bounded), close every link, pod and task of the node;
-        then end every ``wait_for`` still waiting (``PodDisconnected``)."""
-        try:
-            for bridge in self.bridges:
-                await bridge.stop()
-            if self.hub is not None:
-                await self.hub.stop()
-            await self.bus.close()
-        finally:
-            self._stopped = True
-            now = asyncio.get_running_loop().time()
-            for deadline in self._waits:
-                if not deadline.expired():  # (an expiring one ends with its own WaitTimeout)
-                    self._waits[deadline] = True
-                    deadline.reschedule(now)
+        every ``wait_for`` still waiting ends (``PodDisconnected``)."""
+        self._stopped = True
+        for bridge in self.bridges:
+            await bridge.stop()
+        if self.hub is not None:
+            await self.hub.stop()  # (its last change wakes every ``wait_for``)
+        await self.bus.close()
 
     async def __aenter__(self) -> Grav:
         await self.start()
@@ -222,20 +214,13 @@ class Grav:
         """
         deadline = asyncio.timeout(check_timeout(timeout))
         hub = self._hub()
-        ended = False
         try:
             async with deadline:
-                self._waits[deadline] = False
-                try:
-                    while not predicate(peers := self.peers()):
-                        if self._stopped:
-                            raise PodDisconnected("the node stopped")
-                        await hub.wait_changed()
-                finally:
-                    ended = self._waits.pop(deadline)
+                while not predicate(peers := self.peers()):
+                    if self._stopped:
+                        raise PodDisconnected("the node stopped")
+                    await hub.wait_changed()
         except TimeoutError:
-            if ended:
-                raise PodDisconnected("the node stopped") from None
             if deadline.expired():
                 raise WaitTimeout(
                     f"the mesh did not reach the awaited state within {timeout} s"

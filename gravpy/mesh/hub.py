@@ -207,6 +207,7 @@ class Hub:
         self.upgrades.close()
         self.resume_gate.close()
         self._absent.close()
+        self._notify()  # the last change: whoever waits for one sees the node has stopped
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run ``coro`` in a task the hub owns (``stop`` ends it)."""
