@@ -12,10 +12,14 @@ against that node's identity, so a node is trusted only for what its identity al
 
 On the way out, ``receivers`` leaves out the links whose ``subscribe`` rules forbid the type, so a
 pod asking for more than it may receive gets only what is allowed. A reply to a request this node
-knows (``Router.knows_asker``) is always allowed both ways: it travels only back to the link its
-request came from, so it reaches no one else. A message that only claims to be a reply (its
-``reply_to`` names no request or process known here) is routed by type like any other, so it is
-checked like any other: a forged reply is no way around the rules.
+knows (``Router.knows_asker``) is allowed both ways, whatever its type, if the request was sent
+to the link that answers (``PeerLink.answers``: a link whose identity restricts its publishing
+remembers what was sent to it, the last ``ANSWERABLE // 2`` at least): it travels only back to
+the link its request came from, so it reaches no one else. An answer to a message the link was
+not sent (or no longer remembers) is checked against its publish rules like any message, so
+ids, which are predictable, give no way to reach a process with a forbidden type. A message that
+only claims to be a reply (its ``reply_to`` names no request or process known here) is routed by
+type like any other, so it is checked like any other: a forged reply is no way around the rules.
 
 The attached app is told its own rules at once (a ``GRANT_TYPE`` message, sent before the node's
 first INTERESTS): its hub then refuses a forbidden publish at the sender with ``PermissionDenied``
@@ -59,8 +63,8 @@ class PermissionGate:
         self._bursts: dict[str, tuple[float, int]] = {}  # link uuid -> (last logged, since)
 
     def admits(self, link: Governed, msg: Message, answers_known: bool) -> bool:
-        """True if ``link``'s identity may publish ``msg`` here (``answers_known``: ``msg`` is a
-        reply to a request known here, which always may)."""
+        """True if ``link``'s identity may publish ``msg`` here (``answers_known``: ``msg``
+        answers a request known here that was sent to ``link``, which always may)."""
         identity = link.identity
         if identity is None or answers_known or identity.publish.allows(msg.type):
             return True

@@ -48,6 +48,7 @@ from gravpy.proto import (
     ProtocolConfig,
 )
 from gravpy.proto.handshake import CLOSED, OPEN, ROLE_LEAF, ROLE_PEER, Credentials
+from gravpy.recent import RecentMap
 
 __all__ = ["Backpressure", "LinkOwner", "PeerInfo", "PeerLink"]
 
@@ -60,6 +61,9 @@ _NO_GROUPS: Mapping[str, int] = {}
 # between them, so replies and the writer's next frame go out while the rest is still being
 # delivered: the two ends of a link work at once instead of in turns (bench_mesh, 100 in flight).
 _CHUNK = 32
+# messages sent to a remote whose identity restricts what it publishes, remembered so that its
+# answers to them pass (``answers``): at least the last half of this many
+ANSWERABLE = 16_384
 _DETAIL_LIMIT = 500  # characters of a refusal's detail kept for the one refused
 
 
@@ -107,6 +111,8 @@ class PeerLink:
             upgrade_token=upgrade_token,
         )
         self.identity: Identity | None = None  # what the auth file grants (None: no auth file)
+        # what was sent to a remote whose identity restricts its publishing (``answers``)
+        self._sent: RecentMap[str, None] | None = None
         # who the remote is, known from its HELLO on (``_learn_remote``): "", False, False before
         self.uuid = ""
         self.is_leaf = False  # an application attached here, not a mesh peer
@@ -170,8 +176,21 @@ class PeerLink:
         self.is_peer = remote.role == ROLE_PEER
 
     def authorized(self, identity: Identity | None) -> None:
-        """What the auth file in force grants this link's remote (None: no auth file)."""
+        """What the auth file in force grants this link's remote (None: no auth file). From
+        the moment its publishing is restricted, what is sent to it is remembered
+        (``answers``)."""
         self.identity = identity
+        if identity is None or identity.publish.allows_all:
+            self._sent = None
+        elif self._sent is None:
+            self._sent = RecentMap(ANSWERABLE)
+
+    def answers(self, request_uuid: str) -> bool:
+        """True if ``request_uuid`` names a message sent to the remote (one of the last
+        ``ANSWERABLE // 2`` at least), or its publishing is not restricted: an answer to it
+        may pass whatever its type (``gravpy.mesh.enforcement``)."""
+        sent = self._sent
+        return sent is None or request_uuid in sent
 
     @property
     def identity_key(self) -> bytes:
@@ -320,6 +339,9 @@ class PeerLink:
     def enqueue(self, msg: Message, seq: int = 0) -> bool:
         """Queue a message for the remote, with its origin number ``seq`` for a peer (0: none;
         negative: resent). False (and counted) if the queue is full."""
+        sent = self._sent
+        if sent is not None:
+            sent[msg.uuid] = None
         return self._writer.enqueue(msg, seq)
 
     def flush(self) -> None:

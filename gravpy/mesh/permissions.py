@@ -45,6 +45,11 @@ class TypeRules:
         object.__setattr__(self, "_allow", tuple(Pattern(p) for p in self.allow))
         object.__setattr__(self, "_deny", tuple(Pattern(p) for p in self.deny))
 
+    @property
+    def allows_all(self) -> bool:
+        """True if every type is allowed (the default rules)."""
+        return ">" in self.allow and not self.deny
+
     def allows(self, msg_type: str) -> bool:
         """True if ``msg_type`` matches an allow pattern and no deny pattern."""
         if any(p.matches(msg_type) for p in self._deny):
@@ -56,7 +61,7 @@ class TypeRules:
         allow pattern, less the parts a deny pattern covers whole (a deny that covers only part
         of one cannot be taken out of a pattern: that part stays, and is refused where it is
         delivered). ``("sensor.*",)`` for ``>`` under ``allow = ["sensor.*"]``."""
-        if self.allow == (">",) and not self.deny:
+        if self.allows_all:
             return (pattern,)
         tokens = pattern.split(".")
         met = [m for a in self.allow if (m := _meet(a.split("."), tokens)) is not None]

@@ -125,9 +125,7 @@ class Traffic:
             if msg.type == GRANT_TYPE and peer.is_peer and not self.on_peer:
                 self.grant = read_grant(msg.data)  # what this app's node lets it publish/receive
                 continue
-            if governed and not self.gate.admits(
-                peer, msg, bool(msg.reply_to) and self.router.knows_asker(msg.reply_to)
-            ):
+            if governed and not self.gate.admits(peer, msg, self._answers(peer, msg)):
                 continue
             if numbered:
                 seq = seqs[i]
@@ -150,6 +148,13 @@ class Traffic:
         if top:
             self.resumption.seen(peer.uuid, top)
         return len(messages)
+
+    def _answers(self, peer: PeerLink, msg: Message) -> bool:
+        """True if ``msg`` from ``peer`` answers a message sent to ``peer`` (as far as it
+        remembers: ``PeerLink.answers``) whose asker is known here: it travels back only to
+        that asker, and may pass whatever its type (``gravpy.mesh.enforcement``)."""
+        request = msg.reply_to
+        return bool(request) and peer.answers(request) and self.router.knows_asker(request)
 
     def _take(self, peer: PeerLink, msg: Message) -> None:
         """Route one message from ``peer``: deliver here, forward on (numbered, from a leaf)."""

@@ -180,3 +180,32 @@ def test_rules_narrow_a_pattern_to_the_part_they_allow() -> None:
     assert no_secrets.narrowed(">") == (">",)  # (a deny of part of it cannot be cut out)
     assert TypeRules(allow=("x",)).narrowed("x.>") == ()
     assert TypeRules().narrowed("a.b") == ("a.b",)
+
+
+async def test_an_app_may_answer_with_any_type_only_what_it_was_sent(node: NodeFactory) -> None:
+    """An answer of a type the app may not publish passes only for a message the node sent to
+    the app: one to a request it was never sent (its id guessed) is dropped and counted."""
+    a = await node(authority=parse_authority({"identities": [SENSORS]}))
+    asker = a.connect()
+    a.connect().on_type("ops.status", lambda m: None)  # takes it, does not answer
+    async with gravpy.connect(a.endpoints()[0], hub_config=FAST, token="sensor-token") as app:
+        pod = app.connect()
+        asked: asyncio.Queue[Message] = asyncio.Queue(8)
+        pod.on_type("sensor.ask", asked.put_nowait)
+        await a.wait_for(linked_to(app, interest="sensor.ask"), timeout=5)
+        unseen = asker.send(Message.new("ops.status", b"not for the app"))
+        forged: list[Message] = []
+        unseen.on_reply(forged.append)
+        delivered = asker.send(Message.new("sensor.ask", b""))
+        async with asyncio.timeout(5):
+            request = await asked.get()
+        guessed = Message.new("motor.run", b"forged")
+        guessed.reply_to = unseen.uuid  # (ids are predictable: the app could work this one out)
+        pod.send(guessed)
+        pod.reply_to(request, Message.new("secret.answer", b"42"))  # after it, on one link
+        reply = await delivered.wait_until(5)
+        assert (reply.type, reply.data) == ("secret.answer", b"42")
+        assert forged == []
+        assert a.hub is not None
+        assert a.hub.traffic.gate.denied_publish == 1
+        assert [p.state for p in app.peers()] == ["open"]
