@@ -14,6 +14,7 @@ COMPILED_MODULES = [
     "gravpy/_mailbox.py",
     "gravpy/buffer.py",
     "gravpy/bus.py",
+    "gravpy/congestion.py",
     "gravpy/consumer.py",
     "gravpy/counters.py",
     "gravpy/pod.py",

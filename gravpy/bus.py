@@ -20,8 +20,6 @@ groups of a locally sent message stay here (``forward_local`` returns them).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 from collections.abc import Callable, Collection, Coroutine, Mapping
 from typing import Any
 
@@ -29,6 +27,7 @@ from gravpy import _log as logs
 from gravpy._mailbox import Mailbox
 from gravpy._tasks import TaskSupervisor
 from gravpy.buffer import MsgBuffer
+from gravpy.congestion import Congestion
 from gravpy.consumer import check_overflow
 from gravpy.counters import BusStatistics, RetiredCounts
 from gravpy.errors import PodDisconnected, UsageError
@@ -41,7 +40,7 @@ from gravpy.receipt import MsgReceipt
 from gravpy.recent import RecentMap
 from gravpy.timings import Timings
 
-__all__ = ["Bus", "BusStatistics", "MeshPort", "PodHold"]
+__all__ = ["Bus", "BusStatistics", "MeshPort"]
 
 _log = logs.get_logger("gravpy.bus")
 
@@ -79,21 +78,6 @@ def _weights(groups: _Groups, sender: Pod | None) -> dict[str, int]:
     return weights
 
 
-class PodHold:
-    """How long one waiter (a link's reader, or this process's publishers) has been held by
-    congested pods, less the time it ran free since (free running pays it back): what
-    ``Bus.wait_pods`` sets slow pods aside by. ``step``: the longest single wait, and the time
-    a pod that takes nothing at all is given; ``budget``: the held time a slow one is given."""
-
-    __slots__ = ("budget", "held", "step", "until")
-
-    def __init__(self, step: float, budget: float) -> None:
-        self.step = step
-        self.budget = budget
-        self.held = 0.0
-        self.until = 0.0  # when the last wait ended (monotonic)
-
-
 class Bus:
     """Routes messages between the pods of one process. Use it through ``Grav``."""
 
@@ -124,9 +108,8 @@ class Bus:
         self.failure_limit = failure_limit
         self.max_attempts = max_attempts
         self._mesh: MeshPort | None = None
-        self.stall_step = stall_step
-        self.hold_budget = hold_budget
-        self._publish_hold = PodHold(stall_step, hold_budget)  # for ``wait_room``
+        # which pods, links and bridges are congested; ``Pod.publish`` waits through it
+        self.congestion = Congestion(stall_step, hold_budget)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pods: dict[int, Pod] = {}
         self._next_id = 1
@@ -136,11 +119,6 @@ class Bus:
         self._unclaimed: RecentMap[str, list[Message]] = RecentMap(max(2, unclaimed_replies))
         self._failed_requests: RecentMap[str, Exception] = RecentMap(max(2, unclaimed_replies))
         self._tasks = TaskSupervisor(_log, ignore=(PodDisconnected,))
-        self._congested: set[object] = set()
-        self._congested_pods: set[Pod] = set()
-        self._stuck_pods: set[Pod] = set()
-        self._room: asyncio.Event | None = None
-        self._pod_room: asyncio.Event | None = None
         self._closed = False
         self._sent = 0
         self._delivered = 0
@@ -401,107 +379,6 @@ class Bus:
             self._routes.clear()
         self._routes[msg_type] = route
         return route
-
-    # -- backpressure ----------------------------------------------------------------------------
-
-    @property
-    def congested(self) -> bool:
-        """True while some receiver's inbox, or some link's queue, is over its high-water mark."""
-        return bool(self._congested)
-
-    @property
-    def pods_congested(self) -> bool:
-        """True while some local pod's inbox is over its high-water mark."""
-        return bool(self._congested_pods)
-
-    def mark_congested(self, sink: object) -> None:
-        """Record that ``sink`` (a pod, a link) is over its high-water mark.
-
-        A pod that was set aside (it made no progress) is not waited for again until it relieves.
-        """
-        if sink in self._stuck_pods:
-            return
-        self._congested.add(sink)
-        if isinstance(sink, Pod):
-            self._congested_pods.add(sink)
-
-    def relieve(self, sink: object) -> None:
-        """Record that ``sink`` has room again; wakes the waits that this frees."""
-        self._congested.discard(sink)
-        self._congested_pods.discard(sink)
-        self._stuck_pods.discard(sink)
-        if not self._congested and self._room is not None:
-            self._room.set()
-        if not self._congested_pods and self._pod_room is not None:
-            self._pod_room.set()
-
-    async def wait_room(self) -> None:
-        """Wait until no sink is congested (used by ``Pod.publish``).
-
-        Congested pods are waited for as a link waits for them (``wait_pods``, in steps of
-        ``stall_step``, with a ``hold_budget`` of 3 s): a pod that takes nothing in a step, or
-        that holds the publishers longer than they run free by the budget, is set aside and
-        drops its own overflow (counted). So a stuck or slow pod never holds a publisher, nor
-        the healthy pods behind it, for long; a burst is still waited out. Congested links
-        are waited for as long as they stay so (TCP pushes back).
-        """
-        while self._congested:
-            if self._congested_pods:
-                hold = self._publish_hold
-                hold.step, hold.budget = self.stall_step, self.hold_budget
-                await self.wait_pods(hold)
-                continue
-            if self._room is None or self._room.is_set():
-                self._room = asyncio.Event()
-            with contextlib.suppress(TimeoutError):  # (a pod may become congested meanwhile)
-                async with asyncio.timeout(self.stall_step):
-                    await self._room.wait()
-
-    async def wait_pods(self, hold: PodHold) -> None:
-        """Wait (a step of ``hold`` at most) for the congested pods to relieve. Set them aside
-        if they took nothing in the step (stuck), or if ``hold``'s waits for them outgrew its
-        free running by its budget (slow: relieving within each step, yet holding the waiter
-        most of the time); from then on they drop their own overflow, counted."""
-        start = time.monotonic()
-        held = max(0.0, hold.held - (start - hold.until))
-        before = self.pods_queued()
-        try:
-            async with asyncio.timeout(min(hold.step, max(0.0, hold.budget - held))):
-                await self.wait_pod_room()
-        except TimeoutError:
-            end = time.monotonic()
-            held += end - start
-            if held >= hold.budget or self.pods_queued() >= before:
-                self.set_congested_pods_aside()
-                held = 0.0
-        else:
-            end = time.monotonic()
-            held += end - start
-        hold.held, hold.until = held, end
-
-    def pods_queued(self) -> int:
-        """Messages waiting in the inboxes of the congested pods (to tell progress from a stall)."""
-        return sum(pod.queued for pod in self._congested_pods)
-
-    def set_congested_pods_aside(self) -> None:
-        """The congested pods made no progress: stop holding links for them until they relieve.
-
-        They still apply their overflow policy (counted drops); other pods are not slowed by them.
-        """
-        self._stuck_pods.update(self._congested_pods)
-        self._congested.difference_update(self._congested_pods)
-        self._congested_pods.clear()
-        if self._pod_room is not None:
-            self._pod_room.set()
-        if not self._congested and self._room is not None:
-            self._room.set()
-
-    async def wait_pod_room(self) -> None:
-        """Wait until no local pod is congested (a link's reader, before it delivers more)."""
-        while self._congested_pods:
-            if self._pod_room is None or self._pod_room.is_set():
-                self._pod_room = asyncio.Event()
-            await self._pod_room.wait()
 
     # -- replies ---------------------------------------------------------------------------------
 

@@ -219,14 +219,14 @@ class Consumer:
             inbox.popleft()
         if not self._congested:
             self._congested = True
-            self.bus.mark_congested(self)
+            self.bus.congestion.mark_congested(self)
         return True
 
     def _relieve(self) -> None:
         """Tell the bus this inbox has room again (below a quarter of its limit)."""
         if len(self._inbox) <= self._high_water // 2:
             self._congested = False
-            self.bus.relieve(self)
+            self.bus.congestion.relieve(self)
 
     def _schedule(self) -> None:
         mode = self._mode

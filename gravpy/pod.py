@@ -240,12 +240,13 @@ class Pod(Consumer):
 
         Use it in a loop that produces in bursts faster than receivers consume: ``send`` never
         waits and lets full inboxes drop (counted); ``publish`` makes the producer wait for room
-        instead. A pod that cannot keep up at all holds it only for a while (``Bus.wait_room``),
+        instead. A pod that cannot keep up at all holds it only for a while (``Congestion.wait_room``),
         then drops its own overflow, counted.
         """
         receipt = self.send(msg)
-        if self.bus.congested:
-            await self.bus.wait_room()
+        congestion = self.bus.congestion
+        if congestion.congested:
+            await congestion.wait_room()
         return receipt
 
     def reply_to(self, request: Message, msg: Message) -> MsgReceipt:
@@ -356,7 +357,7 @@ class Pod(Consumer):
     def _relieve_publishers(self) -> None:
         """No longer a receiver: what the inbox holds waits for a consumer, publishers need not."""
         self._congested = False
-        self.bus.relieve(self)
+        self.bus.congestion.relieve(self)
 
     def _subscribed(self) -> None:
         """Called whenever the pod may have become a receiver: updates routes, and replays once,

@@ -4,7 +4,7 @@ needs of the mesh.
 Each layer reaches the one below only through these Protocols, never by setting attributes on it:
 a ``Pod`` holds a ``PodHost`` (``gravpy.bus.Bus`` is the one host), the bus holds a ``MeshPort``
 (``gravpy.mesh.traffic.Traffic`` implements it), a ``PeerLink`` tells its ``LinkOwner`` (the hub)
-what arrived, asks its ``Backpressure`` (the bus) whether local pods have room, and settles its
+what arrived, asks its ``Backpressure`` (the bus's ``Congestion``) whether local pods have room, and settles its
 ``DialWaiter`` (the wanted endpoint it was dialled for). docs/architecture.md draws the layers.
 """
 
@@ -21,7 +21,7 @@ from gravpy.receipt import MsgReceipt
 from gravpy.timings import Timings
 
 if TYPE_CHECKING:
-    from gravpy.bus import PodHold
+    from gravpy.congestion import Congestion, PodHold
     from gravpy.mesh.peer_link import PeerLink
     from gravpy.pod import Pod
     from gravpy.proto import Event
@@ -36,17 +36,13 @@ class PodHost(Protocol):
     failure_limit: int
     max_attempts: int
     timings: Timings | None  # the node's request and handler histograms, if it keeps them
+    congestion: Congestion  # which sinks are congested; publishers wait through it
 
-    @property
-    def congested(self) -> bool: ...
     def send(self, msg: Message, sender: Pod) -> MsgReceipt: ...
-    async def wait_room(self) -> None: ...
     def routes_changed(self) -> None: ...
     def replay_into(self, pod: Pod) -> None: ...
     def check_subscribable(self, pattern: str) -> None: ...
     def detach(self, pod: Pod) -> None: ...
-    def mark_congested(self, sink: object) -> None: ...
-    def relieve(self, sink: object) -> None: ...
     def call_soon(self, callback: Callable[[], None]) -> None: ...
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]: ...
     def register_reply_waiter(self, uuid: str, pod: Pod, msg_type: str = "") -> Mailbox: ...
@@ -102,7 +98,7 @@ class LinkOwner(Protocol):
 
 
 class Backpressure(Protocol):
-    """The bus's congestion signals, as a link sees them (``gravpy.bus.Bus``)."""
+    """The bus's congestion signals, as a link sees them (``gravpy.congestion.Congestion``)."""
 
     @property
     def pods_congested(self) -> bool: ...

@@ -66,7 +66,9 @@ async def test_a_slow_pod_holds_publish_only_within_its_budget_then_drops_counte
     until its waits outgrow the time it ran free by ``hold_budget``: then the pod is set aside
     and drops its overflow (counted), and its sibling gets every message, in order."""
     async with Grav() as g:
-        g.bus.hold_budget = 0.2  # (3 s by default: the same budget a link gives a slow pod)
+        g.bus.congestion.hold_budget = (
+            0.2  # (3 s by default: the same budget a link gives a slow pod)
+        )
 
         async def slow(msg: Message) -> None:
             await asyncio.sleep(0.001)  # ~1,000 messages/s at best: far slower than the sender

@@ -156,6 +156,6 @@ class Bridges:
     def bridge_congested(self, sink: object, congested: bool) -> None:
         """A bridge's queue passed its high-water mark (or fell back): publishers wait meanwhile."""
         if congested:
-            self._bus.mark_congested(sink)
+            self._bus.congestion.mark_congested(sink)
         else:
-            self._bus.relieve(sink)
+            self._bus.congestion.relieve(sink)

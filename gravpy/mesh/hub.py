@@ -325,7 +325,7 @@ class Hub:
             link,
             self.local,
             owner=self,
-            backpressure=self.bus,
+            backpressure=self.bus.congestion,
             config=self.config.protocol,
             mesh_key=self.mesh_key,
             credentials=self.credentials,

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
 from gravpy import _log as logs
-from gravpy.bus import PodHold
+from gravpy.congestion import PodHold
 from gravpy.errors import LinkClosedError
 from gravpy.filter import Pattern
 from gravpy.mesh.link_stats import LinkDrops, PeerInfo, link_info

@@ -111,7 +111,7 @@ class Traffic:
         """Deliver messages from ``peer`` here and forward them on (``seqs``: their origin
         numbers); return how many were taken (fewer while a local pod is congested: the rest
         stays with the link)."""
-        bus = self.bus
+        congestion = self.bus.congestion
         governed = self.authority is not None
         numbered = peer.is_peer and any(seqs)
         # the usual case: the origin is not resending, so its live messages go straight through
@@ -119,7 +119,7 @@ class Traffic:
         holding = numbered and self.resumption.holding(peer.uuid)
         top = 0
         for i, msg in enumerate(messages):
-            if bus.pods_congested:
+            if congestion.pods_congested:
                 self.resumption.seen(peer.uuid, top)
                 return i
             if msg.type == GRANT_TYPE and peer.is_peer and not self.on_peer:

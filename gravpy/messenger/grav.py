@@ -151,8 +151,9 @@ class GravMessenger(MessengerBase):
         except PodDisconnected as exc:
             raise MessengerClosed(f"the grav node closed: {exc.reason}") from exc
         bus = self.grav.bus
-        if bus.congested and not bus.pods_congested:
-            await bus.wait_room()
+        congestion = bus.congestion
+        if congestion.congested and not congestion.pods_congested:
+            await congestion.wait_room()
 
     async def _stream(self, sink: StreamSink) -> Callable[[], Awaitable[None]]:
         hide_mesh = sink.pattern.text.split(".", 1)[0] in ("*", ">")

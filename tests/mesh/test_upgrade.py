@@ -341,7 +341,9 @@ async def test_moved_follows_every_message_queued_before_it() -> None:
         dialled = await TcpTransport().dial(server.url, timeout=GUARD)
         accepted = await server.links.get()
         a, b = open_pair()
-        writer = LinkWriter(dialled, a, LinkDrops(), Bus(), queue_limit=4096, queue_bytes=1 << 20)
+        writer = LinkWriter(
+            dialled, a, LinkDrops(), Bus().congestion, queue_limit=4096, queue_bytes=1 << 20
+        )
         for i in range(2500):  # more than one MSGS batch (max_batch 1024)
             assert writer.enqueue(Message.new("q.n", str(i)), 0)
         writer.after_queue(a.send_moved)

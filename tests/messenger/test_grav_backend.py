@@ -193,13 +193,15 @@ async def test_publish_does_not_wait_for_a_slow_server_of_another_subject() -> N
         return data
 
     async with Grav() as grav:
-        grav.bus.stall_step = grav.bus.hold_budget = 3600.0  # the slow server is never set
+        grav.bus.congestion.stall_step = grav.bus.congestion.hold_budget = (
+            3600.0  # the slow server is never set
+        )
         # aside: it counts as moving, and may hold publishers as long as it likes
         m = GravMessenger(grav, inbox_limit=16)
         await m.serve("slow.svc", slow)
         pending = [asyncio.create_task(m.request("slow.svc", b"", timeout=60.0)) for _ in range(12)]
         await asyncio.sleep(0)  # every request is sent: one in the handler, eleven queued
-        assert grav.bus.pods_congested
+        assert grav.bus.congestion.pods_congested
         q: asyncio.Queue[bytes] = asyncio.Queue()
         await m.stream("other.events", q)
         async with asyncio.timeout(5.0):  # hang guard: before the fix this waited for `release`
