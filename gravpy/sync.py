@@ -14,6 +14,7 @@ threads). Everything raises the same exceptions as the async API.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import CancelledError, Future
@@ -60,10 +61,12 @@ class _LoopThread:
         self.loop.run_forever()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop and block for its result; ``PodDisconnected`` once closing."""
+        """Run ``coro`` on the loop and block for its result; once closed, what it answers
+        without waiting (``_at_once``)."""
         future = self._submit(coro)
         if future is None:
-            raise PodDisconnected("the node is closed")
+            self._closed.wait()
+            return asyncio.run(_at_once(coro))
         return self._result(future)
 
     def call(self, fn: Callable[[], T]) -> T:
@@ -73,8 +76,10 @@ class _LoopThread:
         async def wrapper() -> T:
             return fn()
 
-        future = self._submit(wrapper())
+        coro = wrapper()
+        future = self._submit(coro)
         if future is None:
+            coro.close()  # never started: no "never awaited" warning
             self._closed.wait()
             return fn()
         return self._result(future)
@@ -102,10 +107,10 @@ class _LoopThread:
             self._closed.set()
 
     def _submit(self, coro: Coroutine[Any, Any, T]) -> Future[T] | None:
+        """``coro`` running on the loop; None (``coro`` left to the caller) once closing."""
         self._check_caller(coro)
         with self._lock:
             if self._closing:
-                coro.close()  # never started: no "never awaited" warning
                 return None
             return asyncio.run_coroutine_threadsafe(self._tracked(coro), self.loop)
 
@@ -146,6 +151,21 @@ class _LoopThread:
                 for task in late:
                     task.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
+
+
+async def _at_once(coro: Coroutine[Any, Any, T]) -> T:
+    """What ``coro`` answers without waiting, run on a loop of its own: the node's loop is
+    gone, and nothing it could wait for will come. So a bad argument is still a ``UsageError``,
+    a reply that came before the close is still returned, a predicate that holds still does,
+    as on a stopped async ``Grav``; a call that would wait raises ``PodDisconnected``."""
+    task = asyncio.ensure_future(coro)
+    await asyncio.sleep(0)  # (its first step: up to its first wait)
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise PodDisconnected("the node is closed")
+    return task.result()
 
 
 class SyncReceipt:
@@ -266,8 +286,9 @@ class SyncGrav:
     def close(self) -> None:
         """Withdraw, close the link and stop the node's thread. Every call blocked in another
         thread ends: with what the async API raises when its ``Grav`` stops (``PodDisconnected``),
-        or its own ``WaitTimeout`` if that came first. Later calls raise as on a stopped ``Grav``:
-        ``PodDisconnected`` for pods and waits, while ``peers()`` and ``statistics()`` still
+        or its own ``WaitTimeout`` if that came first. Later calls answer as on a stopped
+        ``Grav``: ``PodDisconnected`` for pods and waits, ``UsageError`` for bad arguments, a
+        ``wait_for`` predicate that holds returns, and ``peers()`` and ``statistics()`` still
         answer."""
         self._runner.close(self._stop())
 

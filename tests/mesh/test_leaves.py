@@ -273,3 +273,31 @@ async def test_sync_calls_after_close_raise_as_on_a_stopped_grav(node: NodeFacto
         assert isinstance(pod.statistics(), PodStatistics)
 
     await asyncio.to_thread(closed_client)
+
+
+async def test_sync_calls_after_close_answer_what_needs_no_wait(node: NodeFactory) -> None:
+    """After SyncGrav.close() a call answers as on a stopped Grav: a bad timeout is a
+    UsageError, a wait_for predicate that holds returns; a wait raises PodDisconnected, for a
+    reply that came before the close too (the pod is closed)."""
+    a = await node()
+    responder = a.connect()
+    responder.on_type("svc.echo", lambda m: responder.reply_to(m, Message.new("svc.r", m.data)))
+
+    def closed_client() -> None:
+        g = gravpy.sync.connect(a.endpoints()[0], hub_config=FAST)
+        pod = g.connect()
+        first = pod.send(Message.new("svc.echo", b"first"))
+        second = pod.send(Message.new("svc.echo", b"second"))
+        second.wait_until(GUARD)  # (the first reply came before it, on the same link)
+        g.close()
+        with pytest.raises(PodDisconnected):
+            first.wait_until(1.0)
+        with pytest.raises(PodDisconnected):
+            pod.send(Message.new("svc.echo", b"late")).wait_until(1.0)
+        with pytest.raises(UsageError, match="timeout"):
+            pod.wait_until(-1, lambda m: m)
+        assert g.wait_for(lambda peers: True, None) == []
+        with pytest.raises(PodDisconnected):
+            g.wait_for(lambda peers: False, 1.0)
+
+    await asyncio.to_thread(closed_client)
