@@ -149,6 +149,10 @@ class EventBroadcaster:
     def __init__(
         self, grav: Grav, *, queue_limit: int = 1024, store: _Persister | None = None
     ) -> None:
+        from gravpy.grav import Grav  # (gravpy.grav imports what imports this module)
+
+        if not isinstance(grav, Grav):
+            raise UsageError(f"an EventBroadcaster needs a Grav node, got {type(grav).__name__}")
         if isinstance(queue_limit, bool) or not isinstance(queue_limit, int) or queue_limit < 1:
             raise UsageError(f"queue_limit must be an int >= 1, got {queue_limit!r}")
         self.grav = grav
@@ -184,8 +188,9 @@ class EventBroadcaster:
         self._sender.send(Message.new(event_type(user), event.to_dict()))
         self._published += 1
 
-    def subscribe(self, user_id: str, *, queue_limit: int | None = None) -> Subscription:
-        """The live events of ``user_id`` from now on (queued from this call, not from iteration)."""
+    def subscribe(self, user_id: str | None, *, queue_limit: int | None = None) -> Subscription:
+        """The live events of ``user_id`` from now on (queued from this call, not from iteration);
+        None: the events for no user (what ``publish(None, ...)`` sends)."""
         return self._subscribe(event_type(user_id), queue_limit)
 
     def subscribe_all(self, *, queue_limit: int | None = None) -> Subscription:

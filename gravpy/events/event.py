@@ -194,7 +194,7 @@ class Event:
             action=data["action"],
             severity=data["severity"],
             description=data.get("description"),
-            metadata=data.get("metadata") or {},
+            metadata=_or_empty(data.get("metadata")),
             status=data.get("status", "unread"),
             created_at=data["created_at"],
         )
@@ -283,6 +283,12 @@ def check_unicode(field: str, value: str) -> str:
             field, f"a lone surrogate U+{ord(char):04X} at {exc.start} is not valid Unicode text"
         ) from None
     return value
+
+
+def _or_empty(metadata: object) -> object:
+    """Metadata from the wire: none (absent or null) is empty; anything else is checked as it
+    is (an empty list is not a mapping)."""
+    return {} if metadata is None else metadata
 
 
 def _check_metadata(value: object, severity: Severity) -> str:

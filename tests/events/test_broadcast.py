@@ -236,8 +236,8 @@ async def test_an_event_of_another_user_on_a_users_type_is_skipped_and_counted()
 
 
 async def test_publish_and_the_broadcaster_refuse_wrong_arguments() -> None:
-    """A non-event, a persist flag that is not a bool, a bool queue_limit: EventError or
-    UsageError naming it, and nothing is sent."""
+    """A non-event, a persist flag that is not a bool, a bool queue_limit, a broadcaster on
+    something that is not a Grav: EventError or UsageError naming it, and nothing is sent."""
     async with Grav() as g:
         broadcaster = EventBroadcaster(g)
         for bad in (None, "not an event", event(1, ALICE).to_dict()):
@@ -249,4 +249,6 @@ async def test_publish_and_the_broadcaster_refuse_wrong_arguments() -> None:
         assert broadcaster.statistics().published == 0
         with pytest.raises(UsageError, match="queue_limit"):
             EventBroadcaster(g, queue_limit=True)
+        with pytest.raises(UsageError, match="needs a Grav node, got Bus"):
+            EventBroadcaster(g.bus)  # type: ignore[arg-type]
         broadcaster.close()

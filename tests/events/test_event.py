@@ -181,6 +181,7 @@ def test_to_dict_is_json_and_msgpack_safe() -> None:
         (lambda d: d.update(created_at=float("inf")), "created_at"),
         (lambda d: d.update(created_at=1e20), "created_at"),  # no clock prints that year
         (lambda d: d.update(metadata=deep(1100)), "metadata"),  # deeper than json.dumps goes
+        (lambda d: d.update(metadata=[]), "metadata"),  # empty, but not a mapping
         (lambda d: d.update(status="archived"), "status"),
         (lambda d: d.update(severity=3), "severity"),
         (lambda d: d.update(user_id="bob"), "user_id"),
