@@ -13,9 +13,14 @@ zeroconf's cache, or asked for when the cache does not hold all of it yet, and t
 :class:`~gravpy.plugins.PeerReport`. A record is reported when it first resolves and again whenever
 what it resolves to changes. It is skipped (logged at debug as ``mdns_record_skipped``) when it is
 this node's own, belongs to another mesh (unless either side's mesh is ``"*"``), speaks another
-protocol version, or is malformed. A removed record (its owner said goodbye, or its TTL ran out) is
-logged as ``mdns_peer_removed`` and reported with ``gone=True``, so the hub stops redialling it
-(an open link stays until it closes; ping/pong finds a dead one).
+protocol version, or is malformed: among others, a ``host`` that is not a host name or an IP
+address (it would change what the URL names), or only addresses no peer can be dialled at (the
+wildcard ``0.0.0.0``/``::``, which reaches this very machine, multicast, broadcast). A removed
+record (its owner said goodbye, or its TTL ran out) is logged as ``mdns_peer_removed`` and reported
+with ``gone=True``, so the hub stops redialling it (an open link stays until it closes; ping/pong
+finds a dead one). So is the endpoint a record resolved to before, when the record changes to
+another endpoint or to one that is skipped: the hub dials where the record points now, not also
+where it pointed once.
 
 When cancelled, ``run()`` withdraws every record it registered (goodbye packets, so the other
 nodes' browsers see them go), closes the ``AsyncZeroconf`` and re-raises ``CancelledError``. That
@@ -75,6 +80,12 @@ _CLOSE_TIMEOUT: Final = 2.0  # the goodbyes take ~0.25 s; bound them anyway
 _MAX_LABEL_BYTES: Final = 63  # one DNS label (the instance name)
 _MAX_TXT_ENTRY_BYTES: Final = 255  # "key=value" in one TXT string
 _SCHEME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+.-")
+# a DNS host name: dot-separated labels of letters, digits, '-' (not at either end) and '_'
+_HOST_NAME: Final = re.compile(
+    r"(?=.{1,253}\.?\Z)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+    r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
+)
+_LIMITED_BROADCAST: Final = ipaddress.ip_address("255.255.255.255")
 # RFC 6335 service names: 1..15 letters, digits and single inner hyphens, at least one letter
 _SERVICE_TYPE: Final = re.compile(
     r"_(?=[A-Za-z0-9-]{1,15}\._)(?=[0-9-]*[A-Za-z])[A-Za-z0-9](?:-?[A-Za-z0-9])*\._(?:tcp|udp)\.local\."
@@ -179,10 +190,16 @@ def read_record(
         return Skip("malformed", "no port")
     host = properties.get("host") or _pick_address(addresses)
     if not host:
-        return Skip("malformed", "no address")
+        return Skip("malformed", "no address peers can be dialled at")
+    if _is_ip(host) and not _dialable(host):
+        return Skip("malformed", f"host {host!r} is not an address peers can be dialled at")
+    if not _is_ip(host) and not _HOST_NAME.fullmatch(host):
+        return Skip("malformed", f"host {host!r} is not a host name or an IP address")
     if ":" in host:  # an IPv6 address; a zone id is written %25 in a URL (RFC 6874)
         host = "[" + host.replace("%", "%25") + "]"
     path = properties.get("path") or ""
+    if any(not c.isprintable() or c.isspace() or c == "#" for c in path):
+        return Skip("malformed", f"bad path {path!r}")
     if path and not path.startswith("/"):
         path = "/" + path
     return PeerReport(f"{scheme}://{host}:{port}{path}", node_uuid, source)
@@ -195,8 +212,15 @@ def _pick_address(addresses: list[str]) -> str | None:
             return 0
         return 2 if ip.is_link_local else 1
 
-    usable = [a for a in addresses if _is_ip(a.split("%", 1)[0])]
+    usable = [a for a in addresses if _is_ip(a.split("%", 1)[0]) and _dialable(a)]
     return min(usable, key=rank) if usable else None
+
+
+def _dialable(address: str) -> bool:
+    """False for an IP address no peer listens at: the wildcard (dialling it reaches this
+    machine), multicast, the limited broadcast."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    return not (ip.is_unspecified or ip.is_multicast or ip == _LIMITED_BROADCAST)
 
 
 def _label(text: str) -> str:
@@ -419,11 +443,14 @@ class _Session:
             self.log.debug(
                 "mdns_record_skipped", record=name, reason=found.reason, detail=found.detail
             )
+            self._removed(name)  # what it pointed to before, if anything, is not dialled now
             return
         before = self.reported.get(name)
         if before == found:
             return
         self.reported[name] = found
+        if before is not None and before.endpoint != found.endpoint:
+            self._withdraw(before)  # the record moved: stop dialling where it was
         event = "mdns_peer_found" if before is None else "mdns_peer_changed"
         self.log.info(event, peer=found.node_uuid, endpoint=found.endpoint, record=name)
         self.report(found)
@@ -434,6 +461,11 @@ class _Session:
             self.log.info(
                 "mdns_peer_removed", peer=gone.node_uuid, endpoint=gone.endpoint, record=name
             )
+            self._withdraw(gone)
+
+    def _withdraw(self, gone: PeerReport) -> None:
+        """Report ``gone``'s endpoint gone, unless another record still points there."""
+        if all(other.endpoint != gone.endpoint for other in self.reported.values()):
             self.report(dataclasses.replace(gone, gone=True))
 
     # -- shutdown --------------------------------------------------------------------------------

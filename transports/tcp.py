@@ -17,12 +17,23 @@ Wire use (one connection per link, both sides speak the same):
   big-endian). ``dial`` returns once the acceptor's greeting arrived, so a port where something
   else listens is a failed dial, not a link; the acceptor hands the link to ``on_link`` once the
   dialler's greeting arrived, and drops a connection that sends none within
-  ``handshake_timeout``. An acceptor that refuses the dialler (mTLS without a client certificate)
-  sends a close frame with the reason in place of its greeting.
+  ``handshake_timeout``. An acceptor that refuses the dialler (mTLS without a client certificate,
+  too many connections in their handshake) sends a close frame with the reason in place of its
+  greeting.
 - **frames**: a u32 big-endian length, then the frame. A length over the receiver's
   ``max_frame_bytes`` is refused before the body is read (the link closes with the reason).
 - the **close**: a length with the top bit set; the low 31 bits are the length of a UTF-8
   reason (at most 1,024 bytes). See :mod:`transports.tcp_link` for the close sequence.
+
+Connections in their handshake (accepted, greeting not yet received, TLS handshake included) are
+bounded by ``max_pending``, decided at accept as the WebSocket listener does
+(:mod:`transports.websocket_gate`): a newcomer past the bound takes the place of the oldest one
+that has sent nothing for ``SILENCE`` seconds (which is turned away), else it is turned away
+itself: a close frame with the reason in place of the greeting, or with TLS a reset before any
+handshake (the listener listens on plain TCP and runs each admitted socket's handshake itself,
+:mod:`transports.tls_door`). Both are counted in ``connections_refused``. So sockets that connect
+and say nothing cost a bounded number of file descriptors and cannot hold the door shut for
+``handshake_timeout``; ``stop`` resets the handshakes in progress.
 
 asyncio's TCP_NODELAY is set explicitly on every connection (small frames go out at once; the
 core batches messages into frames itself). Every socket and TLS exception is translated in one
@@ -36,7 +47,7 @@ import math
 import socket
 import ssl as ssl_module
 from collections.abc import Callable
-from typing import Final
+from typing import Final, cast
 from urllib.parse import urlsplit
 
 from gravpy.errors import GravError, TransportError, UsageError
@@ -45,13 +56,14 @@ from gravpy.proto import DEFAULT_LIMITS
 from gravpy.tls import SslOption, TlsContexts, as_tls
 from gravpy.transport_kit import CERT_REFUSED_HINT, ErrorMap, serve_link
 from transports._addresses import format_address, wildcard_hosts
-from transports.tcp_link import BadGreeting, Refused, TcpLink
-from transports.tls_door import TlsFailures
+from transports.tcp_link import BadGreeting, Refused, TcpLink, close_frame
+from transports.tls_door import Dropped, Entrance, TlsDoor, TlsFailures
 
-__all__ = ["TcpLink", "TcpTransport"]
+__all__ = ["SILENCE", "TcpLink", "TcpTransport"]
 
 _SCHEMES: Final = ("tcp", "tls")
 _MAX_FRAME_LIMIT: Final = (1 << 31) - 1  # the top bit of a length marks the close
+SILENCE: Final = 1.0  # seconds a connection in its handshake may say nothing before it is evicted
 
 
 def _stopped(peercert: object, peer: str) -> str:
@@ -74,6 +86,19 @@ class _TcpErrorMap(ErrorMap):
         return error
 
 
+class _TurnedAway(asyncio.Protocol):
+    """A plain connection refused at accept: the close frame (the reason) in place of the
+    greeting, written at once, then the socket is dropped; nothing is read."""
+
+    def __init__(self, answer: bytes) -> None:
+        self._answer = answer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = cast(asyncio.WriteTransport, transport)  # uvloop's is not a subclass
+        sock.write(self._answer)  # a fresh socket's buffer takes it whole, at once
+        sock.abort()
+
+
 class TcpTransport:
     """Listens on ``host:port`` and dials ``tcp://`` and ``tls://`` URLs.
 
@@ -81,7 +106,9 @@ class TcpTransport:
     bounds the frames received but not yet taken by ``recv`` per link (reading pauses past it);
     ``write_limit`` is the bytes buffered per link above which ``send`` waits; ``close_timeout``
     bounds the wait for the peer to hang up after a close; ``handshake_timeout`` is how long an
-    accepted connection has to finish TLS and send its greeting. ``ssl`` is a
+    accepted connection has to finish TLS and send its greeting; ``max_pending`` bounds the
+    connections doing so at once (past it a newcomer evicts the oldest silent one, else it is
+    refused; both counted in ``connections_refused``). ``ssl`` is a
     :class:`~gravpy.tls.TlsContexts` or one context (see :mod:`gravpy.tls`).
     """
 
@@ -100,6 +127,7 @@ class TcpTransport:
         close_timeout: float = 5.0,
         handshake_timeout: float = 10.0,
         ssl: SslOption = None,
+        max_pending: int = 128,
     ) -> None:
         if not 0 <= port <= 65535:
             raise UsageError(f"port must be between 0 and 65535, got {port!r}")
@@ -107,8 +135,8 @@ class TcpTransport:
             raise UsageError(
                 f"max_frame_bytes must be between 1 and 2**31 - 1, got {max_frame_bytes!r}"
             )
-        if max_queue < 1 or write_limit < 0:
-            raise UsageError("max_queue must be >= 1 and write_limit >= 0")
+        if max_queue < 1 or write_limit < 0 or max_pending < 1:
+            raise UsageError("max_queue and max_pending must be >= 1, write_limit >= 0")
         for label, seconds in (
             ("close_timeout", close_timeout),
             ("handshake_timeout", handshake_timeout),
@@ -121,12 +149,20 @@ class TcpTransport:
         self.write_limit = write_limit
         self.close_timeout = close_timeout
         self.handshake_timeout = handshake_timeout
+        self.max_pending = max_pending
         self.tls = as_tls(ssl)
         self.tls_failures = TlsFailures(self.name)
         self._server: asyncio.Server | None = None
         self._on_link: LinkHandler | None = None
         self._endpoints: list[str] = []
-        self._pending: set[TcpLink] = set()  # accepted, not yet greeted
+        self._door: TlsDoor | None = None  # with TLS: the handshakes of admitted connections
+        # accepted, not yet greeted, in accept order: when, and the TLS handshake (if under way)
+        self._pending: dict[TcpLink, tuple[float, Entrance | None]] = {}
+        # of those, the ones not heard from (looked at lazily: some may have spoken since)
+        self._silent: dict[TcpLink, None] = {}
+        self._refused = 0
+        self.evicted = 0  # silent connections in their handshake dropped for a newcomer
+        self._busy = close_frame(f"too many connections in their handshake ({max_pending})")
         self._links: set[TcpLink] = set()  # accepted and handed to on_link
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -141,15 +177,12 @@ class TcpTransport:
         if self._server is not None:
             raise UsageError("this TcpTransport is already started")
         loop = asyncio.get_running_loop()
-        tls = self.tls.server
-        with _TcpErrorMap(f"{self.host}:{self.port}", f"listen on {self.host}:{self.port}"):
-            self._server = await loop.create_server(
-                self._new_link,
-                self.host,
-                self.port,
-                ssl=tls,
-                ssl_handshake_timeout=self.handshake_timeout if tls is not None else None,
+        if self.tls.server is not None:  # TLS after the bound (transports.tls_door)
+            self._door = TlsDoor(
+                self.tls.server, self.handshake_timeout, self.close_timeout, self.tls_failures
             )
+        with _TcpErrorMap(f"{self.host}:{self.port}", f"listen on {self.host}:{self.port}"):
+            self._server = await loop.create_server(self._new_link, self.host, self.port)
         self._on_link = on_link
         self._endpoints = self._list_endpoints(self._server.sockets)
 
@@ -170,6 +203,8 @@ class TcpTransport:
             return
         self._on_link = None  # from now on a connection is refused (see _new_link, _greeted)
         server.close()
+        if self._door is not None:  # TLS handshakes in progress are reset
+            await self._door.close()
         for link in list(self._pending):
             link.abort()
         for link in list(self._links):
@@ -179,13 +214,55 @@ class TcpTransport:
         await server.wait_closed()
         self._endpoints = []
 
-    def _new_link(self) -> TcpLink:
+    @property
+    def connections_refused(self) -> int:
+        """Connections turned away at accept, or evicted, because ``max_pending`` were in their
+        handshake."""
+        return self._refused
+
+    def _new_link(self) -> asyncio.BaseProtocol:
         """A connection was accepted (asyncio may still accept one while ``stop`` runs)."""
+        door = self._door
+        if len(self._pending) >= self.max_pending and not self._evict():
+            self._refused += 1
+            return Dropped() if door is not None else _TurnedAway(self._busy)
         refusal = self._refusal if self._on_link is not None else _stopped
         link = self._make_link(initiator=False, refusal=refusal)
-        self._pending.add(link)
+        entrance = None if door is None else door.entrance(link, lambda: self._not_entered(link))
+        self._pending[link] = (asyncio.get_running_loop().time(), entrance)
+        self._silent[link] = None
         link.expire_handshake(self.handshake_timeout)
-        return link
+        return link if entrance is None else entrance
+
+    def _evict(self) -> bool:
+        """Turn away the oldest connection in its handshake that has sent nothing for
+        ``SILENCE`` seconds; False if there is none (the first silent one in accept order)."""
+        silent, pending = self._silent, self._pending
+        while silent:
+            link = next(iter(silent))
+            if link in pending and not link.heard:
+                break
+            del silent[link]  # greeted, gone or heard from since: never evicted
+        else:
+            return False
+        accepted, entrance = pending[link]
+        if accepted > asyncio.get_running_loop().time() - SILENCE:
+            return False
+        del silent[link], pending[link]
+        self.evicted += 1
+        self._refused += 1
+        if link.connected or entrance is None:
+            link.turn_away(f"too many connections in their handshake ({self.max_pending})")
+        else:
+            link.handshake_failed()
+            entrance.drop()  # in its TLS handshake: reset, nothing can be said yet
+        return True
+
+    def _not_entered(self, link: TcpLink) -> None:
+        """``link``'s TLS handshake failed, timed out or was dropped (the door counted it)."""
+        link.handshake_failed()
+        self._pending.pop(link, None)
+        self._silent.pop(link, None)
 
     def _refusal(self, peercert: object, peer: str) -> str | None:
         """Why a TLS connection is refused (mTLS: no client certificate): counted and logged
@@ -215,17 +292,20 @@ class TcpTransport:
         return self.tls_failures.count
 
     def _lost(self, link: TcpLink) -> None:
-        """An accepted connection ended before its greeting; one that never got past TLS (asyncio
-        tells no protocol of a failed handshake: its deadline ends it) is a failed handshake."""
-        self._pending.discard(link)
-        if not link.connected:
+        """An accepted connection ended before its greeting, or its deadline passed in its TLS
+        handshake (then it is reset, and counted as a failed TLS handshake)."""
+        _, entrance = self._pending.pop(link, (0.0, None))
+        self._silent.pop(link, None)
+        if not link.connected and entrance is not None:
+            entrance.drop()
             self.tls_failures.failed(
                 "?", f"no TLS handshake completed within {self.handshake_timeout} s"
             )
 
     def _greeted(self, link: TcpLink) -> None:
         """An accepted connection sent its greeting: it is a link now; run ``on_link``."""
-        self._pending.discard(link)
+        self._pending.pop(link, None)
+        self._silent.pop(link, None)
         if self._on_link is None:  # stopping
             link.abort()
             return

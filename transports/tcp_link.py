@@ -44,7 +44,7 @@ from gravpy.transport_kit import (
 )
 from transports._addresses import format_address
 
-__all__ = ["GREETING", "MAX_REASON_BYTES", "BadGreeting", "Refused", "TcpLink"]
+__all__ = ["GREETING", "MAX_REASON_BYTES", "BadGreeting", "Refused", "TcpLink", "close_frame"]
 
 GREETING: Final = struct.Struct(">7sBI")
 _MAGIC: Final = b"GRAVTCP"
@@ -65,6 +65,12 @@ class Refused(Exception):
 
 def _reason_bytes(reason: str) -> bytes:
     return reason.encode()[:MAX_REASON_BYTES].decode(errors="ignore").encode()
+
+
+def close_frame(reason: str) -> bytes:
+    """The close frame with ``reason`` (cut to ``MAX_REASON_BYTES`` on a character boundary)."""
+    data = _reason_bytes(reason)
+    return _HEADER.pack(_CLOSE_BIT | len(data)) + data
 
 
 class TcpLink(asyncio.Protocol):
@@ -107,6 +113,7 @@ class TcpLink(asyncio.Protocol):
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
         self._expired = False  # the greeting's deadline passed before TLS completed
+        self.heard = False  # some bytes of the peer's greeting arrived (an acceptor's eviction)
         self._paused = False
         self._closing = False  # our close frame is written: what comes is read for the peer's
         self._sink: Callable[[bytes], bool] | None = None
@@ -230,7 +237,7 @@ class TcpLink(asyncio.Protocol):
             await self.close(
                 f"frame of {size} bytes exceeds the receiver's limit of {self.peer_max_frame}"
             )
-            raise self._send_error or link_closed(self.remote_address, CLOSED_BY_LOCAL)
+            raise self._send_failure() or link_closed(self.remote_address, CLOSED_BY_LOCAL)
         sock = self._sock
         assert sock is not None
         if size < _JOIN_BELOW:
@@ -240,8 +247,14 @@ class TcpLink(asyncio.Protocol):
             sock.write(frame)
         if not self._writable.is_set():
             await self._writable.wait()
-            if self._send_error is not None:
-                raise self._send_error
+            failure = self._send_failure()
+            if failure is not None:
+                raise failure
+
+    def _send_failure(self) -> LinkClosedError | None:
+        """Why sending fails, read afresh after an ``await`` (the attribute itself is narrowed to
+        None above it, and a mypyc-compiled build would then insist it is None)."""
+        return self._send_error
 
     def write_now(self, frame: bytes) -> bool:
         """Write one frame at once if the link is open and below ``write_limit``; else write
@@ -338,6 +351,22 @@ class TcpLink(asyncio.Protocol):
         """True once the connection is made (with TLS: once its handshake completed)."""
         return self._sock is not None
 
+    def handshake_failed(self) -> None:
+        """Its TLS handshake failed or was dropped: the connection is never made; no deadline."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._expired = True
+
+    def turn_away(self, reason: str) -> None:
+        """Refuse the connection before its greeting came: the close frame with ``reason``
+        (after the greeting already written), then drop it at once, without waiting for the peer."""
+        sock = self._sock
+        if sock is None or sock.is_closing():
+            return
+        sock.write(close_frame(reason))
+        sock.abort()
+
     def _handshake_expired(self) -> None:
         if self._sock is None:  # TLS never completed; asyncio tells no protocol of a failed
             self._expired = True  # handshake, so its end is here (else the link is kept forever)
@@ -351,6 +380,7 @@ class TcpLink(asyncio.Protocol):
 
     def _read_greeting(self, data: bytes) -> int:
         """Take the greeting off ``data``: where frames start, or -1 (wait for more, or refused)."""
+        self.heard = True
         if len(data) >= 4 and data[0] & 0x80:  # a close frame: the acceptor refused us
             return self._read_refusal(data)
         if len(data) < GREETING.size and _MAGIC.startswith(data[: len(_MAGIC)]):

@@ -194,7 +194,9 @@ def build_transports(config: DaemonConfig) -> list[Transport]:
         )
     if config.listen_tcp is not None:
         tcp = config.listen_tcp
-        transports.append(TcpTransport(tcp.host, tcp.port, ssl=tls))
+        transports.append(
+            TcpTransport(tcp.host, tcp.port, ssl=tls, max_pending=config.max_upgrading)
+        )
     return transports
 
 

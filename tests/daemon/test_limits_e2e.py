@@ -117,6 +117,19 @@ async def test_max_upgrading_bounds_the_sockets_in_flight_of_a_real_gravd() -> N
         assert _refused(metrics) == 1
 
 
+async def test_max_upgrading_bounds_the_tcp_connections_not_yet_greeted() -> None:
+    """--max-upgrading bounds the TCP listener too: with 2, one of three silent sockets is
+    turned away at once with a close frame naming the reason, counted."""
+    async with running_gravd("--max-upgrading", "2", "--listen-tcp", "127.0.0.1:0") as node:
+        tcp = next(e for e in node.listening["endpoints"] if e.startswith("tcp://"))
+        host, _, port = tcp.removeprefix("tcp://").rpartition(":")
+        sockets = [await asyncio.open_connection(host, int(port)) for _ in range(3)]
+        answer = await _first_answer(sockets)
+        assert b"too many connections in their handshake (2)" in answer, answer
+        _, metrics = await node.get("/metrics")
+        assert _refused(metrics) == 1
+
+
 async def test_check_config_shows_max_upgrading_and_refuses_zero() -> None:
     """--check-config reports max_upgrading from GRAVD_MAX_UPGRADING and refuses 0 by flag."""
     result = await run([*GRAVD, "--check-config"], env={"GRAVD_MAX_UPGRADING": "7"})

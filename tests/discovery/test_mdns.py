@@ -247,6 +247,61 @@ async def test_a_changed_record_is_reported_again(start: Start) -> None:
     ]
 
 
+def _peer_record(service_type: str, port: int, **txt: str) -> AsyncServiceInfo:
+    """The record of a peer "node-p" on 127.0.0.1 at ``port``; ``txt`` overrides its TXT."""
+    properties = {"uuid": "node-p", "transport": "ws", "path": "/p", "mesh": "*", "version": "1"}
+    return AsyncServiceInfo(
+        service_type,
+        f"node-p.{service_type}",
+        port=port,
+        properties=properties | txt,
+        server="node-p.local.",
+        parsed_addresses=["127.0.0.1"],
+    )
+
+
+async def test_a_record_that_moves_withdraws_the_endpoint_it_left(start: Start) -> None:
+    """When a peer's record moves to another port, the endpoint it left is reported gone (the
+    hub stops redialling it) before the new one is reported."""
+    a = start("node-a", 1111)
+    aiozc = AsyncZeroconf(interfaces=LOOPBACK)
+    try:
+        peer = _peer_record(start.service_type, 4444)
+        await (await aiozc.async_register_service(peer, cooperating_responders=True))
+        await a.wait_report(lambda r: r.endpoint == "ws://127.0.0.1:4444/p")
+        await (await aiozc.async_update_service(_peer_record(start.service_type, 5555)))
+        await a.wait_report(lambda r: r.endpoint == "ws://127.0.0.1:5555/p")
+        assert a.reports == [
+            PeerReport("ws://127.0.0.1:4444/p", "node-p", "mdns"),
+            PeerReport("ws://127.0.0.1:4444/p", "node-p", "mdns", gone=True),
+            PeerReport("ws://127.0.0.1:5555/p", "node-p", "mdns"),
+        ]
+    finally:
+        await aiozc.async_close()
+
+
+async def test_a_record_that_changes_to_one_not_to_dial_withdraws_its_endpoint(
+    start: Start, logs: LogWatch
+) -> None:
+    """A reported record updated to one that is skipped (here another protocol version) has its
+    endpoint reported gone: the node no longer dials what the record no longer offers."""
+    a = start("node-a", 1111)
+    aiozc = AsyncZeroconf(interfaces=LOOPBACK)
+    try:
+        peer = _peer_record(start.service_type, 4444)
+        await (await aiozc.async_register_service(peer, cooperating_responders=True))
+        await a.wait_report(lambda r: r.endpoint == "ws://127.0.0.1:4444/p")
+        changed = _peer_record(start.service_type, 4444, version="99")
+        await (await aiozc.async_update_service(changed))
+        await logs.wait_for(event="mdns_record_skipped", node="node-a", reason="version")
+        assert a.reports == [
+            PeerReport("ws://127.0.0.1:4444/p", "node-p", "mdns"),
+            PeerReport("ws://127.0.0.1:4444/p", "node-p", "mdns", gone=True),
+        ]
+    finally:
+        await aiozc.async_close()
+
+
 async def test_an_interface_that_does_not_exist_is_a_transport_error() -> None:
     """Binding mDNS to an address this machine does not have raises TransportError with a cause."""
     ctx = DiscoveryContext("node-a", "*", ("ws://127.0.0.1:1111/meta/message",), 1)
@@ -418,3 +473,36 @@ def test_a_record_that_must_not_be_dialled_is_skipped(
     found = read_record(_TXT | txt, ["10.0.0.7"], port, _CTX)
     assert isinstance(found, Skip)
     assert found.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("txt", "addresses"),
+    [
+        ({}, ["0.0.0.0"]),  # the wildcard: dialling it reaches this very machine
+        ({}, ["::"]),
+        ({}, ["224.0.0.251"]),
+        ({}, ["255.255.255.255"]),
+        ({"host": "0.0.0.0"}, ["10.0.0.7"]),
+        ({"host": "ff02::fb"}, ["10.0.0.7"]),
+        ({"host": "x@10.0.0.9"}, ["10.0.0.7"]),  # a user part: the URL would name 10.0.0.9
+        ({"host": "10.0.0.9/x?"}, ["10.0.0.7"]),  # the URL would dial 10.0.0.9 on port 80
+        ({"host": "10.0.0.9:22#"}, ["10.0.0.7"]),
+        ({"host": "bad host"}, ["10.0.0.7"]),
+        ({"path": "/a b"}, ["10.0.0.7"]),
+        ({"path": "/p#x"}, ["10.0.0.7"]),
+    ],
+)
+def test_a_record_pointing_where_no_peer_can_be_dialled_is_skipped(
+    txt: dict[str, str], addresses: list[str]
+) -> None:
+    """A record whose address or host no peer can be dialled at, or whose host or path would
+    change what the URL names, is skipped as malformed."""
+    found = read_record(_TXT | txt, addresses, 9000, _CTX)
+    assert isinstance(found, Skip), found
+    assert found.reason == "malformed"
+
+
+def test_addresses_no_peer_listens_at_are_passed_over_for_one_it_does() -> None:
+    """Among a record's addresses the wildcard and multicast ones are never picked."""
+    found = read_record(_TXT, ["0.0.0.0", "224.0.0.251", "10.0.0.8"], 9000, _CTX)
+    assert found == PeerReport("ws://10.0.0.8:9000/meta/message", "peer", "mdns")

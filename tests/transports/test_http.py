@@ -408,13 +408,17 @@ async def test_a_dialler_with_a_full_buffer_is_not_reaped(raw: aiohttp.ClientSes
 
 
 async def test_a_full_session_table_gets_503(raw: aiohttp.ClientSession) -> None:
-    """Opening past max_sessions is answered 503 and makes no link."""
+    """Opening past max_sessions is answered 503, makes no link, and is counted among the
+    connections refused (as a WebSocket upgrade past its cap is)."""
     srv = await _started(_local(max_sessions=1))
     try:
         await _open(raw, srv.url)
+        assert srv.transport.connections_refused == 0
         async with raw.post(f"{srv.url}/open", headers={"X-Grav-Max-Frame-Bytes": "9"}) as resp:
             assert resp.status == 503
+            assert "too many sessions (1)" in await resp.text()
         assert srv.links.qsize() == 1
+        assert srv.transport.connections_refused == 1
     finally:
         srv.done.set()
         await srv.transport.stop()

@@ -47,9 +47,10 @@ poll returns at once with a full batch, so the round trip per batch costs little
 The acceptor never fails on what a client sends. Unknown session: 404. Another path or method:
 404/405. A body over the limit or a frame over ``max_frame_bytes``: 413; a body that is not frames,
 a bad header, a batch or acknowledgement out of sequence: 400 -- and these close the session with
-that reason. Opening with the session table full or while stopping: 503. A session with no request
-for 3 x ``poll_timeout`` is reaped, its link closed with the reason; a dialler whose own buffer is
-full keeps polling with ``Room: 0``. Bodies are never decompressed, redirects never followed.
+that reason. Opening with the session table full (counted in ``connections_refused``) or while
+stopping: 503. A session with no request for 3 x ``poll_timeout`` is reaped, its link closed with
+the reason; a dialler whose own buffer is full keeps polling with ``Room: 0``. Bodies are never
+decompressed, redirects never followed.
 
 The dialler retries a request once when its connection dropped (a stale keep-alive connection) or
 a proxy answered 502/503/504; numbered sends and acknowledged batches make that safe. A poll with

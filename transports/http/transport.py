@@ -137,6 +137,7 @@ class HttpTransport:
         self._on_link: LinkHandler | None = None
         self._endpoints: list[str] = []
         self._sessions: dict[str, HttpAcceptedLink] = {}
+        self.sessions_refused = 0  # opens answered 503: max_sessions links were open
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._stopping = False
@@ -150,8 +151,9 @@ class HttpTransport:
 
     @property
     def connections_refused(self) -> int:
-        """Connections refused at once: ``max_connections`` were open."""
-        return self.guard.refused
+        """Connections refused at once (``max_connections`` were open), and opens refused with
+        503 (``max_sessions`` links were open)."""
+        return self.guard.refused + self.sessions_refused
 
     def use_tls(self, tls: TlsContexts) -> None:
         """Take the contexts of ``tls`` this transport has none of (before ``start``)."""
@@ -247,6 +249,7 @@ class HttpTransport:
         if len(self._sessions) >= self.max_sessions:
             self._evict_ended()
         if len(self._sessions) >= self.max_sessions:
+            self.sessions_refused += 1
             return _plain(503, f"too many sessions ({self.max_sessions})")
         try:
             peer_max = _header_int(request, _MAX_FRAME)
