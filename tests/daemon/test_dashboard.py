@@ -144,7 +144,7 @@ def test_link_states_map_to_the_four_the_page_colours() -> None:
 
 def test_traffic_keeps_rates_in_a_bounded_ring() -> None:
     """Samples are per-second differences, a counter reset counts 0, and the ring keeps 3."""
-    counters = {
+    counters: dict[str, Any] = {
         "in": 0,
         "out": 0,
         "dropped": {"x": 0},

@@ -9,6 +9,7 @@ from one). They skip, saying why, where chromium or Playwright is missing.
 from __future__ import annotations
 
 import shutil
+import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -27,6 +28,9 @@ expect = playwright_api.expect
 QUICK = ("--ping-interval", "0.2", "--dead-after", "1")
 SEEN = 10_000  # ms: how long the page may take to show a mesh change (a hang guard, not a timing)
 TAIL_WITHIN = 1_000  # ms: the tail shows a published message within a second
+UNANSWERED = (
+    20_000  # ms: a hang guard for the page to notice gravd stopped answering (5 s + a poll)
+)
 
 
 @pytest.fixture
@@ -187,5 +191,39 @@ async def test_two_nodes_are_drawn_with_every_label_inside_the_graph(tmp_path: P
             await expect(lower.locator("text.node-leaves")).to_contain_text("pods")
             assert await graph.evaluate(OUTSIDE) == []
             await page.screenshot(path=tmp_path / "mesh-two.png", full_page=True)
+        finally:
+            await browser.close()
+
+
+async def test_the_page_says_when_gravd_stops_answering_and_when_its_tail_is_cut(
+    tmp_path: Path,
+) -> None:
+    """A gravd that stops answering (SIGSTOP: its sockets stay open, nothing comes back) is
+    reported in the header and the picture is greyed, instead of the last "updated" time
+    staying as if all were well; once it answers again the page recovers. When gravd is then
+    killed, the live tail says its stream was interrupted instead of going quiet."""
+    async with running_gravd(*QUICK) as node, playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM)
+        try:
+            page = await browser.new_page(viewport={"width": 1100, "height": 900})
+            await page.goto(node.monitor + "/")
+            status, body = page.locator("#status"), page.locator("body")
+            await expect(status).to_contain_text("updated", timeout=SEEN)
+            await page.get_by_role("button", name="Live tail", exact=True).click()
+            await page.locator("#tail-start").click()
+            await expect(page.locator("#tail-info")).to_contain_text("skipped", timeout=SEEN)
+            node.process.signal(signal.SIGSTOP)
+            try:
+                await expect(status).to_contain_text("unreachable", timeout=UNANSWERED)
+                await expect(body).to_have_class("stale")
+            finally:
+                node.process.signal(signal.SIGCONT)
+            await expect(status).to_contain_text("updated", timeout=UNANSWERED)
+            await expect(body).not_to_have_class("stale")
+            await expect(page.locator("#tail-error")).to_be_hidden()
+            node.process.proc.kill()
+            await node.process.wait()
+            await expect(page.locator("#tail-error")).to_contain_text("interrupted", timeout=SEEN)
+            await page.screenshot(path=tmp_path / "gravd-gone.png", full_page=True)
         finally:
             await browser.close()

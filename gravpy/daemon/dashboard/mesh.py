@@ -162,7 +162,8 @@ class MeshSurvey:
 
 
 def _well_formed(doc: object) -> bool:
-    """True if ``doc`` has what the survey reads of a node document (a peer's reply is input)."""
+    """True if ``doc`` has what the survey reads of a node document, of the types the page
+    draws (a peer's reply is input: one ``"endpoints": "x"`` would stop the page drawing)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("uuid"), str):
         return False
     for key in ("peers", "leaves"):
@@ -174,7 +175,21 @@ def _well_formed(doc: object) -> bool:
             for link in links
         ):
             return False
-    return isinstance(doc.get("pods", {}), dict) and isinstance(doc.get("listen", {}), dict)
+    pods, listen = doc.get("pods", {}), doc.get("listen", {})
+    return (
+        isinstance(pods, dict)
+        and isinstance(listen, dict)
+        and _strings(pods.get("interests", []))
+        and _strings(listen.get("endpoints", []))
+        and type(pods.get("count", 0)) is int
+        and all(
+            isinstance(doc.get(k, ""), str | None) for k in ("state", "version", "mesh", "monitor")
+        )
+    )
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def _node_json(doc: dict[str, Any], state: str, answered: bool) -> dict[str, Any]:
@@ -187,7 +202,7 @@ def _node_json(doc: dict[str, Any], state: str, answered: bool) -> dict[str, Any
         "mesh": doc.get("mesh"),
         "monitor": doc.get("monitor"),
         "endpoints": doc.get("listen", {}).get("endpoints", []),
-        "leaves": len(doc.get("leaves", [])),
+        "leaves": _leaf_count(doc),
         "leaf_names": sorted(  # what the attached apps call themselves (HELLO's name)
             {str(leaf.get("name") or "") for leaf in doc.get("leaves", [])} - {""}
         ),
@@ -198,6 +213,17 @@ def _node_json(doc: dict[str, Any], state: str, answered: bool) -> dict[str, Any
         ),
         "messages": doc.get("messages", {}),
     }
+
+
+def _leaf_count(doc: dict[str, Any]) -> int:
+    """How many apps are attached to the node: its document lists one page of them (the first
+    100), and says how many there are in ``leaves_page.total``."""
+    listed = len(doc.get("leaves", []))
+    page = doc.get("leaves_page")
+    total = page.get("total") if isinstance(page, dict) else None
+    if isinstance(total, int) and not isinstance(total, bool) and total >= listed:
+        return total
+    return listed
 
 
 def _links(

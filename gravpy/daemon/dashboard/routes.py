@@ -44,7 +44,9 @@ ASSETS = {
     "dashboard.css": "text/css",
 }
 _STATS_EVERY = 1.0  # seconds between the tail's counter events
+_DROP_GRACE = 2.0  # seconds a dropped viewer's stream has to send its end before it is cut
 _NO_STORE = {"Cache-Control": "no-store"}
+_STREAM_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
 
 
 class BadRequestError(UsageError):
@@ -180,6 +182,8 @@ class Dashboard:
             return web.json_response(
                 {"error": "the tail is off on this node (--dashboard-tail off)"}, status=403
             )
+        if request.method == "HEAD":  # the headers a GET would start with; no viewer, no body
+            return web.Response(headers=_STREAM_HEADERS)
         viewer = self.tail.open(pattern)
         if viewer is None:
             return web.json_response({"error": "too many tail viewers; try later"}, status=503)
@@ -189,26 +193,43 @@ class Dashboard:
             self.tail.release(viewer)
 
     async def _stream(self, request: web.Request, viewer: Viewer) -> web.StreamResponse:
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
-        )
+        """Write ``viewer``'s rows as server-sent events until it closes or is dropped.
+
+        A dropped viewer's browser does not read: the write in progress may wait for ever on its
+        backed-up connection, holding the viewer's place. So a drop gives the stream
+        ``_DROP_GRACE`` seconds to send its ``end``, then cuts the connection.
+        """
+        response = web.StreamResponse(headers=_STREAM_HEADERS)
         await response.prepare(request)
-        await _event(response, "stats", viewer.statistics())
+        loop = asyncio.get_running_loop()
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(_STATS_EVERY):
-                        rows = await viewer.next_rows()
-                except TimeoutError:
-                    await _event(response, "stats", viewer.statistics())
-                    continue
-                if not rows:
-                    break
-                await _event(response, "rows", rows)
-            await _event(response, "end", viewer.statistics())
+            async with asyncio.timeout(None) as cutoff:
+                viewer.on_drop = lambda: cutoff.reschedule(loop.time() + _DROP_GRACE)
+                await _pump(response, viewer)
+        except TimeoutError:  # dropped, and its connection still backed up
+            if request.transport is not None:
+                request.transport.abort()
         except ConnectionError:
             pass  # the browser went away
+        finally:
+            viewer.on_drop = None
         return response
+
+
+async def _pump(response: web.StreamResponse, viewer: Viewer) -> None:
+    """Write ``viewer``'s rows, and its counters every ``_STATS_EVERY``, then its end."""
+    await _event(response, "stats", viewer.statistics())
+    while True:
+        try:
+            async with asyncio.timeout(_STATS_EVERY):
+                rows = await viewer.next_rows()
+        except TimeoutError:
+            await _event(response, "stats", viewer.statistics())
+            continue
+        if not rows:
+            break
+        await _event(response, "rows", rows)
+    await _event(response, "end", viewer.statistics())
 
 
 async def _event(response: web.StreamResponse, kind: str, data: Any) -> None:

@@ -11,8 +11,9 @@ and puts it into the viewer's bounded queue. The stream task takes rows from tha
 them to the browser.
 
 Overflow policy: a viewer whose queue is full is a browser that does not keep up (its socket
-backs up); it is *dropped*: the stream ends, the pod disconnects, and ``viewers_dropped`` counts
-it. The pod's own inbox is bounded too (``drop_oldest``, counted by the bus). It is large
+backs up); it is *dropped*: the pod disconnects, ``viewers_dropped`` counts it, and ``on_drop``
+tells the stream, which ends (and cuts a connection still backed up, whose write would wait for
+ever). The pod's own inbox is bounded too (``drop_oldest``, counted by the bus). It is large
 (``INBOX_LIMIT``) on purpose: at half of it the bus would call the pod congested and hold the
 links back, and a tail must never do that; the cheap handler keeps it nearly empty, and the inbox
 only holds references to messages the node has anyway.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 from gravpy.filter import Pattern
@@ -80,6 +82,7 @@ class Viewer:
         self.skipped = 0
         self.overflowed = False
         self.closed = False
+        self.on_drop: Callable[[], None] | None = None  # told when the viewer is dropped
         self._grant = max(1, round(rate * REFILL_EVERY))
         self._tokens = self._grant
         self._refill: asyncio.TimerHandle | None = None
@@ -104,6 +107,8 @@ class Viewer:
             self.tail.viewers_dropped += 1
             self.pod.disconnect()
             self._wake()
+            if self.on_drop is not None:
+                self.on_drop()
             return
         self.shown += 1
 

@@ -3,6 +3,7 @@
 // Every value from the server is put in the page with textContent (never as HTML).
 
 const POLL_MS = 2000;
+const ANSWER_MS = 5000; // a request gravd has not answered by then fails (a stopped or cut-off gravd never answers)
 const MAX_TAIL_ROWS = 500; // the page never holds more rows than this
 const SVG = "http://www.w3.org/2000/svg";
 const $ = (sel) => document.querySelector(sel);
@@ -22,8 +23,8 @@ function row(cells, attrs = {}) {
   return tr;
 }
 
-async function getJSON(url, options) {
-  const response = await fetch(url, options);
+async function getJSON(url, options = {}) {
+  const response = await fetch(url, { signal: AbortSignal.timeout(ANSWER_MS), ...options });
   const body = await response.json().catch(() => ({}));
   return { status: response.status, ok: response.ok, body };
 }
@@ -41,20 +42,40 @@ function showView(name) {
 // -- mesh ------------------------------------------------------------------------------------------
 
 let mesh = null;
+// When gravd last answered, and whether a poll is waiting for it (one at a time: polls of a
+// gravd that does not answer must not pile up).
+const link = { answeredAt: null, polling: false };
+
+// What the page shows was gravd's when it last answered: say since when, and grey it out.
+function unreachable(err) {
+  const since = link.answeredAt ? ` since ${link.answeredAt.toLocaleTimeString()}` : "";
+  const why = err.name === "TimeoutError" ? `no answer within ${ANSWER_MS / 1000} s` : err.message;
+  document.body.classList.add("stale");
+  setStatus(`gravd unreachable${since} (${why}); what is shown is from then`);
+}
 
 async function pollMesh() {
+  if (link.polling) return;
+  link.polling = true;
+  let answer;
   try {
-    const { ok, status, body } = await getJSON("/v1/mesh");
-    if (!ok) { setStatus(`mesh: ${body.error || status}`); return; }
-    mesh = body;
-    $("#node-id").textContent = `node ${short(body.self)} · ${body.nodes.length} nodes`;
-    setStatus(`updated ${new Date().toLocaleTimeString()}`);
-    drawMesh(body);
-    drawNodeTable(body);
-    drawInterests(body);
+    answer = await getJSON("/v1/mesh");
   } catch (err) {
-    setStatus(`gravd unreachable (${err.message})`);
+    unreachable(err);
+    return;
+  } finally {
+    link.polling = false;
   }
+  const { ok, status, body } = answer;
+  link.answeredAt = new Date();
+  document.body.classList.remove("stale");
+  if (!ok) { setStatus(`mesh: ${body.error || status}`); return; }
+  mesh = body;
+  $("#node-id").textContent = `node ${short(body.self)} · ${body.nodes.length} nodes`;
+  setStatus(`updated ${link.answeredAt.toLocaleTimeString()}`);
+  drawMesh(body);
+  drawNodeTable(body);
+  drawInterests(body);
 }
 
 // the graph's box (index.html's viewBox is 0 0 720 470): a node's three label lines take about
@@ -164,8 +185,13 @@ function chart(title, samples, pick, capacity, w = 600) {
   return box;
 }
 
+let trafficPolling = false;
+
 async function pollTraffic() {
+  if (trafficPolling) return;
+  trafficPolling = true;
   const { ok, body } = await getJSON("/v1/traffic").catch(() => ({ ok: false }));
+  trafficPolling = false;
   if (!ok) return;
   const samples = body.samples, cap = body.capacity;
   $("#traffic-node").replaceChildren(chart("this node (mesh messages)", samples, (s) => s, cap, 900));
@@ -224,12 +250,16 @@ function startTail(event) {
   tail.source = source;
   source.addEventListener("rows", (e) => addRows(JSON.parse(e.data)));
   source.addEventListener("stats", (e) => { tail.stats = JSON.parse(e.data); tailInfo(); });
+  source.onopen = () => { $("#tail-error").hidden = true; }; // (again) after an interruption
   source.addEventListener("end", (e) => {
     const s = JSON.parse(e.data);
     tailError(s.dropped ? "this browser did not keep up and was dropped by gravd; press Tail again" : "the tail ended");
     stopTail();
   });
-  source.onerror = () => { if (source.readyState === EventSource.CLOSED) explainTailFailure(url); };
+  source.onerror = () => {
+    if (source.readyState === EventSource.CLOSED) explainTailFailure(url);
+    else tailError("the tail stream was interrupted (gravd unreachable?); reconnecting…"); // the browser retries
+  };
   $("#tail-pause").disabled = false;
   $("#tail-start").textContent = "Restart";
 }
