@@ -15,9 +15,12 @@ When a link to an origin it has heard from opens again, the receiver sends a *re
 back the live messages of that origin. The origin answers in the same loop turn from its buffer:
 every message numbered above it that the receiver admits, oldest first, each with its number
 negated (``-n``: resent); then a *resume end* (type ``gravpy.resume.end``, data: how many
-numbers fell out of its buffer before they could be resent). The receiver delivers the resent
-messages, counts the fallen-out ones as lost for that origin, then lets the held ones through;
-the seen-set drops what arrived both live and resent, so each message is delivered once, in order.
+numbers fell out of its buffer before they could be resent, its current number, and the first
+number it still held). The receiver delivers at once the resent messages numbered below every
+held one, holds the others with them, counts the fallen-out numbers as lost for that origin
+(less those it holds: they came live), then lets the held ones through in number order; so each
+message is delivered once, in order, even when the resend overlaps what is held (a restarted
+node sends its request only once its apps are back, and holds what comes live meanwhile).
 
 A link that ends before the resume end releases what it held (and the next link asks again from
 the last number).
@@ -112,7 +115,7 @@ def resend_answer(
     missing = range(after + 1, oldest if entries else current + 1)
     lost = max(0, len(missing) - sum(_overlap(missing, gap) for gap in skipped))
     answer = [(m, -seq) for seq, m in entries if wants(m.type) and not m.reply_to]
-    data = f"{lost} {current}".encode()
+    data = f"{lost} {current} {missing.stop}".encode()
     answer.append((Message(new_id(), "", "", RESUME_END_TYPE, time.time(), data, None), 0))
     return answer, lost
 
@@ -121,11 +124,15 @@ def _overlap(a: range, b: range) -> int:
     return max(0, min(a.stop, b.stop) - max(a.start, b.start))
 
 
-def resume_end(data: bytes) -> tuple[int, int | None]:
-    """``(lost, the origin's current number or None)`` from a resume end's data."""
-    lost, _, current = data.decode(errors="replace").partition(" ")
-    count = int(lost) if lost.isdigit() and len(lost) < 20 else 0
-    return count, int(current) if current.isdigit() and len(current) < 20 else None
+def resume_end(data: bytes) -> tuple[int, int | None, int | None]:
+    """``(lost, the origin's current number, the first number it still held)`` from a resume
+    end's data (None for a number it does not carry: an origin that sends only some)."""
+    lost, current, kept = [*data.decode(errors="replace").split(" "), "", ""][:3]
+    return _number(lost) or 0, _number(current), _number(kept)
+
+
+def _number(text: str) -> int | None:
+    return int(text) if text.isdigit() and len(text) < 20 else None
 
 
 class Resumption(Generic[L]):
@@ -135,7 +142,10 @@ class Resumption(Generic[L]):
         self.last: dict[str, int] = {}
         self.lost: dict[str, int] = {}
         self.resent = 0
-        self._held: dict[str, list[tuple[L, Message, int]]] = {}
+        # per origin being resumed: what is held, by number (released in that order), and the
+        # number it was asked after
+        self._held: dict[str, dict[int, tuple[L, Message]]] = {}
+        self._asked: dict[str, int] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._deliver = deliver  # the hub's normal path for one message from a link
 
@@ -156,7 +166,8 @@ class Resumption(Generic[L]):
         last = self.last.get(origin)
         if last is None:
             return None
-        self._held.setdefault(origin, [])
+        self._held.setdefault(origin, {})
+        self._asked[origin] = last
         old = self._timers.pop(origin, None)
         if old is not None:
             old.cancel()
@@ -174,14 +185,35 @@ class Resumption(Generic[L]):
         if held is None:
             return False
         if len(held) < limit:
-            held.append((link, msg, seq))
+            held[seq] = (link, msg)
         else:
             self.lost[origin] = self.lost.get(origin, 0) + 1
         return True
 
-    def ended(self, origin: str, lost: int, current: int | None = None) -> None:
-        """The origin's resume end: count what fell out, let the held messages through (and
-        move ``last`` back if the origin's numbering restarted below it)."""
+    def resent_now(self, origin: str, link: L, msg: Message, seq: int, limit: int) -> bool:
+        """True if ``msg``, resent by ``origin`` as number ``seq``, is to be delivered now: it
+        comes before every live message held. One numbered after the first held is held with
+        them instead (or dropped, if it is held already or the hold is full: the live copy was
+        then counted), so the origin's order holds even when the request went out late (a
+        restarted node waits for its apps first) and the resend overlaps what is held."""
+        held = self._held.get(origin)
+        if not held or seq < next(iter(held)):  # (live messages come in order: the first is
+            return True  # the lowest)
+        if seq not in held and len(held) < limit:
+            held[seq] = (link, msg)
+        return False
+
+    def ended(
+        self, origin: str, lost: int, current: int | None = None, kept_from: int | None = None
+    ) -> None:
+        """The origin's resume end: count what fell out (``lost`` numbers before ``kept_from``,
+        the first it still held, less those held here: they came live), let the held messages
+        through in the origin's order (and move ``last`` back if the origin's numbering
+        restarted below it)."""
+        asked = self._asked.pop(origin, None)
+        held = self._held.get(origin)
+        if lost and held and asked is not None and kept_from is not None:
+            lost = max(0, lost - sum(1 for seq in held if asked < seq < kept_from))
         if lost:
             self.lost[origin] = self.lost.get(origin, 0) + lost
             _log.warning("messages_lost", origin=origin, count=lost)
@@ -196,7 +228,10 @@ class Resumption(Generic[L]):
         timer = self._timers.pop(origin, None)
         if timer is not None:
             timer.cancel()
-        for link, msg, seq in self._held.pop(origin, []):
+        self._asked.pop(origin, None)
+        held = self._held.pop(origin, {})
+        for seq in sorted(held):
+            link, msg = held[seq]
             self._deliver(link, msg, seq)
 
     def release_all(self, origins: Iterable[str]) -> None:
@@ -208,3 +243,4 @@ class Resumption(Generic[L]):
             timer.cancel()
         self._timers.clear()
         self._held.clear()
+        self._asked.clear()

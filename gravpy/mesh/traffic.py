@@ -382,7 +382,10 @@ class Traffic:
     def _sequenced(self, peer: PeerLink, msg: Message, seq: int) -> None:
         """A message ``peer`` numbered (``-seq``: resent): held while it resends, else taken."""
         origin = peer.uuid  # only the origin numbers, and only on its own links
-        if seq > 0 and self.resumption.holds(origin, peer, msg, seq, self.config.queue_limit):
+        limit = self.config.queue_limit
+        if seq > 0 and self.resumption.holds(origin, peer, msg, seq, limit):
+            return
+        if seq < 0 and not self.resumption.resent_now(origin, peer, msg, -seq, limit):
             return
         self.resumption.seen(origin, abs(seq))
         self._take(peer, msg)

@@ -125,6 +125,51 @@ async def test_a_receiving_gravd_killed_mid_stream_gets_what_it_missed_after_its
         assert sub.hub.statistics().links_opened == 2
 
 
+async def test_what_comes_live_while_a_restarted_gravd_waits_for_its_apps_keeps_its_order() -> None:
+    """As above, but the origin's buffer (256) holds less than was published while B was down,
+    and B asks only once its app is back, while the last quarter comes live: the app gets what
+    the origin still had and everything after, once each and in order, and every message it
+    did not get is counted lost (the resend, late, overlaps what B held meanwhile)."""
+    with (
+        tempfile.TemporaryDirectory(prefix="gravd-a-") as da,
+        tempfile.TemporaryDirectory(prefix="gravd-b-") as db,
+    ):
+        async with (
+            running_gravd("--data-dir", da, "--buffer-size", "256") as a,
+            running_gravd("--data-dir", db, "--peer", a.endpoint) as b,
+        ):
+            port = urlsplit(b.endpoint).port
+            stream = Stream()
+            async with (
+                gravpy.connect(b.endpoint, hub_config=FAST_REDIAL) as sub,
+                gravpy.connect(a.endpoint) as pub,
+            ):
+                sub.connect().on_type("restart.y", stream.keep)
+                await pub.wait_for(lambda ps: any("restart.y" in p.interests for p in ps), GUARD)
+                publishing = asyncio.create_task(stream.publish(pub, "restart.y"))
+                try:
+                    async with asyncio.timeout(GUARD):
+                        await stream.some.wait()
+                        await _saved_position(db, a.uuid)
+                        await b.process.close()  # SIGKILL, mid-stream
+                        stream.go_on[0].set()
+                        again = running_gravd(
+                            "--data-dir", db, "--peer", a.endpoint, "--listen", f"127.0.0.1:{port}"
+                        )
+                        async with again as b2:
+                            await b2.wait_peers(1)
+                            stream.go_on[1].set()  # live while B waits for its app
+                            await publishing
+                            await stream.done.wait()
+                            lost = (await b2.node())["messages"]["lost_by_origin"]
+                finally:
+                    publishing.cancel()
+                    await asyncio.gather(publishing, return_exceptions=True)
+        assert stream.got == sorted(set(stream.got)), _gaps(stream.got)
+        assert stream.got[-TOTAL // 4 :] == list(range(TOTAL * 3 // 4, TOTAL))
+        assert lost.get(a.uuid, 0) >= TOTAL - len(stream.got), _gaps(stream.got)
+
+
 async def test_a_restarted_origin_keeps_its_uuid_and_numbers_on_without_counting_a_loss() -> None:
     """gravd stopped (SIGTERM) and then killed (SIGKILL), each time restarted on its data dir: its
     uuid is the one in node.uuid, a peer that got its messages relinks and asks, nothing is counted

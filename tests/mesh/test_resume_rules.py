@@ -29,7 +29,7 @@ def test_numbers_an_origin_jumped_over_are_not_counted_lost() -> None:
     assert lost == 0
     assert len(answer) == 11  # ten resent and the end
     assert [seq for _, seq in answer] == [-n for n in range(2000, 2010)] + [0]
-    assert resume_end(answer[-1][0].data) == (0, 2009)
+    assert resume_end(answer[-1][0].data) == (0, 2009, 2000)  # lost, current, first held
 
 
 def test_numbers_that_fell_out_are_counted_outside_the_skipped_range() -> None:
@@ -52,6 +52,45 @@ def test_the_receiver_moves_its_position_back_to_a_restarted_origins_number() ->
     assert resumption.last == {"o": 10}
     resumption.ended("o", 0, 20)
     assert resumption.last == {"o": 10}  # only ever moved back, never forward, by an end
+
+
+def _resuming(asked: int) -> tuple[Resumption[str], list[int]]:
+    delivered: list[int] = []
+    resumption: Resumption[str] = Resumption(lambda link, msg, seq: delivered.append(seq))
+    resumption.seen("o", asked)
+    return resumption, delivered
+
+
+async def test_a_resend_is_merged_with_what_came_live_in_the_origins_order() -> None:
+    """Asked after 1 with 5 and 6 held live: resent 3 and 4 are delivered at once, resent 6 is
+    dropped (held already), resent 7 waits with the held ones; at the end 5, 6, 7 follow."""
+    resumption, delivered = _resuming(1)
+    assert resumption.start("o") is not None
+    msg = Message.new("r.x", b"")
+    assert resumption.holds("o", "link", msg, 5, 100)
+    assert resumption.holds("o", "link", msg, 6, 100)
+    now = [seq for seq in (3, 4, 6, 7) if resumption.resent_now("o", "link", msg, seq, 100)]
+    assert now == [3, 4]
+    resumption.ended("o", 1, 7, 3)  # number 2 had left the origin's buffer
+    assert delivered == [5, 6, 7]
+    assert resumption.lost == {"o": 1}
+    resumption.close()
+
+
+async def test_numbers_that_came_live_are_not_counted_lost_when_the_resend_comes_late() -> None:
+    """Asked after 1 and answered late (the origin holds 7 on, and counts 2-6 lost), while 5 and
+    6 came live: only 2-4 are lost, and 5-8 are delivered in order."""
+    resumption, delivered = _resuming(1)
+    assert resumption.start("o") is not None
+    msg = Message.new("r.x", b"")
+    for seq in (5, 6):
+        assert resumption.holds("o", "link", msg, seq, 100)
+    for seq in (7, 8):  # (resent after the live ones: held with them)
+        assert not resumption.resent_now("o", "link", msg, seq, 100)
+    resumption.ended("o", *resume_end(b"5 8 7"))
+    assert delivered == [5, 6, 7, 8]
+    assert resumption.lost == {"o": 3}
+    resumption.close()
 
 
 class _Link:
