@@ -19,6 +19,11 @@ its services on its own), so a slower endpoint of a node discovery named waits `
 before its first dial for the faster ones to be reported. The loops wake each other on the
 dialer's ``_turn`` pulse (a dial ended, a loop stopped, an endpoint became wanted).
 
+An endpoint that stops being wanted while its loop backs off after failed dials (discovery saw
+the node leave) keeps its backoff for a while (``_cooling``): wanted again (a record that flaps),
+its new loop waits out what is left of the delay and carries on backing off from there, so a
+flapping record of an unreachable node makes no more dials than a steady one.
+
 ``connect_endpoint`` waits on the wanted endpoint's *first link*: a future the link settles when
 its handshake completes (``opened``) or when it ends without opening (``failed``, carrying the
 refusal's reason; a refusal as a duplicate of a link that is up resolves to that link instead).
@@ -33,7 +38,7 @@ from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gravpy import _log as logs
-from gravpy.backoff import BackoffPolicy
+from gravpy.backoff import Backoff, BackoffPolicy
 from gravpy.errors import HandshakeRejectedError, LinkClosedError, NodeUUIDMismatch, UsageError
 from gravpy.plugins import Discovery, DiscoveryContext, PeerReport, Transport
 from gravpy.proto import REASON_DUPLICATE, REASON_UUID_MISMATCH
@@ -55,6 +60,7 @@ __all__ = [
 _log = logs.get_logger("gravpy.mesh.dialer")
 GOSSIP_GIVE_UP = 5  # consecutive failed dials before a gossiped endpoint is forgotten
 SIBLING_GRACE = 0.5  # seconds a slower endpoint of a discovered node waits for its faster ones
+COOLING_LIMIT = 1024  # endpoints no longer wanted whose backoff is kept (``Dialer._cooling``)
 
 
 class DialOutcome(enum.Enum):
@@ -88,6 +94,8 @@ class WantedEndpoint:
         self.task: asyncio.Task[None] | None = None
         self.fallbacks: tuple[str, ...] = ()  # gossip: the node's slower endpoints, to try next
         self.unreachable = 0  # consecutive dials that failed (a duplicate refusal is no failure)
+        self.backoff: Backoff | None = None  # its loop's, once it runs
+        self.not_before = 0.0  # (loop time) when that backoff lets the loop dial again
         # the node a link dialled here opened to: a link to it, whoever dialled, serves this
         # endpoint (a node's HELLO names its fastest endpoint, not necessarily this one)
         self.linked_uuid: str | None = None
@@ -155,6 +163,8 @@ class Dialer:
         self._port = port
         self._backoff = backoff
         self._wanted: dict[str, WantedEndpoint] = {}
+        # endpoints no longer wanted while backing off: their backoff, and when it allows a dial
+        self._cooling: dict[str, tuple[Backoff, float]] = {}
         self._log = log
         self._turn = asyncio.Event()  # set and replaced when a dial ends or a loop stops
 
@@ -231,8 +241,30 @@ class Dialer:
             return
         if self._port.link_to(wanted) is None:
             wanted.task.cancel()
+            if wanted.backoff is not None and wanted.backoff.attempts:  # it was backing off
+                self._cool(endpoint, wanted.backoff, wanted.not_before)
         else:
             wanted.source = "gone"
+
+    def _cool(self, endpoint: str, backoff: Backoff, not_before: float) -> None:
+        """Keep ``endpoint``'s backoff until it allows a dial again plus its longest delay."""
+        now = asyncio.get_running_loop().time()
+        cooling = self._cooling
+        if len(cooling) >= COOLING_LIMIT:
+            for key in [k for k, (b, t) in cooling.items() if t + b.policy.maximum < now]:
+                del cooling[key]
+            if len(cooling) >= COOLING_LIMIT:
+                del cooling[next(iter(cooling))]
+        cooling[endpoint] = (backoff, not_before)
+
+    def _warm(self, endpoint: str) -> tuple[Backoff, float]:
+        """The backoff a loop for ``endpoint`` starts with, and when it may first dial: what
+        was kept when it stopped being wanted lately, else a new one, at once."""
+        kept = self._cooling.pop(endpoint, None)
+        now = asyncio.get_running_loop().time()
+        if kept is not None and kept[1] + kept[0].policy.maximum >= now:
+            return kept
+        return self._backoff.new_backoff(), now
 
     def count(self, source: str) -> int:
         """How many endpoints are kept because ``source`` named them (e.g. ``"gossip"``)."""
@@ -272,7 +304,11 @@ class Dialer:
 
     async def _keep(self, wanted: WantedEndpoint) -> None:
         port = self._port
-        backoff = self._backoff.new_backoff()
+        backoff, not_before = self._warm(wanted.endpoint)
+        wanted.backoff, wanted.not_before = backoff, not_before
+        loop = asyncio.get_running_loop()
+        if not_before > loop.time():  # wanted again while it was backing off: wait the rest
+            await asyncio.sleep(not_before - loop.time())
         failures = 0
         grace = wanted.expected_uuid is not None and rank(wanted.endpoint) > 0
         while not port.stopping:
@@ -299,7 +335,9 @@ class Dialer:
                 if wanted.source == "gossip" and failures >= GOSSIP_GIVE_UP:
                     self._give_up(wanted)
                     return
-            await asyncio.sleep(backoff.next_delay())
+            delay = backoff.next_delay()
+            wanted.not_before = loop.time() + delay
+            await asyncio.sleep(delay)
 
     async def _yield_to_faster(self, wanted: WantedEndpoint, grace: bool) -> bool:
         """Wait (True) while a faster endpoint of the node dials; with ``grace`` (the first dial of

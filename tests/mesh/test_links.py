@@ -30,6 +30,7 @@ from gravpy.errors import (
     WaitTimeout,
 )
 from gravpy.mesh import HubConfig, PeerInfo
+from gravpy.mesh.dialer import DialOutcome, WantedEndpoint
 from gravpy.plugins import DiscoveryContext, PeerReport, Transport
 from gravpy.proto import ProtocolConfig
 from gravpy.testing import capture_logs
@@ -288,6 +289,37 @@ async def test_a_node_reported_gone_is_not_redialled(node: NodeFactory) -> None:
     async with asyncio.timeout(5):  # the loop ends once the open link does, without a redial
         await asyncio.gather(dialer.task, return_exceptions=True)
     assert endpoint not in b.hub.dialers()
+
+
+async def test_an_unreachable_endpoint_wanted_again_keeps_backing_off(node: NodeFactory) -> None:
+    """An endpoint that discovery reports gone and found again and again (a flapping record)
+    while nothing answers there is not dialled at each report: the new loop waits out the
+    backoff the old one was in."""
+    a = await node(
+        hub_config=HubConfig(backoff=BackoffPolicy(initial=30.0, maximum=60.0)),
+        transport=TcpTransport(host="127.0.0.1", port=0),
+    )
+    hub = a.hub
+    assert hub is not None
+    dials: list[str] = []
+    dial = hub.dial
+
+    async def counted(wanted: WantedEndpoint) -> DialOutcome:
+        dials.append(wanted.endpoint)
+        return await dial(wanted)
+
+    hub.dial = counted  # type: ignore[method-assign]
+    endpoint = (
+        "tcp://127.0.0.1:1"  # nothing listens on port 1 (and tcp, the fastest, dials at once)
+    )
+    first = hub.want(endpoint, "flapping-node", "scripted")
+    await until(lambda: first.unreachable == 1)
+    for _ in range(5):
+        hub.unwant(endpoint)
+        hub.want(endpoint, "flapping-node", "scripted")
+        for _ in range(5):  # (a new loop's first dial is in its first step)
+            await asyncio.sleep(0)
+    assert dials == [endpoint]
 
 
 async def test_an_endpoint_no_transport_dials_is_abandoned_not_crashed(
