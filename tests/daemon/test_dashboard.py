@@ -355,6 +355,25 @@ async def test_survey_skips_malformed_answers_and_keeps_good_ones(grav: Grav) ->
     assert survey.bad_replies == 3
 
 
+async def test_a_linked_node_that_never_answers_is_shown_silent_with_its_link(
+    grav: Grav,
+) -> None:
+    """A node this one has an open link to but that answers no gravd.info (a program embedding
+    a full node) is in the mesh view, silent, with the link to it."""
+    status = NodeStatus(grav, DaemonConfig())
+    quiet = {"uuid": "quiet-node", "state": "open", "transport": "tcp"}
+    survey = MeshSurvey(grav, lambda: {**status.snapshot(), "peers": [quiet]}, window=0.05)
+    try:
+        doc = await survey.mesh()
+    finally:
+        survey.close()
+    states = {n["uuid"]: n["state"] for n in doc["nodes"]}
+    assert states == {grav.node_uuid: "serving", "quiet-node": "silent"}
+    assert [(link["a"], link["b"]) for link in doc["links"]] == [
+        tuple(sorted((grav.node_uuid, "quiet-node")))
+    ]
+
+
 async def test_unreadable_token_file_stops_the_monitor_from_starting(
     grav: Grav, tmp_path: Path
 ) -> None:

@@ -12,6 +12,10 @@ per ``max_age``. Nodes are remembered between surveys (at most ``MAX_NODES``, fo
 ``FORGET_AFTER`` seconds unseen): a node that no longer answers and that no open link reaches is
 shown as ``dead``, which is how a killed node turns dead on the graph.
 
+A node that an answering node has an open link to but that never answered itself (a program
+embedding a full node answers no ``gravd.info``) is shown ``silent``, with its uuid only, so the
+view still holds every node of the mesh and every link.
+
 Link states are mapped to the four the page colours: the handshake states are ``linking``, an
 open link whose remote announced withdrawal is ``withdrawing``, ``open``, and ``closed`` is
 ``dead``.
@@ -145,8 +149,11 @@ class MeshSurvey:
             for link in doc.get("peers", [])
             if link_state(link) in ("open", "withdrawing")
         }
+        known = dict(self._known)
+        for uuid in open_to - known.keys():  # linked, never answered (a node that is no gravd)
+            known[uuid] = (0.0, {"uuid": uuid})
         nodes = []
-        for uuid, (_, doc) in sorted(self._known.items()):
+        for uuid, (_, doc) in sorted(known.items()):
             answered = uuid in answers
             state = doc.get("state", "serving") if answered else "dead"
             if not answered and uuid in open_to:
