@@ -47,7 +47,7 @@ import math
 import socket
 import ssl as ssl_module
 from collections.abc import Callable
-from typing import Final, cast
+from typing import Final
 from urllib.parse import urlsplit
 
 from gravpy.errors import GravError, TransportError, UsageError
@@ -57,7 +57,7 @@ from gravpy.tls import SslOption, TlsContexts, as_tls
 from gravpy.transport_kit import CERT_REFUSED_HINT, ErrorMap, serve_link
 from transports._addresses import format_address, wildcard_hosts
 from transports.tcp_link import BadGreeting, Refused, TcpLink, close_frame
-from transports.tls_door import Dropped, Entrance, TlsDoor, TlsFailures
+from transports.tls_door import Dropped, Entrance, TlsDoor, TlsFailures, TurnedAway
 
 __all__ = ["SILENCE", "TcpLink", "TcpTransport"]
 
@@ -84,19 +84,6 @@ class _TcpErrorMap(ErrorMap):
         if isinstance(exc, ConnectionResetError) and self.action.startswith("dial tls://"):
             return TransportError(f"{error} {CERT_REFUSED_HINT}")
         return error
-
-
-class _TurnedAway(asyncio.Protocol):
-    """A plain connection refused at accept: the close frame (the reason) in place of the
-    greeting, written at once, then the socket is dropped; nothing is read."""
-
-    def __init__(self, answer: bytes) -> None:
-        self._answer = answer
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        sock = cast(asyncio.WriteTransport, transport)  # uvloop's is not a subclass
-        sock.write(self._answer)  # a fresh socket's buffer takes it whole, at once
-        sock.abort()
 
 
 class TcpTransport:
@@ -225,7 +212,7 @@ class TcpTransport:
         door = self._door
         if len(self._pending) >= self.max_pending and not self._evict():
             self._refused += 1
-            return Dropped() if door is not None else _TurnedAway(self._busy)
+            return Dropped() if door is not None else TurnedAway(self._busy)
         refusal = self._refusal if self._on_link is not None else _stopped
         link = self._make_link(initiator=False, refusal=refusal)
         entrance = None if door is None else door.entrance(link, lambda: self._not_entered(link))

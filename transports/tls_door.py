@@ -36,7 +36,7 @@ from gravpy import _log as logs
 from gravpy.transport_kit import RateLimitFilter
 from transports._addresses import format_address
 
-__all__ = ["Dropped", "Entrance", "TlsDoor", "TlsFailures"]
+__all__ = ["Dropped", "Entrance", "TlsDoor", "TlsFailures", "TurnedAway"]
 
 _log = logs.get_logger("gravpy.transports.tls")
 logging.getLogger("gravpy.transports.tls").addFilter(RateLimitFilter())  # a flood: a few lines
@@ -235,3 +235,16 @@ class Dropped(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         cast(asyncio.Transport, transport).abort()
+
+
+class TurnedAway(asyncio.Protocol):
+    """A plain socket refused at accept: ``answer`` (the reason, in the listener's protocol)
+    written at once, then the socket is dropped; nothing is read."""
+
+    def __init__(self, answer: bytes) -> None:
+        self._answer = answer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = cast(asyncio.WriteTransport, transport)  # uvloop's is not a subclass
+        sock.write(self._answer)  # a fresh socket's buffer takes it whole, at once
+        sock.abort()

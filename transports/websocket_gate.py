@@ -11,7 +11,7 @@ of milliseconds at a time, and ``/healthz``, served on the same loop, waited beh
 A ``ConnectionGate`` decides as ``websockets`` asks for the connection object
 (``serve(create_connection=...)``, called at ``accept``, before anything is read). It counts the
 links (upgraded, until their handler ends) and the upgrades in flight (accepted, not yet
-upgraded). When ``limit`` links are open the socket gets a ``Refused`` protocol: a fixed ``503``
+upgraded). When ``limit`` links are open the socket gets a ``TurnedAway`` protocol: a fixed ``503``
 answer written at once, then the socket is dropped; no parsing, no task, no log line, counted in
 ``refused``. Otherwise it gets a ``GatedConnection``, an ordinary ``ServerConnection`` that
 leaves the in-flight count when it is upgraded or closed.
@@ -54,9 +54,9 @@ from typing import Any, Final, cast
 
 from websockets.asyncio.server import ServerConnection
 
-from transports.tls_door import Dropped, Entrance, TlsDoor
+from transports.tls_door import Dropped, Entrance, TlsDoor, TurnedAway
 
-__all__ = ["PER_TURN", "SILENCE", "ConnectionGate", "GatedConnection", "Refused", "UpgradePacer"]
+__all__ = ["PER_TURN", "SILENCE", "ConnectionGate", "GatedConnection", "UpgradePacer"]
 
 SILENCE: Final = 1.0  # seconds a socket in flight may say nothing before a newcomer evicts it
 PER_TURN: Final = 16  # upgrades completed per turn of the event loop; the others wait a turn
@@ -101,7 +101,7 @@ class ConnectionGate:
         """What ``websockets`` calls for each accepted socket (its ``create_connection``)."""
         if self.full or (len(self._upgrading) >= self.max_upgrading and not self._evict()):
             self.refused += 1
-            refused = Refused(self._answer) if self.door is None else Dropped()
+            refused = TurnedAway(self._answer) if self.door is None else Dropped()
             return refused  # type: ignore[return-value]  # an asyncio protocol only
         connection = GatedConnection(*args, gate=self, **kwargs)
         self._upgrading[connection] = None
@@ -190,18 +190,6 @@ class GatedConnection(ServerConnection):
     def connection_lost(self, exc: Exception | None) -> None:
         self._gate.closed(self)
         super().connection_lost(exc)
-
-
-class Refused(asyncio.Protocol):
-    """A socket turned away at accept: a fixed 503 written at once, then the socket is dropped."""
-
-    def __init__(self, answer: bytes) -> None:
-        self._answer = answer
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        socket = cast(asyncio.WriteTransport, transport)  # uvloop's is not a subclass
-        socket.write(self._answer)  # a fresh socket's buffer takes it whole, at once
-        socket.abort()
 
 
 class UpgradePacer:

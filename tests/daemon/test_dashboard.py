@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from gravpy.daemon.monitor import Monitor, NodeStatus
 from gravpy.errors import UsageError
 from gravpy.filter import Pattern
 from gravpy.testing import wait_idle
+from tests.daemon.monitor_kit import serving
 
 TOKEN = "s3cret-token-for-the-dashboard"
 
@@ -34,19 +34,6 @@ TOKEN = "s3cret-token-for-the-dashboard"
 async def grav() -> AsyncIterator[Grav]:
     async with Grav() as g:
         yield g
-
-
-@asynccontextmanager
-async def _serve(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
@@ -293,7 +280,7 @@ async def test_beyond_loopback_without_a_token_the_dashboard_refuses(grav: Grav)
     """A monitor said to listen on a LAN address, with no token file, refuses the page with 403."""
     app = web.Application()
     install_dashboard(app, NodeStatus(grav, DaemonConfig()), Address("192.0.2.10", 8222))
-    async with _serve(app) as base:
+    async with serving(app) as base:
         status, body = await _get(base + "/")
         assert status == 403
         assert "--dashboard-token-file" in json.loads(body)["error"]
@@ -307,7 +294,7 @@ async def test_token_is_asked_then_kept_in_a_cookie(grav: Grav, tmp_path: Path) 
     config = DaemonConfig(dashboard_token_file=token_file)
     app = web.Application()
     install_dashboard(app, NodeStatus(grav, config), Address("192.0.2.10", 8222))
-    async with _serve(app) as base:
+    async with serving(app) as base:
         assert (await _get(base + "/v1/mesh"))[0] == 401
         assert (await _get(base + "/?token=wrong"))[0] == 401
         headers = {"Authorization": f"Bearer {TOKEN}"}

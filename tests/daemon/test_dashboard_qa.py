@@ -21,6 +21,7 @@ from gravpy.daemon.monitor import DEFAULT_LEAF_PAGE, Monitor, NodeStatus
 from gravpy.proto import ROLE_LEAF
 from gravpy.testing import MemoryNetwork, MemoryTransport, wait_idle
 from tests._bus_helpers import GUARD, until
+from tests.daemon.monitor_kit import serving
 
 
 @pytest.fixture
@@ -34,15 +35,8 @@ async def _dashboard(grav: Grav) -> AsyncIterator[tuple[Dashboard, str]]:
     """The dashboard of ``grav`` alone on an aiohttp app on 127.0.0.1; it and its base URL."""
     app = web.Application()
     dashboard = install_dashboard(app, NodeStatus(grav, DaemonConfig()), Address("127.0.0.1", 0))
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield dashboard, f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base:
+        yield dashboard, base
 
 
 async def _stalled_tail(base: str, pattern: str) -> AsyncExitStack:

@@ -8,7 +8,9 @@ import contextlib
 import os
 import sqlite3
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import gravpy
@@ -72,18 +74,30 @@ async def _saved_position(data_dir: str, origin: str) -> None:
         await asyncio.sleep(0.05)  # the file has no event to wait on; re-read
 
 
-async def test_a_receiving_gravd_killed_mid_stream_gets_what_it_missed_after_its_restart() -> None:
-    """Publisher app on gravd A, subscriber app on gravd B; B is SIGKILLed in the first half of
-    3,000 messages, a quarter more is published while it is down, B restarts on the same
-    --data-dir and the last quarter follows: the reattached subscriber gets all 3,000 once, in
-    order, and nothing is counted lost (B kept its uuid and its position, and asked A for the
-    rest)."""
+@dataclass
+class Restarted:
+    """What ``_kill_receiver_mid_stream`` saw: the stream the app got, and the nodes' word."""
+
+    stream: Stream
+    origin: str  # A's uuid
+    uuids: tuple[str, str]  # B's before and after its restart
+    restored: dict[str, Any]  # B's positions_restored log event
+    receiver: dict[str, Any]  # B's /v1/node at the end
+    resent: int  # what A resent
+    sub_links: int  # links the subscriber app opened
+
+
+async def _kill_receiver_mid_stream(buffer_size: int) -> Restarted:
+    """Publisher app on gravd A (replay buffer ``buffer_size``), subscriber app on gravd B; B
+    is SIGKILLed in the first half of ``TOTAL`` messages, a quarter more is published while it
+    is down, B restarts on the same --data-dir and, once it has linked to A again, the last
+    quarter follows (while B may still be waiting for its app to come back)."""
     with (
         tempfile.TemporaryDirectory(prefix="gravd-a-") as da,
         tempfile.TemporaryDirectory(prefix="gravd-b-") as db,
     ):
         async with (
-            running_gravd("--data-dir", da, "--buffer-size", "8192") as a,
+            running_gravd("--data-dir", da, "--buffer-size", str(buffer_size)) as a,
             running_gravd("--data-dir", db, "--peer", a.endpoint) as b,
         ):
             port = urlsplit(b.endpoint).port
@@ -115,14 +129,25 @@ async def test_a_receiving_gravd_killed_mid_stream_gets_what_it_missed_after_its
                 finally:
                     publishing.cancel()
                     await asyncio.gather(publishing, return_exceptions=True)
-        assert b2.uuid == b.uuid  # the same node to A
-        assert restored["origins"] == 1
-        assert restored["leaves"] == 1
-        assert stream.got == list(range(TOTAL)), _gaps(stream.got)
-        assert doc["messages"]["lost_by_origin"] == {}
-        assert resent >= TOTAL // 4  # at least the quarter published while B was down
-        assert sub.hub is not None
-        assert sub.hub.statistics().links_opened == 2
+            assert sub.hub is not None
+            links = sub.hub.statistics().links_opened
+    return Restarted(stream, a.uuid, (b.uuid, b2.uuid), restored, doc, resent, links)
+
+
+async def test_a_receiving_gravd_killed_mid_stream_gets_what_it_missed_after_its_restart() -> None:
+    """Publisher app on gravd A, subscriber app on gravd B; B is SIGKILLed in the first half of
+    3,000 messages, a quarter more is published while it is down, B restarts on the same
+    --data-dir and the last quarter follows: the reattached subscriber gets all 3,000 once, in
+    order, and nothing is counted lost (B kept its uuid and its position, and asked A for the
+    rest)."""
+    run = await _kill_receiver_mid_stream(buffer_size=8192)
+    assert run.uuids[0] == run.uuids[1]  # the same node to A
+    assert run.restored["origins"] == 1
+    assert run.restored["leaves"] == 1
+    assert run.stream.got == list(range(TOTAL)), _gaps(run.stream.got)
+    assert run.receiver["messages"]["lost_by_origin"] == {}
+    assert run.resent >= TOTAL // 4  # at least the quarter published while B was down
+    assert run.sub_links == 2
 
 
 async def test_what_comes_live_while_a_restarted_gravd_waits_for_its_apps_keeps_its_order() -> None:
@@ -130,44 +155,12 @@ async def test_what_comes_live_while_a_restarted_gravd_waits_for_its_apps_keeps_
     and B asks only once its app is back, while the last quarter comes live: the app gets what
     the origin still had and everything after, once each and in order, and every message it
     did not get is counted lost (the resend, late, overlaps what B held meanwhile)."""
-    with (
-        tempfile.TemporaryDirectory(prefix="gravd-a-") as da,
-        tempfile.TemporaryDirectory(prefix="gravd-b-") as db,
-    ):
-        async with (
-            running_gravd("--data-dir", da, "--buffer-size", "256") as a,
-            running_gravd("--data-dir", db, "--peer", a.endpoint) as b,
-        ):
-            port = urlsplit(b.endpoint).port
-            stream = Stream()
-            async with (
-                gravpy.connect(b.endpoint, hub_config=FAST_REDIAL) as sub,
-                gravpy.connect(a.endpoint) as pub,
-            ):
-                sub.connect().on_type("restart.y", stream.keep)
-                await pub.wait_for(lambda ps: any("restart.y" in p.interests for p in ps), GUARD)
-                publishing = asyncio.create_task(stream.publish(pub, "restart.y"))
-                try:
-                    async with asyncio.timeout(GUARD):
-                        await stream.some.wait()
-                        await _saved_position(db, a.uuid)
-                        await b.process.close()  # SIGKILL, mid-stream
-                        stream.go_on[0].set()
-                        again = running_gravd(
-                            "--data-dir", db, "--peer", a.endpoint, "--listen", f"127.0.0.1:{port}"
-                        )
-                        async with again as b2:
-                            await b2.wait_peers(1)
-                            stream.go_on[1].set()  # live while B waits for its app
-                            await publishing
-                            await stream.done.wait()
-                            lost = (await b2.node())["messages"]["lost_by_origin"]
-                finally:
-                    publishing.cancel()
-                    await asyncio.gather(publishing, return_exceptions=True)
-        assert stream.got == sorted(set(stream.got)), _gaps(stream.got)
-        assert stream.got[-TOTAL // 4 :] == list(range(TOTAL * 3 // 4, TOTAL))
-        assert lost.get(a.uuid, 0) >= TOTAL - len(stream.got), _gaps(stream.got)
+    run = await _kill_receiver_mid_stream(buffer_size=256)
+    got = run.stream.got
+    assert got == sorted(set(got)), _gaps(got)
+    assert got[-TOTAL // 4 :] == list(range(TOTAL * 3 // 4, TOTAL))
+    lost = run.receiver["messages"]["lost_by_origin"]
+    assert lost.get(run.origin, 0) >= TOTAL - len(got), _gaps(got)
 
 
 async def test_a_restarted_origin_keeps_its_uuid_and_numbers_on_without_counting_a_loss() -> None:

@@ -13,6 +13,7 @@ import socket
 import struct
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -260,24 +261,32 @@ def _peer_record(service_type: str, port: int, **txt: str) -> AsyncServiceInfo:
     )
 
 
-async def test_a_record_that_moves_withdraws_the_endpoint_it_left(start: Start) -> None:
-    """When a peer's record moves to another port, the endpoint it left is reported gone (the
-    hub stops redialling it) before the new one is reported."""
-    a = start("node-a", 1111)
+@asynccontextmanager
+async def _peer_reported(start: Start, node: Running) -> AsyncIterator[AsyncZeroconf]:
+    """A peer's record on port 4444, registered on loopback and reported to ``node``; its
+    zeroconf (to update the record), closed when the block ends."""
     aiozc = AsyncZeroconf(interfaces=LOOPBACK)
     try:
         peer = _peer_record(start.service_type, 4444)
         await (await aiozc.async_register_service(peer, cooperating_responders=True))
-        await a.wait_report(lambda r: r.endpoint == "ws://127.0.0.1:4444/p")
+        await node.wait_report(lambda r: r.endpoint == "ws://127.0.0.1:4444/p")
+        yield aiozc
+    finally:
+        await aiozc.async_close()
+
+
+async def test_a_record_that_moves_withdraws_the_endpoint_it_left(start: Start) -> None:
+    """When a peer's record moves to another port, the endpoint it left is reported gone (the
+    hub stops redialling it) before the new one is reported."""
+    a = start("node-a", 1111)
+    async with _peer_reported(start, a) as aiozc:
         await (await aiozc.async_update_service(_peer_record(start.service_type, 5555)))
         await a.wait_report(lambda r: r.endpoint == "ws://127.0.0.1:5555/p")
-        assert a.reports == [
+        assert a.reports == [  # (before the block ends: its goodbye removes the record)
             PeerReport("ws://127.0.0.1:4444/p", "node-p", "mdns"),
             PeerReport("ws://127.0.0.1:4444/p", "node-p", "mdns", gone=True),
             PeerReport("ws://127.0.0.1:5555/p", "node-p", "mdns"),
         ]
-    finally:
-        await aiozc.async_close()
 
 
 async def test_a_record_that_changes_to_one_not_to_dial_withdraws_its_endpoint(
@@ -286,11 +295,7 @@ async def test_a_record_that_changes_to_one_not_to_dial_withdraws_its_endpoint(
     """A reported record updated to one that is skipped (here another protocol version) has its
     endpoint reported gone: the node no longer dials what the record no longer offers."""
     a = start("node-a", 1111)
-    aiozc = AsyncZeroconf(interfaces=LOOPBACK)
-    try:
-        peer = _peer_record(start.service_type, 4444)
-        await (await aiozc.async_register_service(peer, cooperating_responders=True))
-        await a.wait_report(lambda r: r.endpoint == "ws://127.0.0.1:4444/p")
+    async with _peer_reported(start, a) as aiozc:
         changed = _peer_record(start.service_type, 4444, version="99")
         await (await aiozc.async_update_service(changed))
         await logs.wait_for(event="mdns_record_skipped", node="node-a", reason="version")
@@ -298,8 +303,6 @@ async def test_a_record_that_changes_to_one_not_to_dial_withdraws_its_endpoint(
             PeerReport("ws://127.0.0.1:4444/p", "node-p", "mdns"),
             PeerReport("ws://127.0.0.1:4444/p", "node-p", "mdns", gone=True),
         ]
-    finally:
-        await aiozc.async_close()
 
 
 async def test_an_interface_that_does_not_exist_is_a_transport_error() -> None:

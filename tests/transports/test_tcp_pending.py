@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import ssl
 import struct
 from collections.abc import AsyncIterator
 
@@ -16,7 +15,7 @@ import trustme
 from gravpy.errors import GravError, TransportError, UsageError
 from gravpy.plugins import Link
 from tests._bus_helpers import until
-from tests.transports.test_tls_door import HANDSHAKE_RECORD, tls_probe
+from tests.transports._tls import HANDSHAKE_RECORD, client_tls, server_tls, tls_probe
 from transports import tcp
 from transports.tcp import TcpTransport
 
@@ -30,23 +29,6 @@ async def _hold(link: Link) -> None:
     with contextlib.suppress(GravError):
         while True:
             await link.recv()
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-def _server_tls(ca: trustme.CA) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(HOST).configure_cert(ctx)
-    return ctx
-
-
-def _client_tls(ca: trustme.CA) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
-    return ctx
 
 
 @contextlib.asynccontextmanager
@@ -149,11 +131,11 @@ async def test_over_tls_a_socket_past_the_bound_is_reset_before_any_handshake(
 ) -> None:
     """With TLS, the bound is applied before the TLS handshake: within it a ClientHello gets a
     ServerHello; past it, a reset and nothing else, counted."""
-    async with _listening(ssl=_server_tls(ca)) as transport:
-        assert (await tls_probe(_port(transport), _client_tls(ca)))[0] == HANDSHAKE_RECORD
+    async with _listening(ssl=server_tls(ca)) as transport:
+        assert (await tls_probe(_port(transport), client_tls(ca)))[0] == HANDSHAKE_RECORD
         await until(lambda: not transport._pending)
         await _silent(transport, BOUND, sockets)
-        assert await tls_probe(_port(transport), _client_tls(ca)) == b""
+        assert await tls_probe(_port(transport), client_tls(ca)) == b""
         assert transport.connections_refused == 1
 
 
@@ -163,9 +145,9 @@ async def test_over_tls_a_newcomer_evicts_a_socket_silent_in_its_handshake(
     """With TLS, a socket that sent no ClientHello is reset when a real client needs its place,
     and the client links."""
     monkeypatch.setattr(tcp, "SILENCE", 0.0)
-    async with _listening(ssl=_server_tls(ca)) as transport:
+    async with _listening(ssl=server_tls(ca)) as transport:
         await _silent(transport, BOUND, sockets)
-        link = await TcpTransport(ssl=_client_tls(ca)).dial(transport.endpoints()[0], timeout=5)
+        link = await TcpTransport(ssl=client_tls(ca)).dial(transport.endpoints()[0], timeout=5)
         assert await _read_to_end(sockets[0][0]) == b""
         assert transport.connections_refused == 1
         await link.close()
@@ -176,7 +158,7 @@ async def test_stopping_a_tls_listener_resets_the_handshakes_in_progress(
 ) -> None:
     """A socket silent in its TLS handshake is reset when the listener stops, not left open
     until its handshake deadline."""
-    transport = TcpTransport(HOST, 0, ssl=_server_tls(ca), handshake_timeout=60)
+    transport = TcpTransport(HOST, 0, ssl=server_tls(ca), handshake_timeout=60)
     await transport.start(_hold)
     try:
         [(reader, _)] = await _silent(transport, 1, sockets)
@@ -191,7 +173,7 @@ async def test_a_socket_silent_in_its_tls_handshake_is_dropped_at_the_deadline_a
 ) -> None:
     """A socket that sends no ClientHello is reset when handshake_timeout passes, counted once
     as a failed TLS handshake, and leaves nothing behind."""
-    async with _listening(ssl=_server_tls(ca), handshake_timeout=0.2) as transport:
+    async with _listening(ssl=server_tls(ca), handshake_timeout=0.2) as transport:
         [(reader, _)] = await _silent(transport, 1, sockets)
         assert await _read_to_end(reader) == b""
         await until(lambda: transport.tls_handshakes_failed == 1 and not transport._pending)
@@ -205,11 +187,11 @@ def test_a_bound_below_one_is_refused() -> None:
 
 
 async def _past_the_bound_over_tls(ca: trustme.CA) -> None:
-    async with _listening(ssl=_server_tls(ca)) as transport:
+    async with _listening(ssl=server_tls(ca)) as transport:
         held: Sockets = []
         try:
             await _silent(transport, BOUND, held)
-            assert await tls_probe(_port(transport), _client_tls(ca)) == b""
+            assert await tls_probe(_port(transport), client_tls(ca)) == b""
             assert transport.connections_refused == 1
         finally:
             for _, writer in held:

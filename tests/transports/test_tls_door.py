@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 from collections.abc import AsyncIterator
 
 import pytest
@@ -18,49 +17,11 @@ import trustme
 from gravpy.errors import GravError
 from gravpy.plugins import Link
 from tests._bus_helpers import until
+from tests.transports._tls import HANDSHAKE_RECORD, HOST, client_tls, server_tls, tls_probe
 from transports import websocket_gate
 from transports.http import HttpTransport
 from transports.tcp import TcpTransport
 from transports.websocket import WebSocketTransport
-
-HOST = "127.0.0.1"
-HANDSHAKE_RECORD = 0x16  # the first byte of a TLS handshake record (a ServerHello here)
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-def _server(ca: trustme.CA) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(HOST).configure_cert(ctx)
-    return ctx
-
-
-def _client(ca: trustme.CA) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
-    return ctx
-
-
-async def tls_probe(port: int, ctx: ssl.SSLContext) -> bytes:
-    """Send a TLS ClientHello to ``port``; the first bytes answered (b"" if reset or closed)."""
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=HOST)
-    with contextlib.suppress(ssl.SSLWantReadError):
-        tls.do_handshake()
-    reader, writer = await asyncio.open_connection(HOST, port)
-    try:
-        writer.write(outgoing.read())
-        async with asyncio.timeout(10):
-            return await reader.read(65536)
-    except ConnectionResetError:
-        return b""
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
 
 
 async def _hold(link: Link) -> None:
@@ -76,7 +37,7 @@ def _port(url: str) -> int:
 
 @contextlib.asynccontextmanager
 async def _websocket(ca: trustme.CA, **limits: int) -> AsyncIterator[WebSocketTransport]:
-    transport = WebSocketTransport(HOST, 0, ssl=_server(ca), **limits)
+    transport = WebSocketTransport(HOST, 0, ssl=server_tls(ca), **limits)
     await transport.start(_hold)
     try:
         yield transport
@@ -89,11 +50,11 @@ async def _websocket_over_cap(ca: trustme.CA) -> None:
     reset and nothing else, and the refusal is counted."""
     async with _websocket(ca, max_connections=1, max_upgrading=2) as listener:
         url, port = listener.endpoints()[0], _port(listener.endpoints()[0])
-        assert (await tls_probe(port, _client(ca)))[0] == HANDSHAKE_RECORD
+        assert (await tls_probe(port, client_tls(ca)))[0] == HANDSHAKE_RECORD
         assert listener.connections_refused == 0
-        link = await WebSocketTransport(ssl=_client(ca)).dial(url, timeout=5)
+        link = await WebSocketTransport(ssl=client_tls(ca)).dial(url, timeout=5)
         try:
-            assert await tls_probe(port, _client(ca)) == b""
+            assert await tls_probe(port, client_tls(ca)) == b""
             assert listener.connections_refused == 1
         finally:
             await link.close()
@@ -123,7 +84,7 @@ async def test_a_wss_socket_silent_in_its_handshake_is_evicted_for_a_newcomer(
     async with _websocket(ca, max_upgrading=1) as listener:
         url = listener.endpoints()[0]
         reader, writer = await asyncio.open_connection(HOST, _port(url))
-        link = await WebSocketTransport(ssl=_client(ca)).dial(url, timeout=5)
+        link = await WebSocketTransport(ssl=client_tls(ca)).dial(url, timeout=5)
         try:
             async with asyncio.timeout(5):
                 with contextlib.suppress(ConnectionResetError):
@@ -139,16 +100,16 @@ async def test_an_https_socket_over_the_cap_is_reset_before_any_tls_handshake(
 ) -> None:
     """HTTP over TLS: with the one connection taken, a ClientHello gets a reset and nothing else,
     counted; a handshake that fails frees its place."""
-    transport = HttpTransport(HOST, 0, ssl=_server(ca), max_connections=1, header_timeout=30)
+    transport = HttpTransport(HOST, 0, ssl=server_tls(ca), max_connections=1, header_timeout=30)
     await transport.start(_hold)
     try:
         port = _port(transport.endpoints()[0])
-        assert (await tls_probe(port, _client(ca)))[0] == HANDSHAKE_RECORD
+        assert (await tls_probe(port, client_tls(ca)))[0] == HANDSHAKE_RECORD
         await until(lambda: transport.guard.entering == 0)
-        _, held = await asyncio.open_connection(HOST, port, ssl=_client(ca))
+        _, held = await asyncio.open_connection(HOST, port, ssl=client_tls(ca))
         try:
             await until(lambda: transport.guard.open == 1)
-            assert await tls_probe(port, _client(ca)) == b""
+            assert await tls_probe(port, client_tls(ca)) == b""
             assert transport.connections_refused == 1
         finally:
             held.close()
@@ -159,7 +120,7 @@ async def test_an_https_socket_over_the_cap_is_reset_before_any_tls_handshake(
 async def test_stopping_a_tls_listener_ends_the_handshakes_in_progress(ca: trustme.CA) -> None:
     """A socket admitted but silent in its TLS handshake is reset when the listener stops, and
     stop returns without leaving the handshake's task behind."""
-    transport = WebSocketTransport(HOST, 0, ssl=_server(ca))
+    transport = WebSocketTransport(HOST, 0, ssl=server_tls(ca))
     await transport.start(_hold)
     reader, writer = await asyncio.open_connection(HOST, _port(transport.endpoints()[0]))
     try:
@@ -198,7 +159,7 @@ async def test_a_failed_tls_handshake_is_counted_and_logged_and_nothing_is_kept(
     operator's only clue), and keeps nothing of the connection (tcp once its deadline passed:
     asyncio tells no protocol of a failed handshake)."""
     caplog.set_level("INFO", logger="gravpy.transports.tls")
-    server = _server(ca)
+    server = server_tls(ca)
     listener: WebSocketTransport | HttpTransport | TcpTransport
     if kind == "ws":
         listener = WebSocketTransport(HOST, 0, ssl=server)
