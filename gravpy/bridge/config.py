@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from gravpy.backoff import BackoffPolicy
 from gravpy.errors import UsageError
@@ -19,6 +20,7 @@ __all__ = [
     "check_prefix",
     "export_patterns",
     "read_token",
+    "shown_url",
 ]
 
 _SCHEMES = ("nats://", "tls://", "ws://", "wss://")
@@ -230,3 +232,12 @@ def read_token(path: Path) -> str:
     if not token:
         raise OSError(f"the NATS token file {path} is empty")
     return token
+
+
+def shown_url(url: str) -> str:
+    """``url`` as logs, documents and metric labels show it: its credentials (``user:password@``
+    or ``token@``) replaced by ``***``."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()

@@ -354,8 +354,9 @@ class NatsBridge:
                 continue
             if self.state == "connecting":  # (not closing meanwhile)
                 self.state = "connected"
-                server = nc.connected_url.netloc if nc.connected_url else ""
-                _log.info("bridge_connected", server=str(server))
+                url = nc.connected_url
+                server = f"{url.hostname}:{url.port}" if url is not None else ""  # (no password)
+                _log.info("bridge_connected", server=server)
             return
 
     # -- announcements ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from gravpy.bridge.config import shown_url
 from gravpy.daemon.parsers import (
     AUTO,
     DEFAULT_HTTP_PATH,
@@ -162,7 +163,7 @@ class DaemonConfig:
             "dashboard_token_file": (
                 str(self.dashboard_token_file) if self.dashboard_token_file else "off"
             ),
-            "nats": list(self.nats),
+            "nats": [shown_url(url) for url in self.nats],  # (no credentials on screen)
             "nats_prefix": self.nats_prefix,
             "nats_creds": str(self.nats_creds) if self.nats_creds else "off",
             "nats_token_file": str(self.nats_token_file) if self.nats_token_file else "off",

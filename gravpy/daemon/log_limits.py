@@ -9,7 +9,13 @@ attempt cost gravd (profiled under ``benchmarks/bench_auth.py``). ``RefusalLogLi
 ``logging.Filter`` on the hub's logger: per (event, reason) it passes ``burst`` records each
 ``period`` seconds and drops the rest, and the first record it passes after a drop carries
 ``suppressed=N``, so the log still says how many there were. The refusals themselves are never
-lost: ``/metrics`` counts every one by reason. Lines about links that opened are not touched.
+lost: ``/metrics`` counts every one by reason. ``link_closed`` is limited the same way: anyone who
+can connect writes one by sending CLOSE (or a bad frame) before its HELLO, with up to 1 KB of its
+own text (a link that was open also says ``peer_disconnected``, which is never limited).
+
+A remote chooses the reason it sends: a reason this version does not know shares one window with
+every other such reason (the line still says it as it came), so a new reason per connection
+passes one burst, not one each, and the filter holds a fixed few windows.
 """
 
 from __future__ import annotations
@@ -19,14 +25,21 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from gravpy.mesh.upgrade import REASON_MOVED
+from gravpy.proto.handshake import CLOSE_REASONS, REJECT_REASONS
+
 __all__ = ["HUB_LOGGER", "RefusalLogLimit"]
 
 HUB_LOGGER: Final = "gravpy.mesh.hub"
-_LIMITED: Final = frozenset({"handshake_refused", "handshake_rejected"})
+_LIMITED: Final = frozenset({"handshake_refused", "handshake_rejected", "link_closed"})
+# the reasons this version refuses handshakes and closes links for
+_KNOWN: Final = CLOSE_REASONS | REJECT_REASONS | {REASON_MOVED}
+_UNKNOWN: Final = ""  # the window of every other reason
 
 
 class RefusalLogLimit(logging.Filter):
-    """Pass at most ``burst`` refusal records per (event, reason) every ``period`` seconds."""
+    """Pass at most ``burst`` refusal and ``link_closed`` records per (event, reason) every
+    ``period`` seconds; see the module."""
 
     def __init__(
         self, burst: int = 5, period: float = 10.0, clock: Callable[[], float] = time.monotonic
@@ -39,7 +52,8 @@ class RefusalLogLimit(logging.Filter):
         event = str(record.msg)
         if event not in _LIMITED:
             return True
-        key = (event, str(getattr(record, "reason", "")))
+        reason = str(getattr(record, "reason", ""))
+        key = (event, reason if reason in _KNOWN else _UNKNOWN)
         now = self._clock()
         start, passed, dropped = self._windows.get(key, (now - self.period, 0, 0))
         if now - start >= self.period:

@@ -4,6 +4,9 @@ One pipeline for structlog events and for the standard ``logging`` records of th
 underneath (websockets, aiohttp): level, ISO timestamp, then either the console renderer (on a
 terminal) or one JSON object per line (anywhere else: files, pipes, journald, containers).
 Events are snake_case facts (``peer_connected``) with ``node`` and ``peer`` bound by the caller.
+
+Lines a remote can make gravd write at will are rate-limited on the hub's logger
+(``gravpy.daemon.log_limits``): refused handshakes and ``link_closed``.
 """
 
 from __future__ import annotations

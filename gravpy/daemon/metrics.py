@@ -26,8 +26,10 @@ notice to the first reply it routed back to that leaf (``Router.relayed``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -37,19 +39,26 @@ from prometheus_client.core import (
 )
 
 import gravpy
+from gravpy.bridge.config import shown_url
 from gravpy.daemon.bridge_metrics import bridge_metrics
 from gravpy.mesh.link_stats import DROP_REASONS, RoleTraffic
 from gravpy.proto import ROLE_LEAF, ROLE_PEER
 from gravpy.timings import LatencyHistogram, Timings
 
 if TYPE_CHECKING:
+    from gravpy.bridge.config import NatsBridgeStatistics
     from gravpy.bus import BusStatistics
     from gravpy.daemon.monitor import MonitorStatistics, NodeStatus
     from gravpy.daemon.replay_store import ReplayStore
     from gravpy.mesh import HubStatistics, PeerInfo
     from gravpy.timings import HistogramSnapshot
 
-__all__ = ["METRIC_NAMES", "NodeCollector", "by_role"]
+__all__ = [
+    "METRIC_NAMES",
+    "NodeCollector",
+    "by_role",
+    "redacted",
+]
 
 METRIC_NAMES = (
     "gravd_info",
@@ -85,6 +94,7 @@ METRIC_NAMES = (
     "gravd_gossip_ignored_total",
     "gravd_handshakes_rejected_total",
     "gravd_link_moves_total",
+    "gravd_messages_lost_total",
     "gravd_messages_resent_total",
     "gravd_local_request_seconds",
     "gravd_local_handler_seconds",
@@ -98,6 +108,23 @@ METRIC_NAMES = (
     "gravd_replay_unwritten_messages_total",
 )
 """Every ``gravd_*`` metric NodeCollector exposes (prometheus-client adds ``process_*``)."""
+
+
+def redacted(stats: NatsBridgeStatistics) -> NatsBridgeStatistics:
+    """``stats`` with the credentials of its NATS URLs (``nats://user:password@host``,
+    ``nats://token@host``) shown as ``***``, in ``servers`` and in ``last_error``.
+
+    A bridge's servers label its ``gravd_bridge_*`` series and appear in ``/v1/node``, which
+    the dashboard shows and gravd's ``gravd.info`` responder sends to any app on the mesh.
+    """
+    secrets = {u.netloc.rpartition("@")[0] for u in map(urlsplit, stats.servers)} - {""}
+    if not secrets:
+        return stats
+    servers = tuple(shown_url(url) for url in stats.servers)
+    error = stats.last_error
+    for secret in sorted(secrets, key=len, reverse=True):
+        error = error.replace(secret + "@", "***@")
+    return dataclasses.replace(stats, servers=servers, last_error=error)
 
 
 def by_role(hub: HubStatistics | None) -> dict[str, RoleTraffic]:
@@ -124,7 +151,7 @@ class NodeCollector:
         yield from _link_metrics(links, by_role(hub))
         yield from _peer_metrics(links)
         yield from _mesh_metrics(hub)
-        yield from bridge_metrics([b.statistics() for b in grav.bridges])
+        yield from bridge_metrics([redacted(b.statistics()) for b in grav.bridges])
         yield from _timing_metrics(grav.timings)
         relayed = grav.hub.router.relayed.histogram if grav.hub is not None else None
         yield _histogram(
@@ -281,24 +308,25 @@ def _mesh_metrics(hub: HubStatistics | None) -> Iterable[Metric]:
     for name, doc, label, counts in (
         (
             "gravd_handshakes_rejected",
-            "Handshakes refused, by reason",
+            "Handshakes refused, by reason (a code the remote sent that this version does not "
+            "know: other)",
             "reason",
-            "handshakes_rejected",
+            hub.handshakes_rejected if hub is not None else {},
         ),
         (
             "gravd_protocol_violations",
             "Links closed for a protocol violation, by reason",
             "reason",
-            "protocol_violations",
+            hub.protocol_violations if hub is not None else {},
         ),
         (
             "gravd_link_moves",
             "Links moved to a faster transport, by outcome (moved, failed, refused)",
             "outcome",
-            "link_moves",
+            hub.link_moves if hub is not None else {},
         ),
     ):
-        yield _labelled(name, doc, label, getattr(hub, counts) if hub is not None else {})
+        yield _labelled(name, doc, label, counts)
     for name, doc, counted in (
         (
             "gravd_publish_denied",

@@ -47,7 +47,7 @@ from gravpy.daemon.dashboard import install_dashboard
 from gravpy.daemon.dashboard.access import Access
 from gravpy.daemon.events_http import EventRoutes, add_event_routes
 from gravpy.daemon.events_node import DaemonEvents
-from gravpy.daemon.metrics import METRIC_NAMES, NodeCollector, by_role
+from gravpy.daemon.metrics import METRIC_NAMES, NodeCollector, by_role, redacted
 from gravpy.daemon.replay_store import ReplayStore
 from gravpy.grav import Grav
 from gravpy.mesh import Hub, PeerInfo
@@ -192,7 +192,7 @@ class NodeStatus:
                 "interests": list(grav.bus.interests()),
             },
             "links": _links_totals(hub),
-            "bridges": [b.statistics().as_json() for b in grav.bridges],
+            "bridges": [redacted(b.statistics()).as_json() for b in grav.bridges],
             "messages": {
                 "in": hub_stats.messages_in if hub_stats else 0,
                 "out": hub_stats.messages_out if hub_stats else 0,

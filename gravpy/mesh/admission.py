@@ -25,12 +25,16 @@ from gravpy.mesh.permissions import GRANT_TYPE, Authority, Refusal, grant_data
 from gravpy.mesh.refusal_log import RefusalLog
 from gravpy.message import Message
 from gravpy.proto import REASON_DUPLICATE, REASON_NOT_ALLOWED, Hello, Rejected
+from gravpy.proto.handshake import REJECT_REASONS
 
 if TYPE_CHECKING:
     from gravpy.mesh.peer_link import PeerLink
     from gravpy.mesh.upgrade import Upgrades
 
-__all__ = ["Admission", "may_replace"]
+__all__ = ["OTHER_REASON", "Admission", "may_replace"]
+
+OTHER_REASON = "other"
+"""Where refusals are counted whose reason is not one of this version's (``REJECT_REASONS``)."""
 
 _log = logs.get_logger("gravpy.mesh.admission")
 
@@ -116,7 +120,11 @@ class Admission:
             )
 
     def count(self, reason: str) -> None:
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        """Count a refusal under ``reason``, or ``other`` if this version does not know it: a
+        remote may send any reason in its REJECT, even before it says who it is, and a new one
+        per connection would otherwise grow this and the metric's labels without end."""
+        key = reason if reason in REJECT_REASONS else OTHER_REASON
+        self.rejected[key] = self.rejected.get(key, 0) + 1
 
     def reauthorize(self, authority: Authority | None, links: list[PeerLink]) -> int:
         """Install new auth rules and apply them to ``links``; return how many were closed."""

@@ -17,7 +17,7 @@ import pytest
 
 import gravpy
 from gravpy import Message
-from gravpy.testing.gravd import Gravd, running_gravd
+from gravpy.testing.gravd import GRAVD, Gravd, run, running_gravd
 from tests.bridge.lans import bridge_of, subscribed
 from tests.bridge.nats_auth import auth_case
 from tests.bridge.nats_proc import NatsServer
@@ -71,3 +71,29 @@ async def test_bridge_authenticates_or_reports_why_not(kind: str, tmp_path: Path
         await _crosses(stack, good, server, case.client)
         assert bridge_of(await good.node())["failed_connects"] == 0
         await _refused_but_serving(stack, bad)
+
+
+async def test_a_password_in_the_nats_url_is_shown_nowhere(tmp_path: Path) -> None:
+    """With --nats nats://user:password@host, the bridge links, and the password is in none of
+    what gravd shows: its log (bridge_connected names host:port), /metrics, /v1/node, and
+    --check-config."""
+    password = "s3cret-pw"
+    config = f'authorization {{ user: alice, password: "{password}" }}\n'
+    server = NatsServer("userpass", tmp_path / "nats.log", config=config)
+    async with AsyncExitStack() as stack:
+        await server.start()
+        stack.push_async_callback(server.stop)
+        url = f"nats://alice:{password}@127.0.0.1:{server.port}"
+        args = ("--nats", url, "--log-level", "info")
+        node = await stack.enter_async_context(running_gravd(*args))
+        connected = await node.process.wait_event("bridge_connected")
+        doc = await node.wait_http(lambda n: bridge_of(n)["state"] == "connected")
+        _, metrics = await node.get("/metrics")
+        checked = await run([*GRAVD, "--check-config", *args])
+        log = "\n".join(node.process.stderr)
+    assert connected["server"] == f"127.0.0.1:{server.port}"
+    assert bridge_of(doc)["servers"] == [f"nats://***@127.0.0.1:{server.port}"]
+    assert checked.code == 0, checked.stderr
+    assert f"nats://***@127.0.0.1:{server.port}" in checked.stdout
+    for shown in (log, metrics, str(doc), checked.stdout, checked.stderr):
+        assert password not in shown
