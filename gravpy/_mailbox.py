@@ -50,6 +50,22 @@ class Mailbox:
         self._items.append(msg)
         self._wake()
 
+    def put_back(self, msgs: list[Message]) -> None:
+        """Offer ``msgs`` ahead of what the mailbox holds (they came first)."""
+        self._items.extendleft(reversed(msgs))
+        self._wake()
+
+    @property
+    def holding(self) -> bool:
+        """True if messages were offered and not taken."""
+        return bool(self._items)
+
+    def take_all(self) -> list[Message]:
+        """Empty the mailbox: what was offered and not taken, in order."""
+        items = list(self._items)
+        self._items.clear()
+        return items
+
     def fail(self, error: BaseException) -> None:
         """End the wait with ``error`` once the messages already offered are taken."""
         if self._error is None:

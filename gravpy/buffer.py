@@ -15,11 +15,17 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from typing import TypeGuard
 
 from gravpy.errors import UsageError
 from gravpy.message import Message
 
 __all__ = ["MsgBuffer"]
+
+
+def _is_count(value: object) -> TypeGuard[int]:
+    """True if ``value`` is an int >= 0 (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class MsgBuffer:
@@ -50,16 +56,23 @@ class MsgBuffer:
         limit: object = 128,
         *,
         max_bytes: object = 0,
-        max_age: float = 0.0,
+        max_age: object = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not isinstance(limit, int) or limit < 0:
+        # object, checked here: a wrong type is a UsageError in the mypyc-compiled build too
+        if not _is_count(limit):
             raise UsageError(f"MsgBuffer limit must be an int >= 0, got {limit!r}")
-        if not isinstance(max_bytes, int) or max_bytes < 0 or not max_age >= 0:
-            raise UsageError("MsgBuffer max_bytes must be an int >= 0 and max_age a number >= 0")
-        self.limit = limit
-        self.max_bytes = max_bytes
-        self.max_age = max_age
+        if not _is_count(max_bytes):
+            raise UsageError(f"MsgBuffer max_bytes must be an int >= 0, got {max_bytes!r}")
+        if (
+            isinstance(max_age, bool)
+            or not isinstance(max_age, (int, float))
+            or not max_age >= 0  # (nan is not)
+        ):
+            raise UsageError(f"MsgBuffer max_age must be a number of seconds >= 0, got {max_age!r}")
+        self.limit: int = limit
+        self.max_bytes: int = max_bytes
+        self.max_age = float(max_age)
         self.evicted = 0
         self._clock = clock
         self._bytes = 0

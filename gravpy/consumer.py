@@ -181,6 +181,8 @@ class Consumer:
     def release(self, replayed: list[Message]) -> None:
         """Push ``replayed``, then what was held that ``replayed`` does not already hold."""
         held, self._held = self._held or [], None
+        if self._closed:  # closed meanwhile: what it held is counted by ``close``
+            return
         seen = {msg.uuid for msg in replayed}
         for msg in replayed:
             self.push(msg)

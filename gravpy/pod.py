@@ -170,7 +170,11 @@ class Pod(Consumer):
         return not self._closed and (self._mode is not ConsumerMode.IDLE or bool(self._waits))
 
     def __aiter__(self) -> Pod:
-        """Iterate the messages this pod admits. Ends when the pod closes or a handler is set."""
+        """Iterate the messages this pod admits. Ends when the pod closes or a handler is set.
+
+        A pod has one consumer: a second task waiting for its next message while another already
+        waits is a ``UsageError`` (iterate a pod of its own, or share one group between pods).
+        """
         if self._mode in (ConsumerMode.SYNC, ConsumerMode.ASYNC):
             raise UsageError("this pod has a handler; a pod has one consumer, iterate another pod")
         if not self._closed:
@@ -188,6 +192,8 @@ class Pod(Consumer):
                 return msg
             if self._closed or self._mode is not _ITER:
                 raise StopAsyncIteration
+            if self._iter_waker is not None:  # it would wake only the last: the other would hang
+                raise UsageError("another task is waiting on this pod's iterator: a pod has one")
             self._iter_waker = asyncio.get_running_loop().create_future()
             try:
                 await self._iter_waker
@@ -219,7 +225,9 @@ class Pod(Consumer):
             return await wait_in(watch, seconds, fn, f"accepted message on pod {self.id}")
         finally:
             self._waits.remove(watch)
-            if not self._waits and self._mode is ConsumerMode.IDLE:
+            if self._waits:
+                self._feed_waits()  # the waits left may have been held back by this one
+            elif self._mode is ConsumerMode.IDLE:
                 self._stopped_receiving()
 
     # -- sending ---------------------------------------------------------------------------------
@@ -291,7 +299,9 @@ class Pod(Consumer):
         self._closed = True
         self._close_reason = reason
         self._closed_by_bus = error
-        self._counts.dropped_closed += len(self._inbox) + len(self._failed)
+        held, self._held = self._held or [], None  # kept aside while a leaf's replay ran:
+        self._received += len(held)  # received as if queued, and dropped with the queue
+        self._counts.dropped_closed += len(self._inbox) + len(self._failed) + len(held)
         self._inbox.clear()
         if self._congested:
             self._relieve()
@@ -393,6 +403,8 @@ def _consumer_mode(handler: object, concurrency: object) -> tuple[ConsumerMode, 
         mode = ConsumerMode.IDLE
     elif not callable(handler):
         raise UsageError(f"handler must be callable, got {handler!r}")
+    elif _is_generator(handler):  # calling it only makes a generator: its body would never run
+        raise UsageError(f"handler must be a plain or async function, not a generator: {handler!r}")
     elif _is_async(handler):
         mode = ConsumerMode.ASYNC
     else:
@@ -411,4 +423,11 @@ def _check_allow(allow: object) -> bool:
 def _is_async(handler: object) -> bool:
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
         getattr(handler, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    )
+
+
+def _is_generator(handler: object) -> bool:
+    call = getattr(handler, "__call__", None)  # noqa: B004 - callable objects too
+    return any(
+        inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f) for f in (handler, call)
     )

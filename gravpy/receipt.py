@@ -3,6 +3,9 @@
 A ``MsgReceipt`` comes back from every ``Pod.send``. Waiting on it registers a reply waiter with the
 bus; a reply that arrived *before* anyone waited is kept by the bus (a bounded set of recent unclaimed
 replies) and handed to the first wait, so a fast reply is never lost, even when the wait starts late.
+Likewise a wait that ends holding replies it did not return (several came at once, or it was
+cancelled just after one came) leaves them on the receipt, for its next wait (``wait_until``,
+``replies``).
 
 With ``Grav(timings=True)`` a receipt notes when its message was sent, and the first reply a wait
 returns (``wait_until``, or the first of ``replies``) records the round trip in the node's
@@ -50,7 +53,7 @@ class MsgReceipt:
     when it was sent, every wait raises ``NoResponders`` at once.
     """
 
-    __slots__ = ("_no_responders", "_sent_at", "dropped", "msg_type", "pod", "uuid")
+    __slots__ = ("_kept", "_no_responders", "_sent_at", "dropped", "msg_type", "pod", "uuid")
 
     def __init__(
         self, uuid: str, msg_type: str, pod: Sender, no_responders: bool, *, dropped: bool = False
@@ -64,6 +67,24 @@ class MsgReceipt:
         self.dropped = dropped
         # when it was sent, while a round trip is still to be recorded (0.0: none to record)
         self._sent_at = 0.0 if pod.bus.timings is None else clock()
+        # replies an ended wait was handed but did not return (more than one came, or it was
+        # cancelled): the next wait on this receipt gets them first
+        self._kept: list[Message] | None = None
+
+    def _start_wait(self) -> Mailbox:
+        """Register this receipt's reply waiter with the bus; it first holds what was kept."""
+        mailbox = self.pod.bus.register_reply_waiter(self.uuid, self.pod, self.msg_type)
+        kept, self._kept = self._kept, None
+        if kept:
+            mailbox.put_back(kept)  # they came before what the bus kept meanwhile
+        return mailbox
+
+    def _end_wait(self, mailbox: Mailbox) -> None:
+        """Unregister ``mailbox``, keeping the replies it still holds for the next wait."""
+        self.pod.bus.unregister_reply_waiter(self.uuid, mailbox)
+        if mailbox.holding:  # (the usual wait took its one reply: nothing to keep)
+            left = mailbox.take_all()
+            self._kept = left if self._kept is None else self._kept + left
 
     def _awaited(self) -> str:
         return f"reply to {self.msg_type} {self.uuid}"
@@ -96,8 +117,7 @@ class MsgReceipt:
             raise NoResponders(self.msg_type)
         if self.dropped:
             raise MessageDropped(self.msg_type, self.uuid)
-        bus = self.pod.bus
-        mailbox = bus.register_reply_waiter(self.uuid, self.pod, self.msg_type)
+        mailbox = self._start_wait()
         try:
             # The usual request has no wait function: one coroutine less, and the timeout's
             # text made only when one happens.
@@ -109,7 +129,7 @@ class MsgReceipt:
             else:
                 result = await wait_in(mailbox, seconds, on, self._awaited())
         finally:
-            bus.unregister_reply_waiter(self.uuid, mailbox)
+            self._end_wait(mailbox)
         if self._sent_at:
             self._replied()
         return result
@@ -141,13 +161,25 @@ class MsgReceipt:
     def on_reply(self, fn: Callable[[Message], Awaitable[object] | object]) -> None:
         """Call ``fn`` with the reply when it comes, in a task the bus owns (Grav's ``OnReply``).
 
-        Errors from ``fn`` are logged, not raised. The task ends when the bus closes.
+        The wait starts at once, as ``wait_until``'s does when awaited: the reply goes to ``fn``
+        only, not also to the pod's handler, and another wait on this receipt while it is on is a
+        ``UsageError``. Errors from ``fn`` (and ``NoResponders``, ``MessageDropped``) are logged,
+        not raised. The task ends when the bus closes.
         """
         if not callable(fn):
             raise UsageError(f"on_reply's function must be callable, got {fn!r}")
+        mailbox = None if self._no_responders or self.dropped else self._start_wait()
 
         async def run() -> None:
-            reply = await self.wait_until(None)
+            if mailbox is None:
+                reply = await self.wait_until(None)  # raises why no reply can come
+            else:
+                try:
+                    reply = await mailbox.first(None, "reply")
+                finally:
+                    self._end_wait(mailbox)
+                if self._sent_at:
+                    self._replied()
             result = fn(reply)
             if inspect.isawaitable(result):
                 await result
@@ -193,8 +225,7 @@ class ReplyStream:
     def close(self) -> None:
         mailbox, self._mailbox = self._mailbox, None
         if mailbox is not None:
-            receipt = self._receipt
-            receipt.pod.bus.unregister_reply_waiter(receipt.uuid, mailbox)
+            self._receipt._end_wait(mailbox)
         self._max = self._count  # an ended stream stays ended
 
     def __del__(self) -> None:
@@ -206,11 +237,7 @@ class ReplyStream:
         loop = asyncio.get_running_loop()
         mailbox = self._mailbox
         if mailbox is None:
-            receipt = self._receipt
-            mailbox = receipt.pod.bus.register_reply_waiter(
-                receipt.uuid, receipt.pod, receipt.msg_type
-            )
-            self._mailbox = mailbox
+            mailbox = self._mailbox = self._receipt._start_wait()
             if self._timeout is not None:
                 self._deadline = loop.time() + self._timeout
         left = None if self._deadline is None else self._deadline - loop.time()

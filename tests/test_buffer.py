@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from gravpy.buffer import MsgBuffer
@@ -84,6 +86,27 @@ def test_invalid_limits_are_refused(bad: object) -> None:
     """The limit must be an int >= 0."""
     with pytest.raises(UsageError):
         MsgBuffer(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"limit": True},
+        {"max_bytes": True},
+        {"max_bytes": -1},
+        {"max_bytes": "8"},
+        {"max_age": "1"},
+        {"max_age": None},
+        {"max_age": True},
+        {"max_age": -1.0},
+        {"max_age": math.nan},
+    ],
+)
+def test_invalid_bounds_are_refused_with_usage_error(bad: dict[str, object]) -> None:
+    """A bool where a count belongs, or a max_age that is not a number >= 0, is a UsageError
+    (never a TypeError from comparing it)."""
+    with pytest.raises(UsageError):
+        MsgBuffer(**bad)  # type: ignore[arg-type]
 
 
 def test_repr_shows_limit_and_length() -> None:
