@@ -51,8 +51,8 @@ _NO_GROUPS: Mapping[str, int] = {}
 
 
 def _count(name: str, value: object) -> int:
-    """``value`` if it is an int >= 1, else ``UsageError``."""
-    if not isinstance(value, int) or value < 1:
+    """``value`` if it is an int >= 1 (not a bool), else ``UsageError``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise UsageError(f"{name} must be an int >= 1, got {value!r}")
     return value
 
@@ -148,7 +148,7 @@ class Bus:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         limit = self.inbox_limit if inbox_limit is None else inbox_limit
-        if not isinstance(limit, int) or limit < 1:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise UsageError(f"inbox_limit must be an int >= 1, got {limit!r}")
         pod = Pod(
             self,

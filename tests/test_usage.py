@@ -9,6 +9,7 @@ import pytest
 
 import gravpy
 from gravpy import Grav, Message, Overflow
+from gravpy.bus import Bus
 from gravpy.errors import UsageError, WaitTimeout
 from gravpy.sync import SyncGrav, _LoopThread
 
@@ -161,7 +162,8 @@ async def test_allow_is_true_or_false(bad: object) -> None:
 
 
 async def test_a_bool_is_not_a_count() -> None:
-    """concurrency=True and replies(max=True) are refused, not taken as 1."""
+    """concurrency=True, replies(max=True), and True for a pod's or a bus's limits are
+    refused, not taken as 1."""
 
     async def handler(msg: Message) -> None:
         pass
@@ -176,6 +178,11 @@ async def test_a_bool_is_not_a_count() -> None:
         responder.on(lambda m: None)
         with pytest.raises(UsageError, match="max must be an int >= 1 or None, got True"):
             pod.send(Message.new("test.ask")).replies(max=True)
+        with pytest.raises(UsageError, match="inbox_limit must be an int >= 1, got True"):
+            g.connect(inbox_limit=True)
+    for count in ("inbox_limit", "failure_limit", "max_attempts", "unclaimed_replies"):
+        with pytest.raises(UsageError, match=f"{count} must be an int >= 1, got True"):
+            Bus(**{count: True})  # type: ignore[arg-type]
 
 
 # -- nothing changes when a call is refused -------------------------------------------------------
