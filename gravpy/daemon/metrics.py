@@ -71,6 +71,7 @@ METRIC_NAMES = (
     "gravd_local_pod_receivers",
     "gravd_local_messages_sent_total",
     "gravd_local_messages_delivered_total",
+    "gravd_local_messages_undelivered_total",
     "gravd_messages_dropped_total",
     "gravd_handler_failures_total",
     "gravd_buffered_messages",
@@ -187,6 +188,11 @@ def _local_metrics(stats: BusStatistics) -> Iterable[Metric]:
     yield _gauge("gravd_local_pods", "Pods on this node (gravd's own, not apps')", stats.pods)
     yield _gauge("gravd_local_pod_receivers", "Pods on this node that receive", stats.receivers)
     yield _counter("gravd_local_messages_sent", "Messages sent by pods on this node", stats.sent)
+    yield _counter(
+        "gravd_local_messages_undelivered",
+        "Messages pods on this node sent that no pod or link took (no receiver anywhere)",
+        stats.undelivered,
+    )
     yield _counter(
         "gravd_local_messages_delivered", "Messages delivered to pods on this node", stats.delivered
     )

@@ -198,6 +198,7 @@ class NodeStatus:
                 "out": hub_stats.messages_out if hub_stats else 0,
                 "by_role": {role: t.as_json() for role, t in by_role(hub_stats).items()},
                 "sent_by_pods": stats.sent,
+                "undelivered_from_pods": stats.undelivered,
                 "delivered_to_pods": stats.delivered,
                 "buffered": stats.buffered,
                 "unclaimed_replies": stats.unclaimed_replies,

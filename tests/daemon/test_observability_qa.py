@@ -9,6 +9,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
@@ -20,6 +21,7 @@ from gravpy.daemon.metrics import METRIC_NAMES
 from gravpy.proto.codec import encode_frame
 from gravpy.proto.frames import Close, Reject
 from gravpy.testing.gravd import Gravd, running_gravd
+from tests.daemon.monitor_kit import metric, served_monitor
 
 SECRET = "s3cret-pw"
 
@@ -137,3 +139,21 @@ async def test_every_metric_gravd_exposes_is_named_in_operations_md(unreachable_
     assert {name for name in exposed if f"`{name}`" not in operations} == set()
     local = {name for name in exposed if not name.startswith("gravd_bridge_")}
     assert local - set(METRIC_NAMES) == set()
+
+
+async def test_messages_no_receiver_took_are_counted_in_metrics_and_the_node_document() -> None:
+    """What the node's own pods send that nothing anywhere admits is counted: in /metrics
+    (gravd_local_messages_undelivered_total) and /v1/node (undelivered_from_pods)."""
+    async with served_monitor() as served:
+        before = served.grav.bus.statistics().undelivered  # (its own start sent some)
+        sender = served.grav.connect()
+        for _ in range(3):
+            assert sender.send(Message.new("nobody.wants.this")).no_responders
+        undelivered = await metric(served.base, "gravd_local_messages_undelivered_total")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(served.base + "/v1/node") as response,
+        ):
+            doc = await response.json()
+    assert undelivered == before + 3
+    assert doc["messages"]["undelivered_from_pods"] == before + 3
