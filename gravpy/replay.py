@@ -16,7 +16,10 @@ with ordinary messages of reserved types (docs/protocol.md, "Leaf replay"):
 3. The leaf strips the mark and gives the pod what was replayed, then what it held, less the
    messages it already got in the replay (a message that reached the node between the INTERESTS
    and the request was sent live and is also in the buffer). The pod sees the buffer in order,
-   then the live stream, with no gap and no duplicate at the seam.
+   then the live stream, with no gap and no duplicate at the seam. What the pod sent itself
+   (before it started receiving) is in the node's buffer too and is left out, as a pod never
+   receives its own messages: the leaf's own buffer says which of its pods sent what, so this
+   holds for what the pod sent among the leaf's last ``buffer_size`` messages (128 by default).
 
 If the leaf has no open link, or the link ends, or the node does not answer within
 ``ANSWER_TIMEOUT`` (an older node), the pod is released with what it has and the leaf's own buffer
@@ -128,10 +131,19 @@ class LeafReplays:
         session.timer.cancel()
         if answered:
             self.answered += 1
-            session.pod.release(session.replayed)
+            session.pod.release(_not_sent_by(session.pod, session.replayed))
         else:
             self.unanswered += 1
             session.pod.release(self._fallback(session.pod))
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+
+def _not_sent_by(pod: Pod, replayed: list[Message]) -> list[Message]:
+    """``replayed`` less what ``pod`` sent itself (a pod never receives its own messages): the
+    node's buffer holds them too, and the leaf's own buffer says which pod sent what."""
+    own = {msg.uuid for msg, origin in pod.bus.buffer.entries() if origin is pod}
+    if not own:
+        return replayed
+    return [msg for msg in replayed if msg.uuid not in own]
