@@ -57,8 +57,10 @@ class LinkWriter:
         self._queue_limit = queue_limit
         self._queue_bytes = queue_bytes  # bound on the data of the queued messages
         self._pending = 0  # bytes of data queued now
-        # publish() waits past a few frames' worth, so the writer starts early and often
+        # publish() waits past a few frames' worth, so the writer starts early and often; or
+        # past half the bytes the queue may hold (large messages fill it long before the count)
         self._high_water = min(queue_limit // 2, 4 * proto.config.limits.max_batch)
+        self._bytes_water = queue_bytes // 2
         self.congested = False  # over the high-water mark (groups prefer other links)
         self.wake = asyncio.Event()
         self.wake.set()  # the protocol queued our HELLO
@@ -94,7 +96,7 @@ class LinkWriter:
         n = len(queue)
         if n == 1:  # the writer empties the queue before it waits: wake it only then
             self.wake.set()
-        elif not self.congested and n >= self._high_water:
+        if not self.congested and (n >= self._high_water or self._pending >= self._bytes_water):
             self.congested = True
             self._bus.mark_congested(self)
         return True
@@ -206,7 +208,11 @@ class LinkWriter:
                 seqs = [numbers.popleft() for _ in range(n)]
                 self._pending -= sum(len(m.data) for m in batch)
                 self._send_batch(batch, seqs if any(seqs) else None)
-                if self.congested and len(queue) <= self._high_water // 2:
+                if (
+                    self.congested
+                    and len(queue) <= self._high_water // 2
+                    and self._pending <= self._bytes_water // 2
+                ):
                     self._relieve()
             if self._after_queue is not None and not queue and proto.state is OPEN:
                 then, self._after_queue = self._after_queue, None

@@ -11,6 +11,7 @@ from gravpy.errors import GravError
 from gravpy.mesh import HubConfig
 from gravpy.proto import ROLE_LEAF
 from gravpy.testing import MemoryNetwork, MemoryTransport
+from tests._bus_helpers import until
 
 
 async def _leaf(stack: AsyncExitStack, net: MemoryNetwork, url: str) -> Grav:
@@ -52,3 +53,27 @@ async def test_a_link_drops_messages_past_its_pending_bytes() -> None:
         taken = [link.enqueue(Message.new("big", b"x" * 400)) for _ in range(4)]
         assert taken == [True, True, False, False]
         assert link.dropped == 2
+
+
+async def test_publish_waits_for_a_link_whose_queue_holds_half_its_bytes() -> None:
+    """Large messages fill a link's queue by bytes long before its count high-water mark:
+    past half of queue_bytes the link is congested, so publish waits for it and nothing is
+    dropped (before, every publish past the bound was dropped, and publish never waited)."""
+    net = MemoryNetwork()
+    config = HubConfig(queue_bytes=1000)
+    async with AsyncExitStack() as stack:
+        node = await stack.enter_async_context(
+            Grav(transport=MemoryTransport(net), hub_config=config)
+        )
+        leaf = await _leaf(stack, net, node.endpoints()[0])
+        got: list[Message] = []
+        leaf.connect().on_type("big.>", got.append)
+        await node.wait_for(lambda peers: any("big.>" in p.interests for p in peers), 5)
+        assert node.hub is not None
+        (link,) = node.hub.peers.values()
+        sender = node.connect()
+        for i in range(50):
+            await sender.publish(Message.new("big.x", bytes([i]) * 400))
+        await until(lambda: len(got) == 50)
+    assert link.dropped == 0
+    assert [m.data[0] for m in got] == list(range(50))
