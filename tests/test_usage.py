@@ -12,6 +12,7 @@ from gravpy import Grav, Message, Overflow
 from gravpy.bus import Bus
 from gravpy.errors import UsageError, WaitTimeout
 from gravpy.sync import SyncGrav, _LoopThread
+from gravpy.testing import MemoryNetwork, MemoryTransport
 
 # -- replies --------------------------------------------------------------------------------------
 
@@ -222,3 +223,21 @@ async def test_a_refused_on_keeps_the_group() -> None:
             pod.on(print, concurrency=0, group="workers")
         assert pod.group is None
         assert not pod.receiving
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"mesh_key": b"short"}, "mesh_key must be bytes, at least 16"),
+        ({"mesh_key": "a str key of 16+ chars"}, "mesh_key must be bytes"),
+        ({"hub_config": "x"}, "hub_config must be a HubConfig, got str"),
+    ],
+    ids=["short-key", "str-key", "config"],
+)
+def test_a_bad_mesh_key_or_hub_config_is_refused_when_the_node_is_made(
+    options: dict[str, object], error: str
+) -> None:
+    """A mesh key under 16 bytes (or not bytes) and a hub_config that is not a HubConfig are
+    UsageError at Grav(...), not at the first link (or an AttributeError)."""
+    with pytest.raises(UsageError, match=error):
+        Grav(transport=MemoryTransport(MemoryNetwork()), **options)  # type: ignore[arg-type]
