@@ -20,7 +20,7 @@ from gravpy.mesh.permissions import Authority
 from gravpy.plugins import Discovery, Transport
 from gravpy.pod import Overflow, Pod
 from gravpy.proto import ANY_MESH, ROLE_LEAF, ROLE_PEER, NodeInfo
-from gravpy.proto.handshake import MIN_KEY_LENGTH, Credentials, check_app_name
+from gravpy.proto.handshake import Credentials, check_app_name, check_mesh_key
 from gravpy.timings import Timings
 from gravpy.tls import SslOption, apply_tls
 
@@ -266,7 +266,6 @@ def _as_list(transport: Transport | Sequence[Transport]) -> list[Transport]:
 def _check_mesh_options(mesh_key: object, hub_config: object) -> None:
     """``UsageError`` at construction for what the first link would otherwise refuse (a short
     key) or fail on (a config of another type)."""
-    if mesh_key is not None and (type(mesh_key) is not bytes or len(mesh_key) < MIN_KEY_LENGTH):
-        raise UsageError(f"mesh_key must be bytes, at least {MIN_KEY_LENGTH} of them")
+    check_mesh_key(mesh_key)
     if hub_config is not None and not isinstance(hub_config, HubConfig):
         raise UsageError(f"hub_config must be a HubConfig, got {type(hub_config).__name__}")

@@ -83,6 +83,7 @@ __all__ = [
     "authenticating",
     "check_app_name",
     "check_hello",
+    "check_mesh_key",
     "mesh_compatible",
     "signed_transcript",
     "verify_proof",
@@ -261,6 +262,15 @@ class Credentials:
             raise UsageError(f"an Ed25519 public key is {PUBLIC_KEY_LENGTH} bytes")
         if len(self.token) > MAX_TOKEN_LENGTH:
             raise UsageError(f"a token is at most {MAX_TOKEN_LENGTH} characters")
+
+
+def check_mesh_key(key: object) -> bytes | None:
+    """``key`` if it is None or bytes, at least ``MIN_KEY_LENGTH`` of them; else ``UsageError``."""
+    if key is None:
+        return None
+    if type(key) is not bytes or len(key) < MIN_KEY_LENGTH:
+        raise UsageError(f"mesh_key must be bytes, at least {MIN_KEY_LENGTH} of them")
+    return key
 
 
 def check_app_name(name: object) -> str:

@@ -87,10 +87,7 @@ class PeerProtocol:
     ) -> None:
         if type(nonce) is not bytes or not MIN_NONCE_LENGTH <= len(nonce) <= MAX_NONCE_LENGTH:
             raise UsageError(f"nonce must be {MIN_NONCE_LENGTH}..{MAX_NONCE_LENGTH} random bytes")
-        if mesh_key is not None and (
-            type(mesh_key) is not bytes or len(mesh_key) < hs.MIN_KEY_LENGTH
-        ):
-            raise UsageError(f"mesh_key must be at least {hs.MIN_KEY_LENGTH} bytes")
+        key = hs.check_mesh_key(mesh_key)
         if expected_uuid is not None and not (
             isinstance(expected_uuid, str) and 0 < len(expected_uuid) <= MAX_UUID_LENGTH
         ):
@@ -98,7 +95,7 @@ class PeerProtocol:
         self.local = local
         self.initiator = initiator
         self.config = config if config is not None else ProtocolConfig()
-        self._key = mesh_key
+        self._key = key
         self._credentials = credentials if credentials is not None else hs.Credentials()
         self.remote_token = ""  # the token the remote presented in AUTH, if it said it would
         self._expected_uuid = expected_uuid
@@ -109,7 +106,7 @@ class PeerProtocol:
         self._remote: Hello | None = None
         self._remote_hello_raw = b""
         self._verified_key = b""
-        self._send_limits = _room_for_tag(self.config.limits) if mesh_key else self.config.limits
+        self._send_limits = _room_for_tag(self.config.limits) if key else self.config.limits
         self._sealer: FrameSealer | None = None  # tags what we send after our AUTH
         self._opener: FrameSealer | None = None  # checks what arrives after the remote's AUTH
         self._outbox: list[bytes] = []
@@ -133,7 +130,7 @@ class PeerProtocol:
             local.belongs_to,
             local.endpoint,
             nonce,
-            mesh_key is not None,
+            key is not None,
             public_key=self._credentials.public_key,
             has_token=bool(self._credentials.token),
             name=local.name,
