@@ -52,6 +52,7 @@ from gravpy.daemon.config import (
     Setting,
     load_config_with_sources,
 )
+from gravpy.daemon.dashboard.mesh import INFO_TYPE, serve_info
 from gravpy.daemon.events_node import DaemonEvents
 from gravpy.daemon.logging import configure_logging
 from gravpy.daemon.monitor import Monitor, NodeStatus
@@ -63,7 +64,6 @@ from gravpy.errors import GravError
 from gravpy.events import EventStoreError
 from gravpy.grav import Grav
 from gravpy.mesh import HubConfig
-from gravpy.message import Message
 from gravpy.plugins import Discovery, Transport, load_discovery
 from gravpy.proto import ProtocolConfig
 from gravpy.tls import node_tls
@@ -72,10 +72,6 @@ from transports.tcp import TcpTransport
 from transports.websocket import WebSocketTransport
 
 __all__ = ["INFO_TYPE", "build_parser", "main", "serve"]
-
-INFO_TYPE = "gravd.info"
-"""Every gravd answers requests of this type with its ``/v1/node`` document (as JSON)."""
-INFO_REPLY_TYPE = INFO_TYPE + ".reply"
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -391,7 +387,7 @@ async def _start(
         await grav.stop()
         return None
     try:
-        _serve_info(grav, status)
+        serve_info(grav, status.snapshot)
         address = await monitor.start() if monitor is not None else "off"
         status.ready = True  # listening, discovery started: /readyz turns 200
         return address
@@ -422,20 +418,6 @@ async def _drain(
         await status.events.close()
     log.info("stopped", exit_code=code, uptime_seconds=round(status.uptime(), 3))
     return code
-
-
-def _serve_info(grav: Grav, status: NodeStatus) -> None:
-    """Answer ``gravd.info`` requests with the node document (as ``gravd.info.reply``).
-
-    The reply has another type, and replies are never answered, so two gravd never ping-pong.
-    """
-    pod = grav.connect()
-
-    def answer(request: Message) -> None:
-        if not request.reply_to:
-            pod.reply_to(request, Message.new(INFO_REPLY_TYPE, json.dumps(status.snapshot())))
-
-    pod.on_type(INFO_TYPE, answer)
 
 
 def _bound(address: Address, endpoints: list[str], schemes: Sequence[str]) -> str:

@@ -342,6 +342,25 @@ async def test_survey_skips_malformed_answers_and_keeps_good_ones(grav: Grav) ->
     assert survey.bad_replies == 3
 
 
+async def test_survey_takes_only_answers_of_the_node_document_type(grav: Grav) -> None:
+    """An answer to gravd.info of another type than gravd.info.reply (an app's, whose answers
+    may have any type) is counted and left out, however well formed its document."""
+    responder = grav.connect()
+    posing = {"uuid": "posing-node", "peers": [], "leaves": [], "pods": {"count": 1}}
+
+    def answer(request: Message) -> None:
+        responder.reply_to(request, Message.new("sensor.temp", json.dumps(posing)))
+
+    responder.on_type("gravd.info", answer)
+    survey = MeshSurvey(grav, NodeStatus(grav, DaemonConfig()).snapshot, window=0.2)
+    try:
+        doc = await survey.mesh()
+    finally:
+        survey.close()
+    assert [n["uuid"] for n in doc["nodes"]] == [grav.node_uuid]
+    assert survey.bad_replies == 1
+
+
 async def test_a_linked_node_that_never_answers_is_shown_silent_with_its_link(
     grav: Grav,
 ) -> None:

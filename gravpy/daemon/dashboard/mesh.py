@@ -1,6 +1,9 @@
 """``/v1/mesh``: every node of the mesh, gathered from the ``gravd.info`` answers of each.
 
-Theory of operation. Every gravd answers a ``gravd.info`` request with its ``/v1/node`` document.
+Theory of operation. Every gravd answers a ``gravd.info`` request with its ``/v1/node`` document,
+as a ``gravd.info.reply`` (``serve_info``); a survey takes no answer of any other type. (An app
+that may receive ``gravd.info`` could still answer as a node: docs/security.md says how an auth
+file keeps apps from doing so.)
 A survey sends *one* request from a pod of this node and collects the replies that arrive within
 ``window`` seconds (``receipt.replies(timeout=window, max=MAX_NODES)``: bounded in time and in
 count). The hub routes each reply back along the link the request came in on, so nothing else on
@@ -24,6 +27,7 @@ open link whose remote announced withdrawal is ``withdrawing``, ``open``, and ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -34,12 +38,28 @@ from gravpy.grav import Grav
 from gravpy.message import Message
 from gravpy.pod import Pod
 
-__all__ = ["INFO_TYPE", "MAX_NODES", "MeshSurvey", "link_state"]
+__all__ = ["INFO_REPLY_TYPE", "INFO_TYPE", "MAX_NODES", "MeshSurvey", "link_state", "serve_info"]
 
 INFO_TYPE = "gravd.info"
+INFO_REPLY_TYPE = INFO_TYPE + ".reply"
 MAX_NODES = 1024
 FORGET_AFTER = 600.0
 _MAX_REPLY_BYTES = 1 << 20
+
+
+def serve_info(grav: Grav, document: Callable[[], dict[str, Any]]) -> Pod:
+    """Answer ``gravd.info`` requests with ``document()`` (as ``gravd.info.reply``); the pod.
+
+    The reply has another type, and replies are never answered, so two gravd never ping-pong.
+    """
+    pod = grav.connect()
+
+    def answer(request: Message) -> None:
+        if not request.reply_to:
+            pod.reply_to(request, Message.new(INFO_REPLY_TYPE, json.dumps(document())))
+
+    pod.on_type(INFO_TYPE, answer)
+    return pod
 
 
 def link_state(link: dict[str, Any]) -> str:
@@ -125,10 +145,10 @@ class MeshSurvey:
         return replies
 
     def _decode(self, reply: Message) -> dict[str, Any] | None:
-        try:
-            doc = json.loads(reply.data) if len(reply.data) <= _MAX_REPLY_BYTES else None
-        except ValueError:
-            doc = None
+        doc: object = None
+        if reply.type == INFO_REPLY_TYPE and len(reply.data) <= _MAX_REPLY_BYTES:
+            with contextlib.suppress(ValueError):
+                doc = json.loads(reply.data)
         if not _well_formed(doc):
             self.bad_replies += 1
             return None
