@@ -227,3 +227,32 @@ async def test_the_page_says_when_gravd_stops_answering_and_when_its_tail_is_cut
             await page.screenshot(path=tmp_path / "gravd-gone.png", full_page=True)
         finally:
             await browser.close()
+
+
+async def test_mark_read_says_so_under_the_filters_when_gravd_is_gone(tmp_path: Path) -> None:
+    """ "Mark read" on a gravd that is gone says it could not, where the click was, and raises
+    nothing unhandled in the page."""
+    async with (
+        running_gravd(*QUICK) as a,
+        running_gravd(*QUICK, "--peer", a.endpoint),
+        playwright_api.async_playwright() as pw,
+    ):
+        await a.wait_peers(1)
+        browser = await pw.chromium.launch(executable_path=CHROMIUM)
+        try:
+            page = await browser.new_page(viewport={"width": 1100, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            await page.goto(a.monitor + "/")
+            await _view(page, "Events", tmp_path)
+            mark = page.locator("#events tbody tr").first.get_by_role("button", name="Mark read")
+            await expect(mark).to_be_visible(timeout=SEEN)
+            a.process.proc.kill()
+            await a.process.wait()
+            await mark.click()
+            message = page.locator("#events-message")
+            await expect(message).to_contain_text("Could not mark the event read", timeout=SEEN)
+            await expect(message).to_contain_text("gravd unreachable")
+            assert errors == []
+        finally:
+            await browser.close()

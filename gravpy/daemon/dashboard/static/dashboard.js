@@ -333,11 +333,18 @@ function eventRow(ev) {
   ], { class: ev.status === "read" ? "event" : "event unread", "data-id": ev.id });
 }
 
+// A failure is said under the filters, where the click was (the header is the mesh poll's), and
+// the list is left as it is: reloading it would hide the message.
 async function markRead(id) {
-  const { ok, body } = await getJSON(`/v1/events/${encodeURIComponent(id)}`, {
+  const { ok, status, body } = await getJSON(`/v1/events/${encodeURIComponent(id)}`, {
     method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ status: "read" }),
-  });
-  if (!ok) setStatus(`could not mark event read: ${body.error || "error"}`);
+  }).catch((err) => ({ ok: false, status: 0, body: { error: `gravd unreachable (${err.message})` } }));
+  if (!ok) {
+    const message = $("#events-message");
+    message.textContent = `Could not mark the event read: ${body.error || status}`;
+    message.hidden = false;
+    return;
+  }
   loadEvents();
 }
 
