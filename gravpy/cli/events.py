@@ -21,6 +21,7 @@ import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from gravpy.cli.output import printable
 from gravpy.events import (
     Event,
     EventBroadcaster,
@@ -190,8 +191,9 @@ def format_event(event: Event, *, as_json: bool) -> str:
         when = f"{event.created_at:>19.0f}"
     mark = "*" if event.status.value == "unread" else " "
     return (
-        f"{when} {mark}{event.severity.value:<13} {event.category}/{event.action:<18} "
-        f"{event.id}  {event.description}"
+        f"{when} {mark}{event.severity.value:<13} "
+        f"{printable(event.category)}/{printable(event.action):<18} "
+        f"{event.id}  {printable(event.description)}"
     )
 
 

@@ -11,7 +11,17 @@ from typing import Any
 
 from gravpy.message import Message
 
-__all__ = ["format_message", "format_peers", "message_json", "write_data"]
+__all__ = ["format_message", "format_peers", "message_json", "printable", "write_data"]
+
+# C0 and C1 control characters and DEL, written as escapes in the lines gravctl itself writes
+# (a type, an id or a header from the mesh could otherwise move the cursor or retitle the
+# terminal); the data is written as sent, as ``nats sub`` does
+_CONTROLS: dict[int, str] = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters written as ``\\xNN`` escapes."""
+    return text.translate(_CONTROLS)
 
 
 def message_json(msg: Message) -> dict[str, Any]:
@@ -39,16 +49,20 @@ def format_message(
     line (``as_json``); or the data alone (``raw``, preceded by ``K: V`` header lines if asked)."""
     if as_json:
         return json.dumps(message_json(msg), ensure_ascii=False)
-    header_lines = [f"{k}: {v}" for k, v in (msg.headers or {}).items()] if headers else []
+    header_lines = (
+        [f"{printable(k)}: {printable(v)}" for k, v in (msg.headers or {}).items()]
+        if headers
+        else []
+    )
     try:
         body = msg.data.decode()
     except UnicodeDecodeError:
         body = f"<{len(msg.data)} bytes, not UTF-8> {base64.b64encode(msg.data).decode()}"
     if raw:
         return "\n".join([*header_lines, body.removesuffix("\n")])
-    head = f'[#{n}] Received on "{msg.type}"'
+    head = f'[#{n}] Received on "{printable(msg.type)}"'
     if msg.reply_to:
-        head += f" (reply to {msg.reply_to})"
+        head += f" (reply to {printable(msg.reply_to)})"
     if header_lines:
         return "\n".join([head, *header_lines, "", body]) + "\n"
     return f"{head}\n{body}\n"
@@ -127,6 +141,7 @@ def format_peers(node: Mapping[str, Any]) -> str:
                 str(link.get("queued", 0)),
             )
         )
+    rows = [[printable(str(cell)) for cell in row] for row in rows]  # (an app names itself)
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -134,7 +149,7 @@ def format_peers(node: Mapping[str, Any]) -> str:
     ]
     peers, leaves = len(node.get("peers", [])), len(node.get("leaves", []))
     lines.append(
-        f"\nmesh {node.get('mesh', '?')!r}: {peers} peer(s), {leaves} leaf/leaves, "
+        f"\nmesh {printable(str(node.get('mesh', '?')))!r}: {peers} peer(s), {leaves} leaf/leaves, "
         f"up {node.get('uptime_seconds', 0):.0f} s, gravpy {node.get('version', '?')}"
     )
     return "\n".join(lines)
