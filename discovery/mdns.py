@@ -12,10 +12,8 @@ Each record the browser sees (added, or updated with a new address, port or TXT)
 zeroconf's cache, or asked for when the cache does not hold all of it yet, and turned into a
 :class:`~gravpy.plugins.PeerReport`. A record is reported when it first resolves and again whenever
 what it resolves to changes. It is skipped (logged at debug as ``mdns_record_skipped``) when it is
-this node's own, belongs to another mesh (unless either side's mesh is ``"*"``), speaks another
-protocol version, or is malformed: among others, a ``host`` that is not a host name or an IP
-address (it would change what the URL names), or only addresses no peer can be dialled at (the
-wildcard ``0.0.0.0``/``::``, which reaches this very machine, multicast, broadcast). A removed
+this node's own, belongs to another mesh, speaks another protocol version, or is malformed (the
+rules, and what the TXT record holds, are in ``discovery.mdns_record``). A removed
 record (its owner said goodbye, or its TTL ran out) is logged as ``mdns_peer_removed`` and reported
 with ``gone=True``, so the hub stops redialling it (an open link stays until it closes; ping/pong
 finds a dead one). So is the endpoint a record resolved to before, when the record changes to
@@ -26,23 +24,14 @@ When cancelled, ``run()`` withdraws every record it registered (goodbye packets,
 nodes' browsers see them go), closes the ``AsyncZeroconf`` and re-raises ``CancelledError``. That
 cleanup is bounded and finishes even if the task is cancelled again meanwhile.
 
-TXT record (one service per endpoint)
--------------------------------------
+Records
+-------
 
-================  ===========================================================================
-``uuid``          the node uuid; the hub refuses a node whose handshake states another one
-``transport``     the endpoint's URL scheme: ``ws``, ``wss``, ``http``, ``https``, ``tcp``, ``tls``
-``path``          the endpoint's path, e.g. ``/meta/message`` (empty for ``tcp``, ``tls``)
-``mesh``          the mesh name (``belongs_to``); ``"*"`` joins any mesh
-``version``       the wire protocol version (decimal)
-``host``          only when the endpoint names a host rather than an IP address: peers dial
-                  that name (so TLS names still match) instead of the advertised address
-================  ===========================================================================
-
-The SRV record carries the port, the A/AAAA records the endpoint's address. A peer dials
-``<transport>://<host or address>:<port><path>``. The instance name is the node uuid (a suffix
-``-2``, ``-3``... for further endpoints) unless ``name`` is given; a uuid-named instance is unique
-by construction and skips the one-second probe, a chosen name is probed and renamed on conflict.
+Each endpoint of this node is one DNS-SD service, its TXT record written by ``advert_for`` and
+others' read back by ``read_record`` (both pure, in ``discovery.mdns_record``). The instance name
+is the node uuid (a suffix ``-2``, ``-3``... for further endpoints) unless ``name`` is given; a
+uuid-named instance is unique by construction and skips the one-second probe, a chosen name is
+probed and renamed on conflict.
 
 Errors: zeroconf and socket errors are translated in one place (:func:`_mdns_errors`) into
 :class:`~gravpy.errors.DiscoveryError`, with the original as ``__cause__``.
@@ -52,23 +41,28 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import re
 import socket
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from zeroconf import Error as ZeroconfError
 from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from discovery.mdns_record import (
+    MAX_INSTANCE_BYTES,
+    Advert,
+    Skip,
+    advert_for,
+    instance_label,
+    is_ip,
+    read_record,
+)
 from gravpy import _log as logs
 from gravpy.errors import DiscoveryError, UsageError
 from gravpy.plugins import DiscoveryContext, PeerReport
-from gravpy.proto import ANY_MESH
 
 __all__ = ["DEFAULT_SERVICE_TYPE", "MdnsDiscovery", "Skip", "advert_for", "read_record"]
 
@@ -77,15 +71,6 @@ _log = logs.get_logger("gravpy.discovery.mdns")
 DEFAULT_SERVICE_TYPE: Final = "_grav._tcp.local."
 _RESOLVE_TIMEOUT_MS: Final = 3000  # how long to ask for a record the cache does not hold
 _CLOSE_TIMEOUT: Final = 2.0  # the goodbyes take ~0.25 s; bound them anyway
-_MAX_LABEL_BYTES: Final = 63  # one DNS label (the instance name)
-_MAX_TXT_ENTRY_BYTES: Final = 255  # "key=value" in one TXT string
-_SCHEME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+.-")
-# a DNS host name: dot-separated labels of letters, digits, '-' (not at either end) and '_'
-_HOST_NAME: Final = re.compile(
-    r"(?=.{1,253}\.?\Z)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-    r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
-)
-_LIMITED_BROADCAST: Final = ipaddress.ip_address("255.255.255.255")
 # RFC 6335 service names: 1..15 letters, digits and single inner hyphens, at least one letter
 _SERVICE_TYPE: Final = re.compile(
     r"_(?=[A-Za-z0-9-]{1,15}\._)(?=[0-9-]*[A-Za-z])[A-Za-z0-9](?:-?[A-Za-z0-9])*\._(?:tcp|udp)\.local\."
@@ -100,140 +85,6 @@ def _mdns_errors(action: str) -> Iterator[None]:
     except (ZeroconfError, OSError) as exc:
         detail = str(exc) or type(exc).__name__
         raise DiscoveryError(f"mDNS cannot {action}: {detail}") from exc
-
-
-# -- records (pure) ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Advert:
-    """How one endpoint of this node is advertised."""
-
-    instance: str  # the instance label, without the service type
-    host: str  # the endpoint's host: an IP address or a DNS name
-    port: int
-    properties: Mapping[str, str]  # the TXT record
-
-    @property
-    def address(self) -> str | None:
-        """The host as an IP address, or None when it is a name."""
-        return self.host if _is_ip(self.host) else None
-
-
-@dataclass(frozen=True, slots=True)
-class Skip:
-    """Why a record is not reported: ``reason`` is one of own, mesh, version, malformed."""
-
-    reason: str
-    detail: str = ""
-
-
-def advert_for(endpoint: str, ctx: DiscoveryContext, instance: str) -> Advert | Skip:
-    """The advertisement of ``endpoint``, or why it cannot be advertised.
-
-    Raises UsageError when a TXT entry would not fit in 255 bytes (a very long mesh name or path).
-    """
-    try:
-        parts = urlsplit(endpoint)
-        port = parts.port
-    except ValueError as exc:
-        return Skip("malformed", f"{endpoint!r}: {exc}")
-    host = parts.hostname
-    if not host or not port or not parts.scheme:
-        return Skip("malformed", f"{endpoint!r} has no scheme, host or port")
-    if _is_ip(host) and ipaddress.ip_address(host).is_unspecified:
-        return Skip("malformed", f"{endpoint!r} is a wildcard address, not one peers can dial")
-    properties = {
-        "uuid": ctx.node_uuid,
-        "transport": parts.scheme,
-        "path": parts.path,
-        "mesh": ctx.belongs_to,
-        "version": str(ctx.protocol_version),
-    }
-    if not _is_ip(host):
-        properties["host"] = host
-    for key, value in properties.items():
-        if len(f"{key}={value}".encode()) > _MAX_TXT_ENTRY_BYTES:
-            raise UsageError(
-                f"cannot advertise {endpoint!r} over mDNS: TXT {key!r} exceeds 255 bytes"
-            )
-    return Advert(instance, host, port, properties)
-
-
-def read_record(
-    properties: Mapping[str, str | None],
-    addresses: list[str],
-    port: int | None,
-    ctx: DiscoveryContext,
-    source: str = "mdns",
-) -> PeerReport | Skip:
-    """The peer a resolved record describes, or why it is not reported to the hub.
-
-    ``addresses`` are the record's A/AAAA addresses in the order given (IPv6 ones may carry a
-    ``%scope``); IPv4 is preferred, then a global IPv6 address, then a link-local one.
-    """
-    node_uuid = properties.get("uuid")
-    scheme = properties.get("transport")
-    version = properties.get("version")
-    if not node_uuid or not scheme or not version:
-        return Skip("malformed", "TXT lacks uuid, transport or version")
-    if node_uuid == ctx.node_uuid:
-        return Skip("own")
-    mesh = properties.get("mesh") or ANY_MESH
-    if not (mesh == ctx.belongs_to or ANY_MESH in (mesh, ctx.belongs_to)):
-        return Skip("mesh", f"belongs to {mesh!r}, not {ctx.belongs_to!r}")
-    if version != str(ctx.protocol_version):
-        return Skip("version", f"speaks version {version}, not {ctx.protocol_version}")
-    if not scheme[0].isalpha() or not set(scheme) <= _SCHEME_CHARS:
-        return Skip("malformed", f"bad transport {scheme!r}")
-    if not port:
-        return Skip("malformed", "no port")
-    host = properties.get("host") or _pick_address(addresses)
-    if not host:
-        return Skip("malformed", "no address peers can be dialled at")
-    if _is_ip(host) and not _dialable(host):
-        return Skip("malformed", f"host {host!r} is not an address peers can be dialled at")
-    if not _is_ip(host) and not _HOST_NAME.fullmatch(host):
-        return Skip("malformed", f"host {host!r} is not a host name or an IP address")
-    if ":" in host:  # an IPv6 address; a zone id is written %25 in a URL (RFC 6874)
-        host = "[" + host.replace("%", "%25") + "]"
-    path = properties.get("path") or ""
-    if any(not c.isprintable() or c.isspace() or c == "#" for c in path):
-        return Skip("malformed", f"bad path {path!r}")
-    if path and not path.startswith("/"):
-        path = "/" + path
-    return PeerReport(f"{scheme}://{host}:{port}{path}", node_uuid, source)
-
-
-def _pick_address(addresses: list[str]) -> str | None:
-    def rank(address: str) -> int:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if ip.version == 4:
-            return 0
-        return 2 if ip.is_link_local else 1
-
-    usable = [a for a in addresses if _is_ip(a.split("%", 1)[0]) and _dialable(a)]
-    return min(usable, key=rank) if usable else None
-
-
-def _dialable(address: str) -> bool:
-    """False for an IP address no peer listens at: the wildcard (dialling it reaches this
-    machine), multicast, the limited broadcast."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    return not (ip.is_unspecified or ip.is_multicast or ip == _LIMITED_BROADCAST)
-
-
-def _label(text: str) -> str:
-    """``text`` as an instance label: no dots, at most 59 bytes (room for a ``-N`` suffix)."""
-    return text.replace(".", "-").encode()[: _MAX_LABEL_BYTES - 4].decode(errors="ignore")
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 # -- the plugin ----------------------------------------------------------------------------------
@@ -263,7 +114,7 @@ class MdnsDiscovery:
             if isinstance(interfaces, str) or not interfaces:
                 raise UsageError("interfaces must be a non-empty list of IP addresses, or None")
             for address in interfaces:
-                if not isinstance(address, str) or not _is_ip(address):
+                if not isinstance(address, str) or not is_ip(address):
                     raise UsageError(f"interfaces: {address!r} is not an IP address")
         if not isinstance(service_type, str) or not _SERVICE_TYPE.fullmatch(service_type):
             raise UsageError(
@@ -276,7 +127,7 @@ class MdnsDiscovery:
             not isinstance(name, str)
             or not name
             or "." in name
-            or len(name.encode()) > _MAX_LABEL_BYTES - 4
+            or len(name.encode()) > MAX_INSTANCE_BYTES
         ):
             raise UsageError(f"bad mDNS instance name {name!r}: 1..59 bytes, no dots")
         self.interfaces = None if interfaces is None else list(interfaces)
@@ -333,7 +184,7 @@ class _Session:
             await _run_to_end(self._close())
 
     async def _advertise(self) -> None:
-        base = self.config.instance_name or _label(self.ctx.node_uuid)
+        base = self.config.instance_name or instance_label(self.ctx.node_uuid)
         probe = base != self.ctx.node_uuid  # a uuid is unique by construction: no probe needed
         infos: list[AsyncServiceInfo] = []
         for i, endpoint in enumerate(self.ctx.endpoints):

@@ -1,7 +1,11 @@
 """The mesh: a node's links to other nodes and the routing between them and the local bus.
 
-- ``hub``: ``Hub``, the node's side of the mesh: lifecycle, link events, and the wiring of the
-  pieces below.
+- ``hub``: ``Hub``, the node's side of the mesh: lifecycle and the wiring of the pieces below.
+- ``peering``: ``Peering``, what the node makes of its links' events (HELLO, open, INTERESTS,
+  PEERS, WITHDRAW, MOVED, the end of a link).
+- ``roster``: ``Roster``, the set of links, the cap on accepted ones, their totals, the leaving.
+- ``advertiser``: ``Advertiser``, what each link is told this node wants, once per loop turn.
+- ``mover``: ``Mover``, moving a link to a faster transport both sides speak.
 - ``traffic``: ``Traffic``, the path of every message through the node (deliver, forward,
   number, resume, requests of neighbours).
 - ``routing``: ``Router``, pure routing decisions (seen-set, route caches, relays, lost requests,

@@ -42,7 +42,7 @@ resent, in order.
 
 If the new link fails before it opens (no route, a refusal), nothing changed: the old link goes
 on. A dial that fails (nothing answers at the endpoint yet) is retried with the dialler's
-backoff for as long as the old link is the route (``Hub._move``); a refused handshake is not,
+backoff for as long as the old link is the route (``Mover``); a refused handshake is not,
 and the next link to that node tries again. If the old link ends first, the new link goes on
 as an ordinary link.
 """

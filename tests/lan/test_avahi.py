@@ -107,7 +107,7 @@ async def start_pair(avahi_lan: AvahiLan) -> tuple[Node, Node]:
 
 
 def txt_for(node_uuid: str) -> dict[str, str]:
-    """The TXT a gravd advertises (discovery/mdns.py), for ``node_uuid``, in mesh ``"*"``."""
+    """The TXT a gravd advertises (discovery/mdns_record.py), for ``node_uuid``, in mesh ``"*"``."""
     return {
         "uuid": node_uuid,
         "path": PATH,
