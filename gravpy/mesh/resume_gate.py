@@ -47,7 +47,8 @@ class ResumeGate:
     """Resume requests held until the leaves a restarted node expects are back."""
 
     def __init__(self, readvertise: Callable[[], None] = lambda: None) -> None:
-        self._readvertise = readvertise  # the node re-reads ``patterns`` and tells its peers (``Advertiser``)
+        # the node re-reads ``patterns`` and tells its peers (``Advertiser``)
+        self._readvertise = readvertise
         self._patterns: frozenset[str] = frozenset()
         self._expected: set[str] = set()
         self._held: list[tuple[_Link, Message]] = []
