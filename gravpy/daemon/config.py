@@ -12,6 +12,10 @@ then converts each raw value with the setting's parser. A bad value raises ``Con
 message names the setting and the place the value came from (``invalid listen (from environment
 GRAVD_LISTEN): ...``), so the operator knows which of the four places to fix.
 
+A name gravd does not know is refused the same way, never ignored: a TOML key that is no setting,
+and a ``GRAVD_*`` variable that is neither ``GRAVD_CONFIG`` nor a setting's (with the closest
+known name, when one is close: ``GRAVD_PEER`` gets "did you mean GRAVD_PEERS?").
+
 ``DaemonConfig`` runs the same parsers on its own fields when constructed, so a config built in
 code is validated too, and so are the settings that are only wrong together (``_check_listeners``:
 an ``http://`` peer without ``listen_http``, two listeners on one port). The mesh key itself is
@@ -21,6 +25,7 @@ and keeps it out of ``repr``.
 
 from __future__ import annotations
 
+import difflib
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
@@ -181,6 +186,9 @@ class DaemonConfig:
 Raw = dict[str, tuple[object, str]]
 """A raw value and where it came from, per setting name."""
 
+CONFIG_ENV = "GRAVD_CONFIG"
+"""The one ``GRAVD_*`` variable that is not a setting: the TOML file (as ``--config``)."""
+
 
 def load_config(flags: Mapping[str, object], environ: Mapping[str, str]) -> DaemonConfig:
     """Build the config from flags (``None`` = not given), the environment and the TOML file.
@@ -195,6 +203,7 @@ def load_config_with_sources(
     flags: Mapping[str, object], environ: Mapping[str, str]
 ) -> tuple[DaemonConfig, dict[str, str]]:
     """``load_config``, and where each setting's value came from (``"default"`` if nowhere)."""
+    _check_environment(environ)
     config_file, config_source = _pick_config_file(flags, environ)
     raw: Raw = {}
     if config_file is not None:
@@ -433,9 +442,9 @@ def _pick_config_file(
     flag = flags.get("config")
     if isinstance(flag, str) and flag:
         return Path(flag).expanduser(), "flag --config"
-    env = environ.get("GRAVD_CONFIG", "")
+    env = environ.get(CONFIG_ENV, "")
     if env:
-        return Path(env).expanduser(), "environment GRAVD_CONFIG"
+        return Path(env).expanduser(), f"environment {CONFIG_ENV}"
     return None, ""
 
 
@@ -455,9 +464,33 @@ def _read_toml(path: Path, source: str) -> dict[str, object]:
         raise ConfigError("config", source, f"{path}: put every key under [gravd] ({others})")
     for key in table:
         if key not in BY_NAME:
-            known = ", ".join(s.name for s in SETTINGS)
-            raise ConfigError(key, f"{path}", f"unknown setting (known: {known})")
+            known = [s.name for s in SETTINGS]
+            close = _closest(key.lower(), known)
+            hint = f"; did you mean {close}?" if close else ""
+            raise ConfigError(key, f"{path}", f"unknown setting{hint} (known: {', '.join(known)})")
     return dict(table)
+
+
+def _check_environment(environ: Mapping[str, str]) -> None:
+    """A ``GRAVD_*`` variable gravd does not read is refused, as an unknown TOML key is: a typo
+    (``GRAVD_PEER`` for ``GRAVD_PEERS``) would otherwise be silently ignored."""
+    known = {CONFIG_ENV, *(s.env for s in SETTINGS)}
+    for name in sorted(environ):
+        if name.startswith("GRAVD_") and name not in known:
+            close = _closest(name[len("GRAVD_") :].lower(), [s.name for s in SETTINGS])
+            hint = f"; did you mean {BY_NAME[close].env}?" if close else ""
+            raise ConfigError(
+                name,
+                "environment",
+                f"not a variable gravd reads{hint} (it reads {CONFIG_ENV} and GRAVD_ + "
+                "a setting's name in capitals: gravd --help lists them)",
+            )
+
+
+def _closest(name: str, known: list[str]) -> str | None:
+    """The known setting name closest to ``name`` (dashes read as underscores), if one is close."""
+    close = difflib.get_close_matches(name.replace("-", "_"), known, n=1, cutoff=0.8)
+    return close[0] if close else None
 
 
 def _read_key(path: Path, source: str) -> bytes:

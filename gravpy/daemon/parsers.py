@@ -42,6 +42,7 @@ __all__ = [
     "parse_discovery",
     "parse_http_path",
     "parse_interfaces",
+    "parse_interval",
     "parse_list",
     "parse_loop",
     "parse_name",
@@ -59,6 +60,7 @@ __all__ = [
 ]
 
 MIN_KEY_BYTES: Final = 16
+MAX_COUNT: Final = 2**63 - 1  # what msgpack, SQLite and gravd's event metadata can hold
 DISCOVERY_MODES: Final = ("static", "mdns", "none")
 LOG_FORMATS: Final = ("auto", "console", "json")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
@@ -77,6 +79,12 @@ def parse_count(value: object) -> int:
         raise ValueError(f"{value!r} is not a whole number") from None
     if count < 0:
         raise ValueError(f"{value!r} is not a whole number >= 0")
+    return _bounded(count)
+
+
+def _bounded(count: int) -> int:
+    if count > MAX_COUNT:
+        raise ValueError(f"{count} is more than the largest count gravd takes, {MAX_COUNT}")
     return count
 
 
@@ -231,7 +239,13 @@ def parse_path_setting(value: object) -> Path | None:
         return value
     if not isinstance(value, str):
         raise ValueError(f"expected a file path, got {value!r}")
-    return Path(value).expanduser() if value.strip() else None
+    return _path(value) if value.strip() else None
+
+
+def _path(text: str) -> Path:
+    if "\x00" in text:  # (a TOML string may hold one; no file name can)
+        raise ValueError(f"{text!r}: a path cannot hold a NUL character")
+    return Path(text).expanduser()
 
 
 def default_data_dir() -> Path:
@@ -247,7 +261,7 @@ def parse_data_dir(value: object) -> Path:
         return value
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"expected a directory path, got {value!r}")
-    return Path(value.strip()).expanduser()
+    return _path(value.strip())
 
 
 def parse_switch(value: object) -> bool:
@@ -286,7 +300,7 @@ def parse_positive(value: object) -> int:
     text = str(value).strip()
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f"{value!r} is not a whole number >= 1")
-    return int(text)
+    return _bounded(int(text))
 
 
 def parse_seconds(value: object) -> float:
@@ -298,6 +312,14 @@ def parse_seconds(value: object) -> float:
         seconds = math.nan
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"{value!r} is not a number of seconds >= 0")
+    return seconds
+
+
+def parse_interval(value: object) -> float:
+    """Seconds above 0: an interval something is done every (0 would be a busy loop)."""
+    seconds = parse_seconds(value)
+    if seconds == 0:
+        raise ValueError(f"{value!r} is not a number of seconds above 0")
     return seconds
 
 

@@ -28,6 +28,7 @@ from gravpy.daemon.parsers import (
     parse_discovery,
     parse_http_path,
     parse_interfaces,
+    parse_interval,
     parse_loop,
     parse_name,
     parse_nats_urls,
@@ -329,8 +330,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "ping_interval",
         "--ping-interval",
         "SECONDS",
-        "how often a quiet link is pinged (default 2; the same on every node)",
-        parse_seconds,
+        "how often a quiet link is pinged, above 0 (default 2; the same on every node)",
+        parse_interval,
     ),
     Setting(
         "dead_after",

@@ -14,6 +14,7 @@ from gravpy.daemon.config import (
     ConfigError,
     DaemonConfig,
     load_config,
+    load_config_with_sources,
     tcp_beside,
 )
 from gravpy.errors import UsageError
@@ -341,3 +342,198 @@ def test_nats_shadow_comes_from_each_source_and_sizes_the_bridges_shadow(tmp_pat
     assert isinstance(bridge, NatsBridge)
     assert bridge.config.shadow_limit == 7
     assert bridge._importer.shadow.limit == 7
+
+
+@pytest.mark.parametrize("source", ["flag", "env", "toml"])
+def test_a_ping_interval_of_zero_is_refused_from_every_source(tmp_path: Path, source: str) -> None:
+    """ping_interval 0 is refused naming its source (a node cannot ping every 0 s; it crashed)."""
+    flags: dict[str, object] = {"ping_interval": "0"} if source == "flag" else {}
+    env = {"GRAVD_PING_INTERVAL": "0"} if source == "env" else {}
+    if source == "toml":
+        flags = {"config": str(_toml(tmp_path, "ping_interval = 0\n"))}
+    where = {"flag": "flag --ping-interval", "env": "environment GRAVD_PING_INTERVAL"}
+    expected = where.get(source, f"{tmp_path / 'gravd.toml'} key 'ping_interval'")
+    with pytest.raises(ConfigError) as caught:
+        load_config(flags, env)
+    assert str(caught.value).startswith(f"invalid ping_interval (from {expected}): ")
+    assert "above 0" in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["buffer_size", "buffer_bytes", "max_connections", "nats_shadow"])
+def test_a_count_past_64_bits_is_refused(name: str) -> None:
+    """A count too large for a 64-bit integer is refused naming the setting, not accepted (gravd
+    then crashed at start, storing its configuration as an event)."""
+    flag = next(s.flag for s in SETTINGS if s.name == name)
+    with pytest.raises(ConfigError, match=rf"invalid {name} \(from flag {flag}\): .*largest"):
+        load_config({name: str(2**63)}, {})
+    assert getattr(load_config({name: str(2**63 - 1)}, {}), name) == 2**63 - 1
+
+
+@pytest.mark.parametrize("name", ["tls_ca", "mesh_key_file", "auth_file", "data_dir"])
+def test_a_path_holding_nul_in_the_toml_file_is_refused(tmp_path: Path, name: str) -> None:
+    """A TOML path holding a NUL character is refused naming the key, not raised from inside."""
+    path = _toml(tmp_path, f'{name} = "a\\u0000b"\n')
+    with pytest.raises(ConfigError, match=rf"invalid {name} \(from {path} key '{name}'\): .*NUL"):
+        load_config({"config": str(path)}, {})
+
+
+@pytest.mark.parametrize(
+    ("variable", "hint"),
+    [
+        ("GRAVD_PEER", "; did you mean GRAVD_PEERS?"),
+        ("GRAVD_MDNS_INTERFACE", "; did you mean GRAVD_MDNS_INTERFACES?"),
+        ("GRAVD_COLOUR", " (it reads GRAVD_CONFIG"),
+    ],
+)
+def test_an_unknown_gravd_variable_is_refused(variable: str, hint: str) -> None:
+    """A GRAVD_* variable gravd does not read is refused naming it, not silently ignored."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(NO_FLAGS, {variable: "127.0.0.1:9", "OTHER": "x"})
+    assert str(caught.value).startswith(
+        f"invalid {variable} (from environment): not a variable gravd reads{hint}"
+    )
+    assert load_config(NO_FLAGS, {"OTHER_GRAVD_PEER": "x", "GRAVD_CONFIG": ""}).peers == ()
+
+
+def test_an_unknown_toml_key_close_to_a_setting_is_named(tmp_path: Path) -> None:
+    """A TOML key written as the flag is (dashes) is refused, naming the setting meant."""
+    path = _toml(tmp_path, 'mesh-key-file = "mesh.key"\n')
+    with pytest.raises(ConfigError, match=r"unknown setting; did you mean mesh_key_file\?"):
+        load_config({"config": str(path)}, {})
+
+
+# -- every setting, from every source ----------------------------------------------------------
+
+
+def sample_values(root: Path) -> dict[str, tuple[object, str, str]]:
+    """Three valid values of every setting, together a valid configuration: the TOML value, the
+    environment's text and the flag's text (``""`` for a switch, which takes none). Files they
+    name are made under ``root``."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    files: dict[str, list[str]] = {}
+    for name, write in (
+        ("cert.pem", cert.private_key_and_cert_chain_pem.write_to_path),
+        ("key.pem", cert.private_key_pem.write_to_path),
+        ("ca.pem", ca.cert_pem.write_to_path),
+    ):
+        write(str(root / name))
+        files[name] = [str(root / name)]
+        for i in (2, 3):  # three names of one file: the sources' values differ, the files match
+            (root / f"{i}-{name}").symlink_to(root / name)
+            files[name].append(str(root / f"{i}-{name}"))
+    made: dict[str, list[str]] = {k: [] for k in ("key", "token", "identity", "auth", "nats")}
+    for i in (1, 2, 3):
+        (root / f"mesh{i}.key").write_text(f"mesh-key-{i}-" + "k" * 20)
+        (root / f"dash{i}.token").write_text(f"dashboard-token-{i}-0123456789")
+        (root / f"nats{i}").write_text("t0ken")
+        line = keygen(root / f"node{i}.key")
+        (root / f"auth{i}.toml").write_text(
+            f'[[identities]]\nname = "n"\npublic_key = "{line}"\n'
+            'publish = { allow = [">"], deny = [] }\nsubscribe = { allow = [">"], deny = [] }\n'
+        )
+        for kind, path in (
+            ("key", f"mesh{i}.key"),
+            ("token", f"dash{i}.token"),
+            ("identity", f"node{i}.key"),
+            ("auth", f"auth{i}.toml"),
+            ("nats", f"nats{i}"),
+        ):
+            made[kind].append(str(root / path))
+
+    def three(kind: list[str]) -> tuple[object, str, str]:
+        return kind[0], kind[1], kind[2]
+
+    return {
+        "listen": ("127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"),
+        "advertise": ("h1.lan:1", "h2.lan:2", "h3.lan:3"),
+        "path": ("/a", "/b", "/c"),
+        "listen_http": ("127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"),
+        "http_path": ("/ha", "/hb", "/hc"),
+        "listen_tcp": ("127.0.0.1:7201", "127.0.0.1:7202", "127.0.0.1:7203"),
+        "tls_cert": three(files["cert.pem"]),
+        "tls_key": three(files["key.pem"]),
+        "tls_ca": three(files["ca.pem"]),
+        "tls_verify_clients": (True, "1", ""),
+        "peers": (["10.0.0.1:1"], "10.0.0.2:2,10.0.0.4:4", "10.0.0.3:3"),
+        "discovery": ("static", "static", "static"),
+        "mdns_interfaces": (["127.0.0.1"], "127.0.0.2", "127.0.0.3"),
+        "mdns_service": ("_a._tcp.local.", "_b._tcp.local.", "_c._tcp.local."),
+        "monitor": ("127.0.0.1:7301", "off", "127.0.0.1:7303"),
+        "mesh": ("m1", "m2", "m3"),
+        "mesh_key_file": three(made["key"]),
+        "data_dir": (str(root / "d1"), str(root / "d2"), str(root / "d3")),
+        "buffer_size": (1, "2", "3"),
+        "buffer_bytes": (1, "2", "3"),
+        "buffer_age": (1.5, "2", "3"),
+        "buffer_durable": (True, "off", "on"),
+        "log_format": ("json", "console", "json"),
+        "log_level": ("debug", "warning", "error"),
+        "loop": ("asyncio", "asyncio", "asyncio"),
+        "drain_timeout": (1, "2", "3"),
+        "ping_interval": (1, "1.5", "0.5"),
+        "dead_after": (10, "11", "12"),
+        "max_connections": (5, "6", "7"),
+        "max_upgrading": (5, "6", "7"),
+        "dashboard": (True, "off", "on"),
+        "dashboard_tail": (False, "on", "off"),
+        "dashboard_token_file": three(made["token"]),
+        "nats": (["nats://127.0.0.1:4001"], "nats://127.0.0.1:4002", "tls://127.0.0.1:4003"),
+        "nats_prefix": ("p1", "p2", "p3"),
+        "nats_creds": three(made["nats"]),
+        "nats_token_file": three(made["nats"]),
+        "nats_ca": three(files["ca.pem"]),
+        "nats_export": (["a.>"], "b.>,b2.*", "c.>"),
+        "nats_shadow": (1, "2", "3"),
+        "identity": three(made["identity"]),
+        "auth_file": three(made["auth"]),
+    }
+
+
+def toml_text(values: dict[str, object]) -> str:
+    """``values`` as the lines of a TOML file (strings, numbers, bools, lists of strings)."""
+
+    def literal(value: object) -> str:
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, list):
+            return "[" + ", ".join(literal(v) for v in value) + "]"
+        return repr(value) if isinstance(value, int | float) else f'"{value}"'
+
+    return "".join(f"{name} = {literal(value)}\n" for name, value in values.items())
+
+
+def flag_values(samples: dict[str, tuple[object, str, str]]) -> dict[str, object]:
+    """The flags of ``samples`` as gravd's parser hands them to the loader."""
+    by_name = {s.name: s for s in SETTINGS}
+    return {
+        name: "true" if by_name[name].switch else [text] if by_name[name].repeatable else text
+        for name, (_, _, text) in samples.items()
+    }
+
+
+def test_every_setting_takes_the_flag_then_the_environment_then_the_file(tmp_path: Path) -> None:
+    """For every setting at once: the TOML value alone wins over the default, GRAVD_* over the
+    file, and the flag over both, each reported as the value's source."""
+    samples = sample_values(tmp_path)
+    assert sorted(samples) == sorted(s.name for s in SETTINGS)  # a new setting needs samples
+    toml = _toml(tmp_path, toml_text({n: v for n, (v, _, _) in samples.items()}))
+    env = {s.env: samples[s.name][1] for s in SETTINGS}
+    flags = flag_values(samples)
+
+    _, default_sources = load_config_with_sources(NO_FLAGS, {})
+    assert {source.partition(" ")[0] for source in default_sources.values()} == {"default"}
+    layers = [
+        ({"config": str(toml)}, {}, 0, lambda s: f"{toml} key '{s.name}'"),
+        ({"config": str(toml)}, env, 1, lambda s: f"environment {s.env}"),
+        ({"config": str(toml), **flags}, env, 2, lambda s: f"flag {s.flag}"),
+    ]
+    for layer_flags, layer_env, index, source in layers:
+        config, sources = load_config_with_sources(layer_flags, layer_env)
+        for setting in SETTINGS:
+            raw = samples[setting.name][index]
+            expected = setting.parse("true" if setting.switch and index == 2 else raw)
+            assert sources[setting.name] == source(setting), setting.name
+            assert getattr(config, setting.name) == expected, setting.name
