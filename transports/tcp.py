@@ -148,6 +148,7 @@ class TcpTransport:
         # of those, the ones not heard from (looked at lazily: some may have spoken since)
         self._silent: dict[TcpLink, None] = {}
         self._refused = 0
+        self._timed_out = 0  # accepted, and dropped at the handshake deadline before greeting
         self.evicted = 0  # silent connections in their handshake dropped for a newcomer
         self._busy = close_frame(f"too many connections in their handshake ({max_pending})")
         self._links: set[TcpLink] = set()  # accepted and handed to on_link
@@ -200,6 +201,12 @@ class TcpTransport:
             await asyncio.wait(set(self._tasks))
         await server.wait_closed()
         self._endpoints = []
+
+    @property
+    def connections_timed_out(self) -> int:
+        """Accepted connections dropped because no greeting came within ``handshake_timeout``
+        (one whose TLS handshake did not complete counts in ``tls_handshakes_failed``)."""
+        return self._timed_out
 
     @property
     def connections_refused(self) -> int:
@@ -288,6 +295,8 @@ class TcpTransport:
             self.tls_failures.failed(
                 "?", f"no TLS handshake completed within {self.handshake_timeout} s"
             )
+        elif link.timed_out:
+            self._timed_out += 1
 
     def _greeted(self, link: TcpLink) -> None:
         """An accepted connection sent its greeting: it is a link now; run ``on_link``."""

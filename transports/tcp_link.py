@@ -104,6 +104,7 @@ class TcpLink(asyncio.Protocol):
         self._buffer = bytearray()
         self._need = 0  # bytes the buffer must hold before it is worth parsing again
         self._greeting: asyncio.Future[int] = self._loop.create_future()
+        self.timed_out = False  # accepted, and dropped at its deadline: no greeting had come
         self._frames: deque[bytes] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._writable = asyncio.Event()
@@ -374,6 +375,7 @@ class TcpLink(asyncio.Protocol):
                 self._on_lost(self)
             return
         if not self._greeting.done():
+            self.timed_out = True
             self.abort()
 
     # -- how it ends -----------------------------------------------------------------------------

@@ -245,7 +245,7 @@ class WebSocketTransport:
         self.close_timeout = close_timeout
         self.open_timeout = open_timeout  # a connection not upgraded by then is closed
         # links open and upgrades in flight; past either bound a socket gets a fixed 503 at accept
-        self._gate = ConnectionGate(max_connections, max_upgrading)
+        self._gate = ConnectionGate(max_connections, max_upgrading, open_timeout=open_timeout)
         self.tls = as_tls(ssl)
         self.tls_failures = TlsFailures(self.name)
         self._server: Server | None = None
@@ -261,6 +261,12 @@ class WebSocketTransport:
     def tls_handshakes_failed(self) -> int:
         """TLS handshakes on the listener that failed or timed out (logged, a few per burst)."""
         return self.tls_failures.count
+
+    @property
+    def connections_timed_out(self) -> int:
+        """Sockets dropped because they were not upgraded within ``open_timeout`` (one whose TLS
+        handshake did not complete counts in ``tls_handshakes_failed``)."""
+        return self._gate.timed_out
 
     @property
     def connections_refused(self) -> int:

@@ -59,15 +59,24 @@ from transports.tls_door import Dropped, Entrance, TlsDoor, TurnedAway
 __all__ = ["PER_TURN", "SILENCE", "ConnectionGate", "GatedConnection", "UpgradePacer"]
 
 SILENCE: Final = 1.0  # seconds a socket in flight may say nothing before a newcomer evicts it
+_ON_TIME: Final = 0.99  # (a timer may fire a hair before its time on another clock's reading)
 PER_TURN: Final = 16  # upgrades completed per turn of the event loop; the others wait a turn
 
 
 class ConnectionGate:
     """Links and upgrades in flight on one listener; ``refused`` counts what it turned away."""
 
-    def __init__(self, limit: int, max_upgrading: int, door: TlsDoor | None = None) -> None:
+    def __init__(
+        self,
+        limit: int,
+        max_upgrading: int,
+        door: TlsDoor | None = None,
+        open_timeout: float = 10.0,
+    ) -> None:
         self.limit = limit
         self.max_upgrading = max_upgrading
+        self.open_timeout = open_timeout  # (websockets drops a socket not upgraded by then)
+        self.timed_out = 0  # sockets dropped at that deadline, not upgraded
         self.door = door  # with TLS: the handshakes run after the decision
         self.pacer = UpgradePacer(PER_TURN)
         self.refused = 0
@@ -140,6 +149,14 @@ class ConnectionGate:
             connection.linked = True
             self.links += 1
 
+    def lost(self, connection: GatedConnection) -> None:
+        """``connection``'s socket closed: counted in ``timed_out`` if it was still in flight
+        when ``open_timeout`` had passed (websockets drops it then, without a word)."""
+        late = time.monotonic() - connection.accepted >= self.open_timeout * _ON_TIME
+        if late and connection in self._upgrading:
+            self.timed_out += 1
+        self.closed(connection)
+
     def closed(self, connection: GatedConnection) -> None:
         """``connection``'s socket closed (upgraded or not), or it was evicted."""
         self._upgrading.pop(connection, None)
@@ -188,7 +205,7 @@ class GatedConnection(ServerConnection):
         self._socket.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._gate.closed(self)
+        self._gate.lost(self)
         super().connection_lost(exc)
 
 

@@ -89,6 +89,7 @@ METRIC_NAMES = (
     "gravd_links_opened_total",
     "gravd_links_closed_total",
     "gravd_connections_refused_total",
+    "gravd_connections_timed_out_total",
     "gravd_tls_handshakes_failed_total",
     "gravd_protocol_violations_total",
     "gravd_publish_denied_total",
@@ -303,6 +304,12 @@ def _mesh_metrics(hub: HubStatistics | None) -> Iterable[Metric]:
             "gravd_connections_refused",
             "Connections closed at once: --max-connections were open",
             "connections_refused",
+        ),
+        (
+            "gravd_connections_timed_out",
+            "Connections dropped because their transport's handshake (the TCP greeting, the "
+            "WebSocket upgrade, an HTTP request) did not come within its deadline",
+            "connections_timed_out",
         ),
         (
             "gravd_tls_handshakes_failed",

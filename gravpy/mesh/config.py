@@ -31,6 +31,7 @@ class HubStatistics:
     lost_by_origin: dict[str, int] = field(default_factory=dict)  # fell out of an origin's buffer
     resent: int = 0  # messages this node resent to peers that missed them across a flap
     connections_refused: int = 0  # accepted links closed at once: max_connections were open
+    connections_timed_out: int = 0  # accepted, dropped at the transport's handshake deadline
     tls_handshakes_failed: int = 0  # on this node's TLS listeners: failed or timed out (logged)
     protocol_violations: dict[str, int] = field(default_factory=dict)  # links closed, by reason
     gossip_ignored: int = 0  # gossiped endpoints over the per-frame or dial-target bounds

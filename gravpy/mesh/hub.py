@@ -420,6 +420,9 @@ class Hub:
             resent=self.traffic.resumption.resent,
             connections_refused=self.roster.refused
             + sum(getattr(t, "connections_refused", 0) for t in self.transports),
+            connections_timed_out=sum(
+                getattr(t, "connections_timed_out", 0) for t in self.transports
+            ),
             tls_handshakes_failed=sum(
                 getattr(t, "tls_handshakes_failed", 0) for t in self.transports
             ),

@@ -150,6 +150,12 @@ class HttpTransport:
         return self.tls_failures.count
 
     @property
+    def connections_timed_out(self) -> int:
+        """Connections dropped because no request came within ``header_timeout`` of opening or
+        of the last answer (or, the listener full, closed early for idling that long)."""
+        return self.guard.timed_out
+
+    @property
     def connections_refused(self) -> int:
         """Connections refused at once (``max_connections`` were open), and opens refused with
         503 (``max_sessions`` links were open)."""
