@@ -88,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Every setting can also come from the environment (GRAVD_<SETTING>, e.g. "
             "GRAVD_LISTEN) or the TOML file; flags win over the environment, which wins over "
-            "the file. Exit codes: 0 stopped cleanly, 1 failed, 2 bad configuration, "
+            "the file. The variable is named after the setting (GRAVD_PEERS for --peer); a "
+            "GRAVD_* variable or TOML key that names no setting is refused, never ignored. "
+            "Exit codes: 0 stopped cleanly, 1 failed, 2 bad configuration, "
             "128+N forced exit by a second signal N."
         ),
     )
