@@ -11,7 +11,9 @@ with ordinary messages of reserved types (docs/protocol.md, "Leaf replay"):
    ``gravpy.replay``, data: a request id) on its link to the node. The INTERESTS frame goes first,
    so by the time the node reads the request it already sends the leaf every new message.
 2. The node answers in the same loop turn: a copy of each buffered message the leaf admits, marked
-   with the header ``gravpy-replay`` (the request id), oldest first, then a *replay end* (type
+   with the header ``gravpy-replay`` (the request id), oldest first and each once (a gravd
+   restarted after a kill can hold a message twice: restored from its file, and resent by its
+   origin because its saved position was a tick behind), then a *replay end* (type
    ``gravpy.replay.end``, same header). The node never forwards a request or an answer.
 3. The leaf strips the mark and gives the pod what was replayed, then what it held, less the
    messages it already got in the replay (a message that reached the node between the INTERESTS
@@ -63,13 +65,19 @@ def replay_request(request_id: str) -> Message:
 def replay_answer(
     request: Message, buffered: Iterable[Message], wants: Callable[[str], bool]
 ) -> list[Message]:
-    """The node's answer to ``request``: marked copies of what the leaf admits, then the end."""
+    """The node's answer to ``request``: marked copies of what the leaf admits, each once (the
+    first copy: a gravd restarted after a kill can hold a message twice, restored from its file
+    and resent by its origin), then the end."""
     rid = request.data.decode(errors="replace")[:64]
-    answer = [
-        msgspec.structs.replace(msg, headers={**(msg.headers or {}), REPLAY_HEADER: rid})
-        for msg in buffered
-        if wants(msg.type) and not msg.reply_to
-    ]
+    answer: list[Message] = []
+    given: set[str] = set()
+    for msg in buffered:
+        if msg.uuid in given or not wants(msg.type) or msg.reply_to:
+            continue
+        given.add(msg.uuid)
+        answer.append(
+            msgspec.structs.replace(msg, headers={**(msg.headers or {}), REPLAY_HEADER: rid})
+        )
     end = Message(new_id(), "", "", REPLAY_END_TYPE, time.time(), b"", {REPLAY_HEADER: rid})
     answer.append(end)
     return answer

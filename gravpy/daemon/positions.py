@@ -28,9 +28,15 @@ that state in ``positions.sqlite3`` in the data dir, so a gravd that kept its uu
   and what is published for them in the meantime still comes here.
 
 First start (no file): no positions, nothing is asked. An unreadable file is renamed aside
-(``positions.sqlite3.corrupt-<time>``), reported, and replaced: gravd starts as on a first start.
+(``positions.sqlite3.corrupt-<time>``), reported, and replaced (so is one whose tables hold what
+gravd does not write: ``sqlite_file.check_columns``): gravd starts as on a first start,
+except that a file with no numbering (new, or set aside) does not say the last run ended cleanly:
+if ``replay.sqlite3`` shows this node numbered before, the numbering jumps as after a kill.
 A position above the origin's current number (the origin lost its state) is settled by the
 origin's answer (``gravpy.mesh.resume``, "Restarts").
+
+A save that fails (the disk is full, an I/O error) is tried again at the next tick; it is logged
+once (``positions_save_failed``, with SQLite's reason), then ``positions_save_recovered``.
 
 The file uses WAL with ``synchronous=NORMAL``: a save is atomic, and a killed gravd keeps every
 committed save; a power cut may lose the last few saves, which only makes the receiver ask from
@@ -48,7 +54,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from gravpy import _log as logs
-from gravpy.daemon.sqlite_file import open_or_set_aside
+from gravpy.daemon.sqlite_file import check_columns, open_or_set_aside, reason
 from gravpy.errors import GravError
 from gravpy.mesh import Hub
 
@@ -75,6 +81,13 @@ _SCHEMA: Final = (
     "(id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, clean INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS skipped (start INTEGER PRIMARY KEY, stop INTEGER NOT NULL)",
 )
+# what the tables hold (a file that holds anything else is set aside: sqlite_file.check_columns)
+_COLUMNS: Final[dict[str, dict[str, tuple[str, ...]]]] = {
+    "position": {"origin": ("text",), "seq": ("integer",), "heard_at": ("real", "integer")},
+    "leaf": {"uuid": ("text",), "patterns": ("text",)},
+    "numbering": {"id": ("integer",), "seq": ("integer",), "clean": ("integer",)},
+    "skipped": {"start": ("integer",), "stop": ("integer",)},
+}
 SKIPPED_KEPT: Final = 64  # jumps over unclean restarts remembered (the newest)
 
 
@@ -92,6 +105,7 @@ class Saved:
     origin_seq: int = 0
     clean: bool = True  # the last gravd on this file stopped cleanly (or there was none)
     skipped: tuple[range, ...] = ()  # numbers never given: one jump per unclean restart
+    numbered: bool = False  # the file held this node's numbering (False: new, or set aside)
 
 
 @dataclass(frozen=True)
@@ -113,6 +127,7 @@ class PositionStore:
         self._conn = conn
         self._task: asyncio.Task[None] | None = None
         self._written: _Snapshot | None = None
+        self._failing = False  # the last save failed
         self._leaves = saved.leaves  # attached at the last tick before stopping
         self._heard_at = dict(saved.heard_at)  # origin -> when its position last moved
 
@@ -134,9 +149,10 @@ class PositionStore:
         saved = self.saved
         traffic = hub.traffic
         traffic.resumption.restore(saved.positions)
-        traffic.continue_numbering(
-            max(saved.origin_seq, replay_highest), saved.clean, saved.skipped
-        )
+        # a file that does not say how the last run ended (made anew, or set aside while the
+        # replay file says this node numbered before): its last numbers may not be on disk
+        clean = saved.clean and saved.numbered
+        traffic.continue_numbering(max(saved.origin_seq, replay_highest), clean, saved.skipped)
         hub.resume_gate.expect(saved.leaves, LEAF_GRACE)
         await asyncio.to_thread(
             _mark_unclean, self._conn, traffic.origin_seq, traffic.origin_skipped
@@ -178,10 +194,15 @@ class PositionStore:
             await asyncio.to_thread(_write, self._conn, snap, rows, clean)
         except sqlite3.Error as exc:
             self.save_failures += 1
-            _log.warning("positions_save_failed", error=str(exc))
+            if not self._failing:  # once, until a save succeeds again
+                self._failing = True
+                _log.warning("positions_save_failed", error=str(exc), retried="next tick")
             return
         self._written = snap
         self.saves += 1
+        if self._failing:
+            self._failing = False
+            _log.info("positions_save_recovered", failures=self.save_failures)
 
     async def close(self, hub: Hub | None) -> None:
         """Stop the timer, save the exact state (the links have drained) as clean, close.
@@ -205,7 +226,7 @@ async def open_positions(hub: Hub, data_dir: Path, replay_highest: int, log: Any
         store = await PositionStore.open(data_dir)
         await store.restore(hub, replay_highest)
     except sqlite3.Error as exc:
-        raise PositionsError(f"cannot use {data_dir / POSITIONS_FILE}: {exc}") from exc
+        raise PositionsError(f"cannot use {data_dir / POSITIONS_FILE}: {reason(exc)}") from exc
     if store.set_aside is not None:
         log.warning("positions_set_aside", path=str(store.path), moved_to=str(store.set_aside))
     saved = store.saved
@@ -239,6 +260,7 @@ def _connect(path: Path) -> sqlite3.Connection:
             raise sqlite3.DatabaseError(f"quick_check: {check[0] if check else 'no answer'}")
         for statement in _SCHEMA:
             conn.execute(statement)
+        check_columns(conn, _COLUMNS)
     except BaseException:
         conn.close()
         raise
@@ -263,7 +285,7 @@ def _read(conn: sqlite3.Connection) -> Saved:
     row = conn.execute("SELECT seq, clean FROM numbering WHERE id = 1").fetchone()
     if row is None:
         return Saved(positions, leaves, heard_at, skipped=skipped)
-    return Saved(positions, leaves, heard_at, int(row[0]), bool(row[1]), skipped)
+    return Saved(positions, leaves, heard_at, int(row[0]), bool(row[1]), skipped, numbered=True)
 
 
 def _mark_unclean(
@@ -283,7 +305,7 @@ def _mark_unclean(
         )
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
 
 
@@ -308,5 +330,12 @@ def _write(
         )
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """End a failed transaction, if SQLite has not already: on a full disk or an I/O error it
+    rolls back by itself, and a second ROLLBACK would hide that error behind its own."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")

@@ -28,11 +28,13 @@ comes back at a later start. Each entry keeps its origin sequence number: a grav
 uuid (``gravpy.daemon.node_identity``) restores them, so a peer that missed them can still ask,
 and continues numbering above the highest (``highest_seq``); a gravd with a new uuid restores them
 unnumbered (nobody will ask the new uuid for the old numbers). A file SQLite cannot read
-(``quick_check`` fails, not a database) is renamed aside (``replay.sqlite3.corrupt-<time>``),
-reported, and replaced by an empty one: a bad file never stops gravd. A file gravd cannot write
-does: opening takes the write lock and writes once, so a read-only file, or one another process
-holds for ``LOCK_TIMEOUT``, raises ``ReplayStoreError`` at start rather than failing every write
-later. A row that does not decode is skipped, counted and deleted. A gravd whose buffer is not
+(``quick_check`` fails, not a database), or whose tables hold what gravd does not write (another
+program's, another version's: ``sqlite_file.check_columns``), is renamed aside
+(``replay.sqlite3.corrupt-<time>``), reported, and replaced by an empty one: a bad file never
+stops gravd. A file gravd cannot write does: opening takes the write lock and writes once, so a
+read-only file, or one another process holds for ``LOCK_TIMEOUT``, raises ``ReplayStoreError``
+at start rather than failing every write later. A row that does not decode (or holds a number
+out of range) is skipped, counted and deleted. A gravd whose buffer is not
 durable (``--buffer-durable off``) moves the file an earlier run left aside
 (``set_aside_unused``), so it never comes back as current at a later durable start.
 
@@ -62,7 +64,7 @@ import msgspec
 
 from gravpy import _log as logs
 from gravpy.buffer import MsgBuffer
-from gravpy.daemon.sqlite_file import open_or_set_aside, reason
+from gravpy.daemon.sqlite_file import check_columns, open_or_set_aside, reason
 from gravpy.errors import GravError, MessageError
 from gravpy.message import Message
 
@@ -83,6 +85,11 @@ _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS replay_head "
     "(id INTEGER PRIMARY KEY CHECK (id = 1), batch INTEGER NOT NULL, gone INTEGER NOT NULL)",
 )
+# what the tables hold (a file that holds anything else is set aside: sqlite_file.check_columns)
+_COLUMNS: Final[dict[str, dict[str, tuple[str, ...]]]] = {
+    "replay_batch": {"id": ("integer",), "count": ("integer",), "wire": ("blob",)},
+    "replay_head": {"id": ("integer",), "batch": ("integer",), "gone": ("integer",)},
+}
 _SCHEMA_VERSION: Final = 1  # 1: replay_head (0: files written before it; read the same way)
 _ENCODER: Final = msgspec.msgpack.Encoder()
 # the writer gathers pushes this long before each transaction: fewer, larger transactions under
@@ -218,7 +225,7 @@ class ReplayStore:
             self._next_id = row_id + 1
             try:
                 entries: list[_Entry] | None = [_entry(*e) for e in msgspec.msgpack.decode(wire)]
-            except (msgspec.DecodeError, MessageError, TypeError, ValueError):
+            except (msgspec.DecodeError, MessageError, TypeError, ValueError, OverflowError):
                 self.skipped_rows += 1
                 entries = None
             count = len(entries or ())
@@ -408,6 +415,7 @@ def _connect(path: Path, lock_timeout: float = LOCK_TIMEOUT) -> sqlite3.Connecti
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         conn.execute("COMMIT")
+        check_columns(conn, _COLUMNS)
     except BaseException:
         conn.close()
         raise

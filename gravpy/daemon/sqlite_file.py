@@ -7,19 +7,29 @@ removed), a warning says so (``store_unreadable``, with ``store``, ``path``, ``e
 caller's own error type saying why: a data dir that cannot hold a file at all, and a good file
 that gravd cannot use as it is (another process holds it locked, gravd may not write it, an I/O
 error), which moving aside would only lose.
+
+A file that SQLite reads but that is not what gravd writes (another program's file, a schema of
+another version, a value of the wrong type: ``check_columns``) counts as unreadable too: gravd
+would otherwise stop on the first value it cannot take.
+
+A file gravd makes is readable by its own user only (mode 0600, whatever the umask), and so are
+its ``-wal`` and ``-shm`` (SQLite gives them the database's mode): the replay buffer holds the
+data of every message gravd relayed, and the data dir is usually readable by every local user.
+A file that exists keeps its mode.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from gravpy.errors import GravError
 
-__all__ = ["open_or_set_aside", "reason", "unreadable"]
+__all__ = ["check_columns", "open_or_set_aside", "reason", "unreadable"]
 
 
 def open_or_set_aside(
@@ -33,6 +43,7 @@ def open_or_set_aside(
 
     ``log`` is the caller's structured logger (``gravpy._log``)."""
     try:
+        _create_private(path)
         return connect(path), None
     except sqlite3.DatabaseError as exc:
         if not unreadable(exc):
@@ -45,11 +56,36 @@ def open_or_set_aside(
             path.rename(aside)
             for suffix in ("-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
+            _create_private(path)
             return connect(path), aside
         except (OSError, sqlite3.Error) as again:
             raise error(f"cannot recreate {path}: {again}") from again
     except OSError as exc:
         raise error(f"cannot open {path}: {exc}") from exc
+
+
+def _create_private(path: Path) -> None:
+    """Make ``path`` (empty, mode 0600) if it does not exist; an existing file is left as it is.
+    (Opened read-only: a file gravd may not write is then refused by SQLite, saying so.)"""
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+
+
+def check_columns(
+    conn: sqlite3.Connection, tables: Mapping[str, Mapping[str, tuple[str, ...]]]
+) -> None:
+    """Raise a plain ``sqlite3.DatabaseError`` (so the file counts as unreadable) unless each
+    table has exactly these columns, in order, each holding only values of its SQLite types
+    (``typeof``: ``integer``, ``real``, ``text``, ``blob``)."""
+    for table, columns in tables.items():
+        names = [str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")]
+        if names != list(columns):
+            raise sqlite3.DatabaseError(f"table {table} has columns {names}, not {list(columns)}")
+        for column, types in columns.items():
+            allowed = ", ".join(f"'{t}'" for t in types)
+            query = f"SELECT count(*) FROM {table} WHERE typeof({column}) NOT IN ({allowed})"
+            wrong = conn.execute(query).fetchone()[0]
+            if wrong:
+                raise sqlite3.DatabaseError(f"{table}.{column}: {wrong} value(s) not {types}")
 
 
 def unreadable(exc: sqlite3.DatabaseError) -> bool:
@@ -69,4 +105,6 @@ def reason(exc: sqlite3.Error) -> str:
         return f"{text} (another process holds it)"
     if "readonly" in text or "unable to open" in text:
         return f"{text} (gravd may not write it: check its owner and mode)"
+    if "full" in text:
+        return f"{text} (free some space on the data dir's disk)"
     return text
