@@ -248,9 +248,14 @@ async def _open_replay(
         if keep_files:
             await asyncio.to_thread(set_aside_unused, config.data_dir)
         return None
-    store = await ReplayStore.open(config.data_dir, buffer, numbered=numbered)
+    store = await ReplayStore.open(config.data_dir, buffer, numbered=numbered, mesh=config.mesh)
     if store.set_aside is not None:
-        log.warning("replay_store_set_aside", path=str(store.path), moved_to=str(store.set_aside))
+        log.warning(
+            "replay_store_set_aside",
+            path=str(store.path),
+            moved_to=str(store.set_aside),
+            reason=store.set_aside_why,
+        )
     log.info(
         "replay_restored", path=str(store.path), messages=len(buffer), skipped=store.skipped_rows
     )

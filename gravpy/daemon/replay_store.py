@@ -84,11 +84,14 @@ _SCHEMA: Final = (
     # one row: the oldest batch, and how many of its messages (the first) have left the buffer
     "CREATE TABLE IF NOT EXISTS replay_head "
     "(id INTEGER PRIMARY KEY CHECK (id = 1), batch INTEGER NOT NULL, gone INTEGER NOT NULL)",
+    # one row: the mesh the messages were relayed in (a file of another mesh is set aside)
+    "CREATE TABLE IF NOT EXISTS replay_mesh (id INTEGER PRIMARY KEY CHECK (id = 1), mesh TEXT)",
 )
 # what the tables hold (a file that holds anything else is set aside: sqlite_file.check_columns)
 _COLUMNS: Final[dict[str, dict[str, tuple[str, ...]]]] = {
     "replay_batch": {"id": ("integer",), "count": ("integer",), "wire": ("blob",)},
     "replay_head": {"id": ("integer",), "batch": ("integer",), "gone": ("integer",)},
+    "replay_mesh": {"id": ("integer",), "mesh": ("text",)},
 }
 _SCHEMA_VERSION: Final = 1  # 1: replay_head (0: files written before it; read the same way)
 _ENCODER: Final = msgspec.msgpack.Encoder()
@@ -160,6 +163,7 @@ class ReplayStore:
         self.skipped_rows = 0
         self.retry_limit = RETRY_LIMIT
         self.set_aside: Path | None = None
+        self.set_aside_why = ""  # why the file found at start was moved to ``set_aside``
         self.highest_seq = 0  # the highest origin number the file held at start
         self._conn = conn
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gravd-replay")
@@ -177,6 +181,7 @@ class ReplayStore:
         buffer: MsgBuffer,
         *,
         numbered: bool = False,
+        mesh: str | None = None,
         lock_timeout: float = LOCK_TIMEOUT,
         retry_limit: int = RETRY_LIMIT,
     ) -> ReplayStore:
@@ -185,12 +190,23 @@ class ReplayStore:
         another process holds it for ``lock_timeout`` seconds).
 
         ``numbered``: the node kept its uuid, so restored messages keep their origin numbers
-        (peers may ask for them again); otherwise they are restored unnumbered.
+        (peers may ask for them again); otherwise they are restored unnumbered. ``mesh``: the
+        node's mesh, kept in the file; a file written in another mesh is moved aside
+        (``replay.sqlite3.other-mesh-<time>``, ``set_aside_why`` says so), so its messages are
+        never replayed to this mesh's apps. A file that names no mesh (written before it was
+        kept) is taken as this mesh's.
         """
         path = data_dir / REPLAY_FILE
-        conn, aside = await asyncio.to_thread(_open_in, data_dir, path, lock_timeout)
+        moved, why = None, ""
+        written_for = await asyncio.to_thread(_mesh_of, path) if mesh is not None else None
+        if written_for is not None and written_for != mesh:
+            moved = await asyncio.to_thread(_move_aside, path, "other-mesh")
+            why = f"written in mesh {written_for!r}, not this node's {mesh!r}"
+        conn, aside = await asyncio.to_thread(_open_in, data_dir, path, lock_timeout, mesh)
         store = cls(path, conn, buffer)
-        store.set_aside = aside
+        if aside is not None:
+            moved, why = aside, "it cannot be read, or holds what gravd does not write"
+        store.set_aside, store.set_aside_why = moved, why
         store.retry_limit = retry_limit
         try:
             await store._restore(numbered)
@@ -355,16 +371,7 @@ def set_aside_unused(data_dir: Path) -> Path | None:
     path = data_dir / REPLAY_FILE
     if not path.exists():
         return None
-    aside = path.with_name(f"{REPLAY_FILE}.unused-{int(time.time())}")
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            Path(f"{path}-wal").replace(f"{aside}-wal")
-        path.replace(aside)
-        Path(f"{path}-shm").unlink(missing_ok=True)
-    except OSError as exc:
-        raise ReplayStoreError(
-            f"cannot move {path} aside (the buffer is not durable): {exc}"
-        ) from exc
+    aside = _move_aside(path, "unused")
     _log.warning(
         "replay_store_set_aside",
         path=str(path),
@@ -374,22 +381,54 @@ def set_aside_unused(data_dir: Path) -> Path | None:
     return aside
 
 
+def _move_aside(path: Path, why: str) -> Path:
+    """Move ``path`` and its WAL to ``<path>.<why>-<time>`` (its shared memory file is dropped);
+    where it went. Blocking. Raises ``ReplayStoreError``."""
+    aside = path.with_name(f"{path.name}.{why}-{int(time.time())}")
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{path}-wal").replace(f"{aside}-wal")
+        path.replace(aside)
+        Path(f"{path}-shm").unlink(missing_ok=True)
+    except OSError as exc:
+        raise ReplayStoreError(f"cannot move {path} aside ({why}): {exc}") from exc
+    return aside
+
+
+def _mesh_of(path: Path) -> str | None:
+    """The mesh ``path`` says its messages were relayed in; None if it names none or cannot be
+    read (then opening it decides: ``open_or_set_aside``). Blocking."""
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(path, timeout=LOCK_TIMEOUT)
+        try:
+            row = conn.execute("SELECT mesh FROM replay_mesh WHERE id = 1").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    return row[0] if row is not None and isinstance(row[0], str) else None
+
+
 def _entry(at: float, wire: object, seq: int = 0) -> _Entry:
     return float(at), Message.from_wire(wire), int(seq)
 
 
 def _open_in(
-    data_dir: Path, path: Path, lock_timeout: float
+    data_dir: Path, path: Path, lock_timeout: float, mesh: str | None = None
 ) -> tuple[sqlite3.Connection, Path | None]:
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReplayStoreError(f"cannot make the data directory {data_dir}: {exc}") from exc
-    connect = partial(_connect, lock_timeout=lock_timeout)
+    connect = partial(_connect, lock_timeout=lock_timeout, mesh=mesh)
     return open_or_set_aside(path, connect, ReplayStoreError, "replay store", _log)
 
 
-def _connect(path: Path, lock_timeout: float = LOCK_TIMEOUT) -> sqlite3.Connection:
+def _connect(
+    path: Path, lock_timeout: float = LOCK_TIMEOUT, mesh: str | None = None
+) -> sqlite3.Connection:
     conn = sqlite3.connect(
         path, timeout=lock_timeout, check_same_thread=False, isolation_level=None
     )
@@ -413,6 +452,8 @@ def _connect(path: Path, lock_timeout: float = LOCK_TIMEOUT) -> sqlite3.Connecti
         conn.execute("BEGIN IMMEDIATE")
         for statement in _SCHEMA:
             conn.execute(statement)
+        if mesh is not None:  # (a file of another mesh was moved aside before: ReplayStore.open)
+            conn.execute("INSERT OR IGNORE INTO replay_mesh VALUES (1, ?)", (mesh,))
         conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         conn.execute("COMMIT")
         check_columns(conn, _COLUMNS)

@@ -26,7 +26,8 @@ from gravpy.daemon.positions import POSITIONS_FILE
 from gravpy.daemon.replay_store import REPLAY_FILE, ReplayStore
 from gravpy.mesh.resume import RESTART_GAP
 from gravpy.testing.gravd import running_gravd
-from tests.daemon.test_durable_buffer import _publish
+from tests._bus_helpers import until
+from tests.daemon.test_durable_buffer import _publish, _wants
 from tests.daemon.test_restart import FAST_REDIAL, GUARD, _publish_ten
 from transports.websocket import WebSocketTransport
 
@@ -300,3 +301,37 @@ async def test_a_replay_row_numbered_out_of_range_is_skipped_and_counted(tmp_pat
     store = await ReplayStore.open(tmp_path, restored, numbered=True)
     await store.close()
     assert [m.data for m in restored] == [b"before", b"after"]
+
+
+async def test_a_data_dir_reused_in_another_mesh_replays_none_of_the_old_meshs_messages() -> None:
+    """gravd stopped in mesh lab and started on the same data dir in mesh prod moves the replay
+    file aside, saying why, and a replaying pod in prod gets nothing of lab's, only what comes
+    after; started in prod again, it keeps the new file (written in prod)."""
+    with tempfile.TemporaryDirectory(prefix="gravd-qa-") as data:
+        async with running_gravd("--data-dir", data, "--mesh", "lab") as lab:
+            await _publish(lab.endpoint, "dur.x", 5)
+            await lab.wait_http(lambda d: d["messages"]["buffered"] >= 5)
+            assert (await lab.stop(signal.SIGTERM)).code == 0
+        async with running_gravd("--data-dir", data, "--mesh", "prod") as prod:
+            said = await prod.process.wait_event("replay_store_set_aside")
+            assert "'lab'" in said["reason"]
+            assert Path(said["moved_to"]).name.startswith(f"{REPLAY_FILE}.other-mesh-")
+            assert await asyncio.to_thread(Path(said["moved_to"]).exists)
+            got: asyncio.Queue[Message] = asyncio.Queue(maxsize=100)
+            async with gravpy.connect(prod.endpoint) as app, gravpy.connect(prod.endpoint) as tx:
+                app.connect_with_replay().on_type("dur.x", got.put_nowait)
+                assert app.hub is not None
+                hub = app.hub
+                await until(lambda: hub.traffic.replays.answered == 1)
+                await tx.wait_for(lambda ps: _wants(ps, "dur.x"), GUARD)
+                await tx.connect().publish(Message.new("dur.x", b"in prod"))
+                async with asyncio.timeout(GUARD):
+                    first = await got.get()
+            assert first.data == b"in prod"
+            assert got.empty()
+            assert (await prod.stop(signal.SIGTERM)).code == 0
+        async with running_gravd("--data-dir", data, "--mesh", "prod") as again:
+            restored = await again.process.wait_event("replay_restored")
+            assert restored["messages"] >= 1
+            events = [e.get("event") for e in again.process.events()]
+            assert "replay_store_set_aside" not in events
