@@ -3,7 +3,9 @@
 - ``port``: ``BridgePort`` / ``BridgeHost``, the hub's side and the bridge's side of the port.
 - ``subjects``: how messages look on NATS (subjects, escaping, headers), pure.
 - ``interest``: ``InterestTable``, what other bridges announced and who exports, pure.
-- ``nats``: ``NatsBridge`` (nats-py; install the ``nats`` extra).
+- ``nats``: ``NatsBridge`` (nats-py; install the ``nats`` extra): its connection, subscriptions
+  and announcements; ``exporter`` (``Exporter``, mesh to NATS) and ``importer`` (``Importer``,
+  NATS to mesh) carry the messages.
 - ``config``: ``NatsBridgeConfig``, ``NatsBridgeStatistics``.
 
 docs/scaling.md says when to bridge and what is guaranteed across a bridge.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ __all__ = [
     "NatsBridgeStatistics",
     "auth_options",
     "check_prefix",
+    "check_url",
     "export_patterns",
     "read_token",
     "shown_url",
@@ -30,6 +32,8 @@ _RESERVED = {"_INBOX": "nats-py's reply subjects", "_GRAV_BRIDGE": "the bridges'
 _PREFIX_LENGTH = 255  # (with a pattern's 3 KB of escaped tokens, a SUB line stays under 4 KB)
 _BACKOFF = BackoffPolicy(initial=0.2, maximum=10.0)
 _JWT_MARK = "-----BEGIN NATS USER JWT-----"
+_BASE32 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+_SEED_LENGTH = 58  # an NKEY seed: "S", its type ("U": a user), 56 base32 characters
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +72,16 @@ class NatsBridgeConfig:
     backoff: BackoffPolicy = _BACKOFF
 
     def __post_init__(self) -> None:
+        if isinstance(self.servers, str):
+            raise UsageError("NatsBridgeConfig.servers is a tuple of URLs, not one str")
         if not self.servers:
             raise UsageError("a NATS bridge needs at least one server URL")
         for url in self.servers:
-            if not url.startswith(_SCHEMES):
-                raise UsageError(f"{url!r} is not a NATS URL (nats://, tls://, ws://, wss://)")
+            check_url(url)
+        for name in ("creds", "token_file", "ca"):  # (a path given as a str is a path)
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
         try:
             check_prefix(self.prefix)
         except UsageError as exc:
@@ -87,8 +96,38 @@ class NatsBridgeConfig:
             raise UsageError("need 1 <= high_water <= queue_limit and request_limit >= 2")
         if self.shadow_limit < 1:
             raise UsageError("shadow_limit must be at least 1")
+        for name in ("announce_interval", "ttl", "connect_timeout", "pending_bytes"):
+            value = getattr(self, name)  # (0 would announce in a busy loop, or never connect)
+            if not 0 < value < math.inf:
+                raise UsageError(f"NatsBridgeConfig.{name} must be above 0, got {value!r}")
+        if not 0 <= self.reconnect_wait < math.inf:
+            raise UsageError(
+                f"NatsBridgeConfig.reconnect_wait must be 0 or more, got {self.reconnect_wait!r}"
+            )
         if self.ttl <= self.announce_interval:
             raise UsageError("ttl must be longer than announce_interval")
+
+
+def check_url(url: object) -> str:
+    """``url`` if nats-py can connect to what it names, else ``UsageError`` saying why (the URL
+    shown without its credentials): a scheme it speaks, a host, and a port, if given, from 1 to
+    65535. (nats-py would say only "invalid connect url option", at every attempt.)"""
+    if not isinstance(url, str) or not url.startswith(_SCHEMES):
+        shown = shown_url(url) if isinstance(url, str) else url
+        raise UsageError(f"{shown!r} is not a NATS URL (nats://, tls://, ws://, wss://)")
+    shown = shown_url(url)
+    if any(c.isspace() for c in url):
+        raise UsageError(f"the NATS URL {shown!r} has whitespace in it")
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if not parts.hostname:
+        raise UsageError(f"the NATS URL {shown!r} names no host: give scheme://HOST:PORT")
+    if port == 0:
+        raise UsageError(f"the NATS URL {shown!r} has a port that is not one (1 to 65535)")
+    return url
 
 
 def check_prefix(prefix: object) -> str:
@@ -208,13 +247,16 @@ def auth_options(config: NatsBridgeConfig) -> dict[str, Any]:
     ``OSError`` (``ssl.SSLError`` is one) when one is missing or not what it should be."""
     options: dict[str, Any] = {}
     if config.creds is not None:
-        text = config.creds.read_text()
+        text = _read_text(config.creds, "credentials")
         if _JWT_MARK in text:
             options["user_credentials"] = str(config.creds)
-        elif text.strip().startswith("SU"):
+        elif _is_seed(text.strip()):
             options["nkeys_seed"] = str(config.creds)
         else:
-            raise OSError(f"{config.creds} is neither a NATS .creds file nor an NKEY user seed")
+            raise OSError(
+                f"the NATS credentials file {config.creds} is neither a .creds file nor an NKEY "
+                f"user seed (SU and 56 base32 characters)"
+            )
     if config.token is not None:
         options["token"] = config.token
     elif config.token_file is not None:
@@ -228,10 +270,24 @@ def auth_options(config: NatsBridgeConfig) -> dict[str, Any]:
 
 def read_token(path: Path) -> str:
     """The NATS token in ``path``, without surrounding whitespace; raises ``OSError``."""
-    token = path.read_text().strip()
+    token = _read_text(path, "token").strip()
     if not token:
         raise OSError(f"the NATS token file {path} is empty")
     return token
+
+
+def _read_text(path: Path, what: str) -> str:
+    """The text of the NATS ``what`` file ``path``; raises ``OSError`` naming the file, also
+    for one that is not UTF-8 text (a ``ValueError``, which the bridge would not retry)."""
+    try:
+        return path.read_text()
+    except UnicodeDecodeError as exc:
+        raise OSError(f"the NATS {what} file {path} is not UTF-8 text: {exc.reason}") from None
+
+
+def _is_seed(text: str) -> bool:
+    """True if ``text`` has the shape of an NKEY user seed (nats-py checks the rest)."""
+    return len(text) == _SEED_LENGTH and text.startswith("SU") and _BASE32.issuperset(text)
 
 
 def shown_url(url: str) -> str:

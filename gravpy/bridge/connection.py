@@ -6,8 +6,10 @@ Theory of operation
 is picked up by the next one) and calls ``nats.connect``, which tries the seed servers itself
 (``reconnect_attempts`` rounds), reporting each failed attempt to ``error_cb``. Every failed
 attempt is counted (``failed``) and its reason kept (``last_error``), whether nats-py reported it
-or it ended ``open()`` (an unreadable file): the operator sees a wrong token, NKEY, ``.creds`` or
-CA as ``failed_connects`` rising while the bridge stays ``connecting``.
+or it ended ``open()`` (a file missing, unreadable, not text or not what it should be, named in
+the error; or whatever nats-py raised): the operator sees a wrong token, NKEY, ``.creds`` or CA
+as ``failed_connects`` rising while the bridge stays ``connecting``, and retrying: whatever
+``open()`` raises, the bridge tries again after a backoff.
 
 A TLS failure ends the attempt at once: nats-py would retry the same handshake, and after a
 failed TLS upgrade its clean-up waits for a stream that never reports closed (nats-py 2.16), so

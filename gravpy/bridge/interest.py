@@ -31,14 +31,14 @@ Times are passed in (``now``), so the table is tested without a clock.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
-from gravpy.bridge.subjects import Announcement
+from gravpy.bridge.subjects import MAX_ANNOUNCED, Announcement
 from gravpy.errors import UsageError
 from gravpy.filter import Pattern
 
-__all__ = ["InterestTable", "matcher", "reduce_patterns", "summed_groups", "widened"]
+__all__ = ["InterestTable", "fitted", "matcher", "reduce_patterns", "summed_groups", "widened"]
 
 
 @dataclass(slots=True)
@@ -245,8 +245,33 @@ def widened(patterns: tuple[str, ...], limit: int) -> tuple[str, ...]:
     even those are too many."""
     if len(patterns) <= limit:
         return patterns
-    wide = reduce_patterns({p.split(".", 1)[0] + ".>" if "." in p else p for p in patterns})
+    wide = _first_tokens(patterns)
     return wide if len(wide) <= limit else (">",)
+
+
+def _first_tokens(patterns: tuple[str, ...]) -> tuple[str, ...]:
+    """``patterns`` widened to their first token and ``>`` (one token: as it is), reduced."""
+    return reduce_patterns({p.split(".", 1)[0] + ".>" if "." in p else p for p in patterns})
+
+
+def fitted(ann: Announcement, max_bytes: int) -> tuple[bytes, bool]:
+    """``ann`` encoded as the others accept it (at most ``MAX_ANNOUNCED`` patterns, widened,
+    and group entries: more, and they would refuse it whole) within ``max_bytes`` (NATS's
+    ``max_payload``: nats-py refuses to publish more), and whether it was cut: group entries
+    dropped (a group name cannot be widened: other meshes place no copies here for them), or
+    patterns widened to fit ``max_bytes``. To fit, the patterns are widened first (to their
+    first tokens, then ``>``): that only makes the other meshes publish more than this one
+    subscribes to; then the group entries are cut, to half as many each time."""
+    groups = ann.groups[:MAX_ANNOUNCED]
+    patterns = widened(ann.patterns, MAX_ANNOUNCED)
+    for stage in (patterns, _first_tokens(patterns), (">",)):
+        data = replace(ann, patterns=stage, groups=groups).encode()
+        if len(data) <= max_bytes:
+            return data, len(ann.groups) > MAX_ANNOUNCED or stage is not patterns
+    while len(data) > max_bytes and groups:
+        groups = groups[: len(groups) // 2]
+        data = replace(ann, patterns=(">",), groups=groups).encode()
+    return data, True
 
 
 def summed_groups(groups: Iterable[tuple[str, str, int]]) -> tuple[tuple[str, str, int], ...]:

@@ -12,19 +12,12 @@ original uuid kept, so seen-sets drop any copy). ``gravpy.bridge.port`` draws th
   and advertises the mesh's wants to its peers, so the active bridge's deliveries reach it and
   are struck; on taking over it delivers the rest first. So a crash of the active bridge loses
   nothing NATS carried for the mesh (beyond the shadow's bound, counted ``shadow_overflow``).
-  Likewise it holds what it would export until it hears the active bridge's copy on NATS
-  (``gravpy.bridge.export_shadow``), and publishes the rest once its link to the active bridge
-  closes or it takes over: nothing the dying bridge had in hand is lost either.
-- **Out** (mesh to NATS): a message crosses if a bridge of another mesh announced a pattern
-  admitting it, an ``export`` pattern does, or a group's copy is placed in another mesh
-  (``gravpy.bridge.export``). It is put on a bounded queue (overflow: drop the newest, counted
-  ``queue_full``) that one task publishes from, with a reply subject on this bridge's inbox so
-  answers and NATS's no-responders status (turned into ``NoResponders``) come back: a status for
-  a message asked on this node fails its wait here (or later, if it starts later) and makes no
-  message, so publishing to a subject nobody on NATS hears costs no mesh traffic; one asked on
-  another node goes back there as a failure reply. A reply to a request that came from NATS
-  goes to that request's reply subject, whichever node it reached, however late
-  (``Importer.reply_subject``).
+  Likewise it holds what it would export until it hears the active bridge's copy on NATS, and
+  publishes the rest once its link to the active bridge closes or it takes over.
+- **Out** (mesh to NATS): ``offer`` hands every message to the ``Exporter``
+  (``gravpy.bridge.exporter``), which decides whether it crosses and queues it on its bounded
+  ``Outbox``; one task per connection publishes from it. This class keeps the exporter's view
+  current: connected or not, its inbox, who is active, whether it is ready.
 - **In** (NATS to mesh): one subscription per pattern the mesh wants (ungrouped or for a group)
   on every bridge of the mesh; only the active one delivers (``Importer``), and a copy two
   bridges both deliver around a takeover keeps its uuid, so each node's seen-set drops the second.
@@ -50,22 +43,21 @@ from gravpy import _log as logs
 from gravpy._tasks import TaskSupervisor
 from gravpy.bridge.config import NatsBridgeConfig, NatsBridgeStatistics
 from gravpy.bridge.connection import Connector
-from gravpy.bridge.export import ADVERTISED_LIMIT, ExportRoutes, Route
-from gravpy.bridge.export_shadow import ExportShadow
+from gravpy.bridge.export import ADVERTISED_LIMIT
+from gravpy.bridge.exporter import Exporter
 from gravpy.bridge.importer import Importer
-from gravpy.bridge.interest import InterestTable, reduce_patterns, summed_groups, widened
-from gravpy.bridge.outbox import Outbox, Outgoing
+from gravpy.bridge.interest import (
+    InterestTable,
+    fitted,
+    reduce_patterns,
+    summed_groups,
+    widened,
+)
 from gravpy.bridge.port import BridgeHost, Groups, MeshInterests
 from gravpy.bridge.shadow import Shadow
 from gravpy.bridge.subjects import (
-    _SAFE_TOKEN,
-    H_META,
-    MAX_ANNOUNCED,
-    ORIGIN_HEADER,
     Announcement,
     SubjectMap,
-    header_lines,
-    meta_of,
 )
 from gravpy.bridge.wire import WireClient
 from gravpy.errors import MessageError, UsageError
@@ -87,8 +79,6 @@ class NatsBridge:
         self._table = InterestTable("", "", self.config.ttl)
         self._nc: WireClient | None = None
         self._tasks = TaskSupervisor(_log)
-        self._outbox = Outbox(self.config.queue_limit, self.config.high_water)
-        self._routes = ExportRoutes(self._subjects, self.config.export)
         self._mesh_wants: tuple[str, ...] = ()
         self._mesh_groups: Groups = ()  # (group, pattern, members) this mesh has
         self._subscribed: tuple[tuple[str, ...], Groups] = ((), ())  # what is announced
@@ -98,26 +88,17 @@ class NatsBridge:
         self._routed = reduce_patterns(set(self.config.export))  # what remote meshes want
         self._advertised = self._routed
         self._closed = asyncio.Event()
-        self._exporting = False
-        self._active: str | None = None  # the node uuid of this mesh's active bridge
-        self._ready = False
-        # no other bridge of this mesh heard while connected (none yet): while not connected
-        # this bridge counts what it would export as lost (``disconnected``), since no other
-        # bridge of the mesh is known to carry it
-        self._alone = True
         self._subs: dict[str, Subscription] = {}
         self._unlinked_heard: set[str] = set()  # bridges of this mesh's name, not linked here
-        self._groups_cut = False  # announced fewer group entries than the mesh has (logged once)
+        self._cut_logged = False  # announced less than the mesh wants (``fitted``)
         self._subs_dirty = asyncio.Event()
         self._announce_now = asyncio.Event()
         c = self.config
         shadow = Shadow(c.shadow_limit, 2 * c.ttl)
         self._importer = Importer(c.request_limit, shadow, self._count, time.monotonic)
-        self._exports = ExportShadow(c.shadow_limit, 2 * c.ttl)  # while standing by
-        self.export_recovered = 0  # held exports published: the active bridge could not
-        self._inbox = ""
+        self._exporter = Exporter(c, self._importer)  # (its state: who exports, the outbox)
+        self._exports = self._exporter.shadow  # what a standby holds for export
         self._connects = 0
-        self.standby_exported = 0  # exported while standing by: the active could not take them
         self.errors = 0  # connections ended by an unexpected error (``bridge_failed``)
         self._connector = Connector(self.config, self._on_error)
 
@@ -125,92 +106,25 @@ class NatsBridge:
 
     def bind(self, host: BridgeHost) -> None:
         self._host = host
-        self._outbox.backpressure = host
         self._subjects = SubjectMap(self.config.prefix, host.mesh_name)
         self._table = InterestTable(self._subjects.mesh_token, host.node_uuid, self.config.ttl)
-        self._routes = ExportRoutes(self._subjects, self.config.export)
+        self._exporter.bind(host, self._subjects)
         self._importer.host = host
         self._importer.subjects = self._subjects
 
     def mesh_interests(self, interests: MeshInterests) -> None:
         """What this node's pods and peers want changed: recompute what this mesh wants."""
         self._interests = interests
-        self._routes.own_groups_changed(interests.groups)
+        self._exporter.routes.own_groups_changed(interests.groups)
         self._recompute_wants()
-        active = self._active
-        if not self._exporting and active is not None and active not in interests.peers:
-            self._release_held()  # its link to the active bridge closed: publish what it held
+        self._exporter.peers_changed(interests.peers)
 
     def advertised(self) -> tuple[str, ...]:
         return self._advertised
 
     def offer(self, msg: Message) -> bool:
-        """A message new to this node: queue it for NATS if it crosses; True if queued."""
-        headers = msg.headers
-        if headers and ORIGIN_HEADER in headers:
-            self._importer.delivered(msg)  # another bridge of this mesh brought it in
-            if not msg.reply_to:  # (a reply goes back to its asker whatever headers it copied)
-                return False  # every mesh that wanted it got it from NATS
-        if msg.reply_to:
-            if msg.reply_to.strip(_SAFE_TOKEN):  # (see ``_export``)
-                self._count("bad_id")
-                return False
-            subject = self._importer.reply_subject(msg.reply_to)
-            if subject is None:
-                return False
-            meta = meta_of(msg, with_type=True)
-            return self._enqueue((subject, "", msg.data, meta, header_lines(msg)))
-        route = self._routes.route(msg.type)
-        if route is None:
-            return False
-        if self._nc is None:  # no connection: it cannot cross here now
-            if self._exporting or self._alone:  # nor through another bridge of this mesh
-                self._count("disconnected")
-            return False
-        if not self._exporting:
-            if self._active_takes(msg.type):
-                self._exports.hold(msg, time.monotonic())  # until NATS echoes its export
-                return False
-            self._release_held()  # (older: first)
-            self.standby_exported += 1  # it reached this standby only: carry it, not lose it
-        return self._export(msg, route)
-
-    def _export(self, msg: Message, route: Route) -> bool:
-        if msg.uuid.strip(_SAFE_TOKEN):  # a space, dot or control character: it would not be
-            self._count("bad_id")  # one token of the reply subject (a newline: a NATS command)
-            return False
-        reply = f"{self._inbox}.{msg.uuid}.{route.tokens}"  # the type rides along (NoResponders)
-        meta = meta_of(msg, placed=self._routes.placed(route)) if route.groups else meta_of(msg)
-        extra = header_lines(msg) if msg.headers else ""
-        return self._enqueue((route.subject, reply, msg.data, meta, extra))
-
-    def _release_held(self) -> None:
-        """Publish what the export shadow holds, oldest first (``gravpy.bridge.export_shadow``):
-        the active bridge may not have, and this one takes over, or no longer hears it."""
-        if not self._exports:
-            return
-        released = 0
-        for msg in self._exports.take(time.monotonic()):
-            route = self._routes.route(msg.type)
-            if route is not None:  # (else no other mesh wants it any more)
-                self._export(msg, route)
-                released += 1
-        self.export_recovered += released
-        _log.info("bridge_exports_released", messages=released, exporter=self._exporting)
-
-    def _on_echo(self, _: str, __: str, ___: bytes, headers: dict[str, str] | None) -> None:
-        """What this mesh published on NATS (``echo_subject``, while standing by)."""
-        meta = headers.get(H_META) if headers else None
-        if meta is not None:
-            self._exports.heard(meta.partition(" ")[0])
-
-    def _active_takes(self, msg_type: str) -> bool:
-        """True if the mesh's active bridge is linked to this node and admits ``msg_type``: the
-        node that sent a message to this standby (full mesh: any node) sent it there too."""
-        if not self._ready:  # it may not have heard the active bridge yet: leave it the export
-            return True
-        active, host = self._active, self._host
-        return active is not None and host is not None and host.peer_wants(active, msg_type)
+        """A message new to this node: queue it for NATS if it crosses (``Exporter.offer``)."""
+        return self._exporter.offer(msg)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -242,7 +156,7 @@ class NatsBridge:
             self.state = "connecting"
             try:
                 await self._connect()
-            except (OSError, NatsError, TimeoutError):  # counted by the connector
+            except Exception:  # (counted by the connector; whatever it was, try again)
                 delay = backoff.next_delay()
                 error = self._connector.last_error
                 _log.warning("bridge_connect_failed", error=error, retry_in=delay)
@@ -252,7 +166,10 @@ class NatsBridge:
             try:
                 await self._serve()
             except Exception as exc:  # a bug, here or in nats-py: reconnect, never a dead bridge
-                self._connector.last_error = f"{type(exc).__name__}: {exc}"
+                cause = exc  # (one of the connection's tasks: the error, not its group)
+                while isinstance(cause, ExceptionGroup) and len(cause.exceptions) == 1:
+                    cause = cause.exceptions[0]
+                self._connector.last_error = f"{type(cause).__name__}: {cause}"
                 _log.error("bridge_failed", error=self._connector.last_error, exc_info=exc)
                 self.errors += 1
                 await self._close()
@@ -269,7 +186,9 @@ class NatsBridge:
         self._closed.clear()
         name = f"gravd {self._table.node} ({self._table.mesh})"
         self._nc = await self._connector.open(name, callbacks)
-        self._inbox = self._nc.new_inbox()
+        self._exporter.inbox = self._nc.new_inbox()
+        self._exporter.outbox.max_payload = self._nc.max_payload  # (the server's INFO)
+        self._exporter.connected = True
 
     async def _serve(self) -> None:
         """One connection: subscribe, announce, publish, until nats-py gives up on it."""
@@ -277,12 +196,12 @@ class NatsBridge:
         assert nc is not None
         self._connects += 1  # ("connected" once the server has the subscriptions: _subscribed)
         await nc.subscribe(self._subjects.interest_subject, cb=self._on_announcement)
-        await nc.subscribe_direct(f"{self._inbox}.>", self._on_reply)
+        await nc.subscribe_direct(f"{self._exporter.inbox}.>", self._on_reply)
         self._subs_dirty.set()
         await self._announce(query=True)
         async with asyncio.TaskGroup() as group:
             tasks = [
-                group.create_task(self._outbox.publish_all(nc)),
+                group.create_task(self._exporter.outbox.publish_all(nc)),
                 group.create_task(self._subscription_loop(nc)),
                 group.create_task(self._announce_loop()),
             ]
@@ -293,29 +212,22 @@ class NatsBridge:
 
     async def _close(self) -> None:
         nc, self._nc = self._nc, None
-        self._outbox.drop_all("disconnected")
+        self._exporter.connected = False
+        self._exporter.outbox.drop_all("disconnected")
         self._subs.clear()
         self._subscribed = ((), ())
-        self._ready = False
-        self._alone = not self._table.own_bridges()  # (as last heard)
+        self._exporter.ready = False
+        self._exporter.alone = not self._table.own_bridges()  # (as last heard)
         self._table.forget_all()
         self._table_changed()
         if nc is not None and not nc.is_closed:
             await nc.close()
 
-    # -- out: mesh to NATS -----------------------------------------------------------------------
-
-    def _enqueue(self, out: Outgoing) -> bool:
-        if self._nc is None:
-            self._count("disconnected")
-            return False
-        return self._outbox.put(out)
-
     # -- in: NATS to mesh ------------------------------------------------------------------------
 
     def _on_reply(self, subject: str, _: str, data: bytes, headers: dict[str, str] | None) -> None:
         """A reply on ``<inbox>.<request uuid>.<request type tokens>``."""
-        self._importer.reply(subject[len(self._inbox) + 1 :], data, headers or {})
+        self._importer.reply(subject[len(self._exporter.inbox) + 1 :], data, headers or {})
 
     async def _subscription_loop(self, nc: WireClient) -> None:
         """Keep one subscription per pattern the mesh wants (active or standby: the importer
@@ -327,12 +239,12 @@ class NatsBridge:
             patterns = {*wants, *self._bridge_wants, *(p for _, p, _ in groups)}
             wanted = {self._subjects.subscription(p) for p in reduce_patterns(patterns)}
             echo = self._subjects.echo_subject
-            if not self._exporting:  # what the active bridge publishes (export shadow)
+            if not self._exporter.active:  # what the active bridge publishes (export shadow)
                 wanted.add(echo)
             for subject in set(self._subs) - wanted:
                 await nc.unsubscribe_direct(self._subs.pop(subject))
             for subject in wanted - set(self._subs):
-                sink = self._on_echo if subject == echo else self._importer.message
+                sink = self._exporter.on_echo if subject == echo else self._importer.message
                 self._subs[subject] = await nc.subscribe_direct(subject, sink)
             self._subscribed = (wants, groups)  # what is subscribed, not what changed since
             self._announce_now.set()  # after the SUBs: whoever hears it may publish at once
@@ -365,16 +277,14 @@ class NatsBridge:
         nc = self._nc
         if nc is None or not nc.is_connected:
             return
-        t = self._table
+        t, ready = self._table, self._exporter.ready
         wants, groups = self._subscribed  # (a standby subscribes too)
-        if len(groups) > MAX_ANNOUNCED and not self._groups_cut:  # (the others would refuse
-            self._groups_cut = True  # it whole; group names cannot be widened as patterns)
-            _log.warning("bridge_groups_cut", groups=len(groups), announced=MAX_ANNOUNCED)
-        wants = widened(wants, MAX_ANNOUNCED)  # (over it, the others would refuse it whole)
-        ann = Announcement(
-            t.mesh, t.node, wants, self._ready, query, bye, groups[:MAX_ANNOUNCED], time.time()
-        )
-        await nc.publish(self._subjects.interest_subject, ann.encode())
+        ann = Announcement(t.mesh, t.node, wants, ready, query, bye, groups, time.time())
+        data, cut = fitted(ann, nc.max_payload)  # (what the others and nats-py accept)
+        if cut and not self._cut_logged:  # (logged once: the others hear less than it wants)
+            self._cut_logged = True
+            _log.warning("bridge_announcement_cut", patterns=len(wants), groups=len(groups))
+        await nc.publish(self._subjects.interest_subject, data)
 
     async def _announce_loop(self) -> None:
         """Announce on every change and at least every ``announce_interval``; keep the table.
@@ -394,8 +304,8 @@ class NatsBridge:
             except TimeoutError:
                 quiet = True
             now = time.monotonic()
-            if not self._ready and (quiet or now - started >= ttl):
-                self._ready = True
+            if not self._exporter.ready and (quiet or now - started >= ttl):
+                self._exporter.ready = True
                 self._update_exporter()
             if quiet or now - checked >= interval:
                 checked = now
@@ -432,7 +342,7 @@ class NatsBridge:
             self._table_changed()
         elif ann.mesh == self._table.mesh:  # (its ready flag may elect it: no view change)
             self._update_exporter()
-        if ann.node == self._active:
+        if ann.node == self._exporter.active_node:
             # what it delivered ``announce_interval`` before it *sent* this has reached every
             # node: an announcement that reached us late (a busy NATS path) proves no later
             lag = min(ann.lag(time.time()), self.config.ttl)
@@ -470,15 +380,17 @@ class NatsBridge:
         view = table.remote_view()
         if view != self._remote_view:  # (gravpy.bridge.sequence)
             self._remote_view = view
-            self._outbox.numbering.restart()
-        self._routed = self._routes.remote_changed(table.remote_patterns(), table.remote_groups())
+            self._exporter.outbox.numbering.restart()
+        self._routed = self._exporter.routes.remote_changed(
+            table.remote_patterns(), table.remote_groups()
+        )
         self._readvertise()
 
     def _readvertise(self) -> None:
         """What this node advertises for its bridge: what remote meshes want, and while it
         stands by what its mesh wants too (so the active bridge's deliveries reach it)."""
         patterns = set(self._routed)
-        if not self._exporting:
+        if not self._exporter.active:
             patterns.update(self._mesh_wants, self._bridge_wants)
             patterns.update(p for _, p, _ in self._mesh_groups)
         # (bounded: a standby adds its mesh's wants, and a node's INTERESTS are capped)
@@ -504,15 +416,16 @@ class NatsBridge:
             self._readvertise()
 
     def _update_exporter(self) -> None:
-        self._active = self._table.exporter(self._ready)  # (read per message on a standby)
-        active = self._active == self._table.node
-        if active != self._exporting:
-            self._exporting = active
+        out = self._exporter
+        out.active_node = self._table.exporter(out.ready)  # (read per message on a standby)
+        active = out.active_node == self._table.node
+        if active != out.active:
+            out.active = active
             if active:
                 before = self._importer.recovered
                 self._importer.activate()
                 _log.info("bridge_active", recovered=self._importer.recovered - before)
-                self._release_held()
+                out.release_held()
             else:
                 self._importer.stand_by()
             self._subs_dirty.set()  # a standby also hears what its mesh publishes
@@ -539,23 +452,24 @@ class NatsBridge:
     async def _on_reconnected(self) -> None:
         if self._nc is not None:
             self._nc.buffered = 0  # nats-py wrote its pending buffer on reconnecting
+            self._exporter.outbox.max_payload = self._nc.max_payload  # (another server's)
         self.state = "connected"
         self._connects += 1
         _log.info("bridge_reconnected")
         self._announce_now.set()
 
     def _count(self, reason: str, n: int = 1) -> None:
-        self._outbox.count(reason, n)
+        self._exporter.outbox.count(reason, n)
 
     def statistics(self) -> NatsBridgeStatistics:
         return NatsBridgeStatistics(
             state=self.state,
             servers=self.config.servers,
-            exporter=self._exporting,
+            exporter=self._exporter.active,
             connects=self._connects,
-            exported=self._outbox.published,
+            exported=self._exporter.outbox.published,
             imported=self._importer.imported,
-            queued=len(self._outbox),
+            queued=len(self._exporter.outbox),
             lost=self._lost(),
             mesh_wants=reduce_patterns({*self._mesh_wants, *self._bridge_wants}),
             remote_wants=self._table.remote_patterns(),
@@ -564,21 +478,21 @@ class NatsBridge:
             remote_groups=tuple(sorted(f"{g} {p}" for g, p in self._table.remote_groups())),
             last_error=self._connector.last_error,
             failed_connects=self._connector.failed,
-            ready=self._ready,
+            ready=self._exporter.ready,
             held=len(self._importer.shadow),
             recovered=self._importer.recovered,
             struck=self._importer.shadow.struck,
             shadow_expired=self._importer.shadow.expired,
-            standby_exported=self.standby_exported,
+            standby_exported=self._exporter.standby_exported,
             remote_expired=self._table.expired,
             errors=self.errors,
             export_held=len(self._exports),
-            export_recovered=self.export_recovered,
+            export_recovered=self._exporter.recovered,
             export_expired=self._exports.expired,
         )
 
     def _lost(self) -> dict[str, int]:
-        lost = dict(self._outbox.lost)
+        lost = dict(self._exporter.outbox.lost)
         if self._exports.overflow:  # held for export, dropped to stay within the limit
             lost["export_overflow"] = self._exports.overflow
         return lost

@@ -2,7 +2,9 @@
 
 The hub's hot path appends (``put``, never blocking: a full outbox drops the newest and counts
 ``queue_full``; a message whose command nats-server would refuse is counted by the reason
-``gravpy.bridge.wire.refusal`` gives, ``bad_subject`` or ``subject_too_long``, and never sent); one task per connection (``publish_all``) publishes what is queued in batches of
+``gravpy.bridge.wire.refusal`` gives, ``bad_subject`` or ``subject_too_long``, and one over the
+server's ``max_payload`` with its headers, ``too_large``, are never sent); one task per
+connection (``publish_all``) publishes what is queued in batches of
 ``BATCH`` (each batch one nats-py command: ``gravpy.bridge.wire``), yielding after each so
 nats-py writes a batch in one flush while more arrive. Past
 ``high_water`` messages the outbox tells its ``Backpressure`` it is congested (so ``Pod.publish``
@@ -17,12 +19,14 @@ import asyncio
 from collections import deque
 from typing import Protocol
 
-from gravpy.bridge.sequence import Numbering
-from gravpy.bridge.wire import Outgoing, WireClient, refusal
+from gravpy.bridge.sequence import STAMP_MAX, Numbering
+from gravpy.bridge.wire import Outgoing, WireClient, hpub_size, refusal
 
-__all__ = ["BATCH", "Backpressure", "Outbox", "Outgoing"]
+__all__ = ["BATCH", "MAX_PAYLOAD", "Backpressure", "Outbox", "Outgoing"]
 
 BATCH = 256
+MAX_PAYLOAD = 1024 * 1024  # nats-server's default ``max_payload``, until a server says its own
+_SLACK = 64 + STAMP_MAX  # over the header block's fixed part and a sequence stamp
 
 
 class Backpressure(Protocol):
@@ -45,6 +49,7 @@ class Outbox:
         self.numbering = Numbering()
         self._ready = asyncio.Event()
         self._nc: WireClient | None = None  # while nothing is on its way to it
+        self.max_payload = MAX_PAYLOAD  # the connected server's (``NatsBridge`` keeps it)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -52,10 +57,17 @@ class Outbox:
     def put(self, out: Outgoing) -> bool:
         """Queue ``out``, or with nothing queued before it hand it to nats-py at once (a
         request or reply waits for no task); False (and counted) if the outbox is full, or if
-        nats-server would refuse its command (``gravpy.bridge.wire.refusal``)."""
+        nats-server would refuse its command (``gravpy.bridge.wire.refusal``), or its payload
+        and headers, once numbered, would be over the server's ``max_payload`` (``too_large``:
+        the server would close the connection, and what was in flight on it would be lost)."""
         refused = refusal(out)
         if refused is not None:
             self.count(refused)
+            return False
+        # (the usual message fits even were every header character 4 bytes: no encoding needed)
+        roomy = len(out[2]) + 4 * (len(out[3]) + len(out[4])) <= self.max_payload - _SLACK
+        if not roomy and hpub_size(out) + (STAMP_MAX if out[1] else 0) > self.max_payload:
+            self.count("too_large")
             return False
         nc = self._nc
         if nc is not None and not self._items and nc.publish_now(out, self._numbered):

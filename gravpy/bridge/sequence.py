@@ -27,12 +27,22 @@ from typing import Final
 
 from gravpy.recent import RecentMap
 
-__all__ = ["MAX_NUMBER", "SEQ_FIELD", "Gaps", "Numbering", "number_of", "sequence_of"]
+__all__ = [
+    "MAX_NUMBER",
+    "SEQ_FIELD",
+    "STAMP_MAX",
+    "Gaps",
+    "Numbering",
+    "number_of",
+    "sequence_of",
+]
 
 SEQ_FIELD: Final = " s="
 MAX_NUMBER: Final = 2**63 - 1  # the largest sequence number (what a signed 64-bit integer holds)
 _DIGITS: Final = len(str(MAX_NUMBER))
 _LIMIT: Final = 65_536  # subjects (tags x subjects on the importer) remembered
+_TAG_LENGTH: Final = 8  # hex digits of a tag
+STAMP_MAX: Final = len(SEQ_FIELD) + _TAG_LENGTH + 1 + _DIGITS  # the longest ``stamp``
 
 
 class Numbering:
@@ -40,13 +50,13 @@ class Numbering:
     message published on ``subject``."""
 
     def __init__(self) -> None:
-        self.tag = secrets.token_hex(4)
+        self.tag = secrets.token_hex(_TAG_LENGTH // 2)
         self._next: dict[str, int] = {}
 
     def restart(self) -> None:
         """A new epoch: a fresh tag, every subject from 1 (what the importers subscribed to
         changed, so each of them has been subscribed since number 1)."""
-        self.tag = secrets.token_hex(4)
+        self.tag = secrets.token_hex(_TAG_LENGTH // 2)
         self._next.clear()
 
     def stamp(self, subject: str) -> str:

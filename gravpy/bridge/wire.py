@@ -11,8 +11,11 @@ The bridge's traffic has one fixed shape (``NATS/1.0``, ``Grav-Meta``, rarely ``
 - **Out**: ``publish_batch`` formats each message's ``HPUB`` command (header block included)
   with one f-string and hands nats-py a whole batch as ONE pending command, then kicks its
   flusher as ``publish`` would. The checks ``publish`` makes are made here: closed or draining
-  is counted for the whole batch; over ``max_payload`` per message; while reconnecting (nats-py's bounded
-  pending buffer) each message goes through ``publish`` itself.
+  is counted for the whole batch; over ``max_payload`` per message, counted ``too_large``; while
+  reconnecting (nats-py's bounded pending buffer) each message goes through ``publish`` itself.
+  ``max_payload`` bounds the payload and the header block together (``hpub_size``): nats-server
+  closes a connection that sends more, losing what was in flight on it, while nats-py's
+  ``publish`` checks the payload alone; so every path here checks both.
 - **In**: ``subscribe_direct`` subscriptions skip the ``Msg``, the queue and the task: the
   client's parser is a ``gravpy.bridge.reader.Reader``, which reads a chunk in one pass and
   hands each message's subject, reply, payload and header dict straight to its sink,
@@ -48,14 +51,23 @@ from typing import Any, Final
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import ConnectionClosedError, ConnectionDrainingError, MaxPayloadError
+from nats.errors import ConnectionClosedError, ConnectionDrainingError
 from nats.errors import Error as NatsError
 from nats.protocol.parser import Parser
 
 from gravpy.bridge.reader import Reader, Sink, parse_headers
 from gravpy.bridge.subjects import H_META
 
-__all__ = ["FAST", "MAX_CONTROL_LINE", "Outgoing", "Sink", "WireClient", "parse_headers", "refusal"]
+__all__ = [
+    "FAST",
+    "MAX_CONTROL_LINE",
+    "Outgoing",
+    "Sink",
+    "WireClient",
+    "hpub_size",
+    "parse_headers",
+    "refusal",
+]
 
 # subject, reply subject, payload, Grav-Meta value, extra header lines ("Key: value\r\n" each)
 Outgoing = tuple[str, str, bytes, str, str]
@@ -68,6 +80,7 @@ MAX_CONTROL_LINE: Final = 4096  # nats-server's default max_control_line, in byt
 # subject and reply subject of one HPUB line: the rest is "HPUB", three spaces, two sizes (at
 # most 20 digits each) and CRLF
 _SUBJECTS_MAX: Final = MAX_CONTROL_LINE - len("HPUB    \r\n") - 2 * 20
+_BLOCK: Final = len("NATS/1.0\r\nGrav-Meta: \r\n\r\n")  # a header block but its values
 _PARSER_ATTRIBUTES: Final = ("buf", "state", "reset")
 _ATTRIBUTES: Final = (
     "_pending",
@@ -113,6 +126,15 @@ def refusal(out: Outgoing) -> str | None:
     if size > _SUBJECTS_MAX:
         return "subject_too_long"
     return None if subject else "bad_subject"
+
+
+def hpub_size(out: Outgoing) -> int:
+    """What nats-server counts against its ``max_payload`` for ``out``: its payload and its
+    header block (``_hpub``) together."""
+    meta, extra = out[3], out[4]
+    if meta.isascii() and extra.isascii():  # (the usual case)
+        return len(out[2]) + _BLOCK + len(meta) + len(extra)
+    return len(out[2]) + _BLOCK + len(meta.encode()) + len(extra.encode())
 
 
 def _hpub(out: Outgoing) -> tuple[bytes, bytes, bytes, bytes]:
@@ -167,10 +189,11 @@ class WireClient(Client):
         limit, size = self.max_payload, 0
         parts: list[bytes] = []
         for out in batch:
-            if len(out[2]) > limit:
-                failed(MaxPayloadError.__name__, 1)
+            command = _hpub(out)
+            if len(command[1]) + len(out[2]) > limit:  # (the server would close the connection)
+                failed("too_large", 1)
                 continue
-            parts += _hpub(out)
+            parts += command
             size += len(out[2])
         if parts:
             self.stats["out_msgs"] += len(parts) // 4
@@ -203,7 +226,8 @@ class WireClient(Client):
         """Hand ``numbered(out)`` to nats-py without waiting (its flusher writes it in the next
         loop turn), as ``publish`` does while connected; False (``numbered`` not called) if
         that cannot be done now: not ``FAST``, not connected, too large, or nats-py already
-        holds ``NOW_BYTES`` unwritten (the caller queues it instead, and pushes back)."""
+        holds ``NOW_BYTES`` unwritten (the caller queues it instead, and pushes back). (The
+        ``Outbox`` has refused what is too large with its headers, numbered: ``hpub_size``.)"""
         flush = self._flush_queue
         size = len(out[2])
         if not FAST or not self.is_connected or flush is None or size > self.max_payload:
@@ -222,8 +246,12 @@ class WireClient(Client):
         return True
 
     async def _publish_each(self, batch: Sequence[Outgoing], failed: Failed) -> int:
-        sent = 0
-        for subject, reply, data, meta, extra in batch:
+        sent, limit = 0, self.max_payload
+        for out in batch:
+            if hpub_size(out) > limit:  # (nats-py checks the payload alone)
+                failed("too_large", 1)
+                continue
+            subject, reply, data, meta, extra = out
             headers = {H_META: meta}
             for line in extra.splitlines():
                 key, _, value = line.partition(": ")
