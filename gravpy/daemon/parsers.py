@@ -335,11 +335,14 @@ def parse_list(value: object) -> list[object]:
 
 
 def parse_nats_urls(value: object) -> tuple[str, ...]:
+    """NATS URLs (``gravpy.bridge.config.check_url``: a password is never shown in the error)."""
+    from gravpy.bridge.config import check_url
+
     urls = parse_list(value)
-    for url in urls:
-        if not isinstance(url, str) or not url.startswith(("nats://", "tls://", "ws://", "wss://")):
-            raise ValueError(f"{url!r} is not a NATS URL (nats://HOST:PORT or tls://HOST:PORT)")
-    return tuple(dict.fromkeys(str(u) for u in urls))
+    try:
+        return tuple(dict.fromkeys(check_url(url) for url in urls))
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def parse_patterns(value: object) -> tuple[str, ...]:

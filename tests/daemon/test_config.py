@@ -537,3 +537,24 @@ def test_every_setting_takes_the_flag_then_the_environment_then_the_file(tmp_pat
             expected = setting.parse("true" if setting.switch and index == 2 else raw)
             assert sources[setting.name] == source(setting), setting.name
             assert getattr(config, setting.name) == expected, setting.name
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://user:secret@host:4222", "is not a NATS URL"),
+        ("nats://user:secret@host:99999", "has a port that is not one"),
+        ("nats://user:secret@:4222", "names no host"),
+    ],
+)
+def test_a_bad_nats_url_is_refused_naming_its_source_and_never_its_password(
+    url: str, why: str
+) -> None:
+    """A NATS URL the bridge could never use is a config error from where it came, without the
+    password it carries."""
+    with pytest.raises(ConfigError) as caught:
+        load_config({"nats": None}, {"GRAVD_NATS": url})
+    text = str(caught.value)
+    assert "environment GRAVD_NATS" in text
+    assert why in text
+    assert "secret" not in text
