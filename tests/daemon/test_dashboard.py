@@ -322,6 +322,15 @@ def test_dashboard_settings_come_from_flags_env_and_toml(tmp_path: Path) -> None
         load_config({}, {"GRAVD_DASHBOARD_TAIL": "maybe"})
 
 
+async def _surveyed(grav: Grav) -> tuple[dict[str, Any], MeshSurvey]:
+    """One survey of ``grav``'s mesh (a 0.2 s window): its document, and the survey."""
+    survey = MeshSurvey(grav, NodeStatus(grav, DaemonConfig()).snapshot, window=0.2)
+    try:
+        return await survey.mesh(), survey
+    finally:
+        survey.close()
+
+
 async def test_survey_skips_malformed_answers_and_keeps_good_ones(grav: Grav) -> None:
     """A gravd.info answer that is not a node document is counted and left out; others are kept."""
     responder = grav.connect()
@@ -333,11 +342,7 @@ async def test_survey_skips_malformed_answers_and_keeps_good_ones(grav: Grav) ->
         responder.reply_to(request, Message.new("gravd.info.reply", json.dumps(other)))
 
     responder.on_type("gravd.info", answer)
-    survey = MeshSurvey(grav, NodeStatus(grav, DaemonConfig()).snapshot, window=0.2)
-    try:
-        doc = await survey.mesh()
-    finally:
-        survey.close()
+    doc, survey = await _surveyed(grav)
     assert sorted(n["uuid"] for n in doc["nodes"]) == sorted([grav.node_uuid, "other-node"])
     assert survey.bad_replies == 3
 
@@ -352,11 +357,7 @@ async def test_survey_takes_only_answers_of_the_node_document_type(grav: Grav) -
         responder.reply_to(request, Message.new("sensor.temp", json.dumps(posing)))
 
     responder.on_type("gravd.info", answer)
-    survey = MeshSurvey(grav, NodeStatus(grav, DaemonConfig()).snapshot, window=0.2)
-    try:
-        doc = await survey.mesh()
-    finally:
-        survey.close()
+    doc, survey = await _surveyed(grav)
     assert [n["uuid"] for n in doc["nodes"]] == [grav.node_uuid]
     assert survey.bad_replies == 1
 
