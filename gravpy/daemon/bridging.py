@@ -19,30 +19,35 @@ __all__ = ["bridges_for", "check_bridges"]
 def check_bridges(config: DaemonConfig) -> None:
     """Raise ``ConfigError`` if ``config`` asks for a bridge this install cannot run, or one
     with a setting the bridge refuses."""
+    if config.nats:
+        _importable()
+        _bridge_config(config)
+
+
+def bridges_for(config: DaemonConfig) -> list[BridgePort]:
+    """The bridges ``config`` asks for (none without ``nats``); ``ConfigError`` as
+    ``check_bridges``."""
     if not config.nats:
-        return
+        return []
+    _importable()
+    from gravpy.bridge.nats import NatsBridge
+
+    return [NatsBridge(_bridge_config(config))]
+
+
+def _importable() -> None:
     try:
         import gravpy.bridge.nats  # noqa: F401 - only whether it imports
     except ImportError as exc:
         raise ConfigError(
             "nats", "value", f"nats-py is not installed (pip install 'gravpy[nats]'): {exc}"
         ) from None
-    _bridge_config(config)
-
-
-def bridges_for(config: DaemonConfig) -> list[BridgePort]:
-    """The bridges ``config`` asks for (none without ``nats``)."""
-    if not config.nats:
-        return []
-    check_bridges(config)
-    from gravpy.bridge.nats import NatsBridge
-
-    return [NatsBridge(_bridge_config(config))]
 
 
 def _bridge_config(config: DaemonConfig) -> NatsBridgeConfig:
-    """The bridge's config from gravd's; ``ConfigError`` for what it refuses (the prefix and the
-    export patterns were checked as they were read: what is left to refuse is a URL)."""
+    """The bridge's config from gravd's; ``ConfigError`` for what it refuses (the URLs, the
+    prefix and the export patterns were checked as they were read, naming where they came from;
+    this is the net under them)."""
     try:
         return NatsBridgeConfig(
             servers=config.nats,
