@@ -127,6 +127,7 @@ class DaemonConfig:
             raise ConfigError("peers", "value", "peers are listed but discovery is 'none'")
         _check_listeners(lambda name: getattr(self, name), lambda name: "value")
         _check_tls(lambda name: getattr(self, name), lambda name: "value")
+        _check_mdns_mesh(lambda name: getattr(self, name), lambda name: "value")
         if self.dead_after <= self.ping_interval:
             raise ConfigError("dead_after", "value", "must be longer than ping_interval")
 
@@ -212,8 +213,10 @@ def load_config_with_sources(
     for setting in SETTINGS:
         if setting.env in environ:
             raw[setting.name] = (environ[setting.env], f"environment {setting.env}")
-        if flags.get(setting.name) is not None:
-            raw[setting.name] = (flags[setting.name], f"flag {setting.flag}")
+        given = flags.get(setting.name)
+        if given is not None:  # (False: a switch's off form, --no-...)
+            flag = setting.off_flag if setting.switch and given is False else setting.flag
+            raw[setting.name] = (given, f"flag {flag}")
     values = _parse(raw)
     if config_file is not None:
         _relative_to_file(values, raw, config_file)
@@ -238,7 +241,24 @@ def load_config_with_sources(
         _resolve_auto_tcp(values, sources, defaults.listen)
     _check_listeners(lambda name: values.get(name, getattr(defaults, name)), sources.__getitem__)
     _check_liveness(lambda name: values.get(name, getattr(defaults, name)), sources.__getitem__)
+    _check_mdns_mesh(lambda name: values.get(name, getattr(defaults, name)), sources.__getitem__)
     return DaemonConfig(**values), sources
+
+
+_MDNS_MESH_BYTES = 255 - len("mesh=")  # one TXT string holds "mesh=NAME" (discovery.mdns_record)
+
+
+def _check_mdns_mesh(value: Callable[[str], Any], source: Callable[[str], str]) -> None:
+    """With mDNS the mesh name travels as ``mesh=NAME`` in one TXT string of 255 bytes: a longer
+    one failed the discovery task after start, leaving a node no one finds."""
+    size = len(value("mesh").encode())
+    if value("discovery") == "mdns" and size > _MDNS_MESH_BYTES:
+        raise ConfigError(
+            "mesh",
+            source("mesh"),
+            f"{size} bytes in UTF-8; with discovery mdns (from {source('discovery')}) a mesh "
+            f"name has at most {_MDNS_MESH_BYTES}, to fit an mDNS TXT string as mesh=NAME",
+        )
 
 
 def _check_liveness(value: Callable[[str], Any], source: Callable[[str], str]) -> None:
@@ -439,11 +459,13 @@ def _parse(raw: Raw) -> dict[str, Any]:
 def _pick_config_file(
     flags: Mapping[str, object], environ: Mapping[str, str]
 ) -> tuple[Path | None, str]:
+    """The TOML file and where its name came from; ``--config ''`` (or an empty
+    ``GRAVD_CONFIG``) is no file, as an empty flag or variable turns any optional file off."""
     flag = flags.get("config")
-    if isinstance(flag, str) and flag:
-        return Path(flag).expanduser(), "flag --config"
+    if isinstance(flag, str):
+        return (Path(flag).expanduser() if flag.strip() else None), "flag --config"
     env = environ.get(CONFIG_ENV, "")
-    if env:
+    if env.strip():
         return Path(env).expanduser(), f"environment {CONFIG_ENV}"
     return None, ""
 

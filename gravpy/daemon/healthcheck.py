@@ -62,13 +62,12 @@ def monitor_url(environ: Mapping[str, str] | None = None, flags: Sequence[str] =
 
     Raises ``ConfigError`` (a ``UsageError``) if that configuration is invalid.
     """
-    from gravpy.daemon.config import SETTINGS, load_config
+    from gravpy.daemon.config import load_config
+    from gravpy.daemon.settings import add_flags
 
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--config")
-    for setting in SETTINGS:
-        action = "append" if setting.repeatable else "store"
-        parser.add_argument(setting.flag, dest=setting.name, action=action)
+    add_flags(parser)  # gravd's own flags: a switch takes no value, and has its --no- form
     known, _ = parser.parse_known_args(list(flags))
     config = load_config(vars(known), os.environ if environ is None else environ)
     if config.monitor is None:

@@ -49,7 +49,6 @@ from gravpy.daemon.config import (
     Address,
     ConfigError,
     DaemonConfig,
-    Setting,
     load_config_with_sources,
 )
 from gravpy.daemon.dashboard.mesh import INFO_TYPE, serve_info
@@ -60,6 +59,7 @@ from gravpy.daemon.node_identity import UUID_FILE, NodeIdentityError, open_ident
 from gravpy.daemon.parsers import default_data_dir
 from gravpy.daemon.positions import PositionsError, PositionStore, open_positions
 from gravpy.daemon.replay_store import ReplayStore, ReplayStoreError, set_aside_unused
+from gravpy.daemon.settings import add_flags
 from gravpy.errors import GravError
 from gravpy.events import EventStoreError
 from gravpy.grav import Grav
@@ -96,28 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gravd {gravpy.__version__}")
     parser.add_argument(
-        "--config", metavar="PATH", help="a TOML file of settings (also GRAVD_CONFIG)"
+        "--config",
+        metavar="PATH",
+        help="a TOML file of settings (also GRAVD_CONFIG); --config '' reads no file, even if "
+        "GRAVD_CONFIG names one",
     )
     parser.add_argument(
         "--check-config",
         action="store_true",
         help="validate the configuration, print it as JSON and exit",
     )
-    for setting in SETTINGS:
-        parser.add_argument(
-            setting.flag,
-            dest=setting.name,
-            help=f"{setting.help}; env {setting.env}",
-            **_flag_action(setting),
-        )
+    add_flags(parser)
     return parser
-
-
-def _flag_action(setting: Setting) -> dict[str, Any]:
-    """argparse options: a switch takes no value; a repeatable setting appends."""
-    if setting.switch:
-        return {"action": "store_const", "const": "true"}
-    return {"metavar": setting.metavar, "action": "append" if setting.repeatable else "store"}
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

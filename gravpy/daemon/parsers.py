@@ -226,11 +226,21 @@ def parse_service(value: object) -> str | None:
 
 
 def parse_name(value: object) -> str:
+    """A mesh name: at most 255 characters of printable text without spaces. A control character
+    (NUL, ESC, ...) or an invisible one (a bidirectional override, a zero-width space) would make
+    logs and mDNS records show one name for another; a lone surrogate (undecodable bytes in the
+    environment or argv) could not be encoded in a handshake at all."""
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"expected a non-empty mesh name, got {value!r}")
     text = value.strip()
     if len(text) > _MAX_NAME or any(c.isspace() for c in text):
         raise ValueError(f"{text!r}: a mesh name has at most {_MAX_NAME} characters, no spaces")
+    bad = next((c for c in text if not c.isprintable()), None)
+    if bad is not None:
+        raise ValueError(
+            f"{text!r} holds U+{ord(bad):04X}: a mesh name is printable text, without control "
+            "or invisible characters"
+        )
     return text
 
 

@@ -5,11 +5,13 @@ it from the four sources and builds ``DaemonConfig``. A parser takes a raw value
 flag or the environment, or a TOML value, or an already typed value) and returns the typed value,
 or raises ``ValueError`` with a message for the operator; the loader adds the setting's name and
 the source of the value. Parsers are idempotent on their own output; they live in
-``gravpy.daemon.parsers``.
+``gravpy.daemon.parsers``. ``add_flags`` gives an argparse parser every setting's flag, the same
+for gravd and for the health check that reads gravd's command line.
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -44,7 +46,7 @@ from gravpy.daemon.parsers import (
     parse_url_path,
 )
 
-__all__ = ["BY_NAME", "SETTINGS", "Setting"]
+__all__ = ["BY_NAME", "SETTINGS", "Setting", "add_flags"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +59,16 @@ class Setting:
     help: str
     parse: Callable[[object], Any]
     repeatable: bool = False
-    switch: bool = False  # a flag without a value (sets "true"); TOML true/false, env 1/0
+    switch: bool = False  # flags without a value, --X on and --no-X off; TOML true/false, env 1/0
 
     @property
     def env(self) -> str:
         return "GRAVD_" + self.name.upper()
+
+    @property
+    def off_flag(self) -> str:
+        """A switch's flag that turns it off (``--no-tls-verify-clients``)."""
+        return "--no-" + self.flag.removeprefix("--")
 
 
 _BRIDGE_SETTINGS: Final = (
@@ -201,7 +208,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "tls_verify_clients",
         "--tls-verify-clients",
         "",
-        "mTLS: refuse nodes and apps that connect without a certificate signed by --tls-ca",
+        "mTLS: refuse nodes and apps that connect without a certificate signed by --tls-ca "
+        "(default off; the second flag turns it off over the environment and the file)",
         parse_switch,
         switch=True,
     ),
@@ -249,7 +257,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "mesh",
         "--mesh",
         "NAME",
-        "the mesh this node belongs to; '*' links with any mesh (default '*')",
+        "the mesh this node belongs to: printable text without spaces or control characters, "
+        "at most 255 characters (with mdns, 250 bytes in UTF-8); '*' links with any mesh "
+        "(default '*')",
         parse_name,
     ),
     Setting(
@@ -397,3 +407,23 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     ),
 )
 BY_NAME: Final = {s.name: s for s in SETTINGS}
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` every setting's flag, each storing under the setting's name (None when not
+    given): a switch takes no value and has an off form (True or False), a repeatable setting
+    appends, any other stores its text."""
+    for setting in SETTINGS:
+        help_text = f"{setting.help}; env {setting.env}"
+        if setting.switch:
+            parser.add_argument(  # (the action adds the off form, ``off_flag``)
+                setting.flag,
+                dest=setting.name,
+                action=argparse.BooleanOptionalAction,
+                help=help_text,
+            )
+            continue
+        action = "append" if setting.repeatable else "store"
+        parser.add_argument(
+            setting.flag, dest=setting.name, metavar=setting.metavar, action=action, help=help_text
+        )

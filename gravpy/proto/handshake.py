@@ -240,6 +240,10 @@ class NodeInfo:
             raise UsageError(f"role must be one of {sorted(ROLES)}, not {self.role!r}")
         if type(self.belongs_to) is not str or not 0 < len(self.belongs_to) <= MAX_NAME_LENGTH:
             raise UsageError(f"belongs_to must be a string of 1..{MAX_NAME_LENGTH} characters")
+        if not self.belongs_to.isprintable():  # (nor a lone surrogate: no HELLO could carry it)
+            raise UsageError(
+                f"belongs_to must be printable text, no control characters: {self.belongs_to!r}"
+            )
         if type(self.endpoint) is not str or len(self.endpoint) > MAX_ENDPOINT_LENGTH:
             raise UsageError(
                 f"endpoint must be a string of at most {MAX_ENDPOINT_LENGTH} characters"

@@ -23,6 +23,7 @@ from gravpy.proto import (
     Hello,
     HelloReceived,
     LinkState,
+    NodeInfo,
     ProtocolConfig,
     ProtocolViolation,
     Rejected,
@@ -295,3 +296,10 @@ def test_frames_out_of_place_in_the_handshake_are_violations(frame: Frame) -> No
     ]
     assert pair.a.state is LinkState.CLOSED
     assert pair.a.receive_frame(encode_frame(Accept()), START) == []
+
+
+@pytest.mark.parametrize("mesh", ["lab\x00", "lab\x1b[2J", "a\u202eb", "bad\udcff"])
+def test_a_node_cannot_belong_to_a_mesh_named_with_control_characters(mesh: str) -> None:
+    """A mesh name with a control or invisible character, or a lone surrogate, is refused."""
+    with pytest.raises(UsageError, match="printable"):
+        NodeInfo("a" * 32, belongs_to=mesh)
