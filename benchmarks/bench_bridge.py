@@ -152,11 +152,12 @@ async def serve_standby(url: str, peer: str) -> None:
     async with east:
         await until(lambda: bridge.statistics().ready and not bridge.statistics().exporter)
         await ready_until_stdin_closes()
-    stats, shadow = bridge.statistics(), bridge._exports
+    stats = bridge.statistics()  # (export_*: its export shadow, docs/scaling.md)
+    held = stats.export_struck + stats.export_recovered + stats.export_expired
     print(
-        f"  (the standby held {shadow.struck + stats.export_recovered + stats.export_expired:,}"
-        f" exports: {shadow.struck:,} heard back from NATS, {stats.export_recovered} published"
-        f" by it, {stats.export_expired} expired, lost {stats.lost})",
+        f"  (the standby held {held:,} exports: {stats.export_struck:,} heard back from NATS,"
+        f" {stats.export_recovered} published by it, {stats.export_expired} expired,"
+        f" lost {stats.lost})",
         file=sys.stderr,
     )
 

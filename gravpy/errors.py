@@ -89,17 +89,23 @@ class NoResponders(GravError):
 
 
 class MessageDropped(GravError):
-    """Links wanted the message, but each refused it: its send queue was full (counted on the link
-    as ``queue_full``). Nobody got it, so no reply will come; the receipt's waits raise this at
-    once. ``Pod.publish`` waits for room instead of dropping."""
+    """Nobody got the message, so no reply will come; the receipt's waits raise this at once.
+    ``reason`` says why: ``queue_full``, links wanted it but the send queue of each was full
+    (counted on the link; ``Pod.publish`` waits for room instead of dropping), or ``too_large``,
+    a NATS bridge was to carry it but it is over the NATS server's ``max_payload`` (counted on
+    the bridge; ``msg_type`` is then empty, and the message names the type)."""
 
-    def __init__(self, msg_type: str, uuid: str) -> None:
+    def __init__(
+        self, msg_type: str, uuid: str, *, reason: str = "queue_full", detail: str = ""
+    ) -> None:
         super().__init__(
-            f"message {uuid} of type {msg_type!r} was dropped: the send queue of every link that "
-            "wanted it was full"
+            detail
+            or f"message {uuid} of type {msg_type!r} was dropped: the send queue of every link "
+            "that wanted it was full"
         )
         self.msg_type = msg_type
         self.uuid = uuid
+        self.reason = reason
 
 
 class NoReceipt(GravError):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from typing import Final
 
-from gravpy.errors import GravError, LinkClosedError, NoResponders
+from gravpy.errors import GravError, LinkClosedError, MessageDropped, NoResponders
 from gravpy.message import Message, new_id
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "failure_of",
     "link_closed_reply",
     "no_responders_reply",
+    "too_large_reply",
     "wait_notice",
 ]
 
@@ -38,6 +39,7 @@ ERROR_HEADER: Final = "gravpy-error"
 DETAIL_HEADER: Final = "gravpy-error-detail"
 LINK_CLOSED: Final = "link_closed"
 NO_RESPONDERS: Final = "no_responders"
+TOO_LARGE: Final = "too_large"
 
 
 def link_closed_reply(request_uuid: str, detail: str) -> Message:
@@ -49,6 +51,13 @@ def link_closed_reply(request_uuid: str, detail: str) -> Message:
 def no_responders_reply(request_uuid: str, msg_type: str) -> Message:
     """A failure reply to ``request_uuid``: nothing beyond a bridge admits ``msg_type``."""
     headers = {ERROR_HEADER: NO_RESPONDERS, DETAIL_HEADER: msg_type}
+    return Message(new_id(), request_uuid, request_uuid, FAILURE_TYPE, time.time(), b"", headers)
+
+
+def too_large_reply(request_uuid: str, detail: str) -> Message:
+    """A failure reply to ``request_uuid``: a bridge could not carry it, too large for NATS
+    (``detail`` says how large, and the type); its wait raises ``MessageDropped``."""
+    headers = {ERROR_HEADER: TOO_LARGE, DETAIL_HEADER: detail[:512]}
     return Message(new_id(), request_uuid, request_uuid, FAILURE_TYPE, time.time(), b"", headers)
 
 
@@ -70,4 +79,6 @@ def failure_of(msg: Message) -> GravError | None:
         return LinkClosedError(detail or "the link that could answer closed")
     if code == NO_RESPONDERS:
         return NoResponders(detail)
+    if code == TOO_LARGE:
+        return MessageDropped("", msg.reply_to, reason=TOO_LARGE, detail=detail)
     return GravError(f"request failed ({code}): {detail}")

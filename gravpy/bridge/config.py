@@ -6,6 +6,7 @@ import math
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -182,7 +183,13 @@ def _check_patterns(patterns: Iterable[object]) -> None:
 class NatsBridgeStatistics:
     """A snapshot of one bridge: ``state`` is idle, connecting, connected (the server has the
     subscriptions for what the mesh wants), reconnecting, closing or closed; ``lost`` counts
-    messages that could not cross, by reason."""
+    messages that could not cross, by reason.
+
+    ``last_error`` is the bridge's latest error (a failed connection attempt, a dropped
+    connection, a bug that ended one) and ``last_error_at`` when it happened (Unix time; None
+    if there was none). Both are kept after the bridge connects again, so they say why it last
+    failed; ``connected_since`` (Unix time; None while not connected) says since when it is
+    connected, so an error from before then is a past one."""
 
     state: str
     servers: tuple[str, ...]
@@ -210,6 +217,9 @@ class NatsBridgeStatistics:
     export_held: int = 0  # messages a standby holds now until NATS echoes their export
     export_recovered: int = 0  # held exports a standby published (the active did not, it seemed)
     export_expired: int = 0  # held exports never echoed within the shadow's age
+    export_struck: int = 0  # held exports heard back from NATS: the active bridge published them
+    last_error_at: float | None = None  # when ``last_error`` happened (Unix time)
+    connected_since: float | None = None  # when it last became connected (None: it is not)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -225,6 +235,8 @@ class NatsBridgeStatistics:
             "remote_wants": list(self.remote_wants),
             "remote_meshes": list(self.remote_meshes),
             "last_error": self.last_error,
+            "last_error_at": _iso(self.last_error_at),
+            "connected_since": _iso(self.connected_since),
             "failed_connects": self.failed_connects,
             "ready": self.ready,
             "mesh_groups": list(self.mesh_groups),
@@ -239,7 +251,13 @@ class NatsBridgeStatistics:
             "export_held": self.export_held,
             "export_recovered": self.export_recovered,
             "export_expired": self.export_expired,
+            "export_struck": self.export_struck,
         }
+
+
+def _iso(at: float | None) -> str | None:
+    """``at`` (Unix time) as ``/v1/node`` shows times: ISO 8601 in UTC."""
+    return None if at is None else datetime.fromtimestamp(at, UTC).isoformat()
 
 
 def auth_options(config: NatsBridgeConfig) -> dict[str, Any]:

@@ -5,11 +5,14 @@ Theory of operation
 ``open()`` reads the credential and CA files (``auth_options``, at each attempt, so a fixed file
 is picked up by the next one) and calls ``nats.connect``, which tries the seed servers itself
 (``reconnect_attempts`` rounds), reporting each failed attempt to ``error_cb``. Every failed
-attempt is counted (``failed``) and its reason kept (``last_error``), whether nats-py reported it
-or it ended ``open()`` (a file missing, unreadable, not text or not what it should be, named in
-the error; or whatever nats-py raised): the operator sees a wrong token, NKEY, ``.creds`` or CA
-as ``failed_connects`` rising while the bridge stays ``connecting``, and retrying: whatever
-``open()`` raises, the bridge tries again after a backoff.
+attempt is counted (``failed``) and its reason kept (``last_error``, with when: ``last_error_at``),
+whether nats-py reported it or it ended ``open()`` (a file missing, unreadable, not text or not
+what it should be, named in the error; or whatever nats-py raised): the operator sees a wrong
+token, NKEY, ``.creds`` or CA as ``failed_connects`` rising while the bridge stays
+``connecting``, and retrying: whatever ``open()`` raises, the bridge tries again after a backoff.
+Errors after connecting (nats-py's, or one the bridge ends a connection on: ``record``) are kept
+the same way. The last error is kept once the bridge connects again (it says why the bridge last
+failed); its time tells a past error from a current one.
 
 A TLS failure ends the attempt at once: nats-py would retry the same handshake, and after a
 failed TLS upgrade its clean-up waits for a stream that never reports closed (nats-py 2.16), so
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,12 +39,14 @@ ErrorCallback = Callable[[Exception], Awaitable[None]]
 
 
 class Connector:
-    """Opens connections for one bridge; ``failed`` attempts and the ``last_error``."""
+    """Opens connections for one bridge; ``failed`` attempts and the ``last_error`` (at
+    ``last_error_at``, Unix time)."""
 
     def __init__(self, config: NatsBridgeConfig, on_error: ErrorCallback) -> None:
         self.config = config
         self.failed = 0
         self.last_error = ""
+        self.last_error_at: float | None = None
         self._on_error = on_error  # the bridge's: slow consumers, after connecting
         self._attempt: asyncio.Task[WireClient] | None = None
         self._fatal: ssl.SSLError | None = None
@@ -84,7 +90,7 @@ class Connector:
     async def _error(self, exc: Exception) -> None:
         attempt = self._attempt
         if attempt is None:  # connected: the bridge's business
-            self.last_error = str(exc) or type(exc).__name__
+            self.record(str(exc) or type(exc).__name__)
             await self._on_error(exc)
             return
         self._failed(exc)
@@ -95,7 +101,12 @@ class Connector:
 
     def _failed(self, exc: Exception) -> None:
         self.failed += 1
-        self.last_error = str(exc) or type(exc).__name__
+        self.record(str(exc) or type(exc).__name__)
+
+    def record(self, error: str) -> None:
+        """Keep ``error`` as the last one, noting when it happened."""
+        self.last_error = error
+        self.last_error_at = time.time()
 
 
 async def _connect(options: dict[str, Any]) -> WireClient:

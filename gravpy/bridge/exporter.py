@@ -30,7 +30,12 @@ sender's order holds (a copy published twice keeps its uuid: every seen-set drop
 Losses are counted by reason on the outbox: ``disconnected`` (no NATS connection, and no other
 bridge of this mesh known to carry it: ``alone``), ``bad_id`` (a uuid or ``reply_to`` that is not
 one subject token: it would not fit the reply subject), and what the outbox refuses
-(``gravpy.bridge.outbox``).
+(``gravpy.bridge.outbox``). A message the outbox refuses as ``too_large`` (its data and NATS
+headers over the server's ``max_payload``) gets a failure reply (``too_large_reply``), unless a
+pod of this mesh admits its type (``home_changed``: it may answer): the bridge takes the message
+and its asker's wait fails at once saying why, where it would otherwise raise ``NoResponders``
+(the bridge did not take it and nothing else did) or wait out its timeout (asked on another
+node, which sent it here).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from gravpy.bridge.config import NatsBridgeConfig
 from gravpy.bridge.export import ExportRoutes, Route
 from gravpy.bridge.export_shadow import ExportShadow
 from gravpy.bridge.importer import Importer
+from gravpy.bridge.interest import matcher
 from gravpy.bridge.outbox import Outbox, Outgoing
 from gravpy.bridge.port import BridgeHost
 from gravpy.bridge.subjects import (
@@ -53,11 +59,23 @@ from gravpy.bridge.subjects import (
     header_lines,
     meta_of,
 )
+from gravpy.failure import too_large_reply
+from gravpy.filter import Pattern
 from gravpy.message import Message
 
-__all__ = ["Exporter"]
+__all__ = ["Exporter", "too_large_detail"]
 
 _log = logs.get_logger("gravpy.bridge")
+
+
+def too_large_detail(request: Message, max_payload: int) -> str:
+    """What a failure reply (``gravpy.failure.too_large_reply``) says of a request too large for
+    the NATS server: its asker's wait raises ``MessageDropped`` (reason ``too_large``)."""
+    return (
+        f"too large for NATS ({len(request.data)} bytes of data, with its NATS headers over the "
+        f"server's max_payload of {max_payload} bytes): the bridge did not send message "
+        f"{request.uuid} of type {request.type!r}"
+    )
 
 
 class Exporter:
@@ -81,6 +99,9 @@ class Exporter:
         self.alone = True
         self.recovered = 0  # held exports published: the active bridge could not
         self.standby_exported = 0  # exported while standing by: the active could not take them
+        # what pods of this mesh want (``home_changed``), compiled when first needed
+        self._home: tuple[str, ...] = ()
+        self._home_patterns: tuple[Pattern, ...] | None = ()
 
     def bind(self, host: BridgeHost, subjects: SubjectMap) -> None:
         self.host = host
@@ -126,7 +147,32 @@ class Exporter:
         reply = f"{self.inbox}.{msg.uuid}.{route.tokens}"  # the type rides along (NoResponders)
         meta = meta_of(msg, placed=self.routes.placed(route)) if route.groups else meta_of(msg)
         extra = header_lines(msg) if msg.headers else ""
-        return self._enqueue((route.subject, reply, msg.data, meta, extra))
+        out = (route.subject, reply, msg.data, meta, extra)
+        return self._enqueue(out) or self._refused(msg, out)
+
+    def home_changed(self, patterns: tuple[str, ...]) -> None:
+        """What the pods of this mesh want (ungrouped or in groups, on any of its nodes)."""
+        if patterns != self._home:
+            self._home = patterns
+            self._home_patterns = None  # (compiled when a message is refused: rarely)
+
+    def _refused(self, msg: Message, out: Outgoing) -> bool:
+        """The outbox refused ``msg`` (counted there). If it was too large for NATS and no pod
+        of this mesh admits its type (nothing else may answer it), its asker learns why at
+        once: a failure reply, and True (taken: not ``NoResponders``)."""
+        outbox, host = self.outbox, self.host
+        if not (self.connected and host is not None and outbox.too_large(out)):
+            return False
+        if self._home_admits(msg.type):  # (its asker may get an answer from there)
+            return False
+        host.inject(too_large_reply(msg.uuid, too_large_detail(msg, outbox.max_payload)))
+        return True
+
+    def _home_admits(self, msg_type: str) -> bool:
+        patterns = self._home_patterns
+        if patterns is None:
+            patterns = self._home_patterns = matcher(self._home)
+        return any(p.matches(msg_type) for p in patterns)
 
     def release_held(self) -> None:
         """Publish what the export shadow holds, oldest first (``gravpy.bridge.export_shadow``):

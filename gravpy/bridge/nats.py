@@ -74,6 +74,7 @@ class NatsBridge:
     def __init__(self, config: NatsBridgeConfig | str) -> None:
         self.config = NatsBridgeConfig(servers=(config,)) if isinstance(config, str) else config
         self.state = "idle"
+        self._connected_since = 0.0  # when ``state`` last became "connected" (Unix time)
         self._host: BridgeHost | None = None
         self._subjects = SubjectMap(self.config.prefix, "*")
         self._table = InterestTable("", "", self.config.ttl)
@@ -97,7 +98,6 @@ class NatsBridge:
         shadow = Shadow(c.shadow_limit, 2 * c.ttl)
         self._importer = Importer(c.request_limit, shadow, self._count, time.monotonic)
         self._exporter = Exporter(c, self._importer)  # (its state: who exports, the outbox)
-        self._exports = self._exporter.shadow  # what a standby holds for export
         self._connects = 0
         self.errors = 0  # connections ended by an unexpected error (``bridge_failed``)
         self._connector = Connector(self.config, self._on_error)
@@ -169,7 +169,7 @@ class NatsBridge:
                 cause = exc  # (one of the connection's tasks: the error, not its group)
                 while isinstance(cause, ExceptionGroup) and len(cause.exceptions) == 1:
                     cause = cause.exceptions[0]
-                self._connector.last_error = f"{type(cause).__name__}: {cause}"
+                self._connector.record(f"{type(cause).__name__}: {cause}")
                 _log.error("bridge_failed", error=self._connector.last_error, exc_info=exc)
                 self.errors += 1
                 await self._close()
@@ -266,6 +266,7 @@ class NatsBridge:
                 continue
             if self.state == "connecting":  # (not closing meanwhile)
                 self.state = "connected"
+                self._connected_since = time.time()
                 url = nc.connected_url
                 server = f"{url.hostname}:{url.port}" if url is not None else ""  # (no password)
                 _log.info("bridge_connected", server=server)
@@ -315,7 +316,7 @@ class NatsBridge:
 
     def _expire(self, now: float) -> None:
         """Forget the bridges silent past the ttl (counted, logged), and exports held too long."""
-        self._exports.expire(now)
+        self._exporter.shadow.expire(now)
         expired = self._table.expired
         if self._table.expire(now):
             self._table_changed()
@@ -375,6 +376,7 @@ class NatsBridge:
         if bridge_wants != self._bridge_wants:  # subscribed (and advertised) as well
             self._bridge_wants = bridge_wants
             self._subs_dirty.set()
+            self._home_changed()
         self._update_exporter()
         table = self._table
         view = table.remote_view()
@@ -414,6 +416,13 @@ class NatsBridge:
             self._mesh_groups = groups
             self._subs_dirty.set()  # the subscription loop announces once subscribed
             self._readvertise()
+            self._home_changed()
+
+    def _home_changed(self) -> None:
+        """Tell the exporter what the pods of this mesh want (what this bridge subscribes to
+        for them): a request too large for NATS fails at once only where none admits it."""
+        groups = (p for _, p, _ in self._mesh_groups)
+        self._exporter.home_changed((*self._mesh_wants, *self._bridge_wants, *groups))
 
     def _update_exporter(self) -> None:
         out = self._exporter
@@ -454,6 +463,7 @@ class NatsBridge:
             self._nc.buffered = 0  # nats-py wrote its pending buffer on reconnecting
             self._exporter.outbox.max_payload = self._nc.max_payload  # (another server's)
         self.state = "connected"
+        self._connected_since = time.time()
         self._connects += 1
         _log.info("bridge_reconnected")
         self._announce_now.set()
@@ -462,6 +472,7 @@ class NatsBridge:
         self._exporter.outbox.count(reason, n)
 
     def statistics(self) -> NatsBridgeStatistics:
+        exports = self._exporter.shadow  # (what a standby holds for export)
         return NatsBridgeStatistics(
             state=self.state,
             servers=self.config.servers,
@@ -477,6 +488,8 @@ class NatsBridge:
             mesh_groups=tuple(f"{g} {p}" for g, p, _ in self._mesh_groups),
             remote_groups=tuple(sorted(f"{g} {p}" for g, p in self._table.remote_groups())),
             last_error=self._connector.last_error,
+            last_error_at=self._connector.last_error_at,
+            connected_since=self._connected_since if self.state == "connected" else None,
             failed_connects=self._connector.failed,
             ready=self._exporter.ready,
             held=len(self._importer.shadow),
@@ -486,13 +499,15 @@ class NatsBridge:
             standby_exported=self._exporter.standby_exported,
             remote_expired=self._table.expired,
             errors=self.errors,
-            export_held=len(self._exports),
+            export_held=len(exports),
+            export_struck=exports.struck,
             export_recovered=self._exporter.recovered,
-            export_expired=self._exports.expired,
+            export_expired=exports.expired,
         )
 
     def _lost(self) -> dict[str, int]:
         lost = dict(self._exporter.outbox.lost)
-        if self._exports.overflow:  # held for export, dropped to stay within the limit
-            lost["export_overflow"] = self._exports.overflow
+        overflow = self._exporter.shadow.overflow  # held for export, dropped to stay in bounds
+        if overflow:
+            lost["export_overflow"] = overflow
         return lost

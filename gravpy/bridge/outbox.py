@@ -66,7 +66,7 @@ class Outbox:
             return False
         # (the usual message fits even were every header character 4 bytes: no encoding needed)
         roomy = len(out[2]) + 4 * (len(out[3]) + len(out[4])) <= self.max_payload - _SLACK
-        if not roomy and hpub_size(out) + (STAMP_MAX if out[1] else 0) > self.max_payload:
+        if not roomy and self._over(out):
             self.count("too_large")
             return False
         nc = self._nc
@@ -81,6 +81,15 @@ class Outbox:
         if len(self._items) > self.high_water and not self._congested:
             self._set_congested(True)
         return True
+
+    def too_large(self, out: Outgoing) -> bool:
+        """True if ``put`` refuses ``out`` as ``too_large`` (a command nats-server would
+        refuse for another reason is not counted so)."""
+        return refusal(out) is None and self._over(out)
+
+    def _over(self, out: Outgoing) -> bool:
+        """True if ``out``'s payload and headers, once numbered, are over ``max_payload``."""
+        return hpub_size(out) + (STAMP_MAX if out[1] else 0) > self.max_payload
 
     def drop_all(self, reason: str) -> None:
         """Count everything still queued as lost for ``reason`` and forget it."""

@@ -10,7 +10,9 @@ performance data after ``|``) and exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. D
 of ``messages.dropped`` in the node document since the node started, duplicates left out (the
 seen-set dropping a second copy loses nothing), and of what its NATS bridges lost. A bridge that is
 not connected (still connecting, reconnecting) is a WARNING unless ``--bridge-down`` says
-otherwise: the node serves its LAN, but the meshes beyond it are cut off.
+otherwise: the node serves its LAN, but the meshes beyond it are cut off. The words name such a
+bridge's last error with its age by the node's own clock (``last error 4 s ago: ...``): a bridge
+that keeps failing refreshes it at every attempt, so an old one is from an earlier outage.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from datetime import datetime
 from typing import Any
 
 from gravpy.cli.attach import Failure
@@ -121,15 +124,51 @@ _BRIDGE_DOWN = {"ok": OK, "warning": WARNING, "critical": CRITICAL}
 
 
 def _bridges_down(node: dict[str, Any]) -> list[str]:
-    """A few words on each NATS bridge of the node that is not connected."""
+    """A few words on each NATS bridge of the node that is not connected, with its last error
+    and how long ago that was."""
     down: list[str] = []
+    now = _node_time(node)
     for bridge in node.get("bridges", []):
         state = bridge.get("state", "?")
         if state != "connected":
             servers = ",".join(bridge.get("servers", [])) or "?"
             error = bridge.get("last_error") or ""
-            down.append(f"bridge {servers} {state}" + (f" ({error})" if error else ""))
+            if error:
+                ago = _ago(_unix_time(bridge.get("last_error_at")), now)
+                error = f" (last error{ago}: {error})"
+            down.append(f"bridge {servers} {state}{error}")
     return down
+
+
+def _node_time(node: dict[str, Any]) -> float | None:
+    """The node's clock now (Unix time: it started at ``started_at``, ``uptime_seconds`` ago),
+    so an age shown here does not depend on this machine's clock."""
+    started = _unix_time(node.get("started_at"))
+    uptime = node.get("uptime_seconds")
+    if started is None or not isinstance(uptime, int | float):
+        return None
+    return started + uptime
+
+
+def _unix_time(text: object) -> float | None:
+    """An ISO 8601 time of the node document as Unix time; None if absent or not one."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def _ago(at: float | None, now: float | None) -> str:
+    """`` 4 s ago`` (or ``min``, ``h``, ``d``); nothing if either time is unknown."""
+    if at is None or now is None:
+        return ""
+    seconds = max(0.0, now - at)
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f" {seconds // size:.0f} {unit} ago"
+    return f" {seconds:.0f} s ago"
 
 
 def _over(drops: int, limit: int | None) -> bool:
