@@ -9,17 +9,26 @@ own events and publishes it on ``grav.events.system`` (``gravctl events --follow
 a failure to store is logged, never raised into the daemon. ``begin_drain`` records the drain and
 stops the watcher; ``close`` ends the rest after the node has stopped.
 
+The file is stamped with gravd's mesh (``sqlite_file.Stamp``, as ``replay.sqlite3`` is): one
+written in another mesh (the data dir reused with another ``--mesh``) is moved aside before the
+store opens (``events.sqlite3.other-mesh-<time>``, logged as ``events_store_set_aside`` with the
+reason), so that mesh's events never show in this one's inbox. Not its node: the events are the
+data dir's record, kept across a start with a new uuid (the default data dir's gravd has one at
+every start). A file that names no mesh (written before it was kept) is taken as this mesh's.
+
 gravd keeps at most ``RETAIN_COUNT`` events and none older than ``RETAIN_AGE``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from gravpy import _log as logs
 from gravpy.daemon.events_watch import NodeWatcher
+from gravpy.daemon.sqlite_file import Stamp, reason, set_aside_foreign, stamp_file
 from gravpy.events import Event, EventBroadcaster, EventStore, EventStoreError, Severity
 from gravpy.events.remote import EventStoreService
 from gravpy.grav import Grav
@@ -52,9 +61,11 @@ class DaemonEvents:
         cls, grav: Grav, config: DaemonConfig, *, in_memory: bool = False
     ) -> DaemonEvents:
         """Open the store in ``config.data_dir`` (or in memory) and start serving; raises
-        ``EventStoreError``."""
-        path = ":memory:" if in_memory else _events_path(config.data_dir)
-        store = await EventStore.open(path, max_count=RETAIN_COUNT, max_age=RETAIN_AGE)
+        ``EventStoreError``. A file of another mesh is moved aside first."""
+        if in_memory:
+            store = await EventStore.open(":memory:", max_count=RETAIN_COUNT, max_age=RETAIN_AGE)
+        else:
+            store = await _open_file(_events_path(config.data_dir), Stamp(mesh=config.mesh))
         events = cls(grav, store)
         events.service.start()
         events._task = asyncio.get_running_loop().create_task(
@@ -110,6 +121,29 @@ class DaemonEvents:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+async def _open_file(path: Path, stamp: Stamp) -> EventStore:
+    """The store in ``path``, stamped; a file stamped for another mesh is moved aside (and
+    logged) first. Raises ``EventStoreError``."""
+    try:
+        foreign = await asyncio.to_thread(set_aside_foreign, path, stamp)
+    except OSError as exc:
+        raise EventStoreError(str(path), f"cannot move it aside: {exc}") from exc
+    if foreign is not None:
+        _log.warning(
+            "events_store_set_aside",
+            path=str(path),
+            moved_to=str(foreign.moved_to),
+            reason=foreign.reason,
+        )
+    store = await EventStore.open(path, max_count=RETAIN_COUNT, max_age=RETAIN_AGE)
+    try:  # (after the store's own checks: a corrupt or locked file is its error to report)
+        await asyncio.to_thread(stamp_file, path, stamp)
+    except sqlite3.Error as exc:
+        await store.close()
+        raise EventStoreError(str(path), f"cannot write its mesh: {reason(exc)}") from exc
+    return store
 
 
 def _events_path(data_dir: Path) -> Path:

@@ -238,7 +238,9 @@ async def _open_replay(
         if keep_files:
             await asyncio.to_thread(set_aside_unused, config.data_dir)
         return None
-    store = await ReplayStore.open(config.data_dir, buffer, numbered=numbered, mesh=config.mesh)
+    store = await ReplayStore.open(
+        config.data_dir, buffer, numbered=numbered, mesh=config.mesh, node=grav.node_uuid
+    )
     if store.set_aside is not None:
         log.warning(
             "replay_store_set_aside",

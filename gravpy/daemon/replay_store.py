@@ -27,7 +27,15 @@ replays what it had. Then the file is trimmed to what the buffer took: a start w
 comes back at a later start. Each entry keeps its origin sequence number: a gravd that kept its
 uuid (``gravpy.daemon.node_identity``) restores them, so a peer that missed them can still ask,
 and continues numbering above the highest (``highest_seq``); a gravd with a new uuid restores them
-unnumbered (nobody will ask the new uuid for the old numbers). A file SQLite cannot read
+unnumbered (nobody will ask the new uuid for the old numbers). Each entry's time comes back no
+later than now (nor than the next entry's): an entry written before the clock was set back would
+otherwise hold up the buffer's eviction by age behind it (``_no_later``).
+
+The file is stamped (``sqlite_file.Stamp``) with the mesh its messages were relayed in and the
+uuid of the node that wrote (and numbered) them. A file of another mesh is moved aside
+(``replay.sqlite3.other-mesh-<time>``), and so is, for a gravd that kept its uuid, one another
+node wrote (``.other-node-<time>``, a file copied between data dirs): restored numbered, its
+messages would be resent as this node's own. A file SQLite cannot read
 (``quick_check`` fails, not a database), or whose tables hold what gravd does not write (another
 program's, another version's: ``sqlite_file.check_columns``), is renamed aside
 (``replay.sqlite3.corrupt-<time>``), reported, and replaced by an empty one: a bad file never
@@ -64,7 +72,17 @@ import msgspec
 
 from gravpy import _log as logs
 from gravpy.buffer import MsgBuffer
-from gravpy.daemon.sqlite_file import check_columns, open_or_set_aside, reason
+from gravpy.daemon.sqlite_file import (
+    STAMP_COLUMNS,
+    Foreign,
+    Stamp,
+    check_columns,
+    move_aside,
+    open_or_set_aside,
+    reason,
+    set_aside_foreign,
+    write_stamp,
+)
 from gravpy.errors import GravError, MessageError
 from gravpy.message import Message
 
@@ -84,16 +102,19 @@ _SCHEMA: Final = (
     # one row: the oldest batch, and how many of its messages (the first) have left the buffer
     "CREATE TABLE IF NOT EXISTS replay_head "
     "(id INTEGER PRIMARY KEY CHECK (id = 1), batch INTEGER NOT NULL, gone INTEGER NOT NULL)",
-    # one row: the mesh the messages were relayed in (a file of another mesh is set aside)
-    "CREATE TABLE IF NOT EXISTS replay_mesh (id INTEGER PRIMARY KEY CHECK (id = 1), mesh TEXT)",
+    # and the stamp (sqlite_file.write_stamp): the mesh the messages were relayed in, the node
+    # that numbered them
 )
+# where files written before the stamp kept their mesh (read when a file has no stamp)
+_LEGACY_STAMP: Final = "replay_mesh"
 # what the tables hold (a file that holds anything else is set aside: sqlite_file.check_columns)
 _COLUMNS: Final[dict[str, dict[str, tuple[str, ...]]]] = {
     "replay_batch": {"id": ("integer",), "count": ("integer",), "wire": ("blob",)},
     "replay_head": {"id": ("integer",), "batch": ("integer",), "gone": ("integer",)},
-    "replay_mesh": {"id": ("integer",), "mesh": ("text",)},
+    **STAMP_COLUMNS,
 }
-_SCHEMA_VERSION: Final = 1  # 1: replay_head (0: files written before it; read the same way)
+# 2: the stamp (1: replay_head; 0: files written before it; all read the same way)
+_SCHEMA_VERSION: Final = 2
 _ENCODER: Final = msgspec.msgpack.Encoder()
 # the writer gathers pushes this long before each transaction: fewer, larger transactions under
 # load (and at most this much of the newest buffer is missing from the file after a SIGKILL)
@@ -182,6 +203,7 @@ class ReplayStore:
         *,
         numbered: bool = False,
         mesh: str | None = None,
+        node: str | None = None,
         lock_timeout: float = LOCK_TIMEOUT,
         retry_limit: int = RETRY_LIMIT,
     ) -> ReplayStore:
@@ -190,23 +212,27 @@ class ReplayStore:
         another process holds it for ``lock_timeout`` seconds).
 
         ``numbered``: the node kept its uuid, so restored messages keep their origin numbers
-        (peers may ask for them again); otherwise they are restored unnumbered. ``mesh``: the
-        node's mesh, kept in the file; a file written in another mesh is moved aside
-        (``replay.sqlite3.other-mesh-<time>``, ``set_aside_why`` says so), so its messages are
-        never replayed to this mesh's apps. A file that names no mesh (written before it was
-        kept) is taken as this mesh's.
+        (peers may ask for them again); otherwise they are restored unnumbered. ``mesh`` and
+        ``node`` (the node's uuid) are kept in the file (``sqlite_file.Stamp``). A file written
+        in another mesh is moved aside (``replay.sqlite3.other-mesh-<time>``, ``set_aside_why``
+        says so), so its messages are never replayed to this mesh's apps; so is one written by
+        another node when ``numbered`` (``.other-node-<time>``): its numbers are that node's,
+        and this one would resend its messages as its own. (Unnumbered, a node takes any file:
+        the default data dir's gravd has a new uuid at every start.) A file that names no mesh
+        or node (written before they were kept) is taken as this one's.
         """
         path = data_dir / REPLAY_FILE
-        moved, why = None, ""
-        written_for = await asyncio.to_thread(_mesh_of, path) if mesh is not None else None
-        if written_for is not None and written_for != mesh:
-            moved = await asyncio.to_thread(_move_aside, path, "other-mesh")
-            why = f"written in mesh {written_for!r}, not this node's {mesh!r}"
-        conn, aside = await asyncio.to_thread(_open_in, data_dir, path, lock_timeout, mesh)
+        foreign = await asyncio.to_thread(
+            _set_aside_foreign, path, Stamp(mesh, node if numbered else None)
+        )
+        stamp = Stamp(mesh, node)
+        conn, aside = await asyncio.to_thread(_open_in, data_dir, path, lock_timeout, stamp)
         store = cls(path, conn, buffer)
+        if foreign is not None:
+            store.set_aside, store.set_aside_why = foreign.moved_to, foreign.reason
         if aside is not None:
-            moved, why = aside, "it cannot be read, or holds what gravd does not write"
-        store.set_aside, store.set_aside_why = moved, why
+            store.set_aside = aside
+            store.set_aside_why = "it cannot be read, or holds what gravd does not write"
         store.retry_limit = retry_limit
         try:
             await store._restore(numbered)
@@ -224,7 +250,7 @@ class ReplayStore:
         """Put what the file holds into the buffer, then keep in the file only what it took."""
         rows, head = await self._run(_read_rows, self._conn)
         saved = self._decode(rows, head)
-        restored = [entry for row in saved for entry in row.live]
+        restored = _no_later([entry for row in saved for entry in row.live], time.time())
         self.highest_seq = max((seq for row in saved for _, _, seq in row.entries or ()), default=0)
         self.buffer.restore(restored if numbered else [(at, m, 0) for at, m, _ in restored])
         kept = min(len(self.buffer), len(restored))
@@ -371,7 +397,10 @@ def set_aside_unused(data_dir: Path) -> Path | None:
     path = data_dir / REPLAY_FILE
     if not path.exists():
         return None
-    aside = _move_aside(path, "unused")
+    try:
+        aside = move_aside(path, "unused")
+    except OSError as exc:
+        raise ReplayStoreError(f"cannot move {path} aside (unused): {exc}") from exc
     _log.warning(
         "replay_store_set_aside",
         path=str(path),
@@ -381,34 +410,32 @@ def set_aside_unused(data_dir: Path) -> Path | None:
     return aside
 
 
-def _move_aside(path: Path, why: str) -> Path:
-    """Move ``path`` and its WAL to ``<path>.<why>-<time>`` (its shared memory file is dropped);
-    where it went. Blocking. Raises ``ReplayStoreError``."""
-    aside = path.with_name(f"{path.name}.{why}-{int(time.time())}")
+def _set_aside_foreign(path: Path, mine: Stamp) -> Foreign | None:
+    """``sqlite_file.set_aside_foreign`` for the replay file. Blocking. Raises
+    ``ReplayStoreError``."""
     try:
-        with contextlib.suppress(FileNotFoundError):
-            Path(f"{path}-wal").replace(f"{aside}-wal")
-        path.replace(aside)
-        Path(f"{path}-shm").unlink(missing_ok=True)
+        return set_aside_foreign(path, mine, legacy=_LEGACY_STAMP, timeout=LOCK_TIMEOUT)
     except OSError as exc:
-        raise ReplayStoreError(f"cannot move {path} aside ({why}): {exc}") from exc
-    return aside
+        raise ReplayStoreError(f"cannot move {path} aside: {exc}") from exc
 
 
-def _mesh_of(path: Path) -> str | None:
-    """The mesh ``path`` says its messages were relayed in; None if it names none or cannot be
-    read (then opening it decides: ``open_or_set_aside``). Blocking."""
-    if not path.exists():
-        return None
-    try:
-        conn = sqlite3.connect(path, timeout=LOCK_TIMEOUT)
-        try:
-            row = conn.execute("SELECT mesh FROM replay_mesh WHERE id = 1").fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return None
-    return row[0] if row is not None and isinstance(row[0], str) else None
+def _no_later(entries: list[_Entry], now: float) -> list[_Entry]:
+    """``entries`` (oldest first) with each time made no later than ``now`` and than the time
+    of the entry after it (pushed after it, so not before it), and a time that is not a number
+    made that too.
+
+    A time ahead of the clock (the clock was set back since it was written) would hold up the
+    buffer's eviction by age of everything behind it until the clock caught up: the buffer
+    evicts by age from its oldest end only, and stops at the first entry not old enough. So the
+    fix is here, where entries come back, not in the buffer's push."""
+    out: list[_Entry] = []
+    latest = now
+    for at, msg, seq in reversed(entries):
+        if at < latest:  # (False for NaN: it takes the later entry's time)
+            latest = at
+        out.append((latest, msg, seq))
+    out.reverse()
+    return out
 
 
 def _entry(at: float, wire: object, seq: int = 0) -> _Entry:
@@ -416,18 +443,18 @@ def _entry(at: float, wire: object, seq: int = 0) -> _Entry:
 
 
 def _open_in(
-    data_dir: Path, path: Path, lock_timeout: float, mesh: str | None = None
+    data_dir: Path, path: Path, lock_timeout: float, stamp: Stamp
 ) -> tuple[sqlite3.Connection, Path | None]:
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReplayStoreError(f"cannot make the data directory {data_dir}: {exc}") from exc
-    connect = partial(_connect, lock_timeout=lock_timeout, mesh=mesh)
+    connect = partial(_connect, lock_timeout=lock_timeout, stamp=stamp)
     return open_or_set_aside(path, connect, ReplayStoreError, "replay store", _log)
 
 
 def _connect(
-    path: Path, lock_timeout: float = LOCK_TIMEOUT, mesh: str | None = None
+    path: Path, lock_timeout: float = LOCK_TIMEOUT, stamp: Stamp | None = None
 ) -> sqlite3.Connection:
     conn = sqlite3.connect(
         path, timeout=lock_timeout, check_same_thread=False, isolation_level=None
@@ -452,8 +479,8 @@ def _connect(
         conn.execute("BEGIN IMMEDIATE")
         for statement in _SCHEMA:
             conn.execute(statement)
-        if mesh is not None:  # (a file of another mesh was moved aside before: ReplayStore.open)
-            conn.execute("INSERT OR IGNORE INTO replay_mesh VALUES (1, ?)", (mesh,))
+        # (a file of another mesh or node was moved aside before: ReplayStore.open)
+        write_stamp(conn, stamp or Stamp())
         conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         conn.execute("COMMIT")
         check_columns(conn, _COLUMNS)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -335,3 +336,33 @@ async def test_a_data_dir_reused_in_another_mesh_replays_none_of_the_old_meshs_m
             assert restored["messages"] >= 1
             events = [e.get("event") for e in again.process.events()]
             assert "replay_store_set_aside" not in events
+
+
+async def test_a_replay_file_copied_from_another_nodes_data_dir_is_set_aside_by_gravd() -> None:
+    """A replay.sqlite3 copied from node A's data dir into node B's is moved aside when B starts,
+    naming the other node, so B never resends A's messages as its own."""
+    with (
+        tempfile.TemporaryDirectory(prefix="gravd-qa-") as a_dir,
+        tempfile.TemporaryDirectory(prefix="gravd-qa-") as b_dir,
+    ):
+        async with running_gravd("--data-dir", a_dir) as a:
+            await _publish(a.endpoint, "dur.x", 3)
+            await a.wait_http(lambda d: d["messages"]["buffered"] >= 3)
+            assert (await a.stop(signal.SIGTERM)).code == 0
+        async with running_gravd("--data-dir", b_dir) as b:  # (B's own uuid, kept in b_dir)
+            assert (await b.stop(signal.SIGTERM)).code == 0
+        await asyncio.to_thread(shutil.copy, Path(a_dir) / REPLAY_FILE, Path(b_dir) / REPLAY_FILE)
+        async with running_gravd("--data-dir", b_dir) as b:
+            said = await b.process.wait_event("replay_store_set_aside")
+            assert Path(said["moved_to"]).name.startswith(f"{REPLAY_FILE}.other-node-")
+            got: asyncio.Queue[Message] = asyncio.Queue(maxsize=100)
+            async with gravpy.connect(b.endpoint) as app, gravpy.connect(b.endpoint) as tx:
+                app.connect_with_replay().on_type("dur.x", got.put_nowait)
+                assert app.hub is not None
+                hub = app.hub
+                await until(lambda: hub.traffic.replays.answered == 1)
+                await tx.wait_for(lambda ps: _wants(ps, "dur.x"), GUARD)
+                await tx.connect().publish(Message.new("dur.x", b"on B"))
+                async with asyncio.timeout(GUARD):
+                    first = await got.get()
+            assert first.data == b"on B"  # (A's three were not replayed first)
