@@ -33,7 +33,7 @@ from gravpy.filter import Filter, Pattern
 from gravpy.groups import check_group
 from gravpy.message import Message
 from gravpy.ports import PodHost
-from gravpy.receipt import MsgReceipt
+from gravpy.receipt import MsgReceipt, check_callback
 from gravpy.timings import timed_handler
 
 __all__ = ["Handler", "Overflow", "Pod", "PodHost", "PodStatistics"]
@@ -89,10 +89,16 @@ class Pod(Consumer):
     ) -> None:
         """Set the handler and admit only types matching ``pattern`` (replacing earlier allow rules).
 
-        ``concurrency`` and ``group`` as for ``on``; nothing changes unless every argument is right.
+        ``concurrency`` and ``group`` as for ``on``; nothing changes unless every argument is right
+        (``UsageError``; ``PermissionDenied`` if this app may receive no type of ``pattern``). The
+        handler may not be None: ``filter_type`` filters without setting one.
         """
         self._check_open()
         text = Pattern(pattern).text
+        if handler is None:  # a filter and no handler: the pod would silently receive nothing
+            raise UsageError(
+                "handler must be callable, got None (filter_type filters without a handler)"
+            )
         mode, count = _consumer_mode(handler, concurrency)
         joins = None if group is None else check_group(group)
         self.bus.check_subscribable(text)
@@ -121,8 +127,17 @@ class Pod(Consumer):
             self.bus.routes_changed()
 
     def filter_type(self, pattern: object, allow: object = True) -> None:
-        """Admit (``allow=True``) or refuse the types matching ``pattern``; see ``gravpy.filter``."""
-        self._ensure_filter().filter_type(pattern, _check_allow(allow))
+        """Admit (``allow=True``) or refuse the types matching ``pattern``; see ``gravpy.filter``.
+
+        Admitting a pattern of which this app may receive no type raises ``PermissionDenied``, as
+        ``on_type`` does; nothing changes unless every argument is right.
+        """
+        self._check_open()
+        text = Pattern(pattern).text
+        admit = _check_allow(allow)
+        if admit:
+            self.bus.check_subscribable(text)
+        self._ensure_filter().filter_type(text, admit)
         self.bus.routes_changed()
 
     def filter_uuid(self, uuid: object, allow: object = True) -> None:
@@ -212,11 +227,12 @@ class Pod(Consumer):
         replaces it. On a pod with no handler or iterator the waits take the messages, one at a
         time (each counted handled when a wait looks at it): what comes after the one accepted
         stays queued for the next consumer, a handler, an iterator or another wait. Raises
-        ``WaitTimeout`` or ``PodDisconnected``.
+        ``WaitTimeout`` or ``PodDisconnected``; a bad ``timeout`` or ``fn`` (not callable, or a
+        generator function, whose generator would be taken for the answer) is a ``UsageError``
+        before it waits.
         """
         seconds = check_timeout(timeout)
-        if not callable(fn):
-            raise UsageError(f"the wait function must be callable, got {fn!r}")
+        check_callback(fn, "the wait function")
         self._check_open()
         watch = Watch(self)
         self._waits.append(watch)
@@ -235,7 +251,9 @@ class Pod(Consumer):
     def send(self, msg: Message) -> MsgReceipt:
         """Send ``msg`` to every other pod that admits it, here and across the mesh. Never blocks.
 
-        Returns a receipt to wait for a reply. Raises ``PodDisconnected`` if this pod is closed.
+        Returns a receipt to wait for a reply. Raises ``PodDisconnected`` if this pod is closed,
+        ``UsageError`` for anything but a ``Message`` or one no link could carry, and
+        ``PermissionDenied`` for a type this app may not publish.
         """
         if self._closed:
             raise PodDisconnected(self._close_reason)
@@ -244,12 +262,14 @@ class Pod(Consumer):
         return self.bus.send(msg, self)
 
     async def publish(self, msg: Message) -> MsgReceipt:
-        """``send``, then wait while any receiver's inbox is over half full (backpressure).
+        """``send``, then wait while anything it feeds is congested (backpressure): a receiver's
+        inbox over half full, a link's send queue or a bridge's outbox past its high-water mark.
 
         Use it in a loop that produces in bursts faster than receivers consume: ``send`` never
-        waits and lets full inboxes drop (counted); ``publish`` makes the producer wait for room
-        instead. A pod that cannot keep up at all holds it only for a while (``Congestion.wait_room``),
-        then drops its own overflow, counted.
+        waits and lets full inboxes and send queues drop (counted); ``publish`` makes the producer
+        wait for room instead: for a link or a bridge as long as it stays congested, for a pod that
+        cannot keep up at all only for a while (``Congestion.wait_room``), after which the pod
+        drops its own overflow, counted.
         """
         receipt = self.send(msg)
         congestion = self.bus.congestion
@@ -258,11 +278,20 @@ class Pod(Consumer):
         return receipt
 
     def reply_to(self, request: Message, msg: Message) -> MsgReceipt:
-        """Send ``msg`` as the reply to ``request`` (sets ``msg.reply_to``)."""
+        """Send ``msg`` as the reply to ``request`` (sets ``msg.reply_to``).
+
+        ``msg`` must be a message of its own: the request itself, or a copy keeping its uuid, is a
+        ``UsageError`` (the mesh drops a message whose uuid it has seen, so it would never arrive).
+        """
         if not isinstance(request, Message):
             raise UsageError(f"request must be a Message, got {type(request).__name__!r}")
         if not isinstance(msg, Message):
             raise UsageError(f"reply must be a Message, got {type(msg).__name__!r}")
+        if msg.uuid == request.uuid:
+            raise UsageError(
+                f"reply must be a new message, not the request {request.uuid} itself (or a copy "
+                "with its uuid): make one with Message.new or Message.new_reply"
+            )
         msg.reply_to = request.uuid
         if not msg.parent_id:
             msg.parent_id = request.uuid
@@ -272,6 +301,7 @@ class Pod(Consumer):
 
     @property
     def closed(self) -> bool:
+        """True once the pod is closed (by its owner's ``disconnect`` or by the bus)."""
         return self._closed
 
     @property
@@ -284,7 +314,9 @@ class Pod(Consumer):
         self.close("disconnected by its owner", error=False)
 
     async def wait_closed(self) -> None:
-        """Wait until the pod is closed. Raises ``PodDisconnected`` if the bus closed it (with why)."""
+        """Wait until the pod is closed. Raises ``PodDisconnected`` (with why) if the bus
+        disconnected it for its handler's failures; an owner's ``disconnect`` or the node stopping
+        ends the wait quietly."""
         if not self._closed:
             if self._closed_event is None:
                 self._closed_event = asyncio.Event()
@@ -318,6 +350,7 @@ class Pod(Consumer):
             _log.warning("pod_disconnected", pod=self.id, reason=reason)
 
     def statistics(self) -> PodStatistics:
+        """A frozen snapshot of this pod's counters (``gravpy.counters.PodStatistics``)."""
         c = self._counts
         return PodStatistics(
             received=self._received,
@@ -401,14 +434,9 @@ def _consumer_mode(handler: object, concurrency: object) -> tuple[ConsumerMode, 
         raise UsageError(f"concurrency must be an int >= 1, got {concurrency!r}")
     if handler is None:
         mode = ConsumerMode.IDLE
-    elif not callable(handler):
-        raise UsageError(f"handler must be callable, got {handler!r}")
-    elif _is_generator(handler):  # calling it only makes a generator: its body would never run
-        raise UsageError(f"handler must be a plain or async function, not a generator: {handler!r}")
-    elif _is_async(handler):
-        mode = ConsumerMode.ASYNC
     else:
-        mode = ConsumerMode.SYNC
+        check_callback(handler, "handler")
+        mode = ConsumerMode.ASYNC if _is_async(handler) else ConsumerMode.SYNC
     if mode is not ConsumerMode.ASYNC and concurrency > 1:
         raise UsageError("concurrency > 1 needs an async handler")
     return mode, concurrency
@@ -423,11 +451,4 @@ def _check_allow(allow: object) -> bool:
 def _is_async(handler: object) -> bool:
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
         getattr(handler, "__call__", None)  # noqa: B004 - callable objects with async __call__
-    )
-
-
-def _is_generator(handler: object) -> bool:
-    call = getattr(handler, "__call__", None)  # noqa: B004 - callable objects too
-    return any(
-        inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f) for f in (handler, call)
     )

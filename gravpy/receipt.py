@@ -7,6 +7,10 @@ Likewise a wait that ends holding replies it did not return (several came at onc
 cancelled just after one came) leaves them on the receipt, for its next wait (``wait_until``,
 ``replies``).
 
+The functions a receipt or a pod calls with a message (wait functions, ``on_reply``'s, handlers)
+are checked where they are given (``check_callback``): a generator function is refused there, as
+calling it would only make a generator, whose body never runs.
+
 With ``Grav(timings=True)`` a receipt notes when its message was sent, and the first reply a wait
 returns (``wait_until``, or the first of ``replies``) records the round trip in the node's
 ``Timings.requests`` (``gravpy.timings``); without, it costs one attribute test per send.
@@ -107,12 +111,14 @@ class MsgReceipt:
         Without ``on``, returns the reply message. With ``on``, each reply is passed to it: raising
         ``MsgNotWanted`` keeps waiting, anything else ends the wait with what ``on`` returned or raised.
         Raises ``WaitTimeout``, ``NoResponders``, ``MessageDropped`` (every link that wanted it had
-        a full send queue), ``PodDisconnected`` if the pod closes meanwhile, or
-        ``LinkClosedError`` if the only peer that could answer went away.
+        a full send queue), ``PodDisconnected`` if the pod is closed or closes meanwhile, or
+        ``LinkClosedError`` if the only peer that could answer went away; ``UsageError`` for a bad
+        ``timeout`` or ``on`` (not callable, or a generator function) and while another wait on
+        this receipt is on.
         """
         seconds = check_timeout(timeout)
-        if on is not None and not callable(on):
-            raise UsageError(f"the wait function must be callable, got {on!r}")
+        if on is not None:
+            check_callback(on, "the wait function")
         if self._no_responders:
             raise NoResponders(self.msg_type)
         if self.dropped:
@@ -140,8 +146,11 @@ class MsgReceipt:
         ``async for reply in pod.send(req).replies(timeout=1.0, max=3): ...``. Unlike
         ``wait_until``, the end of the window is the normal end of the iteration, not an error:
         it yields what came (perhaps nothing). Raises ``NoResponders`` when nothing could
-        answer, ``LinkClosedError`` if the only peer that could answer went away, and
-        ``UsageError`` if neither bound is given (the iteration would never end by itself).
+        answer, ``MessageDropped`` when nobody got the message, ``PodDisconnected`` if the pod is
+        closed or closes meanwhile, ``LinkClosedError`` if the only peer that could answer went
+        away, and ``UsageError`` if neither bound is given (the iteration would never end by
+        itself). ``UsageError``, ``NoResponders`` and ``MessageDropped`` come at the call, the
+        rest from the iteration.
         """
         seconds = check_timeout(timeout)
         if max is not None and (not isinstance(max, int) or isinstance(max, bool) or max < 1):
@@ -155,7 +164,9 @@ class MsgReceipt:
         return ReplyStream(self, seconds, max)
 
     async def wait_on(self, on: WaitFunc) -> Any:
-        """``wait_until`` with no timeout (Grav's ``WaitOn``)."""
+        """``wait_until`` with no timeout and the wait function ``on`` (Grav's ``WaitOn``), which
+        is required: None is a ``UsageError`` (``wait_until(None)`` waits for the reply itself)."""
+        check_callback(on, "the wait function")
         return await self.wait_until(None, on)
 
     def on_reply(self, fn: Callable[[Message], Awaitable[object] | object]) -> None:
@@ -164,10 +175,11 @@ class MsgReceipt:
         The wait starts at once, as ``wait_until``'s does when awaited: the reply goes to ``fn``
         only, not also to the pod's handler, and another wait on this receipt while it is on is a
         ``UsageError``. Errors from ``fn`` (and ``NoResponders``, ``MessageDropped``) are logged,
-        not raised. The task ends when the bus closes.
+        not raised. The task ends when the bus closes. Raised at the call: ``UsageError`` (``fn``
+        not callable or a generator function, or another wait on) and ``PodDisconnected`` (the
+        pod is closed).
         """
-        if not callable(fn):
-            raise UsageError(f"on_reply's function must be callable, got {fn!r}")
+        check_callback(fn, "on_reply's function")
         mailbox = None if self._no_responders or self.dropped else self._start_wait()
 
         async def run() -> None:
@@ -251,3 +263,15 @@ class ReplyStream:
             self._receipt._replied()
         self._count += 1
         return reply
+
+
+def check_callback(fn: object, name: str) -> None:
+    """Raise ``UsageError``, naming the argument ``name``, unless ``fn`` is a function gravpy can
+    call with a message: a wait function, ``on_reply``'s, a pod's handler. A generator function
+    (or an async one) is refused: calling it only makes a generator, whose body would never run,
+    and a wait would return the generator as its answer."""
+    if not callable(fn):
+        raise UsageError(f"{name} must be callable, got {fn!r}")
+    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects too
+    if any(inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f) for f in (fn, call)):
+        raise UsageError(f"{name} must be a plain or async function, not a generator: {fn!r}")

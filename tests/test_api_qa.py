@@ -1,15 +1,19 @@
 """What a QA pass over the core API found: waits, receipts, iteration and handlers that lost,
-repeated or hung on a message, each pinned by the behaviour a user sees."""
+repeated or hung on a message, and arguments that were accepted silently and then did nothing
+(or the wrong thing), each pinned by the behaviour a user sees."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 
+import msgspec
 import pytest
 
-from gravpy import Grav, Message
-from gravpy.errors import MsgNotWanted, UsageError
+from gravpy import Grav, Message, MsgReceipt
+from gravpy.errors import MsgNotWanted, PermissionDenied, UsageError
+from gravpy.mesh.permissions import parse_authority
+from gravpy.testing import MemoryNetwork, MemoryTransport
 from tests._bus_helpers import GUARD, recorder, responder, settle, texts, until
 
 
@@ -166,3 +170,143 @@ async def test_messages_held_for_a_replay_are_counted_when_the_pod_closes_first(
         s = pod.statistics()
         assert (s.received, s.dropped_closed, s.inbox) == (1, 1, 0)
         assert g.statistics().dropped_closed == 1
+
+
+# -- arguments that were accepted silently ---------------------------------------------------------
+
+
+async def test_on_type_without_a_handler_is_refused_and_changes_nothing() -> None:
+    """on_type(pattern, None) is a UsageError naming the handler, not a filter set on a pod that
+    then receives nothing; the pod's filter stays as it was."""
+    async with Grav() as g:
+        pod = g.connect()
+        pod.filter_type("test.old")
+        with pytest.raises(UsageError, match="handler must be callable, got None"):
+            pod.on_type("test.new", None)  # type: ignore[arg-type]
+        assert pod.allowed_patterns() == ("test.old",)
+        assert not pod.receiving
+
+
+async def test_a_receipts_wait_on_without_a_function_is_refused() -> None:
+    """receipt.wait_on(None) is a UsageError naming the wait function, as pod.wait_on(None) is,
+    and the reply stays for a later wait."""
+    async with Grav() as g:
+        responder(g.connect())
+        receipt = g.connect().send(Message.new("test.ask", "x"))
+        with pytest.raises(UsageError, match="the wait function must be callable, got None"):
+            await receipt.wait_on(None)  # type: ignore[arg-type]
+        assert (await receipt.wait_until(GUARD)).text() == "hey x"
+
+
+GENERATORS = pytest.mark.parametrize("fn", [_gen_handler, _agen_handler], ids=["gen", "agen"])
+NOT_A_GENERATOR = "must be a plain or async function, not a generator"
+
+
+@GENERATORS
+@pytest.mark.parametrize("which", ["wait_until", "wait_on"])
+async def test_a_generator_wait_function_on_a_pod_is_refused(
+    fn: Callable[[Message], object], which: str
+) -> None:
+    """pod.wait_until and pod.wait_on refuse a (async) generator function with a UsageError
+    instead of returning the generator it makes as if it were the answer."""
+    async with Grav() as g:
+        pod, sender = g.connect(), g.connect()
+        wait = asyncio.ensure_future(
+            pod.wait_on(fn) if which == "wait_on" else pod.wait_until(GUARD, fn)
+        )
+        await asyncio.sleep(0)  # the wait runs to its first step
+        sender.send(Message.new("test.r", "1"))  # (what a generator would have been returned for)
+        async with asyncio.timeout(GUARD):
+            with pytest.raises(UsageError, match=f"the wait function {NOT_A_GENERATOR}"):
+                await wait
+        assert not pod.receiving
+
+
+async def _give(receipt: MsgReceipt, which: str, fn: Callable[[Message], object]) -> object:
+    """Hand ``fn`` to ``receipt`` the way ``which`` names."""
+    if which == "on_reply":
+        receipt.on_reply(fn)
+        return None
+    if which == "wait_on":
+        return await receipt.wait_on(fn)
+    return await receipt.wait_until(GUARD, fn)
+
+
+@GENERATORS
+@pytest.mark.parametrize("which", ["wait_until", "wait_on", "on_reply"])
+async def test_a_generator_function_given_to_a_receipt_is_refused_at_the_call(
+    fn: Callable[[Message], object], which: str
+) -> None:
+    """receipt.wait_until, wait_on and on_reply refuse a (async) generator function with a
+    UsageError before they wait, and the reply stays for a later wait."""
+    async with Grav() as g:
+        responder(g.connect())
+        receipt = g.connect().send(Message.new("test.ask", "x"))
+        with pytest.raises(UsageError, match=NOT_A_GENERATOR):
+            await _give(receipt, which, fn)
+        assert (await receipt.wait_until(GUARD)).text() == "hey x"
+
+
+@pytest.mark.parametrize("same", ["itself", "copy"])
+async def test_replying_with_the_request_or_a_copy_of_it_is_refused(same: str) -> None:
+    """pod.reply_to(request, request), or a copy that keeps its uuid, is a UsageError that leaves
+    the request unchanged: the mesh would drop such a reply as a message it has already seen."""
+    async with Grav() as g:
+        pod = g.connect()
+        request = Message.new("test.ask", "q")
+        reply = request if same == "itself" else msgspec.structs.replace(request, data=b"a")
+        with pytest.raises(UsageError, match="reply must be a new message"):
+            pod.reply_to(request, reply)
+        assert (request.reply_to, reply.reply_to) == ("", "")
+        assert g.statistics().sent == 0
+
+
+SECRETS_DENIED = {
+    "name": "app",
+    "token": "app-token",
+    "subscribe": {"allow": [">"], "deny": ["secret.>"]},
+}
+
+
+async def test_filter_type_refuses_a_pattern_the_app_may_not_receive_as_on_type_does() -> None:
+    """On an app whose node lets it receive no secret.* type, filter_type("secret.>") raises
+    PermissionDenied (as on_type does) and leaves the filter as it was; denying it is allowed."""
+    network = MemoryNetwork()
+    authority = parse_authority({"identities": [SECRETS_DENIED]})
+    node = Grav(transport=MemoryTransport(network, "node"), authority=authority)
+    app = Grav(
+        role="leaf",
+        transport=MemoryTransport(network),
+        attach_to="memory://node",
+        token="app-token",
+    )
+    async with node, app:
+        pod = app.connect()
+        pod.filter_type("public.>")
+        with pytest.raises(PermissionDenied, match="secret"):
+            pod.filter_type("secret.>")
+        assert pod.allowed_patterns() == ("public.>",)
+        pod.filter_type("secret.>", allow=False)
+        assert not pod.admits_type("secret.plan")
+
+
+async def test_an_event_subscription_the_app_may_not_receive_leaves_no_pod_behind() -> None:
+    """Subscribing to a user's events on an app whose node denies that type raises
+    PermissionDenied, and the pod made for the subscription is disconnected, not left over."""
+    from gravpy.events import EventBroadcaster
+
+    network = MemoryNetwork()
+    no_events = {**SECRETS_DENIED, "subscribe": {"allow": [">"], "deny": ["grav.events.>"]}}
+    authority = parse_authority({"identities": [no_events]})
+    node = Grav(transport=MemoryTransport(network, "node"), authority=authority)
+    app = Grav(
+        role="leaf",
+        transport=MemoryTransport(network),
+        attach_to="memory://node",
+        token="app-token",
+    )
+    async with node, app:
+        before = len(app.bus.pods())
+        with pytest.raises(PermissionDenied):
+            EventBroadcaster(app).subscribe("0" * 32)
+        assert len(app.bus.pods()) == before

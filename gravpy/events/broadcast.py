@@ -200,7 +200,11 @@ class EventBroadcaster:
     def _subscribe(self, pattern: str, queue_limit: int | None) -> Subscription:
         limit = self.queue_limit if queue_limit is None else queue_limit
         pod = self.grav.connect(inbox_limit=limit, overflow=Overflow.DROP_NEWEST)
-        pod.filter_type(pattern)
+        try:
+            pod.filter_type(pattern)  # (PermissionDenied: this app may not receive them)
+        except BaseException:
+            pod.disconnect()
+            raise
         pod.__aiter__()  # a receiver from now on: the mesh learns this user's type is wanted
         subscription = Subscription(self, pod, pattern)
         self._live.add(subscription)
