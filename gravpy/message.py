@@ -4,15 +4,17 @@ A message is seven fields. On the wire it is a msgpack array in this order::
 
     [uuid, parent_id, reply_to, type, timestamp, data, headers]
 
+A six-element array (no ``headers``) is read as headers nil; this module always writes seven.
+
 ``uuid``, ``parent_id``, ``reply_to`` and ``type`` are strings (the empty string for "none"),
 ``timestamp`` is seconds since the epoch as a float, ``data`` is bytes and ``headers`` is a map of
 str to str or nil. ``Message`` is a ``msgspec.Struct`` laid out as that array
 (``array_like=True``), so msgspec packs it with no intermediate list; it is not tracked by the
 garbage collector (``gc=False``), which is safe because its fields never point back at a message.
 
-Decoding has two paths that agree. The fast one is a typed msgspec decoder (``WIRE_MESSAGE``)
-that checks shapes, field types and lengths in C, after which only the type grammar is checked in
-Python, against a cache. Whatever it refuses goes to the careful path, ``Message.from_wire`` on
+Decoding has two paths that agree. The fast one is a typed msgspec decoder straight into
+``Message`` (the bounds of the fields are in its annotations), that checks shapes, field types and
+lengths in C, after which only the type grammar is checked in Python, against a cache. Whatever it refuses goes to the careful path, ``Message.from_wire`` on
 generically unpacked msgpack, which decides and says what is wrong. The fast path only ever
 accepts what the careful one accepts, so both give the same messages and the same errors.
 
@@ -48,7 +50,6 @@ __all__ = [
     "MAX_TYPE_LENGTH",
     "PROCESS_DIGITS",
     "VALIDATED_TYPES",
-    "WIRE_MESSAGE",
     "Message",
     "check_message",
     "id_source",
@@ -164,34 +165,26 @@ def _encode_data(data: object) -> bytes:
 
 
 _Id: TypeAlias = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
+_Uuid: TypeAlias = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+_Type: TypeAlias = Annotated[str, msgspec.Meta(max_length=MAX_TYPE_LENGTH)]
+_Headers: TypeAlias = Annotated[dict[str, str], msgspec.Meta(max_length=MAX_HEADERS)]
 
-WIRE_MESSAGE: TypeAlias = tuple[
-    Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)],
-    _Id,
-    _Id,
-    Annotated[str, msgspec.Meta(max_length=MAX_TYPE_LENGTH)],
-    float,
-    bytes,
-    Annotated[dict[str, str], msgspec.Meta(max_length=MAX_HEADERS)] | None,
-]
-"""The msgspec type of one message on the wire, for typed decoders. Its ``type`` field still
-needs ``is_valid_type``; what it refuses, ``Message.from_wire`` may still accept (more headers)."""
-
-_WIRE_DECODER: Final = msgspec.msgpack.Decoder(WIRE_MESSAGE)
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _now: Final = time.time
 
 
-class Message(msgspec.Struct, array_like=True, gc=False):
+class Message(msgspec.Struct, array_like=True, gc=False, forbid_unknown_fields=True):
     """One message. Build it with ``Message.new``; treat it as immutable once sent."""
 
-    uuid: str
-    parent_id: str
-    reply_to: str
-    type: str
+    # (the bounds in the annotations are the wire's: msgspec checks them when it decodes a
+    # message, never when one is made here, so they cost the constructor nothing)
+    uuid: _Uuid
+    parent_id: _Id
+    reply_to: _Id
+    type: _Type
     timestamp: float
     data: bytes
-    headers: dict[str, str] | None = None
+    headers: _Headers | None = None
 
     @classmethod
     def new(
@@ -262,9 +255,10 @@ class Message(msgspec.Struct, array_like=True, gc=False):
     @classmethod
     def from_wire(cls, obj: object) -> Message:
         """Build a message from its wire array, checking every field; raises ``MessageError``."""
-        if type(obj) is not list or len(obj) != 7:
-            raise MessageError("a message is an array of 7 fields")
-        uuid, parent_id, reply_to, msg_type, timestamp, data, headers = obj
+        if type(obj) is not list or not 6 <= len(obj) <= 7:
+            raise MessageError("a message is an array of 7 fields (6: no headers)")
+        uuid, parent_id, reply_to, msg_type, timestamp, data, *rest = obj
+        headers = rest[0] if rest else None
         if type(uuid) is not str or not uuid or len(uuid) > MAX_ID_LENGTH:
             raise MessageError("message uuid must be a non-empty string of at most 64 characters")
         if type(parent_id) is not str or len(parent_id) > MAX_ID_LENGTH:
@@ -298,12 +292,12 @@ class Message(msgspec.Struct, array_like=True, gc=False):
     def unmarshal(cls, raw: bytes | bytearray | memoryview) -> Message:
         """Decode ``marshal`` output; raises ``MessageError`` on anything else."""
         try:
-            wire = _WIRE_DECODER.decode(raw)
+            msg = _WIRE_DECODER.decode(raw)
         except (msgspec.DecodeError, TypeError):
             pass  # the careful path below decides and says why
         else:
-            if is_valid_type(wire[3]):
-                return cls(*wire)
+            if is_valid_type(msg.type):
+                return msg
         try:
             obj = msgpack.unpackb(raw, raw=False, use_list=True, strict_map_key=True)
         except (
@@ -321,6 +315,11 @@ class Message(msgspec.Struct, array_like=True, gc=False):
     def __repr__(self) -> str:
         extra = f", reply_to={self.reply_to!r}" if self.reply_to else ""
         return f"Message(type={self.type!r}, uuid={self.uuid!r}{extra}, data={self.data[:32]!r})"
+
+
+_WIRE_DECODER: Final = msgspec.msgpack.Decoder(Message)
+"""A typed decoder of one message: shapes, field types and the annotations' bounds are checked
+in C; the type grammar is not (``is_valid_type``)."""
 
 
 def check_message(msg: object) -> None:

@@ -437,3 +437,22 @@ def test_a_message_the_typed_decoder_refuses_may_still_be_valid() -> None:
     headers = {f"h{i}": "v" for i in range(300)}
     msg = Message.new("a.b", b"x", headers=headers)
     assert Message.unmarshal(msg.marshal()) == msg
+
+
+def test_a_six_field_message_reads_as_no_headers_on_both_paths() -> None:
+    """A wire array without its headers field decodes, typed or careful, as headers nil."""
+    wire = ["ab" * 16, "", "", "a.b", 1.5, b"x"]
+    raw = msgpack.packb(wire, use_bin_type=True)
+    expected = Message("ab" * 16, "", "", "a.b", 1.5, b"x", None)
+    assert _careful(raw) == expected
+    assert Message.unmarshal(raw) == expected
+
+
+@pytest.mark.parametrize("size", [5, 8])
+def test_a_message_array_of_the_wrong_length_is_refused_on_both_paths(size: int) -> None:
+    """Fewer than six or more than seven fields is no message, for either decoder."""
+    wire = ["ab" * 16, "", "", "a.b", 1.5, b"x", None, "extra"][:size]
+    raw = msgpack.packb(wire, use_bin_type=True)
+    assert _careful(raw) is None
+    with pytest.raises(MessageError, match="array of 7 fields"):
+        Message.unmarshal(raw)

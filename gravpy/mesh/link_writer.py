@@ -203,10 +203,15 @@ class LinkWriter:
                 await link.send(frame)
         while True:
             if queue and proto.state is OPEN:
-                n = min(len(queue), max_batch)
-                batch = [queue.popleft() for _ in range(n)]
-                seqs = [numbers.popleft() for _ in range(n)]
-                self._pending -= sum(len(m.data) for m in batch)
+                if len(queue) <= max_batch:  # the usual case: take it all, in two calls
+                    batch, seqs = list(queue), list(numbers)
+                    queue.clear()
+                    numbers.clear()
+                    self._pending = 0
+                else:
+                    batch = [queue.popleft() for _ in range(max_batch)]
+                    seqs = [numbers.popleft() for _ in range(max_batch)]
+                    self._pending -= sum(len(m.data) for m in batch)
                 self._send_batch(batch, seqs if any(seqs) else None)
                 if (
                     self.congested

@@ -17,14 +17,13 @@ accepts, so the messages and the errors are the same whichever path runs.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from itertools import starmap
 from typing import Annotated, Any, Final, Literal
 
 import msgpack
 import msgspec
 
 from gravpy.errors import FrameError, MessageError, UsageError
-from gravpy.message import WIRE_MESSAGE, Message, is_valid_type
+from gravpy.message import Message, is_valid_type
 from gravpy.proto.config import DEFAULT_LIMITS, Limits
 from gravpy.proto.frames import (
     MAX_APP_NAME_LENGTH,
@@ -225,10 +224,10 @@ def _pack_within(
 _MSGS_PREFIX: Final = bytes([0x92, _MSGS])  # fixarray of 2, then the kind
 _MSGS_SEQS_PREFIX: Final = bytes([0x93, _MSGS])  # fixarray of 3: the batch, then its numbers
 _MSGS_DECODER: Final = msgspec.msgpack.Decoder(  # Literal[5]: FrameKind.MSGS
-    tuple[Literal[5], Annotated[list[WIRE_MESSAGE], msgspec.Meta(min_length=1)]]
+    tuple[Literal[5], Annotated[list[Message], msgspec.Meta(min_length=1)]]
 )
 _MSGS_SEQS_DECODER: Final = msgspec.msgpack.Decoder(
-    tuple[Literal[5], Annotated[list[WIRE_MESSAGE], msgspec.Meta(min_length=1)], list[int]]
+    tuple[Literal[5], Annotated[list[Message], msgspec.Meta(min_length=1)], list[int]]
 )
 
 
@@ -252,21 +251,21 @@ def _decode_msgs_typed(raw: bytes | bytearray | memoryview, limits: Limits) -> M
     seqs: list[int] | None = None
     try:
         if raw[:2] == _MSGS_SEQS_PREFIX:
-            _, wires, seqs = _MSGS_SEQS_DECODER.decode(raw)
+            _, msgs, seqs = _MSGS_SEQS_DECODER.decode(raw)
         else:
-            _, wires = _MSGS_DECODER.decode(raw)
+            _, msgs = _MSGS_DECODER.decode(raw)
     except msgspec.DecodeError:
         return None
-    if len(wires) > limits.max_batch or (seqs is not None and len(seqs) != len(wires)):
+    if len(msgs) > limits.max_batch or (seqs is not None and len(seqs) != len(msgs)):
         return None
     max_data = limits.max_message_bytes
-    for wire in wires:
-        if len(wire[5]) > max_data:
+    for msg in msgs:
+        if len(msg.data) > max_data:
             return None
-    for msg_type in {wire[3] for wire in wires}:  # a batch holds few distinct types
+    for msg_type in {msg.type for msg in msgs}:  # a batch holds few distinct types
         if not is_valid_type(msg_type):
             return None
-    return Msgs(list(starmap(Message, wires)), seqs)
+    return Msgs(msgs, seqs)
 
 
 def _decode_careful(raw: bytes | bytearray | memoryview, limits: Limits) -> Frame:
