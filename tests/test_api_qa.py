@@ -5,7 +5,7 @@ repeated or hung on a message, and arguments that were accepted silently and the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
 import msgspec
 import pytest
@@ -268,11 +268,11 @@ SECRETS_DENIED = {
 }
 
 
-async def test_filter_type_refuses_a_pattern_the_app_may_not_receive_as_on_type_does() -> None:
-    """On an app whose node lets it receive no secret.* type, filter_type("secret.>") raises
-    PermissionDenied (as on_type does) and leaves the filter as it was; denying it is allowed."""
+def _node_and_app(identity: Mapping[str, object]) -> tuple[Grav, Grav]:
+    """A node whose auth file holds ``identity``, and an app that attaches to it as that identity
+    (in memory: no sockets)."""
     network = MemoryNetwork()
-    authority = parse_authority({"identities": [SECRETS_DENIED]})
+    authority = parse_authority({"identities": [identity]})
     node = Grav(transport=MemoryTransport(network, "node"), authority=authority)
     app = Grav(
         role="leaf",
@@ -280,6 +280,13 @@ async def test_filter_type_refuses_a_pattern_the_app_may_not_receive_as_on_type_
         attach_to="memory://node",
         token="app-token",
     )
+    return node, app
+
+
+async def test_filter_type_refuses_a_pattern_the_app_may_not_receive_as_on_type_does() -> None:
+    """On an app whose node lets it receive no secret.* type, filter_type("secret.>") raises
+    PermissionDenied (as on_type does) and leaves the filter as it was; denying it is allowed."""
+    node, app = _node_and_app(SECRETS_DENIED)
     async with node, app:
         pod = app.connect()
         pod.filter_type("public.>")
@@ -295,16 +302,8 @@ async def test_an_event_subscription_the_app_may_not_receive_leaves_no_pod_behin
     PermissionDenied, and the pod made for the subscription is disconnected, not left over."""
     from gravpy.events import EventBroadcaster
 
-    network = MemoryNetwork()
     no_events = {**SECRETS_DENIED, "subscribe": {"allow": [">"], "deny": ["grav.events.>"]}}
-    authority = parse_authority({"identities": [no_events]})
-    node = Grav(transport=MemoryTransport(network, "node"), authority=authority)
-    app = Grav(
-        role="leaf",
-        transport=MemoryTransport(network),
-        attach_to="memory://node",
-        token="app-token",
-    )
+    node, app = _node_and_app(no_events)
     async with node, app:
         before = len(app.bus.pods())
         with pytest.raises(PermissionDenied):

@@ -304,6 +304,24 @@ async def test_a_replay_row_numbered_out_of_range_is_skipped_and_counted(tmp_pat
     assert [m.data for m in restored] == [b"before", b"after"]
 
 
+async def _replayed_then(endpoint: str, live: bytes) -> list[Message]:
+    """What a replaying pod on ``endpoint`` gets of ``dur.x`` up to and including one message
+    with ``live`` published after its replay was answered: the replay, then that one."""
+    got: asyncio.Queue[Message] = asyncio.Queue(maxsize=100)
+    async with gravpy.connect(endpoint) as app, gravpy.connect(endpoint) as tx:
+        app.connect_with_replay().on_type("dur.x", got.put_nowait)
+        assert app.hub is not None
+        hub = app.hub
+        await until(lambda: hub.traffic.replays.answered == 1)
+        await tx.wait_for(lambda ps: _wants(ps, "dur.x"), GUARD)
+        await tx.connect().publish(Message.new("dur.x", live))
+        seen: list[Message] = []
+        async with asyncio.timeout(GUARD):
+            while not seen or seen[-1].data != live:
+                seen.append(await got.get())
+    return seen
+
+
 async def test_a_data_dir_reused_in_another_mesh_replays_none_of_the_old_meshs_messages() -> None:
     """gravd stopped in mesh lab and started on the same data dir in mesh prod moves the replay
     file aside, saying why, and a replaying pod in prod gets nothing of lab's, only what comes
@@ -318,18 +336,8 @@ async def test_a_data_dir_reused_in_another_mesh_replays_none_of_the_old_meshs_m
             assert "'lab'" in said["reason"]
             assert Path(said["moved_to"]).name.startswith(f"{REPLAY_FILE}.other-mesh-")
             assert await asyncio.to_thread(Path(said["moved_to"]).exists)
-            got: asyncio.Queue[Message] = asyncio.Queue(maxsize=100)
-            async with gravpy.connect(prod.endpoint) as app, gravpy.connect(prod.endpoint) as tx:
-                app.connect_with_replay().on_type("dur.x", got.put_nowait)
-                assert app.hub is not None
-                hub = app.hub
-                await until(lambda: hub.traffic.replays.answered == 1)
-                await tx.wait_for(lambda ps: _wants(ps, "dur.x"), GUARD)
-                await tx.connect().publish(Message.new("dur.x", b"in prod"))
-                async with asyncio.timeout(GUARD):
-                    first = await got.get()
-            assert first.data == b"in prod"
-            assert got.empty()
+            got = await _replayed_then(prod.endpoint, b"in prod")
+            assert [m.data for m in got] == [b"in prod"]
             assert (await prod.stop(signal.SIGTERM)).code == 0
         async with running_gravd("--data-dir", data, "--mesh", "prod") as again:
             restored = await again.process.wait_event("replay_restored")
@@ -355,14 +363,5 @@ async def test_a_replay_file_copied_from_another_nodes_data_dir_is_set_aside_by_
         async with running_gravd("--data-dir", b_dir) as b:
             said = await b.process.wait_event("replay_store_set_aside")
             assert Path(said["moved_to"]).name.startswith(f"{REPLAY_FILE}.other-node-")
-            got: asyncio.Queue[Message] = asyncio.Queue(maxsize=100)
-            async with gravpy.connect(b.endpoint) as app, gravpy.connect(b.endpoint) as tx:
-                app.connect_with_replay().on_type("dur.x", got.put_nowait)
-                assert app.hub is not None
-                hub = app.hub
-                await until(lambda: hub.traffic.replays.answered == 1)
-                await tx.wait_for(lambda ps: _wants(ps, "dur.x"), GUARD)
-                await tx.connect().publish(Message.new("dur.x", b"on B"))
-                async with asyncio.timeout(GUARD):
-                    first = await got.get()
-            assert first.data == b"on B"  # (A's three were not replayed first)
+            got = await _replayed_then(b.endpoint, b"on B")
+            assert [m.data for m in got] == [b"on B"]  # (A's three were not replayed first)
