@@ -77,9 +77,10 @@ def keygen(path: str | os.PathLike[str]) -> str:
 
 
 def load_credentials(path: str | os.PathLike[str], token: str = "") -> Credentials:
-    """The credentials in the private key file at ``path`` (``UsageError`` if unreadable)."""
+    """The credentials in the private key file at ``path`` (``~`` expanded, as gravd and gravctl
+    expand the paths they are given; ``UsageError`` if unreadable)."""
     try:
-        pem = Path(path).read_bytes()
+        pem = Path(path).expanduser().read_bytes()
         key = serialization.load_pem_private_key(pem, password=None)
     except (OSError, ValueError, TypeError) as exc:
         raise UsageError(f"cannot read the identity key {path}: {exc}") from exc

@@ -43,7 +43,7 @@ EXIT_CODES: Final = {
     EXIT_USAGE: "bad usage: arguments, type, pattern, header, mesh key file, data too large",
     EXIT_NO_RESPONDERS: "no responders: no pod on the mesh wants the type (pub: none delivered)",
     EXIT_CONNECT: "cannot connect: refused, unreachable, rejected by the node, or the link "
-    "was lost",
+    "was lost; or the node's rules deny the publish or subscribe (permission denied)",
     EXIT_INTERRUPTED: "interrupted by Ctrl-C (SIGINT); SIGTERM stops sub and reply with 0",
 }
 

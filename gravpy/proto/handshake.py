@@ -345,7 +345,7 @@ def check_hello(local: Hello, remote: Hello, expected_uuid: str | None) -> tuple
         return REASON_VERSION, (
             f"remote speaks protocol version {remote.version}, this node speaks "
             f"{PROTOCOL_VERSION}; upgrade the older node (2 added groups, 3 resume after a link "
-            "flap, 4 credentials and tagged frames on keyed links)"
+            "flap, 4 credentials and tagged frames on keyed links, 5 origin numbers in MSGS)"
         )
     if remote.node_uuid == local.node_uuid:
         return REASON_SELF, f"remote node uuid {remote.node_uuid} is this node's own"

@@ -48,6 +48,15 @@ def test_keygen_writes_a_private_key_only_its_owner_reads_and_a_public_line(
         keygen(tmp_path / "absent" / "app.key")
 
 
+def test_an_identity_file_under_home_is_read_with_its_tilde_expanded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """load_credentials("~/app.key") reads the key in the home directory, as gravd would."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    line = keygen(tmp_path / "app.key")
+    assert load_credentials("~/app.key").public_key == parse_public_key(line)
+
+
 async def test_a_listed_key_links_and_is_known_by_name(node: NodeFactory, tmp_path: Path) -> None:
     """An app presenting a listed key attaches; the node knows it by the auth file's name."""
     line = keygen(tmp_path / "sensors.key")
