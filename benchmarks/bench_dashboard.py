@@ -58,6 +58,11 @@ TICK = 0.01
 PAYLOAD = b"x" * 120
 TARGET_DROP = 0.15
 _CLK = os.sysconf("SC_CLK_TCK")
+STATS_WAIT = 30.0  # seconds to wait for the tail's stats after a run (it sends them each second)
+
+
+class BenchError(Exception):
+    """A run that gives no valid figure: said, and the benchmark exits 1."""
 
 
 @dataclass
@@ -217,8 +222,14 @@ async def one_run(args: Any, pid: int, endpoint: str, monitor: str, mode: str, k
             cpu1, _ = _proc(pid)
             dropped = _drops(await _node(session, monitor)) - drops0
             if tail_task is not None:
-                async with asyncio.timeout(3):
-                    await tail.next_stats()  # its skipped count, after the run
+                try:  # its skipped count, after the run (the tail sends stats each second)
+                    async with asyncio.timeout(STATS_WAIT):
+                        await tail.next_stats()
+                except TimeoutError:
+                    raise BenchError(
+                        f"the tail sent no stats within {STATS_WAIT:.0f} s after the run "
+                        "(a machine this loaded gives no valid figure)"
+                    ) from None
                 tail_task.cancel()
                 await asyncio.wait([tail_task])
         finally:
@@ -387,4 +398,9 @@ if __name__ == "__main__":
             args.seconds = 2.0 if args.quick else 5.0
             args.count = 20_000 if args.quick else 60_000
             args.soak = args.soak if args.soak is not None else 0 if args.quick else 30
-            raise SystemExit(run_benchmark(args))
+            try:
+                code = run_benchmark(args)
+            except BenchError as exc:
+                print(f"bench_dashboard: {exc}", file=sys.stderr)
+                code = 1
+            raise SystemExit(code)
