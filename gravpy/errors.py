@@ -91,9 +91,12 @@ class NoResponders(GravError):
 class MessageDropped(GravError):
     """Nobody got the message, so no reply will come; the receipt's waits raise this at once.
     ``reason`` says why: ``queue_full``, links wanted it but the send queue of each was full
-    (counted on the link; ``Pod.publish`` waits for room instead of dropping), or ``too_large``,
-    a NATS bridge was to carry it but it is over the NATS server's ``max_payload`` (counted on
-    the bridge; ``msg_type`` is then empty, and the message names the type)."""
+    (counted on the link; ``Pod.publish`` waits for room instead of dropping), or a NATS bridge
+    was to carry it but did not, for the reason it counts under its ``lost``: ``too_large``
+    (over the NATS server's ``max_payload``; the request's reply too, where the message says
+    so), ``queue_full`` (its queue was full), ``subject_too_long``, ``bad_subject``, ``bad_id``
+    or ``disconnected`` (``gravpy.bridge.exporter``); ``msg_type`` is then empty, and the
+    message names the type."""
 
     def __init__(
         self, msg_type: str, uuid: str, *, reason: str = "queue_full", detail: str = ""

@@ -23,9 +23,11 @@ from gravpy.errors import GravError, LinkClosedError, MessageDropped, NoResponde
 from gravpy.message import Message, new_id
 
 __all__ = [
+    "DROPPED",
     "ERROR_HEADER",
     "FAILURE_TYPE",
     "WAITING_TYPE",
+    "dropped_reply",
     "failure_of",
     "link_closed_reply",
     "no_responders_reply",
@@ -40,6 +42,11 @@ DETAIL_HEADER: Final = "gravpy-error-detail"
 LINK_CLOSED: Final = "link_closed"
 NO_RESPONDERS: Final = "no_responders"
 TOO_LARGE: Final = "too_large"
+# why a NATS bridge did not send a message (the reasons it counts it lost under, and
+# ``MessageDropped.reason``): a failure reply with one of these codes raises ``MessageDropped``
+DROPPED: Final = frozenset(
+    (TOO_LARGE, "queue_full", "subject_too_long", "bad_subject", "bad_id", "disconnected")
+)
 
 
 def link_closed_reply(request_uuid: str, detail: str) -> Message:
@@ -57,7 +64,13 @@ def no_responders_reply(request_uuid: str, msg_type: str) -> Message:
 def too_large_reply(request_uuid: str, detail: str) -> Message:
     """A failure reply to ``request_uuid``: a bridge could not carry it, too large for NATS
     (``detail`` says how large, and the type); its wait raises ``MessageDropped``."""
-    headers = {ERROR_HEADER: TOO_LARGE, DETAIL_HEADER: detail[:512]}
+    return dropped_reply(request_uuid, TOO_LARGE, detail)
+
+
+def dropped_reply(request_uuid: str, reason: str, detail: str) -> Message:
+    """A failure reply to ``request_uuid``: a bridge did not send it (or its reply) for
+    ``reason``, one of ``DROPPED`` (``detail`` says more); its wait raises ``MessageDropped``."""
+    headers = {ERROR_HEADER: reason, DETAIL_HEADER: detail[:512]}
     return Message(new_id(), request_uuid, request_uuid, FAILURE_TYPE, time.time(), b"", headers)
 
 
@@ -79,6 +92,6 @@ def failure_of(msg: Message) -> GravError | None:
         return LinkClosedError(detail or "the link that could answer closed")
     if code == NO_RESPONDERS:
         return NoResponders(detail)
-    if code == TOO_LARGE:
-        return MessageDropped("", msg.reply_to, reason=TOO_LARGE, detail=detail)
+    if code in DROPPED:
+        return MessageDropped("", msg.reply_to, reason=code, detail=detail)
     return GravError(f"request failed ({code}): {detail}")

@@ -218,6 +218,7 @@ class NatsBridgeStatistics:
     export_recovered: int = 0  # held exports a standby published (the active did not, it seemed)
     export_expired: int = 0  # held exports never echoed within the shadow's age
     export_struck: int = 0  # held exports heard back from NATS: the active bridge published them
+    failures_unsent: int = 0  # failure replies for losses under load over the budget: not sent
     last_error_at: float | None = None  # when ``last_error`` happened (Unix time)
     connected_since: float | None = None  # when it last became connected (None: it is not)
 
@@ -252,6 +253,7 @@ class NatsBridgeStatistics:
             "export_recovered": self.export_recovered,
             "export_expired": self.export_expired,
             "export_struck": self.export_struck,
+            "failures_unsent": self.failures_unsent,
         }
 
 

@@ -10,7 +10,8 @@ counted ``queue_full``), with a reply subject on this bridge's inbox,
 ``<inbox>.<uuid>.<type tokens>``, so answers and NATS's no-responders status come back without
 the bridge keeping any per-message state (``Importer.reply``: a status for a message asked on
 this node fails its wait here, or one that starts later, and makes no message; one asked on
-another node goes back there as a failure reply). A reply goes to its request's NATS reply
+another node goes back there as a failure reply; neither if a pod of this mesh admits its type,
+``home_admits``: that pod may answer). A reply goes to its request's NATS reply
 subject (``Importer.reply_subject``), whichever node it reached, however late. A message that came in
 from NATS (``ORIGIN_HEADER``) never goes back: that is what makes loops impossible; the hub's
 offer of it tells the importer that another bridge of this mesh delivered it (``delivered``).
@@ -30,12 +31,20 @@ sender's order holds (a copy published twice keeps its uuid: every seen-set drop
 Losses are counted by reason on the outbox: ``disconnected`` (no NATS connection, and no other
 bridge of this mesh known to carry it: ``alone``), ``bad_id`` (a uuid or ``reply_to`` that is not
 one subject token: it would not fit the reply subject), and what the outbox refuses
-(``gravpy.bridge.outbox``). A message the outbox refuses as ``too_large`` (its data and NATS
-headers over the server's ``max_payload``) gets a failure reply (``too_large_reply``), unless a
-pod of this mesh admits its type (``home_changed``: it may answer): the bridge takes the message
-and its asker's wait fails at once saying why, where it would otherwise raise ``NoResponders``
-(the bridge did not take it and nothing else did) or wait out its timeout (asked on another
-node, which sent it here).
+(``gravpy.bridge.outbox``: ``queue_full``, ``too_large``, ``subject_too_long``, ``bad_subject``).
+A message to cross that is lost so (``_refused``) gets a failure reply with that reason
+(``gravpy.failure.dropped_reply``), unless a pod of this mesh admits its type (``home_admits``:
+it may answer): the bridge takes the message and its asker's wait fails at once with
+``MessageDropped`` saying why, where it would otherwise raise ``NoResponders`` (the bridge did
+not take it and nothing else did) or wait out its timeout (asked on another node, which sent it
+here). Nothing says whether anyone waits, so a plain message refused so gets one too (a node
+that asked nothing keeps it, bounded, as it keeps NATS's no-responders status): only what is
+lost pays for it. A full outbox or a lost connection may refuse a whole stream, so the failure
+replies for those two reasons are at most ``FAILURE_BUDGET`` a second; past it the loss is
+only counted (and ``failures_unsent``), and an asker among them waits out its timeout. A reply too large for NATS is replaced by a small failure reply on the same
+subject (``_reply_refused``): the asking mesh's bridge brings it in like any reply, so its asker's
+wait fails at once (``MessageDropped``, ``too_large``) rather than after its timeout; a plain
+NATS client gets an empty message whose ``Grav-H-gravpy-error`` header says ``too_large``.
 """
 
 from __future__ import annotations
@@ -59,13 +68,31 @@ from gravpy.bridge.subjects import (
     header_lines,
     meta_of,
 )
-from gravpy.failure import too_large_reply
+from gravpy.bridge.wire import MAX_CONTROL_LINE
+from gravpy.failure import TOO_LARGE, dropped_reply
 from gravpy.filter import Pattern
 from gravpy.message import Message
 
-__all__ = ["Exporter", "too_large_detail"]
+__all__ = ["Exporter", "dropped_detail", "too_large_detail"]
 
 _log = logs.get_logger("gravpy.bridge")
+_HOME_TYPES = 4096  # types whose answer ``home_admits`` keeps (then it starts over)
+# losses that come with load, not with the message: their failure replies are budgeted per second
+_UNDER_LOAD = frozenset({"queue_full", "disconnected"})
+FAILURE_BUDGET = 256  # failure replies per second for such losses (the rest only counted lost)
+# why a message was not sent, by the reason it is counted lost under (``too_large``: below)
+_WHY = {
+    "queue_full": "the NATS bridge's queue was full ({limit} messages waiting)",
+    "subject_too_long": (
+        "its type is too long for NATS once escaped (its subject and reply subject are over "
+        f"nats-server's {MAX_CONTROL_LINE}-byte control line)"
+    ),
+    "bad_subject": "its NATS subject would hold whitespace or a control character",
+    "bad_id": "its uuid {uuid!r} is not one NATS subject token (a space, dot or control character)",
+    "disconnected": (
+        "the NATS bridge is not connected, and no other bridge of this mesh is known to be"
+    ),
+}
 
 
 def too_large_detail(request: Message, max_payload: int) -> str:
@@ -75,6 +102,24 @@ def too_large_detail(request: Message, max_payload: int) -> str:
         f"too large for NATS ({len(request.data)} bytes of data, with its NATS headers over the "
         f"server's max_payload of {max_payload} bytes): the bridge did not send message "
         f"{request.uuid} of type {request.type!r}"
+    )
+
+
+def dropped_detail(request: Message, reason: str, outbox: Outbox) -> str:
+    """What a failure reply (``gravpy.failure.dropped_reply``) says of a request the bridge did
+    not send for ``reason`` (counted on ``outbox`` so): its wait raises ``MessageDropped``."""
+    if reason == TOO_LARGE:
+        return too_large_detail(request, outbox.max_payload)
+    why = _WHY.get(reason, reason).format(limit=outbox.limit, uuid=request.uuid)
+    return f"{why}: the bridge did not send message {request.uuid} of type {request.type!r}"
+
+
+def reply_too_large_detail(reply: Message, max_payload: int, mesh: str) -> str:
+    """What the failure reply sent instead of a reply too large for NATS says."""
+    return (
+        f"the reply was too large for NATS ({len(reply.data)} bytes of data, with its NATS "
+        f"headers over the server's max_payload of {max_payload} bytes): the bridge of mesh "
+        f"{mesh!r} did not send reply {reply.uuid} of type {reply.type!r}"
     )
 
 
@@ -102,6 +147,9 @@ class Exporter:
         # what pods of this mesh want (``home_changed``), compiled when first needed
         self._home: tuple[str, ...] = ()
         self._home_patterns: tuple[Pattern, ...] | None = ()
+        self._home_types: dict[str, bool] = {}  # ``home_admits``'s answers, by type
+        self._budget_since, self._budget_used = 0.0, 0  # failure replies for losses under load
+        self.failures_unsent = 0  # failure replies over that budget: not sent
 
     def bind(self, host: BridgeHost, subjects: SubjectMap) -> None:
         self.host = host
@@ -123,13 +171,14 @@ class Exporter:
             if subject is None:
                 return False
             meta = meta_of(msg, with_type=True)
-            return self._enqueue((subject, "", msg.data, meta, header_lines(msg)))
+            out = (subject, "", msg.data, meta, header_lines(msg))
+            return self._enqueue(out) or self._reply_refused(msg, subject)
         route = self.routes.route(msg.type)
         if route is None:
             return False
         if not self.connected:  # no connection: it cannot cross here now
             if self.active or self.alone:  # nor through another bridge of this mesh
-                self.outbox.count("disconnected")
+                return self.outbox.refuse("disconnected") or self._refused(msg)
             return False
         if not self.active:
             if self._active_takes(msg.type):
@@ -141,38 +190,74 @@ class Exporter:
 
     def export(self, msg: Message, route: Route) -> bool:
         """Queue ``msg`` on ``route``, its reply subject on this bridge's inbox."""
-        if msg.uuid.strip(_SAFE_TOKEN):  # a space, dot or control character: it would not be
-            self.outbox.count("bad_id")  # one token of the reply subject (a newline: a command)
-            return False
+        if msg.uuid.strip(_SAFE_TOKEN):  # a space, dot or control character: not one token
+            return self.outbox.refuse("bad_id") or self._refused(msg)  # of the reply subject
         reply = f"{self.inbox}.{msg.uuid}.{route.tokens}"  # the type rides along (NoResponders)
         meta = meta_of(msg, placed=self.routes.placed(route)) if route.groups else meta_of(msg)
         extra = header_lines(msg) if msg.headers else ""
         out = (route.subject, reply, msg.data, meta, extra)
-        return self._enqueue(out) or self._refused(msg, out)
+        return self._enqueue(out) or self._refused(msg)
 
     def home_changed(self, patterns: tuple[str, ...]) -> None:
         """What the pods of this mesh want (ungrouped or in groups, on any of its nodes)."""
         if patterns != self._home:
             self._home = patterns
-            self._home_patterns = None  # (compiled when a message is refused: rarely)
+            self._home_patterns = None  # (compiled when first asked: rarely)
+            self._home_types.clear()
 
-    def _refused(self, msg: Message, out: Outgoing) -> bool:
-        """The outbox refused ``msg`` (counted there). If it was too large for NATS and no pod
-        of this mesh admits its type (nothing else may answer it), its asker learns why at
-        once: a failure reply, and True (taken: not ``NoResponders``)."""
-        outbox, host = self.outbox, self.host
-        if not (self.connected and host is not None and outbox.too_large(out)):
+    def home_admits(self, msg_type: str) -> bool:
+        """True if a pod of this mesh admits ``msg_type`` (``home_changed``; the asker too, as
+        the bridge cannot tell it apart), so it may answer a request of it. Asked only of what
+        is refused, and for NATS's no-responders status (``Importer.reply``: one for each
+        message published to no subscriber), so the answer is kept by type."""
+        known = self._home_types.get(msg_type)
+        if known is None:
+            patterns = self._home_patterns
+            if patterns is None:
+                patterns = self._home_patterns = matcher(self._home)
+            known = any(p.matches(msg_type) for p in patterns)
+            if len(self._home_types) >= _HOME_TYPES:
+                self._home_types.clear()
+            self._home_types[msg_type] = known
+        return known
+
+    def _refused(self, msg: Message) -> bool:
+        """``msg`` was to cross but is lost (counted: ``outbox.refused`` says why). Unless a
+        pod of this mesh admits its type (its asker may get an answer from there), its asker
+        learns why at once: a failure reply, and True (taken: not ``NoResponders``)."""
+        host = self.host
+        if host is None or self.home_admits(msg.type):
             return False
-        if self._home_admits(msg.type):  # (its asker may get an answer from there)
+        reason = self.outbox.refused
+        if reason in _UNDER_LOAD and not self._within_budget():
+            self.failures_unsent += 1  # (as if none were sent: its asker may wait it out)
             return False
-        host.inject(too_large_reply(msg.uuid, too_large_detail(msg, outbox.max_payload)))
+        host.inject(dropped_reply(msg.uuid, reason, dropped_detail(msg, reason, self.outbox)))
         return True
 
-    def _home_admits(self, msg_type: str) -> bool:
-        patterns = self._home_patterns
-        if patterns is None:
-            patterns = self._home_patterns = matcher(self._home)
-        return any(p.matches(msg_type) for p in patterns)
+    def _within_budget(self) -> bool:
+        """True if another failure reply for a loss under load fits this second's budget: a
+        full outbox or a lost connection may refuse every message of a stream, and a failure
+        reply for each would add a message per message lost, where load already is."""
+        now = time.monotonic()
+        if now - self._budget_since >= 1.0:
+            self._budget_since, self._budget_used = now, 0
+        if self._budget_used >= FAILURE_BUDGET:
+            return False
+        self._budget_used += 1
+        return True
+
+    def _reply_refused(self, reply: Message, subject: str) -> bool:
+        """The outbox refused ``reply`` (counted). If it was too large for NATS, a small
+        failure reply goes to its asker on the same ``subject`` instead; False (the reply did
+        not cross)."""
+        outbox, host = self.outbox, self.host
+        if outbox.refused != TOO_LARGE or host is None:
+            return False
+        detail = reply_too_large_detail(reply, outbox.max_payload, host.mesh_name)
+        failure = dropped_reply(reply.reply_to, TOO_LARGE, detail)
+        self._enqueue((subject, "", b"", meta_of(failure, with_type=True), header_lines(failure)))
+        return False
 
     def release_held(self) -> None:
         """Publish what the export shadow holds, oldest first (``gravpy.bridge.export_shadow``):
@@ -210,6 +295,5 @@ class Exporter:
 
     def _enqueue(self, out: Outgoing) -> bool:
         if not self.connected:
-            self.outbox.count("disconnected")
-            return False
+            return self.outbox.refuse("disconnected")
         return self.outbox.put(out)

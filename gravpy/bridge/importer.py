@@ -10,12 +10,15 @@ strikes it again when the active bridge's copy reaches this node (``delivered``,
 ``offer``), forgetting it once the active bridge announces itself ``settle`` seconds later
 (``active_lives``). On ``activate`` it first delivers what the shadow still holds, in order, so a
 message NATS carried while the old active bridge was dying still reaches the mesh, once (see
-``gravpy.bridge.shadow``). Replies go back on the request's NATS reply subject
-(``reply_subject``), whichever node answers. Another mesh's exporter gives every message the
-reply subject ``<its inbox>.<uuid>.<type tokens>``, and every request a gravpy process asks
-goes through its own mesh's exporters, so for a message from another gravpy mesh the importer
-keeps only the last reply subject of each asking process (``process_of`` its uuid) and builds
-the reply subject of any request from it: a reply comes back however long the answer took. It
+``gravpy.bridge.shadow``). NATS's no-responders status for a request this bridge published
+fails its wait with ``NoResponders`` only if no pod of this mesh admits its type (``reply``):
+else that pod's answer, which may come after the status, wins. Replies go back on the request's
+NATS reply subject (``reply_subject``), whichever node answers. Another mesh's exporter gives
+every message the reply subject ``<its inbox>.<uuid>.<type tokens>``, and every request a
+gravpy process asks goes through its own mesh's exporters, so for a message from another
+gravpy mesh the importer keeps only the last reply subject of each asking process
+(``process_of`` its uuid) and builds the reply subject of any request from it: a reply comes
+back however long the answer took. It
 keeps a plain NATS client's reply subject per request, for the last ``request_limit // 2`` to
 ``request_limit`` of them; their messages get ids whose process digits are the importer's own
 (``id_source``), so a reply that comes after its request's subject was forgotten is known for
@@ -61,6 +64,10 @@ __all__ = ["Importer"]
 _ASKERS_LIMIT = 65_536
 
 
+def _nowhere(_: str) -> bool:
+    return False
+
+
 class Importer:
     """What one bridge brings into its mesh; see the module docstring."""
 
@@ -73,6 +80,8 @@ class Importer:
     ) -> None:
         self.host: BridgeHost | None = None
         self.subjects = SubjectMap("gravpy", "*")
+        # whether a pod of this mesh admits a type (``Exporter.home_admits``: NatsBridge sets it)
+        self.home_admits: Callable[[str], bool] = _nowhere
         self.active = False
         self.imported = 0
         self.recovered = 0  # delivered from the shadow on taking over
@@ -126,13 +135,16 @@ class Importer:
 
     def reply(self, tail: str, data: bytes, headers: dict[str, str]) -> None:
         """A reply on the bridge's inbox; ``tail`` is ``<request uuid>.<request type tokens>``.
-        NATS's no-responders status becomes the asker's ``NoResponders``."""
+        NATS's no-responders status becomes the asker's ``NoResponders``, unless a pod of this
+        mesh admits the type (``home_admits``): that pod may answer, so the wait goes on (as in
+        one mesh: it runs out its timeout if that pod does not answer)."""
         request, _, tokens = tail.partition(".")
         try:
             if headers.get(STATUS_HEADER) == NO_RESPONDERS_STATUS:
                 msg_type = type_of_tokens(tokens)
-                assert self.host is not None
-                self.host.no_responders(request, msg_type)
+                if not self.home_admits(msg_type):  # (nothing else anywhere may answer it)
+                    assert self.host is not None
+                    self.host.no_responders(request, msg_type)
                 return
             msg = from_nats(None, data, headers, "reply", reply_to=request)[0]
         except MessageError:

@@ -98,6 +98,7 @@ class NatsBridge:
         shadow = Shadow(c.shadow_limit, 2 * c.ttl)
         self._importer = Importer(c.request_limit, shadow, self._count, time.monotonic)
         self._exporter = Exporter(c, self._importer)  # (its state: who exports, the outbox)
+        self._importer.home_admits = self._exporter.home_admits  # (NATS's no-responders status)
         self._connects = 0
         self.errors = 0  # connections ended by an unexpected error (``bridge_failed``)
         self._connector = Connector(self.config, self._on_error)
@@ -462,6 +463,8 @@ class NatsBridge:
         if self._nc is not None:
             self._nc.buffered = 0  # nats-py wrote its pending buffer on reconnecting
             self._exporter.outbox.max_payload = self._nc.max_payload  # (another server's)
+        if self.state in ("closing", "closed"):  # nats-py reconnected while ``stop`` runs: it
+            return  # closes the connection; the bridge is not connected again
         self.state = "connected"
         self._connected_since = time.time()
         self._connects += 1
@@ -501,6 +504,7 @@ class NatsBridge:
             errors=self.errors,
             export_held=len(exports),
             export_struck=exports.struck,
+            failures_unsent=self._exporter.failures_unsent,
             export_recovered=self._exporter.recovered,
             export_expired=exports.expired,
         )

@@ -3,8 +3,9 @@
 The hub's hot path appends (``put``, never blocking: a full outbox drops the newest and counts
 ``queue_full``; a message whose command nats-server would refuse is counted by the reason
 ``gravpy.bridge.wire.refusal`` gives, ``bad_subject`` or ``subject_too_long``, and one over the
-server's ``max_payload`` with its headers, ``too_large``, are never sent); one task per
-connection (``publish_all``) publishes what is queued in batches of
+server's ``max_payload`` with its headers, ``too_large``, are never sent; ``refused`` keeps the
+reason of the last one refused, so the exporter can tell its asker: ``gravpy.bridge.exporter``);
+one task per connection (``publish_all``) publishes what is queued in batches of
 ``BATCH`` (each batch one nats-py command: ``gravpy.bridge.wire``), yielding after each so
 nats-py writes a batch in one flush while more arrive. Past
 ``high_water`` messages the outbox tells its ``Backpressure`` it is congested (so ``Pod.publish``
@@ -50,6 +51,7 @@ class Outbox:
         self._ready = asyncio.Event()
         self._nc: WireClient | None = None  # while nothing is on its way to it
         self.max_payload = MAX_PAYLOAD  # the connected server's (``NatsBridge`` keeps it)
+        self.refused = ""  # why the last message refused was (``refuse``): a ``lost`` reason
 
     def __len__(self) -> int:
         return len(self._items)
@@ -59,33 +61,33 @@ class Outbox:
         request or reply waits for no task); False (and counted) if the outbox is full, or if
         nats-server would refuse its command (``gravpy.bridge.wire.refusal``), or its payload
         and headers, once numbered, would be over the server's ``max_payload`` (``too_large``:
-        the server would close the connection, and what was in flight on it would be lost)."""
+        the server would close the connection, and what was in flight on it would be lost);
+        the reason is then ``refused``."""
         refused = refusal(out)
         if refused is not None:
-            self.count(refused)
-            return False
+            return self.refuse(refused)
         # (the usual message fits even were every header character 4 bytes: no encoding needed)
         roomy = len(out[2]) + 4 * (len(out[3]) + len(out[4])) <= self.max_payload - _SLACK
         if not roomy and self._over(out):
-            self.count("too_large")
-            return False
+            return self.refuse("too_large")
         nc = self._nc
         if nc is not None and not self._items and nc.publish_now(out, self._numbered):
             self.published += 1
             return True
         if len(self._items) >= self.limit:
-            self.count("queue_full")
-            return False
+            return self.refuse("queue_full")
         self._items.append(out)
         self._ready.set()
         if len(self._items) > self.high_water and not self._congested:
             self._set_congested(True)
         return True
 
-    def too_large(self, out: Outgoing) -> bool:
-        """True if ``put`` refuses ``out`` as ``too_large`` (a command nats-server would
-        refuse for another reason is not counted so)."""
-        return refusal(out) is None and self._over(out)
+    def refuse(self, reason: str) -> bool:
+        """Count a message not sent for ``reason`` and keep that as ``refused``; returns False
+        (what ``put`` returns for it). Only refusals pay for this: the usual message does not."""
+        self.refused = reason
+        self.count(reason)
+        return False
 
     def _over(self, out: Outgoing) -> bool:
         """True if ``out``'s payload and headers, once numbered, are over ``max_payload``."""

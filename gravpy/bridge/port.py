@@ -9,7 +9,8 @@ things, all synchronous and cheap (a bridge never blocks the local mesh):
 - ``offer(msg)`` for every message new to this node (sent by a local pod or arrived from a peer or
   leaf, never one the bridge injected): the bridge returns True if it will carry it across (so a
   request it carries does not raise ``NoResponders``), or if it cannot and answered it with a
-  failure reply (``inject``) saying why (too large for NATS: ``gravpy.bridge.exporter``);
+  failure reply (``inject``) saying why (too large for NATS, its queue full, not connected...:
+  ``gravpy.bridge.exporter``);
 - ``advertised()``: the patterns this node must advertise to its peers on the bridge's behalf
   (what remote meshes want, and what is exported), so the mesh sends those messages here.
 
