@@ -46,17 +46,19 @@ from gravpy.proto import ANY_MESH
 
 __all__ = [
     "MAX_INSTANCE_BYTES",
+    "MAX_TXT_ENTRY_BYTES",
     "Advert",
     "Skip",
     "advert_for",
     "instance_label",
     "is_ip",
     "read_record",
+    "txt_entry_bytes",
 ]
 
 _MAX_LABEL_BYTES: Final = 63  # one DNS label (the instance name)
 MAX_INSTANCE_BYTES: Final = _MAX_LABEL_BYTES - 4  # room for a "-N" suffix
-_MAX_TXT_ENTRY_BYTES: Final = 255  # "key=value" in one TXT string
+MAX_TXT_ENTRY_BYTES: Final = 255  # "key=value" in one TXT string
 _SCHEME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+.-")
 # a DNS host name: dot-separated labels of letters, digits, '-' (not at either end) and '_'
 _HOST_NAME: Final = re.compile(
@@ -114,7 +116,7 @@ def advert_for(endpoint: str, ctx: DiscoveryContext, instance: str) -> Advert | 
     if not is_ip(host):
         properties["host"] = host
     for key, value in properties.items():
-        if len(f"{key}={value}".encode()) > _MAX_TXT_ENTRY_BYTES:
+        if txt_entry_bytes(key, value) > MAX_TXT_ENTRY_BYTES:
             raise UsageError(
                 f"cannot advertise {endpoint!r} over mDNS: TXT {key!r} exceeds 255 bytes"
             )
@@ -182,6 +184,11 @@ def _dialable(address: str) -> bool:
     machine), multicast, the limited broadcast."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     return not (ip.is_unspecified or ip.is_multicast or ip == _LIMITED_BROADCAST)
+
+
+def txt_entry_bytes(key: str, value: str) -> int:
+    """The bytes ``key=value`` takes in a TXT string (at most ``MAX_TXT_ENTRY_BYTES``)."""
+    return len(f"{key}={value}".encode())
 
 
 def instance_label(text: str) -> str:

@@ -17,10 +17,11 @@ and a ``GRAVD_*`` variable that is neither ``GRAVD_CONFIG`` nor a setting's (wit
 known name, when one is close: ``GRAVD_PEER`` gets "did you mean GRAVD_PEERS?").
 
 ``DaemonConfig`` runs the same parsers on its own fields when constructed, so a config built in
-code is validated too, and so are the settings that are only wrong together (``_check_listeners``:
-an ``http://`` peer without ``listen_http``, two listeners on one port). The mesh key itself is
-read by the loader (``load_config``) from ``mesh_key_file``; the dataclass only checks its length
-and keeps it out of ``repr``.
+code is validated too, and so are the settings that are only wrong together, by the checks of
+``gravpy.daemon.config_checks`` (an ``http://`` peer without ``listen_http``, two listeners on
+one port, with mDNS a path too long for its TXT string), which the loader runs too, naming every
+source. The mesh key itself is read by the loader (``load_config``) from ``mesh_key_file``; the
+dataclass only checks its length and keeps it out of ``repr``.
 """
 
 from __future__ import annotations
@@ -28,12 +29,18 @@ from __future__ import annotations
 import difflib
 import socket
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from gravpy.bridge.config import shown_url
+from gravpy.daemon.config_checks import (
+    check_listeners,
+    check_liveness,
+    check_mdns_txt,
+    check_tls,
+)
 from gravpy.daemon.parsers import (
     AUTO,
     DEFAULT_HTTP_PATH,
@@ -125,9 +132,9 @@ class DaemonConfig:
             raise ConfigError("mesh_key", "value", f"a mesh key has at least {MIN_KEY_BYTES} bytes")
         if self.peers and self.discovery == "none":
             raise ConfigError("peers", "value", "peers are listed but discovery is 'none'")
-        _check_listeners(lambda name: getattr(self, name), lambda name: "value")
-        _check_tls(lambda name: getattr(self, name), lambda name: "value")
-        _check_mdns_mesh(lambda name: getattr(self, name), lambda name: "value")
+        check_listeners(lambda name: getattr(self, name), lambda name: "value")
+        check_tls(lambda name: getattr(self, name), lambda name: "value")
+        check_mdns_txt(lambda name: getattr(self, name), lambda name: "value")
         if self.dead_after <= self.ping_interval:
             raise ConfigError("dead_after", "value", "must be longer than ping_interval")
 
@@ -221,7 +228,7 @@ def load_config_with_sources(
     if config_file is not None:
         _relative_to_file(values, raw, config_file)
     defaults = DaemonConfig()
-    _check_tls(
+    check_tls(
         lambda name: values.get(name, getattr(defaults, name)),
         lambda name: raw[name][1] if name in raw else "default",
     )
@@ -239,38 +246,10 @@ def load_config_with_sources(
     sources = {s.name: raw[s.name][1] if s.name in raw else "default" for s in SETTINGS}
     if values.get("listen_tcp", AUTO) == AUTO:
         _resolve_auto_tcp(values, sources, defaults.listen)
-    _check_listeners(lambda name: values.get(name, getattr(defaults, name)), sources.__getitem__)
-    _check_liveness(lambda name: values.get(name, getattr(defaults, name)), sources.__getitem__)
-    _check_mdns_mesh(lambda name: values.get(name, getattr(defaults, name)), sources.__getitem__)
+    check_listeners(lambda name: values.get(name, getattr(defaults, name)), sources.__getitem__)
+    check_liveness(lambda name: values.get(name, getattr(defaults, name)), sources.__getitem__)
+    check_mdns_txt(lambda name: values.get(name, getattr(defaults, name)), sources.__getitem__)
     return DaemonConfig(**values), sources
-
-
-_MDNS_MESH_BYTES = 255 - len("mesh=")  # one TXT string holds "mesh=NAME" (discovery.mdns_record)
-
-
-def _check_mdns_mesh(value: Callable[[str], Any], source: Callable[[str], str]) -> None:
-    """With mDNS the mesh name travels as ``mesh=NAME`` in one TXT string of 255 bytes: a longer
-    one failed the discovery task after start, leaving a node no one finds."""
-    size = len(value("mesh").encode())
-    if value("discovery") == "mdns" and size > _MDNS_MESH_BYTES:
-        raise ConfigError(
-            "mesh",
-            source("mesh"),
-            f"{size} bytes in UTF-8; with discovery mdns (from {source('discovery')}) a mesh "
-            f"name has at most {_MDNS_MESH_BYTES}, to fit an mDNS TXT string as mesh=NAME",
-        )
-
-
-def _check_liveness(value: Callable[[str], Any], source: Callable[[str], str]) -> None:
-    """``dead_after`` must be longer than ``ping_interval``: the error names both sources."""
-    dead, ping = value("dead_after"), value("ping_interval")
-    if dead <= ping:
-        raise ConfigError(
-            "dead_after",
-            source("dead_after"),
-            f"{dead:g} s must be longer than ping_interval, {ping:g} s (from "
-            f"{source('ping_interval')}); a quiet but live peer would be declared dead",
-        )
 
 
 def _check_credentials(values: dict[str, Any], raw: Raw) -> None:
@@ -295,72 +274,6 @@ def _check_credentials(values: dict[str, Any], raw: Raw) -> None:
             raise ConfigError(
                 "dashboard_token_file", raw["dashboard_token_file"][1], str(exc)
             ) from exc
-
-
-_HTTP_SCHEMES = ("http", "https")
-_WILDCARDS = ("0.0.0.0", "::")
-
-
-def _check_listeners(value: Callable[[str], Any], source: Callable[[str], str]) -> None:
-    """Refuse listener and peer settings that are each valid but wrong together.
-
-    ``value(name)`` is a setting's parsed value, ``source(name)`` where it came from. An
-    ``http(s)://`` peer needs ``listen_http`` (gravd dials only with the transports it listens
-    on); ``listen_http`` may not take the port ``listen`` binds (the second bind would fail).
-    """
-    _check_tcp_listener(value, source)
-    _check_peer_schemes(value("peers"), source("peers"))
-    listen: Address = value("listen")
-    http: Address | None = value("listen_http")
-    if http is None:
-        for peer in value("peers"):
-            if peer.partition("://")[0] in _HTTP_SCHEMES:
-                raise ConfigError(
-                    "peers",
-                    source("peers"),
-                    f"{peer} is an HTTP peer but listen_http is off (from "
-                    f"{source('listen_http')}); gravd dials http:// only with the HTTP transport on",
-                )
-        return
-    same_host = http.host == listen.host or http.host in _WILDCARDS or listen.host in _WILDCARDS
-    if http.port != 0 and http.port == listen.port and same_host:
-        raise ConfigError(
-            "listen_http",
-            source("listen_http"),
-            f"{http} takes port {http.port}, which listen already binds ({listen}, from "
-            f"{source('listen')}); give the HTTP transport a port of its own",
-        )
-
-
-def _check_peer_schemes(peers: tuple[str, ...], source: str) -> None:
-    """A peer whose scheme no transport of gravd dials would only be logged, at run time."""
-    from transports.http import HttpTransport
-    from transports.tcp import TcpTransport
-    from transports.websocket import WebSocketTransport
-
-    known = (*WebSocketTransport.schemes, *HttpTransport.schemes, *TcpTransport.schemes)
-    for peer in peers:
-        scheme = peer.partition("://")[0]
-        if scheme not in known:
-            raise ConfigError(
-                "peers",
-                source,
-                f"{peer}: no transport dials {scheme}:// (known: {', '.join(known)})",
-            )
-
-
-def _check_tls(value: Callable[[str], Any], source: Callable[[str], str]) -> None:
-    """Refuse TLS settings that are each valid but incomplete together."""
-    for name, other in (("tls_cert", "tls_key"), ("tls_key", "tls_cert")):
-        if value(name) is not None and value(other) is None:
-            raise ConfigError(name, source(name), f"{other} must be given too")
-    if value("tls_verify_clients") and (value("tls_ca") is None or value("tls_cert") is None):
-        raise ConfigError(
-            "tls_verify_clients",
-            source("tls_verify_clients"),
-            "verifying clients needs tls_ca (the CA that signs them) and tls_cert/tls_key "
-            "(TLS to listen with)",
-        )
 
 
 def _relative_to_file(values: dict[str, Any], raw: Raw, config_file: Path) -> None:
@@ -418,32 +331,6 @@ def _bindable(host: str, port: int) -> bool:
     except OSError:
         return False
     return True
-
-
-def _check_tcp_listener(value: Callable[[str], Any], source: Callable[[str], str]) -> None:
-    """A ``tcp://``/``tls://`` peer needs ``listen_tcp``, which needs a port of its own."""
-    tcp: Address | None = value("listen_tcp")
-    if tcp is None:
-        for peer in value("peers"):
-            if peer.partition("://")[0] in ("tcp", "tls"):
-                raise ConfigError(
-                    "peers",
-                    source("peers"),
-                    f"{peer} is a TCP peer but listen_tcp is off (from {source('listen_tcp')}); "
-                    "gravd dials tcp:// only with the TCP transport on",
-                )
-        return
-    for other in ("listen", "listen_http"):
-        address: Address | None = value(other)
-        if address is None or tcp.port == 0 or tcp.port != address.port:
-            continue
-        if tcp.host == address.host or _WILDCARDS.count(tcp.host) + _WILDCARDS.count(address.host):
-            raise ConfigError(
-                "listen_tcp",
-                source("listen_tcp"),
-                f"{tcp} takes port {tcp.port}, which {other} already binds ({address}, from "
-                f"{source(other)}); give the TCP transport a port of its own",
-            )
 
 
 def _parse(raw: Raw) -> dict[str, Any]:

@@ -35,23 +35,17 @@ The file is stamped (``sqlite_file.Stamp``) with the mesh its messages were rela
 uuid of the node that wrote (and numbered) them. A file of another mesh is moved aside
 (``replay.sqlite3.other-mesh-<time>``), and so is, for a gravd that kept its uuid, one another
 node wrote (``.other-node-<time>``, a file copied between data dirs): restored numbered, its
-messages would be resent as this node's own. A file SQLite cannot read
-(``quick_check`` fails, not a database), or whose tables hold what gravd does not write (another
-program's, another version's: ``sqlite_file.check_columns``), is renamed aside
-(``replay.sqlite3.corrupt-<time>``), reported, and replaced by an empty one: a bad file never
-stops gravd. A file gravd cannot write does: opening takes the write lock and writes once, so a
+messages would be resent as this node's own. A file SQLite cannot read, or whose tables hold
+what gravd does not write, is renamed aside (``replay.sqlite3.corrupt-<time>``), reported, and
+replaced by an empty one: a bad file never stops gravd. A file gravd cannot write does: a
 read-only file, or one another process holds for ``LOCK_TIMEOUT``, raises ``ReplayStoreError``
 at start rather than failing every write later. A row that does not decode (or holds a number
-out of range) is skipped, counted and deleted. A gravd whose buffer is not
-durable (``--buffer-durable off``) moves the file an earlier run left aside
-(``set_aside_unused``), so it never comes back as current at a later durable start.
+out of range) is skipped, counted and deleted. A gravd whose buffer is not durable
+(``--buffer-durable off``) moves the file an earlier run left aside (``set_aside_unused``), so it
+never comes back as current at a later durable start.
 
-The file uses WAL with ``synchronous=OFF`` (see ``_connect``): it survives a killed gravd, not
-necessarily a power cut.
-
-Why SQLite rather than an append-only file: a transaction makes each batch all-or-nothing (no torn
-tail to repair after a crash), deleting the evicted head is one statement instead of a file
-rewrite, corruption is detected by SQLite itself, and gravd already keeps its events that way.
+The file itself (its tables, a batch as one row, each transaction, the checks at open, why
+SQLite) is ``gravpy.daemon.replay_file``'s; this module decides what goes in it, and when.
 """
 
 from __future__ import annotations
@@ -64,29 +58,31 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Final, TypeVar
 
-import msgspec
-
 from gravpy import _log as logs
 from gravpy.buffer import MsgBuffer
-from gravpy.daemon.sqlite_file import (
-    STAMP_COLUMNS,
-    Foreign,
-    Stamp,
-    check_columns,
-    move_aside,
-    open_or_set_aside,
-    reason,
-    set_aside_foreign,
-    write_stamp,
+from gravpy.daemon.replay_file import (
+    LOCK_TIMEOUT,
+    PAGE_BYTES,
+    REPLAY_FILE,
+    Entry,
+    Head,
+    ReplayStoreError,
+    append,
+    decode_batch,
+    open_file,
+    read_rows,
+    set_aside_if_foreign,
+    set_aside_unused,
+    trim,
 )
-from gravpy.errors import GravError, MessageError
-from gravpy.message import Message
+from gravpy.daemon.sqlite_file import Stamp, reason
 
 __all__ = [
+    "LOCK_TIMEOUT",
+    "PAGE_BYTES",
     "REPLAY_FILE",
     "ReplayStore",
     "ReplayStoreError",
@@ -95,43 +91,13 @@ __all__ = [
 ]
 
 _log = logs.get_logger("gravpy.daemon.replay_store")
-REPLAY_FILE: Final = "replay.sqlite3"
-_SCHEMA: Final = (
-    "CREATE TABLE IF NOT EXISTS replay_batch "
-    "(id INTEGER PRIMARY KEY, count INTEGER NOT NULL, wire BLOB NOT NULL)",
-    # one row: the oldest batch, and how many of its messages (the first) have left the buffer
-    "CREATE TABLE IF NOT EXISTS replay_head "
-    "(id INTEGER PRIMARY KEY CHECK (id = 1), batch INTEGER NOT NULL, gone INTEGER NOT NULL)",
-    # and the stamp (sqlite_file.write_stamp): the mesh the messages were relayed in, the node
-    # that numbered them
-)
-# where files written before the stamp kept their mesh (read when a file has no stamp)
-_LEGACY_STAMP: Final = "replay_mesh"
-# what the tables hold (a file that holds anything else is set aside: sqlite_file.check_columns)
-_COLUMNS: Final[dict[str, dict[str, tuple[str, ...]]]] = {
-    "replay_batch": {"id": ("integer",), "count": ("integer",), "wire": ("blob",)},
-    "replay_head": {"id": ("integer",), "batch": ("integer",), "gone": ("integer",)},
-    **STAMP_COLUMNS,
-}
-# 2: the stamp (1: replay_head; 0: files written before it; all read the same way)
-_SCHEMA_VERSION: Final = 2
-_ENCODER: Final = msgspec.msgpack.Encoder()
 # the writer gathers pushes this long before each transaction: fewer, larger transactions under
 # load (and at most this much of the newest buffer is missing from the file after a SIGKILL)
 GATHER_SECONDS: Final = 0.1
-PAGE_BYTES: Final = 16384
-LOCK_TIMEOUT: Final = 5.0  # how long opening (and each write) waits while another process holds it
 # at most this many messages a failed write carries into the next: each retry encodes them all
 RETRY_LIMIT: Final = 65_536
 
-_Entry = tuple[float, Message, int]  # (pushed at, message, origin number)
-_Head = tuple[int, int]  # (oldest batch id, how many of its first messages left the buffer)
 T = TypeVar("T")
-
-
-class ReplayStoreError(GravError):
-    """The data directory cannot hold the replay buffer (not creatable or not writable), or
-    another process holds the file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,11 +130,11 @@ class _Saved:
     ``gone`` of which had left the buffer."""
 
     id: int
-    entries: list[_Entry] | None
+    entries: list[Entry] | None
     gone: int
 
     @property
-    def live(self) -> list[_Entry]:
+    def live(self) -> list[Entry]:
         return self.entries[self.gone :] if self.entries is not None else []
 
 
@@ -190,8 +156,8 @@ class ReplayStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gravd-replay")
         self._task: asyncio.Task[None] | None = None
         self._rows: deque[_Row] = deque()  # in the file, oldest first
-        self._head: _Head = (0, 0)  # as the file says
-        self._pending: list[_Entry] = []  # taken from the buffer, not written (a write failed)
+        self._head: Head = (0, 0)  # as the file says
+        self._pending: list[Entry] = []  # taken from the buffer, not written (a write failed)
         self._failing = False  # the last write failed
         self._next_id = 1
 
@@ -223,10 +189,10 @@ class ReplayStore:
         """
         path = data_dir / REPLAY_FILE
         foreign = await asyncio.to_thread(
-            _set_aside_foreign, path, Stamp(mesh, node if numbered else None)
+            set_aside_if_foreign, path, Stamp(mesh, node if numbered else None)
         )
         stamp = Stamp(mesh, node)
-        conn, aside = await asyncio.to_thread(_open_in, data_dir, path, lock_timeout, stamp)
+        conn, aside = await asyncio.to_thread(open_file, data_dir, path, lock_timeout, stamp)
         store = cls(path, conn, buffer)
         if foreign is not None:
             store.set_aside, store.set_aside_why = foreign.moved_to, foreign.reason
@@ -248,28 +214,25 @@ class ReplayStore:
 
     async def _restore(self, numbered: bool) -> None:
         """Put what the file holds into the buffer, then keep in the file only what it took."""
-        rows, head = await self._run(_read_rows, self._conn)
+        rows, head = await self._run(read_rows, self._conn)
         saved = self._decode(rows, head)
         restored = _no_later([entry for row in saved for entry in row.live], time.time())
         self.highest_seq = max((seq for row in saved for _, _, seq in row.entries or ()), default=0)
         self.buffer.restore(restored if numbered else [(at, m, 0) for at, m, _ in restored])
         kept = min(len(self.buffer), len(restored))
         deleted = self._keep_newest(saved, len(restored) - kept)
-        await self._run(_trim, self._conn, deleted, self._head)
+        await self._run(trim, self._conn, deleted, self._head)
 
-    def _decode(self, rows: list[tuple[int, bytes]], head: _Head) -> list[_Saved]:
+    def _decode(self, rows: list[tuple[int, bytes]], head: Head) -> list[_Saved]:
         """Every batch row, oldest first; one that does not decode is counted (and deleted).
 
-        An entry is ``[pushed at, message, origin number]`` (``[pushed at, message]`` in files
-        written before numbers were kept: number 0)."""
+        (``replay_file.decode_batch``)."""
         out: list[_Saved] = []
         for row_id, wire in rows:
             self._next_id = row_id + 1
-            try:
-                entries: list[_Entry] | None = [_entry(*e) for e in msgspec.msgpack.decode(wire)]
-            except (msgspec.DecodeError, MessageError, TypeError, ValueError, OverflowError):
+            entries = decode_batch(wire)
+            if entries is None:
                 self.skipped_rows += 1
-                entries = None
             count = len(entries or ())
             gone = count if row_id < head[0] else min(head[1], count) if row_id == head[0] else 0
             out.append(_Saved(row_id, entries, gone))
@@ -318,7 +281,7 @@ class ReplayStore:
         drop_upto = self._rows[dropped - 1].id if dropped else 0
         try:
             added = (row.id, batch) if row is not None else None
-            await self._run(_append, self._conn, added, drop_upto, head)
+            await self._run(append, self._conn, added, drop_upto, head)
         except sqlite3.Error as exc:
             self._failed(batch, exc)
             return
@@ -333,14 +296,14 @@ class ReplayStore:
             self._failing = False
             _log.info("replay_write_recovered", failures=self.write_failures)
 
-    def _unwritten(self) -> list[_Entry]:
+    def _unwritten(self) -> list[Entry]:
         """What a failed write carried over and what was pushed since, as far as the buffer
         still holds it: the newest pushes, in order (what left meanwhile need not be written)."""
         batch = self._pending + self.buffer.take_new()
         held = len(self.buffer)
         return batch[len(batch) - held :] if len(batch) > held else batch
 
-    def _failed(self, batch: list[_Entry], exc: sqlite3.Error) -> None:
+    def _failed(self, batch: list[Entry], exc: sqlite3.Error) -> None:
         """Keep ``batch`` for the next turn, but only the newest ``retry_limit`` (the others
         are counted); say so when writes start failing."""
         self.write_failures += 1
@@ -355,7 +318,7 @@ class ReplayStore:
                 "replay_write_failed", messages=len(batch), error=str(exc), retried="next turn"
             )
 
-    def _evicted(self, new: _Row | None) -> tuple[int, _Head]:
+    def _evicted(self, new: _Row | None) -> tuple[int, Head]:
         """How many of the oldest rows have left the buffer whole, and the head after them
         (and ``new``): the file and the buffer evict from the same end."""
         held_from = self.buffer.pushed - len(self.buffer)  # the oldest message held
@@ -389,37 +352,7 @@ class ReplayStore:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
 
-def set_aside_unused(data_dir: Path) -> Path | None:
-    """Move aside the file an earlier run left in ``data_dir`` (to ``replay.sqlite3.unused-
-    <time>``, with its WAL), for a gravd whose buffer is not durable: a later durable start would
-    restore it as its latest. Where it went, or None if there was none. Blocking file I/O: call
-    it from a thread. Raises ``ReplayStoreError``."""
-    path = data_dir / REPLAY_FILE
-    if not path.exists():
-        return None
-    try:
-        aside = move_aside(path, "unused")
-    except OSError as exc:
-        raise ReplayStoreError(f"cannot move {path} aside (unused): {exc}") from exc
-    _log.warning(
-        "replay_store_set_aside",
-        path=str(path),
-        moved_to=str(aside),
-        reason="the buffer is not durable (buffer_durable off)",
-    )
-    return aside
-
-
-def _set_aside_foreign(path: Path, mine: Stamp) -> Foreign | None:
-    """``sqlite_file.set_aside_foreign`` for the replay file. Blocking. Raises
-    ``ReplayStoreError``."""
-    try:
-        return set_aside_foreign(path, mine, legacy=_LEGACY_STAMP, timeout=LOCK_TIMEOUT)
-    except OSError as exc:
-        raise ReplayStoreError(f"cannot move {path} aside: {exc}") from exc
-
-
-def _no_later(entries: list[_Entry], now: float) -> list[_Entry]:
+def _no_later(entries: list[Entry], now: float) -> list[Entry]:
     """``entries`` (oldest first) with each time made no later than ``now`` and than the time
     of the entry after it (pushed after it, so not before it), and a time that is not a number
     made that too.
@@ -428,7 +361,7 @@ def _no_later(entries: list[_Entry], now: float) -> list[_Entry]:
     buffer's eviction by age of everything behind it until the clock caught up: the buffer
     evicts by age from its oldest end only, and stops at the first entry not old enough. So the
     fix is here, where entries come back, not in the buffer's push."""
-    out: list[_Entry] = []
+    out: list[Entry] = []
     latest = now
     for at, msg, seq in reversed(entries):
         if at < latest:  # (False for NaN: it takes the later entry's time)
@@ -436,103 +369,3 @@ def _no_later(entries: list[_Entry], now: float) -> list[_Entry]:
         out.append((latest, msg, seq))
     out.reverse()
     return out
-
-
-def _entry(at: float, wire: object, seq: int = 0) -> _Entry:
-    return float(at), Message.from_wire(wire), int(seq)
-
-
-def _open_in(
-    data_dir: Path, path: Path, lock_timeout: float, stamp: Stamp
-) -> tuple[sqlite3.Connection, Path | None]:
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ReplayStoreError(f"cannot make the data directory {data_dir}: {exc}") from exc
-    connect = partial(_connect, lock_timeout=lock_timeout, stamp=stamp)
-    return open_or_set_aside(path, connect, ReplayStoreError, "replay store", _log)
-
-
-def _connect(
-    path: Path, lock_timeout: float = LOCK_TIMEOUT, stamp: Stamp | None = None
-) -> sqlite3.Connection:
-    conn = sqlite3.connect(
-        path, timeout=lock_timeout, check_same_thread=False, isolation_level=None
-    )
-    try:
-        # a batch is one large blob: 16 KiB pages make its overflow chain (written to the WAL,
-        # copied at checkpoints, walked when the row is deleted) a quarter as long as 4 KiB
-        # pages, about half the cost per message (benchmarks/bench_flap.py). Takes effect on a
-        # new file only; an older file keeps its page size.
-        conn.execute(f"PRAGMA page_size={PAGE_BYTES}")
-        conn.execute("PRAGMA journal_mode=WAL")
-        # OFF: SQLite never waits for the disk. A killed or crashed gravd loses nothing written
-        # (the OS has it); an OS crash may lose the newest rows or damage the file, which the
-        # next start finds (quick_check) and sets aside. A replay buffer is worth that trade:
-        # NORMAL made every checkpoint wait for the disk, nearly 3x the cost per message.
-        conn.execute("PRAGMA synchronous=OFF")
-        check = conn.execute("PRAGMA quick_check").fetchone()
-        if check is None or check[0] != "ok":
-            raise sqlite3.DatabaseError(f"quick_check: {check[0] if check else 'no answer'}")
-        # the write lock and a write, once: a file another process holds (for lock_timeout) or
-        # gravd may not write fails here and stops the start, rather than every write later
-        conn.execute("BEGIN IMMEDIATE")
-        for statement in _SCHEMA:
-            conn.execute(statement)
-        # (a file of another mesh or node was moved aside before: ReplayStore.open)
-        write_stamp(conn, stamp or Stamp())
-        conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-        check_columns(conn, _COLUMNS)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _read_rows(conn: sqlite3.Connection) -> tuple[list[tuple[int, bytes]], _Head]:
-    rows = conn.execute("SELECT id, wire FROM replay_batch ORDER BY id").fetchall()
-    head = conn.execute("SELECT batch, gone FROM replay_head WHERE id = 1").fetchone()
-    return [(int(i), bytes(w)) for i, w in rows], (int(head[0]), int(head[1])) if head else (0, 0)
-
-
-def _trim(conn: sqlite3.Connection, deleted: list[int], head: _Head) -> None:
-    """One transaction: the rows the restored buffer did not take deleted, the head noted."""
-
-    def change() -> None:
-        conn.executemany("DELETE FROM replay_batch WHERE id = ?", [(i,) for i in deleted])
-
-    _transaction(conn, change, head)
-
-
-def _append(
-    conn: sqlite3.Connection,
-    row: tuple[int, list[_Entry]] | None,
-    drop_upto: int,
-    head: _Head,
-) -> None:
-    """One transaction: the batch as one row (one msgpack array of [at, message, origin
-    number]), the rows whose messages have all left the buffer deleted, the head noted."""
-
-    def change() -> None:
-        if row is not None:
-            conn.execute(
-                "INSERT INTO replay_batch (id, count, wire) VALUES (?, ?, ?)",
-                (row[0], len(row[1]), _ENCODER.encode(row[1])),
-            )
-        if drop_upto:
-            conn.execute("DELETE FROM replay_batch WHERE id <= ?", (drop_upto,))
-
-    _transaction(conn, change, head)
-
-
-def _transaction(conn: sqlite3.Connection, change: Callable[[], object], head: _Head) -> None:
-    conn.execute("BEGIN")
-    try:
-        change()
-        conn.execute("INSERT OR REPLACE INTO replay_head (id, batch, gone) VALUES (1, ?, ?)", head)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise

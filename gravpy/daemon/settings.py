@@ -145,15 +145,15 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "--advertise",
         "HOST:PORT",
         "the address this node tells peers and mDNS to dial it at, for NAT, containers or a "
-        "DNS name; port 0 means the port --listen bound (default off: the address of the "
-        "interface holding the default route)",
+        "DNS name (with mdns, at most 250 bytes); port 0 means the port --listen bound "
+        "(default off: the address of the interface holding the default route)",
         parse_advertise,
     ),
     Setting(
         "path",
         "--path",
         "PATH",
-        "the WebSocket URL path (default /meta/message)",
+        "the WebSocket URL path (default /meta/message; with mdns, at most 250 bytes in UTF-8)",
         parse_url_path,
     ),
     Setting(
@@ -168,7 +168,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "http_path",
         "--http-path",
         "PATH",
-        f"the HTTP transport's URL path (default {DEFAULT_HTTP_PATH})",
+        f"the HTTP transport's URL path (default {DEFAULT_HTTP_PATH}; with mdns, at most 250 "
+        "bytes in UTF-8)",
         parse_http_path,
     ),
     Setting(
@@ -354,15 +355,17 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "max_connections",
         "--max-connections",
         "N",
-        "accepted connections open at once, per listener; past it one is closed at once and "
-        "counted (gravd_connections_refused) (default 1024)",
+        "connections open at once: the node's accepted links over all listeners together, and "
+        "each WebSocket or HTTP listener's sockets; past it one is closed at once and counted "
+        "(gravd_connections_refused) (default 1024)",
         parse_positive,
     ),
     Setting(
         "max_upgrading",
         "--max-upgrading",
         "N",
-        "WebSocket sockets accepted but not yet upgraded (TLS handshake included), at once; past "
+        "WebSocket sockets accepted but not yet upgraded, and TCP connections not yet greeted "
+        "(TLS handshake included), at once; past "
         "it a newcomer replaces the oldest one silent for a second, else is refused and counted "
         "(gravd_connections_refused) (default 128)",
         parse_positive,

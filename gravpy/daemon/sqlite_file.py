@@ -12,10 +12,11 @@ A file that SQLite reads but that is not what gravd writes (another program's fi
 another version, a value of the wrong type: ``check_columns``) counts as unreadable too: gravd
 would otherwise stop on the first value it cannot take.
 
-A file gravd makes is readable by its own user only (mode 0600, whatever the umask), and so are
-its ``-wal`` and ``-shm`` (SQLite gives them the database's mode): the replay buffer holds the
-data of every message gravd relayed, and the data dir is usually readable by every local user.
-A file that exists keeps its mode.
+A file gravd makes is readable by its own user only (mode 0600, whatever the umask:
+``create_private``, which a store that opens its file itself calls first), and so are its
+``-wal`` and ``-shm`` (SQLite gives them the database's mode): the replay buffer holds the data
+of every message gravd relayed, the event store its users' events, and the data dir is usually
+readable by every local user. A file that exists keeps its mode.
 
 A file is also stamped with whom it was written for (``Stamp``: gravd's mesh, and the node uuid
 where that matters), in a one-row ``stamp`` table that ``write_stamp`` makes and fills in the
@@ -46,6 +47,7 @@ __all__ = [
     "Foreign",
     "Stamp",
     "check_columns",
+    "create_private",
     "move_aside",
     "open_or_set_aside",
     "reason",
@@ -94,7 +96,7 @@ def open_or_set_aside(
 
     ``log`` is the caller's structured logger (``gravpy._log``)."""
     try:
-        _create_private(path)
+        create_private(path)
         return connect(path), None
     except sqlite3.DatabaseError as exc:
         if not unreadable(exc):
@@ -107,7 +109,7 @@ def open_or_set_aside(
             path.rename(aside)
             for suffix in ("-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
-            _create_private(path)
+            create_private(path)
             return connect(path), aside
         except (OSError, sqlite3.Error) as again:
             raise error(f"cannot recreate {path}: {again}") from again
@@ -115,9 +117,10 @@ def open_or_set_aside(
         raise error(f"cannot open {path}: {exc}") from exc
 
 
-def _create_private(path: Path) -> None:
+def create_private(path: Path) -> None:
     """Make ``path`` (empty, mode 0600) if it does not exist; an existing file is left as it is.
-    (Opened read-only: a file gravd may not write is then refused by SQLite, saying so.)"""
+    (Opened read-only: a file gravd may not write is then refused by SQLite, saying so.)
+    Blocking. Raises ``OSError``."""
     os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
 
 

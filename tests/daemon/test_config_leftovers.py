@@ -5,14 +5,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import trustme
 
+from discovery.mdns_record import advert_for
 from gravpy.daemon.config import (
     SETTINGS,
+    Address,
     ConfigError,
     DaemonConfig,
     load_config,
@@ -20,6 +23,8 @@ from gravpy.daemon.config import (
 )
 from gravpy.daemon.healthcheck import monitor_url
 from gravpy.daemon.main import build_parser
+from gravpy.plugins import DiscoveryContext
+from gravpy.proto import PROTOCOL_VERSION
 from gravpy.testing.gravd import GRAVD, Result, run
 
 BOOLEANS = [f.name for f in fields(DaemonConfig) if f.type == "bool"]
@@ -211,3 +216,83 @@ def test_with_mdns_a_mesh_name_must_fit_a_txt_string() -> None:
     assert load_config({"mesh": "é" * 255}, {}).mesh == "é" * 255
     with pytest.raises(ConfigError, match=r"invalid mesh \(from value\): 251 bytes"):
         DaemonConfig(mesh="a" * 251, discovery="mdns")
+
+
+# -- with mDNS, every setting that fills a TXT string fits it --------------------------------------
+
+# a setting that fills a TXT entry: (its TOML and flag name, its variable, a value of N bytes in
+# the TXT string, the flags that make it appear in the record)
+TXT_SETTINGS = [
+    ("path", "GRAVD_PATH", lambda n: "/" + "é" * ((n - 1) // 2) + "p" * ((n - 1) % 2), {}),
+    (
+        "http_path",
+        "GRAVD_HTTP_PATH",
+        lambda n: "/" + "h" * (n - 1),
+        {"listen_http": "127.0.0.1:0"},
+    ),
+    ("advertise", "GRAVD_ADVERTISE", lambda n: "gravd." + "h" * (n - 6) + ":8080", {}),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "env", "sized", "flags"), TXT_SETTINGS, ids=[s[0] for s in TXT_SETTINGS]
+)
+def test_with_mdns_a_path_or_advertised_host_must_fit_a_txt_string(
+    name: str, env: str, sized: Callable[[int], str], flags: dict[str, str]
+) -> None:
+    """With mDNS discovery a path or advertised host name over 250 bytes (path=PATH or host=HOST
+    in a 255-byte TXT string) is refused, naming the setting, its source and discovery's; 250
+    bytes are taken, and so is a longer value with other discovery."""
+    with pytest.raises(ConfigError) as caught:
+        load_config({"discovery": "mdns", **flags}, {env: sized(251)})
+    assert str(caught.value).startswith(
+        f"invalid {name} (from environment {env}): 251 bytes in UTF-8; with discovery mdns "
+        "(from flag --discovery)"
+    )
+    assert load_config({"discovery": "mdns", **flags}, {env: sized(250)})
+    assert load_config(flags, {env: sized(300)})
+    with pytest.raises(ConfigError, match=rf"invalid {name} \(from value\): 251 bytes"):
+        DaemonConfig(**{**flags, name: sized(251)}, discovery="mdns")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("size", [250, 251, 400])
+@pytest.mark.parametrize(
+    ("name", "env", "sized", "flags"), TXT_SETTINGS, ids=[s[0] for s in TXT_SETTINGS]
+)
+def test_a_config_taken_with_mdns_is_one_mdns_can_advertise(
+    name: str, env: str, sized: Callable[[int], str], flags: dict[str, str], size: int
+) -> None:
+    """Every endpoint of a config gravd takes with mDNS discovery is advertised without error
+    (the TXT check of discovery.mdns_record never fails after start)."""
+    try:
+        config = load_config({"discovery": "mdns", **flags}, {env: sized(size)})
+    except ConfigError:
+        return
+    for endpoint in _advertised_endpoints(config):
+        ctx = DiscoveryContext("node-uuid", config.mesh, (endpoint,), PROTOCOL_VERSION)
+        assert advert_for(endpoint, ctx, "node-uuid")
+
+
+def _advertised_endpoints(config: DaemonConfig) -> list[str]:
+    """The endpoints gravd advertises with ``config``, as its transports state them (bound to
+    10.0.0.1; the WebSocket one at ``advertise`` first, when set)."""
+    first = config.advertise or Address("10.0.0.1", config.listen.port)
+    endpoints = [f"ws://{first}{config.path}", f"ws://10.0.0.1:8080{config.path}"]
+    if config.listen_http is not None:
+        endpoints.append(f"http://10.0.0.1:8081{config.http_path}")
+    return endpoints
+
+
+async def test_gravd_refuses_an_advertised_host_too_long_for_mdns_with_exit_2(
+    tmp_path: Path,
+) -> None:
+    """gravd --discovery mdns with a GRAVD_ADVERTISE host of 251 bytes stops with exit 2 and one
+    line naming the variable, before anything starts."""
+    env = {"GRAVD_ADVERTISE": "gravd." + "h" * 245 + ":8080", "GRAVD_MONITOR": "off"}
+    result = await _check_config(["--discovery", "mdns"], env, tmp_path)
+    assert (result.code, result.stdout) == (2, ""), result.stdout
+    assert result.stderr.startswith(
+        "gravd: invalid advertise (from environment GRAVD_ADVERTISE): 251 bytes in UTF-8; "
+        "with discovery mdns (from flag --discovery)"
+    )
+    assert len(result.stderr.strip().splitlines()) == 1

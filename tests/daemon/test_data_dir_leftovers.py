@@ -1,14 +1,17 @@
 """What gravd finds in a data dir it did not leave as it is: an events file of another mesh, a
-replay file copied from another node, entries written before the clock was set back (real SQLite
-files in a temporary directory, no gravd process)."""
+replay file copied from another node, entries written before the clock was set back; and the
+mode of the events file it makes (real SQLite files in a temporary directory, no gravd
+process)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import math
+import os
 import shutil
 import sqlite3
+import stat
 import time
 import uuid
 from pathlib import Path
@@ -87,6 +90,43 @@ async def test_an_events_file_of_this_mesh_is_kept_across_starts(tmp_path: Path)
         await events.close()
     assert [e.description for e in inbox.events] == ["seen in lab"]
     assert "events_store_set_aside" not in [e["event"] for e in logs]
+
+
+def _modes(data_dir: Path, *names: str) -> dict[str, int | None]:
+    """The permission bits of each file named (None: no such file)."""
+    paths = {name: data_dir / name for name in names}
+    return {
+        name: stat.S_IMODE(p.stat().st_mode) if p.exists() else None for name, p in paths.items()
+    }
+
+
+async def test_the_events_file_gravd_makes_is_readable_by_its_user_only(tmp_path: Path) -> None:
+    """gravd's events.sqlite3 made under a permissive umask (000) is mode 0600, its -wal and -shm
+    too, as replay.sqlite3 is: no other local user reads its users' events."""
+    files = (EVENTS_FILE, f"{EVENTS_FILE}-wal", f"{EVENTS_FILE}-shm")
+    permissive = os.umask(0)
+    try:
+        async with Grav() as grav:
+            events = await _open_events(grav, tmp_path, "lab")
+            await events.store.persist(_user_event(str(uuid.uuid4()), "private"))
+            modes = await asyncio.to_thread(_modes, tmp_path, *files)
+            await events.close()
+    finally:
+        os.umask(permissive)
+    assert modes == dict.fromkeys(files, 0o600)
+
+
+async def test_an_events_file_that_exists_keeps_its_mode(tmp_path: Path) -> None:
+    """An events.sqlite3 the operator made mode 0640 (for a backup group, say) keeps that mode
+    when gravd opens it and writes to it."""
+    path = tmp_path / EVENTS_FILE
+    await asyncio.to_thread(path.touch)
+    await asyncio.to_thread(path.chmod, 0o640)
+    async with Grav() as grav:
+        events = await _open_events(grav, tmp_path, "lab")
+        await events.store.persist(_user_event(str(uuid.uuid4()), "kept"))
+        await events.close()
+    assert await asyncio.to_thread(_modes, tmp_path, EVENTS_FILE) == {EVENTS_FILE: 0o640}
 
 
 async def _write_replay(data_dir: Path, node: str, *entries: tuple[str, int, float]) -> None:

@@ -220,8 +220,8 @@ async def _replayed(endpoint: str, msg_type: str, count: int) -> list[int]:
 
 async def test_the_files_that_keep_messages_are_readable_by_gravds_user_only() -> None:
     """gravd started on a new data dir under the usual umask (022) and stopped: its replay
-    buffer and resume state, WAL included, are mode 0600, as node.uuid is; no other local user
-    reads the messages it relayed."""
+    buffer and resume state, WAL included, and its event store are mode 0600, as node.uuid is;
+    no other local user reads the messages it relayed or its users' events."""
     usual = os.umask(0o022)  # (gravd inherits it)
     try:
         with tempfile.TemporaryDirectory(prefix="gravd-qa-") as data:
@@ -243,6 +243,7 @@ _PRIVATE = (
     "positions.sqlite3",
     "positions.sqlite3-wal",
     "positions.sqlite3-shm",
+    "events.sqlite3",
 )
 
 
