@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
@@ -17,26 +15,13 @@ from gravpy import Grav, Message, Pod
 from gravpy.cli.monitoring import WARNING, verdict
 from gravpy.errors import MessageDropped
 from tests._bus_helpers import until
+from tests.bridge.conftest import BIG, MAX_PAYLOAD
 from tests.bridge.nats_proc import NatsServer
 from tests.bridge.test_embedded import node
 from tests.bridge.test_standby_export import ACTIVE, STANDBY, admits, bridged
 from transports.websocket import WebSocketTransport
 
 pytestmark = pytest.mark.timeout(60)
-
-MAX_PAYLOAD = 65_536  # the test server's: a message over it is far under the mesh's limit
-BIG = b"x" * MAX_PAYLOAD  # over max_payload once the NATS headers are added
-
-
-@pytest.fixture
-async def small_nats(tmp_path: Path) -> AsyncIterator[NatsServer]:
-    """One nats-server on 127.0.0.1 with a max_payload of 64 KiB."""
-    server = NatsServer("small", tmp_path / "nats.log", config=f"max_payload: {MAX_PAYLOAD}\n")
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def responder(g: Grav, answer: bytes) -> Pod:

@@ -8,8 +8,6 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from urllib.parse import unquote
 
 import nats
@@ -24,25 +22,12 @@ from gravpy.bridge.nats import NatsBridge
 from gravpy.bridge.wire import NOW_BYTES
 from gravpy.errors import MessageDropped, NoResponders
 from tests._bus_helpers import until
+from tests.bridge.conftest import BIG, MAX_PAYLOAD
 from tests.bridge.nats_proc import NatsServer
 from tests.bridge.test_standby_export import admits
 from transports.websocket import WebSocketTransport
 
 pytestmark = pytest.mark.timeout(60)
-
-MAX_PAYLOAD = 65_536  # the small server's: a message over it is far under the mesh's limit
-BIG = b"x" * MAX_PAYLOAD  # over max_payload once the NATS headers are added
-
-
-@pytest.fixture
-async def small_nats(tmp_path: Path) -> AsyncIterator[NatsServer]:
-    """One nats-server on 127.0.0.1 with a max_payload of 64 KiB."""
-    server = NatsServer("small", tmp_path / "nats.log", config=f"max_payload: {MAX_PAYLOAD}\n")
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def bridged(
