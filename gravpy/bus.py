@@ -10,6 +10,11 @@ The mesh plugs in through one typed port, ``MeshPort`` (``attach_mesh``): the bu
 and forward what local pods send, whether a request came from another node, and tells it when the
 local interests changed. The mesh injects remote messages with ``deliver``.
 
+With a mesh, a message is sent once: ``send`` refuses, before any delivery, a uuid this node sent
+or received recently, since every other node that saw it would drop it as a duplicate; the
+router's seen-set decides (``forward_local`` raises), with the insert it makes anyway. Without a
+mesh nothing drops a copy, and the bus keeps no ids: a message sent twice is delivered twice.
+
 Groups (``gravpy.groups``): a route is the ungrouped pods plus, per group, its members. ``deliver``
 gives a message to one member of each group it is told to place here (``placed``; ``None``, as
 without a mesh, means every group): the next member in turn that admits it, skipping members whose
@@ -66,6 +71,15 @@ def _check_headers(msg: Message) -> None:
             raise UsageError(f"a message's headers are a dict, got {type(headers).__name__}")
         if GROUP_HEADER in headers:
             raise UsageError(f"the header {GROUP_HEADER!r} is reserved for the mesh's routers")
+
+
+def resent_error(msg: Message) -> UsageError:
+    """The error for a message sent again, or a received one sent on: a uuid reaches each pod
+    once (across the mesh, every node that saw it drops it as a duplicate)."""
+    return UsageError(
+        f"message {msg.uuid} was already sent or received on this node: a message is delivered "
+        "once per uuid, so send a new one (Message.new, Message.new_reply)"
+    )
 
 
 def _weights(groups: _Groups, sender: Pod | None) -> dict[str, int]:
@@ -229,7 +243,9 @@ class Bus:
     # -- the hot path ----------------------------------------------------------------------------
 
     def send(self, msg: Message, sender: Pod) -> MsgReceipt:
-        """Deliver ``msg`` locally and hand it to the mesh; see ``Pod.send``."""
+        """Deliver ``msg`` locally and hand it to the mesh; see ``Pod.send``. With a mesh,
+        ``UsageError``, nothing delivered, for a uuid sent or received here recently
+        (``resent_error``)."""
         if self._closed:
             raise PodDisconnected("the bus is closed")
         if msg.__class__ is not Message:
@@ -240,15 +256,16 @@ class Bus:
             self._sent += 1
             n = self.deliver(msg, sender)
         else:
-            mesh.check_sendable(msg)  # (before ``_sent``: what it refuses was never sent)
-            self._sent += 1
+            mesh.check_sendable(msg)
             route = self._routes.get(msg.type)
             if route is None:
                 route = self._route(msg.type)
             groups = route[2]
             local = _NO_GROUPS if not groups or msg.reply_to else _weights(groups, sender)
             seq = mesh.sequence()
+            # (refuses a uuid seen here; before ``_sent`` and ``deliver``: it was never sent)
             n, placed = mesh.forward_local(msg, local, seq)
+            self._sent += 1
             n += self.deliver(msg, sender, placed, seq, route)
         if n == 0:
             if mesh is not None and mesh.wanted(msg):  # wanted, but each link refused it (its

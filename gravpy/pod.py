@@ -252,8 +252,10 @@ class Pod(Consumer):
         """Send ``msg`` to every other pod that admits it, here and across the mesh. Never blocks.
 
         Returns a receipt to wait for a reply. Raises ``PodDisconnected`` if this pod is closed,
-        ``UsageError`` for anything but a ``Message`` or one no link could carry, and
-        ``PermissionDenied`` for a type this app may not publish.
+        ``UsageError`` for anything but a ``Message`` or one no link could carry, or, on a node
+        with a mesh, for a message whose uuid the node sent or received recently (sent again, or
+        a received one sent on: every node that saw it would drop it), and ``PermissionDenied``
+        for a type this app may not publish.
         """
         if self._closed:
             raise PodDisconnected(self._close_reason)

@@ -9,6 +9,7 @@ import pytest
 
 from gravpy import Grav, Message
 from gravpy.errors import PodDisconnected, UsageError
+from gravpy.testing import MemoryNetwork, MemoryTransport
 from tests._bus_helpers import recorder, settle, texts, until
 
 # -- Grav's basic scenarios -----------------------------------------------------------------------
@@ -159,3 +160,39 @@ async def test_publish_is_not_held_by_a_pod_that_stopped_receiving() -> None:
         async with asyncio.timeout(1):
             await sender.publish(Message.new("t.x", b""))
         gate.set()
+
+
+# -- a message is sent once -----------------------------------------------------------------------
+
+
+async def test_a_lone_node_with_a_transport_refuses_a_message_sent_again() -> None:
+    """A node with a mesh but no link yet refuses the second send of a message (a UsageError
+    naming its uuid, from any pod), and no pod gets it again: a peer linking later would drop it."""
+    async with Grav(transport=MemoryTransport(MemoryNetwork())) as g:
+        seen = recorder(g.connect())
+        sender = g.connect()
+        msg = Message.new("test.once", "1")
+        sender.send(msg)
+        with pytest.raises(UsageError, match=f"message {msg.uuid} was already sent.*Message.new"):
+            sender.send(msg)
+        with pytest.raises(UsageError, match=msg.uuid):
+            g.connect().send(msg)
+        sender.send(Message.new("test.once", "2"))
+        await until(lambda: len(seen) == 2)
+        await settle(g)
+        assert texts(seen) == ["1", "2"]
+        assert g.statistics().sent == 2
+
+
+async def test_a_node_without_a_mesh_delivers_a_message_sent_twice_twice() -> None:
+    """Without a transport nothing drops a copy, and the bus keeps no ids (docs/guarantees.md):
+    the same message sent twice reaches a pod twice."""
+    async with Grav() as g:
+        seen = recorder(g.connect())
+        sender = g.connect()
+        msg = Message.new("test.twice", "1")
+        sender.send(msg)
+        sender.send(msg)
+        await until(lambda: len(seen) == 2)
+        await settle(g)
+        assert texts(seen) == ["1", "1"]

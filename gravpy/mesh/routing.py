@@ -7,8 +7,9 @@ chosen link per remote node), a bounded seen-set of message ids with the link ea
 the links each locally sent message went to; from those it answers three questions:
 
 - ``from_local(msg)``: a local pod (or a leaf's message, by ``arrived``) sent ``msg``: every open
-  link whose interests admit its type; ``from_outside(msg)`` the same for what a bridge brought
-  in, or ``None`` if it is a duplicate.
+  link whose interests admit its type, or ``None`` if its uuid is in the seen-set (the pod sends
+  again a message sent or received here: the hub refuses it); ``from_outside(msg)`` the same for
+  what a bridge brought in, ``None`` meaning a duplicate.
 - ``arrived(msg, origin)``: ``msg`` came in on ``origin``: ``None`` if it is a duplicate (seen
   before), else the links to forward it to: leaves attached here, and the peers ``origin`` told us
   it has no link of its own to (this node relays between them; ``relays``). A message from a leaf
@@ -164,9 +165,11 @@ class Router(Generic[L]):
 
     # -- decisions -------------------------------------------------------------------------------
 
-    def from_local(self, msg: Message) -> tuple[L, ...]:
-        """The links a message sent by a local pod goes to."""
-        self._seen[msg.uuid] = None
+    def from_local(self, msg: Message) -> tuple[L, ...] | None:
+        """The links a message sent by a local pod goes to; ``None``, and nothing recorded, if
+        its uuid was sent or arrived here recently (every node that saw it drops it again)."""
+        if not self._seen.add(msg.uuid, None):
+            return None
         return self._local_targets(msg)
 
     def from_outside(self, msg: Message) -> tuple[L, ...] | None:

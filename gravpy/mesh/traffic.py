@@ -5,7 +5,8 @@ Theory of operation
 Messages reach the mesh from two sides. A local pod's message comes through the bus's port
 (``forward_local``): the ``Router`` names the links that want it, the permission rules keep only
 those whose identity may receive it, bridges are offered it, and a group's copy goes to the one
-link (or local pod) the router places it on. A batch from a link comes through ``from_link``: each
+link (or local pod) the router places it on; a uuid the router's seen-set holds is refused there,
+before anything is delivered or forwarded (every node that saw it would drop it). A batch from a link comes through ``from_link``: each
 message is admitted (the sender's publish rules), unmarked, numbered or resumed, then delivered
 to the bus and forwarded to what the router names, exactly as a local one.
 
@@ -26,7 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from gravpy import _log as logs
-from gravpy.bus import Bus
+from gravpy.bus import Bus, resent_error
 from gravpy.errors import LinkClosedError, UsageError
 from gravpy.failure import WAITING_TYPE, link_closed_reply, wait_notice
 from gravpy.groups import GROUP_HEADER, marked, unmarked
@@ -197,9 +198,14 @@ class Traffic:
         self, msg: Message, local: Mapping[str, int], seq: int = 0
     ) -> tuple[int, tuple[str, ...]]:
         """A local pod sent ``msg`` (numbered ``seq``): forward it (links, bridges); return how
-        many took it and the groups placed here (``local``: members per local group for it)."""
+        many took it and the groups placed here (``local``: members per local group for it).
+
+        ``UsageError``, before anything is forwarded, if its uuid was sent or arrived here
+        recently: every node that saw it would drop it as a duplicate (``_sent_again``)."""
         router = self.router
         targets = router.from_local(msg)
+        if targets is None:
+            raise self._sent_again(msg, seq)
         if self.authority is not None and targets:
             targets = self.permitted(msg, targets)
         bridges = self.bridges
@@ -208,6 +214,13 @@ class Traffic:
             return self._send_to(targets, msg, seq) + bridged, tuple(local)
         placement = router.place(msg, None, local)
         return self._send_placed(msg, targets, placement, seq) + bridged, placement.local
+
+    def _sent_again(self, msg: Message, seq: int) -> UsageError:
+        """The error for a message sent again (``forward_local``); its number ``seq``, the last
+        given, is given back, so the origin's numbers have no gap."""
+        if seq and seq == self.origin_seq:
+            self.origin_seq -= 1
+        return resent_error(msg)
 
     def wanted(self, msg: Message) -> bool:
         """True if a link wants ``msg`` (its type, or a group of it), from here: when no link took
