@@ -24,6 +24,10 @@ handler that raises is logged (``link_handler_failed``) and its link closed with
 
 :class:`RateLimitFilter` goes on a listener's server log: a flood of bad connections then logs a
 few lines (one traceback per burst) and a count, not a line per connection.
+
+:func:`check_url_path` is the one rule for the path a transport listens at (the WebSocket and HTTP
+transports' ``path``, gravd's ``path`` and ``http_path`` settings): a path a peer's URL can carry,
+so a path that would only ever answer 404 is refused where it is given, not found at the first dial.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from types import TracebackType
 from typing import Final
 
 from gravpy._log import get_logger
-from gravpy.errors import GravError, LinkClosedError, TransportError
+from gravpy.errors import GravError, LinkClosedError, TransportError, UsageError
 from gravpy.plugins import Link, LinkHandler
 
 __all__ = [
@@ -45,6 +49,7 @@ __all__ = [
     "LOST",
     "ErrorMap",
     "RateLimitFilter",
+    "check_url_path",
     "describe_failure",
     "link_closed",
     "serve_link",
@@ -68,6 +73,37 @@ def link_closed(
     if reason:
         text += f": {reason}"
     return LinkClosedError(text, closed_by=closed_by, reason=reason)
+
+
+def check_url_path(path: object, *, trailing_slash: bool = True) -> str:
+    """``path`` if a transport can listen at it and a peer's URL can name it; else ``UsageError``
+    (a ``ValueError``, as gravd's setting parsers raise) saying what is wrong.
+
+    It starts with '/' and holds no '?' or '#' (a dialler's URL ends its path there, so it asks
+    for the part before and gets 404), no whitespace and no control or invisible character (a
+    URL cannot carry it, a log would not show it). ``trailing_slash=False`` (the HTTP transport,
+    which serves ``{path}/open`` and the like) also refuses one ending with '/'.
+    """
+    if not isinstance(path, str):
+        raise UsageError(f"expected a URL path (a str starting with '/'), got {path!r}")
+    if not path.startswith("/"):
+        raise UsageError(f"{path!r} is not a URL path: it must start with '/'")
+    for mark, starts in (("?", "query"), ("#", "fragment")):
+        if mark in path:
+            before = path.partition(mark)[0]
+            raise UsageError(
+                f"{path!r} is not a URL path: '{mark}' starts a URL's {starts}, so a peer "
+                f"dialling it would ask for {before!r} and get 404"
+            )
+    bad = next((c for c in path if c.isspace() or not c.isprintable()), None)
+    if bad is not None:
+        raise UsageError(
+            f"{path!r} is not a URL path: it holds U+{ord(bad):04X} (no whitespace, control or "
+            "invisible characters)"
+        )
+    if not trailing_slash and path.endswith("/"):
+        raise UsageError(f"{path!r} must not end with '/' (the HTTP transport serves under it)")
+    return path
 
 
 def describe_failure(exc: BaseException) -> str:

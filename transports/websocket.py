@@ -54,6 +54,7 @@ from gravpy.transport_kit import (
     LOST,
     ErrorMap,
     RateLimitFilter,
+    check_url_path,
     link_closed,
     serve_link,
 )
@@ -229,8 +230,7 @@ class WebSocketTransport:
     ) -> None:
         if not 0 <= port <= 65535:
             raise UsageError(f"port must be between 0 and 65535, got {port!r}")
-        if not path.startswith("/"):
-            raise UsageError(f"path must start with '/', got {path!r}")
+        check_url_path(path)
         for label, value in (("max_frame_bytes", max_frame_bytes), ("max_queue", max_queue)):
             if value < 1:
                 raise UsageError(f"{label} must be >= 1, got {value!r}")

@@ -19,6 +19,7 @@ from typing import Final
 
 from gravpy.errors import UsageError
 from gravpy.plugins import available_discovery, load_discovery
+from gravpy.transport_kit import check_url_path
 
 __all__ = [
     "AUTO",
@@ -286,16 +287,14 @@ def parse_switch(value: object) -> bool:
 
 
 def parse_url_path(value: object) -> str:
-    if not isinstance(value, str) or not value.startswith("/") or any(c.isspace() for c in value):
-        raise ValueError(f"{value!r} is not a URL path (it starts with '/', has no spaces)")
-    return value
+    """The WebSocket path: one the transport takes, so no peer dials it only to get 404
+    (``gravpy.transport_kit.check_url_path``)."""
+    return check_url_path(value)
 
 
 def parse_http_path(value: object) -> str:
-    path = parse_url_path(value)
-    if path.endswith("/") or "?" in path or "#" in path:
-        raise ValueError(f"{path!r} is not an HTTP transport path (no trailing '/', '?' or '#')")
-    return path
+    """The HTTP transport's path: as ``parse_url_path``, and not ending with '/'."""
+    return check_url_path(value, trailing_slash=False)
 
 
 def parse_loop(value: object) -> str:

@@ -153,7 +153,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "path",
         "--path",
         "PATH",
-        "the WebSocket URL path (default /meta/message; with mdns, at most 250 bytes in UTF-8)",
+        "the WebSocket URL path: it starts with '/' and holds no '?', '#', spaces or control "
+        "characters (default /meta/message; with mdns, at most 250 bytes in UTF-8)",
         parse_url_path,
     ),
     Setting(
@@ -168,8 +169,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "http_path",
         "--http-path",
         "PATH",
-        f"the HTTP transport's URL path (default {DEFAULT_HTTP_PATH}; with mdns, at most 250 "
-        "bytes in UTF-8)",
+        f"the HTTP transport's URL path: as --path, and no trailing '/' (default "
+        f"{DEFAULT_HTTP_PATH}; with mdns, at most 250 bytes in UTF-8)",
         parse_http_path,
     ),
     Setting(

@@ -20,7 +20,7 @@ from gravpy.errors import UsageError
 from gravpy.plugins import LinkHandler
 from gravpy.proto import DEFAULT_LIMITS
 from gravpy.tls import SslOption, TlsContexts, as_tls
-from gravpy.transport_kit import CLOSED_BY_PEER, link_closed, serve_link
+from gravpy.transport_kit import CLOSED_BY_PEER, check_url_path, link_closed, serve_link
 from transports._addresses import format_address, wildcard_hosts
 from transports.http.client import HttpDialledLink, _ClientPool, _Opened, _parse_opened
 from transports.http.guard import ConnectionGuard, GuardedRunner, RateLimitFilter
@@ -100,8 +100,7 @@ class HttpTransport:
     ) -> None:
         if not 0 <= port <= 65535:
             raise UsageError(f"port must be between 0 and 65535, got {port!r}")
-        if not path.startswith("/") or path.endswith("/") or "?" in path or "#" in path:
-            raise UsageError(f"path must start with '/' and not end with one, got {path!r}")
+        check_url_path(path, trailing_slash=False)
         if not 1 <= max_frame_bytes < 1 << 32:
             raise UsageError(
                 f"max_frame_bytes must be between 1 and 2**32 - 1, got {max_frame_bytes!r}"
