@@ -5,8 +5,11 @@ declared twice: on the top parser with their real defaults, and on every sub-par
 ``argparse.SUPPRESS`` defaults, so they work before or after the command (``gravctl pub --url U
 a.b hi``) and a sub-parser that did not see one leaves the top parser's value alone.
 
-Every sub-parser's help ends with the words it uses (TYPE, DATA, PATTERN, the wildcards) and its
-exit codes, one per line, from the one table ``EXIT_CODES``.
+Every sub-parser's help ends with the words it uses (TYPE, DATA, PATTERN, the wildcards), its
+examples, if it has some, and its exit codes, one per line, from the one table ``EXIT_CODES``
+(worded for the command where it means something else there: ``peers`` reads no node link).
+A command whose one-line help says too little has a description of its own (``DESCRIPTIONS``):
+what it reads, what it prints.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ WORDS: Final = {
 }
 
 _COMMAND_WORDS: Final = {
+    "peers": (),
+    "keygen": (),
     "pub": ("TYPE", "DATA"),
     "sub": ("PATTERN",),
     "req": ("TYPE", "DATA"),
@@ -67,6 +72,7 @@ _COMMAND_CODES: Final = {
     "req": (EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, EXIT_NO_RESPONDERS, EXIT_CONNECT, EXIT_INTERRUPTED),
     "reply": (EXIT_OK, EXIT_USAGE, EXIT_CONNECT, EXIT_INTERRUPTED),
     "peers": (EXIT_OK, EXIT_USAGE, EXIT_CONNECT, EXIT_INTERRUPTED),
+    "keygen": (EXIT_OK, EXIT_USAGE),
     "bench": (
         EXIT_OK,
         EXIT_TIMEOUT,
@@ -75,6 +81,62 @@ _COMMAND_CODES: Final = {
         EXIT_CONNECT,
         EXIT_INTERRUPTED,
     ),
+}
+# what a code means for a command where the general words would mislead
+_COMMAND_CODE_WORDS: Final = {
+    "peers": {
+        EXIT_USAGE: "bad usage: an unknown option or a bad value",
+        EXIT_CONNECT: "cannot read the monitor: refused, unreachable, timed out "
+        "(--connect-timeout), or it answered but not with gravd's node document",
+    },
+    "keygen": {
+        EXIT_OK: "success: the key pair is written, the public key line printed",
+        EXIT_USAGE: "PATH exists (never overwritten), is a directory, or cannot be written "
+        "(no such directory, no permission)",
+    },
+}
+DESCRIPTIONS: Final = {
+    "peers": """\
+Show the node and its links. Reads the node document (GET /v1/node) from the node's monitoring
+port, --monitor (not --url: nothing attaches to the node, so no mesh key or identity is needed),
+and prints it as a table: this node first, then its peers (other gravd), then its leaves (the
+programs attached to it, oldest first, the first 100):
+
+  NODE       the node's uuid ("(this node)" on the first row)
+  ROLE       peer (another gravd) or leaf (a program attached to this node)
+  NAME       the name a program gave when it attached (a gravd peer says gravd); - if none
+  STATE      this node's: starting, serving or draining; a link's: open once its handshake is
+             done
+  ENDPOINT   the URL the remote states in its handshake, else the address it connects from
+             (this node: the URLs it listens at)
+  IN, OUT    messages received and sent on the link since it opened (this node: since start)
+  BYTES_IN, BYTES_OUT
+             bytes of the frames received and written (K, M, G: powers of 1024)
+  DROPPED    messages that could not be sent on the link (this node: every message it dropped)
+  QUEUED     messages waiting in the link's send queue
+
+then one line: the mesh, how many peers and leaves, the node's uptime and gravpy version. Every
+field, in JSON: curl http://127.0.0.1:8222/v1/node (docs/operations.md).""",
+    "keygen": """\
+Write a new Ed25519 identity key pair and print its public key. The private key goes to PATH
+(PEM, unencrypted, mode 0600; keygen never overwrites a file there), the public key line to
+PATH.pub, and that line, ed25519:<base64>, to standard output. Nothing is sent anywhere: keygen
+needs no node.
+
+The private key signs the handshakes of the program or node that holds it: give PATH to gravctl
+--identity, gravd --identity, or gravpy.connect(url, identity_file=PATH). The public key line is
+what an auth file (gravd --auth-file) lists as an identity's public_key, to admit it and say what
+it may publish and subscribe to (docs/security.md).""",
+}
+EXAMPLES: Final = {
+    "peers": """\
+  gravctl peers                                the node on this machine (127.0.0.1:8222)
+  gravctl peers --monitor 10.0.0.5:8222        another node, by its monitoring address
+  GRAVCTL_MONITOR=10.0.0.5:8222 gravctl peers  the same, from the environment""",
+    "keygen": """\
+  gravctl keygen /etc/gravd/node-a.key         prints ed25519:...; node-a.key.pub holds it too
+  gravctl keygen ~/.config/sensors.key         a key for the sensors app, used as:
+  gravctl --identity ~/.config/sensors.key pub sensor.temp 21.5""",
 }
 EVENTS_HELP: Final = "list, follow or mark the events gravd keeps"
 CHECK_EPILOG: Final = """\
@@ -94,14 +156,19 @@ monitor (peers, check) from --monitor HOST:PORT or URL, else GRAVCTL_MONITOR, el
 
 
 def epilog(command: str | None = None) -> str:
-    """The help text after the options: the words used, the exit codes one per line."""
+    """The help text after the options: the words used, examples, the exit codes one per line,
+    and where the node comes from (not for ``keygen``, which needs none)."""
     lines: list[str] = []
     for word in _COMMAND_WORDS.get(command or "", ("TYPE", "PATTERN", "DATA")):
         lines.append(f"  {word:8} {WORDS[word]}")
     codes = _COMMAND_CODES.get(command or "", tuple(EXIT_CODES))
+    words = {**EXIT_CODES, **_COMMAND_CODE_WORDS.get(command or "", {})}
     parts = ["arguments:\n" + "\n".join(lines)] if lines else []
-    parts.append("exit codes:\n" + "\n".join(f"  {c:<3} {EXIT_CODES[c]}" for c in codes))
-    parts.append(ENVIRONMENT)
+    if command in EXAMPLES:
+        parts.append("examples:\n" + EXAMPLES[command])
+    parts.append("exit codes:\n" + "\n".join(f"  {c:<3} {words[c]}" for c in codes))
+    if command != "keygen":
+        parts.append(ENVIRONMENT)
     return "\n\n".join(parts)
 
 
@@ -175,8 +242,19 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _command(commands, "peers", "show the node and its links (reads --monitor)")
     _bench(_command(commands, "bench", "measure pub/sub throughput and req/reply latency"))
     _check(commands)
-    keys = commands.add_parser("keygen", help="write a new Ed25519 identity key pair")
-    keys.add_argument("path", metavar="PATH", help="the private key (mode 0600); PATH.pub: public")
+    keys = commands.add_parser(
+        "keygen",
+        help="write a new Ed25519 identity key pair",
+        description=DESCRIPTIONS["keygen"],
+        epilog=epilog("keygen"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    keys.add_argument(
+        "path",
+        metavar="PATH",
+        help="where to write the private key (mode 0600; ~ is expanded); the public key goes to "
+        "PATH.pub",
+    )
     _events(commands, full=argv is None or "events" in argv)
     return parser
 
@@ -200,7 +278,7 @@ def _command(commands: argparse._SubParsersAction[argparse.ArgumentParser], name
     sub = commands.add_parser(
         name,
         help=help,
-        description=help[0].upper() + help[1:] + ".",
+        description=DESCRIPTIONS.get(name, help[0].upper() + help[1:] + "."),
         epilog=epilog(name),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -13,7 +13,7 @@ import pytest
 import gravpy
 from gravpy.cli.main import EXIT_INTERRUPTED, EXIT_NO_RESPONDERS, EXIT_USAGE
 from gravpy.cli.monitoring import WARNING, lost, verdict
-from gravpy.cli.parser import WORDS
+from gravpy.cli.parser import WORDS, build_parser
 from gravpy.testing.gravd import GRAVCTL, Process, gravctl, running_gravd
 
 
@@ -84,6 +84,45 @@ async def test_subcommand_help_explains_words_and_exit_codes() -> None:
     assert codes == ["0", "2", "3", "4", "130"]
     assert "'*' (exactly one token)" in sub.stdout.replace("\n", " ").replace("  ", " ")
     assert "'>'" in sub.stdout
+
+
+def _command_help(command: str) -> str:
+    """``gravctl COMMAND --help`` as argparse prints it (80 columns: COLUMNS is not read here)."""
+    parser = build_parser([command])
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return str(commands.choices[command].format_help())
+
+
+def test_peers_help_says_what_it_reads_prints_and_exits_with() -> None:
+    """peers --help says it reads the monitor, not the node's --url, names the table's columns and
+    the summary line, gives examples, and lists its exit codes without words it does not take."""
+    text = _command_help("peers")
+    assert "/v1/node" in text
+    assert "--monitor" in text.split("options:")[0]  # (in the description, not only the option)
+    for column in ("NODE", "ROLE", "NAME", "STATE", "ENDPOINT", "BYTES_IN", "DROPPED", "QUEUED"):
+        assert f"\n  {column}" in text, column
+    assert "examples:\n  gravctl peers" in text
+    assert "gravctl peers --monitor 10.0.0.5:8222" in text
+    codes = [line.split()[0] for line in text.split("exit codes:\n")[1].splitlines()[:4]]
+    assert codes == ["0", "2", "4", "130"]
+    assert "4   cannot read the monitor" in text
+    assert "TYPE     " not in text  # (peers takes no TYPE, PATTERN or DATA)
+    assert "PATTERN  " not in text
+
+
+def test_keygen_help_says_what_it_writes_prints_and_exits_with() -> None:
+    """keygen --help says where the private and public keys go, that it never overwrites, what it
+    prints and what the key is for, gives examples, and lists its exit codes."""
+    text = _command_help("keygen")
+    flat = " ".join(text.split())
+    for fact in ("Ed25519", "mode 0600", "PATH.pub", "never overwrites", "ed25519:"):
+        assert fact in flat, fact
+    for use in ("--identity", "--auth-file", "public_key", "identity_file="):
+        assert use in flat, use
+    assert "examples:\n  gravctl keygen" in text
+    codes = [line.split()[0] for line in text.split("exit codes:\n")[1].splitlines()[:2]]
+    assert codes == ["0", "2"]
+    assert "2   PATH exists" in text
 
 
 async def test_ctrl_c_exits_130_and_sigterm_0() -> None:
