@@ -17,8 +17,8 @@ data dir's record, kept across a start with a new uuid (the default data dir's g
 every start). A file that names no mesh (written before it was kept) is taken as this mesh's.
 
 A file gravd makes is readable by its own user only (mode 0600, and so are its ``-wal`` and
-``-shm``: ``sqlite_file.create_private``, as for ``replay.sqlite3``): it holds users' events, and
-the data dir is usually readable by every local user. A file that exists keeps its mode.
+``-shm``: ``EventStore.open`` makes it so, as ``replay.sqlite3`` is made): it holds users' events,
+and the data dir is usually readable by every local user. A file that exists keeps its mode.
 
 gravd keeps at most ``RETAIN_COUNT`` events and none older than ``RETAIN_AGE``.
 """
@@ -32,13 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from gravpy import _log as logs
 from gravpy.daemon.events_watch import NodeWatcher
-from gravpy.daemon.sqlite_file import (
-    Stamp,
-    create_private,
-    reason,
-    set_aside_foreign,
-    stamp_file,
-)
+from gravpy.daemon.sqlite_file import Stamp, reason, set_aside_foreign, stamp_file
 from gravpy.events import Event, EventBroadcaster, EventStore, EventStoreError, Severity
 from gravpy.events.remote import EventStoreService
 from gravpy.grav import Grav
@@ -135,7 +129,7 @@ class DaemonEvents:
 
 async def _open_file(path: Path, stamp: Stamp) -> EventStore:
     """The store in ``path``, stamped; a file stamped for another mesh is moved aside (and
-    logged) first. A file made here is mode 0600 (``sqlite_file.create_private``). Raises
+    logged) first. A file made here is mode 0600 (``EventStore.open`` makes it so). Raises
     ``EventStoreError``."""
     try:
         foreign = await asyncio.to_thread(set_aside_foreign, path, stamp)
@@ -148,10 +142,6 @@ async def _open_file(path: Path, stamp: Stamp) -> EventStore:
             moved_to=str(foreign.moved_to),
             reason=foreign.reason,
         )
-    try:
-        await asyncio.to_thread(create_private, path)
-    except OSError as exc:
-        raise EventStoreError(str(path), f"cannot open: {exc}") from exc
     store = await EventStore.open(path, max_count=RETAIN_COUNT, max_age=RETAIN_AGE)
     try:  # (after the store's own checks: a corrupt or locked file is its error to report)
         await asyncio.to_thread(stamp_file, path, stamp)

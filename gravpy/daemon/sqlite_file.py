@@ -13,10 +13,10 @@ another version, a value of the wrong type: ``check_columns``) counts as unreada
 would otherwise stop on the first value it cannot take.
 
 A file gravd makes is readable by its own user only (mode 0600, whatever the umask:
-``create_private``, which a store that opens its file itself calls first), and so are its
-``-wal`` and ``-shm`` (SQLite gives them the database's mode): the replay buffer holds the data
-of every message gravd relayed, the event store its users' events, and the data dir is usually
-readable by every local user. A file that exists keeps its mode.
+``gravpy._private_file.create_private``, which ``open_or_set_aside`` calls first, and the event
+store itself), and so are its ``-wal`` and ``-shm`` (SQLite gives them the database's mode): the
+replay buffer holds the data of every message gravd relayed, the event store its users' events,
+and the data dir is usually readable by every local user. A file that exists keeps its mode.
 
 A file is also stamped with whom it was written for (``Stamp``: gravd's mesh, and the node uuid
 where that matters), in a one-row ``stamp`` table that ``write_stamp`` makes and fills in the
@@ -32,7 +32,6 @@ opening decides) is taken as this one's.
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
@@ -40,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from gravpy._private_file import create_private
 from gravpy.errors import GravError
 
 __all__ = [
@@ -47,7 +47,6 @@ __all__ = [
     "Foreign",
     "Stamp",
     "check_columns",
-    "create_private",
     "move_aside",
     "open_or_set_aside",
     "reason",
@@ -115,13 +114,6 @@ def open_or_set_aside(
             raise error(f"cannot recreate {path}: {again}") from again
     except OSError as exc:
         raise error(f"cannot open {path}: {exc}") from exc
-
-
-def create_private(path: Path) -> None:
-    """Make ``path`` (empty, mode 0600) if it does not exist; an existing file is left as it is.
-    (Opened read-only: a file gravd may not write is then refused by SQLite, saying so.)
-    Blocking. Raises ``OSError``."""
-    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
 
 
 def check_columns(

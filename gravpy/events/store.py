@@ -10,6 +10,10 @@ fsync). Writes go through a group commit (``gravpy.events._commit``): ``persist`
 arrive while a transaction is in flight share the next one, so many writers (a gravd serving many
 apps) are not held to one transaction each; ``persist_many`` writes a batch in one transaction.
 
+A file the store makes is readable by its own user only, whoever opens it (gravd or an app): mode
+0600 whatever the umask (``gravpy._private_file``), and so, from SQLite, its ``-wal`` and
+``-shm``; it holds users' events. A file that exists keeps its mode.
+
 Opening checks the file at once: a file that is not a database, a schema from a newer gravpy, or a
 database another process keeps locked past ``timeout`` raises ``EventStoreError`` with the path and
 the reason, before anything else runs. Later failures (the disk is full) raise it from the call
@@ -40,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from gravpy._private_file import create_private
 from gravpy.errors import GravError, UsageError
 from gravpy.events._commit import GroupCommit
 from gravpy.events.event import Event, EventError, EventStatus, Severity, check_uuid
@@ -63,6 +68,7 @@ SCHEMA_VERSION: Final = 1
 RETAIN_EVERY: Final = 1000
 WRITE_QUEUE_LIMIT: Final = 10_000  # rows waiting for a transaction; more makes persist wait
 _CACHE_KIB: Final = 64 * 1024
+_NO_FILE: Final = (":memory:", "")  # names SQLite opens no file of ours for (memory, a temp file)
 _COLUMNS: Final = (
     "id, operation_id, acted_upon, user_id, system_id, category, action, severity, "
     "description, metadata, status, created_at"
@@ -321,9 +327,14 @@ class EventStore:
 
 
 def _connect(path: str, timeout: float) -> sqlite3.Connection:
-    """Open and check the database (in the worker thread); raises ``EventStoreError``."""
+    """Open and check the database (in the worker thread), a file it makes private (mode 0600);
+    raises ``EventStoreError``."""
     try:
+        if path not in _NO_FILE:
+            create_private(path)
         conn = sqlite3.connect(path, timeout=timeout, check_same_thread=False)
+    except OSError as exc:
+        raise EventStoreError(path, f"cannot open: {exc.strerror or exc}") from exc
     except sqlite3.Error as exc:
         raise EventStoreError(path, f"cannot open: {_reason(exc)}") from exc
     try:
