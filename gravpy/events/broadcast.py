@@ -58,6 +58,11 @@ def event_type(user_id: str | None) -> str:
     return SYSTEM_TYPE if user_id is None else USER_PREFIX + check_uuid("user_id", user_id)
 
 
+def _check_queue_limit(queue_limit: object) -> None:
+    if isinstance(queue_limit, bool) or not isinstance(queue_limit, int) or queue_limit < 1:
+        raise UsageError(f"queue_limit must be an int >= 1, got {queue_limit!r}")
+
+
 class _Persister(Protocol):
     async def persist(self, event: Event) -> None: ...
 
@@ -153,8 +158,12 @@ class EventBroadcaster:
 
         if not isinstance(grav, Grav):
             raise UsageError(f"an EventBroadcaster needs a Grav node, got {type(grav).__name__}")
-        if isinstance(queue_limit, bool) or not isinstance(queue_limit, int) or queue_limit < 1:
-            raise UsageError(f"queue_limit must be an int >= 1, got {queue_limit!r}")
+        _check_queue_limit(queue_limit)
+        if store is not None and not callable(getattr(store, "persist", None)):
+            raise UsageError(
+                f"store must be an event store (an EventStore, or anything with an async "
+                f"persist(event)) or None, got {type(store).__name__}"
+            )
         self.grav = grav
         self.queue_limit = queue_limit
         self._store = store
@@ -190,7 +199,8 @@ class EventBroadcaster:
 
     def subscribe(self, user_id: str | None, *, queue_limit: int | None = None) -> Subscription:
         """The live events of ``user_id`` from now on (queued from this call, not from iteration);
-        None: the events for no user (what ``publish(None, ...)`` sends)."""
+        None: the events for no user (what ``publish(None, ...)`` sends). A ``user_id`` that is
+        not a UUID raises ``EventError``, a bad ``queue_limit`` ``UsageError``, both naming it."""
         return self._subscribe(event_type(user_id), queue_limit)
 
     def subscribe_all(self, *, queue_limit: int | None = None) -> Subscription:
@@ -198,6 +208,8 @@ class EventBroadcaster:
         return self._subscribe(ALL_PATTERN, queue_limit)
 
     def _subscribe(self, pattern: str, queue_limit: int | None) -> Subscription:
+        if queue_limit is not None:
+            _check_queue_limit(queue_limit)
         limit = self.queue_limit if queue_limit is None else queue_limit
         pod = self.grav.connect(inbox_limit=limit, overflow=Overflow.DROP_NEWEST)
         try:

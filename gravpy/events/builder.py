@@ -1,9 +1,10 @@
 """``EventBuilder``: the fluent way to make an ``Event`` (Meshery's ``events.NewEvent()...Build()``).
 
-Each ``with_*``/``from_*`` call records one field and returns the builder; nothing is checked until
-``build()``, which applies every rule of ``gravpy.events.event`` and raises ``EventError`` naming
-the first field that breaks one. A builder keeps one ``operation_id`` (new, unless given), so the
-events built from it tell one story; each ``build()`` makes a new ``id`` and ``created_at``.
+Each ``with_*``/``from_*`` call records one field and returns the builder; ``build()`` applies
+every rule of ``gravpy.events.event`` and raises ``EventError`` naming the first field that breaks
+one. ``with_metadata``, which copies its mapping, refuses anything else at the call. A builder
+keeps one ``operation_id`` (new, unless given), so the events built from it tell one story; each
+``build()`` makes a new ``id`` and ``created_at``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import uuid as uuidlib
 from collections.abc import Mapping
 from typing import Any
 
-from gravpy.events.event import Event, EventStatus, Severity
+from gravpy.events.event import Event, EventError, EventStatus, Severity
 
 __all__ = ["EventBuilder"]
 
@@ -85,8 +86,14 @@ class EventBuilder:
         return self
 
     def with_metadata(self, metadata: Mapping[str, Any]) -> EventBuilder:
-        """Anything else worth knowing: ``err`` for errors, ``doc`` for a link to the docs."""
-        self._metadata = dict(metadata) if isinstance(metadata, Mapping) else metadata
+        """Anything else worth knowing: ``err`` for errors, ``doc`` for a link to the docs.
+
+        Copied here; anything but a mapping (a list, None) is an ``EventError`` (``metadata``)
+        at this call. Its keys and values are checked by ``build()``."""
+        if not isinstance(metadata, Mapping):
+            kind = type(metadata).__name__
+            raise EventError("metadata", f"expected a mapping with str keys, got {kind}")
+        self._metadata = dict(metadata)
         return self
 
     def build(self) -> Event:

@@ -27,6 +27,7 @@ import json
 import math
 import re
 import uuid as uuidlib
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
@@ -294,7 +295,7 @@ def _or_empty(metadata: object) -> object:
 def _check_metadata(value: object, severity: Severity) -> str:
     """The metadata as canonical JSON, after the encoding, size, ``err`` and ``doc`` rules."""
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise EventError("metadata", "expected a mapping with str keys")
+        raise EventError("metadata", f"expected a mapping with str keys, got {_kind(value)}")
     try:
         text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
         msgpack.packb(value, use_bin_type=True)
@@ -307,6 +308,15 @@ def _check_metadata(value: object, severity: Severity) -> str:
     if "doc" in value:
         _check_doc(value["doc"])
     return text
+
+
+def _kind(value: object) -> str:
+    """What ``value`` is, for an error: its type's name, or the first key that is not a str."""
+    if isinstance(value, Mapping):
+        key = next((k for k in value if not isinstance(k, str)), None)
+        if key is not None:
+            return f"the key {key!r}"
+    return type(value).__name__
 
 
 def _check_doc(doc: object) -> None:
