@@ -208,11 +208,14 @@ class Grav:
         self, predicate: Callable[[list[PeerInfo]], bool], timeout: float | None = None
     ) -> list[PeerInfo]:
         """Wait until ``predicate(self.peers())`` is true (checked at every link or interest
-        change) and return that snapshot. Raises ``WaitTimeout`` after ``timeout`` seconds, or
-        ``PodDisconnected`` if the node stops first.
+        change) and return that snapshot. Raises ``WaitTimeout`` after ``timeout`` seconds,
+        ``PodDisconnected`` if the node stops first, ``UsageError`` if ``predicate`` is not
+        callable.
 
         ``await g.wait_for(lambda peers: any(p.uuid == other for p in peers))``
         """
+        if not callable(predicate):
+            raise UsageError(f"predicate must be callable, got {predicate!r}")
         deadline = asyncio.timeout(check_timeout(timeout))
         hub = self._hub()
         try:

@@ -309,3 +309,13 @@ async def test_an_event_subscription_the_app_may_not_receive_leaves_no_pod_behin
         with pytest.raises(PermissionDenied):
             EventBroadcaster(app).subscribe("0" * 32)
         assert len(app.bus.pods()) == before
+
+
+@pytest.mark.parametrize("predicate", [5, None, "peers"])
+async def test_wait_for_with_a_predicate_that_is_not_callable_is_a_usage_error(
+    predicate: object,
+) -> None:
+    """``Grav.wait_for`` names a predicate it cannot call, rather than a bare TypeError."""
+    async with Grav(transport=MemoryTransport(MemoryNetwork())) as g:
+        with pytest.raises(UsageError, match="predicate must be callable"):
+            await g.wait_for(predicate, 1)  # type: ignore[arg-type]
