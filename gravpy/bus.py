@@ -428,12 +428,26 @@ class Bus:
             for reply in early:
                 mailbox.offer(reply)
         failed = self._failed_requests.pop(uuid, None)
+        if failed is None and self._mesh is not None:
+            cut_off = self._mesh.reply_wait_started(uuid, msg_type)
+            if cut_off is not None and not self._may_answer_here(msg_type, pod):
+                failed = cut_off  # (a pod here may still answer: wait for it)
         if failed is not None:
-            mailbox.fail(failed)
-        elif self._mesh is not None:
-            self._mesh.reply_wait_started(uuid, msg_type)
+            mailbox.fail(failed)  # (after the replies that came first: ``early``)
         self._reply_waiters[uuid] = (pod, mailbox)
         return mailbox
+
+    def _may_answer_here(self, msg_type: str, asker: Pod) -> bool:
+        """True if a pod here other than ``asker`` receives ``msg_type`` (or the type is not
+        known: it may)."""
+        if not msg_type:
+            return True
+        route = self._routes.get(msg_type)
+        if route is None:
+            route = self._route(msg_type)
+        pods, checked, groups = route
+        receivers = (*pods, *checked, *(m for _, members in groups for m in members))
+        return any(p is not asker for p in receivers)
 
     def unregister_reply_waiter(self, uuid: str, mailbox: Mailbox) -> None:
         waiting = self._reply_waiters.get(uuid)

@@ -79,8 +79,10 @@ class MeshPort(Protocol):
     def check_subscribable(self, pattern: str) -> None:
         """Raise ``PermissionDenied`` if this node may receive no type matching ``pattern``."""
 
-    def reply_wait_started(self, request_uuid: str, msg_type: str) -> None:
-        """A local pod started waiting for replies to ``request_uuid`` (of type ``msg_type``)."""
+    def reply_wait_started(self, request_uuid: str, msg_type: str) -> Exception | None:
+        """A local pod started waiting for replies to ``request_uuid`` (of type ``msg_type``);
+        returns why no link can carry a reply now (an app with no open link to its node), or
+        None."""
 
 
 class LinkOwner(Protocol):

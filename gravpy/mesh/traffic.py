@@ -323,17 +323,27 @@ class Traffic:
         """The types local pods want changed: tell the other nodes."""
         self._changed()
 
-    def reply_wait_started(self, request_uuid: str, msg_type: str) -> None:
+    def reply_wait_started(self, request_uuid: str, msg_type: str) -> LinkClosedError | None:
         """A local pod waits for replies: track the links that could answer, so the wait fails
         at once if they all close; a leaf also tells its node, which tracks the links it relayed
-        the request on (``gravpy.failure``)."""
+        the request on (``gravpy.failure``). A leaf with no open link to its node (it dropped,
+        and is being redialled) returns the error such a wait ends with, as one running when
+        the link dropped did: no reply can reach the app before it reattaches."""
         if msg_type:
             self.router.track(request_uuid, msg_type)
         if self.on_peer:
-            return
+            return None
+        attached = False
         for link in self.router.peers.values():
             if link.is_open:
+                attached = True
                 link.enqueue(wait_notice(request_uuid))
+        if attached:
+            return None
+        return LinkClosedError(
+            f"this app has no open link to its node (redialling): no reply to {request_uuid} "
+            "can reach it"
+        )
 
     def replays_from_node(self, pod: Pod) -> bool:
         """On a leaf with an open link: hold ``pod`` and ask the node for its buffer, after the
