@@ -31,6 +31,7 @@ from gravpy.cli.parser import EXIT_CONNECT, EXIT_OK
 __all__ = ["check", "monitor_url", "peers"]
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+LEAF_PAGE = 1000  # leaves asked for per page (gravd's MAX_LEAF_PAGE)
 _NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 
 
@@ -72,11 +73,34 @@ async def fetch(args: argparse.Namespace, path: str) -> tuple[int, Any]:
 async def peers(args: argparse.Namespace) -> int:
     from gravpy.cli.output import format_peers
 
-    status, node = await fetch(args, "/v1/node")
-    if status != 200 or not isinstance(node, dict):
-        raise Failure(EXIT_CONNECT, f"{monitor_url(args.monitor)}/v1/node answered {status}")
-    print(format_peers(node))
+    print(format_peers(await node_with_every_leaf(args)))
     return EXIT_OK
+
+
+async def node_with_every_leaf(args: argparse.Namespace) -> dict[str, Any]:
+    """The node document with all its leaves: ``/v1/node`` lists them a page at a time
+    (``leaves_offset``, ``leaves_limit``), so pages are read and joined up to the total the first
+    one states (leaves that left meanwhile leave a page short or empty: an empty one ends it)."""
+    node = await _node_page(args, 0)
+    leaves: list[Any] = list(node.get("leaves", []))
+    page = node.get("leaves_page")
+    total = page.get("total", 0) if isinstance(page, dict) else 0
+    while isinstance(total, int) and len(leaves) < total:
+        more = (await _node_page(args, len(leaves))).get("leaves", [])
+        if not more:
+            break
+        leaves.extend(more)
+    node["leaves"] = leaves
+    return node
+
+
+async def _node_page(args: argparse.Namespace, offset: int) -> dict[str, Any]:
+    """``/v1/node`` with the page of leaves from ``offset`` (the largest page gravd serves)."""
+    path = f"/v1/node?leaves_offset={offset}&leaves_limit={LEAF_PAGE}"
+    status, node = await fetch(args, path)
+    if status != 200 or not isinstance(node, dict):
+        raise Failure(EXIT_CONNECT, f"{monitor_url(args.monitor)}{path} answered {status}")
+    return node
 
 
 async def check(args: argparse.Namespace) -> int:

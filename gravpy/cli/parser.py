@@ -100,7 +100,7 @@ DESCRIPTIONS: Final = {
 Show the node and its links. Reads the node document (GET /v1/node) from the node's monitoring
 port, --monitor (not --url: nothing attaches to the node, so no mesh key or identity is needed),
 and prints it as a table: this node first, then its peers (other gravd), then its leaves (the
-programs attached to it, oldest first, the first 100):
+programs attached to it, oldest first, every one of them):
 
   NODE       the node's uuid ("(this node)" on the first row)
   ROLE       peer (another gravd) or leaf (a program attached to this node)

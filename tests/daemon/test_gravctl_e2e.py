@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import signal
@@ -10,8 +11,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+
 import gravpy
+from gravpy.cli import monitoring
 from gravpy.cli.main import EXIT_CONNECT, EXIT_NO_RESPONDERS, EXIT_TIMEOUT
+from gravpy.cli.output import format_peers
 from gravpy.testing.gravd import GRAVCTL, Gravd, Process, gravctl, running_gravd
 
 
@@ -310,3 +315,20 @@ def _group_members(doc: dict[str, object], group: str) -> int:
         for entry in link.get("groups", ())
         if entry[0] == group
     )
+
+
+async def test_peers_reads_every_page_of_leaves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gravd lists leaves a page at a time; gravctl peers joins the pages, so every app attached
+    is shown and counted (pages of one leaf here, three apps: three pages)."""
+    monkeypatch.setattr(monitoring, "LEAF_PAGE", 1)
+    async with (
+        running_gravd() as node,
+        gravpy.connect(node.endpoint, name="app-1"),
+        gravpy.connect(node.endpoint, name="app-2"),
+        gravpy.connect(node.endpoint, name="app-3"),
+    ):
+        await node.wait_http(lambda doc: doc["leaves_page"]["total"] == 3)
+        args = argparse.Namespace(monitor=node.monitor, connect_timeout=5.0)
+        doc = await monitoring.node_with_every_leaf(args)
+    assert sorted(leaf["name"] for leaf in doc["leaves"]) == ["app-1", "app-2", "app-3"]
+    assert "0 peer(s), 3 leaf/leaves" in format_peers(doc)
