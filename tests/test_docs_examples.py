@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import json
 import re
 import tomllib
@@ -84,6 +85,25 @@ def test_every_python_block_compiles() -> None:
             except SyntaxError as exc:
                 failures.append(f"{name}: {exc}")
     assert not failures, "\n".join(failures)
+
+
+def test_the_scaling_pages_example_is_a_program_to_paste_and_run() -> None:
+    """docs/scaling.md's Python example is a whole program: it compiles with no top-level
+    ``await`` or ``async with``, runs ``main()`` with ``asyncio.run``, and every name it imports
+    exists."""
+    page = ROOT / "docs" / "scaling.md"
+    blocks = _blocks(page, "python")
+    assert blocks, "docs/scaling.md shows the bridge embedded in Python"
+    for index, code in enumerate(blocks):
+        name = f"docs/scaling.md python block {index + 1}"
+        tree = compile(code, name, "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
+        compile(tree, name, "exec", dont_inherit=True)  # (a fragment fails here)
+        assert "asyncio.run(main())" in code
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert hasattr(module, alias.name), f"{node.module} has no {alias.name}"
 
 
 def test_every_toml_and_json_block_parses() -> None:
