@@ -27,7 +27,10 @@ original uuid kept, so seen-sets drop any copy). ``gravpy.bridge.port`` draws th
   others answer at once), after each change of subscriptions, and every ``announce_interval``.
 - **Faults**: connecting retries with capped backoff while the node serves its LAN; nats-py
   reconnects within a cluster (publishing into its bounded pending buffer meanwhile); a closed
-  connection starts connecting again. ``statistics()`` reports state and losses by reason.
+  connection starts connecting again (what nats-py still held unwritten is counted lost,
+  ``not_reconnected``: ``WireClient.unwritten``). ``statistics()`` reports state and losses by
+  reason. Once ``stop`` begins the bridge is ``closing`` and no connection starts, whatever
+  nats-py does meanwhile (``_enter``); it is ``closed`` when ``stop`` returns.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ from gravpy.message import Message
 __all__ = ["NatsBridge"]
 
 _log = logs.get_logger("gravpy.bridge")
+_STOPPING = ("closing", "closed")  # once ``stop`` begins, the only states left
 
 
 class NatsBridge:
@@ -137,7 +141,9 @@ class NatsBridge:
         self._tasks.spawn(self._run(), "nats-bridge")
 
     async def stop(self) -> None:
-        """Say goodbye to the other bridges, flush (bounded), close, end every task."""
+        """Say goodbye to the other bridges, flush (bounded), close, end every task. The bridge
+        is ``closing`` from the start, whatever nats-py does meanwhile (``_enter``), and
+        ``closed`` once it returns."""
         nc = self._nc
         self.state = "closing"
         if nc is not None and nc.is_connected:
@@ -151,10 +157,13 @@ class NatsBridge:
         self.state = "closed"
 
     async def _run(self) -> None:
-        """Connect, with backoff, until stopped; serve each connection until it closes."""
+        """Connect, with backoff, until stopped; serve each connection until it closes. Once
+        ``stop`` began, no connection is made or served again: it may end before this task is
+        cancelled (a connection nats-py gave up on meanwhile), and nats-py may swallow that
+        cancellation (its ``close`` does while it waits for its reconnecting task)."""
         backoff = self.config.backoff.new_backoff()
-        while True:
-            self.state = "connecting"
+        while not self._stopping():
+            self._enter("connecting")
             try:
                 await self._connect()
             except Exception:  # (counted by the connector; whatever it was, try again)
@@ -164,6 +173,8 @@ class NatsBridge:
                 await asyncio.sleep(delay)
                 continue
             backoff.reset()
+            if self._stopping():  # (connected as ``stop`` began: it closes ``_nc``)
+                return
             try:
                 await self._serve()
             except Exception as exc:  # a bug, here or in nats-py: reconnect, never a dead bridge
@@ -221,8 +232,15 @@ class NatsBridge:
         self._exporter.alone = not self._table.own_bridges()  # (as last heard)
         self._table.forget_all()
         self._table_changed()
-        if nc is not None and not nc.is_closed:
-            await nc.close()
+        if nc is None:
+            return
+        try:
+            if not nc.is_closed:
+                await nc.close()
+        finally:  # (what nats-py still held when the lost connection closed: never written)
+            unwritten, nc.unwritten = nc.unwritten, 0
+            if unwritten:
+                self._count("not_reconnected", unwritten)
 
     # -- in: NATS to mesh ------------------------------------------------------------------------
 
@@ -266,7 +284,7 @@ class NatsBridge:
                 await asyncio.sleep(self.config.announce_interval)  # (never a busy loop)
                 continue
             if self.state == "connecting":  # (not closing meanwhile)
-                self.state = "connected"
+                self._enter("connected")
                 self._connected_since = time.time()
                 url = nc.connected_url
                 server = f"{url.hostname}:{url.port}" if url is not None else ""  # (no password)
@@ -447,25 +465,31 @@ class NatsBridge:
         if "slow consumer" in str(exc).lower():
             self._count("slow_consumer")
 
+    def _stopping(self) -> bool:
+        """True once ``stop`` began."""
+        return self.state in _STOPPING
+
+    def _enter(self, state: str) -> None:
+        """The bridge is ``state`` now, unless ``stop`` began: then it stays ``closing`` until
+        ``stop`` ends (``closed``), whatever nats-py reports meanwhile (it may give up, close
+        or reconnect the connection under ``stop``) and whatever ``_run`` makes of that."""
+        if not self._stopping():
+            self.state = state
+
     async def _on_disconnected(self) -> None:
         if self.state == "connected":
-            self.state = "reconnecting"
+            self._enter("reconnecting")
             _log.warning("bridge_disconnected", error=self._connector.last_error)
 
     async def _on_closed(self) -> None:
-        nc = self._nc
-        if nc is not None and nc.buffered:  # held while reconnecting, then given up on
-            self._count("not_reconnected", nc.buffered)
-            nc.buffered = 0
-        self._closed.set()
+        self._closed.set()  # (``_close`` counts what nats-py held unwritten: ``unwritten``)
 
     async def _on_reconnected(self) -> None:
         if self._nc is not None:
-            self._nc.buffered = 0  # nats-py wrote its pending buffer on reconnecting
             self._exporter.outbox.max_payload = self._nc.max_payload  # (another server's)
-        if self.state in ("closing", "closed"):  # nats-py reconnected while ``stop`` runs: it
-            return  # closes the connection; the bridge is not connected again
-        self.state = "connected"
+        if self._stopping():  # nats-py reconnected while ``stop`` runs: it closes the
+            return  # connection; the bridge is not connected again
+        self._enter("connected")
         self._connected_since = time.time()
         self._connects += 1
         _log.info("bridge_reconnected")

@@ -28,7 +28,7 @@ The bridge's traffic has one fixed shape (``NATS/1.0``, ``Grav-Meta``, rarely ``
   than ``NOW_BYTES`` unwritten: a stream goes through the outbox, whose high-water mark makes
   ``Pod.publish`` wait (nats-py's own buffer would take megabytes before pushing back).
 
-All rely on nats-py internals (``_send_command``, ``_flush_pending``, ``_pending``,
+All rely on nats-py internals (``_send_command``, ``_flush_pending``, ``_close``, ``_pending``,
 ``_pending_data_size``, ``_flush_queue``, ``_flusher_task``, the parser ``_ps`` and its call
 ``_process_msg(sid, subject, reply, data, headers)``), all named here and in ``reader``. ``FAST``
 says whether this nats-py has them (checked once, by name and parameters); where it does not,
@@ -39,6 +39,13 @@ with a callback; ``publish_now`` declines), slower but the same on the wire.
 nats-py's flusher task can end before the client notices its connection dropped
 (``_flusher_gone``); commands are then left pending for after the reconnect, never written
 inline to the dead transport as nats-py's own flush would (and raise).
+
+What nats-py holds in its pending buffer when it closes a connection it lost (gave up
+reconnecting, or closed while reconnecting) is never written: ``_close`` counts those messages
+(``unwritten``, read by the bridge as ``not_reconnected``) and drops them. nats-py's public API
+has no count of them (``pending_data_size`` is bytes, of every command, not messages), so this
+reads ``_pending`` too. What nats-py had written before the loss but the server never read (the
+socket's buffers) no client can count: the importers count it (``gap``) where it was numbered.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ __all__ = [
     "WireClient",
     "hpub_size",
     "parse_headers",
+    "pending_messages",
     "refusal",
 ]
 
@@ -93,7 +101,8 @@ _ATTRIBUTES: Final = (
 def _has_internals() -> bool:
     process = getattr(Client, "_process_msg", None)
     if process is None or not all(
-        callable(getattr(Client, name, None)) for name in ("_send_command", "_flush_pending")
+        callable(getattr(Client, name, None))
+        for name in ("_send_command", "_flush_pending", "_close")
     ):
         return False
     fresh = Client()
@@ -137,6 +146,24 @@ def hpub_size(out: Outgoing) -> int:
     return len(out[2]) + _BLOCK + len(meta.encode()) + len(extra.encode())
 
 
+def pending_messages(commands: Sequence[bytes]) -> int:
+    """How many messages the NATS protocol ``commands`` (whole ones, as nats-py queues them)
+    publish with headers: ``HPUB`` commands, as the bridge publishes every message it carries
+    (its announcements are plain ``PUB`` commands, not counted). A command that is not what
+    nats-py writes ends the count."""
+    data, at, count = b"".join(commands), 0, 0
+    while (end := data.find(b"\r\n", at)) >= 0:
+        op, _, rest = data[at:end].partition(b" ")
+        at = end + 2
+        if op in (b"PUB", b"HPUB"):  # ``... <size>\r\n`` then its payload and CRLF
+            size = rest.rpartition(b" ")[2]
+            if not size.isdigit():
+                break
+            at += int(size) + 2
+            count += op == b"HPUB"
+    return count
+
+
 def _hpub(out: Outgoing) -> tuple[bytes, bytes, bytes, bytes]:
     """The ``HPUB`` command of ``out``, in four parts (line, header block, payload, CRLF)."""
     subject, reply, data, meta, extra = out
@@ -153,9 +180,9 @@ class WireClient(Client):
     def __init__(self) -> None:
         super().__init__()
         self._sinks: dict[int, Sink] = {}
-        # handed to nats-py while it reconnects (its pending buffer), since it last connected:
-        # lost if it gives up instead (it writes them to the dead transport as it closes)
-        self.buffered = 0
+        # messages nats-py still held unwritten (its pending buffer) when it closed the
+        # connection while lost: never written anywhere (``_close``); the bridge counts them
+        self.unwritten = 0
         if FAST:
             self._ps = Reader(self)
 
@@ -182,10 +209,7 @@ class WireClient(Client):
             failed(closed.__name__, len(batch))
             return 0
         if not FAST or not self.is_connected:  # (reconnecting: nats-py's buffer limit applies)
-            sent = await self._publish_each(batch, failed)
-            if not self.is_connected:
-                self.buffered += sent
-            return sent
+            return await self._publish_each(batch, failed)
         limit, size = self.max_payload, 0
         parts: list[bytes] = []
         for out in batch:
@@ -216,11 +240,23 @@ class WireClient(Client):
     async def _flush_pending(self, force_flush: bool = False) -> Any:
         """nats-py's, except while its flusher is gone (``_flusher_gone``): then what is
         pending stays so, and nats-py writes it once it reconnects (if it closes instead, the
-        importers count the gap: ``gravpy.bridge.sequence``). Every nats-py call that flushes
+        messages in it are counted: ``_close``). Every nats-py call that flushes
         (``publish``, ``subscribe``, ``flush``...) goes through here."""
         if FAST and self.is_connected and self._flusher_gone():
             return None
         return await super()._flush_pending(force_flush)
+
+    async def _close(self, *args: Any, **kwargs: Any) -> None:
+        """nats-py's, except when it closes a connection it lost (it gave up reconnecting, or
+        is closed while reconnecting): the messages still in its pending buffer, handed over
+        before or after the loss, would never be written (nats-py drops them, or writes them
+        to the dead transport, whose drain then raises out of ``close`` before the close
+        callbacks). They are counted (``unwritten``: ``pending_messages``) and dropped here."""
+        if FAST and not self.is_closed and not self.is_connected and self._pending:
+            self.unwritten += pending_messages(self._pending)
+            self._pending = []
+            self._pending_data_size = 0
+        await super()._close(*args, **kwargs)  # (nats-py's own arguments, passed on)
 
     def publish_now(self, out: Outgoing, numbered: Callable[[Outgoing], Outgoing]) -> bool:
         """Hand ``numbered(out)`` to nats-py without waiting (its flusher writes it in the next
