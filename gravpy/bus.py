@@ -437,6 +437,11 @@ class Bus:
         self._reply_waiters[uuid] = (pod, mailbox)
         return mailbox
 
+    def no_responders_why(self) -> str:
+        """What a ``NoResponders`` adds to its type: that this app is cut off from its node, if
+        it is (``MeshPort.cut_off``)."""
+        return "" if self._mesh is None else self._mesh.cut_off()
+
     def _may_answer_here(self, msg_type: str, asker: Pod) -> bool:
         """True if a pod here other than ``asker`` receives ``msg_type`` (or the type is not
         known: it may)."""

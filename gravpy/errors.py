@@ -83,8 +83,9 @@ class NoResponders(GravError):
     Raised by the receipt's wait methods at once instead of after the timeout.
     """
 
-    def __init__(self, msg_type: str) -> None:
-        super().__init__(f"no pod admits messages of type {msg_type!r}")
+    def __init__(self, msg_type: str, why: str = "") -> None:
+        text = f"no pod admits messages of type {msg_type!r}"
+        super().__init__(f"{text}: {why}" if why else text)
         self.msg_type = msg_type
 
 

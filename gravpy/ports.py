@@ -47,6 +47,7 @@ class PodHost(Protocol):
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]: ...
     def register_reply_waiter(self, uuid: str, pod: Pod, msg_type: str = "") -> Mailbox: ...
     def unregister_reply_waiter(self, uuid: str, mailbox: Mailbox) -> None: ...
+    def no_responders_why(self) -> str: ...
 
 
 class MeshPort(Protocol):
@@ -78,6 +79,11 @@ class MeshPort(Protocol):
 
     def check_subscribable(self, pattern: str) -> None:
         """Raise ``PermissionDenied`` if this node may receive no type matching ``pattern``."""
+
+    def cut_off(self) -> str:
+        """Why no other node can be reached now (an app whose link to its node is down), or
+        "": the words a ``NoResponders`` adds, so it does not send its reader to look for a
+        missing service."""
 
     def reply_wait_started(self, request_uuid: str, msg_type: str) -> Exception | None:
         """A local pod started waiting for replies to ``request_uuid`` (of type ``msg_type``);

@@ -40,6 +40,7 @@ class ReplyWaiters(Protocol):
     def register_reply_waiter(self, uuid: str, pod: Any, msg_type: str = "") -> Mailbox: ...
     def unregister_reply_waiter(self, uuid: str, mailbox: Mailbox) -> None: ...
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]: ...
+    def no_responders_why(self) -> str: ...
 
 
 class Sender(Protocol):
@@ -120,7 +121,7 @@ class MsgReceipt:
         if on is not None:
             check_callback(on, "the wait function")
         if self._no_responders:
-            raise NoResponders(self.msg_type)
+            raise NoResponders(self.msg_type, self.pod.bus.no_responders_why())
         if self.dropped:
             raise MessageDropped(self.msg_type, self.uuid)
         mailbox = self._start_wait()
@@ -158,7 +159,7 @@ class MsgReceipt:
         if timeout is None and max is None:
             raise UsageError("replies() needs a timeout, a max, or both")
         if self._no_responders:
-            raise NoResponders(self.msg_type)
+            raise NoResponders(self.msg_type, self.pod.bus.no_responders_why())
         if self.dropped:
             raise MessageDropped(self.msg_type, self.uuid)
         return ReplyStream(self, seconds, max)

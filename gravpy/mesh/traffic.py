@@ -323,6 +323,13 @@ class Traffic:
         """The types local pods want changed: tell the other nodes."""
         self._changed()
 
+    def cut_off(self) -> str:
+        """Words for an app with no open link to its node (it dropped, and is being redialled);
+        "" for a peer node, or an app attached."""
+        if self.on_peer or any(link.is_open for link in self.router.peers.values()):
+            return ""
+        return "this app has no open link to its node (redialling): only its own pods can answer"
+
     def reply_wait_started(self, request_uuid: str, msg_type: str) -> LinkClosedError | None:
         """A local pod waits for replies: track the links that could answer, so the wait fails
         at once if they all close; a leaf also tells its node, which tracks the links it relayed

@@ -138,13 +138,16 @@ async def test_a_detached_apps_request_raises_no_responders_at_once(
     setup_factory: Factory,
 ) -> None:
     """A request sent while the app is detached has a receipt that says no_responders (not
-    dropped), and its wait raises NoResponders at once: it never left the process."""
+    dropped), and its wait raises NoResponders at once, saying the app is cut off from its node
+    (not only that no pod admits the type): it never left the process."""
     setup = await setup_factory(DETACHED)
     await _drop(setup)
     receipt = setup.app.connect().send(Message.new("svc.slow", b"?"))
     assert (receipt.no_responders, receipt.dropped) == (True, False)
-    with pytest.raises(NoResponders):
+    with pytest.raises(NoResponders, match=r"'svc\.slow': this app has no open link to its node"):
         await receipt.wait_until(GUARD)
+    with pytest.raises(NoResponders, match="no open link"):
+        receipt.replies(timeout=GUARD)
     assert setup.asked.empty()
 
 
