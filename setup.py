@@ -22,9 +22,11 @@ COMPILED_MODULES = [
     "gravpy/filter.py",
     "gravpy/recent.py",
     "gravpy/proto/codec.py",
+    "gravpy/proto/link_core.py",
     "gravpy/proto/peer.py",
     "gravpy/mesh/routing.py",
     "gravpy/mesh/peer_link.py",
+    "gravpy/mesh/link_reader.py",
     "gravpy/mesh/link_writer.py",
     "gravpy/mesh/traffic.py",
 ]

@@ -16,7 +16,8 @@
 - ``bridge_host``: ``Bridges``, the node's side of its bridges to other meshes.
 - ``dialer``: ``Dialer``, wanted endpoints and their dial loops with backoff.
 - ``resume``, ``permissions``, ``enforcement``: resume after a flap; per-type permissions.
-- ``peer_link``: ``PeerLink``, one link driven by asyncio around the sans-I/O ``PeerProtocol``.
+- ``peer_link``: ``PeerLink``, one link driven by asyncio around the sans-I/O ``PeerProtocol``;
+  ``link_reader`` (``LinkReader``) receives for it and ``link_writer`` (``LinkWriter``) sends.
 - ``config``: ``HubConfig`` and ``HubStatistics``.
 
 docs/architecture.md follows one message through these files.

@@ -1,22 +1,19 @@
 """PeerLink: one link to another node, driven by asyncio around a sans-I/O ``PeerProtocol``.
 
-A PeerLink owns three loops for the life of the link, in one ``TaskGroup``: the reader feeds frames
-to the protocol and hands what arrives to its owner (the hub, through the ``LinkOwner`` port): the
-messages to ``link_messages`` and every other event to ``link_events`` (on a link that offers
-``take_frames``, the frames that arrive while the reader waits take that path in the transport's
-callback, and the reader is woken only for a backlog); the writer
-(``gravpy.mesh.link_writer``: the bounded send queue, its batching into MSGS frames, and the direct
-path for a lone message on a transport that can write without waiting) writes every frame in
-order; the ticker runs the protocol's timers (pings, the handshake deadline, the dead-link check).
-When any of them ends, the link is closed and ``run`` returns.
+``run`` first drives the handshake from its own task, so a refused attempt costs no other task.
+Once the link is OPEN, a PeerLink owns three loops for the life of the link, in one
+``TaskGroup``: the reader (``gravpy.mesh.link_reader``) feeds frames to the protocol and hands
+what arrives to its owner (the hub, through the ``LinkOwner`` port): the messages to
+``link_messages`` and every other event to ``link_events``, keeping in its backlog what congested
+local pods cannot take yet; the writer (``gravpy.mesh.link_writer``: the bounded send queue, its
+batching into MSGS frames, and the direct path for a lone message on a transport that can write
+without waiting) writes every frame in order; the ticker runs the protocol's timers (pings, the
+handshake deadline, the dead-link check). When any of them ends, the link is closed and ``run``
+returns.
 
-Incoming messages that the owner cannot take yet (a local pod is congested: ``link_messages``
-returns how many it took) wait in the link's own ``backlog``; the reader then holds off reading, so
-TCP pushes back to the sender, and retries in steps (see ``_hold``). A large frame goes the same
-way: 32 messages are handed on, the rest wait in the backlog and follow 32 per loop turn, so that
-the replies and sends they cause leave while the rest is delivered (both ends work at once). The link owns all of its state:
-the hub tells it what happened (``mark_open``, ``reject``, ``peer_withdrew``) and what to say
-(``advertise``, ``send_peers``, ``withdraw``); each of those flushes itself.
+The link owns all of its state: the hub tells it what happened (``mark_open``, ``reject``,
+``peer_withdrew``) and what to say (``advertise``, ``send_peers``, ``withdraw``); each of those
+flushes itself.
 """
 
 from __future__ import annotations
@@ -24,13 +21,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
 from gravpy import _log as logs
-from gravpy.congestion import PodHold
 from gravpy.errors import LinkClosedError
 from gravpy.filter import Pattern
+from gravpy.mesh.link_reader import LinkReader
 from gravpy.mesh.link_stats import LinkDrops, PeerInfo, link_info
 from gravpy.mesh.link_writer import LinkWriter
 from gravpy.mesh.permissions import Identity
@@ -39,10 +35,8 @@ from gravpy.plugins import Link
 from gravpy.ports import Backpressure, DialWaiter, LinkOwner
 from gravpy.proto import (
     REASON_NORMAL,
-    Event,
     Hello,
     LinkDead,
-    MessagesReceived,
     NodeInfo,
     PeerProtocol,
     ProtocolConfig,
@@ -53,14 +47,8 @@ from gravpy.recent import RecentMap
 __all__ = ["Backpressure", "LinkOwner", "PeerInfo", "PeerLink"]
 
 _log = logs.get_logger("gravpy.mesh.peer_link")
-FrameSink = Callable[[bytes], bool]  # a link's ``take_frames`` argument
 _NO_GROUPS: Mapping[str, int] = {}
 
-
-# Messages handed on per loop turn. A frame of hundreds is delivered in chunks with a loop turn
-# between them, so replies and the writer's next frame go out while the rest is still being
-# delivered: the two ends of a link work at once instead of in turns (bench_mesh, 100 in flight).
-_CHUNK = 32
 # messages sent to a remote whose identity restricts what it publishes, remembered so that its
 # answers to them pass (``answers``): at least the last half of this many
 ANSWERABLE = 16_384
@@ -130,11 +118,6 @@ class PeerLink:
         self._admits: dict[str, bool] = {}
         self._group_patterns: list[tuple[str, Pattern, int]] = []
         self._group_weights: dict[str, Mapping[str, int]] = {}
-        self._backlog: deque[Message] = deque()  # received, held while a local pod is congested
-        self._backlog_seqs: deque[int] = deque()  # their origin numbers (0: none)
-        # its waits for congested pods (``_hold``): steps of a quarter of dead_after, two of them
-        step = config.dead_after / 4
-        self._pod_hold = PodHold(step, 2 * step)
         self._writer = LinkWriter(
             link,
             self.proto,
@@ -144,6 +127,7 @@ class PeerLink:
             queue_bytes=queue_bytes,
         )
         self._wake = self._writer.wake
+        self._reader = LinkReader(self, link, self.proto, owner, backpressure, self._writer)
         self._timer_changed = asyncio.Event()
         self.ended = asyncio.Event()  # set once the link is gone (``finish``)
         self.closed = asyncio.Event()  # set once the transport is closed too (after ``ended``)
@@ -153,11 +137,6 @@ class PeerLink:
         self.opened_at: float | None = None  # wall clock, when the handshake completed
         self.reject_reason = ""  # why the handshake was refused (by either side)
         self.reject_detail = ""  # ... in words, as the refusing side said it
-        self._handshake_task: asyncio.Task[object] | None = None  # waiting for a handshake frame
-        self._interrupted = False  # ``end`` cancelled that wait
-        self._poked = False  # the frame sink woke the reader: its next empty frame is no frame
-        self._sink_error: Exception | None = None  # raised in the sink, for the reader to raise
-        self._owner_ready = asyncio.Event()  # the owner takes messages again (``take_again``)
 
     # -- what the hub reads ----------------------------------------------------------------------
 
@@ -278,7 +257,7 @@ class PeerLink:
         """Accept the remote's HELLO (the hub found no reason to refuse it)."""
         events = self.proto.accept()
         if events:
-            self._dispatch(events)
+            self._reader.dispatch(events)
         self.flush()
 
     def reject(self, reason: str, detail: str) -> None:
@@ -357,14 +336,12 @@ class PeerLink:
         if self._writer.end(reason):
             if not self.end_reason:
                 self.end_reason = reason
-            if self._handshake_task is not None:  # waiting for a handshake frame: stop waiting
-                self._interrupted = True
-                self._handshake_task.cancel()
+            self._reader.interrupt()  # if it waits for a handshake frame: stop waiting
 
     def take_again(self) -> None:
         """The owner declined this link's messages with no pod congested and takes them now:
         the reader, waiting for that, hands the backlog on."""
-        self._owner_ready.set()
+        self._reader.take_again()
 
     def drop_queue(self) -> int:
         """Forget what is queued; how many there were (the caller counts them by reason)."""
@@ -377,7 +354,7 @@ class PeerLink:
         try:
             if await self._handshake():
                 async with asyncio.TaskGroup() as tg:
-                    reader = tg.create_task(self._read(), name="link-read")
+                    reader = tg.create_task(self._reader.run(), name="link-read")
                     ticker = tg.create_task(self._tick(), name="link-tick")
                     await self._writer.run()
                     reader.cancel()
@@ -406,53 +383,23 @@ class PeerLink:
         try:
             await self._writer.write_all()  # our HELLO
             while proto.state not in (OPEN, CLOSED) and not self._writer.closing:
-                frame = await self._handshake_frame(proto.next_timer())
+                frame = await self._reader.handshake_frame(proto.next_timer())
                 now = time.monotonic()
                 events = proto.tick(now) if frame is None else proto.receive_frame(frame, now)
                 if not self.uuid and proto.remote is not None:
                     self._learn_remote(proto.remote)
                 if events:
-                    self._dispatch(events)
+                    self._reader.dispatch(events)
                 if not (self._writer.closing or _refused_or_closed(proto)):  # else: below
                     await self._writer.write_all()
             if proto.state is OPEN and not self._writer.closing:
                 return True
             await self._writer.write_last(self.end_reason)
         except LinkClosedError as exc:
-            await self._read_refusal()  # the remote may have refused us before our write failed
+            await self._reader.read_refusal()  # it may have refused us before the link failed
             if not self.end_reason:
                 self.end_reason = str(exc)
         return False
-
-    async def _read_refusal(self) -> None:
-        """Read what the remote sent before it closed (its REJECT, say) until the link ends."""
-        proto = self.proto
-        try:
-            while proto.state is not CLOSED and not self._writer.closing:
-                frame = await self._handshake_frame(proto.next_timer())
-                now = time.monotonic()
-                events = proto.tick(now) if frame is None else proto.receive_frame(frame, now)
-                if events:
-                    self._dispatch(events)
-        except LinkClosedError:
-            return
-
-    async def _handshake_frame(self, deadline: float | None) -> bytes | None:
-        """The next frame, or None at the handshake ``deadline`` or when ``end`` was called."""
-        self._handshake_task = asyncio.current_task()
-        try:
-            delay = None if deadline is None else max(0.0, deadline - time.monotonic())
-            async with asyncio.timeout(delay):
-                return await self.link.recv()
-        except TimeoutError:
-            return None
-        except asyncio.CancelledError:
-            task = self._handshake_task
-            if not self._interrupted or task is None or task.uncancel() > 0:
-                raise
-            return None
-        finally:
-            self._handshake_task = None
 
     def finish(self) -> None:
         """The link is over: tell the owner and whoever dialled it (once)."""
@@ -463,115 +410,12 @@ class PeerLink:
         if self._dialer is not None:
             self._dialer.failed(self)
 
-    def _dispatch(self, events: list[Event]) -> None:
-        """Messages to ``link_messages`` (what is not taken waits in the backlog), the rest to
-        ``link_events``, in the order the protocol reported them."""
-        owner = self._owner
-        for event in events:
-            if type(event) is MessagesReceived:
-                messages = event.messages
-                seqs = event.seqs if event.seqs is not None else [0] * len(messages)
-                if self._backlog:
-                    self._backlog.extend(messages)
-                    self._backlog_seqs.extend(seqs)
-                    continue
-                if len(messages) > _CHUNK:
-                    taken = owner.link_messages(self, messages[:_CHUNK], seqs[:_CHUNK])
-                else:
-                    taken = owner.link_messages(self, messages, seqs)
-                if taken < len(messages):  # the rest of a large frame, or what pods refused
-                    self._backlog.extend(messages[taken:])
-                    self._backlog_seqs.extend(seqs[taken:])
-            else:
-                owner.link_events(self, [event])
-
-    async def _read(self) -> None:
-        # a link that can hand frames over from its transport callback (``take_frames``) saves
-        # the wake-up of this task per frame; this task then runs only for the backlog
-        take_frames: Callable[[FrameSink | None], None] | None = getattr(
-            self.link, "take_frames", None
-        )
-        try:
-            if self._backlog:  # left by the handshake's last frame
-                await self._take_backlog()
-            if take_frames is not None:
-                take_frames(self._frame_now)
-            while True:
-                frame = await self.link.recv()
-                if self._poked and not frame:  # the sink's wake-up, not a frame
-                    self._poked = False
-                    error, self._sink_error = self._sink_error, None
-                    if error is not None:
-                        raise error
-                else:
-                    self._receive(frame)
-                if self._backlog:
-                    await self._take_backlog()
-        except LinkClosedError as exc:
-            if not self.end_reason:
-                self.end_reason = str(exc)
-            self._writer.end(REASON_NORMAL)
-        finally:
-            if take_frames is not None:
-                take_frames(None)
-
-    def _receive(self, frame: bytes) -> None:
-        """One frame to the protocol, and what it reports to the owner."""
-        proto = self.proto
-        events = proto.receive_frame(frame, time.monotonic())
-        if not self.uuid and proto.remote is not None:
-            self._learn_remote(proto.remote)
-        if events:
-            self._dispatch(events)
-        if proto.has_data_to_send:  # a PONG, a handshake step, a WITHDRAW_ACK
-            self._wake.set()
-
-    def _frame_now(self, frame: bytes) -> bool:
-        """The link's frame sink, run in its transport callback while the reader waits: False
-        when the reader must run (a backlog to hand on, or an error to raise as its own)."""
-        try:
-            self._receive(frame)
-        except Exception as exc:
-            self._sink_error = exc
-        if self._backlog or self._sink_error is not None:
-            self._poked = True
-            return False
-        return True
-
-    async def _take_backlog(self) -> None:
-        self.proto.hold_reading()
-        try:
-            await self._hold()
-        finally:
-            self.proto.resume_reading(time.monotonic())
-
-    async def _hold(self) -> None:
-        """Hand on the backlog a chunk per loop turn; read no more until it is empty, and while
-        local pods are congested, so the sender's link backs up.
-
-        Waits in steps of a quarter of ``dead_after``. A burst is held: the pods catch up and the
-        link reads on. Congested pods are set aside when a step passes with no progress (a stuck
-        pod), or when the link's waits for them, less the time it ran free in between, add up to
-        two steps (a slow one: it relieves within each step, yet holds the link most of the
-        time). They then drop by their overflow policy (counted) instead of holding this link,
-        their siblings get everything that follows, and the link reads again well before its
-        unread pings could make it look dead.
-        """
-        bus = self._bus
-        while self._backlog:
-            if bus.pods_congested:
-                await bus.wait_pods(self._pod_hold)
-            backlog, backlog_seqs = self._backlog, self._backlog_seqs
-            n = min(len(backlog), _CHUNK)
-            pending = [backlog.popleft() for _ in range(n)]
-            numbers = [backlog_seqs.popleft() for _ in range(n)]
-            self._owner_ready.clear()
-            taken = self._owner.link_messages(self, pending, numbers)
-            backlog.extendleft(reversed(pending[taken:]))
-            backlog_seqs.extendleft(reversed(numbers[taken:]))
-            if not taken and not bus.pods_congested:  # the owner holds them (a move draining)
-                await self._owner_ready.wait()
-            await asyncio.sleep(0)  # let the pods' drains run between chunks
+    def read_closed(self, reason: str) -> None:
+        """The transport failed under the reader (``reason``, unless the link already has one):
+        the writer sends what it still can, then stops."""
+        if not self.end_reason:
+            self.end_reason = reason
+        self._writer.end(REASON_NORMAL)
 
     async def _tick(self) -> None:
         while True:
@@ -588,7 +432,7 @@ class PeerLink:
                 pass
             events = self.proto.tick(time.monotonic())
             if events:
-                self._dispatch(events)
+                self._reader.dispatch(events)
             if self.proto.state is CLOSED and not self.proto.data_to_send():
                 return
             if any(isinstance(e, LinkDead) for e in events):

@@ -6,7 +6,9 @@
 - ``handshake``: link states with every transition in one table, reason codes, hello checks,
   the mesh-key proof.
 - ``events``: what the protocol reports to its caller (and ``LinkStatistics``).
-- ``peer``: ``PeerProtocol``, the object the hub drives for one link.
+- ``peer``: ``PeerProtocol``, the object the hub drives for one link, built on ``link_core``'s
+  ``LinkCore`` (state, outbox, counters) and holding a ``greeting.Greeting`` (its HELLO and AUTH,
+  and the checks of the remote's).
 
 Nothing here imports asyncio or sockets, reads a clock or logs. docs/protocol.md is the reference
 a third party can implement from.

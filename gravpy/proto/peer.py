@@ -8,11 +8,14 @@ blocks, sleeps, logs or touches a socket.
 Bad input from the remote never raises: it yields a terminal event and a queued CLOSE frame.
 Misuse by the caller (sending before the handshake completes, accepting twice) raises
 ``UsageError``.
+
+The protocol moves through the transition table (``gravpy.proto.handshake``); its state, outbox
+and counters are those of its base class (``gravpy.proto.link_core``); what it says in its HELLO
+and AUTH, and what it checks in the remote's, is its ``Greeting`` (``gravpy.proto.greeting``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from typing import assert_never
 
@@ -27,13 +30,10 @@ from gravpy.proto.codec import (
     encode_msgs_split,
     encode_peers,
 )
-from gravpy.proto.config import MESSAGE_OVERHEAD, Limits, ProtocolConfig
+from gravpy.proto.config import ProtocolConfig
 from gravpy.proto.frames import (
     MAX_DETAIL_LENGTH,
-    MAX_NONCE_LENGTH,
     MAX_REASON_LENGTH,
-    MAX_UUID_LENGTH,
-    MIN_NONCE_LENGTH,
     Accept,
     Auth,
     Close,
@@ -50,24 +50,21 @@ from gravpy.proto.frames import (
     Withdraw,
     WithdrawAck,
 )
-from gravpy.proto.handshake import CLOSED, OPEN, LinkState, NodeInfo, Trigger
-from gravpy.proto.session import TAG_LENGTH, FrameSealer, direction_key
+from gravpy.proto.greeting import Greeting
+from gravpy.proto.handshake import CLOSED, OPEN, NodeInfo, Trigger
+from gravpy.proto.link_core import LinkCore
 
 __all__ = ["PeerProtocol"]
 
 
-class PeerProtocol:
+class PeerProtocol(LinkCore):
     """The protocol of one link, from this node's side. See the module docstring.
 
-    ``nonce`` is 16..64 random bytes from the caller (``os.urandom(16)``); ``mesh_key``, when
-    set, is at least 16 bytes and must be the same on every node; ``expected_uuid`` is the node
-    uuid discovery reported for the endpoint dialled. ``origin_seq`` is the last origin number the
-    node gave (its HELLO carries it: a receiver's resume baseline, ``gravpy.mesh.resume``).
-    ``upgrade_token`` is what our HELLO carries for moving a live link to a faster transport
-    (``gravpy.mesh.upgrade``): an acceptor's issued token, or the token an upgrading initiator
-    presents; empty for none. ``initiator`` says this side dialled: it
-    sends HELLO at once; an acceptor sends its HELLO only once the remote's passed its checks and
-    ``screen`` (a refused HELLO gets a REJECT alone). The protocol is otherwise symmetric.
+    ``initiator`` says this side dialled: it sends HELLO at once; an acceptor sends its HELLO
+    only once the remote's passed its checks and ``screen`` (a refused HELLO gets a REJECT
+    alone). The protocol is otherwise symmetric. What the HELLO carries and how the remote's is
+    checked (``nonce``, ``mesh_key``, ``expected_uuid``, ``credentials``, ``screen``,
+    ``origin_seq``, ``upgrade_token``) is documented on ``gravpy.proto.greeting.Greeting``.
     """
 
     def __init__(
@@ -85,83 +82,52 @@ class PeerProtocol:
         origin_seq: int = 0,
         upgrade_token: bytes = b"",
     ) -> None:
-        if type(nonce) is not bytes or not MIN_NONCE_LENGTH <= len(nonce) <= MAX_NONCE_LENGTH:
-            raise UsageError(f"nonce must be {MIN_NONCE_LENGTH}..{MAX_NONCE_LENGTH} random bytes")
-        key = hs.check_mesh_key(mesh_key)
-        if expected_uuid is not None and not (
-            isinstance(expected_uuid, str) and 0 < len(expected_uuid) <= MAX_UUID_LENGTH
-        ):
-            raise UsageError(f"expected_uuid must be a string of 1..{MAX_UUID_LENGTH} characters")
-        self.local = local
-        self.initiator = initiator
-        self.config = config if config is not None else ProtocolConfig()
-        self._key = key
-        self._credentials = credentials if credentials is not None else hs.Credentials()
-        self.remote_token = ""  # the token the remote presented in AUTH, if it said it would
-        self._expected_uuid = expected_uuid
-        # the owner's look at a HELLO before anything is proved: (reason, detail) refuses it at
-        # once, before our AUTH is signed and sent and before the remote's signature is checked
-        self._screen = screen
-        self._state = LinkState.AWAIT_HELLO
-        self._remote: Hello | None = None
-        self._remote_hello_raw = b""
-        self._verified_key = b""
-        self._send_limits = _room_for_tag(self.config.limits) if key else self.config.limits
-        self._sealer: FrameSealer | None = None  # tags what we send after our AUTH
-        self._opener: FrameSealer | None = None  # checks what arrives after the remote's AUTH
-        self._outbox: list[bytes] = []
-        self._opened_at = now
-        self._clock = now  # the latest `now` seen; stamps frames queued by calls without one
-        self._last_sent = now
-        self._last_received = now
-        self._holding = False  # the caller holds reading (backpressure): no dead-link verdict
-        self._ping_nonce = 0
-        self._ping_sent_at: float | None = None
-        self._rtt: float | None = None
-        self._local_withdrawn = False
-        self._remote_withdrawn = False
-        self._withdraw_acked = False
-        self._frames_in = self._frames_out = self._bytes_in = self._bytes_out = 0
-        self._messages_in = self._messages_out = self._messages_dropped = self._pings_sent = 0
-        self._messages_ignored = 0
-        self._hello = Hello(
-            local.node_uuid,
-            local.role,
-            local.belongs_to,
-            local.endpoint,
-            nonce,
-            key is not None,
-            public_key=self._credentials.public_key,
-            has_token=bool(self._credentials.token),
-            name=local.name,
+        greeting = Greeting(
+            local,
+            nonce=nonce,
+            mesh_key=mesh_key,
+            expected_uuid=expected_uuid,
+            credentials=credentials,
+            screen=screen,
             origin_seq=origin_seq,
             upgrade_token=upgrade_token,
         )
-        self._hello_raw = encode_frame(self._hello)
+        super().__init__(config if config is not None else ProtocolConfig(), now)
+        self._greeting = greeting
+        self.local = local
+        self.initiator = initiator
+        self._send_limits = greeting.send_limits(self.config.limits)
+        self._opened_at = now
+        self._holding = False  # the caller holds reading (backpressure): no dead-link verdict
+        self._ping_nonce = 0
+        self._ping_sent_at: float | None = None
+        self._local_withdrawn = False
+        self._remote_withdrawn = False
+        self._withdraw_acked = False
         if initiator:  # the acceptor says HELLO only to a remote whose HELLO passed its checks
-            self._queue(self._hello_raw, now)
+            self._queue(greeting.hello_raw, now)
 
     # -- state ------------------------------------------------------------------------------
 
     @property
-    def state(self) -> LinkState:
-        """Where the link is; ``LinkState.CLOSED`` once it has ended for any reason."""
-        return self._state
-
-    @property
     def remote(self) -> Hello | None:
         """The remote's HELLO once received (even if the link was then rejected)."""
-        return self._remote
+        return self._greeting.remote
 
     @property
     def upgrade_token(self) -> bytes:
         """The upgrade token our HELLO carried (empty if none)."""
-        return self._hello.upgrade_token
+        return self._greeting.hello.upgrade_token
 
     @property
     def verified_key(self) -> bytes:
         """The public key whose signature over our nonce the remote presented; empty if none."""
-        return self._verified_key
+        return self._greeting.verified_key
+
+    @property
+    def remote_token(self) -> str:
+        """The token the remote presented in AUTH, if its HELLO said it would; empty if none."""
+        return self._greeting.remote_token
 
     @property
     def remote_withdrawn(self) -> bool:
@@ -173,37 +139,7 @@ class PeerProtocol:
         """True once ``withdraw()`` was called on this side."""
         return self._local_withdrawn
 
-    def statistics(self) -> ev.LinkStatistics:
-        """A frozen snapshot of this link's counters."""
-        return ev.LinkStatistics(
-            self._state,
-            self._frames_in,
-            self._frames_out,
-            self._bytes_in,
-            self._bytes_out,
-            self._messages_in,
-            self._messages_out,
-            self._messages_dropped,
-            self._pings_sent,
-            self._rtt,
-            self._messages_ignored,
-        )
-
-    # -- I/O side ---------------------------------------------------------------------------
-
-    @property
-    def has_data_to_send(self) -> bool:
-        """True if frames are queued (``data_to_send`` would return some)."""
-        return bool(self._outbox)
-
-    def data_to_send(self) -> list[bytes]:
-        """The frames queued since the last call, oldest first. Write each as one frame.
-
-        Call it after every other method; after the link is CLOSED, call it once more and
-        write what it returns (REJECT or CLOSE) before closing the transport.
-        """
-        out, self._outbox = self._outbox, []
-        return out
+    # -- I/O side (``data_to_send`` and ``statistics``: ``LinkCore``) -------------------------
 
     def receive_frame(self, frame: bytes | bytearray | memoryview, now: float) -> list[ev.Event]:
         """Process one whole frame from the remote and return what happened. Never raises.
@@ -395,7 +331,8 @@ class PeerProtocol:
             case Interests():
                 return [ev.InterestsReceived(frame.patterns, frame.groups)]
             case Peers():
-                if self._remote is not None and self._remote.role != hs.ROLE_PEER:
+                remote = self._greeting.remote
+                if remote is not None and remote.role != hs.ROLE_PEER:
                     detail = "only peers may gossip: a leaf sent PEERS"
                     return self._violation(hs.REASON_UNEXPECTED_FRAME, detail, now)
                 return [ev.PeersReceived(frame.pairs)]
@@ -409,42 +346,29 @@ class PeerProtocol:
                 assert_never(frame)
 
     def _on_hello(self, frame: Hello, raw: bytes, now: float) -> list[ev.Event]:
-        self._remote = frame
-        self._remote_hello_raw = raw
+        greeting = self._greeting
         self._advance(FrameKind.HELLO)
-        problem = hs.check_hello(self._hello, frame, self._expected_uuid)
-        if problem is None and self._screen is not None:
-            problem = self._screen(frame)
+        problem = greeting.hello_received(frame, raw)
         if problem is not None:
             return self._reject_here(*problem, now)
         if not self.initiator:
-            self._queue(self._hello_raw, now)
-        if not (hs.authenticating(self._hello) or hs.authenticating(frame)):
+            self._queue(greeting.hello_raw, now)
+        if not greeting.authenticating():
             self._advance(Trigger.NO_KEY)
             return [ev.HelloReceived(frame)]
-        creds = self._credentials
-        proof = hs.auth_proof(self._key, self._hello_raw, raw) if self._key else b""
-        signed = creds.sign(hs.signed_transcript(self._hello_raw, raw)) if creds.sign else b""
-        self._queue(encode_frame(Auth(proof, signed, creds.token)), now)
-        if self._key is not None:
-            self._sealer = FrameSealer(direction_key(self._key, self._hello_raw, raw))
+        self._queue(greeting.auth_frame(), now)
+        self._sealer = greeting.sealer()  # what we send from now on is tagged (with a mesh key)
         return []
 
     def _on_auth(self, frame: Auth, now: float) -> list[ev.Event]:
-        remote = self._remote
-        assert remote is not None  # AUTH is only allowed after HELLO
-        theirs, ours = self._remote_hello_raw, self._hello_raw
-        if self._key is not None and not hs.verify_proof(self._key, frame.proof, theirs, ours):
-            return self._reject_here(hs.REASON_PROOF, "the remote's mesh key proof is wrong", now)
-        if remote.public_key:
-            if not hs.verify_signature(remote.public_key, frame.signature, theirs, ours):
-                detail = "the signature does not verify with the public key presented"
-                return self._reject_here(hs.REASON_BAD_SIGNATURE, detail, now)
-            self._verified_key = remote.public_key
-        self.remote_token = frame.token if remote.has_token else ""
+        greeting = self._greeting
+        problem = greeting.auth_received(frame)
+        if problem is not None:
+            return self._reject_here(*problem, now)
         self._advance(FrameKind.AUTH)
-        if self._key is not None:
-            self._opener = FrameSealer(direction_key(self._key, theirs, ours))
+        self._opener = greeting.opener()  # what arrives from now on must be tagged (mesh key)
+        remote = greeting.remote
+        assert remote is not None  # AUTH is only allowed after HELLO
         return [ev.HelloReceived(remote)]
 
     def _on_withdraw(self, frame: Withdraw | WithdrawAck, now: float) -> list[ev.Event]:
@@ -470,47 +394,9 @@ class PeerProtocol:
     def _completed(self) -> list[ev.Event]:
         if self._state is not OPEN:
             return []
-        assert self._remote is not None
-        return [ev.HandshakeComplete(self._remote)]
-
-    # -- internals --------------------------------------------------------------------------
-
-    def _advance(self, event: hs.Input, call: str = "") -> None:
-        nxt = hs.TRANSITIONS.get((self._state, event))
-        if nxt is None:
-            # Frames are checked against the table before their handler runs, so only a local
-            # call can get here.
-            raise UsageError(f"{call or event} is not allowed in state {self._state.name}")
-        self._state = nxt
-
-    def _require_open(self, call: str) -> None:
-        if self._state is not OPEN:
-            raise UsageError(f"{call} is only allowed on an OPEN link, not {self._state.name}")
-
-    def _queue(self, frame: bytes, now: float) -> None:
-        if self._sealer is not None:
-            frame = self._sealer.seal(frame)
-        self._outbox.append(frame)
-        self._frames_out += 1
-        self._bytes_out += len(frame)
-        self._last_sent = max(self._last_sent, now)
-
-    def _reject_here(self, reason: str, detail: str, now: float) -> list[ev.Event]:
-        self._queue(encode_frame(Reject(reason, detail[:MAX_DETAIL_LENGTH])), now)
-        self._advance(Trigger.REJECT)
-        return [ev.Rejected(reason, detail, by_remote=False)]
-
-    def _violation(self, reason: str, detail: str, now: float) -> list[ev.Event]:
-        self._queue(encode_frame(Close(reason, detail[:MAX_DETAIL_LENGTH])), now)
-        self._advance(Trigger.VIOLATION)
-        return [ev.ProtocolViolation(reason, detail)]
-
-
-def _room_for_tag(limits: Limits) -> Limits:
-    """``limits`` for what this side sends on a keyed link: every frame leaves room for its tag."""
-    frame = limits.max_frame_bytes - TAG_LENGTH
-    message = min(limits.max_message_bytes, frame - MESSAGE_OVERHEAD)
-    return dataclasses.replace(limits, max_frame_bytes=frame, max_message_bytes=message)
+        remote = self._greeting.remote
+        assert remote is not None
+        return [ev.HandshakeComplete(remote)]
 
 
 def _check_reason(reason: str) -> None:
