@@ -4,8 +4,9 @@
 - ``subjects``: how messages look on NATS (subjects, escaping, headers), pure.
 - ``interest``: ``InterestTable``, what other bridges announced and who exports, pure.
 - ``nats``: ``NatsBridge`` (nats-py; install the ``nats`` extra): its connection, subscriptions
-  and announcements; ``exporter`` (``Exporter``, mesh to NATS) and ``importer`` (``Importer``,
-  NATS to mesh) carry the messages.
+  and announcements; ``crossing`` (``Crossing``) keeps what its mesh wants and what the other
+  bridges announced, and who is active; ``exporter`` (``Exporter``, mesh to NATS) and
+  ``importer`` (``Importer``, NATS to mesh) carry the messages.
 - ``config``: ``NatsBridgeConfig``, ``NatsBridgeStatistics``.
 
 docs/scaling.md says when to bridge and what is guaranteed across a bridge.

@@ -6,7 +6,8 @@ The hub hands the bridge every message new to its node (``offer``) and tells it 
 wants (``mesh_interests``); the bridge hands the hub what came from NATS (``BridgeHost.inject``,
 original uuid kept, so seen-sets drop any copy). ``gravpy.bridge.port`` draws the port.
 
-- **One active bridge per mesh** (``InterestTable.exporter``) exports and imports; the others
+- **One active bridge per mesh** (``InterestTable.exporter``; ``gravpy.bridge.crossing`` keeps
+  what each bridge heard and sets the roles: ``Crossing``) exports and imports; the others
   stand by until it says bye or is silent for ``ttl``. A standby subscribes and announces as the
   active one does, but holds what it hears (``gravpy.bridge.importer``, ``gravpy.bridge.shadow``)
   and advertises the mesh's wants to its peers, so the active bridge's deliveries reach it and
@@ -16,15 +17,18 @@ original uuid kept, so seen-sets drop any copy). ``gravpy.bridge.port`` draws th
   publishes the rest once its link to the active bridge closes or it takes over.
 - **Out** (mesh to NATS): ``offer`` hands every message to the ``Exporter``
   (``gravpy.bridge.exporter``), which decides whether it crosses and queues it on its bounded
-  ``Outbox``; one task per connection publishes from it. This class keeps the exporter's view
-  current: connected or not, its inbox, who is active, whether it is ready.
-- **In** (NATS to mesh): one subscription per pattern the mesh wants (ungrouped or for a group)
+  ``Outbox``; one task per connection publishes from it. This class tells the exporter whether
+  it is connected and its inbox; ``Crossing`` whether it is ready (the announce loop says when)
+  and who is active.
+- **In** (NATS to mesh): one subscription per pattern the mesh wants (ungrouped or for a group:
+  ``Crossing.mesh_wants``, ``mesh_groups``, and what the mesh's other bridges' nodes want)
   on every bridge of the mesh; only the active one delivers (``Importer``), and a copy two
   bridges both deliver around a takeover keeps its uuid, so each node's seen-set drops the second.
   Messages from the own mesh are echoes and skipped. A request's reply subject is kept
   (``Importer.reply_subject``) for its replies.
 - **Announcements** (``gravpy.bridge.subjects.Announcement``) on connect (with a query, so the
-  others answer at once), after each change of subscriptions, and every ``announce_interval``.
+  others answer at once), after each change of subscriptions, and every ``announce_interval``;
+  what the others announce goes to ``Crossing.heard``.
 - **Faults**: connecting retries with capped backoff while the node serves its LAN; nats-py
   reconnects within a cluster (publishing into its bounded pending buffer meanwhile); a closed
   connection starts connecting again (what nats-py still held unwritten is counted lost,
@@ -46,24 +50,15 @@ from gravpy import _log as logs
 from gravpy._tasks import TaskSupervisor
 from gravpy.bridge.config import NatsBridgeConfig, NatsBridgeStatistics
 from gravpy.bridge.connection import Connector
-from gravpy.bridge.export import ADVERTISED_LIMIT
+from gravpy.bridge.crossing import Crossing
 from gravpy.bridge.exporter import Exporter
 from gravpy.bridge.importer import Importer
-from gravpy.bridge.interest import (
-    InterestTable,
-    fitted,
-    reduce_patterns,
-    summed_groups,
-    widened,
-)
+from gravpy.bridge.interest import fitted, reduce_patterns
 from gravpy.bridge.port import BridgeHost, Groups, MeshInterests
 from gravpy.bridge.shadow import Shadow
-from gravpy.bridge.subjects import (
-    Announcement,
-    SubjectMap,
-)
+from gravpy.bridge.subjects import Announcement, SubjectMap
 from gravpy.bridge.wire import WireClient
-from gravpy.errors import MessageError, UsageError
+from gravpy.errors import UsageError
 from gravpy.message import Message
 
 __all__ = ["NatsBridge"]
@@ -81,28 +76,18 @@ class NatsBridge:
         self._connected_since = 0.0  # when ``state`` last became "connected" (Unix time)
         self._host: BridgeHost | None = None
         self._subjects = SubjectMap(self.config.prefix, "*")
-        self._table = InterestTable("", "", self.config.ttl)
         self._nc: WireClient | None = None
         self._tasks = TaskSupervisor(_log)
-        self._mesh_wants: tuple[str, ...] = ()
-        self._mesh_groups: Groups = ()  # (group, pattern, members) this mesh has
         self._subscribed: tuple[tuple[str, ...], Groups] = ((), ())  # what is announced
-        self._bridge_wants: tuple[str, ...] = ()  # what the mesh's other bridges' nodes want
-        self._remote_view: frozenset[tuple[str, str, tuple[str, ...]]] = frozenset()
-        self._interests = MeshInterests()
-        self._routed = reduce_patterns(set(self.config.export))  # what remote meshes want
-        self._advertised = self._routed
         self._closed = asyncio.Event()
         self._subs: dict[str, Subscription] = {}
-        self._unlinked_heard: set[str] = set()  # bridges of this mesh's name, not linked here
         self._cut_logged = False  # announced less than the mesh wants (``fitted``)
-        self._subs_dirty = asyncio.Event()
-        self._announce_now = asyncio.Event()
         c = self.config
         shadow = Shadow(c.shadow_limit, 2 * c.ttl)
         self._importer = Importer(c.request_limit, shadow, self._count, time.monotonic)
         self._exporter = Exporter(c, self._importer)  # (its state: who exports, the outbox)
         self._importer.home_admits = self._exporter.home_admits  # (NATS's no-responders status)
+        self._crossing = Crossing(c, self._exporter, self._importer)  # (who exports, what crosses)
         self._connects = 0
         self.errors = 0  # connections ended by an unexpected error (``bridge_failed``)
         self._connector = Connector(self.config, self._on_error)
@@ -112,20 +97,17 @@ class NatsBridge:
     def bind(self, host: BridgeHost) -> None:
         self._host = host
         self._subjects = SubjectMap(self.config.prefix, host.mesh_name)
-        self._table = InterestTable(self._subjects.mesh_token, host.node_uuid, self.config.ttl)
+        self._crossing.bind(host, self._subjects.mesh_token)
         self._exporter.bind(host, self._subjects)
         self._importer.host = host
         self._importer.subjects = self._subjects
 
     def mesh_interests(self, interests: MeshInterests) -> None:
         """What this node's pods and peers want changed: recompute what this mesh wants."""
-        self._interests = interests
-        self._exporter.routes.own_groups_changed(interests.groups)
-        self._recompute_wants()
-        self._exporter.peers_changed(interests.peers)
+        self._crossing.mesh_interests(interests)
 
     def advertised(self) -> tuple[str, ...]:
-        return self._advertised
+        return self._crossing.advertised
 
     def offer(self, msg: Message) -> bool:
         """A message new to this node: queue it for NATS if it crosses (``Exporter.offer``)."""
@@ -196,7 +178,8 @@ class NatsBridge:
             "closed_cb": self._on_closed,
         }
         self._closed.clear()
-        name = f"gravd {self._table.node} ({self._table.mesh})"
+        table = self._crossing.table
+        name = f"gravd {table.node} ({table.mesh})"
         self._nc = await self._connector.open(name, callbacks)
         self._exporter.inbox = self._nc.new_inbox()
         self._exporter.outbox.max_payload = self._nc.max_payload  # (the server's INFO)
@@ -209,7 +192,7 @@ class NatsBridge:
         self._connects += 1  # ("connected" once the server has the subscriptions: _subscribed)
         await nc.subscribe(self._subjects.interest_subject, cb=self._on_announcement)
         await nc.subscribe_direct(f"{self._exporter.inbox}.>", self._on_reply)
-        self._subs_dirty.set()
+        self._crossing.subs_dirty.set()
         await self._announce(query=True)
         async with asyncio.TaskGroup() as group:
             tasks = [
@@ -228,10 +211,7 @@ class NatsBridge:
         self._exporter.outbox.drop_all("disconnected")
         self._subs.clear()
         self._subscribed = ((), ())
-        self._exporter.ready = False
-        self._exporter.alone = not self._table.own_bridges()  # (as last heard)
-        self._table.forget_all()
-        self._table_changed()
+        self._crossing.disconnected()
         if nc is None:
             return
         try:
@@ -251,11 +231,12 @@ class NatsBridge:
     async def _subscription_loop(self, nc: WireClient) -> None:
         """Keep one subscription per pattern the mesh wants (active or standby: the importer
         decides whether to deliver or hold)."""
+        crossing = self._crossing
         while True:
-            await self._subs_dirty.wait()
-            self._subs_dirty.clear()
-            wants, groups = self._mesh_wants, self._mesh_groups  # a change meanwhile: again
-            patterns = {*wants, *self._bridge_wants, *(p for _, p, _ in groups)}
+            await crossing.subs_dirty.wait()
+            crossing.subs_dirty.clear()
+            wants, groups = crossing.mesh_wants, crossing.mesh_groups  # a change meanwhile: again
+            patterns = {*wants, *crossing.bridge_wants, *(p for _, p, _ in groups)}
             wanted = {self._subjects.subscription(p) for p in reduce_patterns(patterns)}
             echo = self._subjects.echo_subject
             if not self._exporter.active:  # what the active bridge publishes (export shadow)
@@ -266,7 +247,7 @@ class NatsBridge:
                 sink = self._exporter.on_echo if subject == echo else self._importer.message
                 self._subs[subject] = await nc.subscribe_direct(subject, sink)
             self._subscribed = (wants, groups)  # what is subscribed, not what changed since
-            self._announce_now.set()  # after the SUBs: whoever hears it may publish at once
+            crossing.announce_now.set()  # after the SUBs: whoever hears it may publish at once
             if self.state == "connecting":
                 await self._mark_connected(nc)
 
@@ -297,7 +278,7 @@ class NatsBridge:
         nc = self._nc
         if nc is None or not nc.is_connected:
             return
-        t, ready = self._table, self._exporter.ready
+        t, ready = self._crossing.table, self._exporter.ready
         wants, groups = self._subscribed  # (a standby subscribes too)
         ann = Announcement(t.mesh, t.node, wants, ready, query, bye, groups, time.time())
         data, cut = fitted(ann, nc.max_payload)  # (what the others and nats-py accept)
@@ -315,149 +296,27 @@ class NatsBridge:
         bridges are forgotten at least once an interval. Neither waits for a quiet interval,
         which a mesh whose interests keep changing may never have."""
         interval, ttl = self.config.announce_interval, self.config.ttl
+        crossing = self._crossing
         started = checked = time.monotonic()
         while True:
             try:
                 async with asyncio.timeout(interval):
-                    await self._announce_now.wait()
+                    await crossing.announce_now.wait()
                 quiet = False
             except TimeoutError:
                 quiet = True
             now = time.monotonic()
             if not self._exporter.ready and (quiet or now - started >= ttl):
-                self._exporter.ready = True
-                self._update_exporter()
+                crossing.mark_ready()
             if quiet or now - checked >= interval:
                 checked = now
-                self._expire(now)
-            self._announce_now.clear()
+                crossing.expire(now)
+            crossing.announce_now.clear()
             await self._announce()
 
-    def _expire(self, now: float) -> None:
-        """Forget the bridges silent past the ttl (counted, logged), and exports held too long."""
-        self._exporter.shadow.expire(now)
-        expired = self._table.expired
-        if self._table.expire(now):
-            self._table_changed()
-        if self._table.expired > expired:
-            _log.warning(
-                "bridge_remote_expired",
-                bridges=self._table.expired - expired,
-                ttl=self._table.ttl,
-                hint="silent past ttl: gone, or this node too busy to hear them",
-            )
-
     async def _on_announcement(self, m: Msg) -> None:
-        try:
-            ann = Announcement.decode(m.data)
-        except MessageError:
-            self._count("bad_announcement")
-            return
-        if ann.node == self._table.node:
-            return
-        if ann.mesh == self._table.mesh and not ann.bye and ann.node not in self._interests.peers:
-            self._unlinked(ann.node)
-            return
-        if self._table.heard(ann, time.monotonic()):
-            self._table_changed()
-        elif ann.mesh == self._table.mesh:  # (its ready flag may elect it: no view change)
-            self._update_exporter()
-        if ann.node == self._exporter.active_node:
-            # what it delivered ``announce_interval`` before it *sent* this has reached every
-            # node: an announcement that reached us late (a busy NATS path) proves no later
-            lag = min(ann.lag(time.time()), self.config.ttl)
-            self._importer.active_lives(self.config.announce_interval + lag)
-        if ann.query:
-            self._announce_now.set()
-
-    def _unlinked(self, node: str) -> None:
-        """A bridge of this mesh's name that this node has no link to: not trusted with this
-        mesh's traffic (it could elect itself the active bridge and import nothing). Another
-        site using the same mesh name (the default ``*`` too), or a forger on NATS."""
-        self._count("unlinked_bridge")
-        if node not in self._unlinked_heard:
-            if len(self._unlinked_heard) >= 1024:
-                self._unlinked_heard.clear()
-            self._unlinked_heard.add(node)
-            _log.warning(
-                "bridge_not_in_mesh",
-                node=node[:64],
-                mesh=self._table.mesh,
-                hint="a bridge on NATS claims this mesh but is not linked to this node: "
-                "another site with the same mesh name? give each site its own --mesh",
-            )
-
-    # -- what crosses ----------------------------------------------------------------------------
-
-    def _table_changed(self) -> None:
-        self._recompute_wants()
-        bridge_wants = self._table.own_mesh_patterns()
-        if bridge_wants != self._bridge_wants:  # subscribed (and advertised) as well
-            self._bridge_wants = bridge_wants
-            self._subs_dirty.set()
-            self._home_changed()
-        self._update_exporter()
-        table = self._table
-        view = table.remote_view()
-        if view != self._remote_view:  # (gravpy.bridge.sequence)
-            self._remote_view = view
-            self._exporter.outbox.numbering.restart()
-        self._routed = self._exporter.routes.remote_changed(
-            table.remote_patterns(), table.remote_groups()
-        )
-        self._readvertise()
-
-    def _readvertise(self) -> None:
-        """What this node advertises for its bridge: what remote meshes want, and while it
-        stands by what its mesh wants too (so the active bridge's deliveries reach it)."""
-        patterns = set(self._routed)
-        if not self._exporter.active:
-            patterns.update(self._mesh_wants, self._bridge_wants)
-            patterns.update(p for _, p, _ in self._mesh_groups)
-        # (bounded: a standby adds its mesh's wants, and a node's INTERESTS are capped)
-        advertised = widened(reduce_patterns(patterns), ADVERTISED_LIMIT)
-        if advertised != self._advertised:
-            self._advertised = advertised
-            if self._host is not None:
-                self._host.bridge_changed()
-
-    def _recompute_wants(self) -> None:
-        """This mesh's own wants: local pods and peers, not what other bridges advertise."""
-        bridges = self._table.own_bridges()
-        patterns = set(self._interests.local)
-        for node, wants in self._interests.peers.items():
-            if node not in bridges:
-                patterns.update(wants)
-        wants = reduce_patterns(patterns)
-        groups = summed_groups(self._interests.groups)
-        if wants != self._mesh_wants or groups != self._mesh_groups:
-            self._mesh_wants = wants
-            self._mesh_groups = groups
-            self._subs_dirty.set()  # the subscription loop announces once subscribed
-            self._readvertise()
-            self._home_changed()
-
-    def _home_changed(self) -> None:
-        """Tell the exporter what the pods of this mesh want (what this bridge subscribes to
-        for them): a request too large for NATS fails at once only where none admits it."""
-        groups = (p for _, p, _ in self._mesh_groups)
-        self._exporter.home_changed((*self._mesh_wants, *self._bridge_wants, *groups))
-
-    def _update_exporter(self) -> None:
-        out = self._exporter
-        out.active_node = self._table.exporter(out.ready)  # (read per message on a standby)
-        active = out.active_node == self._table.node
-        if active != out.active:
-            out.active = active
-            if active:
-                before = self._importer.recovered
-                self._importer.activate()
-                _log.info("bridge_active", recovered=self._importer.recovered - before)
-                out.release_held()
-            else:
-                self._importer.stand_by()
-            self._subs_dirty.set()  # a standby also hears what its mesh publishes
-            self._readvertise()
+        """nats-py's callback for the interest subject (``Crossing.heard``)."""
+        self._crossing.heard(m.data)
 
     # -- callbacks and statistics ----------------------------------------------------------------
 
@@ -493,13 +352,14 @@ class NatsBridge:
         self._connected_since = time.time()
         self._connects += 1
         _log.info("bridge_reconnected")
-        self._announce_now.set()
+        self._crossing.announce_now.set()
 
     def _count(self, reason: str, n: int = 1) -> None:
         self._exporter.outbox.count(reason, n)
 
     def statistics(self) -> NatsBridgeStatistics:
         exports = self._exporter.shadow  # (what a standby holds for export)
+        crossing, table = self._crossing, self._crossing.table
         return NatsBridgeStatistics(
             state=self.state,
             servers=self.config.servers,
@@ -509,11 +369,11 @@ class NatsBridge:
             imported=self._importer.imported,
             queued=len(self._exporter.outbox),
             lost=self._lost(),
-            mesh_wants=reduce_patterns({*self._mesh_wants, *self._bridge_wants}),
-            remote_wants=self._table.remote_patterns(),
-            remote_meshes=self._table.remote_meshes(),
-            mesh_groups=tuple(f"{g} {p}" for g, p, _ in self._mesh_groups),
-            remote_groups=tuple(sorted(f"{g} {p}" for g, p in self._table.remote_groups())),
+            mesh_wants=reduce_patterns({*crossing.mesh_wants, *crossing.bridge_wants}),
+            remote_wants=table.remote_patterns(),
+            remote_meshes=table.remote_meshes(),
+            mesh_groups=tuple(f"{g} {p}" for g, p, _ in crossing.mesh_groups),
+            remote_groups=tuple(sorted(f"{g} {p}" for g, p in table.remote_groups())),
             last_error=self._connector.last_error,
             last_error_at=self._connector.last_error_at,
             connected_since=self._connected_since if self.state == "connected" else None,
@@ -524,7 +384,7 @@ class NatsBridge:
             struck=self._importer.shadow.struck,
             shadow_expired=self._importer.shadow.expired,
             standby_exported=self._exporter.standby_exported,
-            remote_expired=self._table.expired,
+            remote_expired=table.expired,
             errors=self.errors,
             export_held=len(exports),
             export_struck=exports.struck,
