@@ -19,6 +19,7 @@ COMPILED_MODULES = [
     "gravpy/counters.py",
     "gravpy/pod.py",
     "gravpy/receipt.py",
+    "gravpy/replies.py",
     "gravpy/filter.py",
     "gravpy/recent.py",
     "gravpy/proto/codec.py",

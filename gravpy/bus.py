@@ -1,4 +1,4 @@
-"""The in-process router: pods, routes by type, the replay buffer and reply waiters.
+"""The in-process router: pods, routes by type, the replay buffer; reply waiters in ``Replies``.
 
 ``deliver`` is the hot path: one cached lookup of the pods whose type rules admit a message's type,
 then a push into each one's inbox. Nothing runs a handler inline; the pods' drains do, in order, on
@@ -20,6 +20,9 @@ gives a message to one member of each group it is told to place here (``placed``
 without a mesh, means every group): the next member in turn that admits it, skipping members whose
 inbox is congested while another has room. With a mesh, the hub's router first decides which
 groups of a locally sent message stay here (``forward_local`` returns them).
+
+``deliver`` hands a reply to the bus's ``Replies`` (``gravpy.replies``) first: the waiting receipt
+gets it, or it is kept for a later wait. The reply waiter methods of ``PodHost`` pass through.
 """
 
 from __future__ import annotations
@@ -36,13 +39,13 @@ from gravpy.congestion import Congestion
 from gravpy.consumer import check_overflow
 from gravpy.counters import BusStatistics, RetiredCounts
 from gravpy.errors import PodDisconnected, UsageError
-from gravpy.failure import FAILURE_TYPE, failure_of
+from gravpy.failure import FAILURE_TYPE
 from gravpy.groups import GROUP_HEADER
 from gravpy.message import Message
 from gravpy.pod import Overflow, Pod
 from gravpy.ports import MeshPort
 from gravpy.receipt import MsgReceipt
-from gravpy.recent import RecentMap
+from gravpy.replies import Replies
 from gravpy.timings import Timings
 
 __all__ = ["Bus", "BusStatistics", "MeshPort"]
@@ -129,9 +132,7 @@ class Bus:
         self._next_id = 1
         self._routes: dict[str, _Route] = {}
         self._turns: dict[str, int] = {}  # group -> where its next member pick starts
-        self._reply_waiters: dict[str, tuple[Pod, Mailbox]] = {}
-        self._unclaimed: RecentMap[str, list[Message]] = RecentMap(max(2, unclaimed_replies))
-        self._failed_requests: RecentMap[str, Exception] = RecentMap(max(2, unclaimed_replies))
+        self.replies = Replies(unclaimed_replies, self._may_answer_here)  # the mesh's too
         self._tasks = TaskSupervisor(_log, ignore=(PodDisconnected,))
         self._closed = False
         self._sent = 0
@@ -146,6 +147,7 @@ class Bus:
         if self._mesh is not None:
             raise UsageError("this bus already has a mesh")
         self._mesh = mesh
+        self.replies.mesh = mesh
 
     # -- pods ------------------------------------------------------------------------------------
 
@@ -180,10 +182,7 @@ class Bus:
         if self._pods.pop(pod.id, None) is None:
             return
         self._retired.add(pod.statistics())
-        for uuid, (owner, mailbox) in list(self._reply_waiters.items()):
-            if owner is pod:
-                del self._reply_waiters[uuid]
-                mailbox.fail(PodDisconnected(pod.close_reason))
+        self.replies.pod_detached(pod)
         self.routes_changed()
 
     def routes_changed(self) -> None:
@@ -295,15 +294,12 @@ class Bus:
         claimer: Pod | None = None
         n = 0
         if msg.reply_to:
-            if msg.type == FAILURE_TYPE and self._fail_waiter(msg):
+            replies = self.replies
+            if msg.type == FAILURE_TYPE and replies.deliver_failure(msg):
                 return 1
-            waiting = self._reply_waiters.get(msg.reply_to)
-            if waiting is not None:
-                claimer, mailbox = waiting
-                mailbox.offer(msg)
+            claimer = replies.deliver(msg)
+            if claimer is not None:
                 n = 1
-            else:
-                self._keep_unclaimed(msg)
         self.buffer.push(msg, sender, seq)
         pods, checked, groups = route
         n += len(pods)
@@ -361,23 +357,6 @@ class Bus:
             return pod
         return fallback
 
-    def _fail_waiter(self, msg: Message) -> bool:
-        """A failure reply (``gravpy.failure``): end the wait it answers; True if it was one."""
-        error = failure_of(msg)
-        if error is None:
-            return False
-        self.request_failed(msg.reply_to, error)
-        return True
-
-    def request_failed(self, request_uuid: str, error: Exception) -> None:
-        """End the wait on replies to ``request_uuid`` with ``error``; kept for a wait that starts
-        later (bounded, as unclaimed replies are)."""
-        waiting = self._reply_waiters.get(request_uuid)
-        if waiting is not None:
-            waiting[1].fail(error)
-        else:
-            self._failed_requests[request_uuid] = error
-
     def _route(self, msg_type: str) -> _Route:
         pods: list[Pod] = []
         checked: list[Pod] = []
@@ -397,51 +376,6 @@ class Bus:
         self._routes[msg_type] = route
         return route
 
-    # -- replies ---------------------------------------------------------------------------------
-
-    def _keep_unclaimed(self, msg: Message) -> None:
-        """Keep a reply nobody waits for yet (all of them: a request may get several).
-
-        Bounded by request: the replies to the oldest requests are forgotten first. A reply to a
-        request that came from another node is not kept: it travels back there.
-        """
-        if self._mesh is not None and self._mesh.asked_elsewhere(msg.reply_to):
-            return
-        kept = self._unclaimed.get(msg.reply_to)
-        if kept is None:
-            self._unclaimed[msg.reply_to] = [msg]
-        else:
-            kept.append(msg)
-
-    def register_reply_waiter(self, uuid: str, pod: Pod, msg_type: str = "") -> Mailbox:
-        """A mailbox that receives the replies to message ``uuid`` (one waiter per message).
-
-        ``msg_type`` is the request's type: the mesh then tracks which links could answer it.
-        """
-        if pod.closed:
-            raise PodDisconnected(pod.close_reason)
-        if uuid in self._reply_waiters:
-            raise UsageError(f"a wait on the reply to {uuid} is already in progress")
-        mailbox = Mailbox()
-        early = self._unclaimed.pop(uuid, None)
-        if early is not None:
-            for reply in early:
-                mailbox.offer(reply)
-        failed = self._failed_requests.pop(uuid, None)
-        if failed is None and self._mesh is not None:
-            cut_off = self._mesh.reply_wait_started(uuid, msg_type)
-            if cut_off is not None and not self._may_answer_here(msg_type, pod):
-                failed = cut_off  # (a pod here may still answer: wait for it)
-        if failed is not None:
-            mailbox.fail(failed)  # (after the replies that came first: ``early``)
-        self._reply_waiters[uuid] = (pod, mailbox)
-        return mailbox
-
-    def no_responders_why(self) -> str:
-        """What a ``NoResponders`` adds to its type: that this app is cut off from its node, if
-        it is (``MeshPort.cut_off``)."""
-        return "" if self._mesh is None else self._mesh.cut_off()
-
     def _may_answer_here(self, msg_type: str, asker: Pod) -> bool:
         """True if a pod here other than ``asker`` receives ``msg_type`` (or the type is not
         known: it may)."""
@@ -454,20 +388,20 @@ class Bus:
         receivers = (*pods, *checked, *(m for _, members in groups for m in members))
         return any(p is not asker for p in receivers)
 
-    def unregister_reply_waiter(self, uuid: str, mailbox: Mailbox) -> None:
-        waiting = self._reply_waiters.get(uuid)
-        if waiting is not None and waiting[1] is mailbox:
-            del self._reply_waiters[uuid]
+    # -- replies (``Replies``) -------------------------------------------------------------------
 
-    def fail_reply_waiters(self, uuids: list[str], error: BaseException) -> int:
-        """End the waits on replies to these messages with ``error`` (the hub: a link died)."""
-        failed = 0
-        for uuid in uuids:
-            waiting = self._reply_waiters.get(uuid)
-            if waiting is not None:
-                waiting[1].fail(error)
-                failed += 1
-        return failed
+    def register_reply_waiter(self, uuid: str, pod: Pod, msg_type: str = "") -> Mailbox:
+        """A mailbox that receives the replies to message ``uuid``; see ``Replies.register``."""
+        return self.replies.register(uuid, pod, msg_type)
+
+    def unregister_reply_waiter(self, uuid: str, mailbox: Mailbox) -> None:
+        """The wait with ``mailbox`` is over (``Replies.unregister``)."""
+        self.replies.unregister(uuid, mailbox)
+
+    def no_responders_why(self) -> str:
+        """What a ``NoResponders`` adds to its type: that this app is cut off from its node, if
+        it is (``MeshPort.cut_off``)."""
+        return "" if self._mesh is None else self._mesh.cut_off()
 
     # -- tasks -----------------------------------------------------------------------------------
 
@@ -488,9 +422,7 @@ class Bus:
         self._closed = True
         for pod in list(self._pods.values()):
             pod.close("the bus closed", error=False)
-        for _, mailbox in self._reply_waiters.values():
-            mailbox.fail(PodDisconnected("the bus closed"))
-        self._reply_waiters.clear()
+        self.replies.close()
         await self._tasks.close()
 
     @property
@@ -513,7 +445,7 @@ class Bus:
             dropped_closed=r.dropped_closed + sum(s.dropped_closed for s in live),
             handler_failures=r.handler_failures + sum(s.failed for s in live),
             buffered=len(self.buffer),
-            unclaimed_replies=sum(len(kept) for _, kept in self._unclaimed.items()),
+            unclaimed_replies=self.replies.unclaimed(),
             undelivered=self._undelivered,
             group_misses=self._group_misses,
         )

@@ -317,7 +317,7 @@ async def test_unclaimed_replies_are_bounded() -> None:
         requester = bus.connect()
         responder(bus.connect())
         receipts = [requester.send(Message.new("test.ask", str(i))) for i in range(7)]
-        await until(lambda: receipts[6].uuid in bus._unclaimed)
+        await until(lambda: receipts[6].uuid in bus.replies._unclaimed)
         for _ in range(20):
             await asyncio.sleep(0)
         assert 2 <= bus.statistics().unclaimed_replies <= 4

@@ -101,7 +101,7 @@ class Bridges:
         if self._router.asked_elsewhere(request_uuid):
             self.inject(no_responders_reply(request_uuid, msg_type))
         else:
-            self._bus.request_failed(request_uuid, NoResponders(msg_type))
+            self._bus.replies.request_failed(request_uuid, NoResponders(msg_type))
 
     def inject(self, msg: Message, groups: Collection[str] | None = None) -> int:
         """A message from outside the mesh: deliver it here and forward it like a local one

@@ -377,7 +377,7 @@ class Traffic:
             return
         detail = f"the link to node {peer.uuid} closed: {peer.end_reason}"
         local = [uuid for uuid, asker in lost if asker is None]
-        n = self.bus.fail_reply_waiters(local, LinkClosedError(detail)) if local else 0
+        n = self.bus.replies.fail_waits(local, LinkClosedError(detail)) if local else 0
         for uuid, asker in lost:
             if asker is not None and asker.is_open:
                 n += asker.enqueue(link_closed_reply(uuid, detail))
