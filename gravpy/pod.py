@@ -260,8 +260,19 @@ class Pod(Consumer):
         if self._closed:
             raise PodDisconnected(self._close_reason)
         if tracing.ENABLED:
-            tracing.inject(msg)
+            return self._send_traced(msg)
         return self.bus.send(msg, self)
+
+    def _send_traced(self, msg: Message) -> MsgReceipt:
+        """``send`` with the active span's context in ``msg``'s headers; a send refused (a uuid
+        seen here, too large...) leaves them as they were: ``msg`` may be one pods here hold."""
+        headers = msg.headers
+        tracing.inject(msg)
+        try:
+            return self.bus.send(msg, self)
+        except BaseException:
+            msg.headers = headers
+            raise
 
     async def publish(self, msg: Message) -> MsgReceipt:
         """``send``, then wait while anything it feeds is congested (backpressure): a receiver's
@@ -294,10 +305,15 @@ class Pod(Consumer):
                 f"reply must be a new message, not the request {request.uuid} itself (or a copy "
                 "with its uuid): make one with Message.new or Message.new_reply"
             )
+        before = msg.reply_to, msg.parent_id
         msg.reply_to = request.uuid
         if not msg.parent_id:
             msg.parent_id = request.uuid
-        return self.send(msg)
+        try:
+            return self.send(msg)
+        except BaseException:  # refused (a reply reused...): it still answers what it answered
+            msg.reply_to, msg.parent_id = before
+            raise
 
     # -- closing ---------------------------------------------------------------------------------
 
