@@ -82,7 +82,8 @@ def check_url_path(path: object, *, trailing_slash: bool = True) -> str:
     It starts with '/' and holds no '?' or '#' (a dialler's URL ends its path there, so it asks
     for the part before and gets 404), no whitespace and no control or invisible character (a
     URL cannot carry it, a log would not show it). ``trailing_slash=False`` (the HTTP transport,
-    which serves ``{path}/open`` and the like) also refuses one ending with '/'.
+    which serves ``{path}/open`` and the like) also refuses one ending with '/', and what its
+    router cannot serve: '%', braces, '.' or '..' segments (``_check_routable``).
     """
     if not isinstance(path, str):
         raise UsageError(f"expected a URL path (a str starting with '/'), got {path!r}")
@@ -101,9 +102,29 @@ def check_url_path(path: object, *, trailing_slash: bool = True) -> str:
             f"{path!r} is not a URL path: it holds U+{ord(bad):04X} (no whitespace, control or "
             "invisible characters)"
         )
-    if not trailing_slash and path.endswith("/"):
-        raise UsageError(f"{path!r} must not end with '/' (the HTTP transport serves under it)")
+    if not trailing_slash:
+        if path.endswith("/"):
+            raise UsageError(f"{path!r} must not end with '/' (the HTTP transport serves under it)")
+        _check_routable(path)
     return path
+
+
+def _check_routable(path: str) -> None:
+    """Refuse what the HTTP transport's server (aiohttp) cannot route to: it matches a request's
+    path percent-decoded and with its dot segments resolved, against routes where braces are
+    patterns; such a path would answer 404 to every dial, or fail at start."""
+    bad = next((c for c in "%{}" if c in path), None)
+    if bad is not None:
+        raise UsageError(
+            f"{path!r} is not an HTTP transport path: '{bad}' is read by its router (write a "
+            "character itself, not its %-escape; no braces)"
+        )
+    dots = next((s for s in path.split("/") if s in (".", "..")), None)
+    if dots is not None:
+        raise UsageError(
+            f"{path!r} is not an HTTP transport path: a dialler's URL resolves its '{dots}' "
+            "segment, so it would ask for another path and get 404"
+        )
 
 
 def describe_failure(exc: BaseException) -> str:

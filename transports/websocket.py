@@ -28,7 +28,7 @@ import socket
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any, Final, cast
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.connection import Connection
@@ -393,7 +393,8 @@ class WebSocketTransport:
         if refusal is not None:  # (counted and logged as a failed TLS handshake)
             self.tls_failures.failed(format_address(ws.remote_address), refusal)
             return ws.respond(HTTPStatus.FORBIDDEN, refusal + "\n")
-        if request.path.partition("?")[0] != self.path:
+        asked = request.path.partition("?")[0]  # (a dialler sends a non-ASCII path %-escaped)
+        if asked != self.path and unquote(asked) != self.path:
             return ws.respond(HTTPStatus.NOT_FOUND, f"no gravpy endpoint at {request.path}\n")
         if self._gate.full:
             return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, self._gate.refuse())

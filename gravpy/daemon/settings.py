@@ -169,8 +169,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "http_path",
         "--http-path",
         "PATH",
-        f"the HTTP transport's URL path: as --path, and no trailing '/' (default "
-        f"{DEFAULT_HTTP_PATH}; with mdns, at most 250 bytes in UTF-8)",
+        f"the HTTP transport's URL path: as --path, and no trailing '/', '%', braces or '.' "
+        f"segments (default {DEFAULT_HTTP_PATH}; with mdns, at most 250 bytes in UTF-8)",
         parse_http_path,
     ),
     Setting(
