@@ -32,6 +32,7 @@ __all__ = ["check", "monitor_url", "peers"]
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LEAF_PAGE = 1000  # leaves asked for per page (gravd's MAX_LEAF_PAGE)
+LEAF_OVERLAP = 100  # leaves each page after the first reads again (``node_with_every_leaf``)
 _NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 
 
@@ -78,20 +79,26 @@ async def peers(args: argparse.Namespace) -> int:
 
 
 async def node_with_every_leaf(args: argparse.Namespace) -> dict[str, Any]:
-    """The node document with all its leaves: ``/v1/node`` lists them a page at a time
-    (``leaves_offset``, ``leaves_limit``), so pages are read and joined up to the total the first
-    one states (leaves that left meanwhile leave a page short or empty: an empty one ends it)."""
+    """The node document with all its leaves. ``/v1/node`` lists them a page at a time, oldest
+    first (``leaves_offset``, ``leaves_limit``), so pages are read and joined by uuid. An app
+    that leaves between two reads moves the later ones up a place, so each page after the first
+    starts ``LEAF_OVERLAP`` leaves before the end of the last: up to that many apps may leave
+    between two reads and none that stayed is missed (a new app joins at the end)."""
     node = await _node_page(args, 0)
-    leaves: list[Any] = list(node.get("leaves", []))
-    page = node.get("leaves_page")
-    total = page.get("total", 0) if isinstance(page, dict) else 0
-    while isinstance(total, int) and len(leaves) < total:
-        more = (await _node_page(args, len(leaves))).get("leaves", [])
-        if not more:
-            break
-        leaves.extend(more)
-    node["leaves"] = leaves
+    page: list[Any] = node.get("leaves", [])
+    leaves = {_leaf_key(leaf): leaf for leaf in page}
+    offset = 0
+    while len(page) == LEAF_PAGE:
+        offset += LEAF_PAGE - min(LEAF_OVERLAP, LEAF_PAGE - 1)  # (at least one new place)
+        page = (await _node_page(args, offset)).get("leaves", [])
+        leaves.update((_leaf_key(leaf), leaf) for leaf in page if _leaf_key(leaf) not in leaves)
+    node["leaves"] = list(leaves.values())
     return node
+
+
+def _leaf_key(leaf: Any) -> object:
+    """What tells two listed leaves apart: the uuid of the app's node (its identity if odd)."""
+    return leaf.get("uuid", id(leaf)) if isinstance(leaf, dict) else id(leaf)
 
 
 async def _node_page(args: argparse.Namespace, offset: int) -> dict[str, Any]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -332,3 +334,36 @@ async def test_peers_reads_every_page_of_leaves(monkeypatch: pytest.MonkeyPatch)
         doc = await monitoring.node_with_every_leaf(args)
     assert sorted(leaf["name"] for leaf in doc["leaves"]) == ["app-1", "app-2", "app-3"]
     assert "0 peer(s), 3 leaf/leaves" in format_peers(doc)
+
+
+async def test_peers_misses_no_app_that_stays_when_another_leaves_between_pages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An app that detaches between two page reads moves the later ones up a place; the pages
+    overlap, so every app that stayed attached is still listed (pages of 2, overlapping by 1)."""
+    monkeypatch.setattr(monitoring, "LEAF_PAGE", 2)
+    monkeypatch.setattr(monitoring, "LEAF_OVERLAP", 1)
+    async with running_gravd() as node, contextlib.AsyncExitStack() as apps:
+        first = await apps.enter_async_context(gravpy.connect(node.endpoint, name="app-1"))
+        for name in ("app-2", "app-3", "app-4"):
+            await apps.enter_async_context(gravpy.connect(node.endpoint, name=name))
+            await node.wait_http(lambda doc, n=int(name[-1]): doc["leaves_page"]["total"] == n)
+        read_page = monitoring._node_page
+        pages = 0
+
+        async def leave_after_the_first_page(
+            args: argparse.Namespace, offset: int
+        ) -> dict[str, Any]:
+            nonlocal pages
+            page = await read_page(args, offset)
+            pages += 1
+            if pages == 1:
+                await first.stop()
+                await node.wait_http(lambda doc: doc["leaves_page"]["total"] == 3)
+            return page
+
+        monkeypatch.setattr(monitoring, "_node_page", leave_after_the_first_page)
+        args = argparse.Namespace(monitor=node.monitor, connect_timeout=5.0)
+        doc = await monitoring.node_with_every_leaf(args)
+    assert sorted(leaf["name"] for leaf in doc["leaves"]) == ["app-1", "app-2", "app-3", "app-4"]
+    assert pages == 3
