@@ -217,6 +217,8 @@ class NatsBridge:
         try:
             if not nc.is_closed:
                 await nc.close()
+        except OSError as exc:  # (without ``wire.FAST``, nats-py writes what it held into the
+            _log.warning("bridge_close_failed", error=str(exc))  # dead socket as it closes)
         finally:  # (what nats-py still held when the lost connection closed: never written)
             unwritten, nc.unwritten = nc.unwritten, 0
             if unwritten:
@@ -345,6 +347,7 @@ class NatsBridge:
 
     async def _on_reconnected(self) -> None:
         if self._nc is not None:
+            self._nc.handed_reconnecting = 0  # nats-py wrote its pending buffer on reconnecting
             self._exporter.outbox.max_payload = self._nc.max_payload  # (another server's)
         if self._stopping():  # nats-py reconnected while ``stop`` runs: it closes the
             return  # connection; the bridge is not connected again

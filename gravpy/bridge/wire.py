@@ -183,6 +183,9 @@ class WireClient(Client):
         # messages nats-py still held unwritten (its pending buffer) when it closed the
         # connection while lost: never written anywhere (``_close``); the bridge counts them
         self.unwritten = 0
+        # without nats-py's internals (not ``FAST``): messages handed to it while it reconnects,
+        # since it last connected, the count ``_close`` takes when it cannot read ``_pending``
+        self.handed_reconnecting = 0
         if FAST:
             self._ps = Reader(self)
 
@@ -209,7 +212,10 @@ class WireClient(Client):
             failed(closed.__name__, len(batch))
             return 0
         if not FAST or not self.is_connected:  # (reconnecting: nats-py's buffer limit applies)
-            return await self._publish_each(batch, failed)
+            sent = await self._publish_each(batch, failed)
+            if not FAST and not self.is_connected:
+                self.handed_reconnecting += sent
+            return sent
         limit, size = self.max_payload, 0
         parts: list[bytes] = []
         for out in batch:
@@ -256,6 +262,9 @@ class WireClient(Client):
             self.unwritten += pending_messages(self._pending)
             self._pending = []
             self._pending_data_size = 0
+        elif not FAST and not self.is_closed and not self.is_connected:
+            self.unwritten += self.handed_reconnecting  # (those taken before the loss: unseen)
+        self.handed_reconnecting = 0
         await super()._close(*args, **kwargs)  # (nats-py's own arguments, passed on)
 
     def publish_now(self, out: Outgoing, numbered: Callable[[Outgoing], Outgoing]) -> bool:

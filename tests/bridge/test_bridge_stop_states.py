@@ -12,7 +12,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from gravpy import Grav, Message, Pod
-from gravpy.bridge import NatsBridgeConfig
+from gravpy.bridge import NatsBridgeConfig, wire
 from gravpy.bridge.nats import NatsBridge
 from gravpy.bridge.subjects import SubjectMap
 from gravpy.bridge.wire import _hpub, pending_messages
@@ -158,11 +158,14 @@ async def test_what_nats_py_held_unwritten_when_its_server_was_killed_mid_stream
     assert len(got) + unwritten <= stats.exported  # (none of them was heard)
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["internals", "public-api-only"])
 async def test_what_nats_py_held_while_reconnecting_is_counted_when_the_bridge_stops(
-    nats_one: NatsServer,
+    nats_one: NatsServer, fast: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Messages handed to nats-py while it reconnects, when the bridge stops before nats-py
-    reconnects or gives up, are counted ``not_reconnected``; the bridge ends ``closed``."""
+    reconnects or gives up, are counted ``not_reconnected``; the bridge ends ``closed``. So
+    too where this nats-py lacks the internals the wire fast path reads (``FAST`` off)."""
+    monkeypatch.setattr(wire, "FAST", fast)
     g, bridge = exporting(nats_one.url, reconnect_attempts=60, reconnect_wait=0.5)
     async with g:
         await until(lambda: bridge.statistics().exporter and bridge.statistics().ready)
