@@ -260,14 +260,15 @@ class Pod(Consumer):
         if self._closed:
             raise PodDisconnected(self._close_reason)
         if tracing.ENABLED:
-            return self._send_traced(msg)
+            injected, headers = tracing.inject(msg)
+            if injected:
+                return self._send_traced(msg, headers)
         return self.bus.send(msg, self)
 
-    def _send_traced(self, msg: Message) -> MsgReceipt:
-        """``send`` with the active span's context in ``msg``'s headers; a send refused (a uuid
-        seen here, too large...) leaves them as they were: ``msg`` may be one pods here hold."""
-        headers = msg.headers
-        tracing.inject(msg)
+    def _send_traced(self, msg: Message, headers: dict[str, str] | None) -> MsgReceipt:
+        """``send`` of ``msg``, the active span's context now in its headers (``headers`` before
+        that); a send refused (a uuid seen here, too large...) puts them back: ``msg`` may be
+        one pods here hold."""
         try:
             return self.bus.send(msg, self)
         except BaseException:

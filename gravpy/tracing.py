@@ -25,7 +25,7 @@ from typing import Any
 
 from gravpy.message import Message
 
-__all__ = ["ENABLED", "TRACEPARENT", "await_in_span", "call_in_span", "inject"]
+__all__ = ["ENABLED", "NOT_INJECTED", "TRACEPARENT", "await_in_span", "call_in_span", "inject"]
 
 try:
     from opentelemetry import context as _context
@@ -55,6 +55,7 @@ _current: Callable[[], object] = _context_reader()
 Handler = Callable[[Message], Awaitable[object] | object]
 _SYSTEM = "gravpy"
 TRACEPARENT = "traceparent"
+NOT_INJECTED: tuple[bool, dict[str, str] | None] = (False, None)  # ``inject`` changed nothing
 
 
 def _tracer() -> Any:
@@ -70,19 +71,23 @@ def _attributes(msg: Message, operation: str) -> dict[str, str]:
     }
 
 
-def inject(msg: Message) -> None:
-    """If a span is active, record a PRODUCER span for ``msg`` and put its context in headers."""
+def inject(msg: Message) -> tuple[bool, dict[str, str] | None]:
+    """If a span is active, record a PRODUCER span for ``msg`` and put its context in headers:
+    ``(True, the headers it replaced)``, so a send refused after it can put them back; else
+    ``NOT_INJECTED`` (``msg`` untouched; also for anything but a ``Message``, which send
+    refuses)."""
     if not ENABLED or not _current():  # an empty context holds no span: done
-        return
-    if not _trace.get_current_span().get_span_context().is_valid:
-        return
+        return NOT_INJECTED
+    if msg.__class__ is not Message or not _trace.get_current_span().get_span_context().is_valid:
+        return NOT_INJECTED
     kind = _trace.SpanKind.PRODUCER
     with _tracer().start_as_current_span(
         f"send {msg.type}", kind=kind, attributes=_attributes(msg, "send")
     ):
         carrier: dict[str, str] = dict(msg.headers) if msg.headers else {}
         _propagate.inject(carrier)
-    msg.headers = carrier
+    before, msg.headers = msg.headers, carrier
+    return True, before
 
 
 def call_in_span(handler: Handler, msg: Message) -> object:
