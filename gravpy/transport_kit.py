@@ -75,15 +75,15 @@ def link_closed(
     return LinkClosedError(text, closed_by=closed_by, reason=reason)
 
 
-def check_url_path(path: object, *, trailing_slash: bool = True) -> str:
+def check_url_path(path: object, *, http: bool = False) -> str:
     """``path`` if a transport can listen at it and a peer's URL can name it; else ``UsageError``
     (a ``ValueError``, as gravd's setting parsers raise) saying what is wrong.
 
     It starts with '/' and holds no '?' or '#' (a dialler's URL ends its path there, so it asks
     for the part before and gets 404), no whitespace and no control or invisible character (a
-    URL cannot carry it, a log would not show it). ``trailing_slash=False`` (the HTTP transport,
-    which serves ``{path}/open`` and the like) also refuses one ending with '/', and what its
-    router cannot serve: '%', braces, '.' or '..' segments (``_check_routable``).
+    URL cannot carry it, a log would not show it). ``http=True`` (the HTTP transport, which
+    serves ``{path}/open`` and the like) also refuses one ending with '/', and what its router
+    cannot serve: '%', braces, '.' or '..' segments (``_check_routable``).
     """
     if not isinstance(path, str):
         raise UsageError(f"expected a URL path (a str starting with '/'), got {path!r}")
@@ -102,7 +102,7 @@ def check_url_path(path: object, *, trailing_slash: bool = True) -> str:
             f"{path!r} is not a URL path: it holds U+{ord(bad):04X} (no whitespace, control or "
             "invisible characters)"
         )
-    if not trailing_slash:
+    if http:
         if path.endswith("/"):
             raise UsageError(f"{path!r} must not end with '/' (the HTTP transport serves under it)")
         _check_routable(path)

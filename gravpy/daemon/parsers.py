@@ -294,7 +294,7 @@ def parse_url_path(value: object) -> str:
 
 def parse_http_path(value: object) -> str:
     """The HTTP transport's path: as ``parse_url_path``, and not ending with '/'."""
-    return check_url_path(value, trailing_slash=False)
+    return check_url_path(value, http=True)
 
 
 def parse_loop(value: object) -> str:

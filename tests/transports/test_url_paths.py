@@ -48,7 +48,7 @@ def test_the_http_transport_refuses_a_trailing_slash_the_websocket_one_takes() -
     assert WebSocketTransport("127.0.0.1", 0, "/").path == "/"
     assert check_url_path("/meta/") == "/meta/"
     with pytest.raises(UsageError, match="end with '/'"):
-        check_url_path("/meta/", trailing_slash=False)
+        check_url_path("/meta/", http=True)
 
 
 def test_a_path_that_is_not_a_string_is_refused() -> None:

@@ -36,7 +36,7 @@ def test_the_http_transport_refuses_a_path_its_router_cannot_serve(path: str, wh
         HttpTransport("127.0.0.1", 0, path)
     assert why in str(caught.value)
     with pytest.raises(UsageError):
-        check_url_path(path, trailing_slash=False)
+        check_url_path(path, http=True)
 
 
 @pytest.mark.parametrize("path", ["/a%20b", "/x{y}"])

@@ -100,7 +100,7 @@ class HttpTransport:
     ) -> None:
         if not 0 <= port <= 65535:
             raise UsageError(f"port must be between 0 and 65535, got {port!r}")
-        check_url_path(path, trailing_slash=False)
+        check_url_path(path, http=True)
         if not 1 <= max_frame_bytes < 1 << 32:
             raise UsageError(
                 f"max_frame_bytes must be between 1 and 2**32 - 1, got {max_frame_bytes!r}"
