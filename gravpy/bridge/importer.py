@@ -62,6 +62,7 @@ __all__ = ["Importer"]
 # asking processes whose last reply subject is kept; ids of the gravpy form made by programs
 # themselves (random ones) can fill it, and then it starts over
 _ASKERS_LIMIT = 65_536
+_ORIGIN_CHARS = len(ORIGIN_HEADER)  # (of the one header an imported message has: the key)
 
 
 def _nowhere(_: str) -> bool:
@@ -104,14 +105,14 @@ class Importer:
             mesh, msg_type = self.subjects.split(subject)
             if self.subjects.is_own(mesh):
                 return  # an echo of what this mesh exported
-            msg, groups, missing = self._read(subject, mesh, msg_type, data, headers)
+            msg, groups, missing, checked = self._read(subject, mesh, msg_type, data, headers)
         except MessageError:
             self._count("bad_message", 1)
             return
         if self.active:
             if missing:
                 self._count("gap", missing)
-            self._deliver(msg, groups, reply)
+            self._deliver(msg, groups, reply, checked=checked)
             return
         shadow = self.shadow
         shadow.hold(Held(msg, groups, reply, self._clock(), missing))
@@ -121,17 +122,27 @@ class Importer:
 
     def _read(
         self, subject: str, mesh: str, msg_type: str, data: bytes, headers: dict[str, str] | None
-    ) -> tuple[Message, tuple[str, ...] | None, int]:
+    ) -> tuple[Message, tuple[str, ...] | None, int, bool]:
         """The message, the groups placed here, the numbers missing before it (``from_nats``;
-        the usual message, its one header read in one pass); raises ``MessageError``."""
+        the usual message, its one header read in one pass), and True if the message is known
+        to pass ``check_sendable`` (the usual one: ``BridgeHost.fits_plain``); raises
+        ``MessageError``."""
         plain = plain_meta(headers.get(H_META)) if headers and len(headers) == 1 else None
         if plain is None:
             missing = 0 if headers is None else self._missing(subject, headers)
             here = self.subjects.mesh_token
-            return (*from_nats(msg_type, data, headers, mesh, "", here, self._plain_id), missing)
+            msg, groups = from_nats(msg_type, data, headers, mesh, "", here, self._plain_id)
+            return msg, groups, missing, False
         uuid, stamp, tag, number = plain
         missing = self._gaps.seen(tag, subject, number) if tag else 0
-        return Message(uuid, "", "", msg_type, stamp, data, {ORIGIN_HEADER: mesh}), (), missing
+        host = self.host
+        checked = (  # (its type was validated by ``split``, its uuid's length by ``plain_meta``)
+            host is not None
+            and uuid.isascii()
+            and host.fits_plain(len(data), _ORIGIN_CHARS + len(mesh))
+        )
+        msg = Message(uuid, "", "", msg_type, stamp, data, {ORIGIN_HEADER: mesh})
+        return msg, (), missing, checked
 
     def reply(self, tail: str, data: bytes, headers: dict[str, str]) -> None:
         """A reply on the bridge's inbox; ``tail`` is ``<request uuid>.<request type tokens>``.
@@ -187,7 +198,13 @@ class Importer:
         self.active = False
 
     def _deliver(
-        self, msg: Message, groups: tuple[str, ...] | None, reply: str, *, again: bool = False
+        self,
+        msg: Message,
+        groups: tuple[str, ...] | None,
+        reply: str,
+        *,
+        again: bool = False,
+        checked: bool = False,
     ) -> bool:
         if reply:
             uuid = msg.uuid
@@ -199,7 +216,7 @@ class Importer:
                 askers[process] = reply
             else:
                 self.reply_subjects[uuid] = reply
-        return self.inject(msg, groups, again=again)
+        return self.inject(msg, groups, again=again, checked=checked)
 
     def reply_subject(self, request: str) -> str | None:
         """The NATS reply subject of ``request``, if it came from NATS through this bridge."""
@@ -217,18 +234,25 @@ class Importer:
         return None if at < 0 else f"{last[:at]}.{request}"
 
     def inject(
-        self, msg: Message, groups: tuple[str, ...] | None = (), *, again: bool = False
+        self,
+        msg: Message,
+        groups: tuple[str, ...] | None = (),
+        *,
+        again: bool = False,
+        checked: bool = False,
     ) -> bool:
         """Deliver ``msg`` into the mesh; True if it was new there. ``again``: a held message
         on taking over; if this node has it (the old active bridge's copy came here: struck),
-        the others may not, so it is passed on to them (``BridgeHost.redeliver``)."""
+        the others may not, so it is passed on to them (``BridgeHost.redeliver``).
+        ``checked``: known to pass ``check_sendable`` (``_read``)."""
         host = self.host
         assert host is not None
-        try:
-            host.check_sendable(msg)
-        except UsageError:
-            self._count("too_large", 1)
-            return False
+        if not checked:
+            try:
+                host.check_sendable(msg)
+            except UsageError:
+                self._count("too_large", 1)
+                return False
         if host.inject(msg, groups) >= 0:
             self.imported += 1
             return True

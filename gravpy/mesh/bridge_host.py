@@ -42,6 +42,7 @@ class Bridges:
         local: NodeInfo,
         *,
         sendable: Callable[[Message], None],
+        fits_plain: Callable[[int, int], bool],
         permitted: Callable[[Message, tuple[PeerLink, ...]], tuple[PeerLink, ...]],
         changed: Callable[[], None],
     ) -> None:
@@ -50,6 +51,7 @@ class Bridges:
         self._local = local
         # (the traffic's own check, not a method calling it: it runs on every imported message)
         self.check_sendable: Callable[[Message], None] = sendable
+        self.fits_plain: Callable[[int, int], bool] = fits_plain  # (``Traffic.fits_plain``)
         self._permitted = permitted  # the links whose identity may receive a message
         self._changed = changed
         self.attached: list[BridgePort] = []

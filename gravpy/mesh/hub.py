@@ -108,6 +108,7 @@ class Hub:
             self.router,
             local,
             sendable=self.traffic.check_sendable,
+            fits_plain=self.traffic.fits_plain,
             permitted=self.traffic.permitted,
             changed=self.interests_changed,
         )

@@ -315,6 +315,17 @@ class Traffic:
                     "carries"
                 )
 
+    def fits_plain(self, size: int, header_chars: int) -> bool:
+        """True if ``check_sendable`` passes every message of ``size`` data bytes and headers of
+        ``header_chars`` characters whose fields are of the usual kinds (a validated type, a
+        float time, bytes data, ASCII ids within their length, str headers): what a bridge
+        builds for the usual imported message, checked here in a few reads."""
+        return (
+            self.grant is None
+            and size <= self._max_data
+            and size + 4 * header_chars <= self._frame_room
+        )
+
     def check_subscribable(self, pattern: str) -> None:
         """Raise ``PermissionDenied`` if this app's node lets it receive no type of ``pattern``."""
         check_subscribe(self.grant, pattern)
