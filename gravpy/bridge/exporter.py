@@ -68,15 +68,16 @@ from gravpy.bridge.subjects import (
     header_lines,
     meta_of,
 )
-from gravpy.bridge.wire import MAX_CONTROL_LINE
+from gravpy.bridge.wire import MAX_CONTROL_LINE, refusal
 from gravpy.failure import TOO_LARGE, dropped_reply
 from gravpy.filter import Pattern
-from gravpy.message import Message
+from gravpy.message import MAX_ID_LENGTH, Message
 
 __all__ = ["Exporter", "dropped_detail", "too_large_detail"]
 
 _log = logs.get_logger("gravpy.bridge")
 _HOME_TYPES = 4096  # types whose answer ``home_admits`` keeps (then it starts over)
+_CLEAN_LIMIT = 4096  # route subjects whose ``_never_refused`` answer is kept (then it starts over)
 # losses that come with load, not with the message: their failure replies are budgeted per second
 _UNDER_LOAD = frozenset({"queue_full", "disconnected"})
 FAILURE_BUDGET = 256  # failure replies per second for such losses (the rest only counted lost)
@@ -133,7 +134,9 @@ class Exporter:
         self.shadow = ExportShadow(config.shadow_limit, 2 * config.ttl)  # while standing by
         self.importer = importer
         self.host: BridgeHost | None = None
-        self.inbox = ""  # this connection's: replies and no-responders statuses come back there
+        self._inbox = ""
+        # by route subject: True if no export command on it is refused (``_never_refused``)
+        self._clean: dict[str, bool] = {}
         self.connected = False  # a connection is served (nats-py may be reconnecting it)
         self.active = False  # this bridge is its mesh's active one: it exports
         self.active_node: str | None = None  # the node uuid of this mesh's active bridge
@@ -150,6 +153,16 @@ class Exporter:
         self._home_types: dict[str, bool] = {}  # ``home_admits``'s answers, by type
         self._budget_since, self._budget_used = 0.0, 0  # failure replies for losses under load
         self.failures_unsent = 0  # failure replies over that budget: not sent
+
+    @property
+    def inbox(self) -> str:
+        """This connection's: replies and no-responders statuses come back there."""
+        return self._inbox
+
+    @inbox.setter
+    def inbox(self, inbox: str) -> None:
+        self._inbox = inbox
+        self._clean.clear()
 
     def bind(self, host: BridgeHost, subjects: SubjectMap) -> None:
         self.host = host
@@ -190,13 +203,29 @@ class Exporter:
 
     def export(self, msg: Message, route: Route) -> bool:
         """Queue ``msg`` on ``route``, its reply subject on this bridge's inbox."""
-        if msg.uuid.strip(_SAFE_TOKEN):  # a space, dot or control character: not one token
-            return self.outbox.refuse("bad_id") or self._refused(msg)  # of the reply subject
-        reply = f"{self.inbox}.{msg.uuid}.{route.tokens}"  # the type rides along (NoResponders)
+        uuid = msg.uuid  # (the usual id, letters and digits, passes at the first test)
+        if not (uuid.isalnum() and uuid.isascii()) and uuid.strip(_SAFE_TOKEN):  # a space, dot
+            return self.outbox.refuse("bad_id") or self._refused(msg)  # or control character:
+        reply = f"{self._inbox}.{uuid}.{route.tokens}"  # not one token of the reply subject;
         meta = meta_of(msg, placed=self.routes.placed(route)) if route.groups else meta_of(msg)
-        extra = header_lines(msg) if msg.headers else ""
+        extra = header_lines(msg) if msg.headers else ""  # (the type rides along: NoResponders)
         out = (route.subject, reply, msg.data, meta, extra)
-        return self._enqueue(out) or self._refused(msg)
+        clean = self._clean.get(route.subject)
+        if clean is None:
+            clean = self._never_refused(route)
+        return self._enqueue(out, clean) or self._refused(msg)
+
+    def _never_refused(self, route: Route) -> bool:
+        """True (and kept) if nats-server takes the command of every export on ``route``
+        (``gravpy.bridge.wire.refusal``): its subject, and its reply subject with any id that
+        passes ``export``'s test (printable ASCII, no space) of up to ``MAX_ID_LENGTH``
+        characters (every id that reached the mesh: sending and decoding check it)."""
+        longest = f"{self._inbox}.{'0' * MAX_ID_LENGTH}.{route.tokens}"
+        clean = refusal((route.subject, longest, b"", "", "")) is None
+        if len(self._clean) >= _CLEAN_LIMIT:
+            self._clean.clear()
+        self._clean[route.subject] = clean
+        return clean
 
     def home_changed(self, patterns: tuple[str, ...]) -> None:
         """What the pods of this mesh want (ungrouped or in groups, on any of its nodes)."""
@@ -293,7 +322,7 @@ class Exporter:
         active, host = self.active_node, self.host
         return active is not None and host is not None and host.peer_wants(active, msg_type)
 
-    def _enqueue(self, out: Outgoing) -> bool:
+    def _enqueue(self, out: Outgoing, clean: bool = False) -> bool:
         if not self.connected:
             return self.outbox.refuse("disconnected")
-        return self.outbox.put(out)
+        return self.outbox.put(out, clean)

@@ -56,16 +56,18 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, out: Outgoing) -> bool:
+    def put(self, out: Outgoing, clean: bool = False) -> bool:
         """Queue ``out``, or with nothing queued before it hand it to nats-py at once (a
         request or reply waits for no task); False (and counted) if the outbox is full, or if
         nats-server would refuse its command (``gravpy.bridge.wire.refusal``), or its payload
         and headers, once numbered, would be over the server's ``max_payload`` (``too_large``:
         the server would close the connection, and what was in flight on it would be lost);
-        the reason is then ``refused``."""
-        refused = refusal(out)
-        if refused is not None:
-            return self.refuse(refused)
+        the reason is then ``refused``. ``clean``: the caller knows nats-server takes its
+        command (``Exporter._never_refused``)."""
+        if not clean:
+            refused = refusal(out)
+            if refused is not None:
+                return self.refuse(refused)
         # (the usual message fits even were every header character 4 bytes: no encoding needed)
         roomy = len(out[2]) + 4 * (len(out[3]) + len(out[4])) <= self.max_payload - _SLACK
         if not roomy and self._over(out):

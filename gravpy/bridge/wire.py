@@ -124,7 +124,8 @@ def refusal(out: Outgoing) -> str | None:
     ``MAX_CONTROL_LINE`` (``subject_too_long``: the server would close the connection, and
     what was in flight on it would be lost uncounted; a type of 255 characters can escape to
     3 KB, and both subjects carry it). The ``Outbox`` asks as a message comes in, before it is
-    numbered (``gravpy.bridge.sequence``): every message reaches ``_hpub`` through it."""
+    numbered (``gravpy.bridge.sequence``), unless the exporter asked once for the route it
+    goes on (``Exporter._never_refused``): every message reaches ``_hpub`` so checked."""
     subject, reply = out[0], out[1]
     if not (subject.isprintable() and reply.isprintable()) or " " in subject or " " in reply:
         return "bad_subject"
