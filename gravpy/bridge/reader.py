@@ -41,9 +41,6 @@ __all__ = ["Reader", "Sink", "parse_headers"]
 # subject, reply subject, payload, headers (None if the message has none)
 Sink = Callable[[str, str, bytes, dict[str, str] | None], None]
 
-_CRLF: Final = b"\r\n"
-_MSG: Final = b"MSG "
-_HMSG: Final = b"HMSG "
 _META_BLOCK: Final = b"NATS/1.0\r\nGrav-Meta: "
 _META_AT: Final = len(_META_BLOCK)
 _STATUS_LINE: Final = b"NATS/1.0 "
@@ -110,18 +107,27 @@ class Reader(Parser):
             data = bytes(buf)
         self._wanted = 0
         nc = self._nc
-        sinks, stats = nc._sinks, nc.stats
+        sinks = nc._sinks
+        read_headers, message_line = headers_of, _message_line  # (locals: read per message)
         pos, end = 0, len(data)
+        taken = taken_bytes = 0  # what went to sinks, added to nats-py's stats in one step
         while pos < end:
-            eol = data.find(_CRLF, pos)
+            eol = data.find(b"\r\n", pos)
             if eol < 0:
                 break
             step: Awaitable[Any]
-            if data.startswith(_HMSG, pos) or data.startswith(_MSG, pos):
+            if data.startswith(b"HMSG ", pos) or data.startswith(b"MSG ", pos):
                 fields = data[pos:eol].split()
                 try:
-                    sid, reply, size, header_size = _message_line(fields)
+                    if len(fields) == 6 and fields[0] == b"HMSG":  # (the bridge's usual message)
+                        sid, reply = int(fields[2]), fields[3]
+                        header_size, size = int(fields[4]), int(fields[5])
+                        if not 0 <= header_size <= size:
+                            raise ValueError(fields)
+                    else:
+                        sid, reply, size, header_size = message_line(fields)
                 except (ValueError, IndexError):
+                    self._count(taken, taken_bytes)
                     raise ProtocolError("nats: malformed MSG") from None
                 start = eol + 2
                 stop = start + size
@@ -135,21 +141,31 @@ class Reader(Parser):
                 if sink is None:
                     step = nc._process_msg(sid, fields[1], reply, payload, headers)  # type: ignore[arg-type]
                 else:
-                    stats["in_msgs"] += 1
-                    stats["in_bytes"] += len(payload)
+                    taken += 1
+                    taken_bytes += len(payload)
                     try:
-                        sink(fields[1].decode(), reply.decode(), payload, headers_of(headers))
+                        sink(fields[1].decode(), reply.decode(), payload, read_headers(headers))
                         continue
                     except Exception as exc:  # a sink's bug: reported as nats-py reports a
                         step = nc._error_cb(exc)  # callback's
             else:
                 line, pos = data[pos : eol + 2], eol + 2
                 step = super().parse(line)
+            taken, taken_bytes = self._count(taken, taken_bytes)
             if not await self._awaiting(data[pos:], step):
                 return
             data, pos = bytes(self.buf), 0
             end = len(data)
+        self._count(taken, taken_bytes)
         self.buf = bytearray(data[pos:])
+
+    def _count(self, messages: int, size: int) -> tuple[int, int]:
+        """Add ``messages`` of ``size`` bytes that went to sinks to nats-py's stats; (0, 0)."""
+        if messages:
+            stats = self._nc.stats
+            stats["in_msgs"] += messages
+            stats["in_bytes"] += size
+        return 0, 0
 
     async def _awaiting(self, rest: bytes, step: Awaitable[Any]) -> bool:
         """Await ``step`` with ``rest`` of the chunk kept in ``buf``; False if nats-py reset
