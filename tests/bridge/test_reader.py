@@ -195,3 +195,30 @@ def test_a_large_message_in_small_chunks_arrives_whole_and_what_follows_is_read(
     asyncio.run(read(parser, [b"NG\r\n"]))
     assert client.events[-1] == ("ping",)
     assert parser.buf == b""
+
+
+def test_what_goes_to_sinks_is_in_nats_pys_stats_up_to_a_malformed_line() -> None:
+    """Messages to sinks count in nats-py's ``in_msgs`` and ``in_bytes`` (its own
+    ``_process_msg`` counts the others), across awaits and chunks, and up to a malformed
+    line, which raises ``ProtocolError``."""
+    payloads = [b"a", b"bb", b"ccc", b"dddd"]
+    first = message(1, "r", HEADER_BLOCKS[1], payloads[0]) + message(2, "", b"", payloads[1])
+    second = (
+        b"PING\r\n"
+        + message(1, "", HEADER_BLOCKS[2], payloads[2])
+        + message(3, "", b"", b"not to a sink")
+        + message(2, "r", b"", payloads[3])
+        + b"HMSG gravpy.m.t1 1 r x 10\r\n"
+    )
+    client = Recorder()
+    parser = Reader(client)
+    asyncio.run(read(parser, [first]))
+    assert client.stats == {"in_msgs": 2, "in_bytes": 3}
+    with pytest.raises(ProtocolError):
+        asyncio.run(read(parser, [second]))
+    assert client.stats == {"in_msgs": 4, "in_bytes": 10}
+    assert [e[4] for e in client.events if e[0] == "msg"] == [
+        *payloads[:3],
+        b"not to a sink",
+        payloads[3],
+    ]
