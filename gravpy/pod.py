@@ -259,21 +259,12 @@ class Pod(Consumer):
         """
         if self._closed:
             raise PodDisconnected(self._close_reason)
-        if tracing.ENABLED:
-            injected, headers = tracing.inject(msg)
-            if injected:
-                return self._send_traced(msg, headers)
+        if tracing.ENABLED and tracing.traced(msg):
+            return tracing.send_in_span(msg, self._send_untraced)
         return self.bus.send(msg, self)
 
-    def _send_traced(self, msg: Message, headers: dict[str, str] | None) -> MsgReceipt:
-        """``send`` of ``msg``, the active span's context now in its headers (``headers`` before
-        that); a send refused (a uuid seen here, too large...) puts them back: ``msg`` may be
-        one pods here hold."""
-        try:
-            return self.bus.send(msg, self)
-        except BaseException:
-            msg.headers = headers
-            raise
+    def _send_untraced(self, msg: Message) -> MsgReceipt:
+        return self.bus.send(msg, self)
 
     async def publish(self, msg: Message) -> MsgReceipt:
         """``send``, then wait while anything it feeds is congested (backpressure): a receiver's

@@ -3,9 +3,9 @@
 Theory of operation
 -------------------
 With ``opentelemetry-api`` installed (``pip install gravpy[otel]``) and a span active when a pod
-sends, ``inject`` starts a short PRODUCER span ``send <type>`` as a child of the active span and
-writes its context into the message's headers with the globally configured propagator (W3C trace
-context by default). A pod runs its handler for a message carrying a ``traceparent`` inside a
+sends, ``send_in_span`` runs the send inside a PRODUCER span ``send <type>``, a child of the
+active span, and writes its context into the message's headers with the globally configured
+propagator (W3C trace context by default); a send refused leaves that span with its error. A pod runs its handler for a message carrying a ``traceparent`` inside a
 CONSUMER span ``process <type>`` whose parent is that context (``call_in_span``,
 ``await_in_span``; the pod looks for the ``traceparent`` header inline, so untraced messages pay
 one header lookup and no extra call); a reply the handler sends is injected in turn, so the trace comes back to the asker.
@@ -21,11 +21,11 @@ from __future__ import annotations
 import contextvars
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from gravpy.message import Message
 
-__all__ = ["ENABLED", "NOT_INJECTED", "TRACEPARENT", "await_in_span", "call_in_span", "inject"]
+__all__ = ["ENABLED", "TRACEPARENT", "await_in_span", "call_in_span", "send_in_span", "traced"]
 
 try:
     from opentelemetry import context as _context
@@ -55,7 +55,7 @@ _current: Callable[[], object] = _context_reader()
 Handler = Callable[[Message], Awaitable[object] | object]
 _SYSTEM = "gravpy"
 TRACEPARENT = "traceparent"
-NOT_INJECTED: tuple[bool, dict[str, str] | None] = (False, None)  # ``inject`` changed nothing
+R = TypeVar("R")
 
 
 def _tracer() -> Any:
@@ -71,23 +71,31 @@ def _attributes(msg: Message, operation: str) -> dict[str, str]:
     }
 
 
-def inject(msg: Message) -> tuple[bool, dict[str, str] | None]:
-    """If a span is active, record a PRODUCER span for ``msg`` and put its context in headers:
-    ``(True, the headers it replaced)``, so a send refused after it can put them back; else
-    ``NOT_INJECTED`` (``msg`` untouched; also for anything but a ``Message``, which send
-    refuses)."""
+def traced(msg: Message) -> bool:
+    """True if a span is active to record the send of ``msg`` under (``send_in_span``); False
+    also for anything but a ``Message``, which send refuses."""
     if not ENABLED or not _current():  # an empty context holds no span: done
-        return NOT_INJECTED
-    if msg.__class__ is not Message or not _trace.get_current_span().get_span_context().is_valid:
-        return NOT_INJECTED
+        return False
+    return msg.__class__ is Message and _trace.get_current_span().get_span_context().is_valid
+
+
+def send_in_span(msg: Message, send: Callable[[Message], R]) -> R:
+    """``send(msg)`` inside a PRODUCER span ``send <type>`` whose context is put in ``msg``'s
+    headers first. A send that raises (refused: a uuid seen here, too large...) leaves the
+    span with its exception and an error status, and puts the headers back: ``msg`` may be one
+    pods here hold."""
     kind = _trace.SpanKind.PRODUCER
     with _tracer().start_as_current_span(
         f"send {msg.type}", kind=kind, attributes=_attributes(msg, "send")
     ):
         carrier: dict[str, str] = dict(msg.headers) if msg.headers else {}
         _propagate.inject(carrier)
-    before, msg.headers = msg.headers, carrier
-    return True, before
+        before, msg.headers = msg.headers, carrier
+        try:
+            return send(msg)
+        except BaseException:
+            msg.headers = before
+            raise
 
 
 def call_in_span(handler: Handler, msg: Message) -> object:

@@ -10,6 +10,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from gravpy import Grav, Message
 from gravpy.errors import UsageError
@@ -69,3 +70,24 @@ async def test_a_refused_send_on_under_a_span_leaves_the_received_message_untrac
         forwarder.send(got[0])
     assert beside[0] is got[0]
     assert beside[0].headers is None
+
+
+async def test_a_refused_send_under_a_span_records_its_send_span_as_failed(
+    node: Grav, spans: InMemorySpanExporter
+) -> None:
+    """The send span of a refused resend says so: error status and the UsageError recorded;
+    the first send's span is an ordinary one."""
+    pod = node.connect()
+    msg = Message.new("qa.twice", "x")
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("client"):
+        pod.send(msg)
+        with pytest.raises(UsageError, match="already sent or received"):
+            pod.send(msg)
+    sends = [s for s in spans.get_finished_spans() if s.name == "send qa.twice"]
+    assert [s.status.status_code for s in sends] == [StatusCode.UNSET, StatusCode.ERROR]
+    [event] = sends[1].events
+    assert event.name == "exception"
+    assert event.attributes is not None
+    assert event.attributes["exception.type"] == "gravpy.errors.UsageError"
+    assert sends[0].events == ()
