@@ -270,7 +270,8 @@ class Bus:
             if mesh is not None and mesh.wanted(msg):  # wanted, but each link refused it (its
                 return MsgReceipt(msg.uuid, msg.type, sender, False, dropped=True)  # queue full)
             self._undelivered += 1
-        return MsgReceipt(msg.uuid, msg.type, sender, n == 0)
+            return MsgReceipt(msg.uuid, msg.type, sender, True, why=self.no_responders_why())
+        return MsgReceipt(msg.uuid, msg.type, sender, False)
 
     def deliver(
         self,

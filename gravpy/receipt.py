@@ -40,7 +40,6 @@ class ReplyWaiters(Protocol):
     def register_reply_waiter(self, uuid: str, pod: Any, msg_type: str = "") -> Mailbox: ...
     def unregister_reply_waiter(self, uuid: str, mailbox: Mailbox) -> None: ...
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]: ...
-    def no_responders_why(self) -> str: ...
 
 
 class Sender(Protocol):
@@ -58,15 +57,32 @@ class MsgReceipt:
     when it was sent, every wait raises ``NoResponders`` at once.
     """
 
-    __slots__ = ("_kept", "_no_responders", "_sent_at", "dropped", "msg_type", "pod", "uuid")
+    __slots__ = (
+        "_kept",
+        "_no_responders",
+        "_sent_at",
+        "_why",
+        "dropped",
+        "msg_type",
+        "pod",
+        "uuid",
+    )
 
     def __init__(
-        self, uuid: str, msg_type: str, pod: Sender, no_responders: bool, *, dropped: bool = False
+        self,
+        uuid: str,
+        msg_type: str,
+        pod: Sender,
+        no_responders: bool,
+        *,
+        dropped: bool = False,
+        why: str = "",
     ) -> None:
         self.uuid = uuid
         self.msg_type = msg_type
         self.pod = pod
         self._no_responders = no_responders
+        self._why = why  # with ``no_responders``: what its ``NoResponders`` adds, as at the send
         # wanted by links, but each refused it (its send queue full; counted on the link as
         # ``queue_full``): nobody got it, and no reply will come
         self.dropped = dropped
@@ -121,7 +137,7 @@ class MsgReceipt:
         if on is not None:
             check_callback(on, "the wait function")
         if self._no_responders:
-            raise NoResponders(self.msg_type, self.pod.bus.no_responders_why())
+            raise NoResponders(self.msg_type, self._why)
         if self.dropped:
             raise MessageDropped(self.msg_type, self.uuid)
         mailbox = self._start_wait()
@@ -159,7 +175,7 @@ class MsgReceipt:
         if timeout is None and max is None:
             raise UsageError("replies() needs a timeout, a max, or both")
         if self._no_responders:
-            raise NoResponders(self.msg_type, self.pod.bus.no_responders_why())
+            raise NoResponders(self.msg_type, self._why)
         if self.dropped:
             raise MessageDropped(self.msg_type, self.uuid)
         return ReplyStream(self, seconds, max)

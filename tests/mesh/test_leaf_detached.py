@@ -151,6 +151,21 @@ async def test_a_detached_apps_request_raises_no_responders_at_once(
     assert setup.asked.empty()
 
 
+async def test_no_responders_says_what_was_so_when_the_request_was_sent(
+    setup_factory: Factory,
+) -> None:
+    """A request nobody admitted while the app was attached raises a plain NoResponders, even
+    when its wait comes after the link dropped: the app being cut off is not why."""
+    setup = await setup_factory(DETACHED)
+    receipt = setup.app.connect().send(Message.new("svc.nobody", b"?"))
+    assert receipt.no_responders
+    await _drop(setup)
+    with pytest.raises(NoResponders) as caught:
+        await receipt.wait_until(GUARD)
+    assert str(caught.value) == str(NoResponders("svc.nobody"))
+    assert "link" not in str(caught.value)
+
+
 async def test_a_detached_apps_request_to_its_own_pod_is_answered(
     setup_factory: Factory,
 ) -> None:
