@@ -153,8 +153,11 @@ async def test_events_inbox_lists_filters_and_marks_read(page: Any, tmp_path: Pa
     assert hours_off < 1, await when.inner_text()
     await page.fill("#events-category", "peer")
     await page.get_by_role("button", name="Filter").click()
+    cells = page.locator("#events tbody tr td:nth-child(3)")
+    # (the unfiltered rows stay until the filtered page replaces them: wait for that)
+    await expect(cells.filter(has_not_text="peer")).to_have_count(0, timeout=SEEN)
     await expect(rows.first).to_be_visible(timeout=SEEN)
-    categories = await page.locator("#events tbody tr td:nth-child(3)").all_inner_texts()
+    categories = await cells.all_inner_texts()
     assert categories
     assert set(categories) == {"peer"}
     first = rows.first
