@@ -51,29 +51,47 @@ def parse_public_key(text: str) -> bytes:
 
 
 def keygen(path: str | os.PathLike[str]) -> str:
-    """Write a new key pair: the private key to ``path`` (mode 0600, never overwritten) and
-    the public key line to ``path.pub``; return that line."""
+    """Write a new key pair: the private key to ``path`` (mode 0600) and the public key line to
+    ``path.pub``; return that line. Neither file is ever overwritten: ``UsageError`` if either
+    exists, and nothing is written then."""
     target = Path(path)
+    public = Path(f"{target}.pub")
+    if public.exists() and not target.exists():  # (a key and its line: the key's error below)
+        raise UsageError(
+            f"{public} exists; refusing to overwrite a public key (another key's line: move it "
+            "away, or give another path)"
+        )
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError as exc:
-        if target.is_dir():
-            raise UsageError(f"{target} is a directory: give the key file's path") from exc
-        raise UsageError(f"{target} exists; refusing to overwrite a key") from exc
-    except OSError as exc:  # no such directory, no permission
-        raise UsageError(f"cannot write the key {target}: {exc.strerror or exc}") from exc
+    fd = _create(target, 0o600, "key")
     with os.fdopen(fd, "wb") as out:
         out.write(pem)
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     line = public_key_text(raw)
-    Path(f"{target}.pub").write_text(line + "\n")
+    try:  # (created just now, between the check above and here: the new key goes again)
+        fd = _create(public, 0o644, "public key")
+    except UsageError:
+        target.unlink()
+        raise
+    with os.fdopen(fd, "w") as out:
+        out.write(line + "\n")
     return line
+
+
+def _create(path: Path, mode: int, what: str) -> int:
+    """A new file at ``path`` open for writing; ``UsageError`` if it exists or cannot be made."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError as exc:
+        if path.is_dir():
+            raise UsageError(f"{path} is a directory: give the key file's path") from exc
+        raise UsageError(f"{path} exists; refusing to overwrite a {what}") from exc
+    except OSError as exc:  # no such directory, no permission
+        raise UsageError(f"cannot write the {what} {path}: {exc.strerror or exc}") from exc
 
 
 def load_credentials(path: str | os.PathLike[str], token: str = "") -> Credentials:

@@ -91,8 +91,8 @@ _COMMAND_CODE_WORDS: Final = {
     },
     "keygen": {
         EXIT_OK: "success: the key pair is written, the public key line printed",
-        EXIT_USAGE: "PATH exists (never overwritten), is a directory, or cannot be written "
-        "(no such directory, no permission)",
+        EXIT_USAGE: "PATH or PATH.pub exists (neither is overwritten: nothing is written), PATH is "
+        "a directory, or cannot be written (no such directory, no permission)",
     },
 }
 DESCRIPTIONS: Final = {
@@ -119,9 +119,9 @@ then one line: the mesh, how many peers and leaves, the node's uptime and gravpy
 field, in JSON: curl http://127.0.0.1:8222/v1/node (docs/operations.md).""",
     "keygen": """\
 Write a new Ed25519 identity key pair and print its public key. The private key goes to PATH
-(PEM, unencrypted, mode 0600; keygen never overwrites a file there), the public key line to
-PATH.pub, and that line, ed25519:<base64>, to standard output. Nothing is sent anywhere: keygen
-needs no node.
+(PEM, unencrypted, mode 0600), the public key line to PATH.pub, and that line,
+ed25519:<base64>, to standard output. keygen never overwrites either file: if one exists it
+writes nothing and exits 2. Nothing is sent anywhere: keygen needs no node.
 
 The private key signs the handshakes of the program or node that holds it: give PATH to gravctl
 --identity, gravd --identity, or gravpy.connect(url, identity_file=PATH). The public key line is

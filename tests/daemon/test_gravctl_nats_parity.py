@@ -122,7 +122,7 @@ def test_keygen_help_says_what_it_writes_prints_and_exits_with() -> None:
     assert "examples:\n  gravctl keygen" in text
     codes = [line.split()[0] for line in text.split("exit codes:\n")[1].splitlines()[:2]]
     assert codes == ["0", "2"]
-    assert "2   PATH exists" in text
+    assert "2   PATH or PATH.pub exists" in text
 
 
 async def test_ctrl_c_exits_130_and_sigterm_0() -> None:

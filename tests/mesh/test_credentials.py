@@ -48,6 +48,22 @@ def test_keygen_writes_a_private_key_only_its_owner_reads_and_a_public_line(
         keygen(tmp_path / "absent" / "app.key")
 
 
+def test_keygen_never_overwrites_a_public_key_line(tmp_path: Path) -> None:
+    """A PATH.pub already there (another key's line) is kept, and no key is written beside it:
+    a key whose listed line is not its own would be refused by every node that lists it."""
+    other = keygen(tmp_path / "other.key")
+    public = tmp_path / "app.key.pub"
+    public.write_text(other + "\n")
+    with pytest.raises(UsageError, match=r"app\.key\.pub exists; refusing to overwrite a public"):
+        keygen(tmp_path / "app.key")
+    assert public.read_text() == other + "\n"
+    assert not (tmp_path / "app.key").exists()
+    public.unlink()
+    line = keygen(tmp_path / "app.key")  # with the way clear, the pair is written
+    assert load_credentials(tmp_path / "app.key").public_key == parse_public_key(line)
+    assert public.read_text() == line + "\n"
+
+
 def test_an_identity_file_under_home_is_read_with_its_tilde_expanded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
