@@ -56,7 +56,7 @@ def keygen(path: str | os.PathLike[str]) -> str:
     exists, and nothing is written then."""
     target = Path(path)
     public = Path(f"{target}.pub")
-    if public.exists() and not target.exists():  # (a key and its line: the key's error below)
+    if public.exists() and not target.exists():  # (if the key exists too, its error is below)
         raise UsageError(
             f"{public} exists; refusing to overwrite a public key (another key's line: move it "
             "away, or give another path)"
@@ -72,7 +72,7 @@ def keygen(path: str | os.PathLike[str]) -> str:
         out.write(pem)
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     line = public_key_text(raw)
-    try:  # (created just now, between the check above and here: the new key goes again)
+    try:  # (made by another process since the check above: the new key is removed again)
         fd = _create(public, 0o644, "public key")
     except UsageError:
         target.unlink()

@@ -49,8 +49,8 @@ def test_keygen_writes_a_private_key_only_its_owner_reads_and_a_public_line(
 
 
 def test_keygen_never_overwrites_a_public_key_line(tmp_path: Path) -> None:
-    """A PATH.pub already there (another key's line) is kept, and no key is written beside it:
-    a key whose listed line is not its own would be refused by every node that lists it."""
+    """A PATH.pub already there (here another key's line) is kept, and no key is written beside
+    it: overwriting it would lose the line an auth file may list."""
     other = keygen(tmp_path / "other.key")
     public = tmp_path / "app.key.pub"
     public.write_text(other + "\n")
